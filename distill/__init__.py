@@ -1,0 +1,1 @@
+"""voxloop.distill: teachers (TTS, ASR, LLM), synthetic data, the student model."""

@@ -1,0 +1,1 @@
+"""The scripted assistant's domain: data (domain.json) and the matcher."""

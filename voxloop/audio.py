@@ -1,0 +1,67 @@
+"""Waveform helpers shared by every package: read, write, resample, pcm16.
+
+Waveforms are float32 numpy arrays in [-1, 1], mono, shape ``[T]``. Only numpy,
+scipy and soundfile are imported, so the light client can use this module too.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from voxloop.errors import VoxloopError
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read an audio file as mono float32 ``[T]`` and its sample rate in Hz."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise VoxloopError(f"audio file not found: {path}")
+    try:
+        samples, sample_rate_hz = sf.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError as exc:
+        raise VoxloopError(f"cannot read {path} as audio: {exc}") from exc
+    return samples.mean(axis=1).astype(np.float32), int(sample_rate_hz)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Path:
+    """Write mono float32 ``[T]`` as 16-bit PCM wav; create parent folders."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(samples, -1.0, 1.0), sample_rate_hz, subtype="PCM_16")
+    return path
+
+
+def resample(samples: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
+    """Polyphase resampling of ``[T]`` from ``from_hz`` to ``to_hz``."""
+    if from_hz == to_hz:
+        return samples.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = gcd(from_hz, to_hz)
+    return resample_poly(samples, to_hz // g, from_hz // g).astype(np.float32)
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """float32 ``[T]`` in [-1, 1] -> little-endian 16-bit PCM bytes."""
+    clipped = np.clip(samples, -1.0, 1.0)
+    return (clipped * 32767.0).round().astype("<i2").tobytes()
+
+
+def pcm16_to_float(data: bytes) -> np.ndarray:
+    """Little-endian 16-bit PCM bytes -> float32 ``[T]``; odd byte counts are an error."""
+    if len(data) % 2:
+        raise VoxloopError(f"pcm16 audio must have an even number of bytes, got {len(data)}")
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Root-mean-square level in dB relative to full scale (-inf for silence)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")

@@ -1,0 +1,67 @@
+"""Build argparse options from frozen settings dataclasses, so defaults live in one place.
+
+Each component has one frozen dataclass of settings. A field's ``metadata``
+may carry ``help`` (shown by ``--help``), ``flag`` (the option name, default
+``--field-name``) and ``choices``. ``add_settings`` adds one option per field;
+``settings_from_args`` builds the dataclass back from the parsed namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _flag(field: dataclasses.Field, prefix: str) -> str:
+    if prefix:
+        return f"--{prefix}-{field.name.replace('_', '-')}"
+    return field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+
+
+def _dest(field: dataclasses.Field, prefix: str) -> str:
+    """The namespace attribute: the flag's name, so two settings classes never collide."""
+    return _flag(field, prefix).lstrip("-").replace("-", "_")
+
+
+def _base_type(annotation: Any) -> Any:
+    """``int | None`` -> ``int``; plain types are returned as they are."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """Add one ``--option`` per field of the dataclass ``cls`` to ``parser``."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for field in dataclasses.fields(cls):
+        if not field.init or field.metadata.get("cli") is False:
+            continue
+        kind = _base_type(hints[field.name])
+        default = field.default
+        help_text = field.metadata.get("help", "")
+        flag, dest = _flag(field, prefix), _dest(field, prefix)
+        if kind is bool:
+            group.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=default,
+                help=f"{help_text} (default: {default})",
+            )
+            continue
+        group.add_argument(
+            flag, dest=dest, type=kind, default=default,
+            choices=field.metadata.get("choices"), metavar=field.metadata.get("metavar"),
+            help=f"{help_text} (default: {default})",
+        )
+
+
+def settings_from_args(cls: type[T], args: argparse.Namespace, prefix: str = "") -> T:
+    """Build ``cls`` from the options that ``add_settings`` added."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        dest = _dest(field, prefix)
+        if field.init and hasattr(args, dest):
+            values[field.name] = getattr(args, dest)
+    return cls(**values)
