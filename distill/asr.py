@@ -74,7 +74,8 @@ class WhisperASR:
             if not (folder / "model.bin").is_file():
                 raise VoxloopError(
                     f"{folder} is not a CTranslate2 Whisper model folder (no model.bin). Pass "
-                    "'tiny.en' for the bundled model or convert one with ct2-transformers-converter."
+                    "'tiny.en' for the bundled model, or convert one with "
+                    "ct2-transformers-converter."
                 )
         self._model = WhisperModel(str(folder), device="cpu", compute_type="int8",
                                    cpu_threads=settings.threads)

@@ -56,7 +56,8 @@ def shift_pitch(samples: np.ndarray, rate_hz: int, semitones: float) -> np.ndarr
     if semitones == 0.0:
         return samples
     if shutil.which("sox") is None:
-        raise MissingDependencyError("sox is missing: run `make bootstrap` (or apt-get install sox)")
+        raise MissingDependencyError(
+            "sox is missing: run `make bootstrap` (or apt-get install sox)")
     with tempfile.TemporaryDirectory(prefix="voxloop-aug-") as tmp:
         src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
         write_wav(src, samples * 0.9, rate_hz)

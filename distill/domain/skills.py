@@ -46,7 +46,7 @@ _OPERATORS = (
 )
 
 
-def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float] | None:
+def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float]:
     """The two numbers an operator word applies to: around it ("7 plus 5") or after it
     ("add 7 and 5", "subtract 3 from 9" -> (9, 3))."""
     numbers = _numbers(words)
@@ -54,10 +54,11 @@ def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float] | 
     before = [n for n in numbers if n[0] < at]
     after = [n for n in numbers if n[0] > at]
     if before and after:
-        return before[-1][1], after[0][1]
-    pair = after[:2] if len(after) >= 2 else numbers[:2]
-    if len(pair) < 2:
-        return None
+        pair = [before[-1], after[0]]
+    elif len(after) >= 2:
+        pair = after[:2]
+    else:
+        pair = numbers[:2]
     (ia, a), (ib, b) = pair
     return (b, a) if "from" in words[ia:ib] else (a, b)
 
@@ -69,10 +70,7 @@ def arithmetic(words: list[str]) -> SkillAnswer | None:
     if found is None:
         return None
     op, keys = found
-    operands = _operands(words, keys)
-    if operands is None:
-        return None
-    a, b = operands
+    a, b = _operands(words, keys)
     if op == "divide" and b == 0:
         return SkillAnswer("divide", "You can't divide by zero.")
     result = {"add": a + b, "subtract": a - b, "multiply": a * b,

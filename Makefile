@@ -1,0 +1,23 @@
+# voxloop: `make demo` runs the product on the bundled models, `make test` runs the tests.
+# Both bootstrap a fresh machine first (Debian packages, .venv); that is quick once done.
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: bootstrap demo test test-all lint clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/bin/voxloop demo --out out/demo-answer.wav
+
+test: bootstrap
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -rs --durations=10
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

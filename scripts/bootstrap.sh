@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Prepare this machine for voxloop: Debian packages, a .venv, and the package itself.
+# Safe to run again: each step is skipped when already done, so a set-up machine takes ~1 s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(espeak-ng sox flite festival festvox-us-slt-hts festvox-kallpc16k
+              libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libsndfile1)
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.voxloop-installed
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "bootstrap: need root to install ${missing[*]}: run as root or install them with apt-get" >&2; exit 1; }
+    SUDO=sudo
+  fi
+  command -v apt-get >/dev/null || { echo "bootstrap: no apt-get here; install these packages by hand: ${missing[*]}" >&2; exit 1; }
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  echo "bootstrap: installing voxloop and its dependencies into $VENV (torch comes from local disk)"
+  "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
+  "$VENV/bin/pip" install -q "torch==2.14.1" "torchaudio==2.11.0"
+  "$VENV/bin/pip" install -q -e ".[dev]"
+  touch "$STAMP"
+fi
