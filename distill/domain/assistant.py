@@ -21,7 +21,8 @@ from voxloop.distill.domain.text import normalize, word_similarity
 FALLBACK_INTENT = "fallback"
 _STOPWORDS = {"a", "an", "the", "is", "are", "of", "to", "in", "on", "me", "please", "can", "you",
               "do", "does", "i", "it", "that", "this", "for", "be", "and", "there", "so", "hey",
-              "um", "uh", "well", "just", "tell", "what", "how", "which", "voxloop"}
+              "um", "uh", "well", "just", "tell", "what", "how", "which", "voxloop", "we", "will",
+              "at", "if", "with", "as", "but", "by", "from", "into", "or", "not", "would"}
 _MIN_WORD_SIMILARITY = 0.75  # weaker word matches count as no match
 
 
@@ -34,7 +35,7 @@ class Match:
 
 def _content(words: list[str]) -> list[str]:
     """Words that carry meaning; all words when fewer than two do ("who are you")."""
-    content = [w for w in words if w not in _STOPWORDS]
+    content = [w for w in words if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
     return content if len(content) >= 2 else list(words)
 
 
@@ -44,9 +45,18 @@ class _Phrasing:
     words: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Index:
+    phrasings: tuple[_Phrasing, ...]
+    idf: dict[str, float]  # over intents, for every word some phrasing uses
+    unknown_weight: float  # a word no phrasing uses weighs as much as the rarest one
+
+    def weight(self, word: str) -> float:
+        return self.idf.get(word, self.unknown_weight)
+
+
 @lru_cache(maxsize=1)
-def _index() -> tuple[tuple[_Phrasing, ...], dict[str, float]]:
-    """Content words of every phrasing, and each word's IDF over intents."""
+def _index() -> _Index:
     domain = load_domain()
     phrasings, df = [], Counter()
     for intent in domain["intents"]:
@@ -58,12 +68,7 @@ def _index() -> tuple[tuple[_Phrasing, ...], dict[str, float]]:
         df.update(seen)
     n = len(domain["intents"])
     idf = {w: math.log(1.0 + n / c) for w, c in df.items()}
-    return tuple(phrasings), idf
-
-
-def _weight(word: str, idf: dict[str, float]) -> float:
-    """IDF over intents; a word no phrasing uses weighs as much as the rarest one."""
-    return idf.get(word, max(idf.values()))
+    return _Index(tuple(phrasings), idf, max(idf.values()))
 
 
 def _similarity(a: str, b: str) -> float:
@@ -71,25 +76,28 @@ def _similarity(a: str, b: str) -> float:
     return s if s >= _MIN_WORD_SIMILARITY else 0.0
 
 
-def _covered(words: tuple[str, ...] | list[str], others: tuple[str, ...] | list[str],
-             idf: dict[str, float]) -> float:
-    """IDF-weighted share of ``words`` that have a similar word in ``others``."""
-    total = sum(_weight(w, idf) for w in words)
-    if total == 0:
-        return 0.0
-    hit = sum(_weight(w, idf) * max((_similarity(w, o) for o in others), default=0.0)
-              for w in words)
-    return hit / total
-
-
 def score_fixed(words: list[str]) -> tuple[str, float]:
-    """Best fixed intent for normalized ``words`` and its F-score in 0..1."""
-    phrasings, idf = _index()
+    """Best fixed intent for normalized ``words`` and its F-score in 0..1.
+
+    Recall: IDF-weighted share of the phrasing's words found in the input;
+    precision: the same for the input's words found in the phrasing.
+    """
+    index = _index()
     content = _content(words)
+    # ASR splits words ("hex again", "in sets"): joined neighbours may match a phrasing word.
+    joined = [a + b for a, b in zip(words, words[1:], strict=False)]
+    sims = {w: {v: _similarity(w, v) for v in index.idf} for w in set(content + joined)}
+    heard = content + joined
+    input_weight = sum(index.weight(w) for w in content)
     best_intent, best = FALLBACK_INTENT, 0.0
-    for p in phrasings:
-        recall = _covered(p.words, content, idf)
-        precision = _covered(content, p.words, idf)
+    for p in index.phrasings:
+        phrase_weight = sum(index.idf[v] for v in p.words)
+        hit = sum(index.idf[v] * max((sims[w][v] for w in heard), default=0.0)
+                  for v in p.words)
+        found = sum(index.weight(w) * max((sims[w][v] for v in p.words), default=0.0)
+                    for w in content)
+        recall = hit / phrase_weight if phrase_weight else 0.0
+        precision = found / input_weight if input_weight else 0.0
         f = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
         if f > best:
             best_intent, best = p.intent, f

@@ -31,7 +31,9 @@ def _numbers(words: list[str]) -> list[tuple[int, float]]:
 
 
 def _has(words: list[str], keys: tuple[str, ...], min_score: float = 0.85) -> bool:
-    return any(word_similarity(w, k) >= min_score for w in words for k in keys)
+    """Does a word, or two neighbours joined ("capa tila"), sound like one of ``keys``?"""
+    joined = [a + b for a, b in zip(words, words[1:], strict=False)]
+    return any(word_similarity(w, k) >= min_score for w in words + joined for k in keys)
 
 
 def _say(x: float) -> str:
@@ -63,12 +65,19 @@ def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float]:
     return (b, a) if "from" in words[ia:ib] else (a, b)
 
 
+# Number words ASR writes as their homophones ("divide to by four").
+_NUMBER_HOMOPHONES = {"to": "2", "too": "2", "for": "4", "won": "1", "ate": "8"}
+
+
 def arithmetic(words: list[str]) -> SkillAnswer | None:
-    if len(_numbers(words)) < 2:
-        return None
     found = next(((name, keys) for name, keys in _OPERATORS if _has(words, keys)), None)
     if found is None:
         return None
+    if len(_numbers(words)) < 2:
+        words = [_NUMBER_HOMOPHONES.get(w, w) for w in words]
+        words = ["by" if w == "buy" else w for w in words]
+        if len(_numbers(words)) < 2:
+            return None
     op, keys = found
     a, b = _operands(words, keys)
     if op == "divide" and b == 0:

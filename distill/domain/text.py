@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
@@ -10,7 +11,8 @@ from voxloop.distill.domain.numbers import words_to_digits
 
 _CONTRACTIONS = {"what's": "what is", "how's": "how is", "it's": "it is", "who's": "who is",
                  "where's": "where is", "that's": "that is", "i'm": "i am", "can't": "cannot",
-                 "don't": "do not", "let's": "let us", "there's": "there is"}
+                 "don't": "do not", "let's": "let us", "there's": "there is", "'ll": " will",
+                 "'re": " are", "'ve": " have", "'d": " would", "doesn't": "does not"}
 _SYMBOLS = {"+": " plus ", "×": " times ", "*": " times ", "÷": " divided by ",
             "/": " divided by ", "=": " ", "°": " degrees ", "%": " percent "}
 # Words ASR confuses in this domain, mapped to the word the domain uses.
@@ -40,6 +42,7 @@ def normalize(text: str) -> str:
     return words_to_digits(" ".join(words))
 
 
+@lru_cache(maxsize=65536)
 def word_similarity(a: str, b: str) -> float:
     """0..1 similarity of two words; plurals and small typos score high."""
     if a == b:

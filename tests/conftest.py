@@ -1,0 +1,19 @@
+"""Shared fixtures: the real teachers, loaded once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    from voxloop.distill.asr import load_asr
+
+    return load_asr()
+
+
+@pytest.fixture(scope="session")
+def assistant():
+    from voxloop.distill.domain.assistant import ScriptedAssistant
+
+    return ScriptedAssistant()

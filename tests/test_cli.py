@@ -1,0 +1,85 @@
+"""The ``voxloop`` command as a user runs it: subprocesses, exit codes, messages."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from voxloop.audio import read_wav
+
+
+def voxloop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voxloop", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_lists_commands_and_examples():
+    out = voxloop("--help")
+    assert out.returncode == 0
+    for command in ("tts", "asr", "llm", "demo"):
+        assert command in out.stdout
+    assert "examples:" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["tts", "asr", "llm", "demo"])
+def test_every_subcommand_help_has_an_example(command):
+    out = voxloop(command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "example:" in out.stdout and f"voxloop {command}" in out.stdout
+
+
+def test_tts_then_asr_then_llm(tmp_path):
+    wav = tmp_path / "q.wav"
+    out = voxloop("tts", "--voice", "festival:slt-hts", "--text",
+                  "What is the capital of Italy?", "--out", str(wav))
+    assert out.returncode == 0, out.stderr
+    samples, rate_hz = read_wav(wav)
+    assert rate_hz == 16000 and len(samples) > rate_hz
+    heard = voxloop("asr", str(wav))
+    assert heard.returncode == 0, heard.stderr
+    assert "capital of italy" in heard.stdout.lower()
+    answer = voxloop("llm", heard.stdout.strip())
+    assert answer.stdout.strip() == "The capital of Italy is Rome."
+
+
+def test_list_voices():
+    out = voxloop("tts", "--list-voices")
+    assert out.returncode == 0
+    assert re.search(r"^piper:joe\s+assistant", out.stdout, re.M)
+    assert len(out.stdout.splitlines()) >= 10
+
+
+def test_demo_prints_four_lines_and_timings(tmp_path):
+    wav = tmp_path / "answer.wav"
+    out = voxloop("demo", "--question", "How many legs does a spider have?", "--out", str(wav))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("question") and "spider" in lines[0]
+    assert lines[1].startswith("transcript") and re.search(r"ASR \d+ ms", lines[1])
+    assert lines[2].startswith("answer") and "A spider has eight legs." in lines[2]
+    assert lines[3].startswith("speech") and re.search(r"TTS \d+ ms", lines[3])
+    assert read_wav(wav)[1] == 22050
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("asr", "/no/such.wav"), "audio file not found"),
+    (("tts", "--voice", "bogus", "--text", "hi", "--out", "/tmp/x.wav"), "unknown voice"),
+    (("tts", "--text", "hi"), "--text and --out are required"),
+    (("llm", "hi", "--llm", "openai", "--llm-url", "http://127.0.0.1:9/v1",
+      "--llm-timeout-s", "2"), "cannot reach LLM endpoint"),
+])
+def test_bad_input_exits_nonzero_with_a_message(args, message):
+    out = voxloop(*args)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_not_a_wav_file(tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not audio")
+    out = voxloop("asr", str(junk))
+    assert out.returncode == 1 and "cannot read" in out.stderr
