@@ -6,7 +6,10 @@ import argparse
 import sys
 import time
 
+from voxloop.codecs.config import DEFAULT_CODEC
 from voxloop.distill.asr import ASRSettings
+from voxloop.distill.codec_corpus import CorpusSettings
+from voxloop.distill.codec_eval import CodecEvalSettings
 from voxloop.distill.llm import LLMSettings
 from voxloop.distill.tts import ASSISTANT_VOICE
 from voxloop.settings import add_settings, settings_from_args
@@ -22,7 +25,7 @@ def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.Arg
     )
 
 
-def register(subparsers) -> None:
+def register(subparsers, groups: dict) -> None:
     p = _parser(subparsers, "tts", "Speak text with a catalogued voice, or list the voices.",
                 'voxloop tts --voice flite:slt --text "hello there" --out hello.wav')
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
@@ -54,6 +57,19 @@ def register(subparsers) -> None:
     add_settings(p, ASRSettings)
     add_settings(p, LLMSettings)
     p.set_defaults(run=run_demo)
+
+    codec = groups["codec"]
+    p = _parser(codec, "corpus", "Synthesize the codec training corpus from the teacher voices "
+                "(resumes where it stopped).", "voxloop codec corpus --out data/codec-corpus")
+    add_settings(p, CorpusSettings)
+    p.set_defaults(run=run_codec_corpus)
+
+    p = _parser(codec, "eval", "Measure a codec on held-out voices and texts: STOI, PESQ, "
+                "Whisper WER, bitrate and streaming real-time factor.",
+                "voxloop codec eval --codec models/voxloop-codec-16k --out out/codec-eval")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
+    add_settings(p, CodecEvalSettings)
+    p.set_defaults(run=run_codec_eval)
 
 
 def run_tts(args: argparse.Namespace) -> int:
@@ -121,4 +137,22 @@ def run_demo(args: argparse.Namespace) -> int:
     total_ms = sum(result.stage_ms.values())
     print(f"cascade total {total_ms:.0f} ms after the question ended (models loaded in "
           f"{load_ms:.0f} ms)")
+    return 0
+
+
+def run_codec_corpus(args: argparse.Namespace) -> int:
+    from voxloop.distill.codec_corpus import build_corpus
+
+    print(f"corpus ready in {build_corpus(settings_from_args(CorpusSettings, args))}")
+    return 0
+
+
+def run_codec_eval(args: argparse.Namespace) -> int:
+    from voxloop.codecs.registry import load_codec
+    from voxloop.distill.codec_eval import evaluate_codec, format_report
+
+    settings = settings_from_args(CodecEvalSettings, args)
+    metrics = evaluate_codec(load_codec(args.codec), settings)
+    print(format_report(metrics))
+    print(f"wrote {settings.out}/metrics.json and {settings.out}/spectrograms.png")
     return 0

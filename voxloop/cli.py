@@ -16,7 +16,7 @@ from voxloop import __version__
 from voxloop.errors import VoxloopError
 
 # Modules that define subcommands, in the order --help lists them.
-COMMAND_MODULES = ("voxloop.distill.cli",)
+COMMAND_MODULES = ("voxloop.codecs.cli", "voxloop.distill.cli")
 
 EPILOG = """examples:
   voxloop tts --list-voices
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"voxloop {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict = {}  # nested command groups ("codec"), so several modules can add actions
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        importlib.import_module(name).register(subparsers, groups)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -28,9 +29,10 @@ def _dest(field: dataclasses.Field, prefix: str) -> str:
 
 
 def _base_type(annotation: Any) -> Any:
-    """``int | None`` -> ``int``; plain types are returned as they are."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if args else annotation
+    """``int | None`` -> ``int``; other types are returned as they are."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation
+    return next(a for a in typing.get_args(annotation) if a is not type(None))
 
 
 def add_settings(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
@@ -44,6 +46,12 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -
         default = field.default
         help_text = field.metadata.get("help", "")
         flag, dest = _flag(field, prefix), _dest(field, prefix)
+        if typing.get_origin(kind) is tuple:
+            group.add_argument(
+                flag, dest=dest, type=typing.get_args(kind)[0], nargs="+", default=default,
+                help=f"{help_text} (default: {' '.join(map(str, default))})",
+            )
+            continue
         if kind is bool:
             group.add_argument(
                 flag, dest=dest, action=argparse.BooleanOptionalAction, default=default,
@@ -63,5 +71,6 @@ def settings_from_args(cls: type[T], args: argparse.Namespace, prefix: str = "")
     for field in dataclasses.fields(cls):
         dest = _dest(field, prefix)
         if field.init and hasattr(args, dest):
-            values[field.name] = getattr(args, dest)
+            value = getattr(args, dest)
+            values[field.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values)

@@ -1,0 +1,73 @@
+"""``voxloop codec``: encode, decode and train (corpus and eval come from distill)."""
+
+from __future__ import annotations
+
+import argparse
+
+from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig, CodecTrainSettings
+from voxloop.settings import add_settings, settings_from_args
+
+
+def _sub(group, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    return group.add_parser(name, help=help_text, description=help_text,
+                            epilog=f"example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def register(subparsers, groups: dict) -> None:
+    parent = subparsers.add_parser(
+        "codec", help="Neural audio codec: encode, decode, build a corpus, train, evaluate.",
+        description="Neural audio codec: encode, decode, build a corpus, train, evaluate.",
+        epilog="example:\n  voxloop codec encode question.wav question.npz",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parent.set_defaults(run=lambda args: parent.print_help() or 2)
+    group = parent.add_subparsers(dest="codec_command", metavar="ACTION")
+    groups["codec"] = group
+
+    p = _sub(group, "encode", "Turn a wav file into codec tokens (npz).",
+             "voxloop codec encode question.wav question.npz")
+    p.add_argument("wav")
+    p.add_argument("npz")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
+    p.set_defaults(run=run_encode)
+
+    p = _sub(group, "decode", "Turn codec tokens (npz) back into a wav file.",
+             "voxloop codec decode question.npz question-decoded.wav")
+    p.add_argument("npz")
+    p.add_argument("wav")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
+    p.set_defaults(run=run_decode)
+
+    p = _sub(group, "train", "Train the compact codec on a corpus (resumes from OUT).",
+             "voxloop codec train --corpus data/codec-corpus --out runs/codec --steps 9000")
+    add_settings(p, CodecTrainSettings)
+    add_settings(p, CodecConfig, prefix="codec")
+    p.add_argument("--export", help="after training, bundle the codec into this folder")
+    p.set_defaults(run=run_train)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from voxloop.codecs.tokens import encode_file
+
+    info = encode_file(args.wav, args.npz, args.codec)
+    print(f"wrote {args.npz}: {info}")
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    from voxloop.codecs.tokens import decode_file
+
+    seconds = decode_file(args.npz, args.wav, args.codec)
+    print(f"wrote {args.wav}: {seconds:.2f} s")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from voxloop.codecs.train import export_checkpoint, train
+
+    settings = settings_from_args(CodecTrainSettings, args)
+    out = train(settings, settings_from_args(CodecConfig, args, prefix="codec"))
+    if args.export:
+        export_checkpoint(out / "checkpoint.pt", args.export)
+        print(f"bundled the codec into {args.export}")
+    return 0

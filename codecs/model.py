@@ -1,0 +1,145 @@
+"""NeuralCodec: encoder, residual vector quantizer and decoder, offline and streaming.
+
+Assembled from parts passed in (as in encodec's ``EncodecModel``): a SEANet
+encoder and decoder and encodec's ``ResidualVectorQuantizer``. ``encode``
+zero-pads the input to a whole number of frames, so the streaming encoder,
+fed the same samples in chunks and flushed, returns exactly the same codes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from encodec.modules import SEANetDecoder, SEANetEncoder
+from encodec.quantization import ResidualVectorQuantizer
+from torch import Tensor, nn
+
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.streaming import streamify
+
+
+def build_parts(config: CodecConfig) -> tuple[nn.Module, ResidualVectorQuantizer, nn.Module]:
+    """Fresh causal SEANet encoder, RVQ and decoder for ``config``."""
+    common = dict(channels=1, dimension=config.dimension, n_filters=config.n_filters,
+                  ratios=list(config.ratios), norm="weight_norm", causal=True,
+                  pad_mode=config.pad_mode, true_skip=config.true_skip,
+                  lstm=config.lstm_layers)
+    encoder = SEANetEncoder(**common)
+    decoder = SEANetDecoder(**common)
+    quantizer = ResidualVectorQuantizer(config.dimension, n_q=config.num_codebooks,
+                                        bins=config.cardinality)
+    return encoder, quantizer, decoder
+
+
+class NeuralCodec(nn.Module):
+    """Offline and streaming encode/decode around a SEANet encoder/decoder and an RVQ."""
+
+    def __init__(self, encoder: nn.Module, quantizer: ResidualVectorQuantizer,
+                 decoder: nn.Module, config: CodecConfig, name: str = "codec") -> None:
+        super().__init__()
+        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.config = config
+        self.name = name
+        self.sample_rate = config.sample_rate_hz
+        self.hop = config.hop_samples
+        self.frame_rate = self.sample_rate / self.hop
+        self.num_codebooks = config.num_codebooks
+        self.cardinality = config.cardinality
+
+    @property
+    def bitrate_bps(self) -> float:
+        return self.frame_rate * self.num_codebooks * math.log2(self.cardinality)
+
+    def pad_to_frames(self, wav: Tensor) -> Tensor:
+        """Zero-pad ``[B, 1, T]`` on the right to a multiple of the hop."""
+        extra = (-wav.shape[-1]) % self.hop
+        return nn.functional.pad(wav, (0, extra)) if extra else wav
+
+    def quantize(self, latent: Tensor) -> Tensor:
+        """``[B, D, F]`` latent -> ``[B, K, F]`` int64 codes."""
+        return self.quantizer.vq.encode(latent, n_q=self.num_codebooks).transpose(0, 1)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """``[B, K, F]`` codes (K may be fewer than num_codebooks) -> ``[B, D, F]``."""
+        return self.quantizer.vq.decode(codes.transpose(0, 1))
+
+    def forward(self, wav: Tensor, n_q: int | None = None) -> tuple[Tensor, Tensor]:
+        """Training pass through the first ``n_q`` codebooks.
+
+        ``wav [B, 1, T]``, T a multiple of the hop -> (reconstruction ``[B, 1, T]``,
+        commitment loss). In training mode the codebooks follow their EMA updates.
+        """
+        latent = self.encoder(wav)
+        quantized, _, commit = self.quantizer.vq(latent, n_q=n_q or self.num_codebooks)
+        return self.decoder(quantized), commit.sum()
+
+    @torch.inference_mode()
+    def encode(self, wav: Tensor) -> Tensor:
+        """``wav [B, 1, T]`` -> ``codes [B, K, ceil(T / hop)]``."""
+        return self.quantize(self.encoder(self.pad_to_frames(wav)))
+
+    @torch.inference_mode()
+    def decode(self, codes: Tensor) -> Tensor:
+        """``codes [B, K, F]`` -> ``wav [B, 1, F * hop]``."""
+        return self.decoder(self.dequantize(codes))
+
+    def stream_encoder(self, batch_size: int = 1) -> StreamingEncoder:
+        return StreamingEncoder(self, batch_size)
+
+    def stream_decoder(self, batch_size: int = 1) -> StreamingDecoder:
+        return StreamingDecoder(self, batch_size)
+
+
+class StreamingEncoder:
+    """Push audio chunks of any length; get the codes of each completed frame."""
+
+    def __init__(self, codec: NeuralCodec, batch_size: int = 1) -> None:
+        self.codec = codec
+        self.layers = streamify(codec.encoder)
+        self.batch_size = batch_size
+        self.state = self.layers.init_state(batch_size)
+        self.samples_in = 0
+
+    @torch.inference_mode()
+    def push(self, wav: Tensor) -> Tensor:
+        """``wav [B, 1, T]`` -> ``codes [B, K, F]`` for the frames this chunk completes."""
+        self.samples_in += wav.shape[-1]
+        latent = self.layers.step(self.state, wav)
+        if latent.shape[-1] == 0:
+            return torch.zeros(self.batch_size, self.codec.num_codebooks, 0, dtype=torch.long)
+        return self.codec.quantize(latent)
+
+    def flush(self) -> Tensor:
+        """End of stream: zero-pad the last partial frame (as ``encode`` does) and
+        return the codes that were still owed."""
+        extra = (-self.samples_in) % self.codec.hop
+        codes = self.push(torch.zeros(self.batch_size, 1, extra))
+        with torch.inference_mode():
+            tail = self.layers.flush(self.state)
+        if tail is None or tail.shape[-1] == 0:
+            return codes
+        return torch.cat([codes, self.codec.quantize(tail)], dim=-1)
+
+
+class StreamingDecoder:
+    """Push codes; get the audio they determine (``hop`` samples per frame) at once."""
+
+    def __init__(self, codec: NeuralCodec, batch_size: int = 1) -> None:
+        self.codec = codec
+        self.layers = streamify(codec.decoder)
+        self.batch_size = batch_size
+        self.state = self.layers.init_state(batch_size)
+
+    @torch.inference_mode()
+    def push(self, codes: Tensor) -> Tensor:
+        """``codes [B, K, F]`` -> ``wav [B, 1, F * hop]``."""
+        if codes.shape[-1] == 0:
+            return torch.zeros(codes.shape[0], 1, 0)
+        return self.layers.step(self.state, self.codec.dequantize(codes))
+
+    @torch.inference_mode()
+    def flush(self) -> Tensor:
+        """End of stream: audio that only the end determines (reflect-padded codecs only)."""
+        tail = self.layers.flush(self.state)
+        return tail if tail is not None else torch.zeros(self.batch_size, 1, 0)

@@ -1,0 +1,80 @@
+"""Load a codec by name or folder: the bundled compact codec, EnCodec 24 kHz, or a run."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig
+from voxloop.codecs.io import load_codec_folder, new_codec
+from voxloop.codecs.model import NeuralCodec
+from voxloop.errors import VoxloopError
+
+ENCODEC_24KHZ = "encodec_24khz"
+ENCODEC_24KHZ_CONFIG = CodecConfig(
+    sample_rate_hz=24000, ratios=(8, 5, 4, 2), n_filters=32, dimension=128, lstm_layers=2,
+    num_codebooks=8, cardinality=1024, pad_mode="reflect", true_skip=False, kind=ENCODEC_24KHZ,
+)  # 75 Hz x 8 codebooks x 10 bits = 6 kbps
+
+
+def models_dir() -> Path:
+    """Where bundled models live: ``$VOXLOOP_MODELS`` or the repository's ``models/``."""
+    return Path(os.environ.get("VOXLOOP_MODELS", Path(__file__).resolve().parents[1] / "models"))
+
+
+def wrap_encodec(model) -> NeuralCodec:
+    """Our offline/streaming interface around an ``encodec.EncodecModel`` (24 kHz)."""
+    return NeuralCodec(model.encoder, model.quantizer, model.decoder, ENCODEC_24KHZ_CONFIG,
+                       name=ENCODEC_24KHZ).eval()
+
+
+def load_encodec_24khz(repository: str | Path | None = None,
+                       pretrained: bool = True) -> NeuralCodec:
+    """EnCodec's pretrained causal 24 kHz model through the encodec package's own loader.
+
+    It downloads the weights unless ``repository`` is a folder holding
+    ``encodec_24khz-d7cc33bc.th``. ``pretrained=False`` gives the same
+    architecture with random weights (for tests).
+    """
+    from encodec import EncodecModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = EncodecModel.encodec_model_24khz(
+                pretrained=pretrained, repository=Path(repository) if repository else None)
+    except (OSError, ValueError, RuntimeError) as exc:  # URLError is an OSError
+        where = f"from {repository}" if repository else "(needs the internet)"
+        raise VoxloopError(
+            f"cannot load EnCodec's pretrained 24 kHz weights {where}: {exc}. Offline, use the "
+            f"bundled compact codec (--codec {DEFAULT_CODEC}), or put "
+            "encodec_24khz-d7cc33bc.th in a folder and pass it as the repository."
+        ) from exc
+    return wrap_encodec(model)
+
+
+def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
+    """``encodec_24khz``, a bundled model name under ``models/``, or a codec folder."""
+    if name_or_dir == ENCODEC_24KHZ:
+        return load_encodec_24khz()
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return load_codec_folder(path)
+    bundled = models_dir() / name_or_dir
+    if bundled.is_dir():
+        return load_codec_folder(bundled)
+    known = sorted(p.name for p in models_dir().glob("*") if (p / "config.json").is_file())
+    raise VoxloopError(f"unknown codec {name_or_dir!r}: give a codec folder, "
+                       f"{ENCODEC_24KHZ}, or one of the bundled models {known}")
+
+
+def random_codec(config: CodecConfig) -> NeuralCodec:
+    """A codec with random weights and initialized codebooks: for tests and benchmarks."""
+    import torch
+
+    codec = new_codec(config, name="random")
+    for layer in codec.quantizer.vq.layers:
+        layer._codebook.inited.fill_(1)
+        layer._codebook.embed.copy_(torch.randn_like(layer._codebook.embed))
+    return codec.eval()

@@ -1,0 +1,251 @@
+"""Streaming execution of encodec's SEANet modules with explicit state.
+
+``streamify(module)`` mirrors a module tree (Sequential, SConv1d,
+SConvTranspose1d, SLSTM, SEANetResnetBlock, pointwise activations) with
+small streaming wrappers that share its weights. Each wrapper has
+``init_state(batch_size)``, returning a dataclass of its own, and
+``step(state, x)``, which consumes a chunk ``x [B, C, T]`` of any length,
+updates ``state`` in place and returns every output sample that the chunk
+completes, and ``flush(state)``, which ends the stream and returns what only
+the end of the input determines. Fed in chunks and flushed, the outputs
+concatenate to the offline forward pass of the module on the whole input (when
+the input length is a multiple of the total stride, as ``NeuralCodec.encode``
+guarantees by zero padding).
+
+Only reflect padding (EnCodec's pretrained weights) needs the flush: offline,
+a layer whose whole input is shorter than its padding pads it differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from encodec.modules import SLSTM, SConv1d, SConvTranspose1d
+from encodec.modules.seanet import SEANetResnetBlock
+from torch import Tensor, nn
+
+
+@dataclass
+class ConvState:
+    pending: Tensor  # [B, C, n] padded input not yet consumed by a full window
+    started: bool = False  # the left padding has been added
+
+
+class StreamingConv1d:
+    """Causal SConv1d: left padding (zero or reflect) once, then sliding windows."""
+
+    def __init__(self, module: SConv1d) -> None:
+        conv = module.conv.conv
+        if not module.causal:
+            raise ValueError("only causal convolutions can stream")
+        self.module = module
+        self.stride = conv.stride[0]
+        self.window = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
+        self.padding = self.window - self.stride
+        self.reflect = module.pad_mode == "reflect"
+
+    def init_state(self, batch_size: int) -> ConvState:
+        channels = self.module.conv.conv.in_channels
+        return ConvState(torch.zeros(batch_size, channels, 0))
+
+    def step(self, state: ConvState, x: Tensor) -> Tensor:
+        buffer = torch.cat([state.pending, x], dim=-1)
+        if not state.started:
+            if self.reflect and buffer.shape[-1] <= self.padding:
+                state.pending = buffer  # reflect padding needs padding + 1 samples
+                return buffer.new_zeros(buffer.shape[0], self._out_channels(), 0)
+            mode = "reflect" if self.reflect and self.padding else "constant"
+            buffer = F.pad(buffer, (self.padding, 0), mode=mode)
+            state.started = True
+        frames = (buffer.shape[-1] - self.window) // self.stride + 1
+        if frames <= 0:
+            state.pending = buffer
+            return buffer.new_zeros(buffer.shape[0], self._out_channels(), 0)
+        used = (frames - 1) * self.stride + self.window
+        y = self.module.conv(buffer[..., :used])
+        state.pending = buffer[..., frames * self.stride:]
+        return y
+
+    def flush(self, state: ConvState) -> Tensor:
+        """A stream shorter than the reflect padding: pad it as encodec's ``pad1d`` does."""
+        if state.started or state.pending.shape[-1] == 0:
+            return state.pending.new_zeros(state.pending.shape[0], self._out_channels(), 0)
+        x = state.pending
+        extra = self.padding - x.shape[-1] + 1
+        padded = F.pad(F.pad(x, (0, extra)), (self.padding, 0), mode="reflect")[..., :-extra]
+        state.pending, state.started = padded, True
+        return self.step(state, padded[..., :0])
+
+    def _out_channels(self) -> int:
+        return self.module.conv.conv.out_channels
+
+
+@dataclass
+class ConvTransposeState:
+    tail: Tensor | None = None  # [B, C, kernel - stride] overlap still to be added
+
+
+class StreamingConvTranspose1d:
+    """Causal SConvTranspose1d by overlap-add; a frame completes ``stride`` samples."""
+
+    def __init__(self, module: SConvTranspose1d) -> None:
+        if not module.causal or module.trim_right_ratio != 1.0:
+            raise ValueError("only causal transposed convolutions trimmed on the right can stream")
+        conv = module.convtr.convtr
+        self.module = module
+        self.stride = conv.stride[0]
+        self.bias = conv.bias
+
+    def init_state(self, batch_size: int) -> ConvTransposeState:
+        return ConvTransposeState()
+
+    def step(self, state: ConvTransposeState, x: Tensor) -> Tensor:
+        if x.shape[-1] == 0:
+            return x.new_zeros(x.shape[0], self.module.convtr.convtr.out_channels, 0)
+        full = self.module.convtr(x)  # [B, C, (T - 1) * stride + kernel]
+        if self.bias is not None:
+            full = full - self.bias.view(1, -1, 1)
+        if state.tail is not None:
+            overlap = state.tail.shape[-1]
+            full = torch.cat([full[..., :overlap] + state.tail, full[..., overlap:]], dim=-1)
+        done = x.shape[-1] * self.stride
+        state.tail = full[..., done:]
+        y = full[..., :done]
+        return y + self.bias.view(1, -1, 1) if self.bias is not None else y
+
+    def flush(self, state: ConvTransposeState) -> None:
+        return None  # the overlap tail lies past the end: offline trims it too
+
+
+@dataclass
+class LSTMState:
+    hidden: tuple[Tensor, Tensor] | None = None  # (h, c), each [layers, B, H]
+
+
+class StreamingLSTM:
+    def __init__(self, module: SLSTM) -> None:
+        self.module = module
+
+    def init_state(self, batch_size: int) -> LSTMState:
+        return LSTMState()
+
+    def step(self, state: LSTMState, x: Tensor) -> Tensor:
+        if x.shape[-1] == 0:
+            return x
+        seq = x.permute(2, 0, 1)  # [T, B, C]
+        y, state.hidden = self.module.lstm(seq, state.hidden)
+        if self.module.skip:
+            y = y + seq
+        return y.permute(1, 2, 0)
+
+    def flush(self, state: LSTMState) -> None:
+        return None
+
+
+@dataclass
+class ResidualState:
+    block: list
+    shortcut: object
+    pending_block: Tensor | None = None
+    pending_shortcut: Tensor | None = None
+
+
+class StreamingResidual:
+    """``shortcut(x) + block(x)``; each branch's extra samples wait for the other."""
+
+    def __init__(self, module: SEANetResnetBlock) -> None:
+        self.block = streamify(module.block)
+        self.shortcut = streamify(module.shortcut)
+
+    def init_state(self, batch_size: int) -> ResidualState:
+        return ResidualState(self.block.init_state(batch_size),
+                             self.shortcut.init_state(batch_size))
+
+    def step(self, state: ResidualState, x: Tensor) -> Tensor:
+        a = self.block.step(state.block, x)
+        b = self.shortcut.step(state.shortcut, x)
+        return self._combine(state, a, b)
+
+    def flush(self, state: ResidualState) -> Tensor | None:
+        a, b = self.block.flush(state.block), self.shortcut.flush(state.shortcut)
+        if a is None and b is None:
+            return None
+        empty = state.pending_block[..., :0]
+        return self._combine(state, empty if a is None else a, empty if b is None else b)
+
+    @staticmethod
+    def _combine(state: ResidualState, a: Tensor, b: Tensor) -> Tensor:
+        if state.pending_block is not None:
+            a = torch.cat([state.pending_block, a], dim=-1)
+            b = torch.cat([state.pending_shortcut, b], dim=-1)
+        n = min(a.shape[-1], b.shape[-1])
+        state.pending_block, state.pending_shortcut = a[..., n:], b[..., n:]
+        return a[..., :n] + b[..., :n]
+
+
+@dataclass
+class SequentialState:
+    children: list = field(default_factory=list)
+
+
+class StreamingSequential:
+    def __init__(self, module: nn.Sequential) -> None:
+        self.children = [streamify(child) for child in module]
+
+    def init_state(self, batch_size: int) -> SequentialState:
+        return SequentialState([c.init_state(batch_size) for c in self.children])
+
+    def step(self, state: SequentialState, x: Tensor) -> Tensor:
+        for child, child_state in zip(self.children, state.children, strict=True):
+            x = child.step(child_state, x)
+        return x
+
+    def flush(self, state: SequentialState) -> Tensor | None:
+        """End the stream: each layer's flushed output still passes through the later ones."""
+        x = None
+        for child, child_state in zip(self.children, state.children, strict=True):
+            y = child.step(child_state, x) if x is not None and x.shape[-1] else None
+            tail = child.flush(child_state)
+            parts = [t for t in (y, tail) if t is not None]
+            x = torch.cat(parts, dim=-1) if parts else None
+        return x
+
+
+class StreamingPointwise:
+    """Activations and identities: no memory across time."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def init_state(self, batch_size: int) -> None:
+        return None
+
+    def step(self, state: None, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    def flush(self, state: None) -> None:
+        return None
+
+
+POINTWISE = (nn.ELU, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.GELU, nn.SiLU)
+
+
+def streamify(module: nn.Module):
+    """The streaming twin of a SEANet module tree (weights shared, not copied)."""
+    if isinstance(module, nn.Sequential):
+        return StreamingSequential(module)
+    if isinstance(module, SConv1d):
+        return StreamingConv1d(module)
+    if isinstance(module, SConvTranspose1d):
+        return StreamingConvTranspose1d(module)
+    if isinstance(module, SLSTM):
+        return StreamingLSTM(module)
+    if isinstance(module, SEANetResnetBlock):
+        return StreamingResidual(module)
+    if isinstance(module, POINTWISE):
+        return StreamingPointwise(module)
+    if hasattr(module, "model") and isinstance(module.model, nn.Sequential):
+        return StreamingSequential(module.model)  # SEANetEncoder / SEANetDecoder
+    raise TypeError(f"no streaming implementation for {type(module).__name__}")

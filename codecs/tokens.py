@@ -1,0 +1,49 @@
+"""Codec tokens on disk (npz): what ``voxloop codec encode`` / ``decode`` read and write.
+
+The npz holds ``codes [K, F]`` (int16), the codec's name, sample rate,
+frame rate and cardinality, and ``num_samples`` (the input length, so decoding
+trims the padding of the last frame).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxloop.audio import read_wav, resample, write_wav
+from voxloop.codecs.registry import load_codec
+from voxloop.errors import VoxloopError
+
+
+def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str) -> str:
+    codec = load_codec(codec_name)
+    samples, rate_hz = read_wav(wav_path)
+    samples = resample(samples, rate_hz, codec.sample_rate)
+    codes = codec.encode(torch.from_numpy(samples).view(1, 1, -1))[0]
+    Path(npz_path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz_path, codes=codes.numpy().astype(np.int16), codec=codec.config.kind,
+             codec_name=codec.name, sample_rate_hz=codec.sample_rate,
+             frame_rate_hz=codec.frame_rate, cardinality=codec.cardinality,
+             num_samples=len(samples))
+    return (f"{codes.shape[1]} frames x {codes.shape[0]} codebooks at {codec.frame_rate:g} Hz "
+            f"({codec.bitrate_bps / 1000:.1f} kbps, codec {codec.name})")
+
+
+def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str) -> float:
+    codec = load_codec(codec_name)
+    try:
+        data = np.load(npz_path)
+        codes, num_samples = data["codes"].astype(np.int64), int(data["num_samples"])
+        rate_hz, cardinality = int(data["sample_rate_hz"]), int(data["cardinality"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise VoxloopError(f"{npz_path} is not a voxloop codes file: {exc}") from exc
+    if rate_hz != codec.sample_rate or cardinality != codec.cardinality or \
+            codes.shape[0] > codec.num_codebooks or codes.max(initial=0) >= codec.cardinality:
+        raise VoxloopError(f"{npz_path} was made by codec {data['codec_name']} "
+                           f"({rate_hz} Hz, {codes.shape[0]} x {cardinality} codes); decode it "
+                           f"with the same --codec (this one is {codec.name})")
+    wav = codec.decode(torch.from_numpy(codes).unsqueeze(0))[0, 0, :num_samples]
+    write_wav(wav_path, wav.numpy(), codec.sample_rate)
+    return num_samples / codec.sample_rate

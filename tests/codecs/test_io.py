@@ -1,0 +1,76 @@
+"""Codec folders, the loader's errors, and the token files of the CLI."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.io import load_codec_folder, save_codec
+from voxloop.codecs.registry import load_codec, load_encodec_24khz, random_codec
+from voxloop.errors import VoxloopError
+
+SMALL = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(1)
+    codec = random_codec(SMALL)
+    save_codec(codec, tmp_path / "c", card="# test\n")
+    loaded = load_codec_folder(tmp_path / "c")
+    assert loaded.config == SMALL
+    assert (tmp_path / "c" / "README.md").read_text() == "# test\n"
+    for key, value in codec.state_dict().items():
+        if value.is_floating_point():  # float16 on disk
+            torch.testing.assert_close(loaded.state_dict()[key], value, atol=2e-3, rtol=2e-3)
+    wav = torch.randn(1, 1, 8000) * 0.3
+    assert (loaded.encode(wav) == codec.encode(wav)).float().mean() > 0.95
+    assert load_codec(str(tmp_path / "c")).config == SMALL
+
+
+def test_not_a_codec_folder(tmp_path):
+    with pytest.raises(VoxloopError, match="needs config.json and model.safetensors"):
+        load_codec_folder(tmp_path)
+
+
+def test_unknown_codec_name():
+    with pytest.raises(VoxloopError, match="unknown codec 'nope'"):
+        load_codec("nope")
+
+
+def test_encodec_offline_names_the_alternative(monkeypatch):
+    def no_internet(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_internet)
+    with pytest.raises(VoxloopError, match="needs the internet.*voxloop-codec-16k"):
+        load_encodec_24khz()
+
+
+def test_encodec_local_repository_is_checked(tmp_path):
+    torch.save({"not": "weights"}, tmp_path / "encodec_24khz-d7cc33bc.th")
+    with pytest.raises(VoxloopError, match=f"from {tmp_path}"):
+        load_encodec_24khz(repository=tmp_path)
+
+
+def test_token_files_round_trip_and_mismatch(tmp_path):
+    from voxloop.audio import write_wav
+    from voxloop.codecs.tokens import decode_file, encode_file
+
+    torch.manual_seed(2)
+    save_codec(random_codec(SMALL), tmp_path / "small")
+    other = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=32)
+    save_codec(random_codec(other), tmp_path / "other")
+    t = np.arange(24000) / 24000
+    write_wav(tmp_path / "in.wav", 0.3 * np.sin(2 * np.pi * 220 * t), 24000)
+    info = encode_file(tmp_path / "in.wav", tmp_path / "x.npz", str(tmp_path / "small"))
+    assert "25 frames x 4 codebooks" in info
+    assert decode_file(tmp_path / "x.npz", tmp_path / "out.wav", str(tmp_path / "small")) == 1.0
+    with pytest.raises(VoxloopError, match="decode it with the same --codec"):
+        decode_file(tmp_path / "x.npz", tmp_path / "bad.wav", str(tmp_path / "other"))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(VoxloopError, match="not a voxloop codes file"):
+        decode_file(tmp_path / "junk.npz", tmp_path / "bad.wav", str(tmp_path / "small"))

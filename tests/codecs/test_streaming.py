@@ -1,0 +1,105 @@
+"""Streaming == offline: random chunkings give the same codes and (within 1e-4) audio."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.registry import ENCODEC_24KHZ_CONFIG, load_encodec_24khz, random_codec
+
+SMALL = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64)
+
+
+@pytest.fixture(scope="module")
+def compact():
+    torch.manual_seed(0)
+    return random_codec(SMALL)
+
+
+@pytest.fixture(scope="module")
+def encodec_arch():
+    """EnCodec 24 kHz's exact architecture (reflect padding, 2 LSTM layers), random weights."""
+    torch.manual_seed(0)
+    codec = load_encodec_24khz(pretrained=False)
+    for layer in codec.quantizer.vq.layers:
+        layer._codebook.inited.fill_(1)
+        layer._codebook.embed.copy_(torch.randn_like(layer._codebook.embed))
+    return codec
+
+
+def _split(total: int, sizes: list[int]) -> list[tuple[int, int]]:
+    spans, start, i = [], 0, 0
+    while start < total:
+        size = sizes[i % len(sizes)]
+        spans.append((start, min(total, start + size)))
+        start, i = start + size, i + 1
+    return spans
+
+
+def check_stream_equals_offline(codec, wav: torch.Tensor, sample_chunks: list[int],
+                                frame_chunks: list[int]) -> None:
+    codes = codec.encode(wav)
+    audio = codec.decode(codes)
+    encoder = codec.stream_encoder(wav.shape[0])
+    pieces = [encoder.push(wav[..., a:b]) for a, b in _split(wav.shape[-1], sample_chunks)]
+    streamed = torch.cat(pieces + [encoder.flush()], dim=-1)
+    assert torch.equal(streamed, codes)
+    decoder = codec.stream_decoder(wav.shape[0])
+    out = torch.cat([decoder.push(codes[..., a:b])
+                     for a, b in _split(codes.shape[-1], frame_chunks)] + [decoder.flush()], dim=-1)
+    assert out.shape == audio.shape
+    assert (out - audio).abs().max().item() <= 1e-4
+
+
+chunks = st.lists(st.integers(min_value=1, max_value=2500), min_size=1, max_size=6)
+frame_chunks = st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=4)
+
+
+FIXTURES_OK = [HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(sample_chunks=chunks, code_chunks=frame_chunks,
+       length=st.integers(min_value=1, max_value=12000), seed=st.integers(0, 2**16))
+def test_compact_stream_equals_offline(compact, sample_chunks, code_chunks, length, seed):
+    wav = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(seed)) * 0.3
+    check_stream_equals_offline(compact, wav, sample_chunks, code_chunks)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(sample_chunks=chunks, code_chunks=frame_chunks,
+       length=st.integers(min_value=1, max_value=6000), seed=st.integers(0, 2**16))
+def test_encodec_architecture_stream_equals_offline(encodec_arch, sample_chunks, code_chunks,
+                                                     length, seed):
+    wav = torch.randn(1, 1, length, generator=torch.Generator().manual_seed(seed)) * 0.3
+    check_stream_equals_offline(encodec_arch, wav, sample_chunks, code_chunks)
+
+
+def test_batched_streams_are_independent(compact):
+    wavs = [torch.randn(1, 1, 5000 + 700 * i, generator=torch.Generator().manual_seed(i)) * 0.3
+            for i in range(3)]
+    length = max(w.shape[-1] for w in wavs)
+    batch = torch.cat([torch.nn.functional.pad(w, (0, length - w.shape[-1])) for w in wavs])
+    encoder = compact.stream_encoder(3)
+    codes = torch.cat([encoder.push(batch[..., i:i + 333]) for i in range(0, length, 333)]
+                      + [encoder.flush()], dim=-1)
+    for i, w in enumerate(wavs):
+        alone = compact.encode(w)
+        assert torch.equal(codes[i:i + 1, :, :alone.shape[-1]], alone)
+
+
+def test_contract_attributes(compact, encodec_arch):
+    assert compact.frame_rate == 25.0 and compact.sample_rate == 16000
+    assert compact.num_codebooks == 4 and compact.cardinality == 64
+    codes = compact.encode(torch.zeros(1, 1, 16000))
+    assert codes.dtype == torch.int64 and codes.shape == (1, 4, 25)
+    assert encodec_arch.frame_rate == 75.0 and encodec_arch.config == ENCODEC_24KHZ_CONFIG
+    assert encodec_arch.bitrate_bps == 6000.0
+
+
+def test_fewer_codebooks_decode(compact):
+    codes = compact.encode(torch.randn(1, 1, 3200) * 0.3)
+    assert compact.decode(codes[:, :2]).shape == (1, 1, 3200)
