@@ -73,14 +73,22 @@ def _setup_distributed() -> tuple[int, int]:
 
 
 def _save_checkpoint(path: Path, codec, optimizer, step: int, settings, config) -> None:
+    """Everything an uninterrupted run would still have, including torch's RNG (the VQ
+    re-seeds dead codes from it)."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": codec.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "settings": asdict(settings), "config": config.to_json()}, tmp)
+                "settings": asdict(settings), "config": config.to_json(),
+                "torch_rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
 
 
-def train(settings: CodecTrainSettings, config: CodecConfig | None = None) -> Path:
-    """Run (or resume) training; returns the run folder. Exports OUT/final/ at the end."""
+def train(settings: CodecTrainSettings, config: CodecConfig | None = None,
+          stop_at: int | None = None) -> Path:
+    """Run (or resume) training; returns the run folder. Exports OUT/final/ at the end.
+
+    ``stop_at`` ends this process early after that step's checkpoint, as a kill
+    would (tests use it to check that resuming is exact).
+    """
     config = config or CodecConfig()
     rank, world = _setup_distributed()
     if settings.threads:
@@ -100,6 +108,8 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None) -> Pa
         codec.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
+        if "torch_rng" in state:  # checkpoints before this field resume all but the RNG
+            torch.set_rng_state(state["torch_rng"])
     model = torch.nn.parallel.DistributedDataParallel(codec) if world > 1 else codec
     mel_loss = MultiScaleMelLoss(config.sample_rate_hz)
     corpus = Path(settings.corpus)
@@ -116,7 +126,9 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None) -> Pa
     while step < settings.steps:
         rng = np.random.default_rng([settings.seed, step, rank])
         wav = sample_batch(train_clips, settings.batch_size, segment, rng)
-        n_q = int(rng.integers(1, config.num_codebooks + 1)) if settings.quantizer_dropout \
+        # Every rank must use the same codebooks: the VQ's collectives follow them.
+        shared = np.random.default_rng([settings.seed, step])
+        n_q = int(shared.integers(1, config.num_codebooks + 1)) if settings.quantizer_dropout \
             else config.num_codebooks
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
@@ -139,6 +151,8 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None) -> Pa
                     writer.add_scalar(f"heldout/{key}", value, step)
             if step % settings.ckpt_every == 0 or step == settings.steps:
                 _save_checkpoint(ckpt_path, codec, optimizer, step, settings, config)
+        if stop_at is not None and step >= stop_at:
+            return out
     if rank == 0:
         save_codec(codec.eval(), out / "final")
     if world > 1:
