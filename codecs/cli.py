@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig, CodecTrainSettings
 from voxloop.settings import add_settings, settings_from_args
@@ -67,7 +68,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(CodecTrainSettings, args)
     out = train(settings, settings_from_args(CodecConfig, args, prefix="codec"))
-    if args.export:
+    if args.export and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 only
         export_checkpoint(out / "checkpoint.pt", args.export)
         print(f"bundled the codec into {args.export}")
     return 0
