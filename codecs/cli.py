@@ -6,13 +6,7 @@ import argparse
 import os
 
 from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig, CodecTrainSettings
-from voxloop.settings import add_settings, settings_from_args
-
-
-def _sub(group, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-    return group.add_parser(name, help=help_text, description=help_text,
-                            epilog=f"example:\n  {example}",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+from voxloop.settings import add_command, add_settings, settings_from_args
 
 
 def register(subparsers, groups: dict) -> None:
@@ -25,21 +19,21 @@ def register(subparsers, groups: dict) -> None:
     group = parent.add_subparsers(dest="codec_command", metavar="ACTION")
     groups["codec"] = group
 
-    p = _sub(group, "encode", "Turn a wav file into codec tokens (npz).",
+    p = add_command(group, "encode", "Turn a wav file into codec tokens (npz).",
              "voxloop codec encode question.wav question.npz")
     p.add_argument("wav")
     p.add_argument("npz")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
     p.set_defaults(run=run_encode)
 
-    p = _sub(group, "decode", "Turn codec tokens (npz) back into a wav file.",
+    p = add_command(group, "decode", "Turn codec tokens (npz) back into a wav file.",
              "voxloop codec decode question.npz question-decoded.wav")
     p.add_argument("npz")
     p.add_argument("wav")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
     p.set_defaults(run=run_decode)
 
-    p = _sub(group, "train", "Train the compact codec on a corpus (resumes from OUT).",
+    p = add_command(group, "train", "Train the compact codec on a corpus (resumes from OUT).",
              "voxloop codec train --corpus data/codec-corpus --out runs/codec --steps 9000")
     add_settings(p, CodecTrainSettings)
     add_settings(p, CodecConfig, prefix="codec")

@@ -12,21 +12,14 @@ from voxloop.distill.codec_corpus import CorpusSettings
 from voxloop.distill.codec_eval import CodecEvalSettings
 from voxloop.distill.llm import LLMSettings
 from voxloop.distill.tts import ASSISTANT_VOICE
-from voxloop.settings import add_settings, settings_from_args
+from voxloop.settings import add_command, add_settings, settings_from_args
 
 DEMO_QUESTION = "What is the capital of France?"
 DEMO_USER_VOICE = "festival:slt-hts"
 
 
-def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-    return subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def register(subparsers, groups: dict) -> None:
-    p = _parser(subparsers, "tts", "Speak text with a catalogued voice, or list the voices.",
+    p = add_command(subparsers, "tts", "Speak text with a catalogued voice, or list the voices.",
                 'voxloop tts --voice flite:slt --text "hello there" --out hello.wav')
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
     p.add_argument("--all", action="store_true", help="with --list-voices: show missing ones too")
@@ -35,20 +28,20 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--out", help="output wav file")
     p.set_defaults(run=run_tts)
 
-    p = _parser(subparsers, "asr", "Transcribe a wav file and print the text.",
+    p = add_command(subparsers, "asr", "Transcribe a wav file and print the text.",
                 "voxloop asr question.wav")
     p.add_argument("wav", help="audio file (wav, flac, ogg)")
     add_settings(p, ASRSettings)
     p.set_defaults(run=run_asr)
 
-    p = _parser(subparsers, "llm", "Answer one user text with the teacher language model.",
+    p = add_command(subparsers, "llm", "Answer one user text with the teacher language model.",
                 'voxloop llm "what is seven plus five"')
     p.add_argument("text", help="what the user said")
     p.add_argument("--explain", action="store_true", help="also print the matched intent")
     add_settings(p, LLMSettings)
     p.set_defaults(run=run_llm)
 
-    p = _parser(subparsers, "demo", "Speak a question, answer it with ASR -> LLM -> TTS, "
+    p = add_command(subparsers, "demo", "Speak a question, answer it with ASR -> LLM -> TTS, "
                 "save the answer and print each stage's time.",
                 'voxloop demo --question "how many legs does a spider have" --out answer.wav')
     p.add_argument("--question", default=DEMO_QUESTION, help="the question text")
@@ -59,12 +52,12 @@ def register(subparsers, groups: dict) -> None:
     p.set_defaults(run=run_demo)
 
     codec = groups["codec"]
-    p = _parser(codec, "corpus", "Synthesize the codec training corpus from the teacher voices "
+    p = add_command(codec, "corpus", "Synthesize the codec training corpus from the teacher voices "
                 "(resumes where it stopped).", "voxloop codec corpus --out data/codec-corpus")
     add_settings(p, CorpusSettings)
     p.set_defaults(run=run_codec_corpus)
 
-    p = _parser(codec, "eval", "Measure a codec on held-out voices and texts: STOI, PESQ, "
+    p = add_command(codec, "eval", "Measure a codec on held-out voices and texts: STOI, PESQ, "
                 "Whisper WER, bitrate and streaming real-time factor.",
                 "voxloop codec eval --codec models/voxloop-codec-16k --out out/codec-eval")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")

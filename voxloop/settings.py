@@ -1,4 +1,5 @@
-"""Build argparse options from frozen settings dataclasses, so defaults live in one place.
+"""Command-line plumbing: subcommands with an example, and options built from frozen
+settings dataclasses, so defaults live in one place.
 
 Each component has one frozen dataclass of settings. A field's ``metadata``
 may carry ``help`` (shown by ``--help``), ``flag`` (the option name, default
@@ -15,6 +16,15 @@ import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def add_command(subparsers, name: str, help_text: str,
+                example: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` says what it does and ends with an example."""
+    return subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _flag(field: dataclasses.Field, prefix: str) -> str:
