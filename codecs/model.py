@@ -91,14 +91,21 @@ class NeuralCodec(nn.Module):
         return StreamingDecoder(self, batch_size)
 
 
-class StreamingEncoder:
+class _Stream:
+    """One streaming pass over ``part`` (the codec's encoder or decoder) for a batch."""
+
+    def __init__(self, codec: NeuralCodec, part: nn.Module, batch_size: int) -> None:
+        self.codec = codec
+        self.layers = streamify(part)
+        self.batch_size = batch_size
+        self.state = self.layers.init_state(batch_size)
+
+
+class StreamingEncoder(_Stream):
     """Push audio chunks of any length; get the codes of each completed frame."""
 
     def __init__(self, codec: NeuralCodec, batch_size: int = 1) -> None:
-        self.codec = codec
-        self.layers = streamify(codec.encoder)
-        self.batch_size = batch_size
-        self.state = self.layers.init_state(batch_size)
+        super().__init__(codec, codec.encoder, batch_size)
         self.samples_in = 0
 
     @torch.inference_mode()
@@ -122,14 +129,11 @@ class StreamingEncoder:
         return torch.cat([codes, self.codec.quantize(tail)], dim=-1)
 
 
-class StreamingDecoder:
+class StreamingDecoder(_Stream):
     """Push codes; get the audio they determine (``hop`` samples per frame) at once."""
 
     def __init__(self, codec: NeuralCodec, batch_size: int = 1) -> None:
-        self.codec = codec
-        self.layers = streamify(codec.decoder)
-        self.batch_size = batch_size
-        self.state = self.layers.init_state(batch_size)
+        super().__init__(codec, codec.decoder, batch_size)
 
     @torch.inference_mode()
     def push(self, codes: Tensor) -> Tensor:
