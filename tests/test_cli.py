@@ -83,3 +83,12 @@ def test_not_a_wav_file(tmp_path):
     junk.write_bytes(b"this is not audio")
     out = voxloop("asr", str(junk))
     assert out.returncode == 1 and "cannot read" in out.stderr
+
+
+def test_command_line_imports_no_torch():
+    """Building the whole parser stays light: heavy imports happen only when a command runs."""
+    code = ("import sys; from voxloop.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'encodec', 'faster_whisper') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
