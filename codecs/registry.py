@@ -71,10 +71,14 @@ def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
 
 def random_codec(config: CodecConfig) -> NeuralCodec:
     """A codec with random weights and initialized codebooks: for tests and benchmarks."""
+    return randomize_codebooks(new_codec(config, name="random")).eval()
+
+
+def randomize_codebooks(codec: NeuralCodec) -> NeuralCodec:
+    """Mark every codebook initialized with Gaussian codes (no k-means on a first batch)."""
     import torch
 
-    codec = new_codec(config, name="random")
     for layer in codec.quantizer.vq.layers:
         layer._codebook.inited.fill_(1)
         layer._codebook.embed.copy_(torch.randn_like(layer._codebook.embed))
-    return codec.eval()
+    return codec

@@ -93,10 +93,12 @@ def evaluate_codec(codec: NeuralCodec, settings: CodecEvalSettings) -> dict:
     asr = load_asr()
     per_k: dict[int, dict[str, list]] = {k: {"stoi": [], "pesq": [], "heard": []}
                                          for k in settings.codebooks}
-    texts, heard_original, voices, examples = [], [], [], []
+    texts, heard_original, voices, examples, rtf_clips = [], [], [], [], []
     for row in tqdm(rows, desc="codec eval", unit="utt"):
         samples, rate_hz = read_wav(corpus / "heldout" / f"{row['uid']}.wav")
         samples = resample(samples, rate_hz, codec.sample_rate)
+        if len(rtf_clips) < 8:
+            rtf_clips.append(samples)
         texts.append(row["text"])
         voices.append(row["voice"])
         heard_original.append(asr.transcribe(samples, codec.sample_rate))
@@ -108,8 +110,7 @@ def evaluate_codec(codec: NeuralCodec, settings: CodecEvalSettings) -> dict:
             per_k[k]["heard"].append(asr.transcribe(recon, codec.sample_rate))
             if len(examples) < 2 and k == max(settings.codebooks):
                 examples.append((row, samples, recon))
-    rtf = [streaming_rtf(codec, read_wav(corpus / "heldout" / f"{r['uid']}.wav")[0],
-                         settings.chunk_ms) for r in rows[:8]]
+    rtf = [streaming_rtf(codec, clip, settings.chunk_ms) for clip in rtf_clips]
     wer_original = word_error_rate(texts, heard_original)
     metrics = {
         "codec": codec.name, "sample_rate_hz": codec.sample_rate, "frame_rate_hz": codec.frame_rate,

@@ -8,7 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voxloop.codecs.config import CodecConfig
-from voxloop.codecs.registry import ENCODEC_24KHZ_CONFIG, load_encodec_24khz, random_codec
+from voxloop.codecs.registry import (
+    ENCODEC_24KHZ_CONFIG,
+    load_encodec_24khz,
+    random_codec,
+    randomize_codebooks,
+)
 
 SMALL = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64)
 
@@ -23,11 +28,7 @@ def compact():
 def encodec_arch():
     """EnCodec 24 kHz's exact architecture (reflect padding, 2 LSTM layers), random weights."""
     torch.manual_seed(0)
-    codec = load_encodec_24khz(pretrained=False)
-    for layer in codec.quantizer.vq.layers:
-        layer._codebook.inited.fill_(1)
-        layer._codebook.embed.copy_(torch.randn_like(layer._codebook.embed))
-    return codec
+    return randomize_codebooks(load_encodec_24khz(pretrained=False))
 
 
 def _split(total: int, sizes: list[int]) -> list[tuple[int, int]]:
