@@ -1,0 +1,302 @@
+"""The audio-native student: one decoder-only transformer over codec and text tokens.
+
+One sequence per dialogue turn (``student_data.py`` builds it):
+
+    user frames (K_in codebooks, summed embeddings) | <sep> | answer words | <eot> |
+    assistant frames with a delay pattern over K_out codebooks ... <eos>
+
+Every position carries up to ``K_in`` input ids into one shared embedding table
+(unused channels hold ``null_id``, whose row is zero), so user frames, text
+tokens and delayed audio frames all enter through one gather and a sum.
+Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
+code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
+user-frame positions; an auxiliary loss that teaches recognition).
+
+Blocks: RMSNorm, grouped-query attention with rotary positions, SwiGLU. The KV
+cache is an explicit dataclass with one length per row, so rows of different
+lengths (sessions) run as one batch; ``forward(ids, cache, n_new)`` appends
+``n_new[b]`` positions to row ``b`` and serves training (no cache), chunked
+prefill and single steps with one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CODEBOOK_SIZE = 1024
+AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Shape of the student. ``text_vocab`` and ``ctc_vocab`` come from the data."""
+
+    text_vocab: int = field(default=512, metadata={"cli": False})  # set from the data
+    ctc_vocab: int = field(default=512, metadata={"cli": False})  # text1 words + CTC blank
+    k_in: int = field(default=8, metadata={"help": "user codebooks read"})
+    k_out: int = field(default=4, metadata={"help": "assistant codebooks written (delayed)"})
+    d_model: int = field(default=320, metadata={"help": "model width"})
+    n_layers: int = field(default=8, metadata={"help": "transformer blocks"})
+    n_heads: int = field(default=8, metadata={"help": "query heads"})
+    n_kv_heads: int = field(default=2, metadata={"help": "key/value heads (GQA)"})
+    ffn_mult: float = field(default=2.75, metadata={"help": "SwiGLU hidden width / d_model"})
+    max_len: int = field(default=640, metadata={"help": "longest sequence (positions)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout in training"})
+    rope_theta: float = field(default=10000.0, metadata={"help": "rotary base"})
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    # One embedding table: [user codebooks | text | audio codebooks (+special) | null].
+    @property
+    def user_offset(self) -> int:
+        return 0
+
+    @property
+    def text_offset(self) -> int:
+        return self.k_in * CODEBOOK_SIZE
+
+    @property
+    def audio_offset(self) -> int:
+        return self.text_offset + self.text_vocab
+
+    @property
+    def null_id(self) -> int:
+        return self.audio_offset + self.k_out * (CODEBOOK_SIZE + 1)
+
+    @property
+    def n_embeddings(self) -> int:
+        return self.null_id + 1
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer, one length per row.
+
+    ``keys[i]``, ``values[i]``: ``[B, capacity, H_kv, D]``; ``lengths``: ``[B]``
+    int64, how many positions of each row are filled (also the rotary position
+    of the row's next token).
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    lengths: torch.Tensor
+
+    @classmethod
+    def empty(cls, config: StudentConfig, batch: int, capacity: int | None = None,
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
+        cap = capacity or config.max_len
+        shape = (batch, cap, config.n_kv_heads, config.head_dim)
+        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
+                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
+                   torch.zeros(batch, dtype=torch.long, device=device))
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[1]
+
+    def select(self, rows: torch.Tensor | list[int]) -> KVCache:
+        """The cache of some rows (a copy), e.g. one session out of a batch."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values],
+                       self.lengths[rows].clone())
+
+    @classmethod
+    def stack(cls, caches: list[KVCache]) -> KVCache:
+        """Rows of several caches (same capacity) as one batch."""
+        return cls([torch.cat(ks) for ks in zip(*(c.keys for c in caches), strict=True)],
+                   [torch.cat(vs) for vs in zip(*(c.values for c in caches), strict=True)],
+                   torch.cat([c.lengths for c in caches]))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotary_tables(config: StudentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[max_len, head_dim / 2]``."""
+    half = config.head_dim // 2
+    inv_freq = 1.0 / config.rope_theta ** (torch.arange(half, dtype=torch.float32) / half)
+    angles = torch.arange(config.max_len, dtype=torch.float32)[:, None] * inv_freq[None]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x [B, T, H, D]``, ``cos``/``sin`` ``[B, T, 1, D/2]``: rotate pairs (x1, x2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention: ``n_heads`` queries share ``n_kv_heads`` keys/values."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.q = nn.Linear(c.d_model, c.n_heads * c.head_dim, bias=False)
+        self.kv = nn.Linear(c.d_model, 2 * c.n_kv_heads * c.head_dim, bias=False)
+        self.out = nn.Linear(c.n_heads * c.head_dim, c.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
+                cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, C]`` at ``positions [B, T]`` -> ``[B, T, C]``."""
+        c = self.config
+        batch, steps, _ = x.shape
+        q = self.q(x).view(batch, steps, c.n_heads, c.head_dim)
+        k, v = self.kv(x).view(batch, steps, 2, c.n_kv_heads, c.head_dim).unbind(2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is None:  # training / one full pass: plain causal attention
+            mask, causal = None, True
+        else:
+            rows = torch.arange(batch, device=x.device)[:, None]
+            cache.keys[layer][rows, positions] = k.to(cache.keys[layer].dtype)
+            cache.values[layer][rows, positions] = v.to(cache.values[layer].dtype)
+            end = int(positions.max()) + 1
+            k, v = cache.keys[layer][:, :end].to(q.dtype), cache.values[layer][:, :end].to(q.dtype)
+            key_pos = torch.arange(end, device=x.device)
+            mask, causal = (key_pos[None, None, :] <= positions[:, :, None])[:, None], False
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True,
+            dropout_p=c.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(batch, steps, c.n_heads * c.head_dim))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        hidden = int(config.ffn_mult * config.d_model) // 32 * 32
+        self.gate_up = nn.Linear(config.d_model, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.attn_norm, self.ffn_norm = RMSNorm(config.d_model), RMSNorm(config.d_model)
+        self.attn, self.ffn = Attention(config), SwiGLU(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, layer, cache, positions):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, layer, cache, positions))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+@dataclass
+class StudentOutput:
+    """Logits: ``text [B, T, V_text]``, ``audio [B, T, K_out, 1025]``, ``ctc [B, T, V_ctc]``."""
+
+    text: torch.Tensor
+    audio: torch.Tensor
+    ctc: torch.Tensor
+
+
+class Student(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.n_embeddings, c.d_model, padding_idx=c.null_id)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model)
+        self.text_head = nn.Linear(c.d_model, c.text_vocab, bias=False)
+        self.audio_head = nn.Linear(c.d_model, c.k_out * (CODEBOOK_SIZE + 1), bias=False)
+        self.ctc_head = nn.Linear(c.d_model, c.ctc_vocab)
+        cos, sin = rotary_tables(c)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if name.endswith(("attn.out.weight", "ffn.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layers))
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            with torch.no_grad():
+                module.weight[self.config.null_id].zero_()
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None,
+                n_new: torch.Tensor | None = None) -> StudentOutput:
+        """``ids [B, T, K_in]`` (embedding-table ids) -> logits for every position.
+
+        Without ``cache``: one causal pass over positions ``0..T-1``. With it:
+        row ``b``'s ``T`` positions start at ``cache.lengths[b]`` and the row
+        advances by ``n_new[b]`` (default ``T``); positions past ``n_new[b]``
+        are padding whose outputs mean nothing and whose cache slots get
+        overwritten later.
+        """
+        batch, steps, _ = ids.shape
+        start = cache.lengths if cache is not None else torch.zeros(
+            batch, dtype=torch.long, device=ids.device)
+        positions = start[:, None] + torch.arange(steps, device=ids.device)[None]
+        limit = cache.capacity if cache is not None else self.config.max_len
+        if int(positions.max()) >= limit:
+            raise ValueError(f"sequence longer than {limit} positions")
+        cos, sin = self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None]
+        x = self.embed(ids).sum(dim=2)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, layer, cache, positions)
+        if cache is not None:
+            cache.lengths = cache.lengths + (n_new if n_new is not None else steps)
+        x = self.norm(x)
+        audio = self.audio_head(x).view(batch, steps, self.config.k_out, CODEBOOK_SIZE + 1)
+        return StudentOutput(self.text_head(x), audio, self.ctc_head(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_student(model: Student, vocab: dict, folder: str | Path, card: str | None = None,
+                 dtype: torch.dtype = torch.float16) -> Path:
+    """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md]."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"kind": "voxloop-student", **asdict(model.config)}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def load_student(folder: str | Path, device: str = "cpu") -> tuple[Student, dict]:
+    """The model (float32, eval mode) and its vocabulary from a ``save_student`` folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    raw = json.loads((folder / "config.json").read_text())
+    raw.pop("kind", None)
+    model = Student(StudentConfig(**raw))
+    state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    model.load_state_dict(state)
+    vocab = json.loads((folder / "vocab.json").read_text())
+    return model.to(device).eval(), vocab

@@ -1,0 +1,241 @@
+"""Train the student: audio CE (delayed codebooks) + text CE (answer words) + CTC (user words).
+
+One process, or DDP under torchrun (gloo on CPU, nccl on GPU). Each step's
+batch and dropout come from generators seeded by (seed, step, rank), so a run
+resumed from ``OUT/checkpoint.pt`` sees exactly the batches an uninterrupted
+run would. Every ``eval_every`` steps the loss on the ``valid`` split is
+measured; the best model is kept in ``OUT/best.pt`` and training stops early
+after ``patience`` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from voxloop.distill.student import Student, StudentConfig
+from voxloop.distill.student_data import IGNORE, Augment, Batch, PackedData, make_batch
+
+
+@dataclass(frozen=True)
+class StudentTrainSettings:
+    data: str = field(default="data/distill-v1", metadata={
+        "help": "dataset folder, or a packed .npz (voxloop distill pack)"})
+    out: str = field(default="runs/student", metadata={"help": "run folder"})
+    steps: int = field(default=8000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "turns per step per process"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=300, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    text_weight: float = field(default=1.0, metadata={"help": "weight of the answer-word loss"})
+    ctc_weight: float = field(default=0.3, metadata={"help": "weight of the user-word CTC loss"})
+    augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
+    eval_every: int = field(default=250, metadata={"help": "valid-loss interval in steps"})
+    ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
+    patience: int = field(default=0, metadata={
+        "help": "stop after this many evals without a better valid loss (0: never)"})
+    max_minutes: float = field(default=0.0, metadata={
+        "help": "stop (with a checkpoint) after this many minutes (0: no limit)"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+
+def learning_rate(step: int, s: StudentTrainSettings) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
+    return s.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * progress)))
+
+
+def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, torch.Tensor]:
+    """Mean losses of one batch; ``total`` is what training minimizes."""
+    out = model(batch.ids)
+    audio = F.cross_entropy(out.audio.flatten(0, 2).float(), batch.audio_target.flatten(),
+                            ignore_index=IGNORE)
+    text = F.cross_entropy(out.text.flatten(0, 1).float(), batch.text_target.flatten(),
+                           ignore_index=IGNORE)
+    n_user = int(batch.n_user.max())
+    log_probs = out.ctc[:, :n_user].float().log_softmax(-1).transpose(0, 1)  # [T, B, V]
+    ctc = F.ctc_loss(log_probs, batch.ctc_target, batch.n_user, batch.ctc_lengths,
+                     blank=0, zero_infinity=True)
+    total = audio + s.text_weight * text + s.ctc_weight * ctc
+    return {"total": total, "audio": audio, "text": text, "ctc": ctc}
+
+
+@torch.no_grad()
+def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrainSettings,
+             device: torch.device, batch_size: int = 32) -> dict[str, float]:
+    """Losses and teacher-forced accuracies over ``rows`` (no augmentation)."""
+    model.eval()
+    sums: dict[str, float] = {}
+    counts = {"text": 0, "audio0": 0}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = make_batch(model.config, data, chunk, None, np.random.default_rng(0)).to(device)
+        for key, value in compute_losses(model, batch, s).items():
+            sums[key] = sums.get(key, 0.0) + value.item() * len(chunk)
+        out = model(batch.ids)
+        mask = batch.text_target != IGNORE
+        sums["text_acc"] = sums.get("text_acc", 0.0) + (
+            (out.text.argmax(-1) == batch.text_target) & mask).sum().item()
+        counts["text"] += int(mask.sum())
+        mask0 = batch.audio_target[..., 0] != IGNORE
+        sums["audio0_acc"] = sums.get("audio0_acc", 0.0) + (
+            (out.audio[..., 0, :].argmax(-1) == batch.audio_target[..., 0]) & mask0).sum().item()
+        counts["audio0"] += int(mask0.sum())
+    model.train()
+    result = {k: v / len(rows) for k, v in sums.items() if not k.endswith("_acc")}
+    result["text_acc"] = sums["text_acc"] / max(1, counts["text"])
+    result["audio0_acc"] = sums["audio0_acc"] / max(1, counts["audio0"])
+    return result
+
+
+def _setup(settings: StudentTrainSettings) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return rank, world, torch.device("cuda" if cuda else "cpu")
+
+
+def load_data(settings: StudentTrainSettings, out: Path) -> PackedData:
+    path = Path(settings.data)
+    if path.suffix == ".npz":
+        return PackedData.load(path)
+    from voxloop.distill.student_data import pack_dataset
+
+    packed = out / "data.npz"
+    if not packed.is_file():
+        pack_dataset(path, packed)
+    return PackedData.load(packed)
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
+          data: PackedData | None = None, stop_at: int | None = None) -> Path:
+    """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
+
+    ``stop_at`` ends the process after that step, as a kill would (for resume tests).
+    """
+    rank, world, device = _setup(settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = data or load_data(settings, out)
+    config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
+                     ctc_vocab=len(data.vocab["ctc"]))
+    torch.manual_seed(settings.seed)
+    student = Student(config).to(device).train()
+    decay = [p for p in student.parameters() if p.dim() >= 2]
+    no_decay = [p for p in student.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    step, best, since_best = 0, float("inf"), 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        student.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, since_best = state["step"], state["best"], state["since_best"]
+    model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
+    train_rows, valid_rows = data.indices("train"), data.indices("valid")
+    aug = Augment() if settings.augment else None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+        (out / "settings.json").write_text(json.dumps(
+            {"train": asdict(settings), "student": asdict(config)}, indent=2))
+        print(f"student: {student.num_parameters() / 1e6:.2f} M parameters, "
+              f"{len(train_rows)} train / {len(valid_rows)} valid turns, {device}")
+    t_start = time.time()
+    bar = tqdm(total=settings.steps, initial=step, desc="student train", disable=rank != 0)
+    while step < settings.steps:
+        rng = np.random.default_rng([settings.seed, step, rank])
+        torch.manual_seed(int(rng.integers(2**62)))  # dropout: a function of the step too
+        rows = train_rows[rng.integers(0, len(train_rows), settings.batch_size)]
+        batch = make_batch(config, data, rows, aug, rng).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, settings)
+        with amp:
+            losses = compute_losses(model, batch, settings)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        elapsed_min = (time.time() - t_start) / 60
+        out_of_time = bool(settings.max_minutes) and elapsed_min > settings.max_minutes
+        stop = False
+        if writer is not None:
+            for key, value in losses.items():
+                writer.add_scalar(f"train/{key}", value.item(), step)
+            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+            bar.set_postfix(loss=f"{losses['total'].item():.3f}",
+                            audio=f"{losses['audio'].item():.3f}")
+            last = step == settings.steps or out_of_time
+            if len(valid_rows) and (step % settings.eval_every == 0 or last):
+                with amp:
+                    valid = evaluate(student, data, valid_rows, settings, device)
+                for key, value in valid.items():
+                    writer.add_scalar(f"valid/{key}", value, step)
+                tqdm.write(f"step {step}: valid " + " ".join(
+                    f"{k} {v:.4f}" for k, v in valid.items()))
+                if valid["total"] < best:
+                    best, since_best = valid["total"], 0
+                    _save(best_path, {"model": student.state_dict(), "config": asdict(config),
+                                      "vocab": data.vocab, "step": step, "valid": valid})
+                else:
+                    since_best += 1
+                    stop = bool(settings.patience) and since_best >= settings.patience
+            if step % settings.ckpt_every == 0 or last or stop:
+                _save(ckpt_path, {"model": student.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "step": step,
+                                  "best": best, "since_best": since_best,
+                                  "config": asdict(config), "vocab": data.vocab})
+        if world > 1:  # every rank stops at the same step as rank 0
+            flags = torch.tensor([float(stop), float(out_of_time)], device=device)
+            dist.broadcast(flags, src=0)
+            stop, out_of_time = bool(flags[0]), bool(flags[1])
+        if stop or out_of_time or (stop_at is not None and step >= stop_at):
+            break
+    if rank == 0 and not best_path.is_file():  # no valid split: the last weights are the best
+        _save(best_path, {"model": student.state_dict(), "config": asdict(config),
+                          "vocab": data.vocab, "step": step, "valid": {}})
+    if world > 1:
+        dist.destroy_process_group()
+    return out
+
+
+def export_student(checkpoint: str | Path, folder: str | Path, card: str | None = None) -> Path:
+    """A ``best.pt``/``checkpoint.pt`` -> a float16 model folder (``load_student`` reads it)."""
+    from voxloop.distill.student import save_student
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = Student(StudentConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return save_student(model.eval(), state["vocab"], folder, card)
