@@ -97,9 +97,12 @@ class Generator:
     @torch.inference_mode()
     def step(self, state: GenerationState) -> StepOutput:
         """Feed every active row's pending position, read its head, choose the next one."""
-        for row in state.rows:
+        full = (state.cache.lengths >= state.cache.capacity).tolist()
+        for row, no_room in zip(state.rows, full, strict=True):
             if row.phase == "prefill":
                 raise ValueError("call end_turn() before step()")
+            if no_room and row.phase != "done":  # the cache is full: the answer ends here
+                row.phase = "done"
         active = [r.phase in ("text", "audio") for r in state.rows]
         out = self._forward(state, [r.pending[None] if a else None
                                     for r, a in zip(state.rows, active, strict=True)])

@@ -23,58 +23,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CODEBOOK_SIZE = 1024
+from voxloop.distill.student_config import CODEBOOK_SIZE, StudentConfig
+
 AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
-
-
-@dataclass(frozen=True)
-class StudentConfig:
-    """Shape of the student. ``text_vocab`` and ``ctc_vocab`` come from the data."""
-
-    text_vocab: int = field(default=512, metadata={"cli": False})  # set from the data
-    ctc_vocab: int = field(default=512, metadata={"cli": False})  # text1 words + CTC blank
-    k_in: int = field(default=8, metadata={"help": "user codebooks read"})
-    k_out: int = field(default=4, metadata={"help": "assistant codebooks written (delayed)"})
-    d_model: int = field(default=320, metadata={"help": "model width"})
-    n_layers: int = field(default=8, metadata={"help": "transformer blocks"})
-    n_heads: int = field(default=8, metadata={"help": "query heads"})
-    n_kv_heads: int = field(default=2, metadata={"help": "key/value heads (GQA)"})
-    ffn_mult: float = field(default=2.75, metadata={"help": "SwiGLU hidden width / d_model"})
-    max_len: int = field(default=640, metadata={"help": "longest sequence (positions)"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout in training"})
-    rope_theta: float = field(default=10000.0, metadata={"help": "rotary base"})
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    # One embedding table: [user codebooks | text | audio codebooks (+special) | null].
-    @property
-    def user_offset(self) -> int:
-        return 0
-
-    @property
-    def text_offset(self) -> int:
-        return self.k_in * CODEBOOK_SIZE
-
-    @property
-    def audio_offset(self) -> int:
-        return self.text_offset + self.text_vocab
-
-    @property
-    def null_id(self) -> int:
-        return self.audio_offset + self.k_out * (CODEBOOK_SIZE + 1)
-
-    @property
-    def n_embeddings(self) -> int:
-        return self.null_id + 1
 
 
 @dataclass

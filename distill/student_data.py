@@ -257,10 +257,12 @@ def silence_codes(codec) -> np.ndarray:
     return codes[:, codes.shape[1] // 2].numpy().astype(np.int16)
 
 
-def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8) -> Path:
+def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
+                 vocab: dict | None = None) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
-    The vocabularies are built from the training split and the domain.
+    The vocabularies are ``vocab`` (a trained model's) or built from the training
+    split and the domain.
     """
     from voxloop.codecs.registry import load_codec
     from voxloop.distill.dataset import iter_examples, load_manifest
@@ -269,7 +271,9 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8)
     manifest = load_manifest(folder)
     examples = list(iter_examples(folder))
     train = [e for e in examples if e.split == "train"]
-    vocab = build_vocab([e.answer_text for e in train], [e.asr_text for e in train])
+    if vocab is None:
+        vocab = build_vocab([e.answer_text for e in train], [e.asr_text for e in train])
+    vocab = {"text": vocab["text"], "ctc": vocab["ctc"]}
     silence = silence_codes(load_codec(manifest["codec"]["name"]))
     arrays = pack_examples(examples, Tokenizer(vocab), silence, answer_codebooks)
     vocab_info = {**vocab, "codec": manifest["codec"]}

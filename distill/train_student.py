@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +23,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from voxloop.distill.student import Student, StudentConfig
+from voxloop.distill.student import Student
+from voxloop.distill.student_config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student_data import IGNORE, Augment, Batch, PackedData, make_batch
-
-
-@dataclass(frozen=True)
-class StudentTrainSettings:
-    data: str = field(default="data/distill-v1", metadata={
-        "help": "dataset folder, or a packed .npz (voxloop distill pack)"})
-    out: str = field(default="runs/student", metadata={"help": "run folder"})
-    steps: int = field(default=8000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=32, metadata={"help": "turns per step per process"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
-    warmup_steps: int = field(default=300, metadata={"help": "linear warm-up steps"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
-    text_weight: float = field(default=1.0, metadata={"help": "weight of the answer-word loss"})
-    ctc_weight: float = field(default=0.3, metadata={"help": "weight of the user-word CTC loss"})
-    augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
-    eval_every: int = field(default=250, metadata={"help": "valid-loss interval in steps"})
-    ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
-    patience: int = field(default=0, metadata={
-        "help": "stop after this many evals without a better valid loss (0: never)"})
-    max_minutes: float = field(default=0.0, metadata={
-        "help": "stop (with a checkpoint) after this many minutes (0: no limit)"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+from voxloop.errors import VoxloopError
 
 
 def learning_rate(step: int, s: StudentTrainSettings) -> float:
@@ -112,16 +90,25 @@ def _setup(settings: StudentTrainSettings) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cuda" if cuda else "cpu")
 
 
-def load_data(settings: StudentTrainSettings, out: Path) -> PackedData:
-    path = Path(settings.data)
-    if path.suffix == ".npz":
-        return PackedData.load(path)
+def load_data(data: str | Path, out: Path, vocab: dict | None = None) -> PackedData:
+    """A packed ``.npz``, or a dataset folder packed into ``out/data.npz`` (once). With
+    ``vocab`` (a trained model's), the data must be tokenized with it."""
     from voxloop.distill.student_data import pack_dataset
 
-    packed = out / "data.npz"
-    if not packed.is_file():
-        pack_dataset(path, packed)
-    return PackedData.load(packed)
+    path, packed = Path(data), out / "data.npz"
+    if path.suffix == ".npz":
+        packed = path
+    elif not packed.is_file() or (vocab and not _same_vocab(PackedData.load(packed), vocab)):
+        pack_dataset(path, packed, vocab=vocab)
+    result = PackedData.load(packed)
+    if vocab and not _same_vocab(result, vocab):
+        raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "
+                           "pass the dataset folder instead")
+    return result
+
+
+def _same_vocab(data: PackedData, vocab: dict) -> bool:
+    return data.vocab["text"] == vocab["text"] and data.vocab["ctc"] == vocab["ctc"]
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -141,7 +128,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         torch.set_num_threads(settings.threads)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = data or load_data(settings, out)
+    data = data or load_data(settings.data, out)
     config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
                      ctc_vocab=len(data.vocab["ctc"]))
     torch.manual_seed(settings.seed)

@@ -1,0 +1,89 @@
+"""``voxloop distill pack | train | export | eval``: the audio-native student."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from voxloop.distill.student_config import (
+    StudentConfig,
+    StudentEvalSettings,
+    StudentTrainSettings,
+)
+from voxloop.settings import add_command, add_settings, settings_from_args
+
+DEFAULT_STUDENT = "models/voxloop-student"
+
+
+def register(subparsers, groups: dict) -> None:
+    from voxloop.distill.synth_cli import distill_group
+
+    group = distill_group(subparsers, groups)
+    p = add_command(group, "pack", "Pack a dataset folder into one codes-only .npz (no audio) "
+                    "with the student's vocabularies, e.g. to train on another machine.",
+                    "voxloop distill pack data/distill-v1 data/distill-v1-codes.npz")
+    p.add_argument("dataset", help="dataset folder (voxloop distill synth)")
+    p.add_argument("npz", help="output file")
+    p.set_defaults(run=run_pack)
+
+    p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
+                    "voxloop distill train --data data/distill-v1 --out runs/student "
+                    f"--export {DEFAULT_STUDENT}")
+    add_settings(p, StudentTrainSettings)
+    add_settings(p, StudentConfig, prefix="student")
+    p.add_argument("--export", help="after training, bundle the best model into this folder")
+    p.set_defaults(run=run_train)
+
+    p = add_command(group, "export", "Bundle a training checkpoint as a float16 model folder.",
+                    f"voxloop distill export runs/student/best.pt {DEFAULT_STUDENT}")
+    p.add_argument("checkpoint", help="best.pt or checkpoint.pt of a run")
+    p.add_argument("folder", help="model folder to write")
+    p.set_defaults(run=run_export)
+
+    p = add_command(group, "eval", "Evaluate a student on held-out voices and phrasings: "
+                    "correct answers, WER, text accuracy, speed (JSON, report, plot).",
+                    f"voxloop distill eval --model {DEFAULT_STUDENT} --out out/student-eval")
+    p.add_argument("--model", default=DEFAULT_STUDENT, help="student model folder")
+    add_settings(p, StudentEvalSettings)
+    p.set_defaults(run=run_eval)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from voxloop.distill.student_data import PackedData, pack_dataset
+
+    path = pack_dataset(args.dataset, args.npz)
+    data = PackedData.load(path)
+    counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {counts}, "
+          f"{len(data.vocab['text'])} answer words, {len(data.vocab['ctc'])} user words")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from voxloop.distill.train_student import export_student, train
+
+    settings = settings_from_args(StudentTrainSettings, args)
+    out = train(settings, settings_from_args(StudentConfig, args, prefix="student"))
+    if args.export and os.environ.get("RANK", "0") == "0":
+        export_student(out / "best.pt", args.export)
+        print(f"bundled the best student into {args.export}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from voxloop.distill.train_student import export_student
+
+    print(f"wrote {export_student(args.checkpoint, args.folder)}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from voxloop.distill.student_eval import evaluate_student
+
+    settings = settings_from_args(StudentEvalSettings, args)
+    metrics = evaluate_student(args.model, settings)
+    from voxloop.distill.student_eval import format_report
+
+    print(format_report(metrics))
+    print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0

@@ -1,0 +1,92 @@
+"""Settings of the student, its training and its evaluation (no torch: the CLI reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CODEBOOK_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Shape of the student. ``text_vocab`` and ``ctc_vocab`` come from the data."""
+
+    text_vocab: int = field(default=512, metadata={"cli": False})  # set from the data
+    ctc_vocab: int = field(default=512, metadata={"cli": False})  # text1 words + CTC blank
+    k_in: int = field(default=8, metadata={"help": "user codebooks read"})
+    k_out: int = field(default=4, metadata={"help": "assistant codebooks written (delayed)"})
+    d_model: int = field(default=256, metadata={"help": "model width"})
+    n_layers: int = field(default=6, metadata={"help": "transformer blocks"})
+    n_heads: int = field(default=8, metadata={"help": "query heads"})
+    n_kv_heads: int = field(default=2, metadata={"help": "key/value heads (GQA)"})
+    ffn_mult: float = field(default=2.75, metadata={"help": "SwiGLU hidden width / d_model"})
+    max_len: int = field(default=640, metadata={"help": "longest sequence (positions)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout in training"})
+    rope_theta: float = field(default=10000.0, metadata={"help": "rotary base"})
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    # One embedding table: [user codebooks | text | audio codebooks (+special) | null].
+    @property
+    def user_offset(self) -> int:
+        return 0
+
+    @property
+    def text_offset(self) -> int:
+        return self.k_in * CODEBOOK_SIZE
+
+    @property
+    def audio_offset(self) -> int:
+        return self.text_offset + self.text_vocab
+
+    @property
+    def null_id(self) -> int:
+        return self.audio_offset + self.k_out * (CODEBOOK_SIZE + 1)
+
+    @property
+    def n_embeddings(self) -> int:
+        return self.null_id + 1
+
+
+@dataclass(frozen=True)
+class StudentTrainSettings:
+    data: str = field(default="data/distill-v1", metadata={
+        "help": "dataset folder, or a packed .npz (voxloop distill pack)"})
+    out: str = field(default="runs/student", metadata={"help": "run folder"})
+    steps: int = field(default=8000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "turns per step per process"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=300, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    text_weight: float = field(default=1.0, metadata={"help": "weight of the answer-word loss"})
+    ctc_weight: float = field(default=0.3, metadata={"help": "weight of the user-word CTC loss"})
+    augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
+    eval_every: int = field(default=250, metadata={"help": "valid-loss interval in steps"})
+    ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
+    patience: int = field(default=0, metadata={
+        "help": "stop after this many evals without a better valid loss (0: never)"})
+    max_minutes: float = field(default=0.0, metadata={
+        "help": "stop (with a checkpoint) after this many minutes (0: no limit)"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+
+@dataclass(frozen=True)
+class StudentEvalSettings:
+    data: str = field(default="data/distill-v1", metadata={
+        "help": "dataset folder or packed .npz"})
+    out: str = field(default="out/student-eval", metadata={"help": "where to write the report"})
+    splits: tuple[str, ...] = field(default=("heldout_voice", "heldout_phrasing"), metadata={
+        "help": "splits to evaluate"})
+    limit: int = field(default=0, metadata={"help": "turns per split (0: all)"})
+    codec: str = field(default="", metadata={
+        "help": "codec to decode with (default: the one the model's data used)"})
+    chunk_frames: int = field(default=5, metadata={"help": "prefill chunk (frames of 40 ms)"})
+    temperature: float = field(default=0.0, metadata={"help": "audio sampling (0: greedy)"})
+    top_k: int = field(default=0, metadata={"help": "sample among the k best (0: all)"})
+    ceiling: bool = field(default=True, metadata={
+        "help": "also judge the teacher's own codes decoded (the codec ceiling)"})
+    threads: int = field(default=1, metadata={"help": "torch threads while generating"})
