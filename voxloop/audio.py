@@ -48,6 +48,37 @@ def resample(samples: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     return resample_poly(samples, to_hz // g, from_hz // g).astype(np.float32)
 
 
+class StreamingResampler:
+    """Resample a stream chunk by chunk; the output equals one pass over the whole signal.
+
+    A causal windowed-sinc FIR at the ``up/down`` polyphase rate (1 ms of delay at
+    24 -> 16 kHz). State is the last ``taps - 1`` upsampled inputs and the phase.
+    """
+
+    def __init__(self, from_hz: int, to_hz: int, taps_per_phase: int = 32) -> None:
+        from scipy.signal import firwin
+
+        g = gcd(from_hz, to_hz)
+        self.up, self.down = to_hz // g, from_hz // g
+        n_taps = taps_per_phase * self.up
+        self._fir = (firwin(n_taps, 1.0 / max(self.up, self.down)) * self.up).astype(np.float32)
+        self._history = np.zeros(n_taps - 1, np.float32)  # upsampled input, newest last
+        self._phase = 0  # index into the next upsampled chunk of the next output sample
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """``[T]`` input samples -> the output samples they complete."""
+        upsampled = np.zeros(len(samples) * self.up, np.float32)
+        upsampled[::self.up] = samples
+        buffer = np.concatenate([self._history, upsampled])
+        picks = np.arange(self._phase, len(upsampled), self.down)
+        self._phase = (self._phase - len(upsampled)) % self.down
+        self._history = buffer[len(buffer) - len(self._history):]
+        if not len(picks):
+            return np.zeros(0, np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(buffer, len(self._fir))[picks]
+        return (windows @ self._fir[::-1]).astype(np.float32)
+
+
 def float_to_pcm16(samples: np.ndarray) -> bytes:
     """float32 ``[T]`` in [-1, 1] -> little-endian 16-bit PCM bytes."""
     clipped = np.clip(samples, -1.0, 1.0)

@@ -1,0 +1,56 @@
+"""``voxloop serve``: the OpenAI Realtime-compatible websocket server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+from dataclasses import replace
+
+from voxloop.distill.asr import ASRSettings
+from voxloop.distill.llm import LLMSettings
+from voxloop.realtime.cascade_engine import CascadeSettings
+from voxloop.realtime.server import ServerSettings
+from voxloop.settings import add_command, add_settings, settings_from_args
+
+ENGINES = ("cascade",)
+
+
+def register(subparsers, groups: dict) -> None:
+    p = add_command(subparsers, "serve", "Serve the OpenAI Realtime API over a websocket "
+                    "(/v1/realtime), with /healthz and /metrics.",
+                    "voxloop serve --port 8765 --engine cascade")
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                   help="what answers: cascade = ASR -> LLM -> TTS teachers")
+    add_settings(p, ServerSettings)
+    add_settings(p, CascadeSettings)
+    add_settings(p, ASRSettings)
+    add_settings(p, LLMSettings)
+    p.set_defaults(run=run_serve)
+
+
+def load_engine(name: str, args: argparse.Namespace):
+    """Build the engine called ``name`` from the command line's settings."""
+    from voxloop.realtime.cascade_engine import CascadeEngine
+
+    return CascadeEngine(settings_from_args(CascadeSettings, args),
+                         settings_from_args(ASRSettings, args),
+                         settings_from_args(LLMSettings, args))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from voxloop.realtime.server import RealtimeServer
+
+    logging.getLogger("voxloop").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    settings = settings_from_args(ServerSettings, args)
+    if settings.api_key is None and os.environ.get("VOXLOOP_API_KEY"):
+        settings = replace(settings, api_key=os.environ["VOXLOOP_API_KEY"])
+    t0 = time.perf_counter()
+    engine = load_engine(args.engine, args)
+    engine.warm_up()
+    logging.getLogger("voxloop.realtime").info(
+        "event=engine_ready engine=%s load_ms=%d", engine.name, 1000 * (time.perf_counter() - t0))
+    asyncio.run(RealtimeServer(engine, settings).serve_until_signal())
+    return 0

@@ -1,0 +1,66 @@
+"""Events waiting for the send task. Urgent events overtake queued audio.
+
+Two lanes, as in pipecat: ``urgent`` (speech_started, errors) is always sent
+first; ``stream`` keeps everything else in order. When a response is cancelled
+its queued audio deltas are dropped, so the client hears nothing more from it.
+The stream lane is bounded: a client that stops reading loses audio deltas
+(counted in ``dropped``) instead of growing the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta"})
+
+
+class Outbox:
+    def __init__(self, max_stream_events: int = 2000) -> None:
+        self._urgent: deque[dict] = deque()
+        self._stream: deque[dict] = deque()
+        self._ready = asyncio.Event()
+        self.max_stream_events = max_stream_events
+        self.dropped = 0  # audio deltas discarded because the client was not reading
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._urgent) + len(self._stream)
+
+    def put(self, event: dict) -> bool:
+        """Queue ``event`` in order; False if it was an audio delta dropped for backlog."""
+        if len(self._stream) >= self.max_stream_events and event["type"] in AUDIO_DELTA_TYPES:
+            self.dropped += 1
+            return False
+        self._stream.append(event)
+        self._ready.set()
+        return True
+
+    def put_urgent(self, event: dict) -> None:
+        self._urgent.append(event)
+        self._ready.set()
+
+    def drop_audio(self, response_id: str) -> int:
+        """Remove the queued audio deltas of ``response_id``; return how many."""
+        kept = deque(e for e in self._stream if not (
+            e["type"] in AUDIO_DELTA_TYPES and e.get("response_id") == response_id))
+        dropped = len(self._stream) - len(kept)
+        self._stream = kept
+        return dropped
+
+    def close(self) -> None:
+        """Wake the send task so it can finish what is queued and stop."""
+        self.closed = True
+        self._ready.set()
+
+    async def get(self) -> dict | None:
+        """The next event to send; None once closed and empty."""
+        while True:
+            if self._urgent:
+                return self._urgent.popleft()
+            if self._stream:
+                return self._stream.popleft()
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()

@@ -1,0 +1,237 @@
+"""The websocket server: ``/v1/realtime`` (OpenAI Realtime), ``/healthz`` and ``/metrics``.
+
+One handler per connection with a receive task and a send task; the first to
+finish cancels the other (the websockets "patterns" page). Authentication and
+the session limit are checked before the upgrade, so a refused client gets a
+plain HTTP answer that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from voxloop.realtime.engine import Engine
+from voxloop.realtime.metrics import ServerMetrics
+from voxloop.realtime.outbox import Outbox
+from voxloop.realtime.protocol import (
+    API_KEY_SUBPROTOCOL,
+    BETA_HEADER,
+    BETA_VALUE,
+    GA_ONLY,
+    ProtocolError,
+    parse_client_event,
+    wire_type,
+)
+from voxloop.realtime.session import Session, SessionLimits
+from voxloop.realtime.session_config import SessionConfig, TurnDetection
+from voxloop.realtime.turns import TurnDetector
+
+log = logging.getLogger("voxloop.realtime")
+REALTIME_PATH = "/v1/realtime"
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8765, metadata={"help": "port (0: any free port)"})
+    api_key: str | None = field(default=None, metadata={
+        "help": "require this key (Authorization: Bearer KEY); default: $VOXLOOP_API_KEY "
+                "if set, else no key"})
+    max_sessions: int = field(default=16, metadata={"help": "concurrent sessions at most"})
+    max_message_kb: int = field(default=1024, metadata={
+        "help": "largest client event accepted (KiB); larger ones get an error event"})
+    max_buffer_s: float = field(default=60.0, metadata={
+        "help": "uncommitted input audio kept per session (seconds)"})
+    idle_timeout_s: float = field(default=300.0, metadata={
+        "help": "close a session after this long without a client event"})
+    output_lead_ms: int = field(default=500, metadata={
+        "help": "answer audio is sent at most this far ahead of real time, so a barge-in "
+                "stops it where the listener is"})
+    drain_s: float = field(default=10.0, metadata={
+        "help": "on SIGTERM, time active responses get to finish"})
+    workers: int = field(default=4, metadata={"help": "threads for model work"})
+
+
+class RealtimeServer:
+    def __init__(self, engine: Engine, settings: ServerSettings = ServerSettings()) -> None:
+        self.engine, self.settings = engine, settings
+        self.metrics = ServerMetrics()
+        self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="voxloop-model")
+        self.sessions: set[Session] = set()
+        self._server = None
+        self._stopping = False
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        s = self.settings
+        TurnDetector(TurnDetection())  # load Silero and the resampler before the first session
+        self._server = await serve(
+            self._handle, s.host, s.port, process_request=self._process_request,
+            select_subprotocol=_select_subprotocol, max_size=4 * s.max_message_kb * 1024 + 4096,
+            ping_interval=20, ping_timeout=20, server_header="voxloop")
+        log.info("event=listening url=ws://%s:%d%s engine=%s", s.host, self.port, REALTIME_PATH,
+                 self.engine.name)
+
+    async def serve_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and return (exit code 0)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, give active responses ``drain_s`` to finish, close the rest."""
+        self._stopping = True
+        self._server.close(close_connections=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_s
+        while any(s.response for s in self.sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(ws.close(1001, "server shutting down")
+                               for ws in list(self._server.connections)), return_exceptions=True)
+        await self._server.wait_closed()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("event=stopped")
+
+    # -- HTTP before the upgrade ---------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path.rstrip("/")
+        if path == "/healthz":
+            body = json.dumps({"status": "stopping" if self._stopping else "ok",
+                               "engine": self.engine.name, "sessions": len(self.sessions)})
+            return _response(connection, HTTPStatus.OK, body + "\n", "application/json")
+        if path == "/metrics":
+            return _response(connection, HTTPStatus.OK, self.metrics.render().decode(),
+                             "text/plain; version=0.0.4; charset=utf-8")
+        if path != REALTIME_PATH:
+            return _response(connection, HTTPStatus.NOT_FOUND, f"not found: the realtime "
+                             f"websocket is at {REALTIME_PATH}; also /healthz and /metrics\n")
+        if self.settings.api_key and not _authorized(request, self.settings.api_key):
+            self.metrics.refused.labels("auth").inc()
+            return _response(connection, HTTPStatus.UNAUTHORIZED, "missing or wrong API key: send "
+                             "'Authorization: Bearer KEY' (or the subprotocol "
+                             f"'{API_KEY_SUBPROTOCOL}KEY')\n")
+        if self._stopping:
+            return _response(connection, HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down\n")
+        if len(self.sessions) >= self.settings.max_sessions:
+            self.metrics.refused.labels("max_sessions").inc()
+            return _response(connection, HTTPStatus.SERVICE_UNAVAILABLE, "server full: "
+                             f"{self.settings.max_sessions} sessions are open "
+                             "(--max-sessions); try again later\n")
+        return None
+
+    # -- one connection ------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        request = ws.request
+        beta = request.headers.get(BETA_HEADER, "").strip() == BETA_VALUE or \
+            BETA_SUBPROTOCOL in request.headers.get("Sec-WebSocket-Protocol", "")
+        model = parse_qs(urlsplit(request.path).query).get("model", ["voxloop"])[0]
+        outbox = Outbox()
+        s = self.settings
+        limits = SessionLimits(max_buffer_s=s.max_buffer_s, output_lead_ms=s.output_lead_ms)
+        session = Session(self.engine, self.executor, outbox, beta=beta,
+                          config=SessionConfig(model=model[:200]), limits=limits,
+                          metrics=self.metrics)
+        self.sessions.add(session)
+        self.metrics.sessions.inc()
+        self.metrics.sessions_open.inc()
+        log.info("event=session_open session=%s beta=%s peer=%s", session.id, beta,
+                 ws.remote_address)
+        session.start()
+        tasks = [asyncio.create_task(self._receive(ws, session)),
+                 asyncio.create_task(self._send(ws, outbox, beta))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+            self.sessions.discard(session)
+            self.metrics.sessions_open.dec()
+            if outbox.dropped:
+                self.metrics.dropped_audio.inc(outbox.dropped)
+            log.info("event=session_close session=%s code=%s", session.id, ws.close_code)
+
+    async def _receive(self, ws: ServerConnection, session: Session) -> None:
+        limit = self.settings.max_message_kb * 1024
+        while True:
+            try:
+                message = await asyncio.wait_for(ws.recv(), self.settings.idle_timeout_s)
+            except TimeoutError:
+                await ws.close(1000, f"idle timeout: no client event for "
+                               f"{self.settings.idle_timeout_s:g} s")
+                return
+            except ConnectionClosed:
+                return
+            try:
+                if len(message) > limit:
+                    raise ProtocolError("message_too_large", f"event of {len(message)} bytes is "
+                                        f"over the {limit}-byte limit (--max-message-kb); split "
+                                        "audio into smaller appends")
+                await session.handle(parse_client_event(message))
+            except ProtocolError as exc:
+                self._error(session.outbox, exc.event())
+            except Exception:  # noqa: BLE001 - one bad event must not end the session
+                log.exception("event=internal_error session=%s", session.id)
+                self._error(session.outbox, ProtocolError(
+                    "internal_error", "the server failed on this event; the session goes on",
+                    error_type="server_error").event())
+
+    def _error(self, outbox: Outbox, event: dict) -> None:
+        self.metrics.errors.labels(event["error"]["code"]).inc()
+        outbox.put_urgent(event)
+
+    async def _send(self, ws: ServerConnection, outbox: Outbox, beta: bool) -> None:
+        try:
+            while (event := await outbox.get()) is not None:
+                if beta and event["type"] in GA_ONLY:
+                    continue
+                if beta:
+                    event = {**event, "type": wire_type(event["type"], True)}
+                await ws.send(json.dumps(event))
+        except ConnectionClosed:
+            return
+
+
+def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
+    for name in ("realtime",):
+        if name in offered:
+            return name
+    return None
+
+
+def _authorized(request: Request, key: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    offered = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        if proto.strip().startswith(API_KEY_SUBPROTOCOL):
+            offered = offered or proto.strip()[len(API_KEY_SUBPROTOCOL):]
+    return hmac.compare_digest(offered.encode(), key.encode())
+
+
+def _response(connection: ServerConnection, status: HTTPStatus, body: str,
+              content_type: str = "text/plain; charset=utf-8") -> Response:
+    response = connection.respond(status, body)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response

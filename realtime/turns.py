@@ -1,0 +1,85 @@
+"""Turn detection: 24 kHz input audio in, speech_started / speech_stopped out.
+
+Like silero's ``VADIterator``: push audio, get the events it completes, reset
+explicitly. Times are milliseconds of input audio since the detector started,
+the clock OpenAI's ``audio_start_ms`` / ``audio_end_ms`` use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxloop.audio import StreamingResampler
+from voxloop.realtime.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.session_config import TurnDetection
+from voxloop.realtime.vad import VAD_RATE_HZ, WINDOW_SAMPLES, SileroVAD, VADState
+
+WINDOW_MS = WINDOW_SAMPLES * 1000 // VAD_RATE_HZ  # 32
+END_MARGIN = 0.15  # speech ends below threshold - margin (silero's hysteresis)
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    kind: str  # "speech_started" | "speech_stopped"
+    audio_ms: int  # speech_started: onset - prefix padding; speech_stopped: end + silence
+    speech_ms: int  # the onset or the last voiced window's end, without padding
+
+
+class TurnDetector:
+    def __init__(self, settings: TurnDetection, vad: SileroVAD | None = None,
+                 start_ms: int = 0) -> None:
+        self.settings = settings
+        self._vad = vad or SileroVAD()
+        self.reset(start_ms)
+
+    def reset(self, start_ms: int = 0) -> None:
+        """Start over, with the clock at ``start_ms`` of input audio."""
+        self._start_ms = start_ms
+        self._resampler = StreamingResampler(AUDIO_RATE_HZ, VAD_RATE_HZ)
+        self._state = VADState()
+        self._pending = np.zeros(0, np.float32)
+        self._windows = 0  # windows processed since reset
+        self.speaking = False
+        self._silence_from_ms: int | None = None
+        self.last_probability = 0.0
+
+    def reset_speech(self) -> None:
+        """Forget a turn in progress (the buffer was committed or cleared by the client)."""
+        self.speaking, self._silence_from_ms = False, None
+
+    def push(self, samples_24k: np.ndarray) -> list[TurnEvent]:
+        """Feed float32 audio at 24 kHz; return the events it completes, in order."""
+        audio = np.concatenate([self._pending, self._resampler.push(samples_24k)])
+        n = len(audio) // WINDOW_SAMPLES
+        self._pending = audio[n * WINDOW_SAMPLES:]
+        events = []
+        for i in range(n):
+            event = self._step(audio[i * WINDOW_SAMPLES:(i + 1) * WINDOW_SAMPLES])
+            if event:
+                events.append(event)
+        return events
+
+    def _step(self, window: np.ndarray) -> TurnEvent | None:
+        p = self.last_probability = self._vad(window, self._state)
+        start_ms = self._start_ms + self._windows * WINDOW_MS
+        self._windows += 1
+        s = self.settings
+        if not self.speaking:
+            if p >= s.threshold:
+                self.speaking, self._silence_from_ms = True, None
+                return TurnEvent("speech_started", max(0, start_ms - s.prefix_padding_ms),
+                                 start_ms)
+            return None
+        if p >= s.threshold:
+            self._silence_from_ms = None
+        elif p < s.threshold - END_MARGIN and self._silence_from_ms is None:
+            self._silence_from_ms = start_ms
+        if self._silence_from_ms is not None and \
+                start_ms + WINDOW_MS - self._silence_from_ms >= s.silence_duration_ms:
+            self.speaking = False
+            end_ms = self._silence_from_ms
+            self._silence_from_ms = None
+            return TurnEvent("speech_stopped", end_ms + s.silence_duration_ms, end_ms)
+        return None

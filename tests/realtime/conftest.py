@@ -1,0 +1,161 @@
+"""A real server on loopback (real Silero, real cascade) and a checking test client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import websockets
+
+from voxloop.audio import float_to_pcm16, pcm16_to_float, resample
+
+RATE_HZ = 24000
+CHUNK_MS = 40
+
+
+@pytest.fixture(scope="session")
+def cascade_engine():
+    from voxloop.realtime.cascade_engine import CascadeEngine
+
+    engine = CascadeEngine()
+    engine.warm_up()
+    return engine
+
+
+class ServerThread:
+    """A RealtimeServer running on its own event loop in a background thread."""
+
+    def __init__(self, engine, **settings) -> None:
+        from voxloop.realtime.server import RealtimeServer, ServerSettings
+
+        self.server = RealtimeServer(engine, ServerSettings(port=0, **settings))
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.start())
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(60), "server did not start"
+        self.url = f"ws://127.0.0.1:{self.server.port}/v1/realtime"
+        self.http = f"http://127.0.0.1:{self.server.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(cascade_engine):
+    s = ServerThread(cascade_engine)
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def make_server(cascade_engine):
+    servers = []
+
+    def make(**settings) -> ServerThread:
+        servers.append(ServerThread(cascade_engine, **settings))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def _adapter(beta: bool):
+    from pydantic import TypeAdapter
+
+    if beta:
+        from openai.types.beta.realtime import RealtimeServerEvent
+    else:
+        from openai.types.realtime import RealtimeServerEvent
+    return TypeAdapter(RealtimeServerEvent)
+
+
+@dataclass
+class Received:
+    event: dict
+    t: float  # perf_counter at arrival
+
+
+@dataclass
+class Client:
+    """Test client: every event the server sends is validated against openai's types."""
+
+    ws: websockets.ClientConnection
+    beta: bool = False
+    events: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._adapter = _adapter(self.beta)
+
+    async def send(self, event: dict) -> None:
+        await self.ws.send(json.dumps(event))
+
+    async def recv(self, timeout_s: float = 30.0) -> dict:
+        event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s))
+        self._adapter.validate_python(event)  # raises if the event breaks the API's types
+        self.events.append(Received(event, time.perf_counter()))
+        return event
+
+    async def until(self, kind: str, timeout_s: float = 60.0) -> dict:
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            event = await self.recv(max(0.1, deadline - time.perf_counter()))
+            if event["type"] == kind:
+                return event
+
+    def types(self) -> list[str]:
+        return [r.event["type"] for r in self.events]
+
+    def answer_audio(self, response_id: str | None = None) -> np.ndarray:
+        deltas = [r.event["delta"] for r in self.events
+                  if r.event["type"] in ("response.output_audio.delta", "response.audio.delta")
+                  and (response_id is None or r.event["response_id"] == response_id)]
+        return pcm16_to_float(b"".join(base64.b64decode(d) for d in deltas))
+
+
+async def connect(url: str, beta: bool = False, **kwargs) -> Client:
+    headers = {"OpenAI-Beta": "realtime=v1"} if beta else {}
+    ws = await websockets.connect(url, additional_headers=headers, max_size=2**24, **kwargs)
+    return Client(ws, beta)
+
+
+def speech_24k(text: str, voice: str = "festival:slt-hts") -> np.ndarray:
+    from voxloop.distill.tts import synthesize
+
+    samples, rate_hz = synthesize(text, voice)
+    return resample(samples, rate_hz, RATE_HZ)
+
+
+def append_event(samples: np.ndarray) -> dict:
+    return {"type": "input_audio_buffer.append",
+            "audio": base64.b64encode(float_to_pcm16(samples)).decode()}
+
+
+async def stream_realtime(client: Client, samples: np.ndarray, chunk_ms: int = CHUNK_MS) -> float:
+    """Send ``samples`` at real-time pace; return the perf_counter when the last chunk left."""
+    step = RATE_HZ * chunk_ms // 1000
+    t0 = time.perf_counter()
+    for n, i in enumerate(range(0, len(samples), step)):
+        await client.send(append_event(samples[i:i + step]))
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * chunk_ms / 1000 - time.perf_counter()))
+    return time.perf_counter()
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE_HZ), np.float32)

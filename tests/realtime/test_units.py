@@ -1,0 +1,125 @@
+"""Fast unit tests of the protocol pieces, the turn detector and the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.realtime.conftest import RATE_HZ, silence, speech_24k
+from voxloop.audio import StreamingResampler
+from voxloop.realtime.items import Item
+from voxloop.realtime.outbox import Outbox
+from voxloop.realtime.protocol import (
+    ProtocolError,
+    decode_audio,
+    ga_type,
+    parse_client_event,
+    wire_type,
+)
+from voxloop.realtime.session_config import SessionConfig, TurnDetection
+from voxloop.realtime.turns import TurnDetector
+
+
+def test_beta_names_round_trip():
+    assert wire_type("response.output_audio.delta", beta=True) == "response.audio.delta"
+    assert wire_type("response.output_audio.delta", beta=False) == "response.output_audio.delta"
+    assert ga_type("response.audio_transcript.delta") == "response.output_audio_transcript.delta"
+    assert wire_type("session.created", beta=True) == "session.created"
+
+
+@pytest.mark.parametrize("raw, code", [
+    ('{"type": "response.cancel", "response_id": 3}', "invalid_type"),
+    ('{"type": "conversation.item.truncate", "item_id": "i", "content_index": true, '
+     '"audio_end_ms": 1}', "invalid_type"),
+    ('{"type": "conversation.item.truncate", "item_id": "i", "content_index": 0, '
+     '"audio_end_ms": 99999999999}', "invalid_value"),
+    (b"\x00", "binary_frame"),
+])
+def test_parse_rejects(raw, code):
+    with pytest.raises(ProtocolError) as err:
+        parse_client_event(raw)
+    assert err.value.code == code
+
+
+def test_decode_audio_checks_bytes():
+    with pytest.raises(ProtocolError, match="even number"):
+        decode_audio("AAAA")  # 3 bytes
+    assert decode_audio("AAA=") == b"\x00\x00"
+
+
+def test_session_update_ga_and_beta_shapes():
+    ga = SessionConfig().updated({"type": "realtime", "instructions": "be brief", "audio": {
+        "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 450},
+                  "transcription": {"model": "whisper-1"}},
+        "output": {"voice": "joe"}}})
+    assert ga.instructions == "be brief" and ga.turn_detection.silence_duration_ms == 450
+    assert ga.transcription_model == "whisper-1"
+    beta = SessionConfig().updated({"turn_detection": None, "input_audio_format": "pcm16"})
+    assert beta.turn_detection is None
+    assert ga.wire("s", beta=False)["audio"]["input"]["turn_detection"]["silence_duration_ms"] \
+        == 450
+    assert beta.wire("s", beta=True)["turn_detection"] is None
+
+
+def test_streaming_resampler_equals_one_pass():
+    x = np.random.default_rng(0).standard_normal(RATE_HZ).astype(np.float32)
+    whole = StreamingResampler(24000, 16000).push(x)
+    r, parts, i = StreamingResampler(24000, 16000), [], 0
+    for n in np.random.default_rng(1).integers(1, 900, 200):
+        parts.append(r.push(x[i:i + n]))
+        i += n
+        if i >= len(x):
+            break
+    parts.append(r.push(x[i:]))
+    streamed = np.concatenate(parts)
+    assert len(whole) == 16000 and np.array_equal(whole, streamed)
+
+
+def test_turn_detector_on_speech_and_silence():
+    speech = speech_24k("what is the capital of france")
+    signal = np.concatenate([silence(1.0), speech, silence(1.0)])
+    detector = TurnDetector(TurnDetection(silence_duration_ms=300, prefix_padding_ms=200))
+    events = []
+    for i in range(0, len(signal), 480):
+        events += detector.push(signal[i:i + 480])
+    assert [e.kind for e in events] == ["speech_started", "speech_stopped"]
+    start, stop = events
+    end_ms = 1000 + len(speech) * 1000 // RATE_HZ
+    assert 1000 <= start.speech_ms <= 1400 and start.audio_ms == start.speech_ms - 200
+    # Silero lags the true end by up to two 32 ms windows
+    assert end_ms - 400 <= stop.speech_ms <= end_ms + 64 and stop.audio_ms == stop.speech_ms + 300
+    quiet = TurnDetector(TurnDetection())
+    assert quiet.push(silence(2.0)) == []
+    noise = np.random.default_rng(0).standard_normal(2 * RATE_HZ).astype(np.float32) * 0.01
+    assert quiet.push(noise) == []
+
+
+def test_item_truncate_keeps_heard_words():
+    item = Item("i", "assistant", audio=bytearray())
+    item.add_piece("One two three four.")
+    item.audio.extend(bytes(48 * 1000))  # 1000 ms
+    item.add_piece(" Five six.")
+    item.audio.extend(bytes(48 * 1000))
+    item.truncate(1500, None)
+    assert item.audio_ms == 1500 and item.text == "One two three four. Five"
+    with pytest.raises(ProtocolError, match="past the end"):
+        item.truncate(2000, None)
+
+
+def test_outbox_urgent_first_and_cancel_drops_audio():
+    async def run():
+        box = Outbox(max_stream_events=3)
+        for n in range(4):
+            box.put({"type": "response.output_audio.delta", "response_id": "r", "n": n})
+        box.put({"type": "response.done", "response_id": "r"})
+        box.put_urgent({"type": "input_audio_buffer.speech_started"})
+        first = await box.get()
+        dropped = box.drop_audio("r")
+        rest = [await box.get()]
+        return first, dropped, rest, box.dropped
+
+    first, dropped, rest, backlog = asyncio.run(run())
+    assert first["type"] == "input_audio_buffer.speech_started"
+    assert dropped == 3 and backlog == 1 and rest[0]["type"] == "response.done"
