@@ -10,7 +10,7 @@ bootstrap:
 	@scripts/bootstrap.sh
 
 demo: bootstrap
-	$(VENV)/bin/voxloop demo --out out/demo-answer.wav
+	@scripts/demo.sh
 
 test: bootstrap
 	$(VENV)/bin/ruff check .

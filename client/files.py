@@ -1,0 +1,108 @@
+"""File mode of the client: speak a wav file to the server, save the spoken answer.
+
+The question is streamed at real-time pace in 40 ms appends, followed by silence,
+exactly as a microphone would send it; the server's VAD ends the turn. Latency is
+measured as a user hears it: the first answer audio's arrival minus the moment the
+last sample of the question was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxloop.audio import float_to_pcm16, pcm16_to_float, read_wav, resample, write_wav
+from voxloop.errors import VoxloopError
+from voxloop.realtime.protocol import AUDIO_RATE_HZ, ga_type
+
+
+@dataclass(frozen=True)
+class FileTurnSettings:
+    chunk_ms: int = field(default=40, metadata={"help": "audio per append event"})
+    tail_s: float = field(default=15.0, metadata={
+        "help": "silence streamed after the question, at most (stops at response.done)"})
+
+
+@dataclass
+class TurnResult:
+    user_transcript: str = ""
+    answer_transcript: str = ""
+    answer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # 24 kHz
+    latency_ms: float | None = None  # end of question sent -> first answer audio received
+    status: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+async def speak_file(url: str, wav_path: str, api_key: str | None = None,
+                     settings: FileTurnSettings = FileTurnSettings()) -> TurnResult:
+    import websockets
+
+    samples, rate_hz = read_wav(wav_path)
+    question = resample(samples, rate_hz, AUDIO_RATE_HZ)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        ws = await websockets.connect(url, additional_headers=headers, max_size=2**24)
+    except (OSError, websockets.InvalidStatus, websockets.InvalidURI) as exc:
+        raise VoxloopError(f"cannot connect to {url}: {exc}. Is `voxloop serve` running?") \
+            from exc
+    result, pcm, sent = TurnResult(), bytearray(), {}
+    async with ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}}))
+        streamer = asyncio.create_task(_stream(ws, question, settings, sent))
+        try:
+            async for message in ws:
+                event = json.loads(message)
+                kind = ga_type(event["type"])
+                if kind == "response.output_audio.delta":
+                    if result.latency_ms is None and "question_end_s" in sent:
+                        result.latency_ms = 1000 * (time.perf_counter() - sent["question_end_s"])
+                    pcm.extend(base64.b64decode(event["delta"]))
+                elif kind == "conversation.item.input_audio_transcription.completed":
+                    result.user_transcript = event["transcript"]
+                elif kind == "response.output_audio_transcript.done":
+                    result.answer_transcript = event["transcript"]
+                elif kind == "error":
+                    result.errors.append(f"{event['error'].get('code')}: "
+                                         f"{event['error'].get('message')}")
+                elif kind == "response.done":
+                    result.status = event["response"]["status"]
+                    break
+        finally:
+            streamer.cancel()
+    result.answer = pcm16_to_float(bytes(pcm))
+    if not result.status:
+        raise VoxloopError("the server closed the connection before answering"
+                           + (f" ({'; '.join(result.errors)})" if result.errors else ""))
+    return result
+
+
+async def _stream(ws, question: np.ndarray, settings: FileTurnSettings, sent: dict) -> None:
+    step = AUDIO_RATE_HZ * settings.chunk_ms // 1000
+    tail = np.zeros(int(settings.tail_s * AUDIO_RATE_HZ), np.float32)
+    signal = np.concatenate([question, tail])
+    end = speech_end_sample(question)
+    t0 = time.perf_counter()
+    for n, i in enumerate(range(0, len(signal), step)):
+        audio = base64.b64encode(float_to_pcm16(signal[i:i + step])).decode()
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+        if i + step >= end and "question_end_s" not in sent:
+            sent["question_end_s"] = time.perf_counter() - (i + step - end) / AUDIO_RATE_HZ
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * settings.chunk_ms / 1000
+                                - time.perf_counter()))
+
+
+def speech_end_sample(samples: np.ndarray, floor: float = 0.02) -> int:
+    """Index just past the last sample above ``floor`` x the peak: the end of the speech,
+    not of the file (synthesizers and recordings trail off in silence)."""
+    loud = np.flatnonzero(np.abs(samples) > floor * max(1e-9, float(np.abs(samples).max())))
+    return int(loud[-1]) + 1 if len(loud) else len(samples)
+
+
+def save_answer(result: TurnResult, path: str) -> None:
+    write_wav(path, result.answer, AUDIO_RATE_HZ)
