@@ -61,7 +61,9 @@ def shift_pitch(samples: np.ndarray, rate_hz: int, semitones: float) -> np.ndarr
     with tempfile.TemporaryDirectory(prefix="voxloop-aug-") as tmp:
         src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
         write_wav(src, samples * 0.9, rate_hz)
-        cmd = ["sox", str(src), str(dst), "pitch", f"{semitones * 100:.0f}", "rate", str(rate_hz)]
+        # -R: sox seeds its dither with a fixed number, so the same input gives the same output
+        cmd = ["sox", "-R", str(src), str(dst), "pitch", f"{semitones * 100:.0f}",
+               "rate", str(rate_hz)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise VoxloopError(f"sox pitch failed: {done.stderr.strip()[-300:]}")

@@ -73,6 +73,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def remove_stale_tmp(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by killed writers (their pid is gone); returns them."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+            continue  # the writer is alive
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def write_manifest(folder: str | Path, manifest: dict) -> Path:
     path = Path(folder) / MANIFEST
     atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())

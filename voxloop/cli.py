@@ -16,7 +16,9 @@ from voxloop import __version__
 from voxloop.errors import VoxloopError
 
 # Modules that define subcommands, in the order --help lists them.
-COMMAND_MODULES = ("voxloop.codecs.cli", "voxloop.distill.cli")
+COMMAND_MODULES = ("voxloop.codecs.cli", "voxloop.distill.cli", "voxloop.distill.synth_cli",
+                   "voxloop.distill.student_cli",
+                   "voxloop.realtime.cli", "voxloop.client.cli")
 
 EPILOG = """examples:
   voxloop tts --list-voices

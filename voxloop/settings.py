@@ -27,6 +27,20 @@ def add_command(subparsers, name: str, help_text: str,
     )
 
 
+def command_group(subparsers, groups: dict, name: str, help_text: str,
+                  example: str) -> argparse._SubParsersAction:
+    """The nested group ``voxloop NAME ACTION``; made by whichever module asks first.
+
+    ``groups`` (from ``voxloop.cli``) maps group names to their subparsers, so
+    several modules can add actions to one group in any order.
+    """
+    if name not in groups:
+        parent = add_command(subparsers, name, help_text, example)
+        parent.set_defaults(run=lambda args: parent.print_help() or 2)
+        groups[name] = parent.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    return groups[name]
+
+
 def _flag(field: dataclasses.Field, prefix: str) -> str:
     if prefix:
         return f"--{prefix}-{field.name.replace('_', '-')}"
