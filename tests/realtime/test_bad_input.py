@@ -153,3 +153,4 @@ def test_health_metrics_and_unknown_path(server):
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(server.http + "/v2/elsewhere")
     assert missing.value.code == 404
+    missing.value.close()
