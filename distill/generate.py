@@ -86,7 +86,7 @@ class Generator:
         """Append user codes ``[K, T_b]`` to each row (None or T_b = 0: nothing for that row)."""
         ids = [user_frame_ids(self.config, c) if c is not None and c.shape[1] else None
                for c in chunks]
-        self._forward(state, ids)
+        self._forward(state, ids, heads=())
 
     def end_turn(self, state: GenerationState, rows: list[int] | None = None) -> None:
         """The user stopped: next steps write the answer (``<sep>`` is the next input)."""
@@ -104,8 +104,10 @@ class Generator:
             if no_room and row.phase != "done":  # the cache is full: the answer ends here
                 row.phase = "done"
         active = [r.phase in ("text", "audio") for r in state.rows]
+        phases = {r.phase for r, a in zip(state.rows, active, strict=True) if a}
         out = self._forward(state, [r.pending[None] if a else None
-                                    for r, a in zip(state.rows, active, strict=True)])
+                                    for r, a in zip(state.rows, active, strict=True)],
+                            heads=tuple(sorted(phases)))
         result = StepOutput([None] * len(state.rows), [None] * len(state.rows))
         for b, row in enumerate(state.rows):
             if not active[b]:
@@ -116,7 +118,8 @@ class Generator:
                 result.frames[b] = self._audio_step(row, out.audio[b, 0], state.generator)
         return result
 
-    def _forward(self, state: GenerationState, ids: list[np.ndarray | None]):
+    def _forward(self, state: GenerationState, ids: list[np.ndarray | None],
+                 heads: tuple[str, ...]):
         lengths = [0 if x is None else len(x) for x in ids]
         width = max(lengths)
         if width == 0:
@@ -126,7 +129,7 @@ class Generator:
             if x is not None:
                 batch[b, :len(x)] = x
         return self.model(torch.from_numpy(batch).to(self.device), state.cache,
-                          torch.tensor(lengths, device=self.device))
+                          torch.tensor(lengths, device=self.device), heads=heads)
 
     def _text_step(self, row: RowState, logits: torch.Tensor, gen) -> str | None:
         token = sample(logits, self.options.text_temperature, self.options.top_k, gen)

@@ -112,26 +112,24 @@ class Attention(nn.Module):
         self.out = nn.Linear(c.n_heads * c.head_dim, c.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
-                cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
-        """``x [B, T, C]`` at ``positions [B, T]`` -> ``[B, T, C]``."""
+                cache: KVCache | None, positions: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """``x [B, T, C]`` at ``positions [B, T]`` -> ``[B, T, C]``; ``mask [B, 1, T, S]``
+        (which of the first ``S`` cached keys each query sees) when there is a cache."""
         c = self.config
         batch, steps, _ = x.shape
         q = self.q(x).view(batch, steps, c.n_heads, c.head_dim)
         k, v = self.kv(x).view(batch, steps, 2, c.n_kv_heads, c.head_dim).unbind(2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is None:  # training / one full pass: plain causal attention
-            mask, causal = None, True
-        else:
+        if cache is not None:  # write this chunk's keys, then read the row's whole past
             rows = torch.arange(batch, device=x.device)[:, None]
             cache.keys[layer][rows, positions] = k.to(cache.keys[layer].dtype)
             cache.values[layer][rows, positions] = v.to(cache.values[layer].dtype)
-            end = int(positions.max()) + 1
+            end = mask.shape[-1]
             k, v = cache.keys[layer][:, :end].to(q.dtype), cache.values[layer][:, :end].to(q.dtype)
-            key_pos = torch.arange(end, device=x.device)
-            mask, causal = (key_pos[None, None, :] <= positions[:, :, None])[:, None], False
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True,
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True,
             dropout_p=c.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, steps, c.n_heads * c.head_dim))
 
@@ -155,18 +153,19 @@ class Block(nn.Module):
         self.attn, self.ffn = Attention(config), SwiGLU(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, layer, cache, positions):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, layer, cache, positions))
+    def forward(self, x, cos, sin, layer, cache, positions, mask):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, layer, cache, positions, mask))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
 @dataclass
 class StudentOutput:
-    """Logits: ``text [B, T, V_text]``, ``audio [B, T, K_out, 1025]``, ``ctc [B, T, V_ctc]``."""
+    """Logits: ``text [B, T, V_text]``, ``audio [B, T, K_out, 1025]``, ``ctc [B, T, V_ctc]``
+    (None for a head not asked for)."""
 
-    text: torch.Tensor
-    audio: torch.Tensor
-    ctc: torch.Tensor
+    text: torch.Tensor | None
+    audio: torch.Tensor | None
+    ctc: torch.Tensor | None
 
 
 class Student(nn.Module):
@@ -199,14 +198,16 @@ class Student(nn.Module):
                 module.weight[self.config.null_id].zero_()
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None,
-                n_new: torch.Tensor | None = None) -> StudentOutput:
+                n_new: torch.Tensor | None = None,
+                heads: tuple[str, ...] = ("text", "audio", "ctc")) -> StudentOutput:
         """``ids [B, T, K_in]`` (embedding-table ids) -> logits for every position.
 
         Without ``cache``: one causal pass over positions ``0..T-1``. With it:
         row ``b``'s ``T`` positions start at ``cache.lengths[b]`` and the row
         advances by ``n_new[b]`` (default ``T``); positions past ``n_new[b]``
         are padding whose outputs mean nothing and whose cache slots get
-        overwritten later.
+        overwritten later. Only the ``heads`` asked for are computed (prefill
+        needs none).
         """
         batch, steps, _ = ids.shape
         start = cache.lengths if cache is not None else torch.zeros(
@@ -216,14 +217,21 @@ class Student(nn.Module):
         if int(positions.max()) >= limit:
             raise ValueError(f"sequence longer than {limit} positions")
         cos, sin = self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None]
+        mask = None
+        if cache is not None:
+            key_pos = torch.arange(int(positions.max()) + 1, device=ids.device)
+            mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, S]
         x = self.embed(ids).sum(dim=2)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, layer, cache, positions)
+            x = block(x, cos, sin, layer, cache, positions, mask)
         if cache is not None:
             cache.lengths = cache.lengths + (n_new if n_new is not None else steps)
-        x = self.norm(x)
-        audio = self.audio_head(x).view(batch, steps, self.config.k_out, CODEBOOK_SIZE + 1)
-        return StudentOutput(self.text_head(x), audio, self.ctc_head(x))
+        x = self.norm(x) if heads else x
+        audio = None
+        if "audio" in heads:
+            audio = self.audio_head(x).view(batch, steps, self.config.k_out, CODEBOOK_SIZE + 1)
+        return StudentOutput(self.text_head(x) if "text" in heads else None, audio,
+                             self.ctc_head(x) if "ctc" in heads else None)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

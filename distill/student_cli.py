@@ -24,6 +24,8 @@ def register(subparsers, groups: dict) -> None:
                     "voxloop distill pack data/distill-v1 data/distill-v1-codes.npz")
     p.add_argument("dataset", help="dataset folder (voxloop distill synth)")
     p.add_argument("npz", help="output file")
+    p.add_argument("--valid-every", type=int, default=0, help="while the dataset has no valid "
+                   "split yet, use every Nth training turn as valid (0: never)")
     p.set_defaults(run=run_pack)
 
     p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
@@ -51,7 +53,7 @@ def register(subparsers, groups: dict) -> None:
 def run_pack(args: argparse.Namespace) -> int:
     from voxloop.distill.student_data import PackedData, pack_dataset
 
-    path = pack_dataset(args.dataset, args.npz)
+    path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every)
     data = PackedData.load(path)
     counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {counts}, "

@@ -17,6 +17,7 @@ export that travels to a GPU machine as one ``.npz``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,11 +259,12 @@ def silence_codes(codec) -> np.ndarray:
 
 
 def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
-                 vocab: dict | None = None) -> Path:
+                 vocab: dict | None = None, valid_every: int = 0) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
-    split and the domain.
+    split and the domain. ``valid_every`` N > 0: while the dataset has no valid
+    turns yet (a partial build), every Nth training turn becomes a valid turn.
     """
     from voxloop.codecs.registry import load_codec
     from voxloop.distill.dataset import iter_examples, load_manifest
@@ -270,6 +272,10 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
 
     manifest = load_manifest(folder)
     examples = list(iter_examples(folder))
+    if valid_every and not any(e.split == "valid" for e in examples):
+        train_ids = [i for i, e in enumerate(examples) if e.split == "train"]
+        for i in train_ids[::valid_every]:
+            examples[i] = dataclasses.replace(examples[i], split="valid")
     train = [e for e in examples if e.split == "train"]
     if vocab is None:
         vocab = build_vocab([e.answer_text for e in train], [e.asr_text for e in train])

@@ -139,10 +139,23 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
 
 
 def _load_codec(name: str, vocab: dict):
-    from voxloop.codecs.config import DEFAULT_CODEC
-    from voxloop.codecs.registry import load_codec
+    """The codec named, else the one the model's training codes came from; warns when its
+    weights are not the ones those codes were made with."""
+    import warnings
 
-    return load_codec(name or vocab.get("codec", {}).get("name") or DEFAULT_CODEC)
+    from voxloop.codecs.config import DEFAULT_CODEC
+    from voxloop.codecs.registry import load_codec, models_dir
+    from voxloop.integrity import sha256_of
+
+    trained_with = vocab.get("codec", {})
+    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC)
+    weights = models_dir() / codec.name / "model.safetensors"
+    if trained_with.get("sha256") and weights.is_file() \
+            and sha256_of(weights) != trained_with["sha256"]:
+        warnings.warn(f"codec {codec.name} has other weights ({sha256_of(weights)[:12]}) than the "
+                      f"codes the student learned ({trained_with['sha256'][:12]}): its speech "
+                      "will decode badly; retrain the student on recoded data", stacklevel=2)
+    return codec
 
 
 def _transcribe(codec, asr, codes: np.ndarray) -> str:
