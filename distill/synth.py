@@ -180,12 +180,17 @@ def _manifest(settings: SynthSettings, items: list[SynthItem],
         info = splits.setdefault(its[0].split, {"examples": 0, "shards": {}})
         info["examples"] += len(its)
         info["shards"][name] = len(its)
-    return {"format_version": FORMAT_VERSION, "codec": {k: codec[k] for k in ("name", "sha256")},
+    return _with_codec({
+        "format_version": FORMAT_VERSION, "audio_rate_hz": AUDIO_RATE_HZ,
+        "keep_audio": settings.keep_audio, "assistant_voice": ASSISTANT_VOICE,
+        "settings": settings.plan_key(), "plan_sha256": plan_sha256(items),
+        "examples": len(items), "splits": splits}, codec)
+
+
+def _with_codec(manifest: dict, codec: dict) -> dict:
+    return {**manifest, "codec": {k: codec[k] for k in ("name", "sha256")},
             "frame_rate_hz": codec["frame_rate_hz"], "num_codebooks": codec["num_codebooks"],
-            "codec_sample_rate_hz": codec["sample_rate_hz"], "audio_rate_hz": AUDIO_RATE_HZ,
-            "keep_audio": settings.keep_audio, "assistant_voice": ASSISTANT_VOICE,
-            "settings": settings.plan_key(), "plan_sha256": plan_sha256(items),
-            "examples": len(items), "splits": splits}
+            "codec_sample_rate_hz": codec["sample_rate_hz"]}
 
 
 def _shard_codec_sha(path: Path) -> str:
@@ -219,6 +224,25 @@ def _sync_codec(folder: Path, manifest: dict, names: list[str], codec: CodecRunn
         write_manifest(folder, manifest)
 
 
+def recode_dataset(settings: SynthSettings) -> Path:
+    """Re-encode this share of the finished shards with ``settings.codec``; no planning,
+    so it works wherever the manifest and shards are (other voices installed or not)."""
+    import json
+
+    import torch
+
+    torch.set_num_threads(max(1, settings.threads))
+    folder = Path(settings.out)
+    if not (folder / MANIFEST).is_file():
+        raise VoxloopError(f"nothing to recode: {folder / MANIFEST} does not exist")
+    old = json.loads((folder / MANIFEST).read_text())
+    names = [name for info in old["splits"].values() for name in info["shards"]]
+    codec = CodecRunner(settings.codec)
+    recode_shards(folder, my_shards(names, parse_share(settings.shard)), codec)
+    _sync_codec(folder, _with_codec(old, codec.info), names, codec)
+    return folder
+
+
 def run_synth(settings: SynthSettings, asr: ASRSettings | None = None,
               llm: LLMSettings | None = None) -> Path:
     """Make (or finish, or recode) this process's share of the dataset in ``settings.out``."""
@@ -226,6 +250,8 @@ def run_synth(settings: SynthSettings, asr: ASRSettings | None = None,
 
     import torch
 
+    if settings.recode:
+        return recode_dataset(settings)
     asr, llm = asr or ASRSettings(), llm or LLMSettings()
     torch.set_num_threads(max(1, settings.threads))
     if asr.threads == 0:
@@ -252,8 +278,6 @@ def run_synth(settings: SynthSettings, asr: ASRSettings | None = None,
         log.warning("removed %s, left by a killed run", path)
     recode_shards(folder, mine, codec)
     _sync_codec(folder, manifest, names, codec)
-    if settings.recode:
-        return folder
     todo = [n for n in mine if not shard_path(folder, n).is_file()]
     teachers = Teachers(folder, asr, llm, codec)
     total = sum(len(planned[n]) for n in todo)
