@@ -53,3 +53,21 @@ class CodecTrainSettings:
     seed: int = field(default=0, metadata={"help": "random seed"})
     quantizer_dropout: bool = field(default=True, metadata={
         "help": "train with a random number of codebooks so fewer also decode well"})
+    adversarial: bool = field(default=True, metadata={
+        "help": "add encodec's MS-STFT discriminator: hinge + feature-matching losses"})
+    adversarial_weight: float = field(default=0.1, metadata={
+        "help": "weight of the generator's hinge loss (mel loss has weight 1)"})
+    feature_weight: float = field(default=1.0, metadata={
+        "help": "weight of the discriminator feature-matching loss"})
+    adversarial_start_step: int = field(default=0, metadata={
+        "help": "the generator ignores the discriminator before this step (it trains already)"})
+    init_from: str = field(default="", metadata={
+        "help": "fine-tune: start from this codec folder or checkpoint.pt (fresh run only)"})
+    device: str = field(default="auto", metadata={
+        "help": "cpu, cuda, or auto (cuda when available)", "choices": ("auto", "cpu", "cuda")})
+    precision: str = field(default="auto", metadata={
+        "help": "fp32 (TF32 on GPU), bf16 autocast, or auto (bf16 on cuda, fp32 on cpu)",
+        "choices": ("auto", "fp32", "bf16")})
+    time_budget_s: float = field(default=0.0, metadata={
+        "help": "if > 0: after 20 timed steps, shrink --steps to end within this wall time "
+                "(the chosen total is kept in the checkpoint, so resuming stays exact)"})

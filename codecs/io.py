@@ -25,7 +25,8 @@ def save_codec(codec: NeuralCodec, folder: str | Path, card: str | None = None) 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+    state = {k: v.detach().cpu().to(torch.float16 if v.is_floating_point() else v.dtype)
+             .contiguous()
              for k, v in codec.state_dict().items()}
     tmp = folder / "model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt", "kind": codec.config.kind})

@@ -1,14 +1,17 @@
 """NeuralCodec: encoder, residual vector quantizer and decoder, offline and streaming.
 
 Assembled from parts passed in (as in encodec's ``EncodecModel``): a SEANet
-encoder and decoder and encodec's ``ResidualVectorQuantizer``. ``encode``
-zero-pads the input to a whole number of frames, so the streaming encoder,
-fed the same samples in chunks and flushed, returns exactly the same codes.
+encoder and decoder and encodec's ``ResidualVectorQuantizer``. Training runs
+the modules' own forward; ``encode``/``decode`` run the streaming code on the
+whole signal (one code path, as in moshi), zero-padding the input to a whole
+number of frames, so the streaming encoder, fed the same samples in chunks and
+flushed, returns exactly the same codes.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from encodec.modules import SEANetDecoder, SEANetEncoder
@@ -57,32 +60,75 @@ class NeuralCodec(nn.Module):
         return nn.functional.pad(wav, (0, extra)) if extra else wav
 
     def quantize(self, latent: Tensor) -> Tensor:
-        """``[B, D, F]`` latent -> ``[B, K, F]`` int64 codes."""
-        return self.quantizer.vq.encode(latent, n_q=self.num_codebooks).transpose(0, 1)
+        """``[B, D, F]`` latent -> ``[B, K, F]`` int64 codes (nearest code per stage, the
+        distance computed as encodec's ``EuclideanCodebook.quantize`` does)."""
+        residual = latent.transpose(1, 2).reshape(-1, latent.shape[1])  # [B * F, D]
+        codes = []
+        for embed, embed_t, norms in self._codebooks():
+            dist = -(residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed_t + norms)
+            index = dist.max(dim=-1).indices
+            residual = residual - nn.functional.embedding(index, embed)
+            codes.append(index)
+        codes = torch.stack(codes, dim=1).view(latent.shape[0], latent.shape[2], -1)
+        return codes.transpose(1, 2).contiguous()
+
+    def _codebooks(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per stage: codebook ``[N, D]``, its transpose ``[D, N]`` and squared norms
+        ``[1, N]``; cached until a codebook changes (training updates them in place)."""
+        embeds = [layer._codebook.embed for layer in self.quantizer.vq.layers[:self.num_codebooks]]
+        key = tuple((e.data_ptr(), e._version) for e in embeds)
+        if getattr(self, "_codebook_key", None) != key:
+            with torch.no_grad():
+                self._codebook_cache = [(e.detach(), e.detach().t().contiguous(),
+                                         e.detach().pow(2).sum(1).unsqueeze(0)) for e in embeds]
+            self._codebook_key = key
+        return self._codebook_cache
 
     def dequantize(self, codes: Tensor) -> Tensor:
         """``[B, K, F]`` codes (K may be fewer than num_codebooks) -> ``[B, D, F]``."""
-        return self.quantizer.vq.decode(codes.transpose(0, 1))
+        out = None
+        for k, layer in enumerate(self.quantizer.vq.layers[:codes.shape[1]]):
+            part = nn.functional.embedding(codes[:, k], layer._codebook.embed)  # [B, F, D]
+            out = part if out is None else out + part
+        if out is None:
+            return codes.new_zeros(codes.shape[0], self.config.dimension, codes.shape[2],
+                                   dtype=torch.float32)
+        return out.transpose(1, 2)
+
+    def fold_weight_norm(self) -> NeuralCodec:
+        """Replace weight-normed (g, v) pairs by plain weights, once, for inference: the
+        output is the same, each call cheaper. The state dict then has ``weight`` keys,
+        so fold only a codec that will not be trained or saved."""
+        for module in self.modules():
+            if hasattr(module, "weight_g"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    nn.utils.remove_weight_norm(module)
+        return self
 
     def forward(self, wav: Tensor, n_q: int | None = None) -> tuple[Tensor, Tensor]:
         """Training pass through the first ``n_q`` codebooks.
 
         ``wav [B, 1, T]``, T a multiple of the hop -> (reconstruction ``[B, 1, T]``,
-        commitment loss). In training mode the codebooks follow their EMA updates.
+        commitment loss). In training mode the codebooks follow their EMA updates. Under
+        autocast the quantizer still runs in float32 (nearest-code search needs it).
         """
         latent = self.encoder(wav)
-        quantized, _, commit = self.quantizer.vq(latent, n_q=n_q or self.num_codebooks)
+        with torch.autocast(latent.device.type, enabled=False):  # codebooks stay float32
+            quantized, _, commit = self.quantizer.vq(latent.float(), n_q=n_q or self.num_codebooks)
         return self.decoder(quantized), commit.sum()
 
     @torch.inference_mode()
     def encode(self, wav: Tensor) -> Tensor:
         """``wav [B, 1, T]`` -> ``codes [B, K, ceil(T / hop)]``."""
-        return self.quantize(self.encoder(self.pad_to_frames(wav)))
+        stream = self.stream_encoder(wav.shape[0])
+        return torch.cat([stream.push(wav), stream.flush()], dim=-1)
 
     @torch.inference_mode()
     def decode(self, codes: Tensor) -> Tensor:
         """``codes [B, K, F]`` -> ``wav [B, 1, F * hop]``."""
-        return self.decoder(self.dequantize(codes))
+        stream = self.stream_decoder(codes.shape[0])
+        return torch.cat([stream.push(codes), stream.flush()], dim=-1)
 
     def stream_encoder(self, batch_size: int = 1) -> StreamingEncoder:
         return StreamingEncoder(self, batch_size)

@@ -55,15 +55,16 @@ def load_encodec_24khz(repository: str | Path | None = None,
 
 
 def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
-    """``encodec_24khz``, a bundled model name under ``models/``, or a codec folder."""
+    """``encodec_24khz``, a bundled model name under ``models/``, or a codec folder; for
+    inference (weight norm folded: use ``load_codec_folder`` for a codec to train)."""
     if name_or_dir == ENCODEC_24KHZ:
-        return load_encodec_24khz()
+        return load_encodec_24khz().fold_weight_norm()
     path = Path(name_or_dir)
     if path.is_dir():
-        return load_codec_folder(path)
+        return load_codec_folder(path).fold_weight_norm()
     bundled = models_dir() / name_or_dir
     if bundled.is_dir():
-        return load_codec_folder(bundled)
+        return load_codec_folder(bundled).fold_weight_norm()
     known = sorted(p.name for p in models_dir().glob("*") if (p / "config.json").is_file())
     raise VoxloopError(f"unknown codec {name_or_dir!r}: give a codec folder, "
                        f"{ENCODEC_24KHZ}, or one of the bundled models {known}")

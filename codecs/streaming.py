@@ -14,6 +14,13 @@ guarantees by zero padding).
 
 Only reflect padding (EnCodec's pretrained weights) needs the flush: offline,
 a layer whose whole input is shorter than its padding pads it differently.
+
+For speed (one 40 ms frame per call is hundreds of small calls) the wrappers
+call the functional ops directly on weights taken once, when the stream is
+made (weight norm applied, or already folded by ``NeuralCodec.fold_weight_norm``),
+and step the LSTM frame by frame with ``torch.lstm_cell``, so a stream sees the
+weights of its creation time. ``NeuralCodec.encode``/``decode`` run this same
+code on the whole signal, so chunking cannot change a single code.
 """
 
 from __future__ import annotations
@@ -25,6 +32,20 @@ import torch.nn.functional as F
 from encodec.modules import SLSTM, SConv1d, SConvTranspose1d
 from encodec.modules.seanet import SEANetResnetBlock
 from torch import Tensor, nn
+from torch.nn.utils.weight_norm import WeightNorm
+
+
+def effective_weight(layer: nn.Module) -> Tensor:
+    """``layer.weight`` as its forward uses it: with encodec's (hook) weight norm applied."""
+    with torch.no_grad():
+        for hook in layer._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                return hook.compute_weight(layer).detach()
+        return layer.weight.detach()
+
+
+def _detached(bias: Tensor | None) -> Tensor | None:
+    return None if bias is None else bias.detach()
 
 
 @dataclass
@@ -41,6 +62,8 @@ class StreamingConv1d:
         if not module.causal:
             raise ValueError("only causal convolutions can stream")
         self.module = module
+        self.weight, self.bias = effective_weight(conv), _detached(conv.bias)
+        self.dilation = conv.dilation[0]
         self.stride = conv.stride[0]
         self.window = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
         self.padding = self.window - self.stride
@@ -64,7 +87,7 @@ class StreamingConv1d:
             state.pending = buffer
             return buffer.new_zeros(buffer.shape[0], self._out_channels(), 0)
         used = (frames - 1) * self.stride + self.window
-        y = self.module.conv(buffer[..., :used])
+        y = F.conv1d(buffer[..., :used], self.weight, self.bias, self.stride, 0, self.dilation)
         state.pending = buffer[..., frames * self.stride:]
         return y
 
@@ -96,7 +119,7 @@ class StreamingConvTranspose1d:
         conv = module.convtr.convtr
         self.module = module
         self.stride = conv.stride[0]
-        self.bias = conv.bias
+        self.weight, self.bias = effective_weight(conv), _detached(conv.bias)
 
     def init_state(self, batch_size: int) -> ConvTransposeState:
         return ConvTransposeState()
@@ -104,9 +127,7 @@ class StreamingConvTranspose1d:
     def step(self, state: ConvTransposeState, x: Tensor) -> Tensor:
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], self.module.convtr.convtr.out_channels, 0)
-        full = self.module.convtr(x)  # [B, C, (T - 1) * stride + kernel]
-        if self.bias is not None:
-            full = full - self.bias.view(1, -1, 1)
+        full = F.conv_transpose1d(x, self.weight, None, self.stride)  # [B, C, (T-1)*stride+k]
         if state.tail is not None:
             overlap = state.tail.shape[-1]
             full = torch.cat([full[..., :overlap] + state.tail, full[..., overlap:]], dim=-1)
@@ -121,24 +142,39 @@ class StreamingConvTranspose1d:
 
 @dataclass
 class LSTMState:
-    hidden: tuple[Tensor, Tensor] | None = None  # (h, c), each [layers, B, H]
+    hidden: list[tuple[Tensor, Tensor]] | None = None  # per layer (h, c), each [B, H]
 
 
 class StreamingLSTM:
+    """SLSTM stepped one frame at a time with ``torch.lstm_cell`` (the fused CPU LSTM
+    costs milliseconds per call for one frame)."""
+
     def __init__(self, module: SLSTM) -> None:
-        self.module = module
+        lstm = module.lstm
+        self.skip = module.skip
+        self.layers = [tuple(getattr(lstm, f"{name}_l{i}").detach()
+                             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                       for i in range(lstm.num_layers)]
+        self.hidden_size = lstm.hidden_size
 
     def init_state(self, batch_size: int) -> LSTMState:
         return LSTMState()
 
     def step(self, state: LSTMState, x: Tensor) -> Tensor:
+        """``x [B, C, T]`` -> ``[B, C, T]``."""
         if x.shape[-1] == 0:
             return x
-        seq = x.permute(2, 0, 1)  # [T, B, C]
-        y, state.hidden = self.module.lstm(seq, state.hidden)
-        if self.module.skip:
-            y = y + seq
-        return y.permute(1, 2, 0)
+        if state.hidden is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            state.hidden = [(zeros, zeros)] * len(self.layers)
+        outputs = []
+        for frame in x.unbind(-1):  # [B, C]
+            y = frame
+            for i, weights in enumerate(self.layers):
+                state.hidden[i] = torch.lstm_cell(y, state.hidden[i], *weights)
+                y = state.hidden[i][0]
+            outputs.append(y + frame if self.skip else y)
+        return torch.stack(outputs, dim=-1)
 
     def flush(self, state: LSTMState) -> None:
         return None
@@ -218,12 +254,13 @@ class StreamingPointwise:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        self.forward = module.forward  # no hooks on these: skip nn.Module.__call__
 
     def init_state(self, batch_size: int) -> None:
         return None
 
     def step(self, state: None, x: Tensor) -> Tensor:
-        return self.module(x)
+        return self.forward(x)
 
     def flush(self, state: None) -> None:
         return None

@@ -104,3 +104,38 @@ def test_contract_attributes(compact, encodec_arch):
 def test_fewer_codebooks_decode(compact):
     codes = compact.encode(torch.randn(1, 1, 3200) * 0.3)
     assert compact.decode(codes[:, :2]).shape == (1, 1, 3200)
+
+
+@pytest.mark.parametrize("name", ["compact", "encodec_arch"])
+def test_inference_path_matches_the_modules_forward(name, request):
+    """encode/decode run the streaming code; it must agree with the modules' own forward
+    (which training uses) and with encodec's quantizer."""
+    from voxloop.codecs.streaming import streamify
+
+    codec = request.getfixturevalue(name)
+    gen = torch.Generator().manual_seed(3)
+    wav = torch.randn(2, 1, 5 * codec.hop, generator=gen) * 0.3
+    latent = torch.randn(2, codec.config.dimension, 5, generator=gen)
+    with torch.inference_mode():
+        for part, x in ((codec.encoder, wav), (codec.decoder, latent)):
+            layers = streamify(part)
+            state = layers.init_state(2)
+            y = layers.step(state, x)
+            tail = layers.flush(state)
+            streamed = y if tail is None else torch.cat([y, tail], dim=-1)
+            torch.testing.assert_close(streamed, part(x), atol=1e-4, rtol=1e-4)
+        codes = codec.quantize(latent)
+        vq = codec.quantizer.vq
+        assert torch.equal(codes, vq.encode(latent, n_q=codec.num_codebooks).transpose(0, 1))
+        torch.testing.assert_close(codec.dequantize(codes), vq.decode(codes.transpose(0, 1)))
+
+
+def test_folded_weight_norm_gives_the_same_output(compact):
+    import copy
+
+    folded = copy.deepcopy(compact).fold_weight_norm()
+    assert not any(hasattr(m, "weight_g") for m in folded.modules())
+    wav = torch.randn(1, 1, 4000, generator=torch.Generator().manual_seed(4)) * 0.3
+    codes = compact.encode(wav)
+    assert torch.equal(folded.encode(wav), codes)
+    torch.testing.assert_close(folded.decode(codes), compact.decode(codes), atol=1e-5, rtol=1e-5)

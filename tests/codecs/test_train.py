@@ -95,3 +95,46 @@ def test_torchrun_ddp_two_processes(corpus, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
     assert load_codec_folder(tmp_path / "bundle").config == TINY
+
+
+def test_time_budget_plans_the_steps_and_resume_keeps_them(corpus, tmp_path):
+    """A tiny budget ends the run right after the timed probe; the plan is checkpointed."""
+    from dataclasses import replace
+
+    from voxloop.codecs.train import PROBE_SKIP, PROBE_STEPS
+
+    settings = replace(_settings(corpus, tmp_path / "run", 100), time_budget_s=1e-3,
+                       warmup_steps=40)
+    train(settings, TINY)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == state["total_steps"] == PROBE_SKIP + PROBE_STEPS
+    train(replace(settings, time_budget_s=1e6), TINY)  # resumed: the plan stands
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 25
+
+
+def test_init_from_a_bundle_fine_tunes_it(corpus, tmp_path):
+    from dataclasses import replace
+
+    from voxloop.codecs.io import save_codec
+
+    torch.manual_seed(5)
+    start = new_codec_with_codebooks()
+    save_codec(start, tmp_path / "start")
+    settings = replace(_settings(corpus, tmp_path / "run", 1), init_from=str(tmp_path / "start"),
+                       lr=1e-9, adversarial=False)
+    train(settings, TINY)
+    tuned = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    # (the codebooks themselves move at once: EMA updates, dead codes re-seeded)
+    on_disk = load_codec_folder(tmp_path / "start").state_dict()
+    for key in ("encoder.model.0.conv.conv.weight_v", "decoder.model.0.conv.conv.weight_g"):
+        torch.testing.assert_close(tuned[key], on_disk[key], atol=1e-3, rtol=1e-3)
+    with pytest.raises(VoxloopError, match="another codec config"):
+        train(replace(settings, out=str(tmp_path / "other")),
+              CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, num_codebooks=2,
+                          cardinality=16))
+
+
+def new_codec_with_codebooks():
+    from voxloop.codecs.registry import random_codec
+
+    return random_codec(TINY)
