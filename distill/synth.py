@@ -286,7 +286,11 @@ def run_synth(settings: SynthSettings, asr: ASRSettings | None = None,
         for name in todo:
             examples = []
             for item in planned[name]:
-                examples.append(teachers(item, settings.keep_audio))
+                try:
+                    examples.append(teachers(item, settings.keep_audio))
+                except Exception as exc:  # say which example broke which teacher
+                    raise VoxloopError(f"example {item.id} ({item.prompt_text!r}, shard "
+                                       f"{name}) failed: {type(exc).__name__}: {exc}") from exc
                 bar.update(1)
             write_shard(shard_path(folder, name), examples,
                         {"name": codec.info["name"], "sha256": codec.info["sha256"]})

@@ -97,6 +97,8 @@ def _item_seed(seed: int, item_id: str) -> int:
 
 def _make_item(ex, fill: int, voice: str, split: str, settings: SynthSettings) -> SynthItem:
     item_id = f"{ex.intent}-t{ex.template}-{voice}-{fill}"
+    if settings.seed:  # another seed is another dataset: its ids never collide with seed 0's
+        item_id += f"-s{settings.seed}"
     seed = _item_seed(settings.seed, item_id)
     if split == "train" and zlib.crc32(f"valid:{item_id}".encode()) % 10_000 < (
             settings.valid_fraction * 10_000):

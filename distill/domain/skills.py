@@ -52,7 +52,9 @@ def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float]:
     """The two numbers an operator word applies to: around it ("7 plus 5") or after it
     ("add 7 and 5", "subtract 3 from 9" -> (9, 3))."""
     numbers = _numbers(words)
-    at = next(i for i, w in enumerate(words) if any(word_similarity(w, k) >= 0.85 for k in keys))
+    joined = [a + b for a, b in zip(words, words[1:], strict=False)]  # "multi plied", as _has
+    at = next((i for candidates in (words, joined) for i, w in enumerate(candidates)
+               if any(word_similarity(w, k) >= 0.85 for k in keys)), 0)
     before = [n for n in numbers if n[0] < at]
     after = [n for n in numbers if n[0] > at]
     if before and after:

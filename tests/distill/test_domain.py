@@ -39,6 +39,8 @@ def test_every_documented_phrasing_gets_its_intent(assistant):
     ("what is 9 divided by 2", "Nine divided by two is four point five."),
     ("divide 10 by 3", "Ten divided by three is about three point three."),
     ("divide five by zero", "You can't divide by zero."),
+    ("what is seven multi plied by three", "Seven times three is twenty one."),  # ASR split
+    ("what is six sub tract two", "Six minus two is four."),  # the operator in two
     ("what is the capital of japan", "The capital of Japan is Tokyo."),
     ("whats the capitol of frants", "The capital of France is Paris."),
     ("capital of england", "The capital of United Kingdom is London."),
