@@ -90,4 +90,4 @@ def test_bundled_codec_round_trips_through_the_cli(tmp_path, whisper):
     stoi, pesq = _quality(original, recon[:len(original)], recon_hz)
     print(f"\nbundled codec on piper: STOI {stoi:.3f}, PESQ {pesq:.2f}, Whisper heard "
           f"{whisper.transcribe(recon, recon_hz)!r}")
-    assert stoi >= 0.7  # measured 0.83 on held-out piper speech
+    assert stoi >= 0.75  # measured 0.827 here; 0.852 on held-out piper speech (card)
