@@ -55,7 +55,7 @@ class StudentTrainSettings:
     data: str = field(default="data/distill-v1", metadata={
         "help": "dataset folder, or a packed .npz (voxloop distill pack)"})
     out: str = field(default="runs/student", metadata={"help": "run folder"})
-    steps: int = field(default=8000, metadata={"help": "optimizer steps"})
+    steps: int = field(default=1500, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "turns per step per process"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     warmup_steps: int = field(default=300, metadata={"help": "linear warm-up steps"})
@@ -63,8 +63,10 @@ class StudentTrainSettings:
     text_weight: float = field(default=1.0, metadata={"help": "weight of the answer-word loss"})
     ctc_weight: float = field(default=0.3, metadata={"help": "weight of the user-word CTC loss"})
     augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
-    eval_every: int = field(default=250, metadata={"help": "valid-loss interval in steps"})
+    eval_every: int = field(default=100, metadata={"help": "valid-loss interval in steps"})
     ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
+    select_on: str = field(default="audio+text", metadata={
+        "help": "valid losses ('+'-joined) whose sum picks the best model"})
     patience: int = field(default=0, metadata={
         "help": "stop after this many evals without a better valid loss (0: never)"})
     max_minutes: float = field(default=0.0, metadata={

@@ -78,6 +78,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     """Run the evaluation; writes ``metrics.json``, ``turns.jsonl``, ``report.md`` and
     ``student-eval.png`` into ``settings.out`` and returns the metrics."""
     import torch
+    from tqdm import tqdm
 
     from voxloop.distill.generate import SamplingOptions, generate
     from voxloop.distill.student import load_student
@@ -105,7 +106,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
         if not len(rows_idx):
             continue
         rows = []
-        for i in rows_idx:
+        for i in tqdm(rows_idx, desc=f"student eval {split}", unit="turn"):
             torch.set_num_threads(settings.threads)
             result = generate(model, tokenizer, data.user(i), options, settings.chunk_frames)
             torch.set_num_threads(threads)

@@ -4,8 +4,9 @@ One process, or DDP under torchrun (gloo on CPU, nccl on GPU). Each step's
 batch and dropout come from generators seeded by (seed, step, rank), so a run
 resumed from ``OUT/checkpoint.pt`` sees exactly the batches an uninterrupted
 run would. Every ``eval_every`` steps the loss on the ``valid`` split is
-measured; the best model is kept in ``OUT/best.pt`` and training stops early
-after ``patience`` evaluations without improvement.
+measured; the best model (lowest sum of the ``select_on`` losses) is kept in
+``OUT/best.pt`` and training stops early after ``patience`` evaluations
+without improvement.
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
                     writer.add_scalar(f"valid/{key}", value, step)
                 tqdm.write(f"step {step}: valid " + " ".join(
                     f"{k} {v:.4f}" for k, v in valid.items()))
-                if valid["total"] < best:
-                    best, since_best = valid["total"], 0
+                score = sum(valid[k] for k in settings.select_on.split("+"))
+                if score < best:
+                    best, since_best = score, 0
                     _save(best_path, {"model": student.state_dict(), "config": asdict(config),
                                       "vocab": data.vocab, "step": step, "valid": valid})
                 else:
