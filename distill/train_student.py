@@ -55,7 +55,8 @@ def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, to
 @torch.no_grad()
 def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrainSettings,
              device: torch.device, batch_size: int = 32) -> dict[str, float]:
-    """Losses and teacher-forced accuracies over ``rows`` (no augmentation)."""
+    """Losses and teacher-forced accuracies over ``rows`` (no augmentation);
+    ``answer_err``: share of turns with a wrong answer word under teacher forcing."""
     model.eval()
     sums: dict[str, float] = {}
     counts = {"text": 0, "audio0": 0}
@@ -66,8 +67,10 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
             sums[key] = sums.get(key, 0.0) + value.item() * len(chunk)
         out = model(batch.ids)
         mask = batch.text_target != IGNORE
-        sums["text_acc"] = sums.get("text_acc", 0.0) + (
-            (out.text.argmax(-1) == batch.text_target) & mask).sum().item()
+        hit = (out.text.argmax(-1) == batch.text_target) & mask
+        sums["text_acc"] = sums.get("text_acc", 0.0) + hit.sum().item()
+        wrong = (mask & ~hit).any(dim=1)  # some answer word would be wrong: the turn fails
+        sums["answer_err"] = sums.get("answer_err", 0.0) + wrong.sum().item()
         counts["text"] += int(mask.sum())
         mask0 = batch.audio_target[..., 0] != IGNORE
         sums["audio0_acc"] = sums.get("audio0_acc", 0.0) + (

@@ -6,10 +6,11 @@
 # It expects the codes-only export beside the repository's files (git-ignored runs/):
 #   voxloop distill pack data/distill-v1 runs/gpu/codes.npz      # 1.3 MB, no audio
 # Usage: OUT=out/gpu bash scripts/student_gpu.sh STEPS MAX_MINUTES [cuda|cpu]
-# The bundled voxloop-student came from `bash scripts/student_gpu.sh 1500 6.0 cuda`; back
+# Settings a, b, c below are the second GPU run (`bash scripts/student_gpu.sh 3000 5.0`); back
 # here: cat model.safetensors.part-* > model.safetensors.
 set -u
-STEPS=${1:-1500}; MINUTES=${2:-6.0}; DEVICE=${3:-cuda}
+set -u
+STEPS=${1:-3000}; MINUTES=${2:-5.0}; DEVICE=${3:-cuda}
 OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
 PKG=/tmp/pkg; rm -rf $PKG; mkdir -p $PKG/voxloop
 cp -r voxloop/* $PKG/voxloop/ && cp -r distill $PKG/voxloop/distill && cp -r codecs $PKG/voxloop/codecs
@@ -23,14 +24,14 @@ from voxloop.distill.train_student import train
 name, train_kw, model_kw = sys.argv[1], eval(sys.argv[2]), eval(sys.argv[3])
 kw = dict(data="$REPO/runs/gpu/codes.npz", out=f"/tmp/runs/{name}", steps=$STEPS,
                          batch_size=64, max_minutes=$MINUTES, device="$DEVICE", threads=2,
-                         eval_every=100, ckpt_every=500)
+                         eval_every=100, ckpt_every=500, select_on="answer_err+audio")
 s = StudentTrainSettings(**{**kw, **train_kw})
 train(s, StudentConfig(**model_kw))
 PYEOF
 }
-train a "{}" "{}" &
-train b "dict(weight_decay=0.2)" "dict(dropout=0.2)" &
-train c "dict(steps=3000)" "dict(dropout=0.3)" &
+train a "dict(weight_decay=0.2, ctc_weight=1.0)" "dict(dropout=0.2)" &
+train b "dict(weight_decay=0.2, ctc_weight=1.0)" "dict(dropout=0.2, k_in=4)" &
+train c "dict(weight_decay=0.2)" "dict(dropout=0.3, k_in=4)" &
 wait
 $PY - <<'PYEOF' | tee "$OUT/summary.txt"
 import torch, json, time, numpy as np
@@ -44,7 +45,7 @@ for name in "abc":
     st = torch.load(f"/tmp/runs/{name}/best.pt", map_location="cpu", weights_only=False)
     ck = torch.load(f"/tmp/runs/{name}/checkpoint.pt", map_location="cpu", weights_only=False)
     print(name, "best step", st["step"], "of", ck["step"], json.dumps(st["valid"]))
-    best[name] = st["valid"].get("audio", 1e9) + st["valid"].get("text", 0)
+    best[name] = st["valid"].get("answer_err", 1e9) + st["valid"].get("audio", 0)
 pick = min(best, key=best.get)
 print("picked", pick)
 export_student(f"/tmp/runs/{pick}/best.pt", "/tmp/student")
