@@ -1,6 +1,6 @@
 #!/bin/bash
 # Train the student on one GPU (a bare machine with python3 + torch, as the device tool
-# lends it): three settings in parallel, the best by valid audio+text loss is exported as
+# lends it): three settings in parallel, the best by valid answer_err + audio loss goes out as
 # float16 (split in 15 MB parts so it comes back through $OUT), with logs and TensorBoard.
 #
 # It expects the codes-only export beside the repository's files (git-ignored runs/):
@@ -8,7 +8,6 @@
 # Usage: OUT=out/gpu bash scripts/student_gpu.sh STEPS MAX_MINUTES [cuda|cpu]
 # Settings a, b, c below are the second GPU run (`bash scripts/student_gpu.sh 3000 5.0`); back
 # here: cat model.safetensors.part-* > model.safetensors.
-set -u
 set -u
 STEPS=${1:-3000}; MINUTES=${2:-5.0}; DEVICE=${3:-cuda}
 OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
