@@ -130,3 +130,22 @@ def test_save_load_roundtrip(tmp_path):
     ids = make_batch(model.config, data, np.array([0]), None, np.random.default_rng(0)).ids
     with torch.no_grad():
         assert torch.allclose(model(ids).audio, loaded(ids).audio, atol=2e-2)
+
+
+def test_bundled_student_loads_and_streams_the_same_in_chunks():
+    from pathlib import Path
+
+    from voxloop.distill.generate import SamplingOptions, generate
+    from voxloop.distill.student_text import Tokenizer
+
+    folder = Path(__file__).resolve().parents[2] / "models" / "voxloop-student"
+    assert (folder / "model.safetensors").stat().st_size <= 40e6
+    model, vocab = load_student(folder)
+    assert vocab["codec"]["name"] == "voxloop-codec-16k" and "README.md" in {
+        p.name for p in folder.iterdir()}
+    user = np.random.default_rng(0).integers(0, 1024, (8, 30))
+    options = SamplingOptions(max_audio_frames=40)
+    whole = generate(model, Tokenizer(vocab), user, options)
+    chunked = generate(model, Tokenizer(vocab), user, options, chunk_frames=7)
+    assert whole.text_ids == chunked.text_ids and whole.text
+    assert np.array_equal(whole.codes, chunked.codes) and whole.codes.shape[1] > 0
