@@ -51,3 +51,32 @@ def test_resume_is_exact(tmp_path):
     first = train(_settings(tmp_path / "c", steps=3), config, data=data)
     c = torch.load(first / "checkpoint.pt", weights_only=False)
     assert any(not torch.equal(v, c["model"][k]) for k, v in a["model"].items())
+
+
+DDP_SCRIPT = """
+import sys
+from tests.distill.student_fixtures import tiny_config, tiny_examples, tiny_packed
+from voxloop.distill.student_config import StudentTrainSettings
+from voxloop.distill.train_student import train
+data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+train(StudentTrainSettings(data="unused.npz", out=sys.argv[1], steps=4, batch_size=2,
+                           eval_every=2, ckpt_every=2, threads=1, device="cpu"),
+      tiny_config(), data=data)
+"""
+
+
+def test_torchrun_ddp_on_cpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                    str(script), str(tmp_path / "run")], check=True, env=env, cwd=root,
+                   capture_output=True, timeout=240)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 4 and (tmp_path / "run" / "best.pt").is_file()
