@@ -6,18 +6,19 @@ import argparse
 import os
 
 from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig, CodecTrainSettings
-from voxloop.settings import add_command, add_settings, settings_from_args
+from voxloop.settings import add_command, add_settings, command_group, settings_from_args
+
+CODEC_HELP = "Neural audio codec: encode, decode, build a corpus, train, evaluate."
+CODEC_EXAMPLE = "voxloop codec encode question.wav question.npz"
+
+
+def codec_group(subparsers, groups: dict):
+    """The ``voxloop codec`` group, shared with the corpus and eval actions from distill."""
+    return command_group(subparsers, groups, "codec", CODEC_HELP, CODEC_EXAMPLE)
 
 
 def register(subparsers, groups: dict) -> None:
-    parent = subparsers.add_parser(
-        "codec", help="Neural audio codec: encode, decode, build a corpus, train, evaluate.",
-        description="Neural audio codec: encode, decode, build a corpus, train, evaluate.",
-        epilog="example:\n  voxloop codec encode question.wav question.npz",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parent.set_defaults(run=lambda args: parent.print_help() or 2)
-    group = parent.add_subparsers(dest="codec_command", metavar="ACTION")
-    groups["codec"] = group
+    group = codec_group(subparsers, groups)
 
     p = add_command(group, "encode", "Turn a wav file into codec tokens (npz).",
              "voxloop codec encode question.wav question.npz")

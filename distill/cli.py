@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from voxloop.codecs.cli import codec_group
 from voxloop.codecs.config import DEFAULT_CODEC
 from voxloop.distill.asr import ASRSettings
 from voxloop.distill.codec_corpus import CorpusSettings
@@ -51,7 +52,7 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, LLMSettings)
     p.set_defaults(run=run_demo)
 
-    codec = groups["codec"]
+    codec = codec_group(subparsers, groups)
     p = add_command(codec, "corpus", "Synthesize the codec training corpus from the teacher voices "
                 "(resumes where it stopped).", "voxloop codec corpus --out data/codec-corpus")
     add_settings(p, CorpusSettings)
