@@ -9,15 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from voxloop.realtime.protocol import (
-    AUDIO_RATE_HZ,
-    BYTES_PER_SAMPLE,
-    ProtocolError,
-    audio_ms,
-    decode_audio,
-)
-
-_BYTES_PER_MS = AUDIO_RATE_HZ * BYTES_PER_SAMPLE // 1000
+from voxloop.realtime.protocol import BYTES_PER_MS, ProtocolError, audio_ms, decode_audio
 
 
 @dataclass
@@ -46,7 +38,7 @@ class Item:
         if audio_end_ms > self.audio_ms:
             raise ProtocolError("invalid_value", f"audio_end_ms {audio_end_ms} is past the end of "
                                 f"the item's audio ({self.audio_ms} ms)", event_id, "audio_end_ms")
-        cut = audio_end_ms * _BYTES_PER_MS
+        cut = audio_end_ms * BYTES_PER_MS
         text = ""
         for i, (start, piece) in enumerate(self.pieces):
             if start >= cut:

@@ -19,6 +19,7 @@ import os
 
 AUDIO_RATE_HZ = 24000  # pcm16 mono, both directions
 BYTES_PER_SAMPLE = 2
+BYTES_PER_MS = AUDIO_RATE_HZ * BYTES_PER_SAMPLE // 1000
 BETA_HEADER = "OpenAI-Beta"
 BETA_VALUE = "realtime=v1"
 API_KEY_SUBPROTOCOL = "openai-insecure-api-key."
@@ -145,6 +146,11 @@ def decode_audio(b64: str, event_id: str | None = None, param: str = "audio") ->
         raise ProtocolError("invalid_audio", f"pcm16 audio needs an even number of bytes, got "
                             f"{len(data)}", event_id, param)
     return data
+
+
+def pcm_format() -> dict:
+    """The one audio format this server speaks, as GA session and response objects show it."""
+    return {"type": "audio/pcm", "rate": AUDIO_RATE_HZ}
 
 
 def encode_audio(pcm16: bytes) -> str:

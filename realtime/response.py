@@ -20,7 +20,7 @@ from voxloop.audio import float_to_pcm16
 from voxloop.realtime.engine import Engine, EngineOutput, Turn
 from voxloop.realtime.items import Item
 from voxloop.realtime.outbox import Outbox
-from voxloop.realtime.protocol import encode_audio, error_event, new_id
+from voxloop.realtime.protocol import encode_audio, error_event, new_id, pcm_format
 
 log = logging.getLogger("voxloop.realtime")
 _DONE = object()
@@ -54,7 +54,7 @@ class ResponseRun:
                         output_audio_format="pcm16")
         else:
             body.update(output_modalities=["audio"], audio={"output": {
-                "format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice}})
+                "format": pcm_format(), "voice": self.voice}})
         return body
 
     def cancel(self, reason: str) -> None:
@@ -159,9 +159,8 @@ class ResponseRun:
             self._send("response.content_part.done", **ids, part=self._part())
             self._send("response.output_item.done", response_id=self.id, output_index=0,
                        item=self.item.wire(self.beta))
-            if not self.beta:
-                self._send("conversation.item.done", previous_item_id=None,
-                           item=self.item.wire(self.beta))
+            self._send("conversation.item.done", previous_item_id=None,  # GA only: see GA_ONLY
+                       item=self.item.wire(self.beta))
         details = {"type": "cancelled", "reason": self.cancel_reason} if status == "cancelled" \
             else ({"type": "failed"} if status == "failed" else None)
         self._send("response.done", response=self.resource(status, details))

@@ -214,10 +214,7 @@ class RealtimeServer:
 
 
 def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
-    for name in ("realtime",):
-        if name in offered:
-            return name
-    return None
+    return "realtime" if "realtime" in offered else None
 
 
 def _authorized(request: Request, key: str) -> bool:

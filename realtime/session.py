@@ -20,6 +20,7 @@ from voxloop.realtime.items import Item, item_from_client
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.protocol import (
     AUDIO_RATE_HZ,
+    BYTES_PER_MS,
     BYTES_PER_SAMPLE,
     ProtocolError,
     audio_ms,
@@ -31,7 +32,6 @@ from voxloop.realtime.session_config import SessionConfig
 from voxloop.realtime.turns import TurnDetector
 
 log = logging.getLogger("voxloop.realtime")
-_BYTES_PER_MS = AUDIO_RATE_HZ * BYTES_PER_SAMPLE // 1000
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
 
 
@@ -127,7 +127,7 @@ class Session:
         item_id = self._speech_item_id or new_id("item")
         self._speech_item_id = None
         self._send("input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id)
-        keep = max(0, audio_end_ms - self._buffer_start_ms) * _BYTES_PER_MS
+        keep = max(0, audio_end_ms - self._buffer_start_ms) * BYTES_PER_MS
         item = self._commit(item_id, bytes(self.buffer[:keep]))
         del self.buffer[:keep]
         self._buffer_start_ms = audio_end_ms
@@ -139,9 +139,9 @@ class Session:
             self._maybe_transcribe(item)
 
     def _trim_buffer_to(self, start_ms: int) -> None:
-        drop = max(0, start_ms - self._buffer_start_ms) * _BYTES_PER_MS
+        drop = max(0, start_ms - self._buffer_start_ms) * BYTES_PER_MS
         del self.buffer[:drop]
-        self._buffer_start_ms += drop // _BYTES_PER_MS
+        self._buffer_start_ms += drop // BYTES_PER_MS
 
     async def _on_input_audio_buffer_commit(self, event: dict, event_id) -> None:
         if audio_ms(len(self.buffer)) < MIN_COMMIT_MS:
@@ -241,10 +241,9 @@ class Session:
         return item
 
     def _announce(self, item: Item, previous: str | None) -> None:
-        self._send("conversation.item.added", previous_item_id=previous, item=item.wire(self.beta))
-        if not self.beta:
-            self._send("conversation.item.done", previous_item_id=previous,
-                       item=item.wire(self.beta))
+        # conversation.item.done is GA-only; the send task drops it for beta clients
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            self._send(kind, previous_item_id=previous, item=item.wire(self.beta))
 
     # -- responses ----------------------------------------------------------------------
     async def _on_response_create(self, event: dict, event_id) -> None:

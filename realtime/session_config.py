@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from voxloop.realtime.protocol import AUDIO_RATE_HZ, ProtocolError
+from voxloop.realtime.protocol import AUDIO_RATE_HZ, ProtocolError, pcm_format
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,12 @@ class SessionConfig:
                     "voice": self.voice, "input_audio_format": "pcm16",
                     "output_audio_format": "pcm16", "input_audio_transcription": tr,
                     "turn_detection": td, "tools": [], "tool_choice": "auto"}
-        pcm = {"type": "audio/pcm", "rate": AUDIO_RATE_HZ}
         return {"type": "realtime", "id": session_id, "object": "realtime.session",
                 "model": self.model, "output_modalities": ["audio"],
                 "instructions": self.instructions,
-                "audio": {"input": {"format": pcm, "turn_detection": td, "transcription": tr},
-                          "output": {"format": pcm, "voice": self.voice}}}
+                "audio": {"input": {"format": pcm_format(), "turn_detection": td,
+                                    "transcription": tr},
+                          "output": {"format": pcm_format(), "voice": self.voice}}}
 
     def updated(self, session: dict, event_id: str | None = None) -> SessionConfig:
         """Apply a ``session.update`` payload (GA or beta shape) and return the result."""
