@@ -82,19 +82,31 @@ async def speak_file(url: str, wav_path: str, api_key: str | None = None,
     return result
 
 
-async def _stream(ws, question: np.ndarray, settings: FileTurnSettings, sent: dict) -> None:
-    step = AUDIO_RATE_HZ * settings.chunk_ms // 1000
-    tail = np.zeros(int(settings.tail_s * AUDIO_RATE_HZ), np.float32)
-    signal = np.concatenate([question, tail])
-    end = speech_end_sample(question)
+def append_event(samples: np.ndarray) -> dict:
+    """``input_audio_buffer.append`` for float32 ``[T]`` at 24 kHz."""
+    return {"type": "input_audio_buffer.append",
+            "audio": base64.b64encode(float_to_pcm16(samples)).decode()}
+
+
+async def paced_chunks(samples: np.ndarray, chunk_ms: int):
+    """Yield ``(end_sample, chunk)`` of ``[T]`` at 24 kHz, one chunk per ``chunk_ms`` of
+    wall clock, as a microphone delivers them (the pace is kept against the start time,
+    so slow sends do not accumulate drift)."""
+    step = AUDIO_RATE_HZ * chunk_ms // 1000
     t0 = time.perf_counter()
-    for n, i in enumerate(range(0, len(signal), step)):
-        audio = base64.b64encode(float_to_pcm16(signal[i:i + step])).decode()
-        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
-        if i + step >= end and "question_end_s" not in sent:
-            sent["question_end_s"] = time.perf_counter() - (i + step - end) / AUDIO_RATE_HZ
-        await asyncio.sleep(max(0.0, t0 + (n + 1) * settings.chunk_ms / 1000
-                                - time.perf_counter()))
+    for n, i in enumerate(range(0, len(samples), step)):
+        yield i + step, samples[i:i + step]
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * chunk_ms / 1000 - time.perf_counter()))
+
+
+async def _stream(ws, question: np.ndarray, settings: FileTurnSettings, sent: dict) -> None:
+    tail = np.zeros(int(settings.tail_s * AUDIO_RATE_HZ), np.float32)
+    end = speech_end_sample(question)
+    async for chunk_end, chunk in paced_chunks(np.concatenate([question, tail]),
+                                               settings.chunk_ms):
+        await ws.send(json.dumps(append_event(chunk)))
+        if chunk_end >= end and "question_end_s" not in sent:
+            sent["question_end_s"] = time.perf_counter() - (chunk_end - end) / AUDIO_RATE_HZ
 
 
 def speech_end_sample(samples: np.ndarray, floor: float = 0.02) -> int:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import websockets
 
-from voxloop.audio import float_to_pcm16, pcm16_to_float, resample
+from voxloop.audio import pcm16_to_float, resample
+from voxloop.client.files import append_event, paced_chunks
 
 RATE_HZ = 24000
 CHUNK_MS = 40
@@ -142,18 +143,10 @@ def speech_24k(text: str, voice: str = "festival:slt-hts") -> np.ndarray:
     return resample(samples, rate_hz, RATE_HZ)
 
 
-def append_event(samples: np.ndarray) -> dict:
-    return {"type": "input_audio_buffer.append",
-            "audio": base64.b64encode(float_to_pcm16(samples)).decode()}
-
-
 async def stream_realtime(client: Client, samples: np.ndarray, chunk_ms: int = CHUNK_MS) -> float:
     """Send ``samples`` at real-time pace; return the perf_counter when the last chunk left."""
-    step = RATE_HZ * chunk_ms // 1000
-    t0 = time.perf_counter()
-    for n, i in enumerate(range(0, len(samples), step)):
-        await client.send(append_event(samples[i:i + step]))
-        await asyncio.sleep(max(0.0, t0 + (n + 1) * chunk_ms / 1000 - time.perf_counter()))
+    async for _, chunk in paced_chunks(samples, chunk_ms):
+        await client.send(append_event(chunk))
     return time.perf_counter()
 
 
