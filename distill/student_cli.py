@@ -80,12 +80,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from voxloop.distill.student_eval import evaluate_student
+    from voxloop.distill.student_eval import evaluate_student, format_report
 
     settings = settings_from_args(StudentEvalSettings, args)
     metrics = evaluate_student(args.model, settings)
-    from voxloop.distill.student_eval import format_report
-
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
     return 0
