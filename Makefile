@@ -14,7 +14,7 @@ demo: bootstrap
 
 test: bootstrap
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -rs --durations=10
+	$(PY) -m pytest -q -rfEs --durations=10
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

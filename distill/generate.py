@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from voxloop.distill.student import AUDIO_SPECIAL, KVCache, Student
+from voxloop.distill.student import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
 from voxloop.distill.student_data import audio_step_ids, text_token_ids, user_frame_ids
 from voxloop.distill.student_text import EOT, SEP, Tokenizer
 
@@ -48,11 +48,12 @@ class RowState:
     steps: list[np.ndarray] = field(default_factory=list)  # delayed audio steps [K_out]
     eos_step: int | None = None
     frames_out: int = 0
+    heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
 
 
 @dataclass
 class GenerationState:
-    cache: KVCache
+    cache: KVCache | KVCacheRows
     rows: list[RowState]
     generator: torch.Generator
 
@@ -97,22 +98,39 @@ class Generator:
     @torch.inference_mode()
     def step(self, state: GenerationState) -> StepOutput:
         """Feed every active row's pending position, read its head, choose the next one."""
+        if any(r.phase == "prefill" for r in state.rows):
+            raise ValueError("call end_turn() before step()")
+        return self.advance(state)
+
+    @torch.inference_mode()
+    def advance(self, state: GenerationState,
+                chunks: list[np.ndarray | None] | None = None) -> StepOutput:
+        """One model call for a mixed batch (continuous batching): rows still listening
+        append their user codes ``chunks[b] [K, T_b]`` (None: idle this call) and read
+        the CTC head (``RowState.heard``); answering rows take one step, as ``step``."""
+        chunks = chunks or [None] * len(state.rows)
         full = (state.cache.lengths >= state.cache.capacity).tolist()
         for row, no_room in zip(state.rows, full, strict=True):
-            if row.phase == "prefill":
-                raise ValueError("call end_turn() before step()")
-            if no_room and row.phase != "done":  # the cache is full: the answer ends here
+            if no_room and row.phase in ("text", "audio"):  # the cache is full: answer ends
                 row.phase = "done"
-        active = [r.phase in ("text", "audio") for r in state.rows]
-        phases = {r.phase for r, a in zip(state.rows, active, strict=True) if a}
-        out = self._forward(state, [r.pending[None] if a else None
-                                    for r, a in zip(state.rows, active, strict=True)],
-                            heads=tuple(sorted(phases)))
+        ids: list[np.ndarray | None] = []
+        for row, chunk in zip(state.rows, chunks, strict=True):
+            if row.phase in ("text", "audio"):
+                ids.append(row.pending[None])
+            elif row.phase == "prefill" and chunk is not None and chunk.shape[1]:
+                ids.append(user_frame_ids(self.config, chunk))
+            else:
+                ids.append(None)
+        phases = {r.phase for r, x in zip(state.rows, ids, strict=True) if x is not None}
+        heads = tuple(sorted(phases - {"prefill"} | ({"ctc"} if "prefill" in phases else set())))
+        out = self._forward(state, ids, heads=heads)
         result = StepOutput([None] * len(state.rows), [None] * len(state.rows))
-        for b, row in enumerate(state.rows):
-            if not active[b]:
+        for b, (row, x) in enumerate(zip(state.rows, ids, strict=True)):
+            if x is None:
                 continue
-            if row.phase == "text":
+            if row.phase == "prefill":
+                row.heard.extend(out.ctc[b, :len(x)].argmax(-1).tolist())
+            elif row.phase == "text":
                 result.text[b] = self._text_step(row, out.text[b, 0], state.generator)
             else:
                 result.frames[b] = self._audio_step(row, out.audio[b, 0], state.generator)
@@ -213,3 +231,23 @@ def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
     codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
     return Generation(codes, row.text, tokenizer.decode_answer(row.text), n_steps,
                       t1 - t0, t2 - t1, first)
+
+
+def load_student_codec(name: str | None, vocab: dict):
+    """The codec named, else the one the model's training codes came from; warns when its
+    weights are not the ones those codes were made with."""
+    import warnings
+
+    from voxloop.codecs.config import DEFAULT_CODEC
+    from voxloop.codecs.registry import load_codec, models_dir
+    from voxloop.integrity import sha256_of
+
+    trained_with = vocab.get("codec", {})
+    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC)
+    weights = models_dir() / codec.name / "model.safetensors"
+    if trained_with.get("sha256") and weights.is_file() \
+            and sha256_of(weights) != trained_with["sha256"]:
+        warnings.warn(f"codec {codec.name} has other weights ({sha256_of(weights)[:12]}) than the "
+                      f"codes the student learned ({trained_with['sha256'][:12]}): its speech "
+                      "will decode badly; retrain the student on recoded data", stacklevel=2)
+    return codec

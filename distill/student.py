@@ -67,12 +67,59 @@ class KVCache:
         return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values],
                        self.lengths[rows].clone())
 
+    def rows(self, rows: list[int]) -> KVCacheRows:
+        """Some rows as a cache of their own that shares this one's storage (no copy):
+        continuous batching runs the sessions that have work on one model call."""
+        return KVCacheRows(self, torch.as_tensor(rows, dtype=torch.long,
+                                                 device=self.lengths.device))
+
+    def write(self, layer: int, positions: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor) -> None:
+        """Store ``k, v [B, T, H_kv, D]`` at ``positions [B, T]``."""
+        rows = torch.arange(len(positions), device=positions.device)[:, None]
+        self.keys[layer][rows, positions] = k.to(self.keys[layer].dtype)
+        self.values[layer][rows, positions] = v.to(self.values[layer].dtype)
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions ``0..end-1``: ``[B, end, H_kv, D]`` each."""
+        return self.keys[layer][:, :end], self.values[layer][:, :end]
+
     @classmethod
     def stack(cls, caches: list[KVCache]) -> KVCache:
         """Rows of several caches (same capacity) as one batch."""
         return cls([torch.cat(ks) for ks in zip(*(c.keys for c in caches), strict=True)],
                    [torch.cat(vs) for vs in zip(*(c.values for c in caches), strict=True)],
                    torch.cat([c.lengths for c in caches]))
+
+
+@dataclass
+class KVCacheRows:
+    """A view of some rows of a :class:`KVCache`: reads and writes go to the parent."""
+
+    parent: KVCache
+    index: torch.Tensor  # [B] row numbers in the parent
+
+    @property
+    def capacity(self) -> int:
+        return self.parent.capacity
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.parent.lengths[self.index]
+
+    @lengths.setter
+    def lengths(self, value: torch.Tensor) -> None:
+        self.parent.lengths[self.index] = value
+
+    def write(self, layer: int, positions: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor) -> None:
+        rows = self.index[:, None]
+        self.parent.keys[layer][rows, positions] = k.to(self.parent.keys[layer].dtype)
+        self.parent.values[layer][rows, positions] = v.to(self.parent.values[layer].dtype)
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.parent.keys[layer][self.index, :end],
+                self.parent.values[layer][self.index, :end])
 
 
 class RMSNorm(nn.Module):
@@ -112,7 +159,7 @@ class Attention(nn.Module):
         self.out = nn.Linear(c.n_heads * c.head_dim, c.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
-                cache: KVCache | None, positions: torch.Tensor,
+                cache: KVCache | KVCacheRows | None, positions: torch.Tensor,
                 mask: torch.Tensor | None) -> torch.Tensor:
         """``x [B, T, C]`` at ``positions [B, T]`` -> ``[B, T, C]``; ``mask [B, 1, T, S]``
         (which of the first ``S`` cached keys each query sees) when there is a cache."""
@@ -122,11 +169,8 @@ class Attention(nn.Module):
         k, v = self.kv(x).view(batch, steps, 2, c.n_kv_heads, c.head_dim).unbind(2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:  # write this chunk's keys, then read the row's whole past
-            rows = torch.arange(batch, device=x.device)[:, None]
-            cache.keys[layer][rows, positions] = k.to(cache.keys[layer].dtype)
-            cache.values[layer][rows, positions] = v.to(cache.values[layer].dtype)
-            end = mask.shape[-1]
-            k, v = cache.keys[layer][:, :end].to(q.dtype), cache.values[layer][:, :end].to(q.dtype)
+            cache.write(layer, positions, k, v)
+            k, v = (t.to(q.dtype) for t in cache.read(layer, mask.shape[-1]))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True,
@@ -197,7 +241,7 @@ class Student(nn.Module):
             with torch.no_grad():
                 module.weight[self.config.null_id].zero_()
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, ids: torch.Tensor, cache: KVCache | KVCacheRows | None = None,
                 n_new: torch.Tensor | None = None,
                 heads: tuple[str, ...] = ("text", "audio", "ctc")) -> StudentOutput:
         """``ids [B, T, K_in]`` (embedding-table ids) -> logits for every position.

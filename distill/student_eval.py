@@ -80,7 +80,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     import torch
     from tqdm import tqdm
 
-    from voxloop.distill.generate import SamplingOptions, generate
+    from voxloop.distill.generate import SamplingOptions, generate, load_student_codec
     from voxloop.distill.student import load_student
     from voxloop.distill.student_config import StudentTrainSettings
     from voxloop.distill.student_text import Tokenizer, answer_words
@@ -91,7 +91,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     model, vocab = load_student(model_dir)
     tokenizer = Tokenizer(vocab)
     data = load_data(settings.data, out, vocab)
-    codec = codec or _load_codec(settings.codec, vocab)
+    codec = codec or load_student_codec(settings.codec, vocab)
     if asr is None:
         from voxloop.distill.asr import load_asr
 
@@ -137,26 +137,6 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     (out / "report.md").write_text(format_report(metrics))
     _plot(metrics, all_rows, out / "student-eval.png")
     return metrics
-
-
-def _load_codec(name: str, vocab: dict):
-    """The codec named, else the one the model's training codes came from; warns when its
-    weights are not the ones those codes were made with."""
-    import warnings
-
-    from voxloop.codecs.config import DEFAULT_CODEC
-    from voxloop.codecs.registry import load_codec, models_dir
-    from voxloop.integrity import sha256_of
-
-    trained_with = vocab.get("codec", {})
-    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC)
-    weights = models_dir() / codec.name / "model.safetensors"
-    if trained_with.get("sha256") and weights.is_file() \
-            and sha256_of(weights) != trained_with["sha256"]:
-        warnings.warn(f"codec {codec.name} has other weights ({sha256_of(weights)[:12]}) than the "
-                      f"codes the student learned ({trained_with['sha256'][:12]}): its speech "
-                      "will decode badly; retrain the student on recoded data", stacklevel=2)
-    return codec
 
 
 def _transcribe(codec, asr, codes: np.ndarray) -> str:

@@ -53,6 +53,9 @@ class CascadeEngine:
         self._asr.transcribe(np.zeros(ASR_RATE_HZ // 2, np.float32), ASR_RATE_HZ)
         synthesize("Hello.", self.settings.voice)
 
+    def listen(self) -> None:
+        return None  # Whisper needs the whole turn
+
     def transcribe(self, audio_24k: np.ndarray) -> str:
         return self._asr.transcribe(resample(audio_24k, AUDIO_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
 

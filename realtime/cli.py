@@ -12,19 +12,22 @@ from dataclasses import replace
 from voxloop.distill.asr import ASRSettings
 from voxloop.distill.llm import LLMSettings
 from voxloop.realtime.cascade_engine import CascadeSettings
+from voxloop.realtime.native_engine import NativeSettings
 from voxloop.realtime.server import ServerSettings
 from voxloop.settings import add_command, add_settings, settings_from_args
 
-ENGINES = ("cascade",)
+ENGINES = ("native", "cascade")
 
 
 def register(subparsers, groups: dict) -> None:
     p = add_command(subparsers, "serve", "Serve the OpenAI Realtime API over a websocket "
                     "(/v1/realtime), with /healthz and /metrics.",
-                    "voxloop serve --port 8765 --engine cascade")
+                    "voxloop serve --port 8765 --engine native")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
-                   help="what answers: cascade = ASR -> LLM -> TTS teachers")
+                   help="what answers: native = the distilled audio-native student, "
+                        "cascade = the ASR -> LLM -> TTS teachers")
     add_settings(p, ServerSettings)
+    add_settings(p, NativeSettings)
     add_settings(p, CascadeSettings)
     add_settings(p, ASRSettings)
     add_settings(p, LLMSettings)
@@ -33,6 +36,10 @@ def register(subparsers, groups: dict) -> None:
 
 def load_engine(name: str, args: argparse.Namespace):
     """Build the engine called ``name`` from the command line's settings."""
+    if name == "native":
+        from voxloop.realtime.native_engine import NativeEngine
+
+        return NativeEngine(settings_from_args(NativeSettings, args))
     from voxloop.realtime.cascade_engine import CascadeEngine
 
     return CascadeEngine(settings_from_args(CascadeSettings, args),

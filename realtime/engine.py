@@ -22,6 +22,7 @@ class Turn:
     audio_24k: np.ndarray | None = None  # float32 [T] at 24 kHz: the user's speech
     text: str | None = None  # a typed user message
     history: tuple[dict, ...] = ()  # earlier {"role", "content"} messages, oldest first
+    listener: Listener | None = None  # the session's listener, if it heard this turn live
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,23 @@ class EngineOutput:
     transcript_delta: str = ""  # text of the answer audio, in order
     user_transcript: str | None = None  # what the engine heard, once, before the answer
     timings_ms: dict = field(default_factory=dict)  # stage name -> milliseconds
+
+
+class Listener(Protocol):
+    """A session's live ear, for engines that work while the user is still speaking.
+    The session calls it in order: ``new_turn`` at speech onset, ``hear`` with the
+    turn's audio as it arrives (off the event loop), ``pause`` / ``resume`` at a
+    tentative end of the turn and when speech goes on, ``close`` at the end."""
+
+    def new_turn(self) -> None: ...
+
+    def hear(self, audio_24k: np.ndarray) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Engine(Protocol):
@@ -41,6 +59,9 @@ class Engine(Protocol):
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
         """Text of user audio, for input transcription without a response."""
+
+    def listen(self) -> Listener | None:
+        """A listener for a new session, or None if the engine only answers whole turns."""
 
     def warm_up(self) -> None:
         """Load models now rather than on the first turn."""

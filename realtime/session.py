@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from voxloop.audio import pcm16_to_float
-from voxloop.realtime.engine import Engine, Turn
+from voxloop.realtime.engine import Engine, Listener, Turn
 from voxloop.realtime.items import Item, item_from_client
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.protocol import (
@@ -59,6 +59,9 @@ class Session:
         self.response: ResponseRun | None = None
         self._tasks: set[asyncio.Task] = set()
         self._turn_end_s: float | None = None
+        self._listener: Listener | None = None  # the engine's live ear, made at first speech
+        self._heard_ms = 0  # input audio the listener has heard, up to here
+        self._listened_item_id: str | None = None  # the user item the listener heard
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -70,6 +73,8 @@ class Session:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
 
     async def handle(self, event: dict) -> None:
         """Act on one parsed client event; ProtocolError means an ``error`` event."""
@@ -109,8 +114,30 @@ class Session:
         for turn in events:
             if turn.kind == "speech_started":
                 self._speech_started(turn.audio_ms)
-            else:
+            elif turn.kind == "speech_stopped":
+                await self._listen_up_to(turn.audio_ms)
                 self._speech_stopped(turn.audio_ms)
+            elif self._listener is not None and self._speech_item_id is not None:
+                await self._listen_up_to(turn.audio_ms)
+                if turn.kind == "speech_resumed":
+                    self._listener.resume()
+                elif self.response is None and self.config.turn_detection.create_response:
+                    self._listener.pause()  # a tentative end: the engine may start answering
+        if self._speech_item_id is not None:
+            await self._listen_up_to(audio_ms(self._input_bytes))
+
+    async def _listen_up_to(self, end_ms: int) -> None:
+        """Give the listener the turn's audio it has not heard yet, up to ``end_ms``."""
+        if self._listener is None or end_ms <= self._heard_ms \
+                or self._listened_item_id != self._speech_item_id:
+            return
+        start = max(0, self._heard_ms - self._buffer_start_ms) * BYTES_PER_MS
+        stop = max(0, end_ms - self._buffer_start_ms) * BYTES_PER_MS
+        self._heard_ms = end_ms
+        if stop > start:
+            audio = pcm16_to_float(bytes(self.buffer[start:stop]))
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._listener.hear, audio)
 
     def _speech_started(self, audio_start_ms: int) -> None:
         self._trim_buffer_to(audio_start_ms)
@@ -122,6 +149,12 @@ class Session:
             self.response.cancel("turn_detected")
             if self.metrics:
                 self.metrics.barge_ins.inc()
+        if self._listener is None:
+            self._listener = self.engine.listen()
+        if self._listener is not None and (self.response is None or self.response.cancel_reason):
+            self._listener.new_turn()
+            self._heard_ms = audio_start_ms
+            self._listened_item_id = self._speech_item_id
 
     def _speech_stopped(self, audio_end_ms: int) -> None:
         item_id = self._speech_item_id or new_id("item")
@@ -164,6 +197,7 @@ class Session:
         if self._detector:
             self._detector.reset_speech()
         self._send("input_audio_buffer.cleared")
+        self._listened_item_id = None
 
     def _commit(self, item_id: str, pcm: bytes) -> Item:
         previous = next(reversed(self.items), None)
@@ -280,8 +314,9 @@ class Session:
         history = tuple(m for i in self.items.values() if i is not user
                         for m in [i.history_message()] if m)
         audio = pcm16_to_float(bytes(user.audio)) if user.audio is not None else None
+        listener = self._listener if user.id == self._listened_item_id else None
         turn = Turn(audio_24k=audio, text=None if audio is not None else user.text,
-                    history=history)
+                    history=history, listener=listener)
         self.response = ResponseRun(
             self.engine, turn, self.outbox, self.beta, self.conversation_id, self.config.voice,
             on_user_transcript=lambda text: self._user_transcript(user, text),

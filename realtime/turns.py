@@ -22,8 +22,9 @@ END_MARGIN = 0.15  # speech ends below threshold - margin (silero's hysteresis)
 
 @dataclass(frozen=True)
 class TurnEvent:
-    kind: str  # "speech_started" | "speech_stopped"
-    audio_ms: int  # speech_started: onset - prefix padding; speech_stopped: end + silence
+    kind: str  # "speech_started" | "speech_paused" | "speech_resumed" | "speech_stopped"
+    audio_ms: int  # speech_started: onset - prefix padding; speech_stopped: end + silence;
+    #                paused / resumed: the window's start
     speech_ms: int  # the onset or the last voiced window's end, without padding
 
 
@@ -72,14 +73,17 @@ class TurnDetector:
                 return TurnEvent("speech_started", max(0, start_ms - s.prefix_padding_ms),
                                  start_ms)
             return None
-        if p >= s.threshold:
+        event = None
+        if p >= s.threshold and self._silence_from_ms is not None:
             self._silence_from_ms = None
+            event = TurnEvent("speech_resumed", start_ms, start_ms)
         elif p < s.threshold - END_MARGIN and self._silence_from_ms is None:
-            self._silence_from_ms = start_ms
+            self._silence_from_ms = start_ms  # a tentative end of the turn
+            event = TurnEvent("speech_paused", start_ms, start_ms)
         if self._silence_from_ms is not None and \
                 start_ms + WINDOW_MS - self._silence_from_ms >= s.silence_duration_ms:
             self.speaking = False
             end_ms = self._silence_from_ms
             self._silence_from_ms = None
             return TurnEvent("speech_stopped", end_ms + s.silence_duration_ms, end_ms)
-        return None
+        return event

@@ -29,6 +29,16 @@ def cascade_engine():
     return engine
 
 
+@pytest.fixture(scope="session")
+def native_engine():
+    from voxloop.realtime.native_engine import NativeEngine
+
+    engine = NativeEngine()
+    engine.warm_up()
+    yield engine
+    engine.batcher.shutdown()
+
+
 class ServerThread:
     """A RealtimeServer running on its own event loop in a background thread."""
 

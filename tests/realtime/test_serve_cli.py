@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 def test_sigterm_during_a_response_closes_cleanly():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxloop", "serve", "--port", "0", "--drain-s", "0.2"],
+        [sys.executable, "-m", "voxloop", "serve", "--engine", "cascade", "--port", "0",
+         "--drain-s", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log_lines, url = [], None

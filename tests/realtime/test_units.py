@@ -84,8 +84,13 @@ def test_turn_detector_on_speech_and_silence():
     events = []
     for i in range(0, len(signal), 480):
         events += detector.push(signal[i:i + 480])
-    assert [e.kind for e in events] == ["speech_started", "speech_stopped"]
-    start, stop = events
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "speech_started" and kinds[-2:] == ["speech_paused", "speech_stopped"]
+    # pauses between words come in pairs: a tentative end, then speech again
+    assert all(a == "speech_paused" and b == "speech_resumed"
+               for a, b in zip(kinds[1:-2:2], kinds[2:-2:2], strict=True))
+    start, pause, stop = events[0], events[-2], events[-1]
+    assert pause.audio_ms == stop.speech_ms  # the confirmed end is the last tentative one
     end_ms = 1000 + len(speech) * 1000 // RATE_HZ
     assert 1000 <= start.speech_ms <= 1400 and start.audio_ms == start.speech_ms - 200
     # Silero lags the true end by up to two 32 ms windows

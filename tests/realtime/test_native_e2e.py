@@ -1,0 +1,109 @@
+"""The native engine through the real server: live prefill, speculative answers,
+continuous batching across sessions, barge-in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from tests.realtime.conftest import ServerThread, connect, silence, speech_24k, stream_realtime
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [("name the highest mountain in the world", "festival:slt-hts"),
+             ("what is the capital of france", "flite:awb"),
+             ("how do you spell cat", "piper:joe")]
+
+
+@pytest.fixture(scope="module")
+def native_server(native_engine):
+    s = ServerThread(native_engine)
+    yield s
+    s.stop()
+
+
+async def spoken_turn(url: str, question: np.ndarray) -> dict:
+    """One session: the question at real-time pace, then silence; what came back."""
+    client = await connect(url)
+    await client.recv()
+    sender = asyncio.create_task(stream_realtime(
+        client, np.concatenate([silence(0.3), question, silence(1.2)])))
+    stopped = await client.until("input_audio_buffer.speech_stopped")
+    stopped_s = client.events[-1].t
+    done = await client.until("response.done", timeout_s=60)
+    await sender
+    await client.ws.close()
+    deltas = [r for r in client.events if r.event["type"] == "response.output_audio.delta"]
+    words = "".join(r.event["delta"] for r in client.events
+                    if r.event["type"] == "response.output_audio_transcript.delta")
+    return {"status": done["response"]["status"], "transcript": words.strip(),
+            "audio_s": len(client.answer_audio()) / 24000, "stopped": stopped,
+            "first_audio_ms": 1000 * (deltas[0].t - stopped_s) if deltas else None}
+
+
+def test_native_spoken_turn(native_server, native_engine):
+    text, voice = QUESTIONS[0]
+    result = asyncio.run(spoken_turn(native_server.url, speech_24k(text, voice)))
+    assert result["status"] == "completed"
+    assert result["audio_s"] > 0.5 and result["transcript"]
+    vocab = set(native_engine.tokenizer.vocab["text"])
+    assert set(result["transcript"].split()) <= vocab
+    print(f"\nnative: {result['transcript']!r}, {result['audio_s']:.1f} s of audio, speech_stopped"
+          f" -> first audio delta {result['first_audio_ms']:.0f} ms")
+
+
+def test_concurrent_sessions_each_get_their_own_answer(native_server, native_engine):
+    """Three questions alone, then all at once in three sessions: batched together, each
+    session's answer is the one it got alone."""
+    questions = [speech_24k(text, voice) for text, voice in QUESTIONS]
+    alone = [asyncio.run(spoken_turn(native_server.url, q)) for q in questions]
+    calls_before = native_engine.batcher.stats()
+
+    async def together():
+        return await asyncio.gather(*(spoken_turn(native_server.url, q) for q in questions))
+
+    at_once = asyncio.run(together())
+    stats = native_engine.batcher.stats()
+    rows = (stats.rows_per_call * stats.calls - calls_before.rows_per_call * calls_before.calls) \
+        / (stats.calls - calls_before.calls)
+    print(f"\nalone: {[a['transcript'] for a in alone]}\nrows per model call at once: {rows:.2f}")
+    assert len({a["transcript"] for a in alone}) >= 2, "the questions should get different answers"
+    for a, b in zip(alone, at_once, strict=True):
+        assert b["status"] == "completed"
+        assert b["transcript"] == a["transcript"]
+    assert rows > 1.2, "sessions speaking at once should share model calls"
+
+
+def test_native_barge_in(native_server):
+    text, voice = QUESTIONS[1]
+    question = speech_24k(text, voice)
+    interruption = speech_24k("stop, wait a moment please", "festival:slt-hts")
+
+    async def run():
+        client = await connect(native_server.url)
+        await client.recv()
+        await stream_realtime(client, np.concatenate([question, silence(0.5)]))
+        first = await client.until("response.output_audio.delta", timeout_s=30)
+        onset_s = time.perf_counter()
+        interrupter = asyncio.create_task(stream_realtime(
+            client, np.concatenate([interruption, silence(0.8)])))
+        done = await client.until("response.done")
+        await interrupter
+        await client.until("response.done", timeout_s=30)  # the interruption's own answer
+        return client, first, onset_s, done
+
+    client, first, onset_s, done = asyncio.run(run())
+    rid = first["response_id"]
+    assert done["response"]["status"] == "cancelled"
+    last = max(r.t for r in client.events if r.event["type"] == "response.output_audio.delta"
+               and r.event["response_id"] == rid)
+    print(f"\nnative barge-in: onset -> last audio delta {1000 * (last - onset_s):.0f} ms")
+    i_done = next(i for i, r in enumerate(client.events) if r.event is done)
+    assert not [r for r in client.events[i_done:]
+                if r.event.get("response_id") == rid and "delta" in r.event["type"]]
+    # the interruption is a new turn: it gets its own answer
+    assert [r.event["response"]["status"] for r in client.events
+            if r.event["type"] == "response.done"][-1] == "completed"
