@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import asyncio
+import threading
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -28,5 +38,21 @@ class ServerMetrics:
         self.dropped_audio = Counter("voxloop_dropped_audio_deltas", "audio deltas dropped for "
                                      "clients that stopped reading", registry=r)
 
+        self.queued_events = Gauge("voxloop_queued_events", "events waiting to be sent, all "
+                                   "sessions together", registry=r)
+        self.tasks = Gauge("voxloop_event_loop_tasks", "asyncio tasks alive on the server's loop",
+                           registry=r)
+        self.tasks.set_function(_loop_tasks)
+        self.threads = Gauge("voxloop_threads", "Python threads alive", registry=r)
+        self.threads.set_function(threading.active_count)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, cpu seconds
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _loop_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the server's loop
+        return float("nan")

@@ -3,8 +3,12 @@
 Two lanes, as in pipecat: ``urgent`` (speech_started, errors) is always sent
 first; ``stream`` keeps everything else in order. When a response is cancelled
 its queued audio deltas are dropped, so the client hears nothing more from it.
-The stream lane is bounded: a client that stops reading loses audio deltas
-(counted in ``dropped``) instead of growing the server's memory.
+
+Both lanes are bounded, so a client that stops reading cannot grow the server's
+memory: past ``max_stream_events`` queued in the stream lane, audio deltas are
+dropped (counted in ``dropped``; the server tells the client); past
+``max_events`` in all, ``overflowed`` is set, later events are discarded and the
+server closes the connection with a reason.
 """
 
 from __future__ import annotations
@@ -16,29 +20,37 @@ AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta"})
 
 
 class Outbox:
-    def __init__(self, max_stream_events: int = 2000) -> None:
+    def __init__(self, max_stream_events: int = 2000, max_events: int = 4000) -> None:
         self._urgent: deque[dict] = deque()
         self._stream: deque[dict] = deque()
         self._ready = asyncio.Event()
-        self.max_stream_events = max_stream_events
+        self.max_stream_events, self.max_events = max_stream_events, max_events
         self.dropped = 0  # audio deltas discarded because the client was not reading
+        self.overflowed = asyncio.Event()  # set once more than max_events were waiting
         self.closed = False
 
     def __len__(self) -> int:
         return len(self._urgent) + len(self._stream)
 
     def put(self, event: dict) -> bool:
-        """Queue ``event`` in order; False if it was an audio delta dropped for backlog."""
+        """Queue ``event`` in order; False if it was dropped for backlog."""
         if len(self._stream) >= self.max_stream_events and event["type"] in AUDIO_DELTA_TYPES:
             self.dropped += 1
             return False
-        self._stream.append(event)
+        return self._append(self._stream, event)
+
+    def put_urgent(self, event: dict) -> bool:
+        return self._append(self._urgent, event)
+
+    def _append(self, lane: deque, event: dict) -> bool:
+        if self.overflowed.is_set():
+            return False
+        if len(self) >= self.max_events:
+            self.overflowed.set()  # the server closes the connection
+            return False
+        lane.append(event)
         self._ready.set()
         return True
-
-    def put_urgent(self, event: dict) -> None:
-        self._urgent.append(event)
-        self._ready.set()
 
     def drop_audio(self, response_id: str) -> int:
         """Remove the queued audio deltas of ``response_id``; return how many."""

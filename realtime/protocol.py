@@ -94,6 +94,10 @@ CLIENT_EVENTS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "response.cancel": {"response_id": (_STR, False)},
     "output_audio_buffer.clear": {},
 }
+# Nested fields the server keeps and echoes back: checked like the top-level ones.
+NESTED_FIELDS: dict[str, dict[tuple[str, ...], tuple[type, ...]]] = {
+    "conversation.item.create": {("item", "id"): _STR},
+}
 _MAX_INT = 2**31 - 1
 
 
@@ -132,6 +136,15 @@ def parse_client_event(text: str | bytes) -> dict:
         if isinstance(value, int) and not 0 <= value <= _MAX_INT:
             raise ProtocolError("invalid_value", f"{kind}.{name} must be between 0 and "
                                 f"{_MAX_INT}, got {value}", event_id, name)
+    for path, types in NESTED_FIELDS.get(kind, {}).items():
+        value = event
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            name = ".".join(path)
+            raise ProtocolError("invalid_type", f"{kind}.{name} must be "
+                                f"{' or '.join(t.__name__ for t in types)}, not "
+                                f"{type(value).__name__}", event_id, name)
     return event
 
 

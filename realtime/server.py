@@ -63,12 +63,25 @@ class ServerSettings:
     drain_s: float = field(default=10.0, metadata={
         "help": "on SIGTERM, time active responses get to finish"})
     workers: int = field(default=4, metadata={"help": "threads for model work"})
+    max_queued_audio: int = field(default=500, metadata={
+        "help": "events waiting for a client past which its audio deltas are dropped (it is "
+                "told with an output_audio_dropped error)"})
+    max_queued_events: int = field(default=2000, metadata={
+        "help": "events waiting for a client at most; past this the connection is closed "
+                "(1008): the client is not reading"})
+    ping_interval_s: float = field(default=20.0, metadata={
+        "help": "websocket keepalive ping interval"})
+    ping_timeout_s: float = field(default=20.0, metadata={
+        "help": "close a connection whose pong is this late"})
+    close_timeout_s: float = field(default=5.0, metadata={
+        "help": "a closing handshake the client does not finish in this time is cut"})
 
 
 class RealtimeServer:
     def __init__(self, engine: Engine, settings: ServerSettings = ServerSettings()) -> None:
         self.engine, self.settings = engine, settings
         self.metrics = ServerMetrics()
+        self.metrics.queued_events.set_function(lambda: sum(len(s.outbox) for s in self.sessions))
         self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="voxloop-model")
         self.sessions: set[Session] = set()
         self._server = None
@@ -84,7 +97,8 @@ class RealtimeServer:
         self._server = await serve(
             self._handle, s.host, s.port, process_request=self._process_request,
             select_subprotocol=_select_subprotocol, max_size=4 * s.max_message_kb * 1024 + 4096,
-            ping_interval=20, ping_timeout=20, server_header="voxloop")
+            ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s,
+            close_timeout=s.close_timeout_s, server_header="voxloop")
         log.info("event=listening url=ws://%s:%d%s engine=%s", s.host, self.port, REALTIME_PATH,
                  self.engine.name)
 
@@ -106,7 +120,7 @@ class RealtimeServer:
         deadline = loop.time() + self.settings.drain_s
         while any(s.response for s in self.sessions) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        await asyncio.gather(*(ws.close(1001, "server shutting down")
+        await asyncio.gather(*(self._close(ws, 1001, "server shutting down")
                                for ws in list(self._server.connections)), return_exceptions=True)
         await self._server.wait_closed()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -145,8 +159,8 @@ class RealtimeServer:
         beta = request.headers.get(BETA_HEADER, "").strip() == BETA_VALUE or \
             BETA_SUBPROTOCOL in request.headers.get("Sec-WebSocket-Protocol", "")
         model = parse_qs(urlsplit(request.path).query).get("model", ["voxloop"])[0]
-        outbox = Outbox()
         s = self.settings
+        outbox = Outbox(s.max_queued_audio, s.max_queued_events)
         limits = SessionLimits(max_buffer_s=s.max_buffer_s, output_lead_ms=s.output_lead_ms)
         session = Session(self.engine, self.executor, outbox, beta=beta,
                           config=SessionConfig(model=model[:200]), limits=limits,
@@ -158,7 +172,8 @@ class RealtimeServer:
                  ws.remote_address)
         session.start()
         tasks = [asyncio.create_task(self._receive(ws, session)),
-                 asyncio.create_task(self._send(ws, outbox, beta))]
+                 asyncio.create_task(self._send(ws, outbox, beta)),
+                 asyncio.create_task(self._close_on_overflow(ws, outbox))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -178,8 +193,8 @@ class RealtimeServer:
             try:
                 message = await asyncio.wait_for(ws.recv(), self.settings.idle_timeout_s)
             except TimeoutError:
-                await ws.close(1000, f"idle timeout: no client event for "
-                               f"{self.settings.idle_timeout_s:g} s")
+                await self._close(ws, 1000, f"idle timeout: no client event for "
+                                  f"{self.settings.idle_timeout_s:g} s")
                 return
             except ConnectionClosed:
                 return
@@ -202,8 +217,12 @@ class RealtimeServer:
         outbox.put_urgent(event)
 
     async def _send(self, ws: ServerConnection, outbox: Outbox, beta: bool) -> None:
+        told = 0  # audio deltas dropped that the client was told about
         try:
             while (event := await outbox.get()) is not None:
+                if outbox.dropped > told:
+                    await ws.send(json.dumps(_dropped_audio_event(outbox.dropped - told)))
+                    told = outbox.dropped
                 if beta and event["type"] in GA_ONLY:
                     continue
                 if beta:
@@ -211,6 +230,27 @@ class RealtimeServer:
                 await ws.send(json.dumps(event))
         except ConnectionClosed:
             return
+
+    async def _close_on_overflow(self, ws: ServerConnection, outbox: Outbox) -> None:
+        """A client that lets more than ``max_queued_events`` pile up is not reading: cut it."""
+        await outbox.overflowed.wait()
+        self.metrics.errors.labels("client_not_reading").inc()
+        log.warning("event=client_not_reading peer=%s queued=%d", ws.remote_address, len(outbox))
+        await self._close(ws, 1008, f"client not reading: more than "
+                          f"{self.settings.max_queued_events} events waiting to be sent")
+
+    async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason``; a client that does not read its close frame
+        (a full socket) is cut after ``close_timeout_s`` instead of holding the server."""
+        try:
+            await asyncio.wait_for(ws.close(code, reason), self.settings.close_timeout_s + 1)
+        except TimeoutError:
+            ws.transport.abort()
+
+
+def _dropped_audio_event(count: int) -> dict:
+    return ProtocolError("output_audio_dropped", f"{count} audio deltas were dropped because the "
+                         "client was not reading fast enough", error_type="server_error").event()
 
 
 def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
