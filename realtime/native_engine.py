@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 DEFAULT_STUDENT = "voxloop-student"
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
+MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class NativeEngine:
         torch = self._torch
         decoder = self.codec.stream_decoder(1)
         upsample = StreamingResampler(self.codec.sample_rate, AUDIO_RATE_HZ)
-        first_word = True
+        first_word, limit = True, 1
         timings: dict = {}
         try:
             while not cancel.is_set():
@@ -151,9 +152,13 @@ class NativeEngine:
                     yield EngineOutput(transcript_delta=(" " if timings else "") + value)
                     timings.setdefault("first_word", 1000 * (time.perf_counter() - t0))
                     continue
-                frames = [value]  # decode every frame already made in one call
-                while (more := answer.get(0)) is not None and more[0] == "frame":
+                # decode the frames already made, a few per call; the first one alone
+                frames, more = [value], None
+                while len(frames) < limit and (more := answer.get(0)) is not None \
+                        and more[0] == "frame":
                     frames.append(more[1])
+                    more = None
+                limit = MAX_DECODE_FRAMES
                 codes = torch.from_numpy(np.stack(frames, 1)[None].astype(np.int64))
                 audio = upsample.push(decoder.push(codes)[0, 0].numpy())
                 if "first_audio" not in timings:

@@ -18,7 +18,7 @@ from voxloop.errors import VoxloopError
 # Modules that define subcommands, in the order --help lists them.
 COMMAND_MODULES = ("voxloop.codecs.cli", "voxloop.distill.cli", "voxloop.distill.synth_cli",
                    "voxloop.distill.student_cli",
-                   "voxloop.realtime.cli", "voxloop.client.cli")
+                   "voxloop.realtime.cli", "voxloop.realtime.bench_cli", "voxloop.client.cli")
 
 EPILOG = """examples:
   voxloop tts --list-voices
