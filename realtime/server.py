@@ -263,7 +263,8 @@ def _authorized(request: Request, key: str) -> bool:
     for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
         if proto.strip().startswith(API_KEY_SUBPROTOCOL):
             offered = offered or proto.strip()[len(API_KEY_SUBPROTOCOL):]
-    return hmac.compare_digest(offered.encode(), key.encode())
+    # headers arrive decoded with surrogateescape: a non-ASCII key is a wrong key, not a 500
+    return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), key.encode())
 
 
 def _response(connection: ServerConnection, status: HTTPStatus, body: str,
