@@ -12,12 +12,14 @@ answer take one step. Sessions join and leave between calls.
     slot.listen(codes)            # [K, T] user codes, while the user speaks
     answer = slot.answer()        # the turn ended (maybe tentatively): start writing
     answer.get(timeout)           # ("word", str) | ("frame", [K_out]) | ("done", reason)
+                                  # | ("error", message): the model call failed
     slot.rollback(answer)         # speech resumed: forget the answer, keep listening
     slot.close()
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -31,9 +33,12 @@ from voxloop.distill.generate import GenerationState, Generator, RowState
 from voxloop.distill.student import KVCache
 from voxloop.errors import VoxloopError
 
+log = logging.getLogger("voxloop.realtime")
+
 
 class Answer:
-    """What one answer's row writes, in order: words, frames, then ``("done", reason)``."""
+    """What one answer's row writes, in order: words, frames, then ``("done", reason)``
+    (or ``("error", message)``)."""
 
     def __init__(self) -> None:
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -70,6 +75,7 @@ class Slot:
 
     def __init__(self, batcher: ContinuousBatcher, index: int) -> None:
         self.batcher, self.index = batcher, index
+        self.closed = False
 
     def listen(self, codes: np.ndarray) -> None:
         """Append user codes ``[K, T]`` (frames in order, any T)."""
@@ -95,7 +101,10 @@ class Slot:
         self.batcher._command(self.index, "stop", answer)
 
     def close(self) -> None:
-        self.batcher._command(self.index, "close", None)
+        """Give the slot back (once: a closed handle never touches a reused slot)."""
+        if not self.closed:
+            self.closed = True
+            self.batcher._command(self.index, "close", None)
 
 
 class ContinuousBatcher:
@@ -110,7 +119,8 @@ class ContinuousBatcher:
             raise VoxloopError(f"the student's {config.max_len} positions leave no room for a "
                                "user turn; lower max_audio_frames")
         self._cache = KVCache.empty(config, slots, device=generator.device)
-        self._rows: list[_Row | None] = [None] * slots
+        self._rows: list[_Row | None] = [None] * slots  # the model thread's
+        self._free = set(range(slots))  # the sessions' view, under the lock
         self._commands: deque = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -123,12 +133,12 @@ class ContinuousBatcher:
         """A free slot; raises when every slot is taken."""
         with self._wake:
             self._start()
-            taken = {i for kind, i, _ in self._commands if kind == "open"}
-            for index, row in enumerate(self._rows):
-                if row is None and index not in taken:
-                    self._commands.append(("open", index, None))
-                    self._wake.notify()
-                    return Slot(self, index)
+            if self._free:  # commands run in order: a slot closed just now can be reused
+                index = min(self._free)
+                self._free.discard(index)
+                self._commands.append(("open", index, None))
+                self._wake.notify()
+                return Slot(self, index)
         raise VoxloopError(f"all {self.slots} model slots are in use; try again later")
 
     def stats(self) -> BatcherStats:
@@ -143,6 +153,8 @@ class ContinuousBatcher:
 
     def _command(self, index: int, kind: str, value) -> None:
         with self._wake:
+            if kind == "close":
+                self._free.add(index)
             self._commands.append((kind, index, value))
             self._wake.notify()
 
@@ -162,10 +174,25 @@ class ContinuousBatcher:
                     return
                 commands = list(self._commands)
                 self._commands.clear()
-            for kind, index, value in commands:
-                getattr(self, "_do_" + kind)(index, value)
-            if self._has_work():
-                self._call()
+            try:
+                for kind, index, value in commands:
+                    getattr(self, "_do_" + kind)(index, value)
+                if self._has_work():
+                    self._call()
+            except Exception as exc:  # noqa: BLE001 - one bad call must not end the thread
+                log.exception("event=batcher_error")
+                self._fail_all(exc)
+
+    def _fail_all(self, exc: Exception) -> None:
+        """Every open answer ends with the error; rows start over (their caches may be
+        half written)."""
+        for index, row in enumerate(self._rows):
+            if row is not None:
+                if row.answer is not None:
+                    row.answer.items.put(("error", f"{type(exc).__name__}: {exc}"))
+                    row.answer = None
+                self._rows[index] = _Row()
+                self._cache.lengths[index] = 0
 
     def _has_work(self) -> bool:
         return any(r is not None and (r.state.phase in ("text", "audio")

@@ -145,6 +145,8 @@ class NativeEngine:
                 kind, value = item
                 if kind == "done":
                     return
+                if kind == "error":
+                    raise VoxloopError(f"the student failed: {value}")
                 if first_word:
                     first_word = False
                     yield EngineOutput(user_transcript=self.tokenizer.decode_ctc(answer.heard))
