@@ -62,7 +62,9 @@ class ServerSettings:
                 "stops it where the listener is"})
     drain_s: float = field(default=10.0, metadata={
         "help": "on SIGTERM, time active responses get to finish"})
-    workers: int = field(default=4, metadata={"help": "threads for model work"})
+    workers: int = field(default=32, metadata={
+        "help": "threads for model work (VAD, encoding, the engine; a streaming response "
+                "holds one while it waits for its next piece, so allow two per session)"})
     max_queued_audio: int = field(default=500, metadata={
         "help": "events waiting for a client past which its audio deltas are dropped (it is "
                 "told with an output_audio_dropped error)"})

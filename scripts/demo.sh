@@ -7,11 +7,12 @@ BIN=.venv/bin
 OUT=out
 QUESTION=${QUESTION:-"What is the capital of France?"}
 VOICE=${VOICE:-festival:slt-hts}
+ENGINE=${ENGINE:-native}  # native: the distilled student; cascade: ASR -> LLM -> TTS teachers
 mkdir -p "$OUT"
 
 "$BIN/voxloop" tts --voice "$VOICE" --text "$QUESTION" --out "$OUT/demo-question.wav"
 
-"$BIN/voxloop" serve --port 0 >"$OUT/demo-server.log" 2>&1 &
+"$BIN/voxloop" serve --engine "$ENGINE" --port 0 >"$OUT/demo-server.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 
@@ -25,6 +26,6 @@ for _ in $(seq 1 240); do  # models load in a few seconds; allow for a slow firs
     sleep 0.5
 done
 [ -n "$URL" ] || { echo "demo: the server did not start in 120 s" >&2; exit 1; }
-echo "server        $URL (log: $OUT/demo-server.log)"
+echo "server        $URL, engine $ENGINE (log: $OUT/demo-server.log)"
 
 "$BIN/voxloop" client --url "$URL" --input "$OUT/demo-question.wav" --output "$OUT/demo-answer.wav"
