@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: bootstrap demo test test-all lint clean
+.PHONY: bootstrap demo test test-all lint bench clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -15,6 +15,10 @@ demo: bootstrap
 test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -rfEs --durations=10
+
+# voice-to-voice latency, native vs cascade, 1-8 sessions (about 10 minutes; out/bench-latency)
+bench: bootstrap
+	$(VENV)/bin/voxloop bench latency
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
