@@ -1,0 +1,199 @@
+"""What the live client knows about the conversation, driven by server events.
+
+``Conversation.on_event`` takes one server event (a dict), updates the turns and
+the jitter buffer, and returns the client events to send back: on
+``input_audio_buffer.speech_started`` it flushes playback at once and answers with
+``conversation.item.truncate`` at the milliseconds really played. No I/O here, so
+the whole exchange is testable with plain dicts.
+
+Latency of a turn is what the user hears: from the end of their speech (the
+server's ``speech_stopped.audio_end_ms`` minus its silence window, mapped to the
+wall clock through :class:`InputClock`) to the first answer sample reaching the
+speaker (dated by the jitter buffer).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxloop.client.jitter import JitterBuffer
+from voxloop.realtime.protocol import AUDIO_RATE_HZ, ga_type
+
+DEFAULT_SILENCE_MS = 500  # OpenAI's; replaced by what the server's session says
+
+
+class InputClock:
+    """Maps the server's input-audio milliseconds to when that audio was captured."""
+
+    def __init__(self, max_blocks: int = 3000) -> None:
+        self._starts: deque[int] = deque(maxlen=max_blocks)  # first sample of each block
+        self._times: deque[float] = deque(maxlen=max_blocks)  # its capture time (perf_counter)
+        self.sent_samples = 0
+
+    def sent(self, n_samples: int, captured_s: float) -> None:
+        self._starts.append(self.sent_samples)
+        self._times.append(captured_s)
+        self.sent_samples += n_samples
+
+    def time_at(self, audio_ms: int) -> float | None:
+        sample = audio_ms * AUDIO_RATE_HZ // 1000
+        i = bisect_right(self._starts, sample) - 1
+        if i < 0:
+            return None
+        return self._times[i] + (sample - self._starts[i]) / AUDIO_RATE_HZ
+
+
+@dataclass
+class Turn:
+    user_transcript: str = ""
+    answer_transcript: str = ""
+    speech_end_s: float | None = None  # when the user stopped speaking (perf_counter)
+    item_id: str | None = None  # the assistant's answer item
+    status: str = ""  # the response's final status
+    latency_ms: float | None = None  # end of speech -> first answer sample played
+    truncated_ms: int | None = None  # where a barge-in cut the answer
+
+    def summary(self) -> dict:
+        return {"user": self.user_transcript, "assistant": self.answer_transcript,
+                "status": self.status, "latency_ms": None if self.latency_ms is None
+                else round(self.latency_ms), "truncated_ms": self.truncated_ms}
+
+
+@dataclass
+class Conversation:
+    jitter: JitterBuffer
+    clock: InputClock = field(default_factory=InputClock)
+    turns: list[Turn] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # one line per notable event, for the view
+    user_speaking: bool = False
+    responding: bool = False
+    barge_ins: int = 0
+    errors: int = 0
+    silence_ms: int = DEFAULT_SILENCE_MS
+    _dropped_items: set[str] = field(default_factory=set)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def state(self) -> str:
+        if self.jitter.audible:
+            return "assistant speaking"
+        if self.user_speaking:
+            return "user speaking"
+        return "thinking" if self.responding else "listening"
+
+    def note(self, line: str) -> None:
+        self.log.append(f"[{time.perf_counter() - self._t0:7.2f}s] {line}")
+
+    def on_event(self, event: dict) -> list[dict]:
+        """Apply one server event; return the client events to send."""
+        kind = ga_type(event.get("type", ""))
+        handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
+        return (handler(event) or []) if handler else []
+
+    def refresh(self) -> None:
+        """Date the turns whose first answer sample has been played since."""
+        for turn in self.turns[-3:]:
+            if turn.latency_ms is not None or turn.item_id is None or turn.speech_end_s is None:
+                continue
+            item = self.jitter.items.get(turn.item_id)
+            if item is not None and item.first_play_s is not None:
+                turn.latency_ms = 1000 * (item.first_play_s - turn.speech_end_s)
+                self.note(f"latency {turn.latency_ms:.0f} ms (end of speech -> answer heard)")
+
+    def reset_connection(self) -> None:
+        """A new websocket: the server's input clock starts again at zero."""
+        self.jitter.flush()
+        self.clock = InputClock()
+        self.user_speaking = self.responding = False
+
+    # -- server events -------------------------------------------------------------
+
+    def _on_session_created(self, event: dict) -> None:
+        session = event.get("session", {})
+        td = session.get("audio", {}).get("input", {}).get("turn_detection",
+                                                           session.get("turn_detection"))
+        if td and "silence_duration_ms" in td:
+            self.silence_ms = int(td["silence_duration_ms"])
+
+    _on_session_updated = _on_session_created
+
+    def _on_input_audio_buffer_speech_started(self, event: dict) -> list[dict]:
+        self.user_speaking = True
+        item_id, played_samples = self.jitter.flush()
+        if item_id is None:
+            self.note("you are speaking")
+            return []
+        self._dropped_items.add(item_id)
+        self.barge_ins += 1
+        played_ms = 1000 * played_samples // AUDIO_RATE_HZ
+        for turn in self.turns:
+            if turn.item_id == item_id:
+                turn.truncated_ms = played_ms
+        self.note(f"you interrupted: answer cut at {played_ms} ms")
+        return [{"type": "conversation.item.truncate", "item_id": item_id,
+                 "content_index": 0, "audio_end_ms": played_ms}]
+
+    def _on_input_audio_buffer_speech_stopped(self, event: dict) -> None:
+        self.user_speaking = False
+        end_ms = int(event.get("audio_end_ms", 0)) - self.silence_ms
+        self.turns.append(Turn(speech_end_s=self.clock.time_at(max(0, end_ms))))
+
+    def _on_conversation_item_input_audio_transcription_completed(self, event: dict) -> None:
+        turn = self._turn()
+        turn.user_transcript = event.get("transcript", "").strip()
+        self.note(f"you: {turn.user_transcript}")
+
+    def _on_response_created(self, event: dict) -> None:
+        self.responding = True
+
+    def _on_response_output_audio_delta(self, event: dict) -> None:
+        item_id = event.get("item_id", "")
+        if item_id in self._dropped_items:
+            return  # already in flight when the user interrupted
+        turn = self._turn()
+        if turn.item_id is None:
+            turn.item_id = item_id
+        pcm = base64.b64decode(event.get("delta", ""))
+        self.jitter.push(item_id, np.frombuffer(pcm, "<i2").astype(np.float32) / 32768)
+
+    def _on_response_output_audio_transcript_delta(self, event: dict) -> None:
+        if event.get("item_id") not in self._dropped_items:
+            self._turn().answer_transcript += event.get("delta", "")
+
+    def _on_response_output_audio_done(self, event: dict) -> None:
+        if event.get("item_id"):
+            self.jitter.complete(event["item_id"])
+
+    def _on_response_output_audio_transcript_done(self, event: dict) -> None:
+        turn = self._turn()
+        if event.get("item_id") == turn.item_id or turn.item_id is None:
+            turn.answer_transcript = event.get("transcript", turn.answer_transcript)
+
+    def _on_response_done(self, event: dict) -> None:
+        self.responding = False
+        response = event.get("response", {})
+        for item in response.get("output", []):
+            if item.get("id"):
+                self.jitter.complete(item["id"])
+        turn = self._turn()
+        turn.status = response.get("status", "")
+        self.note(f"assistant ({turn.status}): {turn.answer_transcript}")
+
+    def _on_conversation_item_truncated(self, event: dict) -> None:
+        self.note(f"server cut the answer at {event.get('audio_end_ms')} ms")
+
+    def _on_error(self, event: dict) -> None:
+        self.errors += 1
+        error = event.get("error", {})
+        self.note(f"server error {error.get('code')}: {error.get('message')}")
+
+    def _turn(self) -> Turn:
+        if not self.turns:
+            self.turns.append(Turn())
+        return self.turns[-1]

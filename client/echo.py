@@ -1,0 +1,152 @@
+"""Echo handling: keep the assistant's own voice, played by the speakers and heard
+again by the microphone, from reaching the server's VAD as if the user spoke.
+
+Two strategies, one interface (``process(mic, far) -> mic``, float32 ``[T]`` at
+24 kHz, ``far`` being exactly what was played over the same stretch of time):
+
+- ``aec``: WebRTC's AEC3 (the ``pywebrtc-audio`` wheel), the echo canceller of
+  Chrome; it estimates the speaker-to-mic delay and path itself and removes the
+  echo while keeping the user's voice, so talking over the assistant still works.
+- ``duck``: the fallback where that wheel does not install. While the assistant is
+  audible (and ``tail_ms`` after), the mic is sent ``duck_db`` quieter unless it is
+  louder than both ``barge_in_dbfs`` and the playback level plus ``margin_db``:
+  the user must speak up to interrupt (a stricter barge-in threshold).
+
+``auto`` picks ``aec`` when it imports. ``EchoMeter`` measures how much quieter
+the mic became while the assistant played (echo return loss enhancement, ERLE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxloop.errors import VoxloopError
+from voxloop.realtime.protocol import AUDIO_RATE_HZ
+
+MODES = ("auto", "aec", "duck", "off")
+SILENT_DBFS = -60.0
+
+
+@dataclass(frozen=True)
+class EchoSettings:
+    echo: str = field(default="auto", metadata={
+        "choices": MODES, "help": "echo handling: aec (WebRTC AEC3), duck (quieter mic "
+        "while the assistant speaks), off, or auto (aec where it installs, else duck)"})
+    duck_db: float = field(default=-30.0, metadata={
+        "help": "duck: mic gain while the assistant is audible"})
+    barge_in_dbfs: float = field(default=-30.0, metadata={
+        "help": "duck: mic level needed to interrupt the assistant"})
+    margin_db: float = field(default=0.0, metadata={
+        "help": "duck: and how far the mic must be above the playback level"})
+    tail_ms: int = field(default=300, metadata={
+        "help": "duck: keep ducking this long after playback stops (room echo, buffers)"})
+
+
+def dbfs(samples: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (``SILENT_DBFS`` for silence)."""
+    if not len(samples):
+        return SILENT_DBFS
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return max(SILENT_DBFS, 20 * np.log10(rms + 1e-12))
+
+
+class WebRtcAec:
+    name = "aec"
+
+    def __init__(self) -> None:
+        from pywebrtc_audio import AudioProcessor
+
+        self._ap = AudioProcessor(sample_rate=AUDIO_RATE_HZ, echo_cancellation=True)
+
+    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return self._ap.process(mic.astype(np.float32, copy=False),
+                                far.astype(np.float32, copy=False))
+
+    def reset(self) -> None:
+        self._ap.reset()
+
+
+class Ducker:
+    name = "duck"
+
+    def __init__(self, settings: EchoSettings) -> None:
+        self.s = settings
+        self._gain = 10 ** (settings.duck_db / 20)
+        self._quiet_samples = 10**9  # samples since the playback was last audible
+
+    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        far_db = dbfs(far)
+        if far_db > SILENT_DBFS + 10:
+            self._quiet_samples = 0
+        else:
+            self._quiet_samples += len(mic)
+        if self._quiet_samples > self.s.tail_ms * AUDIO_RATE_HZ // 1000:
+            return mic
+        mic_db = dbfs(mic)
+        if mic_db > self.s.barge_in_dbfs and mic_db > far_db + self.s.margin_db:
+            return mic  # the user is talking over the assistant
+        return mic * self._gain
+
+    def reset(self) -> None:
+        self._quiet_samples = 10**9
+
+
+class NoEcho:
+    name = "off"
+
+    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return mic
+
+    def reset(self) -> None:
+        pass
+
+
+def aec_available() -> bool:
+    try:
+        import pywebrtc_audio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_echo_control(settings: EchoSettings):
+    """The strategy ``settings.echo`` names (``auto``: AEC where it installs, else duck)."""
+    mode = settings.echo
+    if mode == "auto":
+        mode = "aec" if aec_available() else "duck"
+    if mode == "aec":
+        if not aec_available():
+            raise VoxloopError("--echo aec needs the pywebrtc-audio wheel "
+                               "(pip install pywebrtc-audio); --echo duck works without it")
+        return WebRtcAec()
+    if mode == "duck":
+        return Ducker(settings)
+    if mode == "off":
+        return NoEcho()
+    raise VoxloopError(f"unknown echo mode {mode!r}; one of {', '.join(MODES)}")
+
+
+@dataclass
+class EchoMeter:
+    """Mic energy before and after echo handling while the assistant was audible."""
+
+    raw_energy: float = 0.0
+    sent_energy: float = 0.0
+    samples: int = 0
+
+    def add(self, raw: np.ndarray, sent: np.ndarray) -> None:
+        self.raw_energy += float(np.sum(np.square(raw, dtype=np.float64)))
+        self.sent_energy += float(np.sum(np.square(sent, dtype=np.float64)))
+        self.samples += len(raw)
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {"echo_seconds": 0.0}
+        raw_db = 10 * np.log10(self.raw_energy / self.samples + 1e-12)
+        sent_db = 10 * np.log10(self.sent_energy / self.samples + 1e-12)
+        return {"echo_seconds": round(self.samples / AUDIO_RATE_HZ, 2),
+                "mic_during_playback_dbfs": round(float(raw_db), 1),
+                "sent_during_playback_dbfs": round(float(sent_db), 1),
+                "echo_reduction_db": round(float(raw_db - sent_db), 1)}

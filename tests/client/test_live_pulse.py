@@ -1,0 +1,146 @@
+"""The live client through a real audio stack: PulseAudio null sinks, PortAudio, a real
+server on loopback, Whisper listening to what came out of the speaker.
+
+The test plays a spoken question into the "mic" sink; the client (a subprocess,
+as a user runs it) records "mic.monitor" through sounddevice and plays the answer
+to "speaker"; the test records "speaker.monitor". With ``loopback`` the speaker is
+also fed back into the mic, as laptop speakers do. Numbers are printed (``-s``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests.client import pulse
+from tests.client.live_run import LiveRun
+from voxloop.audio import write_wav
+from voxloop.client.echo import dbfs
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not pulse.available(), reason="needs pulseaudio and pactl "
+                                 "(scripts/bootstrap.sh installs them)")]
+
+ECHO_GAIN_DB = -6.0  # speaker -> mic coupling: laptop speakers next to the mic
+
+
+@pytest.fixture(scope="module")
+def pa(tmp_path_factory):
+    daemon = pulse.PulseAudio(tmp_path_factory.mktemp("pulse"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def question(tmp_path_factory):
+    """Spoken questions as wav files, made once per module."""
+    from voxloop.distill.tts import synthesize
+
+    folder, made = tmp_path_factory.mktemp("questions"), {}
+
+    def make(text: str, voice: str = "flite:slt"):
+        if text not in made:
+            samples, rate_hz = synthesize(text, voice)
+            made[text] = write_wav(folder / f"q{len(made)}.wav", samples, rate_hz)
+        return made[text]
+
+    return make
+
+
+def _ask(pa, wav) -> float:
+    """Play a question into the mic and wait until it is done; return its end time."""
+    pa.play(wav).wait(30)
+    return time.perf_counter()
+
+
+def test_spoken_question_is_answered_through_the_speaker(pa, server, whisper, question,
+                                                          tmp_path):
+    recording = pa.record("speaker.monitor", tmp_path / "speaker.wav")
+    run = LiveRun(server.url, pa.client_env(), tmp_path)
+    _, ready_s = run.wait_for(r"state listening", 20)
+    _ask(pa, question("How many legs does a spider have?"))
+    run.wait_for(r"assistant \(completed\)", 60)
+    run.wait_for(r"state listening", 20, after=len(run.lines) - 1)
+    stats = run.stop()
+    heard = pulse.stop_recording(recording, tmp_path / "speaker.wav")
+    text = whisper.transcribe(heard, pulse.RATE_HZ)
+    turn = stats["turns"][-1]
+    print(f"\nlive turn: startup {1000 * (ready_s - run.started_s):.0f} ms to listening, "
+          f"latency {turn['latency_ms']} ms (end of speech -> answer played), underruns "
+          f"{stats['underruns']}, device latency {stats['device_latency_ms']}; "
+          f"speaker heard: {text!r}")
+    assert "spider" in turn["user"].lower()
+    assert "eight" in text.lower() and turn["status"] == "completed"
+    assert 250 < turn["latency_ms"] < 30_000
+    assert stats["barge_ins"] == 0 and stats["underruns"] == 0
+
+
+@pytest.mark.parametrize("echo", ["aec", "duck", "off"])
+def test_echo_of_the_answer_does_not_interrupt_it(echo, pa, server, question, tmp_path):
+    """The answer, fed back into the mic 6 dB down, must not barge in on itself
+    (``off`` shows that it does without echo handling)."""
+    loop = pa.loopback(ECHO_GAIN_DB)
+    try:
+        run = LiveRun(server.url, pa.client_env(), tmp_path, "--echo", echo)
+        run.wait_for(r"state listening", 20)
+        _ask(pa, question("What can you do?"))
+        run.wait_for(r"assistant \((completed|cancelled)\)", 60)
+        run.wait_for(r"state listening", 20, after=len(run.lines) - 1)
+        stats = run.stop()
+    finally:
+        pa.unload(loop)
+    turn = stats["turns"][0]
+    print(f"\necho {echo}: mic {stats.get('mic_during_playback_dbfs')} dBFS during playback, "
+          f"sent {stats.get('sent_during_playback_dbfs')} dBFS "
+          f"(-{stats.get('echo_reduction_db')} dB), false barge-ins {stats['barge_ins']}, "
+          f"answer {turn['status']}, turns {len(stats['turns'])}")
+    if echo == "off":
+        assert stats["barge_ins"] >= 1, "the loopback is too quiet to test echo handling"
+    else:
+        assert stats["barge_ins"] == 0 and turn["status"] == "completed", run.text()
+        assert len(stats["turns"]) == 1  # the echo did not make a turn of its own
+
+
+def test_user_interruption_cuts_the_answer(pa, server, whisper, question, tmp_path):
+    """With the echo loop on, a real interruption still stops the answer; the next
+    question is answered."""
+    loop = pa.loopback(ECHO_GAIN_DB)
+    recording = pa.record("speaker.monitor", tmp_path / "speaker.wav")
+    record_start_s = time.perf_counter()
+    try:
+        run = LiveRun(server.url, pa.client_env(), tmp_path, "--echo", "aec")
+        run.wait_for(r"state listening", 20)
+        _ask(pa, question("What can you do?"))
+        i, speaking_s = run.wait_for(r"state assistant speaking", 60)
+        time.sleep(1.5 - (time.perf_counter() - speaking_s))
+        interrupt_s = time.perf_counter()
+        _ask(pa, question("What is the capital of France?", "festival:slt-hts"))
+        _, cut_s = run.wait_for(r"you interrupted", 10, after=i)
+        j, _ = run.wait_for(r"assistant \(completed\).*Paris", 60, after=i)
+        run.wait_for(r"state listening", 20, after=j)
+        stats = run.stop()
+    finally:
+        pa.unload(loop)
+    heard = pulse.stop_recording(recording, tmp_path / "speaker.wav")
+    start = int((interrupt_s - record_start_s) * pulse.RATE_HZ)
+    silent_ms = _first_silence_ms(heard[start:])
+    first, second = stats["turns"][0], stats["turns"][-1]
+    print(f"\ninterruption: answer cut at {first['truncated_ms']} ms of playback, "
+          f"{1000 * (cut_s - interrupt_s):.0f} ms after the user started (client flush), "
+          f"speaker silent {silent_ms:.0f} ms after; then {second['assistant']!r} in "
+          f"{second['latency_ms']} ms; barge-ins {stats['barge_ins']}")
+    assert first["status"] == "cancelled" and stats["barge_ins"] == 1
+    assert 1000 < first["truncated_ms"] < 4000
+    assert silent_ms < 2000
+    assert "paris" in whisper.transcribe(heard[start:], pulse.RATE_HZ).lower()
+
+
+def _first_silence_ms(samples: np.ndarray, window_ms: int = 200) -> float:
+    """Where the speaker first stays quiet for ``window_ms``."""
+    step = pulse.RATE_HZ * window_ms // 1000 // 4
+    for i in range(0, len(samples) - 4 * step, step):
+        if dbfs(samples[i:i + 4 * step]) < -50:
+            return 1000 * i / pulse.RATE_HZ
+    return float("inf")
