@@ -108,11 +108,13 @@ def threads_of(pid: int) -> int:
 
 
 class ServeProcess:
-    """``voxloop serve`` as a subprocess (its own RSS, threads, exit code and log)."""
+    """``voxloop serve --engine cascade`` as a subprocess (its own RSS, threads, exit code
+    and log). The cascade answers typed questions too, and its answers are known."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voxloop", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "voxloop", "serve", "--port", "0", "--engine", "cascade",
+             *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
