@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def run_latency(args: argparse.Namespace) -> int:
     from voxloop.realtime.bench_report import table, write_report
 
     settings = settings_from_args(LatencyBenchSettings, args)
+    # SIGTERM unwinds like Ctrl-C, so the servers it started are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"VAD: server_vad threshold {settings.threshold}, silence_duration_ms "
           f"{settings.silence_duration_ms}; appends of {settings.chunk_ms} ms at real-time pace")
     records = records_json(run_latency_bench(settings))

@@ -49,6 +49,10 @@ class NativeSettings:
         "flag": "--native-speculative"})
     slots: int = field(default=20, metadata={
         "help": "sessions the model thread can hold at once", "flag": "--native-slots"})
+    torch_threads: int = field(default=1, metadata={
+        "help": "torch's intra-op threads (the engine's ops are small and sessions run in "
+                "parallel threads, so 1 avoids oversubscribing the cores; 0: torch's default)",
+        "flag": "--native-torch-threads"})
     max_prefill_frames: int = field(default=25, metadata={
         "help": "user frames a session prefills per model call at most (bounds the delay "
                 "it adds to other sessions' steps)", "flag": "--native-max-prefill-frames"})
@@ -79,6 +83,8 @@ class NativeEngine:
         from voxloop.realtime.batcher import ContinuousBatcher
 
         self.settings = settings
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         model, vocab = load_student(student_folder(settings.student))
         self.tokenizer = Tokenizer(vocab)
         self.codec = load_student_codec(settings.codec, vocab)
@@ -191,6 +197,7 @@ class NativeListener:
         encoder is made by the first ``hear``, off the event loop."""
         self.slot.new_turn()
         self._encoder = self._downsample = None
+        self._pending = np.zeros(0, np.float32)  # 16 kHz samples short of a whole frame
         self._frames = 0
         self._speculative = None
 
@@ -200,11 +207,12 @@ class NativeListener:
         if self._encoder is None:
             self._encoder = self.engine.codec.stream_encoder(1)
             self._downsample = StreamingResampler(AUDIO_RATE_HZ, self.engine.codec.sample_rate)
-        samples = self._downsample.push(np.asarray(audio_24k, np.float32))
-        if not len(samples):
-            return
-        codes = self._encoder.push(torch.from_numpy(samples)[None, None])
-        self._send(codes)
+        samples = np.concatenate([self._pending,
+                                  self._downsample.push(np.asarray(audio_24k, np.float32))])
+        whole = len(samples) - len(samples) % self.engine.codec.hop  # the encoder only ever
+        self._pending = samples[whole:]  # emits whole frames: push those, fewer calls
+        if whole:
+            self._send(self._encoder.push(torch.from_numpy(samples[:whole])[None, None]))
 
     def pause(self) -> None:
         """The first silent window: start a tentative answer (if speculative)."""
@@ -223,6 +231,9 @@ class NativeListener:
             answer, self._speculative = self._speculative, None
             return answer
         if self._encoder is not None:
+            torch = self.engine._torch
+            self._send(self._encoder.push(torch.from_numpy(self._pending)[None, None]))
+            self._pending = self._pending[:0]
             self._send(self._encoder.flush())
         return self.slot.answer()
 
