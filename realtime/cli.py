@@ -39,7 +39,10 @@ def load_engine(name: str, args: argparse.Namespace):
     if name == "native":
         from voxloop.realtime.native_engine import NativeEngine
 
-        return NativeEngine(settings_from_args(NativeSettings, args))
+        native = settings_from_args(NativeSettings, args)
+        # a slot per session, and a few for manual commits and transcriptions
+        slots = max(native.slots, settings_from_args(ServerSettings, args).max_sessions + 4)
+        return NativeEngine(replace(native, slots=slots))
     from voxloop.realtime.cascade_engine import CascadeEngine
 
     return CascadeEngine(settings_from_args(CascadeSettings, args),

@@ -48,7 +48,8 @@ class NativeSettings:
                 "silence is confirmed (rolled back if the user goes on)",
         "flag": "--native-speculative"})
     slots: int = field(default=20, metadata={
-        "help": "sessions the model thread can hold at once", "flag": "--native-slots"})
+        "help": "sessions the model thread can hold at once (at least --max-sessions + 4)",
+        "flag": "--native-slots"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch's intra-op threads (the engine's ops are small and sessions run in "
                 "parallel threads, so 1 avoids oversubscribing the cores; 0: torch's default)",
