@@ -20,6 +20,7 @@ import statistics
 import time
 from urllib.parse import urlsplit
 
+import pytest
 import websockets
 
 from tests.reliability.conftest import ANSWER_WORD, connect, metrics
@@ -71,6 +72,7 @@ async def latencies(url: str, n: int) -> list[float]:
     return [await typed_turn_ms(url) for _ in range(n)]
 
 
+@pytest.mark.reliability_slow
 def test_listener_that_stops_reading(make_server):
     server = make_server(max_queued_audio=QUEUED_AUDIO, max_queued_events=QUEUED_EVENTS,
                          output_lead_ms=60_000)  # no pacing: answers pile up at once
