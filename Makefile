@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: bootstrap demo test test-all lint bench clean
+.PHONY: bootstrap demo test test-all test-reliability lint bench clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -15,6 +15,11 @@ demo: bootstrap
 test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -rfEs --durations=10
+
+# fuzzing, churn, slow clients, limits, SIGTERM, killed jobs (about 15 minutes on 2 cores;
+# `make test` runs its fast part; pyproject's addopts deselect reliability_slow there)
+test-reliability: bootstrap
+	$(PY) -m pytest tests/reliability -m "" -q -s -rfEs --durations=20
 
 # voice-to-voice latency, native vs cascade, 1-8 sessions (about 10 minutes; out/bench-latency)
 bench: bootstrap
