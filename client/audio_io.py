@@ -4,7 +4,7 @@ Two PortAudio streams (so input and output may be different devices), 24 kHz mon
 float32, one block of ``block_ms`` per callback. The callbacks only copy: the
 input one hands ``MicBlock``s to ``on_mic`` (called on the audio thread; the live
 loop forwards them to asyncio), the output one pulls from the :class:`JitterBuffer`
-and keeps what it played in a :class:`ReferenceFifo`, the far-end signal the echo
+and keeps what it played in a :class:`PlayedTimeline`, the far-end signal the echo
 canceller subtracts.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,39 +41,51 @@ class MicBlock:
     captured_s: float  # perf_counter when its first sample was captured
 
 
-class ReferenceFifo:
-    """What was played, sample for sample, waiting to be matched with the mic.
+class PlayedTimeline:
+    """What the speaker played and when, so the mic can be matched with it.
 
-    The output callback appends every block (silence too), the input side takes
-    the same number of samples; both run on the sound card's clock, so the fill
-    level stays near the device latency. Capped at ``max_ms`` (oldest dropped)."""
+    The output callback ``put``s every block (silence too) with the time its first
+    sample is heard; ``take`` returns the samples that were being heard while a mic
+    block was captured. Both times come from PortAudio's stream clocks, so the echo
+    canceller is left with only the acoustic delay. A read cursor advances block by
+    block and is set again from the clocks only when they disagree by more than
+    ``resync_ms`` (clock jitter must not shift the reference).
+    """
 
-    def __init__(self, max_ms: int = 1000) -> None:
-        self._blocks: deque[np.ndarray] = deque()
-        self._samples, self._max = 0, max_ms * AUDIO_RATE_HZ // 1000
+    def __init__(self, keep_ms: int = 2000, resync_ms: int = 15) -> None:
+        self._ring = np.zeros(keep_ms * AUDIO_RATE_HZ // 1000, np.float32)
+        self._written = 0  # samples played since the start
+        self._anchor: tuple[int, float] | None = None  # (sample index, time it is heard)
+        self._cursor: int | None = None
+        self._resync = resync_ms * AUDIO_RATE_HZ // 1000
+        self.resyncs = 0
         self._lock = threading.Lock()
 
-    def put(self, samples: np.ndarray) -> None:
+    def put(self, samples: np.ndarray, heard_s: float) -> None:
         with self._lock:
-            self._blocks.append(samples)
-            self._samples += len(samples)
-            while self._samples - len(self._blocks[0]) >= self._max:
-                self._samples -= len(self._blocks.popleft())
+            i = self._written % len(self._ring)
+            k = min(len(samples), len(self._ring) - i)
+            self._ring[i:i + k] = samples[:k]
+            self._ring[:len(samples) - k] = samples[k:]
+            self._anchor = (self._written, heard_s)
+            self._written += len(samples)
 
-    def take(self, n_samples: int) -> np.ndarray:
+    def take(self, n_samples: int, captured_s: float) -> np.ndarray:
         out = np.zeros(n_samples, np.float32)
-        filled = 0
         with self._lock:
-            while filled < n_samples and self._blocks:
-                block = self._blocks[0]
-                k = min(n_samples - filled, len(block))
-                out[filled:filled + k] = block[:k]
-                filled += k
-                self._samples -= k
-                if k == len(block):
-                    self._blocks.popleft()
-                else:
-                    self._blocks[0] = block[k:]
+            if self._anchor is None:
+                return out
+            index, heard_s = self._anchor
+            target = index + round((captured_s - heard_s) * AUDIO_RATE_HZ)
+            if self._cursor is None or abs(self._cursor - target) > self._resync:
+                self.resyncs += self._cursor is not None
+                self._cursor = target
+            start, self._cursor = self._cursor, self._cursor + n_samples
+            first = max(start, self._written - len(self._ring))
+            last = min(start + n_samples, self._written)
+            if last > first:
+                idx = np.arange(first, last) % len(self._ring)
+                out[first - start:last - start] = self._ring[idx]
         return out
 
 
@@ -89,7 +100,7 @@ class AudioIO:
         self.block_samples = AUDIO_RATE_HZ * settings.block_ms // 1000
         self.input_index = resolve_device(settings.input_device, "input")
         self.output_index = resolve_device(settings.output_device, "output")
-        self.reference = ReferenceFifo()
+        self.reference = PlayedTimeline()
         self.status_flags: list[str] = []  # overflow/underflow reported by PortAudio
         self.latency_ms = (0.0, 0.0)  # (input, output) as PortAudio reports them
         self._streams: list = []
@@ -118,17 +129,19 @@ class AudioIO:
             self.status_flags.append(str(status))
         ahead_s = _clock_offset(time_info.outputBufferDacTime, time_info.currentTime,
                                 self._streams[0].latency if self._streams else 0.0)
-        block = self.jitter.pull(frames, time.perf_counter() + ahead_s)
+        heard_s = time.perf_counter() + ahead_s
+        block = self.jitter.pull(frames, heard_s)
         outdata[:, 0] = block
-        self.reference.put(block)
+        self.reference.put(block, heard_s)
 
     def _record(self, indata, frames, time_info, status) -> None:
         if status:
             self.status_flags.append(str(status))
         ago_s = _clock_offset(time_info.currentTime, time_info.inputBufferAdcTime,
                               self._streams[1].latency if len(self._streams) > 1 else 0.0)
-        samples = indata[:, 0].copy()
-        self.on_mic(MicBlock(samples, self.reference.take(frames), time.perf_counter() - ago_s))
+        captured_s = time.perf_counter() - ago_s
+        far = self.reference.take(frames, captured_s)
+        self.on_mic(MicBlock(indata[:, 0].copy(), far, captured_s))
 
 
 def _clock_offset(later: float, earlier: float, fallback_s: float) -> float:

@@ -18,6 +18,7 @@ the mic became while the assistant played (echo return loss enhancement, ERLE).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,14 +35,14 @@ class EchoSettings:
     echo: str = field(default="auto", metadata={
         "choices": MODES, "help": "echo handling: aec (WebRTC AEC3), duck (quieter mic "
         "while the assistant speaks), off, or auto (aec where it installs, else duck)"})
-    duck_db: float = field(default=-30.0, metadata={
+    duck_db: float = field(default=-60.0, metadata={
         "help": "duck: mic gain while the assistant is audible"})
     barge_in_dbfs: float = field(default=-30.0, metadata={
         "help": "duck: mic level needed to interrupt the assistant"})
     margin_db: float = field(default=0.0, metadata={
         "help": "duck: and how far the mic must be above the playback level"})
     tail_ms: int = field(default=300, metadata={
-        "help": "duck: keep ducking this long after playback stops (room echo, buffers)"})
+        "help": "duck: playback this recent still counts (echo lags it: buffers, room)"})
 
 
 def dbfs(samples: np.ndarray) -> float:
@@ -74,15 +75,17 @@ class Ducker:
     def __init__(self, settings: EchoSettings) -> None:
         self.s = settings
         self._gain = 10 ** (settings.duck_db / 20)
-        self._quiet_samples = 10**9  # samples since the playback was last audible
+        self._recent_far_db: deque[float] = deque()  # one level per block, over tail_ms
+        self._recent_samples = 0
 
     def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
-        far_db = dbfs(far)
-        if far_db > SILENT_DBFS + 10:
-            self._quiet_samples = 0
-        else:
-            self._quiet_samples += len(mic)
-        if self._quiet_samples > self.s.tail_ms * AUDIO_RATE_HZ // 1000:
+        self._recent_far_db.append(dbfs(far))
+        self._recent_samples += len(far)
+        while self._recent_samples - len(far) >= self.s.tail_ms * AUDIO_RATE_HZ // 1000:
+            self._recent_far_db.popleft()
+            self._recent_samples -= len(far)
+        far_db = max(self._recent_far_db)  # echo lags the playback: compare with its peak
+        if far_db <= SILENT_DBFS + 10:
             return mic
         mic_db = dbfs(mic)
         if mic_db > self.s.barge_in_dbfs and mic_db > far_db + self.s.margin_db:
@@ -90,7 +93,8 @@ class Ducker:
         return mic * self._gain
 
     def reset(self) -> None:
-        self._quiet_samples = 10**9
+        self._recent_far_db.clear()
+        self._recent_samples = 0
 
 
 class NoEcho:

@@ -40,6 +40,9 @@ class LiveSettings:
     stats_json: str | None = field(default=None, metadata={
         "help": "write the session's measurements (turns, latency, underruns, echo) "
         "here as JSON on exit"})
+    dump_audio: str | None = field(default=None, metadata={
+        "help": "save the mic, the speaker reference and the audio sent (24 kHz) to this "
+        ".npz on exit, to look into echo problems"})
 
 
 class LiveClient:
@@ -56,6 +59,7 @@ class LiveClient:
         self.reconnects = 0
         self.mic_dbfs = SILENT_DBFS
         self.ready_s: float | None = None  # perf_counter when first listening
+        self._dump: list[tuple] | None = [] if self.settings.dump_audio else None
         self._mic: asyncio.Queue[MicBlock] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,6 +76,7 @@ class LiveClient:
         finally:
             drawer.cancel()
             self.audio.close()
+            self._save_dump()
             self.conversation.refresh()
             view.update(self.view_state())
 
@@ -89,6 +94,7 @@ class LiveClient:
                 "server_errors": c.errors, "reconnects": self.reconnects,
                 "device_latency_ms": {"input": round(input_ms), "output": round(output_ms)},
                 "device_status": sorted(set(self.audio.status_flags)),
+                "reference_resyncs": self.audio.reference.resyncs,
                 **self.echo_meter.summary()}
 
     # -- connection ------------------------------------------------------------------
@@ -156,7 +162,16 @@ class LiveClient:
                 self.echo_meter.add(block.samples, sent)
             self.mic_dbfs = dbfs(block.samples)
             self.conversation.clock.sent(len(sent), block.captured_s)
+            if self._dump is not None:
+                self._dump.append((block.samples, block.far, sent))
             await ws.send(json.dumps(append_event(sent)))
+
+    def _save_dump(self) -> None:
+        if self._dump:
+            import numpy as np
+
+            mic, far, sent = (np.concatenate(parts) for parts in zip(*self._dump, strict=True))
+            np.savez(self.settings.dump_audio, mic=mic, far=far, sent=sent, rate_hz=24000)
 
     # -- audio thread -> event loop ------------------------------------------------------
 

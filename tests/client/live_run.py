@@ -52,6 +52,14 @@ class LiveRun:
     def text(self) -> str:
         return "\n".join(line for _, line in self.lines)
 
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:  # a failed test must not leave a client talking
+            self.proc.kill()
+            self.proc.wait(10)
+
     def stop(self, timeout_s: float = 15.0) -> dict:
         """Ctrl-C; returns the stats it wrote (and checks it exited cleanly)."""
         if self.proc.poll() is None:

@@ -72,10 +72,10 @@ class PulseAudio:
         module = self.pactl("load-module", "module-loopback", "source=speaker.monitor",
                             "sink=mic", f"latency_msec={latency_ms}",
                             "source_dont_move=true", "sink_dont_move=true").stdout.strip()
-        for line in self.pactl("list", "short", "sink-inputs").stdout.splitlines():
-            fields = line.split("\t")
-            if fields[1] == module:
-                self.pactl("set-sink-input-volume", fields[0], f"{gain_db}dB")
+        inputs = self.pactl("list", "sink-inputs").stdout.split("Sink Input #")[1:]
+        ours = [block.split()[0] for block in inputs if f"Owner Module: {module}\n" in block]
+        assert len(ours) == 1, f"loopback {module} has no single sink input: {inputs}"
+        self.pactl("set-sink-input-volume", ours[0], f"{gain_db}dB")
         return module
 
     def unload(self, module: str) -> None:
