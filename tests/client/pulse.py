@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from voxloop.audio import read_wav, resample
 
@@ -94,6 +95,10 @@ class PulseAudio:
 
 def available() -> bool:
     return all(shutil.which(p) for p in ("pulseaudio", "pactl", "paplay", "parec"))
+
+
+needs_pulseaudio = pytest.mark.skipif(not available(), reason="needs pulseaudio, pactl, "
+                                      "paplay and parec (scripts/bootstrap.sh installs them)")
 
 
 def stop_recording(proc: subprocess.Popen, wav: Path) -> np.ndarray:

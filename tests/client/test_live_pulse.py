@@ -19,18 +19,9 @@ from tests.client.live_run import LiveRun
 from voxloop.audio import write_wav
 from voxloop.client.echo import dbfs
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not pulse.available(), reason="needs pulseaudio and pactl "
-                                 "(scripts/bootstrap.sh installs them)")]
+pytestmark = [pytest.mark.slow, pulse.needs_pulseaudio]
 
 ECHO_GAIN_DB = -6.0  # speaker -> mic coupling: laptop speakers next to the mic
-
-
-@pytest.fixture(scope="module")
-def pa(tmp_path_factory):
-    daemon = pulse.PulseAudio(tmp_path_factory.mktemp("pulse"))
-    yield daemon
-    daemon.stop()
 
 
 @pytest.fixture(scope="module")
