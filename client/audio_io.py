@@ -144,6 +144,26 @@ class AudioIO:
         self.on_mic(MicBlock(indata[:, 0].copy(), far, captured_s))
 
 
+_alsa_handler = None  # kept referenced: ALSA calls it for as long as the process lives
+
+
+def quiet_alsa() -> None:
+    """Stop ALSA printing to stderr (its "underrun occurred" would tear a live view)."""
+    global _alsa_handler
+    import ctypes
+
+    if _alsa_handler is not None:
+        return
+    try:
+        asound = ctypes.cdll.LoadLibrary("libasound.so.2")
+    except OSError:  # not Linux, or no ALSA: nothing to quiet
+        return
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                    ctypes.c_int, ctypes.c_char_p)
+    _alsa_handler = handler_type(lambda *args: None)
+    asound.snd_lib_error_set_handler(_alsa_handler)
+
+
 def _clock_offset(later: float, earlier: float, fallback_s: float) -> float:
     """``later - earlier`` from PortAudio's stream clock, or the stream's nominal
     latency where the host API gives no usable times."""

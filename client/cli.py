@@ -74,13 +74,16 @@ def run_file(args: argparse.Namespace) -> int:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    from voxloop.client.audio_io import quiet_alsa
     from voxloop.client.live import LiveClient
-    from voxloop.client.view import make_view
+    from voxloop.client.view import RichView, make_view
 
     started_s = time.perf_counter()
     audio, echo, jitter, live = (settings_from_args(cls, args) for cls in LIVE_SETTINGS)
     client = LiveClient(args.url, args.api_key, audio, echo, jitter, live)
     view = make_view(live.view)
+    if isinstance(view, RichView):
+        quiet_alsa()
     try:
         with view:
             asyncio.run(client.run(view))
@@ -102,7 +105,7 @@ def _summary_text(summary: dict) -> str:
     lines = [f"turns {len(summary['turns'])}, mean latency {mean}, "
              f"underruns {summary['underruns']}, barge-ins {summary['barge_ins']}, "
              f"reconnects {summary['reconnects']}, echo {summary['echo']}"]
-    if "echo_reduction_db" in summary:
+    if summary.get("echo_reduction_db") is not None:
         lines.append(f"echo: mic {summary['mic_during_playback_dbfs']} dBFS while the "
                      f"assistant spoke, sent {summary['sent_during_playback_dbfs']} dBFS "
                      f"({summary['echo_reduction_db']} dB less)")

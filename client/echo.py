@@ -28,6 +28,7 @@ from voxloop.realtime.protocol import AUDIO_RATE_HZ
 
 MODES = ("auto", "aec", "duck", "off")
 SILENT_DBFS = -60.0
+NO_ECHO_DBFS = -70.0  # a mic quieter than this while the assistant plays heard no echo
 
 
 @dataclass(frozen=True)
@@ -153,4 +154,6 @@ class EchoMeter:
         return {"echo_seconds": round(self.samples / AUDIO_RATE_HZ, 2),
                 "mic_during_playback_dbfs": round(float(raw_db), 1),
                 "sent_during_playback_dbfs": round(float(sent_db), 1),
-                "echo_reduction_db": round(float(raw_db - sent_db), 1)}
+                # a headset or a muted mic hears no echo: nothing to reduce
+                "echo_reduction_db": round(float(raw_db - sent_db), 1)
+                if raw_db > NO_ECHO_DBFS else None}

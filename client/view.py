@@ -73,10 +73,10 @@ class RichView:
 
         colors = {"listening": "green", "user speaking": "bold cyan",
                   "thinking": "yellow", "assistant speaking": "bold magenta"}
-        meter = "#" * max(0, min(30, int((view.mic_dbfs + 60) / 2)))
-        head = Text.assemble((f" {view.state} ", colors.get(view.state, "white")),
-                             f"  {view.connection}   mic {view.mic_dbfs:5.0f} dBFS ",
-                             (f"{meter:<30}", "cyan"),
+        meter = "#" * max(0, min(20, int((view.mic_dbfs + 60) / 3)))
+        head = Text.assemble((f" {view.state:^18} ", colors.get(view.state, "white")),
+                             f"  {view.connection}\n mic {view.mic_dbfs:4.0f} dBFS ",
+                             (f"{meter:<20}", "cyan"),
                              f"  echo {view.echo}  underruns {view.underruns}"
                              f"  barge-ins {view.barge_ins}")
         table = Table(expand=True, box=None, show_edge=False)
