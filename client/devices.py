@@ -40,6 +40,9 @@ def list_devices() -> str:
         lines.append("  (no devices: is a sound server such as PulseAudio running?)")
     lines.append("> default input, < default output; pass --input-device / --output-device "
                  "an id or a part of a name")
+    lines.append("through PulseAudio or PipeWire ('pulse', 'default') the microphone and speaker "
+                 "are the sound server's defaults: change them with pavucontrol, or "
+                 "PULSE_SOURCE=... PULSE_SINK=... voxloop client")
     return "\n".join(lines)
 
 

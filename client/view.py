@@ -85,10 +85,10 @@ class RichView:
         table.add_column("latency", justify="right", width=9)
         for turn in view.turns[-self.max_turns:]:
             latency = "" if turn.latency_ms is None else f"{turn.latency_ms:.0f} ms"
-            answer = turn.answer_transcript
+            answer = Text(turn.answer_transcript)  # Text: brackets are not rich markup
             if turn.truncated_ms is not None:
-                answer += f"  [cut at {turn.truncated_ms} ms]"
-            table.add_row(turn.user_transcript, answer, latency)
+                answer.append(f"  (cut at {turn.truncated_ms} ms)", "dim")
+            table.add_row(Text(turn.user_transcript), answer, latency)
         log = Text("\n".join(view.log[-self.max_log_lines:]), style="dim")
         return Panel(Group(head, table, log), title="voxloop",
                      subtitle="Ctrl-C to quit")

@@ -142,3 +142,24 @@ def test_unknown_echo_mode_is_a_clear_error():
 
     with pytest.raises(VoxloopError, match="unknown echo mode"):
         make_echo_control(EchoSettings(echo="loud"))
+
+
+def test_views_render_a_conversation():
+    import io
+
+    from rich.console import Console
+
+    from voxloop.client.conversation import Turn
+    from voxloop.client.view import PlainView, RichView, ViewState
+
+    state = ViewState("connected to ws://x", "assistant speaking", -23.0, "aec", 0, 1,
+                      [Turn("what can you do", "I can do simple math", latency_ms=812.0,
+                            truncated_ms=640)], ["[   1.00s] you: what can you do"])
+    console = Console(file=io.StringIO(), width=100, record=True)
+    console.print(RichView()._render(state))
+    text = console.export_text()
+    assert "assistant speaking" in text and "812 ms" in text and "cut at 640 ms" in text
+    out = io.StringIO()
+    PlainView(out).update(state)
+    assert "you: what can you do" in out.getvalue()
+    assert "state assistant speaking" in out.getvalue()
