@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta"})
 
 
 class Outbox:
-    def __init__(self, max_stream_events: int = 2000, max_events: int = 4000) -> None:
+    def __init__(self, max_stream_events: int = 2000, max_events: int = 4000,
+                 on_drop: Callable[[], None] | None = None) -> None:
         self._urgent: deque[dict] = deque()
         self._stream: deque[dict] = deque()
         self._ready = asyncio.Event()
         self.max_stream_events, self.max_events = max_stream_events, max_events
         self.dropped = 0  # audio deltas discarded because the client was not reading
+        self._on_drop = on_drop  # called for each of them (metrics)
         self.overflowed = asyncio.Event()  # set once more than max_events were waiting
         self.closed = False
 
@@ -36,6 +39,8 @@ class Outbox:
         """Queue ``event`` in order; False if it was dropped for backlog."""
         if len(self._stream) >= self.max_stream_events and event["type"] in AUDIO_DELTA_TYPES:
             self.dropped += 1
+            if self._on_drop:
+                self._on_drop()
             return False
         return self._append(self._stream, event)
 

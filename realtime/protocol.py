@@ -97,6 +97,10 @@ CLIENT_EVENTS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 # Nested fields the server keeps and echoes back: checked like the top-level ones.
 NESTED_FIELDS: dict[str, dict[tuple[str, ...], tuple[type, ...]]] = {
     "conversation.item.create": {("item", "id"): _STR},
+    "session.update": {("session", "modalities"): (list,),
+                       ("session", "output_modalities"): (list,),
+                       ("session", "audio", "input", "transcription", "model"): _STR,
+                       ("session", "input_audio_transcription", "model"): _STR},
 }
 _MAX_INT = 2**31 - 1
 

@@ -162,7 +162,8 @@ class RealtimeServer:
             BETA_SUBPROTOCOL in request.headers.get("Sec-WebSocket-Protocol", "")
         model = parse_qs(urlsplit(request.path).query).get("model", ["voxloop"])[0]
         s = self.settings
-        outbox = Outbox(s.max_queued_audio, s.max_queued_events)
+        outbox = Outbox(s.max_queued_audio, s.max_queued_events,
+                        on_drop=self.metrics.dropped_audio.inc)
         limits = SessionLimits(max_buffer_s=s.max_buffer_s, output_lead_ms=s.output_lead_ms)
         session = Session(self.engine, self.executor, outbox, beta=beta,
                           config=SessionConfig(model=model[:200]), limits=limits,
@@ -185,8 +186,6 @@ class RealtimeServer:
             await session.close()
             self.sessions.discard(session)
             self.metrics.sessions_open.dec()
-            if outbox.dropped:
-                self.metrics.dropped_audio.inc(outbox.dropped)
             log.info("event=session_close session=%s code=%s", session.id, ws.close_code)
 
     async def _receive(self, ws: ServerConnection, session: Session) -> None:

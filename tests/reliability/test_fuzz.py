@@ -39,6 +39,7 @@ from tests.reliability.conftest import ANSWER_WORD, spoken_turn
 MIN_EVENTS = int(os.environ.get("FUZZ_EVENTS", "5000"))
 EVENTS_PER_BATCH = 50
 BATCHES = MIN_EVENTS // EVENTS_PER_BATCH + 5
+PAUSE_BETWEEN_TURNS_S = 8.0  # of the session alongside
 MAX_MESSAGE_KB = 256  # small, so over-limit messages are cheap to make
 FRAME_LIMIT_BYTES = 4 * MAX_MESSAGE_KB * 1024 + 4096  # the server's websocket max_size
 
@@ -262,6 +263,18 @@ def raw_frame(draw) -> Fuzzed:
     return Fuzzed("x" * size, True, how, closes=(1009,))
 
 
+# Events that once broke the server, sent first in every run (found by this fuzzer).
+REGRESSIONS = [json.dumps(e) for e in (
+    {"type": "conversation.item.create", "item": {"id": ["x"], "type": "message", "role": "user",
+                                                  "content": [{"type": "input_text",
+                                                               "text": "hi"}]}},
+    {"type": "session.update", "session": {"modalities": 5}},
+    {"type": "session.update", "session": {"output_modalities": 5}},
+    {"type": "session.update", "session": {"audio": {"input": {"transcription": {"model": 5}}}}},
+    {"type": "session.update", "session": {"input_audio_transcription": {"model": ["x"]}}},
+)]
+
+
 @st.composite
 def fuzzed_events(draw, known: dict) -> Fuzzed:
     pick = draw(st.integers(0, 99))
@@ -360,7 +373,7 @@ def _show(frame) -> str:
 
 
 class Alongside(threading.Thread):
-    """A normal user speaking the same question again and again while the fuzzer runs."""
+    """A normal user asking the same question again and again while the fuzzer runs."""
 
     def __init__(self, url: str, question: np.ndarray) -> None:
         super().__init__(daemon=True)
@@ -373,6 +386,7 @@ class Alongside(threading.Thread):
         try:
             while not self.stop.is_set() or not self.outcomes:
                 self.outcomes.append(asyncio.run(spoken_turn(self.url, self.question)))
+                self.stop.wait(PAUSE_BETWEEN_TURNS_S)  # a user pauses; it also spares the CPU
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.failure = exc
 
@@ -383,6 +397,8 @@ def test_fuzzed_events_get_errors_and_a_normal_session_goes_on(make_server, ques
     loop = asyncio.new_event_loop()
     session = FuzzSession(server.url, report)
     loop.run_until_complete(session.open())
+    for frame in REGRESSIONS:
+        loop.run_until_complete(session.check(Fuzzed(frame, True, "regression")))
     alongside = Alongside(server.url, question_24k)
     alongside.start()
 
