@@ -305,10 +305,11 @@ class Session:
         self.response.cancel("client_cancelled")
 
     async def _on_output_audio_buffer_clear(self, event: dict, event_id) -> None:
-        if self.response:
-            self.response.cancel("client_cancelled")
-        self._send("output_audio_buffer.cleared",
-                   response_id=self.response.id if self.response else None)
+        if self.response is None:
+            raise ProtocolError("response_cancel_not_active", "there is no response audio to "
+                                "clear", event_id)
+        self.response.cancel("client_cancelled")
+        self._send("output_audio_buffer.cleared", response_id=self.response.id)
 
     def _start_response(self, user: Item) -> None:
         history = tuple(m for i in self.items.values() if i is not user

@@ -71,12 +71,6 @@ OF_KIND = {
 }
 # Server events known to break the API's types, with the fix that is pending (they are
 # counted and printed, not failed). Remove an entry once its fix is in.
-KNOWN_TYPE_BREAKS = {
-    # output_audio_buffer.clear with no active response answers response_id null, which the
-    # API does not allow (session.py `_on_output_audio_buffer_clear`: send the cleared event
-    # only with a response id, or a response_cancel_not_active error without one)
-    "output_audio_buffer.cleared",
-}
 NESTED_PATHS = [
     ("session", key) for key in ("audio", "instructions", "model", "voice", "type", "modalities",
                                  "output_modalities", "turn_detection", "input_audio_format",
@@ -117,7 +111,6 @@ class Report:
     closes: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     lenient: Counter = field(default_factory=Counter)  # openai's types reject, server accepts
-    known: Counter = field(default_factory=Counter)  # KNOWN_TYPE_BREAKS seen
 
 
 def pcm_b64(samples: int, seed: int, loud: bool) -> str:
@@ -310,9 +303,6 @@ class FuzzSession:
         try:
             self.server_types.validate_python(event)
         except ValidationError as exc:
-            if event["type"] in KNOWN_TYPE_BREAKS:
-                self.report.known[event["type"]] += 1
-                return event
             self.report.problems.append(f"server event breaks the API types: "
                                         f"{json.dumps(event)[:300]}: {str(exc)[:300]}")
         item = event.get("item") or {}
@@ -420,7 +410,6 @@ def test_fuzzed_events_get_errors_and_a_normal_session_goes_on(make_server, ques
     print(f"\nfuzz: {report.sent} events; kinds {dict(report.kinds)}")
     print(f"error codes {dict(report.error_codes)}; closes {dict(report.closes)}")
     print(f"accepted although openai's types reject them: {dict(report.lenient)}")
-    print(f"known breaks of the API types (fix pending): {dict(report.known)}")
     print("session alongside: " + ", ".join(
         f"{o.status} {o.latency_ms:.0f} ms {o.transcript!r}" for o in alongside.outcomes))
     assert report.sent >= MIN_EVENTS
