@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DEFAULT_STUDENT = "voxloop-student"
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
 MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
+DECODE_LEAD_S = 1.0  # answer audio decoded at most this far ahead of real time
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class NativeEngine:
         torch = self._torch
         decoder = self.codec.stream_decoder(1)
         upsample = StreamingResampler(self.codec.sample_rate, AUDIO_RATE_HZ)
-        first_word, limit = True, 1
+        first_word, limit, decoded_s = True, 1, 0.0
         timings: dict = {}
         try:
             while not cancel.is_set():
@@ -168,8 +169,13 @@ class NativeEngine:
                     frames.append(more[1])
                     more = None
                 limit = MAX_DECODE_FRAMES
+                if "first_audio" in timings:  # keep decoding just ahead of the listener:
+                    played_s = time.perf_counter() - t0 - timings["first_audio"] / 1000
+                    if cancel.wait(max(0.0, decoded_s - played_s - DECODE_LEAD_S)):
+                        break  # (spreads the work, so other sessions' turns are not starved)
                 codes = torch.from_numpy(np.stack(frames, 1)[None].astype(np.int64))
                 audio = upsample.push(decoder.push(codes)[0, 0].numpy())
+                decoded_s += len(frames) / self.codec.frame_rate
                 if "first_audio" not in timings:
                     timings["first_audio"] = 1000 * (time.perf_counter() - t0)
                     timings["answer_ahead"] = 1000 * max(0.0, t0 - answer.started_s)
