@@ -26,6 +26,7 @@ from voxloop.client.jitter import JitterBuffer
 from voxloop.realtime.protocol import AUDIO_RATE_HZ, ga_type
 
 DEFAULT_SILENCE_MS = 500  # OpenAI's; replaced by what the server's session says
+DEFAULT_PREFIX_MS = 300
 
 
 class InputClock:
@@ -58,11 +59,13 @@ class Turn:
     status: str = ""  # the response's final status
     latency_ms: float | None = None  # end of speech -> first answer sample played
     truncated_ms: int | None = None  # where a barge-in cut the answer
+    barge_in_ms: float | None = None  # the user's speech onset -> the answer flushed
 
     def summary(self) -> dict:
         return {"user": self.user_transcript, "assistant": self.answer_transcript,
                 "status": self.status, "latency_ms": None if self.latency_ms is None
-                else round(self.latency_ms), "truncated_ms": self.truncated_ms}
+                else round(self.latency_ms), "truncated_ms": self.truncated_ms,
+                "barge_in_ms": None if self.barge_in_ms is None else round(self.barge_in_ms)}
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Conversation:
     barge_ins: int = 0
     errors: int = 0
     silence_ms: int = DEFAULT_SILENCE_MS
+    prefix_ms: int = DEFAULT_PREFIX_MS
     _dropped_items: set[str] = field(default_factory=set)
     _t0: float = field(default_factory=time.perf_counter)
 
@@ -118,8 +122,9 @@ class Conversation:
         session = event.get("session", {})
         td = session.get("audio", {}).get("input", {}).get("turn_detection",
                                                            session.get("turn_detection"))
-        if td and "silence_duration_ms" in td:
-            self.silence_ms = int(td["silence_duration_ms"])
+        if td:
+            self.silence_ms = int(td.get("silence_duration_ms", self.silence_ms))
+            self.prefix_ms = int(td.get("prefix_padding_ms", self.prefix_ms))
 
     _on_session_updated = _on_session_created
 
@@ -132,10 +137,13 @@ class Conversation:
         self._dropped_items.add(item_id)
         self.barge_ins += 1
         played_ms = 1000 * played_samples // AUDIO_RATE_HZ
+        onset_s = self.clock.time_at(int(event.get("audio_start_ms", 0)) + self.prefix_ms)
+        reaction_ms = None if onset_s is None else 1000 * (time.perf_counter() - onset_s)
         for turn in self.turns:
             if turn.item_id == item_id:
-                turn.truncated_ms = played_ms
-        self.note(f"you interrupted: answer cut at {played_ms} ms")
+                turn.truncated_ms, turn.barge_in_ms = played_ms, reaction_ms
+        after = "" if reaction_ms is None else f", {reaction_ms:.0f} ms after you began"
+        self.note(f"you interrupted: answer cut at {played_ms} ms{after}")
         return [{"type": "conversation.item.truncate", "item_id": item_id,
                  "content_index": 0, "audio_end_ms": played_ms}]
 

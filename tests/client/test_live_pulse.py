@@ -102,14 +102,13 @@ def test_user_interruption_cuts_the_answer(pa, server, whisper, question, tmp_pa
     loop = pa.loopback(ECHO_GAIN_DB)
     recording = pa.record("speaker.monitor", tmp_path / "speaker.wav")
     try:
-        with LiveRun(server.url, pa.client_env(), tmp_path, "--echo", "aec",
-                     "--dump-audio", str(tmp_path / "audio.npz")) as run:
+        with LiveRun(server.url, pa.client_env(), tmp_path, "--echo", "aec") as run:
             run.wait_for(r"state listening", 20)
             _ask(pa, question("What can you do?"))
             i, speaking_s = run.wait_for(r"state assistant speaking", 60)
             time.sleep(1.5 - (time.perf_counter() - speaking_s))
             interrupt_s = time.perf_counter()
-            _ask(pa, question("What is the capital of France?", "festival:slt-hts"))
+            _ask(pa, question("Wait, wait. What is the capital of France?", "festival:slt-hts"))
             _, cut_s = run.wait_for(r"you interrupted", 10, after=i)
             j, _ = run.wait_for(r"assistant \(completed\).*Paris", 60, after=i)
             run.wait_for(r"state listening", 20, after=j)
@@ -119,31 +118,18 @@ def test_user_interruption_cuts_the_answer(pa, server, whisper, question, tmp_pa
     heard = pulse.stop_recording(recording, tmp_path / "speaker.wav")
     first, second = stats["turns"][0], stats["turns"][-1]
     played_ms = _first_answer_ms(heard)
-    reaction_ms = _barge_in_reaction_ms(np.load(tmp_path / "audio.npz"))
     print(f"\ninterruption: answer cut at {first['truncated_ms']} ms of playback "
-          f"(the speaker monitor heard {played_ms:.0f} ms of it); playback stopped "
-          f"{reaction_ms:.0f} ms after the user's voice got through the echo canceller "
+          f"(the speaker monitor heard {played_ms:.0f} ms of it); playback flushed "
+          f"{first['barge_in_ms']} ms after the onset of the user's speech "
           f"({1000 * (cut_s - interrupt_s):.0f} ms after paplay began); "
           f"then {second['assistant']!r} in {second['latency_ms']} ms; "
           f"barge-ins {stats['barge_ins']}")
     assert first["status"] == "cancelled" and stats["barge_ins"] == 1
     assert 1000 < first["truncated_ms"] < 4000  # the full answer is about 6 s
-    assert abs(played_ms - first["truncated_ms"]) < 500
-    assert reaction_ms < 1000
+    # nothing was heard past the cut (the cut may fall in a pause between words)
+    assert first["truncated_ms"] - 700 < played_ms < first["truncated_ms"] + 200
+    assert 0 < first["barge_in_ms"] < 1000
     assert "paris" in whisper.transcribe(heard, pulse.RATE_HZ).lower()
-
-
-def _barge_in_reaction_ms(dump, frame_ms: int = 20) -> float:
-    """From the client's own recording: the user's voice first passes the echo
-    canceller while the assistant plays, until the playback stops."""
-    step = pulse.RATE_HZ * frame_ms // 1000
-    frames = range(0, len(dump["mic"]) - step, step)
-    far = np.array([dbfs(dump["far"][i:i + step]) for i in frames])
-    sent = np.array([dbfs(dump["sent"][i:i + step]) for i in frames])
-    playing = np.flatnonzero(far > -50)
-    onset = next(k for k in range(playing[0], len(sent)) if sent[k] > -40 and far[k] > -50)
-    stop = next(k for k in range(onset, len(far)) if (far[k:k + 10] <= -50).all())
-    return (stop - onset) * frame_ms
 
 
 def _first_answer_ms(samples: np.ndarray, frame_ms: int = 20, gap_ms: int = 700) -> float:

@@ -63,6 +63,7 @@ def _delta(item_id: str, samples: np.ndarray) -> dict:
 def test_barge_in_flushes_and_truncates_at_the_played_ms():
     c = Conversation(JitterBuffer(JitterSettings(prebuffer_ms=20)))
     c.on_event({"type": "response.created"})
+    c.on_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0})
     c.on_event(_delta("item1", tone(1000)))
     for k in range(25):  # 500 ms played
         c.jitter.pull(BLOCK, k * 0.02)
@@ -71,6 +72,7 @@ def test_barge_in_flushes_and_truncates_at_the_played_ms():
     assert replies == [{"type": "conversation.item.truncate", "item_id": "item1",
                         "content_index": 0, "audio_end_ms": 500}]
     assert c.state == "user speaking" and c.barge_ins == 1
+    assert c.turns[-1].truncated_ms == 500
     c.on_event(_delta("item1", tone(100)))  # in flight when the user spoke: dropped
     assert not c.jitter.audible
 
