@@ -66,14 +66,16 @@ def plot(records: list[dict], summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (cdf, scale) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for engine, levels in summary["levels"].items():
+    for i, (engine, levels) in enumerate(summary["levels"].items()):
+        color = f"C{i}"
         lat = np.sort([r["latency_ms"] for r in records if r["engine"] == engine
                        and r["kind"] == "question" and r["latency_ms"] is not None])
         if len(lat):
-            cdf.step(lat, np.arange(1, len(lat) + 1) / len(lat), where="post", label=engine)
+            cdf.step(lat, np.arange(1, len(lat) + 1) / len(lat), where="post", label=engine,
+                     color=color)
         ns = list(levels)
         for key, style in (("latency_p50_ms", "-o"), ("latency_p95_ms", "--x")):
-            scale.plot(ns, [levels[n][key] or np.nan for n in ns], style,
+            scale.plot(ns, [levels[n][key] or np.nan for n in ns], style, color=color,
                        label=f"{engine} {key.split('_')[1]}")
     cdf.set(xlabel="voice-to-voice latency (ms), all session counts", ylabel="fraction of turns",
             title="Latency CDF per engine")
@@ -81,6 +83,7 @@ def plot(records: list[dict], summary: dict, path: Path) -> None:
               title="p50 / p95 against sessions")
     scale.set_xticks([n for levels in summary["levels"].values() for n in levels])
     scale.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    scale.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in (cdf, scale):
         ax.grid(alpha=0.3)
         ax.legend()
