@@ -88,6 +88,7 @@ class WhisperASR:
             segments, _ = self._model.transcribe(
                 audio, language="en", beam_size=self._beam_size, vad_filter=False,
                 condition_on_previous_text=False, without_timestamps=True,
+                temperature=0.0,  # no sampled retries: the same audio, the same words
             )
             return " ".join(s.text.strip() for s in segments).strip()
 

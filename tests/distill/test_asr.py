@@ -54,3 +54,16 @@ def test_folder_without_model_is_refused(tmp_path):
 def test_unknown_backend_is_refused():
     with pytest.raises(VoxloopError, match="unknown ASR backend"):
         load_asr(ASRSettings(backend="nope"))
+
+
+def test_whisper_is_deterministic_on_hard_audio(whisper):
+    """A short word through pitch shift and reverb made whisper's default temperature
+    fallback sample, so a resumed dataset job could disagree with its first run."""
+    from voxloop.distill.augment import Augmentation, augment
+
+    samples, rate_hz = synthesize("hi", "flite:slt")
+    recipe = Augmentation(speed=0.9047, pitch_semitones=-1.78, snr_db=None,
+                          reverb_rt60_s=0.206)
+    hard = augment(samples, rate_hz, recipe, seed=43329950)
+    heard = {whisper.transcribe(hard, rate_hz) for _ in range(6)}
+    assert len(heard) == 1, heard
