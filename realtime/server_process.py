@@ -1,7 +1,7 @@
 """``voxloop serve`` as a child process: started on a free port, stopped with SIGTERM.
 
 For benchmarks and tests that want the server as a user runs it, in its own
-process (its own GIL and threads), not in the caller's event loop.
+process (its own GIL, threads, memory and exit code), not in the caller's event loop.
 """
 
 from __future__ import annotations
@@ -20,16 +20,18 @@ _LISTENING = re.compile(r"event=listening url=(\S+)")
 
 
 class ServerProcess:
-    """``with ServerProcess(["--engine", "native"]) as server: server.url``."""
+    """``with ServerProcess(["--engine", "native"]) as server: server.url``, or
+    ``server = ServerProcess(args).start()`` and ``server.terminate()`` later."""
 
     def __init__(self, args: list[str], start_timeout_s: float = 180.0) -> None:
         self.args, self.start_timeout_s = list(args), start_timeout_s
-        self.log: list[str] = []
-        self.url: str | None = None
+        self.lines: list[str] = []  # everything it printed so far
+        self.url: str | None = None  # ws://host:port/v1/realtime
+        self.http: str | None = None  # http://host:port (for /healthz and /metrics)
         self.proc: subprocess.Popen | None = None
-        self.returncode: int | None = None
+        self._reader: threading.Thread | None = None
 
-    def __enter__(self) -> ServerProcess:
+    def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxloop", "serve", "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -39,30 +41,51 @@ class ServerProcess:
             line = self.proc.stdout.readline()
             if not line:
                 break
-            self.log.append(line)
+            self.lines.append(line)
             if m := _LISTENING.search(line):
                 self.url = m.group(1)
         if self.url is None:
-            self.stop()
-            raise VoxloopError("voxloop serve did not start:\n" + "".join(self.log[-20:]))
-        threading.Thread(target=self._drain, daemon=True).start()  # keep the pipe flowing
+            self.kill()
+            raise VoxloopError("voxloop serve did not start:\n" + "".join(self.lines[-20:]))
+        self.http = self.url.replace("ws://", "http://").rsplit("/v1", 1)[0]
+        self._reader = threading.Thread(target=self._read, daemon=True)  # keep the pipe
+        self._reader.start()  # flowing, and the log whole
         return self
 
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.terminate()
 
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM, then wait; returns the exit code."""
-        if self.proc is not None and self.proc.poll() is None:
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (if it still runs), then ``wait``."""
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.returncode = self.proc.returncode if self.proc else None
-        return self.returncode
+        return self.wait(timeout_s)
 
-    def _drain(self) -> None:
+    def wait(self, timeout_s: float = 30.0) -> int:
+        """Its exit code, once it has exited (killed after ``timeout_s``), log complete."""
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        if self._reader is not None:
+            self._reader.join(10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def _read(self) -> None:
         for line in self.proc.stdout:
-            self.log.append(line)
+            self.lines.append(line)

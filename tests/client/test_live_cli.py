@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from tests.client import pulse
 from tests.client.live_run import LiveRun
+from tests.realtime.conftest import ServerThread
 
 pytestmark = pulse.needs_pulseaudio
 
@@ -70,32 +69,6 @@ def test_client_never_imports_torch_or_the_server():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-class PortServer:
-    """The real server on a port of our choosing, so it can go away and come back."""
-
-    def __init__(self, engine, port: int) -> None:
-        from voxloop.realtime.server import RealtimeServer, ServerSettings
-
-        self.server = RealtimeServer(engine, ServerSettings(port=port, drain_s=0.1))
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start())
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert started.wait(60)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 def _free_port() -> int:
     import socket
 
@@ -110,11 +83,11 @@ def test_reconnects_with_backoff_when_the_server_goes_away(pa, cascade_engine, t
     url = f"ws://127.0.0.1:{port}/v1/realtime"
     with LiveRun(url, pa.client_env(), tmp_path, "--echo", "off") as run:
         run.wait_for(r"reconnecting in 0\.5 s", 10)  # nothing there yet
-        first = PortServer(cascade_engine, port)
+        first = ServerThread(cascade_engine, port=port, drain_s=0.1)
         i, _ = run.wait_for(r"connected to ws://", 20)
         first.stop()
         i, gone_s = run.wait_for(r"reconnecting in", 20, after=i)
-        second = PortServer(cascade_engine, port)
+        second = ServerThread(cascade_engine, port=port, drain_s=0.1)
         _, back_s = run.wait_for(r"connected to ws://", 20, after=i)
         second.stop()
         stats = run.stop()

@@ -45,7 +45,7 @@ class ServerThread:
     def __init__(self, engine, **settings) -> None:
         from voxloop.realtime.server import RealtimeServer, ServerSettings
 
-        self.server = RealtimeServer(engine, ServerSettings(port=0, **settings))
+        self.server = RealtimeServer(engine, ServerSettings(**{"port": 0, **settings}))
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -144,6 +144,18 @@ async def connect(url: str, beta: bool = False, **kwargs) -> Client:
     headers = {"OpenAI-Beta": "realtime=v1"} if beta else {}
     ws = await websockets.connect(url, additional_headers=headers, max_size=2**24, **kwargs)
     return Client(ws, beta)
+
+
+async def handshake(url: str, headers: dict | None = None,
+                    subprotocols=None) -> tuple[int, str]:
+    """(HTTP status, body) of a websocket handshake; 101 when it was accepted."""
+    try:
+        ws = await websockets.connect(url, additional_headers=headers or {},
+                                      subprotocols=subprotocols)
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code, exc.response.body.decode()
+    await ws.close()
+    return 101, ""
 
 
 def speech_24k(text: str, voice: str = "festival:slt-hts") -> np.ndarray:

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import websockets
 
-from tests.realtime.conftest import append_event, connect, silence
+from tests.realtime.conftest import append_event, connect, handshake, silence
 
 BAD_EVENTS = [  # (raw text, expected error code)
     ("{not json", "invalid_json"),
@@ -99,16 +99,8 @@ def test_oversized_message_and_buffer_cap(make_server):
     assert full["error"]["code"] == "input_audio_buffer_full" and "1 s" in full["error"]["message"]
 
 
-def _status(url: str, headers: dict | None = None, subprotocols=None) -> int:
-    async def run():
-        try:
-            ws = await websockets.connect(url, additional_headers=headers or {},
-                                          subprotocols=subprotocols)
-        except websockets.InvalidStatus as exc:
-            return exc.response.status_code, exc.response.body.decode()
-        await ws.close()
-        return 101, ""
-    return asyncio.run(run())
+def _status(url: str, headers: dict | None = None, subprotocols=None) -> tuple[int, str]:
+    return asyncio.run(handshake(url, headers, subprotocols))
 
 
 def test_api_key(make_server):

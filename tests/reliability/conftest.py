@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,10 +18,12 @@ from tests.realtime.conftest import (  # noqa: F401 - fixtures and helpers reuse
     ServerThread,
     cascade_engine,
     connect,
+    make_server,
     silence,
     speech_24k,
     stream_realtime,
 )
+from voxloop.realtime.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "What is the capital of France?"
@@ -35,19 +33,6 @@ ANSWER_WORD = "paris"
 @pytest.fixture(scope="session")
 def question_24k() -> np.ndarray:
     return speech_24k(QUESTION)
-
-
-@pytest.fixture()
-def make_server(cascade_engine):  # noqa: F811 - the fixture imported above
-    servers = []
-
-    def make(**settings) -> ServerThread:
-        servers.append(ServerThread(cascade_engine, **settings))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.stop()
 
 
 @dataclass
@@ -107,60 +92,14 @@ def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-class ServeProcess:
-    """``voxloop serve --engine cascade`` as a subprocess (its own RSS, threads, exit code
-    and log). The cascade answers typed questions too, and its answers are known."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voxloop", "serve", "--port", "0", "--engine", "cascade",
-             *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: list[str] = []
-        self.url = None
-        deadline = time.time() + 180
-        while self.url is None and time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if m := re.search(r"event=listening url=(\S+)", line):
-                self.url = m.group(1)
-        assert self.url, "server did not start:\n" + "".join(self.lines)
-        self.http = self.url.replace("ws://", "http://").rsplit("/v1", 1)[0]
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def terminate(self, timeout_s: float = 60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout_s)
-        self._reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-
 @pytest.fixture()
 def serve_process():
     started = []
 
-    def start(*args: str) -> ServeProcess:
-        started.append(ServeProcess(*args))
+    def start(*args: str) -> ServerProcess:
+        """``voxloop serve --engine cascade ARGS``: the cascade answers typed questions
+        too, and its answers are known."""
+        started.append(ServerProcess(["--engine", "cascade", *args]).start())
         return started[-1]
 
     yield start

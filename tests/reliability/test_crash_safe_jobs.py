@@ -30,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from tests.codecs.test_train import write_tiny_corpus
 from tests.distill.test_synth import TINY, cli_args, comparable
 from tests.reliability.conftest import ROOT
 
@@ -167,21 +167,9 @@ def test_distill_train_killed_at_random_points(tmp_path):
 
 
 # -- codec train -----------------------------------------------------------------------
-def tiny_corpus(root: Path) -> Path:
-    from voxloop.audio import write_wav
-
-    rng = np.random.default_rng(0)
-    t = np.arange(8000) / 16000
-    for split, count in (("train", 4), ("heldout", 2)):
-        for i in range(count):
-            tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (1 + 0.5 * np.sin(6 * t))
-            write_wav(root / split / f"{i}.wav", tone + 0.01 * rng.standard_normal(t.size), 16000)
-    return root
-
-
 def test_codec_train_killed_at_random_points(tmp_path):
     rng = seeded()
-    corpus = tiny_corpus(tmp_path / "corpus")
+    corpus = write_tiny_corpus(tmp_path / "corpus")
 
     def cmd(out: Path) -> list[str]:
         return [sys.executable, "-m", "voxloop", "codec", "train", "--corpus", str(corpus),

@@ -14,21 +14,10 @@ import time
 import numpy as np
 import websockets
 
-from tests.realtime.conftest import append_event
+from tests.realtime.conftest import append_event, handshake
 from tests.reliability.conftest import connect, metrics, silence
 
 KEY = "s3cret-key"
-
-
-async def handshake(url: str, headers: dict | None = None, subprotocols=None):
-    """(HTTP status, body) of a websocket handshake; 101 when it was accepted."""
-    try:
-        ws = await websockets.connect(url, additional_headers=headers or {},
-                                      subprotocols=subprotocols)
-    except websockets.InvalidStatus as exc:
-        return exc.response.status_code, exc.response.body.decode()
-    await ws.close()
-    return 101, ""
 
 
 def test_missing_wrong_or_malformed_keys_get_401_with_the_reason(make_server):
