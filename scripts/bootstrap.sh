@@ -31,6 +31,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  # torch 2.14.1 for x86_64 is a CUDA build: the finished .venv takes about 6.5 GB.
+  need_kb=$((7 * 1024 * 1024))
+  free_kb=$(df -Pk "$VENV" | awk 'NR == 2 {print $4}')
+  if [ "$free_kb" -lt "$need_kb" ]; then
+    echo "bootstrap: $((free_kb / 1024)) MB free under $(df -P "$VENV" | awk 'NR == 2 {print $6}'), the .venv needs about 7 GB;" \
+         "free some space (old clones, /tmp) and run again" >&2
+    exit 1
+  fi
   echo "bootstrap: installing voxloop and its dependencies into $VENV (torch comes from local disk)"
   "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
   "$VENV/bin/pip" install -q "torch==2.14.1" "torchaudio==2.11.0"
