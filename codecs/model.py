@@ -60,27 +60,30 @@ class NeuralCodec(nn.Module):
         return nn.functional.pad(wav, (0, extra)) if extra else wav
 
     def quantize(self, latent: Tensor) -> Tensor:
-        """``[B, D, F]`` latent -> ``[B, K, F]`` int64 codes (nearest code per stage, the
-        distance computed as encodec's ``EuclideanCodebook.quantize`` does)."""
+        """``[B, D, F]`` latent -> ``[B, K, F]`` int64 codes: per stage, the code nearest
+        to the residual, as encodec's ``EuclideanCodebook.quantize``. Its distance
+        ``-(|r|^2 - 2 r.e + |e|^2)`` has the same argmax as ``r.e - |e|^2 / 2``, which
+        is one fused multiply-add (half the time of a streamed frame's search)."""
         residual = latent.transpose(1, 2).reshape(-1, latent.shape[1])  # [B * F, D]
         codes = []
-        for embed, embed_t, norms in self._codebooks():
-            dist = -(residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed_t + norms)
-            index = dist.max(dim=-1).indices
-            residual = residual - nn.functional.embedding(index, embed)
+        for embed, embed_t, half_norms in self._codebooks():
+            index = torch.addmm(half_norms, residual, embed_t).argmax(dim=-1)
+            residual = residual - embed.index_select(0, index)
             codes.append(index)
         codes = torch.stack(codes, dim=1).view(latent.shape[0], latent.shape[2], -1)
         return codes.transpose(1, 2).contiguous()
 
     def _codebooks(self) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Per stage: codebook ``[N, D]``, its transpose ``[D, N]`` and squared norms
-        ``[1, N]``; cached until a codebook changes (training updates them in place)."""
+        """Per stage: codebook ``[N, D]``, its transpose ``[D, N]`` and minus half its
+        squared norms ``[1, N]``; cached until a codebook changes (training updates
+        them in place)."""
         embeds = [layer._codebook.embed for layer in self.quantizer.vq.layers[:self.num_codebooks]]
         key = tuple((e.data_ptr(), e._version) for e in embeds)
         if getattr(self, "_codebook_key", None) != key:
             with torch.no_grad():
                 self._codebook_cache = [(e.detach(), e.detach().t().contiguous(),
-                                         e.detach().pow(2).sum(1).unsqueeze(0)) for e in embeds]
+                                         -0.5 * e.detach().pow(2).sum(1).unsqueeze(0))
+                                        for e in embeds]
             self._codebook_key = key
         return self._codebook_cache
 

@@ -74,7 +74,9 @@ class StreamingConv1d:
         return ConvState(torch.zeros(batch_size, channels, 0))
 
     def step(self, state: ConvState, x: Tensor) -> Tensor:
-        buffer = torch.cat([state.pending, x], dim=-1)
+        if self.window == 1 and self.stride == 1 and x.shape[-1]:  # pointwise: no carry-over
+            return F.conv1d(x, self.weight, self.bias)
+        buffer = torch.cat([state.pending, x], dim=-1) if state.pending.shape[-1] else x
         if not state.started:
             if self.reflect and buffer.shape[-1] <= self.padding:
                 state.pending = buffer  # reflect padding needs padding + 1 samples
@@ -213,6 +215,10 @@ class StreamingResidual:
 
     @staticmethod
     def _combine(state: ResidualState, a: Tensor, b: Tensor) -> Tensor:
+        if a.shape[-1] == b.shape[-1] and (state.pending_block is None
+                                           or state.pending_block.shape[-1] == 0):
+            state.pending_block, state.pending_shortcut = a[..., :0], b[..., :0]
+            return a + b  # the usual case: both branches kept pace
         if state.pending_block is not None:
             a = torch.cat([state.pending_block, a], dim=-1)
             b = torch.cat([state.pending_shortcut, b], dim=-1)

@@ -26,6 +26,13 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("npz", help="output file")
     p.add_argument("--valid-every", type=int, default=0, help="while the dataset has no valid "
                    "split yet, use every Nth training turn as valid (0: never)")
+    p.add_argument("--targets", choices=("teacher", "intended"), default="teacher",
+                   help="answer to train on: what the cascade said, or what the prompt asked "
+                   "for (the scripted teacher's answer to the prompt as written)")
+    p.add_argument("--corpus", metavar="CORPUS_DIR", help="with --targets intended: also "
+                   "train on the questions of this codec corpus's train split")
+    p.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this student's "
+                   "vocabularies (to fine-tune it with --init-from) instead of building new ones")
     p.set_defaults(run=run_pack)
 
     p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
@@ -53,7 +60,13 @@ def register(subparsers, groups: dict) -> None:
 def run_pack(args: argparse.Namespace) -> int:
     from voxloop.distill.student_data import PackedData, pack_dataset
 
-    path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every)
+    vocab = None
+    if args.vocab_from:
+        from voxloop.distill.student import load_student
+
+        vocab = load_student(args.vocab_from)[1]
+    path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
+                        targets=args.targets, corpus=args.corpus)
     data = PackedData.load(path)
     counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {counts}, "

@@ -74,6 +74,9 @@ class StudentTrainSettings:
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
+    init_from: str = field(default="", metadata={
+        "help": "fine-tune this student model folder: its weights, config and vocabularies "
+                "(pack the data with --vocab-from it); --student-* flags are then ignored"})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ step ``F``; the other codebooks finish frame ``F-1`` by step ``F+K_out-2``.
 
 ``PackedData`` keeps a whole split in a few flat numpy arrays (the codes-only
 export that travels to a GPU machine as one ``.npz``).
+
+Targets: ``teacher`` (the default) trains on what the cascade said, ``intended``
+on what the prompt asked for (``voxloop.distill.targets``).
 """
 
 from __future__ import annotations
@@ -138,9 +141,13 @@ class PackedData:
 
     ARRAYS = ("user_codes", "user_offsets", "answer_codes", "answer_offsets", "text_ids",
               "text_offsets", "ctc_ids", "ctc_offsets", "split", "id", "intent", "user_voice",
-              "asr_text", "answer_text", "prompt_text", "silence_codes")
+              "asr_text", "answer_text", "prompt_text", "silence_codes", "teacher_text",
+              "intended_text")
+    TARGETS = ("teacher", "intended")
 
     def __init__(self, arrays: dict[str, np.ndarray], vocab: dict) -> None:
+        arrays = {"teacher_text": arrays["answer_text"],  # packs made before these existed
+                  "intended_text": np.full(len(arrays["id"]), ""), **arrays}
         self.arrays, self.vocab = arrays, vocab
         for name in self.ARRAYS:
             setattr(self, name, arrays[name])
@@ -172,7 +179,7 @@ class PackedData:
     @classmethod
     def load(cls, path: str | Path) -> PackedData:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in cls.ARRAYS}
+            arrays = {k: z[k] for k in cls.ARRAYS if k in z.files}
             vocab = json.loads(str(z["vocab"]))
         return cls(arrays, vocab)
 
@@ -198,6 +205,9 @@ def pack_examples(examples, tokenizer, silence_codes: np.ndarray,
         "ctc_ids": np.concatenate(ctcs), "ctc_offsets": offsets(map(len, ctcs)),
         **{name: np.array([str(getattr(e, name)) for e in examples]) for name in
            ("split", "id", "intent", "user_voice", "asr_text", "answer_text", "prompt_text")},
+        "teacher_text": np.array([str(e.meta.get("teacher_text", e.answer_text))
+                                  for e in examples]),
+        "intended_text": np.array([str(e.meta.get("prompt_answer", "")) for e in examples]),
         "silence_codes": np.asarray(silence_codes, dtype=np.int16),
     }
 
@@ -259,19 +269,34 @@ def silence_codes(codec) -> np.ndarray:
 
 
 def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
-                 vocab: dict | None = None, valid_every: int = 0) -> Path:
+                 vocab: dict | None = None, valid_every: int = 0,
+                 targets: str = "teacher", corpus: str | Path | None = None) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
     split and the domain. ``valid_every`` N > 0: while the dataset has no valid
     turns yet (a partial build), every Nth training turn becomes a valid turn.
+    ``targets``: ``teacher`` or ``intended`` (``voxloop.distill.targets``); ``corpus``:
+    also train on the questions of this codec corpus (``corpus_turns``; intended only).
     """
     from voxloop.codecs.registry import load_codec
     from voxloop.distill.dataset import iter_examples, load_manifest
     from voxloop.distill.student_text import Tokenizer, build_vocab
+    from voxloop.errors import VoxloopError
 
+    if targets not in PackedData.TARGETS:
+        raise VoxloopError(f"targets must be one of {PackedData.TARGETS}, not {targets!r}")
+    if corpus and targets != "intended":
+        raise VoxloopError("corpus turns have no teacher answer: use them with intended targets")
     manifest = load_manifest(folder)
     examples = list(iter_examples(folder))
+    if targets == "intended":
+        from voxloop.distill.targets import AnswerCodes, corpus_turns, intended_targets
+
+        answers = AnswerCodes(folder, manifest["codec"]["name"], examples)
+        examples = intended_targets(examples, answers)
+        if corpus:
+            examples += corpus_turns(corpus, answers)
     if valid_every and not any(e.split == "valid" for e in examples):
         train_ids = [i for i, e in enumerate(examples) if e.split == "train"]
         for i in train_ids[::valid_every]:

@@ -18,6 +18,13 @@ by the codec and transcribed by Whisper. Measured per split:
 
 The codec ceiling applies the same judge to the teacher's own answer codes
 (``K_out`` codebooks) decoded: what Whisper can understand through this codec.
+
+The teacher is not always right: its Whisper mishears some augmented voices and
+its LLM then answers another question or falls back. Where the dataset knows the
+answer each prompt intends (the scripted teacher's answer to the prompt as
+written), two more numbers: ``correct_intended_pct``, the same judge against the
+intended answer, and ``teacher_intended_pct``, turns whose teacher answer is the
+intended one (the cascade's own accuracy on these turns, in text).
 """
 
 from __future__ import annotations
@@ -118,6 +125,12 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
             row["text_exact"] = answer_words(result.text) == answer_words(row["answer_text"])
             row["transcript"] = _transcribe(codec, asr, result.codes)
             row["correct"] = judge(row["answer_text"], row["transcript"])
+            intended = str(data.intended_text[i])
+            if intended:
+                row["intended_text"] = intended
+                row["correct_intended"] = judge(intended, row["transcript"])
+                row["teacher_intended"] = (answer_words(str(data.teacher_text[i]))
+                                           == answer_words(intended))
             if settings.ceiling:
                 teacher = data.answer(i)[:model.config.k_out].astype(np.int64)
                 row["teacher_transcript"] = _transcribe(codec, asr, teacher)
@@ -162,6 +175,9 @@ def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,
               "speed_x_rt": audio_s / gen_s if gen_s else 0.0,
               "first_frame_ms_p50": 1000 * float(np.median(first)) if first else None,
               "first_frame_ms_p95": 1000 * float(np.percentile(first, 95)) if first else None}
+    if rows and all("correct_intended" in r for r in rows):
+        for key in ("correct_intended", "teacher_intended"):
+            result[f"{key}_pct"] = 100 * float(np.mean([r[key] for r in rows]))
     if ceiling:
         teacher = _summary(rows, "teacher_")
         result["ceiling_correct_pct"], result["ceiling_wer_pct"] = (
@@ -174,7 +190,9 @@ def format_report(metrics: dict) -> str:
             ("text_exact_pct", "text exact %"), ("text_token_acc_pct", "text token acc %"),
             ("speed_x_rt", "× RT (1 thread)"), ("first_frame_ms_p50", "first frame p50 ms"),
             ("ceiling_correct_pct", "codec ceiling correct %"),
-            ("ceiling_wer_pct", "codec ceiling WER %")]
+            ("ceiling_wer_pct", "codec ceiling WER %"),
+            ("correct_intended_pct", "correct vs intended %"),
+            ("teacher_intended_pct", "teacher = intended %")]
     lines = [f"Student {metrics['model']} ({metrics['parameters_m']:.1f} M parameters)", "",
              "| split | n | " + " | ".join(c[1] for c in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
@@ -195,9 +213,13 @@ def _plot(metrics: dict, rows: list[dict], path: Path) -> None:
     ms = [metrics["splits"].get(n, metrics["all"]) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(len(names))
-    ax1.bar(x - 0.2, [m["correct_pct"] for m in ms], 0.4, label="student")
-    if "ceiling_correct_pct" in ms[0]:
-        ax1.bar(x + 0.2, [m["ceiling_correct_pct"] for m in ms], 0.4, label="teacher codes")
+    bars = [("correct_pct", "student vs teacher"),
+            ("correct_intended_pct", "student vs intended answer"),
+            ("ceiling_correct_pct", "teacher codes vs teacher")]
+    bars = [(key, label) for key, label in bars if key in ms[0]]
+    width = 0.8 / len(bars)
+    for j, (key, label) in enumerate(bars):
+        ax1.bar(x + (j - (len(bars) - 1) / 2) * width, [m[key] for m in ms], width, label=label)
     ax1.axhline(80, color="k", ls="--", lw=1, label="target 80 %")
     ax1.set_xticks(x, names)
     ax1.set_ylabel("answers judged correct (%)")

@@ -133,10 +133,22 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     data = data or load_data(settings.data, out)
+    init = None
+    if settings.init_from:
+        from voxloop.distill.student import load_student
+
+        init, vocab = load_student(settings.init_from)
+        if not _same_vocab(data, vocab):
+            raise VoxloopError(f"{settings.data} was not tokenized with {settings.init_from}'s "
+                               "vocabularies: pack it with `voxloop distill pack --vocab-from "
+                               f"{settings.init_from}`")
+        config = init.config
     config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
                      ctc_vocab=len(data.vocab["ctc"]))
     torch.manual_seed(settings.seed)
     student = Student(config).to(device).train()
+    if init is not None:
+        student.load_state_dict(init.state_dict())
     decay = [p for p in student.parameters() if p.dim() >= 2]
     no_decay = [p for p in student.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tests.distill.student_fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
@@ -38,6 +39,8 @@ def test_judge_needs_the_numbers_and_most_content_words():
 
 def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     examples = tiny_examples(4, split="heldout_voice") + tiny_examples(2, 1, "heldout_phrasing")
+    for ex in examples:  # every prompt intends ANSWERS[0]; the teacher said it once per split
+        ex.meta["prompt_answer"] = ANSWERS[0]
     data = tiny_packed(examples)
     data.save(tmp_path / "data.npz")
     torch.manual_seed(0)
@@ -54,6 +57,9 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     assert voice["ceiling_correct_pct"] == 25.0  # the teacher codes of ANSWERS[0] only
     assert metrics["all"]["ceiling_wer_pct"] > 0
     assert 0 <= voice["text_token_acc_pct"] <= 100 and metrics["all"]["speed_x_rt"] >= 0
+    assert voice["correct_intended_pct"] == 100.0  # the ASR always hears ANSWERS[0]
+    assert voice["teacher_intended_pct"] == 25.0
+    assert metrics["all"]["teacher_intended_pct"] == pytest.approx(100 / 3)
     assert asr.calls >= 6
     rows = [json.loads(x) for x in (tmp_path / "eval" / "turns.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {"transcript", "student_text", "correct"} <= set(rows[0])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from tests.distill.student_fixtures import tiny_config, tiny_examples, tiny_packed
+from tests.distill.student_fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
 from voxloop.distill.generate import SamplingOptions, generate
 from voxloop.distill.student import load_student
 from voxloop.distill.student_text import Tokenizer, answer_words
 from voxloop.distill.train_student import StudentTrainSettings, export_student, train
+from voxloop.errors import VoxloopError
 
 
 def _settings(tmp_path, **changes) -> StudentTrainSettings:
@@ -55,7 +57,7 @@ def test_resume_is_exact(tmp_path):
 
 DDP_SCRIPT = """
 import sys
-from tests.distill.student_fixtures import tiny_config, tiny_examples, tiny_packed
+from tests.distill.student_fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
 from voxloop.distill.student_config import StudentTrainSettings
 from voxloop.distill.train_student import train
 data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
@@ -80,3 +82,81 @@ def test_torchrun_ddp_on_cpu(tmp_path):
                    capture_output=True, timeout=240)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 4 and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_intended_targets_replace_misheard_answers(tmp_path):
+    """A turn the teacher misheard trains on the intended answer: another turn's codes of
+    it when there is one, else the assistant voice's speech of it, encoded (real piper
+    and the bundled codec); the prompt's words become the CTC target."""
+    from dataclasses import replace
+
+    from voxloop.distill.targets import AnswerCodes, intended_targets
+
+    right, misheard, unseen = tiny_examples(3)
+    fallback = "Sorry, I can only help with simple math."
+    examples = [
+        replace(right, meta={"prompt_answer": right.answer_text}),
+        replace(misheard, answer_text=fallback, asr_text="what is machine power",
+                meta={"prompt_answer": right.answer_text}),
+        replace(unseen, answer_text=fallback, meta={"prompt_answer": "Seven plus one is eight."}),
+    ]
+    out = intended_targets(examples, AnswerCodes(tmp_path, "voxloop-codec-16k", examples))
+    assert [e.answer_text for e in out] == [right.answer_text, right.answer_text,
+                                            "Seven plus one is eight."]
+    assert np.array_equal(out[1].answer_codes, right.answer_codes)
+    assert out[1].asr_text == misheard.prompt_text and out[1].meta["teacher_text"] == fallback
+    codes = out[2].answer_codes
+    assert codes.shape[0] == 8 and 25 <= codes.shape[1] <= 100  # 1-4 s of 25 Hz frames
+    assert len(list((tmp_path / "answers").glob("*.npy"))) == 1  # cached for the next pack
+    packed = tiny_packed(out)
+    assert packed.teacher_text.tolist() == [right.answer_text, fallback, fallback]
+    assert packed.intended_text.tolist() == [e.answer_text for e in out]
+    with pytest.raises(VoxloopError, match="--targets teacher"):
+        intended_targets([right], AnswerCodes(tmp_path, "voxloop-codec-16k", [right]))
+
+
+def test_fine_tune_starts_from_the_given_model(tmp_path):
+    data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+    first = train(_settings(tmp_path / "a"), tiny_config(), data=data)
+    folder = export_student(first / "best.pt", tmp_path / "student")
+    start, _ = load_student(folder)
+    tuned = train(_settings(tmp_path / "b", steps=1, lr=1e-12, warmup_steps=1,
+                            init_from=str(folder)), tiny_config(d_model=96), data=data)
+    weights = torch.load(tuned / "checkpoint.pt", weights_only=False)["model"]
+    for name, value in start.state_dict().items():  # d_model 96 was ignored: the model's config
+        torch.testing.assert_close(weights[name], value, atol=1e-6, rtol=0), name
+    other = tiny_packed(tiny_examples(6, seed=5) + tiny_examples(2, seed=1, split="valid"))
+    other.vocab = {**other.vocab, "text": other.vocab["text"][:-1]}
+    with pytest.raises(VoxloopError, match="--vocab-from"):
+        train(_settings(tmp_path / "c", init_from=str(folder)), data=other)
+
+
+def test_corpus_questions_become_training_turns(tmp_path):
+    """Questions of a codec corpus's train split become turns (encoded by the real codec,
+    answered by the scripted teacher); its answers and held-out utterances do not."""
+    import json
+    from dataclasses import replace
+
+    from voxloop.audio import write_wav
+    from voxloop.distill.targets import AnswerCodes, corpus_turns
+
+    paris = replace(tiny_examples(2)[1], meta={"prompt_answer": ANSWERS[1]})
+    rows = [("train-a-0000", "what is the capital of france", "train"),
+            ("train-a-0001", ANSWERS[1], "train"),
+            ("heldout-a-0000", "what's the capital of france", "heldout")]
+    rng = np.random.default_rng(0)
+    for uid, _, split in rows:
+        write_wav(tmp_path / "corpus" / split / f"{uid}.wav",
+                  0.1 * rng.standard_normal(24000).astype(np.float32), 16000)
+    (tmp_path / "corpus" / "manifest.jsonl").write_text("".join(
+        json.dumps({"uid": u, "text": t, "voice": "flite:slt", "split": s}) + "\n"
+        for u, t, s in rows))
+    turns = corpus_turns(tmp_path / "corpus",
+                         AnswerCodes(tmp_path, "voxloop-codec-16k", [paris]))
+    assert [t.prompt_text for t in turns] == ["what is the capital of france"]
+    turn = turns[0]
+    assert turn.split == "train" and turn.answer_text == ANSWERS[1] and turn.intent == "capital"
+    assert np.array_equal(turn.answer_codes, paris.answer_codes)
+    assert turn.user_codes.shape == (8, 38)  # 1.5 s at 25 Hz, the last frame zero-padded
+    with pytest.raises(VoxloopError, match="voxloop codec corpus"):
+        corpus_turns(tmp_path, AnswerCodes(tmp_path, "voxloop-codec-16k", [paris]))
