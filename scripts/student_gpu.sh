@@ -5,15 +5,19 @@
 #
 # It expects the codes-only export beside the repository's files (git-ignored runs/):
 #   voxloop distill pack data/distill-v1 runs/gpu/codes.npz      # 1.3 MB, no audio
-# Usage: OUT=out/gpu bash scripts/student_gpu.sh STEPS MAX_MINUTES [cuda|cpu]
+# or, to train on the intended answers plus the codec corpus's questions (DATA=...):
+#   voxloop distill pack data/distill-v1 runs/gpu/codes-intended.npz --targets intended \
+#       --corpus data/codec-corpus
+# Usage: [DATA=runs/gpu/codes.npz] OUT=out/gpu bash scripts/student_gpu.sh STEPS MAX_MINUTES [cuda|cpu]
 # Settings a, b, c below are the second GPU run (`bash scripts/student_gpu.sh 3000 5.0`); back
 # here: cat model.safetensors.part-* > model.safetensors.
 set -u
 STEPS=${1:-3000}; MINUTES=${2:-5.0}; DEVICE=${3:-cuda}
+DATA=$(realpath "${DATA:-runs/gpu/codes.npz}")
 OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
 PKG=/tmp/pkg; rm -rf $PKG; mkdir -p $PKG/voxloop
 cp -r voxloop/* $PKG/voxloop/ && cp -r distill $PKG/voxloop/distill && cp -r codecs $PKG/voxloop/codecs
-export PYTHONPATH=$PKG PYTHONUNBUFFERED=1
+export PYTHONPATH=$PKG PYTHONUNBUFFERED=1 DATA
 PY=${PY:-python3}; export REPO=$(pwd); cd /tmp
 train() {  # name, then StudentTrainSettings / StudentConfig overrides as python kwargs
   $PY - "$1" "$2" "$3" <<PYEOF > "$OUT/train-$1.log" 2>&1
@@ -21,7 +25,7 @@ import sys
 from voxloop.distill.student_config import StudentConfig, StudentTrainSettings
 from voxloop.distill.train_student import train
 name, train_kw, model_kw = sys.argv[1], eval(sys.argv[2]), eval(sys.argv[3])
-kw = dict(data="$REPO/runs/gpu/codes.npz", out=f"/tmp/runs/{name}", steps=$STEPS,
+kw = dict(data="$DATA", out=f"/tmp/runs/{name}", steps=$STEPS,
                          batch_size=64, max_minutes=$MINUTES, device="$DEVICE", threads=2,
                          eval_every=100, ckpt_every=500, select_on="answer_err+audio")
 s = StudentTrainSettings(**{**kw, **train_kw})
@@ -49,7 +53,7 @@ pick = min(best, key=best.get)
 print("picked", pick)
 export_student(f"/tmp/runs/{pick}/best.pt", "/tmp/student")
 model, vocab = load_student("/tmp/student")
-import os; data = PackedData.load(os.environ["REPO"] + "/runs/gpu/codes.npz")
+import os; data = PackedData.load(os.environ["DATA"])
 torch.set_num_threads(1)
 tok, audio_s, gen_s = Tokenizer(vocab), 0.0, 0.0
 for i in data.indices("valid")[:20]:
