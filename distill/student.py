@@ -7,7 +7,10 @@ One sequence per dialogue turn (``student_data.py`` builds it):
 
 Every position carries up to ``K_in`` input ids into one shared embedding table
 (unused channels hold ``null_id``, whose row is zero), so user frames, text
-tokens and delayed audio frames all enter through one gather and a sum.
+tokens and delayed audio frames all enter through one gather and a sum. With
+``user_latent_dim`` set, user codes instead enter as the codec's latent: the
+codec's codebook vectors (a frozen buffer, ``set_user_codebooks``), summed over
+the ``K_in`` codebooks and projected to the model width.
 Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
 code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
 user-frame positions; an auxiliary loss that teaches recognition).
@@ -223,6 +226,11 @@ class Student(nn.Module):
         self.text_head = nn.Linear(c.d_model, c.text_vocab, bias=False)
         self.audio_head = nn.Linear(c.d_model, c.k_out * (CODEBOOK_SIZE + 1), bias=False)
         self.ctc_head = nn.Linear(c.d_model, c.ctc_vocab)
+        self.user_proj = None
+        if c.user_latent_dim:
+            self.register_buffer("user_codebooks",
+                                 torch.zeros(c.k_in * CODEBOOK_SIZE, c.user_latent_dim))
+            self.user_proj = nn.Linear(c.user_latent_dim, c.d_model, bias=False)
         cos, sin = rotary_tables(c)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -240,6 +248,26 @@ class Student(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
             with torch.no_grad():
                 module.weight[self.config.null_id].zero_()
+
+    def set_user_codebooks(self, codec) -> None:
+        """Copy the first ``K_in`` codebooks of ``codec`` (a ``NeuralCodec``) into the
+        user-latent buffer; it is saved with the model from then on."""
+        layers = codec.quantizer.vq.layers[:self.config.k_in]
+        books = torch.cat([layer._codebook.embed.detach() for layer in layers])
+        if books.shape != self.user_codebooks.shape:
+            raise ValueError(f"the codec's codebooks are {tuple(books.shape)}, the student "
+                             f"expects {tuple(self.user_codebooks.shape)}")
+        self.user_codebooks.copy_(books)
+
+    def embed_inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids [B, T, K_in]`` -> ``[B, T, d_model]``: the sum of each position's inputs."""
+        x = self.embed(ids)
+        if self.user_proj is None:
+            return x.sum(dim=2)
+        user = ids < self.config.text_offset  # [B, T, K_in]
+        latent = self.user_codebooks[ids.clamp(max=self.config.text_offset - 1)]
+        latent = (latent * user[..., None]).sum(dim=2)  # [B, T, D]
+        return x.masked_fill(user[..., None], 0.0).sum(dim=2) + self.user_proj(latent)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | KVCacheRows | None = None,
                 n_new: torch.Tensor | None = None,
@@ -265,7 +293,7 @@ class Student(nn.Module):
         if cache is not None:
             key_pos = torch.arange(int(positions.max()) + 1, device=ids.device)
             mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, S]
-        x = self.embed(ids).sum(dim=2)
+        x = self.embed_inputs(ids)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, layer, cache, positions, mask)
         if cache is not None:

@@ -23,6 +23,10 @@ class StudentConfig:
     max_len: int = field(default=640, metadata={"help": "longest sequence (positions)"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in training"})
     rope_theta: float = field(default=10000.0, metadata={"help": "rotary base"})
+    user_latent_dim: int = field(default=0, metadata={
+        "help": "0: user frames enter as learned code embeddings; D: as the codec's own "
+                "frozen codebook vectors (dimension D) summed and projected, so sounds the "
+                "codec finds alike start close (generalizes far better on little data)"})
 
     @property
     def head_dim(self) -> int:

@@ -146,9 +146,17 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
                      ctc_vocab=len(data.vocab["ctc"]))
     torch.manual_seed(settings.seed)
-    student = Student(config).to(device).train()
+    student = Student(config)
     if init is not None:
         student.load_state_dict(init.state_dict())
+    elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)
+        from voxloop.codecs.registry import load_codec
+
+        if "codec" not in data.vocab:
+            raise VoxloopError(f"{settings.data} names no codec, which --student-user-latent-dim "
+                               "needs: pack it with `voxloop distill pack`")
+        student.set_user_codebooks(load_codec(data.vocab["codec"]["name"]))
+    student = student.to(device).train()
     decay = [p for p in student.parameters() if p.dim() >= 2]
     no_decay = [p for p in student.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(

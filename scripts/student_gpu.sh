@@ -17,7 +17,7 @@ DATA=$(realpath "${DATA:-runs/gpu/codes.npz}")
 OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
 PKG=/tmp/pkg; rm -rf $PKG; mkdir -p $PKG/voxloop
 cp -r voxloop/* $PKG/voxloop/ && cp -r distill $PKG/voxloop/distill && cp -r codecs $PKG/voxloop/codecs
-export PYTHONPATH=$PKG PYTHONUNBUFFERED=1 DATA
+export PYTHONPATH=$PKG PYTHONUNBUFFERED=1 DATA VOXLOOP_MODELS=$(pwd)/models
 PY=${PY:-python3}; export REPO=$(pwd); cd /tmp
 train() {  # name, then StudentTrainSettings / StudentConfig overrides as python kwargs
   $PY - "$1" "$2" "$3" <<PYEOF > "$OUT/train-$1.log" 2>&1

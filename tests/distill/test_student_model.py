@@ -149,3 +149,29 @@ def test_bundled_student_loads_and_streams_the_same_in_chunks():
     chunked = generate(model, Tokenizer(vocab), user, options, chunk_frames=7)
     assert whole.text_ids == chunked.text_ids and whole.text
     assert np.array_equal(whole.codes, chunked.codes) and whole.codes.shape[1] > 0
+
+
+def test_user_frames_can_enter_as_the_codec_latent(tmp_path):
+    """With ``user_latent_dim`` the user codes are read through the codec's codebooks
+    (a saved buffer); streaming still equals the full pass."""
+    from voxloop.codecs.config import CodecConfig
+    from voxloop.codecs.registry import random_codec
+
+    model, data = _model(user_latent_dim=128)
+    codec = random_codec(CodecConfig())
+    ids = make_batch(model.config, data, np.array([1]), None, np.random.default_rng(0)).ids[0]
+    with torch.no_grad():
+        before = model(ids[None]).text
+        model.set_user_codebooks(codec)
+        after = model(ids[None]).text
+        assert not torch.allclose(before, after)  # the codebooks are what the user side reads
+        embeds = [layer._codebook.embed for layer in codec.quantizer.vq.layers]
+        assert torch.equal(model.user_codebooks[1024 * 3 + 7], embeds[3][7])
+        model.embed.weight[:model.config.text_offset].normal_()  # learned user rows: unused
+        assert torch.allclose(model(ids[None]).text, after)
+        n_user = data.user(1).shape[1]
+        full, pieces = _full_and_chunked(model, ids, [3, n_user - 3] + [1] * (len(ids) - n_user))
+    streamed = torch.cat([p.audio for p in pieces], dim=1)
+    assert torch.allclose(streamed, full.audio, atol=1e-4)
+    loaded, _ = load_student(save_student(model, data.vocab, tmp_path / "student"))
+    assert torch.equal(loaded.user_codebooks, model.user_codebooks.half().float())

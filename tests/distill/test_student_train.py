@@ -160,3 +160,16 @@ def test_corpus_questions_become_training_turns(tmp_path):
     assert turn.user_codes.shape == (8, 38)  # 1.5 s at 25 Hz, the last frame zero-padded
     with pytest.raises(VoxloopError, match="voxloop codec corpus"):
         corpus_turns(tmp_path, AnswerCodes(tmp_path, "voxloop-codec-16k", [paris]))
+
+
+def test_training_with_the_codec_latent_reads_the_data_codec(tmp_path):
+    from voxloop.codecs.registry import load_codec
+
+    data = tiny_packed(tiny_examples(4))
+    with pytest.raises(VoxloopError, match="names no codec"):
+        train(_settings(tmp_path / "a", steps=1), tiny_config(user_latent_dim=128), data=data)
+    data.vocab = {**data.vocab, "codec": {"name": "voxloop-codec-16k"}}
+    out = train(_settings(tmp_path / "b", steps=2), tiny_config(user_latent_dim=128), data=data)
+    books = torch.load(out / "checkpoint.pt", weights_only=False)["model"]["user_codebooks"]
+    codec = load_codec("voxloop-codec-16k")
+    assert torch.equal(books[:1024], codec.quantizer.vq.layers[0]._codebook.embed)
