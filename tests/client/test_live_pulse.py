@@ -18,6 +18,7 @@ from tests.client import pulse
 from tests.client.live_run import LiveRun
 from voxloop.audio import write_wav
 from voxloop.client.echo import dbfs
+from voxloop.distill.domain.text import normalize
 
 pytestmark = [pytest.mark.slow, pulse.needs_pulseaudio]
 
@@ -63,7 +64,7 @@ def test_spoken_question_is_answered_through_the_speaker(pa, server, whisper, qu
           f"{stats['underruns']}, device latency {stats['device_latency_ms']}; "
           f"speaker heard: {text!r}")
     assert "spider" in turn["user"].lower()
-    assert "eight" in text.lower() and turn["status"] == "completed"
+    assert "8" in normalize(text).split() and turn["status"] == "completed"  # "eight" or "8"
     assert 250 < turn["latency_ms"] < 30_000
     assert stats["barge_ins"] == 0 and stats["underruns"] == 0
 
