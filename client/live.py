@@ -107,8 +107,11 @@ class LiveClient:
         while True:
             attempt += 1
             try:
+                # close_timeout: a busy server must not hold up Ctrl-C for the default
+                # 10 s close handshake
                 async with websockets.connect(self.url, additional_headers=headers,
-                                              max_size=2**24, open_timeout=5) as ws:
+                                              max_size=2**24, open_timeout=5,
+                                              close_timeout=1) as ws:
                     wait_s, attempt = self.settings.reconnect_first_s, 0
                     await self._converse(ws)
                 reason = "the server closed the connection"
