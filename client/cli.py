@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import time
 
 from voxloop.client.audio_io import AudioSettings
@@ -79,6 +80,9 @@ def run_live(args: argparse.Namespace) -> int:
     from voxloop.client.view import RichView, make_view
 
     started_s = time.perf_counter()
+    # Ctrl-C ends the client even when it was started in the background of a script,
+    # where the shell hands it SIGINT ignored (and Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     audio, echo, jitter, live = (settings_from_args(cls, args) for cls in LIVE_SETTINGS)
     client = LiveClient(args.url, args.api_key, audio, echo, jitter, live)
     view = make_view(live.view)

@@ -12,14 +12,22 @@ import time
 from pathlib import Path
 
 
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LiveRun:
+    """The client is started the way a script's ``cmd &`` starts it, with SIGINT ignored
+    (as CI may start the tests): its Ctrl-C must still work, and ``stop`` checks that."""
+
     def __init__(self, url: str, env: dict, folder: Path, *args: str) -> None:
         self.stats_path = folder / f"stats-{time.monotonic_ns()}.json"
         self.started_s = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxloop", "client", "--url", url, "--view", "plain",
              "--stats-json", str(self.stats_path), *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            preexec_fn=_sigint_ignored)
         self.lines: list[tuple[float, str]] = []  # (perf_counter, line)
         self._new = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
