@@ -35,8 +35,9 @@ class AnswerCodes:
         from voxloop.distill.synth import AnswerCache
 
         self.codes = {e.answer_text: e.answer_codes for e in examples}
-        self.cache, self.codec_name, self._runner = AnswerCache(Path(folder) / "answers"), \
-            codec_name, None
+        self.cache = AnswerCache(Path(folder) / "answers")
+        self.codec_name = codec_name
+        self._runner = None
 
     def __call__(self, text: str) -> np.ndarray:
         if text not in self.codes:
