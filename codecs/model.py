@@ -73,11 +73,17 @@ class NeuralCodec(nn.Module):
         codes = torch.stack(codes, dim=1).view(latent.shape[0], latent.shape[2], -1)
         return codes.transpose(1, 2).contiguous()
 
+    def codebook_vectors(self, k: int | None = None) -> list[Tensor]:
+        """The first ``k`` (default: all) codebooks, each ``[N, D]``: the quantizer's own
+        tensors (training updates them in place; detach to keep a copy)."""
+        layers = self.quantizer.vq.layers[:self.num_codebooks if k is None else k]
+        return [layer._codebook.embed for layer in layers]
+
     def _codebooks(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per stage: codebook ``[N, D]``, its transpose ``[D, N]`` and minus half its
         squared norms ``[1, N]``; cached until a codebook changes (training updates
         them in place)."""
-        embeds = [layer._codebook.embed for layer in self.quantizer.vq.layers[:self.num_codebooks]]
+        embeds = self.codebook_vectors()
         key = tuple((e.data_ptr(), e._version) for e in embeds)
         if getattr(self, "_codebook_key", None) != key:
             with torch.no_grad():
@@ -90,8 +96,8 @@ class NeuralCodec(nn.Module):
     def dequantize(self, codes: Tensor) -> Tensor:
         """``[B, K, F]`` codes (K may be fewer than num_codebooks) -> ``[B, D, F]``."""
         out = None
-        for k, layer in enumerate(self.quantizer.vq.layers[:codes.shape[1]]):
-            part = nn.functional.embedding(codes[:, k], layer._codebook.embed)  # [B, F, D]
+        for k, embed in enumerate(self.codebook_vectors(codes.shape[1])):
+            part = nn.functional.embedding(codes[:, k], embed)  # [B, F, D]
             out = part if out is None else out + part
         if out is None:
             return codes.new_zeros(codes.shape[0], self.config.dimension, codes.shape[2],

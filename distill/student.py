@@ -252,8 +252,7 @@ class Student(nn.Module):
     def set_user_codebooks(self, codec) -> None:
         """Copy the first ``K_in`` codebooks of ``codec`` (a ``NeuralCodec``) into the
         user-latent buffer; it is saved with the model from then on."""
-        layers = codec.quantizer.vq.layers[:self.config.k_in]
-        books = torch.cat([layer._codebook.embed.detach() for layer in layers])
+        books = torch.cat(codec.codebook_vectors(self.config.k_in)).detach()
         if books.shape != self.user_codebooks.shape:
             raise ValueError(f"the codec's codebooks are {tuple(books.shape)}, the student "
                              f"expects {tuple(self.user_codebooks.shape)}")

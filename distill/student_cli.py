@@ -6,6 +6,7 @@ import argparse
 import os
 
 from voxloop.distill.student_config import (
+    TARGETS,
     StudentConfig,
     StudentEvalSettings,
     StudentTrainSettings,
@@ -26,7 +27,7 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("npz", help="output file")
     p.add_argument("--valid-every", type=int, default=0, help="while the dataset has no valid "
                    "split yet, use every Nth training turn as valid (0: never)")
-    p.add_argument("--targets", choices=("teacher", "intended"), default="teacher",
+    p.add_argument("--targets", choices=TARGETS, default="teacher",
                    help="answer to train on: what the cascade said, or what the prompt asked "
                    "for (the scripted teacher's answer to the prompt as written)")
     p.add_argument("--corpus", metavar="CORPUS_DIR", help="with --targets intended: also "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CODEBOOK_SIZE = 1024
+TARGETS = ("teacher", "intended")  # what the student learns to answer (distill/targets.py)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from voxloop.distill.student import AUDIO_SPECIAL, CODEBOOK_SIZE, StudentConfig
+from voxloop.distill.student_config import TARGETS
 from voxloop.distill.student_text import EOT, SEP
 
 IGNORE = -100
@@ -143,7 +144,6 @@ class PackedData:
               "text_offsets", "ctc_ids", "ctc_offsets", "split", "id", "intent", "user_voice",
               "asr_text", "answer_text", "prompt_text", "silence_codes", "teacher_text",
               "intended_text")
-    TARGETS = ("teacher", "intended")
 
     def __init__(self, arrays: dict[str, np.ndarray], vocab: dict) -> None:
         arrays = {"teacher_text": arrays["answer_text"],  # packs made before these existed
@@ -284,8 +284,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     from voxloop.distill.student_text import Tokenizer, build_vocab
     from voxloop.errors import VoxloopError
 
-    if targets not in PackedData.TARGETS:
-        raise VoxloopError(f"targets must be one of {PackedData.TARGETS}, not {targets!r}")
+    if targets not in TARGETS:
+        raise VoxloopError(f"targets must be one of {TARGETS}, not {targets!r}")
     if corpus and targets != "intended":
         raise VoxloopError("corpus turns have no teacher answer: use them with intended targets")
     manifest = load_manifest(folder)

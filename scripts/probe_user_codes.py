@@ -108,8 +108,7 @@ def main() -> None:
     torch.set_num_threads(2)
     data = PackedData.load(args.packed)
     codec = load_codec(args.codec)
-    books = torch.stack([layer._codebook.embed.detach()
-                         for layer in codec.quantizer.vq.layers[:args.codebooks]])
+    books = torch.stack(codec.codebook_vectors(args.codebooks)).detach()
     words = data.vocab["ctc"]
     splits = {s: data.indices(s) for s in ("valid", "heldout_voice", "heldout_phrasing")}
     results = {}
