@@ -146,6 +146,16 @@ async def connect(url: str, beta: bool = False, **kwargs) -> Client:
     return Client(ws, beta)
 
 
+async def connect_manual(url: str) -> Client:
+    """A session with turn detection off (manual turns), past ``session.updated``."""
+    client = await connect(url)
+    await client.recv()  # session.created
+    await client.send({"type": "session.update", "session": {"audio": {"input": {
+        "turn_detection": None}}}})
+    await client.until("session.updated")
+    return client
+
+
 async def handshake(url: str, headers: dict | None = None,
                     subprotocols=None) -> tuple[int, str]:
     """(HTTP status, body) of a websocket handshake; 101 when it was accepted."""

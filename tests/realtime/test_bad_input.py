@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import websockets
 
-from tests.realtime.conftest import append_event, connect, handshake, silence
+from tests.realtime.conftest import append_event, connect, connect_manual, handshake, silence
 
 BAD_EVENTS = [  # (raw text, expected error code)
     ("{not json", "invalid_json"),
@@ -78,11 +78,7 @@ def test_oversized_message_and_buffer_cap(make_server):
     server = make_server(max_message_kb=64, max_buffer_s=1.0)
 
     async def run():
-        client = await connect(server.url)
-        await client.recv()
-        await client.send({"type": "session.update", "session": {"audio": {"input": {
-            "turn_detection": None}}}})
-        await client.until("session.updated")
+        client = await connect_manual(server.url)
         await client.send({"type": "input_audio_buffer.append", "event_id": "big",
                            "audio": "A" * (100 * 1024)})
         too_big = await client.until("error")

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import websockets
 
-from tests.realtime.conftest import append_event, handshake
+from tests.realtime.conftest import append_event, connect_manual, handshake
 from tests.reliability.conftest import connect, metrics, silence
 
 KEY = "s3cret-key"
@@ -101,11 +101,7 @@ def test_input_audio_cap_with_and_without_vad(make_server):
     noise = (np.random.default_rng(0).standard_normal(int(2.5 * 24000)) * 0.3).astype(np.float32)
 
     async def run():
-        manual = await connect(server.url)
-        await manual.recv()
-        await manual.send({"type": "session.update", "session": {"audio": {"input": {
-            "turn_detection": None}}}})
-        await manual.until("session.updated")
+        manual = await connect_manual(server.url)
         for chunk in np.array_split(silence(1.5), 3):
             await manual.send(append_event(chunk))
         full = await manual.until("error")
