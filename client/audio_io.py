@@ -20,7 +20,7 @@ import numpy as np
 
 from voxloop.client.devices import resolve_device, sounddevice
 from voxloop.client.jitter import JitterBuffer
-from voxloop.realtime.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
 
 
 @dataclass(frozen=True)

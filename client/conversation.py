@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxloop.client.jitter import JitterBuffer
-from voxloop.realtime.protocol import AUDIO_RATE_HZ, ga_type
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, ga_type
 
 DEFAULT_SILENCE_MS = 500  # OpenAI's; replaced by what the server's session says
 DEFAULT_PREFIX_MS = 300

@@ -8,7 +8,7 @@ needed channels is a :class:`VoxloopError` that says what exists.
 from __future__ import annotations
 
 from voxloop.errors import VoxloopError
-from voxloop.realtime.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
 
 HINT = "run `voxloop client --list-devices` to see them"
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxloop.errors import VoxloopError
-from voxloop.realtime.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
 
 MODES = ("auto", "aec", "duck", "off")
 SILENT_DBFS = -60.0

@@ -18,7 +18,7 @@ import numpy as np
 
 from voxloop.audio import float_to_pcm16, pcm16_to_float, read_wav, resample, write_wav
 from voxloop.errors import VoxloopError
-from voxloop.realtime.protocol import AUDIO_RATE_HZ, ga_type
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, ga_type
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voxloop.realtime.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig, CodecTrainSettings
+from voxloop.codecs.config import CodecConfig, CodecTrainSettings
+from voxloop.models import DEFAULT_CODEC
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
 
-CODEC_HELP = "Neural audio codec: encode, decode, build a corpus, train, evaluate."
+CODEC_HELP = "Neural audio codec: encode, decode, train."
 CODEC_EXAMPLE = "voxloop codec encode question.wav question.npz"
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-DEFAULT_CODEC = "voxloop-codec-16k"  # bundled under models/
-
 
 @dataclass(frozen=True)
 class CodecConfig:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
-from voxloop.codecs.config import DEFAULT_CODEC, CodecConfig
+from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.io import load_codec_folder, new_codec
 from voxloop.codecs.model import NeuralCodec
 from voxloop.errors import VoxloopError
+from voxloop.models import DEFAULT_CODEC, find_model
 
 ENCODEC_24KHZ = "encodec_24khz"
 ENCODEC_24KHZ_CONFIG = CodecConfig(
     sample_rate_hz=24000, ratios=(8, 5, 4, 2), n_filters=32, dimension=128, lstm_layers=2,
     num_codebooks=8, cardinality=1024, pad_mode="reflect", true_skip=False, kind=ENCODEC_24KHZ,
 )  # 75 Hz x 8 codebooks x 10 bits = 6 kbps
-
-
-def models_dir() -> Path:
-    """Where bundled models live: ``$VOXLOOP_MODELS`` or the repository's ``models/``."""
-    return Path(os.environ.get("VOXLOOP_MODELS", Path(__file__).resolve().parents[1] / "models"))
 
 
 def wrap_encodec(model) -> NeuralCodec:
@@ -59,15 +54,8 @@ def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
     inference (weight norm folded: use ``load_codec_folder`` for a codec to train)."""
     if name_or_dir == ENCODEC_24KHZ:
         return load_encodec_24khz().fold_weight_norm()
-    path = Path(name_or_dir)
-    if path.is_dir():
-        return load_codec_folder(path).fold_weight_norm()
-    bundled = models_dir() / name_or_dir
-    if bundled.is_dir():
-        return load_codec_folder(bundled).fold_weight_norm()
-    known = sorted(p.name for p in models_dir().glob("*") if (p / "config.json").is_file())
-    raise VoxloopError(f"unknown codec {name_or_dir!r}: give a codec folder, "
-                       f"{ENCODEC_24KHZ}, or one of the bundled models {known}")
+    folder = find_model(name_or_dir, f"codec (or {ENCODEC_24KHZ})", marker="model.safetensors")
+    return load_codec_folder(folder).fold_weight_norm()
 
 
 def random_codec(config: CodecConfig) -> NeuralCodec:

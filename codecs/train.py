@@ -47,7 +47,7 @@ def load_split(corpus: Path, split: str) -> list[torch.Tensor]:
     files = sorted((corpus / split).glob("*.wav"))
     if not files:
         raise VoxloopError(f"no {split} wavs under {corpus}: build the corpus first with "
-                           "`voxloop codec corpus`")
+                           "`voxloop distill corpus`")
     return [torch.from_numpy(read_wav(f)[0]) for f in files]
 
 

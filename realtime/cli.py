@@ -9,10 +9,10 @@ import os
 import time
 from dataclasses import replace
 
-from voxloop.distill.asr import ASRSettings
-from voxloop.distill.llm import LLMSettings
-from voxloop.realtime.cascade_engine import CascadeSettings
-from voxloop.realtime.native_engine import NativeSettings
+from voxloop.distill.teachers.asr import ASRSettings
+from voxloop.distill.teachers.llm import LLMSettings
+from voxloop.realtime.engines.cascade import CascadeSettings
+from voxloop.realtime.engines.native import NativeSettings
 from voxloop.realtime.server import ServerSettings
 from voxloop.settings import add_command, add_settings, settings_from_args
 
@@ -37,13 +37,13 @@ def register(subparsers, groups: dict) -> None:
 def load_engine(name: str, args: argparse.Namespace):
     """Build the engine called ``name`` from the command line's settings."""
     if name == "native":
-        from voxloop.realtime.native_engine import NativeEngine
+        from voxloop.realtime.engines.native import NativeEngine
 
         native = settings_from_args(NativeSettings, args)
         # a slot per session, and a few for manual commits and transcriptions
         slots = max(native.slots, settings_from_args(ServerSettings, args).max_sessions + 4)
         return NativeEngine(replace(native, slots=slots))
-    from voxloop.realtime.cascade_engine import CascadeEngine
+    from voxloop.realtime.engines.cascade import CascadeEngine
 
     return CascadeEngine(settings_from_args(CascadeSettings, args),
                          settings_from_args(ASRSettings, args),

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from voxloop.audio import float_to_pcm16
-from voxloop.realtime.engine import Engine, EngineOutput, Turn
-from voxloop.realtime.items import Item
+from voxloop.realtime.engines.base import Engine, EngineOutput, Turn
 from voxloop.realtime.outbox import Outbox
-from voxloop.realtime.protocol import encode_audio, error_event, new_id, pcm_format
+from voxloop.realtime.wire.items import Item
+from voxloop.realtime.wire.protocol import encode_audio, error_event, new_id, pcm_format
 
 log = logging.getLogger("voxloop.realtime")
 _DONE = object()

@@ -22,10 +22,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from voxloop.realtime.engine import Engine
+from voxloop.realtime.engines.base import Engine
 from voxloop.realtime.metrics import ServerMetrics
 from voxloop.realtime.outbox import Outbox
-from voxloop.realtime.protocol import (
+from voxloop.realtime.session import Session, SessionLimits
+from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.protocol import (
     API_KEY_SUBPROTOCOL,
     BETA_HEADER,
     BETA_VALUE,
@@ -34,9 +36,7 @@ from voxloop.realtime.protocol import (
     parse_client_event,
     wire_type,
 )
-from voxloop.realtime.session import Session, SessionLimits
-from voxloop.realtime.session_config import SessionConfig, TurnDetection
-from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.session_config import SessionConfig, TurnDetection
 
 log = logging.getLogger("voxloop.realtime")
 REALTIME_PATH = "/v1/realtime"

@@ -15,10 +15,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from voxloop.audio import pcm16_to_float
-from voxloop.realtime.engine import Engine, Listener, Turn
-from voxloop.realtime.items import Item, item_from_client
+from voxloop.realtime.engines.base import Engine, Listener, Turn
 from voxloop.realtime.outbox import Outbox
-from voxloop.realtime.protocol import (
+from voxloop.realtime.response import ResponseRun
+from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.items import Item, item_from_client
+from voxloop.realtime.wire.protocol import (
     AUDIO_RATE_HZ,
     BYTES_PER_MS,
     BYTES_PER_SAMPLE,
@@ -27,9 +29,7 @@ from voxloop.realtime.protocol import (
     decode_audio,
     new_id,
 )
-from voxloop.realtime.response import ResponseRun
-from voxloop.realtime.session_config import SessionConfig
-from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.session_config import SessionConfig
 
 log = logging.getLogger("voxloop.realtime")
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed

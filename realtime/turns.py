@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxloop.audio import StreamingResampler
-from voxloop.realtime.protocol import AUDIO_RATE_HZ
-from voxloop.realtime.session_config import TurnDetection
 from voxloop.realtime.vad import VAD_RATE_HZ, WINDOW_SAMPLES, SileroVAD, VADState
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.session_config import TurnDetection
 
 WINDOW_MS = WINDOW_SAMPLES * 1000 // VAD_RATE_HZ  # 32
 END_MARGIN = 0.15  # speech ends below threshold - margin (silero's hysteresis)

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxloop.distill.metrics import word_error_rate
-from voxloop.distill.student_data import PackedData
+from voxloop.distill.evals.metrics import word_error_rate
+from voxloop.distill.student.pack import PackedData
 
 
 class Probe(nn.Module):

@@ -22,8 +22,8 @@ PY=${PY:-python3}; export REPO=$(pwd); cd /tmp
 train() {  # name, then StudentTrainSettings / StudentConfig overrides as python kwargs
   $PY - "$1" "$2" "$3" <<PYEOF > "$OUT/train-$1.log" 2>&1
 import sys
-from voxloop.distill.student_config import StudentConfig, StudentTrainSettings
-from voxloop.distill.train_student import train
+from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
+from voxloop.distill.student.train import train
 name, train_kw, model_kw = sys.argv[1], eval(sys.argv[2]), eval(sys.argv[3])
 kw = dict(data="$DATA", out=f"/tmp/runs/{name}", steps=$STEPS,
                          batch_size=64, max_minutes=$MINUTES, device="$DEVICE", threads=2,
@@ -38,11 +38,11 @@ train c "dict(weight_decay=0.2)" "dict(dropout=0.3, k_in=4)" &
 wait
 $PY - <<'PYEOF' | tee "$OUT/summary.txt"
 import torch, json, time, numpy as np
-from voxloop.distill.train_student import export_student
-from voxloop.distill.student import load_student
-from voxloop.distill.student_data import PackedData
-from voxloop.distill.student_text import Tokenizer
-from voxloop.distill.generate import generate
+from voxloop.distill.student.train import export_student
+from voxloop.distill.student.model import load_student
+from voxloop.distill.student.pack import PackedData
+from voxloop.distill.student.vocab import Tokenizer
+from voxloop.distill.student.generate import generate
 best = {}
 for name in "abc":
     st = torch.load(f"/tmp/runs/{name}/best.pt", map_location="cpu", weights_only=False)

@@ -7,13 +7,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def whisper():
-    from voxloop.distill.asr import load_asr
+    from voxloop.distill.teachers.asr import load_asr
 
     return load_asr()
 
 
 @pytest.fixture(scope="session")
 def assistant():
-    from voxloop.distill.domain.assistant import ScriptedAssistant
+    from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 
     return ScriptedAssistant()

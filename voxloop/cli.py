@@ -16,9 +16,9 @@ from voxloop import __version__
 from voxloop.errors import VoxloopError
 
 # Modules that define subcommands, in the order --help lists them.
-COMMAND_MODULES = ("voxloop.codecs.cli", "voxloop.distill.cli", "voxloop.distill.synth_cli",
-                   "voxloop.distill.student_cli",
-                   "voxloop.realtime.cli", "voxloop.realtime.bench_cli", "voxloop.client.cli")
+COMMAND_MODULES = ("voxloop.codecs.cli", "voxloop.distill.teachers.cli", "voxloop.distill.data.cli",
+                   "voxloop.distill.student.cli", "voxloop.distill.evals.cli",
+                   "voxloop.realtime.cli", "voxloop.bench.cli", "voxloop.client.cli")
 
 EPILOG = """examples:
   voxloop tts --list-voices

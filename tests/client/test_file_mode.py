@@ -10,14 +10,14 @@ import pytest
 
 from voxloop.audio import write_wav
 from voxloop.client.files import speak_file, speech_end_sample
-from voxloop.distill.domain.text import normalize
+from voxloop.distill.teachers.domain.text import normalize
 from voxloop.errors import VoxloopError
 
 pytestmark = pytest.mark.slow
 
 
 def test_file_turn_answers_and_measures_latency(server, whisper, tmp_path):
-    from voxloop.distill.tts import synthesize
+    from voxloop.distill.teachers.tts import synthesize
 
     samples, rate_hz = synthesize("How many legs does a spider have?", "flite:slt")
     write_wav(tmp_path / "q.wav", samples, rate_hz)

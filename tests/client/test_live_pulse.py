@@ -18,7 +18,7 @@ from tests.client import pulse
 from tests.client.live_run import LiveRun
 from voxloop.audio import write_wav
 from voxloop.client.echo import dbfs
-from voxloop.distill.domain.text import normalize
+from voxloop.distill.teachers.domain.text import normalize
 
 pytestmark = [pytest.mark.slow, pulse.needs_pulseaudio]
 
@@ -28,7 +28,7 @@ ECHO_GAIN_DB = -6.0  # speaker -> mic coupling: laptop speakers next to the mic
 @pytest.fixture(scope="module")
 def question(tmp_path_factory):
     """Spoken questions as wav files, made once per module."""
-    from voxloop.distill.tts import synthesize
+    from voxloop.distill.teachers.tts import synthesize
 
     folder, made = tmp_path_factory.mktemp("questions"), {}
 

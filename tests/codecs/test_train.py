@@ -79,7 +79,7 @@ def test_changed_config_refuses_to_resume(corpus, tmp_path):
 
 
 def test_missing_corpus_says_how_to_build_it(tmp_path):
-    with pytest.raises(VoxloopError, match="voxloop codec corpus"):
+    with pytest.raises(VoxloopError, match="voxloop distill corpus"):
         train(_settings(tmp_path / "nothing", tmp_path / "run", 2), TINY)
 
 

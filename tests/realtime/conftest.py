@@ -22,7 +22,7 @@ CHUNK_MS = 40
 
 @pytest.fixture(scope="session")
 def cascade_engine():
-    from voxloop.realtime.cascade_engine import CascadeEngine
+    from voxloop.realtime.engines.cascade import CascadeEngine
 
     engine = CascadeEngine()
     engine.warm_up()
@@ -31,7 +31,7 @@ def cascade_engine():
 
 @pytest.fixture(scope="session")
 def native_engine():
-    from voxloop.realtime.native_engine import NativeEngine
+    from voxloop.realtime.engines.native import NativeEngine
 
     engine = NativeEngine()
     engine.warm_up()
@@ -169,7 +169,7 @@ async def handshake(url: str, headers: dict | None = None,
 
 
 def speech_24k(text: str, voice: str = "festival:slt-hts") -> np.ndarray:
-    from voxloop.distill.tts import synthesize
+    from voxloop.distill.teachers.tts import synthesize
 
     samples, rate_hz = synthesize(text, voice)
     return resample(samples, rate_hz, RATE_HZ)

@@ -23,7 +23,7 @@ QUESTION = "What is the capital of France?"
 
 
 def heard(whisper, samples_24k: np.ndarray) -> str:
-    from voxloop.distill.domain.text import normalize
+    from voxloop.distill.teachers.domain.text import normalize
 
     return normalize(whisper.transcribe(samples_24k, RATE_HZ))  # "seven" and "7" both -> "7"
 

@@ -9,17 +9,17 @@ import pytest
 
 from tests.realtime.conftest import RATE_HZ, silence, speech_24k
 from voxloop.audio import StreamingResampler
-from voxloop.realtime.items import Item
 from voxloop.realtime.outbox import Outbox
-from voxloop.realtime.protocol import (
+from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.items import Item
+from voxloop.realtime.wire.protocol import (
     ProtocolError,
     decode_audio,
     ga_type,
     parse_client_event,
     wire_type,
 )
-from voxloop.realtime.session_config import SessionConfig, TurnDetection
-from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.session_config import SessionConfig, TurnDetection
 
 
 def test_beta_names_round_trip():

@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from tests.codecs.test_train import write_tiny_corpus
-from tests.distill.test_synth import TINY, cli_args, comparable
+from tests.distill.data.test_synth import TINY, cli_args, comparable
 from tests.reliability.conftest import ROOT
 
 pytestmark = pytest.mark.reliability_slow
@@ -90,7 +90,7 @@ def shard_count(folder: Path) -> int:
 
 
 def test_distill_synth_killed_at_random_points(tmp_path):
-    from voxloop.distill.dataset import load_manifest
+    from voxloop.distill.data.dataset import load_manifest
 
     rng = seeded()
     ref, killed = tmp_path / "ref", tmp_path / "killed"
@@ -139,7 +139,7 @@ def assert_same_state(a, b, where: str = "") -> None:
 
 
 def test_distill_train_killed_at_random_points(tmp_path):
-    from tests.distill.student_fixtures import tiny_examples, tiny_packed
+    from tests.distill.student.fixtures import tiny_examples, tiny_packed
 
     rng = seeded()
     data = tmp_path / "codes.npz"

@@ -1,0 +1,39 @@
+"""``voxloop bench latency``: voice-to-voice latency of the engines, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from voxloop.bench.latency import LatencyBenchSettings
+from voxloop.settings import add_command, add_settings, command_group, settings_from_args
+
+
+def register(subparsers, groups: dict) -> None:
+    group = command_group(subparsers, groups, "bench", "Benchmarks that print and save "
+                          "their measurements.", "voxloop bench latency")
+    p = add_command(group, "latency", "Voice-to-voice latency over the websocket, as a client "
+                    "hears it: engines side by side, 1..N concurrent sessions, barge-in stop "
+                    "time and playback underruns. Writes latency.json and latency.png.",
+                    "voxloop bench latency --engines native cascade --sessions 1 2 4 8")
+    add_settings(p, LatencyBenchSettings)
+    p.set_defaults(run=run_latency)
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    from voxloop.bench.latency import records_json, run_latency_bench
+    from voxloop.bench.report import table, write_report
+
+    settings = settings_from_args(LatencyBenchSettings, args)
+    # SIGTERM unwinds like Ctrl-C, so the servers it started are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    print(f"VAD: server_vad threshold {settings.threshold}, silence_duration_ms "
+          f"{settings.silence_duration_ms}; appends of {settings.chunk_ms} ms at real-time pace")
+    records = records_json(run_latency_bench(settings))
+    summary = write_report(records, asdict(settings), Path(settings.out))
+    print(table(summary))
+    print(f"wrote {settings.out}/latency.json and latency.png")
+    return 0

@@ -1,0 +1,286 @@
+"""Voice-to-voice latency as a client sees it, for several engines and session counts.
+
+For each engine a ``voxloop serve`` process is started; for each session count
+``n``, ``n`` clients connect at once and each speaks held-out questions (voices
+and phrasings the student never trained on) at real-time pace in
+``chunk_ms`` appends, followed by silence, exactly as a microphone would.
+Measured per turn:
+
+- ``latency_ms``: arrival of the first answer audio - the end of the user's
+  speech (the last loud sample of the clean utterance, known to the sender);
+- ``engine_ms``: arrival of ``speech_stopped`` (the end-of-turn decision) ->
+  arrival of the first answer audio;
+- ``underruns``: a simulated player starts ``jitter_ms`` after the first answer
+  audio and plays in real time; each time it runs dry before ``response.done`` is
+  one underrun;
+- ``barge_in_ms`` (one more turn per session, ``kind="barge_in"``: a question with a
+  long answer, talked over half a second after the answer starts arriving): onset of
+  the interrupting speech -> arrival of the answer's last delta (0 if none came after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from voxloop.client.files import append_event, paced_chunks, speech_end_sample
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, BYTES_PER_MS, ga_type
+
+ENGINE_ARGS = {
+    "native": ["--engine", "native"],
+    "native-nospec": ["--engine", "native", "--no-native-speculative"],
+    "cascade": ["--engine", "cascade"],
+}
+# the barge-in turn: a question with a long answer, then talking over it
+LONG_ANSWER = ("what can you do", "flite:rms")
+INTERRUPTION = ("wait, stop please, I have another question", "festival:slt-hts")
+
+
+@dataclass(frozen=True)
+class LatencyBenchSettings:
+    engines: tuple[str, ...] = field(default=("native", "native-nospec", "cascade"), metadata={
+        "help": f"engines to compare, in one run: {', '.join(ENGINE_ARGS)}"})
+    sessions: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata={
+        "help": "concurrent session counts"})
+    turns: int = field(default=3, metadata={"help": "questions per session per count"})
+    chunk_ms: int = field(default=20, metadata={"help": "audio per append, as a microphone"})
+    silence_duration_ms: int = field(default=300, metadata={
+        "help": "server_vad silence_duration_ms (the end-of-turn wait)"})
+    threshold: float = field(default=0.5, metadata={"help": "server_vad threshold"})
+    jitter_ms: int = field(default=60, metadata={
+        "help": "the simulated player's buffer before it starts (for underruns)"})
+    turn_timeout_s: float = field(default=60.0, metadata={"help": "give up on a turn after"})
+    out: str = field(default="out/bench-latency", metadata={"help": "output folder"})
+
+
+@dataclass
+class TurnRecord:
+    engine: str
+    sessions: int
+    session: int
+    question: str
+    voice: str
+    kind: str = "question"  # or "barge_in" (not held out; only its stop time is summarized)
+    latency_ms: float | None = None
+    engine_ms: float | None = None
+    barge_in_ms: float | None = None
+    underruns: int = 0
+    answer_s: float = 0.0
+    status: str = ""
+    transcript: str = ""
+
+
+@dataclass
+class _Turn:
+    """What one session sees of one turn, as it arrives."""
+
+    speech_end_s: float | None = None
+    stopped_s: float | None = None
+    first_audio_s: float | None = None
+    last_audio_s: float | None = None
+    response_id: str | None = None
+    arrivals: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds of audio)
+    transcript: str = ""
+    status: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    first_audio: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def held_out_questions(count: int) -> list[tuple[str, str, np.ndarray]]:
+    """``(text, voice, audio [T] at 24 kHz)`` of held-out questions: the dataset plan's
+    held-out voices and phrasings, alternating, synthesized now (offline TTS)."""
+    from voxloop.distill.data.plan import SynthSettings, plan
+
+    items = plan(SynthSettings())
+    by_split = [[i for i in items if i.split == s] for s in ("heldout_voice", "heldout_phrasing")]
+    pool, seen = [], set()
+    for pair in zip(*by_split, strict=False):
+        for item in pair:
+            if item.intent not in seen:
+                seen.add(item.intent)
+                pool.append(item)
+    picked = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, min(count, len(pool)))]
+    return [(i.prompt_text, i.user_voice, spoken(i.prompt_text, i.user_voice)) for i in picked]
+
+
+def spoken(text: str, voice: str) -> np.ndarray:
+    """``text`` by the TTS ``voice`` at 24 kHz, from its first loud sample on."""
+    from voxloop.audio import resample
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize(text, voice)
+    audio = resample(samples, rate_hz, AUDIO_RATE_HZ)
+    start = len(audio) - speech_end_sample(audio[::-1])
+    return audio[start:]
+
+
+def underruns(arrivals: list[tuple[float, float]], jitter_ms: int) -> int:
+    """Times a real-time player that starts ``jitter_ms`` after the first arrival runs
+    dry: ``arrivals`` is (arrival time, seconds of audio in that delta)."""
+    if not arrivals:
+        return 0
+    clock = arrivals[0][0] + jitter_ms / 1000  # when playback starts
+    played_until, count = clock, 0
+    for t, seconds in arrivals:
+        if t > played_until:  # the buffer ran dry before this delta came
+            count += played_until > clock
+            played_until = t
+        played_until += seconds
+    return count
+
+
+class _Session:
+    def __init__(self, url: str, settings: LatencyBenchSettings) -> None:
+        self.url, self.settings = url, settings
+        self.turn: _Turn | None = None
+
+    async def run(self, questions, barge_in: tuple, engine: str, sessions: int,
+                  index: int) -> list[TurnRecord]:
+        """Each question, then ``barge_in`` = (text, voice, question, interruption): the
+        question's answer is interrupted half a second after it starts arriving."""
+        import websockets
+
+        records = []
+        async with websockets.connect(self.url, max_size=2**24) as ws:
+            self.ws = ws
+            reader = asyncio.create_task(self._read())
+            await ws.send(json.dumps({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": {
+                    "type": "server_vad", "threshold": self.settings.threshold,
+                    "silence_duration_ms": self.settings.silence_duration_ms}}}}}))
+            for text, voice, audio in questions:
+                records.append(TurnRecord(engine, sessions, index, text, voice))
+                await self._turn(audio, records[-1], None)
+            text, voice, audio, interruption = barge_in
+            records.append(TurnRecord(engine, sessions, index, text, voice, "barge_in"))
+            await self._turn(audio, records[-1], interruption)
+            reader.cancel()
+        return records
+
+    async def _turn(self, audio: np.ndarray, record: TurnRecord,
+                    interruption: np.ndarray | None) -> None:
+        turn = self.turn = _Turn()
+        end = speech_end_sample(audio)
+        tail = np.zeros(int(self.settings.turn_timeout_s * AUDIO_RATE_HZ), np.float32)
+        streamer = asyncio.create_task(self._speak(np.concatenate([audio, tail]), end, turn))
+        try:
+            if interruption is None:
+                await asyncio.wait_for(turn.done.wait(), self.settings.turn_timeout_s)
+            else:
+                await asyncio.wait_for(turn.first_audio.wait(), self.settings.turn_timeout_s)
+                await asyncio.sleep(0.5)  # let the answer play a little, then talk over it
+                streamer.cancel()
+                onset = {}
+                await self._speak(interruption, 0, onset_into=onset)
+                await asyncio.wait_for(turn.done.wait(), self.settings.turn_timeout_s)
+                if turn.status == "cancelled" and turn.last_audio_s is not None:
+                    # 0 when no audio at all came after the onset
+                    record.barge_in_ms = max(0.0, 1000 * (turn.last_audio_s - onset["t"]))
+        except TimeoutError:
+            turn.status = turn.status or "timeout"
+        finally:
+            streamer.cancel()
+        if turn.first_audio_s is not None and turn.speech_end_s is not None:
+            record.latency_ms = 1000 * (turn.first_audio_s - turn.speech_end_s)
+        if turn.first_audio_s is not None and turn.stopped_s is not None:
+            record.engine_ms = 1000 * (turn.first_audio_s - turn.stopped_s)
+        record.underruns = underruns(turn.arrivals, self.settings.jitter_ms) \
+            if turn.status == "completed" else 0
+        record.answer_s = sum(s for _, s in turn.arrivals)
+        record.status, record.transcript = turn.status, turn.transcript
+        if interruption is not None:  # the interruption is a turn too: let it be answered
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Stream silence until the server has answered the interruption (or gave up)."""
+        turn = self.turn = _Turn()
+        silence = np.zeros(int(self.settings.turn_timeout_s * AUDIO_RATE_HZ), np.float32)
+        streamer = asyncio.create_task(self._speak(silence, None, turn))
+        try:
+            await asyncio.wait_for(turn.done.wait(), self.settings.turn_timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            streamer.cancel()
+
+    async def _speak(self, samples: np.ndarray, end: int | None, turn: _Turn | None = None,
+                     onset_into: dict | None = None) -> None:
+        async for chunk_end, chunk in paced_chunks(samples, self.settings.chunk_ms):
+            await self.ws.send(json.dumps(append_event(chunk)))
+            now = time.perf_counter()
+            if onset_into is not None and "t" not in onset_into:
+                onset_into["t"] = now - len(chunk) / AUDIO_RATE_HZ  # the chunk's first sample
+            if turn is not None and end is not None and turn.speech_end_s is None \
+                    and chunk_end >= end:
+                turn.speech_end_s = now - (chunk_end - end) / AUDIO_RATE_HZ
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            now = time.perf_counter()
+            event = json.loads(message)
+            kind, turn = ga_type(event["type"]), self.turn
+            if turn is None:
+                continue
+            if kind == "input_audio_buffer.speech_stopped" and turn.stopped_s is None:
+                turn.stopped_s = now
+            elif kind == "response.created" and turn.response_id is None:
+                turn.response_id = event["response"]["id"]
+            elif kind == "response.output_audio.delta" and event["response_id"] == \
+                    turn.response_id:
+                seconds = len(base64.b64decode(event["delta"])) / BYTES_PER_MS / 1000
+                turn.arrivals.append((now, seconds))
+                turn.last_audio_s = now
+                if turn.first_audio_s is None:
+                    turn.first_audio_s = now
+                    turn.first_audio.set()
+            elif kind == "response.output_audio_transcript.done" and \
+                    event["response_id"] == turn.response_id:
+                turn.transcript = event["transcript"]
+            elif kind == "response.done" and event["response"]["id"] == turn.response_id:
+                turn.status = event["response"]["status"]
+                turn.done.set()
+
+
+async def _level(url: str, engine: str, sessions: int, questions, barge_in,
+                 settings: LatencyBenchSettings) -> list[TurnRecord]:
+    runs = []
+    for i in range(sessions):  # each session asks its own questions, rotated
+        mine = [questions[(i + k) % len(questions)] for k in range(settings.turns)]
+        runs.append(_Session(url, settings).run(mine, barge_in, engine, sessions, i))
+    return [r for records in await asyncio.gather(*runs) for r in records]
+
+
+def run_latency_bench(settings: LatencyBenchSettings, progress=print) -> list[TurnRecord]:
+    """Every engine x session count; returns one record per turn."""
+    from voxloop.realtime.server_process import ServerProcess
+
+    unknown = sorted(set(settings.engines) - set(ENGINE_ARGS))
+    if unknown:
+        from voxloop.errors import VoxloopError
+
+        raise VoxloopError(f"unknown engines {unknown}; choose from {list(ENGINE_ARGS)}")
+    questions = held_out_questions(max(settings.turns, max(settings.sessions) + 1))
+    barge_in = (*LONG_ANSWER, spoken(*LONG_ANSWER), spoken(*INTERRUPTION))
+    records: list[TurnRecord] = []
+    max_sessions = str(max(settings.sessions) + 2)
+    for engine in settings.engines:
+        with ServerProcess([*ENGINE_ARGS[engine], "--max-sessions", max_sessions]) as server:
+            for n in settings.sessions:
+                t0 = time.perf_counter()
+                level = asyncio.run(_level(server.url, engine, n, questions, barge_in,
+                                           settings))
+                records += level
+                lat = [r.latency_ms for r in level if r.latency_ms is not None]
+                progress(f"{engine:>14} x{n}: {len(level)} turns, latency p50 "
+                         f"{np.median(lat) if lat else float('nan'):.0f} ms "
+                         f"({time.perf_counter() - t0:.0f} s)")
+    return records
+
+
+def records_json(records: list[TurnRecord]) -> list[dict]:
+    return [asdict(r) for r in records]

@@ -1,0 +1,69 @@
+"""``voxloop distill synth | corpus``: build the distillation dataset and the codec corpus."""
+
+from __future__ import annotations
+
+import argparse
+
+from voxloop.distill.data.corpus import CorpusSettings
+from voxloop.distill.data.plan import SynthSettings
+from voxloop.distill.teachers.asr import ASRSettings
+from voxloop.distill.teachers.llm import LLMSettings
+from voxloop.settings import add_command, add_settings, command_group, settings_from_args
+
+DISTILL_HELP = ("Distillation: synthesize the ASR -> LLM -> TTS dataset and the codec corpus, "
+                "pack them and train the audio-native student.")
+DISTILL_EXAMPLE = "voxloop distill synth --out data/distill-v1"
+
+
+def distill_group(subparsers, groups: dict):
+    """The ``voxloop distill`` group, shared by every module that adds an action to it."""
+    return command_group(subparsers, groups, "distill", DISTILL_HELP, DISTILL_EXAMPLE)
+
+
+def register(subparsers, groups: dict) -> None:
+    p = add_command(
+        distill_group(subparsers, groups), "synth",
+        "Synthesize dialogue examples with the teachers (user TTS + augmentation -> ASR -> LLM "
+        "-> assistant TTS -> codec) into resumable shards; re-encodes the stored audio when the "
+        "codec changed.",
+        "voxloop distill synth --out data/distill-v1 --shard 0/2   # and 1/2 in another shell")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan's example counts per split and exit")
+    add_settings(p, SynthSettings)
+    add_settings(p, ASRSettings)
+    add_settings(p, LLMSettings)
+    p.set_defaults(run=run_synth_command)
+
+    p = add_command(distill_group(subparsers, groups), "corpus",
+                    "Synthesize the codec training corpus from the teacher voices (resumes "
+                    "where it stopped).", "voxloop distill corpus --out data/codec-corpus")
+    add_settings(p, CorpusSettings)
+    p.set_defaults(run=run_corpus)
+
+
+def run_synth_command(args: argparse.Namespace) -> int:
+    settings = settings_from_args(SynthSettings, args)
+    if args.dry_run:
+        from voxloop.distill.data.plan import describe_plan
+
+        print(describe_plan(settings))
+        return 0
+    from voxloop.distill.data.dataset import load_manifest
+    from voxloop.distill.data.synth import run_synth
+
+    folder = run_synth(settings, settings_from_args(ASRSettings, args),
+                       settings_from_args(LLMSettings, args))
+    manifest = load_manifest(folder)
+    counts = ", ".join(f"{name} {info['examples_done']}/{info['examples']}"
+                       for name, info in manifest["splits"].items())
+    state = "complete" if manifest["complete"] else "this share done"
+    print(f"{folder}: {state}; examples {counts}; codec {manifest['codec']['name']} "
+          f"{manifest['codec']['sha256'][:12]}")
+    return 0
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    from voxloop.distill.data.corpus import build_corpus
+
+    print(f"corpus ready in {build_corpus(settings_from_args(CorpusSettings, args))}")
+    return 0

@@ -1,0 +1,208 @@
+"""What the synth job makes: its settings, every example it plans, and the shards.
+
+The plan is a pure function of the settings and of the voices installed here:
+the same settings give the same example ids, splits, augmentations and shards,
+so a restarted job or another rank agrees on what each shard holds.
+
+Splits share the codec corpus's held-out material (``HELDOUT_VOICES`` and
+``HELDOUT_TEMPLATE`` from ``codec_corpus``), so codec and student are measured
+on the same unseen voices and phrasings:
+
+- ``heldout_voice``: any phrasing spoken by a held-out voice;
+- ``heldout_phrasing``: the held-out phrasing of every intent, by training voices;
+- ``valid``: a hashed share of the training plan (same distribution as train);
+- ``train``: the rest. No held-out voice or phrasing is ever in train or valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from voxloop.distill.data.augment import draw_augmentation
+from voxloop.distill.data.dataset import SPLITS, shard_name
+from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
+from voxloop.errors import VoxloopError
+from voxloop.models import DEFAULT_CODEC
+
+WORK_ORDER = ("heldout_voice", "heldout_phrasing", "valid", "train")
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """The synthetic distillation dataset job (``voxloop distill synth``)."""
+
+    out: str = field(default="data/distill-v1", metadata={"help": "dataset folder"})
+    fills_per_template: int = field(default=4, metadata={
+        "help": "slot fillings per compositional template"})
+    voices_per_prompt: int = field(default=3, metadata={
+        "help": "training voices that speak each training prompt"})
+    heldout_phrasing_voices: int = field(default=1, metadata={
+        "help": "training voices that speak each held-out phrasing"})
+    heldout_voice_prompts: int = field(default=40, metadata={
+        "help": "prompts spoken by each held-out voice"})
+    valid_fraction: float = field(default=0.03, metadata={
+        "help": "share of the training plan kept for validation"})
+    augment_fraction: float = field(default=0.7, metadata={
+        "help": "share of user utterances that get speed/pitch/noise/reverb"})
+    intents: tuple[str, ...] = field(default=(), metadata={
+        "help": "only these intents (default: all)", "metavar": "INTENT"})
+    user_voices: tuple[str, ...] = field(default=(), metadata={
+        "help": "only these user voices (default: every installed one)", "metavar": "VOICE"})
+    examples_per_shard: int = field(default=32, metadata={
+        "help": "examples per shard (the unit of work and of resume)"})
+    shard: str = field(default="", metadata={
+        "help": "take share I of N ('I/N'); default RANK/WORLD_SIZE under torchrun, else 0/1",
+        "metavar": "I/N"})
+    keep_audio: bool = field(default=True, metadata={
+        "help": "store speech1/speech2 (16 kHz int16) so codes can be recomputed"})
+    codec: str = field(default=DEFAULT_CODEC, metadata={"help": "codec name or folder"})
+    recode: bool = field(default=False, metadata={
+        "help": "only re-encode finished shards with the current codec (no TTS/ASR/LLM)"})
+    threads: int = field(default=1, metadata={
+        "help": "torch threads for the codec, and whisper's when --asr-threads is 0"})
+    seed: int = field(default=0, metadata={"help": "random seed of the plan"})
+
+    def plan_key(self) -> dict:
+        """The settings that decide the plan (a folder holds one plan)."""
+        skip = {"out", "shard", "keep_audio", "codec", "recode", "threads"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class SynthItem:
+    """One planned example: who says what, in which split, with which augmentation."""
+
+    id: str
+    split: str
+    intent: str
+    template: int
+    fill: int
+    prompt_text: str
+    user_voice: str
+    slots: tuple[tuple[str, str], ...]
+    augmentation: dict | None
+    seed: int  # augmentation noise seed
+
+
+def _item_seed(seed: int, item_id: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(item_id.encode())) % (2**31)
+
+
+def _make_item(ex, fill: int, voice: str, split: str, settings: SynthSettings) -> SynthItem:
+    item_id = f"{ex.intent}-t{ex.template}-{voice}-{fill}"
+    if settings.seed:  # another seed is another dataset: its ids never collide with seed 0's
+        item_id += f"-s{settings.seed}"
+    seed = _item_seed(settings.seed, item_id)
+    if split == "train" and zlib.crc32(f"valid:{item_id}".encode()) % 10_000 < (
+            settings.valid_fraction * 10_000):
+        split = "valid"
+    rng = np.random.default_rng(seed)
+    aug = draw_augmentation(rng).as_dict() if rng.random() < settings.augment_fraction else None
+    return SynthItem(item_id, split, ex.intent, ex.template, fill, ex.text, voice, ex.slots,
+                     aug, seed)
+
+
+def user_voices(settings: SynthSettings) -> list[str]:
+    from voxloop.distill.teachers.tts import available_voices
+
+    installed = [v.name for v in available_voices("user")]
+    if not settings.user_voices:
+        return installed
+    missing = sorted(set(settings.user_voices) - set(installed))
+    if missing:
+        raise VoxloopError(f"user voices not installed here: {missing}; have {installed}")
+    return [v for v in installed if v in settings.user_voices]
+
+
+def plan(settings: SynthSettings, voices: list[str] | None = None) -> list[SynthItem]:
+    """Every example of the dataset, in a fixed order. ``voices``: user voices to use."""
+    from voxloop.distill.teachers.domain.data import examples, intent_ids
+
+    voices = user_voices(settings) if voices is None else voices
+    unknown = sorted(set(settings.intents) - set(intent_ids()))
+    if unknown:
+        raise VoxloopError(f"unknown intents {unknown}; see distill/domain/domain.json")
+    pool = [e for e in examples(settings.fills_per_template, settings.seed)
+            if not settings.intents or e.intent in settings.intents]
+    fills = Counter()
+    numbered = []
+    for ex in pool:
+        numbered.append((ex, fills[(ex.intent, ex.template)]))
+        fills[(ex.intent, ex.template)] += 1
+    train_voices = [v for v in voices if v not in HELDOUT_VOICES]
+    held_voices = [v for v in voices if v in HELDOUT_VOICES]
+    rng = np.random.default_rng(settings.seed)
+    items = []
+    for ex, fill in numbered:
+        held = ex.template == HELDOUT_TEMPLATE
+        count = settings.heldout_phrasing_voices if held else settings.voices_per_prompt
+        picks = rng.choice(len(train_voices), size=min(count, len(train_voices)), replace=False)
+        for i in sorted(picks):
+            items.append(_make_item(ex, fill, train_voices[i], "heldout_phrasing" if held
+                                    else "train", settings))
+    for voice in held_voices:
+        picks = rng.choice(len(numbered), size=min(settings.heldout_voice_prompts,
+                                                   len(numbered)), replace=False)
+        for i in sorted(picks):
+            ex, fill = numbered[i]
+            items.append(_make_item(ex, fill, voice, "heldout_voice", settings))
+    return items
+
+
+def shards(items: list[SynthItem], examples_per_shard: int) -> dict[str, list[SynthItem]]:
+    """Shard name -> its items: each split in plan order, cut every ``examples_per_shard``.
+
+    The small evaluation splits come first, so a job cut short still has them whole.
+    """
+    if examples_per_shard < 1:
+        raise VoxloopError("examples_per_shard must be at least 1")
+    out: dict[str, list[SynthItem]] = {}
+    for split in WORK_ORDER:
+        mine = [it for it in items if it.split == split]
+        for index, start in enumerate(range(0, len(mine), examples_per_shard)):
+            out[shard_name(split, index)] = mine[start:start + examples_per_shard]
+    return out
+
+
+def parse_share(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N); '' -> (RANK, WORLD_SIZE) from the environment, else (0, 1)."""
+    if not text:
+        text = f"{os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}"
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError as exc:
+        raise VoxloopError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from exc
+    if not 0 <= index < count:
+        raise VoxloopError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def my_shards(names: list[str], share: tuple[int, int]) -> list[str]:
+    """The shards of share ``(I, N)``: every N-th one starting at I."""
+    index, count = share
+    return [name for k, name in enumerate(names) if k % count == index]
+
+
+def plan_sha256(items: list[SynthItem]) -> str:
+    """Fingerprint of the plan: two runs agree on it iff they plan the same examples."""
+    text = json.dumps([asdict(it) for it in items], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def describe_plan(settings: SynthSettings) -> str:
+    """One line: examples per split, shards, voices."""
+    voices = user_voices(settings)
+    items = plan(settings, voices)
+    counts = Counter(it.split for it in items)
+    per_split = ", ".join(f"{s} {counts[s]}" for s in SPLITS if counts[s])
+    held = [v for v in voices if v in HELDOUT_VOICES]
+    return (f"{len(items)} examples ({per_split}) in "
+            f"{len(shards(items, settings.examples_per_shard))} shards; "
+            f"{len(voices) - len(held)} training voices, held-out voices {held}")

@@ -1,0 +1,51 @@
+"""``voxloop eval codec | student``: measure the codec and the student on held-out speech."""
+
+from __future__ import annotations
+
+import argparse
+
+from voxloop.distill.evals.codec import CodecEvalSettings
+from voxloop.distill.student.config import StudentEvalSettings
+from voxloop.models import DEFAULT_CODEC, DEFAULT_STUDENT
+from voxloop.settings import add_command, add_settings, command_group, settings_from_args
+
+EVAL_HELP = "Evaluations on held-out voices and phrasings, judged by an independent Whisper."
+EVAL_EXAMPLE = "voxloop eval student --out out/student-eval"
+
+
+def register(subparsers, groups: dict) -> None:
+    group = command_group(subparsers, groups, "eval", EVAL_HELP, EVAL_EXAMPLE)
+    p = add_command(group, "codec", "Measure a codec on held-out voices and texts: STOI, PESQ, "
+                    "Whisper WER, bitrate and streaming real-time factor.",
+                    "voxloop eval codec --codec models/voxloop-codec-16k --out out/codec-eval")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
+    add_settings(p, CodecEvalSettings)
+    p.set_defaults(run=run_codec_eval)
+
+    p = add_command(group, "student", "Evaluate a student and the teacher cascade on the same "
+                    "held-out turns: correct answers, WER, text accuracy, speed (JSON, report, "
+                    "plot).", "voxloop eval student --out out/student-eval")
+    p.add_argument("--model", default=DEFAULT_STUDENT, help="student model folder")
+    add_settings(p, StudentEvalSettings)
+    p.set_defaults(run=run_student_eval)
+
+
+def run_codec_eval(args: argparse.Namespace) -> int:
+    from voxloop.codecs.registry import load_codec
+    from voxloop.distill.evals.codec import evaluate_codec, format_report
+
+    settings = settings_from_args(CodecEvalSettings, args)
+    metrics = evaluate_codec(load_codec(args.codec), settings)
+    print(format_report(metrics))
+    print(f"wrote {settings.out}/metrics.json and {settings.out}/spectrograms.png")
+    return 0
+
+
+def run_student_eval(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.student import evaluate_student, format_report
+
+    settings = settings_from_args(StudentEvalSettings, args)
+    metrics = evaluate_student(args.model, settings)
+    print(format_report(metrics))
+    print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0

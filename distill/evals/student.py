@@ -1,0 +1,236 @@
+"""Evaluate the student on held-out turns: generate, decode, transcribe, judge.
+
+For every turn of the held-out splits the student hears the user's codes (fed
+in chunks, as the server will), writes its answer, and its codes are decoded
+by the codec and transcribed by Whisper. Measured per split:
+
+- ``correct_pct``: answers judged correct. An answer is correct when the
+  transcript holds the key content of the teacher's answer (text2): every
+  number in it (after the domain's normalization, "one hundred eighty seven"
+  -> 187) and at least ``KEY_WORD_RECALL`` of its content words (words that
+  are not function words; fuzzy match, so "cheetahs" finds "cheetah").
+- ``wer_pct``: word error rate of the transcripts against text2.
+- ``text_exact_pct``: the student's own answer words equal text2's, and
+  ``text_token_acc_pct``: teacher-forced accuracy of the text head.
+- ``speed_x_rt``: seconds of answer audio per second of generation (every
+  step: text and audio), one thread; ``first_frame_ms``: end of turn -> first
+  complete audio frame.
+
+The codec ceiling applies the same judge to the teacher's own answer codes
+(``K_out`` codebooks) decoded: what Whisper can understand through this codec.
+
+The teacher is not always right: its Whisper mishears some augmented voices and
+its LLM then answers another question or falls back. Where the dataset knows the
+answer each prompt intends (the scripted teacher's answer to the prompt as
+written), two more numbers: ``correct_intended_pct``, the same judge against the
+intended answer, and ``teacher_intended_pct``, turns whose teacher answer is the
+intended one (the cascade's own accuracy on these turns, in text).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from voxloop.distill.evals.metrics import word_error_rate
+from voxloop.distill.student.config import StudentEvalSettings
+
+KEY_WORD_RECALL = 0.75
+FUNCTION_WORDS = frozenset({
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "of", "to", "in", "on",
+    "at", "by", "for", "from", "with", "and", "or", "but", "as", "it", "its", "this", "that",
+    "these", "those", "there", "here", "i", "you", "he", "she", "we", "they", "me", "my", "your",
+    "our", "do", "does", "did", "can", "could", "will", "would", "should", "has", "have", "had",
+    "so", "than", "then", "also", "about", "usually", "called", "into", "over", "just", "very"
+})
+
+
+def key_content(answer: str) -> tuple[list[str], list[str]]:
+    """(numbers, content words) of a teacher answer, normalized."""
+    from voxloop.distill.teachers.domain.text import normalize
+
+    words = normalize(answer).split()
+    numbers = [w for w in words if w.replace(".", "", 1).isdigit()]
+    content = [w for w in words if w not in FUNCTION_WORDS and w not in numbers]
+    return numbers, content
+
+
+def judge(answer: str, transcript: str) -> bool:
+    """Is the key content of ``answer`` (the teacher's text2) in ``transcript``?"""
+    from voxloop.distill.teachers.domain.text import normalize, word_similarity
+
+    heard = normalize(transcript).split()
+    numbers, content = key_content(answer)
+    if any(n not in heard for n in numbers):
+        return False
+    if not content:
+        return bool(numbers) or bool(heard)
+    found = sum(any(word_similarity(w, h) >= 0.8 for h in heard) for w in content)
+    return found / len(content) >= KEY_WORD_RECALL
+
+
+def _summary(rows: list[dict], prefix: str) -> dict:
+    answers = [r["answer_text"] for r in rows]
+    heard = [r[f"{prefix}transcript"] for r in rows]
+    return {"n": len(rows),
+            "correct_pct": 100 * float(np.mean([r[f"{prefix}correct"] for r in rows])),
+            "wer_pct": 100 * word_error_rate(answers, heard)}
+
+
+def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=None,
+                     codec=None) -> dict:
+    """Run the evaluation; writes ``metrics.json``, ``turns.jsonl``, ``report.md`` and
+    ``student-eval.png`` into ``settings.out`` and returns the metrics."""
+    import torch
+    from tqdm import tqdm
+
+    from voxloop.distill.student.config import StudentTrainSettings
+    from voxloop.distill.student.generate import SamplingOptions, generate, load_student_codec
+    from voxloop.distill.student.model import load_student
+    from voxloop.distill.student.train import evaluate, load_data
+    from voxloop.distill.student.vocab import Tokenizer, answer_words
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, vocab = load_student(model_dir)
+    tokenizer = Tokenizer(vocab)
+    data = load_data(settings.data, out, vocab)
+    codec = codec or load_student_codec(settings.codec, vocab)
+    if asr is None:
+        from voxloop.distill.teachers.asr import load_asr
+
+        asr = load_asr()
+    options = SamplingOptions(temperature=settings.temperature, top_k=settings.top_k)
+    threads = torch.get_num_threads()
+    metrics: dict = {"model": str(model_dir), "settings": asdict(settings),
+                     "parameters_m": model.num_parameters() / 1e6, "splits": {}}
+    all_rows = []
+    for split in settings.splits:
+        rows_idx = data.indices(split)[:settings.limit or None]
+        if not len(rows_idx):
+            continue
+        rows = []
+        for i in tqdm(rows_idx, desc=f"student eval {split}", unit="turn"):
+            torch.set_num_threads(settings.threads)
+            result = generate(model, tokenizer, data.user(i), options, settings.chunk_frames)
+            torch.set_num_threads(threads)
+            row = {"id": str(data.id[i]), "split": split, "intent": str(data.intent[i]),
+                   "voice": str(data.user_voice[i]), "prompt_text": str(data.prompt_text[i]),
+                   "asr_text": str(data.asr_text[i]), "answer_text": str(data.answer_text[i]),
+                   "student_text": result.text, "frames": int(result.codes.shape[1]),
+                   "generate_s": result.generate_s, "first_frame_s": result.first_frame_s}
+            row["text_exact"] = answer_words(result.text) == answer_words(row["answer_text"])
+            row["transcript"] = _transcribe(codec, asr, result.codes)
+            row["correct"] = judge(row["answer_text"], row["transcript"])
+            intended = str(data.intended_text[i])
+            if intended:
+                row["intended_text"] = intended
+                row["correct_intended"] = judge(intended, row["transcript"])
+                row["teacher_intended"] = (answer_words(str(data.teacher_text[i]))
+                                           == answer_words(intended))
+            if settings.ceiling:
+                teacher = data.answer(i)[:model.config.k_out].astype(np.int64)
+                row["teacher_transcript"] = _transcribe(codec, asr, teacher)
+                row["teacher_correct"] = judge(row["answer_text"], row["teacher_transcript"])
+            rows.append(row)
+        tf = evaluate(model, data, rows_idx, StudentTrainSettings(), torch.device("cpu"))
+        metrics["splits"][split] = _split_metrics(rows, tf, codec.frame_rate, settings.ceiling)
+        all_rows += rows
+    tf_all = evaluate(model, data, np.concatenate([data.indices(s)[:settings.limit or None]
+                                                   for s in settings.splits]),
+                      StudentTrainSettings(), torch.device("cpu"))
+    metrics["all"] = _split_metrics(all_rows, tf_all, codec.frame_rate, settings.ceiling)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(out / "turns.jsonl", "w") as f:
+        for row in all_rows:
+            f.write(json.dumps(row) + "\n")
+    (out / "report.md").write_text(format_report(metrics))
+    _plot(metrics, all_rows, out / "student-eval.png")
+    return metrics
+
+
+def _transcribe(codec, asr, codes: np.ndarray) -> str:
+    import torch
+
+    if codes.shape[1] == 0:
+        return ""
+    with torch.no_grad():
+        wav = codec.decode(torch.from_numpy(codes.astype(np.int64))[None])[0, 0].numpy()
+    return asr.transcribe(wav, codec.sample_rate)
+
+
+def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,
+                   ceiling: bool) -> dict:
+    audio_s = sum(r["frames"] for r in rows) / frame_rate_hz
+    gen_s = sum(r["generate_s"] for r in rows)
+    first = [r["first_frame_s"] for r in rows if r["first_frame_s"] is not None]
+    result = {**_summary(rows, ""),
+              "text_exact_pct": 100 * float(np.mean([r["text_exact"] for r in rows])),
+              "text_token_acc_pct": 100 * teacher_forced["text_acc"],
+              "audio0_acc_pct": 100 * teacher_forced["audio0_acc"],
+              "valid_loss": teacher_forced["total"],
+              "speed_x_rt": audio_s / gen_s if gen_s else 0.0,
+              "first_frame_ms_p50": 1000 * float(np.median(first)) if first else None,
+              "first_frame_ms_p95": 1000 * float(np.percentile(first, 95)) if first else None}
+    if rows and all("correct_intended" in r for r in rows):
+        for key in ("correct_intended", "teacher_intended"):
+            result[f"{key}_pct"] = 100 * float(np.mean([r[key] for r in rows]))
+    if ceiling:
+        teacher = _summary(rows, "teacher_")
+        result["ceiling_correct_pct"], result["ceiling_wer_pct"] = (
+            teacher["correct_pct"], teacher["wer_pct"])
+    return result
+
+
+def format_report(metrics: dict) -> str:
+    cols = [("correct_pct", "correct %"), ("wer_pct", "WER %"),
+            ("text_exact_pct", "text exact %"), ("text_token_acc_pct", "text token acc %"),
+            ("speed_x_rt", "× RT (1 thread)"), ("first_frame_ms_p50", "first frame p50 ms"),
+            ("ceiling_correct_pct", "codec ceiling correct %"),
+            ("ceiling_wer_pct", "codec ceiling WER %"),
+            ("correct_intended_pct", "correct vs intended %"),
+            ("teacher_intended_pct", "teacher = intended %")]
+    lines = [f"Student {metrics['model']} ({metrics['parameters_m']:.1f} M parameters)", "",
+             "| split | n | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for name, m in [*metrics["splits"].items(), ("all", metrics["all"])]:
+        cells = [f"{m[k]:.1f}" if isinstance(m.get(k), float) else str(m.get(k, "-"))
+                 for k, _ in cols]
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(metrics: dict, rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [*metrics["splits"], "all"]
+    ms = [metrics["splits"].get(n, metrics["all"]) for n in names]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(names))
+    bars = [("correct_pct", "student vs teacher"),
+            ("correct_intended_pct", "student vs intended answer"),
+            ("ceiling_correct_pct", "teacher codes vs teacher")]
+    bars = [(key, label) for key, label in bars if key in ms[0]]
+    width = 0.8 / len(bars)
+    for j, (key, label) in enumerate(bars):
+        ax1.bar(x + (j - (len(bars) - 1) / 2) * width, [m[key] for m in ms], width, label=label)
+    ax1.axhline(80, color="k", ls="--", lw=1, label="target 80 %")
+    ax1.set_xticks(x, names)
+    ax1.set_ylabel("answers judged correct (%)")
+    ax1.set_ylim(0, 100)
+    ax1.legend()
+    intents = sorted({r["intent"] for r in rows})
+    acc = [100 * np.mean([r["correct"] for r in rows if r["intent"] == i]) for i in intents]
+    order = np.argsort(acc)
+    ax2.barh(np.arange(len(intents)), np.array(acc)[order])
+    ax2.set_yticks(np.arange(len(intents)), np.array(intents)[order], fontsize=5)
+    ax2.set_xlabel("correct % by intent (all held-out turns)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,84 @@
+"""``voxloop distill pack | train | export``: the audio-native student."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from voxloop.distill.student.config import (
+    TARGETS,
+    StudentConfig,
+    StudentTrainSettings,
+)
+from voxloop.settings import add_command, add_settings, settings_from_args
+
+
+def register(subparsers, groups: dict) -> None:
+    from voxloop.distill.data.cli import distill_group
+
+    group = distill_group(subparsers, groups)
+    p = add_command(group, "pack", "Pack a dataset folder into one codes-only .npz (no audio) "
+                    "with the student's vocabularies, e.g. to train on another machine.",
+                    "voxloop distill pack data/distill-v1 data/distill-v1-codes.npz")
+    p.add_argument("dataset", help="dataset folder (voxloop distill synth)")
+    p.add_argument("npz", help="output file")
+    p.add_argument("--valid-every", type=int, default=0, help="while the dataset has no valid "
+                   "split yet, use every Nth training turn as valid (0: never)")
+    p.add_argument("--targets", choices=TARGETS, default="teacher",
+                   help="answer to train on: what the cascade said, or what the prompt asked "
+                   "for (the scripted teacher's answer to the prompt as written)")
+    p.add_argument("--corpus", metavar="CORPUS_DIR", help="with --targets intended: also "
+                   "train on the questions of this codec corpus's train split")
+    p.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this student's "
+                   "vocabularies (to fine-tune it with --init-from) instead of building new ones")
+    p.set_defaults(run=run_pack)
+
+    p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
+                    "voxloop distill train --data data/distill-v1 --out runs/student "
+                    "--export models/voxloop-student")
+    add_settings(p, StudentTrainSettings)
+    add_settings(p, StudentConfig, prefix="student")
+    p.add_argument("--export", help="after training, bundle the best model into this folder")
+    p.set_defaults(run=run_train)
+
+    p = add_command(group, "export", "Bundle a training checkpoint as a float16 model folder.",
+                    "voxloop distill export runs/student/best.pt models/voxloop-student")
+    p.add_argument("checkpoint", help="best.pt or checkpoint.pt of a run")
+    p.add_argument("folder", help="model folder to write")
+    p.set_defaults(run=run_export)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.pack import PackedData, pack_dataset
+
+    vocab = None
+    if args.vocab_from:
+        from voxloop.distill.student.model import load_student
+
+        vocab = load_student(args.vocab_from)[1]
+    path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
+                        targets=args.targets, corpus=args.corpus)
+    data = PackedData.load(path)
+    counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {counts}, "
+          f"{len(data.vocab['text'])} answer words, {len(data.vocab['ctc'])} user words")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.train import export_student, train
+
+    settings = settings_from_args(StudentTrainSettings, args)
+    out = train(settings, settings_from_args(StudentConfig, args, prefix="student"))
+    if args.export and os.environ.get("RANK", "0") == "0":
+        export_student(out / "best.pt", args.export)
+        print(f"bundled the best student into {args.export}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.train import export_student
+
+    print(f"wrote {export_student(args.checkpoint, args.folder)}")
+    return 0
+

@@ -1,0 +1,255 @@
+"""Streaming generation with the student: prefill user codes chunk by chunk, then step.
+
+    gen = Generator(model, tokenizer, SamplingOptions())
+    state = gen.start(batch=1)
+    gen.prefill(state, [codes_chunk])         # [K, T] per row, any T, while the user speaks
+    while not state.done:                      # after the end of the turn
+        out = gen.step(state)                  # one position for every unfinished row
+        out.text[0], out.frames[0]             # a new answer word, or a finished frame [K_out]
+
+One step is one model position: first the answer words (text head), then the
+delayed audio steps (audio heads); a frame is complete ``K_out - 1`` steps after
+its first codebook. Generation can stop after any step: just stop calling.
+Rows are independent sessions in one batch; each has its own cache length.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
+from voxloop.distill.student.pack import audio_step_ids, text_token_ids, user_frame_ids
+from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
+from voxloop.errors import VoxloopError
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to pick tokens; temperature 0 is greedy."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    text_temperature: float = 0.0
+    max_text_tokens: int = 48
+    max_audio_frames: int = 375  # 15 s at 25 Hz
+    seed: int = 0
+
+
+@dataclass
+class RowState:
+    """One session: which head reads the next position, and what was made so far."""
+
+    pending: np.ndarray | None = None  # embedding ids [K_in] of the next input position
+    phase: str = "prefill"  # prefill -> text -> audio -> done
+    text: list[int] = field(default_factory=list)
+    steps: list[np.ndarray] = field(default_factory=list)  # delayed audio steps [K_out]
+    eos_step: int | None = None
+    frames_out: int = 0
+    heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
+
+
+@dataclass
+class GenerationState:
+    cache: KVCache | KVCacheRows
+    rows: list[RowState]
+    generator: torch.Generator
+
+    @property
+    def done(self) -> bool:
+        return all(r.phase == "done" for r in self.rows)
+
+
+@dataclass
+class StepOutput:
+    """Per row: the new answer word (or None) and a completed audio frame ``[K_out]`` (or None)."""
+
+    text: list[str | None]
+    frames: list[np.ndarray | None]
+
+
+class Generator:
+    def __init__(self, model: Student, tokenizer: Tokenizer,
+                 options: SamplingOptions = SamplingOptions()) -> None:
+        self.model, self.tokenizer, self.options = model.eval(), tokenizer, options
+        self.config = model.config
+        self.device = next(model.parameters()).device
+
+    def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
+        cache = KVCache.empty(self.config, batch, capacity, device=self.device)
+        gen = torch.Generator(device="cpu").manual_seed(self.options.seed)
+        return GenerationState(cache, [RowState() for _ in range(batch)], gen)
+
+    @torch.inference_mode()
+    def prefill(self, state: GenerationState, chunks: list[np.ndarray | None]) -> None:
+        """Append user codes ``[K, T_b]`` to each row (None or T_b = 0: nothing for that row)."""
+        ids = [user_frame_ids(self.config, c) if c is not None and c.shape[1] else None
+               for c in chunks]
+        self._forward(state, ids, heads=())
+
+    def end_turn(self, state: GenerationState, rows: list[int] | None = None) -> None:
+        """The user stopped: next steps write the answer (``<sep>`` is the next input)."""
+        for i in rows if rows is not None else range(len(state.rows)):
+            row = state.rows[i]
+            row.phase, row.pending = "text", text_token_ids(self.config, np.array([SEP]))[0]
+
+    @torch.inference_mode()
+    def step(self, state: GenerationState) -> StepOutput:
+        """Feed every active row's pending position, read its head, choose the next one."""
+        if any(r.phase == "prefill" for r in state.rows):
+            raise ValueError("call end_turn() before step()")
+        return self.advance(state)
+
+    @torch.inference_mode()
+    def advance(self, state: GenerationState,
+                chunks: list[np.ndarray | None] | None = None) -> StepOutput:
+        """One model call for a mixed batch (continuous batching): rows still listening
+        append their user codes ``chunks[b] [K, T_b]`` (None: idle this call) and read
+        the CTC head (``RowState.heard``); answering rows take one step, as ``step``."""
+        chunks = chunks or [None] * len(state.rows)
+        full = (state.cache.lengths >= state.cache.capacity).tolist()
+        for row, no_room in zip(state.rows, full, strict=True):
+            if no_room and row.phase in ("text", "audio"):  # the cache is full: answer ends
+                row.phase = "done"
+        ids: list[np.ndarray | None] = []
+        for row, chunk in zip(state.rows, chunks, strict=True):
+            if row.phase in ("text", "audio"):
+                ids.append(row.pending[None])
+            elif row.phase == "prefill" and chunk is not None and chunk.shape[1]:
+                ids.append(user_frame_ids(self.config, chunk))
+            else:
+                ids.append(None)
+        phases = {r.phase for r, x in zip(state.rows, ids, strict=True) if x is not None}
+        heads = tuple(sorted(phases - {"prefill"} | ({"ctc"} if "prefill" in phases else set())))
+        out = self._forward(state, ids, heads=heads)
+        result = StepOutput([None] * len(state.rows), [None] * len(state.rows))
+        for b, (row, x) in enumerate(zip(state.rows, ids, strict=True)):
+            if x is None:
+                continue
+            if row.phase == "prefill":
+                row.heard.extend(out.ctc[b, :len(x)].argmax(-1).tolist())
+            elif row.phase == "text":
+                result.text[b] = self._text_step(row, out.text[b, 0], state.generator)
+            else:
+                result.frames[b] = self._audio_step(row, out.audio[b, 0], state.generator)
+        return result
+
+    def _forward(self, state: GenerationState, ids: list[np.ndarray | None],
+                 heads: tuple[str, ...]):
+        lengths = [0 if x is None else len(x) for x in ids]
+        width = max(lengths)
+        if width == 0:
+            return None
+        batch = np.full((len(ids), width, self.config.k_in), self.config.null_id, np.int64)
+        for b, x in enumerate(ids):
+            if x is not None:
+                batch[b, :len(x)] = x
+        return self.model(torch.from_numpy(batch).to(self.device), state.cache,
+                          torch.tensor(lengths, device=self.device), heads=heads)
+
+    def _text_step(self, row: RowState, logits: torch.Tensor, gen) -> str | None:
+        token = sample(logits, self.options.text_temperature, self.options.top_k, gen)
+        if token == EOT or len(row.text) >= self.options.max_text_tokens:
+            row.phase, row.pending = "audio", text_token_ids(self.config, np.array([EOT]))[0]
+            return None
+        row.text.append(token)
+        row.pending = text_token_ids(self.config, np.array([token]))[0]
+        return self.tokenizer.vocab["text"][token]
+
+    def _audio_step(self, row: RowState, logits: torch.Tensor, gen) -> np.ndarray | None:
+        """``logits [K_out, 1025]`` of step ``s`` -> the delayed step, maybe a finished frame."""
+        k_out, s = self.config.k_out, len(row.steps)
+        codes = np.full(k_out, AUDIO_SPECIAL, dtype=np.int64)
+        for k in range(k_out):
+            frame = s - k
+            if frame < 0 or (row.eos_step is not None and frame >= row.eos_step):
+                continue
+            allowed = logits[k] if k == 0 else logits[k, :AUDIO_SPECIAL]
+            codes[k] = sample(allowed, self.options.temperature, self.options.top_k, gen)
+            if k == 0 and (codes[0] == AUDIO_SPECIAL or frame >= self.options.max_audio_frames):
+                row.eos_step, codes[0] = frame, AUDIO_SPECIAL
+        row.steps.append(codes)
+        row.pending = audio_step_ids(self.config, codes[None])[0]
+        done_frame = s - (k_out - 1)
+        frame_out = None
+        if done_frame >= 0 and (row.eos_step is None or done_frame < row.eos_step):
+            frame_out = np.array([row.steps[done_frame + k][k] for k in range(k_out)])
+            row.frames_out += 1
+        if row.eos_step is not None and row.frames_out >= row.eos_step and s >= row.eos_step:
+            row.phase = "done"
+        return frame_out
+
+
+def sample(logits: torch.Tensor, temperature: float, top_k: int,
+           generator: torch.Generator) -> int:
+    """Argmax when ``temperature`` is 0, else softmax sampling among the ``top_k`` best."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1).cpu()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@dataclass
+class Generation:
+    """One answer: ``codes [K_out, F]``, its words, and timings (seconds, steps)."""
+
+    codes: np.ndarray
+    text_ids: list[int]
+    text: str
+    n_steps: int
+    prefill_s: float
+    generate_s: float
+    first_frame_s: float | None
+
+
+def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
+             options: SamplingOptions = SamplingOptions(), chunk_frames: int = 0) -> Generation:
+    """Answer one user turn ``[K, F_user]``; prefill in chunks of ``chunk_frames`` (0: at once)."""
+    gen = Generator(model, tokenizer, options)
+    state = gen.start(1)
+    t0 = time.perf_counter()
+    step = chunk_frames or max(1, user_codes.shape[1])
+    for start in range(0, user_codes.shape[1], step):
+        gen.prefill(state, [user_codes[:, start:start + step]])
+    gen.end_turn(state)
+    t1 = time.perf_counter()
+    frames, n_steps, first = [], 0, None
+    while not state.done:
+        out = gen.step(state)
+        n_steps += 1
+        if out.frames[0] is not None:
+            frames.append(out.frames[0])
+            first = first if first is not None else time.perf_counter() - t1
+    t2 = time.perf_counter()
+    row = state.rows[0]
+    codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
+    return Generation(codes, row.text, tokenizer.decode_answer(row.text), n_steps,
+                      t1 - t0, t2 - t1, first)
+
+
+def load_student_codec(name: str | None, vocab: dict):
+    """The codec named, else the one the model's training codes came from; warns when its
+    weights are not the ones those codes were made with."""
+    import warnings
+
+    from voxloop.codecs.registry import load_codec
+    from voxloop.models import DEFAULT_CODEC, find_model, weights_sha256
+
+    trained_with = vocab.get("codec", {})
+    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC)
+    try:
+        sha = weights_sha256(find_model(codec.name, "codec", marker="model.safetensors"))
+    except VoxloopError:
+        sha = None  # a codec that is not a folder (encodec_24khz) has no weights file here
+    if trained_with.get("sha256") and sha and sha != trained_with["sha256"]:
+        warnings.warn(f"codec {codec.name} has other weights ({sha[:12]}) than the "
+                      f"codes the student learned ({trained_with['sha256'][:12]}): its speech "
+                      "will decode badly; retrain the student on recoded data", stacklevel=2)
+    return codec

@@ -1,0 +1,343 @@
+"""The audio-native student: one decoder-only transformer over codec and text tokens.
+
+One sequence per dialogue turn (``student_data.py`` builds it):
+
+    user frames (K_in codebooks, summed embeddings) | <sep> | answer words | <eot> |
+    assistant frames with a delay pattern over K_out codebooks ... <eos>
+
+Every position carries up to ``K_in`` input ids into one shared embedding table
+(unused channels hold ``null_id``, whose row is zero), so user frames, text
+tokens and delayed audio frames all enter through one gather and a sum. With
+``user_latent_dim`` set, user codes instead enter as the codec's latent: the
+codec's codebook vectors (a frozen buffer, ``set_user_codebooks``), summed over
+the ``K_in`` codebooks and projected to the model width.
+Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
+code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
+user-frame positions; an auxiliary loss that teaches recognition).
+
+Blocks: RMSNorm, grouped-query attention with rotary positions, SwiGLU. The KV
+cache is an explicit dataclass with one length per row, so rows of different
+lengths (sessions) run as one batch; ``forward(ids, cache, n_new)`` appends
+``n_new[b]`` positions to row ``b`` and serves training (no cache), chunked
+prefill and single steps with one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxloop.distill.student.config import CODEBOOK_SIZE, StudentConfig
+
+AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer, one length per row.
+
+    ``keys[i]``, ``values[i]``: ``[B, capacity, H_kv, D]``; ``lengths``: ``[B]``
+    int64, how many positions of each row are filled (also the rotary position
+    of the row's next token).
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    lengths: torch.Tensor
+
+    @classmethod
+    def empty(cls, config: StudentConfig, batch: int, capacity: int | None = None,
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
+        cap = capacity or config.max_len
+        shape = (batch, cap, config.n_kv_heads, config.head_dim)
+        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
+                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
+                   torch.zeros(batch, dtype=torch.long, device=device))
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[1]
+
+    def select(self, rows: torch.Tensor | list[int]) -> KVCache:
+        """The cache of some rows (a copy), e.g. one session out of a batch."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values],
+                       self.lengths[rows].clone())
+
+    def rows(self, rows: list[int]) -> KVCacheRows:
+        """Some rows as a cache of their own that shares this one's storage (no copy):
+        continuous batching runs the sessions that have work on one model call."""
+        return KVCacheRows(self, torch.as_tensor(rows, dtype=torch.long,
+                                                 device=self.lengths.device))
+
+    def write(self, layer: int, positions: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor) -> None:
+        """Store ``k, v [B, T, H_kv, D]`` at ``positions [B, T]``."""
+        rows = torch.arange(len(positions), device=positions.device)[:, None]
+        self.keys[layer][rows, positions] = k.to(self.keys[layer].dtype)
+        self.values[layer][rows, positions] = v.to(self.values[layer].dtype)
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions ``0..end-1``: ``[B, end, H_kv, D]`` each."""
+        return self.keys[layer][:, :end], self.values[layer][:, :end]
+
+    @classmethod
+    def stack(cls, caches: list[KVCache]) -> KVCache:
+        """Rows of several caches (same capacity) as one batch."""
+        return cls([torch.cat(ks) for ks in zip(*(c.keys for c in caches), strict=True)],
+                   [torch.cat(vs) for vs in zip(*(c.values for c in caches), strict=True)],
+                   torch.cat([c.lengths for c in caches]))
+
+
+@dataclass
+class KVCacheRows:
+    """A view of some rows of a :class:`KVCache`: reads and writes go to the parent."""
+
+    parent: KVCache
+    index: torch.Tensor  # [B] row numbers in the parent
+
+    @property
+    def capacity(self) -> int:
+        return self.parent.capacity
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.parent.lengths[self.index]
+
+    @lengths.setter
+    def lengths(self, value: torch.Tensor) -> None:
+        self.parent.lengths[self.index] = value
+
+    def write(self, layer: int, positions: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor) -> None:
+        rows = self.index[:, None]
+        self.parent.keys[layer][rows, positions] = k.to(self.parent.keys[layer].dtype)
+        self.parent.values[layer][rows, positions] = v.to(self.parent.values[layer].dtype)
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.parent.keys[layer][self.index, :end],
+                self.parent.values[layer][self.index, :end])
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotary_tables(config: StudentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[max_len, head_dim / 2]``."""
+    half = config.head_dim // 2
+    inv_freq = 1.0 / config.rope_theta ** (torch.arange(half, dtype=torch.float32) / half)
+    angles = torch.arange(config.max_len, dtype=torch.float32)[:, None] * inv_freq[None]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x [B, T, H, D]``, ``cos``/``sin`` ``[B, T, 1, D/2]``: rotate pairs (x1, x2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention: ``n_heads`` queries share ``n_kv_heads`` keys/values."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.q = nn.Linear(c.d_model, c.n_heads * c.head_dim, bias=False)
+        self.kv = nn.Linear(c.d_model, 2 * c.n_kv_heads * c.head_dim, bias=False)
+        self.out = nn.Linear(c.n_heads * c.head_dim, c.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
+                cache: KVCache | KVCacheRows | None, positions: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """``x [B, T, C]`` at ``positions [B, T]`` -> ``[B, T, C]``; ``mask [B, 1, T, S]``
+        (which of the first ``S`` cached keys each query sees) when there is a cache."""
+        c = self.config
+        batch, steps, _ = x.shape
+        q = self.q(x).view(batch, steps, c.n_heads, c.head_dim)
+        k, v = self.kv(x).view(batch, steps, 2, c.n_kv_heads, c.head_dim).unbind(2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:  # write this chunk's keys, then read the row's whole past
+            cache.write(layer, positions, k, v)
+            k, v = (t.to(q.dtype) for t in cache.read(layer, mask.shape[-1]))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True,
+            dropout_p=c.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(batch, steps, c.n_heads * c.head_dim))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        hidden = int(config.ffn_mult * config.d_model) // 32 * 32
+        self.gate_up = nn.Linear(config.d_model, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.attn_norm, self.ffn_norm = RMSNorm(config.d_model), RMSNorm(config.d_model)
+        self.attn, self.ffn = Attention(config), SwiGLU(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, layer, cache, positions, mask):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, layer, cache, positions, mask))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+@dataclass
+class StudentOutput:
+    """Logits: ``text [B, T, V_text]``, ``audio [B, T, K_out, 1025]``, ``ctc [B, T, V_ctc]``
+    (None for a head not asked for)."""
+
+    text: torch.Tensor | None
+    audio: torch.Tensor | None
+    ctc: torch.Tensor | None
+
+
+class Student(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.n_embeddings, c.d_model, padding_idx=c.null_id)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model)
+        self.text_head = nn.Linear(c.d_model, c.text_vocab, bias=False)
+        self.audio_head = nn.Linear(c.d_model, c.k_out * (CODEBOOK_SIZE + 1), bias=False)
+        self.ctc_head = nn.Linear(c.d_model, c.ctc_vocab)
+        self.user_proj = None
+        if c.user_latent_dim:
+            self.register_buffer("user_codebooks",
+                                 torch.zeros(c.k_in * CODEBOOK_SIZE, c.user_latent_dim))
+            self.user_proj = nn.Linear(c.user_latent_dim, c.d_model, bias=False)
+        cos, sin = rotary_tables(c)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if name.endswith(("attn.out.weight", "ffn.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layers))
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            with torch.no_grad():
+                module.weight[self.config.null_id].zero_()
+
+    def set_user_codebooks(self, codec) -> None:
+        """Copy the first ``K_in`` codebooks of ``codec`` (a ``NeuralCodec``) into the
+        user-latent buffer; it is saved with the model from then on."""
+        books = torch.cat(codec.codebook_vectors(self.config.k_in)).detach()
+        if books.shape != self.user_codebooks.shape:
+            raise ValueError(f"the codec's codebooks are {tuple(books.shape)}, the student "
+                             f"expects {tuple(self.user_codebooks.shape)}")
+        self.user_codebooks.copy_(books)
+
+    def embed_inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids [B, T, K_in]`` -> ``[B, T, d_model]``: the sum of each position's inputs."""
+        x = self.embed(ids)
+        if self.user_proj is None:
+            return x.sum(dim=2)
+        user = ids < self.config.text_offset  # [B, T, K_in]
+        latent = self.user_codebooks[ids.clamp(max=self.config.text_offset - 1)]
+        latent = (latent * user[..., None]).sum(dim=2)  # [B, T, D]
+        return x.masked_fill(user[..., None], 0.0).sum(dim=2) + self.user_proj(latent)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | KVCacheRows | None = None,
+                n_new: torch.Tensor | None = None,
+                heads: tuple[str, ...] = ("text", "audio", "ctc")) -> StudentOutput:
+        """``ids [B, T, K_in]`` (embedding-table ids) -> logits for every position.
+
+        Without ``cache``: one causal pass over positions ``0..T-1``. With it:
+        row ``b``'s ``T`` positions start at ``cache.lengths[b]`` and the row
+        advances by ``n_new[b]`` (default ``T``); positions past ``n_new[b]``
+        are padding whose outputs mean nothing and whose cache slots get
+        overwritten later. Only the ``heads`` asked for are computed (prefill
+        needs none).
+        """
+        batch, steps, _ = ids.shape
+        start = cache.lengths if cache is not None else torch.zeros(
+            batch, dtype=torch.long, device=ids.device)
+        positions = start[:, None] + torch.arange(steps, device=ids.device)[None]
+        limit = cache.capacity if cache is not None else self.config.max_len
+        if int(positions.max()) >= limit:
+            raise ValueError(f"sequence longer than {limit} positions")
+        cos, sin = self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None]
+        mask = None
+        if cache is not None:
+            key_pos = torch.arange(int(positions.max()) + 1, device=ids.device)
+            mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, S]
+        x = self.embed_inputs(ids)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, layer, cache, positions, mask)
+        if cache is not None:
+            cache.lengths = cache.lengths + (n_new if n_new is not None else steps)
+        x = self.norm(x) if heads else x
+        audio = None
+        if "audio" in heads:
+            audio = self.audio_head(x).view(batch, steps, self.config.k_out, CODEBOOK_SIZE + 1)
+        return StudentOutput(self.text_head(x) if "text" in heads else None, audio,
+                             self.ctc_head(x) if "ctc" in heads else None)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_student(model: Student, vocab: dict, folder: str | Path, card: str | None = None,
+                 dtype: torch.dtype = torch.float16) -> Path:
+    """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md]."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"kind": "voxloop-student", **asdict(model.config)}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student, dict]:
+    """The model (float32, eval mode) and its vocabulary from a ``save_student`` folder or a
+    bundled student's name."""
+    from safetensors.torch import load_file
+
+    from voxloop.models import find_model
+
+    folder = find_model(name_or_dir, "student model (`voxloop distill export` makes one)",
+                        marker="vocab.json")
+    raw = json.loads((folder / "config.json").read_text())
+    raw.pop("kind", None)
+    model = Student(StudentConfig(**raw))
+    state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    model.load_state_dict(state)
+    vocab = json.loads((folder / "vocab.json").read_text())
+    return model.to(device).eval(), vocab

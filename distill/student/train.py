@@ -1,0 +1,253 @@
+"""Train the student: audio CE (delayed codebooks) + text CE (answer words) + CTC (user words).
+
+One process, or DDP under torchrun (gloo on CPU, nccl on GPU). Each step's
+batch and dropout come from generators seeded by (seed, step, rank), so a run
+resumed from ``OUT/checkpoint.pt`` sees exactly the batches an uninterrupted
+run would. Every ``eval_every`` steps the loss on the ``valid`` split is
+measured; the best model (lowest sum of the ``select_on`` losses) is kept in
+``OUT/best.pt`` and training stops early after ``patience`` evaluations
+without improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
+from voxloop.distill.student.model import Student
+from voxloop.distill.student.pack import IGNORE, Augment, Batch, PackedData, make_batch
+from voxloop.errors import VoxloopError
+
+
+def learning_rate(step: int, s: StudentTrainSettings) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
+    return s.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * progress)))
+
+
+def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, torch.Tensor]:
+    """Mean losses of one batch; ``total`` is what training minimizes."""
+    out = model(batch.ids)
+    audio = F.cross_entropy(out.audio.flatten(0, 2).float(), batch.audio_target.flatten(),
+                            ignore_index=IGNORE)
+    text = F.cross_entropy(out.text.flatten(0, 1).float(), batch.text_target.flatten(),
+                           ignore_index=IGNORE)
+    n_user = int(batch.n_user.max())
+    log_probs = out.ctc[:, :n_user].float().log_softmax(-1).transpose(0, 1)  # [T, B, V]
+    ctc = F.ctc_loss(log_probs, batch.ctc_target, batch.n_user, batch.ctc_lengths,
+                     blank=0, zero_infinity=True)
+    total = audio + s.text_weight * text + s.ctc_weight * ctc
+    return {"total": total, "audio": audio, "text": text, "ctc": ctc}
+
+
+@torch.no_grad()
+def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrainSettings,
+             device: torch.device, batch_size: int = 32) -> dict[str, float]:
+    """Losses and teacher-forced accuracies over ``rows`` (no augmentation);
+    ``answer_err``: share of turns with a wrong answer word under teacher forcing."""
+    model.eval()
+    sums: dict[str, float] = {}
+    counts = {"text": 0, "audio0": 0}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = make_batch(model.config, data, chunk, None, np.random.default_rng(0)).to(device)
+        for key, value in compute_losses(model, batch, s).items():
+            sums[key] = sums.get(key, 0.0) + value.item() * len(chunk)
+        out = model(batch.ids)
+        mask = batch.text_target != IGNORE
+        hit = (out.text.argmax(-1) == batch.text_target) & mask
+        sums["text_acc"] = sums.get("text_acc", 0.0) + hit.sum().item()
+        wrong = (mask & ~hit).any(dim=1)  # some answer word would be wrong: the turn fails
+        sums["answer_err"] = sums.get("answer_err", 0.0) + wrong.sum().item()
+        counts["text"] += int(mask.sum())
+        mask0 = batch.audio_target[..., 0] != IGNORE
+        sums["audio0_acc"] = sums.get("audio0_acc", 0.0) + (
+            (out.audio[..., 0, :].argmax(-1) == batch.audio_target[..., 0]) & mask0).sum().item()
+        counts["audio0"] += int(mask0.sum())
+    model.train()
+    result = {k: v / len(rows) for k, v in sums.items() if not k.endswith("_acc")}
+    result["text_acc"] = sums["text_acc"] / max(1, counts["text"])
+    result["audio0_acc"] = sums["audio0_acc"] / max(1, counts["audio0"])
+    return result
+
+
+def _setup(settings: StudentTrainSettings) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return rank, world, torch.device("cuda" if cuda else "cpu")
+
+
+def load_data(data: str | Path, out: Path, vocab: dict | None = None) -> PackedData:
+    """A packed ``.npz``, or a dataset folder packed into ``out/data.npz`` (once). With
+    ``vocab`` (a trained model's), the data must be tokenized with it."""
+    from voxloop.distill.student.pack import pack_dataset
+
+    path, packed = Path(data), out / "data.npz"
+    if path.suffix == ".npz":
+        packed = path
+    elif not packed.is_file() or (vocab and not _same_vocab(PackedData.load(packed), vocab)):
+        pack_dataset(path, packed, vocab=vocab)
+    result = PackedData.load(packed)
+    if vocab and not _same_vocab(result, vocab):
+        raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "
+                           "pass the dataset folder instead")
+    return result
+
+
+def _same_vocab(data: PackedData, vocab: dict) -> bool:
+    return data.vocab["text"] == vocab["text"] and data.vocab["ctc"] == vocab["ctc"]
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
+          data: PackedData | None = None, stop_at: int | None = None) -> Path:
+    """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
+
+    ``stop_at`` ends the process after that step, as a kill would (for resume tests).
+    """
+    rank, world, device = _setup(settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = data or load_data(settings.data, out)
+    init = None
+    if settings.init_from:
+        from voxloop.distill.student.model import load_student
+
+        init, vocab = load_student(settings.init_from)
+        if not _same_vocab(data, vocab):
+            raise VoxloopError(f"{settings.data} was not tokenized with {settings.init_from}'s "
+                               "vocabularies: pack it with `voxloop distill pack --vocab-from "
+                               f"{settings.init_from}`")
+        config = init.config
+    config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
+                     ctc_vocab=len(data.vocab["ctc"]))
+    torch.manual_seed(settings.seed)
+    student = Student(config)
+    if init is not None:
+        student.load_state_dict(init.state_dict())
+    elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)
+        from voxloop.codecs.registry import load_codec
+
+        if "codec" not in data.vocab:
+            raise VoxloopError(f"{settings.data} names no codec, which --student-user-latent-dim "
+                               "needs: pack it with `voxloop distill pack`")
+        student.set_user_codebooks(load_codec(data.vocab["codec"]["name"]))
+    student = student.to(device).train()
+    decay = [p for p in student.parameters() if p.dim() >= 2]
+    no_decay = [p for p in student.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    step, best, since_best = 0, float("inf"), 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        student.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, since_best = state["step"], state["best"], state["since_best"]
+    model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
+    train_rows, valid_rows = data.indices("train"), data.indices("valid")
+    aug = Augment() if settings.augment else None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+        (out / "settings.json").write_text(json.dumps(
+            {"train": asdict(settings), "student": asdict(config)}, indent=2))
+        print(f"student: {student.num_parameters() / 1e6:.2f} M parameters, "
+              f"{len(train_rows)} train / {len(valid_rows)} valid turns, {device}")
+    t_start = time.time()
+    bar = tqdm(total=settings.steps, initial=step, desc="student train", disable=rank != 0)
+    while step < settings.steps:
+        rng = np.random.default_rng([settings.seed, step, rank])
+        torch.manual_seed(int(rng.integers(2**62)))  # dropout: a function of the step too
+        rows = train_rows[rng.integers(0, len(train_rows), settings.batch_size)]
+        batch = make_batch(config, data, rows, aug, rng).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, settings)
+        with amp:
+            losses = compute_losses(model, batch, settings)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        elapsed_min = (time.time() - t_start) / 60
+        out_of_time = bool(settings.max_minutes) and elapsed_min > settings.max_minutes
+        stop = False
+        if writer is not None:
+            for key, value in losses.items():
+                writer.add_scalar(f"train/{key}", value.item(), step)
+            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+            bar.set_postfix(loss=f"{losses['total'].item():.3f}",
+                            audio=f"{losses['audio'].item():.3f}")
+            last = step == settings.steps or out_of_time
+            if len(valid_rows) and (step % settings.eval_every == 0 or last):
+                with amp:
+                    valid = evaluate(student, data, valid_rows, settings, device)
+                for key, value in valid.items():
+                    writer.add_scalar(f"valid/{key}", value, step)
+                tqdm.write(f"step {step}: valid " + " ".join(
+                    f"{k} {v:.4f}" for k, v in valid.items()))
+                score = sum(valid[k] for k in settings.select_on.split("+"))
+                if score < best:
+                    best, since_best = score, 0
+                    _save(best_path, {"model": student.state_dict(), "config": asdict(config),
+                                      "vocab": data.vocab, "step": step, "valid": valid})
+                else:
+                    since_best += 1
+                    stop = bool(settings.patience) and since_best >= settings.patience
+            if step % settings.ckpt_every == 0 or last or stop:
+                _save(ckpt_path, {"model": student.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "step": step,
+                                  "best": best, "since_best": since_best,
+                                  "config": asdict(config), "vocab": data.vocab})
+        if world > 1:  # every rank stops at the same step as rank 0
+            flags = torch.tensor([float(stop), float(out_of_time)], device=device)
+            dist.broadcast(flags, src=0)
+            stop, out_of_time = bool(flags[0]), bool(flags[1])
+        if stop or out_of_time or (stop_at is not None and step >= stop_at):
+            break
+    if rank == 0 and not best_path.is_file():  # no valid split: the last weights are the best
+        _save(best_path, {"model": student.state_dict(), "config": asdict(config),
+                          "vocab": data.vocab, "step": step, "valid": {}})
+    if world > 1:
+        dist.destroy_process_group()
+    return out
+
+
+def export_student(checkpoint: str | Path, folder: str | Path, card: str | None = None) -> Path:
+    """A ``best.pt``/``checkpoint.pt`` -> a float16 model folder (``load_student`` reads it)."""
+    from voxloop.distill.student.model import save_student
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = Student(StudentConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return save_student(model.eval(), state["vocab"], folder, card)

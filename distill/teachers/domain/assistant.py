@@ -1,0 +1,128 @@
+"""The scripted assistant: deterministic answers over the documented domain.
+
+Questions are normalized (``text.normalize``), tried against the compositional
+skills, then scored against every documented phrasing of the fixed intents
+with an IDF-weighted fuzzy word overlap, so missing words, plurals and small
+ASR misspellings still land on the right intent. Below ``min_score`` the
+answer is the polite fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+from voxloop.distill.teachers.domain.data import load_domain
+from voxloop.distill.teachers.domain.skills import SKILLS
+from voxloop.distill.teachers.domain.text import normalize, word_similarity
+
+FALLBACK_INTENT = "fallback"
+_STOPWORDS = {"a", "an", "the", "is", "are", "of", "to", "in", "on", "me", "please", "can", "you",
+              "do", "does", "i", "it", "that", "this", "for", "be", "and", "there", "so", "hey",
+              "um", "uh", "well", "just", "tell", "what", "how", "which", "voxloop", "we", "will",
+              "at", "if", "with", "as", "but", "by", "from", "into", "or", "not", "would"}
+_MIN_WORD_SIMILARITY = 0.75  # weaker word matches count as no match
+
+
+@dataclass(frozen=True)
+class Match:
+    intent: str
+    answer: str
+    score: float  # 1.0 for a compositional skill; overlap F-score for fixed intents
+
+
+def _content(words: list[str]) -> list[str]:
+    """Words that carry meaning; all words when fewer than two do ("who are you")."""
+    content = [w for w in words if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+    return content if len(content) >= 2 else list(words)
+
+
+@dataclass(frozen=True)
+class _Phrasing:
+    intent: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Index:
+    phrasings: tuple[_Phrasing, ...]
+    idf: dict[str, float]  # over intents, for every word some phrasing uses
+    unknown_weight: float  # a word no phrasing uses weighs as much as the rarest one
+
+    def weight(self, word: str) -> float:
+        return self.idf.get(word, self.unknown_weight)
+
+
+@lru_cache(maxsize=1)
+def _index() -> _Index:
+    domain = load_domain()
+    phrasings, df = [], Counter()
+    for intent in domain["intents"]:
+        seen = set()
+        for text in intent["phrasings"]:
+            words = tuple(_content(normalize(text).split()))
+            phrasings.append(_Phrasing(intent["id"], words))
+            seen.update(words)
+        df.update(seen)
+    n = len(domain["intents"])
+    idf = {w: math.log(1.0 + n / c) for w, c in df.items()}
+    return _Index(tuple(phrasings), idf, max(idf.values()))
+
+
+def _similarity(a: str, b: str) -> float:
+    s = word_similarity(a, b)
+    return s if s >= _MIN_WORD_SIMILARITY else 0.0
+
+
+def score_fixed(words: list[str]) -> tuple[str, float]:
+    """Best fixed intent for normalized ``words`` and its F-score in 0..1.
+
+    Recall: IDF-weighted share of the phrasing's words found in the input;
+    precision: the same for the input's words found in the phrasing.
+    """
+    index = _index()
+    content = _content(words)
+    # ASR splits words ("hex again", "in sets"): joined neighbours may match a phrasing word.
+    joined = [a + b for a, b in zip(words, words[1:], strict=False)]
+    sims = {w: {v: _similarity(w, v) for v in index.idf} for w in set(content + joined)}
+    heard = content + joined
+    input_weight = sum(index.weight(w) for w in content)
+    best_intent, best = FALLBACK_INTENT, 0.0
+    for p in index.phrasings:
+        phrase_weight = sum(index.idf[v] for v in p.words)
+        hit = sum(index.idf[v] * max((sims[w][v] for w in heard), default=0.0)
+                  for v in p.words)
+        found = sum(index.weight(w) * max((sims[w][v] for v in p.words), default=0.0)
+                    for w in content)
+        recall = hit / phrase_weight if phrase_weight else 0.0
+        precision = found / input_weight if input_weight else 0.0
+        f = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+        if f > best:
+            best_intent, best = p.intent, f
+    return best_intent, best
+
+
+class ScriptedAssistant:
+    """The default teacher LLM: same text in, same answer out; history is not used."""
+
+    name = "scripted"
+
+    def __init__(self, min_score: float = 0.6) -> None:
+        self.min_score = min_score
+        self._answers = {i["id"]: i["answer"] for i in load_domain()["intents"]}
+
+    def match(self, text: str) -> Match:
+        words = normalize(text).split()
+        for skill in SKILLS:
+            found = skill(words)
+            if found is not None:
+                return Match(found.intent, found.text, 1.0)
+        intent, score = score_fixed(words)
+        if score < self.min_score:
+            return Match(FALLBACK_INTENT, load_domain()["fallback"], score)
+        return Match(intent, self._answers[intent], score)
+
+    def reply(self, history: list[dict], text: str) -> str:
+        return self.match(text).answer

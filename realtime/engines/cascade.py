@@ -1,0 +1,88 @@
+"""The cascade engine: the teachers (ASR -> LLM -> TTS) behind the engine contract.
+
+TTS runs sentence by sentence, so the first sentence plays while the rest is
+being synthesized; audio leaves in ``chunk_ms`` pieces and ``cancel`` is checked
+between pieces and between stages.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxloop.audio import resample
+from voxloop.distill.teachers.asr import ASRSettings, load_asr
+from voxloop.distill.teachers.llm import LLMSettings, load_llm
+from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
+from voxloop.realtime.engines.base import EngineOutput, Turn
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+
+ASR_RATE_HZ = 16000
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class CascadeSettings:
+    voice: str = field(default=ASSISTANT_VOICE, metadata={
+        "help": "the assistant's TTS voice", "flag": "--cascade-voice"})
+    chunk_ms: int = field(default=100, metadata={
+        "help": "length of each audio delta", "flag": "--cascade-chunk-ms"})
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+
+
+class CascadeEngine:
+    name = "cascade"
+    accepts_text = True
+
+    def __init__(self, settings: CascadeSettings = CascadeSettings(),
+                 asr_settings: ASRSettings = ASRSettings(),
+                 llm_settings: LLMSettings = LLMSettings()) -> None:
+        self.settings = settings
+        self._asr = load_asr(asr_settings)
+        self._llm = load_llm(llm_settings)
+
+    def warm_up(self) -> None:
+        self._asr.transcribe(np.zeros(ASR_RATE_HZ // 2, np.float32), ASR_RATE_HZ)
+        synthesize("Hello.", self.settings.voice)
+
+    def listen(self) -> None:
+        return None  # Whisper needs the whole turn
+
+    def transcribe(self, audio_24k: np.ndarray) -> str:
+        return self._asr.transcribe(resample(audio_24k, AUDIO_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
+
+    def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
+        t0 = time.perf_counter()
+        text = turn.text
+        if text is None:
+            text = self.transcribe(turn.audio_24k)
+            yield EngineOutput(user_transcript=text,
+                               timings_ms={"asr": 1000 * (time.perf_counter() - t0)})
+        if cancel.is_set():
+            return
+        t1 = time.perf_counter()
+        answer = self._llm.reply(list(turn.history), text)
+        timings = {"llm": 1000 * (time.perf_counter() - t1)}
+        chunk = AUDIO_RATE_HZ * self.settings.chunk_ms // 1000
+        for n, sentence in enumerate(split_sentences(answer)):
+            if cancel.is_set():
+                return
+            t2 = time.perf_counter()
+            samples, rate_hz = synthesize(sentence, self.settings.voice)
+            audio = resample(samples, rate_hz, AUDIO_RATE_HZ)
+            timings["tts"] = timings.get("tts", 0.0) + 1000 * (time.perf_counter() - t2)
+            for i in range(0, len(audio), chunk):
+                if cancel.is_set():
+                    return
+                first = i == 0
+                yield EngineOutput(audio_24k=audio[i:i + chunk],
+                                   transcript_delta=(" " if n else "") + sentence if first else "",
+                                   timings_ms=dict(timings) if first else {})

@@ -1,0 +1,240 @@
+"""The native engine: the distilled student answers user speech with speech, codec to codec.
+
+A session's :class:`NativeListener` encodes the user's audio with the streaming
+codec encoder while they speak and hands the codes to the model thread
+(:mod:`realtime.batcher`), which prefills them into the session's KV cache row,
+so at the end of the turn only the answer is left to compute. With
+``speculative`` the answer starts at the first silent VAD window (a tentative
+end of turn): if the user goes on speaking it is rolled back, if the silence is
+confirmed the audio already made is sent at once.
+
+``respond`` turns the answer's words into transcript deltas and its frames into
+audio deltas through the streaming codec decoder, one frame (40 ms) at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voxloop.audio import StreamingResampler
+from voxloop.errors import VoxloopError
+from voxloop.models import DEFAULT_STUDENT
+from voxloop.realtime.engines.base import EngineOutput, Turn
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+
+if TYPE_CHECKING:
+    from voxloop.realtime.engines.batcher import Answer, Slot
+
+POLL_S = 0.01  # how often a waiting response checks its cancel flag
+MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
+DECODE_LEAD_S = 1.0  # answer audio decoded at most this far ahead of real time
+
+
+@dataclass(frozen=True)
+class NativeSettings:
+    student: str = field(default=DEFAULT_STUDENT, metadata={
+        "help": "the student model: a bundled model name or a folder", "flag": "--native-student"})
+    codec: str | None = field(default=None, metadata={
+        "help": "codec for the user's and the answer's audio (default: the one the student "
+                "was trained with)", "flag": "--native-codec"})
+    speculative: bool = field(default=True, metadata={
+        "help": "start answering at the first silent VAD window and send the audio once the "
+                "silence is confirmed (rolled back if the user goes on)",
+        "flag": "--native-speculative"})
+    slots: int = field(default=20, metadata={
+        "help": "sessions the model thread can hold at once (at least --max-sessions + 4)",
+        "flag": "--native-slots"})
+    torch_threads: int = field(default=1, metadata={
+        "help": "torch's intra-op threads (the engine's ops are small and sessions run in "
+                "parallel threads, so 1 avoids oversubscribing the cores; 0: torch's default)",
+        "flag": "--native-torch-threads"})
+    max_prefill_frames: int = field(default=25, metadata={
+        "help": "user frames a session prefills per model call at most (bounds the delay "
+                "it adds to other sessions' steps)", "flag": "--native-max-prefill-frames"})
+
+
+class NativeEngine:
+    name = "native"
+    accepts_text = False
+
+    def __init__(self, settings: NativeSettings = NativeSettings()) -> None:
+        import torch
+
+        from voxloop.distill.student.generate import Generator, SamplingOptions, load_student_codec
+        from voxloop.distill.student.model import load_student
+        from voxloop.distill.student.vocab import Tokenizer
+        from voxloop.realtime.engines.batcher import ContinuousBatcher
+
+        self.settings = settings
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        model, vocab = load_student(settings.student)
+        self.tokenizer = Tokenizer(vocab)
+        self.codec = load_student_codec(settings.codec, vocab)
+        self.k_in, self.k_out = model.config.k_in, model.config.k_out
+        self.generator = Generator(model, self.tokenizer, SamplingOptions())
+        self.batcher = ContinuousBatcher(self.generator, settings.slots,
+                                         settings.max_prefill_frames)
+        self._torch = torch
+
+    # -- the engine contract ------------------------------------------------------------
+    def warm_up(self) -> None:
+        """One short turn through every part, so the first user does not pay for it."""
+        listener = self.listen()
+        try:
+            listener.hear(np.zeros(AUDIO_RATE_HZ // 2, np.float32))
+            for _ in self.respond(Turn(listener=listener), threading.Event()):
+                pass
+        finally:
+            listener.close()
+
+    def listen(self) -> NativeListener:
+        return NativeListener(self)
+
+    def transcribe(self, audio_24k: np.ndarray) -> str:
+        """What the student's CTC head heard (its own recognition, no Whisper)."""
+        listener = self.listen()
+        try:
+            listener.hear(audio_24k)
+            answer = listener.end_of_turn()
+            listener.slot.stop(answer)
+            while (item := answer.get(10.0)) is not None and item[0] != "done":
+                pass
+            return self.tokenizer.decode_ctc(answer.heard)
+        finally:
+            listener.close()
+
+    def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
+        t0 = time.perf_counter()
+        own = turn.listener is None or not turn.listener.heard_anything
+        listener = self.listen() if own else turn.listener
+        try:
+            if own:
+                if turn.audio_24k is None:
+                    raise VoxloopError("the native engine answers speech only")
+                listener.hear(turn.audio_24k)
+            answer = listener.end_of_turn()
+            yield from self._relay(answer, listener, cancel, t0)
+        finally:
+            if own:
+                listener.close()
+
+    def _relay(self, answer: Answer, listener: NativeListener, cancel: threading.Event,
+               t0: float) -> Iterator[EngineOutput]:
+        torch = self._torch
+        decoder = self.codec.stream_decoder(1)
+        upsample = StreamingResampler(self.codec.sample_rate, AUDIO_RATE_HZ)
+        first_word, limit, decoded_s = True, 1, 0.0
+        timings: dict = {}
+        try:
+            while not cancel.is_set():
+                item = answer.get(POLL_S)
+                if item is None:
+                    continue
+                kind, value = item
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise VoxloopError(f"the student failed: {value}")
+                if first_word:
+                    first_word = False
+                    yield EngineOutput(user_transcript=self.tokenizer.decode_ctc(answer.heard))
+                if kind == "word":
+                    yield EngineOutput(transcript_delta=(" " if timings else "") + value)
+                    timings.setdefault("first_word", 1000 * (time.perf_counter() - t0))
+                    continue
+                # decode the frames already made, a few per call; the first one alone
+                frames, more = [value], None
+                while len(frames) < limit and (more := answer.get(0)) is not None \
+                        and more[0] == "frame":
+                    frames.append(more[1])
+                    more = None
+                limit = MAX_DECODE_FRAMES
+                if "first_audio" in timings:  # keep decoding just ahead of the listener:
+                    played_s = time.perf_counter() - t0 - timings["first_audio"] / 1000
+                    if cancel.wait(max(0.0, decoded_s - played_s - DECODE_LEAD_S)):
+                        break  # (spreads the work, so other sessions' turns are not starved)
+                codes = torch.from_numpy(np.stack(frames, 1)[None].astype(np.int64))
+                audio = upsample.push(decoder.push(codes)[0, 0].numpy())
+                decoded_s += len(frames) / self.codec.frame_rate
+                if "first_audio" not in timings:
+                    timings["first_audio"] = 1000 * (time.perf_counter() - t0)
+                    timings["answer_ahead"] = 1000 * max(0.0, t0 - answer.started_s)
+                yield EngineOutput(audio_24k=audio.astype(np.float32), timings_ms=dict(timings))
+                if more is not None:  # the done marker (words never follow frames)
+                    return
+        finally:
+            listener.slot.stop(answer)  # a no-op for a finished answer
+
+
+class NativeListener:
+    """One session's ear: 24 kHz audio in while the user speaks, codes to its model slot."""
+
+    def __init__(self, engine: NativeEngine) -> None:
+        self.engine = engine
+        self.slot: Slot = engine.batcher.open()
+        self._speculative: Answer | None = None
+        self.new_turn()
+
+    @property
+    def heard_anything(self) -> bool:
+        return self._frames > 0 or self._speculative is not None
+
+    def new_turn(self) -> None:
+        """Speech started: forget the last turn (its answer included). Cheap: the
+        encoder is made by the first ``hear``, off the event loop."""
+        self.slot.new_turn()
+        self._encoder = self._downsample = None
+        self._pending = np.zeros(0, np.float32)  # 16 kHz samples short of a whole frame
+        self._frames = 0
+        self._speculative = None
+
+    def hear(self, audio_24k: np.ndarray) -> None:
+        """User audio as it arrives (runs the codec encoder: call off the event loop)."""
+        torch = self.engine._torch
+        if self._encoder is None:
+            self._encoder = self.engine.codec.stream_encoder(1)
+            self._downsample = StreamingResampler(AUDIO_RATE_HZ, self.engine.codec.sample_rate)
+        samples = np.concatenate([self._pending,
+                                  self._downsample.push(np.asarray(audio_24k, np.float32))])
+        whole = len(samples) - len(samples) % self.engine.codec.hop  # the encoder only ever
+        self._pending = samples[whole:]  # emits whole frames: push those, fewer calls
+        if whole:
+            self._send(self._encoder.push(torch.from_numpy(samples[:whole])[None, None]))
+
+    def pause(self) -> None:
+        """The first silent window: start a tentative answer (if speculative)."""
+        if self.engine.settings.speculative and self._speculative is None and self._frames:
+            self._speculative = self.slot.answer()
+
+    def resume(self) -> None:
+        """Speech went on after a pause: the tentative answer is void."""
+        if self._speculative is not None:
+            self.slot.rollback(self._speculative)
+            self._speculative = None
+
+    def end_of_turn(self) -> Answer:
+        """The turn is over: the tentative answer if there is one, else a new one."""
+        if self._speculative is not None:
+            answer, self._speculative = self._speculative, None
+            return answer
+        if self._encoder is not None:
+            torch = self.engine._torch
+            self._send(self._encoder.push(torch.from_numpy(self._pending)[None, None]))
+            self._pending = self._pending[:0]
+            self._send(self._encoder.flush())
+        return self.slot.answer()
+
+    def close(self) -> None:
+        self.slot.close()
+
+    def _send(self, codes) -> None:
+        if codes.shape[-1]:
+            self._frames += codes.shape[-1]
+            self.slot.listen(codes[0, :self.engine.k_in].numpy())

@@ -1,0 +1,149 @@
+"""A session's configuration: parsed from ``session.update`` (GA or beta shape),
+rendered back in the shape the client speaks.
+
+Standard library only. Unknown fields are ignored, as OpenAI does; values that
+this server cannot honour (another audio format, semantic VAD) are a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, ProtocolError, pcm_format
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """``server_vad`` parameters, with the meaning they have in the OpenAI API.
+
+    ``silence_duration_ms`` defaults to 300 rather than OpenAI's 500: the product
+    answers about 300 ms after the user stops, and Silero's 32 ms windows end a
+    turn reliably after ~300 ms of silence on conversational speech.
+    """
+
+    threshold: float = 0.5  # speech probability that starts speech (Silero)
+    prefix_padding_ms: int = 300  # audio kept before the detected onset
+    silence_duration_ms: int = 300  # silence that ends the turn
+    create_response: bool = True  # answer as soon as the turn ends
+    interrupt_response: bool = True  # speech onset cancels an active response
+
+    def wire(self) -> dict:
+        return {"type": "server_vad", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    model: str = "voxloop"
+    instructions: str = ""  # stored and echoed; the engines in this repo cannot follow them
+    voice: str = "joe"
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    transcription_model: str | None = None  # None: no input transcription events
+
+    def wire(self, session_id: str, beta: bool) -> dict:
+        """The ``session`` object of ``session.created`` / ``session.updated``."""
+        td = self.turn_detection.wire() if self.turn_detection else None
+        tr = {"model": self.transcription_model} if self.transcription_model else None
+        if beta:
+            # beta's ``model`` only admits OpenAI's model names, so it is left out there
+            return {"id": session_id, "object": "realtime.session",
+                    "modalities": ["text", "audio"], "instructions": self.instructions,
+                    "voice": self.voice, "input_audio_format": "pcm16",
+                    "output_audio_format": "pcm16", "input_audio_transcription": tr,
+                    "turn_detection": td, "tools": [], "tool_choice": "auto"}
+        return {"type": "realtime", "id": session_id, "object": "realtime.session",
+                "model": self.model, "output_modalities": ["audio"],
+                "instructions": self.instructions,
+                "audio": {"input": {"format": pcm_format(), "turn_detection": td,
+                                    "transcription": tr},
+                          "output": {"format": pcm_format(), "voice": self.voice}}}
+
+    def updated(self, session: dict, event_id: str | None = None) -> SessionConfig:
+        """Apply a ``session.update`` payload (GA or beta shape) and return the result."""
+        ga_audio = session.get("audio") or {}
+        _check_dict(ga_audio, "session.audio", event_id)
+        audio_in = ga_audio.get("input") or {}
+        audio_out = ga_audio.get("output") or {}
+        _check_dict(audio_in, "session.audio.input", event_id)
+        _check_dict(audio_out, "session.audio.output", event_id)
+        changes: dict = {}
+        if "instructions" in session:
+            changes["instructions"] = _string(session["instructions"], "instructions", event_id)
+        if "model" in session:
+            changes["model"] = _string(session["model"], "model", event_id)
+        voice = audio_out.get("voice", session.get("voice"))
+        if voice is not None:
+            changes["voice"] = _string(voice, "voice", event_id)
+        for fmt, name in ((audio_in.get("format"), "audio.input.format"),
+                          (audio_out.get("format"), "audio.output.format"),
+                          (session.get("input_audio_format"), "input_audio_format"),
+                          (session.get("output_audio_format"), "output_audio_format")):
+            _check_format(fmt, name, event_id)
+        modalities = session.get("output_modalities", session.get("modalities"))
+        if modalities is not None and "audio" not in (modalities or []):
+            raise ProtocolError("unsupported_value", "this server always answers in audio (with "
+                                "a transcript): output_modalities must include 'audio'",
+                                event_id, "output_modalities")
+        for key, source in (("turn_detection", audio_in), ("turn_detection", session)):
+            if key in source:
+                changes["turn_detection"] = _turn_detection(source[key], self, event_id)
+                break
+        for key, source in (("transcription", audio_in), ("input_audio_transcription", session)):
+            if key in source:
+                tr = source[key]
+                if tr is not None:
+                    _check_dict(tr, key, event_id)
+                changes["transcription_model"] = (tr or {}).get("model") or (
+                    "whisper-1" if tr is not None else None)
+                break
+        return replace(self, **changes)
+
+
+def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | None:
+    if value is None:
+        return None
+    _check_dict(value, "turn_detection", event_id)
+    kind = value.get("type", "server_vad")
+    if kind != "server_vad":
+        raise ProtocolError("unsupported_value", f"turn_detection type {kind!r} is not "
+                            "supported; use 'server_vad' or null", event_id, "turn_detection.type")
+    base = current.turn_detection or TurnDetection()
+    out = {}
+    for name, kind_, low, high in (("threshold", float, 0.0, 1.0),
+                                   ("prefix_padding_ms", int, 0, 10_000),
+                                   ("silence_duration_ms", int, 0, 10_000),
+                                   ("create_response", bool, None, None),
+                                   ("interrupt_response", bool, None, None)):
+        v = value.get(name)
+        if v is None:
+            continue
+        ok = isinstance(v, bool) if kind_ is bool else (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+            and (kind_ is float or float(v).is_integer()))
+        if not ok:
+            want = "true or false" if kind_ is bool else f"a number from {low} to {high}"
+            raise ProtocolError("invalid_value", f"turn_detection.{name} must be {want}, "
+                                f"got {v!r}", event_id, f"turn_detection.{name}")
+        out[name] = kind_(v)
+    return replace(base, **out)
+
+
+def _check_format(fmt, name: str, event_id) -> None:
+    if fmt is None or fmt == "pcm16":
+        return
+    if isinstance(fmt, dict) and fmt.get("type", "audio/pcm") == "audio/pcm" and \
+            fmt.get("rate", AUDIO_RATE_HZ) == AUDIO_RATE_HZ:
+        return
+    raise ProtocolError("unsupported_value", f"{name} {fmt!r} is not supported: use pcm16 "
+                        f"at {AUDIO_RATE_HZ} Hz ({{'type': 'audio/pcm', 'rate': 24000}})",
+                        event_id, name)
+
+
+def _check_dict(value, name: str, event_id) -> None:
+    if not isinstance(value, dict):
+        raise ProtocolError("invalid_type", f"{name} must be an object", event_id, name)
+
+
+def _string(value, name: str, event_id) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError("invalid_type", f"session.{name} must be a string", event_id, name)
+    return value

@@ -1,0 +1,54 @@
+"""The latency benchmark: its player model, and one small real run through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from voxloop.bench.latency import underruns
+from voxloop.bench.report import summarize
+
+
+def test_underruns_count_each_time_the_player_runs_dry():
+    steady = [(0.04 * i, 0.04) for i in range(50)]  # 40 ms of audio every 40 ms
+    assert underruns(steady, jitter_ms=60) == 0
+    late = steady[:10] + [(t + 0.3, s) for t, s in steady[10:]]  # one 300 ms hole
+    assert underruns(late, jitter_ms=60) == 1
+    burst = [(0.0, 2.0), (2.5, 1.0)]  # 2 s at once, the rest 0.5 s after it ran out
+    assert underruns(burst, jitter_ms=60) == 1
+    assert underruns([], jitter_ms=60) == 0
+
+
+def test_summary_ratio_and_barge_in_only_from_their_turns():
+    def row(engine, latency, kind="question", barge=None):
+        return {"engine": engine, "sessions": 1, "kind": kind, "latency_ms": latency,
+                "engine_ms": latency / 2, "barge_in_ms": barge, "underruns": 0,
+                "status": "completed"}
+
+    records = [row("native", 300), row("native", 500), row("native", 9999, "barge_in", 80),
+               row("cascade", 1200), row("cascade", 1600)]
+    summary = summarize(records)
+    native = summary["levels"]["native"][1]
+    assert native["latency_p50_ms"] == 400 and native["barge_in_p50_ms"] == 80
+    assert summary["cascade_over_native_p50"][1] == pytest.approx(1400 / 400)
+
+
+@pytest.mark.slow
+def test_bench_latency_command(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxloop", "bench", "latency", "--engines", "native",
+         "--sessions", "1", "--turns", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| native | 1 |" in proc.stdout
+    report = json.loads((out / "latency.json").read_text())
+    turns = report["turns"]
+    assert [t["kind"] for t in turns] == ["question", "barge_in"]
+    assert turns[0]["status"] == "completed" and turns[0]["latency_ms"] > 0
+    assert turns[0]["answer_s"] > 0
+    assert report["settings"]["silence_duration_ms"] == 300
+    assert (out / "latency.png").stat().st_size > 10_000

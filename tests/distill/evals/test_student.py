@@ -1,0 +1,68 @@
+"""The student evaluation runs end to end on a tiny set, and its judge is strict enough."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.registry import random_codec
+from voxloop.distill.evals.student import evaluate_student, judge
+from voxloop.distill.student.config import StudentEvalSettings
+from voxloop.distill.student.model import Student, save_student
+
+
+class FixedASR:
+    """Hears the first fixture answer whatever it is given."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transcribe(self, samples, rate_hz: int) -> str:
+        assert rate_hz == 16000 and len(samples) > 0
+        self.calls += 1
+        return ANSWERS[0]
+
+
+def test_judge_needs_the_numbers_and_most_content_words():
+    answer = "Seventeen times eleven is one hundred eighty seven."
+    assert judge(answer, "17 times 11 is 187")
+    assert not judge(answer, "seventeen times eleven is one hundred eighty six")
+    cheetah = "The cheetah is the fastest land animal."
+    assert judge(cheetah, "the cheetahs are the fastest land animal")
+    assert not judge(cheetah, "the fastest animal")
+    assert not judge("The capital of France is Paris.", "")
+
+
+def test_eval_end_to_end_on_a_tiny_set(tmp_path):
+    examples = tiny_examples(4, split="heldout_voice") + tiny_examples(2, 1, "heldout_phrasing")
+    for ex in examples:  # every prompt intends ANSWERS[0]; the teacher said it once per split
+        ex.meta["prompt_answer"] = ANSWERS[0]
+    data = tiny_packed(examples)
+    data.save(tmp_path / "data.npz")
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"])))
+    folder = save_student(model.eval(), data.vocab, tmp_path / "student")
+    asr = FixedASR()
+    settings = StudentEvalSettings(data=str(tmp_path / "data.npz"), out=str(tmp_path / "eval"),
+                                   chunk_frames=3)
+    metrics = evaluate_student(folder, settings, asr=asr, codec=random_codec(CodecConfig()))
+    assert set(metrics["splits"]) == {"heldout_voice", "heldout_phrasing"}
+    voice = metrics["splits"]["heldout_voice"]
+    assert voice["n"] == 4 and metrics["all"]["n"] == 6
+    assert voice["ceiling_correct_pct"] == 25.0  # the teacher codes of ANSWERS[0] only
+    assert metrics["all"]["ceiling_wer_pct"] > 0
+    assert 0 <= voice["text_token_acc_pct"] <= 100 and metrics["all"]["speed_x_rt"] >= 0
+    assert voice["correct_intended_pct"] == 100.0  # the ASR always hears ANSWERS[0]
+    assert voice["teacher_intended_pct"] == 25.0
+    assert metrics["all"]["teacher_intended_pct"] == pytest.approx(100 / 3)
+    assert asr.calls >= 6
+    rows = [json.loads(x) for x in (tmp_path / "eval" / "turns.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {"transcript", "student_text", "correct"} <= set(rows[0])
+    for name in ("metrics.json", "report.md", "student-eval.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    assert "heldout_voice" in (tmp_path / "eval" / "report.md").read_text()

@@ -1,0 +1,40 @@
+"""Tiny synthetic dialogue examples and a tiny student config for the student tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxloop.distill.data.dataset import DialogueExample
+from voxloop.distill.student.model import StudentConfig
+from voxloop.distill.student.pack import PackedData, pack_examples
+from voxloop.distill.student.vocab import Tokenizer, build_vocab
+
+ANSWERS = ["Seven plus five is twelve.", "The capital of France is Paris.",
+           "Hello! How can I help you today?", "Purple is spelled P, U, R, P, L, E."]
+QUESTIONS = ["what is 7 plus 5", "what is the capital of france", "hello", "spell purple"]
+
+
+def tiny_config(**changes) -> StudentConfig:
+    values = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_len=128, dropout=0.0)
+    values.update(changes)
+    return StudentConfig(**values)
+
+
+def tiny_examples(n: int = 4, seed: int = 0, split: str = "train") -> list[DialogueExample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        user = rng.integers(0, 1024, (8, int(rng.integers(8, 14)))).astype(np.int16)
+        answer = rng.integers(0, 1024, (8, int(rng.integers(5, 9)))).astype(np.int16)
+        out.append(DialogueExample(
+            id=f"ex{i}", split=split, intent=f"intent{i % len(ANSWERS)}", user_voice="flite:slt",
+            prompt_text=QUESTIONS[i % 4], asr_text=QUESTIONS[i % 4],
+            answer_text=ANSWERS[i % 4], user_codes=user, answer_codes=answer))
+    return out
+
+
+def tiny_packed(examples: list[DialogueExample]) -> PackedData:
+    vocab = build_vocab([e.answer_text for e in examples], [e.asr_text for e in examples],
+                        with_domain=False)
+    silence = np.full(8, 3, dtype=np.int16)
+    return PackedData(pack_examples(examples, Tokenizer(vocab), silence), vocab)

@@ -1,0 +1,175 @@
+"""Student training: a tiny model overfits a tiny set and reproduces it; resume is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
+from voxloop.distill.student.generate import SamplingOptions, generate
+from voxloop.distill.student.model import load_student
+from voxloop.distill.student.train import StudentTrainSettings, export_student, train
+from voxloop.distill.student.vocab import Tokenizer, answer_words
+from voxloop.errors import VoxloopError
+
+
+def _settings(tmp_path, **changes) -> StudentTrainSettings:
+    values = dict(data="unused.npz", out=str(tmp_path / "run"), steps=6, batch_size=4, lr=3e-3,
+                  warmup_steps=2, eval_every=3, ckpt_every=3, threads=1, device="cpu")
+    values.update(changes)
+    return StudentTrainSettings(**values)
+
+
+def test_tiny_student_overfits_and_generation_reproduces(tmp_path):
+    examples = tiny_examples(4)
+    data = tiny_packed(examples)
+    settings = _settings(tmp_path, steps=150, lr=4e-3, warmup_steps=20, weight_decay=0.0,
+                         augment=False, eval_every=1000, ckpt_every=1000)
+    out = train(settings, tiny_config(d_model=96), data=data)
+    model, vocab = load_student(export_student(out / "best.pt", tmp_path / "student"))
+    tokenizer = Tokenizer(vocab)
+    for i, ex in enumerate(examples):
+        result = generate(model, tokenizer, ex.user_codes, SamplingOptions(),
+                          chunk_frames=1 + i % 3)
+        assert result.text_ids == data.text(i).tolist(), (i, result.text)
+        assert np.array_equal(result.codes, ex.answer_codes[:4]), i
+        assert answer_words(result.text) == answer_words(ex.answer_text)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 150
+
+
+def test_resume_is_exact(tmp_path):
+    data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+    config = tiny_config(dropout=0.1)
+    whole = train(_settings(tmp_path / "a"), config, data=data)
+    part = train(_settings(tmp_path / "b"), config, data=data, stop_at=3)
+    assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 3
+    part = train(_settings(tmp_path / "b"), config, data=data)
+    a = torch.load(whole / "checkpoint.pt", weights_only=False)
+    b = torch.load(part / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    first = train(_settings(tmp_path / "c", steps=3), config, data=data)
+    c = torch.load(first / "checkpoint.pt", weights_only=False)
+    assert any(not torch.equal(v, c["model"][k]) for k, v in a["model"].items())
+
+
+DDP_SCRIPT = """
+import sys
+from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
+from voxloop.distill.student.config import StudentTrainSettings
+from voxloop.distill.student.train import train
+data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+train(StudentTrainSettings(data="unused.npz", out=sys.argv[1], steps=4, batch_size=2,
+                           eval_every=2, ckpt_every=2, threads=1, device="cpu"),
+      tiny_config(), data=data)
+"""
+
+
+def test_torchrun_ddp_on_cpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                    str(script), str(tmp_path / "run")], check=True, env=env, cwd=root,
+                   capture_output=True, timeout=240)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 4 and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_intended_targets_replace_misheard_answers(tmp_path):
+    """A turn the teacher misheard trains on the intended answer: another turn's codes of
+    it when there is one, else the assistant voice's speech of it, encoded (real piper
+    and the bundled codec); the prompt's words become the CTC target."""
+    from dataclasses import replace
+
+    from voxloop.distill.data.targets import AnswerCodes, intended_targets
+
+    right, misheard, unseen = tiny_examples(3)
+    fallback = "Sorry, I can only help with simple math."
+    examples = [
+        replace(right, meta={"prompt_answer": right.answer_text}),
+        replace(misheard, answer_text=fallback, asr_text="what is machine power",
+                meta={"prompt_answer": right.answer_text}),
+        replace(unseen, answer_text=fallback, meta={"prompt_answer": "Seven plus one is eight."}),
+    ]
+    out = intended_targets(examples, AnswerCodes(tmp_path, "voxloop-codec-16k", examples))
+    assert [e.answer_text for e in out] == [right.answer_text, right.answer_text,
+                                            "Seven plus one is eight."]
+    assert np.array_equal(out[1].answer_codes, right.answer_codes)
+    assert out[1].asr_text == misheard.prompt_text and out[1].meta["teacher_text"] == fallback
+    codes = out[2].answer_codes
+    assert codes.shape[0] == 8 and 25 <= codes.shape[1] <= 100  # 1-4 s of 25 Hz frames
+    assert len(list((tmp_path / "answers").glob("*.npy"))) == 1  # cached for the next pack
+    packed = tiny_packed(out)
+    assert packed.teacher_text.tolist() == [right.answer_text, fallback, fallback]
+    assert packed.intended_text.tolist() == [e.answer_text for e in out]
+    with pytest.raises(VoxloopError, match="--targets teacher"):
+        intended_targets([right], AnswerCodes(tmp_path, "voxloop-codec-16k", [right]))
+
+
+def test_fine_tune_starts_from_the_given_model(tmp_path):
+    data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+    first = train(_settings(tmp_path / "a"), tiny_config(), data=data)
+    folder = export_student(first / "best.pt", tmp_path / "student")
+    start, _ = load_student(folder)
+    tuned = train(_settings(tmp_path / "b", steps=1, lr=1e-12, warmup_steps=1,
+                            init_from=str(folder)), tiny_config(d_model=96), data=data)
+    weights = torch.load(tuned / "checkpoint.pt", weights_only=False)["model"]
+    for name, value in start.state_dict().items():  # d_model 96 was ignored: the model's config
+        torch.testing.assert_close(weights[name], value, atol=1e-6, rtol=0), name
+    other = tiny_packed(tiny_examples(6, seed=5) + tiny_examples(2, seed=1, split="valid"))
+    other.vocab = {**other.vocab, "text": other.vocab["text"][:-1]}
+    with pytest.raises(VoxloopError, match="--vocab-from"):
+        train(_settings(tmp_path / "c", init_from=str(folder)), data=other)
+
+
+def test_corpus_questions_become_training_turns(tmp_path):
+    """Questions of a codec corpus's train split become turns (encoded by the real codec,
+    answered by the scripted teacher); its answers and held-out utterances do not."""
+    import json
+    from dataclasses import replace
+
+    from voxloop.audio import write_wav
+    from voxloop.distill.data.targets import AnswerCodes, corpus_turns
+
+    paris = replace(tiny_examples(2)[1], meta={"prompt_answer": ANSWERS[1]})
+    rows = [("train-a-0000", "what is the capital of france", "train"),
+            ("train-a-0001", ANSWERS[1], "train"),
+            ("heldout-a-0000", "what's the capital of france", "heldout")]
+    rng = np.random.default_rng(0)
+    for uid, _, split in rows:
+        write_wav(tmp_path / "corpus" / split / f"{uid}.wav",
+                  0.1 * rng.standard_normal(24000).astype(np.float32), 16000)
+    (tmp_path / "corpus" / "manifest.jsonl").write_text("".join(
+        json.dumps({"uid": u, "text": t, "voice": "flite:slt", "split": s}) + "\n"
+        for u, t, s in rows))
+    turns = corpus_turns(tmp_path / "corpus",
+                         AnswerCodes(tmp_path, "voxloop-codec-16k", [paris]))
+    assert [t.prompt_text for t in turns] == ["what is the capital of france"]
+    turn = turns[0]
+    assert turn.split == "train" and turn.answer_text == ANSWERS[1] and turn.intent == "capital"
+    assert np.array_equal(turn.answer_codes, paris.answer_codes)
+    assert turn.user_codes.shape == (8, 38)  # 1.5 s at 25 Hz, the last frame zero-padded
+    with pytest.raises(VoxloopError, match="voxloop distill corpus"):
+        corpus_turns(tmp_path, AnswerCodes(tmp_path, "voxloop-codec-16k", [paris]))
+
+
+def test_training_with_the_codec_latent_reads_the_data_codec(tmp_path):
+    from voxloop.codecs.registry import load_codec
+
+    data = tiny_packed(tiny_examples(4))
+    with pytest.raises(VoxloopError, match="names no codec"):
+        train(_settings(tmp_path / "a", steps=1), tiny_config(user_latent_dim=128), data=data)
+    data.vocab = {**data.vocab, "codec": {"name": "voxloop-codec-16k"}}
+    out = train(_settings(tmp_path / "b", steps=2), tiny_config(user_latent_dim=128), data=data)
+    books = torch.load(out / "checkpoint.pt", weights_only=False)["model"]["user_codebooks"]
+    codec = load_codec("voxloop-codec-16k")
+    assert torch.equal(books[:1024], codec.quantizer.vq.layers[0]._codebook.embed)

@@ -1,0 +1,93 @@
+"""The scripted assistant: every documented phrasing, compositional answers, fallback."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voxloop.distill.teachers.domain.assistant import FALLBACK_INTENT
+from voxloop.distill.teachers.domain.data import examples, intent_ids, load_domain
+from voxloop.distill.teachers.domain.numbers import int_to_words, number_to_words, words_to_digits
+from voxloop.distill.teachers.domain.text import normalize
+
+
+def test_domain_size_meets_the_spec():
+    domain = load_domain()
+    assert len(intent_ids()) >= 60
+    for intent in domain["intents"]:
+        assert len(intent["phrasings"]) >= 5, intent["id"]
+    for intent in domain["compositional"]:
+        assert len(intent["templates"]) >= 5, intent["id"]
+    assert len(domain["capitals"]) >= 30
+
+
+def test_every_documented_phrasing_gets_its_intent(assistant):
+    cases = examples(fills_per_template=5, seed=1)
+    got = [assistant.match(e.text).intent for e in cases]
+    misses = [(e.text, e.intent, g) for e, g in zip(cases, got, strict=True) if g != e.intent]
+    print(f"\n{len(cases) - len(misses)}/{len(cases)} documented phrasings matched")
+    assert not misses
+
+
+@pytest.mark.parametrize(("question", "answer"), [
+    ("What is 7 plus 5?", "Seven plus five is twelve."),
+    ("what's seventeen minus twenty", "Seventeen minus twenty is minus three."),
+    ("subtract three from nine", "Nine minus three is six."),
+    ("take 4 away from 10", "Ten minus four is six."),
+    ("what is 6 times 7", "Six times seven is forty two."),
+    ("what is 9 divided by 2", "Nine divided by two is four point five."),
+    ("divide 10 by 3", "Ten divided by three is about three point three."),
+    ("divide five by zero", "You can't divide by zero."),
+    ("what is seven multi plied by three", "Seven times three is twenty one."),  # ASR split
+    ("what is six sub tract two", "Six minus two is four."),  # the operator in two
+    ("what is the capital of japan", "The capital of Japan is Tokyo."),
+    ("whats the capitol of frants", "The capital of France is Paris."),
+    ("capital of england", "The capital of United Kingdom is London."),
+    ("how do you spell horse", "Horse is spelled H, O, R, S, E."),
+    ("convert 5 kilometers to miles", "Five kilometers is about three point one miles."),
+    ("what is 20 degrees celsius in fahrenheit", "Twenty degrees Celsius is sixty eight degrees "
+                                                  "Fahrenheit."),
+    ("how many minutes is 1 hour", "One hour is sixty minutes."),
+    ("what day comes after sunday", "After Sunday comes Monday."),
+    ("how many legs does a spyder have", "A spider has eight legs."),
+])
+def test_compositional_and_noisy_questions(assistant, question, answer):
+    assert assistant.reply([], question) == answer
+
+
+@pytest.mark.parametrize("question", [
+    "what is the meaning of life", "who won the world cup", "play some music",
+    "what is the population of france", "how tall is the eiffel tower", "who is the president",
+    "how many wheels does a car have", "book me a flight to london",
+])
+def test_out_of_domain_gets_the_polite_fallback(assistant, question):
+    match = assistant.match(question)
+    assert match.intent == FALLBACK_INTENT, (question, match)
+    assert match.answer == load_domain()["fallback"]
+
+
+def test_answers_are_deterministic(assistant):
+    from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
+
+    other = ScriptedAssistant()
+    for e in examples(fills_per_template=1, seed=3):
+        assert assistant.reply([], e.text) == other.reply([{"role": "user", "content": "hi"}],
+                                                          e.text)
+
+
+@given(st.integers(min_value=0, max_value=999_999))
+def test_number_words_round_trip(n):
+    assert words_to_digits(int_to_words(n)) == str(n)
+
+
+def test_number_to_words_rounds_and_signs():
+    assert number_to_words(3.5) == "three point five"
+    assert number_to_words(-17.78) == "minus seventeen point eight"
+    assert number_to_words(68.0) == "sixty eight"
+
+
+def test_normalize_handles_symbols_contractions_and_number_words():
+    assert normalize("What's 7 + five?") == "what is 7 plus 5"
+    assert normalize("twenty-one × 3") == "21 times 3"
+    assert normalize("It's 1,000 km.") == "it is 1000 km"

@@ -1,0 +1,121 @@
+"""Continuous batching: many sessions' rows in one model thread, each as if alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import tiny_config
+from voxloop.distill.student.generate import Generator, SamplingOptions, generate
+from voxloop.distill.student.model import Student
+from voxloop.distill.student.vocab import Tokenizer
+from voxloop.errors import VoxloopError
+from voxloop.realtime.engines.batcher import Answer, ContinuousBatcher
+
+OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = tiny_config(text_vocab=12, ctc_vocab=9, k_in=4, k_out=4)
+    return Student(config).eval()
+
+
+@pytest.fixture()
+def batcher(model):
+    vocab = {"text": ["<unk>", "<sep>", "<eot>"] + [f"w{i}" for i in range(9)],
+             "ctc": ["<blank>", "<unk>"] + [f"c{i}" for i in range(7)]}
+    b = ContinuousBatcher(Generator(model, Tokenizer(vocab), OPTIONS), slots=4,
+                          max_prefill_frames=3)
+    yield b
+    b.shutdown()
+
+
+def user_codes(seed: int, frames: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 1024, (4, frames))
+
+
+def collect(answer: Answer) -> tuple[list[str], np.ndarray, str]:
+    words, frames = [], []
+    while True:
+        item = answer.get(10.0)
+        assert item is not None, "the model thread stopped answering"
+        kind, value = item
+        assert kind != "error", value
+        if kind == "done":
+            stacked = np.stack(frames, 1) if frames else np.zeros((4, 0), np.int64)
+            return words, stacked, value
+        (words if kind == "word" else frames).append(value)
+
+
+def reference(model, batcher, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+    alone = generate(model, batcher.generator.tokenizer, codes, OPTIONS)
+    return alone.text_ids, alone.codes
+
+
+def assert_same(model, batcher, codes, got) -> None:
+    text_ids, frames = reference(model, batcher, codes)
+    vocab = batcher.generator.tokenizer.vocab["text"]
+    assert got[0] == [vocab[i] for i in text_ids]
+    np.testing.assert_array_equal(got[1], frames)
+
+
+def test_sessions_batched_together_answer_as_if_alone(model, batcher):
+    codes = [user_codes(s, n) for s, n in ((1, 9), (2, 14), (3, 5))]
+    slots = [batcher.open() for _ in codes]
+    for start in range(0, 14, 2):  # interleaved chunks of different sizes, as live sessions
+        for slot, c in zip(slots, codes, strict=True):
+            slot.listen(c[:, start:start + 2])
+    answers = [slot.answer() for slot in slots]
+    results = [collect(a) for a in answers]
+    for c, got in zip(codes, results, strict=True):
+        assert got[2] == "completed"
+        assert_same(model, batcher, c, got)
+    stats = batcher.stats()
+    assert stats.rows_per_call > 1.5, stats  # the sessions really shared model calls
+
+
+def test_rollback_is_as_if_the_answer_never_started(model, batcher):
+    first, rest = user_codes(4, 7), user_codes(5, 6)
+    slot = batcher.open()
+    slot.listen(first)
+    tentative = slot.answer()  # a pause: the answer starts
+    assert tentative.get(10.0) is not None  # it has begun writing
+    slot.rollback(tentative)  # the user went on speaking
+    slot.listen(rest)
+    final = collect(slot.answer())
+    assert_same(model, batcher, np.concatenate([first, rest], 1), final)
+    assert collect(tentative)[2] == "rolled_back"
+
+
+def test_new_turn_forgets_the_last_one_and_stop_ends_an_answer(model, batcher):
+    slot = batcher.open()
+    slot.listen(user_codes(6, 8))
+    answer = slot.answer()
+    slot.stop(answer)
+    assert collect(answer)[2] in ("stopped", "completed")
+    slot.new_turn()
+    codes = user_codes(7, 10)
+    slot.listen(codes)
+    assert_same(model, batcher, codes, collect(slot.answer()))
+
+
+def test_empty_turn_and_full_slots(batcher):
+    slot = batcher.open()
+    assert collect(slot.answer())[2] == "empty"
+    for _ in range(3):
+        batcher.open()
+    with pytest.raises(VoxloopError, match="slots are in use"):
+        batcher.open()
+    slot.close()
+    batcher.open()  # a closed slot is free again
+
+
+def test_a_turn_longer_than_the_cache_keeps_its_end(model, batcher):
+    slot = batcher.open()
+    long = user_codes(8, batcher.max_user_frames + 30)
+    slot.listen(long)
+    words, frames, reason = collect(slot.answer())
+    assert reason == "completed" and frames.shape[1] > 0

@@ -1,0 +1,70 @@
+"""Where models live: bundled names and folders, default names, and pinned-hash checks.
+
+Every "a model name or a folder" argument in voxloop goes through ``find_model``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from voxloop.errors import ModelIntegrityError, VoxloopError
+
+DEFAULT_CODEC = "voxloop-codec-16k"  # bundled under models/
+DEFAULT_STUDENT = "voxloop-student"
+
+
+def models_dir() -> Path:
+    """Where bundled models live: ``$VOXLOOP_MODELS`` or the repository's ``models/``."""
+    return Path(os.environ.get("VOXLOOP_MODELS", Path(__file__).resolve().parents[1] / "models"))
+
+
+def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json") -> Path:
+    """The folder of a model given as a path or as a bundled model's name.
+
+    A folder counts when it holds ``marker`` (``vocab.json`` tells a student from a codec).
+    """
+    for path in (Path(name_or_dir), models_dir() / str(name_or_dir)):
+        if (path / "config.json").is_file() and (path / marker).is_file():
+            return path
+    known = sorted(p.name for p in models_dir().glob("*") if (p / marker).is_file()
+                   and (p / "config.json").is_file())
+    raise VoxloopError(f"no {kind} at {str(name_or_dir)!r}: give a {kind} folder or one of the "
+                       f"bundled {kind}s {known}")
+
+
+def weights_sha256(folder: str | Path) -> str | None:
+    """sha256 of a model folder's ``model.safetensors`` (None when it has none)."""
+    weights = Path(folder) / "model.safetensors"
+    return sha256_of(weights) if weights.is_file() else None
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, cached while its size and mtime stay the same."""
+    stat = Path(path).stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def verify_sha256(path: str | Path, expected: str, what: str, fix: str) -> Path:
+    """Raise a clear error unless ``path`` exists and hashes to ``expected``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VoxloopError(f"{what} not found at {path}. {fix}")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"{what} at {path} has sha256 {actual}, expected {expected}: the file is "
+            f"corrupt or not the pinned release. {fix}"
+        )
+    return path
