@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from voxloop.client.files import append_event, paced_chunks, speech_end_sample
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, BYTES_PER_MS, ga_type
+from voxloop.realtime.wire.protocol import BYTES_PER_MS, WIRE_RATE_HZ, ga_type
 
 ENGINE_ARGS = {
     "native": ["--engine", "native"],
@@ -114,7 +114,7 @@ def spoken(text: str, voice: str) -> np.ndarray:
     from voxloop.distill.teachers.tts import synthesize
 
     samples, rate_hz = synthesize(text, voice)
-    audio = resample(samples, rate_hz, AUDIO_RATE_HZ)
+    audio = resample(samples, rate_hz, WIRE_RATE_HZ)
     start = len(audio) - speech_end_sample(audio[::-1])
     return audio[start:]
 
@@ -166,7 +166,7 @@ class _Session:
                     interruption: np.ndarray | None) -> None:
         turn = self.turn = _Turn()
         end = speech_end_sample(audio)
-        tail = np.zeros(int(self.settings.turn_timeout_s * AUDIO_RATE_HZ), np.float32)
+        tail = np.zeros(int(self.settings.turn_timeout_s * WIRE_RATE_HZ), np.float32)
         streamer = asyncio.create_task(self._speak(np.concatenate([audio, tail]), end, turn))
         try:
             if interruption is None:
@@ -199,7 +199,7 @@ class _Session:
     async def _settle(self) -> None:
         """Stream silence until the server has answered the interruption (or gave up)."""
         turn = self.turn = _Turn()
-        silence = np.zeros(int(self.settings.turn_timeout_s * AUDIO_RATE_HZ), np.float32)
+        silence = np.zeros(int(self.settings.turn_timeout_s * WIRE_RATE_HZ), np.float32)
         streamer = asyncio.create_task(self._speak(silence, None, turn))
         try:
             await asyncio.wait_for(turn.done.wait(), self.settings.turn_timeout_s)
@@ -214,10 +214,10 @@ class _Session:
             await self.ws.send(json.dumps(append_event(chunk)))
             now = time.perf_counter()
             if onset_into is not None and "t" not in onset_into:
-                onset_into["t"] = now - len(chunk) / AUDIO_RATE_HZ  # the chunk's first sample
+                onset_into["t"] = now - len(chunk) / WIRE_RATE_HZ  # the chunk's first sample
             if turn is not None and end is not None and turn.speech_end_s is None \
                     and chunk_end >= end:
-                turn.speech_end_s = now - (chunk_end - end) / AUDIO_RATE_HZ
+                turn.speech_end_s = now - (chunk_end - end) / WIRE_RATE_HZ
 
     async def _read(self) -> None:
         async for message in self.ws:

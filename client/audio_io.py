@@ -20,7 +20,7 @@ import numpy as np
 
 from voxloop.client.devices import resolve_device, sounddevice
 from voxloop.client.jitter import JitterBuffer
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ class PlayedTimeline:
     """
 
     def __init__(self, keep_ms: int = 2000, resync_ms: int = 15) -> None:
-        self._ring = np.zeros(keep_ms * AUDIO_RATE_HZ // 1000, np.float32)
+        self._ring = np.zeros(keep_ms * WIRE_RATE_HZ // 1000, np.float32)
         self._written = 0  # samples played since the start
         self._anchor: tuple[int, float] | None = None  # (sample index, time it is heard)
         self._cursor: int | None = None
-        self._resync = resync_ms * AUDIO_RATE_HZ // 1000
+        self._resync = resync_ms * WIRE_RATE_HZ // 1000
         self.resyncs = 0
         self._lock = threading.Lock()
 
@@ -76,7 +76,7 @@ class PlayedTimeline:
             if self._anchor is None:
                 return out
             index, heard_s = self._anchor
-            target = index + round((captured_s - heard_s) * AUDIO_RATE_HZ)
+            target = index + round((captured_s - heard_s) * WIRE_RATE_HZ)
             if self._cursor is None or abs(self._cursor - target) > self._resync:
                 self.resyncs += self._cursor is not None
                 self._cursor = target
@@ -97,7 +97,7 @@ class AudioIO:
         if not 10 <= settings.block_ms <= 100:
             raise ValueError("block_ms must be between 10 and 100")
         self.settings, self.jitter, self.on_mic = settings, jitter, on_mic
-        self.block_samples = AUDIO_RATE_HZ * settings.block_ms // 1000
+        self.block_samples = WIRE_RATE_HZ * settings.block_ms // 1000
         self.input_index = resolve_device(settings.input_device, "input")
         self.output_index = resolve_device(settings.output_device, "output")
         self.reference = PlayedTimeline()
@@ -107,7 +107,7 @@ class AudioIO:
 
     def start(self) -> None:
         sd = sounddevice()
-        common = dict(samplerate=AUDIO_RATE_HZ, channels=1, dtype="float32",
+        common = dict(samplerate=WIRE_RATE_HZ, channels=1, dtype="float32",
                       blocksize=self.block_samples, latency="low")
         self._streams = [
             sd.OutputStream(device=self.output_index, callback=self._play, **common),

@@ -20,10 +20,9 @@ from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from voxloop.audio import pcm16_to_float
 from voxloop.client.jitter import JitterBuffer
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, ga_type
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
 
 DEFAULT_SILENCE_MS = 500  # OpenAI's; replaced by what the server's session says
 DEFAULT_PREFIX_MS = 300
@@ -43,11 +42,11 @@ class InputClock:
         self.sent_samples += n_samples
 
     def time_at(self, audio_ms: int) -> float | None:
-        sample = audio_ms * AUDIO_RATE_HZ // 1000
+        sample = audio_ms * WIRE_RATE_HZ // 1000
         i = bisect_right(self._starts, sample) - 1
         if i < 0:
             return None
-        return self._times[i] + (sample - self._starts[i]) / AUDIO_RATE_HZ
+        return self._times[i] + (sample - self._starts[i]) / WIRE_RATE_HZ
 
 
 @dataclass
@@ -136,7 +135,7 @@ class Conversation:
             return []
         self._dropped_items.add(item_id)
         self.barge_ins += 1
-        played_ms = 1000 * played_samples // AUDIO_RATE_HZ
+        played_ms = 1000 * played_samples // WIRE_RATE_HZ
         onset_s = self.clock.time_at(int(event.get("audio_start_ms", 0)) + self.prefix_ms)
         reaction_ms = None if onset_s is None else 1000 * (time.perf_counter() - onset_s)
         for turn in self.turns:
@@ -168,7 +167,7 @@ class Conversation:
         if turn.item_id is None:
             turn.item_id = item_id
         pcm = base64.b64decode(event.get("delta", ""))
-        self.jitter.push(item_id, np.frombuffer(pcm, "<i2").astype(np.float32) / 32768)
+        self.jitter.push(item_id, pcm16_to_float(pcm))
 
     def _on_response_output_audio_transcript_delta(self, event: dict) -> None:
         if event.get("item_id") not in self._dropped_items:

@@ -8,7 +8,7 @@ needed channels is a :class:`VoxloopError` that says what exists.
 from __future__ import annotations
 
 from voxloop.errors import VoxloopError
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 HINT = "run `voxloop client --list-devices` to see them"
 
@@ -79,10 +79,10 @@ def resolve_device(spec: str | None, kind: str) -> int:
         raise VoxloopError(f"device {index} ({device['name']}) has no {kind} channels; {HINT}")
     check = sd.check_input_settings if kind == "input" else sd.check_output_settings
     try:
-        check(device=index, channels=1, dtype="float32", samplerate=AUDIO_RATE_HZ)
+        check(device=index, channels=1, dtype="float32", samplerate=WIRE_RATE_HZ)
     except Exception as exc:  # sounddevice raises PortAudioError or ValueError
         raise VoxloopError(f"{kind} device {index} ({device['name']}) cannot do "
-                           f"{AUDIO_RATE_HZ} Hz mono: {exc}; the 'pulse' or 'default' "
+                           f"{WIRE_RATE_HZ} Hz mono: {exc}; the 'pulse' or 'default' "
                            "device resamples for you") from exc
     return index
 

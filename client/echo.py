@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxloop.errors import VoxloopError
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 MODES = ("auto", "aec", "duck", "off")
 SILENT_DBFS = -60.0
@@ -60,7 +60,7 @@ class WebRtcAec:
     def __init__(self) -> None:
         from pywebrtc_audio import AudioProcessor
 
-        self._ap = AudioProcessor(sample_rate=AUDIO_RATE_HZ, echo_cancellation=True)
+        self._ap = AudioProcessor(sample_rate=WIRE_RATE_HZ, echo_cancellation=True)
 
     def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
         return self._ap.process(mic.astype(np.float32, copy=False),
@@ -82,7 +82,7 @@ class Ducker:
     def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
         self._recent_far_db.append(dbfs(far))
         self._recent_samples += len(far)
-        while self._recent_samples - len(far) >= self.s.tail_ms * AUDIO_RATE_HZ // 1000:
+        while self._recent_samples - len(far) >= self.s.tail_ms * WIRE_RATE_HZ // 1000:
             self._recent_far_db.popleft()
             self._recent_samples -= len(far)
         far_db = max(self._recent_far_db)  # echo lags the playback: compare with its peak
@@ -151,7 +151,7 @@ class EchoMeter:
             return {"echo_seconds": 0.0}
         raw_db = 10 * np.log10(self.raw_energy / self.samples + 1e-12)
         sent_db = 10 * np.log10(self.sent_energy / self.samples + 1e-12)
-        return {"echo_seconds": round(self.samples / AUDIO_RATE_HZ, 2),
+        return {"echo_seconds": round(self.samples / WIRE_RATE_HZ, 2),
                 "mic_during_playback_dbfs": round(float(raw_db), 1),
                 "sent_during_playback_dbfs": round(float(sent_db), 1),
                 # a headset or a muted mic hears no echo: nothing to reduce

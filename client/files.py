@@ -18,7 +18,7 @@ import numpy as np
 
 from voxloop.audio import float_to_pcm16, pcm16_to_float, read_wav, resample, write_wav
 from voxloop.errors import VoxloopError
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, ga_type
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ async def speak_file(url: str, wav_path: str, api_key: str | None = None,
     import websockets
 
     samples, rate_hz = read_wav(wav_path)
-    question = resample(samples, rate_hz, AUDIO_RATE_HZ)
+    question = resample(samples, rate_hz, WIRE_RATE_HZ)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         ws = await websockets.connect(url, additional_headers=headers, max_size=2**24)
@@ -92,7 +92,7 @@ async def paced_chunks(samples: np.ndarray, chunk_ms: int):
     """Yield ``(end_sample, chunk)`` of ``[T]`` at 24 kHz, one chunk per ``chunk_ms`` of
     wall clock, as a microphone delivers them (the pace is kept against the start time,
     so slow sends do not accumulate drift)."""
-    step = AUDIO_RATE_HZ * chunk_ms // 1000
+    step = WIRE_RATE_HZ * chunk_ms // 1000
     t0 = time.perf_counter()
     for n, i in enumerate(range(0, len(samples), step)):
         yield i + step, samples[i:i + step]
@@ -100,13 +100,13 @@ async def paced_chunks(samples: np.ndarray, chunk_ms: int):
 
 
 async def _stream(ws, question: np.ndarray, settings: FileTurnSettings, sent: dict) -> None:
-    tail = np.zeros(int(settings.tail_s * AUDIO_RATE_HZ), np.float32)
+    tail = np.zeros(int(settings.tail_s * WIRE_RATE_HZ), np.float32)
     end = speech_end_sample(question)
     async for chunk_end, chunk in paced_chunks(np.concatenate([question, tail]),
                                                settings.chunk_ms):
         await ws.send(json.dumps(append_event(chunk)))
         if chunk_end >= end and "question_end_s" not in sent:
-            sent["question_end_s"] = time.perf_counter() - (chunk_end - end) / AUDIO_RATE_HZ
+            sent["question_end_s"] = time.perf_counter() - (chunk_end - end) / WIRE_RATE_HZ
 
 
 def speech_end_sample(samples: np.ndarray, floor: float = 0.02) -> int:
@@ -117,4 +117,4 @@ def speech_end_sample(samples: np.ndarray, floor: float = 0.02) -> int:
 
 
 def save_answer(result: TurnResult, path: str) -> None:
-    write_wav(path, result.answer, AUDIO_RATE_HZ)
+    write_wav(path, result.answer, WIRE_RATE_HZ)

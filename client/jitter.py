@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ItemPlayback:
 
 class JitterBuffer:
     def __init__(self, settings: JitterSettings = JitterSettings(),
-                 rate_hz: int = AUDIO_RATE_HZ) -> None:
+                 rate_hz: int = WIRE_RATE_HZ) -> None:
         self.settings, self.rate_hz = settings, rate_hz
         self._prebuffer_samples = settings.prebuffer_ms * rate_hz // 1000
         self._lock = threading.Lock()

@@ -21,9 +21,9 @@ from voxloop.realtime.response import ResponseRun
 from voxloop.realtime.turns import TurnDetector
 from voxloop.realtime.wire.items import Item, item_from_client
 from voxloop.realtime.wire.protocol import (
-    AUDIO_RATE_HZ,
     BYTES_PER_MS,
     BYTES_PER_SAMPLE,
+    WIRE_RATE_HZ,
     ProtocolError,
     audio_ms,
     decode_audio,
@@ -97,7 +97,7 @@ class Session:
 
     async def _on_input_audio_buffer_append(self, event: dict, event_id) -> None:
         pcm = decode_audio(event["audio"], event_id)
-        cap = int(self.limits.max_buffer_s * AUDIO_RATE_HZ) * BYTES_PER_SAMPLE
+        cap = int(self.limits.max_buffer_s * WIRE_RATE_HZ) * BYTES_PER_SAMPLE
         if len(self.buffer) + len(pcm) > cap:
             raise ProtocolError("input_audio_buffer_full", f"the input audio buffer holds at most "
                                 f"{self.limits.max_buffer_s:g} s; this chunk was dropped. Commit "

@@ -13,7 +13,7 @@ import numpy as np
 
 from voxloop.audio import StreamingResampler
 from voxloop.realtime.vad import VAD_RATE_HZ, WINDOW_SAMPLES, SileroVAD, VADState
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 from voxloop.realtime.wire.session_config import TurnDetection
 
 WINDOW_MS = WINDOW_SAMPLES * 1000 // VAD_RATE_HZ  # 32
@@ -38,7 +38,7 @@ class TurnDetector:
     def reset(self, start_ms: int = 0) -> None:
         """Start over, with the clock at ``start_ms`` of input audio."""
         self._start_ms = start_ms
-        self._resampler = StreamingResampler(AUDIO_RATE_HZ, VAD_RATE_HZ)
+        self._resampler = StreamingResampler(WIRE_RATE_HZ, VAD_RATE_HZ)
         self._state = VADState()
         self._pending = np.zeros(0, np.float32)
         self._windows = 0  # windows processed since reset

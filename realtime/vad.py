@@ -13,9 +13,10 @@ from importlib import resources
 
 import numpy as np
 
+from voxloop.audio import MODEL_RATE_HZ
 from voxloop.errors import MissingDependencyError
 
-VAD_RATE_HZ = 16000
+VAD_RATE_HZ = MODEL_RATE_HZ  # Silero hears 16 kHz
 WINDOW_SAMPLES = 512  # 32 ms at 16 kHz: the window the model was trained on
 CONTEXT_SAMPLES = 64
 

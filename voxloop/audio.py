@@ -13,6 +13,9 @@ import numpy as np
 
 from voxloop.errors import VoxloopError
 
+PCM16_SCALE = 32768.0  # int16 <-> float: -32768 is -1.0; +1.0 clips to 32767
+MODEL_RATE_HZ = 16000  # what the models hear: Silero, Whisper, the datasets' user speech
+
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32 ``[T]`` and its sample rate in Hz."""
@@ -79,17 +82,26 @@ class StreamingResampler:
         return (windows @ self._fir[::-1]).astype(np.float32)
 
 
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """float32 ``[T]`` in [-1, 1) -> int16 ``[T]`` (the one scale voxloop uses: 32768)."""
+    return np.clip(np.round(samples * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype("<i2")
+
+
+def from_pcm16(samples: np.ndarray) -> np.ndarray:
+    """int16 ``[T]`` -> float32 ``[T]`` in [-1, 1)."""
+    return samples.astype(np.float32) / PCM16_SCALE
+
+
 def float_to_pcm16(samples: np.ndarray) -> bytes:
     """float32 ``[T]`` in [-1, 1] -> little-endian 16-bit PCM bytes."""
-    clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).round().astype("<i2").tobytes()
+    return to_pcm16(samples).tobytes()
 
 
 def pcm16_to_float(data: bytes) -> np.ndarray:
     """Little-endian 16-bit PCM bytes -> float32 ``[T]``; odd byte counts are an error."""
     if len(data) % 2:
         raise VoxloopError(f"pcm16 audio must have an even number of bytes, got {len(data)}")
-    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+    return from_pcm16(np.frombuffer(data, dtype="<i2"))
 
 
 def rms_dbfs(samples: np.ndarray) -> float:

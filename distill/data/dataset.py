@@ -8,7 +8,7 @@ of N examples:
 - ``user_codes`` int16 ``[K, sum F_user]`` and ``user_offsets`` int64 ``[N + 1]``
   (example i is ``user_codes[:, off[i]:off[i + 1]]``); the same for ``answer_codes``.
 - optionally ``user_audio`` / ``answer_audio``: int16 ``[sum T]`` at
-  ``AUDIO_RATE_HZ`` with their offsets, kept so codes can be recomputed when the
+  ``MODEL_RATE_HZ`` with their offsets, kept so codes can be recomputed when the
   codec's weights change.
 - ``records``: one JSON string, a list of N dicts with the text fields and meta.
 - ``codec``: one JSON string, the codec name and sha256 the codes were made with.
@@ -30,7 +30,6 @@ import numpy as np
 from voxloop.errors import VoxloopError
 
 SPLITS = ("train", "valid", "heldout_voice", "heldout_phrasing")
-AUDIO_RATE_HZ = 16000
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 FORMAT_VERSION = 1
@@ -50,8 +49,8 @@ class DialogueExample:
     user_codes: np.ndarray  # int16 [K, F_user], 25 Hz frames
     answer_codes: np.ndarray  # int16 [K, F_answer], the assistant voice (piper:joe)
     meta: dict = field(default_factory=dict)  # augmentation, timing_ms, durations, codec
-    user_audio: np.ndarray | None = None  # int16 [T_user] at AUDIO_RATE_HZ, if kept
-    answer_audio: np.ndarray | None = None  # int16 [T_answer] at AUDIO_RATE_HZ, if kept
+    user_audio: np.ndarray | None = None  # int16 [T_user] at MODEL_RATE_HZ, if kept
+    answer_audio: np.ndarray | None = None  # int16 [T_answer] at MODEL_RATE_HZ, if kept
 
 
 def shard_name(split: str, index: int) -> str:

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from voxloop.audio import resample
+from voxloop.audio import MODEL_RATE_HZ, from_pcm16, resample, to_pcm16
 from voxloop.distill.data.augment import Augmentation, augment
 from voxloop.distill.data.dataset import (
-    AUDIO_RATE_HZ,
     FORMAT_VERSION,
     MANIFEST,
     DialogueExample,
@@ -53,15 +52,6 @@ log = logging.getLogger(__name__)
 PEAK = 0.95  # user speech is attenuated to this peak, as in the codec corpus
 
 
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """float32 ``[T]`` -> int16 ``[T]``."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)
-
-
-def from_pcm16(samples: np.ndarray) -> np.ndarray:
-    return samples.astype(np.float32) / 32767.0
-
-
 class CodecRunner:
     """The codec by name or folder, with the fingerprint stored next to its codes."""
 
@@ -78,16 +68,16 @@ class CodecRunner:
                      "sample_rate_hz": int(self.codec.sample_rate)}
 
     def encode(self, pcm16: np.ndarray) -> np.ndarray:
-        """int16 ``[T]`` at AUDIO_RATE_HZ -> int16 codes ``[K, F]``."""
+        """int16 ``[T]`` at MODEL_RATE_HZ -> int16 codes ``[K, F]``."""
         import torch
 
-        wav = resample(from_pcm16(pcm16), AUDIO_RATE_HZ, self.codec.sample_rate)
+        wav = resample(from_pcm16(pcm16), MODEL_RATE_HZ, self.codec.sample_rate)
         codes = self.codec.encode(torch.from_numpy(wav)[None, None])
         return codes[0].numpy().astype(np.int16)
 
 
 class AnswerCache:
-    """speech2 by text2, as int16 at AUDIO_RATE_HZ files in ``folder``; first writer wins."""
+    """speech2 by text2, as int16 at MODEL_RATE_HZ files in ``folder``; first writer wins."""
 
     def __init__(self, folder: Path, voice: str = ASSISTANT_VOICE) -> None:
         self.folder, self.voice = folder, voice
@@ -102,7 +92,7 @@ class AnswerCache:
         if path.is_file():
             return np.load(path), True
         samples, rate_hz = synthesize(text, self.voice)
-        pcm = to_pcm16(resample(samples, rate_hz, AUDIO_RATE_HZ))
+        pcm = to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
         buffer = io.BytesIO()
         np.save(buffer, pcm)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -129,11 +119,11 @@ class Teachers:
         self.codec = codec
 
     def user_speech(self, item: SynthItem) -> np.ndarray:
-        """speech1: int16 ``[T]`` at AUDIO_RATE_HZ, augmented and peak-limited."""
+        """speech1: int16 ``[T]`` at MODEL_RATE_HZ, augmented and peak-limited."""
         samples, rate_hz = synthesize(item.prompt_text, item.user_voice)
         if item.augmentation:
             samples = augment(samples, rate_hz, Augmentation(**item.augmentation), item.seed)
-        samples = resample(samples, rate_hz, AUDIO_RATE_HZ)
+        samples = resample(samples, rate_hz, MODEL_RATE_HZ)
         peak = float(np.max(np.abs(samples))) if samples.size else 0.0
         return to_pcm16(samples * min(1.0, PEAK / peak) if peak > 0 else samples)
 
@@ -147,7 +137,7 @@ class Teachers:
 
         speech1 = self.user_speech(item)
         tick("tts_user")
-        text1 = self.asr.transcribe(from_pcm16(speech1), AUDIO_RATE_HZ)
+        text1 = self.asr.transcribe(from_pcm16(speech1), MODEL_RATE_HZ)
         tick("asr")
         text2 = self.llm.reply([], text1)
         tick("llm")
@@ -160,8 +150,8 @@ class Teachers:
         meta = {"template": item.template, "fill": item.fill, "slots": dict(item.slots),
                 "augmentation": item.augmentation, "augment_seed": item.seed,
                 "timing_ms": ms, "answer_cached": cached, "teachers": self.names,
-                "duration_s": {"user": len(speech1) / AUDIO_RATE_HZ,
-                               "answer": len(speech2) / AUDIO_RATE_HZ},
+                "duration_s": {"user": len(speech1) / MODEL_RATE_HZ,
+                               "answer": len(speech2) / MODEL_RATE_HZ},
                 "codec": {"name": self.codec.info["name"], "sha256": self.codec.info["sha256"]}}
         if hasattr(self.llm, "match"):  # the scripted teacher: which intent it answered,
             meta["answer_intent"] = self.llm.match(text1).intent  # and its answer to the
@@ -180,7 +170,7 @@ def _manifest(settings: SynthSettings, items: list[SynthItem],
         info["examples"] += len(its)
         info["shards"][name] = len(its)
     return _with_codec({
-        "format_version": FORMAT_VERSION, "audio_rate_hz": AUDIO_RATE_HZ,
+        "format_version": FORMAT_VERSION, "audio_rate_hz": MODEL_RATE_HZ,
         "keep_audio": settings.keep_audio, "assistant_voice": ASSISTANT_VOICE,
         "settings": settings.plan_key(), "plan_sha256": plan_sha256(items),
         "examples": len(items), "splits": splits}, codec)

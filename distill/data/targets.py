@@ -74,9 +74,7 @@ def corpus_turns(corpus: str | Path, answers: AnswerCodes) -> list[DialogueExamp
     by the dataset's codec, the scripted answer as the target."""
     from tqdm import tqdm
 
-    from voxloop.audio import read_wav, resample
-    from voxloop.distill.data.dataset import AUDIO_RATE_HZ
-    from voxloop.distill.data.synth import to_pcm16
+    from voxloop.audio import MODEL_RATE_HZ, read_wav, resample, to_pcm16
     from voxloop.distill.teachers.domain.assistant import FALLBACK_INTENT, ScriptedAssistant
 
     corpus = Path(corpus)
@@ -93,7 +91,7 @@ def corpus_turns(corpus: str | Path, answers: AnswerCodes) -> list[DialogueExamp
         if match.intent == FALLBACK_INTENT or match.answer == row["text"]:
             continue  # an answer of the corpus, not a question
         samples, rate_hz = read_wav(corpus / "train" / f"{row['uid']}.wav")
-        pcm = to_pcm16(resample(samples, rate_hz, AUDIO_RATE_HZ))
+        pcm = to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
         turns.append(DialogueExample(
             id=f"corpus-{row['uid']}", split="train", intent=match.intent,
             user_voice=row["voice"], prompt_text=row["text"], asr_text=row["text"],

@@ -15,11 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
-from voxloop.audio import resample
+from voxloop.audio import MODEL_RATE_HZ, float_to_pcm16, resample
 from voxloop.errors import MissingDependencyError, VoxloopError
 from voxloop.models import verify_sha256
 
-ASR_RATE_HZ = 16000
+ASR_RATE_HZ = MODEL_RATE_HZ  # Whisper hears 16 kHz
 BUNDLED_WHISPER = "tiny.en"
 BUNDLED_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
@@ -106,7 +106,7 @@ class PocketsphinxASR:
 
     def transcribe(self, samples: np.ndarray, rate_hz: int) -> str:
         audio = resample(samples.astype(np.float32), rate_hz, ASR_RATE_HZ)
-        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        pcm = float_to_pcm16(audio)
         with self._lock:
             self._decoder.start_utt()
             self._decoder.process_raw(pcm, full_utt=True)

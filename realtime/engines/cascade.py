@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxloop.audio import resample
-from voxloop.distill.teachers.asr import ASRSettings, load_asr
+from voxloop.distill.teachers.asr import ASR_RATE_HZ, ASRSettings, load_asr
 from voxloop.distill.teachers.llm import LLMSettings, load_llm
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 from voxloop.realtime.engines.base import EngineOutput, Turn
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
-ASR_RATE_HZ = 16000
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -57,7 +56,7 @@ class CascadeEngine:
         return None  # Whisper needs the whole turn
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
-        return self._asr.transcribe(resample(audio_24k, AUDIO_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
+        return self._asr.transcribe(resample(audio_24k, WIRE_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         t0 = time.perf_counter()
@@ -71,13 +70,13 @@ class CascadeEngine:
         t1 = time.perf_counter()
         answer = self._llm.reply(list(turn.history), text)
         timings = {"llm": 1000 * (time.perf_counter() - t1)}
-        chunk = AUDIO_RATE_HZ * self.settings.chunk_ms // 1000
+        chunk = WIRE_RATE_HZ * self.settings.chunk_ms // 1000
         for n, sentence in enumerate(split_sentences(answer)):
             if cancel.is_set():
                 return
             t2 = time.perf_counter()
             samples, rate_hz = synthesize(sentence, self.settings.voice)
-            audio = resample(samples, rate_hz, AUDIO_RATE_HZ)
+            audio = resample(samples, rate_hz, WIRE_RATE_HZ)
             timings["tts"] = timings.get("tts", 0.0) + 1000 * (time.perf_counter() - t2)
             for i in range(0, len(audio), chunk):
                 if cancel.is_set():

@@ -26,7 +26,7 @@ from voxloop.audio import StreamingResampler
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT
 from voxloop.realtime.engines.base import EngineOutput, Turn
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
     from voxloop.realtime.engines.batcher import Answer, Slot
@@ -88,7 +88,7 @@ class NativeEngine:
         """One short turn through every part, so the first user does not pay for it."""
         listener = self.listen()
         try:
-            listener.hear(np.zeros(AUDIO_RATE_HZ // 2, np.float32))
+            listener.hear(np.zeros(WIRE_RATE_HZ // 2, np.float32))
             for _ in self.respond(Turn(listener=listener), threading.Event()):
                 pass
         finally:
@@ -129,7 +129,7 @@ class NativeEngine:
                t0: float) -> Iterator[EngineOutput]:
         torch = self._torch
         decoder = self.codec.stream_decoder(1)
-        upsample = StreamingResampler(self.codec.sample_rate, AUDIO_RATE_HZ)
+        upsample = StreamingResampler(self.codec.sample_rate, WIRE_RATE_HZ)
         first_word, limit, decoded_s = True, 1, 0.0
         timings: dict = {}
         try:
@@ -200,7 +200,7 @@ class NativeListener:
         torch = self.engine._torch
         if self._encoder is None:
             self._encoder = self.engine.codec.stream_encoder(1)
-            self._downsample = StreamingResampler(AUDIO_RATE_HZ, self.engine.codec.sample_rate)
+            self._downsample = StreamingResampler(WIRE_RATE_HZ, self.engine.codec.sample_rate)
         samples = np.concatenate([self._pending,
                                   self._downsample.push(np.asarray(audio_24k, np.float32))])
         whole = len(samples) - len(samples) % self.engine.codec.hop  # the encoder only ever

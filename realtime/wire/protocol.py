@@ -17,9 +17,9 @@ import itertools
 import json
 import os
 
-AUDIO_RATE_HZ = 24000  # pcm16 mono, both directions
+WIRE_RATE_HZ = 24000  # pcm16 mono, both directions
 BYTES_PER_SAMPLE = 2
-BYTES_PER_MS = AUDIO_RATE_HZ * BYTES_PER_SAMPLE // 1000
+BYTES_PER_MS = WIRE_RATE_HZ * BYTES_PER_SAMPLE // 1000
 BETA_HEADER = "OpenAI-Beta"
 BETA_VALUE = "realtime=v1"
 API_KEY_SUBPROTOCOL = "openai-insecure-api-key."
@@ -167,13 +167,13 @@ def decode_audio(b64: str, event_id: str | None = None, param: str = "audio") ->
 
 def pcm_format() -> dict:
     """The one audio format this server speaks, as GA session and response objects show it."""
-    return {"type": "audio/pcm", "rate": AUDIO_RATE_HZ}
+    return {"type": "audio/pcm", "rate": WIRE_RATE_HZ}
 
 
 def encode_audio(pcm16: bytes) -> str:
     return base64.b64encode(pcm16).decode("ascii")
 
 
-def audio_ms(n_bytes: int, rate_hz: int = AUDIO_RATE_HZ) -> int:
+def audio_ms(n_bytes: int, rate_hz: int = WIRE_RATE_HZ) -> int:
     """Duration in whole milliseconds of ``n_bytes`` of pcm16 mono."""
     return n_bytes // BYTES_PER_SAMPLE * 1000 // rate_hz

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from voxloop.realtime.wire.protocol import AUDIO_RATE_HZ, ProtocolError, pcm_format
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ProtocolError, pcm_format
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,10 @@ def _check_format(fmt, name: str, event_id) -> None:
     if fmt is None or fmt == "pcm16":
         return
     if isinstance(fmt, dict) and fmt.get("type", "audio/pcm") == "audio/pcm" and \
-            fmt.get("rate", AUDIO_RATE_HZ) == AUDIO_RATE_HZ:
+            fmt.get("rate", WIRE_RATE_HZ) == WIRE_RATE_HZ:
         return
     raise ProtocolError("unsupported_value", f"{name} {fmt!r} is not supported: use pcm16 "
-                        f"at {AUDIO_RATE_HZ} Hz ({{'type': 'audio/pcm', 'rate': 24000}})",
+                        f"at {WIRE_RATE_HZ} Hz ({{'type': 'audio/pcm', 'rate': 24000}})",
                         event_id, name)
 
 
