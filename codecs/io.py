@@ -11,6 +11,7 @@ import torch
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.model import NeuralCodec, build_parts
 from voxloop.errors import VoxloopError
+from voxloop.training import atomic_write
 
 
 def new_codec(config: CodecConfig, name: str = "codec") -> NeuralCodec:
@@ -28,9 +29,8 @@ def save_codec(codec: NeuralCodec, folder: str | Path, card: str | None = None) 
     state = {k: v.detach().cpu().to(torch.float16 if v.is_floating_point() else v.dtype)
              .contiguous()
              for k, v in codec.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "kind": codec.config.kind})
-    tmp.replace(folder / "model.safetensors")
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(
+        state, str(tmp), metadata={"format": "pt", "kind": codec.config.kind}))
     (folder / "config.json").write_text(json.dumps(codec.config.to_json(), indent=2) + "\n")
     if card is not None:
         (folder / "README.md").write_text(card)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -37,6 +35,7 @@ from voxloop.codecs.io import load_codec_folder, new_codec, save_codec
 from voxloop.codecs.losses import MultiScaleMelLoss
 from voxloop.codecs.model import NeuralCodec
 from voxloop.errors import VoxloopError
+from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
 
 PROBE_STEPS = 20  # steps timed (after PROBE_SKIP warm-up steps) to fit time_budget_s
 PROBE_SKIP = 5
@@ -78,27 +77,12 @@ def forward_losses(model: torch.nn.Module, mel_loss: MultiScaleMelLoss, wav: tor
     return recon, losses
 
 
+# A GAN-trained decoder keeps improving late; a tenth of the peak lets an extended run learn.
+LR_FLOOR = 0.1
+
+
 def learning_rate(step: int, s: CodecTrainSettings, total_steps: int | None = None) -> float:
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    total = total_steps or s.steps
-    progress = (step - s.warmup_steps) / max(1, total - s.warmup_steps)
-    return s.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def _setup_distributed(settings: CodecTrainSettings) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) of this process; TF32 on for CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda \
-        else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world, device
+    return cosine_lr(step, s.lr, s.warmup_steps, total_steps or s.steps, LR_FLOOR)
 
 
 def autocast_for(device: torch.device, precision: str) -> Autocast:
@@ -129,7 +113,6 @@ def _save_checkpoint(path: Path, parts: dict, step: int, total_steps: int | None
                      settings: CodecTrainSettings, config: CodecConfig) -> None:
     """Everything an uninterrupted run would still have, including torch's RNG (the VQ
     re-seeds dead codes from it). ``parts``: name -> module or optimizer."""
-    tmp = path.with_suffix(".tmp")
     state = {name: part.state_dict() for name, part in parts.items()}
     state.update(step=step, settings=asdict(settings), config=config.to_json(),
                  torch_rng=torch.get_rng_state())
@@ -137,8 +120,7 @@ def _save_checkpoint(path: Path, parts: dict, step: int, total_steps: int | None
         state["total_steps"] = total_steps
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda_rng"] = torch.cuda.get_rng_state()
-    torch.save(state, tmp)
-    tmp.replace(path)
+    torch_save_atomic(path, state)
 
 
 def _planned_steps(settings: CodecTrainSettings, step: int, started_s: float,
@@ -163,7 +145,7 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None,
     """
     started_s = time.perf_counter()
     config = config or CodecConfig()
-    rank, world, device = _setup_distributed(settings)
+    rank, world, device = setup_distributed(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     out = Path(settings.out)

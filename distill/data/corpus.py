@@ -23,6 +23,7 @@ from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 from voxloop.distill.teachers.domain.data import examples
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, available_voices, synthesize
+from voxloop.training import atomic_write
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,8 @@ def build_corpus(settings: CorpusSettings) -> Path:
     todo = [u for u in utterances if not (out / u.split / f"{u.uid}.wav").is_file()]
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(u.__dict__) + "\n" for u in utterances))
-    tmp.replace(manifest)
+    atomic_write(manifest, lambda tmp: tmp.write_text(
+        "".join(json.dumps(u.__dict__) + "\n" for u in utterances)))
     jobs = [(u, str(out), settings.sample_rate_hz, settings.seed + i) for i, u in enumerate(todo)]
     with ProcessPoolExecutor(max_workers=settings.workers) as pool:
         for _ in tqdm(pool.map(_render, jobs, chunksize=4), total=len(jobs),

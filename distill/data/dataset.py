@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.errors import VoxloopError
+from voxloop.training import atomic_write
 
 SPLITS = ("train", "valid", "heldout_voice", "heldout_phrasing")
 MANIFEST = "manifest.json"
@@ -63,13 +64,7 @@ def shard_path(folder: str | Path, name: str) -> Path:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:

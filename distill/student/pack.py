@@ -31,6 +31,7 @@ import torch
 from voxloop.distill.student.config import TARGETS
 from voxloop.distill.student.model import AUDIO_SPECIAL, CODEBOOK_SIZE, StudentConfig
 from voxloop.distill.student.vocab import EOT, SEP
+from voxloop.training import atomic_write
 
 IGNORE = -100
 
@@ -172,9 +173,11 @@ class PackedData:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, vocab=np.array(json.dumps(self.vocab)), **self.arrays)
-        tmp.replace(path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to a name
+                np.savez_compressed(f, vocab=np.array(json.dumps(self.vocab)), **self.arrays)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> PackedData:

@@ -12,8 +12,6 @@ without improvement.
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,13 +26,15 @@ from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student.model import Student
 from voxloop.distill.student.pack import IGNORE, Augment, Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
+from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
+
+# A twentieth of the peak: fine-tuning with --init-from continues from a learning rate
+# that still moves the weights.
+LR_FLOOR = 0.05
 
 
 def learning_rate(step: int, s: StudentTrainSettings) -> float:
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
-    return s.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * progress)))
+    return cosine_lr(step, s.lr, s.warmup_steps, s.steps, LR_FLOOR)
 
 
 def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, torch.Tensor]:
@@ -83,17 +83,6 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
     return result
 
 
-def _setup(settings: StudentTrainSettings) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return rank, world, torch.device("cuda" if cuda else "cpu")
-
-
 def load_data(data: str | Path, out: Path, vocab: dict | None = None) -> PackedData:
     """A packed ``.npz``, or a dataset folder packed into ``out/data.npz`` (once). With
     ``vocab`` (a trained model's), the data must be tokenized with it."""
@@ -115,19 +104,13 @@ def _same_vocab(data: PackedData, vocab: dict) -> bool:
     return data.vocab["text"] == vocab["text"] and data.vocab["ctc"] == vocab["ctc"]
 
 
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
 def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
           data: PackedData | None = None, stop_at: int | None = None) -> Path:
     """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
 
     ``stop_at`` ends the process after that step, as a kill would (for resume tests).
     """
-    rank, world, device = _setup(settings)
+    rank, world, device = setup_distributed(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     out = Path(settings.out)
@@ -219,16 +202,17 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
                 score = sum(valid[k] for k in settings.select_on.split("+"))
                 if score < best:
                     best, since_best = score, 0
-                    _save(best_path, {"model": student.state_dict(), "config": asdict(config),
-                                      "vocab": data.vocab, "step": step, "valid": valid})
+                    torch_save_atomic(best_path, {
+                        "model": student.state_dict(), "config": asdict(config),
+                        "vocab": data.vocab, "step": step, "valid": valid})
                 else:
                     since_best += 1
                     stop = bool(settings.patience) and since_best >= settings.patience
             if step % settings.ckpt_every == 0 or last or stop:
-                _save(ckpt_path, {"model": student.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "step": step,
-                                  "best": best, "since_best": since_best,
-                                  "config": asdict(config), "vocab": data.vocab})
+                torch_save_atomic(ckpt_path, {
+                    "model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step, "best": best, "since_best": since_best,
+                    "config": asdict(config), "vocab": data.vocab})
         if world > 1:  # every rank stops at the same step as rank 0
             flags = torch.tensor([float(stop), float(out_of_time)], device=device)
             dist.broadcast(flags, src=0)
@@ -236,8 +220,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         if stop or out_of_time or (stop_at is not None and step >= stop_at):
             break
     if rank == 0 and not best_path.is_file():  # no valid split: the last weights are the best
-        _save(best_path, {"model": student.state_dict(), "config": asdict(config),
-                          "vocab": data.vocab, "step": step, "valid": {}})
+        torch_save_atomic(best_path, {"model": student.state_dict(), "config": asdict(config),
+                                      "vocab": data.vocab, "step": step, "valid": {}})
     if world > 1:
         dist.destroy_process_group()
     return out

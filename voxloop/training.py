@@ -1,0 +1,68 @@
+"""What every training loop and data job here shares: the torchrun setup, atomic writes and
+the learning-rate schedule. torch is imported inside the functions that need it."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def setup_distributed(device: str = "auto") -> tuple[int, int, object]:
+    """``(rank, world size, torch.device)`` of this process.
+
+    Under torchrun (``WORLD_SIZE`` > 1) it joins the process group: NCCL on CUDA, gloo on CPU.
+    ``device``: "cuda", "cpu" or "auto" (CUDA when there is one). On CUDA each rank takes
+    its ``LOCAL_RANK`` GPU, with TF32 matmuls and cuDNN autotuning on.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(chosen)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    else:
+        chosen = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, chosen
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write a file all or nothing: ``write(tmp)`` fills a temporary name beside ``path``
+    (per process, so concurrent writers never share one), then it is renamed over ``path``.
+    A killed job leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:  # on disk before the rename, so a crash cannot undo it
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def torch_save_atomic(path: str | Path, payload: dict) -> Path:
+    """``torch.save`` through :func:`atomic_write` (checkpoints survive a kill mid-save)."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def cosine_lr(step: int, peak_lr: float, warmup_steps: int, total_steps: int,
+              floor: float) -> float:
+    """Linear warmup to ``peak_lr``, then a half cosine down to ``floor * peak_lr`` at
+    ``total_steps`` (held there after). The floor keeps a run that is extended or resumed
+    past its planned length learning instead of stalling at a learning rate of zero."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
