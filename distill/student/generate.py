@@ -1,20 +1,25 @@
 """Streaming generation with the student: prefill user codes chunk by chunk, then step.
 
-    gen = Generator(model, tokenizer, SamplingOptions())
-    state = gen.start(batch=1)
-    gen.prefill(state, [codes_chunk])         # [K, T] per row, any T, while the user speaks
+    stepper = StudentStepper(model, tokenizer, SamplingOptions())
+    state = stepper.start(batch=1)
+    stepper.prefill(state, [codes_chunk])      # [K, T] per row, any T, while the user speaks
+    stepper.end_turn(state)
     while not state.done:                      # after the end of the turn
-        out = gen.step(state)                  # one position for every unfinished row
+        out = stepper.step(state)              # one position for every unfinished row
         out.text[0], out.frames[0]             # a new answer word, or a finished frame [K_out]
 
 One step is one model position: first the answer words (text head), then the
 delayed audio steps (audio heads); a frame is complete ``K_out - 1`` steps after
 its first codebook. Generation can stop after any step: just stop calling.
-Rows are independent sessions in one batch; each has its own cache length.
+Rows are independent sessions in one batch; each is a :class:`RowStream` with its
+own cache length, moved from outside only by ``reset``, ``mark``, ``rollback`` and
+``stop`` (continuous batching, :mod:`realtime.engines.batcher`, keeps one state of
+many rows and steps a ``select``-ed few of them per call).
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, field
 
@@ -39,12 +44,24 @@ class SamplingOptions:
     seed: int = 0
 
 
+class Phase(enum.Enum):
+    """What a row's next position is, and so which head reads it."""
+
+    LISTEN = "listen"  # user frames go in; the CTC head hears them
+    TEXT = "text"  # answer words (text head)
+    AUDIO = "audio"  # delayed codec steps (audio heads)
+    DONE = "done"  # nothing more to write this turn
+
+
+HEADS = {Phase.LISTEN: "ctc", Phase.TEXT: "text", Phase.AUDIO: "audio"}
+
+
 @dataclass
-class RowState:
-    """One session: which head reads the next position, and what was made so far."""
+class TurnProgress:
+    """How far one row's turn has got: what was heard, what was made so far."""
 
     pending: np.ndarray | None = None  # embedding ids [K_in] of the next input position
-    phase: str = "prefill"  # prefill -> text -> audio -> done
+    phase: Phase = Phase.LISTEN
     text: list[int] = field(default_factory=list)
     steps: list[np.ndarray] = field(default_factory=list)  # delayed audio steps [K_out]
     eos_step: int | None = None
@@ -52,15 +69,79 @@ class RowState:
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
 
 
+class RowStream:
+    """One session: row ``index`` of a batch's KV cache and its turn's progress.
+
+    The stepper moves it forward; everyone else only through ``reset`` (a new
+    turn), ``mark`` / ``rollback`` (a tentative answer and its undo) and ``stop``.
+    """
+
+    def __init__(self, cache: KVCache, index: int) -> None:
+        self.cache, self.index = cache, index  # the whole batch's cache, never a view
+        self.turn = TurnProgress()
+        self._mark = (0, 0)  # (cache length, frames heard) to go back to
+
+    @property
+    def length(self) -> int:
+        """Positions filled in this row (user frames, then the answer's positions)."""
+        return int(self.cache.lengths[self.index])
+
+    @property
+    def phase(self) -> Phase:
+        return self.turn.phase
+
+    @property
+    def heard(self) -> list[int]:
+        """The CTC head's argmax per user frame heard so far."""
+        return self.turn.heard
+
+    @property
+    def answering(self) -> bool:
+        return self.turn.phase in (Phase.TEXT, Phase.AUDIO)
+
+    def reset(self) -> None:
+        """Forget the turn: an empty row that listens."""
+        self.turn = TurnProgress()
+        self._set_length(0)
+        self._mark = (0, 0)
+
+    def mark(self) -> None:
+        """Remember this point (what was heard so far) for ``rollback``."""
+        self._mark = (self.length, len(self.turn.heard))
+
+    def rollback(self) -> None:
+        """Back to the mark, listening, as if nothing after it had happened: the
+        positions after it are overwritten by the next ones."""
+        length, heard = self._mark
+        self.turn = TurnProgress(heard=self.turn.heard[:heard])
+        self._set_length(length)
+
+    def stop(self) -> None:
+        """Write nothing more this turn."""
+        self.turn.phase = Phase.DONE
+
+    @torch.inference_mode()
+    def _set_length(self, length: int) -> None:
+        # a cache stepped in inference mode holds inference tensors: writable only in it
+        self.cache.lengths[self.index] = length
+
+
 @dataclass
 class GenerationState:
+    """Rows stepped together: ``cache`` holds exactly ``rows``, in order."""
+
     cache: KVCache | KVCacheRows
-    rows: list[RowState]
-    generator: torch.Generator
+    rows: list[RowStream]
+    rng: torch.Generator
 
     @property
     def done(self) -> bool:
-        return all(r.phase == "done" for r in self.rows)
+        return all(r.phase is Phase.DONE for r in self.rows)
+
+    def select(self, indices: list[int]) -> GenerationState:
+        """Rows ``indices`` as a batch of their own over the same storage (no copy)."""
+        rows = [self.rows[i] for i in indices]
+        return GenerationState(rows[0].cache.rows([r.index for r in rows]), rows, self.rng)
 
 
 @dataclass
@@ -71,7 +152,9 @@ class StepOutput:
     frames: list[np.ndarray | None]
 
 
-class Generator:
+class StudentStepper:
+    """Runs the student over batches of :class:`RowStream`: prefill, end of turn, steps."""
+
     def __init__(self, model: Student, tokenizer: Tokenizer,
                  options: SamplingOptions = SamplingOptions()) -> None:
         self.model, self.tokenizer, self.options = model.eval(), tokenizer, options
@@ -79,9 +162,10 @@ class Generator:
         self.device = next(model.parameters()).device
 
     def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
+        """``batch`` empty listening rows over one cache of ``capacity`` positions each."""
         cache = KVCache.empty(self.config, batch, capacity, device=self.device)
-        gen = torch.Generator(device="cpu").manual_seed(self.options.seed)
-        return GenerationState(cache, [RowState() for _ in range(batch)], gen)
+        rng = torch.Generator(device="cpu").manual_seed(self.options.seed)
+        return GenerationState(cache, [RowStream(cache, b) for b in range(batch)], rng)
 
     @torch.inference_mode()
     def prefill(self, state: GenerationState, chunks: list[np.ndarray | None]) -> None:
@@ -93,49 +177,51 @@ class Generator:
     def end_turn(self, state: GenerationState, rows: list[int] | None = None) -> None:
         """The user stopped: next steps write the answer (``<sep>`` is the next input)."""
         for i in rows if rows is not None else range(len(state.rows)):
-            row = state.rows[i]
-            row.phase, row.pending = "text", text_token_ids(self.config, np.array([SEP]))[0]
+            turn = state.rows[i].turn
+            turn.phase, turn.pending = Phase.TEXT, text_token_ids(self.config, np.array([SEP]))[0]
 
     @torch.inference_mode()
     def step(self, state: GenerationState) -> StepOutput:
         """Feed every active row's pending position, read its head, choose the next one."""
-        if any(r.phase == "prefill" for r in state.rows):
+        if any(r.phase is Phase.LISTEN for r in state.rows):
             raise ValueError("call end_turn() before step()")
         return self.advance(state)
 
     @torch.inference_mode()
     def advance(self, state: GenerationState,
                 chunks: list[np.ndarray | None] | None = None) -> StepOutput:
-        """One model call for a mixed batch (continuous batching): rows still listening
+        """One model call for a mixed batch (continuous batching): listening rows
         append their user codes ``chunks[b] [K, T_b]`` (None: idle this call) and read
-        the CTC head (``RowState.heard``); answering rows take one step, as ``step``."""
+        the CTC head (``RowStream.heard``); answering rows take one step, as ``step``."""
         chunks = chunks or [None] * len(state.rows)
         full = (state.cache.lengths >= state.cache.capacity).tolist()
         for row, no_room in zip(state.rows, full, strict=True):
-            if no_room and row.phase in ("text", "audio"):  # the cache is full: answer ends
-                row.phase = "done"
-        ids: list[np.ndarray | None] = []
-        for row, chunk in zip(state.rows, chunks, strict=True):
-            if row.phase in ("text", "audio"):
-                ids.append(row.pending[None])
-            elif row.phase == "prefill" and chunk is not None and chunk.shape[1]:
-                ids.append(user_frame_ids(self.config, chunk))
-            else:
-                ids.append(None)
-        phases = {r.phase for r, x in zip(state.rows, ids, strict=True) if x is not None}
-        heads = tuple(sorted(phases - {"prefill"} | ({"ctc"} if "prefill" in phases else set())))
+            if no_room and row.answering:  # the cache is full: the answer ends
+                row.stop()
+        ids = [self._next_ids(row, chunk) for row, chunk in zip(state.rows, chunks, strict=True)]
+        heads = tuple(sorted({HEADS[r.phase] for r, x in zip(state.rows, ids, strict=True)
+                              if x is not None}))
         out = self._forward(state, ids, heads=heads)
         result = StepOutput([None] * len(state.rows), [None] * len(state.rows))
         for b, (row, x) in enumerate(zip(state.rows, ids, strict=True)):
+            turn = row.turn
             if x is None:
                 continue
-            if row.phase == "prefill":
-                row.heard.extend(out.ctc[b, :len(x)].argmax(-1).tolist())
-            elif row.phase == "text":
-                result.text[b] = self._text_step(row, out.text[b, 0], state.generator)
+            if turn.phase is Phase.LISTEN:
+                turn.heard.extend(out.ctc[b, :len(x)].argmax(-1).tolist())
+            elif turn.phase is Phase.TEXT:
+                result.text[b] = self._text_step(turn, out.text[b, 0], state.rng)
             else:
-                result.frames[b] = self._audio_step(row, out.audio[b, 0], state.generator)
+                result.frames[b] = self._audio_step(turn, out.audio[b, 0], state.rng)
         return result
+
+    def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
+        """The row's input this call: ``[T, K_in]`` embedding ids, or None (idle)."""
+        if row.answering:
+            return row.turn.pending[None]
+        if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
+            return user_frame_ids(self.config, chunk)
+        return None
 
     def _forward(self, state: GenerationState, ids: list[np.ndarray | None],
                  heads: tuple[str, ...]):
@@ -150,36 +236,36 @@ class Generator:
         return self.model(torch.from_numpy(batch).to(self.device), state.cache,
                           torch.tensor(lengths, device=self.device), heads=heads)
 
-    def _text_step(self, row: RowState, logits: torch.Tensor, gen) -> str | None:
-        token = sample(logits, self.options.text_temperature, self.options.top_k, gen)
-        if token == EOT or len(row.text) >= self.options.max_text_tokens:
-            row.phase, row.pending = "audio", text_token_ids(self.config, np.array([EOT]))[0]
+    def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
+        token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
+        if token == EOT or len(turn.text) >= self.options.max_text_tokens:
+            turn.phase, turn.pending = Phase.AUDIO, text_token_ids(self.config, np.array([EOT]))[0]
             return None
-        row.text.append(token)
-        row.pending = text_token_ids(self.config, np.array([token]))[0]
+        turn.text.append(token)
+        turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
 
-    def _audio_step(self, row: RowState, logits: torch.Tensor, gen) -> np.ndarray | None:
+    def _audio_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> np.ndarray | None:
         """``logits [K_out, 1025]`` of step ``s`` -> the delayed step, maybe a finished frame."""
-        k_out, s = self.config.k_out, len(row.steps)
+        k_out, s = self.config.k_out, len(turn.steps)
         codes = np.full(k_out, AUDIO_SPECIAL, dtype=np.int64)
         for k in range(k_out):
             frame = s - k
-            if frame < 0 or (row.eos_step is not None and frame >= row.eos_step):
+            if frame < 0 or (turn.eos_step is not None and frame >= turn.eos_step):
                 continue
             allowed = logits[k] if k == 0 else logits[k, :AUDIO_SPECIAL]
-            codes[k] = sample(allowed, self.options.temperature, self.options.top_k, gen)
+            codes[k] = sample(allowed, self.options.temperature, self.options.top_k, rng)
             if k == 0 and (codes[0] == AUDIO_SPECIAL or frame >= self.options.max_audio_frames):
-                row.eos_step, codes[0] = frame, AUDIO_SPECIAL
-        row.steps.append(codes)
-        row.pending = audio_step_ids(self.config, codes[None])[0]
+                turn.eos_step, codes[0] = frame, AUDIO_SPECIAL
+        turn.steps.append(codes)
+        turn.pending = audio_step_ids(self.config, codes[None])[0]
         done_frame = s - (k_out - 1)
         frame_out = None
-        if done_frame >= 0 and (row.eos_step is None or done_frame < row.eos_step):
-            frame_out = np.array([row.steps[done_frame + k][k] for k in range(k_out)])
-            row.frames_out += 1
-        if row.eos_step is not None and row.frames_out >= row.eos_step and s >= row.eos_step:
-            row.phase = "done"
+        if done_frame >= 0 and (turn.eos_step is None or done_frame < turn.eos_step):
+            frame_out = np.array([turn.steps[done_frame + k][k] for k in range(k_out)])
+            turn.frames_out += 1
+        if turn.eos_step is not None and turn.frames_out >= turn.eos_step and s >= turn.eos_step:
+            turn.phase = Phase.DONE
         return frame_out
 
 
@@ -212,23 +298,23 @@ class Generation:
 def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
              options: SamplingOptions = SamplingOptions(), chunk_frames: int = 0) -> Generation:
     """Answer one user turn ``[K, F_user]``; prefill in chunks of ``chunk_frames`` (0: at once)."""
-    gen = Generator(model, tokenizer, options)
-    state = gen.start(1)
+    stepper = StudentStepper(model, tokenizer, options)
+    state = stepper.start(1)
     t0 = time.perf_counter()
     step = chunk_frames or max(1, user_codes.shape[1])
     for start in range(0, user_codes.shape[1], step):
-        gen.prefill(state, [user_codes[:, start:start + step]])
-    gen.end_turn(state)
+        stepper.prefill(state, [user_codes[:, start:start + step]])
+    stepper.end_turn(state)
     t1 = time.perf_counter()
     frames, n_steps, first = [], 0, None
     while not state.done:
-        out = gen.step(state)
+        out = stepper.step(state)
         n_steps += 1
         if out.frames[0] is not None:
             frames.append(out.frames[0])
             first = first if first is not None else time.perf_counter() - t1
     t2 = time.perf_counter()
-    row = state.rows[0]
+    row = state.rows[0].turn
     codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
     return Generation(codes, row.text, tokenizer.decode_answer(row.text), n_steps,
                       t1 - t0, t2 - t1, first)

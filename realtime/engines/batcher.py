@@ -1,18 +1,20 @@
 """Continuous batching: one model thread serves every session's student row.
 
-Each session owns a *slot*: a row of one shared KV cache plus its generation
-state. Sessions talk to the model thread only through commands (``listen``,
-``answer``, ``rollback``, ``stop``) and read what it makes from an
-:class:`Answer` queue, so all model state is touched by one thread. Every loop
-iteration runs one model call over all slots with work: rows still listening
-append their queued user codes (at most ``max_prefill_frames`` each), rows that
-answer take one step. Sessions join and leave between calls.
+Each session owns a *slot*: one :class:`RowStream` of a shared generation state
+(a row of one KV cache plus its turn's progress). Sessions talk to the model
+thread only through commands (:class:`Listen`, :class:`StartAnswer`,
+:class:`Rollback`, :class:`Stop`, ...) and read what it makes from an
+:class:`Answer` queue (:mod:`realtime.engines.answers`), so all model state is
+touched by one thread. Every loop iteration runs one model call over all slots
+with work: rows still listening append their queued user codes (at most
+``max_prefill_frames`` each), rows that answer take one step. Sessions join and
+leave between calls.
 
     slot = batcher.open()
     slot.listen(codes)            # [K, T] user codes, while the user speaks
     answer = slot.answer()        # the turn ended (maybe tentatively): start writing
-    answer.get(timeout)           # ("word", str) | ("frame", [K_out]) | ("done", reason)
-                                  # | ("error", message): the model call failed
+    answer.get(timeout_s)         # Word(text) | Frame(codes [K_out]) | Done(reason)
+                                  # | Failed(error): the model call failed
     slot.rollback(answer)         # speech resumed: forget the answer, keep listening
     slot.close()
 """
@@ -20,47 +22,71 @@ answer take one step. Sessions join and leave between calls.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from voxloop.distill.student.generate import GenerationState, Generator, RowState
-from voxloop.distill.student.model import KVCache
+from voxloop.distill.student.generate import Phase, RowStream, StudentStepper
 from voxloop.errors import VoxloopError
+from voxloop.realtime.engines.answers import Answer, Done, Failed, Frame, Reason, Word
 
 log = logging.getLogger("voxloop.realtime")
 
 
-class Answer:
-    """What one answer's row writes, in order: words, frames, then ``("done", reason)``
-    (or ``("error", message)``)."""
+# -- commands, from the sessions to the model thread ----------------------------------
+@dataclass(frozen=True)
+class Open:
+    slot: int
 
-    def __init__(self) -> None:
-        self.items: queue.SimpleQueue = queue.SimpleQueue()
-        self.heard: list[int] = []  # CTC ids of the user frames the answer started from
-        self.started_s = time.perf_counter()
 
-    def get(self, timeout_s: float) -> tuple[str, object] | None:
-        try:
-            return self.items.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
+@dataclass(frozen=True)
+class Close:
+    slot: int
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    slot: int
+
+
+@dataclass(frozen=True)
+class Listen:
+    slot: int
+    codes: np.ndarray  # [K, T] user codes
+
+
+@dataclass(frozen=True)
+class StartAnswer:
+    slot: int
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class Rollback:
+    slot: int
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class Stop:
+    slot: int
+    answer: Answer
+
+
+Command = Open | Close | NewTurn | Listen | StartAnswer | Rollback | Stop
 
 
 @dataclass
 class _Row:
     """The model thread's view of one slot."""
 
-    state: RowState = field(default_factory=RowState)
+    stream: RowStream
     queued: deque = field(default_factory=deque)  # user code chunks [K, T] not yet prefilled
     history: list[np.ndarray] = field(default_factory=list)  # this turn's user codes
     answer: Answer | None = None
-    mark: int = 0  # cache length when the answer started (rollback point)
 
 
 @dataclass(frozen=True)
@@ -80,52 +106,51 @@ class Slot:
     def listen(self, codes: np.ndarray) -> None:
         """Append user codes ``[K, T]`` (frames in order, any T)."""
         if codes.shape[1]:
-            self.batcher._command(self.index, "listen", codes)
+            self.batcher._send(Listen(self.index, codes))
 
     def new_turn(self) -> None:
         """Forget everything: the next codes start a new user turn."""
-        self.batcher._command(self.index, "new_turn", None)
+        self.batcher._send(NewTurn(self.index))
 
     def answer(self) -> Answer:
         """Start answering what was heard so far (codes queued before this call included)."""
         answer = Answer()
-        self.batcher._command(self.index, "answer", answer)
+        self.batcher._send(StartAnswer(self.index, answer))
         return answer
 
     def rollback(self, answer: Answer) -> None:
         """Drop ``answer`` and keep listening from where it started."""
-        self.batcher._command(self.index, "rollback", answer)
+        self.batcher._send(Rollback(self.index, answer))
 
     def stop(self, answer: Answer) -> None:
         """Stop writing ``answer`` (a barge-in); a no-op once another answer started."""
-        self.batcher._command(self.index, "stop", answer)
+        self.batcher._send(Stop(self.index, answer))
 
     def close(self) -> None:
         """Give the slot back (once: a closed handle never touches a reused slot)."""
         if not self.closed:
             self.closed = True
-            self.batcher._command(self.index, "close", None)
+            self.batcher._send(Close(self.index))
 
 
 class ContinuousBatcher:
-    def __init__(self, generator: Generator, slots: int, max_prefill_frames: int = 25) -> None:
-        self.generator, self.slots = generator, slots
+    def __init__(self, stepper: StudentStepper, slots: int, max_prefill_frames: int = 25) -> None:
+        self.stepper, self.slots = stepper, slots
         self.max_prefill_frames = max_prefill_frames
-        options, config = generator.options, generator.config
+        options, config = stepper.options, stepper.config
         # user frames kept per turn: what leaves room for the longest answer
         self.max_user_frames = config.max_len - options.max_text_tokens - \
             options.max_audio_frames - config.k_out - 2
         if self.max_user_frames < 25:
             raise VoxloopError(f"the student's {config.max_len} positions leave no room for a "
                                "user turn; lower max_audio_frames")
-        self._cache = KVCache.empty(config, slots, device=generator.device)
-        self._rows: list[_Row | None] = [None] * slots  # the model thread's
+        self._state = stepper.start(slots)  # the model thread's, as is everything in _rows
+        self._rows: list[_Row | None] = [None] * slots
         self._free = set(range(slots))  # the sessions' view, under the lock
-        self._commands: deque = deque()
+        self._commands: deque[Command] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._torch_generator = torch.Generator().manual_seed(generator.options.seed)
         self._calls, self._rows_called, self._busy_s = 0, 0, 0.0
 
     # -- session side -------------------------------------------------------------------
@@ -136,7 +161,7 @@ class ContinuousBatcher:
             if self._free:  # commands run in order: a slot closed just now can be reused
                 index = min(self._free)
                 self._free.discard(index)
-                self._commands.append(("open", index, None))
+                self._commands.append(Open(index))
                 self._wake.notify()
                 return Slot(self, index)
         raise VoxloopError(f"all {self.slots} model slots are in use; try again later")
@@ -151,11 +176,11 @@ class ContinuousBatcher:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def _command(self, index: int, kind: str, value) -> None:
+    def _send(self, command: Command) -> None:
         with self._wake:
-            if kind == "close":
-                self._free.add(index)
-            self._commands.append((kind, index, value))
+            if isinstance(command, Close):
+                self._free.add(command.slot)
+            self._commands.append(command)
             self._wake.notify()
 
     def _start(self) -> None:
@@ -175,28 +200,50 @@ class ContinuousBatcher:
                 commands = list(self._commands)
                 self._commands.clear()
             try:
-                for kind, index, value in commands:
-                    getattr(self, "_do_" + kind)(index, value)
+                for command in commands:
+                    self._run(command)
                 if self._has_work():
                     self._call()
             except Exception as exc:  # noqa: BLE001 - one bad call must not end the thread
                 log.exception("event=batcher_error")
                 self._fail_all(exc)
 
+    def _run(self, command: Command) -> None:
+        if not isinstance(command, Open) and self._rows[command.slot] is None:
+            return  # a late command for a closed slot: nothing of it is left to change
+        match command:
+            case Open(slot) | NewTurn(slot):
+                self._new_turn(slot)
+            case Close(slot):
+                self._finish(self._rows[slot], Reason.CLOSED)
+                self._rows[slot] = None
+            case Listen(slot, codes):
+                self._rows[slot].queued.append(codes)
+            case StartAnswer(slot, answer):
+                self._start_answer(self._rows[slot], answer)
+            case Rollback(slot, answer):
+                self._rollback(self._rows[slot], answer)
+            case Stop(slot, answer):
+                row = self._rows[slot]
+                if row.answer is answer:
+                    row.stream.stop()
+                    self._finish(row, Reason.STOPPED)
+
     def _fail_all(self, exc: Exception) -> None:
         """Every open answer ends with the error; rows start over (their caches may be
         half written)."""
-        for index, row in enumerate(self._rows):
+        for row in self._rows:
             if row is not None:
                 if row.answer is not None:
-                    row.answer.items.put(("error", f"{type(exc).__name__}: {exc}"))
+                    row.answer.items.put(Failed(f"{type(exc).__name__}: {exc}"))
                     row.answer = None
-                self._rows[index] = _Row()
-                self._cache.lengths[index] = 0
+                row.queued.clear()
+                row.history.clear()
+                row.stream.reset()
 
     def _has_work(self) -> bool:
-        return any(r is not None and (r.state.phase in ("text", "audio")
-                                      or (r.state.phase == "prefill" and r.queued))
+        return any(r is not None and (r.stream.answering
+                                      or (r.stream.phase is Phase.LISTEN and r.queued))
                    for r in self._rows)
 
     def _call(self) -> None:
@@ -205,16 +252,14 @@ class ContinuousBatcher:
         for index, row in enumerate(self._rows):
             if row is None:
                 continue
-            if row.state.phase in ("text", "audio"):
+            if row.stream.answering:
                 active.append(index)
                 chunks.append(None)
-            elif row.state.phase == "prefill" and row.queued:
+            elif row.stream.phase is Phase.LISTEN and row.queued:
                 active.append(index)
-                chunks.append(self._take_codes(index, row))
+                chunks.append(self._take_codes(row))
         t0 = time.perf_counter()
-        state = GenerationState(self._cache.rows(active), [self._rows[i].state for i in active],
-                                self._torch_generator)
-        out = self.generator.advance(state, chunks)
+        out = self.stepper.advance(self._state.select(active), chunks)
         self._busy_s += time.perf_counter() - t0
         self._calls += 1
         self._rows_called += len(active)
@@ -223,13 +268,13 @@ class ContinuousBatcher:
             if row.answer is None:
                 continue
             if out.text[b] is not None:
-                row.answer.items.put(("word", out.text[b]))
+                row.answer.items.put(Word(out.text[b]))
             if out.frames[b] is not None:
-                row.answer.items.put(("frame", out.frames[b]))
-            if row.state.phase == "done":
-                self._finish(row, "completed")
+                row.answer.items.put(Frame(out.frames[b]))
+            if row.stream.phase is Phase.DONE:
+                self._finish(row, Reason.COMPLETED)
 
-    def _take_codes(self, index: int, row: _Row) -> np.ndarray:
+    def _take_codes(self, row: _Row) -> np.ndarray:
         """Up to ``max_prefill_frames`` queued frames; a turn longer than the cache
         allows starts over from its last half (the question is usually at the end)."""
         codes = row.queued.popleft()
@@ -237,66 +282,38 @@ class ContinuousBatcher:
             row.queued.appendleft(codes[:, self.max_prefill_frames:])
             codes = codes[:, :self.max_prefill_frames]
         row.history.append(codes)
-        if int(self._cache.lengths[index]) + codes.shape[1] > self.max_user_frames:
+        if row.stream.length + codes.shape[1] > self.max_user_frames:
             recent = np.concatenate(row.history, axis=1)[:, -(self.max_user_frames // 2):]
             row.history = [recent]
-            row.state = RowState()
-            self._cache.lengths[index] = 0
+            row.stream.reset()
             return recent
         return codes
 
-    def _finish(self, row: _Row, reason: str) -> None:
-        if row.answer is not None:
-            row.answer.items.put(("done", reason))
+    def _finish(self, row: _Row | None, reason: Reason) -> None:
+        if row is not None and row.answer is not None:
+            row.answer.items.put(Done(reason))
             row.answer = None
 
-    def _do_open(self, index: int, _) -> None:
-        self._rows[index] = _Row()
-        self._cache.lengths[index] = 0
+    def _new_turn(self, index: int) -> None:
+        self._finish(self._rows[index], Reason.STOPPED)
+        self._rows[index] = _Row(self._state.rows[index])
+        self._rows[index].stream.reset()
 
-    def _do_close(self, index: int, _) -> None:
-        row = self._rows[index]
-        if row is not None:
-            self._finish(row, "closed")
-        self._rows[index] = None
-
-    def _do_new_turn(self, index: int, _) -> None:
-        row = self._rows[index]
-        self._finish(row, "stopped")
-        self._rows[index] = _Row()
-        self._cache.lengths[index] = 0
-
-    def _do_listen(self, index: int, codes: np.ndarray) -> None:
-        self._rows[index].queued.append(codes)
-
-    def _do_answer(self, index: int, answer: Answer) -> None:
-        row = self._rows[index]
-        self._finish(row, "stopped")
+    def _start_answer(self, row: _Row, answer: Answer) -> None:
+        self._finish(row, Reason.STOPPED)
+        one = self._state.select([row.stream.index])
         while row.queued:  # what was heard before the end of the turn
-            codes = self._take_codes(index, row)
-            state = GenerationState(self._cache.rows([index]), [row.state],
-                                    self._torch_generator)
-            self.generator.advance(state, [codes])
-        row.mark = int(self._cache.lengths[index])
-        answer.heard = list(row.state.heard)
+            self.stepper.advance(one, [self._take_codes(row)])
+        row.stream.mark()  # a rollback comes back here
+        answer.heard = list(row.stream.heard)
         row.answer = answer
-        if row.mark == 0:  # nothing heard: nothing to answer
-            self._finish(row, "empty")
+        if row.stream.length == 0:  # nothing heard: nothing to answer
+            self._finish(row, Reason.EMPTY)
             return
-        state = GenerationState(self._cache.rows([index]), [row.state], self._torch_generator)
-        self.generator.end_turn(state)
+        self.stepper.end_turn(one)
 
-    def _do_rollback(self, index: int, answer: Answer) -> None:
-        row = self._rows[index]
-        if row.answer is not answer and row.state.phase == "prefill":
-            return
-        self._finish(row, "rolled_back")
-        heard = row.state.heard
-        row.state = RowState(heard=heard)
-        self._cache.lengths[index] = row.mark
-
-    def _do_stop(self, index: int, answer: Answer) -> None:
-        row = self._rows[index]
-        if row is not None and row.answer is answer:
-            row.state.phase = "done"
-            self._finish(row, "stopped")
+    def _rollback(self, row: _Row, answer: Answer) -> None:
+        if row.answer is not answer and row.stream.phase is Phase.LISTEN:
+            return  # a newer turn or answer already replaced it
+        self._finish(row, Reason.ROLLED_BACK)
+        row.stream.rollback()

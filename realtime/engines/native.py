@@ -25,11 +25,12 @@ import numpy as np
 from voxloop.audio import StreamingResampler
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT
+from voxloop.realtime.engines.answers import Answer, Frame, Word, ended
 from voxloop.realtime.engines.base import EngineOutput, Turn
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
-    from voxloop.realtime.engines.batcher import Answer, Slot
+    from voxloop.realtime.engines.batcher import Slot
 
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
 MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
@@ -66,7 +67,11 @@ class NativeEngine:
     def __init__(self, settings: NativeSettings = NativeSettings()) -> None:
         import torch
 
-        from voxloop.distill.student.generate import Generator, SamplingOptions, load_student_codec
+        from voxloop.distill.student.generate import (
+            SamplingOptions,
+            StudentStepper,
+            load_student_codec,
+        )
         from voxloop.distill.student.model import load_student
         from voxloop.distill.student.vocab import Tokenizer
         from voxloop.realtime.engines.batcher import ContinuousBatcher
@@ -78,8 +83,8 @@ class NativeEngine:
         self.tokenizer = Tokenizer(vocab)
         self.codec = load_student_codec(settings.codec, vocab)
         self.k_in, self.k_out = model.config.k_in, model.config.k_out
-        self.generator = Generator(model, self.tokenizer, SamplingOptions())
-        self.batcher = ContinuousBatcher(self.generator, settings.slots,
+        self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions())
+        self.batcher = ContinuousBatcher(self.stepper, settings.slots,
                                          settings.max_prefill_frames)
         self._torch = torch
 
@@ -104,7 +109,7 @@ class NativeEngine:
             listener.hear(audio_24k)
             answer = listener.end_of_turn()
             listener.slot.stop(answer)
-            while (item := answer.get(10.0)) is not None and item[0] != "done":
+            while (item := answer.get(10.0)) is not None and not ended(item):
                 pass
             return self.tokenizer.decode_ctc(answer.heard)
         finally:
@@ -137,23 +142,19 @@ class NativeEngine:
                 item = answer.get(POLL_S)
                 if item is None:
                     continue
-                kind, value = item
-                if kind == "done":
+                if ended(item):
                     return
-                if kind == "error":
-                    raise VoxloopError(f"the student failed: {value}")
                 if first_word:
                     first_word = False
                     yield EngineOutput(user_transcript=self.tokenizer.decode_ctc(answer.heard))
-                if kind == "word":
-                    yield EngineOutput(transcript_delta=(" " if timings else "") + value)
+                if isinstance(item, Word):
+                    yield EngineOutput(transcript_delta=(" " if timings else "") + item.text)
                     timings.setdefault("first_word", 1000 * (time.perf_counter() - t0))
                     continue
                 # decode the frames already made, a few per call; the first one alone
-                frames, more = [value], None
-                while len(frames) < limit and (more := answer.get(0)) is not None \
-                        and more[0] == "frame":
-                    frames.append(more[1])
+                frames, more = [item.codes], None
+                while len(frames) < limit and isinstance(more := answer.get(0), Frame):
+                    frames.append(more.codes)
                     more = None
                 limit = MAX_DECODE_FRAMES
                 if "first_audio" in timings:  # keep decoding just ahead of the listener:
@@ -167,7 +168,7 @@ class NativeEngine:
                     timings["first_audio"] = 1000 * (time.perf_counter() - t0)
                     timings["answer_ahead"] = 1000 * max(0.0, t0 - answer.started_s)
                 yield EngineOutput(audio_24k=audio.astype(np.float32), timings_ms=dict(timings))
-                if more is not None:  # the done marker (words never follow frames)
+                if ended(more):  # words never follow frames: anything else is the end
                     return
         finally:
             listener.slot.stop(answer)  # a no-op for a finished answer

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_config
-from voxloop.distill.student.generate import Generator, SamplingOptions, generate
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper, generate
 from voxloop.distill.student.model import Student
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
-from voxloop.realtime.engines.batcher import Answer, ContinuousBatcher
+from voxloop.realtime.engines.answers import Answer, Done, Failed, Frame, Reason, Word
+from voxloop.realtime.engines.batcher import ContinuousBatcher
 
 OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
 
@@ -27,7 +28,7 @@ def model():
 def batcher(model):
     vocab = {"text": ["<unk>", "<sep>", "<eot>"] + [f"w{i}" for i in range(9)],
              "ctc": ["<blank>", "<unk>"] + [f"c{i}" for i in range(7)]}
-    b = ContinuousBatcher(Generator(model, Tokenizer(vocab), OPTIONS), slots=4,
+    b = ContinuousBatcher(StudentStepper(model, Tokenizer(vocab), OPTIONS), slots=4,
                           max_prefill_frames=3)
     yield b
     b.shutdown()
@@ -37,27 +38,31 @@ def user_codes(seed: int, frames: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 1024, (4, frames))
 
 
-def collect(answer: Answer) -> tuple[list[str], np.ndarray, str]:
+def collect(answer: Answer) -> tuple[list[str], np.ndarray, Reason]:
     words, frames = [], []
     while True:
-        item = answer.get(10.0)
-        assert item is not None, "the model thread stopped answering"
-        kind, value = item
-        assert kind != "error", value
-        if kind == "done":
-            stacked = np.stack(frames, 1) if frames else np.zeros((4, 0), np.int64)
-            return words, stacked, value
-        (words if kind == "word" else frames).append(value)
+        match answer.get(10.0):
+            case None:
+                raise AssertionError("the model thread stopped answering")
+            case Failed(error):
+                raise AssertionError(error)
+            case Word(text):
+                words.append(text)
+            case Frame(codes):
+                frames.append(codes)
+            case Done(reason):
+                stacked = np.stack(frames, 1) if frames else np.zeros((4, 0), np.int64)
+                return words, stacked, reason
 
 
 def reference(model, batcher, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
-    alone = generate(model, batcher.generator.tokenizer, codes, OPTIONS)
+    alone = generate(model, batcher.stepper.tokenizer, codes, OPTIONS)
     return alone.text_ids, alone.codes
 
 
 def assert_same(model, batcher, codes, got) -> None:
     text_ids, frames = reference(model, batcher, codes)
-    vocab = batcher.generator.tokenizer.vocab["text"]
+    vocab = batcher.stepper.tokenizer.vocab["text"]
     assert got[0] == [vocab[i] for i in text_ids]
     np.testing.assert_array_equal(got[1], frames)
 
@@ -71,7 +76,7 @@ def test_sessions_batched_together_answer_as_if_alone(model, batcher):
     answers = [slot.answer() for slot in slots]
     results = [collect(a) for a in answers]
     for c, got in zip(codes, results, strict=True):
-        assert got[2] == "completed"
+        assert got[2] is Reason.COMPLETED
         assert_same(model, batcher, c, got)
     stats = batcher.stats()
     assert stats.rows_per_call > 1.5, stats  # the sessions really shared model calls
@@ -87,7 +92,7 @@ def test_rollback_is_as_if_the_answer_never_started(model, batcher):
     slot.listen(rest)
     final = collect(slot.answer())
     assert_same(model, batcher, np.concatenate([first, rest], 1), final)
-    assert collect(tentative)[2] == "rolled_back"
+    assert collect(tentative)[2] is Reason.ROLLED_BACK
 
 
 def test_new_turn_forgets_the_last_one_and_stop_ends_an_answer(model, batcher):
@@ -95,7 +100,7 @@ def test_new_turn_forgets_the_last_one_and_stop_ends_an_answer(model, batcher):
     slot.listen(user_codes(6, 8))
     answer = slot.answer()
     slot.stop(answer)
-    assert collect(answer)[2] in ("stopped", "completed")
+    assert collect(answer)[2] in (Reason.STOPPED, Reason.COMPLETED)
     slot.new_turn()
     codes = user_codes(7, 10)
     slot.listen(codes)
@@ -104,7 +109,7 @@ def test_new_turn_forgets_the_last_one_and_stop_ends_an_answer(model, batcher):
 
 def test_empty_turn_and_full_slots(batcher):
     slot = batcher.open()
-    assert collect(slot.answer())[2] == "empty"
+    assert collect(slot.answer())[2] is Reason.EMPTY
     for _ in range(3):
         batcher.open()
     with pytest.raises(VoxloopError, match="slots are in use"):
@@ -118,4 +123,4 @@ def test_a_turn_longer_than_the_cache_keeps_its_end(model, batcher):
     long = user_codes(8, batcher.max_user_frames + 30)
     slot.listen(long)
     words, frames, reason = collect(slot.answer())
-    assert reason == "completed" and frames.shape[1] > 0
+    assert reason is Reason.COMPLETED and frames.shape[1] > 0

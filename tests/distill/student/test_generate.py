@@ -1,0 +1,98 @@
+"""The stepper's row streams: mark / rollback, reset and stop move a row as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import tiny_config
+from voxloop.distill.student.generate import (
+    GenerationState,
+    Phase,
+    SamplingOptions,
+    StudentStepper,
+    generate,
+)
+from voxloop.distill.student.model import Student
+from voxloop.distill.student.vocab import Tokenizer
+
+OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
+
+
+@pytest.fixture(scope="module")
+def stepper() -> StudentStepper:
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=12, ctc_vocab=9, k_in=4, k_out=4)).eval()
+    vocab = {"text": ["<unk>", "<sep>", "<eot>"] + [f"w{i}" for i in range(9)],
+             "ctc": ["<blank>", "<unk>"] + [f"c{i}" for i in range(7)]}
+    return StudentStepper(model, Tokenizer(vocab), OPTIONS)
+
+
+def user_codes(seed: int, frames: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 1024, (4, frames))
+
+
+def answer(stepper: StudentStepper, state: GenerationState) -> tuple[list[int], np.ndarray]:
+    """End the turn of a one-row ``state`` and step it to the end: (word ids, codes [K_out, F])."""
+    stepper.end_turn(state)
+    frames = []
+    while not state.done:
+        out = stepper.step(state)
+        if out.frames[0] is not None:
+            frames.append(out.frames[0])
+    return state.rows[0].turn.text, np.stack(frames, 1)
+
+
+def assert_as_generate(stepper, state, codes: np.ndarray) -> None:
+    alone = generate(stepper.model, stepper.tokenizer, codes, OPTIONS)
+    text, frames = answer(stepper, state)
+    assert text == alone.text_ids
+    np.testing.assert_array_equal(frames, alone.codes)
+
+
+def test_rollback_returns_to_the_mark_as_if_the_answer_never_started(stepper):
+    first, rest = user_codes(1, 7), user_codes(2, 5)
+    state = stepper.start(1)
+    stream = state.rows[0]
+    stepper.advance(state, [first])
+    heard = list(stream.heard)
+    assert len(heard) == 7 and stream.length == 7
+    stream.mark()
+    stepper.end_turn(state)
+    for _ in range(4):  # a tentative answer: words and audio steps
+        stepper.step(state)
+    assert stream.length == 11 and stream.phase is not Phase.LISTEN
+    stream.rollback()
+    assert stream.length == 7 and stream.phase is Phase.LISTEN and stream.heard == heard
+    stepper.advance(state, [rest])
+    assert len(stream.heard) == 12
+    assert_as_generate(stepper, state, np.concatenate([first, rest], 1))
+
+
+def test_reset_forgets_the_turn_and_leaves_other_rows_alone(stepper):
+    state = stepper.start(2)
+    stepper.advance(state, [user_codes(3, 6), user_codes(4, 9)])
+    stepper.end_turn(state, rows=[0])
+    stepper.advance(state)  # row 0 answers, row 1 idles
+    assert [r.length for r in state.rows] == [7, 9]
+    state.rows[0].reset()
+    assert state.rows[0].length == 0 and state.rows[0].phase is Phase.LISTEN
+    assert state.rows[0].heard == [] and state.rows[1].length == 9
+    codes = user_codes(5, 8)
+    one = state.select([0])
+    stepper.advance(one, [codes])
+    assert state.rows[1].length == 9  # a selected batch writes only its own rows
+    assert_as_generate(stepper, one, codes)
+
+
+def test_stop_ends_the_answer_and_the_row_idles(stepper):
+    state = stepper.start(1)
+    stepper.advance(state, [user_codes(6, 5)])
+    stepper.end_turn(state)
+    stepper.step(state)
+    state.rows[0].stop()
+    assert state.done and state.rows[0].phase is Phase.DONE
+    length = state.rows[0].length
+    out = stepper.advance(state)
+    assert out.text == [None] and out.frames == [None] and state.rows[0].length == length
