@@ -124,3 +124,14 @@ def test_a_turn_longer_than_the_cache_keeps_its_end(model, batcher):
     slot.listen(long)
     words, frames, reason = collect(slot.answer())
     assert reason is Reason.COMPLETED and frames.shape[1] > 0
+
+
+def test_a_closed_handle_cannot_disturb_other_sessions(model, batcher):
+    slot, stale = batcher.open(), batcher.open()
+    codes = user_codes(9, 6)
+    slot.listen(codes)
+    answer = slot.answer()
+    stale.close()
+    stale.listen(user_codes(10, 4))  # late commands for a closed slot are dropped,
+    stale.rollback(answer)  # not a failed model thread for everyone
+    assert_same(model, batcher, codes, collect(answer))
