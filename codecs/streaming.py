@@ -215,10 +215,14 @@ class StreamingResidual:
 
     @staticmethod
     def _combine(state: ResidualState, a: Tensor, b: Tensor) -> Tensor:
-        if a.shape[-1] == b.shape[-1] and (state.pending_block is None
-                                           or state.pending_block.shape[-1] == 0):
+        waiting = state.pending_block is not None and (state.pending_block.shape[-1]
+                                                       or state.pending_shortcut.shape[-1])
+        if not waiting and a.shape[-1] == b.shape[-1]:
             state.pending_block, state.pending_shortcut = a[..., :0], b[..., :0]
             return a + b  # the usual case: both branches kept pace
+        # One branch is ahead (a reflect-padded conv waits for padding + 1 samples while
+        # the shortcut does not): the extra samples wait, even through steps that bring
+        # nothing new to either branch.
         if state.pending_block is not None:
             a = torch.cat([state.pending_block, a], dim=-1)
             b = torch.cat([state.pending_shortcut, b], dim=-1)
