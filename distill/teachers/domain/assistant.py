@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from voxloop.distill.teachers.domain.data import load_domain
 from voxloop.distill.teachers.domain.skills import SKILLS
 from voxloop.distill.teachers.domain.text import normalize, word_similarity
@@ -50,6 +52,10 @@ class _Index:
     phrasings: tuple[_Phrasing, ...]
     idf: dict[str, float]  # over intents, for every word some phrasing uses
     unknown_weight: float  # a word no phrasing uses weighs as much as the rarest one
+    vocab: tuple[str, ...]  # the words of idf, in a fixed order
+    columns: np.ndarray  # int [P, L]: phrasing p's words as vocab indices, padded with 0
+    present: np.ndarray  # bool [P, L]: which columns are words, not padding
+    word_idf: np.ndarray  # float [P, L]: idf of each word of each phrasing, 0 for padding
 
     def weight(self, word: str) -> float:
         return self.idf.get(word, self.unknown_weight)
@@ -68,7 +74,16 @@ def _index() -> _Index:
         df.update(seen)
     n = len(domain["intents"])
     idf = {w: math.log(1.0 + n / c) for w, c in df.items()}
-    return _Index(tuple(phrasings), idf, max(idf.values()))
+    vocab = tuple(idf)
+    column = {w: i for i, w in enumerate(vocab)}
+    width = max(len(p.words) for p in phrasings)
+    columns = np.zeros((len(phrasings), width), np.int64)
+    present = np.zeros((len(phrasings), width), bool)
+    for row, p in enumerate(phrasings):
+        columns[row, :len(p.words)] = [column[w] for w in p.words]
+        present[row, :len(p.words)] = True
+    word_idf = np.where(present, np.array([idf[w] for w in vocab])[columns], 0.0)
+    return _Index(tuple(phrasings), idf, max(idf.values()), vocab, columns, present, word_idf)
 
 
 def _similarity(a: str, b: str) -> float:
@@ -80,28 +95,29 @@ def score_fixed(words: list[str]) -> tuple[str, float]:
     """Best fixed intent for normalized ``words`` and its F-score in 0..1.
 
     Recall: IDF-weighted share of the phrasing's words found in the input;
-    precision: the same for the input's words found in the phrasing.
+    precision: the same for the input's words found in the phrasing. All
+    phrasings are scored at once: ``sims[h, v]`` is heard word h against vocab word v.
     """
     index = _index()
     content = _content(words)
     # ASR splits words ("hex again", "in sets"): joined neighbours may match a phrasing word.
     joined = [a + b for a, b in zip(words, words[1:], strict=False)]
-    sims = {w: {v: _similarity(w, v) for v in index.idf} for w in set(content + joined)}
     heard = content + joined
-    input_weight = sum(index.weight(w) for w in content)
-    best_intent, best = FALLBACK_INTENT, 0.0
-    for p in index.phrasings:
-        phrase_weight = sum(index.idf[v] for v in p.words)
-        hit = sum(index.idf[v] * max((sims[w][v] for w in heard), default=0.0)
-                  for v in p.words)
-        found = sum(index.weight(w) * max((sims[w][v] for v in p.words), default=0.0)
-                    for w in content)
-        recall = hit / phrase_weight if phrase_weight else 0.0
-        precision = found / input_weight if input_weight else 0.0
-        f = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
-        if f > best:
-            best_intent, best = p.intent, f
-    return best_intent, best
+    if not content:
+        return FALLBACK_INTENT, 0.0
+    sims = np.array([[_similarity(w, v) for v in index.vocab] for w in heard])  # [H, V]
+    hit = (index.word_idf * sims.max(axis=0)[index.columns]).sum(axis=1)  # [P]
+    best_in_phrasing = np.where(index.present, sims[:len(content)][:, index.columns],
+                                0.0).max(axis=2)  # [C, P]
+    weights = np.array([index.weight(w) for w in content])  # [C]
+    recall = hit / index.word_idf.sum(axis=1)
+    precision = weights @ best_in_phrasing / weights.sum()
+    total = recall + precision
+    f = np.divide(2 * recall * precision, total, out=np.zeros_like(total), where=total > 0)
+    best = int(np.argmax(f))
+    if f[best] <= 0.0:
+        return FALLBACK_INTENT, 0.0
+    return index.phrasings[best].intent, float(f[best])
 
 
 class ScriptedAssistant:

@@ -2,7 +2,8 @@
 
 ``load_domain()`` reads the data once. ``examples()`` lists questions with the
 intent they belong to: every fixed phrasing, and templates of the
-compositional intents filled with slot values drawn from a seeded generator.
+compositional intents filled with slot values drawn from a seeded generator,
+or with every slot value the domain has (``fills_per_template=ALL_FILLS``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from functools import lru_cache
 from importlib.resources import files
 
 import numpy as np
+
+ALL_FILLS = 0  # fills_per_template: every slot value of the domain, in a fixed order
+MAX_OPERAND = 20  # arithmetic on whole numbers 0..20; the second operand is never 0
+MAX_CONVERT = 20  # conversions of 1..20 units
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,16 @@ def load_domain() -> dict:
     return json.loads(files("voxloop.distill.teachers.domain").joinpath("domain.json").read_text())
 
 
+def _convert_slots(conv: dict, n: int) -> dict[str, str]:
+    units = load_domain()["units"]
+    return {"n": str(n), "from": units[conv["from"]]["plural" if n != 1 else "singular"],
+            "to": units[conv["to"]]["plural"]}
+
+
 def _slot_values(kind: str, rng: np.random.Generator) -> dict[str, str]:
     domain = load_domain()
     if kind == "arithmetic":
-        a, b = (int(x) for x in rng.integers(0, 21, size=2))
+        a, b = (int(x) for x in rng.integers(0, MAX_OPERAND + 1, size=2))
         return {"a": str(a), "b": str(max(b, 1))}
     if kind == "capital":
         return {"country": str(rng.choice(sorted(domain["capitals"])))}
@@ -41,16 +52,33 @@ def _slot_values(kind: str, rng: np.random.Generator) -> dict[str, str]:
         return {"day": str(rng.choice(domain["days"]))}
     if kind == "convert":
         conv = domain["conversions"][int(rng.integers(len(domain["conversions"])))]
-        units = domain["units"]
-        n = int(rng.integers(1, 21))
-        return {"n": str(n), "from": units[conv["from"]]["plural" if n != 1 else "singular"],
-                "to": units[conv["to"]]["plural"]}
+        return _convert_slots(conv, int(rng.integers(1, MAX_CONVERT + 1)))
+    raise ValueError(f"unknown compositional kind {kind!r}")
+
+
+def all_slot_values(kind: str) -> list[dict[str, str]]:
+    """Every slot filling of a compositional kind, in a fixed order (what the
+    random draws of ``_slot_values`` range over)."""
+    domain = load_domain()
+    if kind == "arithmetic":
+        return [{"a": str(a), "b": str(b)} for a in range(MAX_OPERAND + 1)
+                for b in range(1, MAX_OPERAND + 1)]
+    if kind == "capital":
+        return [{"country": c} for c in sorted(domain["capitals"])]
+    if kind == "spell":
+        return [{"word": w} for w in domain["spell_words"]]
+    if kind == "next_day":
+        return [{"day": d} for d in domain["days"]]
+    if kind == "convert":
+        return [_convert_slots(conv, n) for conv in domain["conversions"]
+                for n in range(1, MAX_CONVERT + 1)]
     raise ValueError(f"unknown compositional kind {kind!r}")
 
 
 def examples(fills_per_template: int = 1, seed: int = 0) -> list[Example]:
     """Every fixed phrasing once, and each compositional template filled
-    ``fills_per_template`` times with seeded random slots."""
+    ``fills_per_template`` times with seeded random slots, or with every slot
+    value of its kind when ``fills_per_template`` is ``ALL_FILLS``."""
     domain = load_domain()
     rng = np.random.default_rng(seed)
     out = [
@@ -59,9 +87,10 @@ def examples(fills_per_template: int = 1, seed: int = 0) -> list[Example]:
         for i, text in enumerate(intent["phrasings"])
     ]
     for intent in domain["compositional"]:
+        every = all_slot_values(intent["kind"]) if fills_per_template == ALL_FILLS else None
         for i, template in enumerate(intent["templates"]):
-            for _ in range(fills_per_template):
-                slots = _slot_values(intent["kind"], rng)
+            fills = every or (_slot_values(intent["kind"], rng) for _ in range(fills_per_template))
+            for slots in fills:
                 out.append(Example(intent["id"], template.format(**slots), i,
                                    tuple(sorted(slots.items()))))
     return out

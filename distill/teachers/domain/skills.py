@@ -50,7 +50,7 @@ _OPERATORS = (
 
 def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float]:
     """The two numbers an operator word applies to: around it ("7 plus 5") or after it
-    ("add 7 and 5", "subtract 3 from 9" -> (9, 3))."""
+    ("add 7 and 5"); "subtract 3 from 9" and "3 less than 9" -> (9, 3)."""
     numbers = _numbers(words)
     joined = [a + b for a, b in zip(words, words[1:], strict=False)]  # "multi plied", as _has
     at = next((i for candidates in (words, joined) for i, w in enumerate(candidates)
@@ -64,7 +64,8 @@ def _operands(words: list[str], keys: tuple[str, ...]) -> tuple[float, float]:
     else:
         pair = numbers[:2]
     (ia, a), (ib, b) = pair
-    return (b, a) if "from" in words[ia:ib] else (a, b)
+    between = words[ia:ib]
+    return (b, a) if "from" in between or "than" in between else (a, b)
 
 
 # Number words ASR writes as their homophones ("divide to by four").
@@ -171,7 +172,7 @@ def convert(words: list[str]) -> SkillAnswer | None:
 
 
 def next_day(words: list[str]) -> SkillAnswer | None:
-    if not _has(words, ("after", "follows", "next", "following")):
+    if not _has(words, ("after", "follows", "followed", "next", "following", "tomorrow")):
         return None
     days = load_domain()["days"]
     found = best_phrase(words, days, min_score=0.8)

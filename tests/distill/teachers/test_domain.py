@@ -2,32 +2,68 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from voxloop.distill.teachers.domain.assistant import FALLBACK_INTENT
-from voxloop.distill.teachers.domain.data import examples, intent_ids, load_domain
+from voxloop.distill.teachers.domain.data import ALL_FILLS, examples, intent_ids, load_domain
 from voxloop.distill.teachers.domain.numbers import int_to_words, number_to_words, words_to_digits
 from voxloop.distill.teachers.domain.text import normalize
+from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
+
+# sha256 of the first six phrasings / templates of every intent, as first released: a
+# phrasing's index is its id (HELDOUT_TEMPLATE is one), so new ones are only appended.
+FIRST_SIX_SHA256 = "d5cd4712e6f620199011fe0bbb68f6a1aac7c374d5dd9023f6fa3fa042e99675"
 
 
 def test_domain_size_meets_the_spec():
     domain = load_domain()
     assert len(intent_ids()) >= 60
     for intent in domain["intents"]:
-        assert len(intent["phrasings"]) >= 5, intent["id"]
+        assert len(intent["phrasings"]) >= 12, intent["id"]
+        assert len(set(intent["phrasings"])) == len(intent["phrasings"]), intent["id"]
     for intent in domain["compositional"]:
-        assert len(intent["templates"]) >= 5, intent["id"]
+        assert len(intent["templates"]) >= 12, intent["id"]
+        assert len(set(intent["templates"])) == len(intent["templates"]), intent["id"]
     assert len(domain["capitals"]) >= 30
 
 
-def test_every_documented_phrasing_gets_its_intent(assistant):
-    cases = examples(fills_per_template=5, seed=1)
-    got = [assistant.match(e.text).intent for e in cases]
-    misses = [(e.text, e.intent, g) for e, g in zip(cases, got, strict=True) if g != e.intent]
-    print(f"\n{len(cases) - len(misses)}/{len(cases)} documented phrasings matched")
-    assert not misses
+def test_phrasings_are_only_ever_appended():
+    domain = load_domain()
+    rows = [[i["id"], i["phrasings"][:6]] for i in domain["intents"]] + [
+        [i["id"], i["templates"][:6]] for i in domain["compositional"]]
+    assert hashlib.sha256(json.dumps(rows).encode()).hexdigest() == FIRST_SIX_SHA256
+    assert HELDOUT_TEMPLATE < 6
+
+
+def test_every_phrasing_with_every_fill_gets_its_answer(assistant):
+    """Fixed intents: the intent's answer. Compositional templates: the same answer as
+    the intent's first template with the same slots ("what is {a} plus {b}")."""
+    domain = load_domain()
+    answers = {i["id"]: i["answer"] for i in domain["intents"]}
+    first = {i["id"]: i["templates"][0] for i in domain["compositional"]}
+    cases = examples(ALL_FILLS)
+    misses = []
+    for e in cases:
+        want = answers.get(e.intent) or assistant.reply([], first[e.intent].format(**dict(e.slots)))
+        got = assistant.match(e.text)
+        if (got.intent, got.answer) != (e.intent, want):
+            misses.append((e.text, e.intent, got.intent, got.answer, want))
+    print(f"\n{len(cases) - len(misses)}/{len(cases)} phrasings and fills answered as intended")
+    assert len(cases) > 20_000
+    assert not misses, misses[:20]
+
+
+def test_all_fills_cover_the_slot_ranges():
+    adds = [e for e in examples(ALL_FILLS) if e.intent == "add" and e.template == 0]
+    assert len(adds) == 21 * 20  # a in 0..20, b in 1..20
+    capitals = {dict(e.slots)["country"] for e in examples(ALL_FILLS) if e.intent == "capital"}
+    assert capitals == set(load_domain()["capitals"])
+    assert examples(ALL_FILLS) == examples(ALL_FILLS, seed=9)  # no randomness
 
 
 @pytest.mark.parametrize(("question", "answer"), [
@@ -35,6 +71,7 @@ def test_every_documented_phrasing_gets_its_intent(assistant):
     ("what's seventeen minus twenty", "Seventeen minus twenty is minus three."),
     ("subtract three from nine", "Nine minus three is six."),
     ("take 4 away from 10", "Ten minus four is six."),
+    ("what is 3 less than 10", "Ten minus three is seven."),
     ("what is 6 times 7", "Six times seven is forty two."),
     ("what is 9 divided by 2", "Nine divided by two is four point five."),
     ("divide 10 by 3", "Ten divided by three is about three point three."),
@@ -50,6 +87,8 @@ def test_every_documented_phrasing_gets_its_intent(assistant):
                                                   "Fahrenheit."),
     ("how many minutes is 1 hour", "One hour is sixty minutes."),
     ("what day comes after sunday", "After Sunday comes Monday."),
+    ("if today is friday what day is tomorrow", "After Friday comes Saturday."),
+    ("tuesday is followed by which day", "After Tuesday comes Wednesday."),
     ("how many legs does a spyder have", "A spider has eight legs."),
 ])
 def test_compositional_and_noisy_questions(assistant, question, answer):
