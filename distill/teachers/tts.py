@@ -3,6 +3,10 @@
 ``synthesize("hello", "flite:slt")`` returns ``(samples[T] float32, sample_rate_hz)``.
 Voice names are ``backend:voice``. The assistant always speaks with
 ``ASSISTANT_VOICE``; every other voice is a "user" voice for synthetic data.
+Variant voices (espeak-ng's voice variants and dialects, piper's joe at other
+speeds and prosody noise, e.g. ``piper:joe@ls1.2``) add speakers to the synth
+plan; ``available_voices()`` leaves them out unless asked, so the codec corpus
+and the teacher evaluation keep their twelve base voices.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Voice:
     backend: str
     sample_rate_hz: int
     description: str
+    variant: bool = False  # one of the many generated voices, see the module doc
 
     @property
     def role(self) -> str:
@@ -42,6 +47,9 @@ class TTSBackend(Protocol):
 
     def voices(self) -> list[Voice]:
         """Every voice of this backend (whether or not it is installed)."""
+
+    def installed(self, voice: Voice) -> bool:
+        """Whether this voice's data is here, once ``available()`` says the program is."""
 
     def synthesize(self, text: str, voice: Voice) -> np.ndarray:
         """Speak ``text``; float32 ``[T]`` at ``voice.sample_rate_hz``."""
@@ -60,15 +68,18 @@ def list_voices(include_missing: bool = False) -> list[tuple[Voice, bool, str]]:
     for backend in _backends():
         ok, fix = backend.available()
         for voice in backend.voices():
-            if ok or include_missing:
-                rows.append((voice, ok, fix))
+            here = ok and backend.installed(voice)
+            if here or include_missing:
+                rows.append((voice, here, fix if not ok else "" if here else
+                             f"{voice.name} is not in this {backend.name} installation"))
     return rows
 
 
-def available_voices(role: str | None = None) -> list[Voice]:
-    """Voices usable on this machine; ``role`` "user" or "assistant" filters."""
+def available_voices(role: str | None = None, variants: bool = False) -> list[Voice]:
+    """Voices usable on this machine; ``role`` "user" or "assistant" filters;
+    ``variants`` adds the generated variant voices to the base ones."""
     voices = [v for v, _, _ in list_voices()]
-    return [v for v in voices if role is None or v.role == role]
+    return [v for v in voices if (role is None or v.role == role) and (variants or not v.variant)]
 
 
 def get_voice(name: str) -> tuple[Voice, TTSBackend]:
@@ -79,6 +90,9 @@ def get_voice(name: str) -> tuple[Voice, TTSBackend]:
                 ok, fix = backend.available()
                 if not ok:
                     raise VoxloopError(f"voice {name!r} is not installed here: {fix}")
+                if not backend.installed(voice):
+                    raise VoxloopError(f"voice {name!r} is not in this {backend.name} "
+                                       "installation (see `voxloop tts --list-voices`)")
                 return voice, backend
     known = ", ".join(v.name for v, _, _ in list_voices(include_missing=True))
     raise VoxloopError(f"unknown voice {name!r}; known voices: {known}")

