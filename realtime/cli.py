@@ -17,6 +17,9 @@ from voxloop.realtime.server import ServerSettings
 from voxloop.settings import add_command, add_settings, settings_from_args
 
 ENGINES = ("native", "cascade")
+# native slots beyond one per session: turns answered or transcribed outside the
+# session's own slot (manual commits, items sent whole, input transcription)
+SPARE_NATIVE_SLOTS = 4
 
 
 def register(subparsers, groups: dict) -> None:
@@ -40,8 +43,8 @@ def load_engine(name: str, args: argparse.Namespace):
         from voxloop.realtime.engines.native import NativeEngine
 
         native = settings_from_args(NativeSettings, args)
-        # a slot per session, and a few for manual commits and transcriptions
-        slots = max(native.slots, settings_from_args(ServerSettings, args).max_sessions + 4)
+        max_sessions = settings_from_args(ServerSettings, args).max_sessions
+        slots = max(native.slots, max_sessions + SPARE_NATIVE_SLOTS)
         return NativeEngine(replace(native, slots=slots))
     from voxloop.realtime.engines.cascade import CascadeEngine
 

@@ -17,11 +17,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta"})
+from voxloop.realtime.wire.events import OUTPUT_AUDIO_DELTA
+
+AUDIO_DELTA_TYPES = frozenset({OUTPUT_AUDIO_DELTA})  # the events a backlog or a cancel drops
 
 
 class Outbox:
-    def __init__(self, max_stream_events: int = 2000, max_events: int = 4000,
+    def __init__(self, max_stream_events: int, max_events: int,
                  on_drop: Callable[[], None] | None = None) -> None:
         self._urgent: deque[dict] = deque()
         self._stream: deque[dict] = deque()

@@ -1,6 +1,6 @@
-"""One response: run the engine in a worker thread and relay what it makes.
+"""One response: run the engine session in a worker thread and relay what it makes.
 
-The engine yields into an asyncio queue from its thread; this task turns each
+The engine session yields into an asyncio queue from its thread; this task turns each
 piece into protocol events. ``cancel`` sets the engine's stop flag, removes the
 response's queued audio from the outbox and finishes with status ``cancelled``
 at once, without waiting for the engine's current step.
@@ -17,19 +17,22 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from voxloop.audio import float_to_pcm16
-from voxloop.realtime.engines.base import Engine, EngineOutput, Turn
+from voxloop.realtime.engines.base import EngineOutput, EngineSession, Turn
 from voxloop.realtime.outbox import Outbox
+from voxloop.realtime.wire import events
+from voxloop.realtime.wire.events import ContentRef
+from voxloop.realtime.wire.ids import new_id
 from voxloop.realtime.wire.items import Item
-from voxloop.realtime.wire.protocol import encode_audio, error_event, new_id, pcm_format
+from voxloop.realtime.wire.protocol import pcm_format
 
 log = logging.getLogger("voxloop.realtime")
 _DONE = object()
 
 
 class ResponseRun:
-    def __init__(self, engine: Engine, turn: Turn, outbox: Outbox, beta: bool,
+    def __init__(self, engine: EngineSession, turn: Turn, outbox: Outbox, beta: bool,
                  conversation_id: str, voice: str, on_user_transcript: Callable[[str], None],
-                 on_item: Callable[[Item], None], lead_ms: int = 500) -> None:
+                 on_item: Callable[[Item], None], lead_ms: int) -> None:
         self.id = new_id("resp")
         self.engine, self.turn, self.outbox, self.beta = engine, turn, outbox, beta
         self.conversation_id, self.voice = conversation_id, voice
@@ -69,7 +72,7 @@ class ResponseRun:
 
     async def run(self, executor: Executor) -> str:
         """Relay the engine's output; return the final status."""
-        self._send("response.created", response=self.resource())
+        self.outbox.put(events.response_created(self.resource()))
         loop = asyncio.get_running_loop()
         worker = loop.run_in_executor(executor, self._work, loop)
         try:
@@ -86,8 +89,8 @@ class ResponseRun:
             status = "cancelled" if self.cancel_reason else "completed"
         except Exception as exc:  # the engine failed: tell the client, keep the session
             log.exception("event=engine_error response=%s", self.id)
-            self.outbox.put(error_event("engine_error", f"the engine failed: {exc}",
-                                        error_type="server_error"))
+            self.outbox.put(events.error("engine_error", f"the engine failed: {exc}",
+                                         error_type="server_error"))
             status = "failed"
         finally:
             self._stop.set()
@@ -128,49 +131,39 @@ class ResponseRun:
             return
         if self.item is None:
             self._open_item()
-        ids = self._ids()
+        ref, put = self._ref(), self.outbox.put
         if piece.transcript_delta:
             self.item.add_piece(piece.transcript_delta)
-            self._send("response.output_audio_transcript.delta", **ids,
-                       delta=piece.transcript_delta)
+            put(events.response_output_audio_transcript_delta(ref, piece.transcript_delta))
         if piece.audio_24k is not None and len(piece.audio_24k):
             pcm = float_to_pcm16(piece.audio_24k)
             self.item.audio.extend(pcm)
             if self.first_audio_s is None:
                 self.first_audio_s = time.perf_counter()
-            self._send("response.output_audio.delta", **ids, delta=encode_audio(pcm))
+            put(events.response_output_audio_delta(ref, pcm))
 
     def _open_item(self) -> None:
         self.item = Item(new_id("item"), "assistant", audio=bytearray(), status="in_progress")
         self._on_item(self.item)
-        self._send("response.output_item.added", response_id=self.id, output_index=0,
-                   item=self.item.wire(self.beta))
-        self._send("conversation.item.added", previous_item_id=None,
-                   item=self.item.wire(self.beta))
-        self._send("response.content_part.added", **self._ids(), part=self._part())
+        wire, put = self.item.wire(self.beta), self.outbox.put
+        put(events.response_output_item_added(self.id, wire))
+        put(events.conversation_item_added(wire, previous_item_id=None))
+        put(events.response_content_part_added(self._ref(), self.item.text))
 
     def _finish(self, status: str) -> None:
         self.status = status
+        put = self.outbox.put
         if self.item is not None:
             self.item.status = "completed" if status == "completed" else "incomplete"
-            ids = self._ids()
-            self._send("response.output_audio.done", **ids)
-            self._send("response.output_audio_transcript.done", **ids, transcript=self.item.text)
-            self._send("response.content_part.done", **ids, part=self._part())
-            self._send("response.output_item.done", response_id=self.id, output_index=0,
-                       item=self.item.wire(self.beta))
-            self._send("conversation.item.done", previous_item_id=None,  # GA only: see GA_ONLY
-                       item=self.item.wire(self.beta))
+            ref, text, wire = self._ref(), self.item.text, self.item.wire(self.beta)
+            put(events.response_output_audio_done(ref))
+            put(events.response_output_audio_transcript_done(ref, text))
+            put(events.response_content_part_done(ref, text))
+            put(events.response_output_item_done(self.id, wire))
+            put(events.conversation_item_done(wire, previous_item_id=None))
         details = {"type": "cancelled", "reason": self.cancel_reason} if status == "cancelled" \
             else ({"type": "failed"} if status == "failed" else None)
-        self._send("response.done", response=self.resource(status, details))
+        put(events.response_done(self.resource(status, details)))
 
-    def _ids(self) -> dict:
-        return {"response_id": self.id, "item_id": self.item.id, "output_index": 0,
-                "content_index": 0}
-
-    def _part(self) -> dict:
-        return {"type": "audio", "transcript": self.item.text}
-
-    def _send(self, kind: str, **fields) -> None:
-        self.outbox.put({"type": kind, "event_id": new_id("event"), **fields})
+    def _ref(self) -> ContentRef:
+        return ContentRef(self.id, self.item.id)

@@ -23,18 +23,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voxloop.realtime.engines.base import Engine
+from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.metrics import ServerMetrics
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.session import Session, SessionLimits
 from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire import events
 from voxloop.realtime.wire.protocol import (
     API_KEY_SUBPROTOCOL,
     BETA_HEADER,
     BETA_VALUE,
-    GA_ONLY,
     ProtocolError,
     parse_client_event,
-    wire_type,
+    wire_event,
 )
 from voxloop.realtime.wire.session_config import SessionConfig, TurnDetection
 
@@ -45,6 +46,9 @@ BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
 @dataclass(frozen=True)
 class ServerSettings:
+    """The server's settings and limits, the one home of their defaults (the CLI is
+    built from them; sessions get theirs through :meth:`session_limits`)."""
+
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8765, metadata={"help": "port (0: any free port)"})
     api_key: str | None = field(default=None, metadata={
@@ -55,6 +59,8 @@ class ServerSettings:
         "help": "largest client event accepted (KiB); larger ones get an error event"})
     max_buffer_s: float = field(default=60.0, metadata={
         "help": "uncommitted input audio kept per session (seconds)"})
+    max_items: int = field(default=200, metadata={
+        "help": "conversation items kept per session; past this the oldest are forgotten"})
     idle_timeout_s: float = field(default=300.0, metadata={
         "help": "close a session after this long without a client event"})
     output_lead_ms: int = field(default=500, metadata={
@@ -78,6 +84,10 @@ class ServerSettings:
     close_timeout_s: float = field(default=5.0, metadata={
         "help": "a closing handshake the client does not finish in this time is cut"})
 
+    def session_limits(self) -> SessionLimits:
+        return SessionLimits(max_buffer_s=self.max_buffer_s, max_items=self.max_items,
+                             output_lead_ms=self.output_lead_ms)
+
 
 class RealtimeServer:
     def __init__(self, engine: Engine, settings: ServerSettings = ServerSettings()) -> None:
@@ -95,7 +105,9 @@ class RealtimeServer:
 
     async def start(self) -> None:
         s = self.settings
-        TurnDetector(TurnDetection())  # load Silero and the resampler before the first session
+        # load Silero and scipy's resampler now, not on the event loop in the first session
+        TurnDetector(TurnDetection())
+        InputAudio(s.max_buffer_s)
         self._server = await serve(
             self._handle, s.host, s.port, process_request=self._process_request,
             select_subprotocol=_select_subprotocol, max_size=4 * s.max_message_kb * 1024 + 4096,
@@ -164,10 +176,8 @@ class RealtimeServer:
         s = self.settings
         outbox = Outbox(s.max_queued_audio, s.max_queued_events,
                         on_drop=self.metrics.dropped_audio.inc)
-        limits = SessionLimits(max_buffer_s=s.max_buffer_s, output_lead_ms=s.output_lead_ms)
-        session = Session(self.engine, self.executor, outbox, beta=beta,
-                          config=SessionConfig(model=model[:200]), limits=limits,
-                          metrics=self.metrics)
+        session = Session(self.engine, self.executor, outbox, s.session_limits(), beta=beta,
+                          config=SessionConfig(model=model[:200]), metrics=self.metrics)
         self.sessions.add(session)
         self.metrics.sessions.inc()
         self.metrics.sessions_open.inc()
@@ -209,9 +219,9 @@ class RealtimeServer:
                 self._error(session.outbox, exc.event())
             except Exception:  # noqa: BLE001 - one bad event must not end the session
                 log.exception("event=internal_error session=%s", session.id)
-                self._error(session.outbox, ProtocolError(
+                self._error(session.outbox, events.error(
                     "internal_error", "the server failed on this event; the session goes on",
-                    error_type="server_error").event())
+                    error_type="server_error"))
 
     def _error(self, outbox: Outbox, event: dict) -> None:
         self.metrics.errors.labels(event["error"]["code"]).inc()
@@ -224,11 +234,8 @@ class RealtimeServer:
                 if outbox.dropped > told:
                     await ws.send(json.dumps(_dropped_audio_event(outbox.dropped - told)))
                     told = outbox.dropped
-                if beta and event["type"] in GA_ONLY:
-                    continue
-                if beta:
-                    event = {**event, "type": wire_type(event["type"], True)}
-                await ws.send(json.dumps(event))
+                if (event := wire_event(event, beta)) is not None:
+                    await ws.send(json.dumps(event))
         except ConnectionClosed:
             return
 
@@ -250,8 +257,8 @@ class RealtimeServer:
 
 
 def _dropped_audio_event(count: int) -> dict:
-    return ProtocolError("output_audio_dropped", f"{count} audio deltas were dropped because the "
-                         "client was not reading fast enough", error_type="server_error").event()
+    return events.error("output_audio_dropped", f"{count} audio deltas were dropped because the "
+                        "client was not reading fast enough", error_type="server_error")
 
 
 def _select_subprotocol(connection: ServerConnection, offered) -> str | None:

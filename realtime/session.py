@@ -1,8 +1,11 @@
 """One client session: the protocol state machine, free of any socket code.
 
 The server's receive task calls :meth:`Session.handle` with each parsed client
-event; everything the session says goes into its :class:`Outbox`. Model work
-(VAD, the engine) runs on the executor, never on the event loop.
+event; everything the session says goes into its :class:`Outbox`, built by
+:mod:`voxloop.realtime.wire.events`. The session owns one :class:`InputAudio`
+(the uncommitted buffer, its clock and the 16 kHz stream) and one engine
+session. Model work (resampling, the VAD, the engine) runs on the executor,
+never on the event loop.
 """
 
 from __future__ import annotations
@@ -14,21 +17,18 @@ from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import numpy as np
+
 from voxloop.audio import pcm16_to_float
-from voxloop.realtime.engines.base import Engine, Listener, Turn
+from voxloop.realtime.engines.base import Engine, Turn
+from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.response import ResponseRun
-from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.turns import TurnDetector, TurnEvent
+from voxloop.realtime.wire import events
+from voxloop.realtime.wire.ids import new_id
 from voxloop.realtime.wire.items import Item, item_from_client
-from voxloop.realtime.wire.protocol import (
-    BYTES_PER_MS,
-    BYTES_PER_SAMPLE,
-    WIRE_RATE_HZ,
-    ProtocolError,
-    audio_ms,
-    decode_audio,
-    new_id,
-)
+from voxloop.realtime.wire.protocol import ProtocolError, decode_audio
 from voxloop.realtime.wire.session_config import SessionConfig
 
 log = logging.getLogger("voxloop.realtime")
@@ -37,35 +37,35 @@ MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
 
 @dataclass(frozen=True)
 class SessionLimits:
-    max_buffer_s: float = 60.0  # uncommitted input audio kept at most
-    max_items: int = 200  # oldest items are forgotten past this
-    output_lead_ms: int = 500  # answer audio is sent at most this far ahead of real time
+    """What one session may hold. No defaults: the numbers live once, in the server's
+    settings (``ServerSettings.session_limits()``)."""
+
+    max_buffer_s: float  # uncommitted input audio kept at most
+    max_items: int  # oldest items are forgotten past this
+    output_lead_ms: int  # answer audio is sent at most this far ahead of real time
 
 
 class Session:
-    def __init__(self, engine: Engine, executor: Executor, outbox: Outbox, beta: bool = False,
-                 config: SessionConfig = SessionConfig(), limits: SessionLimits = SessionLimits(),
-                 metrics=None) -> None:
+    def __init__(self, engine: Engine, executor: Executor, outbox: Outbox,
+                 limits: SessionLimits, beta: bool = False,
+                 config: SessionConfig = SessionConfig(), metrics=None) -> None:
         self.id = new_id("sess")
         self.conversation_id = new_id("conv")
         self.engine, self.executor, self.outbox, self.beta = engine, executor, outbox, beta
         self.config, self.limits, self.metrics = config, limits, metrics
         self.items: OrderedDict[str, Item] = OrderedDict()
-        self.buffer = bytearray()  # uncommitted pcm16 input since _buffer_start_ms
-        self._buffer_start_ms = 0
-        self._input_bytes = 0  # all input audio ever appended
+        self.audio = InputAudio(limits.max_buffer_s)
+        self.engine_session = engine.open()
         self._detector = self._new_detector(config)
-        self._speech_item_id: str | None = None
+        self._speech_item_id: str | None = None  # the user item being spoken (server VAD)
+        self._heard_item_id: str | None = None  # the user item the engine session heard live
         self.response: ResponseRun | None = None
         self._tasks: set[asyncio.Task] = set()
         self._turn_end_s: float | None = None
-        self._listener: Listener | None = None  # the engine's live ear, made at first speech
-        self._heard_ms = 0  # input audio the listener has heard, up to here
-        self._listened_item_id: str | None = None  # the user item the listener heard
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        self._send("session.created", session=self.config.wire(self.id, self.beta))
+        self.outbox.put(events.session_created(self.config.wire(self.id, self.beta)))
 
     async def close(self) -> None:
         if self.response:
@@ -73,8 +73,7 @@ class Session:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            self._listener.close()
+        self.engine_session.close()
 
     async def handle(self, event: dict) -> None:
         """Act on one parsed client event; ProtocolError means an ``error`` event."""
@@ -84,7 +83,7 @@ class Session:
     def _new_detector(self, config: SessionConfig) -> TurnDetector | None:
         if config.turn_detection is None:
             return None
-        return TurnDetector(config.turn_detection, start_ms=audio_ms(self._input_bytes))
+        return TurnDetector(config.turn_detection, start_ms=self.audio.end_ms)
 
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:
@@ -92,119 +91,107 @@ class Session:
         if config.turn_detection != self.config.turn_detection:
             self._detector = self._new_detector(config)
             self._speech_item_id = None
+            self.audio.stop_listening()
         self.config = config
-        self._send("session.updated", session=config.wire(self.id, self.beta))
+        self.outbox.put(events.session_updated(config.wire(self.id, self.beta)))
 
     async def _on_input_audio_buffer_append(self, event: dict, event_id) -> None:
         pcm = decode_audio(event["audio"], event_id)
-        cap = int(self.limits.max_buffer_s * WIRE_RATE_HZ) * BYTES_PER_SAMPLE
-        if len(self.buffer) + len(pcm) > cap:
+        if not self.audio.fits(len(pcm)):
             raise ProtocolError("input_audio_buffer_full", f"the input audio buffer holds at most "
-                                f"{self.limits.max_buffer_s:g} s; this chunk was dropped. Commit "
+                                f"{self.audio.max_buffer_s:g} s; this chunk was dropped. Commit "
                                 "or clear the buffer (or turn on server_vad)", event_id, "audio")
-        self.buffer.extend(pcm)
-        self._input_bytes += len(pcm)
-        if self._detector is None or not pcm:
+        if not pcm:
             return
         detector = self._detector
         loop = asyncio.get_running_loop()
-        events = await loop.run_in_executor(self.executor, detector.push, pcm16_to_float(pcm))
+        turn_events = await loop.run_in_executor(self.executor, self._take_in, pcm, detector)
         if detector is not self._detector:
             return  # turn detection changed while the VAD ran
-        for turn in events:
-            if turn.kind == "speech_started":
-                self._speech_started(turn.audio_ms)
-            elif turn.kind == "speech_stopped":
-                await self._listen_up_to(turn.audio_ms)
-                self._speech_stopped(turn.audio_ms)
-            elif self._listener is not None and self._speech_item_id is not None:
-                await self._listen_up_to(turn.audio_ms)
-                if turn.kind == "speech_resumed":
-                    self._listener.resume()
-                elif self.response is None and self.config.turn_detection.create_response:
-                    self._listener.pause()  # a tentative end: the engine may start answering
+        for turn in turn_events:
+            await self._on_turn_event(turn)
         if self._speech_item_id is not None:
-            await self._listen_up_to(audio_ms(self._input_bytes))
+            await self._hear()
 
-    async def _listen_up_to(self, end_ms: int) -> None:
-        """Give the listener the turn's audio it has not heard yet, up to ``end_ms``."""
-        if self._listener is None or end_ms <= self._heard_ms \
-                or self._listened_item_id != self._speech_item_id:
-            return
-        start = max(0, self._heard_ms - self._buffer_start_ms) * BYTES_PER_MS
-        stop = max(0, end_ms - self._buffer_start_ms) * BYTES_PER_MS
-        self._heard_ms = end_ms
-        if stop > start:
-            audio = pcm16_to_float(bytes(self.buffer[start:stop]))
+    def _take_in(self, pcm: bytes, detector: TurnDetector | None) -> list[TurnEvent]:
+        """In a worker thread: buffer the chunk (converted and resampled once), run the VAD."""
+        samples_16k = self.audio.append(pcm)
+        return detector.push(samples_16k) if detector is not None else []
+
+    async def _on_turn_event(self, turn: TurnEvent) -> None:
+        if turn.kind == "speech_started":
+            self._speech_started(turn.audio_ms)
+        elif turn.kind == "speech_stopped":
+            await self._hear(turn.audio_ms)
+            self._speech_stopped(turn.audio_ms)
+        elif self.audio.listening:
+            await self._hear(turn.audio_ms)
+            if turn.kind == "speech_resumed":
+                self.engine_session.resume()
+            elif self.response is None and self.config.turn_detection.create_response:
+                self.engine_session.pause()  # a tentative end: the engine may start answering
+
+    async def _hear(self, up_to_ms: int | None = None) -> None:
+        """Give the engine session the turn's audio it has not heard yet, up to ``up_to_ms``."""
+        samples_16k = self.audio.unheard_16k(up_to_ms)
+        if len(samples_16k):
             await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._listener.hear, audio)
+                self.executor, self.engine_session.hear, samples_16k)
 
     def _speech_started(self, audio_start_ms: int) -> None:
-        self._trim_buffer_to(audio_start_ms)
+        self.audio.trim_to(audio_start_ms)
         self._speech_item_id = new_id("item")
-        self.outbox.put_urgent(self._event("input_audio_buffer.speech_started",
-                                           audio_start_ms=audio_start_ms,
-                                           item_id=self._speech_item_id))
+        self.outbox.put_urgent(events.input_audio_buffer_speech_started(
+            audio_start_ms, self._speech_item_id))
         if self.response and self.config.turn_detection.interrupt_response:
             self.response.cancel("turn_detected")
             if self.metrics:
                 self.metrics.barge_ins.inc()
-        if self._listener is None:
-            self._listener = self.engine.listen()
-        if self._listener is not None and (self.response is None or self.response.cancel_reason):
-            self._listener.new_turn()
-            self._heard_ms = audio_start_ms
-            self._listened_item_id = self._speech_item_id
+        if self.response is None or self.response.cancel_reason:
+            self.engine_session.new_turn()
+            self.audio.listen_from(audio_start_ms)
+            self._heard_item_id = self._speech_item_id
+        else:  # the engine is still answering: this turn is answered from its audio later
+            self.audio.stop_listening()
 
     def _speech_stopped(self, audio_end_ms: int) -> None:
         item_id = self._speech_item_id or new_id("item")
         self._speech_item_id = None
-        self._send("input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id)
-        keep = max(0, audio_end_ms - self._buffer_start_ms) * BYTES_PER_MS
-        item = self._commit(item_id, bytes(self.buffer[:keep]))
-        del self.buffer[:keep]
-        self._buffer_start_ms = audio_end_ms
+        self.audio.stop_listening()
+        self.outbox.put(events.input_audio_buffer_speech_stopped(audio_end_ms, item_id))
+        item = self._commit(item_id, self.audio.take(audio_end_ms))
         self._turn_end_s = time.perf_counter()
-        td = self.config.turn_detection
-        if td.create_response and self.response is None:
+        if self.config.turn_detection.create_response and self.response is None:
             self._start_response(item)
         else:
             self._maybe_transcribe(item)
 
-    def _trim_buffer_to(self, start_ms: int) -> None:
-        drop = max(0, start_ms - self._buffer_start_ms) * BYTES_PER_MS
-        del self.buffer[:drop]
-        self._buffer_start_ms += drop // BYTES_PER_MS
-
     async def _on_input_audio_buffer_commit(self, event: dict, event_id) -> None:
-        if audio_ms(len(self.buffer)) < MIN_COMMIT_MS:
+        if self.audio.buffered_ms < MIN_COMMIT_MS:
             raise ProtocolError("input_audio_buffer_commit_empty", f"buffer too small: it holds "
-                                f"{audio_ms(len(self.buffer))} ms of audio, at least "
+                                f"{self.audio.buffered_ms} ms of audio, at least "
                                 f"{MIN_COMMIT_MS} ms are needed", event_id)
-        item = self._commit(self._speech_item_id or new_id("item"), bytes(self.buffer))
+        item = self._commit(self._speech_item_id or new_id("item"), self.audio.take())
         self._speech_item_id = None
-        self.buffer.clear()
-        self._buffer_start_ms = audio_ms(self._input_bytes)
+        self.audio.stop_listening()
         if self._detector:
             self._detector.reset_speech()
         self._turn_end_s = time.perf_counter()
         self._maybe_transcribe(item)
 
     async def _on_input_audio_buffer_clear(self, event: dict, event_id) -> None:
-        self.buffer.clear()
-        self._buffer_start_ms = audio_ms(self._input_bytes)
-        self._speech_item_id = None
+        self.audio.clear()
+        self._speech_item_id = self._heard_item_id = None
         if self._detector:
             self._detector.reset_speech()
-        self._send("input_audio_buffer.cleared")
-        self._listened_item_id = None
+        self.outbox.put(events.input_audio_buffer_cleared())
 
     def _commit(self, item_id: str, pcm: bytes) -> Item:
         previous = next(reversed(self.items), None)
         item = self._add_item(Item(item_id, "user", audio=bytearray(pcm)))
         if self.metrics:
             self.metrics.turns.inc()
-        self._send("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
+        self.outbox.put(events.input_audio_buffer_committed(item_id, previous))
         self._announce(item, previous)
         return item
 
@@ -214,16 +201,15 @@ class Session:
 
     async def _transcribe(self, item: Item) -> None:
         loop = asyncio.get_running_loop()
-        audio = pcm16_to_float(bytes(item.audio))
-        text = await loop.run_in_executor(self.executor, self.engine.transcribe, audio)
+        text = await loop.run_in_executor(self.executor, self.engine_session.transcribe,
+                                          _audio_24k(item))
         self._user_transcript(item, text)
 
     def _user_transcript(self, item: Item, text: str) -> None:
         item.text = text
         if self.config.transcription_model:
-            self._send("conversation.item.input_audio_transcription.completed", item_id=item.id,
-                       content_index=0, transcript=text,
-                       usage={"type": "duration", "seconds": item.audio_ms / 1000})
+            self.outbox.put(events.conversation_item_input_audio_transcription_completed(
+                item.id, text, audio_s=item.audio_ms / 1000))
 
     # -- conversation items -------------------------------------------------------------
     async def _on_conversation_item_create(self, event: dict, event_id) -> None:
@@ -247,8 +233,7 @@ class Session:
         if self.response and self.response.item is item:
             self.response.cancel("client_cancelled")
         item.truncate(event["audio_end_ms"], event_id)
-        self._send("conversation.item.truncated", item_id=item.id, content_index=0,
-                   audio_end_ms=event["audio_end_ms"])
+        self.outbox.put(events.conversation_item_truncated(item.id, event["audio_end_ms"]))
 
     async def _on_conversation_item_delete(self, event: dict, event_id) -> None:
         item = self._item(event["item_id"], event_id)
@@ -256,11 +241,11 @@ class Session:
             raise ProtocolError("invalid_value", "cannot delete the item of the active response; "
                                 "cancel it first", event_id, "item_id")
         del self.items[item.id]
-        self._send("conversation.item.deleted", item_id=item.id)
+        self.outbox.put(events.conversation_item_deleted(item.id))
 
     async def _on_conversation_item_retrieve(self, event: dict, event_id) -> None:
         item = self._item(event["item_id"], event_id)
-        self._send("conversation.item.retrieved", item=item.wire(self.beta))
+        self.outbox.put(events.conversation_item_retrieved(item.wire(self.beta)))
 
     def _item(self, item_id: str, event_id) -> Item:
         if item_id not in self.items:
@@ -275,9 +260,9 @@ class Session:
         return item
 
     def _announce(self, item: Item, previous: str | None) -> None:
-        # conversation.item.done is GA-only; the send task drops it for beta clients
-        for kind in ("conversation.item.added", "conversation.item.done"):
-            self._send(kind, previous_item_id=previous, item=item.wire(self.beta))
+        wire = item.wire(self.beta)
+        self.outbox.put(events.conversation_item_added(wire, previous))
+        self.outbox.put(events.conversation_item_done(wire, previous))  # beta clients: dropped
 
     # -- responses ----------------------------------------------------------------------
     async def _on_response_create(self, event: dict, event_id) -> None:
@@ -309,18 +294,17 @@ class Session:
             raise ProtocolError("response_cancel_not_active", "there is no response audio to "
                                 "clear", event_id)
         self.response.cancel("client_cancelled")
-        self._send("output_audio_buffer.cleared", response_id=self.response.id)
+        self.outbox.put(events.output_audio_buffer_cleared(self.response.id))
 
     def _start_response(self, user: Item) -> None:
         history = tuple(m for i in self.items.values() if i is not user
                         for m in [i.history_message()] if m)
-        audio = pcm16_to_float(bytes(user.audio)) if user.audio is not None else None
-        listener = self._listener if user.id == self._listened_item_id else None
+        audio = _audio_24k(user)
         turn = Turn(audio_24k=audio, text=None if audio is not None else user.text,
-                    history=history, listener=listener)
+                    history=history, heard_live=user.id == self._heard_item_id)
         self.response = ResponseRun(
-            self.engine, turn, self.outbox, self.beta, self.conversation_id, self.config.voice,
-            on_user_transcript=lambda text: self._user_transcript(user, text),
+            self.engine_session, turn, self.outbox, self.beta, self.conversation_id,
+            self.config.voice, on_user_transcript=lambda text: self._user_transcript(user, text),
             on_item=self._add_item, lead_ms=self.limits.output_lead_ms)
         self._spawn(self._run_response(self.response, self._turn_end_s or time.perf_counter()))
 
@@ -344,11 +328,10 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _event(self, kind: str, **fields) -> dict:
-        return {"type": kind, "event_id": new_id("event"), **fields}
 
-    def _send(self, kind: str, **fields) -> None:
-        self.outbox.put(self._event(kind, **fields))
+def _audio_24k(item: Item) -> np.ndarray | None:
+    """An item's pcm16 as float32 ``[T]`` at 24 kHz (once per turn), or None for text."""
+    return pcm16_to_float(bytes(item.audio)) if item.audio is not None else None
 
 
 def _round(timings: dict) -> dict:

@@ -1,8 +1,11 @@
-"""Turn detection: 24 kHz input audio in, speech_started / speech_stopped out.
+"""Turn detection: 16 kHz input audio in, speech_started / speech_stopped out.
 
 Like silero's ``VADIterator``: push audio, get the events it completes, reset
-explicitly. Times are milliseconds of input audio since the detector started,
-the clock OpenAI's ``audio_start_ms`` / ``audio_end_ms`` use.
+explicitly. It hears the session's one 16 kHz stream (:mod:`realtime.input_audio`
+resamples the wire's 24 kHz once, for the VAD and the engine alike). Times are
+milliseconds of input audio since the session started (the detector is told
+where its first sample lies), the clock OpenAI's ``audio_start_ms`` /
+``audio_end_ms`` use.
 """
 
 from __future__ import annotations
@@ -11,9 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxloop.audio import StreamingResampler
 from voxloop.realtime.vad import VAD_RATE_HZ, WINDOW_SAMPLES, SileroVAD, VADState
-from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 from voxloop.realtime.wire.session_config import TurnDetection
 
 WINDOW_MS = WINDOW_SAMPLES * 1000 // VAD_RATE_HZ  # 32
@@ -38,7 +39,6 @@ class TurnDetector:
     def reset(self, start_ms: int = 0) -> None:
         """Start over, with the clock at ``start_ms`` of input audio."""
         self._start_ms = start_ms
-        self._resampler = StreamingResampler(WIRE_RATE_HZ, VAD_RATE_HZ)
         self._state = VADState()
         self._pending = np.zeros(0, np.float32)
         self._windows = 0  # windows processed since reset
@@ -50,9 +50,9 @@ class TurnDetector:
         """Forget a turn in progress (the buffer was committed or cleared by the client)."""
         self.speaking, self._silence_from_ms = False, None
 
-    def push(self, samples_24k: np.ndarray) -> list[TurnEvent]:
-        """Feed float32 audio at 24 kHz; return the events it completes, in order."""
-        audio = np.concatenate([self._pending, self._resampler.push(samples_24k)])
+    def push(self, samples_16k: np.ndarray) -> list[TurnEvent]:
+        """Feed float32 audio at 16 kHz ``[T]``; return the events it completes, in order."""
+        audio = np.concatenate([self._pending, samples_16k])
         n = len(audio) // WINDOW_SAMPLES
         self._pending = audio[n * WINDOW_SAMPLES:]
         events = []

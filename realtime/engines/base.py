@@ -1,8 +1,17 @@
-"""The engine contract: a committed user turn in, answer audio and transcript out.
+"""The engine contract: one engine session per websocket session; a committed user
+turn in, answer audio and transcript out.
 
-An engine runs in a worker thread, never on the event loop. ``respond`` yields
-:class:`EngineOutput` pieces as soon as they exist and checks ``cancel`` between
-steps, so a barge-in stops it within one step.
+``Engine.open()`` gives a session its :class:`EngineSession`. The session calls it
+in order: ``new_turn`` at speech onset, ``hear`` with the turn's audio as it
+arrives, ``pause`` / ``resume`` at a tentative end of the turn and when speech
+goes on, ``respond`` once the turn is committed, ``close`` at the end. An engine
+that needs the whole turn (the cascade) ignores what it hears and answers from
+the turn's audio.
+
+Threads: ``new_turn``, ``pause``, ``resume`` and ``close`` run on the event loop
+and must be cheap; ``hear``, ``respond`` and ``transcribe`` run in worker threads.
+``respond`` yields :class:`EngineOutput` pieces as soon as they exist and checks
+``cancel`` between steps, so a barge-in stops it within one step.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ class Turn:
     audio_24k: np.ndarray | None = None  # float32 [T] at 24 kHz: the user's speech
     text: str | None = None  # a typed user message
     history: tuple[dict, ...] = ()  # earlier {"role", "content"} messages, oldest first
-    listener: Listener | None = None  # the session's listener, if it heard this turn live
+    heard_live: bool = False  # the engine session heard this turn through new_turn/hear
 
 
 @dataclass(frozen=True)
@@ -33,26 +42,21 @@ class EngineOutput:
     timings_ms: dict = field(default_factory=dict)  # stage name -> milliseconds
 
 
-class Listener(Protocol):
-    """A session's live ear, for engines that work while the user is still speaking.
-    The session calls it in order: ``new_turn`` at speech onset, ``hear`` with the
-    turn's audio as it arrives (off the event loop), ``pause`` / ``resume`` at a
-    tentative end of the turn and when speech goes on, ``close`` at the end."""
+class EngineSession(Protocol):
+    """One websocket session's side of an engine (see the module docstring for order
+    and threads)."""
 
-    def new_turn(self) -> None: ...
+    def new_turn(self) -> None:
+        """Speech started: forget the last turn (and any answer begun for it)."""
 
-    def hear(self, audio_24k: np.ndarray) -> None: ...
+    def hear(self, audio_16k: np.ndarray) -> None:
+        """float32 ``[T]`` at 16 kHz: the turn's audio since the last call, in order."""
 
-    def pause(self) -> None: ...
+    def pause(self) -> None:
+        """A tentative end of the turn: the engine may start answering."""
 
-    def resume(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Engine(Protocol):
-    name: str
-    accepts_text: bool  # can answer typed user messages
+    def resume(self) -> None:
+        """Speech went on after a pause: an answer begun at the pause is void."""
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         """Yield the answer piece by piece; stop early once ``cancel`` is set."""
@@ -60,8 +64,16 @@ class Engine(Protocol):
     def transcribe(self, audio_24k: np.ndarray) -> str:
         """Text of user audio, for input transcription without a response."""
 
-    def listen(self) -> Listener | None:
-        """A listener for a new session, or None if the engine only answers whole turns."""
+    def close(self) -> None:
+        """The websocket session ended: give back what the session holds."""
+
+
+class Engine(Protocol):
+    name: str
+    accepts_text: bool  # can answer typed user messages
+
+    def open(self) -> EngineSession:
+        """The engine side of a new websocket session."""
 
     def warm_up(self) -> None:
         """Load models now rather than on the first turn."""

@@ -1,8 +1,10 @@
 """The cascade engine: the teachers (ASR -> LLM -> TTS) behind the engine contract.
 
-TTS runs sentence by sentence, so the first sentence plays while the rest is
-being synthesized; audio leaves in ``chunk_ms`` pieces and ``cancel`` is checked
-between pieces and between stages.
+Whisper needs the whole turn, so a :class:`CascadeSession` ignores what it hears
+while the user speaks and answers each turn from its audio. TTS runs sentence by
+sentence, so the first sentence plays while the rest is being synthesized; audio
+leaves in ``chunk_ms`` pieces and ``cancel`` is checked between pieces and
+between stages.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class CascadeEngine:
         self._asr.transcribe(np.zeros(ASR_RATE_HZ // 2, np.float32), ASR_RATE_HZ)
         synthesize("Hello.", self.settings.voice)
 
-    def listen(self) -> None:
-        return None  # Whisper needs the whole turn
+    def open(self) -> CascadeSession:
+        return CascadeSession(self)
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
         return self._asr.transcribe(resample(audio_24k, WIRE_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
@@ -85,3 +87,32 @@ class CascadeEngine:
                 yield EngineOutput(audio_24k=audio[i:i + chunk],
                                    transcript_delta=(" " if n else "") + sentence if first else "",
                                    timings_ms=dict(timings) if first else {})
+
+
+class CascadeSession:
+    """A websocket session's side of the cascade: nothing per session is kept, since
+    Whisper hears each turn whole; live audio is ignored."""
+
+    def __init__(self, engine: CascadeEngine) -> None:
+        self.engine = engine
+
+    def new_turn(self) -> None:
+        pass
+
+    def hear(self, audio_16k: np.ndarray) -> None:
+        pass  # the turn's audio comes whole with respond
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
+        return self.engine.respond(turn, cancel)
+
+    def transcribe(self, audio_24k: np.ndarray) -> str:
+        return self.engine.transcribe(audio_24k)
+
+    def close(self) -> None:
+        pass

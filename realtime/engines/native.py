@@ -1,12 +1,13 @@
 """The native engine: the distilled student answers user speech with speech, codec to codec.
 
-A session's :class:`NativeListener` encodes the user's audio with the streaming
-codec encoder while they speak and hands the codes to the model thread
-(:mod:`realtime.batcher`), which prefills them into the session's KV cache row,
-so at the end of the turn only the answer is left to compute. With
-``speculative`` the answer starts at the first silent VAD window (a tentative
-end of turn): if the user goes on speaking it is rolled back, if the silence is
-confirmed the audio already made is sent at once.
+A websocket session's :class:`NativeSession` holds one model slot. It encodes
+the user's 16 kHz audio with the streaming codec encoder while they speak and
+hands the codes to the model thread (:mod:`realtime.engines.batcher`), which
+prefills them into the session's KV cache row, so at the end of the turn only
+the answer is left to compute. With ``speculative`` the answer starts at the
+first silent VAD window (a tentative end of turn): if the user goes on speaking
+it is rolled back, if the silence is confirmed the audio already made is sent
+at once.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into
 audio deltas through the streaming codec decoder, one frame (40 ms) at a time.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voxloop.audio import StreamingResampler
+from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT
 from voxloop.realtime.engines.answers import Answer, Frame, Word, ended
@@ -91,46 +92,18 @@ class NativeEngine:
     # -- the engine contract ------------------------------------------------------------
     def warm_up(self) -> None:
         """One short turn through every part, so the first user does not pay for it."""
-        listener = self.listen()
+        session = self.open()
         try:
-            listener.hear(np.zeros(WIRE_RATE_HZ // 2, np.float32))
-            for _ in self.respond(Turn(listener=listener), threading.Event()):
+            session.hear(np.zeros(MODEL_RATE_HZ // 2, np.float32))
+            for _ in session.respond(Turn(heard_live=True), threading.Event()):
                 pass
         finally:
-            listener.close()
+            session.close()
 
-    def listen(self) -> NativeListener:
-        return NativeListener(self)
+    def open(self) -> NativeSession:
+        return NativeSession(self)
 
-    def transcribe(self, audio_24k: np.ndarray) -> str:
-        """What the student's CTC head heard (its own recognition, no Whisper)."""
-        listener = self.listen()
-        try:
-            listener.hear(audio_24k)
-            answer = listener.end_of_turn()
-            listener.slot.stop(answer)
-            while (item := answer.get(10.0)) is not None and not ended(item):
-                pass
-            return self.tokenizer.decode_ctc(answer.heard)
-        finally:
-            listener.close()
-
-    def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
-        t0 = time.perf_counter()
-        own = turn.listener is None or not turn.listener.heard_anything
-        listener = self.listen() if own else turn.listener
-        try:
-            if own:
-                if turn.audio_24k is None:
-                    raise VoxloopError("the native engine answers speech only")
-                listener.hear(turn.audio_24k)
-            answer = listener.end_of_turn()
-            yield from self._relay(answer, listener, cancel, t0)
-        finally:
-            if own:
-                listener.close()
-
-    def _relay(self, answer: Answer, listener: NativeListener, cancel: threading.Event,
+    def _relay(self, answer: Answer, listener: NativeSession, cancel: threading.Event,
                t0: float) -> Iterator[EngineOutput]:
         torch = self._torch
         decoder = self.codec.stream_decoder(1)
@@ -174,8 +147,9 @@ class NativeEngine:
             listener.slot.stop(answer)  # a no-op for a finished answer
 
 
-class NativeListener:
-    """One session's ear: 24 kHz audio in while the user speaks, codes to its model slot."""
+class NativeSession:
+    """One websocket session's side of the engine: 16 kHz audio in while the user
+    speaks, codes to its model slot; answers from that slot."""
 
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
@@ -192,18 +166,22 @@ class NativeListener:
         encoder is made by the first ``hear``, off the event loop."""
         self.slot.new_turn()
         self._encoder = self._downsample = None
-        self._pending = np.zeros(0, np.float32)  # 16 kHz samples short of a whole frame
+        self._pending = np.zeros(0, np.float32)  # codec-rate samples short of a whole frame
         self._frames = 0
         self._speculative = None
 
-    def hear(self, audio_24k: np.ndarray) -> None:
+    def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the codec encoder: call off the event loop)."""
         torch = self.engine._torch
+        codec_rate_hz = self.engine.codec.sample_rate
         if self._encoder is None:
             self._encoder = self.engine.codec.stream_encoder(1)
-            self._downsample = StreamingResampler(WIRE_RATE_HZ, self.engine.codec.sample_rate)
-        samples = np.concatenate([self._pending,
-                                  self._downsample.push(np.asarray(audio_24k, np.float32))])
+            if codec_rate_hz != MODEL_RATE_HZ:  # a codec at another rate (EnCodec: 24 kHz)
+                self._downsample = StreamingResampler(MODEL_RATE_HZ, codec_rate_hz)
+        audio = np.asarray(audio_16k, np.float32)
+        if self._downsample is not None:
+            audio = self._downsample.push(audio)
+        samples = np.concatenate([self._pending, audio])
         whole = len(samples) - len(samples) % self.engine.codec.hop  # the encoder only ever
         self._pending = samples[whole:]  # emits whole frames: push those, fewer calls
         if whole:
@@ -232,6 +210,37 @@ class NativeListener:
             self._send(self._encoder.flush())
         return self.slot.answer()
 
+    def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
+        t0 = time.perf_counter()
+        live = turn.heard_live and self.heard_anything
+        # a turn this session did not hear (a manual commit, an item sent whole) is
+        # answered in a slot of its own, so the live one is left as it is
+        ear = self if live else NativeSession(self.engine)
+        try:
+            if not live:
+                if turn.audio_24k is None:
+                    raise VoxloopError("the native engine answers speech only")
+                ear.hear(_model_rate(turn.audio_24k))
+            answer = ear.end_of_turn()
+            yield from self.engine._relay(answer, ear, cancel, t0)
+        finally:
+            if not live:
+                ear.close()
+
+    def transcribe(self, audio_24k: np.ndarray) -> str:
+        """What the student's CTC head heard (its own recognition, no Whisper), in a
+        slot of its own."""
+        ear = NativeSession(self.engine)
+        try:
+            ear.hear(_model_rate(audio_24k))
+            answer = ear.end_of_turn()
+            ear.slot.stop(answer)
+            while (item := answer.get(10.0)) is not None and not ended(item):
+                pass
+            return self.engine.tokenizer.decode_ctc(answer.heard)
+        finally:
+            ear.close()
+
     def close(self) -> None:
         self.slot.close()
 
@@ -239,3 +248,8 @@ class NativeListener:
         if codes.shape[-1]:
             self._frames += codes.shape[-1]
             self.slot.listen(codes[0, :self.engine.k_in].numpy())
+
+
+def _model_rate(audio_24k: np.ndarray) -> np.ndarray:
+    """A whole turn's 24 kHz audio at 16 kHz, through the same filter as live audio."""
+    return StreamingResampler(WIRE_RATE_HZ, MODEL_RATE_HZ).push(np.asarray(audio_24k, np.float32))

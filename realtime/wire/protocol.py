@@ -1,21 +1,23 @@
-"""The OpenAI Realtime wire protocol: event names, ids, errors, audio payloads.
+"""The OpenAI Realtime wire protocol: beta names, client events, errors, audio payloads.
 
 Standard library only: the desktop client imports this module and nothing else
-from the server side. Events are plain ``dict``s, exactly as they travel as JSON.
+from the server side. Events are plain ``dict``s, exactly as they travel as JSON;
+server events are built in :mod:`voxloop.realtime.wire.events`.
 
 GA event names are the default; a client that sends ``OpenAI-Beta: realtime=v1``
-gets the beta names (:func:`wire_type`). Client events are checked field by field
-(:func:`parse_client_event`) and a bad one raises :class:`ProtocolError`, which
-the server turns into an ``error`` event while the session goes on.
+gets the beta names (:func:`wire_type`, :func:`wire_event`). Client events are
+checked field by field (:func:`parse_client_event`) and a bad one raises
+:class:`ProtocolError`, which the server turns into an ``error`` event while the
+session goes on.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import json
-import os
+
+from voxloop.realtime.wire import events
 
 WIRE_RATE_HZ = 24000  # pcm16 mono, both directions
 BYTES_PER_SAMPLE = 2
@@ -26,17 +28,17 @@ API_KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
 # GA name -> beta name, for server events whose names changed at GA.
 _GA_TO_BETA = {
-    "conversation.item.added": "conversation.item.created",
-    "response.output_audio.delta": "response.audio.delta",
-    "response.output_audio.done": "response.audio.done",
-    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
-    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    events.CONVERSATION_ITEM_ADDED: "conversation.item.created",
+    events.OUTPUT_AUDIO_DELTA: "response.audio.delta",
+    events.OUTPUT_AUDIO_DONE: "response.audio.done",
+    events.OUTPUT_AUDIO_TRANSCRIPT_DELTA: "response.audio_transcript.delta",
+    events.OUTPUT_AUDIO_TRANSCRIPT_DONE: "response.audio_transcript.done",
     "response.output_text.delta": "response.text.delta",
     "response.output_text.done": "response.text.done",
 }
 _BETA_TO_GA = {beta: ga for ga, beta in _GA_TO_BETA.items()}
 # GA events that the beta protocol does not have: a beta session never sees them.
-GA_ONLY = frozenset({"conversation.item.done"})
+GA_ONLY = frozenset({events.CONVERSATION_ITEM_DONE})
 
 
 def wire_type(ga_type: str, beta: bool) -> str:
@@ -44,17 +46,18 @@ def wire_type(ga_type: str, beta: bool) -> str:
     return _GA_TO_BETA.get(ga_type, ga_type) if beta else ga_type
 
 
+def wire_event(event: dict, beta: bool) -> dict | None:
+    """A server event as it travels to a GA or a beta client; None if beta lacks it."""
+    if not beta:
+        return event
+    if event["type"] in GA_ONLY:
+        return None
+    return {**event, "type": wire_type(event["type"], True)}
+
+
 def ga_type(wire: str) -> str:
     """The GA name of an event received under either name (used by clients)."""
     return _BETA_TO_GA.get(wire, wire)
-
-
-_counter = itertools.count()
-
-
-def new_id(prefix: str) -> str:
-    """A unique id in OpenAI's style: ``event_...``, ``item_...``, ``resp_...``."""
-    return f"{prefix}_{os.urandom(6).hex()}{next(_counter):04x}"
 
 
 class ProtocolError(Exception):
@@ -68,14 +71,7 @@ class ProtocolError(Exception):
 
     def event(self) -> dict:
         """The ``error`` server event for this problem."""
-        return error_event(self.code, self.message, self.event_id, self.param, self.error_type)
-
-
-def error_event(code: str, message: str, event_id: str | None = None,
-                param: str | None = None, error_type: str = "invalid_request_error") -> dict:
-    error = {"type": error_type, "code": code, "message": message,
-             "param": param, "event_id": event_id}
-    return {"type": "error", "event_id": new_id("event"), "error": error}
+        return events.error(self.code, self.message, self.event_id, self.param, self.error_type)
 
 
 # Client events the server understands: field -> (python types, required).
@@ -168,10 +164,6 @@ def decode_audio(b64: str, event_id: str | None = None, param: str = "audio") ->
 def pcm_format() -> dict:
     """The one audio format this server speaks, as GA session and response objects show it."""
     return {"type": "audio/pcm", "rate": WIRE_RATE_HZ}
-
-
-def encode_audio(pcm16: bytes) -> str:
-    return base64.b64encode(pcm16).decode("ascii")
 
 
 def audio_ms(n_bytes: int, rate_hz: int = WIRE_RATE_HZ) -> int:

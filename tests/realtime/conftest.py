@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import websockets
 
+from tests.realtime.api_types import validate_server_event
 from voxloop.audio import pcm16_to_float, resample
 from voxloop.client.files import append_event, paced_chunks
 
@@ -87,16 +88,6 @@ def make_server(cascade_engine):
         s.stop()
 
 
-def _adapter(beta: bool):
-    from pydantic import TypeAdapter
-
-    if beta:
-        from openai.types.beta.realtime import RealtimeServerEvent
-    else:
-        from openai.types.realtime import RealtimeServerEvent
-    return TypeAdapter(RealtimeServerEvent)
-
-
 @dataclass
 class Received:
     event: dict
@@ -111,15 +102,12 @@ class Client:
     beta: bool = False
     events: list[Received] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._adapter = _adapter(self.beta)
-
     async def send(self, event: dict) -> None:
         await self.ws.send(json.dumps(event))
 
     async def recv(self, timeout_s: float = 30.0) -> dict:
         event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s))
-        self._adapter.validate_python(event)  # raises if the event breaks the API's types
+        validate_server_event(event, self.beta)  # raises if it breaks the API's types
         self.events.append(Received(event, time.perf_counter()))
         return event
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.realtime.conftest import RATE_HZ, silence, speech_24k
-from voxloop.audio import StreamingResampler
+from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.turns import TurnDetector
 from voxloop.realtime.wire.items import Item
@@ -81,9 +81,9 @@ def test_turn_detector_on_speech_and_silence():
     speech = speech_24k("what is the capital of france")
     signal = np.concatenate([silence(1.0), speech, silence(1.0)])
     detector = TurnDetector(TurnDetection(silence_duration_ms=300, prefix_padding_ms=200))
-    events = []
+    resampler, events = StreamingResampler(RATE_HZ, MODEL_RATE_HZ), []
     for i in range(0, len(signal), 480):
-        events += detector.push(signal[i:i + 480])
+        events += detector.push(resampler.push(signal[i:i + 480]))
     kinds = [e.kind for e in events]
     assert kinds[0] == "speech_started" and kinds[-2:] == ["speech_paused", "speech_stopped"]
     # pauses between words come in pairs: a tentative end, then speech again
@@ -96,8 +96,8 @@ def test_turn_detector_on_speech_and_silence():
     # Silero lags the true end by up to two 32 ms windows
     assert end_ms - 400 <= stop.speech_ms <= end_ms + 64 and stop.audio_ms == stop.speech_ms + 300
     quiet = TurnDetector(TurnDetection())
-    assert quiet.push(silence(2.0)) == []
-    noise = np.random.default_rng(0).standard_normal(2 * RATE_HZ).astype(np.float32) * 0.01
+    assert quiet.push(np.zeros(2 * MODEL_RATE_HZ, np.float32)) == []
+    noise = np.random.default_rng(0).standard_normal(2 * MODEL_RATE_HZ).astype(np.float32) * 0.01
     assert quiet.push(noise) == []
 
 
@@ -115,7 +115,7 @@ def test_item_truncate_keeps_heard_words():
 
 def test_outbox_urgent_first_and_cancel_drops_audio():
     async def run():
-        box = Outbox(max_stream_events=3)
+        box = Outbox(max_stream_events=3, max_events=100)
         for n in range(4):
             box.put({"type": "response.output_audio.delta", "response_id": "r", "n": n})
         box.put({"type": "response.done", "response_id": "r"})

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from tests.realtime.api_types import server_event_types
 from tests.reliability.conftest import ANSWER_WORD, spoken_turn
 
 MIN_EVENTS = int(os.environ.get("FUZZ_EVENTS", "5000"))
@@ -282,11 +283,11 @@ class FuzzSession:
     """One websocket to the server, reopened after a close; checks every event it gets."""
 
     def __init__(self, url: str, report: Report) -> None:
-        from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+        from openai.types.realtime import RealtimeClientEvent
         from pydantic import TypeAdapter
 
         self.url, self.report = url, report
-        self.server_types = TypeAdapter(RealtimeServerEvent)
+        self.server_types = server_event_types()
         self.client_types = TypeAdapter(RealtimeClientEvent)
         self.ws = None
         self.known: dict = {"items": [], "responses": []}
