@@ -146,6 +146,7 @@ class FakeSession:
 
 
 MANUAL = {"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}
+QUESTION_24K = tone_24k(220.0, 500)  # any audio will do for a manual turn
 
 
 class Harness:
@@ -205,6 +206,33 @@ class Harness:
     async def close(self) -> None:
         await self.session.close()
         self.executor.shutdown(wait=True)
+
+
+def run_session(test, engine: FakeEngine | None = None, beta: bool = False, manual: bool = True,
+        **settings):
+    """Run ``test(harness)`` in a fresh event loop, past ``session.created`` (and, if
+    ``manual``, a ``session.update`` that turns turn detection off); return the harness."""
+
+    async def main() -> Harness:
+        h = Harness(engine or FakeEngine(), beta=beta, **settings)
+        try:
+            assert (await h.next())["type"] == "session.created"
+            if manual:
+                await h.send(MANUAL)
+                await h.until("session.updated")
+            await test(h)
+        finally:
+            await h.close()
+        return h
+
+    return asyncio.run(main())
+
+
+async def manual_turn(h: Harness, samples_24k: np.ndarray = QUESTION_24K) -> dict:
+    """Append audio and commit it (turn detection off); the ``committed`` event."""
+    await h.append(samples_24k)
+    await h.send({"type": "input_audio_buffer.commit"})
+    return await h.until("input_audio_buffer.committed")
 
 
 def audio_event(samples_24k: np.ndarray) -> dict:

@@ -1,32 +1,35 @@
-"""The session's state machine on a scripted fake engine: no socket, no models
-(Silero aside, in the two server-VAD tests), milliseconds per test. Every event
-the harness reads is checked against the ``openai`` package's types."""
+"""The session's state machine on a scripted fake engine, turn detection off (manual
+turns): no socket, no models, milliseconds per test. Every event the harness reads
+is checked against the ``openai`` package's types. Server VAD: test_session_vad.py."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from functools import cache
 
 import numpy as np
 import pytest
 
+from tests.realtime.api_types import server_event_types
 from tests.realtime.fakes import (
-    MANUAL,
+    QUESTION_24K,
     FakeEngine,
     Harness,
     Piece,
     Script,
     audio_event,
+    manual_turn,
+    run_session,
     slow_script,
     tone_24k,
 )
-from voxloop.audio import pcm16_to_float, resample
+from voxloop.audio import pcm16_to_float
+from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.server import ServerSettings
-from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
+from voxloop.realtime.turns import TurnDetector
+from voxloop.realtime.wire.session_config import TurnDetection
 
-QUESTION_24K = tone_24k(220.0, 500)  # any audio will do for manual turns
-RESPONSE_EVENTS = [  # one scripted piece: words, then audio
+RESPONSE_EVENTS = [  # the default script: two pieces, each words then audio
     "response.created",
     "response.output_item.added", "conversation.item.added", "response.content_part.added",
     "response.output_audio_transcript.delta", "response.output_audio.delta",
@@ -36,28 +39,14 @@ RESPONSE_EVENTS = [  # one scripted piece: words, then audio
     "response.done"]
 
 
-def run(test, engine: FakeEngine | None = None, beta: bool = False, manual: bool = True,
-        **settings):
-    """Run ``test(harness)`` in a fresh event loop; return the harness afterwards."""
-    async def main() -> Harness:
-        h = Harness(engine or FakeEngine(), beta=beta, **settings)
-        try:
-            assert (await h.next())["type"] == "session.created"
-            if manual:
-                await h.send(MANUAL)
-                await h.until("session.updated")
-            await test(h)
-        finally:
-            await h.close()
-        return h
-
-    return asyncio.run(main())
-
-
-async def manual_turn(h: Harness, samples_24k: np.ndarray = QUESTION_24K) -> dict:
-    await h.append(samples_24k)
-    await h.send({"type": "input_audio_buffer.commit"})
-    return await h.until("input_audio_buffer.committed")
+@pytest.fixture(scope="module", autouse=True)
+def _loaded_once():
+    """Load what takes seconds once, up front, as the server does at start (the API's
+    validators, Silero, scipy's resampler), so each test takes milliseconds."""
+    server_event_types(beta=False)
+    server_event_types(beta=True)
+    TurnDetector(TurnDetection())
+    InputAudio(max_buffer_s=1.0)
 
 
 def deltas_audio(events: list[dict], kind: str = "response.output_audio.delta") -> np.ndarray:
@@ -75,7 +64,7 @@ def test_session_created_and_updated():
         assert updated["session"]["audio"]["input"]["turn_detection"] is None
         assert updated["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
 
-    h = run(test)
+    h = run_session(test)
     assert h.events[0]["session"]["id"] == h.session.id
 
 
@@ -95,7 +84,7 @@ def test_append_commit_clear_and_the_clock():
         second = await manual_turn(h, tone_24k(300.0, 250))
         assert second["previous_item_id"] == committed["item_id"]
 
-    h = run(test)
+    h = run_session(test)
     assert h.engine_session.calls_but_hear() == ["close"]  # manual turns: nothing heard live
 
 
@@ -108,7 +97,7 @@ def test_input_transcription_of_a_manual_commit():
         assert done["item_id"] == committed["item_id"] and done["transcript"] == "what time is it"
         assert done["usage"]["seconds"] == pytest.approx(0.5)
 
-    run(test)
+    run_session(test)
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -121,7 +110,7 @@ def test_response_lifecycle_events_in_order():
         await h.send({"type": "response.create"})
         await h.until("response.done")
 
-    h = run(test, engine)
+    h = run_session(test, engine)
     first = [e["type"] for e in h.events].index("response.created")
     response = h.events[first:]
     assert [e["type"] for e in response] == RESPONSE_EVENTS
@@ -144,7 +133,7 @@ def test_text_turn_with_history():
         await h.send({"type": "response.create"})
         await h.until("response.done")
 
-    h = run(test)
+    h = run_session(test)
     turn = h.engine_session.turns[0]
     assert turn.text == "hello" and turn.audio_24k is None
     assert turn.history == ({"role": "system", "content": "You are terse."},)
@@ -165,7 +154,7 @@ def test_cancel_mid_response():
         await h.send({"type": "response.cancel", "event_id": "again"})
         assert (await h.until("error"))["error"]["code"] == "response_cancel_not_active"
 
-    run(test, engine)
+    run_session(test, engine)
     assert engine.sessions[0].pieces_made < 10  # the engine stopped within a step
 
 
@@ -179,7 +168,7 @@ def test_output_audio_buffer_clear_cancels():
         assert cleared["response_id"] == delta["response_id"]
         assert (await h.until("response.done"))["response"]["status"] == "cancelled"
 
-    run(test, FakeEngine(slow_script(pieces=50, delay_s=0.02)))
+    run_session(test, FakeEngine(slow_script(pieces=50, delay_s=0.02)))
 
 
 def test_engine_failure_fails_the_response_not_the_session():
@@ -193,7 +182,7 @@ def test_engine_failure_fails_the_response_not_the_session():
         assert (await h.until("response.done"))["response"]["status"] == "failed"
         await manual_turn(h)  # the session goes on
 
-    run(test, FakeEngine(script))
+    run_session(test, FakeEngine(script))
 
 
 def test_second_response_while_one_is_active_is_refused():
@@ -205,7 +194,7 @@ def test_second_response_while_one_is_active_is_refused():
         assert error["error"]["code"] == "conversation_already_has_active_response"
         assert error["error"]["event_id"] == "twice"
 
-    run(test, FakeEngine(slow_script(pieces=5, delay_s=0.02)))
+    run_session(test, FakeEngine(slow_script(pieces=5, delay_s=0.02)))
 
 
 # -- items --------------------------------------------------------------------------------
@@ -233,7 +222,7 @@ def test_truncate_retrieve_delete():
         await h.send({"type": "conversation.item.delete", "item_id": committed["item_id"]})
         assert (await h.until("error"))["error"]["code"] == "item_not_found"
 
-    h = run(test, engine, output_lead_ms=10_000)  # no pacing: the answer leaves at once
+    h = run_session(test, engine, output_lead_ms=10_000)  # no pacing: the answer leaves at once
     assert list(h.session.items.values())[0].role == "assistant"
 
 
@@ -245,7 +234,7 @@ def test_oldest_items_are_forgotten_past_max_items():
                 "content": [{"type": "input_text", "text": f"m{n}"}]}})
         await h.drain()
 
-    h = run(test, max_items=3)
+    h = run_session(test, max_items=3)
     assert [i.text for i in h.session.items.values()] == ["m2", "m3", "m4"]
 
 
@@ -279,7 +268,7 @@ def test_bad_input_gets_errors_and_the_session_goes_on():
             assert error["code"] == code, (event, error)
         await manual_turn(h)  # still a working session
 
-    run(test)
+    run_session(test)
 
 
 def test_input_buffer_full():
@@ -291,7 +280,7 @@ def test_input_buffer_full():
         assert error["code"] == "input_audio_buffer_full" and error["event_id"] == "big"
         assert h.session.audio.buffered_ms == 400  # the chunk was dropped whole
 
-    run(test, max_buffer_s=0.5)
+    run_session(test, max_buffer_s=0.5)
 
 
 def test_speech_only_engine_refuses_text():
@@ -305,7 +294,7 @@ def test_speech_only_engine_refuses_text():
         await h.send({"type": "response.create"})
         assert (await h.until("response.done"))["response"]["status"] == "completed"
 
-    run(test, FakeEngine(accepts_text=False))
+    run_session(test, FakeEngine(accepts_text=False))
 
 
 def test_beta_names_and_types():
@@ -314,14 +303,14 @@ def test_beta_names_and_types():
         await h.send({"type": "response.create"})
         await h.until("response.done")
 
-    h = run(test, beta=True)
+    h = run_session(test, beta=True)
     kinds = [e["type"] for e in h.events]
     assert "conversation.item.created" in kinds and "response.audio.delta" in kinds
     assert not [k for k in kinds if k in ("conversation.item.done", "conversation.item.added")]
 
 
 def test_close_gives_back_the_engine_session():
-    h = run(lambda h: asyncio.sleep(0), FakeEngine(slow_script(pieces=3, delay_s=0.01)))
+    h = run_session(lambda h: asyncio.sleep(0), FakeEngine(slow_script(pieces=3, delay_s=0.01)))
     assert h.engine_session.closed and len(h.engine.sessions) == 1
 
 
@@ -329,71 +318,3 @@ def test_session_limits_come_from_the_server_settings():
     s = ServerSettings(max_buffer_s=7.0, max_items=9, output_lead_ms=123)
     limits = s.session_limits()
     assert (limits.max_buffer_s, limits.max_items, limits.output_lead_ms) == (7.0, 9, 123)
-
-
-# -- server VAD with real Silero on synthetic speech -----------------------------------------
-@cache
-def question_24k() -> np.ndarray:
-    """Synthetic speech (flite: ~50 ms to make) at 24 kHz."""
-    from voxloop.distill.teachers.tts import synthesize
-
-    samples, rate_hz = synthesize("what is the capital of france", "flite:kal16")
-    return resample(samples, rate_hz, WIRE_RATE_HZ)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * WIRE_RATE_HZ), np.float32)
-
-
-def test_server_vad_turn_is_heard_live():
-    async def test(h: Harness):
-        await h.append(np.concatenate([silence(0.3), question_24k(), silence(0.6)]))
-        started = await h.until("input_audio_buffer.speech_started")
-        stopped = await h.until("input_audio_buffer.speech_stopped")
-        assert stopped["item_id"] == started["item_id"]
-        assert (await h.until("response.done"))["response"]["status"] == "completed"
-        h.turn_ms = (started["audio_start_ms"], stopped["audio_end_ms"])
-
-    h = run(test, manual=False)
-    fake = h.engine_session
-    calls = fake.calls_but_hear()
-    assert calls[0] == "new_turn" and calls[-2:] == ["respond", "close"]
-    assert "pause" in calls  # a tentative end came before the confirmed one
-    start_ms, end_ms = h.turn_ms
-    turn = fake.turns[0]
-    assert turn.heard_live and len(turn.audio_24k) == (end_ms - start_ms) * 24
-    assert len(fake.heard_16k()) == (end_ms - start_ms) * 16  # the same span, heard at 16 kHz
-    assert np.abs(fake.heard_16k()).max() > 0.05
-
-
-def test_barge_in_cancels_and_the_client_truncates():
-    engine = FakeEngine(slow_script(pieces=40, delay_s=0.01, tone_ms=200))
-
-    async def test(h: Harness):
-        await h.append(np.concatenate([silence(0.3), question_24k(), silence(0.6)]))
-        first = await h.until("response.output_audio.delta")
-        for _ in range(2):  # 600 ms of the answer sent (it leaves at most 500 ms ahead)
-            await h.until("response.output_audio.delta")
-        mark = len(h.events)
-        await h.append(np.concatenate([question_24k(), silence(0.6)]))  # the user speaks again
-        done = await h.until("response.done")
-        second = await h.until("response.output_audio.delta")  # the interruption's own answer
-        events, kinds = h.events[mark:], [e["type"] for e in h.events[mark:]]
-        assert kinds[0] == "input_audio_buffer.speech_started"  # urgent: ahead of queued audio
-        assert done["response"]["id"] == first["response_id"]
-        assert done["response"]["status_details"]["reason"] == "turn_detected"
-        assert not [e for e in events if e["type"] == "response.output_audio.delta"
-                    and e["response_id"] == first["response_id"]]
-        assert second["response_id"] != first["response_id"]
-        # the client played 400 ms of the answer: it truncates the item there
-        item_id = first["item_id"]
-        await h.send({"type": "conversation.item.truncate", "item_id": item_id,
-                      "content_index": 0, "audio_end_ms": 400})
-        await h.until("conversation.item.truncated")
-        assert h.session.items[item_id].audio_ms == 400
-        assert h.session.items[item_id].text == " w0 w1"
-
-    h = run(test, engine, manual=False)
-    fake = h.engine_session
-    assert fake.calls_but_hear().count("new_turn") == 2 and len(fake.turns) == 2
-    assert all(turn.heard_live for turn in fake.turns)

@@ -1,0 +1,79 @@
+"""The session with server VAD: real Silero on synthetic speech (flite), the fake
+engine hearing the turn live, barge-in. Well under a second each."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from tests.realtime.fakes import FakeEngine, Harness, run_session, slow_script
+from voxloop.audio import resample
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
+
+
+@cache
+def question_24k() -> np.ndarray:
+    """Synthetic speech (flite: ~50 ms to make) at 24 kHz."""
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize("what is the capital of france", "flite:kal16")
+    return resample(samples, rate_hz, WIRE_RATE_HZ)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * WIRE_RATE_HZ), np.float32)
+
+
+def test_server_vad_turn_is_heard_live():
+    async def test(h: Harness):
+        await h.append(np.concatenate([silence(0.3), question_24k(), silence(0.6)]))
+        started = await h.until("input_audio_buffer.speech_started")
+        stopped = await h.until("input_audio_buffer.speech_stopped")
+        assert stopped["item_id"] == started["item_id"]
+        assert (await h.until("response.done"))["response"]["status"] == "completed"
+        h.turn_ms = (started["audio_start_ms"], stopped["audio_end_ms"])
+
+    h = run_session(test, manual=False)
+    fake = h.engine_session
+    calls = fake.calls_but_hear()
+    assert calls[0] == "new_turn" and calls[-2:] == ["respond", "close"]
+    assert "pause" in calls  # a tentative end came before the confirmed one
+    start_ms, end_ms = h.turn_ms
+    turn = fake.turns[0]
+    assert turn.heard_live and len(turn.audio_24k) == (end_ms - start_ms) * 24
+    assert len(fake.heard_16k()) == (end_ms - start_ms) * 16  # the same span, heard at 16 kHz
+    assert np.abs(fake.heard_16k()).max() > 0.05
+
+
+def test_barge_in_cancels_and_the_client_truncates():
+    engine = FakeEngine(slow_script(pieces=40, delay_s=0.01, tone_ms=200))
+
+    async def test(h: Harness):
+        await h.append(np.concatenate([silence(0.3), question_24k(), silence(0.6)]))
+        first = await h.until("response.output_audio.delta")
+        for _ in range(2):  # 600 ms of the answer sent (it leaves at most 500 ms ahead)
+            await h.until("response.output_audio.delta")
+        mark = len(h.events)
+        await h.append(np.concatenate([question_24k(), silence(0.6)]))  # the user speaks again
+        done = await h.until("response.done")
+        second = await h.until("response.output_audio.delta")  # the interruption's own answer
+        events, kinds = h.events[mark:], [e["type"] for e in h.events[mark:]]
+        assert kinds[0] == "input_audio_buffer.speech_started"  # urgent: ahead of queued audio
+        assert done["response"]["id"] == first["response_id"]
+        assert done["response"]["status_details"]["reason"] == "turn_detected"
+        assert not [e for e in events if e["type"] == "response.output_audio.delta"
+                    and e["response_id"] == first["response_id"]]
+        assert second["response_id"] != first["response_id"]
+        # the client played 400 ms of the answer: it truncates the item there
+        item_id = first["item_id"]
+        await h.send({"type": "conversation.item.truncate", "item_id": item_id,
+                      "content_index": 0, "audio_end_ms": 400})
+        await h.until("conversation.item.truncated")
+        assert h.session.items[item_id].audio_ms == 400
+        assert h.session.items[item_id].text == " w0 w1"
+
+    h = run_session(test, engine, manual=False)
+    fake = h.engine_session
+    assert fake.calls_but_hear().count("new_turn") == 2 and len(fake.turns) == 2
+    assert all(turn.heard_live for turn in fake.turns)
