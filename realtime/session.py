@@ -110,8 +110,7 @@ class Session:
             return  # turn detection changed while the VAD ran
         for turn in turn_events:
             await self._on_turn_event(turn)
-        if self._speech_item_id is not None:
-            await self._hear()
+        await self._hear()  # the rest of this chunk, if the engine is hearing a turn
 
     def _take_in(self, pcm: bytes, detector: TurnDetector | None) -> list[TurnEvent]:
         """In a worker thread: buffer the chunk (converted and resampled once), run the VAD."""
