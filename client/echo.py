@@ -1,12 +1,14 @@
 """Echo handling: keep the assistant's own voice, played by the speakers and heard
 again by the microphone, from reaching the server's VAD as if the user spoke.
 
-Two strategies, one interface (``process(mic, far) -> mic``, float32 ``[T]`` at
-24 kHz, ``far`` being exactly what was played over the same stretch of time):
+Two strategies, one interface (``process(mic, far, aligned) -> mic``, float32 ``[T]``
+at 24 kHz, ``far`` being what was played over the same stretch of time, and
+``aligned`` False where the audio clocks could not vouch for that):
 
 - ``aec``: WebRTC's AEC3 (the ``pywebrtc-audio`` wheel), the echo canceller of
   Chrome; it estimates the speaker-to-mic delay and path itself and removes the
   echo while keeping the user's voice, so talking over the assistant still works.
+  A block it cannot cancel (not ``aligned``) is ducked as below, never sent raw.
 - ``duck``: the fallback where that wheel does not install. While the assistant is
   audible (and ``tail_ms`` after), the mic is sent ``duck_db`` quieter unless it is
   louder than both ``barge_in_dbfs`` and the playback level plus ``margin_db``:
@@ -37,7 +39,7 @@ class EchoSettings:
         "choices": MODES, "help": "echo handling: aec (WebRTC AEC3), duck (quieter mic "
         "while the assistant speaks), off, or auto (aec where it installs, else duck)"})
     duck_db: float = field(default=-60.0, metadata={
-        "help": "duck: mic gain while the assistant is audible"})
+        "help": "duck (and aec where it cannot cancel): mic gain while the assistant is audible"})
     barge_in_dbfs: float = field(default=-30.0, metadata={
         "help": "duck: mic level needed to interrupt the assistant"})
     margin_db: float = field(default=0.0, metadata={
@@ -54,22 +56,6 @@ def dbfs(samples: np.ndarray) -> float:
     return max(SILENT_DBFS, 20 * np.log10(rms + 1e-12))
 
 
-class WebRtcAec:
-    name = "aec"
-
-    def __init__(self) -> None:
-        from pywebrtc_audio import AudioProcessor
-
-        self._ap = AudioProcessor(sample_rate=WIRE_RATE_HZ, echo_cancellation=True)
-
-    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
-        return self._ap.process(mic.astype(np.float32, copy=False),
-                                far.astype(np.float32, copy=False))
-
-    def reset(self) -> None:
-        self._ap.reset()
-
-
 class Ducker:
     name = "duck"
 
@@ -79,15 +65,28 @@ class Ducker:
         self._recent_far_db: deque[float] = deque()  # one level per block, over tail_ms
         self._recent_samples = 0
 
-    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
+        self.hear(far)
+        return self.gate(mic)
+
+    def hear(self, far: np.ndarray) -> None:
+        """Note the level the speaker played over one block."""
         self._recent_far_db.append(dbfs(far))
         self._recent_samples += len(far)
         while self._recent_samples - len(far) >= self.s.tail_ms * WIRE_RATE_HZ // 1000:
             self._recent_far_db.popleft()
             self._recent_samples -= len(far)
-        far_db = max(self._recent_far_db)  # echo lags the playback: compare with its peak
-        if far_db <= SILENT_DBFS + 10:
+
+    @property
+    def audible(self) -> bool:
+        """Whether the speaker played anything within the last ``tail_ms``."""
+        return bool(self._recent_far_db) and max(self._recent_far_db) > SILENT_DBFS + 10
+
+    def gate(self, mic: np.ndarray) -> np.ndarray:
+        """``mic`` ducked while the assistant is audible, unless the user talks over it."""
+        if not self.audible:
             return mic
+        far_db = max(self._recent_far_db)  # echo lags the playback: compare with its peak
         mic_db = dbfs(mic)
         if mic_db > self.s.barge_in_dbfs and mic_db > far_db + self.s.margin_db:
             return mic  # the user is talking over the assistant
@@ -98,10 +97,45 @@ class Ducker:
         self._recent_samples = 0
 
 
+class WebRtcAec:
+    """AEC3, and a guard for the blocks it cannot cancel.
+
+    AEC3 removes the echo only while the reference lines up with the echo in the mic
+    (to within its filter). Where the reference has just moved or is missing (an
+    underrun, a late output callback: ``PlayedTimeline.take`` says ``aligned=False``)
+    it lets most of the echo through until it has re-learned the path, and on a busy
+    machine that echo barged in on the answer again and again. Such blocks are never
+    sent raw while the assistant is audible: they are ducked as ``Ducker`` does, so a
+    user louder than the playback still gets through.
+    """
+
+    name = "aec"
+
+    def __init__(self, settings: EchoSettings = EchoSettings()) -> None:
+        from pywebrtc_audio import AudioProcessor
+
+        self._ap = AudioProcessor(sample_rate=WIRE_RATE_HZ, echo_cancellation=True)
+        self._guard = Ducker(settings)
+        self.guarded_blocks = 0
+
+    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
+        out = self._ap.process(mic.astype(np.float32, copy=False),
+                               far.astype(np.float32, copy=False))
+        self._guard.hear(far)
+        if aligned or not self._guard.audible:
+            return out
+        self.guarded_blocks += 1
+        return self._guard.gate(out)
+
+    def reset(self) -> None:
+        self._ap.reset()
+        self._guard.reset()
+
+
 class NoEcho:
     name = "off"
 
-    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
         return mic
 
     def reset(self) -> None:
@@ -125,7 +159,7 @@ def make_echo_control(settings: EchoSettings):
         if not aec_available():
             raise VoxloopError("--echo aec needs the pywebrtc-audio wheel "
                                "(pip install pywebrtc-audio); --echo duck works without it")
-        return WebRtcAec()
+        return WebRtcAec(settings)
     if mode == "duck":
         return Ducker(settings)
     if mode == "off":

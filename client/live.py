@@ -95,6 +95,8 @@ class LiveClient:
                 "device_latency_ms": {"input": round(input_ms), "output": round(output_ms)},
                 "device_status": sorted(set(self.audio.status_flags)),
                 "reference_resyncs": self.audio.reference.resyncs,
+                "reference_unaligned_blocks": self.audio.reference.unaligned_blocks,
+                "echo_guarded_blocks": getattr(self.echo, "guarded_blocks", 0),
                 **self.echo_meter.summary()}
 
     # -- connection ------------------------------------------------------------------
@@ -160,7 +162,7 @@ class LiveClient:
     async def _send_mic(self, ws) -> None:
         while True:
             block = await self._mic.get()
-            sent = self.echo.process(block.samples, block.far)
+            sent = self.echo.process(block.samples, block.far, block.aligned)
             if dbfs(block.far) > SILENT_DBFS + 10:  # the assistant was playing
                 self.echo_meter.add(block.samples, sent)
             self.mic_dbfs = dbfs(block.samples)

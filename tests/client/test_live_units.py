@@ -103,9 +103,12 @@ def test_played_timeline_returns_what_was_heard_at_capture_time():
     audio = np.arange(10 * BLOCK, dtype=np.float32)
     for k in range(10):  # block k heard from 1.0 + k * 20 ms
         timeline.put(audio[k * BLOCK:(k + 1) * BLOCK], 1.0 + k * 0.02)
-    np.testing.assert_array_equal(timeline.take(BLOCK, 1.04), audio[2 * BLOCK:3 * BLOCK])
-    np.testing.assert_array_equal(timeline.take(BLOCK, 1.0601), audio[3 * BLOCK:4 * BLOCK])
-    assert timeline.resyncs == 0  # small clock jitter does not move the reference
+    far, aligned = timeline.take(BLOCK, 1.04)
+    np.testing.assert_array_equal(far, audio[2 * BLOCK:3 * BLOCK])
+    assert aligned
+    far, aligned = timeline.take(BLOCK, 1.0601)
+    np.testing.assert_array_equal(far, audio[3 * BLOCK:4 * BLOCK])
+    assert aligned and timeline.resyncs == 0  # small clock jitter does not move it
 
 
 def test_aec_removes_a_delayed_echo_and_keeps_the_user():
