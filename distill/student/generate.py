@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from voxloop.distill.student.layout import audio_step_ids, text_token_ids, user_frame_ids
 from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
-from voxloop.distill.student.pack import audio_step_ids, text_token_ids, user_frame_ids
 from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
 from voxloop.errors import VoxloopError
 

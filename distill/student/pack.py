@@ -1,15 +1,4 @@
-"""From dialogue examples to the student's token sequences, and batches of them.
-
-Layout of one turn (``T = F_user + n_text + S + 1`` positions, ``S`` audio steps):
-
-    position   0 .. F_user-1   F_user   +1 .. +n_text   next    then S - 1 positions
-    input      user frame f    <sep>    answer word i   <eot>   delayed audio step s
-    predicts   (CTC of text1)  word 1   word i+1/<eot>  step 0  step s+1
-
-Delay pattern over ``K_out`` codebooks: at step ``s`` codebook ``k`` holds code
-``A[k, s-k]`` of answer frame ``s-k``; before a codebook starts and after it
-ends it holds ``AUDIO_SPECIAL``. Codebook 0 outputs ``AUDIO_SPECIAL`` (EOS) at
-step ``F``; the other codebooks finish frame ``F-1`` by step ``F+K_out-2``.
+"""From dialogue examples to the student's token sequences (``layout``), and batches of them.
 
 ``PackedData`` keeps a whole split in a few flat numpy arrays (the codes-only
 export that travels to a GPU machine as one ``.npz``).
@@ -29,82 +18,13 @@ import numpy as np
 import torch
 
 from voxloop.distill.student.config import TARGETS
-from voxloop.distill.student.model import AUDIO_SPECIAL, CODEBOOK_SIZE, StudentConfig
-from voxloop.distill.student.vocab import EOT, SEP
+from voxloop.distill.student.layout import (
+    IGNORE,
+    Sequence,
+    build_sequence,
+)
+from voxloop.distill.student.model import CODEBOOK_SIZE, StudentConfig
 from voxloop.training import atomic_write
-
-IGNORE = -100
-
-
-def user_frame_ids(config: StudentConfig, codes: np.ndarray) -> np.ndarray:
-    """User codes ``[K, T]`` -> embedding ids ``[T, K_in]`` (codebooks beyond K_in unused)."""
-    k = config.k_in
-    return (codes[:k].T.astype(np.int64) + config.user_offset
-            + CODEBOOK_SIZE * np.arange(k)[None, :])
-
-
-def text_token_ids(config: StudentConfig, tokens: np.ndarray) -> np.ndarray:
-    """Text ids ``[T]`` -> embedding ids ``[T, K_in]`` (channel 0 only)."""
-    out = np.full((len(tokens), config.k_in), config.null_id, dtype=np.int64)
-    out[:, 0] = config.text_offset + np.asarray(tokens, dtype=np.int64)
-    return out
-
-
-def audio_step_ids(config: StudentConfig, steps: np.ndarray) -> np.ndarray:
-    """Delayed audio steps ``[T, K_out]`` (codes or AUDIO_SPECIAL) -> ids ``[T, K_in]``."""
-    out = np.full((len(steps), config.k_in), config.null_id, dtype=np.int64)
-    k = config.k_out
-    out[:, :k] = steps + config.audio_offset + (CODEBOOK_SIZE + 1) * np.arange(k)[None, :]
-    return out
-
-
-def delay(codes: np.ndarray, k_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Answer codes ``[K, F]`` -> delayed steps ``[S, K_out]`` and which of them are
-    targets (``[S, K_out]`` bool)."""
-    frames = codes.shape[1]
-    n_steps = max(frames + k_out - 1, frames + 1)
-    steps = np.full((n_steps, k_out), AUDIO_SPECIAL, dtype=np.int64)
-    valid = np.zeros((n_steps, k_out), dtype=bool)
-    for k in range(k_out):
-        steps[k:k + frames, k] = codes[k]
-        valid[k:k + frames, k] = True
-    valid[frames, 0] = True  # EOS
-    return steps, valid
-
-
-def undelay(steps: np.ndarray, k_out: int) -> np.ndarray:
-    """Delayed steps ``[S, K_out]`` -> the frames complete in them ``[K_out, S - K_out + 1]``."""
-    frames = steps.shape[0] - k_out + 1
-    return np.stack([steps[k:k + frames, k] for k in range(k_out)]) if frames > 0 else \
-        np.zeros((k_out, 0), dtype=np.int64)
-
-
-@dataclass
-class Sequence:
-    """One training turn: ``ids [T, K_in]``, ``text_target [T]``, ``audio_target [T, K_out]``
-    (IGNORE where nothing is predicted), ``ctc_target [n]`` over the first ``n_user`` positions."""
-
-    ids: np.ndarray
-    text_target: np.ndarray
-    audio_target: np.ndarray
-    ctc_target: np.ndarray
-    n_user: int
-
-
-def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarray,
-                   answer_codes: np.ndarray, ctc: np.ndarray) -> Sequence:
-    n_user, n_text = user_codes.shape[1], len(text)
-    steps, valid = delay(answer_codes[:config.k_out], config.k_out)
-    ids = np.concatenate([
-        user_frame_ids(config, user_codes),
-        text_token_ids(config, np.concatenate([[SEP], text, [EOT]])),
-        audio_step_ids(config, steps[:-1]),
-    ])
-    text_target = np.full(len(ids), IGNORE, dtype=np.int64)
-    text_target[n_user:n_user + n_text + 1] = np.concatenate([text, [EOT]])
-    audio_target = np.full((len(ids), config.k_out), IGNORE, dtype=np.int64)
-    audio_target[n_user + n_text + 1:] = np.where(valid, steps, IGNORE)
-    return Sequence(ids, text_target, audio_target, np.asarray(ctc, dtype=np.int64), n_user)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
+from voxloop.distill.student.layout import IGNORE
 from voxloop.distill.student.model import Student
-from voxloop.distill.student.pack import IGNORE, Augment, Batch, PackedData, make_batch
+from voxloop.distill.student.pack import Augment, Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
 from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from tests.distill.student.fixtures import tiny_config, tiny_examples, tiny_packed
+from voxloop.distill.student.layout import IGNORE, delay, undelay
 from voxloop.distill.student.model import (
     AUDIO_SPECIAL,
     KVCache,
@@ -13,7 +14,7 @@ from voxloop.distill.student.model import (
     load_student,
     save_student,
 )
-from voxloop.distill.student.pack import IGNORE, delay, make_batch, undelay
+from voxloop.distill.student.pack import make_batch
 
 
 def _model(seed: int = 0, **changes) -> Student:
