@@ -1,7 +1,11 @@
-"""User-side augmentation for data diversity: speed, pitch, additive noise, reverb.
+"""User-side augmentation for data diversity: speed, pitch, reverb in a room,
+additive noise at an SNR, level.
 
 ``augment(samples, rate_hz, settings, seed)`` is deterministic for a given
-seed; ``draw_augmentation(rng)`` picks settings from sensible ranges.
+seed; ``draw_augmentation(rng)`` picks settings from sensible ranges. A room is
+its reverberation time (RT60), how far the talker is from the microphone
+(direct-to-reverberant ratio) and its size (the delay before the first
+reflections); noise is white, pink or brown.
 """
 
 from __future__ import annotations
@@ -24,20 +28,37 @@ class Augmentation:
 
     speed: float = field(default=1.0, metadata={"help": "playback speed factor (tempo and pitch)"})
     pitch_semitones: float = field(default=0.0, metadata={"help": "pitch shift, tempo kept"})
-    snr_db: float | None = field(default=None, metadata={"help": "add pink noise at this SNR"})
+    snr_db: float | None = field(default=None, metadata={"help": "add noise at this SNR"})
     reverb_rt60_s: float | None = field(default=None, metadata={"help": "synthetic room RT60"})
+    noise_color: str = field(default="pink", metadata={"help": "white, pink or brown noise"})
+    reverb_drr_db: float | None = field(default=None, metadata={
+        "help": "direct-to-reverberant ratio, high when close to the mic (None: v1's fixed one)"})
+    reverb_predelay_ms: float = field(default=0.0, metadata={
+        "help": "delay of the first reflections after the direct sound (room size)"})
+    gain_db: float = field(default=0.0, metadata={"help": "level change (a quieter talker)"})
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1/f**exponent
+
+
 def draw_augmentation(rng: np.random.Generator) -> Augmentation:
     """Random but moderate settings: speech stays intelligible to a listener."""
+    speed = float(rng.uniform(0.9, 1.12))
+    pitch = float(rng.uniform(-2.5, 2.5)) if rng.random() < 0.6 else 0.0
+    snr_db = float(rng.uniform(10.0, 35.0)) if rng.random() < 0.5 else None
+    color = str(rng.choice(list(NOISE_EXPONENTS)))
+    room = rng.random() < 0.4
     return Augmentation(
-        speed=float(rng.uniform(0.9, 1.12)),
-        pitch_semitones=float(rng.uniform(-2.5, 2.5)) if rng.random() < 0.6 else 0.0,
-        snr_db=float(rng.uniform(15.0, 35.0)) if rng.random() < 0.5 else None,
-        reverb_rt60_s=float(rng.uniform(0.15, 0.5)) if rng.random() < 0.3 else None,
+        speed=round(speed, 4), pitch_semitones=round(pitch, 3),
+        snr_db=round(snr_db, 2) if snr_db is not None else None,
+        reverb_rt60_s=round(float(rng.uniform(0.15, 0.8)), 3) if room else None,
+        noise_color=color if snr_db is not None else "pink",
+        reverb_drr_db=round(float(rng.uniform(-6.0, 12.0)), 2) if room else None,
+        reverb_predelay_ms=round(float(rng.uniform(2.0, 25.0)), 2) if room else 0.0,
+        gain_db=round(float(rng.uniform(-10.0, 0.0)), 2) if rng.random() < 0.3 else 0.0,
     )
 
 
@@ -71,31 +92,48 @@ def shift_pitch(samples: np.ndarray, rate_hz: int, semitones: float) -> np.ndarr
     return shifted / 0.9
 
 
-def pink_noise(num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """1/f noise by shaping white noise in the frequency domain, unit RMS."""
+def colored_noise(num_samples: int, rng: np.random.Generator, color: str = "pink"
+                  ) -> np.ndarray:
+    """White, pink (1/f) or brown (1/f^2) noise by shaping white noise in the frequency
+    domain, unit RMS."""
+    if color not in NOISE_EXPONENTS:
+        raise VoxloopError(f"noise color must be one of {list(NOISE_EXPONENTS)}, got {color!r}")
     spectrum = np.fft.rfft(rng.standard_normal(num_samples))
     freqs = np.arange(spectrum.size, dtype=np.float64)
-    spectrum /= np.sqrt(np.maximum(freqs, 1.0))
+    spectrum /= np.maximum(freqs, 1.0) ** (NOISE_EXPONENTS[color] / 2)
     noise = np.fft.irfft(spectrum, n=num_samples)
     return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
 
 
-def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Add pink noise so that speech power / noise power is ``snr_db``."""
+def pink_noise(num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """1/f noise, unit RMS."""
+    return colored_noise(num_samples, rng, "pink")
+
+
+def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator,
+              color: str = "pink") -> np.ndarray:
+    """Add noise of ``color`` so that speech power / noise power is ``snr_db``."""
     speech_rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
     noise_rms = speech_rms / (10.0 ** (snr_db / 20.0))
-    return samples + noise_rms * pink_noise(samples.size, rng)
+    return samples + noise_rms * colored_noise(samples.size, rng, color)
 
 
-def add_reverb(samples: np.ndarray, rate_hz: int, rt60_s: float,
-               rng: np.random.Generator) -> np.ndarray:
-    """Convolve with an exponentially decaying noise impulse response (60 dB at rt60_s)."""
+def add_reverb(samples: np.ndarray, rate_hz: int, rt60_s: float, rng: np.random.Generator,
+               drr_db: float | None = None, predelay_ms: float = 0.0) -> np.ndarray:
+    """Convolve with a room's impulse response: the direct sound, then after
+    ``predelay_ms`` an exponentially decaying noise tail (60 dB down at ``rt60_s``),
+    ``drr_db`` below the direct sound in energy (None: the fixed direct path of v1)."""
     from scipy.signal import fftconvolve
 
-    ir_samples = max(1, int(rt60_s * rate_hz))
-    t_s = np.arange(ir_samples) / rate_hz
-    ir = rng.standard_normal(ir_samples) * np.exp(-6.9078 * t_s / rt60_s)
-    ir[0] = 1.0 / 0.3  # a strong direct path keeps the speech in front
+    delay = int(predelay_ms * rate_hz / 1000)
+    tail_samples = max(1, int(rt60_s * rate_hz))
+    t_s = np.arange(tail_samples) / rate_hz
+    tail = rng.standard_normal(tail_samples) * np.exp(-6.9078 * t_s / rt60_s)
+    ir = np.concatenate([np.zeros(delay), tail])
+    if drr_db is None:
+        ir[0] = 1.0 / 0.3  # a strong direct path keeps the speech in front
+    else:
+        ir[0] = np.sqrt(np.sum(ir[1:] ** 2) * 10.0 ** (drr_db / 10.0))
     ir *= 0.3 / np.sqrt(np.sum(ir**2))
     wet = fftconvolve(samples, ir)[: samples.size]
     return wet * (np.sqrt(np.mean(samples**2)) / (np.sqrt(np.mean(wet**2)) + 1e-12))
@@ -107,9 +145,11 @@ def augment(samples: np.ndarray, rate_hz: int, aug: Augmentation, seed: int) -> 
     out = change_speed(samples, aug.speed)
     out = shift_pitch(out, rate_hz, aug.pitch_semitones)
     if aug.reverb_rt60_s:
-        out = add_reverb(out, rate_hz, aug.reverb_rt60_s, rng)
+        out = add_reverb(out, rate_hz, aug.reverb_rt60_s, rng, aug.reverb_drr_db,
+                         aug.reverb_predelay_ms)
     if aug.snr_db is not None:
-        out = add_noise(out, aug.snr_db, rng)
+        out = add_noise(out, aug.snr_db, rng, aug.noise_color)
+    out = out * 10.0 ** (aug.gain_db / 20.0)
     peak = float(np.max(np.abs(out))) if out.size else 0.0
     if peak > 0.99:
         out = out * (0.99 / peak)

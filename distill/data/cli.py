@@ -12,7 +12,7 @@ from voxloop.settings import add_command, add_settings, command_group, settings_
 
 DISTILL_HELP = ("Distillation: synthesize the ASR -> LLM -> TTS dataset and the codec corpus, "
                 "pack them and train the audio-native student.")
-DISTILL_EXAMPLE = "voxloop distill synth --out data/distill-v1"
+DISTILL_EXAMPLE = "voxloop distill synth --out data/distill-v2"
 
 
 def distill_group(subparsers, groups: dict):
@@ -26,7 +26,7 @@ def register(subparsers, groups: dict) -> None:
         "Synthesize dialogue examples with the teachers (user TTS + augmentation -> ASR -> LLM "
         "-> assistant TTS -> codec) into resumable shards; re-encodes the stored audio when the "
         "codec changed.",
-        "voxloop distill synth --out data/distill-v1 --shard 0/2   # and 1/2 in another shell")
+        "voxloop distill synth --out data/distill-v2 --shard 0/2   # and 1/2 in another shell")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan's example counts per split and exit")
     add_settings(p, SynthSettings)

@@ -23,6 +23,7 @@ from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 from voxloop.distill.teachers.domain.data import examples
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, available_voices, synthesize
+from voxloop.errors import VoxloopError
 from voxloop.training import atomic_write
 
 
@@ -99,9 +100,14 @@ def build_corpus(settings: CorpusSettings) -> Path:
     """Synthesize the planned corpus into ``settings.out``; resumable."""
     out = Path(settings.out)
     utterances = plan(settings)
+    manifest = out / "manifest.jsonl"
+    if manifest.is_file() and [json.loads(line) for line in manifest.read_text().splitlines()
+                               if line.strip()] != [u.__dict__ for u in utterances]:
+        raise VoxloopError(f"{out} holds another corpus plan (the domain's phrasings, the "
+                           "voices or the settings changed): its wavs would not match; "
+                           "use another --out")
     todo = [u for u in utterances if not (out / u.split / f"{u.uid}.wav").is_file()]
     out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.jsonl"
     atomic_write(manifest, lambda tmp: tmp.write_text(
         "".join(json.dumps(u.__dict__) + "\n" for u in utterances)))
     jobs = [(u, str(out), settings.sample_rate_hz, settings.seed + i) for i, u in enumerate(todo)]

@@ -45,7 +45,7 @@ class DialogueExample:
     intent: str
     user_voice: str
     prompt_text: str  # what the user voice spoke
-    asr_text: str  # text1 = ASR(speech1)
+    asr_text: str  # text1 = ASR(speech1), or prompt_text where the plan skipped ASR
     answer_text: str  # text2 = LLM(text1)
     user_codes: np.ndarray  # int16 [K, F_user], 25 Hz frames
     answer_codes: np.ndarray  # int16 [K, F_answer], the assistant voice (piper:joe)

@@ -5,19 +5,29 @@ the same settings give the same example ids, splits, augmentations and shards,
 so a restarted job or another rank agrees on what each shard holds.
 
 Splits share the codec corpus's held-out material (``HELDOUT_VOICES`` and
-``HELDOUT_TEMPLATE`` from ``codec_corpus``), so codec and student are measured
+``HELDOUT_TEMPLATE`` from ``teachers.heldout``), so codec and student are measured
 on the same unseen voices and phrasings:
 
-- ``heldout_voice``: any phrasing spoken by a held-out voice;
-- ``heldout_phrasing``: the held-out phrasing of every intent, by training voices;
+- ``heldout_voice``: phrasings of every intent in turn, spoken by a held-out voice;
+- ``heldout_phrasing``: the held-out phrasing of every intent (a few slot
+  fillings of each compositional one), by training voices;
 - ``valid``: a hashed share of the training plan (same distribution as train);
 - ``train``: the rest. No held-out voice or phrasing is ever in train or valid.
+
+Training prompts are every other phrasing with every slot filling (by default),
+each spoken by ``voices_per_prompt`` training voices, or by more where an intent
+has few prompts (a fixed intent's eleven phrasings) so that it still gets
+``min_turns_per_intent`` turns. Voices are drawn with weight 1/sqrt(voices of
+their backend), so espeak-ng's hundred variants do not drown the other
+synthesizers. Only turns of ``asr_splits`` run the teacher's ASR and LLM on the
+audio; the others store the intended text and answer (what the student learns).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import zlib
 from collections import Counter
@@ -27,6 +37,7 @@ import numpy as np
 
 from voxloop.distill.data.augment import draw_augmentation
 from voxloop.distill.data.dataset import SPLITS, shard_name
+from voxloop.distill.teachers.domain.data import ALL_FILLS
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_CODEC
@@ -38,19 +49,26 @@ WORK_ORDER = ("heldout_voice", "heldout_phrasing", "valid", "train")
 class SynthSettings:
     """The synthetic distillation dataset job (``voxloop distill synth``)."""
 
-    out: str = field(default="data/distill-v1", metadata={"help": "dataset folder"})
-    fills_per_template: int = field(default=4, metadata={
-        "help": "slot fillings per compositional template"})
-    voices_per_prompt: int = field(default=3, metadata={
-        "help": "training voices that speak each training prompt"})
-    heldout_phrasing_voices: int = field(default=1, metadata={
+    out: str = field(default="data/distill-v2", metadata={"help": "dataset folder"})
+    fills_per_template: int = field(default=ALL_FILLS, metadata={
+        "help": f"slot fillings per compositional template; {ALL_FILLS}: every slot value"})
+    voices_per_prompt: int = field(default=1, metadata={
+        "help": "training voices that speak each training prompt (at least)"})
+    min_turns_per_intent: int = field(default=200, metadata={
+        "help": "more voices speak an intent's prompts until it has this many training turns"})
+    heldout_phrasing_voices: int = field(default=2, metadata={
         "help": "training voices that speak each held-out phrasing"})
-    heldout_voice_prompts: int = field(default=40, metadata={
-        "help": "prompts spoken by each held-out voice"})
+    heldout_fills_per_template: int = field(default=8, metadata={
+        "help": "slot fillings of each compositional intent's held-out template"})
+    heldout_voice_prompts: int = field(default=80, metadata={
+        "help": "prompts spoken by each held-out voice (every intent in turn)"})
     valid_fraction: float = field(default=0.03, metadata={
         "help": "share of the training plan kept for validation"})
     augment_fraction: float = field(default=0.7, metadata={
         "help": "share of user utterances that get speed/pitch/noise/reverb"})
+    asr_splits: tuple[str, ...] = field(default=("heldout_voice", "heldout_phrasing"), metadata={
+        "help": "splits whose turns run the teacher's ASR and LLM on the audio ('all', 'none'); "
+                "the others store the prompt and its intended answer", "metavar": "SPLIT"})
     intents: tuple[str, ...] = field(default=(), metadata={
         "help": "only these intents (default: all)", "metavar": "INTENT"})
     user_voices: tuple[str, ...] = field(default=(), metadata={
@@ -89,6 +107,7 @@ class SynthItem:
     slots: tuple[tuple[str, str], ...]
     augmentation: dict | None
     seed: int  # augmentation noise seed
+    asr: bool  # the teacher's ASR and LLM hear the audio; else the intended text and answer
 
 
 def _item_seed(seed: int, item_id: str) -> int:
@@ -105,14 +124,15 @@ def _make_item(ex, fill: int, voice: str, split: str, settings: SynthSettings) -
         split = "valid"
     rng = np.random.default_rng(seed)
     aug = draw_augmentation(rng).as_dict() if rng.random() < settings.augment_fraction else None
+    asr = split in settings.asr_splits or "all" in settings.asr_splits
     return SynthItem(item_id, split, ex.intent, ex.template, fill, ex.text, voice, ex.slots,
-                     aug, seed)
+                     aug, seed, asr)
 
 
 def user_voices(settings: SynthSettings) -> list[str]:
     from voxloop.distill.teachers.tts import available_voices
 
-    installed = [v.name for v in available_voices("user")]
+    installed = [v.name for v in available_voices("user", variants=True)]
     if not settings.user_voices:
         return installed
     missing = sorted(set(settings.user_voices) - set(installed))
@@ -121,39 +141,77 @@ def user_voices(settings: SynthSettings) -> list[str]:
     return [v for v in installed if v in settings.user_voices]
 
 
-def plan(settings: SynthSettings, voices: list[str] | None = None) -> list[SynthItem]:
-    """Every example of the dataset, in a fixed order. ``voices``: user voices to use."""
-    from voxloop.distill.teachers.domain.data import examples, intent_ids
+def voice_weights(voices: list[str]) -> np.ndarray:
+    """Chance of each voice to be drawn: 1/sqrt(voices of its backend), normalized."""
+    backends = Counter(v.split(":", 1)[0] for v in voices)
+    weights = np.array([1.0 / math.sqrt(backends[v.split(":", 1)[0]]) for v in voices])
+    return weights / weights.sum()
 
-    voices = user_voices(settings) if voices is None else voices
+
+def _check(settings: SynthSettings) -> None:
+    from voxloop.distill.teachers.domain.data import intent_ids
+
     unknown = sorted(set(settings.intents) - set(intent_ids()))
     if unknown:
-        raise VoxloopError(f"unknown intents {unknown}; see distill/domain/domain.json")
-    pool = [e for e in examples(settings.fills_per_template, settings.seed)
-            if not settings.intents or e.intent in settings.intents]
+        raise VoxloopError(f"unknown intents {unknown}; see distill/teachers/domain/domain.json")
+    bad = sorted(set(settings.asr_splits) - set(SPLITS) - {"all", "none"})
+    if bad:
+        raise VoxloopError(f"--asr-splits: unknown {bad}; choose from {SPLITS}, all or none")
+
+
+def _pool(settings: SynthSettings) -> list[tuple]:
+    """(example, fill index) of every prompt of the plan, in domain order; the held-out
+    template of a compositional intent keeps ``heldout_fills_per_template`` fillings."""
+    from voxloop.distill.teachers.domain.data import examples
+
     fills = Counter()
     numbered = []
-    for ex in pool:
+    for ex in examples(settings.fills_per_template, settings.seed):
+        if settings.intents and ex.intent not in settings.intents:
+            continue
         numbered.append((ex, fills[(ex.intent, ex.template)]))
         fills[(ex.intent, ex.template)] += 1
+    rng = np.random.default_rng(settings.seed + 1)
+    keep = set()
+    for (intent, template), count in fills.items():
+        if template == HELDOUT_TEMPLATE:
+            n = min(count, settings.heldout_fills_per_template)
+            keep.update((intent, int(i)) for i in rng.choice(count, size=n, replace=False))
+    return [(ex, fill) for ex, fill in numbered
+            if ex.template != HELDOUT_TEMPLATE or (ex.intent, fill) in keep]
+
+
+def plan(settings: SynthSettings, voices: list[str] | None = None) -> list[SynthItem]:
+    """Every example of the dataset, in a fixed order. ``voices``: user voices to use."""
+    _check(settings)
+    voices = user_voices(settings) if voices is None else voices
+    pool = _pool(settings)
     train_voices = [v for v in voices if v not in HELDOUT_VOICES]
     held_voices = [v for v in voices if v in HELDOUT_VOICES]
+    weights = voice_weights(train_voices) if train_voices else None
+    prompts = Counter(ex.intent for ex, _ in pool if ex.template != HELDOUT_TEMPLATE)
     rng = np.random.default_rng(settings.seed)
     items = []
-    for ex, fill in numbered:
+    for ex, fill in pool:
         held = ex.template == HELDOUT_TEMPLATE
-        count = settings.heldout_phrasing_voices if held else settings.voices_per_prompt
-        picks = rng.choice(len(train_voices), size=min(count, len(train_voices)), replace=False)
+        count = settings.heldout_phrasing_voices if held else max(
+            settings.voices_per_prompt, math.ceil(settings.min_turns_per_intent
+                                                  / prompts[ex.intent]))
+        picks = rng.choice(len(train_voices), size=min(count, len(train_voices)),
+                           replace=False, p=weights)
         for i in sorted(picks):
             items.append(_make_item(ex, fill, train_voices[i], "heldout_phrasing" if held
                                     else "train", settings))
-    for voice in held_voices:
-        picks = rng.choice(len(numbered), size=min(settings.heldout_voice_prompts,
-                                                   len(numbered)), replace=False)
-        for i in sorted(picks):
-            ex, fill = numbered[i]
+    by_intent: dict[str, list] = {}
+    for ex, fill in pool:
+        by_intent.setdefault(ex.intent, []).append((ex, fill))
+    for voice in held_voices:  # every intent in turn (shuffled), a random prompt of each
+        order = [list(by_intent)[int(i)] for i in rng.permutation(len(by_intent))]
+        for k in range(min(settings.heldout_voice_prompts, len(pool))):
+            candidates = by_intent[order[k % len(order)]]
+            ex, fill = candidates[int(rng.integers(len(candidates)))]
             items.append(_make_item(ex, fill, voice, "heldout_voice", settings))
-    return items
+    return list({it.id: it for it in items}.values())  # a prompt drawn twice: once
 
 
 def shards(items: list[SynthItem], examples_per_shard: int) -> dict[str, list[SynthItem]]:
@@ -203,6 +261,10 @@ def describe_plan(settings: SynthSettings) -> str:
     counts = Counter(it.split for it in items)
     per_split = ", ".join(f"{s} {counts[s]}" for s in SPLITS if counts[s])
     held = [v for v in voices if v in HELDOUT_VOICES]
+    asr = Counter(it.split for it in items if it.asr)
     return (f"{len(items)} examples ({per_split}) in "
             f"{len(shards(items, settings.examples_per_shard))} shards; "
-            f"{len(voices) - len(held)} training voices, held-out voices {held}")
+            f"{len(voices) - len(held)} training voices, held-out voices {held}; "
+            f"{len({it.prompt_text for it in items})} distinct prompts; teacher ASR+LLM on "
+            f"{sum(asr.values())} turns ({', '.join(sorted(asr)) or 'none'}), intended "
+            "answers elsewhere")

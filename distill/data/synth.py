@@ -1,5 +1,7 @@
 """The synth job: speech1 = augment(TTS(user voice)) -> text1 = ASR -> text2 = LLM ->
-speech2 = TTS(assistant) -> codes of both, written shard by shard.
+speech2 = TTS(assistant) -> codes of both, written shard by shard. Turns planned
+without ASR (``SynthSettings.asr_splits``, by default every training turn) skip the
+slowest stage: text1 is the prompt and text2 the LLM's answer to it, the intended one.
 
 A shard is done iff its file exists, so a killed job started again redoes at most
 the shard it was writing. Answers repeat a lot, so speech2 is cached by text2 in
@@ -137,7 +139,8 @@ class Teachers:
 
         speech1 = self.user_speech(item)
         tick("tts_user")
-        text1 = self.asr.transcribe(from_pcm16(speech1), MODEL_RATE_HZ)
+        text1 = self.asr.transcribe(from_pcm16(speech1), MODEL_RATE_HZ) if item.asr \
+            else item.prompt_text
         tick("asr")
         text2 = self.llm.reply([], text1)
         tick("llm")
@@ -149,13 +152,15 @@ class Teachers:
         tick("codec")
         meta = {"template": item.template, "fill": item.fill, "slots": dict(item.slots),
                 "augmentation": item.augmentation, "augment_seed": item.seed,
-                "timing_ms": ms, "answer_cached": cached, "teachers": self.names,
+                "timing_ms": ms, "answer_cached": cached, "asr": item.asr,
+                "teachers": self.names if item.asr else {**self.names, "asr": "skipped"},
                 "duration_s": {"user": len(speech1) / MODEL_RATE_HZ,
                                "answer": len(speech2) / MODEL_RATE_HZ},
                 "codec": {"name": self.codec.info["name"], "sha256": self.codec.info["sha256"]}}
         if hasattr(self.llm, "match"):  # the scripted teacher: which intent it answered,
             meta["answer_intent"] = self.llm.match(text1).intent  # and its answer to the
-            meta["prompt_answer"] = self.llm.reply([], item.prompt_text)  # clean prompt
+            meta["prompt_answer"] = self.llm.reply([], item.prompt_text) if item.asr \
+                else text2  # clean prompt
         return DialogueExample(
             item.id, item.split, item.intent, item.user_voice, item.prompt_text, text1, text2,
             codes1, codes2, meta, speech1 if keep_audio else None,
