@@ -119,6 +119,7 @@ class Teachers:
                       llm.backend == "scripted" else f"{llm.backend}:{llm.model}@{llm.url}"}
         self.answers = AnswerCache(folder / "answers")
         self.codec = codec
+        self.answer_codes: dict[str, np.ndarray] = {}  # text2 -> codes of its cached speech2
 
     def user_speech(self, item: SynthItem) -> np.ndarray:
         """speech1: int16 ``[T]`` at MODEL_RATE_HZ, augmented and peak-limited."""
@@ -148,7 +149,10 @@ class Teachers:
             raise VoxloopError(f"the LLM gave an empty answer to {text1!r} ({item.id})")
         speech2, cached = self.answers.get(text2)
         tick("tts_answer")
-        codes1, codes2 = self.codec.encode(speech1), self.codec.encode(speech2)
+        codes1 = self.codec.encode(speech1)
+        if text2 not in self.answer_codes:  # one answer, one audio (the cache): one encoding
+            self.answer_codes[text2] = self.codec.encode(speech2)
+        codes2 = self.answer_codes[text2]
         tick("codec")
         meta = {"template": item.template, "fill": item.fill, "slots": dict(item.slots),
                 "augmentation": item.augmentation, "augment_seed": item.seed,
