@@ -1,9 +1,8 @@
-"""The client is tested against the real server (its fixtures are reused) and
-through a private PulseAudio daemon."""
+"""The client is tested against the real server (``server`` and the engines come from
+tests/helpers/server.py, through the root conftest's ``pytest_plugins``) and through a
+private PulseAudio daemon."""
 
 import pytest
-
-from tests.realtime.conftest import cascade_engine, server  # noqa: F401
 
 
 @pytest.fixture(scope="module")

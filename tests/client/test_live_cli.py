@@ -11,7 +11,7 @@ import pytest
 
 from tests.client import pulse
 from tests.client.live_run import LiveRun
-from tests.realtime.conftest import ServerThread
+from tests.helpers.server import ServerThread
 
 pytestmark = pulse.needs_pulseaudio
 

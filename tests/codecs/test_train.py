@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from voxloop.audio import write_wav
+from tests.codecs.helpers import write_tiny_corpus
 from voxloop.codecs.config import CodecConfig, CodecTrainSettings
 from voxloop.codecs.io import load_codec_folder
 from voxloop.codecs.train import export_checkpoint, train
 from voxloop.errors import VoxloopError
 
 TINY = CodecConfig(ratios=(4, 4, 2), n_filters=4, dimension=16, num_codebooks=2, cardinality=16)
-
-
-def write_tiny_corpus(root):
-    """Six half-second warbling tones at 16 kHz: four to train on, two held out."""
-    rng = np.random.default_rng(0)
-    t = np.arange(8000) / 16000
-    for split, count in (("train", 4), ("heldout", 2)):
-        for i in range(count):
-            tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (1 + 0.5 * np.sin(6 * t))
-            write_wav(root / split / f"{i}.wav", tone + 0.01 * rng.standard_normal(t.size), 16000)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import websockets
 
-from tests.realtime.conftest import append_event, connect, connect_manual, handshake, silence
+from tests.helpers.server import append_event, connect, connect_manual, handshake, silence
 
 BAD_EVENTS = [  # (raw text, expected error code)
     ("{not json", "invalid_json"),

@@ -8,7 +8,7 @@ import signal
 import pytest
 import websockets
 
-from tests.realtime.conftest import connect
+from tests.helpers.server import connect
 from voxloop.realtime.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow

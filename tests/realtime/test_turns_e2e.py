@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.realtime.conftest import (
+from tests.helpers.server import (
     RATE_HZ,
     append_event,
     connect,

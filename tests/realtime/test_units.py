@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.realtime.conftest import RATE_HZ, silence, speech_24k
+from tests.helpers.server import RATE_HZ, silence, speech_24k
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.turns import TurnDetector

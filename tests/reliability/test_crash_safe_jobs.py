@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.codecs.test_train import write_tiny_corpus
-from tests.distill.data.test_synth import TINY, cli_args, comparable
-from tests.reliability.conftest import ROOT
+from tests.codecs.helpers import write_tiny_corpus
+from tests.distill.data.helpers import TINY, cli_args, comparable
+from tests.reliability.helpers import ROOT
 
 pytestmark = pytest.mark.reliability_slow
 KILLS = 4

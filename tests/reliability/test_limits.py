@@ -14,8 +14,8 @@ import time
 import numpy as np
 import websockets
 
-from tests.realtime.conftest import append_event, connect_manual, handshake
-from tests.reliability.conftest import connect, metrics, silence
+from tests.helpers.server import append_event, connect, connect_manual, handshake, silence
+from tests.reliability.helpers import metrics
 
 KEY = "s3cret-key"
 

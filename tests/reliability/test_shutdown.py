@@ -1,4 +1,4 @@
-"""SIGTERM to `voxloop serve` while answers are being made and sent.
+"""SIGTERM to `voxloop serve` while answers are being made and sent, on each engine.
 
 Four sessions at the moment of the signal: one whose answer audio is streaming, one
 whose spoken turn has just ended (the engine is transcribing), one idle, and one
@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.realtime.conftest import append_event
-from tests.reliability.conftest import connect, silence
-from tests.reliability.test_limits import handshake
-from tests.reliability.test_slow_consumer import QUESTION, tiny_socket
+from tests.helpers.server import append_event, connect, handshake, silence
+from tests.reliability.helpers import question_event, tiny_socket
 
 pytestmark = pytest.mark.reliability_slow
 DRAIN_S = 6.0
@@ -37,17 +35,18 @@ async def until_closed(client) -> tuple[list[str], int, str]:
     return client.types(), client.ws.close_code, client.ws.close_reason
 
 
-def test_sigterm_during_active_responses(serve_process, question_24k):
+def test_sigterm_during_active_responses(serve_process, engine_name, question_24k):
     server = serve_process("--drain-s", str(DRAIN_S), "--close-timeout-s", str(CLOSE_TIMEOUT_S))
+    question = question_event(engine_name, question_24k)
 
     async def run():
         streaming, spoken, idle = [await connect(server.url) for _ in range(3)]
         for c in (streaming, spoken, idle):
             await c.until("session.created")
         stuck = await websockets.connect(server.url, sock=tiny_socket(server.url), max_queue=1)
-        await stuck.send(json.dumps(QUESTION))
+        await stuck.send(json.dumps(question))
         await stuck.send(json.dumps({"type": "response.create"}))
-        await streaming.send(QUESTION)
+        await streaming.send(question)
         await streaming.send({"type": "response.create"})
         await streaming.until("response.output_audio.delta", timeout_s=60)
         for chunk in np.array_split(np.concatenate([question_24k, silence(1.0)]), 40):

@@ -1,6 +1,7 @@
 """Clients that stop reading: the server's memory for them stays bounded, and others go on.
 
-Two ways to stop reading, against the real server with small (test-sized) queue caps:
+Two ways to stop reading, against the real server (on each engine) with small (test-sized)
+queue caps:
 
 - a listener whose socket buffer is tiny asks for answer after answer and never reads:
   its answers' audio is dropped once ``max_queued_audio`` events wait, and when it reads
@@ -15,47 +16,33 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 import time
-from urllib.parse import urlsplit
 
 import pytest
 import websockets
 
-from tests.reliability.conftest import ANSWER_WORD, connect, metrics
+from tests.helpers.server import connect
+from tests.reliability.helpers import (
+    answered,
+    metrics,
+    question_event,
+    tiny_socket,
+    wait_for_metric,
+)
 
 QUEUED_AUDIO = 20
 QUEUED_EVENTS = 200
 # an unknown event whose error echoes its 50 kB event_id: the socket buffers fill fast
 BAD_EVENT = json.dumps({"type": "no.such.event", "event_id": "x" * 50_000})
-QUESTION = {"type": "conversation.item.create", "item": {
-    "type": "message", "role": "user",
-    "content": [{"type": "input_text", "text": "what is the capital of france"}]}}
 
 
-def wait_for_metric(http: str, name: str, value: float, timeout_s: float = 30) -> float:
-    deadline = time.monotonic() + timeout_s
-    while (now := metrics(http)[name]) != value and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return now
-
-
-def tiny_socket(url: str) -> socket.socket:
-    """A connected TCP socket that holds very little unread data (SO_RCVBUF 4 KiB)."""
-    parts = urlsplit(url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((parts.hostname, parts.port))
-    sock.setblocking(False)
-    return sock
-
-
-async def typed_turn_ms(url: str) -> float:
-    """response.create -> first answer audio, for a typed question (ms); checks the answer."""
+async def asked_turn_ms(url: str, question: dict, engine_name: str) -> float:
+    """response.create -> first answer audio, for a question sent as a whole item (ms);
+    checks the answer."""
     client = await connect(url)
     await client.until("session.created")
-    await client.send(QUESTION)
+    await client.send(question)
     await client.until("conversation.item.added")
     t0 = time.perf_counter()
     await client.send({"type": "response.create"})
@@ -64,31 +51,32 @@ async def typed_turn_ms(url: str) -> float:
     done = await client.until("response.done")
     await client.ws.close()
     transcript = done["response"]["output"][0]["content"][0]["transcript"]
-    assert done["response"]["status"] == "completed" and ANSWER_WORD in transcript.lower()
+    assert done["response"]["status"] == "completed" and answered(engine_name, transcript)
     return latency_ms
 
 
-async def latencies(url: str, n: int) -> list[float]:
-    return [await typed_turn_ms(url) for _ in range(n)]
+async def latencies(url: str, question: dict, engine_name: str, n: int) -> list[float]:
+    return [await asked_turn_ms(url, question, engine_name) for _ in range(n)]
 
 
 @pytest.mark.reliability_slow
-def test_listener_that_stops_reading(make_server):
+def test_listener_that_stops_reading(make_server, engine, question_24k):
     server = make_server(max_queued_audio=QUEUED_AUDIO, max_queued_events=QUEUED_EVENTS,
                          output_lead_ms=60_000)  # no pacing: answers pile up at once
+    question = question_event(engine, question_24k)
 
     async def run():
-        baseline = await latencies(server.url, 3)
+        baseline = await latencies(server.url, question, engine.name, 3)
         slow = await websockets.connect(server.url, sock=tiny_socket(server.url), max_queue=1)
         queued, rss = [], []
         for _ in range(6):  # six answers asked for, none read
-            await slow.send(json.dumps(QUESTION))
+            await slow.send(json.dumps(question))
             await slow.send(json.dumps({"type": "response.create"}))
             await asyncio.sleep(1.5)
             m = metrics(server.http)
             queued.append(m["voxloop_queued_events"])
             rss.append(m["process_resident_memory_bytes"])
-        during = await latencies(server.url, 3)
+        during = await latencies(server.url, question, engine.name, 3)
         m = metrics(server.http)
         events, dropped_told = [], 0
         while True:  # read again: what was kept arrives, with word of what was dropped
@@ -115,6 +103,8 @@ def test_listener_that_stops_reading(make_server):
     assert done and all(d["response"]["status"] in ("completed", "cancelled") for d in done)
 
 
+# bad events only: no engine is ever asked anything, so one engine is enough
+@pytest.mark.parametrize("engine_name", ["cascade"])
 def test_flooding_client_that_never_reads_is_closed_with_a_reason(make_server):
     server = make_server(max_queued_events=QUEUED_EVENTS, close_timeout_s=30)
 

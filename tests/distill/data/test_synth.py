@@ -15,42 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from voxloop.distill.data.dataset import (
-    SPLITS,
-    iter_examples,
-    load_manifest,
-    read_shard,
-    shard_path,
-)
+from tests.distill.data.helpers import TINY, cli_args, comparable
+from voxloop.distill.data.dataset import SPLITS, iter_examples, load_manifest
 from voxloop.distill.data.plan import SynthSettings, my_shards, parse_share, plan, shards
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
 from voxloop.errors import VoxloopError
-
-TINY = SynthSettings(
-    intents=("greeting", "capital"), user_voices=("flite:slt", "flite:kal16", "flite:awb"),
-    fills_per_template=1, voices_per_prompt=1, heldout_phrasing_voices=1,
-    heldout_voice_prompts=1, valid_fraction=0.2, examples_per_shard=2, threads=1)
-VOLATILE_META = ("timing_ms", "answer_cached")  # differ between runs by nature
-
-
-def cli_args(settings: SynthSettings) -> list[str]:
-    """The command line that gives ``settings``."""
-    args = []
-    for f in fields(settings):
-        value, flag = getattr(settings, f.name), "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, tuple):
-            args += [flag, *value] if value else []
-        elif value != "":
-            args += [flag, str(value)]
-    return args
 
 
 def synth(settings: SynthSettings) -> Path:
@@ -62,18 +37,6 @@ def synth(settings: SynthSettings) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     return synth(replace(TINY, out=str(tmp_path_factory.mktemp("ref") / "ds")))
-
-
-def comparable(folder: Path, name: str) -> tuple[list[dict], dict]:
-    examples, codec = read_shard(shard_path(folder, name))
-    rows = []
-    for ex in examples:
-        row = {k: v for k, v in asdict(ex).items() if not isinstance(v, np.ndarray)}
-        row["meta"] = {k: v for k, v in ex.meta.items() if k not in VOLATILE_META}
-        for key in ("user_codes", "answer_codes", "user_audio", "answer_audio"):
-            row[key] = getattr(ex, key).tobytes()
-        rows.append(row)
-    return rows, codec
 
 
 def test_tiny_run_round_trips(reference):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.realtime.conftest import ServerThread, connect, silence, speech_24k, stream_realtime
+from tests.helpers.server import ServerThread, connect, silence, speech_24k, stream_realtime
 
 pytestmark = pytest.mark.slow
 
