@@ -6,7 +6,7 @@ import argparse
 import os
 
 from voxloop.codecs.config import CodecConfig, CodecTrainSettings
-from voxloop.models import DEFAULT_CODEC
+from voxloop.models import DEFAULT_CODEC, DEFAULT_SEMANTIC
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
 
 CODEC_HELP = "Neural audio codec: encode, decode, train."
@@ -35,6 +35,14 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
     p.set_defaults(run=run_decode)
 
+    p = add_command(group, "semantic", "Turn a wav file into semantic tokens (npz): Whisper "
+                    "tiny.en's encoder + one codebook, at the student's frame rate.",
+                    "voxloop codec semantic question.wav question-semantic.npz")
+    p.add_argument("wav")
+    p.add_argument("npz")
+    p.add_argument("--model", default=DEFAULT_SEMANTIC, help="semantic tokenizer name or folder")
+    p.set_defaults(run=run_semantic)
+
     p = add_command(group, "train", "Train the compact codec on a corpus (resumes from OUT).",
              "voxloop codec train --corpus data/codec-corpus --out runs/codec --steps 9000")
     add_settings(p, CodecTrainSettings)
@@ -56,6 +64,14 @@ def run_decode(args: argparse.Namespace) -> int:
 
     seconds = decode_file(args.npz, args.wav, args.codec)
     print(f"wrote {args.wav}: {seconds:.2f} s")
+    return 0
+
+
+def run_semantic(args: argparse.Namespace) -> int:
+    from voxloop.codecs.semantic_tokens import semantic_file
+
+    info = semantic_file(args.wav, args.npz, args.model)
+    print(f"wrote {args.npz}: {info}")
     return 0
 
 

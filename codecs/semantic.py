@@ -1,0 +1,266 @@
+"""Semantic tokens: Whisper tiny.en's frozen encoder -> pooling -> one VQ codebook.
+
+Supervised semantic tokens, as GLM-4-Voice and CosyVoice's S3 tokenizer make them: the
+ASR teacher's own encoder (block-causal, see ``semantic_stream``) hears 16 kHz audio at
+50 Hz; a small pooler brings it to the student's frame rate (25 or 12.5 Hz); one EMA
+k-means codebook (encodec's ``VectorQuantization``) turns each frame into a token. The
+pooler and codebook are trained with a CTC loss on the words (``semantic_train``) through
+a small head that only training uses.
+
+``SemanticTokenizer``: ``encode(wav [B, T]) -> tokens [B, F]``; ``init_state(B)``,
+``step(state, wav [B, T]) -> tokens [B, f]`` and ``flush(state)`` for a stream, whose
+tokens concatenate to ``encode``'s and never change once out; ``codebook_vectors()``
+``[N, D]`` for the student's input embedding. Saved as a folder (``config.json`` and a
+float16 ``model.safetensors`` of the trained parts only: never Whisper's weights).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from encodec.quantization.core_vq import VectorQuantization
+from torch import Tensor, nn
+
+from voxloop.codecs.semantic_stream import BlockEncoder, EncoderStreamState
+from voxloop.codecs.whisper_encoder import WhisperEncoder, load_whisper_encoder
+from voxloop.errors import VoxloopError
+from voxloop.models import BUNDLED_WHISPER_SHA256
+
+ENCODER_RATE_HZ = 50.0
+SEMANTIC_KIND = "whisper-tiny-en-vq"
+CTC_VOCAB = " abcdefghijklmnopqrstuvwxyz'"  # index 0 is CTC's blank, so char i is i + 1
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """Architecture of the semantic tokenizer; saved as its config.json."""
+
+    frame_rate_hz: float = field(default=25.0, metadata={
+        "help": "token rate (the student's frame rate)", "choices": (25.0, 12.5)})
+    block_ms: int = field(default=1000, metadata={
+        "help": "block of block-causal attention (tokens come out block by block); "
+                "a divisor of 30 s in 20 ms frames"})
+    pooling: str = field(default="conv", metadata={
+        "help": "50 Hz -> frame rate: mean of the frames or a strided linear layer (conv)",
+        "choices": ("mean", "conv")})
+    hidden_dim: int = field(default=512, metadata={"help": "pooler MLP width"})
+    code_dim: int = field(default=256, metadata={"help": "codebook vector size"})
+    codebook_size: int = field(default=1024, metadata={"help": "tokens (one codebook)"})
+    vq_decay: float = field(default=0.99, metadata={"help": "codebook EMA decay"})
+    dead_code_threshold: float = field(default=0.05, metadata={
+        "help": "restart a code whose EMA count per batch falls below this"})
+    commitment_weight: float = field(default=0.25, metadata={"help": "VQ commitment loss"})
+    head_dim: int = field(default=256, metadata={"help": "CTC head width (training only)"})
+    ctc_rate_hz: float = field(default=50.0, metadata={
+        "help": "CTC output rate: each token predicts ctc_rate / frame_rate characters"})
+    whisper_sha256: str = field(default=BUNDLED_WHISPER_SHA256, metadata={"cli": False})
+    kind: str = field(default=SEMANTIC_KIND, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        if ENCODER_RATE_HZ / self.frame_rate_hz not in (2.0, 4.0):
+            raise ValueError("frame_rate_hz must be 25 or 12.5 (50 Hz pooled by 2 or 4)")
+        if self.block_ms % 20 or 1500 % (self.block_ms // 20):
+            raise ValueError("block_ms must be a multiple of 20 ms dividing 30 s (500, 1000)")
+        if (self.ctc_rate_hz / self.frame_rate_hz) % 1:
+            raise ValueError("ctc_rate_hz must be a multiple of frame_rate_hz")
+
+    @property
+    def pool_frames(self) -> int:
+        return round(ENCODER_RATE_HZ / self.frame_rate_hz)
+
+    @property
+    def block_frames(self) -> int:
+        return self.block_ms // 20
+
+    @property
+    def ctc_per_token(self) -> int:
+        return round(self.ctc_rate_hz / self.frame_rate_hz)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> SemanticConfig:
+        return cls(**data)
+
+
+class SemanticBottleneck(nn.Module):
+    """The trained part: pooler + VQ (+ the CTC head). Encoder features ``[B, E, 384]``."""
+
+    def __init__(self, config: SemanticConfig, width: int = 384) -> None:
+        super().__init__()
+        self.config = config
+        pooled = width * (config.pool_frames if config.pooling == "conv" else 1)
+        self.pool = nn.Sequential(nn.Linear(pooled, config.hidden_dim), nn.GELU(),
+                                  nn.Linear(config.hidden_dim, config.code_dim))
+        self.vq = VectorQuantization(
+            config.code_dim, config.codebook_size, decay=config.vq_decay, kmeans_init=True,
+            kmeans_iters=20, threshold_ema_dead_code=config.dead_code_threshold,
+            commitment_weight=config.commitment_weight)
+        self.head = nn.Sequential(
+            nn.Conv1d(config.code_dim, config.head_dim, 3, padding=1), nn.GELU(),
+            nn.Conv1d(config.head_dim, config.head_dim, 3, padding=1), nn.GELU(),
+            nn.Conv1d(config.head_dim, config.ctc_per_token * (len(CTC_VOCAB) + 1), 1))
+
+    def pooled(self, features: Tensor) -> Tensor:
+        """``[B, E, 384]`` (E a multiple of pool_frames) -> ``[B, E / pool_frames, D]``."""
+        batch, frames, width = features.shape
+        groups = features.reshape(batch, frames // self.config.pool_frames, -1, width)
+        x = groups.flatten(2) if self.config.pooling == "conv" else groups.mean(2)
+        return self.pool(x)
+
+    def quantize(self, pooled: Tensor) -> Tensor:
+        """``[B, F, D]`` -> tokens ``[B, F]`` (int64): the nearest code."""
+        embed = self.vq._codebook.embed  # [N, D]
+        flat = pooled.reshape(-1, pooled.shape[-1])
+        # argmin |x - e|^2 = argmax x.e - |e|^2 / 2, one fused multiply-add
+        score = torch.addmm(-0.5 * embed.square().sum(1)[None], flat, embed.t())
+        return score.argmax(dim=-1).view(pooled.shape[:-1])
+
+    def ctc_logits(self, quantized: Tensor) -> Tensor:
+        """``[B, F, D]`` -> ``[B, F * ctc_per_token, 1 + len(CTC_VOCAB)]``."""
+        logits = self.head(quantized.transpose(1, 2))  # [B, r * C, F]
+        batch, _, frames = logits.shape
+        return logits.view(batch, self.config.ctc_per_token, -1, frames).permute(0, 3, 1, 2) \
+            .reshape(batch, frames * self.config.ctc_per_token, -1)
+
+
+def pad_to_pool(features: Tensor, pool_frames: int) -> Tensor:
+    """``[B, E, D]`` -> ``[B, ceil(E / p) * p, D]``: the last frame repeated."""
+    extra = -features.shape[1] % pool_frames
+    if not extra:
+        return features
+    return torch.cat([features, features[:, -1:].expand(-1, extra, -1)], dim=1)
+
+
+@dataclass
+class SemanticStreamState:
+    encoder: EncoderStreamState
+    pending: Tensor  # [B, n, 384] encoder frames not yet pooled into a token
+
+
+class SemanticTokenizer:
+    """Frozen Whisper encoder (block-causal) + the trained bottleneck; see the module doc."""
+
+    def __init__(self, encoder: WhisperEncoder, bottleneck: SemanticBottleneck,
+                 name: str = "semantic") -> None:
+        self.config, self.name = bottleneck.config, name
+        self.bottleneck = bottleneck.eval()
+        self.blocks = BlockEncoder(encoder, self.config.block_frames)
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return self.config.frame_rate_hz
+
+    @property
+    def cardinality(self) -> int:
+        return self.config.codebook_size
+
+    def codebook_vectors(self) -> Tensor:
+        """``[N, D]``: the codebook itself (training updates it in place; detach to copy)."""
+        return self.bottleneck.vq._codebook.embed
+
+    def init_state(self, batch_size: int) -> SemanticStreamState:
+        return SemanticStreamState(self.blocks.init_state(batch_size),
+                                   torch.zeros(batch_size, 0, self.blocks.encoder.width))
+
+    @torch.no_grad()
+    def step(self, state: SemanticStreamState, wav: Tensor) -> Tensor:
+        """``wav [B, T]`` (16 kHz) -> the tokens ``[B, f]`` it completes."""
+        return self._pool_blocks(state, self.blocks.step_blocks(state.encoder, wav), end=False)
+
+    @torch.no_grad()
+    def flush(self, state: SemanticStreamState) -> Tensor:
+        """End of the stream: the last tokens ``[B, f]`` (a partial pool repeats its frame)."""
+        return self._pool_blocks(state, self.blocks.flush_blocks(state.encoder), end=True)
+
+    def _pool_blocks(self, state: SemanticStreamState, blocks: list[Tensor],
+                     end: bool) -> Tensor:
+        """Tokens block by block, so chunking cannot change the shapes the math runs on."""
+        tokens = [torch.zeros(state.pending.shape[0], 0, dtype=torch.long)]
+        for i, block in enumerate(blocks):
+            pending = torch.cat([state.pending, block], dim=1)
+            if end and i == len(blocks) - 1:
+                pending = pad_to_pool(pending, self.config.pool_frames)
+            ready = pending.shape[1] - pending.shape[1] % self.config.pool_frames
+            state.pending = pending[:, ready:]
+            if ready:
+                tokens.append(self._tokens(pending[:, :ready]))
+        return torch.cat(tokens, dim=1)
+
+    def encode(self, wav: Tensor) -> Tensor:
+        """``wav [B, T]`` (16 kHz) -> tokens ``[B, F]``, F = ceil(ceil((T // 160) / 2) / p)."""
+        state = self.init_state(wav.shape[0])
+        return torch.cat([self.step(state, wav), self.flush(state)], dim=1)
+
+    def features(self, wav: Tensor) -> Tensor:
+        """``wav [B, T]`` -> block-causal encoder features ``[B, E, 384]`` (what training
+        caches: the bottleneck turns them into the same tokens as ``encode``)."""
+        state = self.blocks.init_state(wav.shape[0])
+        return torch.cat([self.blocks.step(state, wav), self.blocks.flush(state)], dim=1)
+
+    def _tokens(self, features: Tensor) -> Tensor:
+        return self.bottleneck.quantize(self.bottleneck.pooled(features))
+
+
+def check_whisper(config: SemanticConfig) -> None:
+    if config.whisper_sha256 != BUNDLED_WHISPER_SHA256:
+        raise VoxloopError(f"this semantic tokenizer was trained on a Whisper encoder with "
+                           f"sha256 {config.whisper_sha256}; voxloop bundles "
+                           f"{BUNDLED_WHISPER_SHA256} (tiny.en) only")
+
+
+def new_tokenizer(config: SemanticConfig, encoder: WhisperEncoder | None = None,
+                  name: str = "semantic") -> SemanticTokenizer:
+    """A tokenizer with an untrained bottleneck (the pinned tiny.en encoder by default)."""
+    check_whisper(config)
+    encoder = encoder or load_whisper_encoder()
+    return SemanticTokenizer(encoder, SemanticBottleneck(config, encoder.width), name)
+
+
+def save_semantic(bottleneck: SemanticBottleneck, folder: str | Path,
+                  card: str | None = None) -> Path:
+    """Write config.json and a float16 model.safetensors of the bottleneck into ``folder``."""
+    from safetensors.torch import save_file
+
+    from voxloop.training import atomic_write
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().to(torch.float16 if v.is_floating_point() else v.dtype)
+             .contiguous() for k, v in bottleneck.state_dict().items()}
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(
+        state, str(tmp), metadata={"format": "pt", "kind": bottleneck.config.kind}))
+    config = json.dumps(bottleneck.config.to_json(), indent=2) + "\n"
+    atomic_write(folder / "config.json", lambda tmp: tmp.write_text(config))
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def load_semantic(folder: str | Path, encoder: WhisperEncoder | None = None
+                  ) -> SemanticTokenizer:
+    """Load a folder written by ``save_semantic`` (weights back to float32)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise VoxloopError(f"{folder} is not a semantic tokenizer folder: it needs config.json "
+                           "and model.safetensors (train one with semantic_train)")
+    data = json.loads(config_path.read_text())
+    if data.get("kind") != SEMANTIC_KIND:
+        raise VoxloopError(f"{folder} holds a {data.get('kind', 'model')!r}, not a semantic "
+                           f"tokenizer ({SEMANTIC_KIND})")
+    try:
+        config = SemanticConfig.from_json(data)
+    except (TypeError, ValueError) as exc:
+        raise VoxloopError(f"{config_path} is not a semantic tokenizer config: {exc}") from exc
+    bottleneck = SemanticBottleneck(config)
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in load_file(str(weights_path)).items()}
+    bottleneck.load_state_dict(state)
+    check_whisper(config)
+    return SemanticTokenizer(encoder or load_whisper_encoder(), bottleneck, name=folder.name)
