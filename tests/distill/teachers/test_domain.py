@@ -86,7 +86,7 @@ def test_all_fills_cover_the_slot_ranges():
     ("what is 20 degrees celsius in fahrenheit", "Twenty degrees Celsius is sixty eight degrees "
                                                   "Fahrenheit."),
     ("how many minutes is 1 hour", "One hour is sixty minutes."),
-    ("convert 50 degrees f to degrees c", "Fifty degrees Fahrenheit is ten degrees Celsius."),
+    ("convert 50 degrees f to degrees c", "Fifty degrees Fahrenheit is about ten degrees Celsius."),
     ("what day comes after sunday", "After Sunday comes Monday."),
     ("if today is friday what day is tomorrow", "After Friday comes Saturday."),
     ("tuesday is followed by which day", "After Tuesday comes Wednesday."),
