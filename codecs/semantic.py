@@ -258,9 +258,10 @@ def load_semantic(folder: str | Path, encoder: WhisperEncoder | None = None
         config = SemanticConfig.from_json(data)
     except (TypeError, ValueError) as exc:
         raise VoxloopError(f"{config_path} is not a semantic tokenizer config: {exc}") from exc
-    bottleneck = SemanticBottleneck(config)
+    check_whisper(config)
+    encoder = encoder or load_whisper_encoder()
+    bottleneck = SemanticBottleneck(config, encoder.width)
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in load_file(str(weights_path)).items()}
     bottleneck.load_state_dict(state)
-    check_whisper(config)
-    return SemanticTokenizer(encoder or load_whisper_encoder(), bottleneck, name=folder.name)
+    return SemanticTokenizer(encoder, bottleneck, name=folder.name)

@@ -156,6 +156,7 @@ def batch_forward(bottleneck: SemanticBottleneck, features: list[Tensor],
 def evaluate(bottleneck: SemanticBottleneck, features: list[Tensor], texts: list[str],
              batch_size: int) -> dict[str, float]:
     """Held-out CTC loss, greedy character error rate and codebook use."""
+    was_training = bottleneck.training
     bottleneck.eval()
     losses, edits, chars, counts = [], 0, 0, torch.zeros(bottleneck.config.codebook_size)
     for start in range(0, len(features), batch_size):
@@ -167,7 +168,7 @@ def evaluate(bottleneck: SemanticBottleneck, features: list[Tensor], texts: list
             edits += edit_distance(ref, greedy_ctc(log_probs[b], int(lengths[b])))
             chars += len(ref)
         counts += torch.bincount(tokens, minlength=len(counts)).float()
-    bottleneck.train()
+    bottleneck.train(was_training)
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum().item()
     return {"val_ctc": sum(losses) / max(1, len(features)), "val_cer": edits / max(1, chars),
