@@ -44,64 +44,109 @@ class MicBlock:
 
 
 class _ClockFollower:
-    """A stream position in samples that advances by what passes and follows the
-    PortAudio clock's reading of it only when the last few readings agree.
+    """A stream position in samples that advances by the samples that pass and moves
+    only where the stream broke, by as much as the PortAudio clock says it stepped.
 
-    The readings jitter by 10-20 ms block to block (more when callbacks run late on
-    a busy machine) and one in a while is 50 ms off; moving the reference on each of
-    them gave the echo canceller a new echo path every few hundred ms. A real step
-    (an underrun's silence, dropped input) persists, so the median of the last
-    ``votes`` readings sees it within a few blocks and a lone outlier never moves it.
+    Between xruns a stream is sample-exact: the speaker plays, and the mic records,
+    24000 samples a second. PortAudio's readings of it are not: on a busy machine
+    they wandered by 5 ms/s for seconds (the input and output ones in opposite
+    directions), jittered, and one in a few hundred was 50 ms off, while the real
+    echo delay stayed put. Following the readings moved the reference every few
+    seconds and AEC3 lost the echo each time. So the readings only calibrate the
+    start (the median of the first ``window``) and measure a break: an xrun PortAudio
+    reports, or readings far (``big``) from where they have been lately. The step is
+    where the readings settle afterwards (three in a row within ``steady``) minus
+    where they were just before, so the wander up to then does not count. Readings
+    that wander past ``drift`` (their median over ``window``) move it too: devices on
+    two crystals do drift apart.
     """
 
-    def __init__(self, resync_samples: int, votes: int = 5) -> None:
+    def __init__(self, rate_hz: int, big_ms: int = 20, drift_ms: int = 40,
+                 steady_ms: float = 2.0, window: int = 25) -> None:
         self.position: int | None = None
         self.jumps = 0
-        self._resync = resync_samples
-        self._errors: deque[int] = deque(maxlen=votes)
+        self._big, self._drift = big_ms * rate_hz // 1000, drift_ms * rate_hz // 1000
+        self._steady = steady_ms * rate_hz / 1000
+        self._offsets: deque[int] = deque(maxlen=window)  # reading - position, unbroken
+        self._calibrated = False
+        self._after: list[int] | None = None  # readings since a break, while measuring it
+        self._reported = False  # the break being measured was reported by PortAudio
 
-    def follow(self, reading: int) -> bool:
-        """Compare the clock's reading of ``position`` with it (and move it if the
-        clock has said so for long enough); True when this reading disagrees."""
+    def follow(self, reading: int, broke: bool = False) -> bool:
+        """Compare the clock's reading of ``position`` with it and move it if the
+        stream broke; True while a break is being measured (the position is unsure)."""
         if self.position is None:
             self.position = reading
-            return False
-        error = reading - self.position
-        self._errors.append(error)
-        shift = int(np.median(self._errors))
-        if len(self._errors) > self._errors.maxlen // 2 and abs(shift) > self._resync:
-            self.position += shift
+            return True
+        offset = reading - self.position
+        if not self._calibrated:
+            self._offsets.append(offset)
+            if len(self._offsets) == self._offsets.maxlen:
+                self._calibrated = True
+                self._move(self._baseline())
+            return not self._calibrated
+        if broke or self._after is not None or abs(offset - self._recent()) > self._big:
+            return self._measure(offset, broke)
+        self._offsets.append(offset)
+        if abs(self._baseline()) > self._drift:
+            self._move(self._baseline(), jump=True)
+        return False
+
+    def _baseline(self) -> int:
+        return int(np.median(self._offsets)) if self._offsets else 0
+
+    def _recent(self) -> int:
+        """Where the readings have been lately (the last five: wander moves it, two
+        outliers do not)."""
+        return int(np.median(list(self._offsets)[-5:]))
+
+    def _measure(self, offset: int, broke: bool) -> bool:
+        if self._after is None or broke:
+            self._after, self._reported = [], broke or self._reported
+        self._after.append(offset)
+        last = self._after[-3:]
+        if len(last) < 3 or (max(last) - min(last) > self._steady and len(self._after) < 12):
+            return True
+        step = int(np.median(last)) - self._recent()
+        if abs(step) > self._big or (self._reported and abs(step) > self._steady):
+            self.position += step  # the readings go on from their baseline
             self.jumps += 1
-            self._errors = deque((e - shift for e in self._errors), maxlen=self._errors.maxlen)
-        return abs(reading - self.position) > self._resync
+        self._after, self._reported = None, False  # else a lone outlier: nothing moved
+        return False
+
+    def _move(self, step: int, jump: bool = False) -> None:
+        """Move to where the readings' baseline is (it becomes 0)."""
+        self.position += step
+        self.jumps += jump
+        self._offsets = deque((o - step for o in self._offsets), maxlen=self._offsets.maxlen)
 
 
 class PlayedTimeline:
     """What the speaker played and when, so the mic can be matched with it.
 
     One time axis in samples (0 = when the first played block is heard). The output
-    callback ``put``s every block (silence too) at the place its PortAudio clock says
-    it is heard, so an underrun leaves the silence the speaker really played (a ring
-    of samples in play order put the audio after the underrun too early and the
-    echo path seemed to change at each one). ``take`` returns what was being heard
-    while a mic block was captured. Both sides advance sample by sample and follow
-    the clocks through :class:`_ClockFollower`, so jitter never shifts the reference.
+    callback ``put``s every block (silence too) where it is heard, so an underrun
+    leaves the silence the speaker really played (a ring of samples in play order
+    put the audio after each underrun too early: a new echo path for the canceller
+    every time). ``take`` returns what was being heard while a mic block was
+    captured. Both sides count samples and go by PortAudio's clock only through a
+    :class:`_ClockFollower`: its jitter and wander never move the reference.
 
-    ``take`` also says whether the echo canceller can trust the reference: not while
-    the clocks disagree, not for ``settle_ms`` after the reference moved (the
-    canceller re-learns the echo path), not where the speaker side has not written
-    yet (the output callback is late).
+    ``take`` also says whether the echo canceller can trust the reference: not
+    before the clocks are calibrated, not while a break is being measured, not for
+    ``settle_ms`` after the reference moved (the canceller re-learns the echo path),
+    not where the speaker side has not written yet (the output callback is late).
     """
 
-    def __init__(self, keep_ms: int = 2000, resync_ms: int = 20, settle_ms: int = 500,
+    def __init__(self, keep_ms: int = 2000, settle_ms: int = 500,
                  rate_hz: int = WIRE_RATE_HZ) -> None:
         self.rate_hz = rate_hz
         self._ring = np.zeros(keep_ms * rate_hz // 1000, np.float32)
         self._origin_s: float | None = None  # perf_counter time of sample 0
         self._end = 0  # the speaker side has written up to here
         self._trusted = 0  # and up to here while its clock agreed
-        self._write = _ClockFollower(resync_ms * rate_hz // 1000)
-        self._read = _ClockFollower(resync_ms * rate_hz // 1000)
+        self._write = _ClockFollower(rate_hz)
+        self._read = _ClockFollower(rate_hz)
         self._settle = settle_ms * rate_hz // 1000
         self._moved_at: int | None = None  # where the reference last moved
         self.unaligned_blocks = 0
@@ -114,12 +159,12 @@ class PlayedTimeline:
     def _at(self, t_s: float) -> int:
         return round((t_s - self._origin_s) * self.rate_hz)
 
-    def put(self, samples: np.ndarray, heard_s: float) -> None:
+    def put(self, samples: np.ndarray, heard_s: float, underrun: bool = False) -> None:
         with self._lock:
             if self._origin_s is None:
                 self._origin_s = heard_s
             jumps = self._write.jumps
-            disagrees = self._write.follow(self._at(heard_s))
+            unsure = self._write.follow(self._at(heard_s), underrun)
             start = self._write.position
             if self._write.jumps != jumps:
                 # the blocks put since the clock began to disagree went in at the old
@@ -130,7 +175,7 @@ class PlayedTimeline:
                 self._moved_at = start - len(doubtful)
             self._store(start, samples)
             self._end = self._write.position = start + len(samples)
-            if not disagrees:
+            if not unsure:
                 self._trusted = self._end
 
     def _store(self, start: int, samples: np.ndarray) -> None:
@@ -147,15 +192,17 @@ class PlayedTimeline:
     def _load(self, first: int, last: int) -> np.ndarray:
         return self._ring[np.arange(first, last) % len(self._ring)]
 
-    def take(self, n_samples: int, captured_s: float) -> tuple[np.ndarray, bool]:
+    def take(self, n_samples: int, captured_s: float,
+             overflow: bool = False) -> tuple[np.ndarray, bool]:
         """What the speaker played while the mic captured ``n_samples`` from
-        ``captured_s`` on, and whether that can be trusted as the echo's reference."""
+        ``captured_s`` on, and whether that can be trusted as the echo's reference
+        (``overflow``: PortAudio lost input before this block)."""
         out = np.zeros(n_samples, np.float32)
         with self._lock:
             if self._origin_s is None:
                 return out, True  # nothing played yet: nothing to echo
             jumps = self._read.jumps
-            disagrees = self._read.follow(self._at(captured_s))
+            unsure = self._read.follow(self._at(captured_s), overflow)
             start = self._read.position
             if self._read.jumps != jumps:
                 self._moved_at = start
@@ -165,7 +212,7 @@ class PlayedTimeline:
             if last > first:
                 out[first - start:last - start] = self._load(first, last)
             settled = self._moved_at is None or start >= self._moved_at + self._settle
-            aligned = not disagrees and settled and start + n_samples <= self._trusted
+            aligned = not unsure and settled and start + n_samples <= self._trusted
             self.unaligned_blocks += not aligned
         return out, aligned
 
@@ -213,7 +260,7 @@ class AudioIO:
         heard_s = time.perf_counter() + ahead_s
         block = self.jitter.pull(frames, heard_s)
         outdata[:, 0] = block
-        self.reference.put(block, heard_s)
+        self.reference.put(block, heard_s, bool(status and status.output_underflow))
 
     def _record(self, indata, frames, time_info, status) -> None:
         if status:
@@ -221,7 +268,8 @@ class AudioIO:
         ago_s = _clock_offset(time_info.currentTime, time_info.inputBufferAdcTime,
                               self._streams[1].latency if len(self._streams) > 1 else 0.0)
         captured_s = time.perf_counter() - ago_s
-        far, aligned = self.reference.take(frames, captured_s)
+        far, aligned = self.reference.take(frames, captured_s,
+                                           bool(status and status.input_overflow))
         self.on_mic(MicBlock(indata[:, 0].copy(), far, captured_s, aligned))
 
 

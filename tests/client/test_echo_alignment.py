@@ -49,13 +49,15 @@ def _run_late(due: int) -> int:
     return due
 
 
-def _reading_s(true_samples: int, rng) -> float:
-    """A PortAudio timestamp as PulseAudio's gave them in the live tests: mostly within
-    0.3 ms, and one in 20 off by 5 to 50 ms."""
-    error_s = rng.normal(0, 0.0003)
+def _reading_s(true_samples: int, side: float, rng) -> float:
+    """A PortAudio timestamp as PulseAudio's were on a busy machine: wandering by up to
+    8 ms (12 ms/s at most, the input and output ones apart), within 0.3 ms of that
+    mostly, and one in 20 off by 5 to 50 ms."""
+    t_s = true_samples / RATE_HZ
+    error_s = 0.008 * np.sin(2 * np.pi * t_s / 4 + side) + rng.normal(0, 0.0003)
     if rng.random() < 1 / 20:
         error_s += rng.choice([-1, 1]) * rng.uniform(0.005, 0.05)
-    return 10.0 + true_samples / RATE_HZ + error_s
+    return 10.0 + t_s + error_s
 
 
 @dataclass
@@ -74,27 +76,28 @@ def simulate(answer: np.ndarray, seconds: float = 5.0, seed: int = 0) -> Run:
     total = int(seconds * RATE_HZ)
     played = np.zeros(total, np.float32)
     played[RATE_HZ // 2:RATE_HZ // 2 + len(answer)] = answer[:total - RATE_HZ // 2]
-    events = []  # (when it runs, kind, index, true time of its first sample)
+    events = []  # (when it runs, kind, index, true time of its first sample, xrun)
     heard = OUT_LATENCY
     for b in range(total // BLOCK):
         runs = _run_late(heard - OUT_LATENCY)
-        if runs > heard:  # the queue ran dry: the speaker played silence meanwhile
+        underrun = runs > heard  # the queue ran dry: the speaker played silence meanwhile
+        if underrun:
             heard = runs + OUT_LATENCY
-        events.append((runs, 0, b, heard))
+        events.append((runs, 0, b, heard, underrun))
         heard += BLOCK
     for j in range(total // BLOCK - 20):
         captured = j * BLOCK
-        events.append((_run_late(captured + BLOCK + 120), 1, j, captured))
+        events.append((_run_late(captured + BLOCK + 120), 1, j, captured, False))
     truth = np.zeros(heard + BLOCK, np.float32)
     timeline, run = PlayedTimeline(), Run(truth, [], [], [], None)
     run.timeline = timeline
-    for _, kind, index, at in sorted(events):
+    for _, kind, index, at, underrun in sorted(events):
         if kind == 0:
             block = played[index * BLOCK:(index + 1) * BLOCK]
             truth[at:at + BLOCK] = block
-            timeline.put(block, _reading_s(at, rng))
+            timeline.put(block, _reading_s(at, 0.0, rng), underrun)
         else:
-            far, aligned = timeline.take(BLOCK, _reading_s(at, rng))
+            far, aligned = timeline.take(BLOCK, _reading_s(at, 2.0, rng))
             run.captured.append(at)
             run.far.append(far)
             run.aligned.append(aligned)
@@ -120,17 +123,21 @@ def test_the_reference_stays_on_what_the_speaker_played_under_late_callbacks():
             lag = _lag(far, run.truth, at, around, 2400 if not lags else 480)
             assert lag is not None, f"block at {at / RATE_HZ:.2f} s: a reference never played"
             lags.append(lag)
-    # one echo path for the canceller: neither the timestamps' jitter nor the bursts
-    # moved it, and the silence of the underruns is where the speaker was silent
+    # one echo path for the canceller: neither the timestamps' wander, jitter and
+    # outliers nor the bursts moved it, and the silence of the underruns is where the
+    # speaker was silent
     spread_ms = 1000 * (max(lags) - min(lags)) / RATE_HZ
-    assert len(lags) > 60 and spread_ms < 2, (spread_ms, sorted(set(lags)))
-    assert abs(1000 * lags[0] / RATE_HZ) < 2
+    assert len(lags) > 60 and spread_ms < 3, (spread_ms, sorted(set(lags)))
+    assert abs(1000 * lags[0] / RATE_HZ) < 10  # the clocks' wander when it calibrated
     assert run.timeline.resyncs == len(UNDERRUNS_S)
     distrusted = [at / RATE_HZ for at, aligned in zip(run.captured, run.aligned, strict=True)
                   if not aligned]
-    near_underruns = [t for t in distrusted if any(a - 0.1 < t < b + 0.6 for a, b in UNDERRUNS_S)]
-    assert near_underruns  # until the canceller has re-learned the echo path
-    assert len(distrusted) - len(near_underruns) < 0.1 * len(run.aligned)  # 50 ms-off readings
+    # before the clocks are calibrated (0.5 s, nothing plays yet), and around the
+    # underruns until the canceller has re-learned the echo path
+    expected = [t for t in distrusted
+                if t < 0.6 or any(a - 0.1 < t < b + 0.6 for a, b in UNDERRUNS_S)]
+    assert len(expected) > 50
+    assert len(distrusted) - len(expected) < 0.1 * len(run.aligned)  # readings 50 ms off
 
 
 def test_a_late_output_callback_leaves_silence_in_the_reference():
@@ -138,17 +145,20 @@ def test_a_late_output_callback_leaves_silence_in_the_reference():
     reference; a block the speaker side has not reached yet is not trusted."""
     timeline = PlayedTimeline()
     tone = np.ones(BLOCK, np.float32)
-    for k in range(10):
+    for k in range(30):
         timeline.put(tone, 1.0 + 0.02 * k)
-    far, aligned = timeline.take(BLOCK, 1.18)
+    for j in range(30):  # up to 1.58 s: the output side has written it
+        far, aligned = timeline.take(BLOCK, 1.0 + 0.02 * j)
     assert aligned and far.all()
-    far, aligned = timeline.take(BLOCK, 1.20)  # not written yet: the output is late
+    far, aligned = timeline.take(BLOCK, 1.60)  # not written: the output callback is late
     assert not aligned and not far.any()
-    for k in range(4):  # the output comes back 100 ms later, after an underrun
-        timeline.put(2 * tone, 1.30 + 0.02 * k)
-    far, aligned = timeline.take(BLOCK, 1.22)
+    for k in range(4):  # it comes back 100 ms later, after an underrun PortAudio reports
+        timeline.put(2 * tone, 1.70 + 0.02 * k, underrun=k == 0)
+    far, aligned = timeline.take(BLOCK, 1.62)
     assert not far.any() and not aligned  # silence played; trusted again after settling
-    assert timeline.resyncs == 1
+    for j in range(4):
+        far, aligned = timeline.take(BLOCK, 1.64 + 0.02 * j)
+    assert (far == 2).all() and timeline.resyncs == 1
 
 
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
