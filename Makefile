@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: bootstrap demo test test-all test-reliability lint bench clean
+# pytest runs with CI=true unless the caller set CI (CI runners set it themselves; .ci/run
+# only calls `make test`): tests/conftest.py then loads Hypothesis's derandomized "ci"
+# profile, so a failing run fails again on rerun. `CI=false make test` explores at random.
+CI_ENV = CI=$${CI:-true}
+
+.PHONY: bootstrap demo test check test-all test-reliability lint bench clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -12,14 +17,23 @@ bootstrap:
 demo: bootstrap
 	@scripts/demo.sh
 
+# the full suite (all but the long reliability runs, which test-reliability adds)
 test: bootstrap
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -rfEs --durations=10
+	$(CI_ENV) $(PY) -m pytest -q -rfEs --durations=10
 
-# fuzzing, churn, slow clients, limits, SIGTERM, killed jobs (about 15 minutes on 2 cores;
+# before each commit: ruff and the fast tests (about 50 s of CPU: under a minute on 2 idle
+# cores). No `slow` test (those load real models: Whisper, TTS voices, the engines, the
+# bundled codec or student; or run a job or a property search) and no `reliability_slow`.
+check: bootstrap
+	$(VENV)/bin/ruff check .
+	$(CI_ENV) $(PY) -m pytest -q -rfEs -m "not slow and not reliability_slow" --durations=5
+
+# fuzzing, churn, slow clients, limits, SIGTERM, killed jobs, each server test on both
+# engines (about 15 minutes on 2 cores for the cascade alone, more with the native runs;
 # `make test` runs its fast part; pyproject's addopts deselect reliability_slow there)
 test-reliability: bootstrap
-	$(PY) -m pytest tests/reliability -m "" -q -s -rfEs --durations=20
+	$(CI_ENV) $(PY) -m pytest tests/reliability -m "" -q -s -rfEs --durations=20
 
 # voice-to-voice latency, native vs cascade, 1-8 sessions (about 10 minutes; out/bench-latency)
 bench: bootstrap

@@ -31,6 +31,7 @@ def test_every_subcommand_help_has_an_example(command):
     assert "example:" in out.stdout and f"voxloop {command}" in out.stdout
 
 
+@pytest.mark.slow
 def test_tts_then_asr_then_llm(tmp_path):
     wav = tmp_path / "q.wav"
     out = voxloop("tts", "--voice", "festival:slt-hts", "--text",
@@ -52,6 +53,7 @@ def test_list_voices():
     assert len(out.stdout.splitlines()) >= 10
 
 
+@pytest.mark.slow
 def test_demo_prints_four_lines_and_timings(tmp_path):
     wav = tmp_path / "answer.wav"
     out = voxloop("demo", "--question", "How many legs does a spider have?", "--out", str(wav))

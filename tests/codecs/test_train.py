@@ -11,6 +11,8 @@ from voxloop.codecs.io import load_codec_folder
 from voxloop.codecs.train import export_checkpoint, train
 from voxloop.errors import VoxloopError
 
+pytestmark = pytest.mark.slow  # codec training runs (and torchrun)
+
 TINY = CodecConfig(ratios=(4, 4, 2), n_filters=4, dimension=16, num_codebooks=2, cardinality=16)
 
 

@@ -72,6 +72,7 @@ def test_broken_model_file_is_a_clear_error(tmp_path):
         load_whisper_encoder(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_mel_matches_faster_whisper(speech):
     from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -85,6 +86,7 @@ def test_mel_matches_faster_whisper(speech):
     assert diff < MEL_MAX_ABS
 
 
+@pytest.mark.slow
 def test_encoder_matches_ctranslate2(speech, encoder, ct2_whisper):
     mel = whisper_log_mel(torch.from_numpy(speech)[None])  # [1, 80, M], no 30 s padding
     with torch.no_grad():
@@ -101,6 +103,7 @@ def test_encoder_matches_ctranslate2(speech, encoder, ct2_whisper):
     assert relative < ENCODER_RELATIVE
 
 
+@pytest.mark.slow
 def test_speed_on_one_thread(speech, encoder, ct2_whisper):
     """Prints the time for 3 s of audio; no assertion (the machine is shared)."""
     mel = whisper_log_mel(torch.from_numpy(np.resize(speech, 3 * MODEL_RATE_HZ))[None])

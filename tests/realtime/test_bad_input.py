@@ -13,6 +13,8 @@ import websockets
 
 from tests.helpers.server import append_event, connect, connect_manual, handshake, silence
 
+pytestmark = pytest.mark.slow  # a real server on the cascade engine
+
 BAD_EVENTS = [  # (raw text, expected error code)
     ("{not json", "invalid_json"),
     ("[1, 2, 3]", "invalid_event"),

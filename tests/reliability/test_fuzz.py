@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import websockets
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -36,6 +37,8 @@ from pydantic import ValidationError
 
 from tests.realtime.api_types import server_event_types
 from tests.reliability.helpers import answered, spoken_turn
+
+pytestmark = pytest.mark.slow  # real servers on both engines
 
 MIN_EVENTS = int(os.environ.get("FUZZ_EVENTS", "5000"))
 EVENTS_PER_BATCH = 50

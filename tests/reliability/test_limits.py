@@ -12,10 +12,13 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 import websockets
 
 from tests.helpers.server import append_event, connect, connect_manual, handshake, silence
 from tests.reliability.helpers import metrics
+
+pytestmark = pytest.mark.slow  # real servers on both engines
 
 KEY = "s3cret-key"
 

@@ -31,6 +31,8 @@ from tests.reliability.helpers import (
     wait_for_metric,
 )
 
+pytestmark = pytest.mark.slow  # real servers on the engines
+
 QUEUED_AUDIO = 20
 QUEUED_EVENTS = 200
 # an unknown event whose error echoes its 50 kB event_id: the socket buffers fill fast

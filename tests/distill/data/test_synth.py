@@ -39,6 +39,7 @@ def reference(tmp_path_factory) -> Path:
     return synth(replace(TINY, out=str(tmp_path_factory.mktemp("ref") / "ds")))
 
 
+@pytest.mark.slow
 def test_tiny_run_round_trips(reference):
     from voxloop.distill.data.synth import CodecRunner
 
@@ -71,6 +72,7 @@ def test_tiny_run_round_trips(reference):
         next(iter_examples(reference, "test"))
 
 
+@pytest.mark.slow
 def test_heldout_never_in_training(reference):
     by_split = {s: list(iter_examples(reference, s)) for s in SPLITS}
     assert all(by_split[s] for s in SPLITS), {s: len(v) for s, v in by_split.items()}
@@ -116,6 +118,7 @@ def test_share_from_torchrun_environment(monkeypatch):
         parse_share("2/2")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     folder = tmp_path / "ds"
     shutil.copytree(reference / "answers", folder / "answers")  # piper samples its prosody
@@ -139,6 +142,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     assert load_manifest(folder)["complete"]
 
 
+@pytest.mark.slow
 def test_recode_with_new_codec_weights(reference, tmp_path):
     from voxloop.codecs.config import CodecConfig
     from voxloop.codecs.io import save_codec
@@ -168,6 +172,7 @@ def test_recode_with_new_codec_weights(reference, tmp_path):
         (reference / "manifest.json").read_text())["plan_sha256"]
 
 
+@pytest.mark.slow
 def test_other_plan_in_same_folder_is_refused(reference, tmp_path):
     folder = tmp_path / "ds"
     shutil.copytree(reference, folder, ignore=shutil.ignore_patterns("*.npz"))
@@ -175,6 +180,7 @@ def test_other_plan_in_same_folder_is_refused(reference, tmp_path):
         synth(replace(TINY, out=str(folder), seed=1))
 
 
+@pytest.mark.slow
 def test_cli_lists_the_distill_group():
     out = subprocess.run([sys.executable, "-m", "voxloop", "distill", "--help"],
                          capture_output=True, text=True, timeout=60)

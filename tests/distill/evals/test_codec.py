@@ -18,6 +18,8 @@ from voxloop.distill.evals.codec import CodecEvalSettings, evaluate_codec, forma
 from voxloop.distill.teachers.tts import synthesize
 from voxloop.models import DEFAULT_CODEC, models_dir
 
+pytestmark = pytest.mark.slow  # the codec evaluation CLI and the bundled codec
+
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):

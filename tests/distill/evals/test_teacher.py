@@ -14,6 +14,8 @@ import pytest
 from voxloop.distill.evals.teacher import format_table, hear_all, sample_questions, score_by_voice
 from voxloop.distill.teachers.tts import available_voices
 
+pytestmark = pytest.mark.slow  # the real ASR and TTS on many voices
+
 STRICT_VOICES = ("piper:joe", "festival:slt-hts", "festival:kal", "flite:slt")
 INTENT_VOICES = ("piper:", "festival:", "flite:")
 NUM_QUESTIONS = 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_config, tiny_examples, tiny_packed
@@ -133,6 +134,7 @@ def test_save_load_roundtrip(tmp_path):
         assert torch.allclose(model(ids).audio, loaded(ids).audio, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_bundled_student_loads_and_streams_the_same_in_chunks():
     from pathlib import Path
 

@@ -21,6 +21,7 @@ def _settings(tmp_path, **changes) -> StudentTrainSettings:
     return StudentTrainSettings(**values)
 
 
+@pytest.mark.slow
 def test_tiny_student_overfits_and_generation_reproduces(tmp_path):
     examples = tiny_examples(4)
     data = tiny_packed(examples)
@@ -67,6 +68,7 @@ train(StudentTrainSettings(data="unused.npz", out=sys.argv[1], steps=4, batch_si
 """
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_on_cpu(tmp_path):
     import os
     import subprocess

@@ -15,11 +15,13 @@ from voxloop.models import verify_sha256
 TEXT = "How many legs does a spider have?"
 
 
+@pytest.mark.slow
 def test_whisper_transcribes_real_speech(whisper):
     samples, rate_hz = synthesize(TEXT, "festival:slt-hts")
     assert word_error_rate([TEXT], [whisper.transcribe(samples, rate_hz)]) <= 0.15
 
 
+@pytest.mark.slow
 def test_pocketsphinx_fallback_hears_most_words():
     samples, rate_hz = synthesize(TEXT, "flite:slt")
     text = load_asr(ASRSettings(backend="pocketsphinx")).transcribe(samples, rate_hz)
@@ -38,6 +40,7 @@ def test_bundled_model_passes_its_hash():
     assert (bundled_whisper_dir() / "model.bin").is_file()
 
 
+@pytest.mark.slow
 def test_model_by_path(tmp_path, whisper):
     folder = tmp_path / "my-whisper"
     shutil.copytree(bundled_whisper_dir(), folder)
@@ -56,6 +59,7 @@ def test_unknown_backend_is_refused():
         load_asr(ASRSettings(backend="nope"))
 
 
+@pytest.mark.slow
 def test_whisper_is_deterministic_on_hard_audio(whisper):
     """A short word through pitch shift and reverb made whisper's default temperature
     fallback sample, so a resumed dataset job could disagree with its first run."""

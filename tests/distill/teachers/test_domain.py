@@ -40,6 +40,7 @@ def test_phrasings_are_only_ever_appended():
     assert HELDOUT_TEMPLATE < 6
 
 
+@pytest.mark.slow
 def test_every_phrasing_with_every_fill_gets_its_answer(assistant):
     """Fixed intents: the intent's answer. Compositional templates: the same answer as
     the intent's first template with the same slots ("what is {a} plus {b}")."""
@@ -107,6 +108,7 @@ def test_out_of_domain_gets_the_polite_fallback(assistant, question):
     assert match.answer == load_domain()["fallback"]
 
 
+@pytest.mark.slow
 def test_answers_are_deterministic(assistant):
     from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 

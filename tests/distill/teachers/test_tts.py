@@ -19,6 +19,7 @@ def test_catalog_lists_every_installed_voice():
     assert [v.name for v in available_voices("assistant")] == [ASSISTANT_VOICE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("voice", sorted(v.name for v, ok, _ in list_voices() if ok))
 def test_every_voice_speaks(voice):
     samples, rate_hz = synthesize("The quick brown fox.", voice)
@@ -45,6 +46,7 @@ def test_variant_voices_add_speakers_and_keep_the_base_catalog():
     assert [u for u in users if "scotland" in u] == ["espeak:en-gb-scotland+m3"]
 
 
+@pytest.mark.slow
 def test_piper_variants_change_speed():
     slow, hz = synthesize("What is the capital of France?", "piper:joe@ls1.35")
     fast, _ = synthesize("What is the capital of France?", "piper:joe@ls0.85")
