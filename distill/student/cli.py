@@ -10,6 +10,7 @@ from voxloop.distill.student.config import (
     StudentConfig,
     StudentTrainSettings,
 )
+from voxloop.models import DEFAULT_SEMANTIC
 from voxloop.settings import add_command, add_settings, settings_from_args
 
 
@@ -31,6 +32,14 @@ def register(subparsers, groups: dict) -> None:
                    "train on the questions of this codec corpus's train split")
     p.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this student's "
                    "vocabularies (to fine-tune it with --init-from) instead of building new ones")
+    p.add_argument("--user-input", choices=("codes", "semantic"), default="codes",
+                   help="what the student hears: the dataset's codec codes, or semantic tokens "
+                   "of its 16 kHz user audio (a semantic student)")
+    p.add_argument("--semantic", metavar="TOKENIZER", default=None,
+                   help="with --user-input semantic: the tokenizer, a folder or bundled name "
+                   f"(default {DEFAULT_SEMANTIC})")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="clips tokenized at once (--user-input semantic)")
     p.set_defaults(run=run_pack)
 
     p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
@@ -49,19 +58,26 @@ def register(subparsers, groups: dict) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from voxloop.distill.student.pack import PackedData, pack_dataset
+    from voxloop.distill.student.pack import PackedData, dataset_progress, pack_dataset
 
     vocab = None
     if args.vocab_from:
         from voxloop.distill.student.model import load_student
 
         vocab = load_student(args.vocab_from)[1]
+    print(f"{args.dataset}: {dataset_progress(args.dataset)}")
     path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
-                        targets=args.targets, corpus=args.corpus)
+                        targets=args.targets, corpus=args.corpus, user_input=args.user_input,
+                        semantic=args.semantic, batch_size=args.batch_size, progress=True)
     data = PackedData.load(path)
     counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
+    heard = "codec codes"
+    if data.user_input == "semantic":
+        info = data.vocab["semantic"]
+        heard = f"semantic tokens of {info['name']} ({info['frame_rate_hz']:g} Hz)"
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {counts}, "
-          f"{len(data.vocab['text'])} answer words, {len(data.vocab['ctc'])} user words")
+          f"{len(data.vocab['text'])} answer words, {len(data.vocab['ctc'])} user words, "
+          f"user turns as {heard}")
     return 0
 
 

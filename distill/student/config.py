@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 CODEBOOK_SIZE = 1024
 TARGETS = ("teacher", "intended")  # what the student learns to answer (distill/targets.py)
+# How the student hears the user: the acoustic codec's codes as learned embeddings
+# ("codes") or as the codec's frozen codebook vectors ("latent"), or the semantic
+# tokenizer's tokens as its frozen codebook vectors ("semantic", one token per frame).
+USER_INPUTS = ("codes", "latent", "semantic")
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,32 @@ class StudentConfig:
         "help": "0: user frames enter as learned code embeddings; D: as the codec's own "
                 "frozen codebook vectors (dimension D) summed and projected, so sounds the "
                 "codec finds alike start close (generalizes far better on little data)"})
+    user_input: str = field(default="codes", metadata={
+        "choices": USER_INPUTS,
+        "help": "what the student hears: codec codes (learned embeddings, or 'latent' with "
+                "--student-user-latent-dim) or 'semantic' tokens (one per frame, the "
+                "tokenizer's frozen codebook vectors projected; set from the packed data)"})
+    user_vocab: int = field(default=CODEBOOK_SIZE, metadata={"cli": False})  # per codebook
+    user_frame_rate_hz: float = field(default=25.0, metadata={"cli": False})  # user part only
+
+    def __post_init__(self) -> None:
+        if self.user_input not in USER_INPUTS:
+            raise ValueError(f"user_input must be one of {USER_INPUTS}, not {self.user_input!r}")
+        if self.user_input == "codes" and self.user_latent_dim:  # configs made before
+            object.__setattr__(self, "user_input", "latent")  # user_input existed
+        if self.user_input == "latent" and not self.user_latent_dim:
+            raise ValueError("user_input 'latent' needs user_latent_dim (the codec's)")
+        if self.user_input == "semantic":
+            object.__setattr__(self, "k_in", 1)  # one token per user frame
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def channels(self) -> int:
+        """Input ids per position: the user's ``K_in`` codebooks or the answer's ``K_out``."""
+        return max(self.k_in, self.k_out)
 
     # One embedding table: [user codebooks | text | audio codebooks (+special) | null].
     @property
@@ -40,7 +66,7 @@ class StudentConfig:
 
     @property
     def text_offset(self) -> int:
-        return self.k_in * CODEBOOK_SIZE
+        return self.k_in * self.user_vocab
 
     @property
     def audio_offset(self) -> int:

@@ -60,7 +60,7 @@ HEADS = {Phase.LISTEN: "ctc", Phase.TEXT: "text", Phase.AUDIO: "audio"}
 class TurnProgress:
     """How far one row's turn has got: what was heard, what was made so far."""
 
-    pending: np.ndarray | None = None  # embedding ids [K_in] of the next input position
+    pending: np.ndarray | None = None  # embedding ids [C] of the next input position
     phase: Phase = Phase.LISTEN
     text: list[int] = field(default_factory=list)
     steps: list[np.ndarray] = field(default_factory=list)  # delayed audio steps [K_out]
@@ -169,7 +169,8 @@ class StudentStepper:
 
     @torch.inference_mode()
     def prefill(self, state: GenerationState, chunks: list[np.ndarray | None]) -> None:
-        """Append user codes ``[K, T_b]`` to each row (None or T_b = 0: nothing for that row)."""
+        """Append user codes ``[K, T_b]`` (a semantic student: tokens ``[1, T_b]``) to each
+        row (None or T_b = 0: nothing for that row)."""
         ids = [user_frame_ids(self.config, c) if c is not None and c.shape[1] else None
                for c in chunks]
         self._forward(state, ids, heads=())
@@ -216,7 +217,7 @@ class StudentStepper:
         return result
 
     def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
-        """The row's input this call: ``[T, K_in]`` embedding ids, or None (idle)."""
+        """The row's input this call: ``[T, C]`` embedding ids, or None (idle)."""
         if row.answering:
             return row.turn.pending[None]
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
@@ -229,7 +230,7 @@ class StudentStepper:
         width = max(lengths)
         if width == 0:
             return None
-        batch = np.full((len(ids), width, self.config.k_in), self.config.null_id, np.int64)
+        batch = np.full((len(ids), width, self.config.channels), self.config.null_id, np.int64)
         for b, x in enumerate(ids):
             if x is not None:
                 batch[b, :len(x)] = x

@@ -1,6 +1,11 @@
 """The student's frame layout: where a turn's user frames, answer words and delayed audio
 steps sit in one token sequence, and the embedding ids of each.
 
+Every position carries ``C = max(K_in, K_out)`` input ids (unused ones ``null_id``).
+The user frames are a prefix with a rate of their own (``user_frame_rate_hz``: the
+codec's 25 Hz, or the semantic tokenizer's 25 or 12.5 Hz); the answer's audio steps
+run at the acoustic codec's rate.
+
 Layout of one turn (``T = F_user + n_text + S + 1`` positions, ``S`` audio steps):
 
     position   0 .. F_user-1   F_user   +1 .. +n_text   next    then S - 1 positions
@@ -26,22 +31,25 @@ IGNORE = -100  # target of a position that predicts nothing
 
 
 def user_frame_ids(config: StudentConfig, codes: np.ndarray) -> np.ndarray:
-    """User codes ``[K, T]`` -> embedding ids ``[T, K_in]`` (codebooks beyond K_in unused)."""
+    """User codes ``[K, T]`` (semantic: ``[1, T]`` tokens) -> embedding ids ``[T, C]``
+    (``C = config.channels``; codebooks beyond K_in unused, channels beyond them null)."""
     k = config.k_in
-    return (codes[:k].T.astype(np.int64) + config.user_offset
-            + CODEBOOK_SIZE * np.arange(k)[None, :])
+    out = np.full((codes.shape[1], config.channels), config.null_id, dtype=np.int64)
+    out[:, :k] = (codes[:k].T.astype(np.int64) + config.user_offset
+                  + config.user_vocab * np.arange(k)[None, :])
+    return out
 
 
 def text_token_ids(config: StudentConfig, tokens: np.ndarray) -> np.ndarray:
-    """Text ids ``[T]`` -> embedding ids ``[T, K_in]`` (channel 0 only)."""
-    out = np.full((len(tokens), config.k_in), config.null_id, dtype=np.int64)
+    """Text ids ``[T]`` -> embedding ids ``[T, C]`` (channel 0 only)."""
+    out = np.full((len(tokens), config.channels), config.null_id, dtype=np.int64)
     out[:, 0] = config.text_offset + np.asarray(tokens, dtype=np.int64)
     return out
 
 
 def audio_step_ids(config: StudentConfig, steps: np.ndarray) -> np.ndarray:
-    """Delayed audio steps ``[T, K_out]`` (codes or AUDIO_SPECIAL) -> ids ``[T, K_in]``."""
-    out = np.full((len(steps), config.k_in), config.null_id, dtype=np.int64)
+    """Delayed audio steps ``[T, K_out]`` (codes or AUDIO_SPECIAL) -> ids ``[T, C]``."""
+    out = np.full((len(steps), config.channels), config.null_id, dtype=np.int64)
     k = config.k_out
     out[:, :k] = steps + config.audio_offset + (CODEBOOK_SIZE + 1) * np.arange(k)[None, :]
     return out
@@ -70,7 +78,7 @@ def undelay(steps: np.ndarray, k_out: int) -> np.ndarray:
 
 @dataclass
 class Sequence:
-    """One training turn: ``ids [T, K_in]``, ``text_target [T]``, ``audio_target [T, K_out]``
+    """One training turn: ``ids [T, C]``, ``text_target [T]``, ``audio_target [T, K_out]``
     (IGNORE where nothing is predicted), ``ctc_target [n]`` over the first ``n_user`` positions."""
 
     ids: np.ndarray

@@ -5,12 +5,17 @@ One sequence per dialogue turn (``student_data.py`` builds it):
     user frames (K_in codebooks, summed embeddings) | <sep> | answer words | <eot> |
     assistant frames with a delay pattern over K_out codebooks ... <eos>
 
-Every position carries up to ``K_in`` input ids into one shared embedding table
+Every position carries ``C = max(K_in, K_out)`` input ids into one shared embedding table
 (unused channels hold ``null_id``, whose row is zero), so user frames, text
 tokens and delayed audio frames all enter through one gather and a sum. With
 ``user_latent_dim`` set, user codes instead enter as the codec's latent: the
 codec's codebook vectors (a frozen buffer, ``set_user_codebooks``), summed over
-the ``K_in`` codebooks and projected to the model width.
+the ``K_in`` codebooks and projected to the model width. A semantic student
+(``user_input="semantic"``) hears one semantic token per user frame the same way:
+``K_in = 1``, the buffer holds the tokenizer's codebook ``[N, D]`` (saved with the
+model, so it answers exactly what it was trained on whatever the tokenizer file
+becomes; the tokenizer's fingerprint in ``vocab.json`` says which one makes its
+tokens).
 Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
 code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
 user-frame positions; an auxiliary loss that teaches recognition).
@@ -229,7 +234,7 @@ class Student(nn.Module):
         self.user_proj = None
         if c.user_latent_dim:
             self.register_buffer("user_codebooks",
-                                 torch.zeros(c.k_in * CODEBOOK_SIZE, c.user_latent_dim))
+                                 torch.zeros(c.k_in * c.user_vocab, c.user_latent_dim))
             self.user_proj = nn.Linear(c.user_latent_dim, c.d_model, bias=False)
         cos, sin = rotary_tables(c)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -249,21 +254,24 @@ class Student(nn.Module):
             with torch.no_grad():
                 module.weight[self.config.null_id].zero_()
 
-    def set_user_codebooks(self, codec) -> None:
-        """Copy the first ``K_in`` codebooks of ``codec`` (a ``NeuralCodec``) into the
-        user-latent buffer; it is saved with the model from then on."""
-        books = torch.cat(codec.codebook_vectors(self.config.k_in)).detach()
+    def set_user_codebooks(self, source) -> None:
+        """Copy the first ``K_in`` codebooks of ``source`` (a ``NeuralCodec``), or the
+        vectors ``[K_in * user_vocab, D]`` themselves (a semantic tokenizer's codebook),
+        into the user-latent buffer; it is saved with the model from then on."""
+        books = torch.as_tensor(source) if not hasattr(source, "codebook_vectors") else \
+            torch.cat(source.codebook_vectors(self.config.k_in))
+        books = books.detach().to(self.user_codebooks)
         if books.shape != self.user_codebooks.shape:
             raise ValueError(f"the codec's codebooks are {tuple(books.shape)}, the student "
                              f"expects {tuple(self.user_codebooks.shape)}")
         self.user_codebooks.copy_(books)
 
     def embed_inputs(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids [B, T, K_in]`` -> ``[B, T, d_model]``: the sum of each position's inputs."""
+        """``ids [B, T, C]`` -> ``[B, T, d_model]``: the sum of each position's inputs."""
         x = self.embed(ids)
         if self.user_proj is None:
             return x.sum(dim=2)
-        user = ids < self.config.text_offset  # [B, T, K_in]
+        user = ids < self.config.text_offset  # [B, T, C]
         latent = self.user_codebooks[ids.clamp(max=self.config.text_offset - 1)]
         latent = (latent * user[..., None]).sum(dim=2)  # [B, T, D]
         return x.masked_fill(user[..., None], 0.0).sum(dim=2) + self.user_proj(latent)
@@ -271,7 +279,7 @@ class Student(nn.Module):
     def forward(self, ids: torch.Tensor, cache: KVCache | KVCacheRows | None = None,
                 n_new: torch.Tensor | None = None,
                 heads: tuple[str, ...] = ("text", "audio", "ctc")) -> StudentOutput:
-        """``ids [B, T, K_in]`` (embedding-table ids) -> logits for every position.
+        """``ids [B, T, C]`` (embedding-table ids) -> logits for every position.
 
         Without ``cache``: one causal pass over positions ``0..T-1``. With it:
         row ``b``'s ``T`` positions start at ``cache.lengths[b]`` and the row

@@ -29,7 +29,8 @@ from voxloop.training import atomic_write
 
 @dataclass(frozen=True)
 class Augment:
-    """Training-time perturbations of the user codes (all off: ``Augment(0, 0, 0, 0, 0, 0)``)."""
+    """Training-time perturbations of the user codes (all off: ``Augment(0, 0, 0, 0, 0, 0)``).
+    Frame counts are of 40 ms frames (25 Hz); ``at_rate`` converts them."""
 
     lead_pad_frames: int = 8  # up to this many silence frames before the speech
     lead_crop_frames: int = 2  # or up to this many leading frames cut
@@ -38,20 +39,32 @@ class Augment:
     frame_dropout: float = 0.05  # chance per frame to blank all its codes
     code_noise: float = 0.02  # chance per code to replace it with a random one
 
+    def at_rate(self, frame_rate_hz: float) -> Augment:
+        """The same durations in frames of another rate (12.5 Hz: half as many)."""
+        if frame_rate_hz == 25.0:
+            return self
+        scale = frame_rate_hz / 25.0
+        return dataclasses.replace(
+            self, lead_pad_frames=round(self.lead_pad_frames * scale),
+            lead_crop_frames=round(self.lead_crop_frames * scale),
+            tail_pad_frames=round(self.tail_pad_frames * scale))
+
 
 def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,
-                 rng: np.random.Generator, null: int = -1) -> np.ndarray:
+                 rng: np.random.Generator, null: int = -1,
+                 vocab: int = CODEBOOK_SIZE) -> np.ndarray:
     """``codes [K, F]`` -> perturbed codes; ``null`` marks dropped codes (mapped to the
-    zero embedding by ``blank_codes``)."""
+    zero embedding by ``blank_codes``); ``vocab``: codes per codebook (noise draws from
+    them). One codebook (semantic tokens) has no codebook dropout."""
     lead = int(rng.integers(-aug.lead_crop_frames, aug.lead_pad_frames + 1))
     tail = int(rng.integers(0, aug.tail_pad_frames + 1))
-    sil = silence[:, None].astype(np.int64)
+    sil = silence[:codes.shape[0], None].astype(np.int64)
     codes = codes.astype(np.int64)[:, max(0, -lead):]
     codes = np.concatenate([np.repeat(sil, max(0, lead), 1), codes, np.repeat(sil, tail, 1)], 1)
     if aug.code_noise:
         noisy = rng.random(codes.shape) < aug.code_noise
-        codes = np.where(noisy, rng.integers(0, CODEBOOK_SIZE, codes.shape), codes)
-    if rng.random() < aug.codebook_dropout:
+        codes = np.where(noisy, rng.integers(0, vocab, codes.shape), codes)
+    if rng.random() < aug.codebook_dropout and codes.shape[0] >= 2:
         codes[int(rng.integers(2, codes.shape[0] + 1)):] = null
     if aug.frame_dropout:
         codes[:, rng.random(codes.shape[1]) < aug.frame_dropout] = null
@@ -59,12 +72,18 @@ def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,
 
 
 class PackedData:
-    """Examples as flat arrays: codes concatenated over examples, with offsets."""
+    """Examples as flat arrays: codes concatenated over examples, with offsets.
+
+    A semantic pack (``user_input == "semantic"``) holds user tokens ``[1, sum F]``
+    instead of codec codes, the token of silence as ``silence_codes [1]`` and the
+    tokenizer's codebook ``user_codebooks [N, D]`` (the student's frozen input vectors:
+    training needs no tokenizer file)."""
 
     ARRAYS = ("user_codes", "user_offsets", "answer_codes", "answer_offsets", "text_ids",
               "text_offsets", "ctc_ids", "ctc_offsets", "split", "id", "intent", "user_voice",
               "asr_text", "answer_text", "prompt_text", "silence_codes", "teacher_text",
               "intended_text")
+    OPTIONAL = ("user_codebooks",)
 
     def __init__(self, arrays: dict[str, np.ndarray], vocab: dict) -> None:
         arrays = {"teacher_text": arrays["answer_text"],  # packs made before these existed
@@ -72,6 +91,12 @@ class PackedData:
         self.arrays, self.vocab = arrays, vocab
         for name in self.ARRAYS:
             setattr(self, name, arrays[name])
+        self.user_codebooks = arrays.get("user_codebooks")
+
+    @property
+    def user_input(self) -> str:
+        """``codes`` (codec codes: a codes or latent student) or ``semantic`` (tokens)."""
+        return self.vocab.get("user_input", "codes")
 
     def __len__(self) -> int:
         return len(self.id)
@@ -102,7 +127,7 @@ class PackedData:
     @classmethod
     def load(cls, path: str | Path) -> PackedData:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in cls.ARRAYS if k in z.files}
+            arrays = {k: z[k] for k in cls.ARRAYS + cls.OPTIONAL if k in z.files}
             vocab = json.loads(str(z["vocab"]))
         return cls(arrays, vocab)
 
@@ -155,7 +180,7 @@ def collate(config: StudentConfig, seqs: list[Sequence]) -> Batch:
     length = max(len(s.ids) for s in seqs)
     ctc_len = max(1, max(len(s.ctc_target) for s in seqs))
     b = len(seqs)
-    ids = np.full((b, length, config.k_in), config.null_id, dtype=np.int64)
+    ids = np.full((b, length, config.channels), config.null_id, dtype=np.int64)
     text = np.full((b, length), IGNORE, dtype=np.int64)
     audio = np.full((b, length, config.k_out), IGNORE, dtype=np.int64)
     ctc = np.zeros((b, ctc_len), dtype=np.int64)
@@ -172,10 +197,11 @@ def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
                aug: Augment | None, rng: np.random.Generator) -> Batch:
     """Sequences of examples ``rows`` (user codes perturbed by ``aug`` if given)."""
     seqs = []
+    aug = aug.at_rate(config.user_frame_rate_hz) if aug is not None else None
     for i in rows:
         user = data.user(i)
         if aug is not None:
-            user = augment_user(user, data.silence_codes, aug, rng)
+            user = augment_user(user, data.silence_codes, aug, rng, vocab=config.user_vocab)
         seq = build_sequence(config, np.maximum(user, 0), data.text(i), data.answer(i), data.ctc(i))
         if aug is not None:  # dropped user codes -> the zero (null) embedding
             seq.ids[:user.shape[1], :config.k_in][user[:config.k_in].T < 0] = config.null_id
@@ -193,7 +219,9 @@ def silence_codes(codec) -> np.ndarray:
 
 def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  vocab: dict | None = None, valid_every: int = 0,
-                 targets: str = "teacher", corpus: str | Path | None = None) -> Path:
+                 targets: str = "teacher", corpus: str | Path | None = None,
+                 user_input: str = "codes", semantic=None, batch_size: int = 32,
+                 progress: bool = False) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
@@ -201,18 +229,44 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     turns yet (a partial build), every Nth training turn becomes a valid turn.
     ``targets``: ``teacher`` or ``intended`` (``voxloop.distill.data.targets``); ``corpus``:
     also train on the questions of this codec corpus (``corpus_turns``; intended only).
+    ``user_input`` ``semantic``: the user turns become the tokens of ``semantic`` (a
+    tokenizer, its folder or bundled name; default voxloop-semantic) computed from the
+    dataset's 16 kHz user audio, ``batch_size`` clips at a time. A dataset still being
+    built is packed from the shards that exist (``dataset_progress`` says how many).
     """
-    from voxloop.codecs.registry import load_codec
     from voxloop.distill.data.dataset import iter_examples, load_manifest
     from voxloop.distill.student.vocab import Tokenizer, build_vocab
     from voxloop.errors import VoxloopError
 
     if targets not in TARGETS:
         raise VoxloopError(f"targets must be one of {TARGETS}, not {targets!r}")
+    if user_input not in ("codes", "semantic"):
+        raise VoxloopError(f"user_input must be codes or semantic, not {user_input!r}")
     if corpus and targets != "intended":
         raise VoxloopError("corpus turns have no teacher answer: use them with intended targets")
+    if corpus and user_input == "semantic":
+        raise VoxloopError("corpus turns keep no 16 kHz audio to tokenize: pack semantic "
+                           "tokens without --corpus")
     manifest = load_manifest(folder)
-    examples = list(iter_examples(folder))
+    stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if user_input ==
+              "codes" else e for e in iter_examples(folder))  # audio: not kept in memory
+    extra: dict[str, np.ndarray] = {}
+    if user_input == "semantic":
+        from voxloop.distill.student.user_tokens import (
+            load_tokenizer,
+            semantic_info,
+            with_semantic_tokens,
+        )
+
+        tokenizer, tokenizer_folder = load_tokenizer(semantic)
+        info = semantic_info(tokenizer, tokenizer_folder)
+        total = sum(s["examples_done"] for s in manifest["splits"].values())
+        stream = with_semantic_tokens(stream, tokenizer, batch_size, progress=progress,
+                                      total=total)
+        extra["user_codebooks"] = tokenizer.codebook_vectors().float().cpu().numpy()
+    examples = list(stream)
+    if not examples:
+        raise VoxloopError(f"{folder} has no finished shard yet")
     if targets == "intended":
         from voxloop.distill.data.targets import AnswerCodes, corpus_turns, intended_targets
 
@@ -228,8 +282,26 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     if vocab is None:
         vocab = build_vocab([e.answer_text for e in train], [e.asr_text for e in train])
     vocab = {"text": vocab["text"], "ctc": vocab["ctc"]}
-    silence = silence_codes(load_codec(manifest["codec"]["name"]))
+    if user_input == "semantic":
+        silence = np.array([info["silence"]], dtype=np.int16)
+        vocab_info = {**vocab, "codec": manifest["codec"], "user_input": "semantic",
+                      "semantic": info}
+    else:
+        from voxloop.codecs.registry import load_codec
+
+        silence = silence_codes(load_codec(manifest["codec"]["name"]))
+        vocab_info = {**vocab, "codec": manifest["codec"]}
     arrays = pack_examples(examples, Tokenizer(vocab), silence, answer_codebooks)
-    vocab_info = {**vocab, "codec": manifest["codec"]}
-    PackedData(arrays, vocab_info).save(out)
+    PackedData({**arrays, **extra}, vocab_info).save(out)
     return Path(out)
+
+
+def dataset_progress(folder: str | Path) -> str:
+    """"train 12/1063 shards (384 turns), valid 0/33 ...": what a pack of ``folder``
+    now reads (a dataset still being built has only some of its shards)."""
+    from voxloop.distill.data.dataset import load_manifest
+
+    manifest = load_manifest(folder)
+    parts = [f"{name} {info['shards_done']}/{len(info['shards'])} shards "
+             f"({info['examples_done']} turns)" for name, info in manifest["splits"].items()]
+    return ("complete: " if manifest["complete"] else "still being built: ") + ", ".join(parts)

@@ -84,25 +84,59 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
     return result
 
 
-def load_data(data: str | Path, out: Path, vocab: dict | None = None) -> PackedData:
+def load_data(data: str | Path, out: Path, vocab: dict | None = None,
+              user_input: str | None = None) -> PackedData:
     """A packed ``.npz``, or a dataset folder packed into ``out/data.npz`` (once). With
-    ``vocab`` (a trained model's), the data must be tokenized with it."""
+    ``vocab`` (a trained model's), the data must be tokenized with it and hear what the
+    model hears; ``user_input`` (``codes`` or ``semantic``, default: the model's, else
+    codes) is what a dataset folder is packed as (semantic: with the model's tokenizer,
+    else the bundled one)."""
     from voxloop.distill.student.pack import pack_dataset
 
+    vocab = vocab or {}
+    user_input = user_input or vocab.get("user_input", "codes")
+    semantic = vocab.get("semantic", {}).get("name")
     path, packed = Path(data), out / "data.npz"
+
+    def fits(d: PackedData) -> bool:
+        return (not vocab or _same_vocab(d, vocab)) and d.user_input == user_input
+
     if path.suffix == ".npz":
         packed = path
-    elif not packed.is_file() or (vocab and not _same_vocab(PackedData.load(packed), vocab)):
-        pack_dataset(path, packed, vocab=vocab)
+    elif not packed.is_file() or not fits(PackedData.load(packed)):
+        pack_dataset(path, packed, vocab=vocab or None, user_input=user_input,
+                     semantic=semantic, progress=True)
     result = PackedData.load(packed)
     if vocab and not _same_vocab(result, vocab):
         raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "
                            "pass the dataset folder instead")
+    if vocab and result.user_input != user_input:
+        raise VoxloopError(f"{packed} holds user {result.user_input}, the model hears "
+                           f"{user_input}: pass the dataset folder instead")
     return result
 
 
 def _same_vocab(data: PackedData, vocab: dict) -> bool:
     return data.vocab["text"] == vocab["text"] and data.vocab["ctc"] == vocab["ctc"]
+
+
+def hearing_config(config: StudentConfig, data: PackedData) -> StudentConfig:
+    """``config`` made to hear what ``data`` holds: semantic data gives a semantic student
+    (one token per frame, the tokenizer's codebook as its frozen input vectors)."""
+    if data.user_input != "semantic":
+        if config.user_input == "semantic":
+            raise VoxloopError("a semantic student needs semantic data: pack it with "
+                               "`voxloop distill pack DATASET OUT.npz --user-input semantic`")
+        return config
+    if config.user_input == "latent":
+        raise VoxloopError("the data holds semantic tokens, not codec codes: drop "
+                           "--student-user-latent-dim (the tokenizer's codebook is the latent)")
+    info, books = data.vocab["semantic"], data.user_codebooks
+    if books is None or books.shape[0] != info["cardinality"]:
+        raise VoxloopError("this semantic pack has no codebook of its tokenizer: pack it again")
+    return replace(config, user_input="semantic", user_vocab=int(books.shape[0]),
+                   user_latent_dim=int(books.shape[1]),
+                   user_frame_rate_hz=float(info["frame_rate_hz"]))
 
 
 def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
@@ -116,7 +150,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         torch.set_num_threads(settings.threads)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = data or load_data(settings.data, out)
+    hears = "semantic" if config is not None and config.user_input == "semantic" else None
+    data = data or load_data(settings.data, out, user_input=hears)
     init = None
     if settings.init_from:
         from voxloop.distill.student.model import load_student
@@ -126,13 +161,20 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             raise VoxloopError(f"{settings.data} was not tokenized with {settings.init_from}'s "
                                "vocabularies: pack it with `voxloop distill pack --vocab-from "
                                f"{settings.init_from}`")
+        mine, theirs = (v.get("semantic") or {} for v in (data.vocab, vocab))
+        if mine.get("sha256") != theirs.get("sha256"):
+            raise VoxloopError(f"{settings.data} was not heard through {settings.init_from}'s "
+                               "semantic tokenizer: pack it with the same --semantic")
         config = init.config
     config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
                      ctc_vocab=len(data.vocab["ctc"]))
+    config = hearing_config(config, data)
     torch.manual_seed(settings.seed)
     student = Student(config)
     if init is not None:
         student.load_state_dict(init.state_dict())
+    elif config.user_input == "semantic":  # the tokenizer's codebook, packed with the data
+        student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
     elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)
         from voxloop.codecs.registry import load_codec
 
@@ -164,7 +206,10 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         writer = SummaryWriter(str(out / "tb"))
         (out / "settings.json").write_text(json.dumps(
             {"train": asdict(settings), "student": asdict(config)}, indent=2))
-        print(f"student: {student.num_parameters() / 1e6:.2f} M parameters, "
+        hears = config.user_input + (f" ({data.vocab['semantic']['name']}, "
+                                     f"{config.user_frame_rate_hz:g} Hz)"
+                                     if config.user_input == "semantic" else "")
+        print(f"student: {student.num_parameters() / 1e6:.2f} M parameters, hears {hears}, "
               f"{len(train_rows)} train / {len(valid_rows)} valid turns, {device}")
     t_start = time.time()
     bar = tqdm(total=settings.steps, initial=step, desc="student train", disable=rank != 0)

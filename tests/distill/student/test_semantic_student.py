@@ -1,0 +1,206 @@
+"""A student that hears semantic tokens: config, layout, augmentation, offline tokens as
+the stream makes them, packing a (partial) dataset, training, save and load."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import tiny_config
+from tests.distill.student.semantic_fixtures import (
+    examples_with_audio,
+    noise_speech,
+    semantic_packed,
+    semantic_student,
+    tiny_tokenizer,
+)
+from voxloop.codecs.semantic import SemanticTokenizer
+from voxloop.distill.data.dataset import shard_name, shard_path, write_manifest, write_shard
+from voxloop.distill.student.config import StudentConfig
+from voxloop.distill.student.generate import SamplingOptions, generate
+from voxloop.distill.student.layout import build_sequence
+from voxloop.distill.student.model import load_student
+from voxloop.distill.student.pack import (
+    Augment,
+    PackedData,
+    augment_user,
+    dataset_progress,
+    make_batch,
+    pack_dataset,
+)
+from voxloop.distill.student.train import StudentTrainSettings, export_student, train
+from voxloop.distill.student.user_tokens import encode_clips
+from voxloop.distill.student.vocab import Tokenizer
+from voxloop.errors import VoxloopError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> SemanticTokenizer:
+    return tiny_tokenizer()
+
+
+def stream_tokens(tokenizer: SemanticTokenizer, wav: np.ndarray, rng) -> np.ndarray:
+    state, out, start = tokenizer.init_state(1), [], 0
+    while start < len(wav):
+        size = int(rng.integers(1, 6000))
+        out.append(tokenizer.step(state, torch.from_numpy(wav[start:start + size])[None]))
+        start += size
+    return torch.cat([*out, tokenizer.flush(state)], dim=1)[0].numpy()
+
+
+def test_config_kinds_and_the_bundled_config_still_reads():
+    bundled = StudentConfig(k_in=4, k_out=4, user_latent_dim=128)  # config.json before
+    assert bundled.user_input == "latent" and bundled.text_offset == 4 * 1024  # user_input
+    semantic = StudentConfig(user_input="semantic", user_vocab=500, user_latent_dim=256)
+    assert semantic.k_in == 1 and semantic.channels == semantic.k_out == 4
+    assert semantic.text_offset == 500
+    assert dataclasses.replace(semantic, k_in=8).k_in == 1
+    with pytest.raises(ValueError, match="user_input"):
+        StudentConfig(user_input="words")
+    with pytest.raises(ValueError, match="latent"):
+        StudentConfig(user_input="latent")
+
+
+def test_layout_puts_one_token_per_user_frame_and_answers_on_k_out_channels():
+    config = StudentConfig(user_input="semantic", user_vocab=64, user_latent_dim=8,
+                           text_vocab=10, ctc_vocab=5)
+    tokens = np.array([[3, 63, 0, 7]])
+    answer = np.random.default_rng(0).integers(0, 1024, (8, 5))
+    seq = build_sequence(config, tokens, np.array([4, 5]), answer, np.array([2]))
+    assert seq.ids.shape == (4 + 4 + 5 + 3 - 1, 4) and seq.n_user == 4
+    assert seq.ids[:4, 0].tolist() == [3, 63, 0, 7]
+    assert (seq.ids[:4, 1:] == config.null_id).all()
+    assert seq.ids[4, 0] == config.text_offset + 1  # <sep>
+    assert seq.ids[7, 0] == config.text_offset + 2  # <eot>
+    assert (seq.ids[8:, :4] >= config.audio_offset).all()
+
+
+def test_augment_one_codebook_pads_with_the_silence_token_at_the_user_rate():
+    rng = np.random.default_rng(0)
+    tokens = np.full((1, 40), 9)
+    aug = Augment(lead_pad_frames=8, lead_crop_frames=0, tail_pad_frames=12,
+                  codebook_dropout=1.0, frame_dropout=0.0, code_noise=0.5)
+    for _ in range(20):
+        out = augment_user(tokens, np.array([5]), aug, rng, vocab=64)
+        assert out.shape[0] == 1 and 40 <= out.shape[1] <= 60
+        assert out.min() >= 0 and out.max() < 64  # noise within the tokenizer's codes
+    slow = aug.at_rate(12.5)
+    assert (slow.lead_pad_frames, slow.tail_pad_frames) == (4, 6)
+    quiet = Augment(8, 0, 12, 0.0, 0.0, 0.0)
+    out = augment_user(tokens, np.array([5]), quiet.at_rate(12.5), rng, vocab=64)
+    assert set(out[0].tolist()) <= {5, 9} and out.shape[1] <= 40 + 4 + 6
+
+
+@pytest.mark.parametrize("rate", [25.0, 12.5])
+def test_offline_batched_tokens_are_the_streams(rate):
+    """Clips of many lengths (under a window, a block, across blocks) in one padded pass
+    give the tokens the stream gives them in random chunks."""
+    tokenizer = tiny_tokenizer(rate)
+    rng = np.random.default_rng(1)
+    lengths = [0, 150, 400, 3200, 3361, 8000, 12345, 16000, 40000]
+    clips = [noise_speech(n, seed) for seed, n in enumerate(lengths)]
+    offline = encode_clips(tokenizer, clips)
+    for clip, tokens in zip(clips, offline, strict=True):
+        np.testing.assert_array_equal(tokens, stream_tokens(tokenizer, clip, rng))
+    assert sum(len(t) for t in offline) > 50 and len(set(np.concatenate(offline))) >= 3
+
+
+def write_dataset(folder, existing: dict[str, list], planned: dict[str, int]) -> None:
+    """A dataset folder whose manifest plans ``planned[split]`` shards of which only the
+    ones in ``existing`` exist (a build still running)."""
+    splits = {}
+    for split, count in planned.items():
+        shards = {shard_name(split, i): 2 for i in range(count)}
+        splits[split] = {"examples": 2 * count, "shards": shards}
+    for split, examples in existing.items():
+        for i in range(0, len(examples), 2):
+            write_shard(shard_path(folder, shard_name(split, i // 2)), examples[i:i + 2],
+                        {"name": "voxloop-codec-16k", "sha256": "x"})
+    write_manifest(folder, {"codec": {"name": "voxloop-codec-16k", "sha256": "x"},
+                            "frame_rate_hz": 25.0, "num_codebooks": 8,
+                            "audio_rate_hz": 16000, "splits": splits})
+
+
+def test_pack_a_partial_dataset_as_semantic_tokens(tmp_path, tokenizer):
+    train_examples = examples_with_audio(4, seed=0)
+    valid_examples = examples_with_audio(2, seed=5, split="valid")
+    (tmp_path / "data" / "shards").mkdir(parents=True)
+    write_dataset(tmp_path / "data", {"train": train_examples, "valid": valid_examples},
+                  {"train": 5, "valid": 1})
+    progress = dataset_progress(tmp_path / "data")
+    assert progress.startswith("still being built") and "train 2/5 shards (4 turns)" in progress
+    out = pack_dataset(tmp_path / "data", tmp_path / "sem.npz", user_input="semantic",
+                       semantic=tokenizer, batch_size=3)
+    data = PackedData.load(out)
+    assert data.user_input == "semantic" and len(data) == 6
+    assert data.vocab["semantic"]["frame_rate_hz"] == 25.0
+    assert data.silence_codes.tolist() == [data.vocab["semantic"]["silence"]]
+    assert data.user_codebooks.shape == (64, 8)
+    for i, ex in enumerate(train_examples + valid_examples):
+        wav = torch.from_numpy(ex.user_audio.astype(np.float32) / 32768)[None]
+        np.testing.assert_array_equal(data.user(i), tokenizer.encode(wav).numpy())
+    with pytest.raises(VoxloopError, match="corpus"):
+        pack_dataset(tmp_path / "data", tmp_path / "x.npz", targets="intended",
+                     corpus=tmp_path, user_input="semantic", semantic=tokenizer)
+    bare = [dataclasses.replace(e, user_audio=None) for e in train_examples[:2]]
+    (tmp_path / "bare" / "shards").mkdir(parents=True)
+    write_dataset(tmp_path / "bare", {"train": bare}, {"train": 1})
+    with pytest.raises(VoxloopError, match="audio"):
+        pack_dataset(tmp_path / "bare", tmp_path / "x.npz", user_input="semantic",
+                     semantic=tokenizer)
+
+
+def test_tiny_semantic_student_trains_saves_and_loads(tmp_path, tokenizer):
+    data = semantic_packed(tokenizer, examples_with_audio(4))
+    settings = StudentTrainSettings(data="unused.npz", out=str(tmp_path / "run"), steps=4,
+                                    batch_size=4, lr=3e-3, warmup_steps=1, eval_every=2,
+                                    ckpt_every=2, threads=1, device="cpu")
+    out = train(settings, tiny_config(), data=data)  # the config follows the data
+    model, vocab = load_student(export_student(out / "best.pt", tmp_path / "student"))
+    config = model.config
+    assert (config.user_input, config.k_in, config.user_vocab, config.user_latent_dim) == \
+        ("semantic", 1, 64, 8)
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["user_input"] == \
+        "semantic"
+    assert vocab["semantic"] == data.vocab["semantic"] and vocab["user_input"] == "semantic"
+    torch.testing.assert_close(model.user_codebooks, tokenizer.codebook_vectors(),
+                               atol=2e-3, rtol=2e-3)  # float16 on disk
+    batch = make_batch(config, data, np.arange(4), Augment(), np.random.default_rng(0))
+    assert batch.ids.shape[2] == config.channels == 4
+    options = SamplingOptions(max_text_tokens=4, max_audio_frames=6)
+    result = generate(model, Tokenizer(vocab), data.user(0), options, chunk_frames=3)
+    assert result.codes.shape[0] == 4
+    with pytest.raises(VoxloopError, match="latent"):
+        train(dataclasses.replace(settings, out=str(tmp_path / "b")),
+              tiny_config(user_latent_dim=128), data=data)
+
+
+def test_a_semantic_student_refuses_codec_data(tmp_path, tokenizer):
+    from tests.distill.student.fixtures import tiny_examples, tiny_packed
+
+    settings = StudentTrainSettings(data="unused.npz", out=str(tmp_path / "run"), steps=1,
+                                    threads=1, device="cpu")
+    with pytest.raises(VoxloopError, match="semantic data"):
+        train(settings, tiny_config(user_input="semantic"), data=tiny_packed(tiny_examples(2)))
+
+
+def test_generate_prefills_semantic_tokens_in_chunks_as_at_once(tokenizer):
+    data = semantic_packed(tokenizer, examples_with_audio(2))
+    model = semantic_student(tokenizer, data.vocab)
+    options = SamplingOptions(max_text_tokens=4, max_audio_frames=8)
+    whole = generate(model, Tokenizer(data.vocab), data.user(1), options)
+    chunked = generate(model, Tokenizer(data.vocab), data.user(1), options, chunk_frames=2)
+    assert whole.text_ids == chunked.text_ids
+    np.testing.assert_array_equal(whole.codes, chunked.codes)
