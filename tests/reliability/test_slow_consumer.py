@@ -5,7 +5,8 @@ queue caps:
 
 - a listener whose socket buffer is tiny asks for answer after answer and never reads:
   its answers' audio is dropped once ``max_queued_audio`` events wait, and when it reads
-  again it is told so (``output_audio_dropped``); the queue never passes
+  again it is told so (``output_audio_dropped``: on the cascade, which makes whole answers
+  at once; the native engine's real-time pace never fills the queue); the queue never passes
   ``max_queued_events``, and another session's answer latency is printed without and
   with it (measured, not asserted: the machine is shared);
 - a client that floods bad events without reading their errors: once
@@ -100,7 +101,10 @@ def test_listener_that_stops_reading(make_server, engine, question_24k):
           f"{m['voxloop_dropped_audio_deltas_total']:.0f}; server RSS "
           f"{[round(r / 2**20) for r in rss]} MiB")
     assert max(queued) <= QUEUED_EVENTS
-    assert told >= 1, [e["type"] for e in events][:50]
+    if engine.name == "cascade":  # makes whole answers at once; the native engine decodes
+        # at most 1 s ahead of real time, so 9 s of its answers fit in the kernel's socket
+        # buffers and nothing has to be dropped
+        assert told >= 1, [e["type"] for e in events][:50]
     done = [e for e in events if e["type"] == "response.done"]
     assert done and all(d["response"]["status"] in ("completed", "cancelled") for d in done)
 
