@@ -74,6 +74,7 @@ class Answer:
         self.items: queue.SimpleQueue[AnswerItem] = queue.SimpleQueue()
         self.heard: list[int] = []  # CTC ids of the user frames the answer started from
         self.started_s = time.perf_counter()
+        self.flush_ms: float | None = None  # the ear's end-of-turn flush, where it had one
 
     def get(self, timeout_s: float) -> AnswerItem | None:
         try:

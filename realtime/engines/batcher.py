@@ -11,8 +11,9 @@ with work: rows still listening append their queued user codes (at most
 leave between calls.
 
     slot = batcher.open()
-    slot.listen(codes)            # [K, T] user codes, while the user speaks
-    answer = slot.answer()        # the turn ended (maybe tentatively): start writing
+    slot.listen(codes)            # [K, T] user codes (or [1, T] tokens), while the user speaks
+    answer = slot.answer(tail)    # the turn ended (maybe tentatively): start writing
+                                  # (tail: None, or a callable giving the last frames)
     answer.get(timeout_s)         # Word(text) | Frame(codes [K_out]) | Done(reason)
                                   # | Failed(error): the model call failed
     slot.rollback(answer)         # speech resumed: forget the answer, keep listening
@@ -25,6 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,13 +57,16 @@ class NewTurn:
 @dataclass(frozen=True)
 class Listen:
     slot: int
-    codes: np.ndarray  # [K, T] user codes
+    codes: np.ndarray  # [K, T] user codes (a semantic student: [1, T] tokens)
 
 
 @dataclass(frozen=True)
 class StartAnswer:
     slot: int
     answer: Answer
+    # frames [K, T] heard tentatively (a semantic ear's partial block), computed by the
+    # model thread after the queued codes; a rollback undoes them with the answer
+    tail: Callable[[], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,11 @@ class Slot:
         """Forget everything: the next codes start a new user turn."""
         self.batcher._send(NewTurn(self.index))
 
-    def answer(self) -> Answer:
-        """Start answering what was heard so far (codes queued before this call included)."""
+    def answer(self, tail: Callable[[], np.ndarray] | None = None) -> Answer:
+        """Start answering what was heard so far (codes queued before this call included,
+        then the frames ``tail()`` gives, which a rollback takes back)."""
         answer = Answer()
-        self.batcher._send(StartAnswer(self.index, answer))
+        self.batcher._send(StartAnswer(self.index, answer, tail))
         return answer
 
     def rollback(self, answer: Answer) -> None:
@@ -219,8 +225,8 @@ class ContinuousBatcher:
                 self._rows[slot] = None
             case Listen(slot, codes):
                 self._rows[slot].queued.append(codes)
-            case StartAnswer(slot, answer):
-                self._start_answer(self._rows[slot], answer)
+            case StartAnswer(slot, answer, tail):
+                self._start_answer(self._rows[slot], answer, tail)
             case Rollback(slot, answer):
                 self._rollback(self._rows[slot], answer)
             case Stop(slot, answer):
@@ -289,6 +295,16 @@ class ContinuousBatcher:
             return recent
         return codes
 
+    def _make_room(self, row: _Row, one, codes: np.ndarray) -> np.ndarray:
+        """Room in the row for ``codes [K, T]`` (as ``_take_codes`` makes it: the turn starts
+        over from its last half); the codes that fit."""
+        if row.stream.length + codes.shape[1] > self.max_user_frames and row.history:
+            recent = np.concatenate(row.history, axis=1)[:, -(self.max_user_frames // 2):]
+            row.history = [recent]
+            row.stream.reset()
+            self.stepper.advance(one, [recent])
+        return codes[:, :max(0, self.max_user_frames - row.stream.length)]
+
     def _finish(self, row: _Row | None, reason: Reason) -> None:
         if row is not None and row.answer is not None:
             row.answer.items.put(Done(reason))
@@ -299,12 +315,21 @@ class ContinuousBatcher:
         self._rows[index] = _Row(self._state.rows[index])
         self._rows[index].stream.reset()
 
-    def _start_answer(self, row: _Row, answer: Answer) -> None:
+    def _start_answer(self, row: _Row, answer: Answer,
+                      tail: Callable[[], np.ndarray] | None) -> None:
         self._finish(row, Reason.STOPPED)
         one = self._state.select([row.stream.index])
         while row.queued:  # what was heard before the end of the turn
             self.stepper.advance(one, [self._take_codes(row)])
+        codes = None
+        if tail is not None:
+            t0 = time.perf_counter()
+            codes = tail()
+            answer.flush_ms = 1000 * (time.perf_counter() - t0)
+            codes = self._make_room(row, one, codes) if codes.shape[1] else None
         row.stream.mark()  # a rollback comes back here
+        if codes is not None:  # tentative frames: after the mark, kept out of the history
+            self.stepper.advance(one, [codes])
         answer.heard = list(row.stream.heard)
         row.answer = answer
         if row.stream.length == 0:  # nothing heard: nothing to answer

@@ -1,13 +1,15 @@
 """The native engine: the distilled student answers user speech with speech, codec to codec.
 
-A websocket session's :class:`NativeSession` holds one model slot. It encodes
-the user's 16 kHz audio with the streaming codec encoder while they speak and
-hands the codes to the model thread (:mod:`realtime.engines.batcher`), which
-prefills them into the session's KV cache row, so at the end of the turn only
-the answer is left to compute. With ``speculative`` the answer starts at the
-first silent VAD window (a tentative end of turn): if the user goes on speaking
-it is rolled back, if the silence is confirmed the audio already made is sent
-at once.
+A websocket session's :class:`NativeSession` holds one model slot. It hears the
+user's 16 kHz audio while they speak through its ear (:mod:`realtime.engines.ears`:
+the streaming codec encoder, or for a semantic student the streaming semantic
+tokenizer, block by block) and hands the frames to the model thread
+(:mod:`realtime.engines.batcher`), which prefills them into the session's KV cache
+row, so at the end of the turn only the answer is left to compute. With
+``speculative`` the answer starts at the first silent VAD window (a tentative end of
+turn; a semantic ear's partial block is flushed on a copy, so the answer hears every
+token): if the user goes on speaking it is rolled back, if the silence is confirmed
+the audio already made is sent at once.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into
 audio deltas through the streaming codec decoder, one frame (40 ms) at a time.
@@ -32,6 +34,9 @@ from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
     from voxloop.realtime.engines.batcher import Slot
+    from voxloop.realtime.engines.ears import CodecEar, SemanticEar
+
+    Ear = CodecEar | SemanticEar
 
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
 MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
@@ -45,6 +50,9 @@ class NativeSettings:
     codec: str | None = field(default=None, metadata={
         "help": "codec for the user's and the answer's audio (default: the one the student "
                 "was trained with)", "flag": "--native-codec"})
+    semantic: str | None = field(default=None, metadata={
+        "help": "a semantic student's tokenizer for the user's audio (default: the one it "
+                "was trained with)", "flag": "--native-semantic"})
     speculative: bool = field(default=True, metadata={
         "help": "start answering at the first silent VAD window and send the audio once the "
                 "silence is confirmed (rolled back if the user goes on)",
@@ -83,6 +91,11 @@ class NativeEngine:
         model, vocab = load_student(settings.student)
         self.tokenizer = Tokenizer(vocab)
         self.codec = load_student_codec(settings.codec, vocab)
+        self.semantic = None  # the semantic tokenizer a semantic student hears with
+        if model.config.user_input == "semantic":
+            from voxloop.distill.student.user_tokens import load_student_semantic
+
+            self.semantic = load_student_semantic(settings.semantic, vocab)
         self.k_in, self.k_out = model.config.k_in, model.config.k_out
         self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions())
         self.batcher = ContinuousBatcher(self.stepper, settings.slots,
@@ -103,6 +116,14 @@ class NativeEngine:
     def open(self) -> NativeSession:
         return NativeSession(self)
 
+    def new_ear(self) -> Ear:
+        """A fresh stream of what the student hears with (one per turn)."""
+        from voxloop.realtime.engines.ears import CodecEar, SemanticEar
+
+        if self.semantic is not None:
+            return SemanticEar(self.semantic)
+        return CodecEar(self.codec, self.k_in)
+
     def _relay(self, answer: Answer, listener: NativeSession, cancel: threading.Event,
                t0: float) -> Iterator[EngineOutput]:
         torch = self._torch
@@ -110,6 +131,8 @@ class NativeEngine:
         upsample = StreamingResampler(self.codec.sample_rate, WIRE_RATE_HZ)
         first_word, limit, decoded_s = True, 1, 0.0
         timings: dict = {}
+        if answer.flush_ms is not None:
+            timings["hear_flush"] = answer.flush_ms
         try:
             while not cancel.is_set():
                 item = answer.get(POLL_S)
@@ -121,7 +144,8 @@ class NativeEngine:
                     first_word = False
                     yield EngineOutput(user_transcript=self.tokenizer.decode_ctc(answer.heard))
                 if isinstance(item, Word):
-                    yield EngineOutput(transcript_delta=(" " if timings else "") + item.text)
+                    yield EngineOutput(transcript_delta=(" " if "first_word" in timings else "")
+                                       + item.text)
                     timings.setdefault("first_word", 1000 * (time.perf_counter() - t0))
                     continue
                 # decode the frames already made, a few per call; the first one alone
@@ -149,7 +173,7 @@ class NativeEngine:
 
 class NativeSession:
     """One websocket session's side of the engine: 16 kHz audio in while the user
-    speaks, codes to its model slot; answers from that slot."""
+    speaks, frames to its model slot; answers from that slot."""
 
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
@@ -159,38 +183,33 @@ class NativeSession:
 
     @property
     def heard_anything(self) -> bool:
-        return self._frames > 0 or self._speculative is not None
+        return (self._ear is not None and self._ear.heard_samples > 0) \
+            or self._speculative is not None
 
     def new_turn(self) -> None:
         """Speech started: forget the last turn (its answer included). Cheap: the
-        encoder is made by the first ``hear``, off the event loop."""
+        ear is made by the first ``hear``, off the event loop."""
         self.slot.new_turn()
-        self._encoder = self._downsample = None
-        self._pending = np.zeros(0, np.float32)  # codec-rate samples short of a whole frame
+        self._ear: Ear | None = None
         self._frames = 0
         self._speculative = None
 
     def hear(self, audio_16k: np.ndarray) -> None:
-        """User audio as it arrives (runs the codec encoder: call off the event loop)."""
-        torch = self.engine._torch
-        codec_rate_hz = self.engine.codec.sample_rate
-        if self._encoder is None:
-            self._encoder = self.engine.codec.stream_encoder(1)
-            if codec_rate_hz != MODEL_RATE_HZ:  # a codec at another rate (EnCodec: 24 kHz)
-                self._downsample = StreamingResampler(MODEL_RATE_HZ, codec_rate_hz)
-        audio = np.asarray(audio_16k, np.float32)
-        if self._downsample is not None:
-            audio = self._downsample.push(audio)
-        samples = np.concatenate([self._pending, audio])
-        whole = len(samples) - len(samples) % self.engine.codec.hop  # the encoder only ever
-        self._pending = samples[whole:]  # emits whole frames: push those, fewer calls
-        if whole:
-            self._send(self._encoder.push(torch.from_numpy(samples[:whole])[None, None]))
+        """User audio as it arrives (runs the ear's encoder: call off the event loop)."""
+        if self._ear is None:
+            self._ear = self.engine.new_ear()
+        self._send(self._ear.push(audio_16k))
 
     def pause(self) -> None:
-        """The first silent window: start a tentative answer (if speculative)."""
-        if self.engine.settings.speculative and self._speculative is None and self._frames:
-            self._speculative = self.slot.answer()
+        """The first silent window: start a tentative answer (if speculative) from what
+        was heard, a semantic ear's partial block included (flushed on a copy by the
+        model thread)."""
+        if not self.engine.settings.speculative or self._speculative is not None \
+                or self._ear is None:
+            return
+        tail = self._ear.tentative()
+        if self._frames or tail is not None:
+            self._speculative = self.slot.answer(tail)
 
     def resume(self) -> None:
         """Speech went on after a pause: the tentative answer is void."""
@@ -203,12 +222,14 @@ class NativeSession:
         if self._speculative is not None:
             answer, self._speculative = self._speculative, None
             return answer
-        if self._encoder is not None:
-            torch = self.engine._torch
-            self._send(self._encoder.push(torch.from_numpy(self._pending)[None, None]))
-            self._pending = self._pending[:0]
-            self._send(self._encoder.flush())
-        return self.slot.answer()
+        flush_ms = None
+        if self._ear is not None:
+            t0 = time.perf_counter()
+            self._send(self._ear.flush())
+            flush_ms = 1000 * (time.perf_counter() - t0)
+        answer = self.slot.answer()
+        answer.flush_ms = flush_ms
+        return answer
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         t0 = time.perf_counter()
@@ -244,10 +265,11 @@ class NativeSession:
     def close(self) -> None:
         self.slot.close()
 
-    def _send(self, codes) -> None:
-        if codes.shape[-1]:
-            self._frames += codes.shape[-1]
-            self.slot.listen(codes[0, :self.engine.k_in].numpy())
+    def _send(self, frames: np.ndarray) -> None:
+        """User frames ``[K, T]`` to the model slot."""
+        if frames.shape[-1]:
+            self._frames += frames.shape[-1]
+            self.slot.listen(frames)
 
 
 def _model_rate(audio_24k: np.ndarray) -> np.ndarray:

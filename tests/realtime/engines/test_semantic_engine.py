@@ -1,0 +1,212 @@
+"""The native engine with a semantic student: the session's streaming semantic ear gives
+the offline tokens, its speculative tail is the flush it would make, the batcher answers
+as generate() alone, and a spoken turn is answered end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.semantic_fixtures import (
+    examples_with_audio,
+    noise_speech,
+    real_tokenizer,
+    save_semantic_student,
+    semantic_packed,
+    semantic_student,
+    tiny_tokenizer,
+)
+from voxloop.codecs.semantic import save_semantic
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper, generate
+from voxloop.distill.student.user_tokens import encode_clips
+from voxloop.distill.student.vocab import Tokenizer
+from voxloop.realtime.engines.answers import Done, Failed, Frame, Reason, Word
+from voxloop.realtime.engines.base import Turn
+from voxloop.realtime.engines.batcher import ContinuousBatcher
+from voxloop.realtime.engines.ears import SemanticEar
+
+OPTIONS = SamplingOptions(max_text_tokens=4, max_audio_frames=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def test_ear_in_random_chunks_gives_the_offline_tokens_and_its_tail_the_flush(tokenizer):
+    """Pushed in random chunks, the ear's tokens are the offline ones; at any point its
+    tentative tail is what a flush there would add, and the stream goes on unchanged."""
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        wav = noise_speech(int(rng.integers(8000, 30000)), seed)
+        ear, got, start = SemanticEar(tokenizer), [], 0
+        while start < len(wav):
+            size = int(rng.integers(1, 5000))
+            got.append(ear.push(wav[start:start + size]))
+            start += size
+            if rng.random() < 0.4:
+                tail = ear.tentative()()
+                heard = np.concatenate([*got, tail], axis=1)[0]
+                np.testing.assert_array_equal(heard, encode_clips(tokenizer, [wav[:start]])[0])
+        got.append(ear.flush())
+        np.testing.assert_array_equal(np.concatenate(got, axis=1)[0],
+                                      encode_clips(tokenizer, [wav])[0])
+        assert ear.tentative() is None and ear.push(wav[:800]).shape == (1, 0)
+
+
+@pytest.fixture(scope="module")
+def semantic_model(tokenizer):
+    data = semantic_packed(tokenizer, examples_with_audio(2))
+    return semantic_student(tokenizer, data.vocab), Tokenizer(data.vocab)
+
+
+@pytest.fixture()
+def batcher(semantic_model):
+    model, words = semantic_model
+    b = ContinuousBatcher(StudentStepper(model, words, OPTIONS), slots=3, max_prefill_frames=4)
+    yield b
+    b.shutdown()
+
+
+def collect(answer) -> tuple[list[str], np.ndarray]:
+    words, frames = [], []
+    while True:
+        match answer.get(10.0):
+            case None:
+                raise AssertionError("the model thread stopped answering")
+            case Failed(error):
+                raise AssertionError(error)
+            case Word(text):
+                words.append(text)
+            case Frame(codes):
+                frames.append(codes)
+            case Done(reason):
+                assert reason is Reason.COMPLETED, reason
+                return words, np.stack(frames, 1) if frames else np.zeros((4, 0), np.int64)
+
+
+def alone(semantic_model, tokens: np.ndarray) -> tuple[list[str], np.ndarray]:
+    model, words = semantic_model
+    result = generate(model, words, tokens, OPTIONS)
+    return [words.vocab["text"][i] for i in result.text_ids], result.codes
+
+
+def tokens(seed: int, frames: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 64, (1, frames))
+
+
+def test_batcher_answers_a_semantic_student_as_generate_alone(batcher, semantic_model):
+    first, second = tokens(1, 11), tokens(2, 7)
+    a, b = batcher.open(), batcher.open()
+    for start in range(0, 11, 3):
+        a.listen(first[:, start:start + 3])
+        b.listen(second[:, start:start + 3])
+    answer_a, answer_b = a.answer(), b.answer()
+    got_a, got_b = collect(answer_a), collect(answer_b)
+    for got, want in ((got_a, alone(semantic_model, first)),
+                      (got_b, alone(semantic_model, second))):
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_a_speculative_tail_is_heard_and_rolled_back_with_its_answer(batcher, semantic_model):
+    heard, tail, more = tokens(3, 9), tokens(4, 5), tokens(5, 6)
+    slot = batcher.open()
+    slot.listen(heard)
+    answer = slot.answer(lambda: tail)
+    got = collect(answer)
+    want = alone(semantic_model, np.concatenate([heard, tail], 1))
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    assert answer.flush_ms is not None and len(answer.heard) == 14
+    slot.rollback(answer)  # the user went on: the tail is gone with the answer
+    slot.listen(more)
+    got = collect(slot.answer())
+    want = alone(semantic_model, np.concatenate([heard, more], 1))
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
+@pytest.fixture(scope="module")
+def semantic_engine(tmp_path_factory):
+    from voxloop.realtime.engines.native import NativeEngine, NativeSettings
+
+    folder = tmp_path_factory.mktemp("semantic")
+    tokenizer = real_tokenizer()
+    save_semantic(tokenizer.bottleneck, folder / "tokenizer")
+    save_semantic_student(tokenizer, folder / "tokenizer", folder / "student")
+    engine = NativeEngine(NativeSettings(student=str(folder / "student"), slots=6))
+    engine.stepper.options = OPTIONS  # short answers (the room kept for long ones)
+    yield engine
+    engine.batcher.shutdown()
+
+
+def answer_of(session, heard_live: bool = True, audio_24k=None) -> tuple[str, dict]:
+    words, timings = [], {}
+    for out in session.respond(Turn(audio_24k=audio_24k, heard_live=heard_live),
+                               threading.Event()):
+        words.append(out.transcript_delta)
+        timings.update(out.timings_ms)
+    return "".join(words).strip(), timings
+
+
+@pytest.mark.slow
+def test_session_hears_with_the_semantic_tokenizer(semantic_engine):
+    """Heard live in chunks, with a pause the user speaks through and a pause that ends
+    the turn: the answer is generate()'s on the offline tokens of the whole audio."""
+    engine = semantic_engine
+    assert engine.semantic is not None and engine.k_in == 1
+    wav = noise_speech(40000, 7)
+    tokens = encode_clips(engine.semantic, [wav])[0][None]
+    result = generate(engine.stepper.model, engine.tokenizer, tokens, OPTIONS)
+    want = " ".join(engine.tokenizer.vocab["text"][i] for i in result.text_ids)
+    session = engine.open()
+    try:
+        session.new_turn()
+        session.hear(wav[:21000])
+        session.pause()  # a tentative answer from 1.3 s (its last 0.3 s flushed on a copy)
+        session.resume()
+        for start in range(21000, 40000, 640):
+            session.hear(wav[start:start + 640])
+        session.pause()
+        text, timings = answer_of(session)
+        assert text == want and "hear_flush" in timings
+        print(f"\nsemantic session: {text!r}; speculative tail flushed in "
+              f"{timings['hear_flush']:.1f} ms")
+        session.new_turn()  # no pause: the end of the turn flushes the stream itself
+        session.hear(wav)
+        assert answer_of(session)[0] == want
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_native_engine_answers_a_spoken_turn_with_a_semantic_student(semantic_engine):
+    """Real Silero VAD, the real Whisper encoder (untrained codebook), the real server."""
+    from tests.helpers.server import ServerThread, connect, silence, speech_24k, stream_realtime
+
+    server = ServerThread(semantic_engine)
+    try:
+        async def run() -> dict:
+            client = await connect(server.url)
+            await client.recv()
+            await stream_realtime(client, np.concatenate([
+                silence(0.3), speech_24k("what is the capital of france", "flite:awb"),
+                silence(1.2)]))
+            return await client.until("response.done", timeout_s=60)
+
+        done = asyncio.run(run())
+    finally:
+        server.stop()
+    assert done["response"]["status"] == "completed", done
+    print(f"\nspoken turn: {done['response']['output']}")
