@@ -23,6 +23,8 @@ from voxloop.client.devices import resolve_device, sounddevice
 from voxloop.client.jitter import JitterBuffer
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
+AUDIBLE_RMS = 10 ** (-50 / 20)  # the speaker is playing something (echo.py's -60 dBFS + 10)
+
 
 @dataclass(frozen=True)
 class AudioSettings:
@@ -148,7 +150,7 @@ class PlayedTimeline:
         self._write = _ClockFollower(rate_hz)
         self._read = _ClockFollower(rate_hz)
         self._settle = settle_ms * rate_hz // 1000
-        self._moved_at: int | None = None  # where the reference last moved
+        self._unsettled = 0  # audible reference the canceller has yet to hear since a move
         self.unaligned_blocks = 0
         self._lock = threading.Lock()
 
@@ -172,7 +174,7 @@ class PlayedTimeline:
                 doubtful = self._load(self._trusted, self._end)
                 self._clear(self._trusted, start - len(doubtful))
                 self._store(start - len(doubtful), doubtful)
-                self._moved_at = start - len(doubtful)
+                self._unsettled = self._settle
             self._store(start, samples)
             self._end = self._write.position = start + len(samples)
             if not unsure:
@@ -205,14 +207,17 @@ class PlayedTimeline:
             unsure = self._read.follow(self._at(captured_s), overflow)
             start = self._read.position
             if self._read.jumps != jumps:
-                self._moved_at = start
+                self._unsettled = self._settle
             self._read.position = start + n_samples
             first = max(start, self._end - len(self._ring))
             last = min(start + n_samples, self._end)
             if last > first:
                 out[first - start:last - start] = self._load(first, last)
-            settled = self._moved_at is None or start >= self._moved_at + self._settle
-            aligned = not unsure and settled and start + n_samples <= self._trusted
+            aligned = not unsure and not self._unsettled and start + n_samples <= self._trusted
+            if np.sqrt(np.mean(np.square(out))) > AUDIBLE_RMS:
+                # the canceller re-learns the echo path only while it hears the speaker:
+                # a move during a silence is as new at the start of the next answer
+                self._unsettled = max(0, self._unsettled - n_samples)
             self.unaligned_blocks += not aligned
         return out, aligned
 

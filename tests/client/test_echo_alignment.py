@@ -127,7 +127,7 @@ def test_the_reference_stays_on_what_the_speaker_played_under_late_callbacks():
     # outliers nor the bursts moved it, and the silence of the underruns is where the
     # speaker was silent
     spread_ms = 1000 * (max(lags) - min(lags)) / RATE_HZ
-    assert len(lags) > 60 and spread_ms < 3, (spread_ms, sorted(set(lags)))
+    assert len(lags) > 40 and spread_ms < 3, (spread_ms, sorted(set(lags)))
     assert abs(1000 * lags[0] / RATE_HZ) < 10  # the clocks' wander when it calibrated
     assert run.timeline.resyncs == len(UNDERRUNS_S)
     distrusted = [at / RATE_HZ for at, aligned in zip(run.captured, run.aligned, strict=True)
@@ -159,6 +159,20 @@ def test_a_late_output_callback_leaves_silence_in_the_reference():
     for j in range(4):
         far, aligned = timeline.take(BLOCK, 1.64 + 0.02 * j)
     assert (far == 2).all() and timeline.resyncs == 1
+
+
+def test_a_move_in_a_silence_is_distrusted_when_the_next_answer_starts():
+    """The canceller re-learns the echo path only while it hears the speaker."""
+    timeline = PlayedTimeline(settle_ms=200)
+    silence, tone = np.zeros(BLOCK, np.float32), np.full(BLOCK, 0.1, np.float32)
+    heard_s = [1.0 + 0.02 * k for k in range(30)]  # calibrate, then an underrun:
+    heard_s += [1.7 + 0.02 * k for k in range(45)]  # 100 ms of silence more
+    for k, at_s in enumerate(heard_s):
+        timeline.put(tone if k >= 40 else silence, at_s, underrun=k == 30)
+    trusted = [timeline.take(BLOCK, 1.0 + 0.02 * j)[1] for j in range(80)]
+    assert timeline.resyncs == 1
+    # the answer starts at 1.90 s, 300 ms after the move: 200 ms of it not trusted
+    assert not any(trusted[30:55]) and all(trusted[55:])
 
 
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
