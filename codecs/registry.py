@@ -54,7 +54,10 @@ def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
     inference (weight norm folded: use ``load_codec_folder`` for a codec to train)."""
     if name_or_dir == ENCODEC_24KHZ:
         return load_encodec_24khz().fold_weight_norm()
-    folder = find_model(name_or_dir, f"codec (or {ENCODEC_24KHZ})", marker="model.safetensors")
+    try:
+        folder = find_model(name_or_dir, "codec", marker="model.safetensors")
+    except VoxloopError as exc:
+        raise VoxloopError(f"{exc}, or {ENCODEC_24KHZ}") from None
     return load_codec_folder(folder).fold_weight_norm()
 
 
