@@ -97,16 +97,51 @@ class Ducker:
         self._recent_samples = 0
 
 
+class EchoLeakDetector:
+    """Whether what the canceller let through is the speaker's echo: its correlation
+    with the played audio (any delay up to ``max_delay_ms``) over the last
+    ``window_ms``. Echo AEC3 missed stays a filtered copy of the playback (0.5-0.96
+    in the live tests, when the echo path had just changed); a user talking over
+    the assistant does not look like it (0.02-0.26), so barge-in still works.
+    """
+
+    def __init__(self, threshold: float = 0.4, window_ms: int = 200,
+                 max_delay_ms: int = 200, quiet_dbfs: float = -55.0) -> None:
+        self.threshold, self.quiet_dbfs = threshold, quiet_dbfs
+        self._out = np.zeros(window_ms * WIRE_RATE_HZ // 1000)
+        self._far = np.zeros(len(self._out) + max_delay_ms * WIRE_RATE_HZ // 1000)
+        self._fft = 1 << (len(self._far) + len(self._out)).bit_length()
+
+    def leaking(self, out: np.ndarray, far: np.ndarray) -> bool:
+        self._out = np.concatenate([self._out[len(out):], out])
+        self._far = np.concatenate([self._far[len(far):], far])
+        if dbfs(out) < self.quiet_dbfs:
+            return False  # nothing the server could hear
+        o, f, n = self._out, self._far, self._fft
+        corr = np.fft.irfft(np.conj(np.fft.rfft(o, n)) * np.fft.rfft(f, n), n)
+        delays = len(f) - len(o) + 1
+        energy = np.concatenate([[0.0], np.cumsum(f * f)])  # of f[j:j + len(o)] for each j
+        f_energy = energy[len(o):len(o) + delays] - energy[:delays]
+        ncc = np.abs(corr[:delays]) / np.sqrt(np.dot(o, o) * f_energy + 1e-20)
+        return float(ncc.max()) > self.threshold
+
+    def reset(self) -> None:
+        self._out[:] = 0
+        self._far[:] = 0
+
+
 class WebRtcAec:
     """AEC3, and a guard for the blocks it cannot cancel.
 
     AEC3 removes the echo only while the reference lines up with the echo in the mic
     (to within its filter). Where the reference has just moved or is missing (an
     underrun, a late output callback: ``PlayedTimeline.take`` says ``aligned=False``)
-    it lets most of the echo through until it has re-learned the path, and on a busy
-    machine that echo barged in on the answer again and again. Such blocks are never
-    sent raw while the assistant is audible: they are ducked as ``Ducker`` does, so a
-    user louder than the playback still gets through.
+    or the echo path itself changed, it lets echo through until it has re-learned
+    the path, and on a busy machine that echo barged in on the answer again and
+    again. Such blocks (not aligned, or what came out looks like the playback:
+    :class:`EchoLeakDetector`) are never sent raw while the assistant is audible:
+    they are ducked as ``Ducker`` does, so a user louder than the playback still
+    gets through.
     """
 
     name = "aec"
@@ -116,13 +151,22 @@ class WebRtcAec:
 
         self._ap = AudioProcessor(sample_rate=WIRE_RATE_HZ, echo_cancellation=True)
         self._guard = Ducker(settings)
-        self.guarded_blocks = 0
+        self._leaks = EchoLeakDetector()
+        self._distrust_samples = 0  # after a leak: AEC3 takes a while to re-learn the path
+        self._hold_samples = settings.tail_ms * WIRE_RATE_HZ // 1000
+        self.guarded_blocks = 0  # not aligned, or leaking, while the assistant was audible
+        self.leaking_blocks = 0
 
     def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
         out = self._ap.process(mic.astype(np.float32, copy=False),
                                far.astype(np.float32, copy=False))
         self._guard.hear(far)
-        if aligned or not self._guard.audible:
+        if self._leaks.leaking(out, far):
+            self.leaking_blocks += 1
+            self._distrust_samples = self._hold_samples
+        else:
+            self._distrust_samples = max(0, self._distrust_samples - len(out))
+        if not self._guard.audible or (aligned and not self._distrust_samples):
             return out
         self.guarded_blocks += 1
         return self._guard.gate(out)
@@ -130,6 +174,8 @@ class WebRtcAec:
     def reset(self) -> None:
         self._ap.reset()
         self._guard.reset()
+        self._leaks.reset()
+        self._distrust_samples = 0
 
 
 class NoEcho:

@@ -97,6 +97,7 @@ class LiveClient:
                 "reference_resyncs": self.audio.reference.resyncs,
                 "reference_unaligned_blocks": self.audio.reference.unaligned_blocks,
                 "echo_guarded_blocks": getattr(self.echo, "guarded_blocks", 0),
+                "echo_leaking_blocks": getattr(self.echo, "leaking_blocks", 0),
                 **self.echo_meter.summary()}
 
     # -- connection ------------------------------------------------------------------

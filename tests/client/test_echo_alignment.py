@@ -4,9 +4,9 @@ to underrun), PortAudio timestamps that jitter, and the client's own
 ``PlayedTimeline`` and ``WebRtcAec`` in between.
 
 What must hold: the reference the canceller gets lines up with what the speaker
-really played (a jittery clock never moves it; an underrun's silence is where the
-speaker was silent), and a block it cannot cancel is never sent raw while the
-assistant is audible.
+really played (a wandering, jittery clock never moves it; an underrun's silence is
+where the speaker was silent), and a block it cannot cancel (an untrusted
+reference, or echo it missed) is never sent raw while the assistant is audible.
 """
 
 from __future__ import annotations
@@ -193,6 +193,41 @@ def test_echo_is_never_sent_uncancelled_while_the_assistant_plays():
     # a reference in play order, moved on every jittery reading, gave 11-25 dB here
     # and 8-40 blocks cancelled by less than 20 dB
     assert meter.summary()["echo_reduction_db"] > 30 and poorly_cancelled <= 3
+
+
+def _voiced(n: int, rng, f0_hz: float = 140.0) -> np.ndarray:
+    """A gliding harmonic voice in syllables: like speech, correlated over time."""
+    t_s = np.arange(n) / RATE_HZ
+    pitch_hz = f0_hz * (1 + 0.15 * np.sin(2 * np.pi * 1.3 * t_s + rng.uniform(0, 6)))
+    phase = 2 * np.pi * np.cumsum(pitch_hz) / RATE_HZ
+    voice = sum(np.sin(k * phase + rng.uniform(0, 6)) / k for k in range(1, 25))
+    envelope = np.repeat(rng.uniform(0.2, 1.0, n // 2400 + 1), 2400)[:n]
+    envelope *= np.sin(2 * np.pi * 3.7 * t_s) > -0.4
+    return (0.15 * voice * envelope).astype(np.float32)
+
+
+@pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
+def test_echo_the_canceller_misses_is_ducked_and_a_user_over_it_is_not():
+    """The echo path changes (100 ms later, 3 dB louder) with the reference trusted:
+    AEC3 lets about 20 blocks of echo through before it has re-learned the path
+    (more than enough for the server's VAD), unless what looks like the playback is
+    held back."""
+    rng = np.random.default_rng(0)
+    far = np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(3 * RATE_HZ, rng)])
+    echo = 0.5 * np.roll(far, ECHO_DELAY)
+    echo[3 * RATE_HZ // 2:] = 0.7 * np.roll(far, 2400)[3 * RATE_HZ // 2:]
+    user = np.zeros_like(far)
+    user[5 * RATE_HZ // 2:] = 2 * _voiced(len(far) - 5 * RATE_HZ // 2, rng, 230.0)
+    aec = WebRtcAec(EchoSettings())
+    leaked, heard = 0, []
+    for i in range(0, len(far), BLOCK):
+        sent = aec.process(echo[i:i + BLOCK] + user[i:i + BLOCK], far[i:i + BLOCK])
+        if dbfs(user[i:i + BLOCK]) > -30:
+            heard.append(dbfs(sent) > dbfs(user[i:i + BLOCK]) - 10)
+        elif dbfs(echo[i:i + BLOCK]) > -45:
+            leaked += dbfs(sent) > -45
+    assert aec.leaking_blocks > 5 and leaked <= 8
+    assert np.mean(heard) > 0.5  # the user talking over it is not taken for echo
 
 
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
