@@ -16,6 +16,7 @@ ENCODEC_24KHZ_CONFIG = CodecConfig(
     sample_rate_hz=24000, ratios=(8, 5, 4, 2), n_filters=32, dimension=128, lstm_layers=2,
     num_codebooks=8, cardinality=1024, pad_mode="reflect", true_skip=False, kind=ENCODEC_24KHZ,
 )  # 75 Hz x 8 codebooks x 10 bits = 6 kbps
+CODEC_KINDS = (CodecConfig.__dataclass_fields__["kind"].default, ENCODEC_24KHZ)  # config kinds
 
 
 def wrap_encodec(model) -> NeuralCodec:
@@ -49,13 +50,19 @@ def load_encodec_24khz(repository: str | Path | None = None,
     return wrap_encodec(model)
 
 
+def codec_folder(name_or_dir: str) -> Path:
+    """The folder of a codec given by path or bundled name (not a student's or tokenizer's)."""
+    return find_model(name_or_dir, "codec", marker="model.safetensors",
+                      config_kinds=CODEC_KINDS)
+
+
 def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
     """``encodec_24khz``, a bundled model name under ``models/``, or a codec folder; for
     inference (weight norm folded: use ``load_codec_folder`` for a codec to train)."""
     if name_or_dir == ENCODEC_24KHZ:
         return load_encodec_24khz().fold_weight_norm()
     try:
-        folder = find_model(name_or_dir, "codec", marker="model.safetensors")
+        folder = codec_folder(name_or_dir)
     except VoxloopError as exc:
         raise VoxloopError(f"{exc}, or {ENCODEC_24KHZ}") from None
     return load_codec_folder(folder).fold_weight_norm()

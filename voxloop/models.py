@@ -24,18 +24,34 @@ def models_dir() -> Path:
     return Path(os.environ.get("VOXLOOP_MODELS", Path(__file__).resolve().parents[1] / "models"))
 
 
-def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json") -> Path:
+def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
+               config_kinds: tuple[str, ...] = ()) -> Path:
     """The folder of a model given as a path or as a bundled model's name.
 
-    A folder counts when it holds ``marker`` (``vocab.json`` tells a student from a codec).
+    A folder counts when it holds ``config.json`` and ``marker`` (``vocab.json`` tells a
+    student from a codec) and, with ``config_kinds``, when its config's ``kind`` is one of
+    them (codecs, semantic tokenizers and students all hold ``model.safetensors``).
     """
+    def fits(path: Path) -> bool:
+        if not ((path / "config.json").is_file() and (path / marker).is_file()):
+            return False
+        return not config_kinds or _config_kind(path) in config_kinds
+
     for path in (Path(name_or_dir), models_dir() / str(name_or_dir)):
-        if (path / "config.json").is_file() and (path / marker).is_file():
+        if fits(path):
             return path
-    known = sorted(p.name for p in models_dir().glob("*") if (p / marker).is_file()
-                   and (p / "config.json").is_file())
+    known = sorted(p.name for p in models_dir().glob("*") if fits(p))
     raise VoxloopError(f"no {kind} at {str(name_or_dir)!r}: give a {kind} folder or one of the "
                        f"bundled {kind}s {known}")
+
+
+def _config_kind(folder: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def weights_sha256(folder: str | Path) -> str | None:

@@ -58,12 +58,12 @@ class CodecRunner:
     """The codec by name or folder, with the fingerprint stored next to its codes."""
 
     def __init__(self, name_or_dir: str) -> None:
-        from voxloop.codecs.registry import ENCODEC_24KHZ, load_codec
-        from voxloop.models import find_model, weights_sha256
+        from voxloop.codecs.registry import ENCODEC_24KHZ, codec_folder, load_codec
+        from voxloop.models import weights_sha256
 
         self.codec = load_codec(name_or_dir)
         sha = name_or_dir if name_or_dir == ENCODEC_24KHZ else \
-            weights_sha256(find_model(name_or_dir, "codec", marker="model.safetensors"))
+            weights_sha256(codec_folder(name_or_dir))
         self.info = {"name": self.codec.name, "sha256": sha,
                      "frame_rate_hz": float(self.codec.frame_rate),
                      "num_codebooks": int(self.codec.num_codebooks),

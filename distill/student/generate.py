@@ -326,13 +326,13 @@ def load_student_codec(name: str | None, vocab: dict):
     weights are not the ones those codes were made with."""
     import warnings
 
-    from voxloop.codecs.registry import load_codec
-    from voxloop.models import DEFAULT_CODEC, find_model, weights_sha256
+    from voxloop.codecs.registry import codec_folder, load_codec
+    from voxloop.models import DEFAULT_CODEC, weights_sha256
 
     trained_with = vocab.get("codec", {})
     codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC)
     try:
-        sha = weights_sha256(find_model(codec.name, "codec", marker="model.safetensors"))
+        sha = weights_sha256(codec_folder(codec.name))
     except VoxloopError:
         sha = None  # a codec that is not a folder (encodec_24khz) has no weights file here
     if trained_with.get("sha256") and sha and sha != trained_with["sha256"]:

@@ -42,6 +42,13 @@ def test_unknown_codec_name():
         load_codec("nope")
 
 
+def test_a_student_folder_is_not_a_codec():
+    """Students and semantic tokenizers also hold model.safetensors: config.json's kind
+    tells them apart, so neither is offered or loaded as a codec."""
+    with pytest.raises(VoxloopError, match=r"bundled codecs \['voxloop-codec-16k'\]"):
+        load_codec("voxloop-student")
+
+
 def test_encodec_offline_names_the_alternative(monkeypatch):
     def no_internet(*args, **kwargs):
         raise urllib.error.URLError("no route to host")

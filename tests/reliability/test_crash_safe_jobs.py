@@ -94,7 +94,7 @@ def test_distill_synth_killed_at_random_points(tmp_path):
 
     rng = seeded()
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    tiny = replace(TINY, examples_per_shard=1)  # 13 shards: many boundaries to hit
+    tiny = replace(TINY, examples_per_shard=1)  # 25 shards: many boundaries to hit
 
     def cmd(out: Path) -> list[str]:
         return [sys.executable, "-m", "voxloop", "distill", "synth",

@@ -1,4 +1,4 @@
-"""The synth job with the real teachers and codec on a tiny plan (13 examples).
+"""The synth job with the real teachers and codec on a tiny plan (25 examples).
 
 One uninterrupted run is the reference. Against it: a run killed with SIGKILL
 after its first shard and started again, finished by the other half of a
@@ -51,7 +51,7 @@ def test_tiny_run_round_trips(reference):
     planned = plan(TINY)
     assert [e.id for e in examples] == [
         it.id for split in sorted(manifest["splits"]) for it in planned if it.split == split]
-    assert len({e.id for e in examples}) == len(examples) == 13
+    assert len({e.id for e in examples}) == len(examples) == 25
     for split, info in manifest["splits"].items():
         assert info["examples_done"] == info["examples"] == len(list(iter_examples(
             reference, split)))
@@ -90,7 +90,7 @@ def test_full_plan_splits_and_shares():
     assert len({it.id for it in items}) == len(items)
     train = [it for it in items if it.split in ("train", "valid")]
     assert not {it.user_voice for it in train} & set(HELDOUT_VOICES)
-    assert {it.template for it in train} == set(range(HELDOUT_TEMPLATE))
+    assert {it.template for it in train} == set(range(12)) - {HELDOUT_TEMPLATE}
     assert sum(it.split.startswith("heldout") for it in items) >= 150
     names = list(shards(items, 32))
     parts = [my_shards(names, (i, 3)) for i in range(3)]
@@ -188,4 +188,4 @@ def test_cli_lists_the_distill_group():
     dry = subprocess.run([sys.executable, "-m", "voxloop", "distill", "synth", "--dry-run",
                           *cli_args(TINY)], capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.startswith("13 examples")
+    assert dry.stdout.startswith("25 examples")
