@@ -197,6 +197,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         step, best, since_best = state["step"], state["best"], state["since_best"]
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     train_rows, valid_rows = data.indices("train"), data.indices("valid")
+    if not len(train_rows):
+        raise VoxloopError(f"{settings.data} has no train turns (a dataset still being built "
+                           "writes its held-out and valid shards first): pack it again later")
     aug = Augment() if settings.augment else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     writer = None

@@ -131,8 +131,6 @@ class NativeEngine:
         upsample = StreamingResampler(self.codec.sample_rate, WIRE_RATE_HZ)
         first_word, limit, decoded_s = True, 1, 0.0
         timings: dict = {}
-        if answer.flush_ms is not None:
-            timings["hear_flush"] = answer.flush_ms
         try:
             while not cancel.is_set():
                 item = answer.get(POLL_S)
@@ -140,8 +138,10 @@ class NativeEngine:
                     continue
                 if ended(item):
                     return
-                if first_word:
+                if first_word:  # (the model thread has run the answer's tail by now)
                     first_word = False
+                    if answer.flush_ms is not None:
+                        timings["hear_flush"] = answer.flush_ms
                     yield EngineOutput(user_transcript=self.tokenizer.decode_ctc(answer.heard))
                 if isinstance(item, Word):
                     yield EngineOutput(transcript_delta=(" " if "first_word" in timings else "")

@@ -45,9 +45,11 @@ def tokenizer():
     return tiny_tokenizer()
 
 
-def test_ear_in_random_chunks_gives_the_offline_tokens_and_its_tail_the_flush(tokenizer):
+@pytest.mark.parametrize("rate", [25.0, 12.5])
+def test_ear_in_random_chunks_gives_the_offline_tokens_and_its_tail_the_flush(rate):
     """Pushed in random chunks, the ear's tokens are the offline ones; at any point its
     tentative tail is what a flush there would add, and the stream goes on unchanged."""
+    tokenizer = tiny_tokenizer(rate)
     rng = np.random.default_rng(0)
     for seed in range(3):
         wav = noise_speech(int(rng.integers(8000, 30000)), seed)
