@@ -99,35 +99,58 @@ class Ducker:
 
 class EchoLeakDetector:
     """Whether what the canceller let through is the speaker's echo: its correlation
-    with the played audio (any delay up to ``max_delay_ms``) over the last
-    ``window_ms``. Echo AEC3 missed stays a filtered copy of the playback (0.5-0.96
-    in the live tests, when the echo path had just changed); a user talking over
-    the assistant does not look like it (0.02-0.26), so barge-in still works.
+    with the playback at the echo's delay, over the last ``window_ms``.
+
+    The delay is where the mic itself matches the playback best (up to
+    ``max_delay_ms``) while it hears nothing but echo (correlation above
+    ``echo_only``). Echo that AEC3 missed stays a filtered copy of the playback there
+    (0.5-0.96 in the live tests, after the echo path had changed); a user talking
+    over the assistant does not (at most 0.26), though the start of a voice can match
+    the playback by chance at some other delay: hence only within ``near_ms`` of it.
     """
 
-    def __init__(self, threshold: float = 0.4, window_ms: int = 200,
-                 max_delay_ms: int = 200, quiet_dbfs: float = -55.0) -> None:
-        self.threshold, self.quiet_dbfs = threshold, quiet_dbfs
+    def __init__(self, latency_samples: int = 0, threshold: float = 0.4,
+                 window_ms: int = 200, max_delay_ms: int = 200, echo_only: float = 0.9,
+                 near_ms: float = 2.5, quiet_dbfs: float = -55.0) -> None:
+        self.threshold, self.echo_only, self.quiet_dbfs = threshold, echo_only, quiet_dbfs
+        self.latency = latency_samples  # of the canceller: its output lags the mic
         self._out = np.zeros(window_ms * WIRE_RATE_HZ // 1000)
+        self._mic = np.zeros(len(self._out))
         self._far = np.zeros(len(self._out) + max_delay_ms * WIRE_RATE_HZ // 1000)
         self._fft = 1 << (len(self._far) + len(self._out)).bit_length()
+        self._near = round(near_ms * WIRE_RATE_HZ / 1000)
+        self.delay: int | None = None  # samples from the playback to its echo in the mic
 
-    def leaking(self, out: np.ndarray, far: np.ndarray) -> bool:
+    def leaking(self, mic: np.ndarray, out: np.ndarray, far: np.ndarray) -> bool:
+        self._mic = np.concatenate([self._mic[len(mic):], mic])
         self._out = np.concatenate([self._out[len(out):], out])
         self._far = np.concatenate([self._far[len(far):], far])
-        if dbfs(out) < self.quiet_dbfs:
-            return False  # nothing the server could hear
-        o, f, n = self._out, self._far, self._fft
-        corr = np.fft.irfft(np.conj(np.fft.rfft(o, n)) * np.fft.rfft(f, n), n)
-        delays = len(f) - len(o) + 1
-        energy = np.concatenate([[0.0], np.cumsum(f * f)])  # of f[j:j + len(o)] for each j
-        f_energy = energy[len(o):len(o) + delays] - energy[:delays]
-        ncc = np.abs(corr[:delays]) / np.sqrt(np.dot(o, o) * f_energy + 1e-20)
-        return float(ncc.max()) > self.threshold
+        if dbfs(self._far) <= SILENT_DBFS + 10:
+            return False  # nothing played: no echo
+        if dbfs(mic) > self.quiet_dbfs + 10:
+            ncc = self._correlation(self._mic)
+            if ncc.max() > self.echo_only:
+                self.delay = int(ncc.argmax())
+        if self.delay is None or dbfs(out) < self.quiet_dbfs:
+            return False  # no echo heard yet, or nothing the server could hear
+        ncc = self._correlation(self._out)
+        at = self.delay + self.latency
+        return float(ncc[max(0, at - self._near):at + self._near + 1].max()) > self.threshold
+
+    def _correlation(self, x: np.ndarray) -> np.ndarray:
+        """Normalized correlation of ``x`` with the playback, by delay in samples."""
+        f, n = self._far, self._fft
+        corr = np.fft.irfft(np.conj(np.fft.rfft(x, n)) * np.fft.rfft(f, n), n)
+        starts = len(f) - len(x) + 1  # corr[j]: x against f[j:j + len(x)]
+        energy = np.concatenate([[0.0], np.cumsum(f * f)])
+        f_energy = energy[len(x):len(x) + starts] - energy[:starts]
+        return (np.abs(corr[:starts]) / np.sqrt(np.dot(x, x) * f_energy + 1e-20))[::-1]
 
     def reset(self) -> None:
         self._out[:] = 0
+        self._mic[:] = 0
         self._far[:] = 0
+        self.delay = None
 
 
 class WebRtcAec:
@@ -149,9 +172,12 @@ class WebRtcAec:
     def __init__(self, settings: EchoSettings = EchoSettings()) -> None:
         from pywebrtc_audio import AudioProcessor
 
-        self._ap = AudioProcessor(sample_rate=WIRE_RATE_HZ, echo_cancellation=True)
+        def make():
+            return AudioProcessor(sample_rate=WIRE_RATE_HZ, echo_cancellation=True)
+
+        self._ap = make()
         self._guard = Ducker(settings)
-        self._leaks = EchoLeakDetector()
+        self._leaks = EchoLeakDetector(_latency_samples(make()))
         self._distrust_samples = 0  # after a leak: AEC3 takes a while to re-learn the path
         self._hold_samples = settings.tail_ms * WIRE_RATE_HZ // 1000
         self.guarded_blocks = 0  # not aligned, or leaking, while the assistant was audible
@@ -161,7 +187,7 @@ class WebRtcAec:
         out = self._ap.process(mic.astype(np.float32, copy=False),
                                far.astype(np.float32, copy=False))
         self._guard.hear(far)
-        if self._leaks.leaking(out, far):
+        if self._leaks.leaking(mic, out, far):
             self.leaking_blocks += 1
             self._distrust_samples = self._hold_samples
         else:
@@ -176,6 +202,20 @@ class WebRtcAec:
         self._guard.reset()
         self._leaks.reset()
         self._distrust_samples = 0
+
+
+def _latency_samples(ap, max_samples: int = 2400) -> int:
+    """How far the canceller's output lags its input (224 samples, 9.3 ms, for
+    pywebrtc-audio's AEC3 at 24 kHz): measured once, on noise, with no playback."""
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(WIRE_RATE_HZ // 2)).astype(np.float32)
+    silent = np.zeros(WIRE_RATE_HZ // 100, np.float32)
+    out = np.concatenate([ap.process(noise[i:i + len(silent)], silent)
+                          for i in range(0, len(noise), len(silent))])
+    tail = out[max_samples:]
+    corr = [abs(float(np.dot(tail, noise[max_samples - lag:len(noise) - lag])))
+            for lag in range(max_samples + 1)]
+    return int(np.argmax(corr))
 
 
 class NoEcho:
