@@ -2,10 +2,12 @@
 
 Supervised semantic tokens, as GLM-4-Voice and CosyVoice's S3 tokenizer make them: the
 ASR teacher's own encoder (block-causal, see ``semantic_stream``) hears 16 kHz audio at
-50 Hz; a small pooler brings it to the student's frame rate (25 or 12.5 Hz); one EMA
-k-means codebook (encodec's ``VectorQuantization``) turns each frame into a token. The
-pooler and codebook are trained with a CTC loss on the words (``semantic_train``) through
-a small head that only training uses.
+50 Hz; a small pooler brings it to the student's frame rate (25 or 12.5 Hz); one codebook
+turns each frame into a token: encodec's Euclidean EMA ``VectorQuantization`` (the
+default; training seeds it by k-means on many frames, see ``semantic_train``) or the
+nearest code by cosine in a small lookup space (``quantizer="cosine"``, ``semantic_vq``).
+The pooler and codebook are trained with a CTC loss on the words (``semantic_train``)
+through a small head that only training uses.
 
 ``SemanticTokenizer``: ``encode(wav [B, T]) -> tokens [B, F]``; ``init_state(B)``,
 ``step(state, wav [B, T]) -> tokens [B, f]`` and ``flush(state)`` for a stream, whose
@@ -17,74 +19,24 @@ float16 ``model.safetensors`` of the trained parts only: never Whisper's weights
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from encodec.quantization.core_vq import VectorQuantization
 from torch import Tensor, nn
 
+from voxloop.codecs.semantic_config import (  # noqa: F401  (the config lives with no torch)
+    CTC_VOCAB,
+    ENCODER_RATE_HZ,
+    SEMANTIC_KIND,
+    SemanticConfig,
+)
 from voxloop.codecs.semantic_stream import BlockEncoder, EncoderStreamState
+from voxloop.codecs.semantic_vq import CosineCodebook, kmeans
 from voxloop.codecs.whisper_encoder import WhisperEncoder, load_whisper_encoder
 from voxloop.errors import VoxloopError
 from voxloop.models import BUNDLED_WHISPER_SHA256
-
-ENCODER_RATE_HZ = 50.0
-SEMANTIC_KIND = "whisper-tiny-en-vq"
-CTC_VOCAB = " abcdefghijklmnopqrstuvwxyz'"  # index 0 is CTC's blank, so char i is i + 1
-
-
-@dataclass(frozen=True)
-class SemanticConfig:
-    """Architecture of the semantic tokenizer; saved as its config.json."""
-
-    frame_rate_hz: float = field(default=25.0, metadata={
-        "help": "token rate (the student's frame rate)", "choices": (25.0, 12.5)})
-    block_ms: int = field(default=1000, metadata={
-        "help": "block of block-causal attention (tokens come out block by block); "
-                "a divisor of 30 s in 20 ms frames"})
-    pooling: str = field(default="conv", metadata={
-        "help": "50 Hz -> frame rate: mean of the frames or a strided linear layer (conv)",
-        "choices": ("mean", "conv")})
-    hidden_dim: int = field(default=512, metadata={"help": "pooler MLP width"})
-    code_dim: int = field(default=256, metadata={"help": "codebook vector size"})
-    codebook_size: int = field(default=1024, metadata={"help": "tokens (one codebook)"})
-    vq_decay: float = field(default=0.99, metadata={"help": "codebook EMA decay"})
-    dead_code_threshold: float = field(default=0.05, metadata={
-        "help": "restart a code whose EMA count per batch falls below this"})
-    commitment_weight: float = field(default=0.25, metadata={"help": "VQ commitment loss"})
-    head_dim: int = field(default=256, metadata={"help": "CTC head width (training only)"})
-    ctc_rate_hz: float = field(default=50.0, metadata={
-        "help": "CTC output rate: each token predicts ctc_rate / frame_rate characters"})
-    whisper_sha256: str = field(default=BUNDLED_WHISPER_SHA256, metadata={"cli": False})
-    kind: str = field(default=SEMANTIC_KIND, metadata={"cli": False})
-
-    def __post_init__(self) -> None:
-        if ENCODER_RATE_HZ / self.frame_rate_hz not in (2.0, 4.0):
-            raise ValueError("frame_rate_hz must be 25 or 12.5 (50 Hz pooled by 2 or 4)")
-        if self.block_ms % 20 or 1500 % (self.block_ms // 20):
-            raise ValueError("block_ms must be a multiple of 20 ms dividing 30 s (500, 1000)")
-        if (self.ctc_rate_hz / self.frame_rate_hz) % 1:
-            raise ValueError("ctc_rate_hz must be a multiple of frame_rate_hz")
-
-    @property
-    def pool_frames(self) -> int:
-        return round(ENCODER_RATE_HZ / self.frame_rate_hz)
-
-    @property
-    def block_frames(self) -> int:
-        return self.block_ms // 20
-
-    @property
-    def ctc_per_token(self) -> int:
-        return round(self.ctc_rate_hz / self.frame_rate_hz)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> SemanticConfig:
-        return cls(**data)
 
 
 class SemanticBottleneck(nn.Module):
@@ -96,10 +48,15 @@ class SemanticBottleneck(nn.Module):
         pooled = width * (config.pool_frames if config.pooling == "conv" else 1)
         self.pool = nn.Sequential(nn.Linear(pooled, config.hidden_dim), nn.GELU(),
                                   nn.Linear(config.hidden_dim, config.code_dim))
-        self.vq = VectorQuantization(
-            config.code_dim, config.codebook_size, decay=config.vq_decay, kmeans_init=True,
-            kmeans_iters=20, threshold_ema_dead_code=config.dead_code_threshold,
-            commitment_weight=config.commitment_weight)
+        if config.quantizer == "ema":
+            self.vq = VectorQuantization(
+                config.code_dim, config.codebook_size, decay=config.vq_decay, kmeans_init=True,
+                kmeans_iters=20, threshold_ema_dead_code=config.dead_code_threshold,
+                commitment_weight=config.commitment_weight)
+        else:
+            self.vq = CosineCodebook(config.code_dim, config.codebook_size, config.lookup_dim,
+                                     config.commitment_weight, config.dead_code_threshold,
+                                     config.vq_decay)
         self.head = nn.Sequential(
             nn.Conv1d(config.code_dim, config.head_dim, 3, padding=1), nn.GELU(),
             nn.Conv1d(config.head_dim, config.head_dim, 3, padding=1), nn.GELU(),
@@ -114,11 +71,54 @@ class SemanticBottleneck(nn.Module):
 
     def quantize(self, pooled: Tensor) -> Tensor:
         """``[B, F, D]`` -> tokens ``[B, F]`` (int64): the nearest code."""
-        embed = self.vq._codebook.embed  # [N, D]
         flat = pooled.reshape(-1, pooled.shape[-1])
+        if isinstance(self.vq, CosineCodebook):
+            return self.vq.encode(flat).view(pooled.shape[:-1])
+        embed = self.vq._codebook.embed  # [N, D]
         # argmin |x - e|^2 = argmax x.e - |e|^2 / 2, one fused multiply-add
         score = torch.addmm(-0.5 * embed.square().sum(1)[None], flat, embed.t())
         return score.argmax(dim=-1).view(pooled.shape[:-1])
+
+    def vector_quantize(self, flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training: frames ``[M, D]`` -> (quantized ``[M, D]`` straight-through, tokens
+        ``[M]``, the codebook + commitment loss)."""
+        if isinstance(self.vq, CosineCodebook):
+            return self.vq(flat)
+        quantized, tokens, loss = self.vq(flat.t()[None])  # [1, D, M]
+        return quantized[0].t(), tokens.flatten(), loss.sum()
+
+    def continuous(self, flat: Tensor) -> Tensor:
+        """Training's warm-up: frames ``[M, D]`` as the head sees them, unquantized."""
+        return self.vq.continuous(flat) if isinstance(self.vq, CosineCodebook) else flat
+
+    def codebook_vectors(self) -> Tensor:
+        """``[N, D]``: the vector each token stands for (a copy, without gradient)."""
+        with torch.no_grad():
+            if isinstance(self.vq, CosineCodebook):
+                return self.vq.vectors().detach().clone()
+            return self.vq._codebook.embed.detach().clone()
+
+    @property
+    def codebook_ready(self) -> bool:
+        inited = self.vq.inited if isinstance(self.vq, CosineCodebook) else \
+            self.vq._codebook.inited
+        return bool(inited.all())
+
+    @torch.no_grad()
+    def init_codebook(self, flat: Tensor, iters: int = 20,
+                      generator: torch.Generator | None = None) -> None:
+        """k-means of many frames ``[M, D]`` (more than the codebook has codes) seeds it."""
+        if isinstance(self.vq, CosineCodebook):
+            self.vq.init_kmeans(flat, iters, generator)
+            return
+        book = self.vq._codebook
+        means, counts = kmeans(flat, book.codebook_size, iters, cosine=False,
+                               generator=generator)
+        size = counts.float().clamp(min=1.0)  # EMA sums as if one batch held them all
+        book.embed.copy_(means)
+        book.embed_avg.copy_(means * size[:, None])
+        book.cluster_size.copy_(size)
+        book.inited.fill_(1.0)
 
     def ctc_logits(self, quantized: Tensor) -> Tensor:
         """``[B, F, D]`` -> ``[B, F * ctc_per_token, 1 + len(CTC_VOCAB)]``."""
@@ -160,8 +160,8 @@ class SemanticTokenizer:
         return self.config.codebook_size
 
     def codebook_vectors(self) -> Tensor:
-        """``[N, D]``: the codebook itself (training updates it in place; detach to copy)."""
-        return self.bottleneck.vq._codebook.embed
+        """``[N, D]``: the vector each token stands for (a copy: the student's input table)."""
+        return self.bottleneck.codebook_vectors()
 
     def init_state(self, batch_size: int) -> SemanticStreamState:
         return SemanticStreamState(self.blocks.init_state(batch_size),

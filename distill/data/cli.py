@@ -1,11 +1,15 @@
-"""``voxloop distill synth | corpus``: build the distillation dataset and the codec corpus."""
+"""``voxloop distill synth | corpus | semantic``: build the distillation dataset and the codec
+corpus, and train the semantic tokenizer on the dataset."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from voxloop.codecs.semantic_config import SemanticConfig, SemanticTrainSettings
 from voxloop.distill.data.corpus import CorpusSettings
 from voxloop.distill.data.plan import SynthSettings
+from voxloop.distill.data.semantic_job import SemanticJobSettings
 from voxloop.distill.teachers.asr import ASRSettings
 from voxloop.distill.teachers.llm import LLMSettings
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
@@ -40,6 +44,18 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, CorpusSettings)
     p.set_defaults(run=run_corpus)
 
+    p = add_command(
+        distill_group(subparsers, groups), "semantic",
+        "Train the semantic tokenizer (Whisper tiny.en encoder + VQ) on a dataset's user audio "
+        "and prompt words: train split trains, valid validates, held-out splits only measure. "
+        "Uses the shards built so far; resumes where it stopped.",
+        "voxloop distill semantic --data data/distill-v2 --out runs/semantic "
+        "--export models/voxloop-semantic")
+    add_settings(p, SemanticJobSettings)
+    add_settings(p, SemanticTrainSettings)
+    add_settings(p, SemanticConfig)
+    p.set_defaults(run=run_semantic)
+
 
 def run_synth_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(SynthSettings, args)
@@ -66,4 +82,17 @@ def run_corpus(args: argparse.Namespace) -> int:
     from voxloop.distill.data.corpus import build_corpus
 
     print(f"corpus ready in {build_corpus(settings_from_args(CorpusSettings, args))}")
+    return 0
+
+
+def run_semantic(args: argparse.Namespace) -> int:
+    from voxloop.distill.data.semantic_job import run_semantic_job
+
+    summary = run_semantic_job(
+        settings_from_args(SemanticJobSettings, args), settings_from_args(SemanticConfig, args),
+        settings_from_args(SemanticTrainSettings, args))
+    for split, result in summary["results"].items():
+        print(f"{split}: CER {100 * result['val_cer']:.1f}%, {result['codes_used']} codes used "
+              f"(perplexity {result['code_perplexity']:.0f})")
+    print(f"model in {summary.get('export') or Path(summary['settings']['out']) / 'model'}")
     return 0

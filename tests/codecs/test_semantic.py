@@ -29,7 +29,8 @@ from voxloop.errors import VoxloopError
 TEXTS = ("How many legs does a spider have?", "What is the capital of France?",
          "Set a timer for ten minutes.", "Is it going to rain tomorrow?",
          "Tell me a short joke about cats.", "How far away is the moon?")
-SMALL = SemanticConfig(block_ms=200, hidden_dim=32, code_dim=8, codebook_size=64, head_dim=16)
+SMALL = SemanticConfig(block_ms=200, hidden_dim=32, code_dim=8, codebook_size=64, head_dim=16,
+                       lookup_dim=4)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,10 +46,13 @@ def small_tokenizer(config: SemanticConfig = SMALL) -> SemanticTokenizer:
     """Random weights, 1 s segments (50 frames): fast, and segments restart within 3 s."""
     torch.manual_seed(0)
     encoder = WhisperEncoder(num_layers=2, num_heads=2, width=32, max_frames=50).eval()
-    tokenizer = new_tokenizer(config, encoder.requires_grad_(False))
-    codebook = tokenizer.bottleneck.vq._codebook
-    codebook.inited.fill_(1)
-    codebook.embed.copy_(torch.randn_like(codebook.embed))
+    return random_codebook(new_tokenizer(config, encoder.requires_grad_(False)))
+
+
+def random_codebook(tokenizer: SemanticTokenizer) -> SemanticTokenizer:
+    """Seed the untrained codebook with random codes (either quantizer)."""
+    frames = torch.randn(4 * tokenizer.cardinality, tokenizer.config.code_dim)
+    tokenizer.bottleneck.init_codebook(frames, iters=0)
     return tokenizer
 
 
@@ -177,10 +181,7 @@ def test_block_causal_deviation_from_full_attention(speech, whisper):
 
 
 def test_real_speech_tokens_stream_while_speaking(speech, whisper):
-    tokenizer = new_tokenizer(SemanticConfig(block_ms=500), whisper)
-    codebook = tokenizer.bottleneck.vq._codebook
-    codebook.inited.fill_(1)
-    codebook.embed.copy_(torch.randn_like(codebook.embed))
+    tokenizer = random_codebook(new_tokenizer(SemanticConfig(block_ms=500), whisper))
     wav = torch.from_numpy(speech[0])[None]
     state, times, tokens = tokenizer.init_state(1), [], []
     for start in range(0, wav.shape[1], 1600):  # 100 ms chunks, as a microphone sends
@@ -201,7 +202,7 @@ def test_training_lowers_ctc_and_the_model_round_trips(tmp_path, speech, whisper
     config = SemanticConfig(block_ms=500, hidden_dim=64, code_dim=16, codebook_size=32,
                             head_dim=64)
     run = SemanticTrainSettings(out=str(tmp_path / "run"), steps=80, batch_size=6, lr=1e-2,
-                                warmup_steps=5, ckpt_every=40, eval_every=20)
+                                warmup_steps=5, ckpt_every=40, eval_every=20, vq_start_step=10)
     metrics = train(examples, examples[:3], config, run, encoder=whisper, progress=False)
     history = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["history"]
     assert [h["step"] for h in history] == [20, 40, 60, 80]
@@ -253,10 +254,7 @@ def test_cli_writes_tokens_and_refuses_wrong_inputs(tmp_path, speech, whisper, c
     from voxloop.cli import main
     from voxloop.models import DEFAULT_CODEC, models_dir
 
-    tokenizer = new_tokenizer(SemanticConfig(frame_rate_hz=12.5), whisper)
-    codebook = tokenizer.bottleneck.vq._codebook
-    codebook.inited.fill_(1)
-    codebook.embed.copy_(torch.randn_like(codebook.embed))
+    tokenizer = random_codebook(new_tokenizer(SemanticConfig(frame_rate_hz=12.5), whisper))
     folder = save_semantic(tokenizer.bottleneck, tmp_path / "semantic")
     wav = write_wav(tmp_path / "q.wav", speech[0], MODEL_RATE_HZ)
     assert main(["codec", "semantic", str(wav), str(tmp_path / "q.npz"),
