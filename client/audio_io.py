@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxloop.client.devices import resolve_device, sounddevice
+from voxloop.client.echo import SILENT_DBFS, dbfs
 from voxloop.client.jitter import JitterBuffer
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
-
-AUDIBLE_RMS = 10 ** (-50 / 20)  # the speaker is playing something (echo.py's -60 dBFS + 10)
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,7 @@ class MicBlock:
     far: np.ndarray  # what the speaker played over the same time, [T]
     captured_s: float  # perf_counter when its first sample was captured
     aligned: bool = True  # False: ``far`` may not line up with the echo in ``samples``
+    ahead_dbfs: float = SILENT_DBFS  # the level of what the speaker plays next (100 ms)
 
 
 class _ClockFollower:
@@ -140,7 +140,7 @@ class PlayedTimeline:
     not where the speaker side has not written yet (the output callback is late).
     """
 
-    def __init__(self, keep_ms: int = 2000, settle_ms: int = 500,
+    def __init__(self, keep_ms: int = 2000, settle_ms: int = 200,
                  rate_hz: int = WIRE_RATE_HZ) -> None:
         self.rate_hz = rate_hz
         self._ring = np.zeros(keep_ms * rate_hz // 1000, np.float32)
@@ -214,12 +214,23 @@ class PlayedTimeline:
             if last > first:
                 out[first - start:last - start] = self._load(first, last)
             aligned = not unsure and not self._unsettled and start + n_samples <= self._trusted
-            if np.sqrt(np.mean(np.square(out))) > AUDIBLE_RMS:
+            if dbfs(out) > SILENT_DBFS + 10:
                 # the canceller re-learns the echo path only while it hears the speaker:
                 # a move during a silence is as new at the start of the next answer
                 self._unsettled = max(0, self._unsettled - n_samples)
             self.unaligned_blocks += not aligned
         return out, aligned
+
+    def ahead_dbfs(self, ahead_ms: int = 100) -> float:
+        """The level of what the speaker plays in the ``ahead_ms`` after the last block
+        taken: where the reference is not trusted, the echo may be of that already."""
+        with self._lock:
+            first = self._read.position
+            if first is None:
+                return SILENT_DBFS
+            first = max(first, self._end - len(self._ring))
+            last = min(first + ahead_ms * self.rate_hz // 1000, self._end)
+            return dbfs(self._load(first, last)) if last > first else SILENT_DBFS
 
 
 class AudioIO:
@@ -275,7 +286,8 @@ class AudioIO:
         captured_s = time.perf_counter() - ago_s
         far, aligned = self.reference.take(frames, captured_s,
                                            bool(status and status.input_overflow))
-        self.on_mic(MicBlock(indata[:, 0].copy(), far, captured_s, aligned))
+        self.on_mic(MicBlock(indata[:, 0].copy(), far, captured_s, aligned,
+                             self.reference.ahead_dbfs()))
 
 
 _alsa_handler = None  # kept referenced: ALSA calls it for as long as the process lives

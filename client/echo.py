@@ -64,13 +64,17 @@ class Ducker:
         self._gain = 10 ** (settings.duck_db / 20)
         self._recent_far_db: deque[float] = deque()  # one level per block, over tail_ms
         self._recent_samples = 0
+        self._ahead_db = SILENT_DBFS
 
-    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
-        self.hear(far)
+    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True,
+                ahead_dbfs: float = SILENT_DBFS) -> np.ndarray:
+        self.hear(far, ahead_dbfs)
         return self.gate(mic)
 
-    def hear(self, far: np.ndarray) -> None:
-        """Note the level the speaker played over one block."""
+    def hear(self, far: np.ndarray, ahead_dbfs: float = SILENT_DBFS) -> None:
+        """Note the level the speaker played over one block, and of what it plays
+        next (where the reference is late, the echo is of that already)."""
+        self._ahead_db = ahead_dbfs
         self._recent_far_db.append(dbfs(far))
         self._recent_samples += len(far)
         while self._recent_samples - len(far) >= self.s.tail_ms * WIRE_RATE_HZ // 1000:
@@ -79,14 +83,19 @@ class Ducker:
 
     @property
     def audible(self) -> bool:
-        """Whether the speaker played anything within the last ``tail_ms``."""
-        return bool(self._recent_far_db) and max(self._recent_far_db) > SILENT_DBFS + 10
+        """Whether the speaker played anything within the last ``tail_ms`` or is about to."""
+        return self._far_db() > SILENT_DBFS + 10
+
+    def _far_db(self) -> float:
+        """The peak level of what the echo may be of: the last ``tail_ms`` of playback
+        (echo lags it), and what plays next."""
+        return max([self._ahead_db, *self._recent_far_db])
 
     def gate(self, mic: np.ndarray) -> np.ndarray:
         """``mic`` ducked while the assistant is audible, unless the user talks over it."""
         if not self.audible:
             return mic
-        far_db = max(self._recent_far_db)  # echo lags the playback: compare with its peak
+        far_db = self._far_db()
         mic_db = dbfs(mic)
         if mic_db > self.s.barge_in_dbfs and mic_db > far_db + self.s.margin_db:
             return mic  # the user is talking over the assistant
@@ -95,6 +104,7 @@ class Ducker:
     def reset(self) -> None:
         self._recent_far_db.clear()
         self._recent_samples = 0
+        self._ahead_db = SILENT_DBFS
 
 
 class EchoLeakDetector:
@@ -183,10 +193,11 @@ class WebRtcAec:
         self.guarded_blocks = 0  # not aligned, or leaking, while the assistant was audible
         self.leaking_blocks = 0
 
-    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
+    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True,
+                ahead_dbfs: float = SILENT_DBFS) -> np.ndarray:
         out = self._ap.process(mic.astype(np.float32, copy=False),
                                far.astype(np.float32, copy=False))
-        self._guard.hear(far)
+        self._guard.hear(far, ahead_dbfs)
         if self._leaks.leaking(mic, out, far):
             self.leaking_blocks += 1
             self._distrust_samples = self._hold_samples
@@ -221,7 +232,8 @@ def _latency_samples(ap, max_samples: int = 2400) -> int:
 class NoEcho:
     name = "off"
 
-    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True) -> np.ndarray:
+    def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True,
+                ahead_dbfs: float = SILENT_DBFS) -> np.ndarray:
         return mic
 
     def reset(self) -> None:

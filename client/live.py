@@ -163,7 +163,8 @@ class LiveClient:
     async def _send_mic(self, ws) -> None:
         while True:
             block = await self._mic.get()
-            sent = self.echo.process(block.samples, block.far, block.aligned)
+            sent = self.echo.process(block.samples, block.far, block.aligned,
+                                     block.ahead_dbfs)
             if dbfs(block.far) > SILENT_DBFS + 10:  # the assistant was playing
                 self.echo_meter.add(block.samples, sent)
             self.mic_dbfs = dbfs(block.samples)

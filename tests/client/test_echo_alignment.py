@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from voxloop.client.audio_io import PlayedTimeline
-from voxloop.client.echo import EchoMeter, EchoSettings, WebRtcAec, aec_available
+from voxloop.client.echo import Ducker, EchoMeter, EchoSettings, WebRtcAec, aec_available
 
 RATE_HZ = 24000
 BLOCK = 480  # 20 ms
@@ -173,6 +173,22 @@ def test_a_move_in_a_silence_is_distrusted_when_the_next_answer_starts():
     assert timeline.resyncs == 1
     # the answer starts at 1.90 s, 300 ms after the move: 200 ms of it not trusted
     assert not any(trusted[30:55]) and all(trusted[55:])
+
+
+def test_echo_ahead_of_a_late_reference_is_ducked_too():
+    """Where the reference is late (untrusted), the echo may be of audio it has not
+    reached yet: the guard compares with what the speaker plays next as well."""
+    timeline = PlayedTimeline()
+    silence, answer = np.zeros(BLOCK, np.float32), np.full(BLOCK, 0.3, np.float32)
+    for k in range(40):  # the answer is heard from 1.6 s
+        timeline.put(answer if k >= 30 else silence, 1.0 + 0.02 * k)
+    for j in range(28):
+        timeline.take(BLOCK, 1.0 + 0.02 * j)
+    assert timeline.ahead_dbfs() > -20  # 1.56-1.66 s: it starts within 100 ms
+    echo = 0.5 * answer
+    assert dbfs(Ducker(EchoSettings()).process(echo, silence, aligned=False)) > -20
+    sent = Ducker(EchoSettings()).process(echo, silence, False, timeline.ahead_dbfs())
+    assert dbfs(sent) < -60
 
 
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
