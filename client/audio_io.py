@@ -47,36 +47,34 @@ class MicBlock:
 
 class _ClockFollower:
     """A stream position in samples that advances by the samples that pass and moves
-    only where the stream broke, by as much as the PortAudio clock says it stepped.
+    only where PortAudio reports the stream broke, by as much as its clock stepped.
 
     Between xruns a stream is sample-exact: the speaker plays, and the mic records,
     24000 samples a second. PortAudio's readings of it are not: on a busy machine
     they wandered by 5 ms/s for seconds (the input and output ones in opposite
-    directions), jittered, and one in a few hundred was 50 ms off, while the real
-    echo delay stayed put. Following the readings moved the reference every few
+    directions), one in a few hundred was 50 ms off, and PulseAudio's latency
+    reports stepped by 25-40 ms and back with no gap in the sound at all, while the
+    real echo delay stayed put. Following the readings moved the reference every few
     seconds and AEC3 lost the echo each time. So the readings only calibrate the
-    start (the median of the first ``window``) and measure a break: an xrun PortAudio
-    reports, or readings far (``big``) from where they have been lately. The step is
-    where the readings settle afterwards (three in a row within ``steady``) minus
-    where they were just before, so the wander up to then does not count. Readings
-    that wander past ``drift`` (their median over ``window``) move it too: devices on
-    two crystals do drift apart.
+    start (the median of the first ``window``) and measure a reported xrun: the step
+    is the median of the ``votes`` readings after it minus that of the ``votes``
+    before. Readings whose median over ``window`` wanders past ``drift`` move it too:
+    devices on two crystals do drift apart, and a break nobody reported shows there.
     """
 
-    def __init__(self, rate_hz: int, big_ms: int = 20, drift_ms: int = 40,
-                 steady_ms: float = 2.0, window: int = 25) -> None:
+    def __init__(self, rate_hz: int, drift_ms: int = 40, votes: int = 5,
+                 window: int = 25) -> None:
         self.position: int | None = None
         self.jumps = 0
-        self._big, self._drift = big_ms * rate_hz // 1000, drift_ms * rate_hz // 1000
-        self._steady = steady_ms * rate_hz / 1000
+        self._drift, self._votes = drift_ms * rate_hz // 1000, votes
         self._offsets: deque[int] = deque(maxlen=window)  # reading - position, unbroken
         self._calibrated = False
-        self._after: list[int] | None = None  # readings since a break, while measuring it
-        self._reported = False  # the break being measured was reported by PortAudio
+        self._after: list[int] | None = None  # readings since an xrun, while measuring it
+        self._before = 0  # where the readings were before it
 
-    def follow(self, reading: int, broke: bool = False) -> bool:
-        """Compare the clock's reading of ``position`` with it and move it if the
-        stream broke; True while a break is being measured (the position is unsure)."""
+    def follow(self, reading: int, xrun: bool = False) -> bool:
+        """Compare the clock's reading of ``position`` with it and move it where the
+        stream broke; True while that is being measured (the position is unsure)."""
         if self.position is None:
             self.position = reading
             return True
@@ -87,8 +85,8 @@ class _ClockFollower:
                 self._calibrated = True
                 self._move(self._baseline())
             return not self._calibrated
-        if broke or self._after is not None or abs(offset - self._recent()) > self._big:
-            return self._measure(offset, broke)
+        if xrun or self._after is not None:
+            return self._measure(offset, xrun)
         self._offsets.append(offset)
         if abs(self._baseline()) > self._drift:
             self._move(self._baseline(), jump=True)
@@ -97,23 +95,19 @@ class _ClockFollower:
     def _baseline(self) -> int:
         return int(np.median(self._offsets)) if self._offsets else 0
 
-    def _recent(self) -> int:
-        """Where the readings have been lately (the last five: wander moves it, two
-        outliers do not)."""
-        return int(np.median(list(self._offsets)[-5:]))
-
-    def _measure(self, offset: int, broke: bool) -> bool:
-        if self._after is None or broke:
-            self._after, self._reported = [], broke or self._reported
+    def _measure(self, offset: int, xrun: bool) -> bool:
+        if self._after is None:
+            self._after = []
+            self._before = int(np.median(list(self._offsets)[-self._votes:]))
+        elif xrun:  # another one: its readings so far were not settled yet
+            self._after.clear()
         self._after.append(offset)
-        last = self._after[-3:]
-        if len(last) < 3 or (max(last) - min(last) > self._steady and len(self._after) < 12):
+        if len(self._after) < self._votes:
             return True
-        step = int(np.median(last)) - self._recent()
-        if abs(step) > self._big or (self._reported and abs(step) > self._steady):
-            self.position += step  # the readings go on from their baseline
-            self.jumps += 1
-        self._after, self._reported = None, False  # else a lone outlier: nothing moved
+        step = int(np.median(self._after)) - self._before
+        self.position += step  # the readings go on from where they were
+        self.jumps += step != 0
+        self._after = None
         return False
 
     def _move(self, step: int, jump: bool = False) -> None:

@@ -52,11 +52,14 @@ def _run_late(due: int) -> int:
 def _reading_s(true_samples: int, side: float, rng) -> float:
     """A PortAudio timestamp as PulseAudio's were on a busy machine: wandering by up to
     8 ms (12 ms/s at most, the input and output ones apart), within 0.3 ms of that
-    mostly, and one in 20 off by 5 to 50 ms."""
+    mostly, one in 20 off by 5 to 50 ms, and the output's 25 ms late for 300 ms with
+    no gap in the sound (its latency report stepped)."""
     t_s = true_samples / RATE_HZ
     error_s = 0.008 * np.sin(2 * np.pi * t_s / 4 + side) + rng.normal(0, 0.0003)
     if rng.random() < 1 / 20:
         error_s += rng.choice([-1, 1]) * rng.uniform(0.005, 0.05)
+    if side == 0.0 and 2.2 <= t_s < 2.5:
+        error_s += 0.025
     return 10.0 + t_s + error_s
 
 
@@ -123,11 +126,11 @@ def test_the_reference_stays_on_what_the_speaker_played_under_late_callbacks():
             lag = _lag(far, run.truth, at, around, 2400 if not lags else 480)
             assert lag is not None, f"block at {at / RATE_HZ:.2f} s: a reference never played"
             lags.append(lag)
-    # one echo path for the canceller: neither the timestamps' wander, jitter and
-    # outliers nor the bursts moved it, and the silence of the underruns is where the
-    # speaker was silent
+    # one echo path for the canceller: neither the timestamps' wander, jitter, outliers
+    # and steps nor the bursts moved it, and the silence of the underruns is where the
+    # speaker was silent (give or take how far the readings wandered meanwhile)
     spread_ms = 1000 * (max(lags) - min(lags)) / RATE_HZ
-    assert len(lags) > 40 and spread_ms < 3, (spread_ms, sorted(set(lags)))
+    assert len(lags) > 40 and spread_ms < 4, (spread_ms, sorted(set(lags)))
     assert abs(1000 * lags[0] / RATE_HZ) < 10  # the clocks' wander when it calibrated
     assert run.timeline.resyncs == len(UNDERRUNS_S)
     distrusted = [at / RATE_HZ for at, aligned in zip(run.captured, run.aligned, strict=True)
@@ -152,7 +155,7 @@ def test_a_late_output_callback_leaves_silence_in_the_reference():
     assert aligned and far.all()
     far, aligned = timeline.take(BLOCK, 1.60)  # not written: the output callback is late
     assert not aligned and not far.any()
-    for k in range(4):  # it comes back 100 ms later, after an underrun PortAudio reports
+    for k in range(6):  # it comes back 100 ms later, after an underrun PortAudio reports
         timeline.put(2 * tone, 1.70 + 0.02 * k, underrun=k == 0)
     far, aligned = timeline.take(BLOCK, 1.62)
     assert not far.any() and not aligned  # silence played; trusted again after settling
