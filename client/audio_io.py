@@ -129,9 +129,10 @@ class PlayedTimeline:
     :class:`_ClockFollower`: its jitter and wander never move the reference.
 
     ``take`` also says whether the echo canceller can trust the reference: not
-    before the clocks are calibrated, not while a break is being measured, not for
-    ``settle_ms`` after the reference moved (the canceller re-learns the echo path),
-    not where the speaker side has not written yet (the output callback is late).
+    before the clocks are calibrated, not while an xrun is being measured, not until
+    it has heard ``settle_ms`` of audible reference after the reference moved (it
+    re-learns the echo path), not where the speaker side has not written yet (the
+    output callback is late).
     """
 
     def __init__(self, keep_ms: int = 2000, settle_ms: int = 200,
@@ -140,7 +141,7 @@ class PlayedTimeline:
         self._ring = np.zeros(keep_ms * rate_hz // 1000, np.float32)
         self._origin_s: float | None = None  # perf_counter time of sample 0
         self._end = 0  # the speaker side has written up to here
-        self._trusted = 0  # and up to here while its clock agreed
+        self._trusted = 0  # and up to here in the right place (no xrun being measured)
         self._write = _ClockFollower(rate_hz)
         self._read = _ClockFollower(rate_hz)
         self._settle = settle_ms * rate_hz // 1000
@@ -163,8 +164,8 @@ class PlayedTimeline:
             unsure = self._write.follow(self._at(heard_s), underrun)
             start = self._write.position
             if self._write.jumps != jumps:
-                # the blocks put since the clock began to disagree went in at the old
-                # place: move them along, and leave the silence the speaker played
+                # the blocks put while the xrun was measured went in at the old place:
+                # move them along, and leave the silence the speaker played
                 doubtful = self._load(self._trusted, self._end)
                 self._clear(self._trusted, start - len(doubtful))
                 self._store(start - len(doubtful), doubtful)

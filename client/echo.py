@@ -8,7 +8,8 @@ at 24 kHz, ``far`` being what was played over the same stretch of time, and
 - ``aec``: WebRTC's AEC3 (the ``pywebrtc-audio`` wheel), the echo canceller of
   Chrome; it estimates the speaker-to-mic delay and path itself and removes the
   echo while keeping the user's voice, so talking over the assistant still works.
-  A block it cannot cancel (not ``aligned``) is ducked as below, never sent raw.
+  A block it cannot cancel (not ``aligned``, or echo it let through) is ducked as
+  below, never sent raw.
 - ``duck``: the fallback where that wheel does not install. While the assistant is
   audible (and ``tail_ms`` after), the mic is sent ``duck_db`` quieter unless it is
   louder than both ``barge_in_dbfs`` and the playback level plus ``margin_db``:
@@ -223,10 +224,8 @@ def _latency_samples(ap, max_samples: int = 2400) -> int:
     silent = np.zeros(WIRE_RATE_HZ // 100, np.float32)
     out = np.concatenate([ap.process(noise[i:i + len(silent)], silent)
                           for i in range(0, len(noise), len(silent))])
-    tail = out[max_samples:]
-    corr = [abs(float(np.dot(tail, noise[max_samples - lag:len(noise) - lag])))
-            for lag in range(max_samples + 1)]
-    return int(np.argmax(corr))
+    corr = np.correlate(out, noise[:len(noise) - max_samples], "valid")  # by lag
+    return int(np.argmax(np.abs(corr)))
 
 
 class NoEcho:
