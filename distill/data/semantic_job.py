@@ -49,9 +49,13 @@ class SemanticJobSettings:
         "help": "use at most this many training turns, in plan order (0: all built)"})
     valid_every: int = field(default=50, metadata={
         "help": "while the valid split has no built turn, every Nth training turn validates"})
+    extra_train: tuple[str, ...] = field(default=(), metadata={
+        "help": "more dataset folders whose train split also trains (only that split: e.g. "
+                "data/distill-v1, whose held-out voices and phrasings are the same, while a "
+                "partial build in plan order covers few intents)"})
     features: str = field(default="", metadata={
-        "help": "folder of the per-shard encoder feature cache, shareable between runs "
-                "(default: OUT/features)"})
+        "help": "folder of the per-shard encoder feature cache (one subfolder per dataset), "
+                "shareable between runs (default: OUT/features)"})
 
 
 @dataclass
@@ -136,8 +140,8 @@ def run_semantic_job(job: SemanticJobSettings, config: SemanticConfig,
     out = Path(settings.out)
     tokenizer = new_tokenizer(config, encoder)
     cache = Path(job.features) if job.features else out / "features"
-    sets = {split: split_features(tokenizer, job.data, split, cache,
-                                  job.max_train if split == "train" else 0, progress)
+    sets = {split: split_features(tokenizer, job.data, split, cache / Path(job.data).resolve()
+                                  .name, job.max_train if split == "train" else 0, progress)
             for split in SPLITS}
     train, valid = sets["train"], sets["valid"]
     note = f"valid split: {len(valid)} turns"
@@ -148,8 +152,16 @@ def run_semantic_job(job: SemanticJobSettings, config: SemanticConfig,
         note = f"no valid turn built yet: every {job.valid_every}th training turn validates"
     built = {s: f"{sets[s].shards}/{len(manifest['splits'].get(s, {}).get('shards', {}))}"
              for s in SPLITS}
-    print(f"{job.data}: shards built {json.dumps(built)}; training on {len(train)} turns, "
-          f"validating on {len(valid)} ({note})", file=sys.stderr)
+    extra = {}
+    for folder in job.extra_train:
+        clips = split_features(tokenizer, folder, "train", cache / Path(folder).resolve().name,
+                               progress=progress)
+        extra[folder] = len(clips)
+        train.add(clips)
+    also = "".join(f" + {n} of {f}" for f, n in extra.items())
+    print(f"{job.data}: shards built {json.dumps(built)}; training on {len(train)} turns"
+          f"{also and f' ({len(train) - sum(extra.values())}{also})'}, validating on "
+          f"{len(valid)} ({note})", file=sys.stderr)
     if not len(train) or not len(valid):
         raise VoxloopError(f"{job.data} has no built training turns yet (or too few to set "
                            "some aside for validation)")
@@ -162,7 +174,7 @@ def run_semantic_job(job: SemanticJobSettings, config: SemanticConfig,
             results[split] = evaluate(model.bottleneck, sets[split].features,
                                       sets[split].texts, 64)
     summary = {"command": command or command_line(job, settings, config), "data": job.data,
-               "shards_built": built,
+               "shards_built": built, "extra_train": extra,
                "turns": {"train": len(train), "valid": len(valid),
                          **{s: len(sets[s]) for s in HELDOUT_SPLITS}},
                "valid_note": note, "train_minutes": round(metrics["train_minutes"], 1),
@@ -207,6 +219,8 @@ def export(model: Path, target: Path) -> None:
 def card(summary: dict) -> str:
     """The model card: command, data, training time and the held-out numbers."""
     config, turns = summary["config"], summary["turns"]
+    extra = "".join(f", of which {n} from the train split of `{folder}`"
+                    for folder, n in summary.get("extra_train", {}).items())
     rows = "\n".join(
         f"| {split} | {turns.get(split, 0)} | {100 * r['val_cer']:.1f} | {r['val_ctc']:.3f} | "
         f"{r['codes_used']} / {config['codebook_size']} | {r['code_perplexity']:.0f} |"
@@ -222,8 +236,8 @@ Trained with character CTC on the words the user voices spoke.
 Command: `{summary['command']}`
 
 Data: `{summary['data']}`, shards built {json.dumps(summary['shards_built'])};
-{turns['train']} training turns, {turns['valid']} validation turns ({summary['valid_note']}).
-The held-out splits (unseen voices, unseen phrasings) never trained.
+{turns['train']} training turns{extra}, {turns['valid']} validation turns
+({summary['valid_note']}). The held-out splits (unseen voices, unseen phrasings) never trained.
 
 Training: {summary['steps']} steps, {summary['train_minutes']} minutes on CPU
 {'(stopped by the time box)' if summary['stopped_early'] else ''}.

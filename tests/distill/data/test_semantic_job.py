@@ -98,7 +98,7 @@ def test_partial_dataset_trains_on_built_train_shards_only(tmp_path, encoder, mo
     assert all(t.startswith("train ") for t in seen["train"] + seen["valid"])
     assert (len(seen["train"]), len(seen["valid"])) == (7, 2)
     assert set(summary["results"]) == {"valid", "heldout_voice"}  # measured, never trained
-    assert sorted(p.name for p in (tmp_path / "run" / "features").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "run" / "features" / "data").iterdir()) == [
         "heldout_voice-00000.pt", "train-00000.pt", "train-00001.pt", "train-00003.pt"]
 
     card = (tmp_path / "export" / "README.md").read_text()
@@ -114,7 +114,7 @@ def test_a_grown_dataset_encodes_only_new_shards_and_training_resumes(tmp_path, 
     job = SemanticJobSettings(data=str(data))
     first = run_semantic_job(job, SMALL, settings(tmp_path, 5), progress=False, encoder=encoder)
     assert first["turns"]["train"] == 6 and first["turns"]["valid"] == 3
-    cache = tmp_path / "run" / "features"
+    cache = tmp_path / "run" / "features" / "data"
     stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
 
     make_dataset(tmp_path / "data", {"train": [2]}, planned)  # the synth job wrote one more
@@ -129,6 +129,32 @@ def test_a_grown_dataset_encodes_only_new_shards_and_training_resumes(tmp_path, 
     capped = run_semantic_job(dataclasses.replace(job, max_train=4), SMALL,
                               settings(tmp_path / "capped", 2), progress=False, encoder=encoder)
     assert capped["turns"]["train"] == 4
+
+
+def test_extra_datasets_add_their_train_split_only(tmp_path, encoder, monkeypatch):
+    planned = {"train": 1, "valid": 1, "heldout_voice": 1, "heldout_phrasing": 1}
+    data = make_dataset(tmp_path / "v2", {"train": [0], "valid": [0]}, planned)
+    extra = make_dataset(tmp_path / "v1", {"train": [0, 1], "valid": [0], "heldout_voice": [0],
+                                           "heldout_phrasing": [0]}, {**planned, "train": 2})
+    import voxloop.codecs.semantic_train as semantic_train
+
+    seen, real_fit = {}, semantic_train.fit
+
+    def spy(tokenizer, train, valid, *args, **kwargs):
+        seen["train"], seen["valid"] = train[1], valid[1]
+        return real_fit(tokenizer, train, valid, *args, **kwargs)
+
+    monkeypatch.setattr(semantic_train, "fit", spy)
+    job = SemanticJobSettings(data=str(data), extra_train=(str(extra),))
+    summary = run_semantic_job(job, SMALL, settings(tmp_path, 4), progress=False,
+                               encoder=encoder)
+    assert summary["turns"]["train"] == 9 and summary["extra_train"] == {str(extra): 6}
+    assert len(seen["valid"]) == 3  # the main dataset's valid split only
+    assert all(t.startswith("train ") for t in seen["train"])
+    assert all(t.startswith("valid ") for t in seen["valid"])
+    assert {p.name for p in (tmp_path / "run" / "features").iterdir()} == {"v1", "v2"}
+    assert f"of which 6 from the train split of `{extra}`" in (
+        tmp_path / "run" / "model" / "README.md").read_text()
 
 
 def test_shards_without_user_audio_are_a_clear_error(tmp_path, encoder):
