@@ -195,11 +195,14 @@ def command_line(*settings) -> str:
     for value in settings:
         for f in fields(value):
             current = getattr(value, f.name)
-            if f.metadata.get("cli") is False or current == f.default:
+            if f.metadata.get("cli") is False or (current == f.default and
+                                                  f.name not in ("data", "out")):
                 continue
             flag = "--" + f.name.replace("_", "-")
             if isinstance(current, bool):
                 words.append(flag if current else "--no-" + flag[2:])
+            elif isinstance(current, tuple):
+                words += [flag, *map(shlex.quote, current)]
             else:
                 words += [flag, shlex.quote(f"{current:g}" if isinstance(current, float)
                                             else str(current))]
@@ -239,8 +242,8 @@ Data: `{summary['data']}`, shards built {json.dumps(summary['shards_built'])};
 {turns['train']} training turns{extra}, {turns['valid']} validation turns
 ({summary['valid_note']}). The held-out splits (unseen voices, unseen phrasings) never trained.
 
-Training: {summary['steps']} steps, {summary['train_minutes']} minutes on CPU
-{'(stopped by the time box)' if summary['stopped_early'] else ''}.
+Training: {summary['steps']} steps, {summary['train_minutes']} minutes on CPU (features of the
+frozen encoder computed once before){' (stopped by the time box)' * summary['stopped_early']}.
 
 | split | turns | CER % (greedy CTC) | CTC loss | codes used | code perplexity |
 |---|---|---|---|---|---|

@@ -148,7 +148,10 @@ def test_extra_datasets_add_their_train_split_only(tmp_path, encoder, monkeypatc
     job = SemanticJobSettings(data=str(data), extra_train=(str(extra),))
     summary = run_semantic_job(job, SMALL, settings(tmp_path, 4), progress=False,
                                encoder=encoder)
-    assert summary["turns"]["train"] == 9 and summary["extra_train"] == {str(extra): 6}
+    assert summary["turns"]["train"] == 9
+    assert summary["extra_train"] == {str(extra): 6}
+    assert summary["command"].startswith(f"voxloop distill semantic --data {data} "
+                                         f"--extra-train {extra} --out ")
     assert len(seen["valid"]) == 3  # the main dataset's valid split only
     assert all(t.startswith("train ") for t in seen["train"])
     assert all(t.startswith("valid ") for t in seen["valid"])
