@@ -43,3 +43,15 @@ def assistant():
     from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 
     return ScriptedAssistant()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small per-block ops run faster on one torch thread than two on a shared machine
+    (modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

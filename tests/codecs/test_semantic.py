@@ -32,14 +32,7 @@ TEXTS = ("How many legs does a spider have?", "What is the capital of France?",
 SMALL = SemanticConfig(block_ms=200, hidden_dim=32, code_dim=8, codebook_size=64, head_dim=16,
                        lookup_dim=4)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small per-block ops: one thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_tokenizer(config: SemanticConfig = SMALL) -> SemanticTokenizer:

@@ -37,13 +37,7 @@ from voxloop.distill.student.user_tokens import encode_clips
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

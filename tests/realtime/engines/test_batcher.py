@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_config
+from tests.realtime.engines.helpers import collect
 from voxloop.distill.student.generate import SamplingOptions, StudentStepper, generate
 from voxloop.distill.student.model import Student
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
-from voxloop.realtime.engines.answers import Answer, Done, Failed, Frame, Reason, Word
+from voxloop.realtime.engines.answers import Reason
 from voxloop.realtime.engines.batcher import ContinuousBatcher
 
 OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
@@ -36,23 +37,6 @@ def batcher(model):
 
 def user_codes(seed: int, frames: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 1024, (4, frames))
-
-
-def collect(answer: Answer) -> tuple[list[str], np.ndarray, Reason]:
-    words, frames = [], []
-    while True:
-        match answer.get(10.0):
-            case None:
-                raise AssertionError("the model thread stopped answering")
-            case Failed(error):
-                raise AssertionError(error)
-            case Word(text):
-                words.append(text)
-            case Frame(codes):
-                frames.append(codes)
-            case Done(reason):
-                stacked = np.stack(frames, 1) if frames else np.zeros((4, 0), np.int64)
-                return words, stacked, reason
 
 
 def reference(model, batcher, codes: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from tests.distill.student.semantic_fixtures import (
     examples_with_audio,
@@ -20,24 +19,19 @@ from tests.distill.student.semantic_fixtures import (
     semantic_student,
     tiny_tokenizer,
 )
+from tests.realtime.engines.helpers import collect as collect_answer
 from voxloop.codecs.semantic import save_semantic
 from voxloop.distill.student.generate import SamplingOptions, StudentStepper, generate
 from voxloop.distill.student.user_tokens import encode_clips
 from voxloop.distill.student.vocab import Tokenizer
-from voxloop.realtime.engines.answers import Done, Failed, Frame, Reason, Word
+from voxloop.realtime.engines.answers import Reason
 from voxloop.realtime.engines.base import Turn
 from voxloop.realtime.engines.batcher import ContinuousBatcher
 from voxloop.realtime.engines.ears import SemanticEar
 
 OPTIONS = SamplingOptions(max_text_tokens=4, max_audio_frames=8)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +77,9 @@ def batcher(semantic_model):
 
 
 def collect(answer) -> tuple[list[str], np.ndarray]:
-    words, frames = [], []
-    while True:
-        match answer.get(10.0):
-            case None:
-                raise AssertionError("the model thread stopped answering")
-            case Failed(error):
-                raise AssertionError(error)
-            case Word(text):
-                words.append(text)
-            case Frame(codes):
-                frames.append(codes)
-            case Done(reason):
-                assert reason is Reason.COMPLETED, reason
-                return words, np.stack(frames, 1) if frames else np.zeros((4, 0), np.int64)
+    words, codes, reason = collect_answer(answer)
+    assert reason is Reason.COMPLETED, reason
+    return words, codes
 
 
 def alone(semantic_model, tokens: np.ndarray) -> tuple[list[str], np.ndarray]:
