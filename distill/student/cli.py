@@ -40,6 +40,10 @@ def register(subparsers, groups: dict) -> None:
                    f"(default {DEFAULT_SEMANTIC})")
     p.add_argument("--batch-size", type=int, default=32,
                    help="clips tokenized at once (--user-input semantic)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes computing semantic tokens (one thread each; one per core "
+                        "is fastest). Tokens are cached per shard under "
+                        "DATASET/semantic-tokens/, so a repack or a killed pack reuses them")
     p.set_defaults(run=run_pack)
 
     p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
@@ -68,7 +72,8 @@ def run_pack(args: argparse.Namespace) -> int:
     print(f"{args.dataset}: {dataset_progress(args.dataset)}")
     path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
                         targets=args.targets, corpus=args.corpus, user_input=args.user_input,
-                        semantic=args.semantic, batch_size=args.batch_size, progress=True)
+                        semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
+                        progress=True)
     data = PackedData.load(path)
     counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
     heard = "codec codes"

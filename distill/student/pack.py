@@ -221,7 +221,7 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  vocab: dict | None = None, valid_every: int = 0,
                  targets: str = "teacher", corpus: str | Path | None = None,
                  user_input: str = "codes", semantic=None, batch_size: int = 32,
-                 progress: bool = False) -> Path:
+                 jobs: int = 1, progress: bool = False) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
@@ -231,7 +231,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     also train on the questions of this codec corpus (``corpus_turns``; intended only).
     ``user_input`` ``semantic``: the user turns become the tokens of ``semantic`` (a
     tokenizer, its folder or bundled name; default voxloop-semantic) computed from the
-    dataset's 16 kHz user audio, ``batch_size`` clips at a time. A dataset still being
+    dataset's 16 kHz user audio, ``batch_size`` clips at a time, cached per shard and
+    computed by ``jobs`` processes (``distill.student.token_cache``). A dataset still being
     built is packed from the shards that exist (``dataset_progress`` says how many).
     """
     from voxloop.distill.data.dataset import iter_examples, load_manifest
@@ -260,9 +261,16 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
 
         tokenizer, tokenizer_folder = load_tokenizer(semantic)
         info = semantic_info(tokenizer, tokenizer_folder)
-        total = sum(s["examples_done"] for s in manifest["splits"].values())
-        stream = with_semantic_tokens(stream, tokenizer, batch_size, progress=progress,
-                                      total=total)
+        if info["sha256"]:  # a tokenizer on disk: tokens cached per shard, in parallel
+            from voxloop.distill.student.token_cache import fill_cache, with_cached_tokens
+
+            cache = fill_cache(folder, tokenizer, tokenizer_folder, info["sha256"], jobs=jobs,
+                               batch_size=batch_size, progress=progress)
+            stream = with_cached_tokens(stream, cache)
+        else:
+            total = sum(s["examples_done"] for s in manifest["splits"].values())
+            stream = with_semantic_tokens(stream, tokenizer, batch_size, progress=progress,
+                                          total=total)
         extra["user_codebooks"] = tokenizer.codebook_vectors().float().cpu().numpy()
     examples = list(stream)
     if not examples:

@@ -18,6 +18,7 @@ from voxloop.codecs.semantic import (
     pad_to_pool,
 )
 from voxloop.codecs.whisper_encoder import WhisperEncoder
+from voxloop.distill.data.dataset import shard_name, shard_path, write_manifest, write_shard
 from voxloop.distill.student.model import Student, save_student
 from voxloop.distill.student.pack import PackedData, pack_examples
 from voxloop.distill.student.user_tokens import semantic_info, with_semantic_tokens
@@ -120,3 +121,19 @@ def save_semantic_student(tokenizer: SemanticTokenizer, tokenizer_folder: Path,
              "semantic": semantic_info(tokenizer, tokenizer_folder)}
     model = semantic_student(tokenizer, vocab, seed, max_len=640)
     return save_student(model, vocab, folder)
+
+
+def write_dataset(folder, existing: dict[str, list], planned: dict[str, int]) -> None:
+    """A dataset folder whose manifest plans ``planned[split]`` shards of which only the
+    ones in ``existing`` exist (a build still running)."""
+    splits = {}
+    for split, count in planned.items():
+        shards = {shard_name(split, i): 2 for i in range(count)}
+        splits[split] = {"examples": 2 * count, "shards": shards}
+    for split, examples in existing.items():
+        for i in range(0, len(examples), 2):
+            write_shard(shard_path(folder, shard_name(split, i // 2)), examples[i:i + 2],
+                        {"name": "voxloop-codec-16k", "sha256": "x"})
+    write_manifest(folder, {"codec": {"name": "voxloop-codec-16k", "sha256": "x"},
+                            "frame_rate_hz": 25.0, "num_codebooks": 8,
+                            "audio_rate_hz": 16000, "splits": splits})

@@ -17,9 +17,9 @@ from tests.distill.student.semantic_fixtures import (
     semantic_packed,
     semantic_student,
     tiny_tokenizer,
+    write_dataset,
 )
 from voxloop.codecs.semantic import SemanticTokenizer
-from voxloop.distill.data.dataset import shard_name, shard_path, write_manifest, write_shard
 from voxloop.distill.student.config import StudentConfig
 from voxloop.distill.student.generate import SamplingOptions, generate
 from voxloop.distill.student.layout import build_sequence
@@ -109,22 +109,6 @@ def test_offline_batched_tokens_are_the_streams(rate):
     for clip, tokens in zip(clips, offline, strict=True):
         np.testing.assert_array_equal(tokens, stream_tokens(tokenizer, clip, rng))
     assert sum(len(t) for t in offline) > 50 and len(set(np.concatenate(offline))) >= 3
-
-
-def write_dataset(folder, existing: dict[str, list], planned: dict[str, int]) -> None:
-    """A dataset folder whose manifest plans ``planned[split]`` shards of which only the
-    ones in ``existing`` exist (a build still running)."""
-    splits = {}
-    for split, count in planned.items():
-        shards = {shard_name(split, i): 2 for i in range(count)}
-        splits[split] = {"examples": 2 * count, "shards": shards}
-    for split, examples in existing.items():
-        for i in range(0, len(examples), 2):
-            write_shard(shard_path(folder, shard_name(split, i // 2)), examples[i:i + 2],
-                        {"name": "voxloop-codec-16k", "sha256": "x"})
-    write_manifest(folder, {"codec": {"name": "voxloop-codec-16k", "sha256": "x"},
-                            "frame_rate_hz": 25.0, "num_codebooks": 8,
-                            "audio_rate_hz": 16000, "splits": splits})
 
 
 def test_pack_a_partial_dataset_as_semantic_tokens(tmp_path, tokenizer):

@@ -1,0 +1,82 @@
+"""Semantic tokens cached per dataset shard: the tokens the stream gives, computed once,
+the missing ones only, and the same from worker processes as from one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.semantic_fixtures import (
+    examples_with_audio,
+    real_tokenizer,
+    tiny_tokenizer,
+    write_dataset,
+)
+from voxloop.codecs.semantic import save_semantic
+from voxloop.distill.data.dataset import iter_examples
+from voxloop.distill.student.pack import PackedData, pack_dataset
+from voxloop.distill.student.token_cache import (
+    cache_folder,
+    fill_cache,
+    finished_shards,
+    with_cached_tokens,
+)
+from voxloop.errors import VoxloopError
+from voxloop.models import weights_sha256
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def encoded(tokenizer, example) -> np.ndarray:
+    wav = torch.from_numpy(example.user_audio.astype(np.float32) / 32768)[None]
+    return tokenizer.encode(wav)[0].numpy()
+
+
+def test_cache_holds_the_streams_tokens_and_fills_only_what_is_missing(tmp_path):
+    tokenizer = tiny_tokenizer()
+    train, valid = examples_with_audio(4, seed=0), examples_with_audio(2, 5, split="valid")
+    write_dataset(tmp_path, {"train": train[:2], "valid": valid}, {"train": 2, "valid": 1})
+    assert finished_shards(tmp_path) == ["train-00000.npz", "valid-00000.npz"]
+    folder = fill_cache(tmp_path, tokenizer, tmp_path, "ab" * 32, batch_size=3)
+    assert folder == cache_folder(tmp_path, "ab" * 32)
+    first = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
+    assert sorted(first) == ["train-00000.npz", "valid-00000.npz"]
+
+    write_dataset(tmp_path, {"train": train, "valid": valid}, {"train": 2, "valid": 1})
+    fill_cache(tmp_path, tokenizer, tmp_path, "ab" * 32)  # the new shard only
+    again = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
+    assert len(again) == 3 and all(again[name] == first[name] for name in first)
+    heard = list(with_cached_tokens(iter_examples(tmp_path), folder))
+    assert [e.id for e in heard] == [e.id for e in train + valid]
+    for got, want in zip(heard, train + valid, strict=True):
+        assert got.user_audio is None and got.user_codes.dtype == np.int16
+        np.testing.assert_array_equal(got.user_codes[0], encoded(tokenizer, want))
+
+    (folder / "valid-00000.npz").unlink()  # a turn with no tokens: said, not guessed
+    with pytest.raises(VoxloopError, match="no cached semantic tokens"):
+        list(with_cached_tokens(iter_examples(tmp_path), folder))
+
+
+@pytest.mark.slow
+def test_pack_with_worker_processes_equals_one_process(tmp_path):
+    """A tokenizer on disk (Whisper tiny.en's encoder, read in each spawned worker):
+    two jobs write the cache one job writes, and the pack reads it back."""
+    tokenizer = real_tokenizer()
+    model = save_semantic(tokenizer.bottleneck, tmp_path / "tokenizer")
+    examples = examples_with_audio(6, seed=2)
+    for name in ("one", "two"):
+        write_dataset(tmp_path / name, {"train": examples}, {"train": 3})
+    one = pack_dataset(tmp_path / "one", tmp_path / "one.npz", user_input="semantic",
+                       semantic=model)
+    two = pack_dataset(tmp_path / "two", tmp_path / "two.npz", user_input="semantic",
+                       semantic=model, jobs=2)
+    sha = weights_sha256(model)
+    for shard in finished_shards(tmp_path / "one"):
+        a = np.load(cache_folder(tmp_path / "one", sha) / shard)
+        b = np.load(cache_folder(tmp_path / "two", sha) / shard)
+        assert all(np.array_equal(a[k], b[k]) for k in ("ids", "tokens", "offsets"))
+    packed = PackedData.load(two)
+    for i, ex in enumerate(examples):
+        np.testing.assert_array_equal(packed.user(i)[0], encoded(tokenizer, ex))
+    assert PackedData.load(one).vocab["semantic"]["sha256"] == sha
