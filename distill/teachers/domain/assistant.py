@@ -4,7 +4,10 @@ Questions are normalized (``text.normalize``), tried against the compositional
 skills, then scored against every documented phrasing of the fixed intents
 with an IDF-weighted fuzzy word overlap, so missing words, plurals and small
 ASR misspellings still land on the right intent. Below ``min_score`` the
-answer is the polite fallback.
+answer is the polite fallback, and so it is for a weak match: a question whose
+subject is not the intent's ("how many legs does a *centipede* have" is not
+the dog's question with a typo). An unknown slot of a skill gets an honest
+answer ("I don't know the capital of Mongolia.").
 """
 
 from __future__ import annotations
@@ -15,17 +18,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from rapidfuzz import fuzz
 
-from voxloop.distill.teachers.domain.data import load_domain
+from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
 from voxloop.distill.teachers.domain.skills import SKILLS
 from voxloop.distill.teachers.domain.text import normalize, word_similarity
 
-FALLBACK_INTENT = "fallback"
 _STOPWORDS = {"a", "an", "the", "is", "are", "of", "to", "in", "on", "me", "please", "can", "you",
               "do", "does", "i", "it", "that", "this", "for", "be", "and", "there", "so", "hey",
               "um", "uh", "well", "just", "tell", "what", "how", "which", "voxloop", "we", "will",
               "at", "if", "with", "as", "but", "by", "from", "into", "or", "not", "would"}
 _MIN_WORD_SIMILARITY = 0.75  # weaker word matches count as no match
+# Two intents are siblings when this many of their phrasings, index by index, differ in one
+# or two words ("how many legs does a dog have" / "... a spider have"): those words are
+# the intents' subjects.
+_SIBLING_PHRASINGS = 8
+# A heard word this close to a missing subject word is taken for it misheard ("date" for
+# "day"), not for another subject.
+_MISHEARD_SUBJECT = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class _Index:
     columns: np.ndarray  # int [P, L]: phrasing p's words as vocab indices, padded with 0
     present: np.ndarray  # bool [P, L]: which columns are words, not padding
     word_idf: np.ndarray  # float [P, L]: idf of each word of each phrasing, 0 for padding
+    subjects: dict[str, frozenset[str]]  # intent -> the words that tell it from its siblings
 
     def weight(self, word: str) -> float:
         return self.idf.get(word, self.unknown_weight)
@@ -83,7 +94,26 @@ def _index() -> _Index:
         columns[row, :len(p.words)] = [column[w] for w in p.words]
         present[row, :len(p.words)] = True
     word_idf = np.where(present, np.array([idf[w] for w in vocab])[columns], 0.0)
-    return _Index(tuple(phrasings), idf, max(idf.values()), vocab, columns, present, word_idf)
+    return _Index(tuple(phrasings), idf, max(idf.values()), vocab, columns, present, word_idf,
+                  _subjects(domain["intents"]))
+
+
+def _subjects(intents: list[dict]) -> dict[str, frozenset[str]]:
+    """Each intent's subject words: where its phrasings differ from a sibling's."""
+    said = {i["id"]: [normalize(text).split() for text in i["phrasings"]] for i in intents}
+    subjects: dict[str, set[str]] = {}
+    for a, phrasings_a in said.items():
+        for b, phrasings_b in said.items():
+            diffs = []
+            for wa, wb in zip(phrasings_a, phrasings_b, strict=False):
+                if a != b and len(wa) == len(wb):
+                    diff = [x for x, y in zip(wa, wb, strict=True)
+                            if x != y and x not in _STOPWORDS]
+                    if 0 < len(diff) <= 2 and len(diff) < len(wa):
+                        diffs.append(diff)
+            if len(diffs) >= _SIBLING_PHRASINGS:
+                subjects.setdefault(a, set()).update(w for d in diffs for w in d)
+    return {intent: frozenset(words) for intent, words in subjects.items()}
 
 
 def _similarity(a: str, b: str) -> float:
@@ -91,7 +121,26 @@ def _similarity(a: str, b: str) -> float:
     return s if s >= _MIN_WORD_SIMILARITY else 0.0
 
 
-def score_fixed(words: list[str]) -> tuple[str, float]:
+@dataclass(frozen=True)
+class Fit:
+    """How well normalized words fit their best fixed intent."""
+
+    intent: str
+    score: float  # IDF-weighted overlap F-score in 0..1
+    missing: tuple[str, ...] = ()  # words of the best phrasing the input lacks
+    extra: tuple[str, ...] = ()  # content words of the input the phrasing lacks
+
+    def other_subject(self) -> bool:
+        """Is the intent's subject replaced by another ("how many legs does a *cat* have"
+        against "... a *dog* have")? Then the question is about something else; a word
+        that resembles the missing one is taken for it misheard ("date" for "day")."""
+        subjects = _index().subjects.get(self.intent, frozenset())
+        missing = [w for w in self.missing if w in subjects]
+        return any(all(fuzz.ratio(w, m) < 100 * _MISHEARD_SUBJECT for m in missing)
+                   for w in self.extra) if missing else False
+
+
+def score_fixed(words: list[str]) -> Fit:
     """Best fixed intent for normalized ``words`` and its F-score in 0..1.
 
     Recall: IDF-weighted share of the phrasing's words found in the input;
@@ -104,9 +153,10 @@ def score_fixed(words: list[str]) -> tuple[str, float]:
     joined = [a + b for a, b in zip(words, words[1:], strict=False)]
     heard = content + joined
     if not content:
-        return FALLBACK_INTENT, 0.0
+        return Fit(FALLBACK_INTENT, 0.0)
     sims = np.array([[_similarity(w, v) for v in index.vocab] for w in heard])  # [H, V]
-    hit = (index.word_idf * sims.max(axis=0)[index.columns]).sum(axis=1)  # [P]
+    found = sims.max(axis=0)[index.columns]  # [P, L]: each phrasing word's best match
+    hit = (index.word_idf * found).sum(axis=1)  # [P]
     best_in_phrasing = np.where(index.present, sims[:len(content)][:, index.columns],
                                 0.0).max(axis=2)  # [C, P]
     weights = np.array([index.weight(w) for w in content])  # [C]
@@ -116,8 +166,16 @@ def score_fixed(words: list[str]) -> tuple[str, float]:
     f = np.divide(2 * recall * precision, total, out=np.zeros_like(total), where=total > 0)
     best = int(np.argmax(f))
     if f[best] <= 0.0:
-        return FALLBACK_INTENT, 0.0
-    return index.phrasings[best].intent, float(f[best])
+        return Fit(FALLBACK_INTENT, 0.0)
+    phrasing = index.phrasings[best]
+    missing = tuple(w for w, s in zip(phrasing.words, found[best], strict=False) if s == 0.0)
+    unmatched = {w for w, s in zip(content, best_in_phrasing[:, best], strict=True) if s == 0.0}
+    joined_hit = np.where(index.present[best], sims[len(content):][:, index.columns[best]],
+                          0.0).max(axis=1, initial=0.0)  # [J]: "hex again" -> "hexagon"
+    covered = {w for i, s in enumerate(joined_hit) if s > 0.0 and all(
+        w in unmatched or w not in content for w in words[i:i + 2]) for w in words[i:i + 2]}
+    extra = tuple(w for w in content if w in unmatched and w not in covered)
+    return Fit(phrasing.intent, float(f[best]), missing, extra)
 
 
 class ScriptedAssistant:
@@ -135,10 +193,10 @@ class ScriptedAssistant:
             found = skill(words)
             if found is not None:
                 return Match(found.intent, found.text, 1.0)
-        intent, score = score_fixed(words)
-        if score < self.min_score:
-            return Match(FALLBACK_INTENT, load_domain()["fallback"], score)
-        return Match(intent, self._answers[intent], score)
+        fit = score_fixed(words)
+        if fit.score < self.min_score or fit.other_subject():
+            return Match(FALLBACK_INTENT, load_domain()["fallback"], fit.score)
+        return Match(fit.intent, self._answers[fit.intent], fit.score)
 
     def reply(self, history: list[dict], text: str) -> str:
         return self.match(text).answer

@@ -15,6 +15,7 @@ from importlib.resources import files
 
 import numpy as np
 
+FALLBACK_INTENT = "fallback"  # the intent of the domain's polite "I can only help with ..."
 ALL_FILLS = 0  # fills_per_template: every slot value of the domain, in a fixed order
 MAX_OPERAND = 20  # arithmetic on whole numbers 0..20; the second operand is never 0
 MAX_CONVERT = 20  # conversions of 1..20 units

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voxloop.distill.teachers.domain.data import load_domain
+from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
 from voxloop.distill.teachers.domain.numbers import number_to_words
 from voxloop.distill.teachers.domain.text import best_phrase, word_similarity
+
+UNKNOWN_CAPITAL = "unknown_capital"  # the intent of an honest "I don't know the capital of X."
 
 
 @dataclass(frozen=True)
@@ -93,17 +95,77 @@ def arithmetic(words: list[str]) -> SkillAnswer | None:
     return SkillAnswer(op, text[0].upper() + text[1:])
 
 
+_CAPITAL = ("capital", "capitals")
+# How close a heard name must be to a country's ("frants" is France, 0.67). A country the
+# domain has no capital for is found exactly in ``other_countries`` first, so "georgia"
+# (0.71 from "nigeria") is not taken for Nigeria.
+_COUNTRY_MATCH = 0.65
+_PLACE_END = {"please", "now", "today", "again", "then"}
+
+
+def _masked(words: list[str], keys: tuple[str, ...]) -> list[str]:
+    """``words`` with those that sound like ``keys`` (alone or two joined, "cap atill")
+    blanked, so that "capital" itself never names a country ("capital" ~ "italy")."""
+    out = list(words)
+    for i, w in enumerate(words):
+        if any(word_similarity(w, k) >= 0.85 for k in keys):
+            out[i] = "_"
+        elif i + 1 < len(words) and any(word_similarity(w + words[i + 1], k) >= 0.85
+                                         for k in keys):
+            out[i] = out[i + 1] = "_"
+    return out
+
+
+def _best_place(masked: list[str], names: list[str],
+                min_score: float) -> tuple[str, int, float] | None:
+    """``best_phrase`` within the runs of words between blanks (never across one)."""
+    runs, run = [], []
+    for w in [*masked, "_"]:
+        if w == "_":
+            runs.append(run)
+            run = []
+        else:
+            run.append(w)
+    found = [f for r in runs if (f := best_phrase(r, names, min_score)) is not None]
+    return max(found, key=lambda f: f[2], default=None)
+
+
+def _asked_place(masked: list[str]) -> str:
+    """What the capital is asked of, as said: the words after "capital ... of", or the
+    word before "'s capital"; "" when the question names nothing."""
+    at = masked.index("_")
+    if "of" in masked[at:]:
+        place = masked[masked.index("of", at) + 1:]
+        while place and place[-1] in _PLACE_END:
+            place = place[:-1]
+        return " ".join(place)
+    return masked[at - 2] if at >= 2 and masked[at - 1] == "s" else ""
+
+
+def _display(place: str) -> str:
+    return " ".join(w if w in ("the", "of", "and") else w.capitalize() for w in place.split())
+
+
 def capital(words: list[str]) -> SkillAnswer | None:
-    if not _has(words, ("capital", "capitals")):
+    if not _has(words, _CAPITAL):
         return None
     domain = load_domain()
-    names = list(domain["capitals"]) + list(domain["country_aliases"])
-    found = best_phrase(words, names, min_score=0.65)
-    if found is None:
-        return None
-    country = domain["country_aliases"].get(found[0], found[0])
-    display = country.title().replace(" Of ", " of ")
-    return SkillAnswer("capital", f"The capital of {display} is {domain['capitals'][country]}.")
+    place = _masked(words, _CAPITAL)
+    known = _best_place(place, list(domain["capitals"]) + list(domain["country_aliases"]),
+                        _COUNTRY_MATCH)
+    other = _best_place(place, domain["other_countries"], 1.0)
+    if other is not None and (known is None or known[2] < 1.0
+                              or len(other[0].split()) > len(known[0].split())):
+        asked = other[0]  # "north korea", not "korea"; "niger", not "nigeria"
+    elif known is not None:
+        country = domain["country_aliases"].get(known[0], known[0])
+        display = country.title().replace(" Of ", " of ")
+        return SkillAnswer("capital", f"The capital of {display} is {domain['capitals'][country]}.")
+    else:
+        asked = _asked_place(place)
+        if not asked:  # "what is the capital": of nothing the domain can tell
+            return SkillAnswer(FALLBACK_INTENT, domain["fallback"])
+    return SkillAnswer(UNKNOWN_CAPITAL, domain["unknown_capital"].format(place=_display(asked)))
 
 
 _SPELL_STOP = {"how", "do", "you", "spell", "spelled", "spelt", "spelling", "the", "word", "can",

@@ -18,6 +18,9 @@ from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
 # sha256 of the first six phrasings / templates of every intent, as first released: a
 # phrasing's index is its id (HELDOUT_TEMPLATE is one), so new ones are only appended.
 FIRST_SIX_SHA256 = "d5cd4712e6f620199011fe0bbb68f6a1aac7c374d5dd9023f6fa3fa042e99675"
+# sha256 of [text, intent, answer] of every in-domain question (examples(ALL_FILLS)): the
+# training targets. Honest answers to unknown questions must not change a known one.
+IN_DOMAIN_ANSWERS_SHA256 = "f5b6e2750b99eaff2d5188911e1cf04cb814269786cc6b226ebb50387e1172e4"
 
 
 def test_domain_size_meets_the_spec():
@@ -57,6 +60,13 @@ def test_every_phrasing_with_every_fill_gets_its_answer(assistant):
     print(f"\n{len(cases) - len(misses)}/{len(cases)} phrasings and fills answered as intended")
     assert len(cases) > 20_000
     assert not misses, misses[:20]
+
+
+@pytest.mark.slow
+def test_in_domain_answers_are_unchanged(assistant):
+    rows = [[e.text, assistant.match(e.text).intent, assistant.match(e.text).answer]
+            for e in examples(ALL_FILLS)]
+    assert hashlib.sha256(json.dumps(rows).encode()).hexdigest() == IN_DOMAIN_ANSWERS_SHA256
 
 
 def test_all_fills_cover_the_slot_ranges():
@@ -106,6 +116,41 @@ def test_out_of_domain_gets_the_polite_fallback(assistant, question):
     match = assistant.match(question)
     assert match.intent == FALLBACK_INTENT, (question, match)
     assert match.answer == load_domain()["fallback"]
+
+
+@pytest.mark.parametrize(("question", "place"), [
+    ("what is the capital of mongolia", "Mongolia"),  # was "The capital of Italy is Rome."
+    ("what is the capital of texas", "Texas"),
+    ("capital of atlantis", "Atlantis"),
+    ("what's the capital of the moon please", "the Moon"),
+    ("what is the capital of georgia", "Georgia"),  # not Nigeria, 0.71 alike
+    ("what is the capital of north korea", "North Korea"),  # not "korea", South Korea's alias
+    ("what is mongolia's capital", "Mongolia"),
+])
+def test_an_unknown_place_gets_an_honest_answer(assistant, question, place):
+    assert assistant.reply([], question) == f"I don't know the capital of {place}."
+
+
+@pytest.mark.parametrize("question", [
+    "how many legs does a centipede have", "How many legs has a centipede got?",  # not a dog's
+    "how many legs does a cat have", "how many legs does a horse have",  # not hours in a day
+    "what is a baby cow called", "what sound does a dog make", "how many sides does a pentagon "
+    "have", "what is the capital",  # of nothing: was Italy
+])
+def test_a_question_about_another_subject_falls_back(assistant, question):
+    match = assistant.match(question)
+    assert (match.intent, match.answer) == (FALLBACK_INTENT, load_domain()["fallback"]), match
+
+
+@pytest.mark.parametrize(("question", "answer"), [
+    ("How long is a date in hours?", "There are twenty four hours in a day."),  # "date": "day"
+    ("how many hexagon sides does a hex again have", "A hexagon has six sides."),
+    ("what is the capital of south korea", "The capital of South Korea is Seoul."),
+    ("what is the capital city of the united states", "The capital of United States is "
+                                                      "Washington D C."),
+])
+def test_a_misheard_subject_still_matches(assistant, question, answer):
+    assert assistant.reply([], question) == answer
 
 
 @pytest.mark.slow
