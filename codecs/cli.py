@@ -6,6 +6,7 @@ import argparse
 import os
 
 from voxloop.codecs.config import CodecConfig, CodecTrainSettings
+from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
 from voxloop.models import DEFAULT_CODEC, DEFAULT_SEMANTIC
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
 
@@ -50,12 +51,22 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--export", help="after training, bundle the codec into this folder")
     p.set_defaults(run=run_train)
 
+    p = add_command(group, "train-decoder", "Train a frame-rate decoder (ConvNeXt + inverse "
+                    "STFT) on a frozen codec's cached codes (resumes from OUT).",
+                    "voxloop codec train-decoder --data data/decoder-joe --out "
+                    "runs/decoder-assistant --max-minutes 35")
+    add_settings(p, DecoderTrainSettings)
+    add_settings(p, FrameDecoderConfig, prefix="decoder")
+    p.add_argument("--export", help="after training, copy the decoder into this folder "
+                   "(e.g. models/voxloop-codec-16k/decoders/assistant)")
+    p.set_defaults(run=run_train_decoder)
+
 
 def run_encode(args: argparse.Namespace) -> int:
-    from voxloop.codecs.tokens import encode_file
+    from voxloop.codecs.tokens import encode_file, written_npz
 
     info = encode_file(args.wav, args.npz, args.codec)
-    print(f"wrote {args.npz}: {info}")
+    print(f"wrote {written_npz(args.npz)}: {info}")
     return 0
 
 
@@ -69,9 +80,10 @@ def run_decode(args: argparse.Namespace) -> int:
 
 def run_semantic(args: argparse.Namespace) -> int:
     from voxloop.codecs.semantic_tokens import semantic_file
+    from voxloop.codecs.tokens import written_npz
 
     info = semantic_file(args.wav, args.npz, args.model)
-    print(f"wrote {args.npz}: {info}")
+    print(f"wrote {written_npz(args.npz)}: {info}")
     return 0
 
 
@@ -83,4 +95,16 @@ def run_train(args: argparse.Namespace) -> int:
     if args.export and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 only
         export_checkpoint(out / "checkpoint.pt", args.export)
         print(f"bundled the codec into {args.export}")
+    return 0
+
+
+def run_train_decoder(args: argparse.Namespace) -> int:
+    from voxloop.codecs.decoder_train import export_decoder, train_decoder
+
+    out = train_decoder(settings_from_args(DecoderTrainSettings, args),
+                        settings_from_args(FrameDecoderConfig, args, prefix="decoder"))
+    print(f"decoder in {out / 'final'}")
+    if args.export:
+        export_decoder(out / "checkpoint.pt", args.export)
+        print(f"exported the decoder to {args.export}")
     return 0

@@ -19,6 +19,7 @@ from encodec.quantization import ResidualVectorQuantizer
 from torch import Tensor, nn
 
 from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.frame_decoder import FrameDecoder, FrameStreamDecoder
 from voxloop.codecs.streaming import streamify
 
 
@@ -49,6 +50,8 @@ class NeuralCodec(nn.Module):
         self.frame_rate = self.sample_rate / self.hop
         self.num_codebooks = config.num_codebooks
         self.cardinality = config.cardinality
+        self.decoder_name = "seanet"
+        self._frame_decoder = ()  # (FrameDecoder,) once use_decoder chose one: not a submodule
 
     @property
     def bitrate_bps(self) -> float:
@@ -142,8 +145,18 @@ class NeuralCodec(nn.Module):
     def stream_encoder(self, batch_size: int = 1) -> StreamingEncoder:
         return StreamingEncoder(self, batch_size)
 
-    def stream_decoder(self, batch_size: int = 1) -> StreamingDecoder:
+    def stream_decoder(self, batch_size: int = 1) -> StreamingDecoder | FrameStreamDecoder:
+        if self._frame_decoder:
+            return FrameStreamDecoder(self._frame_decoder[0], self.dequantize, batch_size)
         return StreamingDecoder(self, batch_size)
+
+    def use_decoder(self, name: str, decoder: FrameDecoder | None) -> NeuralCodec:
+        """Decode (``decode``, ``stream_decoder``) with a frame-rate decoder trained on this
+        codec's frozen codes, or with the SEANet decoder again (``None``). The codes, the
+        encoder and the codec's own weights and state dict stay as they are."""
+        self.decoder_name = name
+        self._frame_decoder = (decoder,) if decoder is not None else ()
+        return self
 
 
 class _Stream:

@@ -6,6 +6,8 @@ import warnings
 from pathlib import Path
 
 from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.decoder_config import SEANET
+from voxloop.codecs.decoder_io import decoder_folder, load_frame_decoder, resolve_decoder
 from voxloop.codecs.io import load_codec_folder, new_codec
 from voxloop.codecs.model import NeuralCodec
 from voxloop.errors import VoxloopError
@@ -56,16 +58,30 @@ def codec_folder(name_or_dir: str) -> Path:
                       config_kinds=CODEC_KINDS)
 
 
-def load_codec(name_or_dir: str = DEFAULT_CODEC) -> NeuralCodec:
+def load_codec(name_or_dir: str = DEFAULT_CODEC, decoder: str = "auto") -> NeuralCodec:
     """``encodec_24khz``, a bundled model name under ``models/``, or a codec folder; for
-    inference (weight norm folded: use ``load_codec_folder`` for a codec to train)."""
+    inference (weight norm folded: use ``load_codec_folder`` for a codec to train).
+
+    ``decoder``: ``seanet`` (the codec's own), a trained decoder the codec folder ships
+    (``assistant``, ``general``), a decoder folder, or ``auto`` (``decoder_io``)."""
     if name_or_dir == ENCODEC_24KHZ:
-        return load_encodec_24khz().fold_weight_norm()
+        return load_encodec_24khz().fold_weight_norm().use_decoder(
+            resolve_decoder(None, decoder if decoder != "auto" else SEANET), None)
     try:
         folder = codec_folder(name_or_dir)
     except VoxloopError as exc:
         raise VoxloopError(f"{exc}, or {ENCODEC_24KHZ}") from None
-    return load_codec_folder(folder).fold_weight_norm()
+    codec = load_codec_folder(folder).fold_weight_norm()
+    name = resolve_decoder(folder, decoder)
+    if name == SEANET:
+        return codec
+    frame_decoder = load_frame_decoder(decoder_folder(folder, name))
+    if frame_decoder.hop_samples != codec.hop or \
+            frame_decoder.config.latent_dim != codec.config.dimension:
+        raise VoxloopError(f"decoder {name} does not fit codec {codec.name}: hop "
+                           f"{frame_decoder.hop_samples} vs {codec.hop}, latent "
+                           f"{frame_decoder.config.latent_dim} vs {codec.config.dimension}")
+    return codec.use_decoder(name, frame_decoder)
 
 
 def random_codec(config: CodecConfig) -> NeuralCodec:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from voxloop.codecs.semantic_config import SemanticConfig, SemanticTrainSettings
 from voxloop.distill.data.corpus import CorpusSettings
+from voxloop.distill.data.decoder_data import DecoderDataSettings
 from voxloop.distill.data.plan import SynthSettings
 from voxloop.distill.data.semantic_job import SemanticJobSettings
 from voxloop.distill.teachers.asr import ASRSettings
@@ -43,6 +44,15 @@ def register(subparsers, groups: dict) -> None:
                     "where it stopped).", "voxloop distill corpus --out data/codec-corpus")
     add_settings(p, CorpusSettings)
     p.set_defaults(run=run_corpus)
+
+    p = add_command(distill_group(subparsers, groups), "decoder-data",
+                    "Cache audio and its frozen codec codes from datasets for training a "
+                    "frame-rate decoder (voxloop codec train-decoder): the assistant voice's "
+                    "answers (held-out texts by hash) or the user voices.",
+                    "voxloop distill decoder-data --data data/distill-v1 data/distill-v2 "
+                    "--out data/decoder-joe")
+    add_settings(p, DecoderDataSettings)
+    p.set_defaults(run=run_decoder_data)
 
     p = add_command(
         distill_group(subparsers, groups), "semantic",
@@ -82,6 +92,16 @@ def run_corpus(args: argparse.Namespace) -> int:
     from voxloop.distill.data.corpus import build_corpus
 
     print(f"corpus ready in {build_corpus(settings_from_args(CorpusSettings, args))}")
+    return 0
+
+
+def run_decoder_data(args: argparse.Namespace) -> int:
+    from voxloop.distill.data.decoder_data import build_decoder_data
+
+    settings = settings_from_args(DecoderDataSettings, args)
+    summary = build_decoder_data(settings)
+    print(f"{settings.out}: {summary['clips']['train']} training clips "
+          f"({summary['hours']['train']:.2f} h), {summary['clips']['heldout']} held out")
     return 0
 
 

@@ -1,0 +1,116 @@
+"""The frame-rate decoder: streamed in chunks == offline, causal, saved and chosen by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.decoder_config import FrameDecoderConfig
+from voxloop.codecs.frame_decoder import FrameDecoder
+from voxloop.codecs.registry import random_codec
+from voxloop.errors import VoxloopError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SMALL = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64)
+TINY_DECODER = FrameDecoderConfig(latent_dim=32, num_codebooks=4, frame_width=48, frame_blocks=2,
+                                  fine_width=32, fine_blocks=1, kernel=5, mlp_ratio=2)
+
+
+def tiny_decoder(seed: int = 0) -> FrameDecoder:
+    """Random weights large enough that every path matters (layer scales are not tiny)."""
+    torch.manual_seed(seed)
+    decoder = FrameDecoder(TINY_DECODER)
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.normal_(0.0, 0.2)
+    return decoder.eval()
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return random_codec(SMALL).use_decoder("tiny", tiny_decoder())
+
+
+def _random_codes(frames: int, k: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, SMALL.cardinality, (2, k, frames),
+                         generator=torch.Generator().manual_seed(seed))
+
+
+def check_chunks_equal_offline(codec, codes: torch.Tensor, sizes: list[int]) -> None:
+    offline = codec.decode(codes)
+    assert offline.shape == (codes.shape[0], 1, codes.shape[-1] * codec.hop)
+    stream, pieces, start, i = codec.stream_decoder(codes.shape[0]), [], 0, 0
+    while start < codes.shape[-1]:
+        size = sizes[i % len(sizes)]
+        pieces.append(stream.push(codes[..., start:start + size]))
+        start, i = start + size, i + 1
+    streamed = torch.cat(pieces + [stream.flush()], dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max().item() <= 1e-4
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=5), frames=st.integers(1, 40),
+       k=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_chunked_decode_equals_offline(codec, sizes, frames, k, seed):
+    check_chunks_equal_offline(codec, _random_codes(frames, k, seed), sizes)
+
+
+def test_one_frame_at_a_time_equals_offline(codec):
+    check_chunks_equal_offline(codec, _random_codes(17, 4, 1), [1])
+
+
+def test_causal_no_look_ahead(codec):
+    """Changing codes from frame 6 on leaves every sample before 6 hops unchanged."""
+    codes = _random_codes(12, 4, 2)
+    changed = codes.clone()
+    changed[..., 6:] = _random_codes(6, 4, 3)
+    a, b = codec.decode(codes), codec.decode(changed)
+    cut = 6 * codec.hop
+    assert torch.equal(a[..., :cut], b[..., :cut])
+    assert not torch.equal(a[..., cut:], b[..., cut:])
+
+
+def test_fewer_codebooks_condition_the_decoder(codec):
+    codes = _random_codes(5, 4, 4)
+    assert codec.decode(codes[:, :2]).shape == (2, 1, 5 * codec.hop)
+    assert not torch.equal(codec.decode(codes[:, :2]), codec.decode(codes))
+
+
+def test_masked_latent_is_the_codecs_dequantize(codec):
+    from voxloop.codecs.decoder_train import masked_latent
+
+    codes = _random_codes(6, 4, 5)
+    books = torch.stack([e.detach() for e in codec.codebook_vectors()])
+    for k in (1, 3, 4):
+        torch.testing.assert_close(masked_latent(books, codes, torch.tensor([k, k])),
+                                   codec.dequantize(codes[:, :k]))
+    mixed = masked_latent(books, codes, torch.tensor([1, 4]))
+    torch.testing.assert_close(mixed[1:], codec.dequantize(codes[1:]))
+
+
+def test_decoders_ship_in_the_codec_folder(tmp_path):
+    from voxloop.codecs.decoder_io import save_frame_decoder, shipped_decoders
+    from voxloop.codecs.io import save_codec
+    from voxloop.codecs.registry import load_codec
+
+    torch.manual_seed(0)
+    folder = save_codec(random_codec(SMALL), tmp_path / "codec")
+    assert load_codec(str(folder)).decoder_name == "seanet"  # auto: nothing shipped yet
+    save_frame_decoder(tiny_decoder(), folder / "decoders" / "assistant")
+    assert shipped_decoders(folder) == ["assistant"]
+    chosen = load_codec(str(folder))
+    assert chosen.decoder_name == "assistant"
+    assert load_codec(str(folder), decoder="seanet").decoder_name == "seanet"
+    codes = _random_codes(4, 4, 6)
+    reference = tiny_decoder().half().float()  # the shipped weights are float16
+    torch.testing.assert_close(chosen.decode(codes), reference(chosen.dequantize(codes), 4),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(VoxloopError, match="no decoder 'general'"):
+        load_codec(str(folder), decoder="general")
