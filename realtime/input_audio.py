@@ -10,6 +10,12 @@ the VAD notices it (``prefix_padding_ms``) and the engine must hear that part to
 The clock is milliseconds of input audio since the session started: the clock of
 OpenAI's ``audio_start_ms`` / ``audio_end_ms``. Positions are kept in samples, so
 appends of any length never drift against it.
+
+The bound (``max_buffer_s``): with turn detection off, an append that would pass it
+is refused (only the client's commit or clear empties the buffer); with it on, the
+session trims the audio that can no longer belong to a turn after every append
+(:meth:`trim_to`), so the bound only limits one turn, and a turn that passes it
+(:attr:`over_limit`) is cut.
 """
 
 from __future__ import annotations
@@ -48,10 +54,16 @@ class InputAudio:
 
     # -- appending ---------------------------------------------------------------------------
     def fits(self, n_bytes: int) -> bool:
-        """Whether ``n_bytes`` more pcm16 stay within ``max_buffer_s``. The one place the
-        buffer's bound is decided (a policy that trims old audio instead belongs here)."""
+        """Whether ``n_bytes`` more pcm16 stay within ``max_buffer_s``: the one place the
+        buffer's bound is decided."""
         cap_bytes = int(self.max_buffer_s * WIRE_RATE_HZ) * BYTES_PER_SAMPLE
         return len(self._pcm16) + n_bytes <= cap_bytes
+
+    @property
+    def over_limit(self) -> bool:
+        """More than ``max_buffer_s`` is held (an append under turn detection is taken
+        whole, and the session then decides what to drop)."""
+        return not self.fits(0)
 
     def append(self, pcm16: bytes) -> np.ndarray:
         """Add 24 kHz pcm16; return the float32 16 kHz samples it completes ``[T16]``.
@@ -65,7 +77,8 @@ class InputAudio:
 
     # -- taking audio out --------------------------------------------------------------------
     def trim_to(self, start_ms: int) -> None:
-        """Forget the audio before ``start_ms`` (a turn started there)."""
+        """Forget the audio before ``start_ms`` (a turn started there, or no turn can start
+        before it); a no-op for audio already gone."""
         self._cut(start_ms * SAMPLES_24K_PER_MS, start_ms * SAMPLES_16K_PER_MS)
 
     def take(self, end_ms: int | None = None) -> bytes:

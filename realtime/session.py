@@ -97,13 +97,15 @@ class Session:
 
     async def _on_input_audio_buffer_append(self, event: dict, event_id) -> None:
         pcm = decode_audio(event["audio"], event_id)
-        if not self.audio.fits(len(pcm)):
+        detector = self._detector
+        if detector is None and not self.audio.fits(len(pcm)):
             raise ProtocolError("input_audio_buffer_full", f"the input audio buffer holds at most "
-                                f"{self.audio.max_buffer_s:g} s; this chunk was dropped. Commit "
-                                "or clear the buffer (or turn on server_vad)", event_id, "audio")
+                                f"{self.audio.max_buffer_s:g} s and turn detection is off, so "
+                                "only a commit or a clear empties it; this chunk was dropped. "
+                                "Commit or clear the buffer, or turn on server_vad (it drops the "
+                                "silence between turns)", event_id, "audio")
         if not pcm:
             return
-        detector = self._detector
         loop = asyncio.get_running_loop()
         turn_events = await loop.run_in_executor(self.executor, self._take_in, pcm, detector)
         if detector is not self._detector:
@@ -111,11 +113,37 @@ class Session:
         for turn in turn_events:
             await self._on_turn_event(turn)
         await self._hear()  # the rest of this chunk, if the engine is hearing a turn
+        if detector is not None:
+            self._drop_stale_audio(detector)
 
     def _take_in(self, pcm: bytes, detector: TurnDetector | None) -> list[TurnEvent]:
         """In a worker thread: buffer the chunk (converted and resampled once), run the VAD."""
         samples_16k = self.audio.append(pcm)
         return detector.push(samples_16k) if detector is not None else []
+
+    def _drop_stale_audio(self, detector: TurnDetector) -> None:
+        """With turn detection on, audio that can no longer belong to a turn (older than the
+        prefix padding before the next VAD window) is dropped after every append, as OpenAI
+        does, so silence never fills the buffer. ``max_buffer_s`` then bounds one turn: a
+        turn that passes it is cut (its audio dropped, with an error) and the VAD listens
+        on: speech that goes on starts a new turn at once."""
+        keep_from_ms = detector.keep_from_ms
+        if keep_from_ms is not None:
+            self.audio.trim_to(keep_from_ms)
+            return
+        if not self.audio.over_limit:
+            return
+        held_ms = self.audio.buffered_ms
+        self.audio.clear()
+        detector.reset_speech()
+        self._speech_item_id = None
+        if self.metrics:
+            self.metrics.errors.labels("input_audio_buffer_full").inc()
+        self.outbox.put_urgent(events.error(
+            "input_audio_buffer_full", f"this turn went on for {held_ms / 1000:.1f} s, longer "
+            f"than the input audio buffer holds ({self.audio.max_buffer_s:g} s, the server's "
+            "--max-buffer-s): its audio was dropped and nothing is answered for it. The "
+            "session listens on; speech that goes on starts a new turn", param="audio"))
 
     async def _on_turn_event(self, turn: TurnEvent) -> None:
         if turn.kind == "speech_started":

@@ -50,6 +50,20 @@ class TurnDetector:
         """Forget a turn in progress (the buffer was committed or cleared by the client)."""
         self.speaking, self._silence_from_ms = False, None
 
+    @property
+    def judged_ms(self) -> int:
+        """The end of the audio the VAD has judged (whole windows; the rest is pending)."""
+        return self._start_ms + self._windows * WINDOW_MS
+
+    @property
+    def keep_from_ms(self) -> int | None:
+        """Audio before this can no longer belong to a turn: the earliest a turn can start
+        is the next window minus the prefix padding. None while a turn is being spoken
+        (it keeps its audio from its own start)."""
+        if self.speaking:
+            return None
+        return max(0, self.judged_ms - self.settings.prefix_padding_ms)
+
     def push(self, samples_16k: np.ndarray) -> list[TurnEvent]:
         """Feed float32 audio at 16 kHz ``[T]``; return the events it completes, in order."""
         audio = np.concatenate([self._pending, samples_16k])
@@ -64,7 +78,7 @@ class TurnDetector:
 
     def _step(self, window: np.ndarray) -> TurnEvent | None:
         p = self.last_probability = self._vad(window, self._state)
-        start_ms = self._start_ms + self._windows * WINDOW_MS
+        start_ms = self.judged_ms
         self._windows += 1
         s = self.settings
         if not self.speaking:

@@ -73,3 +73,8 @@ def test_the_buffer_bound():
     assert audio.fits(24_000) and not audio.fits(24_002)  # 0.5 s of pcm16 at 24 kHz
     audio.append(bytes(20_000))
     assert audio.fits(4_000) and not audio.fits(4_002)
+    assert not audio.over_limit
+    audio.append(bytes(4_002))  # under turn detection an append is taken whole
+    assert audio.over_limit
+    audio.trim_to(audio.end_ms - 100)
+    assert not audio.over_limit and audio.buffered_ms == 100

@@ -278,6 +278,8 @@ def test_input_buffer_full():
                       "audio": base64.b64encode(bytes(2 * 24 * 200)).decode()})
         error = (await h.until("error"))["error"]
         assert error["code"] == "input_audio_buffer_full" and error["event_id"] == "big"
+        # the hint fits the case: only without turn detection does the buffer fill up
+        assert "turn detection is off" in error["message"] and "server_vad" in error["message"]
         assert h.session.audio.buffered_ms == 400  # the chunk was dropped whole
 
     run_session(test, max_buffer_s=0.5)

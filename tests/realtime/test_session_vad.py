@@ -77,3 +77,69 @@ def test_barge_in_cancels_and_the_client_truncates():
     fake = h.engine_session
     assert fake.calls_but_hear().count("new_turn") == 2 and len(fake.turns) == 2
     assert all(turn.heard_live for turn in fake.turns)
+
+
+def faint_noise(seconds: float, seed: int = 0) -> np.ndarray:
+    """Room tone: noise far below Silero's speech threshold."""
+    rng = np.random.default_rng(seed)
+    return (0.003 * rng.standard_normal(int(seconds * WIRE_RATE_HZ))).astype(np.float32)
+
+
+def test_silence_between_turns_never_fills_the_buffer():
+    """Audio older than the prefix padding before any speech is dropped after every append:
+    8 s of room tone with a 3 s buffer, then a question, is answered (the buffer used to
+    fill with the silence and refuse every append: the session went deaf)."""
+    held_ms = []
+
+    async def test(h: Harness):
+        step = 40 * WIRE_RATE_HZ // 1000
+        room = faint_noise(8.0)
+        for i in range(0, len(room), step):
+            await h.append(room[i:i + step])
+            held_ms.append(h.session.audio.buffered_ms)
+        await h.append(np.concatenate([question_24k(), silence(0.6)]))
+        started = await h.until("input_audio_buffer.speech_started")
+        assert started["audio_start_ms"] >= 8000 - 300
+        assert (await h.until("response.done"))["response"]["status"] == "completed"
+
+    h = run_session(test, manual=False, max_buffer_s=3.0)
+    assert not [e for e in h.events if e["type"] == "error"]
+    # the prefix padding (300 ms) and at most one VAD window (32 ms) not judged yet
+    assert max(held_ms) <= 300 + 32 + 40, max(held_ms)
+    assert h.session.audio.end_ms >= 8000 + len(question_24k()) // 24
+
+
+def test_a_turn_longer_than_the_buffer_is_cut_and_the_session_listens_on():
+    """One turn of 5.4 s (the question three times without a pause) into a 3 s buffer: the
+    turn is cut at 3 s with one clear error, its audio dropped; the speech that goes on
+    starts a new turn, which is answered, and so is the next question."""
+    held_ms = []
+    engine = FakeEngine()
+
+    async def test(h: Harness):
+        q = question_24k()
+        step = 40 * WIRE_RATE_HZ // 1000
+        audio = np.concatenate([silence(0.3), q, q, q, silence(0.6)])
+        for i in range(0, len(audio), step):
+            await h.append(audio[i:i + step])
+            held_ms.append(h.session.audio.buffered_ms)
+        error = await h.next()
+        while error["type"] != "error":
+            error = await h.next()
+        assert error["error"]["code"] == "input_audio_buffer_full"
+        assert "this turn went on for" in error["error"]["message"]
+        assert "3 s" in error["error"]["message"]
+        assert (await h.until("response.done"))["response"]["status"] == "completed"
+        await h.append(np.concatenate([q, silence(0.6)]))
+        assert (await h.until("response.done"))["response"]["status"] == "completed"
+
+    h = run_session(test, engine, manual=False, max_buffer_s=3.0)
+    kinds = [e["type"] for e in h.events]
+    assert kinds.count("error") == 1
+    assert kinds.count("input_audio_buffer.speech_started") == 3  # cut, tail, next question
+    assert kinds.count("input_audio_buffer.committed") == 2
+    assert max(held_ms) <= 3000 + 40
+    fake = h.engine_session
+    assert len(fake.turns) == 2
+    tail_ms = len(fake.turns[0].audio_24k) // 24  # what was left of the long turn
+    assert 1000 < tail_ms < 5400 - 3000 + 300 + 300 + 1, tail_ms

@@ -101,6 +101,30 @@ def test_turn_detector_on_speech_and_silence():
     assert quiet.push(noise) == []
 
 
+def test_audio_a_turn_can_still_use():
+    """``keep_from_ms`` (what the session trims to under server VAD) never passes the start
+    of a turn still to come, prefix padding included; it is None while a turn is spoken and
+    follows the clock again once it ended."""
+    speech = speech_24k("what is the capital of france")
+    signal = np.concatenate([silence(1.0), speech, silence(1.0)])
+    detector = TurnDetector(TurnDetection(prefix_padding_ms=200))
+    resampler, steps = StreamingResampler(RATE_HZ, MODEL_RATE_HZ), []
+    for i in range(0, len(signal), 480):
+        before = detector.keep_from_ms
+        steps.append((before, detector.push(resampler.push(signal[i:i + 480]))))
+    started = next(n for n, (_, events) in enumerate(steps)
+                   if [e for e in events if e.kind == "speech_started"])
+    stopped = next(n for n, (_, events) in enumerate(steps)
+                   if [e for e in events if e.kind == "speech_stopped"])
+    onset = steps[started][1][0]
+    assert all(keep is not None and keep <= onset.audio_ms for keep, _ in steps[:started + 1])
+    assert steps[started][0] is not None and steps[started][0] > 600  # silence was let go
+    assert all(keep is None for keep, _ in steps[started + 1:stopped + 1])
+    last = detector.keep_from_ms
+    assert last is not None and last == detector.judged_ms - 200
+    assert detector.judged_ms > len(signal) * 1000 // RATE_HZ - 40
+
+
 def test_item_truncate_keeps_heard_words():
     item = Item("i", "assistant", audio=bytearray())
     item.add_piece("One two three four.")

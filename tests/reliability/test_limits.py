@@ -99,9 +99,13 @@ def test_message_limits(make_server):
     assert code == 1009 and reason, (code, reason)
 
 
-def test_input_audio_cap_with_and_without_vad(make_server):
+def test_input_audio_cap_with_and_without_vad(make_server, question_24k):
+    """Without turn detection a full buffer refuses appends; with server VAD what is not
+    speech is dropped as it comes (loud noise past the cap is no error) and only a turn
+    longer than the cap is cut, with its own error."""
     server = make_server(max_buffer_s=1.0)
     noise = (np.random.default_rng(0).standard_normal(int(2.5 * 24000)) * 0.3).astype(np.float32)
+    long_turn = np.concatenate([question_24k] * 3)  # one turn, longer than the cap
 
     async def run():
         manual = await connect_manual(server.url)
@@ -111,9 +115,11 @@ def test_input_audio_cap_with_and_without_vad(make_server):
         await manual.send({"type": "input_audio_buffer.commit"})
         committed = await manual.until("input_audio_buffer.committed")
         await manual.ws.close()
-        vad = await connect(server.url)  # loud noise that never ends: one long "turn"
+        vad = await connect(server.url)
         await vad.recv()
-        for chunk in np.array_split(noise, 25):
+        for chunk in np.array_split(noise, 25):  # not speech: trimmed as it comes
+            await vad.send(append_event(chunk))
+        for chunk in np.array_split(long_turn, 60):
             await vad.send(append_event(chunk))
         vad_full = await vad.until("error", timeout_s=60)
         await vad.ws.close()
@@ -123,6 +129,8 @@ def test_input_audio_cap_with_and_without_vad(make_server):
     for error in (full, vad_full):
         assert error["error"]["code"] == "input_audio_buffer_full"
         assert "1 s" in error["error"]["message"]
+    assert "turn detection is off" in full["error"]["message"]
+    assert "this turn went on for" in vad_full["error"]["message"]  # the noise was no error
     assert committed["item_id"]
 
 
