@@ -1,4 +1,5 @@
-"""The websocket server: ``/v1/realtime`` (OpenAI Realtime), ``/healthz`` and ``/metrics``.
+"""The websocket server: ``/v1/realtime`` (OpenAI Realtime), ``/healthz``, ``/metrics``
+and the browser client at ``/`` (:mod:`voxloop.realtime.web`).
 
 One handler per connection with a receive task and a send task; the first to
 finish cancels the other (the websockets "patterns" page). Authentication and
@@ -9,7 +10,6 @@ plain HTTP answer that says why.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import signal
@@ -22,6 +22,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from voxloop.realtime import web
+from voxloop.realtime.auth import authorized
 from voxloop.realtime.engines.base import Engine
 from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.metrics import ServerMetrics
@@ -113,8 +115,8 @@ class RealtimeServer:
             select_subprotocol=_select_subprotocol, max_size=4 * s.max_message_kb * 1024 + 4096,
             ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s,
             close_timeout=s.close_timeout_s, server_header="voxloop")
-        log.info("event=listening url=ws://%s:%d%s engine=%s", s.host, self.port, REALTIME_PATH,
-                 self.engine.name)
+        log.info("event=listening url=ws://%s:%d%s engine=%s page=http://%s:%d/", s.host,
+                 self.port, REALTIME_PATH, self.engine.name, s.host, self.port)
 
     async def serve_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain and return (exit code 0)."""
@@ -150,10 +152,13 @@ class RealtimeServer:
         if path == "/metrics":
             return _response(connection, HTTPStatus.OK, self.metrics.render().decode(),
                              "text/plain; version=0.0.4; charset=utf-8")
+        if web.is_page_path(path):
+            return web.page_response(path, request, self._page_info())
         if path != REALTIME_PATH:
             return _response(connection, HTTPStatus.NOT_FOUND, f"not found: the realtime "
-                             f"websocket is at {REALTIME_PATH}; also /healthz and /metrics\n")
-        if self.settings.api_key and not _authorized(request, self.settings.api_key):
+                             f"websocket is at {REALTIME_PATH}; also /healthz, /metrics and "
+                             "the browser client at /\n")
+        if self.settings.api_key and not authorized(request, self.settings.api_key):
             self.metrics.refused.labels("auth").inc()
             return _response(connection, HTTPStatus.UNAUTHORIZED, "missing or wrong API key: send "
                              "'Authorization: Bearer KEY' (or the subprotocol "
@@ -166,6 +171,10 @@ class RealtimeServer:
                              f"{self.settings.max_sessions} sessions are open "
                              "(--max-sessions); try again later\n")
         return None
+
+    def _page_info(self) -> web.PageInfo:
+        return web.PageInfo(self.engine.name, self.settings.api_key, len(self.sessions),
+                            self.settings.max_sessions, self._stopping)
 
     # -- one connection ------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -263,16 +272,6 @@ def _dropped_audio_event(count: int) -> dict:
 
 def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
     return "realtime" if "realtime" in offered else None
-
-
-def _authorized(request: Request, key: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    offered = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        if proto.strip().startswith(API_KEY_SUBPROTOCOL):
-            offered = offered or proto.strip()[len(API_KEY_SUBPROTOCOL):]
-    # headers arrive decoded with surrogateescape: a non-ASCII key is a wrong key, not a 500
-    return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), key.encode())
 
 
 def _response(connection: ServerConnection, status: HTTPStatus, body: str,

@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# chromium: the browser client's tests drive it headless (tests/realtime/test_browser.py)
 APT_PACKAGES=(espeak-ng sox flite festival festvox-us-slt-hts festvox-kallpc16k
-              libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libsndfile1)
+              libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libsndfile1
+              chromium)
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.voxloop-installed

@@ -1,0 +1,179 @@
+"""The browser client in a real Chromium against ``voxloop serve`` on loopback, both engines.
+
+Chromium runs headless with a fake microphone that plays a spoken question (a wav
+made with the offline TTS) once each time the page opens the microphone. The page
+is opened with ``?autostart=1``; the test reads what it shows through the DevTools
+protocol (``window.voxloop.snapshot()`` and the DOM) and saves screenshots under
+out/browser/. Talking over an answer: the test presses Mute and Unmute while the
+answer plays, so the page opens the microphone again and the question is spoken
+again over the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers.browser import INSTALL_HINT, Chromium, Page, chromium_path
+from voxloop.realtime.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "out" / "browser"
+QUESTION, VOICE = "What can you do?", "festival:slt-hts"
+CASCADE_HEARD, CASCADE_ANSWER = "what can you do", "simple math"
+WAIT_S = 180.0  # for anything the server does: a loaded 2-core machine is slow
+SNAPSHOT = "window.voxloop && window.voxloop.snapshot()"
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory) -> Path:
+    from voxloop.audio import write_wav
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize(QUESTION, VOICE)
+    lead, tail = np.zeros(rate_hz // 2, np.float32), np.zeros(rate_hz, np.float32)
+    return write_wav(tmp_path_factory.mktemp("browser") / "question.wav",
+                     np.concatenate([lead, samples, tail]), rate_hz)
+
+
+@pytest.fixture(scope="module", params=["cascade", "native"])
+def served(request):
+    """(engine, ServerProcess): ``voxloop serve`` as a user runs it, engine named."""
+    if chromium_path() is None:
+        pytest.skip(INSTALL_HINT)
+    with ServerProcess(["--engine", request.param], 300) as server:
+        yield request.param, server
+
+
+def run_page(folder: Path, wav: Path, url: str, scenario) -> dict:
+    """Open ``url`` in a fresh Chromium hearing ``wav``; ``await scenario(page)``."""
+    async def main():
+        browser = Chromium(folder, capture_wav=wav)
+        try:
+            await browser.connect()
+            page = await browser.open(url)
+            return await scenario(page)
+        finally:
+            await browser.close()
+
+    return asyncio.run(main())
+
+
+async def screenshot(page: Page, name: str, state: str) -> None:
+    """Save the page once it shows ``state`` (it redraws ten times a second)."""
+    await page.wait_for(f"document.getElementById('state').dataset.state === '{state}'",
+                        WAIT_S, f"the page showing {state}")
+    await page.screenshot(OUT / name)
+
+
+async def wait_turn(page: Page, index: int, condition: str, what: str) -> dict:
+    """Wait until turn ``index`` exists and ``condition`` (JS, on ``t`` and ``s``) holds."""
+    js = (f"(() => {{ const s = {SNAPSHOT}; const t = s && s.turns[{index}];"
+          f" return t && ({condition}) ? s : null; }})()")
+    return await page.wait_for(js, WAIT_S, what)
+
+
+def played(snap: dict, item: str) -> dict:
+    return snap["stats"]["items"][item]
+
+
+async def answered(page: Page, index: int) -> dict:
+    """Wait until turn ``index`` is answered and its answer has played to the end."""
+    return await wait_turn(
+        page, index, "t.status && t.userDone && t.answerItemId && s.stats && !s.stats.audible"
+        " && s.stats.items[t.answerItemId] && s.stats.items[t.answerItemId].complete",
+        f"turn {index} answered and played")
+
+
+def check_answer(engine: str, turn: dict, text: str) -> None:
+    """The heard question and the answer are the expected ones, and the page shows them."""
+    if engine == "cascade":
+        assert CASCADE_HEARD in re.sub(r"[^a-z ]", "", turn["user"].lower())
+        assert CASCADE_ANSWER in turn["assistant"].lower()
+    else:  # the small student hears and answers in its own words: any of them will do
+        vocab = set(json.loads((ROOT / "models/voxloop-student/vocab.json").read_text())["text"])
+        assert turn["assistant"].split() and set(turn["assistant"].split()) <= vocab
+    assert turn["assistant"] in text
+    assert turn["user"] in text
+
+
+def test_page_answers_a_spoken_question(served, question_wav, tmp_path):
+    engine, server = served
+
+    async def scenario(page: Page):
+        snap = await answered(page, 0)
+        text = await page.evaluate("document.getElementById('turns').innerText")
+        info = await page.evaluate("document.querySelector('.info').innerText")
+        await screenshot(page, f"{engine}-answer.png", "listening")
+        return snap, text, info
+
+    snap, text, info = run_page(tmp_path, question_wav, server.http + "/?autostart=1", scenario)
+    turn = snap["turns"][0]
+    item = played(snap, turn["answerItemId"])
+    print(f"\nbrowser {engine}: heard {turn['user']!r}, answered {turn['assistant']!r}, "
+          f"latency {turn['latencyMs']} ms, played {item['played'] / 24000:.2f} s, "
+          f"underruns {snap['underruns']}")
+    assert snap["state"] == "listening" and snap["message"] is None
+    assert turn["status"] == "completed" and turn["cutMs"] is None
+    check_answer(engine, turn, text)
+    assert item["played"] == item["received"] > 24000 // 2  # all of it, and it is speech
+    assert turn["latencyMs"] is not None and turn["latencyMs"] > 0
+    assert f"{engine}:" in info and "server_vad" in info
+
+
+def test_talking_over_the_answer_cuts_it(served, question_wav, tmp_path):
+    """Mute and Unmute while the answer plays: the question is spoken again over it, the
+    page flushes playback at once and truncates the answer where it really stopped; the
+    question is then answered again. An answer that ends before the interruption lands
+    (the student's can be short) is not cut: the next answer is talked over instead."""
+    engine, server = served
+
+    async def reask(page: Page) -> None:
+        await page.evaluate("document.getElementById('mute').click()")
+        await page.wait_for(f"{SNAPSHOT}.muted", 30, "muted")
+        await page.evaluate("document.getElementById('mute').click()")
+
+    async def scenario(page: Page):
+        cut_index = None
+        for index in range(4):
+            await wait_turn(page, index, "t.answerItemId && s.stats && s.stats.items["
+                            "t.answerItemId] && s.stats.items[t.answerItemId].played > 0",
+                            f"turn {index}'s answer playing")
+            await reask(page)
+            outcome = await wait_turn(
+                page, index, "t.cutMs !== null || (s.stats.items[t.answerItemId].complete && "
+                "s.stats.items[t.answerItemId].played >= s.stats.items[t.answerItemId]"
+                ".received)", f"turn {index}'s answer cut or finished")
+            if outcome["turns"][index]["cutMs"] is not None:
+                cut_index = index
+                break
+        assert cut_index is not None, "no answer was long enough to talk over"
+        cut = await wait_turn(page, cut_index, "t.serverCutMs !== null", "the server's truncate")
+        snap = await answered(page, cut_index + 1)
+        text = await page.evaluate("document.getElementById('turns').innerText")
+        await screenshot(page, f"{engine}-barge-in.png", "listening")
+        return cut_index, cut, snap, text
+
+    cut_index, cut, snap, text = run_page(tmp_path, question_wav,
+                                          server.http + "/?autostart=1", scenario)
+    turn, again = snap["turns"][cut_index], snap["turns"][cut_index + 1]
+    item = played(snap, turn["answerItemId"])
+    print(f"\nbrowser {engine} barge-in: answer {cut_index} cut at {turn['cutMs']} ms of "
+          f"{item['received'] / 24:.0f} ms received; then {again['assistant']!r}")
+    assert snap["bargeIns"] == 1
+    assert turn["serverCutMs"] == turn["cutMs"] > 0  # the server truncated where the page said
+    # nothing of the answer played after the cut (the flush answered with `played` then)
+    assert turn["cutMs"] <= 1000 * item["played"] / 24000 < turn["cutMs"] + 1
+    assert f"cut at {turn['cutMs'] / 1000:.2f} s" in text
+    if engine == "cascade":  # the same answer again, whole (about 6 s): the cut was early
+        assert turn["status"] == "cancelled" and turn["assistant"] == again["assistant"]
+        assert turn["cutMs"] + 1000 < 1000 * played(snap, again["answerItemId"])["played"] / 24000
+    assert again["status"] == "completed" and again["cutMs"] is None
+    check_answer(engine, again, text)
