@@ -27,6 +27,8 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("wav")
     p.add_argument("npz")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
+    p.add_argument("--codebooks", type=int, default=0,
+                   help="keep the first K codebooks (default: all; the student speaks K = 4)")
     p.set_defaults(run=run_encode)
 
     p = add_command(group, "decode", "Turn codec tokens (npz) back into a wav file.",
@@ -34,6 +36,10 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("npz")
     p.add_argument("wav")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
+    p.add_argument("--decoder", default="auto",
+                   help="seanet (the codec's own), a trained decoder the codec ships (assistant: "
+                        "the assistant's voice; general: any voice), a decoder folder, or auto "
+                        "(the best shipped one)")
     p.set_defaults(run=run_decode)
 
     p = add_command(group, "semantic", "Turn a wav file into semantic tokens (npz): Whisper "
@@ -65,7 +71,7 @@ def register(subparsers, groups: dict) -> None:
 def run_encode(args: argparse.Namespace) -> int:
     from voxloop.codecs.tokens import encode_file, written_npz
 
-    info = encode_file(args.wav, args.npz, args.codec)
+    info = encode_file(args.wav, args.npz, args.codec, args.codebooks)
     print(f"wrote {written_npz(args.npz)}: {info}")
     return 0
 
@@ -73,7 +79,7 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_decode(args: argparse.Namespace) -> int:
     from voxloop.codecs.tokens import decode_file
 
-    seconds = decode_file(args.npz, args.wav, args.codec)
+    seconds = decode_file(args.npz, args.wav, args.codec, args.decoder)
     print(f"wrote {args.wav}: {seconds:.2f} s")
     return 0
 

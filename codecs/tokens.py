@@ -1,6 +1,7 @@
 """Codec tokens on disk (npz): what ``voxloop codec encode`` / ``decode`` read and write.
 
-The npz holds ``codes [K, F]`` (int16), the codec's name, sample rate,
+The npz holds ``codes [K, F]`` (int16; K may be fewer than the codec's: ``--codebooks``),
+the codec's name, sample rate,
 frame rate and cardinality, and ``num_samples`` (the input length, so decoding
 trims the padding of the last frame).
 """
@@ -17,22 +18,30 @@ from voxloop.codecs.registry import load_codec
 from voxloop.errors import VoxloopError
 
 
-def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str) -> str:
-    codec = load_codec(codec_name)
+def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str,
+                codebooks: int = 0) -> str:
+    """Encode a wav into ``codes [K, F]``; ``codebooks`` > 0 keeps only the first K."""
+    codec = load_codec(codec_name, decoder="seanet")  # encoding never needs a decoder
+    if not 0 <= codebooks <= codec.num_codebooks:
+        raise VoxloopError(f"--codebooks {codebooks}: codec {codec.name} has 1 to "
+                           f"{codec.num_codebooks}")
     samples, rate_hz = read_wav(wav_path)
     samples = resample(samples, rate_hz, codec.sample_rate)
-    codes = codec.encode(torch.from_numpy(samples).view(1, 1, -1))[0]
+    codes = codec.encode(torch.from_numpy(samples).view(1, 1, -1))[0, :codebooks or None]
     Path(npz_path).parent.mkdir(parents=True, exist_ok=True)
     np.savez(npz_path, codes=codes.numpy().astype(np.int16), codec=codec.config.kind,
              codec_name=codec.name, sample_rate_hz=codec.sample_rate,
              frame_rate_hz=codec.frame_rate, cardinality=codec.cardinality,
              num_samples=len(samples))
+    kbps = codec.bitrate_bps * codes.shape[0] / codec.num_codebooks / 1000
     return (f"{codes.shape[1]} frames x {codes.shape[0]} codebooks at {codec.frame_rate:g} Hz "
-            f"({codec.bitrate_bps / 1000:.1f} kbps, codec {codec.name})")
+            f"({kbps:.1f} kbps, codec {codec.name})")
 
 
-def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str) -> float:
-    codec = load_codec(codec_name)
+def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
+                decoder: str = "auto") -> float:
+    """Decode an npz of codes with ``decoder`` (``load_codec``'s names); returns seconds."""
+    codec = load_codec(codec_name, decoder=decoder)
     try:
         data = np.load(npz_path)
         codes, num_samples = data["codes"].astype(np.int64), int(data["num_samples"])

@@ -1,0 +1,112 @@
+"""Decoder training on a tiny codec and tiny cached codes: the loss falls, a stopped run
+resumes exactly, the export loads as a shipped decoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
+from voxloop.codecs.decoder_data import Clip, read_clips, write_clips
+from voxloop.codecs.io import save_codec
+from voxloop.codecs.registry import random_codec
+from voxloop.errors import VoxloopError
+from voxloop.models import weights_sha256
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # training runs
+
+SMALL = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64)
+TINY = FrameDecoderConfig(latent_dim=32, num_codebooks=4, frame_width=32, frame_blocks=1,
+                          fine_width=16, fine_blocks=1, kernel=3, mlp_ratio=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tiny codec folder and decoder data: warbling tones, coded once by that codec."""
+    root = tmp_path_factory.mktemp("decoder")
+    torch.manual_seed(0)
+    codec = random_codec(SMALL)
+    folder = save_codec(codec, root / "codec")
+    t = np.arange(9600) / 16000
+    clips = {"train": [], "heldout": []}
+    for i in range(6):
+        tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (1 + 0.5 * np.sin(6 * t))
+        audio = (tone * 32767).astype(np.int16)
+        codes = codec.encode(torch.from_numpy(tone.astype(np.float32)).view(1, 1, -1))[0]
+        clips["heldout" if i >= 4 else "train"].append(
+            Clip(f"tone {i}", "synthetic", str(i), audio, codes.numpy().astype(np.int16)))
+    sha = {"name": "codec", "sha256": weights_sha256(folder)}
+    for split, items in clips.items():
+        write_clips(root / "data" / f"{split}.npz", items, sha)
+    return root
+
+
+def _settings(root, out, steps, **overrides):
+    values = dict(data=str(root / "data"), out=str(out), codec=str(root / "codec"), steps=steps,
+                  batch_size=2, segment_frames=6, lr=3e-3, warmup_steps=2, eval_every=4,
+                  threads=1, whisper_mel_weight=1.0)
+    values.update(overrides)
+    return DecoderTrainSettings(**values)
+
+
+def test_clips_round_trip(data):
+    clips, codec = read_clips(data / "data", "train")
+    assert [c.text for c in clips] == ["tone 0", "tone 1", "tone 2", "tone 3"]
+    assert clips[0].codes.shape == (4, 15) and clips[0].audio.shape == (9600,)
+    assert codec["sha256"] == weights_sha256(data / "codec")
+
+
+def test_resume_after_a_stop_is_exact(data, tmp_path):
+    from voxloop.codecs.decoder_train import train_decoder
+
+    train_decoder(_settings(data, tmp_path / "straight", 6), TINY)
+    train_decoder(_settings(data, tmp_path / "resumed", 6), TINY, stop_at=3)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 3
+    train_decoder(_settings(data, tmp_path / "resumed", 6), TINY)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_loss_falls_and_the_export_decodes(data, tmp_path):
+    from voxloop.codecs.decoder_io import load_frame_decoder
+    from voxloop.codecs.decoder_train import (
+        DecoderLosses,
+        evaluate_decoder_loss,
+        export_decoder,
+        frozen_codebooks,
+        silence_codes,
+        train_decoder,
+    )
+    from voxloop.codecs.frame_decoder import FrameDecoder
+    from voxloop.codecs.registry import load_codec
+
+    settings = _settings(data, tmp_path / "run", 40)
+    out = train_decoder(settings, TINY)
+    held, codec_info = read_clips(data / "data", "heldout")
+    books = frozen_codebooks(settings.codec, codec_info)
+    losses = DecoderLosses(settings, 16000)
+    silence = silence_codes(settings.codec)
+    torch.manual_seed(0)
+    before = evaluate_decoder_loss(FrameDecoder(TINY), books, held, losses, 7, 640, silence)
+    after = evaluate_decoder_loss(load_frame_decoder(out / "final"), books, held, losses, 7, 640,
+                                  silence)
+    assert after["mel"] < before["mel"]
+    export_decoder(out / "checkpoint.pt", data / "codec" / "decoders" / "assistant")
+    codec = load_codec(str(data / "codec"), decoder="assistant")
+    assert codec.decode(torch.from_numpy(held[0].codes.astype(np.int64))[None]).shape == \
+        (1, 1, 15 * 640)
+
+
+def test_codes_of_another_codec_are_refused(data, tmp_path):
+    from voxloop.codecs.decoder_train import train_decoder
+
+    clips, _ = read_clips(data / "data", "train")
+    for split in ("train", "heldout"):
+        write_clips(tmp_path / "other" / f"{split}.npz", clips, {"name": "x", "sha256": "0" * 64})
+    with pytest.raises(VoxloopError, match="codes were made by x"):
+        train_decoder(_settings(data, tmp_path / "run", 2, data=str(tmp_path / "other")), TINY)
