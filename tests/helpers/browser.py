@@ -31,7 +31,8 @@ def chromium_path() -> str | None:
 
 class Chromium:
     def __init__(self, folder: Path, capture_wav: Path | None = None,
-                 size: tuple[int, int] = (900, 860)) -> None:
+                 size: tuple[int, int] = (900, 860), allow_mic: bool = True,
+                 fake_mic: bool = True) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         profile = self.folder / "profile"
@@ -39,8 +40,11 @@ class Chromium:
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 "--remote-debugging-port=0", f"--user-data-dir={profile}",
                 f"--window-size={size[0]},{size[1]}",
-                "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+                "--autoplay-policy=no-user-gesture-required"]
+        if fake_mic:  # else the machine's own devices (none on a server)
+            args.append("--use-fake-device-for-media-stream")
+        if allow_mic:  # say yes to the microphone prompt (without it, headless says no)
+            args.append("--use-fake-ui-for-media-stream")
         if capture_wav is not None:  # %noloop: play the file once per capture, then silence
             args.append(f"--use-file-for-fake-audio-capture={capture_wav}%noloop")
         (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's
