@@ -147,7 +147,9 @@ class RealtimeServer:
         path = urlsplit(request.path).path.rstrip("/")
         if path == "/healthz":
             body = json.dumps({"status": "stopping" if self._stopping else "ok",
-                               "engine": self.engine.name, "sessions": len(self.sessions)})
+                               "engine": self.engine.name,
+                               "models": getattr(self.engine, "models", {}),
+                               "sessions": len(self.sessions)})
             return _response(connection, HTTPStatus.OK, body + "\n", "application/json")
         if path == "/metrics":
             return _response(connection, HTTPStatus.OK, self.metrics.render().decode(),

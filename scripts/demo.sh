@@ -7,7 +7,7 @@ BIN=.venv/bin
 OUT=out
 QUESTION=${QUESTION:-"What is the capital of France?"}
 VOICE=${VOICE:-festival:slt-hts}
-ENGINE=${ENGINE:-native}  # native: the distilled student; cascade: ASR -> LLM -> TTS teachers
+ENGINE=${ENGINE:-cascade}  # cascade: ASR -> LLM -> TTS teachers (answers best); native: the student
 mkdir -p "$OUT"
 
 "$BIN/voxloop" tts --voice "$VOICE" --text "$QUESTION" --out "$OUT/demo-question.wav"

@@ -20,11 +20,18 @@ T = TypeVar("T")
 
 def add_command(subparsers, name: str, help_text: str,
                 example: str) -> argparse.ArgumentParser:
-    """A subcommand whose ``--help`` says what it does and ends with an example."""
-    return subparsers.add_parser(
+    """A subcommand whose ``--help`` says what it does and ends with an example.
+
+    ``-v`` works after the subcommand too (``voxloop serve -v``); left out, it keeps
+    what ``voxloop -v`` set (SUPPRESS: the subcommand does not reset it to False).
+    """
+    parser = subparsers.add_parser(
         name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug messages")
+    return parser
 
 
 def command_group(subparsers, groups: dict, name: str, help_text: str,

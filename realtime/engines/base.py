@@ -71,6 +71,7 @@ class EngineSession(Protocol):
 class Engine(Protocol):
     name: str
     accepts_text: bool  # can answer typed user messages
+    models: dict[str, str]  # what it runs, role -> model name or folder (/healthz, the log)
 
     def open(self) -> EngineSession:
         """The engine side of a new websocket session."""

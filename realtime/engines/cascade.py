@@ -49,6 +49,11 @@ class CascadeEngine:
         self.settings = settings
         self._asr = load_asr(asr_settings)
         self._llm = load_llm(llm_settings)
+        self.models = {"asr": asr_settings.backend + (
+            f":{asr_settings.model}" if asr_settings.backend == "whisper" else ""),
+            "llm": self._llm.name + (f":{llm_settings.model}@{llm_settings.url}"
+                                     if llm_settings.backend == "openai" else ""),
+            "tts": settings.voice}
 
     def warm_up(self) -> None:
         self._asr.transcribe(np.zeros(ASR_RATE_HZ // 2, np.float32), ASR_RATE_HZ)

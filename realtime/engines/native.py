@@ -27,7 +27,7 @@ import numpy as np
 
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
 from voxloop.errors import VoxloopError
-from voxloop.models import DEFAULT_STUDENT
+from voxloop.models import DEFAULT_STUDENT, find_model
 from voxloop.realtime.engines.answers import Answer, Frame, Word, ended
 from voxloop.realtime.engines.base import EngineOutput, Turn
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
@@ -92,10 +92,14 @@ class NativeEngine:
         self.tokenizer = Tokenizer(vocab)
         self.codec = load_student_codec(settings.codec, vocab)
         self.semantic = None  # the semantic tokenizer a semantic student hears with
+        self.models = {"student": str(find_model(settings.student, "student model",
+                                                 marker="vocab.json")),
+                       "codec": self.codec.name}
         if model.config.user_input == "semantic":
             from voxloop.distill.student.user_tokens import load_student_semantic
 
             self.semantic = load_student_semantic(settings.semantic, vocab)
+            self.models["semantic"] = self.semantic.name
         self.k_in, self.k_out = model.config.k_in, model.config.k_out
         self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions())
         self.batcher = ContinuousBatcher(self.stepper, settings.slots,
