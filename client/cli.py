@@ -15,6 +15,7 @@ import signal
 import time
 
 from voxloop.client.audio_io import AudioSettings
+from voxloop.client.connect import realtime_url
 from voxloop.client.echo import EchoSettings
 from voxloop.client.files import FileTurnSettings
 from voxloop.client.jitter import JitterSettings
@@ -32,7 +33,8 @@ def register(subparsers, groups: dict) -> None:
                     "voxloop client                    # live: talk, Ctrl-C to quit\n"
                     "  voxloop client --list-devices\n"
                     "  voxloop client --input question.wav --output answer.wav")
-    p.add_argument("--url", default=DEFAULT_URL, help="the server's realtime websocket")
+    p.add_argument("--url", default=DEFAULT_URL, help="the server's realtime websocket: "
+                   "ws://HOST:PORT, ws://HOST:PORT/v1 or the full path")
     p.add_argument("--api-key", default=os.environ.get("VOXLOOP_API_KEY"),
                    help="API key, if the server wants one (default: $VOXLOOP_API_KEY)")
     p.add_argument("--list-devices", action="store_true",
@@ -51,30 +53,36 @@ def run_client(args: argparse.Namespace) -> int:
 
         print(list_devices())
         return 0
+    url = realtime_url(args.url)
     if args.input:
         if not args.output:
             raise VoxloopError("--input needs --output (where to save the answer)")
-        return run_file(args)
-    return run_live(args)
+        return run_file(args, url)
+    if args.output:
+        raise VoxloopError("--output needs --input: file mode speaks a wav file and saves the "
+                           "answer; live mode (no --input) plays the answer and saves nothing "
+                           "(--stats-json and --dump-audio save what it measured and heard)")
+    return run_live(args, url)
 
 
-def run_file(args: argparse.Namespace) -> int:
-    from voxloop.client.files import save_answer, speak_file
+def run_file(args: argparse.Namespace, url: str) -> int:
+    from voxloop.client.files import check_output_path, save_answer, speak_file
 
-    result = asyncio.run(speak_file(args.url, args.input, args.api_key,
+    check_output_path(args.output)  # before the turn, so a bad path never costs an answer
+    result = asyncio.run(speak_file(url, args.input, args.api_key,
                                     settings_from_args(FileTurnSettings, args)))
+    save_answer(result, args.output)  # before printing: `| head -2` must not lose it
     for error in result.errors:
         print(f"server error  {error}")
     print(f"you said      {result.user_transcript}")
     print(f"assistant     {result.answer_transcript}")
     latency = "n/a" if result.latency_ms is None else f"{result.latency_ms:.0f} ms"
     print(f"latency       {latency} (end of your speech -> first answer audio)")
-    save_answer(result, args.output)
     print(f"answer        {args.output}, {len(result.answer) / 24000:.2f} s ({result.status})")
     return 0 if result.status == "completed" else 1
 
 
-def run_live(args: argparse.Namespace) -> int:
+def run_live(args: argparse.Namespace, url: str) -> int:
     from voxloop.client.audio_io import quiet_alsa
     from voxloop.client.live import LiveClient
     from voxloop.client.view import RichView, make_view
@@ -84,7 +92,7 @@ def run_live(args: argparse.Namespace) -> int:
     # where the shell hands it SIGINT ignored (and Python then leaves it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     audio, echo, jitter, live = (settings_from_args(cls, args) for cls in LIVE_SETTINGS)
-    client = LiveClient(args.url, args.api_key, audio, echo, jitter, live)
+    client = LiveClient(url, args.api_key, audio, echo, jitter, live)
     view = make_view(live.view)
     if isinstance(view, RichView):
         quiet_alsa()

@@ -3,7 +3,9 @@
 The question is streamed at real-time pace in 40 ms appends, followed by silence,
 exactly as a microphone would send it; the server's VAD ends the turn. Latency is
 measured as a user hears it: the first answer audio's arrival minus the moment the
-last sample of the question was sent.
+last sample of the question was sent. Once the question and its silence are sent,
+a server that stays quiet for ``timeout_s`` ends the turn with "no speech heard" (its
+VAD never heard speech) or "no answer".
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from voxloop.audio import float_to_pcm16, pcm16_to_float, read_wav, resample, write_wav
+from voxloop.client.connect import connect_error, realtime_url
 from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
 
@@ -26,6 +31,9 @@ class FileTurnSettings:
     chunk_ms: int = field(default=40, metadata={"help": "audio per append event"})
     tail_s: float = field(default=15.0, metadata={
         "help": "silence streamed after the question, at most (stops at response.done)"})
+    timeout_s: float = field(default=20.0, metadata={
+        "help": "after the question and its silence, give up when the server sends nothing "
+                "for this long: exit 1 with 'no speech heard' or 'no answer'"})
 
 
 @dataclass
@@ -42,23 +50,24 @@ async def speak_file(url: str, wav_path: str, api_key: str | None = None,
                      settings: FileTurnSettings = FileTurnSettings()) -> TurnResult:
     import websockets
 
+    url = realtime_url(url)
     samples, rate_hz = read_wav(wav_path)
     question = resample(samples, rate_hz, WIRE_RATE_HZ)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         ws = await websockets.connect(url, additional_headers=headers, max_size=2**24)
-    except (OSError, websockets.InvalidStatus, websockets.InvalidURI) as exc:
-        raise VoxloopError(f"cannot connect to {url}: {exc}. Is `voxloop serve` running?") \
-            from exc
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        raise connect_error(url, exc) from exc
     result, pcm, sent = TurnResult(), bytearray(), {}
     async with ws:
         await ws.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}}))
         streamer = asyncio.create_task(_stream(ws, question, settings, sent))
         try:
-            async for message in ws:
-                event = json.loads(message)
+            async for event in _events(ws, streamer, settings.timeout_s):
                 kind = ga_type(event["type"])
+                if kind == "input_audio_buffer.speech_started":
+                    sent["speech_heard"] = True
                 if kind == "response.output_audio.delta":
                     if result.latency_ms is None and "question_end_s" in sent:
                         result.latency_ms = 1000 * (time.perf_counter() - sent["question_end_s"])
@@ -73,13 +82,71 @@ async def speak_file(url: str, wav_path: str, api_key: str | None = None,
                 elif kind == "response.done":
                     result.status = event["response"]["status"]
                     break
+        except TimeoutError:
+            raise _silent_server(wav_path, len(question), sent, settings, result) from None
         finally:
             streamer.cancel()
     result.answer = pcm16_to_float(bytes(pcm))
     if not result.status:
-        raise VoxloopError("the server closed the connection before answering"
-                           + (f" ({'; '.join(result.errors)})" if result.errors else ""))
+        why = [f"close {ws.close_code}" + (f" {ws.close_reason!r}" if ws.close_reason else ""),
+               *result.errors]
+        raise VoxloopError(f"the server closed the connection before answering "
+                           f"({'; '.join(why)})")
     return result
+
+
+async def _events(ws, streamer: asyncio.Task, timeout_s: float):
+    """The server's events until it closes; once ``streamer`` is done, TimeoutError
+    after ``timeout_s`` without one."""
+    from websockets.exceptions import ConnectionClosed
+
+    quiet_since = None
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.recv(), 0.25)  # websockets: safe to cancel
+        except TimeoutError:
+            if not streamer.done():
+                continue
+            try:
+                streamer.result()  # a send that failed for another reason ends the turn
+            except ConnectionClosed:
+                return
+            quiet_since = quiet_since or time.perf_counter()
+            if time.perf_counter() - quiet_since > timeout_s:
+                raise
+            continue
+        except ConnectionClosed:
+            return
+        quiet_since = None
+        yield json.loads(message)
+
+
+def _silent_server(wav_path: str, samples: int, sent: dict, settings: FileTurnSettings,
+                   result: TurnResult) -> VoxloopError:
+    errors = f" Server errors: {'; '.join(result.errors)}." if result.errors else ""
+    waited = (f"{samples / WIRE_RATE_HZ:.1f} s of question, {settings.tail_s:g} s of silence "
+              f"and {settings.timeout_s:g} s of waiting (--timeout-s)")
+    if not sent.get("speech_heard"):
+        return VoxloopError(f"no speech heard: the server's VAD found no speech in {wav_path} "
+                            f"after {waited}. Is it speech, loud enough (`voxloop asr "
+                            f"{wav_path}` transcribes it)?{errors}")
+    return VoxloopError(f"no answer: the server heard speech in {wav_path} but did not answer "
+                        f"after {waited}; its log may say why.{errors}")
+
+
+def check_output_path(path: str) -> Path:
+    """The answer's wav path, checked before connecting (so a bad one never costs a turn)."""
+    out = Path(path)
+    if out.is_dir():
+        raise VoxloopError(f"--output {path} is a folder: name a file in it, "
+                           f"e.g. {out / 'answer.wav'}")
+    if out.suffix.lower() != ".wav":
+        raise VoxloopError(f"--output {path}: the answer is saved as a wav file; give a path "
+                           f"ending in .wav, e.g. {out.with_suffix('.wav')}")
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise VoxloopError(f"--output {path}: cannot write into {folder}")
+    return out
 
 
 def append_event(samples: np.ndarray) -> dict:

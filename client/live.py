@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from voxloop.client.audio_io import AudioIO, AudioSettings, MicBlock
+from voxloop.client.connect import connect_error
 from voxloop.client.conversation import Conversation
 from voxloop.client.echo import SILENT_DBFS, EchoMeter, EchoSettings, dbfs, make_echo_control
 from voxloop.client.files import append_event
@@ -119,11 +120,10 @@ class LiveClient:
                     await self._converse(ws)
                 reason = "the server closed the connection"
             except websockets.InvalidStatus as exc:
-                if exc.response.status_code in (401, 403):
-                    raise VoxloopError(f"{self.url} refused the API key "
-                                       f"(HTTP {exc.response.status_code}); pass --api-key") \
-                        from exc
-                reason = f"HTTP {exc.response.status_code}"
+                status = exc.response.status_code
+                if 400 <= status < 500 and status not in (408, 429):  # retrying cannot help
+                    raise connect_error(self.url, exc) from exc
+                reason = str(connect_error(self.url, exc))  # 503 "server full": try again
             except websockets.InvalidURI as exc:
                 raise VoxloopError(f"bad --url {self.url}: {exc}") from exc
             except (OSError, asyncio.TimeoutError, websockets.ConnectionClosed) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from voxloop import __version__
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"voxloop {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages (also after the command: voxloop serve -v)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict = {}  # nested command groups ("codec"), so several modules can add actions
     for name in COMMAND_MODULES:
@@ -63,3 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader left (`voxloop client ... | head -2`): files are written before
+        # anything is printed, so only the rest of the printing is lost. Point stdout at
+        # /dev/null so the exit's flush does not fail again; 141 = 128 + SIGPIPE, as a shell
+        # reports a program that a closed pipe ended.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
