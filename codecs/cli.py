@@ -69,10 +69,10 @@ def register(subparsers, groups: dict) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from voxloop.codecs.tokens import encode_file
+    from voxloop.codecs.tokens import encode_file, written_npz
 
     info = encode_file(args.wav, args.npz, args.codec, args.codebooks)
-    print(f"wrote {args.npz}: {info}")
+    print(f"wrote {written_npz(args.npz)}: {info}")
     return 0
 
 
@@ -86,9 +86,10 @@ def run_decode(args: argparse.Namespace) -> int:
 
 def run_semantic(args: argparse.Namespace) -> int:
     from voxloop.codecs.semantic_tokens import semantic_file
+    from voxloop.codecs.tokens import written_npz
 
     info = semantic_file(args.wav, args.npz, args.model)
-    print(f"wrote {args.npz}: {info}")
+    print(f"wrote {written_npz(args.npz)}: {info}")
     return 0
 
 

@@ -17,6 +17,14 @@ from voxloop.audio import read_wav, resample, write_wav
 from voxloop.codecs.registry import load_codec
 from voxloop.errors import VoxloopError
 
+_AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM")  # wav, flac, ogg, mp3, aiff
+
+
+def written_npz(path: str | Path) -> Path:
+    """Where ``np.savez`` writes ``path``: it adds ``.npz`` when the name lacks it."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
 
 def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str,
                 codebooks: int = 0) -> str:
@@ -41,6 +49,7 @@ def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str,
 def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
                 decoder: str = "auto") -> float:
     """Decode an npz of codes with ``decoder`` (``load_codec``'s names); returns seconds."""
+    _check_codes_file(Path(npz_path))
     codec = load_codec(codec_name, decoder=decoder)
     try:
         data = np.load(npz_path)
@@ -56,3 +65,16 @@ def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
     wav = codec.decode(torch.from_numpy(codes).unsqueeze(0))[0, 0, :num_samples]
     write_wav(wav_path, wav.numpy(), codec.sample_rate)
     return num_samples / codec.sample_rate
+
+
+def _check_codes_file(path: Path) -> None:
+    """One-line errors for the usual mix-ups, before the codec loads."""
+    encode = "make one with `voxloop codec encode AUDIO.wav CODES.npz`"
+    if not path.is_file():
+        raise VoxloopError(f"codes file not found: {path} ({encode})")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(_AUDIO_MAGIC):
+        raise VoxloopError(f"{path} is audio, not codes: decode reads the .npz that "
+                           f"`voxloop codec encode` writes (voxloop codec encode {path} "
+                           f"{path.with_suffix('.npz')})")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from voxloop.audio import read_wav
+from voxloop.audio import read_wav, write_wav
 
 
 def voxloop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -72,12 +74,54 @@ def test_demo_prints_four_lines_and_timings(tmp_path):
     (("tts", "--text", "hi"), "--text and --out are required"),
     (("llm", "hi", "--llm", "openai", "--llm-url", "http://127.0.0.1:9/v1",
       "--llm-timeout-s", "2"), "cannot reach LLM endpoint"),
+    (("llm", "hi", "--llm", "openai", "--llm-url", "notaurl"), "is not an http(s) URL"),
+    (("codec", "decode", "/no/such.npz", "/tmp/x.wav"), "codes file not found: /no/such.npz"),
 ])
 def test_bad_input_exits_nonzero_with_a_message(args, message):
     out = voxloop(*args)
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_codec_decode_given_audio_says_so(tmp_path):
+    write_wav(tmp_path / "q.wav", np.zeros(1600, np.float32), 16000)
+    out = voxloop("codec", "decode", str(tmp_path / "q.wav"), str(tmp_path / "out.wav"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "is audio, not codes" in out.stderr and "voxloop codec encode" in out.stderr
+
+
+@pytest.mark.slow  # the bundled codec
+def test_codec_encode_names_the_file_it_wrote(tmp_path):
+    write_wav(tmp_path / "q.wav", np.zeros(16000, np.float32), 16000)
+    out = voxloop("codec", "encode", str(tmp_path / "q.wav"), str(tmp_path / "qq"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"wrote {tmp_path / 'qq.npz'}:")  # numpy adds .npz
+    assert (tmp_path / "qq.npz").is_file()
+
+
+@pytest.mark.slow  # the bundled student
+def test_eval_finds_the_repository_models_from_any_folder(tmp_path):
+    """`voxloop eval student --model models/voxloop-student` run outside the repository:
+    the relative model path resolves in the repository, so the next error is the data's."""
+    out = subprocess.run([sys.executable, "-m", "voxloop", "eval", "student", "--model",
+                          "models/voxloop-student", "--data", "no-such-dataset", "--out",
+                          str(tmp_path / "eval")], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "no-such-dataset" in out.stderr and "no student model" not in out.stderr
+
+
+def test_repository_paths_resolve_from_any_folder(tmp_path, monkeypatch):
+    from voxloop.models import find_model, in_repo, repo_root
+
+    monkeypatch.chdir(tmp_path)
+    assert find_model("models/voxloop-student", "student", marker="vocab.json") == \
+        repo_root() / "models" / "voxloop-student"
+    assert in_repo("models/voxloop-codec-16k") == repo_root() / "models" / "voxloop-codec-16k"
+    assert in_repo("not/there") == Path("not/there")  # the caller's own error follows
+    (tmp_path / "models").mkdir()
+    assert in_repo("models") == Path("models")  # what exists here wins
 
 
 def test_not_a_wav_file(tmp_path):

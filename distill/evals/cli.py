@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from voxloop.distill.evals.codec import CodecEvalSettings
 from voxloop.distill.student.config import StudentEvalSettings
-from voxloop.models import DEFAULT_CODEC, DEFAULT_STUDENT
+from voxloop.models import DEFAULT_CODEC, DEFAULT_STUDENT, in_repo
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
 
 EVAL_HELP = "Evaluations on held-out voices and phrasings, judged by an independent Whisper."
@@ -51,6 +52,7 @@ def run_codec_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.codec import evaluate_codec, format_report
 
     settings = settings_from_args(CodecEvalSettings, args)
+    settings = replace(settings, corpus=str(in_repo(settings.corpus)))  # from any folder
     metrics = evaluate_codec(load_codec(args.codec, decoder=args.decoder), settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json and {settings.out}/spectrograms.png")
@@ -75,6 +77,7 @@ def run_student_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.student import evaluate_student, format_report
 
     settings = settings_from_args(StudentEvalSettings, args)
+    settings = replace(settings, data=str(in_repo(settings.data)))  # from any folder
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")

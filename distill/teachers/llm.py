@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -54,6 +55,10 @@ class OpenAICompatibleLLM:
     name = "openai"
 
     def __init__(self, settings: LLMSettings, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:
+        parts = urllib.parse.urlsplit(settings.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise VoxloopError(f"--llm-url {settings.url!r} is not an http(s) URL: give the "
+                               "server's /v1 base URL, e.g. http://127.0.0.1:8000/v1")
         self.settings = settings
         self.system_prompt = system_prompt
 
