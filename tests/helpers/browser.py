@@ -164,9 +164,17 @@ class Page:
                                    "console:\n" + "\n".join(self.browser.console[-30:]))
             await asyncio.sleep(every_s)
 
-    async def screenshot(self, path: Path) -> Path:
-        shot = await self.call("Page.captureScreenshot", {"format": "png",
-                                                          "captureBeyondViewport": False})
+    async def screenshot(self, path: Path, down_to: str | None = "body > *") -> Path:
+        """A PNG of the page, cut below the last element ``down_to`` selects (+ 16 px)."""
+        params = {"format": "png", "captureBeyondViewport": False}
+        if down_to is not None:
+            bottom = await self.evaluate(
+                f"Math.max(...[...document.querySelectorAll({down_to!r})].map("
+                "e => e.getBoundingClientRect().bottom))")
+            width = await self.evaluate("document.documentElement.clientWidth")
+            params["clip"] = {"x": 0, "y": 0, "width": width, "height": bottom + 16, "scale": 1}
+            params["captureBeyondViewport"] = True
+        shot = await self.call("Page.captureScreenshot", params)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
