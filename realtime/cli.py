@@ -30,7 +30,7 @@ SPARE_NATIVE_SLOTS = 4
 
 def register(subparsers, groups: dict) -> None:
     p = add_command(subparsers, "serve", "Serve the OpenAI Realtime API over a websocket "
-                    "(/v1/realtime), with /healthz and /metrics.",
+                    "(/v1/realtime), with /healthz, /metrics and a browser client at /.",
                     "voxloop serve --port 8765 --engine cascade")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                    help="what answers: cascade = the ASR -> LLM -> TTS teachers (the "
