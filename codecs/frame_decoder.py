@@ -35,6 +35,7 @@ from voxloop.codecs.decoder_config import FrameDecoderConfig
 
 MAX_MAGNITUDE = 100.0  # exp(log-magnitude) is clipped here, as in Vocos
 INPUT_KERNEL = 3
+SHORT_CHUNK = 32  # frames: up to here a causal conv runs as an einsum over its windows
 
 
 @dataclass
@@ -47,9 +48,20 @@ class FrameDecoderState:
 
 
 def causal_conv(conv: nn.Conv1d, context: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``x [B, C, T]`` after ``context [B, C, kernel - 1]`` -> (``[B, C', T]``, new context)."""
+    """``x [B, C, T]`` after ``context [B, C, kernel - 1]`` -> (``[B, C', T]``, new context).
+
+    A short chunk (a streamed frame or a few) is an einsum over its sliding windows, a
+    third of ``conv1d``'s fixed cost at one frame; the same sums in another order."""
     buffer = torch.cat([context, x], dim=-1)
-    y = F.conv1d(buffer, conv.weight, conv.bias, groups=conv.groups)
+    if x.shape[-1] > SHORT_CHUNK:
+        y = F.conv1d(buffer, conv.weight, conv.bias, groups=conv.groups)
+    else:
+        windows = buffer.unfold(-1, conv.kernel_size[0], 1)  # [B, C, T, kernel]
+        if conv.groups == 1:
+            y = torch.einsum("bctk,ock->bot", windows, conv.weight)
+        else:  # depthwise
+            y = torch.einsum("bctk,ck->bct", windows, conv.weight[:, 0])
+        y = y + conv.bias[:, None]
     return y, buffer[..., buffer.shape[-1] - context.shape[-1]:]
 
 

@@ -54,6 +54,7 @@ def check_chunks_equal_offline(codec, codes: torch.Tensor, sizes: list[int]) -> 
     assert (streamed - offline).abs().max().item() <= 1e-4
 
 
+@pytest.mark.slow  # a property search (make check runs the one-frame case below)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=5), frames=st.integers(1, 40),
@@ -64,6 +65,14 @@ def test_chunked_decode_equals_offline(codec, sizes, frames, k, seed):
 
 def test_one_frame_at_a_time_equals_offline(codec):
     check_chunks_equal_offline(codec, _random_codes(17, 4, 1), [1])
+
+
+def test_long_and_short_chunks_equal_offline(codec):
+    """Chunks past SHORT_CHUNK frames take conv1d, shorter ones the einsum: same audio."""
+    from voxloop.codecs.frame_decoder import SHORT_CHUNK
+
+    check_chunks_equal_offline(codec, _random_codes(2 * SHORT_CHUNK + 5, 4, 7),
+                               [SHORT_CHUNK + 3, 1, 2])
 
 
 def test_causal_no_look_ahead(codec):
