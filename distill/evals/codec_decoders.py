@@ -69,7 +69,8 @@ def compare_decoders(codec_name: str, decoders: tuple[str, ...], data: str | Pat
     metrics = {"codec": first.name, "data": str(data), "clips": len(clips),
                "voices": sorted({c.voice for c in clips}),
                "seconds": sum(len(a) for a in originals) / rate_hz,
-               "whisper_wer_original": word_error_rate(texts, heard), "decoders": {}}
+               "whisper_wer_original": word_error_rate(texts, heard), "decoders": {},
+               "texts": texts, "heard_original": heard}
     for name in decoders:
         codec = load_codec(codec_name, decoder=name)
         result: dict = {"by_codebooks": {}}
@@ -84,7 +85,8 @@ def compare_decoders(codec_name: str, decoders: tuple[str, ...], data: str | Pat
             wer = word_error_rate(texts, heard_k)
             result["by_codebooks"][str(k)] = {
                 "stoi_mean": float(np.mean(stoi)), "whisper_wer": wer,
-                "wer_increase_points": 100 * (wer - metrics["whisper_wer_original"])}
+                "wer_increase_points": 100 * (wer - metrics["whisper_wer_original"]),
+                "heard": heard_k}
         speed_codes = [c.codes[:min(codebooks)] for c in clips[:SPEED_CLIPS]]
         decode_speed(codec, speed_codes[0], 1)  # warm-up
         for chunk in SPEED_CHUNK_FRAMES:
