@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
 from voxloop.realtime.wire.items import Item, item_from_client
 from voxloop.realtime.wire.protocol import ProtocolError, decode_audio
-from voxloop.realtime.wire.session_config import SessionConfig
+from voxloop.realtime.wire.session_config import SessionConfig, check_voice, response_options
 
 log = logging.getLogger("voxloop.realtime")
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
@@ -52,7 +52,9 @@ class Session:
         self.id = new_id("sess")
         self.conversation_id = new_id("conv")
         self.engine, self.executor, self.outbox, self.beta = engine, executor, outbox, beta
-        self.config, self.limits, self.metrics = config, limits, metrics
+        self.config = replace(config, voice=engine.voice)  # the one voice the engine speaks
+        self.limits, self.metrics = limits, metrics
+        self._told_instructions = False  # said once that this engine does not follow them
         self.items: OrderedDict[str, Item] = OrderedDict()
         self.audio = InputAudio(limits.max_buffer_s)
         self.engine_session = engine.open()
@@ -88,12 +90,26 @@ class Session:
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:
         config = self.config.updated(event["session"], event_id)
+        check_voice(config.voice, self.engine.voice, event_id, "session.audio.output.voice")
         if config.turn_detection != self.config.turn_detection:
             self._detector = self._new_detector(config)
             self._speech_item_id = None
             self.audio.stop_listening()
         self.config = config
         self.outbox.put(events.session_updated(config.wire(self.id, self.beta)))
+        self._note_instructions(config.instructions)
+
+    def _note_instructions(self, instructions: str) -> None:
+        """Say once per session when the engine does not follow instructions (they are
+        still stored and echoed, as the API expects)."""
+        if not instructions or self.engine.follows_instructions or self._told_instructions:
+            return
+        self._told_instructions = True
+        self.outbox.put(events.error(
+            "instructions_not_followed", f"the {self.engine.name} engine cannot follow "
+            "instructions: they are stored and echoed, but its answers do not change. Only "
+            "the cascade engine with an OpenAI-compatible LLM follows them, as its system "
+            "prompt (voxloop serve --engine cascade --llm openai)", param="instructions"))
 
     async def _on_input_audio_buffer_append(self, event: dict, event_id) -> None:
         pcm = decode_audio(event["audio"], event_id)
@@ -293,6 +309,8 @@ class Session:
 
     # -- responses ----------------------------------------------------------------------
     async def _on_response_create(self, event: dict, event_id) -> None:
+        options = response_options(event.get("response"), event_id)
+        check_voice(options.voice, self.engine.voice, event_id, "response.voice")
         if self.response is not None:
             raise ProtocolError("conversation_already_has_active_response", "a response is "
                                 f"already in progress ({self.response.id}); cancel it first",
@@ -306,7 +324,9 @@ class Session:
                                 "speech only; send the question as audio", event_id)
         if self._turn_end_s is None or user.audio is None:
             self._turn_end_s = time.perf_counter()
-        self._start_response(user)
+        if options.instructions is not None:
+            self._note_instructions(options.instructions)
+        self._start_response(user, options.instructions)
 
     async def _on_response_cancel(self, event: dict, event_id) -> None:
         wanted = event.get("response_id")
@@ -323,12 +343,15 @@ class Session:
         self.response.cancel("client_cancelled")
         self.outbox.put(events.output_audio_buffer_cleared(self.response.id))
 
-    def _start_response(self, user: Item) -> None:
+    def _start_response(self, user: Item, instructions: str | None = None) -> None:
+        """Answer ``user``; ``instructions``: this response's own (None: the session's)."""
         history = tuple(m for i in self.items.values() if i is not user
                         for m in [i.history_message()] if m)
         audio = _audio_24k(user)
         turn = Turn(audio_24k=audio, text=None if audio is not None else user.text,
-                    history=history, heard_live=user.id == self._heard_item_id)
+                    history=history, heard_live=user.id == self._heard_item_id,
+                    instructions=self.config.instructions if instructions is None
+                    else instructions)
         self.response = ResponseRun(
             self.engine_session, turn, self.outbox, self.beta, self.conversation_id,
             self.config.voice, on_user_transcript=lambda text: self._user_transcript(user, text),

@@ -12,6 +12,10 @@ Threads: ``new_turn``, ``pause``, ``resume`` and ``close`` run on the event loop
 and must be cheap; ``hear``, ``respond`` and ``transcribe`` run in worker threads.
 ``respond`` yields :class:`EngineOutput` pieces as soon as they exist and checks
 ``cancel`` between steps, so a barge-in stops it within one step.
+
+An engine speaks with one ``voice`` (sessions refuse any other) and says whether it
+``follows_instructions``: only then does a turn's ``instructions`` change its answers
+(the session says so once where they do not).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Turn:
     text: str | None = None  # a typed user message
     history: tuple[dict, ...] = ()  # earlier {"role", "content"} messages, oldest first
     heard_live: bool = False  # the engine session heard this turn through new_turn/hear
+    instructions: str = ""  # the session's (or the response's) instructions; "" for none
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class EngineSession(Protocol):
 class Engine(Protocol):
     name: str
     accepts_text: bool  # can answer typed user messages
+    voice: str  # the one voice it speaks, as sessions name it (see voice_name)
+    follows_instructions: bool  # Turn.instructions change its answers
     models: dict[str, str]  # what it runs, role -> model name or folder (/healthz, the log)
 
     def open(self) -> EngineSession:
@@ -78,3 +85,8 @@ class Engine(Protocol):
 
     def warm_up(self) -> None:
         """Load models now rather than on the first turn."""
+
+
+def voice_name(tts_voice: str) -> str:
+    """A TTS voice as sessions name it: without its backend (``piper:joe`` -> ``joe``)."""
+    return tts_voice.split(":", 1)[-1]

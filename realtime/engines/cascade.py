@@ -1,27 +1,36 @@
 """The cascade engine: the teachers (ASR -> LLM -> TTS) behind the engine contract.
 
 Whisper needs the whole turn, so a :class:`CascadeSession` ignores what it hears
-while the user speaks and answers each turn from its audio. TTS runs sentence by
-sentence, so the first sentence plays while the rest is being synthesized; audio
-leaves in ``chunk_ms`` pieces and ``cancel`` is checked between pieces and
-between stages.
+while the user speaks and answers each turn from its audio. The LLM's reply is read
+as it is written where the backend streams (an OpenAI-compatible endpoint) and TTS
+runs sentence by sentence, so the first sentence plays while the LLM still writes
+the rest and the TTS speaks the next; audio leaves in ``chunk_ms`` pieces and
+``cancel`` is checked between pieces and between stages (a cancelled stream is
+closed). A turn's instructions are the LLM's system prompt where it follows them
+(``openai``); the scripted teacher does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from voxloop.audio import resample
 from voxloop.distill.teachers.asr import ASR_RATE_HZ, ASRSettings, load_asr
-from voxloop.distill.teachers.llm import LLMSettings, load_llm
+from voxloop.distill.teachers.llm import (
+    LLMSettings,
+    follows_instructions,
+    load_llm,
+    reply_pieces,
+)
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
-from voxloop.realtime.engines.base import EngineOutput, Turn
+from voxloop.realtime.engines.base import EngineOutput, Turn, voice_name
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -35,8 +44,20 @@ class CascadeSettings:
         "help": "length of each audio delta", "flag": "--cascade-chunk-ms"})
 
 
-def split_sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+def sentences(pieces: Generator[str, None, None]) -> Iterator[str]:
+    """The sentences of a reply whose text arrives in pieces (cut after ``.``, ``!`` or
+    ``?`` and a space), each as soon as the piece that ends it is in; closing this
+    closes ``pieces``."""
+    text = ""
+    try:
+        for piece in pieces:
+            text += piece
+            *done, text = _SENTENCE_END.split(text)
+            yield from (s for s in (d.strip() for d in done) if s)
+    finally:
+        pieces.close()
+    if text.strip():
+        yield text.strip()
 
 
 class CascadeEngine:
@@ -49,6 +70,8 @@ class CascadeEngine:
         self.settings = settings
         self._asr = load_asr(asr_settings)
         self._llm = load_llm(llm_settings)
+        self.voice = voice_name(settings.voice)
+        self.follows_instructions = follows_instructions(self._llm)
         self.models = {"asr": asr_settings.backend + (
             f":{asr_settings.model}" if asr_settings.backend == "whisper" else ""),
             "llm": self._llm.name + (f":{llm_settings.model}@{llm_settings.url}"
@@ -75,10 +98,18 @@ class CascadeEngine:
         if cancel.is_set():
             return
         t1 = time.perf_counter()
-        answer = self._llm.reply(list(turn.history), text)
-        timings = {"llm": 1000 * (time.perf_counter() - t1)}
+        pieces = reply_pieces(self._llm, list(turn.history), text, turn.instructions or None)
+        with contextlib.closing(sentences(pieces)) as answer:
+            yield from self._speak(answer, t1, cancel)
+
+    def _speak(self, answer: Iterator[str], llm_start_s: float,
+               cancel: threading.Event) -> Iterator[EngineOutput]:
+        """TTS sentence by sentence, in ``chunk_ms`` pieces; timings: ``llm`` until the
+        first sentence was in, ``tts`` summed over sentences."""
+        timings: dict[str, float] = {}
         chunk = WIRE_RATE_HZ * self.settings.chunk_ms // 1000
-        for n, sentence in enumerate(split_sentences(answer)):
+        for n, sentence in enumerate(answer):
+            timings.setdefault("llm", 1000 * (time.perf_counter() - llm_start_s))
             if cancel.is_set():
                 return
             t2 = time.perf_counter()

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
+from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT, find_model
 from voxloop.realtime.engines.answers import Answer, Frame, Word, ended
-from voxloop.realtime.engines.base import EngineOutput, Turn
+from voxloop.realtime.engines.base import EngineOutput, Turn, voice_name
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class NativeSettings:
 class NativeEngine:
     name = "native"
     accepts_text = False
+    voice = voice_name(ASSISTANT_VOICE)  # the voice its answers were distilled from
+    follows_instructions = False  # it learned to answer, not to follow a system prompt
 
     def __init__(self, settings: NativeSettings = NativeSettings()) -> None:
         import torch

@@ -2,7 +2,14 @@
 rendered back in the shape the client speaks.
 
 Standard library only. Unknown fields are ignored, as OpenAI does; values that
-this server cannot honour (another audio format, semantic VAD) are a clear error.
+this server cannot honour (another audio format, semantic VAD, tools, a voice it
+does not have) are a clear error, and the update is not applied.
+
+Voices: each engine speaks one voice (``Engine.voice``: ``joe``, the assistant voice the
+teachers speak and the student was distilled from, or the cascade's ``--cascade-voice``
+without its backend). OpenAI's voice names are not mapped onto it: ``alloy`` is refused,
+so a client never believes it chose a voice it does not hear. Instructions are stored and
+echoed; only an engine that follows them uses them (the session says so once otherwise).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ class TurnDetection:
 @dataclass(frozen=True)
 class SessionConfig:
     model: str = "voxloop"
-    instructions: str = ""  # stored and echoed; the engines in this repo cannot follow them
+    instructions: str = ""  # an engine that follows instructions gets them with each turn
     voice: str = "joe"
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     transcription_model: str | None = None  # None: no input transcription events
@@ -78,6 +85,7 @@ class SessionConfig:
                           (session.get("input_audio_format"), "input_audio_format"),
                           (session.get("output_audio_format"), "output_audio_format")):
             _check_format(fmt, name, event_id)
+        _check_no_tools(session, "session", event_id)
         modalities = session.get("output_modalities", session.get("modalities"))
         if modalities is not None and "audio" not in (modalities or []):
             raise ProtocolError("unsupported_value", "this server always answers in audio (with "
@@ -96,6 +104,49 @@ class SessionConfig:
                     "whisper-1" if tr is not None else None)
                 break
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ResponseOptions:
+    """What one ``response.create`` sets for its response alone (None: the session's)."""
+
+    instructions: str | None = None
+    voice: str | None = None
+
+
+def response_options(response: dict | None, event_id: str | None = None) -> ResponseOptions:
+    """The ``response`` object of ``response.create`` (GA or beta shape)."""
+    response = response or {}
+    _check_no_tools(response, "response", event_id)
+    instructions = response.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise ProtocolError("invalid_type", "response.instructions must be a string", event_id,
+                            "response.instructions")
+    audio = response.get("audio")
+    audio_out = audio.get("output") if isinstance(audio, dict) else None
+    voice = audio_out.get("voice") if isinstance(audio_out, dict) else None
+    voice = response.get("voice") if voice is None else voice  # beta: response.voice
+    if voice is not None and not isinstance(voice, str):
+        raise ProtocolError("invalid_type", "response.voice must be a string", event_id,
+                            "response.voice")
+    return ResponseOptions(instructions, voice)
+
+
+def check_voice(voice: str | None, available: str, event_id: str | None, param: str) -> None:
+    """Refuse any voice but the engine's own (see the module docstring: no mapping)."""
+    if voice is not None and voice != available:
+        raise ProtocolError("unsupported_value", f"voice {voice[:40]!r} is not available: this "
+                            f"server speaks with {available!r} only (OpenAI's voices, such as "
+                            f"'alloy', are not installed here). Send {available!r} or leave "
+                            "the voice out", event_id, param)
+
+
+def _check_no_tools(source: dict, where: str, event_id) -> None:
+    tools = source.get("tools")
+    if tools is not None and tools != []:
+        raise ProtocolError("unsupported_value", "tools are not supported: the engines here "
+                            "cannot call functions, so the model would never use them. Send "
+                            "tools: [] or leave them out", event_id, f"{where}.tools")
 
 
 def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | None:

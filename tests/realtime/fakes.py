@@ -72,9 +72,12 @@ def slow_script(pieces: int, delay_s: float, tone_ms: int = 100) -> Script:
 
 class FakeEngine:
     name = "fake"
+    voice = "joe"
 
-    def __init__(self, script: Script = Script(), accepts_text: bool = True) -> None:
+    def __init__(self, script: Script = Script(), accepts_text: bool = True,
+                 follows_instructions: bool = True) -> None:
         self.script, self.accepts_text = script, accepts_text
+        self.follows_instructions = follows_instructions
         self.sessions: list[FakeSession] = []
 
     def open(self) -> FakeSession:
