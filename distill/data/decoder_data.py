@@ -42,8 +42,8 @@ class DecoderDataSettings:
     heldout_percent: float = field(default=5.0, metadata={
         "help": "answer side: percent of the distinct answer texts held out (by text hash)"})
     max_clips: int = field(default=0, metadata={
-        "help": "at most this many training clips (0: all); the held-out set is kept whole "
-                "up to --max-heldout"})
+        "help": "at most this many training clips, the first in shard order (0: all); later "
+                "training shards are not read"})
     max_heldout: int = field(default=200, metadata={"help": "at most this many held-out clips"})
 
 
@@ -103,11 +103,13 @@ def build_decoder_data(settings: DecoderDataSettings) -> dict:
         return True
 
     for split, path in tqdm(shards, desc="decoder data", unit="shard"):
+        if settings.max_clips and len(train) >= settings.max_clips and split == "train":
+            continue
         for clip in _shard_clips(path, split, settings.side, wanted):
             held = heldout_text(clip.text, settings.heldout_percent) if settings.side == \
                 "answer" else split == "heldout_voice"
             (heldout if held else train).append(clip)
-    train = _spread(train, settings.max_clips)
+    train = train[:settings.max_clips or None]
     heldout = _spread(heldout, settings.max_heldout)
     if not train or not heldout:
         raise VoxloopError(f"{len(train)} training and {len(heldout)} held-out clips: need both "
