@@ -30,8 +30,8 @@ check: bootstrap
 	$(CI_ENV) $(PY) -m pytest -q -rfEs -m "not slow and not reliability_slow" --durations=5
 
 # fuzzing, churn, slow clients, limits, SIGTERM, killed jobs, each server test on both
-# engines (about 15 minutes on 2 cores for the cascade alone, more with the native runs;
-# `make test` runs its fast part; pyproject's addopts deselect reliability_slow there)
+# engines (about 15 minutes on 2 cores; `make test` runs its fast part; pyproject's
+# addopts deselect reliability_slow there)
 test-reliability: bootstrap
 	$(CI_ENV) $(PY) -m pytest tests/reliability -m "" -q -s -rfEs --durations=20
 
