@@ -60,7 +60,9 @@ class ServerSettings:
     max_message_kb: int = field(default=1024, metadata={
         "help": "largest client event accepted (KiB); larger ones get an error event"})
     max_buffer_s: float = field(default=60.0, metadata={
-        "help": "uncommitted input audio kept per session (seconds)"})
+        "help": "uncommitted input audio kept per session (seconds): with server VAD the "
+                "longest turn (silence between turns is dropped as it comes), without it "
+                "what an append may fill before a commit or clear"})
     max_items: int = field(default=200, metadata={
         "help": "conversation items kept per session; past this the oldest are forgotten"})
     idle_timeout_s: float = field(default=300.0, metadata={
