@@ -17,7 +17,8 @@ const SILENT_DBFS = -120;
 
 const app = {
   info: null, key: sessionStorage.getItem(KEY_STORE) || "", running: false, starting: false,
-  askKey: false, audio: null, connection: null, conversation: null, stats: null,
+  askKey: false, muteWanted: false, audio: null, connection: null, conversation: null,
+  stats: null,
   levelDbfs: SILENT_DBFS, connectionText: "not connected", message: null, log: [],
   turnDetection: undefined,
 };
@@ -98,6 +99,7 @@ async function start() {
   if (app.running) return;
   app.running = true;
   app.starting = true;
+  app.muteWanted = false;
   app.message = null;
   app.stats = null;
   const audio = new AudioIO({
@@ -123,6 +125,7 @@ async function start() {
     onOpen: () => {
       app.conversation.resetConnection();
       connection.send(SESSION_UPDATE);
+      openMicOnce(audio);
     },
     onEvent: onServerEvent,
     onStatus,
@@ -131,6 +134,21 @@ async function start() {
   app.conversation = new Conversation({ player: audio, send: (e) => connection.send(e), note });
   app.starting = false;
   connection.start();
+}
+
+// The microphone opens once the server is there, so nothing said is lost to the connecting
+// (what is captured while the connection is down is stale and is not sent).
+async function openMicOnce(audio) {
+  if (!audio.muted || app.muteWanted || audio.opening) return;
+  audio.opening = true;
+  try {
+    await audio.openMic();
+  } catch (err) {
+    stop();
+    showMessage(err.message);
+  } finally {
+    audio.opening = false;
+  }
 }
 
 function stop() {
@@ -146,16 +164,10 @@ function stop() {
 }
 
 async function toggleMute() {
-  if (!app.running || !app.audio) return;
-  if (!app.audio.muted) {
-    app.audio.closeMic();
-    return;
-  }
-  try {
-    await app.audio.openMic();
-  } catch (err) {
-    showMessage(err.message);
-  }
+  if (!app.running || !app.audio || app.audio.opening) return;
+  app.muteWanted = !app.audio.muted;
+  if (app.muteWanted) app.audio.closeMic();
+  else await openMicOnce(app.audio);
 }
 
 async function useKey(event) {

@@ -38,6 +38,7 @@ export class AudioIO {
     this.source = null;
     this.capture = null;
     this.playback = null;
+    this.opening = false;  // a getUserMedia in flight
     this.flushes = new Map();  // flush id -> resolve
     this.nextFlushId = 1;
   }
@@ -46,7 +47,7 @@ export class AudioIO {
     return this.ctx ? this.ctx.currentTime : 0;
   }
 
-  // Create the context and both worklets, then open the microphone.
+  // Create the context and both worklets; the microphone opens with openMic().
   async start() {
     if (!window.isSecureContext || !navigator.mediaDevices) {
       throw new AudioError("The microphone needs a secure page: open this page as " +
@@ -78,7 +79,6 @@ export class AudioIO {
     });
     this.playback.port.onmessage = (e) => this.onPlayback(e.data);
     this.playback.connect(this.ctx.destination);
-    await this.openMic();
     await this.ctx.resume();
     if (this.ctx.state !== "running") {
       throw new AudioError("The browser did not let the page play sound: click Talk to start.");
