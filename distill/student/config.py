@@ -108,6 +108,11 @@ class StudentTrainSettings:
     init_from: str = field(default="", metadata={
         "help": "fine-tune this student model folder: its weights, config and vocabularies "
                 "(pack the data with --vocab-from it); --student-* flags are then ignored"})
+    warm_from: str = field(default="", metadata={
+        "help": "start a new student from this student model folder's weights where they "
+                "carry over (blocks, audio embeddings and head, words both vocabularies "
+                "hold), e.g. a semantic student from the bundled codec-hearing one; needs its "
+                "width, depth and heads (--student-* flags)"})
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,13 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             raise VoxloopError(f"{settings.data} names no codec, which --student-user-latent-dim "
                                "needs: pack it with `voxloop distill pack`")
         student.set_user_codebooks(load_codec(data.vocab["codec"]["name"]))
+    if settings.warm_from and init is None:
+        from voxloop.distill.student.model import load_student
+        from voxloop.distill.student.warm import warm_start
+
+        copied = warm_start(student, data.vocab, *load_student(settings.warm_from))
+        if rank == 0:
+            print(f"warm start from {settings.warm_from}: {copied}")
     student = student.to(device).train()
     decay = [p for p in student.parameters() if p.dim() >= 2]
     no_decay = [p for p in student.parameters() if p.dim() < 2]
