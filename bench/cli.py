@@ -18,7 +18,9 @@ def register(subparsers, groups: dict) -> None:
     p = add_command(group, "latency", "Voice-to-voice latency over the websocket, as a client "
                     "hears it: engines side by side, 1..N concurrent sessions, barge-in stop "
                     "time and playback underruns. Writes latency.json and latency.png.",
-                    "voxloop bench latency --engines native cascade --sessions 1 2 4 8")
+                    "voxloop bench latency --engines native cascade --sessions 1 2 4 8\n  "
+                    "voxloop bench latency --engines native --turn-detections semantic_vad:medium "
+                    "server_vad:500 --turns 6 --paused 10")
     add_settings(p, LatencyBenchSettings)
     p.set_defaults(run=run_latency)
 
@@ -30,6 +32,15 @@ def run_latency(args: argparse.Namespace) -> int:
     settings = settings_from_args(LatencyBenchSettings, args)
     # SIGTERM unwinds like Ctrl-C, so the servers it started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    if settings.turn_detections:
+        from voxloop.bench.turns import run_turn_detection_bench
+        from voxloop.bench.turns import table as turn_table
+
+        print(f"turn detection on the {settings.engines[0]} engine: {settings.turns} complete "
+              f"and {settings.paused} paused held-out questions per setting")
+        print(turn_table(run_turn_detection_bench(settings)))
+        print(f"wrote {settings.out}/turn-detection.json and turn-detection.png")
+        return 0
     print(f"VAD: server_vad threshold {settings.threshold}, silence_duration_ms "
           f"{settings.silence_duration_ms}; appends of {settings.chunk_ms} ms at real-time pace")
     records = records_json(run_latency_bench(settings))

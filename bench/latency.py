@@ -55,6 +55,15 @@ class LatencyBenchSettings:
     jitter_ms: int = field(default=60, metadata={
         "help": "the simulated player's buffer before it starts (for underruns)"})
     turn_timeout_s: float = field(default=60.0, metadata={"help": "give up on a turn after"})
+    turn_detections: tuple[str, ...] = field(default=(), metadata={
+        "help": "instead of the engine grid: compare these turn detection settings in one run "
+                "(semantic_vad:low|medium|high|auto, server_vad:SILENCE_MS) on the first "
+                "engine, one session: --turns complete questions (latency) and --paused "
+                "paused ones (false cut-ins) each; writes turn-detection.json / .png",
+        "metavar": "SETTING"})
+    paused: int = field(default=10, metadata={
+        "help": "with --turn-detections: held-out questions spoken with a 300-1500 ms pause "
+                "inside, per setting"})
     out: str = field(default="out/bench-latency", metadata={"help": "output folder"})
 
 

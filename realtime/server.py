@@ -28,6 +28,7 @@ from voxloop.realtime.engines.base import Engine
 from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.metrics import ServerMetrics
 from voxloop.realtime.outbox import Outbox
+from voxloop.realtime.semantic_turns import end_of_turn_model
 from voxloop.realtime.session import Session, SessionLimits
 from voxloop.realtime.turns import TurnDetector
 from voxloop.realtime.wire import events
@@ -39,7 +40,12 @@ from voxloop.realtime.wire.protocol import (
     parse_client_event,
     wire_event,
 )
-from voxloop.realtime.wire.session_config import SessionConfig, TurnDetection
+from voxloop.realtime.wire.session_config import (
+    TURN_DETECTION_TYPES,
+    SessionConfig,
+    TurnDetection,
+    default_turn_detection,
+)
 
 log = logging.getLogger("voxloop.realtime")
 REALTIME_PATH = "/v1/realtime"
@@ -57,6 +63,12 @@ class ServerSettings:
         "help": "require this key (Authorization: Bearer KEY); default: $VOXLOOP_API_KEY "
                 "if set, else no key"})
     max_sessions: int = field(default=16, metadata={"help": "concurrent sessions at most"})
+    turn_detection: str = field(default="server_vad", metadata={
+        "choices": TURN_DETECTION_TYPES,
+        "help": "a new session's turn detection (a client changes it with session.update): "
+                "server_vad = Silero and a fixed 300 ms of silence; semantic_vad = Silero and "
+                "a wait the end-of-turn model sets (short when the question is complete, up "
+                "to the eagerness's cap when it is not)"})
     max_message_kb: int = field(default=1024, metadata={
         "help": "largest client event accepted (KiB); larger ones get an error event"})
     max_buffer_s: float = field(default=60.0, metadata={
@@ -111,6 +123,8 @@ class RealtimeServer:
         s = self.settings
         # load Silero and scipy's resampler now, not on the event loop in the first session
         TurnDetector(TurnDetection())
+        if s.turn_detection == "semantic_vad":  # its model too (else on first use)
+            await asyncio.get_running_loop().run_in_executor(self.executor, end_of_turn_model)
         InputAudio(s.max_buffer_s)
         self._server = await serve(
             self._handle, s.host, s.port, process_request=self._process_request,
@@ -190,7 +204,10 @@ class RealtimeServer:
         outbox = Outbox(s.max_queued_audio, s.max_queued_events,
                         on_drop=self.metrics.dropped_audio.inc)
         session = Session(self.engine, self.executor, outbox, s.session_limits(), beta=beta,
-                          config=SessionConfig(model=model[:200]), metrics=self.metrics)
+                          config=SessionConfig(
+                              model=model[:200],
+                              turn_detection=default_turn_detection(s.turn_detection)),
+                          metrics=self.metrics)
         self.sessions.add(session)
         self.metrics.sessions.inc()
         self.metrics.sessions_open.inc()

@@ -24,6 +24,7 @@ from voxloop.realtime.engines.base import Engine, Turn
 from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.response import ResponseRun
+from voxloop.realtime.semantic_turns import new_turn_detector
 from voxloop.realtime.turns import TurnDetector, TurnEvent
 from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
@@ -83,9 +84,7 @@ class Session:
         await handler(event, event.get("event_id"))
 
     def _new_detector(self, config: SessionConfig) -> TurnDetector | None:
-        if config.turn_detection is None:
-            return None
-        return TurnDetector(config.turn_detection, start_ms=self.audio.end_ms)
+        return new_turn_detector(config.turn_detection, start_ms=self.audio.end_ms)
 
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:

@@ -44,6 +44,7 @@ class TurnDetector:
         self._windows = 0  # windows processed since reset
         self.speaking = False
         self._silence_from_ms: int | None = None
+        self._wait_ms = self.settings.silence_duration_ms  # the silence that ends this pause
         self.last_probability = 0.0
 
     def reset_speech(self) -> None:
@@ -93,11 +94,17 @@ class TurnDetector:
             event = TurnEvent("speech_resumed", start_ms, start_ms)
         elif p < s.threshold - END_MARGIN and self._silence_from_ms is None:
             self._silence_from_ms = start_ms  # a tentative end of the turn
+            self._wait_ms = self._pause_wait_ms()
             event = TurnEvent("speech_paused", start_ms, start_ms)
         if self._silence_from_ms is not None and \
-                start_ms + WINDOW_MS - self._silence_from_ms >= s.silence_duration_ms:
+                start_ms + WINDOW_MS - self._silence_from_ms >= self._wait_ms:
             self.speaking = False
             end_ms = self._silence_from_ms
             self._silence_from_ms = None
-            return TurnEvent("speech_stopped", end_ms + s.silence_duration_ms, end_ms)
+            return TurnEvent("speech_stopped", end_ms + self._wait_ms, end_ms)
         return event
+
+    def _pause_wait_ms(self) -> int:
+        """The silence that ends the turn, decided when a pause starts: server_vad's fixed
+        ``silence_duration_ms`` (semantic_vad asks its end-of-turn model)."""
+        return self.settings.silence_duration_ms

@@ -11,6 +11,8 @@ from voxloop.distill.data.corpus import CorpusSettings
 from voxloop.distill.data.decoder_data import DecoderDataSettings
 from voxloop.distill.data.plan import SynthSettings
 from voxloop.distill.data.semantic_job import SemanticJobSettings
+from voxloop.distill.data.turn_data import TurnDataSettings
+from voxloop.distill.data.turn_train import TurnTrainSettings
 from voxloop.distill.teachers.asr import ASRSettings
 from voxloop.distill.teachers.llm import LLMSettings
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
@@ -66,6 +68,16 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, SemanticConfig)
     p.set_defaults(run=run_semantic)
 
+    p = add_command(
+        distill_group(subparsers, groups), "end-of-turn",
+        "Train semantic_vad's end-of-turn model: speak the plan's questions whole, cut at a "
+        "word, with pauses and fillers (resumable shards of semantic tokens), train small "
+        "heads over the tokenizer's codebook vectors and export the best with its card.",
+        "voxloop distill end-of-turn --threads 1 --export models/voxloop-end-of-turn")
+    add_settings(p, TurnDataSettings)
+    add_settings(p, TurnTrainSettings)
+    p.set_defaults(run=run_end_of_turn)
+
 
 def run_synth_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(SynthSettings, args)
@@ -115,4 +127,23 @@ def run_semantic(args: argparse.Namespace) -> int:
         print(f"{split}: CER {100 * result['val_cer']:.1f}%, {result['codes_used']} codes used "
               f"(perplexity {result['code_perplexity']:.0f})")
     print(f"model in {summary.get('export') or Path(summary['settings']['out']) / 'model'}")
+    return 0
+
+
+def run_end_of_turn(args: argparse.Namespace) -> int:
+    import torch
+
+    from voxloop.distill.data.turn_data import build_turn_data
+    from voxloop.distill.data.turn_train import train_end_of_turn
+
+    data = settings_from_args(TurnDataSettings, args)
+    train = settings_from_args(TurnTrainSettings, args)
+    torch.set_num_threads(train.threads)
+    build_turn_data(data)
+    summary = train_end_of_turn(data, train)
+    for arch, result in summary["results"].items():
+        held = result["splits"]["heldout_phrasing"]
+        print(f"{arch}: valid loss {result['valid_loss']:.3f}, held-out phrasing accuracy "
+              f"{100 * held['accuracy']:.1f}%, false cut-off {100 * held['false_cutoff']:.1f}%")
+    print(f"chose {summary['chosen']}: {train.export}")
     return 0

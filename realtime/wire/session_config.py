@@ -2,8 +2,10 @@
 rendered back in the shape the client speaks.
 
 Standard library only. Unknown fields are ignored, as OpenAI does; values that
-this server cannot honour (another audio format, semantic VAD, tools, a voice it
-does not have) are a clear error, and the update is not applied.
+this server cannot honour (another audio format, tools, a voice it does not have)
+or spells wrong (an eagerness but low / medium / high / auto) are a clear error, and the
+update is not applied. Turn detection is ``server_vad`` (Silero and a fixed silence),
+``semantic_vad`` (Silero and a wait set by the end-of-turn model) or null.
 
 Voices: each engine speaks one voice (``Engine.voice``: ``joe``, the assistant voice the
 teachers speak and the student was distilled from, or the cascade's ``--cascade-voice``
@@ -38,12 +40,35 @@ class TurnDetection:
         return {"type": "server_vad", **asdict(self)}
 
 
+EAGERNESS = ("low", "medium", "high", "auto")  # as the OpenAI types spell them
+TURN_DETECTION_TYPES = ("server_vad", "semantic_vad")
+
+
+@dataclass(frozen=True)
+class SemanticVad:
+    """``semantic_vad`` parameters, with the meaning they have in the OpenAI API: the
+    turn ends after a silence that the end-of-turn model sets, up to 8 / 4 / 2 s for
+    low / medium / high eagerness (auto is medium)."""
+
+    eagerness: str = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    def wire(self) -> dict:
+        return {"type": "semantic_vad", **asdict(self)}
+
+
+def default_turn_detection(kind: str) -> TurnDetection | SemanticVad:
+    """The turn detection a new session starts with (``voxloop serve --turn-detection``)."""
+    return SemanticVad() if kind == "semantic_vad" else TurnDetection()
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     model: str = "voxloop"
     instructions: str = ""  # an engine that follows instructions gets them with each turn
     voice: str = "joe"
-    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    turn_detection: TurnDetection | SemanticVad | None = field(default_factory=TurnDetection)
     transcription_model: str | None = None  # None: no input transcription events
 
     def wire(self, session_id: str, beta: bool) -> dict:
@@ -149,21 +174,33 @@ def _check_no_tools(source: dict, where: str, event_id) -> None:
                             "tools: [] or leave them out", event_id, f"{where}.tools")
 
 
-def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | None:
+def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | SemanticVad | None:
     if value is None:
         return None
     _check_dict(value, "turn_detection", event_id)
-    kind = value.get("type", "server_vad")
-    if kind != "server_vad":
+    now = current.turn_detection
+    kind = value.get("type", now.wire()["type"] if now else "server_vad")
+    if kind not in TURN_DETECTION_TYPES:
         raise ProtocolError("unsupported_value", f"turn_detection type {kind!r} is not "
-                            "supported; use 'server_vad' or null", event_id, "turn_detection.type")
-    base = current.turn_detection or TurnDetection()
-    out = {}
-    for name, kind_, low, high in (("threshold", float, 0.0, 1.0),
-                                   ("prefix_padding_ms", int, 0, 10_000),
-                                   ("silence_duration_ms", int, 0, 10_000),
-                                   ("create_response", bool, None, None),
-                                   ("interrupt_response", bool, None, None)):
+                            "supported; use 'server_vad', 'semantic_vad' or null", event_id,
+                            "turn_detection.type")
+    if kind == "semantic_vad":
+        eagerness = value.get("eagerness")
+        if eagerness is not None and eagerness not in EAGERNESS:
+            raise ProtocolError("invalid_value", "turn_detection.eagerness must be one of "
+                                f"{', '.join(map(repr, EAGERNESS))}, got {eagerness!r}",
+                                event_id, "turn_detection.eagerness")
+        base = now if isinstance(now, SemanticVad) else SemanticVad()
+        fields_ = (("create_response", bool, None, None), ("interrupt_response", bool, None,
+                                                            None))
+        changes = {"eagerness": eagerness} if eagerness is not None else {}
+    else:
+        base = now if isinstance(now, TurnDetection) else TurnDetection()
+        fields_ = (("threshold", float, 0.0, 1.0), ("prefix_padding_ms", int, 0, 10_000),
+                   ("silence_duration_ms", int, 0, 10_000), ("create_response", bool, None, None),
+                   ("interrupt_response", bool, None, None))
+        changes = {}
+    for name, kind_, low, high in fields_:
         v = value.get(name)
         if v is None:
             continue
@@ -174,8 +211,8 @@ def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | 
             want = "true or false" if kind_ is bool else f"a number from {low} to {high}"
             raise ProtocolError("invalid_value", f"turn_detection.{name} must be {want}, "
                                 f"got {v!r}", event_id, f"turn_detection.{name}")
-        out[name] = kind_(v)
-    return replace(base, **out)
+        changes[name] = kind_(v)
+    return replace(base, **changes)
 
 
 def _check_format(fmt, name: str, event_id) -> None:

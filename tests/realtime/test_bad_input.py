@@ -43,7 +43,8 @@ BAD_EVENTS = [  # (raw text, expected error code)
         "turn_detection": {"type": "server_vad", "threshold": 7}}}}, "event_id": "e14"}),
      "invalid_value"),
     (json.dumps({"type": "session.update", "session": {"audio": {"input": {
-        "turn_detection": {"type": "semantic_vad"}}}}, "event_id": "e15"}), "unsupported_value"),
+        "turn_detection": {"type": "semantic_vad", "eagerness": "x"}}}}, "event_id": "e15"}),
+     "invalid_value"),
     (json.dumps({"type": "conversation.item.create", "item": {"type": "function_call"},
                  "event_id": "e16"}), "unsupported_value"),
     (json.dumps({"type": "conversation.item.create", "item": {"role": "user", "content": []},

@@ -254,7 +254,7 @@ BAD_EVENTS = [
     ({"type": "conversation.item.create", "item": {"role": "user", "content": [
         {"type": "input_text", "text": "x"}]}, "previous_item_id": "nope"}, "item_not_found"),
     ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
-        "type": "semantic_vad"}}}}}, "unsupported_value"),
+        "type": "smart_vad"}}}}}, "unsupported_value"),
     ({"type": "session.update", "session": {"audio": {"input": {"format": {
         "type": "audio/pcmu"}}}}}, "unsupported_value"),
 ]

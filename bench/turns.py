@@ -1,0 +1,304 @@
+"""Turn detection compared in one run: latency on complete questions, false cut-ins on
+paused ones, for every setting (``semantic_vad:EAGERNESS``, ``server_vad:SILENCE_MS``).
+
+One ``voxloop serve`` (the first of ``--engines``), one session per setting, set by
+``session.update``. Every setting hears the same held-out questions (the plan's held-out
+voices and phrasings), at real-time pace in ``chunk_ms`` appends:
+
+- ``complete``: a question, then silence. ``latency_ms``: arrival of the first answer
+  audio - the end of the speech (as the engine bench); ``decided_ms``: the end of the turn
+  as the server stamps it (``speech_stopped.audio_end_ms``) - the end of the speech, in
+  audio time (the detector's wait + Silero's lag, free of CPU load). The answer is
+  cancelled once its first audio came (only the start is measured).
+- ``paused``: the same kind of question spoken in two parts (each part synthesized alone,
+  by the question's voice) joined by 300-1,500 ms of silence (seeded: the same pauses for
+  every setting). A false cut-in: the server ended the turn inside the pause
+  (``speech_stopped.audio_end_ms`` before the second part's onset), so it would have
+  answered the first half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from voxloop.client.files import append_event, paced_chunks, speech_end_sample
+from voxloop.errors import VoxloopError
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
+
+PAUSE_MS = (300, 1500)
+CUT_INSIDE_MS = 200  # a turn end this far before the speech's end cut the question short
+SEMANTIC_EAGERNESS = ("low", "medium", "high", "auto")
+
+
+@dataclass
+class DetectionRecord:
+    setting: str
+    kind: str  # complete | paused
+    question: str
+    voice: str
+    pause_ms: int = 0
+    latency_ms: float | None = None
+    decided_ms: float | None = None
+    cut_in: bool | None = None
+    status: str = ""
+
+
+def turn_detection_event(setting: str) -> dict:
+    """``semantic_vad:medium`` / ``server_vad:300`` -> the ``turn_detection`` object."""
+    kind, _, value = setting.partition(":")
+    if kind == "semantic_vad" and value in SEMANTIC_EAGERNESS:
+        return {"type": "semantic_vad", "eagerness": value}
+    if kind == "server_vad" and value.isdigit():
+        return {"type": "server_vad", "silence_duration_ms": int(value)}
+    raise VoxloopError(f"turn detection setting {setting!r}: use semantic_vad:EAGERNESS "
+                       f"({'|'.join(SEMANTIC_EAGERNESS)}) or server_vad:SILENCE_MS")
+
+
+def paused_questions(count: int, seed: int = 0) -> list[tuple[str, str, int, np.ndarray, int]]:
+    """``(text, voice, pause_ms, audio [T] at 24 kHz, second part's first sample)`` of held-out
+    questions of at least three words, cut at a seeded word boundary inside them."""
+    from voxloop.bench.latency import held_out_questions, spoken
+
+    out = []
+    for text, voice, _ in held_out_questions(4 * count):
+        words = text.split()
+        if len(words) < 3 or len(out) == count:
+            continue
+        rng = np.random.default_rng(zlib.crc32(f"{seed}:{text}:{voice}".encode()))
+        cut = int(rng.integers(1, len(words)))
+        pause_ms = int(rng.integers(*PAUSE_MS))
+        head = spoken(" ".join(words[:cut]).rstrip(","), voice)
+        head = head[:speech_end_sample(head)]
+        tail = spoken(" ".join(words[cut:]), voice)
+        gap = np.zeros(pause_ms * WIRE_RATE_HZ // 1000, np.float32)
+        out.append((text.replace(" ".join(words[cut:]), "... " + " ".join(words[cut:]), 1),
+                    voice, pause_ms, np.concatenate([head, gap, tail]), len(head) + len(gap)))
+    return out
+
+
+class _Detector:
+    """One session: one setting, every question in turn."""
+
+    def __init__(self, url: str, setting: str, chunk_ms: int, timeout_s: float) -> None:
+        self.url, self.setting = url, setting
+        self.chunk_ms, self.timeout_s = chunk_ms, timeout_s
+        self.sent_samples = 0  # the session's input clock, in samples at 24 kHz
+        self.events: asyncio.Queue = asyncio.Queue()
+
+    async def run(self, complete, paused) -> list[DetectionRecord]:
+        import websockets
+
+        records = []
+        async with websockets.connect(self.url, max_size=2**24) as ws:
+            self.ws = ws
+            reader = asyncio.create_task(self._read())
+            await ws.send(json.dumps({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {
+                    "turn_detection": turn_detection_event(self.setting)}}}}))
+            for text, voice, audio in complete:
+                records.append(await self._complete(text, voice, audio))
+            for text, voice, pause_ms, audio, onset in paused:
+                records.append(await self._paused(text, voice, pause_ms, audio, onset))
+            reader.cancel()
+        return records
+
+    async def _complete(self, text, voice, audio) -> DetectionRecord:
+        record = DetectionRecord(self.setting, "complete", text, voice)
+        start = self.sent_samples
+        end = speech_end_sample(audio)
+        end_ms = (start + end) * 1000 / WIRE_RATE_HZ
+        marks: dict = {}
+        streamer = asyncio.create_task(self._speak(audio, start + end, marks))
+        try:
+            while True:
+                stopped = await self._until("input_audio_buffer.speech_stopped")
+                record.decided_ms = stopped["audio_end_ms"] - end_ms
+                if record.decided_ms > -CUT_INSIDE_MS:
+                    break
+                record.cut_in = True  # the turn ended inside the question: not its answer
+                await self._cancel((await self._until("response.created"))["response"]["id"])
+            first = await self._until("response.output_audio.delta")
+            record.latency_ms = 1000 * (first["_t"] - marks["speech_end_s"])
+            record.status = await self._cancel(first["response_id"])
+        except TimeoutError:
+            record.status = "timeout"
+        finally:
+            streamer.cancel()
+        return record
+
+    async def _paused(self, text, voice, pause_ms, audio, onset) -> DetectionRecord:
+        record = DetectionRecord(self.setting, "paused", text, voice, pause_ms)
+        start = self.sent_samples
+        onset_ms = (start + onset) * 1000 / WIRE_RATE_HZ
+        end = speech_end_sample(audio)
+        streamer = asyncio.create_task(self._speak(audio, start + end, {}))
+        record.cut_in = False
+        try:
+            while True:  # every turn end until the one after the whole question
+                stopped = await self._until("input_audio_buffer.speech_stopped")
+                created = await self._until("response.created")
+                status = await self._cancel(created["response"]["id"])
+                if stopped["audio_end_ms"] < onset_ms:
+                    record.cut_in = True
+                    continue
+                record.status = status
+                break
+        except TimeoutError:
+            record.status = "timeout"
+        finally:
+            streamer.cancel()
+        return record
+
+    async def _cancel(self, response_id: str) -> str:
+        await self.ws.send(json.dumps({"type": "response.cancel", "response_id": response_id}))
+        while True:
+            done = await self._until("response.done")
+            if done["response"]["id"] == response_id:
+                return done["response"]["status"]
+
+    async def _speak(self, audio: np.ndarray, end_sample: int, marks: dict) -> None:
+        """The audio, then silence, at real-time pace; marks the speech end's send time."""
+        tail = np.zeros(int(self.timeout_s * WIRE_RATE_HZ), np.float32)
+        async for _, chunk in paced_chunks(np.concatenate([audio, tail]), self.chunk_ms):
+            await self.ws.send(json.dumps(append_event(chunk)))
+            self.sent_samples += len(chunk)
+            if "speech_end_s" not in marks and self.sent_samples >= end_sample:
+                marks["speech_end_s"] = time.perf_counter() - (
+                    self.sent_samples - end_sample) / WIRE_RATE_HZ
+
+    async def _until(self, kind: str) -> dict:
+        async with asyncio.timeout(self.timeout_s):
+            while True:
+                event = await self.events.get()
+                if event["type"] == "error" and event["error"].get("code") != \
+                        "response_cancel_not_active":
+                    raise VoxloopError(f"{self.setting}: server error {event['error']}")
+                if event["type"] == kind:
+                    return event
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            event = json.loads(message)
+            event["type"], event["_t"] = ga_type(event["type"]), time.perf_counter()
+            if event["type"] == "response.output_audio.delta":
+                event["delta"] = len(base64.b64decode(event["delta"]))  # keep it small
+            self.events.put_nowait(event)
+
+
+def run_turn_bench(url: str, settings: tuple[str, ...], complete, paused, chunk_ms: int,
+                   timeout_s: float, progress=print) -> list[DetectionRecord]:
+    """Every setting in turn on the server at ``url``; one record per question."""
+    for setting in settings:
+        turn_detection_event(setting)  # a bad setting fails before anything runs
+    records: list[DetectionRecord] = []
+    for setting in settings:
+        t0 = time.perf_counter()
+        mine = asyncio.run(_Detector(url, setting, chunk_ms, timeout_s).run(complete, paused))
+        records += mine
+        row = summarize([asdict(r) for r in mine])[setting]
+        progress(f"{setting:>20}: latency p50 {_ms(row['latency_p50_ms'])} ms, false cut-ins "
+                 f"{row['cut_ins']}/{row['paused']} ({time.perf_counter() - t0:.0f} s)")
+    return records
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per setting: latency and decided p50 / p95 on complete questions, false cut-in rate."""
+    out = {}
+    for setting in dict.fromkeys(r["setting"] for r in records):
+        mine = [r for r in records if r["setting"] == setting]
+        lat = [r["latency_ms"] for r in mine if r["kind"] == "complete" and r["latency_ms"]
+               is not None]
+        dec = [r["decided_ms"] for r in mine if r["kind"] == "complete" and r["decided_ms"]
+               is not None]
+        paused = [r for r in mine if r["kind"] == "paused" and r["cut_in"] is not None]
+        cuts = sum(r["cut_in"] for r in paused)
+        out[setting] = {
+            "complete": sum(r["kind"] == "complete" for r in mine), "answered": len(lat),
+            "latency_p50_ms": _pct(lat, 50), "latency_p95_ms": _pct(lat, 95),
+            "decided_p50_ms": _pct(dec, 50), "decided_p95_ms": _pct(dec, 95),
+            "paused": len(paused), "cut_ins": cuts,
+            "cut_in_rate": cuts / len(paused) if paused else None}
+    return out
+
+
+def table(summary: dict) -> str:
+    lines = ["| turn detection | complete answered | voice-to-voice p50 / p95 ms | turn end "
+             "after speech p50 / p95 ms (audio time) | false cut-ins on paused |",
+             "|---|---|---|---|---|"]
+    for setting, s in summary.items():
+        rate = "-" if s["cut_in_rate"] is None else f"{100 * s['cut_in_rate']:.0f} %"
+        lines.append(f"| {setting} | {s['answered']}/{s['complete']} | "
+                     f"{_ms(s['latency_p50_ms'])} / {_ms(s['latency_p95_ms'])} | "
+                     f"{_ms(s['decided_p50_ms'])} / {_ms(s['decided_p95_ms'])} | "
+                     f"{s['cut_ins']}/{s['paused']} ({rate}) |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path) -> None:
+    """Latency p50 (p95 as a bar) against the false cut-in rate, one point per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (setting, s) in enumerate(summary.items()):
+        if s["latency_p50_ms"] is None or s["cut_in_rate"] is None:
+            continue
+        color = "C0" if setting.startswith("semantic") else "C1"
+        x, y = 100 * s["cut_in_rate"], s["latency_p50_ms"]
+        ax.errorbar([x], [y], yerr=[[0], [max(0.0, (s["latency_p95_ms"] or y) - y)]],
+                    fmt="o", color=color, capsize=3)
+        ax.annotate(setting, (x, y), textcoords="offset points", xytext=(6, 4 + 9 * (i % 2)),
+                    fontsize=8)
+    ax.set(xlabel="false cut-ins on paused questions (%)",
+           ylabel="voice-to-voice latency p50 (ms; bar to p95)",
+           title="Turn detection: latency against cutting people off")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_turn_detection_bench(settings, progress=print) -> dict:
+    """``voxloop bench latency --turn-detections ...``: one server (the first engine), every
+    setting in one run; writes turn-detection.json / .png in ``settings.out``."""
+    from pathlib import Path
+
+    from voxloop.bench.latency import ENGINE_ARGS, held_out_questions
+    from voxloop.realtime.server_process import ServerProcess
+
+    engine = settings.engines[0]
+    if engine not in ENGINE_ARGS:
+        raise VoxloopError(f"unknown engine {engine!r}; choose from {list(ENGINE_ARGS)}")
+    for setting in settings.turn_detections:
+        turn_detection_event(setting)
+    complete = held_out_questions(settings.turns)
+    paused = paused_questions(settings.paused)
+    with ServerProcess([*ENGINE_ARGS[engine], "--max-sessions", "2"]) as server:
+        records = run_turn_bench(server.url, settings.turn_detections, complete, paused,
+                                 settings.chunk_ms, settings.turn_timeout_s, progress)
+    rows = [asdict(r) for r in records]
+    summary = summarize(rows)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "turn-detection.json").write_text(json.dumps(
+        {"engine": engine, "settings": asdict(settings), "summary": summary,
+         "turns": rows}, indent=1) + "\n")
+    plot(summary, out / "turn-detection.png")
+    return summary

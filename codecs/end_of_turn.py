@@ -1,0 +1,192 @@
+"""The end-of-turn model: P(the user has finished) from the semantic tokens heard so far.
+
+It hears what the semantic tokenizer already makes (``semantic``: Whisper tiny.en's
+frozen encoder, block-causal, + one VQ codebook at 25 Hz): each token is looked up in the
+tokenizer's own codebook (``codebook_vectors() [N, D]``, frozen, never stored here) and a
+small head turns the sequence into one logit. Two heads (``arch``):
+
+- ``gru``: a linear projection ``D -> hidden`` and a one-layer GRU over the tokens; the
+  logit is read from its last state (it hears the order: "seven times" vs "times seven");
+- ``pool``: the mean of all vectors, the mean of the last ``tail_tokens`` and the last
+  one, through a two-layer MLP (cheaper, blind to order).
+
+``EndOfTurn`` wraps tokenizer + head for a stream: ``init_state()``, ``push(state, wav)``
+while the user speaks, ``probability(state)`` at a pause (the partial block as a flush
+would give it now, on a snapshot: the stream goes on). Saved as a folder: ``config.json``
+(with the tokenizer's weights sha256, checked at load) and a float16 ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from voxloop.errors import VoxloopError
+
+END_OF_TURN_KIND = "voxloop-end-of-turn"
+DEFAULT_END_OF_TURN = "voxloop-end-of-turn"  # bundled under models/
+# the longest wait of each eagerness (OpenAI's semantic_vad: 8 s, 4 s, 2 s; auto = medium)
+EAGERNESS_CAP_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+WAIT_POWER = 2.0
+
+
+def wait_ms(p_finished: float, eagerness: str) -> int:
+    """The silence to wait for before the turn ends: the eagerness's cap x (1 - P)^2, so
+    ~0 when the turn is clearly finished (P 0.95: 10 ms at medium), 1 s at P 0.5, the
+    whole cap when it is clearly not."""
+    return round(EAGERNESS_CAP_MS[eagerness] * (1.0 - p_finished) ** WAIT_POWER)
+
+
+@dataclass(frozen=True)
+class EndOfTurnConfig:
+    arch: str = "gru"  # gru | pool
+    hidden_dim: int = 64
+    tail_tokens: int = 8  # pool: the last 320 ms at 25 Hz
+    code_dim: int = 256  # the tokenizer's codebook vectors
+    codebook_size: int = 1024
+    semantic: str = "voxloop-semantic"  # the tokenizer it hears (name or folder)
+    semantic_sha256: str = ""  # ... and its weights, checked at load
+    kind: str = END_OF_TURN_KIND
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> EndOfTurnConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class EndOfTurnHead(nn.Module):
+    """Codebook vectors of a turn so far ``[B, F, D]`` (right-padded) and their lengths
+    ``[B]`` -> logits ``[B]`` of "finished"."""
+
+    def __init__(self, config: EndOfTurnConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.norm = nn.LayerNorm(config.code_dim)  # the codebook's scale is the VQ's
+        if config.arch == "gru":
+            self.proj = nn.Linear(config.code_dim, config.hidden_dim)
+            self.gru = nn.GRU(config.hidden_dim, config.hidden_dim, batch_first=True)
+            self.out = nn.Linear(config.hidden_dim, 1)
+        elif config.arch == "pool":
+            self.mlp = nn.Sequential(nn.Linear(3 * config.code_dim, config.hidden_dim),
+                                     nn.GELU(), nn.Linear(config.hidden_dim, 1))
+        else:
+            raise VoxloopError(f"unknown end-of-turn arch {config.arch!r}: gru or pool")
+
+    def forward(self, vectors: Tensor, lengths: Tensor) -> Tensor:
+        vectors = self.norm(vectors)
+        batch = torch.arange(vectors.shape[0])
+        last = (lengths - 1).clamp(min=0)
+        if self.config.arch == "gru":
+            states, _ = self.gru(torch.tanh(self.proj(vectors)))  # [B, F, H]
+            return self.out(states[batch, last])[:, 0]
+        index = torch.arange(vectors.shape[1])[None]  # [1, F]
+        valid = (index < lengths[:, None]).to(vectors)  # [B, F]
+        tail = valid * (index >= lengths[:, None] - self.config.tail_tokens).to(vectors)
+        mean_all = (vectors * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+        mean_tail = (vectors * tail[..., None]).sum(1) / tail.sum(1, keepdim=True).clamp(min=1)
+        return self.mlp(torch.cat([mean_all, mean_tail, vectors[batch, last]], dim=-1))[:, 0]
+
+
+def pad_tokens(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Token rows of any length -> (``[B, F]`` right-padded with 0, lengths ``[B]``)."""
+    lengths = torch.tensor([max(1, len(s)) for s in sequences])
+    tokens = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        tokens[i, :len(s)] = s
+    return tokens, lengths
+
+
+@dataclass
+class EndOfTurnState:
+    semantic: object  # the tokenizer's SemanticStreamState
+    tokens: list[Tensor]  # [1, f] chunks out of the stream so far
+
+
+class EndOfTurn:
+    """Tokenizer + codebook table + head: one set of weights for every stream."""
+
+    def __init__(self, tokenizer, head: EndOfTurnHead) -> None:
+        self.tokenizer, self.head = tokenizer, head.eval()
+        self.table = tokenizer.codebook_vectors()  # [N, D]
+
+    @torch.no_grad()
+    def probabilities(self, sequences: list[Tensor]) -> Tensor:
+        """Whole token rows ``[F]`` -> P(finished) ``[B]``."""
+        tokens, lengths = pad_tokens(sequences)
+        return torch.sigmoid(self.head(self.table[tokens], lengths))
+
+    def init_state(self) -> EndOfTurnState:
+        return EndOfTurnState(self.tokenizer.init_state(1), [])
+
+    def push(self, state: EndOfTurnState, wav_16k: Tensor) -> None:
+        """More of the turn's audio ``[T]`` at 16 kHz (tokens come a block at a time)."""
+        state.tokens.append(self.tokenizer.step(state.semantic, wav_16k[None]))
+
+    def probability(self, state: EndOfTurnState) -> float:
+        """P(finished) of the turn so far: its tokens and those a flush would add now,
+        computed on a snapshot (the stream's fields are replaced, never changed in place,
+        so a shallow copy is one)."""
+        snapshot = copy.copy(state.semantic)
+        snapshot.encoder = copy.copy(state.semantic.encoder)
+        tail = self.tokenizer.flush(snapshot)
+        row = torch.cat([*state.tokens, tail], dim=1)[0]
+        return float(self.probabilities([row])[0])
+
+
+def save_end_of_turn(head: EndOfTurnHead, folder: str | Path, card: str | None = None) -> Path:
+    """Write config.json and a float16 model.safetensors of ``head`` into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"),
+              metadata={"format": "pt", "kind": END_OF_TURN_KIND})
+    (folder / "config.json").write_text(json.dumps(head.config.to_json(), indent=2) + "\n")
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def load_head(folder: str | Path) -> EndOfTurnHead:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise VoxloopError(f"{folder} is not an end-of-turn model folder: it needs config.json "
+                           "and model.safetensors (train one with voxloop distill end-of-turn)")
+    data = json.loads((folder / "config.json").read_text())
+    if data.get("kind") != END_OF_TURN_KIND:
+        raise VoxloopError(f"{folder} holds a {data.get('kind', 'model')!r}, not an "
+                           f"end-of-turn model ({END_OF_TURN_KIND})")
+    head = EndOfTurnHead(EndOfTurnConfig.from_json(data))
+    head.load_state_dict({k: v.float() for k, v in load_file(
+        str(folder / "model.safetensors")).items()})
+    return head
+
+
+def load_end_of_turn(name_or_dir: str | Path) -> EndOfTurn:
+    """An end-of-turn model (bundled name or folder) with the tokenizer it was trained on;
+    a tokenizer whose weights changed since is a clear error."""
+    from voxloop.codecs.semantic_tokens import load_semantic_model
+    from voxloop.models import find_model, weights_sha256
+
+    folder = find_model(name_or_dir, "end-of-turn model", marker="model.safetensors",
+                        config_kinds=(END_OF_TURN_KIND,))
+    head = load_head(folder)
+    semantic = find_model(head.config.semantic, "semantic tokenizer",
+                          marker="model.safetensors")
+    sha = weights_sha256(semantic)
+    if head.config.semantic_sha256 and sha != head.config.semantic_sha256:
+        raise VoxloopError(f"{folder} was trained on the tokens of a semantic tokenizer with "
+                           f"sha256 {head.config.semantic_sha256[:12]}, but {semantic} has "
+                           f"{sha[:12]}: retrain it (voxloop distill end-of-turn)")
+    return EndOfTurn(load_semantic_model(semantic), head)

@@ -1,0 +1,223 @@
+"""End-of-turn examples: user speech cut where a turn detector would judge it, as tokens.
+
+A turn detector asks "has the user finished?" at the first silent window after speech.
+What it has heard then is the turn's audio so far plus a little silence. Each example is
+exactly that, spoken by the synthetic pipeline's user voices (the dataset plan's items:
+its splits, voices and phrasings, so the held-out voices and phrasings stay out of
+training) and turned into semantic tokens:
+
+- ``complete`` (finished): the whole question;
+- ``prefix`` (not finished): the question cut at a word boundary (TTS of the words before
+  the cut: what a mid-sentence pause leaves the detector with);
+- ``paused`` (finished): the question's two parts spoken apart, joined by 300-1,500 ms
+  of silence (the end of a question that had a pause in it);
+- ``filler_end`` (not finished): a prefix and then "um" / "uh" / "let me think";
+- ``filler`` (finished): a filler said before or inside the whole question.
+
+Audio: lead silence (what the prefix padding keeps), the synthesized speech trimmed to
+its loud part, and ``TRAIL_MS`` of silence (what the VAD hears before it says
+"paused"); a little noise on some. Shards of ``items_per_shard`` plan items are written
+as they finish (npz: tokens, offsets, labels, kinds; a json of the texts), so a stopped
+job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voxloop.audio import MODEL_RATE_HZ, resample
+from voxloop.models import DEFAULT_SEMANTIC
+
+KINDS = ("complete", "prefix", "paused", "filler_end", "filler")
+FINISHED = {"complete": 1, "prefix": 0, "paused": 1, "filler_end": 0, "filler": 1}
+FILLERS = ("um", "uh", "let me think")
+LEAD_MS = (60, 300)  # silence before the speech (the VAD's prefix padding keeps some)
+TRAIL_MS = (30, 160)  # silence after it: the VAD says "paused" within this
+PAUSE_MS = (300, 1500)  # a pause inside a question
+EVAL_SPLITS = ("valid", "heldout_voice", "heldout_phrasing")
+
+
+@dataclass(frozen=True)
+class TurnDataSettings:
+    """``voxloop distill end-of-turn``'s data: how many plan items of each split."""
+
+    data_out: str = field(default="data/end-of-turn", metadata={
+        "help": "folder of the end-of-turn examples (resumable shards)"})
+    train_items: int = field(default=1000, metadata={
+        "help": "training plan items (each gives 3 examples)"})
+    eval_items: int = field(default=120, metadata={
+        "help": "items of each evaluation split (valid, heldout_voice, heldout_phrasing)"})
+    items_per_shard: int = field(default=40, metadata={"help": "items per shard"})
+    semantic: str = field(default=DEFAULT_SEMANTIC, metadata={
+        "help": "semantic tokenizer whose tokens the model hears"})
+    data_seed: int = field(default=0, metadata={"help": "which items, cuts and pauses"})
+
+
+@dataclass(frozen=True)
+class TurnText:
+    """What to speak for one example: segments joined by ``pause_ms`` of silence."""
+
+    kind: str
+    segments: tuple[str, ...]
+    pause_ms: int = 0
+
+    @property
+    def finished(self) -> int:
+        return FINISHED[self.kind]
+
+
+def texts_for(prompt: str, rng: np.random.Generator) -> list[TurnText]:
+    """The three examples of one question: complete, a prefix, and one of paused / filler
+    at the end of a prefix / a filler in a whole question (a one-word question: complete
+    and a filler only)."""
+    words = prompt.split()
+    out = [TurnText("complete", (prompt,))]
+    if len(words) < 2:
+        return out + [TurnText("filler", (f"{rng.choice(FILLERS)}, {prompt}",))]
+    cut = int(rng.integers(1, len(words)))
+    head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
+    out.append(TurnText("prefix", (head,)))
+    filler = str(rng.choice(FILLERS))
+    pick = rng.random()
+    if pick < 0.5:
+        out.append(TurnText("paused", (head, tail), int(rng.integers(*PAUSE_MS))))
+    elif pick < 0.75:
+        out.append(TurnText("filler_end", (f"{head}, {filler}",)))
+    elif pick < 0.875:
+        out.append(TurnText("filler", (f"{filler}, {prompt}",)))
+    else:
+        out.append(TurnText("filler", (f"{head}, {filler}, {tail}",)))
+    return out
+
+
+def trim_speech(samples: np.ndarray, floor: float = 0.02) -> np.ndarray:
+    """``[T]`` -> the part from the first to the last sample above ``floor`` x the peak."""
+    loud = np.flatnonzero(np.abs(samples) > floor * max(1e-9, float(np.abs(samples).max())))
+    return samples[loud[0]:loud[-1] + 1] if len(loud) else samples[:0]
+
+
+def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize) -> np.ndarray:
+    """``turn`` by ``voice`` at 16 kHz ``[T]``: lead silence, the segments joined by the
+    pause, trailing silence, and on half of them a little white noise (40-60 dB SNR)."""
+    def silence(ms: int) -> np.ndarray:
+        return np.zeros(ms * MODEL_RATE_HZ // 1000, np.float32)
+
+    parts = [silence(int(rng.integers(*LEAD_MS)))]
+    for i, text in enumerate(turn.segments):
+        samples, rate_hz = synthesize(text, voice)
+        if i:
+            parts.append(silence(turn.pause_ms))
+        parts.append(trim_speech(resample(samples, rate_hz, MODEL_RATE_HZ)))
+    parts.append(silence(int(rng.integers(*TRAIL_MS))))
+    audio = np.concatenate(parts).astype(np.float32)
+    peak = float(np.abs(audio).max()) or 1.0
+    audio *= float(rng.uniform(0.3, 0.9)) / peak
+    if rng.random() < 0.5:
+        rms = float(np.sqrt(np.mean(audio**2))) or 1e-3
+        audio += rng.normal(0, rms * 10 ** (-rng.uniform(40, 60) / 20), len(audio)).astype(
+            np.float32)
+    return audio
+
+
+def pick_items(split: str, count: int, seed: int) -> list:
+    """``count`` plan items of ``split`` (the synth job's plan: its voices and phrasings),
+    drawn without replacement by a seeded hash, so the draw never depends on order."""
+    from voxloop.distill.data.plan import SynthSettings, plan
+
+    items = [i for i in plan(SynthSettings()) if i.split == split]
+    items.sort(key=lambda i: zlib.crc32(f"{seed}:{i.id}".encode()))
+    return items[:count]
+
+
+def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
+    """Examples of ``items`` -> arrays: ``tokens`` (concatenated), ``offsets [N + 1]``,
+    ``labels [N]``, ``kinds [N]`` (index into KINDS), plus ``texts`` and ``voices``."""
+    import torch
+
+    if synthesize is None:
+        from voxloop.distill.teachers.tts import synthesize
+    tokens, offsets, labels, kinds, texts, voices = [], [0], [], [], [], []
+    for item in items:
+        rng = np.random.default_rng(zlib.crc32(f"{seed}:{item.id}".encode()))
+        for turn in texts_for(item.prompt_text, rng):
+            audio = speak(turn, item.user_voice, rng, synthesize)
+            row = tokenizer.encode(torch.from_numpy(audio)[None])[0].numpy()
+            tokens.append(row.astype(np.int16))
+            offsets.append(offsets[-1] + len(row))
+            labels.append(turn.finished)
+            kinds.append(KINDS.index(turn.kind))
+            texts.append(" | ".join(turn.segments))
+            voices.append(item.user_voice)
+    return {"tokens": np.concatenate(tokens), "offsets": np.array(offsets, np.int64),
+            "labels": np.array(labels, np.int8), "kinds": np.array(kinds, np.int8),
+            "texts": texts, "voices": voices}
+
+
+def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
+    """Every split's shards (those already written are kept); returns the folder."""
+    from voxloop.codecs.semantic_tokens import load_semantic_model
+    from voxloop.models import find_model, weights_sha256
+
+    out = Path(settings.data_out)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = find_model(settings.semantic, "semantic tokenizer", marker="model.safetensors")
+    info = {"settings": asdict(settings), "semantic_sha256": weights_sha256(folder)}
+    manifest = out / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text())["semantic_sha256"] != \
+            info["semantic_sha256"]:
+        from voxloop.errors import VoxloopError
+
+        raise VoxloopError(f"{out} holds tokens of another semantic tokenizer: use a new "
+                           "--data-out")
+    manifest.write_text(json.dumps(info, indent=1) + "\n")
+    tokenizer = None
+    for split in ("train", *EVAL_SPLITS):
+        count = settings.train_items if split == "train" else settings.eval_items
+        items = pick_items(split, count, settings.data_seed)
+        for index, start in enumerate(range(0, len(items), settings.items_per_shard)):
+            path = out / f"{split}-{index:04d}.npz"
+            if path.is_file():
+                continue
+            tokenizer = tokenizer or load_semantic_model(folder)
+            t0 = time.perf_counter()
+            shard = build_shard(items[start:start + settings.items_per_shard], tokenizer,
+                                settings.data_seed)
+            write_shard(path, shard)
+            progress(f"{path.name}: {len(shard['labels'])} examples "
+                     f"({time.perf_counter() - t0:.0f} s)")
+    return out
+
+
+def write_shard(path: Path, shard: dict) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{k: v for k, v in shard.items() if isinstance(v, np.ndarray)},
+             meta=json.dumps({"texts": shard["texts"], "voices": shard["voices"]}))
+    tmp.rename(path)
+
+
+def load_split(folder: str | Path, split: str) -> dict:
+    """Every shard of ``split``: ``sequences`` (list of int64 ``[F]``), ``labels [N]``,
+    ``kinds [N]``, ``texts``, ``voices``."""
+    sequences, labels, kinds, texts, voices = [], [], [], [], []
+    for path in sorted(Path(folder).glob(f"{split}-*.npz")):
+        if path.name.endswith(".tmp.npz"):
+            continue
+        with np.load(path) as shard:
+            offsets = shard["offsets"]
+            sequences += [shard["tokens"][a:b].astype(np.int64)
+                          for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            labels.append(shard["labels"])
+            kinds.append(shard["kinds"])
+            meta = json.loads(str(shard["meta"]))
+        texts += meta["texts"]
+        voices += meta["voices"]
+    empty = np.zeros(0, np.int8)
+    return {"sequences": sequences, "labels": np.concatenate(labels) if labels else empty,
+            "kinds": np.concatenate(kinds) if kinds else empty, "texts": texts,
+            "voices": voices}

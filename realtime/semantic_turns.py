@@ -1,0 +1,111 @@
+"""``semantic_vad``: Silero finds the pauses, the end-of-turn model sets how long to wait.
+
+:class:`SemanticTurnDetector` is a :class:`TurnDetector` (the same events, the same
+clock) whose silence is not fixed: while the user speaks it streams the turn's audio
+(from the prefix padding on) into the end-of-turn model's semantic tokenizer; when a
+pause starts it asks P(finished) and waits ``wait_ms(P, eagerness)``: ~0 for a clearly
+finished question, up to the eagerness's cap (8 / 4 / 2 s) for a clearly unfinished one.
+Speech that resumes within the wait cancels it (``speech_resumed``), as under server_vad,
+so the speculative answer started at the pause is rolled back and released only when the
+turn really ends.
+
+The model (Whisper tiny.en's encoder + the VQ + a small head, ~10 ms of CPU per second of
+audio) is loaded once per process, on first use, in a worker thread (``push`` runs there);
+every session streams through the same weights with its own state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from voxloop.realtime.turns import WINDOW_MS, TurnDetector
+from voxloop.realtime.vad import SileroVAD
+from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
+
+log = logging.getLogger("voxloop.realtime")
+PREFIX_PADDING_MS = 300  # audio before the onset the model hears (as server_vad's default)
+_models: dict = {}
+_models_lock = threading.Lock()
+
+
+def end_of_turn_model(name: str | None = None):
+    """The end-of-turn model ``name`` (default: the bundled one), loaded once."""
+    from voxloop.codecs.end_of_turn import DEFAULT_END_OF_TURN, load_end_of_turn
+
+    name = name or DEFAULT_END_OF_TURN
+    with _models_lock:
+        if name not in _models:
+            _models[name] = load_end_of_turn(name)
+        return _models[name]
+
+
+def new_turn_detector(settings: TurnDetection | SemanticVad | None, start_ms: int = 0
+                      ) -> TurnDetector | None:
+    """The detector a session's turn detection asks for (None: turn detection off)."""
+    if settings is None:
+        return None
+    if isinstance(settings, SemanticVad):
+        return SemanticTurnDetector(settings, start_ms=start_ms)
+    return TurnDetector(settings, start_ms=start_ms)
+
+
+class SemanticTurnDetector(TurnDetector):
+    def __init__(self, semantic: SemanticVad, vad: SileroVAD | None = None,
+                 start_ms: int = 0, model=None) -> None:
+        self.semantic = semantic
+        self._model = model  # None: the bundled model, loaded on the first window
+        silero = TurnDetection(prefix_padding_ms=PREFIX_PADDING_MS,
+                               create_response=semantic.create_response,
+                               interrupt_response=semantic.interrupt_response)
+        super().__init__(silero, vad, start_ms)
+
+    def reset(self, start_ms: int = 0) -> None:
+        super().reset(start_ms)
+        self._recent: list[np.ndarray] = []  # windows before an onset (the prefix padding)
+        self._stream = None  # the model's stream over the turn being spoken
+        self.last_p_finished: float | None = None
+
+    def reset_speech(self) -> None:
+        super().reset_speech()
+        self._stream = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = end_of_turn_model()
+        return self._model
+
+    def _step(self, window: np.ndarray):
+        was_speaking = self.speaking
+        if was_speaking and self._stream is not None:
+            self._feed([window])
+        event = super()._step(window)
+        if not was_speaking:
+            self._recent = (self._recent + [window])[-(PREFIX_PADDING_MS // WINDOW_MS + 1):]
+            if event is not None and event.kind == "speech_started":
+                self._stream = self.model.init_state()
+                self._feed(self._recent)
+                self._recent = []
+        elif event is not None and event.kind == "speech_stopped":
+            self._stream = None
+        return event
+
+    def _feed(self, windows: list[np.ndarray]) -> None:
+        import torch
+
+        audio = np.concatenate(windows).astype(np.float32)
+        self.model.push(self._stream, torch.from_numpy(audio))
+
+    def _pause_wait_ms(self) -> int:
+        from voxloop.codecs.end_of_turn import wait_ms
+
+        if self._stream is None:  # never heard this turn's start: fall back to the cap
+            return wait_ms(0.0, self.semantic.eagerness)
+        p = self.last_p_finished = self.model.probability(self._stream)
+        wait = wait_ms(p, self.semantic.eagerness)
+        log.debug("event=end_of_turn p_finished=%.3f eagerness=%s wait_ms=%d", p,
+                  self.semantic.eagerness, wait)
+        return wait

@@ -1,0 +1,222 @@
+"""semantic_vad (issue 15): the session configuration as the OpenAI types spell it, the
+wait the end-of-turn model sets, and turns through real Silero on synthetic speech with a
+fake end-of-turn model (P fixed), so each test runs in about a second."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+
+from tests.realtime.fakes import FakeEngine, Harness, run_session
+from voxloop.audio import resample
+from voxloop.client.files import speech_end_sample
+from voxloop.codecs.end_of_turn import DEFAULT_END_OF_TURN, EAGERNESS_CAP_MS, wait_ms
+from voxloop.realtime import semantic_turns
+from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class FakeEndOfTurn:
+    """The end-of-turn model's surface, with P(finished) fixed; counts the audio heard."""
+
+    def __init__(self, p_finished: float) -> None:
+        self.p_finished = p_finished
+        self.asked_at_samples: list[int] = []
+
+    def init_state(self) -> list:
+        return []
+
+    def push(self, state: list, wav_16k) -> None:
+        state.append(len(wav_16k))
+
+    def probability(self, state: list) -> float:
+        self.asked_at_samples.append(sum(state))
+        return self.p_finished
+
+
+@pytest.fixture()
+def fake_model(monkeypatch):
+    def install(p_finished: float) -> FakeEndOfTurn:
+        model = FakeEndOfTurn(p_finished)
+        monkeypatch.setitem(semantic_turns._models, DEFAULT_END_OF_TURN, model)
+        return model
+    return install
+
+
+@cache
+def speech_24k(text: str = "what is the capital of france") -> np.ndarray:
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize(text, "flite:kal16")
+    audio = resample(samples, rate_hz, WIRE_RATE_HZ)
+    return audio[:speech_end_sample(audio)]
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * WIRE_RATE_HZ), np.float32)
+
+
+def semantic(eagerness: str | None = None, **fields) -> dict:
+    td = {"type": "semantic_vad", **fields}
+    if eagerness is not None:
+        td["eagerness"] = eagerness
+    return {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": td}}}}
+
+
+def test_semantic_vad_is_accepted_and_echoed():
+    async def test(h: Harness):
+        await h.send(semantic("high"))
+        td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
+        assert td == {"type": "semantic_vad", "eagerness": "high", "create_response": True,
+                      "interrupt_response": True}
+        await h.send(semantic(create_response=False))  # eagerness kept, one field changed
+        td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
+        assert td["eagerness"] == "high" and td["create_response"] is False
+        await h.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 200}}}}})
+        td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
+        assert td["type"] == "server_vad" and td["silence_duration_ms"] == 200
+
+    run_session(test, manual=False)
+
+
+def test_beta_clients_select_semantic_vad_too():
+    async def test(h: Harness):
+        await h.send({"type": "session.update", "session": {"turn_detection": {
+            "type": "semantic_vad", "eagerness": "low"}}})
+        td = (await h.until("session.updated"))["session"]["turn_detection"]
+        assert td["type"] == "semantic_vad" and td["eagerness"] == "low"
+
+    run_session(test, beta=True, manual=False)
+
+
+@pytest.mark.parametrize("td, code, param, words", [
+    ({"type": "semantic_vad", "eagerness": "fast"}, "invalid_value",
+     "turn_detection.eagerness", "'low', 'medium', 'high', 'auto'"),
+    ({"type": "semantic_vad", "eagerness": 2}, "invalid_value", "turn_detection.eagerness",
+     "got 2"),
+    ({"type": "semantic_vad", "create_response": "yes"}, "invalid_value",
+     "turn_detection.create_response", "true or false"),
+    ({"type": "smart_vad"}, "unsupported_value", "turn_detection.type", "'semantic_vad'"),
+])
+def test_bad_values_are_a_clear_error_and_change_nothing(td, code, param, words):
+    async def test(h: Harness):
+        await h.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": td}}}})
+        error = (await h.next())["error"]
+        assert (error["code"], error["param"]) == (code, param)
+        assert words in error["message"]
+        assert h.session.config.turn_detection.wire()["type"] == "server_vad"
+
+    run_session(test, manual=False)
+
+
+def test_the_wait_falls_as_p_rises_and_each_eagerness_caps_it():
+    for eagerness, cap_ms in EAGERNESS_CAP_MS.items():
+        waits = [wait_ms(p, eagerness) for p in np.linspace(0, 1, 21)]
+        assert waits[0] == cap_ms and waits[-1] == 0
+        assert waits == sorted(waits, reverse=True)
+    assert EAGERNESS_CAP_MS == {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+    assert wait_ms(0.95, "medium") <= 10 and wait_ms(0.5, "medium") == 1000
+
+
+def test_a_finished_question_ends_the_turn_at_once(fake_model):
+    model = fake_model(0.99)
+    question = speech_24k()
+
+    async def test(h: Harness):
+        await h.send(semantic("medium"))
+        await h.until("session.updated")
+        await h.append(np.concatenate([silence(0.3), question, silence(0.8)]))
+        started = await h.until("input_audio_buffer.speech_started")
+        stopped = await h.until("input_audio_buffer.speech_stopped")
+        assert (await h.until("response.done"))["response"]["status"] == "completed"
+        h.marks = started, stopped
+
+    h = run_session(test, manual=False)
+    started, stopped = h.marks
+    end_ms = 300 + len(question) * 1000 // WIRE_RATE_HZ
+    # server_vad would stop at end + 300 ms + Silero's lag; P 0.99 waits 0.4 ms
+    assert end_ms - 200 <= stopped["audio_end_ms"] <= end_ms + 200
+    assert model.asked_at_samples  # asked at the pause, having heard the turn's audio
+    heard_ms = model.asked_at_samples[0] * 1000 // 16000
+    assert heard_ms >= stopped["audio_end_ms"] - started["audio_start_ms"] - 100
+    assert h.engine_session.turns[0].heard_live
+
+
+def test_an_unfinished_pause_waits_and_the_speculation_is_rolled_back(fake_model):
+    fake_model(0.0)  # never sure: every pause waits the whole cap (high: 2 s)
+    part = speech_24k("what is seven")
+
+    async def test(h: Harness):
+        await h.send(semantic("high"))
+        await h.until("session.updated")
+        await h.append(np.concatenate([silence(0.3), part, silence(1.2), part,
+                                       silence(2.6)]))
+        stopped = await h.until("input_audio_buffer.speech_stopped")
+        await h.until("response.done")
+        h.stopped = stopped
+
+    h = run_session(test, manual=False)
+    second_end_ms = 300 + 2 * len(part) * 1000 // WIRE_RATE_HZ + 1200
+    assert second_end_ms + 2000 - 200 <= h.stopped["audio_end_ms"] <= second_end_ms + 2200
+    stops = [e for e in h.events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert len(stops) == 1  # the 1.2 s pause did not end the turn
+    calls = h.engine_session.calls_but_hear()
+    assert calls.count("respond") == 1 and "resume" in calls  # speculation rolled back
+    assert calls.index("resume") < calls.index("respond")
+
+
+def test_the_official_openai_client_selects_semantic_vad(fake_model):
+    """The `openai` package, unmodified: session.update to semantic_vad, the typed
+    session.updated says so; a bad eagerness comes back as an error event."""
+    from openai import OpenAI
+
+    from tests.helpers.server import ServerThread
+
+    fake_model(0.9)
+    server = ServerThread(FakeEngine())
+    try:
+        client = OpenAI(api_key="unused", websocket_base_url=server.url.rsplit("/", 1)[0])
+        with client.realtime.connect(model="voxloop") as conn:
+            created = conn.recv()
+            assert created.session.audio.input.turn_detection.type == "server_vad"
+            conn.session.update(session={"type": "realtime", "audio": {"input": {
+                "turn_detection": {"type": "semantic_vad", "eagerness": "low"}}}})
+            updated = conn.recv()
+            assert updated.type == "session.updated"
+            td = updated.session.audio.input.turn_detection
+            assert (td.type, td.eagerness, td.create_response) == ("semantic_vad", "low", True)
+            conn.session.update(session={"type": "realtime", "audio": {"input": {
+                "turn_detection": {"type": "semantic_vad", "eagerness": "soon"}}}})
+            error = conn.recv()
+            assert error.type == "error" and error.error.param == "turn_detection.eagerness"
+    finally:
+        server.stop()
+
+
+def test_serve_turn_detection_sets_the_default(fake_model):
+    """``voxloop serve --turn-detection semantic_vad``: sessions start with it."""
+    import asyncio
+
+    from tests.helpers.server import ServerThread, connect
+
+    fake_model(0.9)
+    server = ServerThread(FakeEngine(), turn_detection="semantic_vad")
+
+    async def created() -> dict:
+        client = await connect(server.url)
+        event = await client.recv()
+        await client.ws.close()
+        return event
+
+    try:
+        td = asyncio.run(created())["session"]["audio"]["input"]["turn_detection"]
+    finally:
+        server.stop()
+    assert td == {"type": "semantic_vad", "eagerness": "auto", "create_response": True,
+                  "interrupt_response": True}
