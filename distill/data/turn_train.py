@@ -1,7 +1,8 @@
 """Train the end-of-turn head on ``turn_data``'s examples; measure it; export it with a card.
 
 Every ``arch`` asked for is trained the same way (AdamW, BCE, batches of ``batch_size``
-examples, the epoch with the best validation loss kept) and measured on every split;
+examples, ``token_noise`` of the tokens replaced at random, the epoch with the best
+validation loss kept) and measured on every split;
 the one with the lowest validation loss is exported. Measured per split:
 
 - ``accuracy``: P(finished) >= 0.5 against the label;
@@ -32,9 +33,12 @@ class TurnTrainSettings:
     archs: tuple[str, ...] = field(default=("gru", "pool"), metadata={
         "help": "heads to train and compare (the best on valid is exported)"})
     hidden_dim: int = field(default=64, metadata={"help": "head width"})
-    epochs: int = field(default=30, metadata={"help": "passes over the training examples"})
+    epochs: int = field(default=12, metadata={"help": "passes over the training examples"})
     batch_size: int = field(default=64, metadata={"help": "examples per step"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
+    token_noise: float = field(default=0.1, metadata={
+        "help": "share of training tokens replaced by random ones (the head overfits "
+                "a few thousand examples within 5 epochs without it)"})
     train_seed: int = field(default=0, metadata={"help": "initialization and batch order"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     export: str = field(default="models/voxloop-end-of-turn", metadata={
@@ -78,6 +82,8 @@ def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSetti
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             tokens, lengths = pad_tokens([seqs[i] for i in batch])
+            noisy = torch.rand(tokens.shape) < settings.token_noise
+            tokens[noisy] = torch.randint(0, table.shape[0], (int(noisy.sum()),))
             logits = head(table[tokens], lengths)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[batch])
             opt.zero_grad()
@@ -163,7 +169,7 @@ def card(summary: dict) -> str:
         "cap x (1 - P)^2 (caps 8 / 4 / 2 s for low / medium / high eagerness).", "",
         "Command: `voxloop distill end-of-turn --train-items "
         f"{data['train_items']} --eval-items {data['eval_items']} --epochs {train['epochs']} "
-        f"--threads {train['threads']}`", "",
+        f"--token-noise {train['token_noise']} --threads {train['threads']}`", "",
         "Data: the synthetic pipeline's plan items (user voices, phrasings and splits of "
         "data/distill-v2's plan), spoken now by the same TTS voices: each question whole "
         "(finished), cut at a random word boundary (not finished), and one of: its two parts "

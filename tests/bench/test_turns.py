@@ -1,0 +1,78 @@
+"""The turn-detection bench's settings, summary, table and plot (no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxloop.bench.turns import plot, summarize, table, turn_detection_event
+from voxloop.errors import VoxloopError
+
+
+def test_settings_name_the_openai_turn_detection():
+    assert turn_detection_event("semantic_vad:high") == {"type": "semantic_vad",
+                                                         "eagerness": "high"}
+    assert turn_detection_event("server_vad:500") == {"type": "server_vad",
+                                                      "silence_duration_ms": 500}
+    for bad in ("semantic_vad:soon", "server_vad:fast", "vad:300", "semantic_vad"):
+        with pytest.raises(VoxloopError, match="semantic_vad:EAGERNESS"):
+            turn_detection_event(bad)
+
+
+def _record(setting, kind, latency=None, decided=None, cut_in=None):
+    return {"setting": setting, "kind": kind, "question": "q", "voice": "v", "pause_ms": 0,
+            "latency_ms": latency, "decided_ms": decided, "cut_in": cut_in, "status": "x"}
+
+
+def test_summary_table_and_plot(tmp_path):
+    records = [_record("semantic_vad:medium", "complete", 200.0, 40.0),
+               _record("semantic_vad:medium", "complete", 300.0, 60.0),
+               _record("semantic_vad:medium", "complete"),  # timed out: not answered
+               _record("semantic_vad:medium", "paused", cut_in=False),
+               _record("semantic_vad:medium", "paused", cut_in=True),
+               _record("server_vad:500", "complete", 700.0, 560.0),
+               _record("server_vad:500", "paused", cut_in=True)]
+    summary = summarize(records)
+    medium = summary["semantic_vad:medium"]
+    assert (medium["complete"], medium["answered"]) == (3, 2)
+    assert medium["latency_p50_ms"] == 250.0 and medium["decided_p95_ms"] == pytest.approx(59)
+    assert (medium["cut_ins"], medium["paused"], medium["cut_in_rate"]) == (1, 2, 0.5)
+    assert summary["server_vad:500"]["cut_in_rate"] == 1.0
+    text = table(summary)
+    assert "| semantic_vad:medium | 2/3 | 250 / 295 |" in text and "1/2 (50 %)" in text
+    plot(summary, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_one_run_over_a_real_server(monkeypatch):
+    """run_turn_bench against a server on the fake engine with a fake end-of-turn model
+    that is never sure (P 0): semantic_vad:high waits 2 s at every pause, so the 0.9 s
+    pause is no cut-in; server_vad:200 cuts it."""
+    from tests.helpers.server import ServerThread
+    from tests.realtime.fakes import FakeEngine
+    from tests.realtime.test_semantic_vad import FakeEndOfTurn, speech_24k
+    from voxloop.bench.turns import run_turn_bench
+    from voxloop.codecs.end_of_turn import DEFAULT_END_OF_TURN
+    from voxloop.realtime import semantic_turns
+
+    monkeypatch.setitem(semantic_turns._models, DEFAULT_END_OF_TURN, FakeEndOfTurn(0.0))
+    head, tail = speech_24k("what is seven"), speech_24k("times three")
+    gap = np.zeros(int(0.9 * 24000), np.float32)
+    complete = [("what is seven times three", "flite:kal16",
+                 np.concatenate([head, tail]))]
+    paused = [("what is seven ... times three", "flite:kal16", 900,
+               np.concatenate([head, gap, tail]), len(head) + len(gap))]
+    server = ServerThread(FakeEngine())
+    try:
+        records = run_turn_bench(server.url, ("semantic_vad:high", "server_vad:200"), complete,
+                                 paused, chunk_ms=40, timeout_s=20, progress=lambda *_: None)
+    finally:
+        server.stop()
+    by = {(r.setting, r.kind): r for r in records}
+    assert by["semantic_vad:high", "paused"].cut_in is False
+    assert by["server_vad:200", "paused"].cut_in is True
+    for setting in ("semantic_vad:high", "server_vad:200"):
+        record = by[setting, "complete"]
+        assert record.latency_ms is not None and record.status in ("cancelled", "completed")
+    assert by["semantic_vad:high", "complete"].decided_ms > 1500  # P 0: the whole 2 s
+    assert by["server_vad:200", "complete"].decided_ms < 1000
