@@ -38,8 +38,8 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--codec", default=DEFAULT_CODEC, help="codec name or folder")
     p.add_argument("--decoder", default="auto",
                    help="seanet (the codec's own), a trained decoder the codec ships (assistant: "
-                        "the assistant's voice; general: any voice), a decoder folder, or auto "
-                        "(the best shipped one)")
+                        "the assistant's voice; general: any voice), a decoder folder, auto (the "
+                        "best shipped one for any voice) or answers (for the assistant's voice)")
     p.set_defaults(run=run_decode)
 
     p = add_command(group, "semantic", "Turn a wav file into semantic tokens (npz): Whisper "

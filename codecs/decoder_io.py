@@ -2,8 +2,9 @@
 
 A codec folder may hold trained decoders for its frozen codes:
 ``CODEC/decoders/NAME/{config.json, model.safetensors, README.md}`` (float16 weights).
-``seanet`` always names the codec's own decoder. ``auto`` is the first shipped name of
-``AUTO_DECODERS``, else ``seanet``.
+``seanet`` always names the codec's own decoder. Two names choose by what is shipped:
+``auto`` (any voice: ``general``, else ``seanet``) and ``answers`` (the assistant's voice:
+``assistant``, else ``auto``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.errors import VoxloopError
 from voxloop.training import atomic_write
 
-# Preference of ``--decoder auto``: "general" serves any voice; "assistant" is trained on
-# piper:joe only, but measured better than the SEANet decoder on other voices too (card).
-AUTO_DECODERS = ("general", "assistant")
+# "auto" serves any voice: the assistant decoder, trained on piper:joe only, decodes other
+# voices worse than the SEANet decoder (its card: WER +87 points at K = 4 vs +39), so auto
+# never picks it; "answers" does, for codes of the assistant's voice.
+AUTO_DECODERS = ("general",)
+ANSWER_DECODERS = ("assistant",)
 
 
 def shipped_decoders(codec_folder: str | Path) -> list[str]:
@@ -31,8 +34,10 @@ def shipped_decoders(codec_folder: str | Path) -> list[str]:
 
 
 def resolve_decoder(codec_folder: str | Path | None, name: str) -> str:
-    """``auto`` -> the preferred shipped decoder (or ``seanet``); other names are checked."""
+    """``answers`` and ``auto`` -> a shipped decoder or ``seanet``; other names are checked."""
     shipped = shipped_decoders(codec_folder) if codec_folder is not None else []
+    if name == "answers":
+        name = next((n for n in ANSWER_DECODERS if n in shipped), "auto")
     if name == "auto":
         return next((n for n in AUTO_DECODERS if n in shipped), SEANET)
     if name != SEANET and name not in shipped and not Path(name).is_dir():

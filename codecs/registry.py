@@ -63,10 +63,12 @@ def load_codec(name_or_dir: str = DEFAULT_CODEC, decoder: str = "auto") -> Neura
     inference (weight norm folded: use ``load_codec_folder`` for a codec to train).
 
     ``decoder``: ``seanet`` (the codec's own), a trained decoder the codec folder ships
-    (``assistant``, ``general``), a decoder folder, or ``auto`` (``decoder_io``)."""
+    (``assistant``, ``general``), a decoder folder, or ``auto`` / ``answers`` (the best
+    shipped one for any voice / for the assistant's voice: ``decoder_io``)."""
     if name_or_dir == ENCODEC_24KHZ:
-        return load_encodec_24khz().fold_weight_norm().use_decoder(
-            resolve_decoder(None, decoder if decoder != "auto" else SEANET), None)
+        if decoder not in ("auto", "answers", SEANET):
+            raise VoxloopError(f"{ENCODEC_24KHZ} has only its own decoder, not {decoder!r}")
+        return load_encodec_24khz().fold_weight_norm()
     try:
         folder = codec_folder(name_or_dir)
     except VoxloopError as exc:

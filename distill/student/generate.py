@@ -321,16 +321,18 @@ def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
                       t1 - t0, t2 - t1, first)
 
 
-def load_student_codec(name: str | None, vocab: dict):
-    """The codec named, else the one the model's training codes came from; warns when its
-    weights are not the ones those codes were made with."""
+def load_student_codec(name: str | None, vocab: dict, decoder: str = "answers"):
+    """The codec named, else the one the model's training codes came from, decoding with
+    ``decoder`` (``load_codec``'s names; ``answers``: the one trained on the assistant's
+    voice where the codec ships it); warns when its weights are not the ones those codes
+    were made with."""
     import warnings
 
     from voxloop.codecs.registry import codec_folder, load_codec
     from voxloop.models import DEFAULT_CODEC, weights_sha256
 
     trained_with = vocab.get("codec", {})
-    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC)
+    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC, decoder=decoder)
     try:
         sha = weights_sha256(codec_folder(codec.name))
     except VoxloopError:

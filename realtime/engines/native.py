@@ -12,7 +12,8 @@ token): if the user goes on speaking it is rolled back, if the silence is confir
 the audio already made is sent at once.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into
-audio deltas through the streaming codec decoder, one frame (40 ms) at a time.
+audio deltas through the streaming codec decoder (by default the codec's ``assistant``
+decoder, trained on the assistant's voice), one frame (40 ms) at a time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
 MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
 DECODE_LEAD_S = 1.0  # answer audio decoded at most this far ahead of real time
+ANSWER_DECODER = "answers"  # the codec's decoder for its assistant voice, if it ships one
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class NativeSettings:
     codec: str | None = field(default=None, metadata={
         "help": "codec for the user's and the answer's audio (default: the one the student "
                 "was trained with)", "flag": "--native-codec"})
+    decoder: str = field(default=ANSWER_DECODER, metadata={
+        "help": "the codec's decoder for the answers: answers (the one trained on the "
+                "assistant's voice where the codec ships it, else auto), assistant, general, "
+                "seanet (the codec's own), a decoder folder, or auto",
+        "flag": "--native-decoder"})
     semantic: str | None = field(default=None, metadata={
         "help": "a semantic student's tokenizer for the user's audio (default: the one it "
                 "was trained with)", "flag": "--native-semantic"})
@@ -93,7 +100,7 @@ class NativeEngine:
             torch.set_num_threads(settings.torch_threads)
         model, vocab = load_student(settings.student)
         self.tokenizer = Tokenizer(vocab)
-        self.codec = load_student_codec(settings.codec, vocab)
+        self.codec = load_student_codec(settings.codec, vocab, settings.decoder)
         self.semantic = None  # the semantic tokenizer a semantic student hears with
         self.models = {"student": str(find_model(settings.student, "student model",
                                                  marker="vocab.json")),

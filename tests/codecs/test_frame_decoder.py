@@ -111,12 +111,13 @@ def test_decoders_ship_in_the_codec_folder(tmp_path):
 
     torch.manual_seed(0)
     folder = save_codec(random_codec(SMALL), tmp_path / "codec")
-    assert load_codec(str(folder)).decoder_name == "seanet"  # auto: nothing shipped yet
+    assert load_codec(str(folder), decoder="answers").decoder_name == "seanet"  # none shipped
     save_frame_decoder(tiny_decoder(), folder / "decoders" / "assistant")
     assert shipped_decoders(folder) == ["assistant"]
-    chosen = load_codec(str(folder))
+    chosen = load_codec(str(folder), decoder="answers")
     assert chosen.decoder_name == "assistant"
-    assert load_codec(str(folder), decoder="seanet").decoder_name == "seanet"
+    assert load_codec(str(folder)).decoder_name == "seanet"  # auto: any voice, no general
+    assert load_codec(str(folder), decoder="assistant").decoder_name == "assistant"
     codes = _random_codes(4, 4, 6)
     reference = tiny_decoder().half().float()  # the shipped weights are float16
     torch.testing.assert_close(chosen.decode(codes), reference(chosen.dequantize(codes), 4),
