@@ -94,3 +94,32 @@ def test_bundled_codec_round_trips_through_the_cli(tmp_path, whisper):
     print(f"\nbundled codec on piper: STOI {stoi:.3f}, PESQ {pesq:.2f}, Whisper heard "
           f"{whisper.transcribe(recon, recon_hz)!r}")
     assert stoi >= 0.75  # measured 0.827 here; 0.852 on held-out piper speech (card)
+
+
+@bundled
+def test_bundled_assistant_decoder_beats_seanet_on_the_assistant_voice(tmp_path):
+    """The shipped ``assistant`` decoder through the CLI (K = 4), against the SEANet decoder
+    on the same codes: a regression guard (its card: STOI 0.924 vs 0.866 held out)."""
+    from voxloop.codecs.decoder_io import shipped_decoders
+    from voxloop.distill.evals.codec import _quality
+
+    assert "assistant" in shipped_decoders(models_dir() / DEFAULT_CODEC)
+    samples, rate_hz = synthesize("A spider has eight legs, and an insect has six.", "piper:joe")
+    write_wav(tmp_path / "a.wav", samples, rate_hz)
+    stoi = {}
+    for decoder in ("seanet", "assistant"):
+        for args in (["encode", str(tmp_path / "a.wav"), str(tmp_path / "a.npz"),
+                      "--codebooks", "4"],
+                     ["decode", str(tmp_path / "a.npz"), str(tmp_path / f"{decoder}.wav"),
+                      "--decoder", decoder]):
+            done = subprocess.run([sys.executable, "-m", "voxloop", "codec", *args],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        recon, recon_hz = read_wav(tmp_path / f"{decoder}.wav")
+        from voxloop.audio import resample
+
+        original = resample(samples, rate_hz, recon_hz)
+        stoi[decoder] = _quality(original, recon[:len(original)], recon_hz)[0]
+    print(f"\nSTOI on piper:joe at K = 4: {stoi}")
+    assert np.load(tmp_path / "a.npz")["codes"].shape[0] == 4
+    assert stoi["assistant"] >= 0.87 and stoi["assistant"] > stoi["seanet"]  # 0.897 vs 0.868
