@@ -1,4 +1,6 @@
-"""Evaluate a codec on held-out voices and texts: STOI, PESQ, Whisper WER, bitrate, RTF.
+"""Evaluate a codec on held-out voices and texts: STOI, PESQ, Whisper WER, bitrate, RTF
+(encode + decode streamed, and decode alone), and with ``joe`` the assistant voice's
+held-out sentences (``codec_decoders``).
 
 Writes ``metrics.json`` and ``spectrograms.png`` (original vs reconstruction)
 into the output folder and returns the metrics.
@@ -33,6 +35,10 @@ class CodecEvalSettings:
         "help": "evaluate decoding with these numbers of codebooks"})
     chunk_ms: float = field(default=40.0, metadata={
         "help": "chunk size for the RTF test (40 ms: one frame of a 25 Hz codec)"})
+    joe: str = field(default="", metadata={
+        "help": "also decode the held-out clips of this decoder data folder (voxloop distill "
+                "decoder-data, e.g. data/decoder-joe: the assistant voice's held-out "
+                "sentences, none in a decoder's training text) from their cached codes"})
 
 
 def heldout_utterances(corpus: Path, limit: int = 0) -> list[dict]:
@@ -78,6 +84,18 @@ def streaming_rtf(codec: NeuralCodec, samples: np.ndarray, chunk_ms: float
         torch.set_num_threads(threads)
 
 
+def _decode_rtf(codec: NeuralCodec, samples: np.ndarray, settings: CodecEvalSettings
+                ) -> tuple[float, float]:
+    """Decode-only streaming RTF (wall, CPU) of one clip's first K codes, one thread."""
+    import torch
+
+    from voxloop.distill.evals.codec_decoders import decode_speed
+
+    codes = codec.encode(torch.from_numpy(samples).view(1, 1, -1))[0, :min(settings.codebooks)]
+    frames = max(1, round(settings.chunk_ms * codec.frame_rate / 1000))
+    return decode_speed(codec, codes.numpy(), frames)
+
+
 def _quality(ref: np.ndarray, deg: np.ndarray, rate_hz: int) -> tuple[float, float]:
     from pesq import pesq
     from pystoi import stoi
@@ -119,15 +137,22 @@ def evaluate_codec(codec: NeuralCodec, settings: CodecEvalSettings) -> dict:
     streaming_rtf(codec, rtf_clips[0], settings.chunk_ms)  # warm-up (allocator, caches)
     rtf = np.array([streaming_rtf(codec, clip, settings.chunk_ms) for clip in rtf_clips])
     wer_original = word_error_rate(texts, heard_original)
+    decode_rtf = np.array([_decode_rtf(codec, clip, settings) for clip in rtf_clips])
     metrics = {
         "codec": codec.name, "sample_rate_hz": codec.sample_rate, "frame_rate_hz": codec.frame_rate,
         "cardinality": codec.cardinality, "utterances": len(rows),
         "voices": sorted(set(voices)), "whisper_wer_original": wer_original,
         "streaming_rtf_one_thread_median": float(np.median(rtf[:, 0])),
         "streaming_rtf_one_thread_cpu_median": float(np.median(rtf[:, 1])),
-        "chunk_ms": settings.chunk_ms,
+        "chunk_ms": settings.chunk_ms, "decoder": getattr(codec, "decoder_name", "seanet"),
+        "decode_rtf_one_thread_cpu_median": float(np.median(decode_rtf[:, 1])),
         "by_codebooks": {},
     }
+    if settings.joe:
+        from voxloop.distill.evals.codec_decoders import held_out_metrics
+
+        metrics["assistant_voice"] = held_out_metrics({metrics["decoder"]: codec}, settings.joe,
+                                                      asr, settings.codebooks)
     for k, m in per_k.items():
         by_voice = {v: float(np.mean([s for s, vv in zip(m["stoi"], voices, strict=True)
                                       if vv == v])) for v in sorted(set(voices))}
@@ -168,10 +193,17 @@ def format_report(metrics: dict) -> str:
              f"{metrics['frame_rate_hz']:g} Hz frames, Whisper WER on originals "
              f"{100 * metrics['whisper_wer_original']:.1f} %, streaming RTF (1 thread, "
              f"{metrics['chunk_ms']:g} ms chunks) {metrics['streaming_rtf_one_thread_median']:.3f} "
-             f"wall, {metrics.get('streaming_rtf_one_thread_cpu_median', float('nan')):.3f} CPU",
+             f"wall, {metrics.get('streaming_rtf_one_thread_cpu_median', float('nan')):.3f} CPU; "
+             f"decoder {metrics.get('decoder', 'seanet')}, decode alone "
+             f"{metrics.get('decode_rtf_one_thread_cpu_median', float('nan')):.3f} CPU",
              f"{'K':>3s} {'kbps':>6s} {'STOI':>6s} {'PESQ':>6s} {'WER %':>6s} {'+pts':>6s}"]
     for k, m in metrics["by_codebooks"].items():
         lines.append(f"{k:>3s} {m['bitrate_kbps']:6.2f} {m['stoi_mean']:6.3f} "
                      f"{m['pesq_wb_mean']:6.2f} {100 * m['whisper_wer_reconstruction']:6.1f} "
                      f"{m['wer_increase_points']:6.1f}")
+    if "assistant_voice" in metrics:
+        from voxloop.distill.evals.codec_decoders import format_decoder_table
+
+        lines += ["", "assistant voice, held-out sentences:",
+                  format_decoder_table(metrics["assistant_voice"])]
     return "\n".join(lines)

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from voxloop.distill.evals.metrics import word_error_rate
 
@@ -24,8 +26,6 @@ SPEED_CHUNK_FRAMES = (1, 5)
 
 def decode_speed(codec, codes: np.ndarray, chunk_frames: int) -> tuple[float, float]:
     """(wall, CPU) seconds per second of audio: ``codes [K, F]`` streamed on one thread."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -51,19 +51,24 @@ def _stoi(reference: np.ndarray, decoded: np.ndarray, rate_hz: int) -> float:
 def compare_decoders(codec_name: str, decoders: tuple[str, ...], data: str | Path,
                      codebooks: tuple[int, ...] = (4, 8), limit: int = 0) -> dict:
     """Metrics per decoder and K on the held-out clips of ``data`` (plus the originals' WER)."""
-    import torch
-    from tqdm import tqdm
-
-    from voxloop.codecs.decoder_data import read_clips
     from voxloop.codecs.registry import load_codec
     from voxloop.distill.teachers.asr import load_asr
 
+    codecs = {name: load_codec(codec_name, decoder=name) for name in decoders}
+    return held_out_metrics(codecs, data, load_asr(), codebooks, limit)
+
+
+def held_out_metrics(codecs: dict, data: str | Path, asr, codebooks: tuple[int, ...] = (4, 8),
+                     limit: int = 0) -> dict:
+    """``codecs``: label -> one codec with its decoder chosen; each decodes the same cached
+    codes of the held-out clips of ``data``; ``asr`` judges."""
+    from voxloop.codecs.decoder_data import read_clips
+
     clips, _ = read_clips(data, "heldout")
     clips = clips[:limit] if limit else clips
-    asr = load_asr()
     texts = [c.text for c in clips]
     originals = [c.audio.astype(np.float32) / 32768.0 for c in clips]
-    first = load_codec(codec_name, decoder=decoders[0])
+    first = next(iter(codecs.values()))
     rate_hz = first.sample_rate
     heard = [asr.transcribe(a, rate_hz) for a in tqdm(originals, desc="originals", unit="clip")]
     metrics = {"codec": first.name, "data": str(data), "clips": len(clips),
@@ -71,9 +76,8 @@ def compare_decoders(codec_name: str, decoders: tuple[str, ...], data: str | Pat
                "seconds": sum(len(a) for a in originals) / rate_hz,
                "whisper_wer_original": word_error_rate(texts, heard), "decoders": {},
                "texts": texts, "heard_original": heard}
-    for name in decoders:
-        codec = load_codec(codec_name, decoder=name)
-        result: dict = {"by_codebooks": {}}
+    for name, codec in codecs.items():
+        result: dict = {"decoder": codec.decoder_name, "by_codebooks": {}}
         for k in codebooks:
             stoi, heard_k = [], []
             for clip, original in tqdm(list(zip(clips, originals, strict=True)),

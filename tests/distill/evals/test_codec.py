@@ -37,12 +37,34 @@ def tiny_corpus(tmp_path_factory):
     return root
 
 
+def _decoder_data(codec, corpus, folder):
+    """The tiny corpus's clips as decoder data (held out), coded by ``codec``."""
+    from voxloop.codecs.decoder_data import Clip, write_clips
+
+    clips = []
+    for row in map(json.loads, (corpus / "manifest.jsonl").read_text().splitlines()):
+        samples, _ = read_wav(corpus / "heldout" / f"{row['uid']}.wav")
+        codes = codec.encode(torch.from_numpy(samples).view(1, 1, -1))[0].numpy()
+        clips.append(Clip(row["text"], row["voice"], row["uid"],
+                          (samples * 32767).astype(np.int16), codes.astype(np.int16)))
+    for split in ("train", "heldout"):
+        write_clips(folder / f"{split}.npz", clips, {"name": "random", "sha256": ""})
+    return folder
+
+
 def test_eval_writes_metrics_and_plot(tiny_corpus, tmp_path):
     torch.manual_seed(0)
     codec = random_codec(CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64))
     out = tmp_path / "report"
+    joe = _decoder_data(codec, tiny_corpus, tmp_path / "joe")
     metrics = evaluate_codec(codec, CodecEvalSettings(corpus=str(tiny_corpus), out=str(out),
-                                                      codebooks=(2, 4)))
+                                                      codebooks=(2, 4), joe=str(joe)))
+    held = metrics["assistant_voice"]
+    assert held["clips"] == 2 and held["whisper_wer_original"] <= 0.2
+    assert held["decoders"]["seanet"]["by_codebooks"]["4"]["stoi_mean"] < 0.5
+    assert held["decoders"]["seanet"]["decode_rtf_1_frames"]["cpu_median"] > 0
+    assert metrics["decode_rtf_one_thread_cpu_median"] > 0
+    assert "held-out sentences" in format_report(metrics)
     assert metrics["utterances"] == 2
     assert metrics["whisper_wer_original"] <= 0.2  # the originals are clear speech
     random_stoi = metrics["by_codebooks"]["4"]["stoi_mean"]
