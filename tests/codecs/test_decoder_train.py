@@ -110,3 +110,23 @@ def test_codes_of_another_codec_are_refused(data, tmp_path):
         write_clips(tmp_path / "other" / f"{split}.npz", clips, {"name": "x", "sha256": "0" * 64})
     with pytest.raises(VoxloopError, match="codes were made by x"):
         train_decoder(_settings(data, tmp_path / "run", 2, data=str(tmp_path / "other")), TINY)
+
+
+@pytest.mark.parametrize("encoder_weight", [0.0, 1.0])
+def test_losses_vanish_on_the_target_and_pass_gradients(encoder_weight):
+    """Mel, multi-resolution STFT and Whisper losses (log-mel; with weight, the frozen tiny.en
+    encoder's features too) are zero on the target itself and give gradients otherwise."""
+    from voxloop.codecs.decoder_train import DecoderLosses
+
+    settings = DecoderTrainSettings(whisper_encoder_weight=encoder_weight)
+    losses_of = DecoderLosses(settings, 16000)
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 1, 6400, generator=gen) * 0.1
+    same = losses_of(target, target)
+    assert ("whisper_encoder" in same) == (encoder_weight > 0)
+    assert all(value.item() < 1e-5 for value in same.values())
+    estimate = (target + 0.05 * torch.randn(2, 1, 6400, generator=gen)).requires_grad_(True)
+    different = losses_of(estimate, target)
+    different["total"].backward()
+    assert all(value.item() > 0 for value in different.values())
+    assert estimate.grad is not None and estimate.grad.abs().sum() > 0
