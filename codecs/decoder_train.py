@@ -118,7 +118,8 @@ def silence_codes(codec_name: str) -> np.ndarray:
     """``[K]`` the codes the codec gives a stretch of silence (crop padding)."""
     from voxloop.codecs.registry import load_codec
 
-    codes = load_codec(codec_name, decoder="seanet").encode(torch.zeros(1, 1, 16 * 640))
+    codec = load_codec(codec_name, decoder="seanet")
+    codes = codec.encode(torch.zeros(1, 1, 16 * codec.hop))  # past the encoder's warm-up
     return codes[0, :, -1].numpy()
 
 
