@@ -220,3 +220,23 @@ def test_serve_turn_detection_sets_the_default(fake_model):
         server.stop()
     assert td == {"type": "semantic_vad", "eagerness": "auto", "create_response": True,
                   "interrupt_response": True}
+
+
+@pytest.mark.slow  # the bundled end-of-turn model (Whisper tiny.en's encoder under it)
+def test_the_bundled_model_hears_whether_a_question_is_finished():
+    import torch
+
+    model = semantic_turns.end_of_turn_model()
+
+    def p_finished(text: str) -> float:
+        audio = resample(speech_24k(text), WIRE_RATE_HZ, 16000)
+        audio = np.concatenate([np.zeros(3200, np.float32), audio, np.zeros(1600, np.float32)])
+        state = model.init_state()
+        model.push(state, torch.from_numpy(audio))
+        return model.probability(state)
+
+    pairs = [("what is seven times three", "what is seven times"),
+             ("how many legs does a spider have", "how many legs does a"),
+             ("convert 5 miles to kilometers", "convert 5 miles to")]
+    for complete, cut in pairs:
+        assert p_finished(complete) > 0.5 > p_finished(cut), (complete, cut)
