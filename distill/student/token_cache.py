@@ -101,9 +101,16 @@ def fill_cache(dataset: str | Path, tokenizer, tokenizer_folder: Path, tokenizer
     elif todo:
         tasks = [(str(dataset), s, str(folder / s), batch_size) for s in todo]
         context = multiprocessing.get_context("spawn")  # no torch state forked
-        with context.Pool(jobs, _init_worker, (str(tokenizer_folder),)) as pool:
+        pool = context.Pool(jobs, _init_worker, (str(tokenizer_folder),))
+        try:
             for _ in pool.imap_unordered(_encode_in_worker, tasks):
                 bar.update()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:  # workers exit on their own: no semaphores leaked at shutdown
+            pool.close()
+            pool.join()
     bar.close()
     return folder
 
