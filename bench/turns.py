@@ -250,26 +250,28 @@ def table(summary: dict) -> str:
 
 
 def plot(summary: dict, path) -> None:
-    """Latency p50 (p95 as a bar) against the false cut-in rate, one point per setting."""
+    """Latency p50 (o) and p95 (x) against the false cut-in rate, one point per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for i, (setting, s) in enumerate(summary.items()):
         if s["latency_p50_ms"] is None or s["cut_in_rate"] is None:
             continue
-        color = "C0" if setting.startswith("semantic") else "C1"
-        x, y = 100 * s["cut_in_rate"], s["latency_p50_ms"]
-        ax.errorbar([x], [y], yerr=[[0], [max(0.0, (s["latency_p95_ms"] or y) - y)]],
-                    fmt="o", color=color, capsize=3)
-        ax.annotate(setting, (x, y), textcoords="offset points", xytext=(6, 4 + 9 * (i % 2)),
-                    fontsize=8)
-    ax.set(xlabel="false cut-ins on paused questions (%)",
-           ylabel="voice-to-voice latency p50 (ms; bar to p95)",
+        color = f"C{i}"
+        x, p50, p95 = 100 * s["cut_in_rate"], s["latency_p50_ms"], s["latency_p95_ms"] or \
+            s["latency_p50_ms"]
+        ax.plot([x, x], [p50, p95], "-", color=color, alpha=0.4)
+        ax.plot([x], [p50], "o", color=color, label=f"{setting}: p50 {p50:.0f}, p95 {p95:.0f} ms")
+        ax.plot([x], [p95], "x", color=color)
+    ax.set(xlabel="false cut-ins on paused questions (%)", yscale="log",
+           ylabel="voice-to-voice latency on complete questions (ms): o p50, x p95",
            title="Turn detection: latency against cutting people off")
-    ax.grid(alpha=0.3)
+    ax.set_xlim(-5, 105)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
