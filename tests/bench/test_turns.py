@@ -48,9 +48,9 @@ def test_one_run_over_a_real_server(monkeypatch):
     """run_turn_bench against a server on the fake engine with a fake end-of-turn model
     that is never sure (P 0): semantic_vad:high waits 2 s at every pause, so the 0.9 s
     pause is no cut-in; server_vad:200 cuts it."""
+    from tests.helpers.end_of_turn import FakeEndOfTurn, speech_24k
     from tests.helpers.server import ServerThread
     from tests.realtime.fakes import FakeEngine
-    from tests.realtime.test_semantic_vad import FakeEndOfTurn, speech_24k
     from voxloop.bench.turns import run_turn_bench
     from voxloop.codecs.end_of_turn import DEFAULT_END_OF_TURN
     from voxloop.realtime import semantic_turns

@@ -4,37 +4,17 @@ fake end-of-turn model (P fixed), so each test runs in about a second."""
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import pytest
 
+from tests.helpers.end_of_turn import FakeEndOfTurn, speech_24k
 from tests.realtime.fakes import FakeEngine, Harness, run_session
 from voxloop.audio import resample
-from voxloop.client.files import speech_end_sample
 from voxloop.codecs.end_of_turn import DEFAULT_END_OF_TURN, EAGERNESS_CAP_MS, wait_ms
 from voxloop.realtime import semantic_turns
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class FakeEndOfTurn:
-    """The end-of-turn model's surface, with P(finished) fixed; counts the audio heard."""
-
-    def __init__(self, p_finished: float) -> None:
-        self.p_finished = p_finished
-        self.asked_at_samples: list[int] = []
-
-    def init_state(self) -> list:
-        return []
-
-    def push(self, state: list, wav_16k) -> None:
-        state.append(len(wav_16k))
-
-    def probability(self, state: list) -> float:
-        self.asked_at_samples.append(sum(state))
-        return self.p_finished
 
 
 @pytest.fixture()
@@ -44,15 +24,6 @@ def fake_model(monkeypatch):
         monkeypatch.setitem(semantic_turns._models, DEFAULT_END_OF_TURN, model)
         return model
     return install
-
-
-@cache
-def speech_24k(text: str = "what is the capital of france") -> np.ndarray:
-    from voxloop.distill.teachers.tts import synthesize
-
-    samples, rate_hz = synthesize(text, "flite:kal16")
-    audio = resample(samples, rate_hz, WIRE_RATE_HZ)
-    return audio[:speech_end_sample(audio)]
 
 
 def silence(seconds: float) -> np.ndarray:
