@@ -9,15 +9,12 @@ A codec folder may hold trained decoders for its frozen codes:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import torch
 
 from voxloop.codecs.decoder_config import DECODER_KIND, DECODERS_DIR, SEANET, FrameDecoderConfig
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.errors import VoxloopError
-from voxloop.training import atomic_write
+from voxloop.models import load_model_folder, save_model_folder
 
 # "auto" serves any voice: the assistant decoder, trained on piper:joe only, decodes other
 # voices worse than the SEANet decoder (its card: WER +87 points at K = 4 vs +39), so auto
@@ -56,32 +53,13 @@ def decoder_folder(codec_folder: str | Path | None, name: str) -> Path:
 def save_frame_decoder(decoder: FrameDecoder, folder: str | Path,
                        card: str | None = None) -> Path:
     """config.json and float16 model.safetensors (atomically) into ``folder``."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().to(torch.float16).contiguous()
-             for k, v in decoder.state_dict().items()}
-    atomic_write(folder / "model.safetensors", lambda tmp: save_file(
-        state, str(tmp), metadata={"format": "pt", "kind": DECODER_KIND}))
-    (folder / "config.json").write_text(json.dumps(decoder.config.to_json(), indent=2) + "\n")
-    if card is not None:
-        (folder / "README.md").write_text(card)
-    return folder
+    return save_model_folder(folder, decoder.state_dict(), decoder.config.to_json(), card)
 
 
 def load_frame_decoder(folder: str | Path) -> FrameDecoder:
     """A decoder folder written by ``save_frame_decoder``, float32, in eval mode."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise VoxloopError(f"{folder} is not a decoder folder: it needs config.json and "
-                           "model.safetensors (train one with `voxloop codec train-decoder`)")
-    config = FrameDecoderConfig.from_json(json.loads(config_path.read_text()))
-    if config.kind != DECODER_KIND:
-        raise VoxloopError(f"{folder} holds a {config.kind}, not a {DECODER_KIND}")
-    decoder = FrameDecoder(config)
-    decoder.load_state_dict({k: v.float() for k, v in load_file(str(weights_path)).items()})
+    data, weights = load_model_folder(folder, "a decoder", "voxloop codec train-decoder",
+                                      kind=DECODER_KIND)
+    decoder = FrameDecoder(FrameDecoderConfig.from_json(data))
+    decoder.load_state_dict(weights)
     return decoder.eval().requires_grad_(False)

@@ -19,7 +19,6 @@ would give it now, on a snapshot: the stream goes on). Saved as a folder: ``conf
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from voxloop.errors import VoxloopError
+from voxloop.models import find_model, load_model_folder, save_model_folder, weights_sha256
 
 END_OF_TURN_KIND = "voxloop-end-of-turn"
 DEFAULT_END_OF_TURN = "voxloop-end-of-turn"  # bundled under models/
@@ -142,34 +142,16 @@ class EndOfTurn:
 
 
 def save_end_of_turn(head: EndOfTurnHead, folder: str | Path, card: str | None = None) -> Path:
-    """Write config.json and a float16 model.safetensors of ``head`` into ``folder``."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"),
-              metadata={"format": "pt", "kind": END_OF_TURN_KIND})
-    (folder / "config.json").write_text(json.dumps(head.config.to_json(), indent=2) + "\n")
-    if card is not None:
-        (folder / "README.md").write_text(card)
-    return folder
+    """Write config.json and a float16 model.safetensors of ``head`` (atomically) into
+    ``folder``."""
+    return save_model_folder(folder, head.state_dict(), head.config.to_json(), card)
 
 
 def load_head(folder: str | Path) -> EndOfTurnHead:
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise VoxloopError(f"{folder} is not an end-of-turn model folder: it needs config.json "
-                           "and model.safetensors (train one with voxloop distill end-of-turn)")
-    data = json.loads((folder / "config.json").read_text())
-    if data.get("kind") != END_OF_TURN_KIND:
-        raise VoxloopError(f"{folder} holds a {data.get('kind', 'model')!r}, not an "
-                           f"end-of-turn model ({END_OF_TURN_KIND})")
+    data, weights = load_model_folder(folder, "an end-of-turn model",
+                                      "voxloop distill end-of-turn", kind=END_OF_TURN_KIND)
     head = EndOfTurnHead(EndOfTurnConfig.from_json(data))
-    head.load_state_dict({k: v.float() for k, v in load_file(
-        str(folder / "model.safetensors")).items()})
+    head.load_state_dict(weights)
     return head
 
 
@@ -177,7 +159,6 @@ def load_end_of_turn(name_or_dir: str | Path) -> EndOfTurn:
     """An end-of-turn model (bundled name or folder) with the tokenizer it was trained on;
     a tokenizer whose weights changed since is a clear error."""
     from voxloop.codecs.semantic_tokens import load_semantic_model
-    from voxloop.models import find_model, weights_sha256
 
     folder = find_model(name_or_dir, "end-of-turn model", marker="model.safetensors",
                         config_kinds=(END_OF_TURN_KIND,))

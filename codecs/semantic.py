@@ -18,7 +18,6 @@ float16 ``model.safetensors`` of the trained parts only: never Whisper's weights
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,12 @@ from voxloop.codecs.semantic_stream import BlockEncoder, EncoderStreamState
 from voxloop.codecs.semantic_vq import CosineCodebook, kmeans
 from voxloop.codecs.whisper_encoder import WhisperEncoder, load_whisper_encoder
 from voxloop.errors import VoxloopError
-from voxloop.models import BUNDLED_WHISPER_SHA256
+from voxloop.models import (
+    BUNDLED_WHISPER_SHA256,
+    CONFIG_FILE,
+    load_model_folder,
+    save_model_folder,
+)
 
 
 class SemanticBottleneck(nn.Module):
@@ -224,44 +228,21 @@ def new_tokenizer(config: SemanticConfig, encoder: WhisperEncoder | None = None,
 def save_semantic(bottleneck: SemanticBottleneck, folder: str | Path,
                   card: str | None = None) -> Path:
     """Write config.json and a float16 model.safetensors of the bottleneck into ``folder``."""
-    from safetensors.torch import save_file
-
-    from voxloop.training import atomic_write
-
-    folder = Path(folder)
-    state = {k: v.detach().cpu().to(torch.float16 if v.is_floating_point() else v.dtype)
-             .contiguous() for k, v in bottleneck.state_dict().items()}
-    atomic_write(folder / "model.safetensors", lambda tmp: save_file(
-        state, str(tmp), metadata={"format": "pt", "kind": bottleneck.config.kind}))
-    config = json.dumps(bottleneck.config.to_json(), indent=2) + "\n"
-    atomic_write(folder / "config.json", lambda tmp: tmp.write_text(config))
-    if card is not None:
-        (folder / "README.md").write_text(card)
-    return folder
+    return save_model_folder(folder, bottleneck.state_dict(), bottleneck.config.to_json(), card)
 
 
 def load_semantic(folder: str | Path, encoder: WhisperEncoder | None = None
                   ) -> SemanticTokenizer:
     """Load a folder written by ``save_semantic`` (weights back to float32)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise VoxloopError(f"{folder} is not a semantic tokenizer folder: it needs config.json "
-                           "and model.safetensors (train one with semantic_train)")
-    data = json.loads(config_path.read_text())
-    if data.get("kind") != SEMANTIC_KIND:
-        raise VoxloopError(f"{folder} holds a {data.get('kind', 'model')!r}, not a semantic "
-                           f"tokenizer ({SEMANTIC_KIND})")
+    data, weights = load_model_folder(folder, "a semantic tokenizer", "voxloop distill semantic",
+                                      kind=SEMANTIC_KIND)
     try:
         config = SemanticConfig.from_json(data)
     except (TypeError, ValueError) as exc:
-        raise VoxloopError(f"{config_path} is not a semantic tokenizer config: {exc}") from exc
+        raise VoxloopError(f"{Path(folder) / CONFIG_FILE} is not a semantic tokenizer config: "
+                           f"{exc}") from exc
     check_whisper(config)
     encoder = encoder or load_whisper_encoder()
     bottleneck = SemanticBottleneck(config, encoder.width)
-    state = {k: v.float() if v.is_floating_point() else v
-             for k, v in load_file(str(weights_path)).items()}
-    bottleneck.load_state_dict(state)
-    return SemanticTokenizer(encoder, bottleneck, name=folder.name)
+    bottleneck.load_state_dict(weights)
+    return SemanticTokenizer(encoder, bottleneck, name=Path(folder).name)

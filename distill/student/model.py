@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxloop.distill.student.config import CODEBOOK_SIZE, StudentConfig
+from voxloop.models import find_model, load_model_folder, save_model_folder
 
 AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
 
@@ -319,33 +320,19 @@ class Student(nn.Module):
 def save_student(model: Student, vocab: dict, folder: str | Path, card: str | None = None,
                  dtype: torch.dtype = torch.float16) -> Path:
     """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md]."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     config = {"kind": "voxloop-student", **asdict(model.config)}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
-    if card is not None:
-        (folder / "README.md").write_text(card)
-    return folder
+    return save_model_folder(folder, model.state_dict(), config, card, dtype,
+                             files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})
 
 
 def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student, dict]:
     """The model (float32, eval mode) and its vocabulary from a ``save_student`` folder or a
     bundled student's name."""
-    from safetensors.torch import load_file
-
-    from voxloop.models import find_model
-
     folder = find_model(name_or_dir, "student model (`voxloop distill export` makes one)",
                         marker="vocab.json")
-    raw = json.loads((folder / "config.json").read_text())
+    raw, weights = load_model_folder(folder, "a student model", "voxloop distill train")
     raw.pop("kind", None)
     model = Student(StudentConfig(**raw))
-    state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
-    model.load_state_dict(state)
+    model.load_state_dict(weights)
     vocab = json.loads((folder / "vocab.json").read_text())
     return model.to(device).eval(), vocab
