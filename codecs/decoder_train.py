@@ -35,7 +35,7 @@ from voxloop.codecs.decoder_io import save_frame_decoder
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.codecs.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, WhisperFeatureLoss
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, torch_save_atomic
+from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.1
 EVAL_BATCHES = 2
@@ -171,11 +171,8 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
                                   weight_decay=0.01)
     ckpt_path = out / "checkpoint.pt"
     progress = Progress(settings)
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_json():
-            raise VoxloopError(f"{ckpt_path} was trained with another decoder config; use a "
-                               "new --out folder or the same settings")
+    state = resume_checkpoint(ckpt_path, config.to_json(), "decoder")
+    if state is not None:
         decoder.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])

@@ -51,7 +51,7 @@ from voxloop.codecs.semantic_config import SemanticTrainSettings
 from voxloop.codecs.semantic_stream import MIN_PEAK_LOG10
 from voxloop.codecs.whisper_encoder import WhisperEncoder
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, torch_save_atomic
+from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
 
 Example = tuple[str | Path | np.ndarray, str]  # a wav file or 16 kHz samples, its words
 FEATURES_VERSION = 1  # bump when the encoder's features change meaning
@@ -304,12 +304,9 @@ def fit(tokenizer: SemanticTokenizer, train_set: FeatureSet, val_set: FeatureSet
 def _resume(path: Path, bottleneck: SemanticBottleneck, optimizer: torch.optim.Optimizer,
             config: SemanticConfig) -> tuple[int, list[dict], float]:
     """-> (steps done, evaluation history, seconds spent training so far)."""
-    if not path.is_file():
+    state = resume_checkpoint(path, config.to_json(), "semantic tokenizer", weights_only=True)
+    if state is None:
         return 0, [], 0.0
-    state = torch.load(path, weights_only=True)
-    if state["config"] != config.to_json():
-        raise VoxloopError(f"{path} was trained with another SemanticConfig: use a new --out "
-                           "or the same settings")
     bottleneck.load_state_dict(state["bottleneck"])
     optimizer.load_state_dict(state["optimizer"])
     return state["step"], list(state["history"]), float(state.get("train_s", 0.0))

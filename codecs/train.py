@@ -35,7 +35,12 @@ from voxloop.codecs.io import load_codec_folder, new_codec, save_codec
 from voxloop.codecs.losses import MultiScaleMelLoss
 from voxloop.codecs.model import NeuralCodec
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
+from voxloop.training import (
+    cosine_lr,
+    resume_checkpoint,
+    setup_distributed,
+    torch_save_atomic,
+)
 
 PROBE_STEPS = 20  # steps timed (after PROBE_SKIP warm-up steps) to fit time_budget_s
 PROBE_SKIP = 5
@@ -154,11 +159,8 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None,
     codec = new_codec(config, name="compact").train()
     disc = new_discriminator().train() if settings.adversarial else None
     ckpt_path, step, total_steps = out / "checkpoint.pt", 0, None
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_json():
-            raise VoxloopError(f"{ckpt_path} was trained with another codec config; use a new "
-                               "--out folder or the same settings")
+    state = resume_checkpoint(ckpt_path, config.to_json(), "codec")
+    if state is not None:
         codec.load_state_dict(state["model"])
     elif settings.init_from:
         codec.load_state_dict(_initial_weights(Path(settings.init_from), config))
@@ -171,7 +173,7 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None,
         parts["discriminator"] = disc
         parts["disc_optimizer"] = torch.optim.AdamW(disc.parameters(), lr=settings.lr,
                                                     betas=(0.5, 0.9), weight_decay=0.0)
-    if ckpt_path.is_file():
+    if state is not None:
         for name, part in parts.items():
             if name != "model" and name in state:  # older checkpoints: fresh discriminator
                 part.load_state_dict(state[name])

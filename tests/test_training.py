@@ -1,10 +1,11 @@
-"""voxloop.training: the schedule every trainer uses and all-or-nothing writes."""
+"""voxloop.training: the schedule every trainer uses, all-or-nothing writes and resuming."""
 
 from __future__ import annotations
 
 import pytest
 
-from voxloop.training import atomic_write, cosine_lr
+from voxloop.errors import VoxloopError
+from voxloop.training import atomic_write, cosine_lr, resume_checkpoint, torch_save_atomic
 
 
 def test_cosine_lr_warms_up_peaks_and_ends_at_its_floor():
@@ -28,3 +29,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_write(path, fail)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.bin"]  # no temporary left
+
+
+def test_resume_checkpoint_refuses_another_config(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    assert resume_checkpoint(path, {"width": 4}, "codec") is None  # nothing to resume yet
+    torch_save_atomic(path, {"config": {"width": 4}, "step": 3})
+    assert resume_checkpoint(path, {"width": 4}, "codec")["step"] == 3
+    with pytest.raises(VoxloopError, match="trained with another codec config; use a new --out"):
+        resume_checkpoint(path, {"width": 8}, "codec", weights_only=True)

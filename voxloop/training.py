@@ -1,5 +1,6 @@
-"""What every training loop and data job here shares: the torchrun setup, atomic writes and
-the learning-rate schedule. torch is imported inside the functions that need it."""
+"""What every training loop and data job here shares: the torchrun setup, atomic writes,
+resuming from a checkpoint and the learning-rate schedule. torch is imported inside the
+functions that need it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from voxloop.errors import VoxloopError
 
 
 def setup_distributed(device: str = "auto") -> tuple[int, int, object]:
@@ -55,6 +58,23 @@ def torch_save_atomic(path: str | Path, payload: dict) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def resume_checkpoint(path: str | Path, config: dict, what: str,
+                      weights_only: bool = False) -> dict | None:
+    """The checkpoint at ``path`` to resume from (on the CPU), None when there is none yet.
+    One saved with another ``config`` (its ``"config"`` entry) is a clear error: ``what``
+    names the config ("codec")."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    if state["config"] != config:
+        raise VoxloopError(f"{path} was trained with another {what} config; use a new --out "
+                           "folder or the same settings")
+    return state
 
 
 def cosine_lr(step: int, peak_lr: float, warmup_steps: int, total_steps: int,

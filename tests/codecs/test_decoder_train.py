@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.codecs.helpers import assert_resume_is_exact
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
 from voxloop.codecs.decoder_data import Clip, read_clips, write_clips
@@ -61,15 +62,9 @@ def test_clips_round_trip(data):
 def test_resume_after_a_stop_is_exact(data, tmp_path):
     from voxloop.codecs.decoder_train import train_decoder
 
-    train_decoder(_settings(data, tmp_path / "straight", 6), TINY)
-    train_decoder(_settings(data, tmp_path / "resumed", 6), TINY, stop_at=3)
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 3
-    train_decoder(_settings(data, tmp_path / "resumed", 6), TINY)
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    assert a["step"] == b["step"] == 6
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    assert_resume_is_exact(lambda out, stop_at: train_decoder(_settings(data, out, 6), TINY,
+                                                              stop_at=stop_at),
+                           tmp_path, 6, stop_at=3)
 
 
 def test_loss_falls_and_the_export_decodes(data, tmp_path):

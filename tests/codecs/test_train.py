@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.codecs.helpers import write_tiny_corpus
+from tests.codecs.helpers import assert_resume_is_exact, write_tiny_corpus
 from voxloop.codecs.config import CodecConfig, CodecTrainSettings
 from voxloop.codecs.io import load_codec_folder
 from voxloop.codecs.train import export_checkpoint, train
@@ -28,15 +28,8 @@ def _settings(corpus, out, steps):
 
 
 def test_resume_after_a_stop_is_exact(corpus, tmp_path):
-    train(_settings(corpus, tmp_path / "straight", 6), TINY)
-    train(_settings(corpus, tmp_path / "resumed", 6), TINY, stop_at=2)
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
-    train(_settings(corpus, tmp_path / "resumed", 6), TINY)
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    assert a["step"] == b["step"] == 6
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    assert_resume_is_exact(lambda out, stop_at: train(_settings(corpus, out, 6), TINY,
+                                                      stop_at=stop_at), tmp_path, 6, stop_at=2)
 
 
 def test_loss_falls_and_export_loads(corpus, tmp_path):
