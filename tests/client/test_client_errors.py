@@ -107,14 +107,19 @@ def test_a_refusal_shows_the_status_and_the_servers_reason(silent_wav, tmp_path,
         assert "--api-key" in line
 
 
-def test_silence_ends_with_no_speech_heard(silent_wav, tmp_path):
-    server = ServerThread(FakeEngine())
+def unanswered_turn(engine: FakeEngine, wav: str, output) -> str:
+    """The client's one-line error after it sends ``wav`` to a server on ``engine`` with a
+    1 s tail and waits at most 2 s for the turn to end."""
+    server = ServerThread(engine)
     try:
-        line = one_line_error(client("--url", server.url, "--input", silent_wav, "--output",
-                                     str(tmp_path / "a.wav"), "--tail-s", "1",
-                                     "--timeout-s", "2"))
+        return one_line_error(client("--url", server.url, "--input", wav, "--output",
+                                     str(output), "--tail-s", "1", "--timeout-s", "2"))
     finally:
         server.stop()
+
+
+def test_silence_ends_with_no_speech_heard(silent_wav, tmp_path):
+    line = unanswered_turn(FakeEngine(), silent_wav, tmp_path / "a.wav")
     assert "no speech heard" in line and "--timeout-s" in line
     assert not (tmp_path / "a.wav").exists()
 
@@ -122,13 +127,7 @@ def test_silence_ends_with_no_speech_heard(silent_wav, tmp_path):
 @pytest.mark.slow  # a TTS voice speaks the question
 def test_an_engine_that_never_answers_ends_with_no_answer(question_wav, tmp_path):
     stuck = FakeEngine(Script(pieces=(Piece("too late", delay_s=120.0),)))
-    server = ServerThread(stuck)
-    try:
-        line = one_line_error(client("--url", server.url, "--input", question_wav, "--output",
-                                     str(tmp_path / "a.wav"), "--tail-s", "1",
-                                     "--timeout-s", "2"))
-    finally:
-        server.stop()
+    line = unanswered_turn(stuck, question_wav, tmp_path / "a.wav")
     assert "no answer" in line and "heard speech" in line
 
 
