@@ -98,7 +98,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     model, vocab = load_student(model_dir)
     tokenizer = Tokenizer(vocab)
     data = load_data(settings.data, out, vocab)
-    codec = codec or load_student_codec(settings.codec, vocab)
+    codec = codec or load_student_codec(settings.codec, vocab, settings.decoder)
     if asr is None:
         from voxloop.distill.teachers.asr import load_asr
 

@@ -125,6 +125,9 @@ class StudentEvalSettings:
     limit: int = field(default=0, metadata={"help": "turns per split (0: all)"})
     codec: str = field(default="", metadata={
         "help": "codec to decode with (default: the one the model's data used)"})
+    decoder: str = field(default="answers", metadata={
+        "help": "the codec's decoder: answers (the assistant-voice decoder where the codec "
+                "ships one, what the native engine speaks with), seanet, assistant, general"})
     chunk_frames: int = field(default=5, metadata={"help": "prefill chunk (frames of 40 ms)"})
     temperature: float = field(default=0.0, metadata={"help": "audio sampling (0: greedy)"})
     top_k: int = field(default=0, metadata={"help": "sample among the k best (0: all)"})
