@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -45,16 +44,6 @@ def test_no_sound_server_is_a_clear_error(tmp_path):
     result = voxloop_client(env, "--url", "ws://127.0.0.1:9/v1/realtime")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "no sound devices found" in result.stderr
-
-
-def test_client_starts_in_under_a_second(pa):
-    best_s = float("inf")
-    for _ in range(3):  # best of three: the machine is shared
-        t0 = time.perf_counter()
-        assert voxloop_client(pa.env, "--list-devices").returncode == 0
-        best_s = min(best_s, time.perf_counter() - t0)
-    print(f"\nvoxloop client --list-devices: {1000 * best_s:.0f} ms (best of 3)")
-    assert best_s < 1.0
 
 
 def test_client_never_imports_torch_or_the_server():
