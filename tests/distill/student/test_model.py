@@ -146,7 +146,7 @@ def test_bundled_student_loads_and_streams_the_same_in_chunks():
     model, vocab = load_student(folder)
     assert vocab["codec"]["name"] == "voxloop-codec-16k" and "README.md" in {
         p.name for p in folder.iterdir()}
-    user = np.random.default_rng(0).integers(0, 1024, (8, 30))
+    user = np.random.default_rng(0).integers(0, model.config.user_vocab, (model.config.k_in, 30))
     options = SamplingOptions(max_audio_frames=40)
     whole = generate(model, Tokenizer(vocab), user, options)
     chunked = generate(model, Tokenizer(vocab), user, options, chunk_frames=7)
