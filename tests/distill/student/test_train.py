@@ -79,9 +79,12 @@ def test_torchrun_ddp_on_cpu(tmp_path):
     script.write_text(DDP_SCRIPT)
     root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                    str(script), str(tmp_path / "run")], check=True, env=env, cwd=root,
-                   capture_output=True, timeout=240)
+    # --standalone: a free rendezvous port, so a busy 29500 (another job, another test
+    # run) cannot fail it
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", str(script), str(tmp_path / "run")],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 4 and (tmp_path / "run" / "best.pt").is_file()
 
