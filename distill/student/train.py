@@ -182,7 +182,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             raise VoxloopError(f"{settings.data} names no codec, which --student-user-latent-dim "
                                "needs: pack it with `voxloop distill pack`")
         student.set_user_codebooks(load_codec(data.vocab["codec"]["name"]))
-    if settings.warm_from and init is None:
+    resuming = (out / "checkpoint.pt").is_file()  # its weights replace any start
+    if settings.warm_from and init is None and not resuming:
         from voxloop.distill.student.model import load_student
         from voxloop.distill.student.warm import warm_start
 
@@ -197,7 +198,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
          {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
     step, best, since_best = 0, float("inf"), 0
-    if ckpt_path.is_file():
+    if resuming:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
