@@ -63,6 +63,9 @@ class DecoderTrainSettings:
     max_minutes: float = field(default=0.0, metadata={
         "help": "if > 0: stop (checkpoint written) after this many wall-clock minutes of this "
                 "process; run again to resume"})
+    init_from: str = field(default="", metadata={
+        "help": "a decoder folder (e.g. models/voxloop-codec-16k/decoders/assistant) whose "
+                "weights start a new run (same architecture); ignored when resuming"})
     k_main: tuple[int, ...] = field(default=(4, 8), metadata={
         "help": "codebook counts drawn more often (what the student and the datasets use)"})
     k_main_fraction: float = field(default=0.7, metadata={

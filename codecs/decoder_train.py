@@ -15,6 +15,8 @@ atomically every ``ckpt_minutes`` and at the end; run the same command again to 
 The batches depend only on (seed, step). With ``max_minutes`` the learning-rate schedule's
 progress is the larger of the steps and the minutes spent, and training ends when either
 is used up, so a time-boxed run still anneals (its end then depends on the machine's speed).
+``init_from`` starts a new run from a shipped decoder (the ``general`` decoder from the
+``assistant`` one: the ConvNeXt stack and the STFT head already know speech).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm import tqdm
 
 from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
 from voxloop.codecs.decoder_data import Clip, read_clips
-from voxloop.codecs.decoder_io import save_frame_decoder
+from voxloop.codecs.decoder_io import load_frame_decoder, save_frame_decoder
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.codecs.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, WhisperFeatureLoss
 from voxloop.errors import VoxloopError
@@ -177,6 +179,8 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         progress = Progress(settings, state["step"], state["trained_s"])
+    elif settings.init_from:
+        decoder.load_state_dict(_initial_weights(settings.init_from, config))
     losses_of = DecoderLosses(settings, config.sample_rate_hz)
     writer = _tensorboard(out / "tb")
     (out / "settings.json").write_text(json.dumps(
@@ -222,6 +226,15 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
     bar.close()
     save_frame_decoder(decoder.eval(), out / "final")
     return out
+
+
+def _initial_weights(folder: str, config: FrameDecoderConfig) -> dict[str, Tensor]:
+    """A shipped decoder's weights (float32) to start from; its architecture must match."""
+    start = load_frame_decoder(folder)
+    if start.config.to_json() != config.to_json():
+        raise VoxloopError(f"--init-from {folder} is a decoder of another architecture "
+                           f"({start.config.to_json()}); pass the same --decoder-* settings")
+    return {key: value.float() for key, value in start.state_dict().items()}
 
 
 def _save(path: Path, decoder: FrameDecoder, optimizer, progress: Progress,

@@ -1,13 +1,52 @@
-"""Text metrics shared by the evaluations: word error rate on normalized text."""
+"""Text metrics shared by the evaluations: word error rate on normalized text.
+
+Whisper writes numbers as digits ("1.8", "-14.4", "384,000 km", "H2O") where the
+answers spell them out ("one point eight", "minus fourteen point four", "three hundred
+eighty four thousand kilometers", "H two O"). ``normalize_for_wer`` brings both to one
+form, so the judge and the WER count what was said, not how Whisper formats it.
+"""
 
 from __future__ import annotations
 
+import re
+
 from voxloop.distill.teachers.domain.text import normalize
+
+# Unit abbreviations Whisper writes, as the answers say them.
+_UNITS = {"km": "kilometers", "cm": "centimeters", "mm": "millimeters", "kg": "kilograms",
+          "lb": "pounds", "lbs": "pounds", "ft": "feet", "mph": "miles per hour",
+          "kph": "kilometers per hour", "hrs": "hours", "mins": "minutes"}
+_DEGREE_SCALES = {"c": "celsius", "f": "fahrenheit"}
 
 
 def normalize_for_wer(text: str) -> str:
-    """Lowercase, no punctuation, numbers as digits: "Seven." and "7" count as equal."""
-    return normalize(text)
+    """Lowercase, no punctuation, numbers as digits: "Seven." and "7" count as equal,
+    and so do "one point eight" and "1.8", "minus 4" and "-4", "H two O" and "H2O",
+    "km" and "kilometers"."""
+    text = re.sub(r"(?<![\w.])-(?=\d)", " minus ", text)  # a sign, not a range
+    words: list[str] = []
+    for word in normalize(text).split():
+        # "h2o" -> "h 2 o"; a decimal like "1.8" stays one token
+        words += re.findall(r"\d+(?:\.\d+)?|[a-z]+", word) if not word.isalpha() else [word]
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.isdigit() and words[i + 1:i + 2] == ["point"]:
+            decimals = []
+            j = i + 2
+            while j < len(words) and len(words[j]) == 1 and words[j].isdigit():
+                decimals.append(words[j])
+                j += 1
+            if decimals:  # spoken decimals come digit by digit: "0 point 2 8" -> 0.28
+                out.append(f"{word}.{''.join(decimals)}")
+                i = j
+                continue
+        if word in _DEGREE_SCALES and out and out[-1] == "degrees":
+            word = _DEGREE_SCALES[word]
+        out += _UNITS.get(word, word).split()
+        i += 1
+    return " ".join(out)
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:

@@ -6,9 +6,10 @@ by the codec and transcribed by Whisper. Measured per split:
 
 - ``correct_pct``: answers judged correct. An answer is correct when the
   transcript holds the key content of the teacher's answer (text2): every
-  number in it (after the domain's normalization, "one hundred eighty seven"
-  -> 187) and at least ``KEY_WORD_RECALL`` of its content words (words that
-  are not function words; fuzzy match, so "cheetahs" finds "cheetah").
+  number in it (after ``normalize_for_wer``: "one hundred eighty seven" -> 187,
+  "one point eight" and Whisper's "1.8" alike) and at least ``KEY_WORD_RECALL``
+  of its content words (words that are not function words; fuzzy match, so
+  "cheetahs" finds "cheetah").
 - ``wer_pct``: word error rate of the transcripts against text2.
 - ``text_exact_pct``: the student's own answer words equal text2's, and
   ``text_token_acc_pct``: teacher-forced accuracy of the text head.
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxloop.distill.evals.metrics import word_error_rate
+from voxloop.distill.evals.metrics import normalize_for_wer, word_error_rate
 from voxloop.distill.student.config import StudentEvalSettings
 
 KEY_WORD_RECALL = 0.75
@@ -50,9 +51,7 @@ FUNCTION_WORDS = frozenset({
 
 def key_content(answer: str) -> tuple[list[str], list[str]]:
     """(numbers, content words) of a teacher answer, normalized."""
-    from voxloop.distill.teachers.domain.text import normalize
-
-    words = normalize(answer).split()
+    words = normalize_for_wer(answer).split()
     numbers = [w for w in words if w.replace(".", "", 1).isdigit()]
     content = [w for w in words if w not in FUNCTION_WORDS and w not in numbers]
     return numbers, content
@@ -60,9 +59,9 @@ def key_content(answer: str) -> tuple[list[str], list[str]]:
 
 def judge(answer: str, transcript: str) -> bool:
     """Is the key content of ``answer`` (the teacher's text2) in ``transcript``?"""
-    from voxloop.distill.teachers.domain.text import normalize, word_similarity
+    from voxloop.distill.teachers.domain.text import word_similarity
 
-    heard = normalize(transcript).split()
+    heard = normalize_for_wer(transcript).split()
     numbers, content = key_content(answer)
     if any(n not in heard for n in numbers):
         return False

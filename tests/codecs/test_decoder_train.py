@@ -97,6 +97,26 @@ def test_loss_falls_and_the_export_decodes(data, tmp_path):
         (1, 1, 15 * 640)
 
 
+def test_init_from_starts_a_new_run_from_a_shipped_decoder(data, tmp_path):
+    from dataclasses import replace
+
+    from voxloop.codecs.decoder_io import save_frame_decoder
+    from voxloop.codecs.decoder_train import train_decoder
+    from voxloop.codecs.frame_decoder import FrameDecoder
+
+    torch.manual_seed(1)
+    start = FrameDecoder(TINY).eval()
+    save_frame_decoder(start, tmp_path / "start")
+    out = train_decoder(_settings(data, tmp_path / "run", 1, lr=0.0,
+                                  init_from=str(tmp_path / "start")), TINY)
+    trained = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    for key, value in start.state_dict().items():  # lr 0: still the start, up to float16
+        torch.testing.assert_close(trained[key], value, atol=1e-3, rtol=1e-3)
+    with pytest.raises(VoxloopError, match="another architecture"):
+        train_decoder(_settings(data, tmp_path / "other", 1, init_from=str(tmp_path / "start")),
+                      replace(TINY, frame_width=48))
+
+
 def test_codes_of_another_codec_are_refused(data, tmp_path):
     from voxloop.codecs.decoder_train import train_decoder
 

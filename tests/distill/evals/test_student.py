@@ -37,6 +37,20 @@ def test_judge_needs_the_numbers_and_most_content_words():
     assert not judge("The capital of France is Paris.", "")
 
 
+def test_judge_hears_numbers_as_whisper_writes_them():
+    assert judge("Eighteen divided by ten is one point eight.", "18 divided by 10 is 1.8")
+    assert judge("Five divided by eighteen is about zero point two eight.",
+                 "5 divided by 18 is about 0.28.")
+    assert not judge("Five divided by eighteen is about zero point two eight.",
+                     "5 divided by 18 is about 0.2.")
+    assert judge("Six degrees Fahrenheit is about minus fourteen point four degrees Celsius.",
+                 "6 degrees Fahrenheit is about -14.4°C.")
+    assert judge("The moon is about three hundred eighty four thousand kilometers from Earth.",
+                 "The moon is about 384,000 km from earth.")
+    assert judge("The chemical formula of water is H two O.",
+                 "the chemical formula of water is H2O.")
+
+
 def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     examples = tiny_examples(4, split="heldout_voice") + tiny_examples(2, 1, "heldout_phrasing")
     for ex in examples:  # every prompt intends ANSWERS[0]; the teacher said it once per split
