@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: start `voxloop serve` on the bundled models, speak a question to it with
-# `voxloop client` (streamed at real-time pace, as a microphone would), save the answer.
+# `voxloop client` (streamed at real-time pace, as a microphone would), save the answer and
+# transcribe what it says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -29,3 +30,6 @@ done
 echo "server        $URL, engine $ENGINE (log: $OUT/demo-server.log)"
 
 "$BIN/voxloop" client --url "$URL" --input "$OUT/demo-question.wav" --output "$OUT/demo-answer.wav"
+# what a listener hears: the answer audio through Whisper (the engines' transcript above is
+# what they meant to say; the student can say it less clearly than it writes it)
+echo "heard         $("$BIN/voxloop" asr "$OUT/demo-answer.wav" 2>/dev/null || echo '(asr failed)')"
