@@ -34,6 +34,8 @@ from voxloop.realtime.wire.protocol import BYTES_PER_MS, WIRE_RATE_HZ, ga_type
 ENGINE_ARGS = {
     "native": ["--engine", "native"],
     "native-nospec": ["--engine", "native", "--no-native-speculative"],
+    # the codec's own SEANet decoder instead of the assistant's: decoders side by side
+    "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
     "cascade": ["--engine", "cascade"],
 }
 # the barge-in turn: a question with a long answer, then talking over it

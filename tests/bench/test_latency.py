@@ -52,3 +52,14 @@ def test_bench_latency_command(tmp_path):
     assert turns[0]["answer_s"] > 0
     assert report["settings"]["silence_duration_ms"] == 300
     assert (out / "latency.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("engine", ["native", "native-nospec", "native-seanet", "cascade"])
+def test_every_bench_engine_is_a_valid_serve_command_line(engine):
+    from voxloop.bench.latency import ENGINE_ARGS
+    from voxloop.cli import build_parser
+
+    args = build_parser().parse_args(["serve", *ENGINE_ARGS[engine]])
+    assert args.engine == engine.split("-")[0]
+    if engine == "native-seanet":
+        assert args.native_decoder == "seanet"
