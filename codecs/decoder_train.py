@@ -229,12 +229,13 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
 
 
 def _initial_weights(folder: str, config: FrameDecoderConfig) -> dict[str, Tensor]:
-    """A shipped decoder's weights (float32) to start from; its architecture must match."""
+    """A shipped decoder's weights (``load_frame_decoder`` gives float32) to start from;
+    its architecture must match."""
     start = load_frame_decoder(folder)
-    if start.config.to_json() != config.to_json():
+    if start.config != config:
         raise VoxloopError(f"--init-from {folder} is a decoder of another architecture "
-                           f"({start.config.to_json()}); pass the same --decoder-* settings")
-    return {key: value.float() for key, value in start.state_dict().items()}
+                           f"({start.config}); pass the same --decoder-* settings")
+    return start.state_dict()
 
 
 def _save(path: Path, decoder: FrameDecoder, optimizer, progress: Progress,

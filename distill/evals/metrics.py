@@ -24,29 +24,13 @@ def normalize_for_wer(text: str) -> str:
     and so do "one point eight" and "1.8", "minus 4" and "-4", "H two O" and "H2O",
     "km" and "kilometers"."""
     text = re.sub(r"(?<![\w.])-(?=\d)", " minus ", text)  # a sign, not a range
-    words: list[str] = []
-    for word in normalize(text).split():
-        # "h2o" -> "h 2 o"; a decimal like "1.8" stays one token
-        words += re.findall(r"\d+(?:\.\d+)?|[a-z]+", word) if not word.isalpha() else [word]
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word.isdigit() and words[i + 1:i + 2] == ["point"]:
-            decimals = []
-            j = i + 2
-            while j < len(words) and len(words[j]) == 1 and words[j].isdigit():
-                decimals.append(words[j])
-                j += 1
-            if decimals:  # spoken decimals come digit by digit: "0 point 2 8" -> 0.28
-                out.append(f"{word}.{''.join(decimals)}")
-                i = j
-                continue
-        if word in _DEGREE_SCALES and out and out[-1] == "degrees":
-            word = _DEGREE_SCALES[word]
-        out += _UNITS.get(word, word).split()
-        i += 1
-    return " ".join(out)
+    # "h2o" -> "h 2 o"; a decimal like "1.8" stays one token
+    text = " ".join(re.findall(r"\d+(?:\.\d+)?|[a-z]+", normalize(text)))
+    # spoken decimals come digit by digit: "0 point 2 8" -> "0.28"
+    text = re.sub(r"(?<!\S)(\d+) point((?: \d)+)(?!\S)",
+                  lambda m: f"{m[1]}.{m[2].replace(' ', '')}", text)
+    text = re.sub(r"(?<=\bdegrees )([cf])(?!\S)", lambda m: _DEGREE_SCALES[m[1]], text)
+    return " ".join(_UNITS.get(word, word) for word in text.split())
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:

@@ -182,7 +182,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             raise VoxloopError(f"{settings.data} names no codec, which --student-user-latent-dim "
                                "needs: pack it with `voxloop distill pack`")
         student.set_user_codebooks(load_codec(data.vocab["codec"]["name"]))
-    resuming = (out / "checkpoint.pt").is_file()  # its weights replace any start
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    resuming = ckpt_path.is_file()  # its weights replace any start
     if settings.warm_from and init is None and not resuming:
         from voxloop.distill.student.model import load_student
         from voxloop.distill.student.warm import warm_start
@@ -196,7 +197,6 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
-    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
     step, best, since_best = 0, float("inf"), 0
     if resuming:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
