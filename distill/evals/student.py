@@ -20,6 +20,11 @@ by the codec and transcribed by Whisper. Measured per split:
 The codec ceiling applies the same judge to the teacher's own answer codes
 (``K_out`` codebooks) decoded: what Whisper can understand through this codec.
 
+``kinds`` splits all turns by answer: ``fixed`` (one sentence per intent, heard in training
+many times) and ``composed`` (the domain's compositional intents: arithmetic, capitals,
+spelling, conversions, days, whose sentence is built from slots and may never have been
+heard whole): saying a sentence the student has not heard is a skill of its own.
+
 The teacher is not always right: its Whisper mishears some augmented voices and
 its LLM then answers another question or falls back. Where the dataset knows the
 answer each prompt intends (the scripted teacher's answer to the prompt as
@@ -142,6 +147,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                                                    for s in settings.splits]),
                       StudentTrainSettings(), torch.device("cpu"))
     metrics["all"] = _split_metrics(all_rows, tf_all, codec.frame_rate, settings.ceiling)
+    metrics["kinds"] = answer_kinds(all_rows)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "turns.jsonl", "w") as f:
         for row in all_rows:
@@ -184,6 +190,27 @@ def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,
     return result
 
 
+def answer_kinds(rows: list[dict]) -> dict[str, dict]:
+    """Turns with ``fixed`` and ``composed`` answers (module doc): n, correct %, words
+    exact %, and the codec ceiling's correct % where it was judged."""
+    from voxloop.distill.teachers.domain.data import load_domain
+
+    composed = {c["id"] for c in load_domain()["compositional"]}
+    kinds = {}
+    for kind, rows_of in (("fixed", [r for r in rows if r["intent"] not in composed]),
+                          ("composed", [r for r in rows if r["intent"] in composed])):
+        if not rows_of:
+            continue
+        kinds[kind] = {"n": len(rows_of),
+                       "correct_pct": 100 * float(np.mean([r["correct"] for r in rows_of])),
+                       "text_exact_pct": 100 * float(np.mean([r["text_exact"]
+                                                              for r in rows_of]))}
+        if all("teacher_correct" in r for r in rows_of):
+            kinds[kind]["ceiling_correct_pct"] = 100 * float(np.mean(
+                [r["teacher_correct"] for r in rows_of]))
+    return kinds
+
+
 def format_report(metrics: dict) -> str:
     cols = [("correct_pct", "correct %"), ("wer_pct", "WER %"),
             ("text_exact_pct", "text exact %"), ("text_token_acc_pct", "text token acc %"),
@@ -199,6 +226,13 @@ def format_report(metrics: dict) -> str:
         cells = [f"{m[k]:.1f}" if isinstance(m.get(k), float) else str(m.get(k, "-"))
                  for k, _ in cols]
         lines.append(f"| {name} | {m['n']} | " + " | ".join(cells) + " |")
+    if metrics.get("kinds"):
+        lines += ["", "| answers | n | correct % | text exact % | codec ceiling correct % |",
+                  "|---|---|---|---|---|"]
+        for kind, m in metrics["kinds"].items():
+            ceiling = f"{m['ceiling_correct_pct']:.1f}" if "ceiling_correct_pct" in m else "-"
+            lines.append(f"| {kind} | {m['n']} | {m['correct_pct']:.1f} | "
+                         f"{m['text_exact_pct']:.1f} | {ceiling} |")
     return "\n".join(lines) + "\n"
 
 

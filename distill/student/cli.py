@@ -44,7 +44,18 @@ def register(subparsers, groups: dict) -> None:
                    help="processes computing semantic tokens (one thread each; one per core "
                         "is fastest). Tokens are cached per shard under "
                         "DATASET/semantic-tokens/, so a repack or a killed pack reuses them")
+    p.add_argument("--align", action="store_true", help="also time every answer word "
+                   "(voxloop distill align), which a --student-word-pointer student needs")
     p.set_defaults(run=run_pack)
+
+    p = add_command(group, "align", "Time every answer word of a pack in its audio (forced "
+                    "alignment by the ASR teacher's Whisper), for a --student-word-pointer "
+                    "student. Each distinct answer is aligned once.",
+                    "voxloop distill align data/distill-v1-codes.npz data/distill-v1")
+    p.add_argument("npz", help="a pack (voxloop distill pack); the word times are added to it")
+    p.add_argument("dataset", help="the dataset folder it was packed from (its answer audio)")
+    p.add_argument("--threads", type=int, default=1, help="Whisper CPU threads")
+    p.set_defaults(run=run_align)
 
     p = add_command(group, "train", "Train the audio-native student (resumes from --out).",
                     "voxloop distill train --data data/distill-v1 --out runs/student "
@@ -74,6 +85,8 @@ def run_pack(args: argparse.Namespace) -> int:
                         targets=args.targets, corpus=args.corpus, user_input=args.user_input,
                         semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
                         progress=True)
+    if args.align:
+        run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=1))
     data = PackedData.load(path)
     counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
     heard = "codec codes"
@@ -83,6 +96,14 @@ def run_pack(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {counts}, "
           f"{len(data.vocab['text'])} answer words, {len(data.vocab['ctc'])} user words, "
           f"user turns as {heard}")
+    return 0
+
+
+def run_align(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.align import align_pack
+
+    done = align_pack(args.npz, args.dataset, threads=args.threads)
+    print(f"{args.npz}: {done['words']} answer words timed ({done['answers']} distinct answers)")
     return 0
 
 

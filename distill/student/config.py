@@ -39,6 +39,10 @@ class StudentConfig:
                 "tokenizer's frozen codebook vectors projected; set from the packed data)"})
     user_vocab: int = field(default=CODEBOOK_SIZE, metadata={"cli": False})  # per codebook
     user_frame_rate_hz: float = field(default=25.0, metadata={"cli": False})  # user part only
+    word_pointer: bool = field(default=False, metadata={
+        "help": "every audio step also hears the answer word being spoken (one more input "
+                "channel) and predicts whether the next frame starts the next word; needs "
+                "word times in the data (voxloop distill align). Turned on over --init-from"})
 
     def __post_init__(self) -> None:
         if self.user_input not in USER_INPUTS:
@@ -56,8 +60,14 @@ class StudentConfig:
 
     @property
     def channels(self) -> int:
-        """Input ids per position: the user's ``K_in`` codebooks or the answer's ``K_out``."""
-        return max(self.k_in, self.k_out)
+        """Input ids per position: the user's ``K_in`` codebooks or the answer's ``K_out``,
+        and with ``word_pointer`` one more: the answer word being spoken."""
+        return max(self.k_in, self.k_out) + int(self.word_pointer)
+
+    @property
+    def pointer_channel(self) -> int:
+        """The input channel of the word being spoken (``word_pointer`` only)."""
+        return self.channels - 1
 
     # One embedding table: [user codebooks | text | audio codebooks (+special) | null].
     @property
@@ -93,6 +103,8 @@ class StudentTrainSettings:
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     text_weight: float = field(default=1.0, metadata={"help": "weight of the answer-word loss"})
     ctc_weight: float = field(default=0.3, metadata={"help": "weight of the user-word CTC loss"})
+    boundary_weight: float = field(default=0.5, metadata={
+        "help": "weight of the next-word-starts loss (a word-pointer student)"})
     augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
     eval_every: int = field(default=100, metadata={"help": "valid-loss interval in steps"})
     ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
@@ -107,7 +119,8 @@ class StudentTrainSettings:
     seed: int = field(default=0, metadata={"help": "random seed"})
     init_from: str = field(default="", metadata={
         "help": "fine-tune this student model folder: its weights, config and vocabularies "
-                "(pack the data with --vocab-from it); --student-* flags are then ignored"})
+                "(pack the data with --vocab-from it); --student-* flags are then ignored but "
+                "--student-word-pointer, which adds the word pointer to it"})
     warm_from: str = field(default="", metadata={
         "help": "start a new student from this student model folder's weights where they "
                 "carry over (blocks, audio embeddings and head, words both vocabularies "

@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from voxloop.distill.student.layout import audio_step_ids, text_token_ids, user_frame_ids
+from voxloop.distill.student.layout import (
+    audio_step_ids,
+    text_token_ids,
+    user_frame_ids,
+    with_word,
+)
 from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
 from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
 from voxloop.errors import VoxloopError
@@ -66,6 +71,7 @@ class TurnProgress:
     steps: list[np.ndarray] = field(default_factory=list)  # delayed audio steps [K_out]
     eos_step: int | None = None
     frames_out: int = 0
+    word: int = 0  # the answer word being spoken (index into text; a word-pointer student)
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
 
 
@@ -213,7 +219,9 @@ class StudentStepper:
             elif turn.phase is Phase.TEXT:
                 result.text[b] = self._text_step(turn, out.text[b, 0], state.rng)
             else:
-                result.frames[b] = self._audio_step(turn, out.audio[b, 0], state.rng)
+                next_word = out.boundary is not None and bool(out.boundary[b, 0] > 0)
+                result.frames[b] = self._audio_step(turn, out.audio[b, 0], next_word,
+                                                    state.rng)
         return result
 
     def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
@@ -241,13 +249,21 @@ class StudentStepper:
         token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
         if token == EOT or len(turn.text) >= self.options.max_text_tokens:
             turn.phase, turn.pending = Phase.AUDIO, text_token_ids(self.config, np.array([EOT]))[0]
+            self._say_word(turn)
             return None
         turn.text.append(token)
         turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
 
-    def _audio_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> np.ndarray | None:
-        """``logits [K_out, 1025]`` of step ``s`` -> the delayed step, maybe a finished frame."""
+    def _say_word(self, turn: TurnProgress) -> None:
+        """A word-pointer student's next input also carries the word being spoken."""
+        if self.config.word_pointer and turn.text:
+            with_word(self.config, turn.pending, turn.text[turn.word])
+
+    def _audio_step(self, turn: TurnProgress, logits: torch.Tensor, next_word: bool,
+                    rng) -> np.ndarray | None:
+        """``logits [K_out, 1025]`` of step ``s`` -> the delayed step, maybe a finished frame;
+        ``next_word``: the model says frame ``s + 1`` starts the next answer word."""
         k_out, s = self.config.k_out, len(turn.steps)
         codes = np.full(k_out, AUDIO_SPECIAL, dtype=np.int64)
         for k in range(k_out):
@@ -260,6 +276,9 @@ class StudentStepper:
                 turn.eos_step, codes[0] = frame, AUDIO_SPECIAL
         turn.steps.append(codes)
         turn.pending = audio_step_ids(self.config, codes[None])[0]
+        if next_word and turn.word + 1 < len(turn.text):
+            turn.word += 1
+        self._say_word(turn)
         done_frame = s - (k_out - 1)
         frame_out = None
         if done_frame >= 0 and (turn.eos_step is None or done_frame < turn.eos_step):

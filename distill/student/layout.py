@@ -16,6 +16,14 @@ Delay pattern over ``K_out`` codebooks: at step ``s`` codebook ``k`` holds code
 ``A[k, s-k]`` of answer frame ``s-k``; before a codebook starts and after it
 ends it holds ``AUDIO_SPECIAL``. Codebook 0 outputs ``AUDIO_SPECIAL`` (EOS) at
 step ``F``; the other codebooks finish frame ``F-1`` by step ``F+K_out-2``.
+
+Word pointer (``config.word_pointer``): the position that predicts step ``s`` (``<eot>``
+for step 0) also carries, on channel ``config.pointer_channel``, the answer word that frame
+``s`` belongs to (word ``i`` owns frames ``word_frames[i] .. word_frames[i+1] - 1``; word 0
+also owns the leading silence, the last word the tail), and predicts whether frame ``s + 1``
+starts the next word (the ``boundary`` target). Generating, the pointer moves on when the
+model says so: the steps are told which word they are saying instead of finding it by
+attention.
 """
 
 from __future__ import annotations
@@ -76,20 +84,43 @@ def undelay(steps: np.ndarray, k_out: int) -> np.ndarray:
         np.zeros((k_out, 0), dtype=np.int64)
 
 
+def with_word(config: StudentConfig, ids: np.ndarray, word: int | np.ndarray | None
+              ) -> np.ndarray:
+    """``ids [..., C]`` with the pointer channel set to answer word ``word`` (text ids; None:
+    no word, as an answer without words has)."""
+    if word is not None:
+        ids[..., config.pointer_channel] = config.text_offset + np.asarray(word, dtype=np.int64)
+    return ids
+
+
+def word_pointer(word_frames: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start frames of the words ``[W]`` -> the word of each step's frame ``[n_steps]`` and
+    whether the frame after it starts a word ``[n_steps]`` (bool)."""
+    s = np.arange(n_steps)
+    pointer = np.clip(np.searchsorted(word_frames, s, side="right") - 1, 0, None)
+    boundary = np.isin(s + 1, word_frames[1:])
+    return pointer, boundary
+
+
 @dataclass
 class Sequence:
-    """One training turn: ``ids [T, C]``, ``text_target [T]``, ``audio_target [T, K_out]``
-    (IGNORE where nothing is predicted), ``ctc_target [n]`` over the first ``n_user`` positions."""
+    """One training turn: ``ids [T, C]``, ``text_target [T]``, ``audio_target [T, K_out]``,
+    ``boundary_target [T]`` (1: the next frame starts a word; IGNORE where nothing is
+    predicted), ``ctc_target [n]`` over the first ``n_user`` positions."""
 
     ids: np.ndarray
     text_target: np.ndarray
     audio_target: np.ndarray
+    boundary_target: np.ndarray
     ctc_target: np.ndarray
     n_user: int
 
 
 def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarray,
-                   answer_codes: np.ndarray, ctc: np.ndarray) -> Sequence:
+                   answer_codes: np.ndarray, ctc: np.ndarray,
+                   word_frames: np.ndarray | None = None) -> Sequence:
+    """One turn's sequence; ``word_frames [len(text)]`` (start frame of each answer word)
+    is needed by a word-pointer student."""
     n_user, n_text = user_codes.shape[1], len(text)
     steps, valid = delay(answer_codes[:config.k_out], config.k_out)
     ids = np.concatenate([
@@ -97,8 +128,19 @@ def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarr
         text_token_ids(config, np.concatenate([[SEP], text, [EOT]])),
         audio_step_ids(config, steps[:-1]),
     ])
+    first_audio = n_user + n_text + 1  # <eot>: predicts step 0
     text_target = np.full(len(ids), IGNORE, dtype=np.int64)
-    text_target[n_user:n_user + n_text + 1] = np.concatenate([text, [EOT]])
+    text_target[n_user:first_audio] = np.concatenate([text, [EOT]])
     audio_target = np.full((len(ids), config.k_out), IGNORE, dtype=np.int64)
-    audio_target[n_user + n_text + 1:] = np.where(valid, steps, IGNORE)
-    return Sequence(ids, text_target, audio_target, np.asarray(ctc, dtype=np.int64), n_user)
+    audio_target[first_audio:] = np.where(valid, steps, IGNORE)
+    boundary_target = np.full(len(ids), IGNORE, dtype=np.int64)
+    if config.word_pointer and n_text:
+        if word_frames is None or len(word_frames) != n_text:
+            raise ValueError("a word-pointer student needs the start frame of every answer "
+                             "word (voxloop distill align)")
+        pointer, boundary = word_pointer(np.asarray(word_frames, dtype=np.int64), len(steps))
+        with_word(config, ids[first_audio:], text[pointer])
+        frames = answer_codes.shape[1]  # the boundary after the last frame means nothing
+        boundary_target[first_audio:first_audio + frames] = boundary[:frames]
+    return Sequence(ids, text_target, audio_target, boundary_target,
+                    np.asarray(ctc, dtype=np.int64), n_user)

@@ -18,7 +18,9 @@ becomes; the tokenizer's fingerprint in ``vocab.json`` says which one makes its
 tokens).
 Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
 code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
-user-frame positions; an auxiliary loss that teaches recognition).
+user-frame positions; an auxiliary loss that teaches recognition). A word-pointer
+student (``layout``) also has a ``boundary`` logit beside the audio heads: the next frame
+starts the next answer word.
 
 Blocks: RMSNorm, grouped-query attention with rotary positions, SwiGLU. The KV
 cache is an explicit dataclass with one length per row, so rows of different
@@ -213,12 +215,14 @@ class Block(nn.Module):
 
 @dataclass
 class StudentOutput:
-    """Logits: ``text [B, T, V_text]``, ``audio [B, T, K_out, 1025]``, ``ctc [B, T, V_ctc]``
-    (None for a head not asked for)."""
+    """Logits: ``text [B, T, V_text]``, ``audio [B, T, K_out, 1025]``, ``ctc [B, T, V_ctc]``,
+    ``boundary [B, T]`` (with the audio heads of a word-pointer student; None for a head
+    not asked for)."""
 
     text: torch.Tensor | None
     audio: torch.Tensor | None
     ctc: torch.Tensor | None
+    boundary: torch.Tensor | None = None
 
 
 class Student(nn.Module):
@@ -232,6 +236,7 @@ class Student(nn.Module):
         self.text_head = nn.Linear(c.d_model, c.text_vocab, bias=False)
         self.audio_head = nn.Linear(c.d_model, c.k_out * (CODEBOOK_SIZE + 1), bias=False)
         self.ctc_head = nn.Linear(c.d_model, c.ctc_vocab)
+        self.boundary_head = nn.Linear(c.d_model, 1) if c.word_pointer else None
         self.user_proj = None
         if c.user_latent_dim:
             self.register_buffer("user_codebooks",
@@ -307,11 +312,13 @@ class Student(nn.Module):
         if cache is not None:
             cache.lengths = cache.lengths + (n_new if n_new is not None else steps)
         x = self.norm(x) if heads else x
-        audio = None
+        audio = boundary = None
         if "audio" in heads:
             audio = self.audio_head(x).view(batch, steps, self.config.k_out, CODEBOOK_SIZE + 1)
+            if self.boundary_head is not None:
+                boundary = self.boundary_head(x)[..., 0]
         return StudentOutput(self.text_head(x) if "text" in heads else None, audio,
-                             self.ctc_head(x) if "ctc" in heads else None)
+                             self.ctc_head(x) if "ctc" in heads else None, boundary)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

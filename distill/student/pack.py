@@ -24,6 +24,7 @@ from voxloop.distill.student.layout import (
     build_sequence,
 )
 from voxloop.distill.student.model import CODEBOOK_SIZE, StudentConfig
+from voxloop.errors import VoxloopError
 from voxloop.training import atomic_write
 
 
@@ -38,6 +39,7 @@ class Augment:
     codebook_dropout: float = 0.3  # chance to keep only the first k in [2, K] user codebooks
     frame_dropout: float = 0.05  # chance per frame to blank all its codes
     code_noise: float = 0.02  # chance per code to replace it with a random one
+    word_jitter_frames: int = 1  # answer word starts moved by up to this (word pointer)
 
     def at_rate(self, frame_rate_hz: float) -> Augment:
         """The same durations in frames of another rate (12.5 Hz: half as many)."""
@@ -48,6 +50,19 @@ class Augment:
             self, lead_pad_frames=round(self.lead_pad_frames * scale),
             lead_crop_frames=round(self.lead_crop_frames * scale),
             tail_pad_frames=round(self.tail_pad_frames * scale))
+
+
+def jitter_words(word_frames: np.ndarray, frames: int, jitter: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Word start frames ``[W]`` each moved by up to ``jitter`` frames, kept increasing and
+    inside the answer's ``frames``: a student that generates moves its pointer a frame early
+    or late and must still say the right word."""
+    from voxloop.distill.student.align import ordered_starts
+
+    if not jitter or len(word_frames) < 2:
+        return word_frames
+    return ordered_starts(word_frames + rng.integers(-jitter, jitter + 1, len(word_frames)),
+                          frames)
 
 
 def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,
@@ -77,13 +92,14 @@ class PackedData:
     A semantic pack (``user_input == "semantic"``) holds user tokens ``[1, sum F]``
     instead of codec codes, the token of silence as ``silence_codes [1]`` and the
     tokenizer's codebook ``user_codebooks [N, D]`` (the student's frozen input vectors:
-    training needs no tokenizer file)."""
+    training needs no tokenizer file). An aligned pack (``voxloop distill align``) holds
+    ``word_frames``: the start frame of every answer word, beside ``text_ids``."""
 
     ARRAYS = ("user_codes", "user_offsets", "answer_codes", "answer_offsets", "text_ids",
               "text_offsets", "ctc_ids", "ctc_offsets", "split", "id", "intent", "user_voice",
               "asr_text", "answer_text", "prompt_text", "silence_codes", "teacher_text",
               "intended_text")
-    OPTIONAL = ("user_codebooks",)
+    OPTIONAL = ("user_codebooks", "word_frames")
 
     def __init__(self, arrays: dict[str, np.ndarray], vocab: dict) -> None:
         arrays = {"teacher_text": arrays["answer_text"],  # packs made before these existed
@@ -92,6 +108,7 @@ class PackedData:
         for name in self.ARRAYS:
             setattr(self, name, arrays[name])
         self.user_codebooks = arrays.get("user_codebooks")
+        self.word_frames = arrays.get("word_frames")
 
     @property
     def user_input(self) -> str:
@@ -109,6 +126,13 @@ class PackedData:
 
     def text(self, i: int) -> np.ndarray:
         return self.text_ids[self.text_offsets[i]:self.text_offsets[i + 1]].astype(np.int64)
+
+    def words(self, i: int) -> np.ndarray:
+        """Start frame of each answer word ``[len(text(i))]`` (an aligned pack)."""
+        if self.word_frames is None:
+            raise VoxloopError("this pack has no answer word times, which a word-pointer "
+                               "student needs: run `voxloop distill align PACK DATASET`")
+        return self.word_frames[self.text_offsets[i]:self.text_offsets[i + 1]].astype(np.int64)
 
     def ctc(self, i: int) -> np.ndarray:
         return self.ctc_ids[self.ctc_offsets[i]:self.ctc_offsets[i + 1]].astype(np.int64)
@@ -162,12 +186,13 @@ def pack_examples(examples, tokenizer, silence_codes: np.ndarray,
 
 @dataclass
 class Batch:
-    """Right-padded: ``ids [B, T, K_in]``, ``text_target [B, T]``, ``audio_target [B, T, K_out]``,
-    ``ctc_target [B, L]`` with ``ctc_lengths [B]``, ``n_user [B]``."""
+    """Right-padded: ``ids [B, T, C]``, ``text_target [B, T]``, ``audio_target [B, T, K_out]``,
+    ``boundary_target [B, T]``, ``ctc_target [B, L]`` with ``ctc_lengths [B]``, ``n_user [B]``."""
 
     ids: torch.Tensor
     text_target: torch.Tensor
     audio_target: torch.Tensor
+    boundary_target: torch.Tensor
     ctc_target: torch.Tensor
     ctc_lengths: torch.Tensor
     n_user: torch.Tensor
@@ -183,12 +208,14 @@ def collate(config: StudentConfig, seqs: list[Sequence]) -> Batch:
     ids = np.full((b, length, config.channels), config.null_id, dtype=np.int64)
     text = np.full((b, length), IGNORE, dtype=np.int64)
     audio = np.full((b, length, config.k_out), IGNORE, dtype=np.int64)
+    boundary = np.full((b, length), IGNORE, dtype=np.int64)
     ctc = np.zeros((b, ctc_len), dtype=np.int64)
     for i, s in enumerate(seqs):
         n = len(s.ids)
         ids[i, :n], text[i, :n], audio[i, :n] = s.ids, s.text_target, s.audio_target
+        boundary[i, :n] = s.boundary_target
         ctc[i, :len(s.ctc_target)] = s.ctc_target
-    return Batch(*(torch.from_numpy(a) for a in (ids, text, audio, ctc)),
+    return Batch(*(torch.from_numpy(a) for a in (ids, text, audio, boundary, ctc)),
                  torch.tensor([len(s.ctc_target) for s in seqs]),
                  torch.tensor([s.n_user for s in seqs]))
 
@@ -202,7 +229,13 @@ def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
         user = data.user(i)
         if aug is not None:
             user = augment_user(user, data.silence_codes, aug, rng, vocab=config.user_vocab)
-        seq = build_sequence(config, np.maximum(user, 0), data.text(i), data.answer(i), data.ctc(i))
+        words = None
+        if config.word_pointer:
+            words = data.words(i)
+            if aug is not None:
+                words = jitter_words(words, data.answer(i).shape[1], aug.word_jitter_frames, rng)
+        seq = build_sequence(config, np.maximum(user, 0), data.text(i), data.answer(i),
+                             data.ctc(i), words)
         if aug is not None:  # dropped user codes -> the zero (null) embedding
             seq.ids[:user.shape[1], :config.k_in][user[:config.k_in].T < 0] = config.null_id
         seqs.append(seq)
@@ -237,8 +270,6 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     """
     from voxloop.distill.data.dataset import iter_examples, load_manifest
     from voxloop.distill.student.vocab import Tokenizer, build_vocab
-    from voxloop.errors import VoxloopError
-
     if targets not in TARGETS:
         raise VoxloopError(f"targets must be one of {TARGETS}, not {targets!r}")
     if user_input not in ("codes", "semantic"):

@@ -1,4 +1,5 @@
-"""Train the student: audio CE (delayed codebooks) + text CE (answer words) + CTC (user words).
+"""Train the student: audio CE (delayed codebooks) + text CE (answer words) + CTC (user words)
+(+ the word pointer's next-word-starts BCE).
 
 One process, or DDP under torchrun (gloo on CPU, nccl on GPU). Each step's
 batch and dropout come from generators seeded by (seed, step, rank), so a run
@@ -50,7 +51,13 @@ def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, to
     ctc = F.ctc_loss(log_probs, batch.ctc_target, batch.n_user, batch.ctc_lengths,
                      blank=0, zero_infinity=True)
     total = audio + s.text_weight * text + s.ctc_weight * ctc
-    return {"total": total, "audio": audio, "text": text, "ctc": ctc}
+    losses = {"audio": audio, "text": text, "ctc": ctc}
+    if out.boundary is not None:
+        mask = batch.boundary_target != IGNORE
+        losses["boundary"] = F.binary_cross_entropy_with_logits(
+            out.boundary[mask].float(), batch.boundary_target[mask].float())
+        total = total + s.boundary_weight * losses["boundary"]
+    return {"total": total, **losses}
 
 
 @torch.no_grad()
@@ -77,10 +84,17 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
         sums["audio0_acc"] = sums.get("audio0_acc", 0.0) + (
             (out.audio[..., 0, :].argmax(-1) == batch.audio_target[..., 0]) & mask0).sum().item()
         counts["audio0"] += int(mask0.sum())
+        if out.boundary is not None:  # next word starts: said when it does, not otherwise
+            said, mask = out.boundary > 0, batch.boundary_target != IGNORE
+            sums["boundary_acc"] = sums.get("boundary_acc", 0.0) + (
+                (said == (batch.boundary_target == 1)) & mask).sum().item()
+            counts["boundary"] = counts.get("boundary", 0) + int(mask.sum())
     model.train()
     result = {k: v / len(rows) for k, v in sums.items() if not k.endswith("_acc")}
     result["text_acc"] = sums["text_acc"] / max(1, counts["text"])
     result["audio0_acc"] = sums["audio0_acc"] / max(1, counts["audio0"])
+    if "boundary" in counts:
+        result["boundary_acc"] = sums["boundary_acc"] / max(1, counts["boundary"])
     return result
 
 
@@ -165,14 +179,19 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         if mine.get("sha256") != theirs.get("sha256"):
             raise VoxloopError(f"{settings.data} was not heard through {settings.init_from}'s "
                                "semantic tokenizer: pack it with the same --semantic")
-        config = init.config
+        # the word pointer is the one change a fine-tune may make to the shape
+        pointer = init.config.word_pointer or (config is not None and config.word_pointer)
+        config = replace(init.config, word_pointer=pointer)
     config = replace(config or StudentConfig(), text_vocab=len(data.vocab["text"]),
                      ctc_vocab=len(data.vocab["ctc"]))
     config = hearing_config(config, data)
     torch.manual_seed(settings.seed)
     student = Student(config)
     if init is not None:
-        student.load_state_dict(init.state_dict())
+        missing, unexpected = student.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("boundary_head.") for k in missing):
+            raise VoxloopError(f"{settings.init_from} does not fit this student: missing "
+                               f"{missing}, unexpected {unexpected}")
     elif config.user_input == "semantic":  # the tokenizer's codebook, packed with the data
         student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
     elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -55,6 +56,7 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     examples = tiny_examples(4, split="heldout_voice") + tiny_examples(2, 1, "heldout_phrasing")
     for ex in examples:  # every prompt intends ANSWERS[0]; the teacher said it once per split
         ex.meta["prompt_answer"] = ANSWERS[0]
+    examples[0] = dataclasses.replace(examples[0], intent="add")  # a composed answer
     data = tiny_packed(examples)
     data.save(tmp_path / "data.npz")
     torch.manual_seed(0)
@@ -75,6 +77,12 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     assert voice["teacher_intended_pct"] == 25.0
     assert metrics["all"]["teacher_intended_pct"] == pytest.approx(100 / 3)
     assert asr.calls >= 6
+    kinds = metrics["kinds"]
+    assert (kinds["fixed"]["n"], kinds["composed"]["n"]) == (5, 1)
+    # the ASR hears ANSWERS[0]: the teacher's codes of it are right (ex0 in each split)
+    assert (kinds["composed"]["ceiling_correct_pct"], kinds["fixed"]["ceiling_correct_pct"]) \
+        == (100.0, 20.0)
+    assert "| composed | 1 |" in (tmp_path / "eval" / "report.md").read_text()
     rows = [json.loads(x) for x in (tmp_path / "eval" / "turns.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {"transcript", "student_text", "correct"} <= set(rows[0])
     for name in ("metrics.json", "report.md", "student-eval.png"):

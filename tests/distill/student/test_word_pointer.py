@@ -1,0 +1,159 @@
+"""The word pointer: aligned answer words in the layout, in generation, in training, and the
+forced alignment that times them on real TTS speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
+from voxloop.distill.student.align import WordAligner, align_pack, ordered_starts
+from voxloop.distill.student.generate import (
+    Phase,
+    SamplingOptions,
+    StudentStepper,
+    TurnProgress,
+    generate,
+)
+from voxloop.distill.student.layout import IGNORE, build_sequence, text_token_ids
+from voxloop.distill.student.model import Student, load_student
+from voxloop.distill.student.pack import jitter_words
+from voxloop.distill.student.train import StudentTrainSettings, export_student, train
+from voxloop.distill.student.vocab import EOT, Tokenizer, answer_words
+from voxloop.errors import VoxloopError
+
+
+def test_layout_tells_each_audio_step_its_word_and_when_the_next_starts():
+    config = tiny_config(word_pointer=True)
+    assert config.channels == 9 and config.pointer_channel == 8  # 8 user codebooks, + 1
+    user = np.zeros((8, 3), dtype=np.int64)
+    text = np.array([5, 6, 7])
+    answer = np.arange(4 * 6).reshape(4, 6) % 1024  # 6 frames: 9 delayed steps
+    seq = build_sequence(config, user, text, answer, np.array([3]), np.array([0, 2, 4]))
+    first_audio = 3 + len(text) + 1  # user frames, <sep> and words: <eot> predicts step 0
+    pointer = seq.ids[first_audio:, config.pointer_channel] - config.text_offset
+    assert pointer.tolist() == [5, 5, 6, 6, 7, 7, 7, 7, 7]
+    assert (seq.ids[:first_audio, config.pointer_channel] == config.null_id).all()
+    assert seq.boundary_target[first_audio:first_audio + 6].tolist() == [0, 1, 0, 1, 0, 0]
+    assert (seq.boundary_target[:first_audio] == IGNORE).all()
+    assert (seq.boundary_target[first_audio + 6:] == IGNORE).all()
+    plain = build_sequence(tiny_config(), user, text, answer, np.array([3]))
+    np.testing.assert_array_equal(seq.ids[:, :8], plain.ids)  # the rest is unchanged
+    with pytest.raises(ValueError, match="distill align"):
+        build_sequence(config, user, text, answer, np.array([3]))
+
+
+def test_word_starts_stay_ordered_inside_the_answer_when_jittered():
+    assert ordered_starts(np.array([3, 2, 2, 9, 40]), 12).tolist() == [0, 2, 3, 9, 11]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        frames = jitter_words(np.array([0, 4, 5, 9, 15]), 17, 1, rng)
+        assert frames[0] == 0 and (np.diff(frames) >= 1).all() and frames[-1] <= 16
+        assert (np.abs(frames - [0, 4, 5, 9, 15]) <= 1).all()
+
+
+def test_generation_moves_the_pointer_only_when_the_model_says_so():
+    config = tiny_config(word_pointer=True)
+    stepper = StudentStepper(Student(config), Tokenizer({"text": ["<unk>", "<sep>", "<eot>"]
+                                                        + ["w"] * 5, "ctc": ["<blank>"]}))
+    turn = TurnProgress(phase=Phase.TEXT, text=[5, 6, 7])
+    stepper._text_step(turn, torch.nn.functional.one_hot(torch.tensor(EOT), 8).float(), None)
+    assert turn.phase is Phase.AUDIO
+    assert turn.pending[0] == text_token_ids(config, np.array([EOT]))[0, 0]
+    said = [turn.pending[config.pointer_channel] - config.text_offset]
+    logits = torch.zeros(config.k_out, 1025)
+    for next_word in (False, True, False, True, True, True):
+        stepper._audio_step(turn, logits, next_word, None)
+        said.append(turn.pending[config.pointer_channel] - config.text_offset)
+    assert said == [5, 5, 6, 6, 7, 7, 7]  # never past the last word
+
+
+@pytest.fixture(scope="module")
+def aligner() -> WordAligner:
+    return WordAligner()
+
+
+@pytest.mark.slow
+def test_alignment_follows_the_words_in_real_speech(aligner):
+    from voxloop.audio import resample
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize("The capital of France is Paris.", "piper:joe")
+    speech = resample(samples, rate_hz, 16000)
+    words = answer_words("The capital of France is Paris.")
+    starts = aligner.word_starts_s(speech, words)
+    late = aligner.word_starts_s(np.concatenate([np.zeros(8000, np.float32), speech]), words)
+    print(f"\nword starts (s): {np.round(starts, 2)}, after 0.5 s of silence {np.round(late, 2)}")
+    assert len(starts) == len(words) and (np.diff(starts) > 0).all()
+    assert starts[-1] < len(speech) / 16000 - 0.2  # "Paris" starts before the end
+    np.testing.assert_allclose(late[1:] - starts[1:], 0.5, atol=0.1)  # the words moved with it
+
+
+@pytest.mark.slow
+def test_align_pack_times_every_answer_word(tmp_path):
+    examples = tiny_examples(4) + tiny_examples(2, seed=1, split="valid")
+    data = tiny_packed(examples)
+    data.save(tmp_path / "pack.npz")
+    with pytest.raises(VoxloopError, match="answer cache"):
+        align_pack(tmp_path / "pack.npz", tmp_path / "nothing", progress=False)
+    (tmp_path / "dataset" / "answers").mkdir(parents=True)  # empty: answers synthesized
+    done = align_pack(tmp_path / "pack.npz", tmp_path / "dataset", progress=False)
+    assert done["answers"] == len(ANSWERS)
+    aligned = type(data).load(tmp_path / "pack.npz")
+    for i in range(len(aligned)):
+        frames = aligned.words(i)
+        assert len(frames) == len(aligned.text(i)) and frames[0] == 0
+        # the fixture's answers are 5-8 frames, the spoken ones longer: clipped to the end
+        assert (np.diff(frames) >= 0).all() and frames[-1] < aligned.answer(i).shape[1]
+
+
+def _pointer_data():
+    """Tiny examples whose words start at made-up, increasing frames."""
+    data = tiny_packed(tiny_examples(4) + tiny_examples(2, seed=1, split="valid"))
+    frames = []
+    for i in range(len(data)):
+        n_words, n_frames = len(data.text(i)), data.answer(i).shape[1]
+        frames.append(ordered_starts(np.arange(n_words) * n_frames // n_words, n_frames))
+    data.arrays["word_frames"] = data.word_frames = np.concatenate(frames).astype(np.int16)
+    return data
+
+
+def _settings(tmp_path, **changes) -> StudentTrainSettings:
+    values = dict(data="unused.npz", out=str(tmp_path / "run"), steps=6, batch_size=4, lr=3e-3,
+                  warmup_steps=2, eval_every=3, ckpt_every=3, threads=1, device="cpu")
+    values.update(changes)
+    return StudentTrainSettings(**values)
+
+
+def test_fine_tune_adds_the_word_pointer_and_needs_word_times(tmp_path):
+    data = _pointer_data()
+    first = train(_settings(tmp_path / "a"), tiny_config(), data=data)
+    folder = export_student(first / "best.pt", tmp_path / "student")
+    start, _ = load_student(folder)
+    tuned = train(_settings(tmp_path / "b", steps=1, lr=1e-12, warmup_steps=1,
+                            init_from=str(folder)), tiny_config(word_pointer=True), data=data)
+    state = torch.load(tuned / "checkpoint.pt", weights_only=False)
+    assert state["config"]["word_pointer"]
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(state["model"][name], value, atol=1e-6, rtol=0), name
+    assert "boundary_head.weight" in state["model"]
+    data.word_frames = None
+    with pytest.raises(VoxloopError, match="distill align"):
+        train(_settings(tmp_path / "c", init_from=str(folder)), tiny_config(word_pointer=True),
+              data=data)
+
+
+@pytest.mark.slow
+def test_tiny_pointer_student_overfits_and_generation_follows_its_words(tmp_path):
+    data = _pointer_data()
+    settings = _settings(tmp_path, steps=150, lr=4e-3, warmup_steps=20, weight_decay=0.0,
+                         augment=False, eval_every=1000, ckpt_every=1000)
+    out = train(settings, tiny_config(d_model=96, word_pointer=True), data=data)
+    model, vocab = load_student(export_student(out / "best.pt", tmp_path / "student"))
+    assert model.config.word_pointer
+    for i in data.indices("train"):
+        result = generate(model, Tokenizer(vocab), data.user(i), SamplingOptions(),
+                          chunk_frames=2)
+        assert result.text_ids == data.text(i).tolist(), (i, result.text)
+        assert np.array_equal(result.codes, data.answer(i)[:4]), i
