@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CODEBOOK_SIZE = 1024
+WORD_FRAMES_MAX = 32  # a word-pointer student counts frames into a word up to this (1.28 s)
 TARGETS = ("teacher", "intended")  # what the student learns to answer (distill/targets.py)
 # How the student hears the user: the acoustic codec's codes as learned embeddings
 # ("codes") or as the codec's frozen codebook vectors ("latent"), or the semantic
@@ -40,8 +41,9 @@ class StudentConfig:
     user_vocab: int = field(default=CODEBOOK_SIZE, metadata={"cli": False})  # per codebook
     user_frame_rate_hz: float = field(default=25.0, metadata={"cli": False})  # user part only
     word_pointer: bool = field(default=False, metadata={
-        "help": "every audio step also hears the answer word being spoken (one more input "
-                "channel) and predicts whether the next frame starts the next word; needs "
+        "help": "every audio step also hears the answer word being spoken and how many "
+                "frames into it it is (two more input channels), and predicts whether the "
+                "next frame starts the next word; needs "
                 "word times in the data (voxloop distill align). Turned on over --init-from"})
 
     def __post_init__(self) -> None:
@@ -61,12 +63,19 @@ class StudentConfig:
     @property
     def channels(self) -> int:
         """Input ids per position: the user's ``K_in`` codebooks or the answer's ``K_out``,
-        and with ``word_pointer`` one more: the answer word being spoken."""
-        return max(self.k_in, self.k_out) + int(self.word_pointer)
+        and with ``word_pointer`` two more: the answer word being spoken, and the frame
+        within it."""
+        return max(self.k_in, self.k_out) + 2 * int(self.word_pointer)
 
     @property
     def pointer_channel(self) -> int:
         """The input channel of the word being spoken (``word_pointer`` only)."""
+        return self.channels - 2
+
+    @property
+    def word_frame_channel(self) -> int:
+        """The input channel of the frame within the word, ``0 .. WORD_FRAMES_MAX - 1`` (its
+        own small table; ``word_pointer`` only)."""
         return self.channels - 1
 
     # One embedding table: [user codebooks | text | audio codebooks (+special) | null].

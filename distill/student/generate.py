@@ -72,6 +72,7 @@ class TurnProgress:
     eos_step: int | None = None
     frames_out: int = 0
     word: int = 0  # the answer word being spoken (index into text; a word-pointer student)
+    word_start: int = 0  # the audio step at which it started
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
 
 
@@ -258,7 +259,8 @@ class StudentStepper:
     def _say_word(self, turn: TurnProgress) -> None:
         """A word-pointer student's next input also carries the word being spoken."""
         if self.config.word_pointer and turn.text:
-            with_word(self.config, turn.pending, turn.text[turn.word])
+            with_word(self.config, turn.pending, turn.text[turn.word],
+                      len(turn.steps) - turn.word_start)
 
     def _audio_step(self, turn: TurnProgress, logits: torch.Tensor, next_word: bool,
                     rng) -> np.ndarray | None:
@@ -277,7 +279,7 @@ class StudentStepper:
         turn.steps.append(codes)
         turn.pending = audio_step_ids(self.config, codes[None])[0]
         if next_word and turn.word + 1 < len(turn.text):
-            turn.word += 1
+            turn.word, turn.word_start = turn.word + 1, s + 1
         self._say_word(turn)
         done_frame = s - (k_out - 1)
         frame_out = None

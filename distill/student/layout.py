@@ -20,10 +20,12 @@ step ``F``; the other codebooks finish frame ``F-1`` by step ``F+K_out-2``.
 Word pointer (``config.word_pointer``): the position that predicts step ``s`` (``<eot>``
 for step 0) also carries, on channel ``config.pointer_channel``, the answer word that frame
 ``s`` belongs to (word ``i`` owns frames ``word_frames[i] .. word_frames[i+1] - 1``; word 0
-also owns the leading silence, the last word the tail), and predicts whether frame ``s + 1``
-starts the next word (the ``boundary`` target). Generating, the pointer moves on when the
-model says so: the steps are told which word they are saying instead of finding it by
-attention.
+also owns the leading silence, the last word the tail), on ``config.word_frame_channel``
+how many frames into that word frame ``s`` is (``s - word_frames[i]``, at most
+``WORD_FRAMES_MAX - 1``), and predicts whether frame ``s + 1`` starts the next word (the
+``boundary`` target). Generating, the pointer moves on when the model says so: the steps
+are told which word they are saying and where in it, as a duration-driven TTS is, instead
+of finding their place in the sentence by attention.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voxloop.distill.student.config import WORD_FRAMES_MAX
 from voxloop.distill.student.model import AUDIO_SPECIAL, CODEBOOK_SIZE, StudentConfig
 from voxloop.distill.student.vocab import EOT, SEP
 
@@ -84,22 +87,24 @@ def undelay(steps: np.ndarray, k_out: int) -> np.ndarray:
         np.zeros((k_out, 0), dtype=np.int64)
 
 
-def with_word(config: StudentConfig, ids: np.ndarray, word: int | np.ndarray | None
-              ) -> np.ndarray:
-    """``ids [..., C]`` with the pointer channel set to answer word ``word`` (text ids; None:
-    no word, as an answer without words has)."""
+def with_word(config: StudentConfig, ids: np.ndarray, word: int | np.ndarray | None,
+              frame: int | np.ndarray = 0) -> np.ndarray:
+    """``ids [..., C]`` with the pointer channels set: answer word ``word`` (text ids; None:
+    no word, as an answer without words has) and ``frame``, the frame within it."""
     if word is not None:
         ids[..., config.pointer_channel] = config.text_offset + np.asarray(word, dtype=np.int64)
+        ids[..., config.word_frame_channel] = np.minimum(frame, WORD_FRAMES_MAX - 1)
     return ids
 
 
-def word_pointer(word_frames: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start frames of the words ``[W]`` -> the word of each step's frame ``[n_steps]`` and
-    whether the frame after it starts a word ``[n_steps]`` (bool)."""
+def word_pointer(word_frames: np.ndarray, n_steps: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start frames of the words ``[W]`` -> for each step's frame ``[n_steps]``: its word,
+    how many frames into that word it is, and whether the next frame starts a word (bool)."""
     s = np.arange(n_steps)
     pointer = np.clip(np.searchsorted(word_frames, s, side="right") - 1, 0, None)
     boundary = np.isin(s + 1, word_frames[1:])
-    return pointer, boundary
+    return pointer, s - word_frames[pointer], boundary
 
 
 @dataclass
@@ -138,8 +143,9 @@ def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarr
         if word_frames is None or len(word_frames) != n_text:
             raise ValueError("a word-pointer student needs the start frame of every answer "
                              "word (voxloop distill align)")
-        pointer, boundary = word_pointer(np.asarray(word_frames, dtype=np.int64), len(steps))
-        with_word(config, ids[first_audio:], text[pointer])
+        pointer, frame, boundary = word_pointer(np.asarray(word_frames, dtype=np.int64),
+                                                len(steps))
+        with_word(config, ids[first_audio:], text[pointer], frame)
         frames = answer_codes.shape[1]  # the boundary after the last frame means nothing
         boundary_target[first_audio:first_audio + frames] = boundary[:frames]
     return Sequence(ids, text_target, audio_target, boundary_target,

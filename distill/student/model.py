@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxloop.distill.student.config import CODEBOOK_SIZE, StudentConfig
+from voxloop.distill.student.config import CODEBOOK_SIZE, WORD_FRAMES_MAX, StudentConfig
 from voxloop.models import find_model, load_model_folder, save_model_folder
 
 AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
@@ -237,6 +237,10 @@ class Student(nn.Module):
         self.audio_head = nn.Linear(c.d_model, c.k_out * (CODEBOOK_SIZE + 1), bias=False)
         self.ctc_head = nn.Linear(c.d_model, c.ctc_vocab)
         self.boundary_head = nn.Linear(c.d_model, 1) if c.word_pointer else None
+        self.word_frame_embed = None  # frame within the spoken word (a word-pointer student)
+        if c.word_pointer:
+            self.word_frame_embed = nn.Embedding(WORD_FRAMES_MAX + 1, c.d_model,
+                                                 padding_idx=WORD_FRAMES_MAX)
         self.user_proj = None
         if c.user_latent_dim:
             self.register_buffer("user_codebooks",
@@ -258,7 +262,7 @@ class Student(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
             with torch.no_grad():
-                module.weight[self.config.null_id].zero_()
+                module.weight[module.padding_idx].zero_()
 
     def set_user_codebooks(self, source) -> None:
         """Copy the first ``K_in`` codebooks of ``source`` (a ``NeuralCodec``), or the
@@ -274,6 +278,13 @@ class Student(nn.Module):
 
     def embed_inputs(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids [B, T, C]`` -> ``[B, T, d_model]``: the sum of each position's inputs."""
+        frame = None
+        if self.word_frame_embed is not None:  # its own table: 0 .. WORD_FRAMES_MAX - 1
+            ids, frame = ids[..., :-1], ids[..., -1].clamp(max=WORD_FRAMES_MAX)
+        x = self._embed_tokens(ids)
+        return x if frame is None else x + self.word_frame_embed(frame)
+
+    def _embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)
         if self.user_proj is None:
             return x.sum(dim=2)

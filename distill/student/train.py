@@ -189,9 +189,12 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     student = Student(config)
     if init is not None:
         missing, unexpected = student.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("boundary_head.") for k in missing):
+        if unexpected or any(not k.startswith(("boundary_head.", "word_frame_embed."))
+                             for k in missing):
             raise VoxloopError(f"{settings.init_from} does not fit this student: missing "
                                f"{missing}, unexpected {unexpected}")
+        if "word_frame_embed.weight" in missing:  # a new input starts silent
+            torch.nn.init.zeros_(student.word_frame_embed.weight)
     elif config.user_input == "semantic":  # the tokenizer's codebook, packed with the data
         student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
     elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)

@@ -26,7 +26,7 @@ from voxloop.errors import VoxloopError
 
 def test_layout_tells_each_audio_step_its_word_and_when_the_next_starts():
     config = tiny_config(word_pointer=True)
-    assert config.channels == 9 and config.pointer_channel == 8  # 8 user codebooks, + 1
+    assert (config.channels, config.pointer_channel, config.word_frame_channel) == (10, 8, 9)
     user = np.zeros((8, 3), dtype=np.int64)
     text = np.array([5, 6, 7])
     answer = np.arange(4 * 6).reshape(4, 6) % 1024  # 6 frames: 9 delayed steps
@@ -34,7 +34,9 @@ def test_layout_tells_each_audio_step_its_word_and_when_the_next_starts():
     first_audio = 3 + len(text) + 1  # user frames, <sep> and words: <eot> predicts step 0
     pointer = seq.ids[first_audio:, config.pointer_channel] - config.text_offset
     assert pointer.tolist() == [5, 5, 6, 6, 7, 7, 7, 7, 7]
-    assert (seq.ids[:first_audio, config.pointer_channel] == config.null_id).all()
+    assert seq.ids[first_audio:, config.word_frame_channel].tolist() == [0, 1, 0, 1, 0, 1, 2,
+                                                                          3, 4]
+    assert (seq.ids[:first_audio, config.pointer_channel:] == config.null_id).all()
     assert seq.boundary_target[first_audio:first_audio + 6].tolist() == [0, 1, 0, 1, 0, 0]
     assert (seq.boundary_target[:first_audio] == IGNORE).all()
     assert (seq.boundary_target[first_audio + 6:] == IGNORE).all()
@@ -61,12 +63,16 @@ def test_generation_moves_the_pointer_only_when_the_model_says_so():
     stepper._text_step(turn, torch.nn.functional.one_hot(torch.tensor(EOT), 8).float(), None)
     assert turn.phase is Phase.AUDIO
     assert turn.pending[0] == text_token_ids(config, np.array([EOT]))[0, 0]
-    said = [turn.pending[config.pointer_channel] - config.text_offset]
+    def said() -> tuple[int, int]:
+        return (turn.pending[config.pointer_channel] - config.text_offset,
+                turn.pending[config.word_frame_channel])
+
+    heard = [said()]
     logits = torch.zeros(config.k_out, 1025)
     for next_word in (False, True, False, True, True, True):
         stepper._audio_step(turn, logits, next_word, None)
-        said.append(turn.pending[config.pointer_channel] - config.text_offset)
-    assert said == [5, 5, 6, 6, 7, 7, 7]  # never past the last word
+        heard.append(said())
+    assert heard == [(5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1), (7, 2)]  # not past the end
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +144,7 @@ def test_fine_tune_adds_the_word_pointer_and_needs_word_times(tmp_path):
     for name, value in start.state_dict().items():
         torch.testing.assert_close(state["model"][name], value, atol=1e-6, rtol=0), name
     assert "boundary_head.weight" in state["model"]
+    assert state["model"]["word_frame_embed.weight"].abs().max() < 1e-9  # starts silent
     data.word_frames = None
     with pytest.raises(VoxloopError, match="distill align"):
         train(_settings(tmp_path / "c", init_from=str(folder)), tiny_config(word_pointer=True),
