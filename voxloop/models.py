@@ -48,12 +48,13 @@ def in_repo(path: str | Path) -> Path:
 
 
 def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
-               config_kinds: tuple[str, ...] = ()) -> Path:
+               config_kinds: tuple[str, ...] = (), made_by: str = "") -> Path:
     """The folder of a model given as a path or as a bundled model's name.
 
     A folder counts when it holds ``config.json`` and ``marker`` (``vocab.json`` tells a
     student from a codec) and, with ``config_kinds``, when its config's ``kind`` is one of
     them (codecs, semantic tokenizers and students all hold ``model.safetensors``).
+    ``made_by``: the command that makes one, for the error.
     """
     def fits(path: Path) -> bool:
         if not ((path / "config.json").is_file() and (path / marker).is_file()):
@@ -64,8 +65,9 @@ def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
         if fits(path):
             return path
     known = sorted(p.name for p in models_dir().glob("*") if fits(p))
-    raise VoxloopError(f"no {kind} at {str(name_or_dir)!r}: give a {kind} folder or one of the "
-                       f"bundled {kind}s {known}")
+    made = f" ({made_by} makes one)" if made_by else ""
+    raise VoxloopError(f"no {kind} at {str(name_or_dir)!r}: give a {kind} folder{made} or one "
+                       f"of the bundled {kind}s {known}")
 
 
 def _config_kind(folder: Path) -> str | None:

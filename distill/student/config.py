@@ -112,6 +112,13 @@ class StudentTrainSettings:
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     text_weight: float = field(default=1.0, metadata={"help": "weight of the answer-word loss"})
     ctc_weight: float = field(default=0.3, metadata={"help": "weight of the user-word CTC loss"})
+    first_codebook_weight: float = field(default=1.0, metadata={
+        "help": "weight of codebook 0's loss against the others' (1 each): the first "
+                "level carries most of what makes speech intelligible"})
+    answer_balance: float = field(default=0.0, metadata={
+        "help": "draw training turns with weight (turns with the same answer)^-B: 0 "
+                "draws turns uniformly, 1 answers uniformly (the domain's fixed answers, "
+                "learned early, then stop crowding out the composed ones)"})
     boundary_weight: float = field(default=0.5, metadata={
         "help": "weight of the next-word-starts loss (a word-pointer student)"})
     augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})

@@ -346,7 +346,7 @@ def save_student(model: Student, vocab: dict, folder: str | Path, card: str | No
 def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student, dict]:
     """The model (float32, eval mode) and its vocabulary from a ``save_student`` folder or a
     bundled student's name."""
-    folder = find_model(name_or_dir, "student model (`voxloop distill export` makes one)",
+    folder = find_model(name_or_dir, "student model", made_by="`voxloop distill export`",
                         marker="vocab.json")
     raw, weights = load_model_folder(folder, "a student model", "voxloop distill train")
     raw.pop("kind", None)

@@ -42,15 +42,20 @@ def learning_rate(step: int, s: StudentTrainSettings) -> float:
 def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, torch.Tensor]:
     """Mean losses of one batch; ``total`` is what training minimizes."""
     out = model(batch.ids)
-    audio = F.cross_entropy(out.audio.flatten(0, 2).float(), batch.audio_target.flatten(),
-                            ignore_index=IGNORE)
+    per_code = F.cross_entropy(out.audio.flatten(0, 2).float(), batch.audio_target.flatten(),
+                               ignore_index=IGNORE, reduction="none").view(batch.audio_target.shape)
+    valid = batch.audio_target != IGNORE  # [B, T, K_out]
+    weights = torch.ones(per_code.shape[-1], device=per_code.device)
+    weights[0] = s.first_codebook_weight
+    audio = per_code.sum() / valid.sum().clamp(min=1)  # reported: every code alike
+    weighted = (per_code * weights).sum() / (valid * weights).sum().clamp(min=1)
     text = F.cross_entropy(out.text.flatten(0, 1).float(), batch.text_target.flatten(),
                            ignore_index=IGNORE)
     n_user = int(batch.n_user.max())
     log_probs = out.ctc[:, :n_user].float().log_softmax(-1).transpose(0, 1)  # [T, B, V]
     ctc = F.ctc_loss(log_probs, batch.ctc_target, batch.n_user, batch.ctc_lengths,
                      blank=0, zero_infinity=True)
-    total = audio + s.text_weight * text + s.ctc_weight * ctc
+    total = weighted + s.text_weight * text + s.ctc_weight * ctc
     losses = {"audio": audio, "text": text, "ctc": ctc}
     if out.boundary is not None:
         mask = batch.boundary_target != IGNORE
@@ -96,6 +101,17 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
     if "boundary" in counts:
         result["boundary_acc"] = sums["boundary_acc"] / max(1, counts["boundary"])
     return result
+
+
+def answer_weights(data: PackedData, rows: np.ndarray, balance: float) -> np.ndarray | None:
+    """Probabilities ``[len(rows)]`` of drawing each turn: (turns with its answer)^-balance,
+    normalized; None for uniform (``balance`` 0)."""
+    if not balance:
+        return None
+    texts = data.answer_text[rows]
+    _, inverse, counts = np.unique(texts, return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(np.float64) ** -balance
+    return weights / weights.sum()
 
 
 def load_data(data: str | Path, out: Path, vocab: dict | None = None,
@@ -227,6 +243,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         step, best, since_best = state["step"], state["best"], state["since_best"]
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     train_rows, valid_rows = data.indices("train"), data.indices("valid")
+    draw = answer_weights(data, train_rows, settings.answer_balance)
     if not len(train_rows):
         raise VoxloopError(f"{settings.data} has no train turns (a dataset still being built "
                            "writes its held-out and valid shards first): pack it again later")
@@ -249,7 +266,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     while step < settings.steps:
         rng = np.random.default_rng([settings.seed, step, rank])
         torch.manual_seed(int(rng.integers(2**62)))  # dropout: a function of the step too
-        rows = train_rows[rng.integers(0, len(train_rows), settings.batch_size)]
+        rows = train_rows[rng.choice(len(train_rows), settings.batch_size, p=draw)
+                          if draw is not None else
+                          rng.integers(0, len(train_rows), settings.batch_size)]
         batch = make_batch(config, data, rows, aug, rng).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)

@@ -178,3 +178,31 @@ def test_training_with_the_codec_latent_reads_the_data_codec(tmp_path):
     books = torch.load(out / "checkpoint.pt", weights_only=False)["model"]["user_codebooks"]
     codec = load_codec("voxloop-codec-16k")
     assert torch.equal(books[:1024], codec.quantizer.vq.layers[0]._codebook.embed)
+
+
+def test_answer_balance_draws_rare_answers_more_often():
+    from voxloop.distill.student.train import answer_weights
+
+    data = tiny_packed(tiny_examples(8) + tiny_examples(1, seed=3))  # answer 0 three times
+    rows = data.indices("train")
+    assert answer_weights(data, rows, 0.0) is None
+    p = answer_weights(data, rows, 1.0)  # every answer alike: its turns share its weight
+    by_answer = {a: p[data.answer_text[rows] == a].sum() for a in set(data.answer_text[rows])}
+    np.testing.assert_allclose(sorted(by_answer.values()), [0.25] * 4)
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_first_codebook_weight_changes_what_training_minimizes_not_the_reported_loss():
+    from voxloop.distill.student.model import Student
+    from voxloop.distill.student.pack import make_batch
+    from voxloop.distill.student.train import compute_losses
+
+    data = tiny_packed(tiny_examples(4))
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]))).eval()
+    batch = make_batch(model.config, data, np.arange(4), None, np.random.default_rng(0))
+    plain = compute_losses(model, batch, StudentTrainSettings())
+    heavy = compute_losses(model, batch, StudentTrainSettings(first_codebook_weight=3.0))
+    assert heavy["audio"].item() == pytest.approx(plain["audio"].item())
+    assert heavy["total"].item() != pytest.approx(plain["total"].item())
