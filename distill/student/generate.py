@@ -73,6 +73,7 @@ class TurnProgress:
     frames_out: int = 0
     word: int = 0  # the answer word being spoken (index into text; a word-pointer student)
     word_start: int = 0  # the audio step at which it started
+    word_stay: float = 1.0  # the model's probability that the word has not ended yet
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
 
 
@@ -220,9 +221,8 @@ class StudentStepper:
             elif turn.phase is Phase.TEXT:
                 result.text[b] = self._text_step(turn, out.text[b, 0], state.rng)
             else:
-                next_word = out.boundary is not None and bool(out.boundary[b, 0] > 0)
-                result.frames[b] = self._audio_step(turn, out.audio[b, 0], next_word,
-                                                    state.rng)
+                ends = 0.0 if out.boundary is None else float(torch.sigmoid(out.boundary[b, 0]))
+                result.frames[b] = self._audio_step(turn, out.audio[b, 0], ends, state.rng)
         return result
 
     def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
@@ -256,16 +256,27 @@ class StudentStepper:
         turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
 
+    def _words_left(self, turn: TurnProgress) -> bool:
+        """A word-pointer student's pointer is not yet at the answer's last word."""
+        return self.config.word_pointer and turn.word + 1 < len(turn.text)
+
     def _say_word(self, turn: TurnProgress) -> None:
         """A word-pointer student's next input also carries the word being spoken."""
         if self.config.word_pointer and turn.text:
             with_word(self.config, turn.pending, turn.text[turn.word],
                       len(turn.steps) - turn.word_start)
 
-    def _audio_step(self, turn: TurnProgress, logits: torch.Tensor, next_word: bool,
+    def _audio_step(self, turn: TurnProgress, logits: torch.Tensor, word_ends: float,
                     rng) -> np.ndarray | None:
         """``logits [K_out, 1025]`` of step ``s`` -> the delayed step, maybe a finished frame;
-        ``next_word``: the model says frame ``s + 1`` starts the next answer word."""
+        ``word_ends``: the model's probability that frame ``s + 1`` starts the next answer
+        word (a word-pointer student).
+
+        The pointer moves on at the median of the word's length as the model predicts it:
+        once the chance that the word has ended by now reaches one half. (Per frame the
+        chance stays low, as a word's end is uncertain by a frame or two, so thresholding it
+        frame by frame would hold every word too long.) Where the model would end the answer
+        before its last word, the pointer is behind: it moves on instead."""
         k_out, s = self.config.k_out, len(turn.steps)
         codes = np.full(k_out, AUDIO_SPECIAL, dtype=np.int64)
         for k in range(k_out):
@@ -274,12 +285,18 @@ class StudentStepper:
                 continue
             allowed = logits[k] if k == 0 else logits[k, :AUDIO_SPECIAL]
             codes[k] = sample(allowed, self.options.temperature, self.options.top_k, rng)
+            if k == 0 and codes[0] == AUDIO_SPECIAL and self._words_left(turn):
+                # the pointer lags the audio: move it on rather than end before the last word
+                word_ends = 1.0
+                codes[0] = sample(logits[0, :AUDIO_SPECIAL], self.options.temperature,
+                                  self.options.top_k, rng)
             if k == 0 and (codes[0] == AUDIO_SPECIAL or frame >= self.options.max_audio_frames):
                 turn.eos_step, codes[0] = frame, AUDIO_SPECIAL
         turn.steps.append(codes)
         turn.pending = audio_step_ids(self.config, codes[None])[0]
-        if next_word and turn.word + 1 < len(turn.text):
-            turn.word, turn.word_start = turn.word + 1, s + 1
+        turn.word_stay *= 1.0 - word_ends
+        if turn.word_stay <= 0.5 and self._words_left(turn):
+            turn.word, turn.word_start, turn.word_stay = turn.word + 1, s + 1, 1.0
         self._say_word(turn)
         done_frame = s - (k_out - 1)
         frame_out = None

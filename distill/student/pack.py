@@ -40,6 +40,7 @@ class Augment:
     frame_dropout: float = 0.05  # chance per frame to blank all its codes
     code_noise: float = 0.02  # chance per code to replace it with a random one
     word_jitter_frames: int = 1  # answer word starts moved by up to this (word pointer)
+    answer_code_noise: float = 0.1  # chance per answer code fed back to replace it
 
     def at_rate(self, frame_rate_hz: float) -> Augment:
         """The same durations in frames of another rate (12.5 Hz: half as many)."""
@@ -63,6 +64,20 @@ def jitter_words(word_frames: np.ndarray, frames: int, jitter: int,
         return word_frames
     return ordered_starts(word_frames + rng.integers(-jitter, jitter + 1, len(word_frames)),
                           frames)
+
+
+def noisy_answer_inputs(config: StudentConfig, ids: np.ndarray, first_audio: int,
+                        noise: float, rng: np.random.Generator) -> None:
+    """Replace each answer code fed back as input (positions after ``first_audio``, the
+    ``<eot>``) by a random code with chance ``noise``, in place; targets stay. Generating,
+    the student feeds back its own codes, some wrong: trained only on right ones, one wrong
+    code sends the rest of the answer astray (exposure bias)."""
+    k = config.k_out
+    codes = ids[first_audio + 1:, :k] - config.audio_offset - (CODEBOOK_SIZE + 1) * np.arange(k)
+    hit = (codes < CODEBOOK_SIZE) & (rng.random(codes.shape) < noise)  # not the specials
+    ids[first_audio + 1:, :k] = np.where(
+        hit, ids[first_audio + 1:, :k] - codes + rng.integers(0, CODEBOOK_SIZE, codes.shape),
+        ids[first_audio + 1:, :k])
 
 
 def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,
@@ -238,6 +253,9 @@ def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
                              data.ctc(i), words)
         if aug is not None:  # dropped user codes -> the zero (null) embedding
             seq.ids[:user.shape[1], :config.k_in][user[:config.k_in].T < 0] = config.null_id
+            if aug.answer_code_noise:
+                noisy_answer_inputs(config, seq.ids, user.shape[1] + len(data.text(i)) + 1,
+                                    aug.answer_code_noise, rng)
         seqs.append(seq)
     return collate(config, seqs)
 

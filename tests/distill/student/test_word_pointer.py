@@ -3,6 +3,8 @@ forced alignment that times them on real TTS speech."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -69,10 +71,24 @@ def test_generation_moves_the_pointer_only_when_the_model_says_so():
 
     heard = [said()]
     logits = torch.zeros(config.k_out, 1025)
-    for next_word in (False, True, False, True, True, True):
-        stepper._audio_step(turn, logits, next_word, None)
+    for word_ends in (0.0, 1.0, 0.3, 0.3, 1.0, 1.0):  # 0.3 twice: ended by now with 0.51
+        stepper._audio_step(turn, logits, word_ends, None)
         heard.append(said())
     assert heard == [(5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1), (7, 2)]  # not past the end
+    assert turn.eos_step is None
+
+
+def test_an_answer_does_not_end_before_its_last_word():
+    config = tiny_config(word_pointer=True)
+    stepper = StudentStepper(Student(config), Tokenizer({"text": ["<unk>", "<sep>", "<eot>"]
+                                                        + ["w"] * 5, "ctc": ["<blank>"]}))
+    turn = TurnProgress(phase=Phase.AUDIO, text=[5, 6])
+    stop = torch.zeros(config.k_out, 1025)
+    stop[0, 1024] = 1.0  # codebook 0 says: end of the answer
+    stepper._audio_step(turn, stop, 0.0, None)
+    assert turn.eos_step is None and turn.word == 1 and turn.steps[0][0] != 1024
+    stepper._audio_step(turn, stop, 0.0, None)  # at the last word it may end
+    assert turn.eos_step == 1
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +132,11 @@ def test_align_pack_times_every_answer_word(tmp_path):
 
 def _pointer_data():
     """Tiny examples whose words start at made-up, increasing frames."""
-    data = tiny_packed(tiny_examples(4) + tiny_examples(2, seed=1, split="valid"))
+    rng = np.random.default_rng(7)  # answers long enough for a frame per word at least
+    examples = [dataclasses.replace(e, answer_codes=rng.integers(
+        0, 1024, (8, int(rng.integers(10, 15)))).astype(np.int16))
+        for e in tiny_examples(4) + tiny_examples(2, seed=1, split="valid")]
+    data = tiny_packed(examples)
     frames = []
     for i in range(len(data)):
         n_words, n_frames = len(data.text(i)), data.answer(i).shape[1]
@@ -164,3 +184,23 @@ def test_tiny_pointer_student_overfits_and_generation_follows_its_words(tmp_path
                           chunk_frames=2)
         assert result.text_ids == data.text(i).tolist(), (i, result.text)
         assert np.array_equal(result.codes, data.answer(i)[:4]), i
+
+
+def test_answer_code_noise_replaces_only_fed_back_codes():
+    from voxloop.distill.student.pack import noisy_answer_inputs
+
+    config = tiny_config(word_pointer=True)
+    user, text = np.zeros((8, 3), dtype=np.int64), np.array([5, 6, 7])
+    answer = np.arange(4 * 40).reshape(4, 40) % 1024
+    seq = build_sequence(config, user, text, answer, np.array([3]), np.array([0, 12, 25]))
+    ids = seq.ids.copy()
+    first_audio = 3 + len(text) + 1
+    noisy_answer_inputs(config, ids, first_audio, 0.3, np.random.default_rng(0))
+    changed = ids != seq.ids
+    assert not changed[:first_audio + 1].any()  # the question, the words, <eot>
+    assert not changed[:, config.k_out:].any()  # the pointer channels
+    share = changed[first_audio + 1:, :config.k_out].mean()
+    assert 0.2 < share < 0.4, share
+    codes = ids[first_audio + 1:, :4] - config.audio_offset - 1025 * np.arange(4)
+    special = seq.ids[first_audio + 1:, :4] - config.audio_offset - 1025 * np.arange(4) == 1024
+    assert (codes[special] == 1024).all() and (codes[~special] < 1024).all()  # still codes
