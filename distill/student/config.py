@@ -119,6 +119,10 @@ class StudentTrainSettings:
         "help": "draw training turns with weight (turns with the same answer)^-B: 0 "
                 "draws turns uniformly, 1 answers uniformly (the domain's fixed answers, "
                 "learned early, then stop crowding out the composed ones)"})
+    self_feed: float = field(default=0.0, metadata={
+        "help": "share of the answer codes fed back that are the model's own greedy "
+                "prediction (scheduled sampling; one extra forward pass without gradient "
+                "per step): generating, it hears its own codes, not the teacher's"})
     boundary_weight: float = field(default=0.5, metadata={
         "help": "weight of the next-word-starts loss (a word-pointer student)"})
     augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student.layout import IGNORE
-from voxloop.distill.student.model import Student
+from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Augment, Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
 from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
@@ -37,6 +37,25 @@ LR_FLOOR = 0.05
 
 def learning_rate(step: int, s: StudentTrainSettings) -> float:
     return cosine_lr(step, s.lr, s.warmup_steps, s.steps, LR_FLOOR)
+
+
+@torch.no_grad()
+def self_fed(model, batch: Batch, share: float, generator: torch.Generator) -> Batch:
+    """``batch`` with ``share`` of its fed-back answer codes replaced by the model's own
+    greedy predictions of them (targets unchanged). The position that predicts step ``s``
+    is followed by the one that feeds step ``s`` back, so a prediction at ``p`` replaces
+    the input at ``p + 1``."""
+    config = model.module.config if hasattr(model, "module") else model.config
+    predicted = model(batch.ids, heads=("audio",)).audio[:, :-1, :, :CODEBOOK_SIZE].argmax(-1)
+    target = batch.audio_target[:, :-1]  # [B, T - 1, K_out]
+    real = (target != IGNORE) & (target < CODEBOOK_SIZE)
+    pick = real & (torch.rand(target.shape, generator=generator) < share).to(real.device)
+    offsets = config.audio_offset + (CODEBOOK_SIZE + 1) * torch.arange(
+        config.k_out, device=predicted.device)
+    ids = batch.ids.clone()
+    fed = ids[:, 1:, :config.k_out]
+    ids[:, 1:, :config.k_out] = torch.where(pick, predicted + offsets, fed)
+    return replace(batch, ids=ids)
 
 
 def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, torch.Tensor]:
@@ -272,6 +291,10 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         batch = make_batch(config, data, rows, aug, rng).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
+        if settings.self_feed:
+            with amp:
+                batch = self_fed(model, batch, settings.self_feed,
+                                 torch.Generator().manual_seed(int(rng.integers(2**62))))
         with amp:
             losses = compute_losses(model, batch, settings)
         optimizer.zero_grad(set_to_none=True)

@@ -206,3 +206,27 @@ def test_first_codebook_weight_changes_what_training_minimizes_not_the_reported_
     heavy = compute_losses(model, batch, StudentTrainSettings(first_codebook_weight=3.0))
     assert heavy["audio"].item() == pytest.approx(plain["audio"].item())
     assert heavy["total"].item() != pytest.approx(plain["total"].item())
+
+
+def test_self_feed_replaces_fed_back_codes_with_the_models_own():
+    from voxloop.distill.student.model import Student
+    from voxloop.distill.student.pack import make_batch
+    from voxloop.distill.student.train import self_fed
+
+    data = tiny_packed(tiny_examples(4))
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]))).eval()
+    batch = make_batch(model.config, data, np.arange(4), None, np.random.default_rng(0))
+    same = self_fed(model, batch, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same.ids, batch.ids)
+    fed = self_fed(model, batch, 1.0, torch.Generator().manual_seed(0))
+    k, offset = model.config.k_out, model.config.audio_offset
+    predicted = model(batch.ids).audio[:, :-1, :, :1024].argmax(-1)
+    target = batch.audio_target[:, :-1]
+    real = (target >= 0) & (target < 1024)
+    codes = fed.ids[:, 1:, :k] - offset - 1025 * torch.arange(k)
+    assert torch.equal(codes[real], predicted[real])  # every real code is the model's own
+    assert torch.equal(fed.ids[:, 1:, :k][~real], batch.ids[:, 1:, :k][~real])  # the rest
+    assert torch.equal(fed.audio_target, batch.audio_target)  # targets stay the teacher's
+    assert (codes[real] != (batch.ids[:, 1:, :k] - offset - 1025 * torch.arange(k))[real]).any()
