@@ -22,7 +22,6 @@ import numpy as np
 from voxloop.errors import VoxloopError
 
 WHISPER_FRAMES_PER_S = 50  # Whisper's encoder output: one frame per 20 ms
-SAMPLE_RATE_HZ = 16000
 
 
 class WordAligner:

@@ -58,11 +58,16 @@ def text_token_ids(config: StudentConfig, tokens: np.ndarray) -> np.ndarray:
     return out
 
 
+def audio_id_offsets(config: StudentConfig) -> np.ndarray:
+    """The embedding id of code 0 in each answer codebook ``[K_out]``: code ``c`` of
+    codebook ``k`` (or AUDIO_SPECIAL) enters as ``offsets[k] + c``."""
+    return config.audio_offset + (CODEBOOK_SIZE + 1) * np.arange(config.k_out)
+
+
 def audio_step_ids(config: StudentConfig, steps: np.ndarray) -> np.ndarray:
     """Delayed audio steps ``[T, K_out]`` (codes or AUDIO_SPECIAL) -> ids ``[T, C]``."""
     out = np.full((len(steps), config.channels), config.null_id, dtype=np.int64)
-    k = config.k_out
-    out[:, :k] = steps + config.audio_offset + (CODEBOOK_SIZE + 1) * np.arange(k)[None, :]
+    out[:, :config.k_out] = steps + audio_id_offsets(config)[None, :]
     return out
 
 

@@ -21,6 +21,7 @@ from voxloop.distill.student.config import TARGETS
 from voxloop.distill.student.layout import (
     IGNORE,
     Sequence,
+    audio_id_offsets,
     build_sequence,
 )
 from voxloop.distill.student.model import CODEBOOK_SIZE, StudentConfig
@@ -72,12 +73,10 @@ def noisy_answer_inputs(config: StudentConfig, ids: np.ndarray, first_audio: int
     ``<eot>``) by a random code with chance ``noise``, in place; targets stay. Generating,
     the student feeds back its own codes, some wrong: trained only on right ones, one wrong
     code sends the rest of the answer astray (exposure bias)."""
-    k = config.k_out
-    codes = ids[first_audio + 1:, :k] - config.audio_offset - (CODEBOOK_SIZE + 1) * np.arange(k)
+    offsets, fed = audio_id_offsets(config), ids[first_audio + 1:, :config.k_out]
+    codes = fed - offsets
     hit = (codes < CODEBOOK_SIZE) & (rng.random(codes.shape) < noise)  # not the specials
-    ids[first_audio + 1:, :k] = np.where(
-        hit, ids[first_audio + 1:, :k] - codes + rng.integers(0, CODEBOOK_SIZE, codes.shape),
-        ids[first_audio + 1:, :k])
+    fed[...] = np.where(hit, offsets + rng.integers(0, CODEBOOK_SIZE, codes.shape), fed)
 
 
 def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
-from voxloop.distill.student.layout import IGNORE
+from voxloop.distill.student.layout import IGNORE, audio_id_offsets
 from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Augment, Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
@@ -50,8 +50,7 @@ def self_fed(model, batch: Batch, share: float, generator: torch.Generator) -> B
     target = batch.audio_target[:, :-1]  # [B, T - 1, K_out]
     real = (target != IGNORE) & (target < CODEBOOK_SIZE)
     pick = real & (torch.rand(target.shape, generator=generator) < share).to(real.device)
-    offsets = config.audio_offset + (CODEBOOK_SIZE + 1) * torch.arange(
-        config.k_out, device=predicted.device)
+    offsets = torch.as_tensor(audio_id_offsets(config), device=predicted.device)
     ids = batch.ids.clone()
     fed = ids[:, 1:, :config.k_out]
     ids[:, 1:, :config.k_out] = torch.where(pick, predicted + offsets, fed)

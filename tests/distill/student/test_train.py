@@ -192,16 +192,22 @@ def test_answer_balance_draws_rare_answers_more_often():
     assert p.sum() == pytest.approx(1.0)
 
 
-def test_first_codebook_weight_changes_what_training_minimizes_not_the_reported_loss():
+def _untrained_model_and_batch():
+    """A tiny untrained student and a batch of four tiny turns (no augmentation)."""
     from voxloop.distill.student.model import Student
     from voxloop.distill.student.pack import make_batch
-    from voxloop.distill.student.train import compute_losses
 
     data = tiny_packed(tiny_examples(4))
     torch.manual_seed(0)
     model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
                                 ctc_vocab=len(data.vocab["ctc"]))).eval()
-    batch = make_batch(model.config, data, np.arange(4), None, np.random.default_rng(0))
+    return model, make_batch(model.config, data, np.arange(4), None, np.random.default_rng(0))
+
+
+def test_first_codebook_weight_changes_what_training_minimizes_not_the_reported_loss():
+    from voxloop.distill.student.train import compute_losses
+
+    model, batch = _untrained_model_and_batch()
     plain = compute_losses(model, batch, StudentTrainSettings())
     heavy = compute_losses(model, batch, StudentTrainSettings(first_codebook_weight=3.0))
     assert heavy["audio"].item() == pytest.approx(plain["audio"].item())
@@ -209,15 +215,9 @@ def test_first_codebook_weight_changes_what_training_minimizes_not_the_reported_
 
 
 def test_self_feed_replaces_fed_back_codes_with_the_models_own():
-    from voxloop.distill.student.model import Student
-    from voxloop.distill.student.pack import make_batch
     from voxloop.distill.student.train import self_fed
 
-    data = tiny_packed(tiny_examples(4))
-    torch.manual_seed(0)
-    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
-                                ctc_vocab=len(data.vocab["ctc"]))).eval()
-    batch = make_batch(model.config, data, np.arange(4), None, np.random.default_rng(0))
+    model, batch = _untrained_model_and_batch()
     same = self_fed(model, batch, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(same.ids, batch.ids)
     fed = self_fed(model, batch, 1.0, torch.Generator().manual_seed(0))
