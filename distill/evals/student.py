@@ -110,7 +110,9 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     options = SamplingOptions(temperature=settings.temperature, top_k=settings.top_k)
     threads = torch.get_num_threads()
     metrics: dict = {"model": str(model_dir), "settings": asdict(settings),
-                     "parameters_m": model.num_parameters() / 1e6, "splits": {}}
+                     "parameters_m": model.num_parameters() / 1e6,
+                     "speaks_with": "mouth" if model.mouth is not None else "audio steps",
+                     "splits": {}}
     all_rows = []
     for split in settings.splits:
         rows_idx = data.indices(split)[:settings.limit or None]
@@ -219,7 +221,9 @@ def format_report(metrics: dict) -> str:
             ("ceiling_wer_pct", "codec ceiling WER %"),
             ("correct_intended_pct", "correct vs intended %"),
             ("teacher_intended_pct", "teacher = intended %")]
-    lines = [f"Student {metrics['model']} ({metrics['parameters_m']:.1f} M parameters)", "",
+    speaks = metrics.get("speaks_with", "audio steps")
+    lines = [f"Student {metrics['model']} ({metrics['parameters_m']:.1f} M parameters, "
+             f"speaks with its {speaks})", "",
              "| split | n | " + " | ".join(c[1] for c in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for name, m in [*metrics["splits"].items(), ("all", metrics["all"])]:

@@ -1,4 +1,4 @@
-"""``voxloop distill pack | train | export``: the audio-native student."""
+"""``voxloop distill pack | align | train | mouth | export``: the audio-native student."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 
 from voxloop.distill.student.config import (
     TARGETS,
+    MouthTrainSettings,
     StudentConfig,
     StudentTrainSettings,
 )
@@ -65,6 +66,16 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--export", help="after training, bundle the best model into this folder")
     p.set_defaults(run=run_train)
 
+    p = add_command(group, "mouth", "Train a student's mouth, which says its answer words all "
+                    "at once (every frame from the whole sentence, none fed back), on an aligned "
+                    "pack; resumes from --out.",
+                    "voxloop distill mouth --data data/distill-v1-codes.npz --student "
+                    "voxloop-student --out runs/mouth --export models/voxloop-student")
+    add_settings(p, MouthTrainSettings)
+    p.add_argument("--export", help="after training, write the student with the best mouth "
+                   "into this folder (it may be the student's own)")
+    p.set_defaults(run=run_mouth)
+
     p = add_command(group, "export", "Bundle a training checkpoint as a float16 model folder.",
                     "voxloop distill export runs/student/best.pt models/voxloop-student")
     p.add_argument("checkpoint", help="best.pt or checkpoint.pt of a run")
@@ -115,6 +126,17 @@ def run_train(args: argparse.Namespace) -> int:
     if args.export and os.environ.get("RANK", "0") == "0":
         export_student(out / "best.pt", args.export)
         print(f"bundled the best student into {args.export}")
+    return 0
+
+
+def run_mouth(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.mouth_train import give_mouth, train_mouth
+
+    settings = settings_from_args(MouthTrainSettings, args)
+    out = train_mouth(settings)
+    if args.export:
+        give_mouth(settings.student, out / "best.pt", args.export)
+        print(f"wrote {args.export}: {settings.student} with the mouth of {out / 'best.pt'}")
     return 0
 
 

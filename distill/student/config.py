@@ -45,6 +45,7 @@ class StudentConfig:
                 "frames into it it is (two more input channels), and predicts whether the "
                 "next frame starts the next word; needs "
                 "word times in the data (voxloop distill align). Turned on over --init-from"})
+    mouth_d_model: int = field(default=0, metadata={"cli": False})  # set by `distill mouth`
 
     def __post_init__(self) -> None:
         if self.user_input not in USER_INPUTS:
@@ -146,6 +147,57 @@ class StudentTrainSettings:
                 "carry over (blocks, audio embeddings and head, words both vocabularies "
                 "hold), e.g. a semantic student from the bundled codec-hearing one; needs its "
                 "width, depth and heads (--student-* flags)"})
+
+
+@dataclass(frozen=True)
+class MouthConfig:
+    """Shape of the mouth (``mouth.py``); a student's ``mouth_d_model`` holds its width,
+    the rest stays at these values. ``text_vocab`` and ``k_out`` are the student's."""
+
+    text_vocab: int = 512
+    k_out: int = 4
+    d_model: int = 256
+    char_layers: int = 2  # transformer layers over the answer's letters
+    word_layers: int = 3  # transformer layers over the answer's words
+    frame_blocks: int = 6  # ConvNeXt blocks over its frames
+    n_heads: int = 4
+    kernel: int = 7  # frames each frame block sees (3 on each side)
+    dropout: float = 0.1
+    max_words: int = 64
+    max_chars: int = 16  # letters of a word read (longer ones are cut)
+
+    @property
+    def pad_word(self) -> int:
+        return self.text_vocab
+
+
+@dataclass(frozen=True)
+class MouthTrainSettings:
+    data: str = field(default="", metadata={
+        "help": "an aligned pack (voxloop distill align) tokenized with --student's words"})
+    student: str = field(default="voxloop-student", metadata={
+        "help": "the student whose words the mouth says: a model folder or bundled name"})
+    out: str = field(default="runs/mouth", metadata={"help": "run folder"})
+    d_model: int = field(default=256, metadata={"help": "the mouth's width"})
+    steps: int = field(default=3000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "answers per step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    first_codebook_weight: float = field(default=2.0, metadata={
+        "help": "weight of codebook 0's loss against the others' (1 each)"})
+    answer_balance: float = field(default=0.5, metadata={
+        "help": "draw each distinct answer with weight (its train turns)^(1 - B): 1 draws "
+                "answers uniformly (the domain's few fixed answers, most of what is said, "
+                "then come up rarely), 0 as often as the turns say them"})
+    duration_weight: float = field(default=1.0, metadata={
+        "help": "weight of the words' log-length loss"})
+    eval_every: int = field(default=100, metadata={"help": "valid-loss interval in steps"})
+    ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
+    max_minutes: float = field(default=0.0, metadata={
+        "help": "stop (with a checkpoint) after this many minutes (0: no limit)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
 
 
 @dataclass(frozen=True)

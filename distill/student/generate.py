@@ -10,7 +10,9 @@
 
 One step is one model position: first the answer words (text head), then the
 delayed audio steps (audio heads); a frame is complete ``K_out - 1`` steps after
-its first codebook. Generation can stop after any step: just stop calling.
+its first codebook. A student with a mouth says the words all at once when they are
+written, and each step after that hands out one of its frames without a model call.
+Generation can stop after any step: just stop calling.
 Rows are independent sessions in one batch; each is a :class:`RowStream` with its
 own cache length, moved from outside only by ``reset``, ``mark``, ``rollback`` and
 ``stop`` (continuous batching, :mod:`realtime.engines.batcher`, keeps one state of
@@ -55,6 +57,7 @@ class Phase(enum.Enum):
     LISTEN = "listen"  # user frames go in; the CTC head hears them
     TEXT = "text"  # answer words (text head)
     AUDIO = "audio"  # delayed codec steps (audio heads)
+    SPEAK = "speak"  # the mouth's frames go out, one per step (no model call)
     DONE = "done"  # nothing more to write this turn
 
 
@@ -75,6 +78,7 @@ class TurnProgress:
     word_start: int = 0  # the audio step at which it started
     word_stay: float = 1.0  # the model's probability that the word has not ended yet
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
+    said: np.ndarray | None = None  # the mouth's frames of the answer [K_out, F]
 
 
 class RowStream:
@@ -105,7 +109,7 @@ class RowStream:
 
     @property
     def answering(self) -> bool:
-        return self.turn.phase in (Phase.TEXT, Phase.AUDIO)
+        return self.turn.phase in (Phase.TEXT, Phase.AUDIO, Phase.SPEAK)
 
     def reset(self) -> None:
         """Forget the turn: an empty row that listens."""
@@ -205,7 +209,7 @@ class StudentStepper:
         chunks = chunks or [None] * len(state.rows)
         full = (state.cache.lengths >= state.cache.capacity).tolist()
         for row, no_room in zip(state.rows, full, strict=True):
-            if no_room and row.answering:  # the cache is full: the answer ends
+            if no_room and row.phase in (Phase.TEXT, Phase.AUDIO):  # the cache is full
                 row.stop()
         ids = [self._next_ids(row, chunk) for row, chunk in zip(state.rows, chunks, strict=True)]
         heads = tuple(sorted({HEADS[r.phase] for r, x in zip(state.rows, ids, strict=True)
@@ -214,6 +218,9 @@ class StudentStepper:
         result = StepOutput([None] * len(state.rows), [None] * len(state.rows))
         for b, (row, x) in enumerate(zip(state.rows, ids, strict=True)):
             turn = row.turn
+            if turn.phase is Phase.SPEAK:
+                result.frames[b] = self._speak_step(turn)
+                continue
             if x is None:
                 continue
             if turn.phase is Phase.LISTEN:
@@ -227,7 +234,7 @@ class StudentStepper:
 
     def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
         """The row's input this call: ``[T, C]`` embedding ids, or None (idle)."""
-        if row.answering:
+        if row.phase in (Phase.TEXT, Phase.AUDIO):
             return row.turn.pending[None]
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
             return user_frame_ids(self.config, chunk)
@@ -249,12 +256,30 @@ class StudentStepper:
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
         token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
         if token == EOT or len(turn.text) >= self.options.max_text_tokens:
+            if self.model.mouth is not None:
+                self._say(turn)
+                return None
             turn.phase, turn.pending = Phase.AUDIO, text_token_ids(self.config, np.array([EOT]))[0]
             self._say_word(turn)
             return None
         turn.text.append(token)
         turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
+
+    def _say(self, turn: TurnProgress) -> None:
+        """The mouth says the whole answer now; steps hand its frames out."""
+        turn.phase = Phase.SPEAK if turn.text else Phase.DONE
+        if turn.text:
+            said = self.model.mouth.say(torch.tensor([turn.text], device=self.device))[0]
+            turn.said = said[:, :self.options.max_audio_frames].cpu().numpy()
+
+    def _speak_step(self, turn: TurnProgress) -> np.ndarray:
+        """The mouth's next frame ``[K_out]``; the turn is done after its last."""
+        frame = turn.said[:, turn.frames_out]
+        turn.frames_out += 1
+        if turn.frames_out >= turn.said.shape[1]:
+            turn.phase = Phase.DONE
+        return frame
 
     def _words_left(self, turn: TurnProgress) -> bool:
         """A word-pointer student's pointer is not yet at the answer's last word."""

@@ -20,7 +20,9 @@ Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
 code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
 user-frame positions; an auxiliary loss that teaches recognition). A word-pointer
 student (``layout``) also has a ``boundary`` logit beside the audio heads: the next frame
-starts the next answer word.
+starts the next answer word. A student with a ``mouth`` (``voxloop distill mouth``) says
+its words with it instead of the audio heads: every frame at once from the whole answer,
+no frame fed back (``mouth.py``).
 
 Blocks: RMSNorm, grouped-query attention with rotary positions, SwiGLU. The KV
 cache is an explicit dataclass with one length per row, so rows of different
@@ -40,7 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxloop.distill.student.config import CODEBOOK_SIZE, WORD_FRAMES_MAX, StudentConfig
+from voxloop.distill.student.config import (
+    CODEBOOK_SIZE,
+    WORD_FRAMES_MAX,
+    MouthConfig,
+    StudentConfig,
+)
 from voxloop.models import find_model, load_model_folder, save_model_folder
 
 AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
@@ -241,6 +248,12 @@ class Student(nn.Module):
         if c.word_pointer:
             self.word_frame_embed = nn.Embedding(WORD_FRAMES_MAX + 1, c.d_model,
                                                  padding_idx=WORD_FRAMES_MAX)
+        self.mouth = None  # says the answer's words all at once (distill/student/mouth.py)
+        if c.mouth_d_model:
+            from voxloop.distill.student.mouth import Mouth
+
+            self.mouth = Mouth(MouthConfig(text_vocab=c.text_vocab, k_out=c.k_out,
+                                           d_model=c.mouth_d_model))
         self.user_proj = None
         if c.user_latent_dim:
             self.register_buffer("user_codebooks",
@@ -249,7 +262,9 @@ class Student(nn.Module):
         cos, sin = rotary_tables(c)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init)
+        for name, module in self.named_children():
+            if name != "mouth":  # the mouth keeps torch's own initialization
+                module.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith(("attn.out.weight", "ffn.down.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layers))

@@ -248,8 +248,11 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         if rank == 0:
             print(f"warm start from {settings.warm_from}: {copied}")
     student = student.to(device).train()
-    decay = [p for p in student.parameters() if p.dim() >= 2]
-    no_decay = [p for p in student.parameters() if p.dim() < 2]
+    if student.mouth is not None:  # trained on its own (distill mouth); kept as it is
+        student.mouth.requires_grad_(False)
+    learned = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in learned if p.dim() >= 2]
+    no_decay = [p for p in learned if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))

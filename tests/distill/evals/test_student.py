@@ -88,3 +88,5 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     for name in ("metrics.json", "report.md", "student-eval.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     assert "heldout_voice" in (tmp_path / "eval" / "report.md").read_text()
+    assert metrics["speaks_with"] == "audio steps"
+    assert "speaks with its audio steps" in (tmp_path / "eval" / "report.md").read_text()

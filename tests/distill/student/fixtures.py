@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from voxloop.distill.data.dataset import DialogueExample
@@ -38,3 +40,21 @@ def tiny_packed(examples: list[DialogueExample]) -> PackedData:
                         with_domain=False)
     silence = np.full(8, 3, dtype=np.int16)
     return PackedData(pack_examples(examples, Tokenizer(vocab), silence), vocab)
+
+
+def pointer_packed() -> PackedData:
+    """Tiny train and valid examples whose answer words start at made-up, increasing frames
+    (an aligned pack)."""
+    from voxloop.distill.student.align import ordered_starts
+
+    rng = np.random.default_rng(7)  # answers long enough for a frame per word at least
+    examples = [dataclasses.replace(e, answer_codes=rng.integers(
+        0, 1024, (8, int(rng.integers(10, 15)))).astype(np.int16))
+        for e in tiny_examples(4) + tiny_examples(2, seed=1, split="valid")]
+    data = tiny_packed(examples)
+    frames = []
+    for i in range(len(data)):
+        n_words, n_frames = len(data.text(i)), data.answer(i).shape[1]
+        frames.append(ordered_starts(np.arange(n_words) * n_frames // n_words, n_frames))
+    data.arrays["word_frames"] = data.word_frames = np.concatenate(frames).astype(np.int16)
+    return data

@@ -3,13 +3,17 @@ forced alignment that times them on real TTS speech."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
+from tests.distill.student.fixtures import (
+    ANSWERS,
+    pointer_packed,
+    tiny_config,
+    tiny_examples,
+    tiny_packed,
+)
 from voxloop.distill.student.align import WordAligner, align_pack, ordered_starts
 from voxloop.distill.student.generate import (
     Phase,
@@ -130,21 +134,6 @@ def test_align_pack_times_every_answer_word(tmp_path):
         assert (np.diff(frames) >= 0).all() and frames[-1] < aligned.answer(i).shape[1]
 
 
-def _pointer_data():
-    """Tiny examples whose words start at made-up, increasing frames."""
-    rng = np.random.default_rng(7)  # answers long enough for a frame per word at least
-    examples = [dataclasses.replace(e, answer_codes=rng.integers(
-        0, 1024, (8, int(rng.integers(10, 15)))).astype(np.int16))
-        for e in tiny_examples(4) + tiny_examples(2, seed=1, split="valid")]
-    data = tiny_packed(examples)
-    frames = []
-    for i in range(len(data)):
-        n_words, n_frames = len(data.text(i)), data.answer(i).shape[1]
-        frames.append(ordered_starts(np.arange(n_words) * n_frames // n_words, n_frames))
-    data.arrays["word_frames"] = data.word_frames = np.concatenate(frames).astype(np.int16)
-    return data
-
-
 def _settings(tmp_path, **changes) -> StudentTrainSettings:
     values = dict(data="unused.npz", out=str(tmp_path / "run"), steps=6, batch_size=4, lr=3e-3,
                   warmup_steps=2, eval_every=3, ckpt_every=3, threads=1, device="cpu")
@@ -153,7 +142,7 @@ def _settings(tmp_path, **changes) -> StudentTrainSettings:
 
 
 def test_fine_tune_adds_the_word_pointer_and_needs_word_times(tmp_path):
-    data = _pointer_data()
+    data = pointer_packed()
     first = train(_settings(tmp_path / "a"), tiny_config(), data=data)
     folder = export_student(first / "best.pt", tmp_path / "student")
     start, _ = load_student(folder)
@@ -173,7 +162,7 @@ def test_fine_tune_adds_the_word_pointer_and_needs_word_times(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_pointer_student_overfits_and_generation_follows_its_words(tmp_path):
-    data = _pointer_data()
+    data = pointer_packed()
     settings = _settings(tmp_path, steps=150, lr=4e-3, warmup_steps=20, weight_decay=0.0,
                          augment=False, eval_every=1000, ckpt_every=1000)
     out = train(settings, tiny_config(d_model=96, word_pointer=True), data=data)

@@ -1,0 +1,202 @@
+"""Train a student's mouth on an aligned pack, and give the student that mouth.
+
+The mouth learns from the distinct answers of the ``train`` split (a turn's user side does
+not matter to it), each drawn with weight (its turns)^(1 - ``answer_balance``): the domain's
+59 fixed answers are most of what is said, its 1,700 composed ones most of what there is to
+learn. Losses: codebook CE (codebook 0 weighted) plus the MSE of
+each word's log length. ``valid`` is the distinct answers of the ``valid`` split; the best
+mouth by its loss is kept in ``OUT/best.pt``. Each step's batch and dropout are a function
+of (seed, step), so a run resumed from ``OUT/checkpoint.pt`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from voxloop.distill.student.config import CODEBOOK_SIZE, MouthConfig, MouthTrainSettings
+from voxloop.distill.student.layout import IGNORE
+from voxloop.distill.student.mouth import Mouth, word_lengths
+from voxloop.distill.student.pack import PackedData
+from voxloop.errors import VoxloopError
+from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
+
+LR_FLOOR = 0.05
+
+
+def distinct_answers(data: PackedData, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One turn per distinct answer text of ``split`` (its first), in pack order, and how
+    many turns of ``split`` have that answer."""
+    rows = data.indices(split)
+    _, first, counts = np.unique(data.answer_text[rows], return_index=True, return_counts=True)
+    order = np.argsort(first)
+    return rows[first[order]], counts[order]
+
+
+def answer_batch(data: PackedData, rows: np.ndarray, config: MouthConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Answers ``rows`` -> words ``[B, W]`` (padded with ``pad_word``), frames per word
+    ``[B, W]`` (0 for padding) and codes ``[B, K, F]`` (``IGNORE`` past each answer)."""
+    words = [torch.from_numpy(data.text(i)) for i in rows]
+    codes = [torch.from_numpy(data.answer(i)[:config.k_out].astype(np.int64)) for i in rows]
+    frames = [word_lengths(torch.from_numpy(data.words(i)), c.shape[1])
+              for i, c in zip(rows, codes, strict=True)]
+    n_words, n_frames = max(len(w) for w in words), max(c.shape[1] for c in codes)
+    w = torch.full((len(rows), n_words), config.pad_word, dtype=torch.long)
+    fr = torch.zeros(len(rows), n_words, dtype=torch.long)
+    c = torch.full((len(rows), config.k_out, n_frames), IGNORE, dtype=torch.long)
+    for b in range(len(rows)):
+        w[b, :len(words[b])], fr[b, :len(frames[b])] = words[b], frames[b]
+        c[b, :, :codes[b].shape[1]] = codes[b]
+    return w, fr, c
+
+
+def mouth_losses(mouth: Mouth, words: torch.Tensor, frames: torch.Tensor, codes: torch.Tensor,
+                 s: MouthTrainSettings) -> dict[str, torch.Tensor]:
+    """CE of each codebook (``codebook{k}``), the words' log-length MSE (``duration``),
+    codebook 0's accuracy (``accuracy0``) and the weighted ``total``."""
+    out = mouth(words, frames, codes.clamp(min=0))
+    losses = {f"codebook{k}": F.cross_entropy(out.logits[:, k].reshape(-1, CODEBOOK_SIZE),
+                                              codes[:, k].reshape(-1), ignore_index=IGNORE)
+              for k in range(codes.shape[1])}
+    real = words != mouth.config.pad_word
+    losses["duration"] = F.mse_loss(out.log_frames[real], torch.log1p(frames[real].float()))
+    losses["total"] = (s.first_codebook_weight * losses["codebook0"]
+                       + sum(losses[f"codebook{k}"] for k in range(1, codes.shape[1]))
+                       + s.duration_weight * losses["duration"])
+    with torch.no_grad():
+        known = codes[:, 0] != IGNORE
+        losses["accuracy0"] = (out.logits[:, 0].argmax(-1) == codes[:, 0])[known].float().mean()
+    return losses
+
+
+@torch.no_grad()
+def evaluate_mouth(mouth: Mouth, data: PackedData, rows: np.ndarray, s: MouthTrainSettings,
+                   batch: int = 64) -> dict[str, float]:
+    """Mean losses over answers ``rows`` (weighted by answers per batch)."""
+    mouth.eval()
+    sums: dict[str, float] = {}
+    for start in range(0, len(rows), batch):
+        part = rows[start:start + batch]
+        for key, value in mouth_losses(mouth, *answer_batch(data, part, mouth.config),
+                                       s).items():
+            sums[key] = sums.get(key, 0.0) + value.item() * len(part)
+    mouth.train()
+    return {key: value / len(rows) for key, value in sums.items()}
+
+
+def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
+    """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
+    ``stop_at`` ends after that step, as a kill would (resume tests)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from voxloop.distill.student.model import load_student
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    student, vocab = load_student(s.student)
+    data = PackedData.load(s.data)
+    if data.vocab["text"] != vocab["text"]:
+        raise VoxloopError(f"{s.data} was not tokenized with {s.student}'s words: pack it with "
+                           f"`voxloop distill pack --vocab-from {s.student}`")
+    if data.word_frames is None:
+        raise VoxloopError(f"{s.data} has no answer word times, which the mouth learns from: "
+                           "run `voxloop distill align PACK DATASET`")
+    config = MouthConfig(text_vocab=student.config.text_vocab, k_out=student.config.k_out,
+                         d_model=s.d_model)
+    (train_rows, turns), (valid_rows, _) = (distinct_answers(data, split)
+                                            for split in ("train", "valid"))
+    draw = turns ** (1.0 - s.answer_balance)
+    draw = draw / draw.sum()
+    if not len(train_rows):
+        raise VoxloopError(f"{s.data} has no train turns")
+    torch.manual_seed(s.seed)
+    mouth = Mouth(config).train()
+    mouth.set_spelling(vocab["text"])
+    optimizer = torch.optim.AdamW(mouth.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    step, best = 0, float("inf")
+    state = resume_checkpoint(out / "checkpoint.pt", asdict(config), "mouth")
+    if state is not None:
+        mouth.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+    writer = SummaryWriter(str(out / "tb"))
+    print(f"mouth: {sum(p.numel() for p in mouth.parameters()) / 1e6:.2f} M parameters, "
+          f"{len(train_rows)} train / {len(valid_rows)} valid answers")
+    t_start = time.time()
+    bar = tqdm(total=s.steps, initial=step, desc="mouth train")
+    while step < s.steps:
+        rng = np.random.default_rng([s.seed, step])
+        torch.manual_seed(int(rng.integers(2**62)))
+        rows = train_rows[rng.choice(len(train_rows), s.batch_size, p=draw)]
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, s.lr, s.warmup_steps, s.steps, LR_FLOOR)
+        losses = mouth_losses(mouth, *answer_batch(data, rows, config), s)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(mouth.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses['total'].item():.3f}",
+                        acc0=f"{losses['accuracy0'].item():.2f}")
+        for key, value in losses.items():
+            writer.add_scalar(f"train/{key}", value.item(), step)
+        out_of_time = bool(s.max_minutes) and (time.time() - t_start) / 60 > s.max_minutes
+        last = step == s.steps or out_of_time or step == stop_at
+        if len(valid_rows) and (step % s.eval_every == 0 or last):
+            valid = evaluate_mouth(mouth, data, valid_rows, s)
+            for key, value in valid.items():
+                writer.add_scalar(f"valid/{key}", value, step)
+            tqdm.write(f"step {step}: valid " + " ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+            if valid["total"] < best:
+                best = valid["total"]
+                torch_save_atomic(out / "best.pt", {"model": mouth.state_dict(),
+                                                    "config": asdict(config), "step": step,
+                                                    "valid": valid})
+        if step % s.ckpt_every == 0 or last:
+            torch_save_atomic(out / "checkpoint.pt", {
+                "model": mouth.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "best": best, "config": asdict(config)})
+        if out_of_time or step == stop_at:
+            break
+    bar.close()
+    if not (out / "best.pt").is_file():  # no valid split: the last weights are the best
+        torch_save_atomic(out / "best.pt", {"model": mouth.state_dict(), "config": asdict(config),
+                                            "step": step, "valid": {}})
+    return out
+
+
+def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) -> Path:
+    """Write ``folder``: the student ``student_name`` with the mouth of ``checkpoint`` (a
+    ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept."""
+    from voxloop.distill.student.model import Student, load_student, save_student
+    from voxloop.models import CARD_FILE, find_model
+
+    student, vocab = load_student(student_name)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = MouthConfig(**state["config"])
+    if (config.text_vocab, config.k_out) != (student.config.text_vocab, student.config.k_out):
+        raise VoxloopError(f"{checkpoint} says {config.text_vocab} words in {config.k_out} "
+                           f"codebooks; {student_name} writes {student.config.text_vocab} "
+                           f"words in {student.config.k_out}")
+    with_mouth = Student(replace(student.config, mouth_d_model=config.d_model))
+    if with_mouth.mouth.config != config:
+        raise VoxloopError(f"{checkpoint} is a mouth of another shape ({config}) than a "
+                           f"student builds ({with_mouth.mouth.config}): train it with "
+                           "`voxloop distill mouth`")
+    weights = {k: v for k, v in student.state_dict().items() if not k.startswith("mouth.")}
+    with_mouth.load_state_dict(weights, strict=False)
+    with_mouth.mouth.load_state_dict(state["model"])
+    card = find_model(student_name, "student model", made_by="`voxloop distill export`",
+                      marker="vocab.json") / CARD_FILE
+    return save_student(with_mouth.eval(), vocab, folder,
+                        card.read_text() if card.is_file() else None)

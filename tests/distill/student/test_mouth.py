@@ -1,0 +1,180 @@
+"""The mouth: the answer's words -> all its frames at once, trained on aligned answers, given
+to a student, and what the student's generation does with it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import pointer_packed, tiny_config, tiny_examples, tiny_packed
+from voxloop.distill.student.config import MouthConfig, MouthTrainSettings
+from voxloop.distill.student.generate import Phase, StudentStepper, TurnProgress
+from voxloop.distill.student.model import Student, load_student, save_student
+from voxloop.distill.student.mouth import Mouth, word_lengths
+from voxloop.distill.student.mouth_train import (
+    answer_batch,
+    distinct_answers,
+    give_mouth,
+    train_mouth,
+)
+from voxloop.distill.student.train import StudentTrainSettings, train
+from voxloop.distill.student.vocab import EOT, Tokenizer
+from voxloop.errors import VoxloopError
+
+
+def test_word_lengths_give_the_first_word_the_lead_and_the_last_the_tail():
+    lengths = word_lengths(torch.tensor([3, 5, 9]), 14)
+    assert lengths.tolist() == [5, 4, 5] and int(lengths.sum()) == 14
+
+
+def test_answers_are_drawn_once_each_with_their_turn_counts():
+    data = tiny_packed(tiny_examples(7) + tiny_examples(3, seed=1, split="valid"))
+    rows, turns = distinct_answers(data, "train")
+    assert rows.tolist() == [0, 1, 2, 3] and turns.tolist() == [2, 2, 2, 1]  # ANSWERS[i % 4]
+    assert distinct_answers(data, "valid")[0].tolist() == [7, 8, 9]
+
+
+def _mouth(**changes) -> Mouth:
+    torch.manual_seed(0)
+    values = dict(text_vocab=12, k_out=4, d_model=32, word_layers=1, frame_blocks=2,
+                  dropout=0.0)
+    mouth = Mouth(MouthConfig(**{**values, **changes})).eval()
+    mouth.set_spelling([f"w{i}" for i in range(mouth.config.text_vocab)])
+    return mouth
+
+
+def test_each_row_is_said_as_if_alone_and_as_long_as_its_words_last():
+    mouth, pad = _mouth(), 12
+    with torch.no_grad():
+        mouth.duration.weight.zero_()
+        mouth.duration.bias.fill_(float(np.log1p(3.0)))  # 3 frames a word
+    alone = [mouth.say(torch.tensor([w]))[0] for w in ([3, 4, 5, 6], [7, 8])]
+    both = mouth.say(torch.tensor([[3, 4, 5, 6], [7, 8, pad, pad]]))
+    for a, b in zip(alone, both, strict=True):
+        torch.testing.assert_close(a, b)
+    assert [s.shape for s in both] == [(4, 12), (4, 6)]
+    assert len(mouth.say(torch.tensor([[3, 4]]), pace=2.0)[0][0]) == 12  # slower: 6 a word
+
+
+def _student_folder(tmp_path, data, **changes):
+    config = tiny_config(text_vocab=len(data.vocab["text"]), ctc_vocab=len(data.vocab["ctc"]),
+                         **changes)
+    torch.manual_seed(0)
+    return save_student(Student(config).eval(), data.vocab, tmp_path / "student")
+
+
+def _mouth_settings(tmp_path, data_path, student, **changes) -> MouthTrainSettings:
+    values = dict(data=str(data_path), student=str(student), out=str(tmp_path / "mouth"),
+                  d_model=32, steps=6, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=3,
+                  ckpt_every=3, threads=1)
+    return MouthTrainSettings(**{**values, **changes})
+
+
+@pytest.fixture
+def aligned(tmp_path):
+    data = pointer_packed()
+    data.save(tmp_path / "pack.npz")
+    return data, tmp_path / "pack.npz", _student_folder(tmp_path, data)
+
+
+def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned):
+    _, path, student = aligned
+    whole = train_mouth(_mouth_settings(tmp_path / "a", path, student))
+    split = _mouth_settings(tmp_path / "b", path, student)
+    train_mouth(split, stop_at=3)
+    train_mouth(split)
+    a, b = (torch.load(run / "checkpoint.pt", weights_only=False) for run in
+            (whole, tmp_path / "b" / "mouth"))
+    assert a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, atol=1e-6, rtol=0), name
+
+
+def test_the_mouth_needs_word_times_and_the_students_words(tmp_path, aligned):
+    data, path, student = aligned
+    data.word_frames = None
+    data.arrays.pop("word_frames")
+    data.save(tmp_path / "unaligned.npz")
+    with pytest.raises(VoxloopError, match="distill align"):
+        train_mouth(_mouth_settings(tmp_path, tmp_path / "unaligned.npz", student))
+    other = dict(data.vocab, text=data.vocab["text"] + ["zebra"])
+    other_student = _student_folder(tmp_path / "other", type(data)(data.arrays, other))
+    with pytest.raises(VoxloopError, match="--vocab-from"):
+        train_mouth(_mouth_settings(tmp_path, path, other_student))
+
+
+@pytest.mark.slow
+def test_tiny_mouth_learns_its_answers_codes_and_lengths(tmp_path, aligned):
+    data, path, student = aligned
+    settings = _mouth_settings(tmp_path, path, student, steps=300, lr=3e-3, warmup_steps=20,
+                               weight_decay=0.0, eval_every=1000, ckpt_every=1000)
+    out = train_mouth(settings)
+    folder = give_mouth(str(student), out / "best.pt", tmp_path / "with-mouth")
+    model, _ = load_student(folder)
+    rows = data.indices("train")
+    words, frames, codes = answer_batch(data, rows, model.mouth.config)
+    with torch.no_grad():
+        out = model.mouth(words, frames, codes.clamp(min=0))
+    known = codes != -100
+    assert (out.logits.argmax(-1) == codes)[known].float().mean() > 0.95
+    said = model.mouth.say(words)
+    assert [s.shape[1] for s in said] == [data.answer(i).shape[1] for i in rows]
+
+
+def _mouth_checkpoint(path, data, **changes) -> Mouth:
+    """A mouth of the shape a student builds, saved as ``train_mouth`` saves one."""
+    values = {**dict(word_layers=MouthConfig.word_layers, frame_blocks=MouthConfig.frame_blocks,
+                     dropout=MouthConfig.dropout), **changes}
+    mouth = _mouth(text_vocab=len(data.vocab["text"]), **values)
+    torch.save({"model": mouth.state_dict(), "config": dataclasses.asdict(mouth.config)}, path)
+    return mouth
+
+
+def test_a_student_with_a_mouth_says_its_words_without_model_calls(tmp_path, aligned):
+    data, _, student = aligned
+    _mouth_checkpoint(tmp_path / "odd.pt", data, frame_blocks=1)
+    with pytest.raises(VoxloopError, match="another shape"):
+        give_mouth(str(student), tmp_path / "odd.pt", tmp_path / "nope")
+    _mouth_checkpoint(tmp_path / "mouth.pt", data)
+    with pytest.raises(VoxloopError, match="codebooks"):
+        give_mouth(str(_student_folder(tmp_path / "k8", data, k_out=8)), tmp_path / "mouth.pt",
+                   tmp_path / "nope")
+    model, vocab = load_student(give_mouth(str(student), tmp_path / "mouth.pt",
+                                           tmp_path / "with-mouth"))
+    plain, _ = load_student(student)
+    assert model.config.mouth_d_model == 32
+    for name, value in plain.state_dict().items():  # the student itself is kept
+        torch.testing.assert_close(model.state_dict()[name], value), name
+    stepper = StudentStepper(model, Tokenizer(vocab))
+    state = stepper.start(2)
+    stepper.prefill(state, [data.user(0), data.user(1)])
+    stepper.end_turn(state)
+    speaking = state.rows[0]
+    speaking.turn = TurnProgress(phase=Phase.TEXT, text=[5, 6, 7])
+    stepper._text_step(speaking.turn, torch.nn.functional.one_hot(torch.tensor(EOT), 400)
+                       .float()[:len(vocab["text"])], None)
+    said = model.mouth.say(torch.tensor([[5, 6, 7]]))[0].numpy()
+    assert speaking.phase is Phase.SPEAK and np.array_equal(speaking.turn.said, said)
+    length, other, frames = speaking.length, state.rows[1].length, []
+    while speaking.phase is not Phase.DONE:
+        frames.append(stepper.step(state).frames[0])
+    assert np.array_equal(np.stack(frames, 1), said)
+    assert speaking.length == length  # no position of the model was used to say it
+    assert state.rows[1].length > other  # while the other row wrote its words
+
+
+def test_fine_tuning_a_student_leaves_its_mouth_alone(tmp_path, aligned):
+    data, path, student = aligned
+    _mouth_checkpoint(tmp_path / "mouth.pt", data)
+    folder = give_mouth(str(student), tmp_path / "mouth.pt", tmp_path / "with-mouth")
+    start, _ = load_student(folder)
+    settings = StudentTrainSettings(data=str(path), out=str(tmp_path / "tune"), steps=2,
+                                    batch_size=4, lr=1e-2, warmup_steps=1, eval_every=2,
+                                    ckpt_every=2, threads=1, device="cpu", init_from=str(folder))
+    state = torch.load(train(settings, data=data) / "checkpoint.pt", weights_only=False)
+    for name, value in start.mouth.state_dict().items():
+        torch.testing.assert_close(state["model"][f"mouth.{name}"], value, atol=0, rtol=0), name
+    assert not torch.equal(state["model"]["text_head.weight"], start.text_head.weight)
