@@ -32,7 +32,8 @@ _DONE = object()
 class ResponseRun:
     def __init__(self, engine: EngineSession, turn: Turn, outbox: Outbox, beta: bool,
                  conversation_id: str, voice: str, on_user_transcript: Callable[[str], None],
-                 on_item: Callable[[Item], None], lead_ms: int) -> None:
+                 on_item: Callable[[Item], None], lead_ms: int,
+                 on_done: Callable[[], None] = lambda: None) -> None:
         self.id = new_id("resp")
         self.engine, self.turn, self.outbox, self.beta = engine, turn, outbox, beta
         self.conversation_id, self.voice = conversation_id, voice
@@ -44,6 +45,7 @@ class ResponseRun:
         self._cancelled = asyncio.Event()  # for this task's pacing
         self._queue: asyncio.Queue = asyncio.Queue()
         self._on_user_transcript, self._on_item = on_user_transcript, on_item
+        self._on_done = on_done  # the response is over for the client: before response.done
         self.timings_ms: dict = {}
         self.lead_ms = lead_ms  # audio sent at most this far ahead of real time
 
@@ -161,6 +163,7 @@ class ResponseRun:
             put(events.response_content_part_done(ref, text))
             put(events.response_output_item_done(self.id, wire))
             put(events.conversation_item_done(wire, previous_item_id=None))
+        self._on_done()  # a client may create the next response as soon as it reads done
         details = {"type": "cancelled", "reason": self.cancel_reason} if status == "cancelled" \
             else ({"type": "failed"} if status == "failed" else None)
         put(events.response_done(self.resource(status, details)))

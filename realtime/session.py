@@ -351,18 +351,24 @@ class Session:
                     history=history, heard_live=user.id == self._heard_item_id,
                     instructions=self.config.instructions if instructions is None
                     else instructions)
-        self.response = ResponseRun(
+        run = ResponseRun(
             self.engine_session, turn, self.outbox, self.beta, self.conversation_id,
             self.config.voice, on_user_transcript=lambda text: self._user_transcript(user, text),
-            on_item=self._add_item, lead_ms=self.limits.output_lead_ms)
-        self._spawn(self._run_response(self.response, self._turn_end_s or time.perf_counter()))
+            on_item=self._add_item, lead_ms=self.limits.output_lead_ms,
+            on_done=lambda: self._forget_response(run))
+        self.response = run
+        self._spawn(self._run_response(run, self._turn_end_s or time.perf_counter()))
+
+    def _forget_response(self, run: ResponseRun) -> None:
+        """``run`` is over (its response.done is next, or it ended): no longer active."""
+        if self.response is run:
+            self.response = None
 
     async def _run_response(self, run: ResponseRun, turn_end_s: float) -> None:
         try:
             status = await run.run(self.executor)
         finally:
-            if self.response is run:
-                self.response = None
+            self._forget_response(run)
         if self.metrics:
             self.metrics.responses.labels(status).inc()
             if run.first_audio_s is not None:

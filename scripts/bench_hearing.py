@@ -120,7 +120,7 @@ def main() -> int:
     parser.add_argument("--out", default="out/bench-hearing.json")
     args = parser.parse_args()
 
-    from voxloop.distill.student.generate import load_student_codec
+    from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.user_tokens import encode_clips
     from voxloop.realtime.engines.ears import CodecEar, SemanticEar

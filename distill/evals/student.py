@@ -91,8 +91,9 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     import torch
     from tqdm import tqdm
 
+    from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.config import StudentTrainSettings
-    from voxloop.distill.student.generate import SamplingOptions, generate, load_student_codec
+    from voxloop.distill.student.generate import SamplingOptions, generate
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.train import evaluate, load_data
     from voxloop.distill.student.vocab import Tokenizer, answer_words

@@ -36,7 +36,6 @@ from voxloop.distill.student.layout import (
 )
 from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
 from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
-from voxloop.errors import VoxloopError
 
 
 @dataclass(frozen=True)
@@ -382,26 +381,3 @@ def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
     codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
     return Generation(codes, row.text, tokenizer.decode_answer(row.text), n_steps,
                       t1 - t0, t2 - t1, first)
-
-
-def load_student_codec(name: str | None, vocab: dict, decoder: str = "answers"):
-    """The codec named, else the one the model's training codes came from, decoding with
-    ``decoder`` (``load_codec``'s names; ``answers``: the one trained on the assistant's
-    voice where the codec ships it); warns when its weights are not the ones those codes
-    were made with."""
-    import warnings
-
-    from voxloop.codecs.registry import codec_folder, load_codec
-    from voxloop.models import DEFAULT_CODEC, weights_sha256
-
-    trained_with = vocab.get("codec", {})
-    codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC, decoder=decoder)
-    try:
-        sha = weights_sha256(codec_folder(codec.name))
-    except VoxloopError:
-        sha = None  # a codec that is not a folder (encodec_24khz) has no weights file here
-    if trained_with.get("sha256") and sha and sha != trained_with["sha256"]:
-        warnings.warn(f"codec {codec.name} has other weights ({sha[:12]}) than the "
-                      f"codes the student learned ({trained_with['sha256'][:12]}): its speech "
-                      "will decode badly; retrain the student on recoded data", stacklevel=2)
-    return codec

@@ -86,11 +86,8 @@ class NativeEngine:
     def __init__(self, settings: NativeSettings = NativeSettings()) -> None:
         import torch
 
-        from voxloop.distill.student.generate import (
-            SamplingOptions,
-            StudentStepper,
-            load_student_codec,
-        )
+        from voxloop.distill.student.codec import load_student_codec
+        from voxloop.distill.student.generate import SamplingOptions, StudentStepper
         from voxloop.distill.student.model import load_student
         from voxloop.distill.student.vocab import Tokenizer
         from voxloop.realtime.engines.batcher import ContinuousBatcher

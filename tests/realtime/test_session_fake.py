@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import numpy as np
 import pytest
@@ -320,3 +321,26 @@ def test_session_limits_come_from_the_server_settings():
     s = ServerSettings(max_buffer_s=7.0, max_items=9, output_lead_ms=123)
     limits = s.session_limits()
     assert (limits.max_buffer_s, limits.max_items, limits.output_lead_ms) == (7.0, 9, 123)
+
+
+def test_the_next_response_may_start_as_soon_as_response_done_arrives(monkeypatch):
+    from voxloop.realtime.response import ResponseRun
+
+    work = ResponseRun._work
+
+    def slow_to_end(self, loop):  # the engine's thread is still ending after done (a busy CPU)
+        work(self, loop)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(ResponseRun, "_work", slow_to_end)
+    engine = FakeEngine()
+
+    async def test(h: Harness):
+        await manual_turn(h)
+        for _ in range(2):
+            await h.send({"type": "response.create"})
+            done = await h.until("response.done")
+            assert done["response"]["status"] == "completed"
+        assert not [e for e in await h.drain() if e["type"] == "error"]
+
+    run_session(test, engine)
