@@ -72,6 +72,9 @@ class Mouth(nn.Module):
         self.config = c
         self.register_buffer("spelling", torch.zeros(c.text_vocab + 1, c.max_chars,
                                                      dtype=torch.long))  # ASCII, 0: none
+        # word lengths are learned in log frames, whose mean undershoots the frames: the
+        # ratio of true to predicted frames on the training answers (mouth_train.fit_pace)
+        self.register_buffer("pace", torch.ones(()))
         self.char_embed = nn.Embedding(ASCII, d, padding_idx=0)
         self.char_pos = nn.Embedding(c.max_chars, d)
         self.word_embed = nn.Embedding(c.text_vocab + 1, d, padding_idx=c.pad_word)
@@ -163,13 +166,17 @@ class Mouth(nn.Module):
         """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower)."""
         encoded = self.encode(words)
         pad = words == self.config.pad_word
-        frames = (torch.expm1(encoded.log_frames) * pace).round().clamp(min=1).long()
+        frames = self.word_frames(encoded.log_frames, pace)
         h, _ = self.frame_states(encoded, frames.masked_fill(pad, 0))
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)
         for k in range(self.config.k_out):
             codes[:, k] = self.code_logits(h, k, codes).argmax(-1)
         return [codes[b, :, :int(n)] for b, n in enumerate(frames.masked_fill(pad, 0).sum(1))]
+
+    def word_frames(self, log_frames: torch.Tensor, pace: float = 1.0) -> torch.Tensor:
+        """Predicted log(1 + frames) ``[B, W]`` -> whole frames per word, at least one."""
+        return (torch.expm1(log_frames) * self.pace * pace).round().clamp(min=1).long()
 
 
 def word_lengths(starts: torch.Tensor, total: int) -> torch.Tensor:

@@ -91,6 +91,22 @@ def evaluate_mouth(mouth: Mouth, data: PackedData, rows: np.ndarray, s: MouthTra
     return {key: value / len(rows) for key, value in sums.items()}
 
 
+@torch.no_grad()
+def fit_pace(mouth: Mouth, data: PackedData, rows: np.ndarray, batch: int = 64) -> float:
+    """Set ``mouth.pace`` to the ratio of the answers' true frames to the frames the mouth
+    gives them (``rows``: the training answers); returns it."""
+    mouth.eval()
+    mouth.pace.fill_(1.0)
+    true = said = 0
+    for start in range(0, len(rows), batch):
+        words, frames, _ = answer_batch(data, rows[start:start + batch], mouth.config)
+        pad = words == mouth.config.pad_word
+        said += int(mouth.word_frames(mouth.encode(words).log_frames).masked_fill(pad, 0).sum())
+        true += int(frames.sum())
+    mouth.pace.fill_(true / max(said, 1))
+    return float(mouth.pace)
+
+
 def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
     ``stop_at`` ends after that step, as a kill would (resume tests)."""
@@ -169,9 +185,15 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         if out_of_time or step == stop_at:
             break
     bar.close()
-    if not (out / "best.pt").is_file():  # no valid split: the last weights are the best
-        torch_save_atomic(out / "best.pt", {"model": mouth.state_dict(), "config": asdict(config),
-                                            "step": step, "valid": {}})
+    best_state = torch.load(out / "best.pt", weights_only=False) if (out / "best.pt").is_file() \
+        else {"config": asdict(config), "step": step, "valid": {}}  # no valid split: the last
+    if "model" in best_state:
+        mouth.load_state_dict(best_state["model"])
+    best_state["pace"] = fit_pace(mouth, data, train_rows)
+    best_state["model"] = mouth.state_dict()
+    torch_save_atomic(out / "best.pt", best_state)
+    print(f"best mouth: step {best_state['step']}, pace {best_state['pace']:.3f} (true over "
+          "predicted frames of the train answers)")
     return out
 
 

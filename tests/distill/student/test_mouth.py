@@ -17,6 +17,7 @@ from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
     answer_batch,
     distinct_answers,
+    fit_pace,
     give_mouth,
     train_mouth,
 )
@@ -57,6 +58,21 @@ def test_each_row_is_said_as_if_alone_and_as_long_as_its_words_last():
         torch.testing.assert_close(a, b)
     assert [s.shape for s in both] == [(4, 12), (4, 6)]
     assert len(mouth.say(torch.tensor([[3, 4]]), pace=2.0)[0][0]) == 12  # slower: 6 a word
+
+
+def test_pace_makes_the_said_answers_as_long_as_the_training_ones():
+    data = pointer_packed()
+    mouth = _mouth(text_vocab=len(data.vocab["text"]))
+    rows = data.indices("train")
+    words, frames, _ = answer_batch(data, rows, mouth.config)
+    with torch.no_grad():  # one frame a word too short, on average
+        mouth.duration.weight.zero_()
+        mouth.duration.bias.fill_(float(torch.log1p(frames[frames > 0].float().mean() - 1)))
+    short = sum(s.shape[1] for s in mouth.say(words))
+    pace = fit_pace(mouth, data, rows)
+    assert pace > 1 and float(mouth.pace) == pace
+    assert abs(sum(s.shape[1] for s in mouth.say(words)) - int(frames.sum())) \
+        < abs(short - int(frames.sum()))
 
 
 def _student_folder(tmp_path, data, **changes):
