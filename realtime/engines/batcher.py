@@ -96,7 +96,7 @@ class _Row:
 
 @dataclass(frozen=True)
 class BatcherStats:
-    calls: int
+    calls: int  # calls that ran the model
     rows_per_call: float  # mean rows in one model call
     busy_s: float  # time spent in model calls
 
@@ -264,11 +264,13 @@ class ContinuousBatcher:
             elif row.stream.phase is Phase.LISTEN and row.queued:
                 active.append(index)
                 chunks.append(self._take_codes(row))
+        # a row the student's mouth speaks for hands out a frame it already has: no model
+        modelled = sum(self._rows[i].stream.phase is not Phase.SPEAK for i in active)
         t0 = time.perf_counter()
         out = self.stepper.advance(self._state.select(active), chunks)
         self._busy_s += time.perf_counter() - t0
-        self._calls += 1
-        self._rows_called += len(active)
+        self._calls += bool(modelled)
+        self._rows_called += modelled
         for b, index in enumerate(active):
             row = self._rows[index]
             if row.answer is None:

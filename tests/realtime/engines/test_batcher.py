@@ -119,3 +119,27 @@ def test_a_closed_handle_cannot_disturb_other_sessions(model, batcher):
     stale.listen(user_codes(10, 4))  # late commands for a closed slot are dropped,
     stale.rollback(answer)  # not a failed model thread for everyone
     assert_same(model, batcher, codes, collect(answer))
+
+
+def test_a_student_with_a_mouth_speaks_through_the_batcher_without_model_calls():
+    torch.manual_seed(0)
+    config = tiny_config(text_vocab=12, ctc_vocab=9, k_in=4, k_out=4, mouth_d_model=32)
+    model = Student(config).eval()
+    model.mouth.set_spelling([f"w{i}" for i in range(12)])
+    with torch.no_grad():  # every step writes word 0: five words (max_text_tokens), then said
+        model.text_head.weight.zero_()
+    vocab = {"text": ["<unk>", "<sep>", "<eot>"] + [f"w{i}" for i in range(9)],
+             "ctc": ["<blank>", "<unk>"] + [f"c{i}" for i in range(7)]}
+    batcher = ContinuousBatcher(StudentStepper(model, Tokenizer(vocab), OPTIONS), slots=2,
+                                max_prefill_frames=3)
+    try:
+        codes = user_codes(6, 6)
+        slot = batcher.open()
+        slot.listen(codes)
+        got = collect(slot.answer())
+        assert got[2] is Reason.COMPLETED and got[1].shape[1] >= 5  # a frame a word at least
+        assert_same(model, batcher, codes, got)
+        # two prefill calls and six word steps ran the model; handing out the frames did not
+        assert batcher.stats().calls <= 8, batcher.stats()
+    finally:
+        batcher.shutdown()
