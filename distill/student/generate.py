@@ -108,7 +108,12 @@ class RowStream:
 
     @property
     def answering(self) -> bool:
-        return self.turn.phase in (Phase.TEXT, Phase.AUDIO, Phase.SPEAK)
+        return self.writing or self.turn.phase is Phase.SPEAK
+
+    @property
+    def writing(self) -> bool:
+        """Its next position goes through the model (answer words or audio steps)."""
+        return self.turn.phase in (Phase.TEXT, Phase.AUDIO)
 
     def reset(self) -> None:
         """Forget the turn: an empty row that listens."""
@@ -208,7 +213,7 @@ class StudentStepper:
         chunks = chunks or [None] * len(state.rows)
         full = (state.cache.lengths >= state.cache.capacity).tolist()
         for row, no_room in zip(state.rows, full, strict=True):
-            if no_room and row.phase in (Phase.TEXT, Phase.AUDIO):  # the cache is full
+            if no_room and row.writing:  # the cache is full: the answer ends
                 row.stop()
         ids = [self._next_ids(row, chunk) for row, chunk in zip(state.rows, chunks, strict=True)]
         heads = tuple(sorted({HEADS[r.phase] for r, x in zip(state.rows, ids, strict=True)
@@ -233,7 +238,7 @@ class StudentStepper:
 
     def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
         """The row's input this call: ``[T, C]`` embedding ids, or None (idle)."""
-        if row.phase in (Phase.TEXT, Phase.AUDIO):
+        if row.writing:
             return row.turn.pending[None]
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
             return user_frame_ids(self.config, chunk)
@@ -267,10 +272,11 @@ class StudentStepper:
 
     def _say(self, turn: TurnProgress) -> None:
         """The mouth says the whole answer now; steps hand its frames out."""
-        turn.phase = Phase.SPEAK if turn.text else Phase.DONE
-        if turn.text:
-            said = self.model.mouth.say(torch.tensor([turn.text], device=self.device))[0]
-            turn.said = said[:, :self.options.max_audio_frames].cpu().numpy()
+        if not turn.text:  # nothing to say
+            turn.phase = Phase.DONE
+            return
+        said = self.model.mouth.say(torch.tensor([turn.text], device=self.device))[0]
+        turn.said, turn.phase = said[:, :self.options.max_audio_frames].cpu().numpy(), Phase.SPEAK
 
     def _speak_step(self, turn: TurnProgress) -> np.ndarray:
         """The mouth's next frame ``[K_out]``; the turn is done after its last."""

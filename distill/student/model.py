@@ -358,11 +358,16 @@ def save_student(model: Student, vocab: dict, folder: str | Path, card: str | No
                              files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})
 
 
+def student_folder(name_or_dir: str | Path) -> Path:
+    """The folder of a ``save_student`` student given as a path or a bundled name."""
+    return find_model(name_or_dir, "student model", made_by="`voxloop distill export`",
+                      marker="vocab.json")
+
+
 def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student, dict]:
     """The model (float32, eval mode) and its vocabulary from a ``save_student`` folder or a
     bundled student's name."""
-    folder = find_model(name_or_dir, "student model", made_by="`voxloop distill export`",
-                        marker="vocab.json")
+    folder = student_folder(name_or_dir)
     raw, weights = load_model_folder(folder, "a student model", "voxloop distill train")
     raw.pop("kind", None)
     model = Student(StudentConfig(**raw))

@@ -165,18 +165,20 @@ class Mouth(nn.Module):
     def say(self, words: torch.Tensor, pace: float = 1.0) -> list[torch.Tensor]:
         """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower)."""
         encoded = self.encode(words)
-        pad = words == self.config.pad_word
-        frames = self.word_frames(encoded.log_frames, pace)
-        h, _ = self.frame_states(encoded, frames.masked_fill(pad, 0))
+        frames = self.word_frames(words, encoded.log_frames, pace)
+        h, _ = self.frame_states(encoded, frames)
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)
         for k in range(self.config.k_out):
             codes[:, k] = self.code_logits(h, k, codes).argmax(-1)
-        return [codes[b, :, :int(n)] for b, n in enumerate(frames.masked_fill(pad, 0).sum(1))]
+        return [codes[b, :, :int(n)] for b, n in enumerate(frames.sum(1))]
 
-    def word_frames(self, log_frames: torch.Tensor, pace: float = 1.0) -> torch.Tensor:
-        """Predicted log(1 + frames) ``[B, W]`` -> whole frames per word, at least one."""
-        return (torch.expm1(log_frames) * self.pace * pace).round().clamp(min=1).long()
+    def word_frames(self, words: torch.Tensor, log_frames: torch.Tensor,
+                    pace: float = 1.0) -> torch.Tensor:
+        """Predicted log(1 + frames) ``[B, W]`` of ``words`` -> whole frames per word: at
+        least one, none for padding."""
+        frames = (torch.expm1(log_frames) * self.pace * pace).round().clamp(min=1).long()
+        return frames.masked_fill(words == self.config.pad_word, 0)
 
 
 def word_lengths(starts: torch.Tensor, total: int) -> torch.Tensor:

@@ -100,8 +100,7 @@ def fit_pace(mouth: Mouth, data: PackedData, rows: np.ndarray, batch: int = 64) 
     true = said = 0
     for start in range(0, len(rows), batch):
         words, frames, _ = answer_batch(data, rows[start:start + batch], mouth.config)
-        pad = words == mouth.config.pad_word
-        said += int(mouth.word_frames(mouth.encode(words).log_frames).masked_fill(pad, 0).sum())
+        said += int(mouth.word_frames(words, mouth.encode(words).log_frames).sum())
         true += int(frames.sum())
     mouth.pace.fill_(true / max(said, 1))
     return float(mouth.pace)
@@ -200,10 +199,16 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
 def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) -> Path:
     """Write ``folder``: the student ``student_name`` with the mouth of ``checkpoint`` (a
     ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept."""
-    from voxloop.distill.student.model import Student, load_student, save_student
-    from voxloop.models import CARD_FILE, find_model
+    from voxloop.distill.student.model import (
+        Student,
+        load_student,
+        save_student,
+        student_folder,
+    )
+    from voxloop.models import CARD_FILE
 
-    student, vocab = load_student(student_name)
+    source = student_folder(student_name)
+    student, vocab = load_student(source)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config = MouthConfig(**state["config"])
     if (config.text_vocab, config.k_out) != (student.config.text_vocab, student.config.k_out):
@@ -218,7 +223,6 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     weights = {k: v for k, v in student.state_dict().items() if not k.startswith("mouth.")}
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
-    card = find_model(student_name, "student model", made_by="`voxloop distill export`",
-                      marker="vocab.json") / CARD_FILE
+    card = source / CARD_FILE
     return save_student(with_mouth.eval(), vocab, folder,
                         card.read_text() if card.is_file() else None)
