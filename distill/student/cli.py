@@ -32,7 +32,8 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--corpus", metavar="CORPUS_DIR", help="with --targets intended: also "
                    "train on the questions of this codec corpus's train split")
     p.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this student's "
-                   "vocabularies (to fine-tune it with --init-from) instead of building new ones")
+                   "vocabularies instead of building new ones (built ones that hold all its "
+                   "words also fine-tune it with --init-from: its new words start untrained)")
     p.add_argument("--user-input", choices=("codes", "semantic"), default="codes",
                    help="what the student hears: the dataset's codec codes, or semantic tokens "
                    "of its 16 kHz user audio (a semantic student)")

@@ -124,6 +124,10 @@ class StudentTrainSettings:
         "help": "share of the answer codes fed back that are the model's own greedy "
                 "prediction (scheduled sampling; one extra forward pass without gradient "
                 "per step): generating, it hears its own codes, not the teacher's"})
+    words_only: bool = field(default=False, metadata={
+        "help": "train the ears and the words only, for a student that speaks with its "
+                "mouth: each turn ends after its answer's words, so the audio steps (unused "
+                "by such a student) are not trained and a step costs about half"})
     boundary_weight: float = field(default=0.5, metadata={
         "help": "weight of the next-word-starts loss (a word-pointer student)"})
     augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
@@ -179,6 +183,9 @@ class MouthTrainSettings:
         "help": "the student whose words the mouth says: a model folder or bundled name"})
     out: str = field(default="runs/mouth", metadata={"help": "run folder"})
     d_model: int = field(default=256, metadata={"help": "the mouth's width"})
+    fresh: bool = field(default=False, metadata={
+        "help": "start a new mouth even where the student has one of this width (by "
+                "default training goes on from it, e.g. after new words: --init-from)"})
     steps: int = field(default=3000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "answers per step"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})

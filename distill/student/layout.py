@@ -125,6 +125,13 @@ class Sequence:
     ctc_target: np.ndarray
     n_user: int
 
+    def words_only(self, n_text: int) -> Sequence:
+        """The turn up to its last answer word (the position that predicts ``<eot>``): what
+        a student that speaks with its mouth still learns (ears and words), no audio step."""
+        end = self.n_user + n_text + 1
+        return Sequence(self.ids[:end], self.text_target[:end], self.audio_target[:end],
+                        self.boundary_target[:end], self.ctc_target, self.n_user)
+
 
 def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarray,
                    answer_codes: np.ndarray, ctc: np.ndarray,

@@ -98,9 +98,14 @@ class Mouth(nn.Module):
         if len(words) != self.config.text_vocab:
             raise ValueError(f"{len(words)} words, the mouth says {self.config.text_vocab}")
         self.spelling.zero_()
-        for i, word in enumerate(words):
+        self.spell(dict(enumerate(words)))
+
+    def spell(self, words: dict[int, str]) -> None:
+        """Spell the words of these ids (the others keep their spelling)."""
+        for i, word in words.items():
             letters = [min(ord(ch), ASCII - 1) for ch in word[:self.config.max_chars]]
-            self.spelling[i, :len(letters)] = torch.tensor(letters)
+            self.spelling[i] = 0
+            self.spelling[i, :len(letters)] = torch.tensor(letters, dtype=self.spelling.dtype)
 
     def encode(self, words: torch.Tensor) -> Encoded:
         """``words [B, W]`` (padded with ``pad_word``) -> their states and log frames."""

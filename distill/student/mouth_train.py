@@ -136,6 +136,9 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     torch.manual_seed(s.seed)
     mouth = Mouth(config).train()
     mouth.set_spelling(vocab["text"])
+    if not s.fresh and student.mouth is not None and student.mouth.config == config:
+        mouth.load_state_dict(student.mouth.state_dict())  # go on from the student's own
+        print(f"mouth: starts from {s.student}'s own")
     optimizer = torch.optim.AdamW(mouth.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     step, best = 0, float("inf")
     state = resume_checkpoint(out / "checkpoint.pt", asdict(config), "mouth")

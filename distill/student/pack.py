@@ -235,8 +235,9 @@ def collate(config: StudentConfig, seqs: list[Sequence]) -> Batch:
 
 
 def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
-               aug: Augment | None, rng: np.random.Generator) -> Batch:
-    """Sequences of examples ``rows`` (user codes perturbed by ``aug`` if given)."""
+               aug: Augment | None, rng: np.random.Generator, words_only: bool = False) -> Batch:
+    """Sequences of examples ``rows`` (user codes perturbed by ``aug`` if given; with
+    ``words_only``, cut after the answer's words: ``Sequence.words_only``)."""
     seqs = []
     aug = aug.at_rate(config.user_frame_rate_hz) if aug is not None else None
     for i in rows:
@@ -255,7 +256,7 @@ def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
             if aug.answer_code_noise:
                 noisy_answer_inputs(config, seq.ids, user.shape[1] + len(data.text(i)) + 1,
                                     aug.answer_code_noise, rng)
-        seqs.append(seq)
+        seqs.append(seq.words_only(len(data.text(i))) if words_only else seq)
     return collate(config, seqs)
 
 

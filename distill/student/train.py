@@ -93,7 +93,8 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
     counts = {"text": 0, "audio0": 0}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        batch = make_batch(model.config, data, chunk, None, np.random.default_rng(0)).to(device)
+        batch = make_batch(model.config, data, chunk, None, np.random.default_rng(0),
+                           s.words_only).to(device)
         for key, value in compute_losses(model, batch, s).items():
             sums[key] = sums.get(key, 0.0) + value.item() * len(chunk)
         out = model(batch.ids)
@@ -193,6 +194,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
 
     ``stop_at`` ends the process after that step, as a kill would (for resume tests).
     """
+    if settings.words_only and settings.self_feed:
+        raise VoxloopError("--self-feed feeds the model its own audio steps, which "
+                           "--words-only leaves out: use one of them")
     rank, world, device = setup_distributed(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -203,12 +207,13 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     init = None
     if settings.init_from:
         from voxloop.distill.student.model import load_student
+        from voxloop.distill.student.warm import grows
 
         init, vocab = load_student(settings.init_from)
-        if not _same_vocab(data, vocab):
-            raise VoxloopError(f"{settings.data} was not tokenized with {settings.init_from}'s "
+        if not grows(data.vocab, vocab):  # new words are fine: new rows (grow_vocab)
+            raise VoxloopError(f"{settings.data} lacks words of {settings.init_from}'s "
                                "vocabularies: pack it with `voxloop distill pack --vocab-from "
-                               f"{settings.init_from}`")
+                               f"{settings.init_from}`, or from data that holds them")
         mine, theirs = (v.get("semantic") or {} for v in (data.vocab, vocab))
         if mine.get("sha256") != theirs.get("sha256"):
             raise VoxloopError(f"{settings.data} was not heard through {settings.init_from}'s "
@@ -222,13 +227,17 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     torch.manual_seed(settings.seed)
     student = Student(config)
     if init is not None:
-        missing, unexpected = student.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or any(not k.startswith(("boundary_head.", "word_frame_embed."))
-                             for k in missing):
+        from voxloop.distill.student.warm import grow_vocab
+
+        missing = set(student.state_dict()) - set(init.state_dict())
+        if any(not k.startswith(("boundary_head.", "word_frame_embed.")) for k in missing):
             raise VoxloopError(f"{settings.init_from} does not fit this student: missing "
-                               f"{missing}, unexpected {unexpected}")
+                               f"{sorted(missing)}")
+        new_words = grow_vocab(student, data.vocab, init, vocab)
         if "word_frame_embed.weight" in missing:  # a new input starts silent
             torch.nn.init.zeros_(student.word_frame_embed.weight)
+        if new_words and rank == 0:
+            print(f"{new_words} answer words new to {settings.init_from} start untrained")
     elif config.user_input == "semantic":  # the tokenizer's codebook, packed with the data
         student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
     elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)
@@ -250,6 +259,10 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     student = student.to(device).train()
     if student.mouth is not None:  # trained on its own (distill mouth); kept as it is
         student.mouth.requires_grad_(False)
+    if settings.words_only:  # what only the audio steps use stays as it is
+        for part in (student.audio_head, student.boundary_head, student.word_frame_embed):
+            if part is not None:
+                part.requires_grad_(False)
     learned = [p for p in student.parameters() if p.requires_grad]
     decay = [p for p in learned if p.dim() >= 2]
     no_decay = [p for p in learned if p.dim() < 2]
@@ -290,7 +303,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         rows = train_rows[rng.choice(len(train_rows), settings.batch_size, p=draw)
                           if draw is not None else
                           rng.integers(0, len(train_rows), settings.batch_size)]
-        batch = make_batch(config, data, rows, aug, rng).to(device)
+        batch = make_batch(config, data, rows, aug, rng, settings.words_only).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
         if settings.self_feed:

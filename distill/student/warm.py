@@ -8,6 +8,11 @@ meaning carries over: the blocks and norms (same width and depth), the audio row
 embedding table and the audio head (same codec and ``K_out``), and the text and CTC rows
 of words both vocabularies hold (matched by word, not by index). The user input (codebook
 vectors, their projection, learned user code embeddings) starts afresh.
+
+``grow_vocab`` is the fine-tune's case: the same student on data with words it has never
+written (a dataset grown by new intents). Everything carries over; each word's rows (text
+embedding, text head, CTC head, the mouth's word embedding and spelling) move to the
+word's index in the larger vocabulary, and only the new words start untrained.
 """
 
 from __future__ import annotations
@@ -61,3 +66,52 @@ def warm_start(student, vocab: dict, old, old_vocab: dict) -> dict[str, int]:
         new_state[name][ctc_new] = old_state[name][ctc_old]
     student.load_state_dict(new_state)
     return {"tensors": copied + 4, "text_words": len(new_rows), "ctc_words": len(ctc_new)}
+
+
+def grows(vocab: dict, old_vocab: dict) -> bool:
+    """Whether ``vocab`` holds every word of ``old_vocab`` (both of its vocabularies)."""
+    return all(set(old_vocab[k]) <= set(vocab[k]) for k in ("text", "ctc"))
+
+
+@torch.no_grad()
+def grow_vocab(student, vocab: dict, old, old_vocab: dict) -> int:
+    """Load ``old`` (the same student, read in ``old_vocab``) into ``student``, built for
+    ``vocab``, a vocabulary that ``grows`` it: every tensor carries over, the rows of a
+    word move to its new index, and the new words' rows keep ``student``'s initialization
+    (the mouth also learns how they are spelled). Returns how many words are new."""
+    if not grows(vocab, old_vocab):
+        raise VoxloopError("the new vocabulary drops words of the old one")
+    new_cfg, old_cfg = student.config, old.config
+    new_state, old_state = student.state_dict(), old.state_dict()
+    text_new, text_old = _rows_by_word(vocab["text"], old_vocab["text"])
+    ctc_new, ctc_old = _rows_by_word(vocab["ctc"], old_vocab["ctc"])
+    by_word = {"text_head.weight": (text_new, text_old), "ctc_head.weight": (ctc_new, ctc_old),
+               "ctc_head.bias": (ctc_new, ctc_old),
+               # the mouth's last row is its padding word
+               "mouth.word_embed.weight": (text_new + [new_cfg.text_vocab],
+                                           text_old + [old_cfg.text_vocab]),
+               "mouth.spelling": (text_new + [new_cfg.text_vocab],
+                                  text_old + [old_cfg.text_vocab])}
+    for name, value in old_state.items():
+        if name not in new_state:
+            raise VoxloopError(f"{name} of the old student has no place in the new one")
+        if name == "embed.weight":  # [user codebooks | text | audio codebooks | null]
+            user = slice(0, new_cfg.text_offset)
+            new_state[name][user] = value[user]
+            new_state[name][_audio_rows(new_cfg)] = value[_audio_rows(old_cfg)]
+            new_state[name][[new_cfg.text_offset + i for i in text_new]] = \
+                value[[old_cfg.text_offset + i for i in text_old]]
+        elif name in by_word:
+            rows_new, rows_old = by_word[name]
+            new_state[name][rows_new] = value[rows_old]
+        elif new_state[name].shape != value.shape:
+            raise VoxloopError(f"{name} is {tuple(value.shape)} in the old student, "
+                               f"{tuple(new_state[name].shape)} in the new one")
+        else:
+            new_state[name].copy_(value)
+    student.load_state_dict(new_state)
+    kept = set(text_new)
+    new_words = {i: w for i, w in enumerate(vocab["text"]) if i not in kept}
+    if student.mouth is not None:
+        student.mouth.spell(new_words)
+    return len(new_words)

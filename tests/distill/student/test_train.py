@@ -230,3 +230,32 @@ def test_self_feed_replaces_fed_back_codes_with_the_models_own():
     assert torch.equal(fed.ids[:, 1:, :k][~real], batch.ids[:, 1:, :k][~real])  # the rest
     assert torch.equal(fed.audio_target, batch.audio_target)  # targets stay the teacher's
     assert (codes[real] != (batch.ids[:, 1:, :k] - offset - 1025 * torch.arange(k))[real]).any()
+
+
+def test_words_only_training_ends_turns_after_the_words_and_leaves_the_audio_head(tmp_path):
+    from voxloop.distill.student.pack import make_batch
+
+    data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+    config = tiny_config(text_vocab=len(data.vocab["text"]), ctc_vocab=len(data.vocab["ctc"]))
+    rows = np.arange(4)
+    batch = make_batch(config, data, rows, None, np.random.default_rng(0), words_only=True)
+    full = make_batch(config, data, rows, None, np.random.default_rng(0))
+    for b, i in enumerate(rows):
+        end = data.user(i).shape[1] + len(data.text(i)) + 1  # up to the last answer word
+        assert int((batch.text_target[b] != -100).sum()) == len(data.text(i)) + 1  # + <eot>
+        assert torch.equal(batch.ids[b, :end], full.ids[b, :end])
+        assert torch.equal(batch.ids[b, end:], torch.full_like(batch.ids[b, end:],
+                                                               config.null_id))
+    assert batch.ids.shape[1] < full.ids.shape[1] and (batch.audio_target == -100).all()
+
+    torch.manual_seed(0)
+    first = train(_settings(tmp_path / "a", steps=1), tiny_config(), data=data)
+    folder = export_student(first / "best.pt", tmp_path / "student")
+    start, _ = load_student(folder)
+    tuned = train(_settings(tmp_path / "b", steps=3, init_from=str(folder), words_only=True,
+                            select_on="text"), data=data)
+    weights = torch.load(tuned / "checkpoint.pt", weights_only=False)["model"]
+    assert torch.equal(weights["audio_head.weight"], start.audio_head.weight)
+    assert not torch.equal(weights["text_head.weight"], start.text_head.weight)
+    with pytest.raises(VoxloopError, match="--words-only"):
+        train(_settings(tmp_path / "c", words_only=True, self_feed=0.5), data=data)

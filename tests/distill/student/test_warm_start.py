@@ -53,3 +53,39 @@ def test_warm_start_copies_what_carries_over_by_word():
         warm_start(new, new_vocab, wider, old_vocab)
     with pytest.raises(VoxloopError, match="same codec"):
         warm_start(new, {**new_vocab, "codec": {"sha256": "other"}}, old, old_vocab)
+
+
+def test_grown_vocabulary_keeps_what_the_student_says_with_the_old_words():
+    from dataclasses import replace
+
+    from tests.distill.student.fixtures import ANSWERS, QUESTIONS
+    from voxloop.distill.student.layout import text_token_ids
+    from voxloop.distill.student.warm import grow_vocab
+
+    old_vocab = build_vocab(ANSWERS[:2], QUESTIONS[:2], with_domain=False)
+    new_vocab = build_vocab(ANSWERS, QUESTIONS, with_domain=False)
+    torch.manual_seed(2)
+    old = Student(tiny_config(text_vocab=len(old_vocab["text"]), ctc_vocab=len(old_vocab["ctc"]),
+                              mouth_d_model=32)).eval()
+    old.mouth.set_spelling(old_vocab["text"])
+    new = Student(replace(old.config, text_vocab=len(new_vocab["text"]),
+                          ctc_vocab=len(new_vocab["ctc"]))).eval()
+    assert grow_vocab(new, new_vocab, old, old_vocab) == \
+        len(set(new_vocab["text"]) - set(old_vocab["text"]))
+
+    words = ["the", "capital", "of", "paris", "is", "twelve"]  # all in the old vocabulary
+    old_ids = torch.tensor([old_vocab["text"].index(w) for w in words])
+    new_ids = torch.tensor([new_vocab["text"].index(w) for w in words])
+    assert not torch.equal(old_ids, new_ids)  # the rows did move
+    with torch.no_grad():
+        said_old = old(torch.from_numpy(text_token_ids(old.config, old_ids.numpy()))[None])
+        said_new = new(torch.from_numpy(text_token_ids(new.config, new_ids.numpy()))[None])
+        torch.testing.assert_close(said_new.text[..., new_ids], said_old.text[..., old_ids])
+        torch.testing.assert_close(said_new.audio, said_old.audio)
+        torch.testing.assert_close(new.mouth.encode(new_ids[None]).log_frames,
+                                   old.mouth.encode(old_ids[None]).log_frames)
+    purple = new_vocab["text"].index("purple")  # a new word, spelled for the mouth
+    assert "".join(chr(c) for c in new.mouth.spelling[purple].tolist() if c) == "purple"
+
+    with pytest.raises(VoxloopError, match="drops words"):
+        grow_vocab(old, old_vocab, new, new_vocab)
