@@ -194,3 +194,18 @@ def test_fine_tuning_a_student_leaves_its_mouth_alone(tmp_path, aligned):
     for name, value in start.mouth.state_dict().items():
         torch.testing.assert_close(state["model"][f"mouth.{name}"], value, atol=0, rtol=0), name
     assert not torch.equal(state["model"]["text_head.weight"], start.text_head.weight)
+
+
+def test_mouth_training_goes_on_from_the_students_own_mouth_unless_fresh(tmp_path, aligned):
+    data, path, student = aligned
+    _mouth_checkpoint(tmp_path / "mouth.pt", data, d_model=32)
+    folder = give_mouth(str(student), tmp_path / "mouth.pt", tmp_path / "with-mouth")
+    start, _ = load_student(folder)
+    still = dict(steps=1, lr=1e-12, warmup_steps=1, seed=1)  # a step that moves nothing
+    for fresh in (False, True):
+        out = train_mouth(_mouth_settings(tmp_path / str(fresh), path, folder, fresh=fresh,
+                                          **still))
+        weights = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+        same = torch.allclose(weights["word_embed.weight"],
+                              start.mouth.word_embed.weight.float(), atol=1e-3)
+        assert same != fresh
