@@ -75,8 +75,8 @@ def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, to
                      blank=0, zero_infinity=True)
     total = weighted + s.text_weight * text + s.ctc_weight * ctc
     losses = {"audio": audio, "text": text, "ctc": ctc}
-    if out.boundary is not None:
-        mask = batch.boundary_target != IGNORE
+    mask = batch.boundary_target != IGNORE
+    if out.boundary is not None and mask.any():  # (a words-only batch says no frame)
         losses["boundary"] = F.binary_cross_entropy_with_logits(
             out.boundary[mask].float(), batch.boundary_target[mask].float())
         total = total + s.boundary_weight * losses["boundary"]

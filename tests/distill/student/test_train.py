@@ -235,8 +235,11 @@ def test_self_feed_replaces_fed_back_codes_with_the_models_own():
 def test_words_only_training_ends_turns_after_the_words_and_leaves_the_audio_head(tmp_path):
     from voxloop.distill.student.pack import make_batch
 
-    data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
-    config = tiny_config(text_vocab=len(data.vocab["text"]), ctc_vocab=len(data.vocab["ctc"]))
+    from tests.distill.student.fixtures import pointer_packed
+
+    data = pointer_packed()  # a word-pointer student: its boundary loss has nothing to say
+    config = tiny_config(text_vocab=len(data.vocab["text"]), ctc_vocab=len(data.vocab["ctc"]),
+                         word_pointer=True)
     rows = np.arange(4)
     batch = make_batch(config, data, rows, None, np.random.default_rng(0), words_only=True)
     full = make_batch(config, data, rows, None, np.random.default_rng(0))
@@ -249,13 +252,17 @@ def test_words_only_training_ends_turns_after_the_words_and_leaves_the_audio_hea
     assert batch.ids.shape[1] < full.ids.shape[1] and (batch.audio_target == -100).all()
 
     torch.manual_seed(0)
-    first = train(_settings(tmp_path / "a", steps=1), tiny_config(), data=data)
+    first = train(_settings(tmp_path / "a", steps=1), config, data=data)
     folder = export_student(first / "best.pt", tmp_path / "student")
     start, _ = load_student(folder)
     tuned = train(_settings(tmp_path / "b", steps=3, init_from=str(folder), words_only=True,
                             select_on="text"), data=data)
-    weights = torch.load(tuned / "checkpoint.pt", weights_only=False)["model"]
+    state = torch.load(tuned / "checkpoint.pt", weights_only=False)
+    weights = state["model"]
+    valid = torch.load(tuned / "best.pt", weights_only=False)["valid"]
+    assert np.isfinite(valid["total"]) and valid["audio"] == 0, valid
     assert torch.equal(weights["audio_head.weight"], start.audio_head.weight)
+    assert torch.equal(weights["boundary_head.weight"], start.boundary_head.weight)
     assert not torch.equal(weights["text_head.weight"], start.text_head.weight)
     with pytest.raises(VoxloopError, match="--words-only"):
         train(_settings(tmp_path / "c", words_only=True, self_feed=0.5), data=data)
