@@ -31,9 +31,12 @@ def register(subparsers, groups: dict) -> None:
                    "for (the scripted teacher's answer to the prompt as written)")
     p.add_argument("--corpus", metavar="CORPUS_DIR", help="with --targets intended: also "
                    "train on the questions of this codec corpus's train split")
-    p.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this student's "
-                   "vocabularies instead of building new ones (built ones that hold all its "
-                   "words also fine-tune it with --init-from: its new words start untrained)")
+    words = p.add_mutually_exclusive_group()
+    words.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this "
+                       "student's vocabularies instead of building new ones (to evaluate it)")
+    words.add_argument("--keep-words-of", metavar="MODEL_DIR", help="build vocabularies that "
+                       "hold this student's words too, so that --init-from fine-tunes it on "
+                       "the pack (the pack's new words start untrained)")
     p.add_argument("--user-input", choices=("codes", "semantic"), default="codes",
                    help="what the student hears: the dataset's codec codes, or semantic tokens "
                    "of its 16 kHz user audio (a semantic student)")
@@ -85,18 +88,16 @@ def register(subparsers, groups: dict) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.model import load_student
     from voxloop.distill.student.pack import PackedData, dataset_progress, pack_dataset
 
-    vocab = None
-    if args.vocab_from:
-        from voxloop.distill.student.model import load_student
-
-        vocab = load_student(args.vocab_from)[1]
+    vocab = load_student(args.vocab_from)[1] if args.vocab_from else None
+    keep = load_student(args.keep_words_of)[1] if args.keep_words_of else None
     print(f"{args.dataset}: {dataset_progress(args.dataset)}")
     path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
                         targets=args.targets, corpus=args.corpus, user_input=args.user_input,
                         semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
-                        progress=True)
+                        progress=True, keep_vocab=keep)
     if args.align:
         run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=1))
     data = PackedData.load(path)

@@ -272,12 +272,13 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  vocab: dict | None = None, valid_every: int = 0,
                  targets: str = "teacher", corpus: str | Path | None = None,
                  user_input: str = "codes", semantic=None, batch_size: int = 32,
-                 jobs: int = 1, progress: bool = False) -> Path:
+                 jobs: int = 1, progress: bool = False, keep_vocab: dict | None = None) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
-    split and the domain. ``valid_every`` N > 0: while the dataset has no valid
-    turns yet (a partial build), every Nth training turn becomes a valid turn.
+    split and the domain (and every word of ``keep_vocab``). ``valid_every`` N > 0: while
+    the dataset has no valid turns yet (a partial build), every Nth training turn becomes a
+    valid turn.
     ``targets``: ``teacher`` or ``intended`` (``voxloop.distill.data.targets``); ``corpus``:
     also train on the questions of this codec corpus (``corpus_turns``; intended only).
     ``user_input`` ``semantic``: the user turns become the tokens of ``semantic`` (a
@@ -337,7 +338,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
             examples[i] = dataclasses.replace(examples[i], split="valid")
     train = [e for e in examples if e.split == "train"]
     if vocab is None:
-        vocab = build_vocab([e.answer_text for e in train], [e.asr_text for e in train])
+        vocab = build_vocab([e.answer_text for e in train], [e.asr_text for e in train],
+                            keep=keep_vocab)
     vocab = {"text": vocab["text"], "ctc": vocab["ctc"]}
     if user_input == "semantic":
         silence = np.array([info["silence"]], dtype=np.int16)

@@ -212,8 +212,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         init, vocab = load_student(settings.init_from)
         if not grows(data.vocab, vocab):  # new words are fine: new rows (grow_vocab)
             raise VoxloopError(f"{settings.data} lacks words of {settings.init_from}'s "
-                               "vocabularies: pack it with `voxloop distill pack --vocab-from "
-                               f"{settings.init_from}`, or from data that holds them")
+                               "vocabularies: pack it with `voxloop distill pack --keep-words-of "
+                               f"{settings.init_from}`")
         mine, theirs = (v.get("semantic") or {} for v in (data.vocab, vocab))
         if mine.get("sha256") != theirs.get("sha256"):
             raise VoxloopError(f"{settings.data} was not heard through {settings.init_from}'s "

@@ -51,10 +51,15 @@ def domain_words() -> tuple[set[str], set[str]]:
 
 
 def build_vocab(answers: Iterable[str], transcripts: Iterable[str],
-                with_domain: bool = True) -> dict[str, list[str]]:
+                with_domain: bool = True, keep: dict | None = None) -> dict[str, list[str]]:
     """Vocabularies covering the given text2 answers and text1 transcripts (the training
-    split), plus the domain's own words."""
+    split), plus the domain's own words and every word of ``keep`` (a student's
+    vocabularies: a pack built this way fine-tunes that student even if it lacks some of
+    the answers the student was trained on)."""
     text, ctc = domain_words() if with_domain else (set(), set())
+    if keep is not None:
+        text |= set(keep["text"]) - set(TEXT_SPECIALS)
+        ctc |= set(keep["ctc"]) - set(CTC_SPECIALS)
     text |= {w for a in answers for w in answer_words(a)}
     ctc |= {w for t in transcripts for w in user_words(t)}
     return {"text": [*TEXT_SPECIALS, *sorted(text)], "ctc": [*CTC_SPECIALS, *sorted(ctc)]}

@@ -233,9 +233,8 @@ def test_self_feed_replaces_fed_back_codes_with_the_models_own():
 
 
 def test_words_only_training_ends_turns_after_the_words_and_leaves_the_audio_head(tmp_path):
-    from voxloop.distill.student.pack import make_batch
-
     from tests.distill.student.fixtures import pointer_packed
+    from voxloop.distill.student.pack import make_batch
 
     data = pointer_packed()  # a word-pointer student: its boundary loss has nothing to say
     config = tiny_config(text_vocab=len(data.vocab["text"]), ctc_vocab=len(data.vocab["ctc"]),

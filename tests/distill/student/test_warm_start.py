@@ -89,3 +89,19 @@ def test_grown_vocabulary_keeps_what_the_student_says_with_the_old_words():
 
     with pytest.raises(VoxloopError, match="drops words"):
         grow_vocab(old, old_vocab, new, new_vocab)
+
+
+def test_vocabularies_built_keeping_a_students_words_grow_it():
+    """A pack of fewer answers than the student learned (--keep-words-of) still holds every
+    word of the student, so --init-from can fine-tune it."""
+    from tests.distill.student.fixtures import ANSWERS, QUESTIONS
+    from voxloop.distill.student.warm import grows
+
+    student_vocab = build_vocab(ANSWERS, QUESTIONS, with_domain=False)
+    fewer = build_vocab(ANSWERS[:1], QUESTIONS[:1], with_domain=False)
+    assert not grows(fewer, student_vocab)
+    kept = build_vocab(ANSWERS[:1] + ["Purple is spelled P, U, R, P, L, E."], QUESTIONS[:1],
+                       with_domain=False, keep=student_vocab)
+    assert grows(kept, student_vocab)
+    assert "purple" in kept["text"] and kept["text"][:3] == student_vocab["text"][:3]
+    assert len(set(kept["ctc"])) == len(kept["ctc"])  # specials once, not twice
