@@ -50,7 +50,8 @@ def register(subparsers, groups: dict) -> None:
                         "is fastest). Tokens are cached per shard under "
                         "DATASET/semantic-tokens/, so a repack or a killed pack reuses them")
     p.add_argument("--align", action="store_true", help="also time every answer word "
-                   "(voxloop distill align), which a --student-word-pointer student needs")
+                   "(voxloop distill align, with --jobs Whisper threads), which a "
+                   "--student-word-pointer student and a mouth need")
     p.set_defaults(run=run_pack)
 
     p = add_command(group, "align", "Time every answer word of a pack in its audio (forced "
@@ -99,7 +100,7 @@ def run_pack(args: argparse.Namespace) -> int:
                         semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
                         progress=True, keep_vocab=keep)
     if args.align:
-        run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=1))
+        run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=args.jobs))
     data = PackedData.load(path)
     counts = {s: int((data.split == s).sum()) for s in sorted(set(data.split.tolist()))}
     heard = "codec codes"
