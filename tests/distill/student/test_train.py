@@ -132,7 +132,7 @@ def test_fine_tune_starts_from_the_given_model(tmp_path):
         torch.testing.assert_close(weights[name], value, atol=1e-6, rtol=0), name
     other = tiny_packed(tiny_examples(6, seed=5) + tiny_examples(2, seed=1, split="valid"))
     other.vocab = {**other.vocab, "text": other.vocab["text"][:-1]}
-    with pytest.raises(VoxloopError, match="--vocab-from"):
+    with pytest.raises(VoxloopError, match="--keep-words-of"):
         train(_settings(tmp_path / "c", init_from=str(folder)), data=other)
 
 
