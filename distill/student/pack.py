@@ -293,6 +293,9 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
         raise VoxloopError(f"targets must be one of {TARGETS}, not {targets!r}")
     if user_input not in ("codes", "semantic"):
         raise VoxloopError(f"user_input must be codes or semantic, not {user_input!r}")
+    if vocab is not None and keep_vocab is not None:
+        raise VoxloopError("give a student's vocabularies to tokenize with, or ones to keep "
+                           "words of, not both (--vocab-from or --keep-words-of)")
     if corpus and targets != "intended":
         raise VoxloopError("corpus turns have no teacher answer: use them with intended targets")
     if corpus and user_input == "semantic":
