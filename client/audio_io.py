@@ -128,6 +128,12 @@ class PlayedTimeline:
     captured. Both sides count samples and go by PortAudio's clock only through a
     :class:`_ClockFollower`: its jitter and wander never move the reference.
 
+    ``take`` hands the canceller the reference ``lead_ms`` early: AEC3 cancels only echo
+    that comes after its reference, and the start calibration can be late by as much as
+    the readings wandered (the echo came 6-16 ms before its reference in a clean-clone run
+    on a loaded machine, and all of it reached the server); leading by more than that
+    costs nothing but a longer echo delay for AEC3 to find.
+
     ``take`` also says whether the echo canceller can trust the reference: not
     before the clocks are calibrated, not while an xrun is being measured, not until
     it has heard ``settle_ms`` of audible reference after the reference moved (it
@@ -135,9 +141,10 @@ class PlayedTimeline:
     output callback is late).
     """
 
-    def __init__(self, keep_ms: int = 2000, settle_ms: int = 200,
+    def __init__(self, keep_ms: int = 2000, settle_ms: int = 200, lead_ms: int = 40,
                  rate_hz: int = WIRE_RATE_HZ) -> None:
         self.rate_hz = rate_hz
+        self.lead = lead_ms * rate_hz // 1000
         self._ring = np.zeros(keep_ms * rate_hz // 1000, np.float32)
         self._origin_s: float | None = None  # perf_counter time of sample 0
         self._end = 0  # the speaker side has written up to here
@@ -192,8 +199,9 @@ class PlayedTimeline:
     def take(self, n_samples: int, captured_s: float,
              overflow: bool = False) -> tuple[np.ndarray, bool]:
         """What the speaker played while the mic captured ``n_samples`` from
-        ``captured_s`` on, and whether that can be trusted as the echo's reference
-        (``overflow``: PortAudio lost input before this block)."""
+        ``captured_s`` on (``lead_ms`` ahead of it: see the class), and whether that can
+        be trusted as the echo's reference (``overflow``: PortAudio lost input before
+        this block)."""
         out = np.zeros(n_samples, np.float32)
         with self._lock:
             if self._origin_s is None:
@@ -204,6 +212,7 @@ class PlayedTimeline:
             if self._read.jumps != jumps:
                 self._unsettled = self._settle
             self._read.position = start + n_samples
+            start += self.lead
             first = max(start, self._end - len(self._ring))
             last = min(start + n_samples, self._end)
             if last > first:
@@ -217,13 +226,14 @@ class PlayedTimeline:
         return out, aligned
 
     def ahead_dbfs(self, ahead_ms: int = 100) -> float:
-        """The level of what the speaker plays in the ``ahead_ms`` after the last block
-        taken: where the reference is not trusted, the echo may be of that already."""
+        """The level of what the speaker plays in the ``ahead_ms`` after the last
+        reference taken: where the reference is not trusted, the echo may be of that
+        already."""
         with self._lock:
             first = self._read.position
             if first is None:
                 return SILENT_DBFS
-            first = max(first, self._end - len(self._ring))
+            first = max(first + self.lead, self._end - len(self._ring))
             last = min(first + ahead_ms * self.rate_hz // 1000, self._end)
             return dbfs(self._load(first, last)) if last > first else SILENT_DBFS
 

@@ -99,7 +99,7 @@ def test_input_clock_maps_ms_to_capture_time():
 
 
 def test_played_timeline_returns_what_was_heard_at_capture_time():
-    timeline = PlayedTimeline()
+    timeline = PlayedTimeline(lead_ms=0)
     audio = np.arange(40 * BLOCK, dtype=np.float32)
     for k in range(40):  # block k heard from 1.0 + k * 20 ms
         timeline.put(audio[k * BLOCK:(k + 1) * BLOCK], 1.0 + k * 0.02)
@@ -108,6 +108,18 @@ def test_played_timeline_returns_what_was_heard_at_capture_time():
         np.testing.assert_array_equal(far, audio[j * BLOCK:(j + 1) * BLOCK])
         assert aligned == (j >= 25)  # once both sides' clocks are calibrated (0.5 s)
     assert timeline.resyncs == 0  # clock jitter does not move the reference
+
+
+def test_played_timeline_hands_the_reference_lead_ms_early():
+    timeline = PlayedTimeline(lead_ms=40)
+    audio = np.arange(40 * BLOCK, dtype=np.float32)
+    for k in range(40):
+        timeline.put(audio[k * BLOCK:(k + 1) * BLOCK], 1.0 + k * 0.02)
+    for j in range(30):
+        far, aligned = timeline.take(BLOCK, 1.0 + j * 0.02)
+    lead = 40 * RATE_HZ // 1000
+    np.testing.assert_array_equal(far, audio[29 * BLOCK + lead:30 * BLOCK + lead])
+    assert aligned
 
 
 def test_aec_removes_a_delayed_echo_and_keeps_the_user():
