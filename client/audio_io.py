@@ -131,8 +131,9 @@ class PlayedTimeline:
     ``take`` hands the canceller the reference ``lead_ms`` early: AEC3 cancels only echo
     that comes after its reference, and the start calibration can be late by as much as
     the readings wandered (the echo came 6-16 ms before its reference in a clean-clone run
-    on a loaded machine, and all of it reached the server); leading by more than that
-    costs nothing but a longer echo delay for AEC3 to find.
+    on a loaded machine, and all of it reached the server). Leading by more than that
+    costs a longer echo delay for AEC3 to find, and needs the speaker side written that
+    much further ahead (a block it has not reached is distrusted, as below).
 
     ``take`` also says whether the echo canceller can trust the reference: not
     before the clocks are calibrated, not while an xrun is being measured, not until
