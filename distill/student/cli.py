@@ -31,6 +31,10 @@ def register(subparsers, groups: dict) -> None:
                    "for (the scripted teacher's answer to the prompt as written)")
     p.add_argument("--corpus", metavar="CORPUS_DIR", help="with --targets intended: also "
                    "train on the questions of this codec corpus's train split")
+    p.add_argument("--extra-train", metavar="DATASET", nargs="+", default=[],
+                   help="more dataset folders (built with another --seed, e.g. more voices "
+                   "for some --intents) whose train turns join the train split; validation "
+                   "and the held-out splits stay DATASET's")
     words = p.add_mutually_exclusive_group()
     words.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this "
                        "student's vocabularies instead of building new ones (to evaluate it)")
@@ -94,11 +98,12 @@ def run_pack(args: argparse.Namespace) -> int:
 
     vocab = load_student(args.vocab_from)[1] if args.vocab_from else None
     keep = load_student(args.keep_words_of)[1] if args.keep_words_of else None
-    print(f"{args.dataset}: {dataset_progress(args.dataset)}")
+    for folder in (args.dataset, *args.extra_train):
+        print(f"{folder}: {dataset_progress(folder)}")
     path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
                         targets=args.targets, corpus=args.corpus, user_input=args.user_input,
                         semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
-                        progress=True, keep_vocab=keep)
+                        progress=True, keep_vocab=keep, extra_train=tuple(args.extra_train))
     if args.align:
         run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=args.jobs))
     data = PackedData.load(path)

@@ -272,7 +272,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  vocab: dict | None = None, valid_every: int = 0,
                  targets: str = "teacher", corpus: str | Path | None = None,
                  user_input: str = "codes", semantic=None, batch_size: int = 32,
-                 jobs: int = 1, progress: bool = False, keep_vocab: dict | None = None) -> Path:
+                 jobs: int = 1, progress: bool = False, keep_vocab: dict | None = None,
+                 extra_train: tuple[str | Path, ...] = ()) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
@@ -286,8 +287,11 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     dataset's 16 kHz user audio, ``batch_size`` clips at a time, cached per shard and
     computed by ``jobs`` processes (``distill.student.token_cache``). A dataset still being
     built is packed from the shards that exist (``dataset_progress`` says how many).
+    ``extra_train``: more dataset folders (other plans, e.g. another ``--seed`` with more
+    voices for some intents) whose train splits are added to the train split; their other
+    splits are left out, so validation and the held-out splits stay ``folder``'s.
     """
-    from voxloop.distill.data.dataset import iter_examples, load_manifest
+    from voxloop.distill.data.dataset import load_manifest
     from voxloop.distill.student.vocab import Tokenizer, build_vocab
     if targets not in TARGETS:
         raise VoxloopError(f"targets must be one of {TARGETS}, not {targets!r}")
@@ -302,32 +306,29 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
         raise VoxloopError("corpus turns keep no 16 kHz audio to tokenize: pack semantic "
                            "tokens without --corpus")
     manifest = load_manifest(folder)
-    stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if user_input ==
-              "codes" else e for e in iter_examples(folder))  # audio: not kept in memory
+    for other in extra_train:
+        if load_manifest(other)["codec"] != manifest["codec"]:
+            raise VoxloopError(f"{other} was made with another codec than {folder}: its "
+                               "answer codes would not match (voxloop distill synth --recode)")
     extra: dict[str, np.ndarray] = {}
+    tokens = None
     if user_input == "semantic":
-        from voxloop.distill.student.user_tokens import (
-            load_tokenizer,
-            semantic_info,
-            with_semantic_tokens,
-        )
+        from voxloop.distill.student.user_tokens import load_tokenizer, semantic_info
 
         tokenizer, tokenizer_folder = load_tokenizer(semantic)
         info = semantic_info(tokenizer, tokenizer_folder)
-        if info["sha256"]:  # a tokenizer on disk: tokens cached per shard, in parallel
-            from voxloop.distill.student.token_cache import fill_cache, with_cached_tokens
-
-            cache = fill_cache(folder, tokenizer, tokenizer_folder, info["sha256"], jobs=jobs,
-                               batch_size=batch_size, progress=progress)
-            stream = with_cached_tokens(stream, cache)
-        else:
-            total = sum(s["examples_done"] for s in manifest["splits"].values())
-            stream = with_semantic_tokens(stream, tokenizer, batch_size, progress=progress,
-                                          total=total)
+        tokens = (tokenizer, tokenizer_folder, info)
         extra["user_codebooks"] = tokenizer.codebook_vectors().float().cpu().numpy()
-    examples = list(stream)
-    if not examples:
-        raise VoxloopError(f"{folder} has no finished shard yet")
+    examples = []
+    for source in (folder, *extra_train):
+        turns = list(_user_turns(source, user_input, tokens, batch_size, jobs, progress))
+        if not turns:
+            raise VoxloopError(f"{source} has no finished shard yet")
+        examples += turns if source is folder else [e for e in turns if e.split == "train"]
+    train_ids = [e.id for e in examples if e.split == "train"]
+    if extra_train and len(set(train_ids)) < len(train_ids):
+        raise VoxloopError("the datasets share turn ids: build an --extra-train dataset with "
+                           "another plan seed (voxloop distill synth --seed N)")
     if targets == "intended":
         from voxloop.distill.data.targets import AnswerCodes, corpus_turns, intended_targets
 
@@ -356,6 +357,29 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     arrays = pack_examples(examples, Tokenizer(vocab), silence, answer_codebooks)
     PackedData({**arrays, **extra}, vocab_info).save(out)
     return Path(out)
+
+
+def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jobs: int,
+                progress: bool):
+    """The finished ``DialogueExample``s of ``folder`` without their audio; with ``tokens``
+    (tokenizer, its folder, ``semantic_info``), ``user_codes`` are its semantic tokens."""
+    from voxloop.distill.data.dataset import iter_examples, load_manifest
+
+    stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if tokens is None
+              else e for e in iter_examples(folder))  # audio: not kept in memory
+    if tokens is None:
+        return stream
+    from voxloop.distill.student.user_tokens import with_semantic_tokens
+
+    tokenizer, tokenizer_folder, info = tokens
+    if info["sha256"]:  # a tokenizer on disk: tokens cached per shard, in parallel
+        from voxloop.distill.student.token_cache import fill_cache, with_cached_tokens
+
+        cache = fill_cache(folder, tokenizer, tokenizer_folder, info["sha256"], jobs=jobs,
+                           batch_size=batch_size, progress=progress)
+        return with_cached_tokens(stream, cache)
+    total = sum(s["examples_done"] for s in load_manifest(folder)["splits"].values())
+    return with_semantic_tokens(stream, tokenizer, batch_size, progress=progress, total=total)
 
 
 def dataset_progress(folder: str | Path) -> str:

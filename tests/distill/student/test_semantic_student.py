@@ -182,3 +182,29 @@ def test_generate_prefills_semantic_tokens_in_chunks_as_at_once(tokenizer):
     chunked = generate(model, Tokenizer(data.vocab), data.user(1), options, chunk_frames=2)
     assert whole.text_ids == chunked.text_ids
     np.testing.assert_array_equal(whole.codes, chunked.codes)
+
+
+def test_pack_adds_the_train_turns_of_extra_datasets_only(tmp_path, tokenizer):
+    main = examples_with_audio(4, seed=0)
+    main_valid = examples_with_audio(2, seed=5, split="valid")
+    more = [dataclasses.replace(e, id=f"{e.id}-s1") for e in examples_with_audio(2, seed=9)]
+    more_valid = [dataclasses.replace(e, id=f"{e.id}-s1")
+                  for e in examples_with_audio(2, seed=11, split="valid")]
+    for name, existing in (("main", {"train": main, "valid": main_valid}),
+                           ("more", {"train": more, "valid": more_valid}),
+                           ("same", {"train": main[:2]})):
+        (tmp_path / name / "shards").mkdir(parents=True)
+        write_dataset(tmp_path / name, existing, {s: len(e) // 2 for s, e in existing.items()})
+    out = pack_dataset(tmp_path / "main", tmp_path / "sem.npz", user_input="semantic",
+                       semantic=tokenizer, batch_size=3, extra_train=(tmp_path / "more",))
+    data = PackedData.load(out)
+    assert sorted(data.id[data.indices("train")].tolist()) == sorted(
+        [e.id for e in main + more])
+    assert data.id[data.indices("valid")].tolist() == [e.id for e in main_valid]
+    for ex in more:
+        i = int(np.flatnonzero(data.id == ex.id)[0])
+        wav = torch.from_numpy(ex.user_audio.astype(np.float32) / 32768)[None]
+        np.testing.assert_array_equal(data.user(i), tokenizer.encode(wav).numpy())
+    with pytest.raises(VoxloopError, match="--seed"):
+        pack_dataset(tmp_path / "main", tmp_path / "x.npz", user_input="semantic",
+                     semantic=tokenizer, extra_train=(tmp_path / "same",))
