@@ -135,9 +135,10 @@ class Sequence:
 
 def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarray,
                    answer_codes: np.ndarray, ctc: np.ndarray,
-                   word_frames: np.ndarray | None = None) -> Sequence:
+                   word_frames: np.ndarray | None = None, words_only: bool = False) -> Sequence:
     """One turn's sequence; ``word_frames [len(text)]`` (start frame of each answer word)
-    is needed by a word-pointer student."""
+    is needed by a word-pointer student, unless ``words_only``: the turn cut after its
+    answer's words (``Sequence.words_only``), which has no audio step to point from."""
     n_user, n_text = user_codes.shape[1], len(text)
     steps, valid = delay(answer_codes[:config.k_out], config.k_out)
     ids = np.concatenate([
@@ -151,6 +152,9 @@ def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarr
     audio_target = np.full((len(ids), config.k_out), IGNORE, dtype=np.int64)
     audio_target[first_audio:] = np.where(valid, steps, IGNORE)
     boundary_target = np.full(len(ids), IGNORE, dtype=np.int64)
+    if words_only:
+        return Sequence(ids, text_target, audio_target, boundary_target,
+                        np.asarray(ctc, dtype=np.int64), n_user).words_only(n_text)
     if config.word_pointer and n_text:
         if word_frames is None or len(word_frames) != n_text:
             raise ValueError("a word-pointer student needs the start frame of every answer "

@@ -245,18 +245,18 @@ def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
         if aug is not None:
             user = augment_user(user, data.silence_codes, aug, rng, vocab=config.user_vocab)
         words = None
-        if config.word_pointer:
+        if config.word_pointer and not words_only:  # the pointer rides on the audio steps
             words = data.words(i)
             if aug is not None:
                 words = jitter_words(words, data.answer(i).shape[1], aug.word_jitter_frames, rng)
         seq = build_sequence(config, np.maximum(user, 0), data.text(i), data.answer(i),
-                             data.ctc(i), words)
+                             data.ctc(i), words, words_only)
         if aug is not None:  # dropped user codes -> the zero (null) embedding
             seq.ids[:user.shape[1], :config.k_in][user[:config.k_in].T < 0] = config.null_id
             if aug.answer_code_noise:
                 noisy_answer_inputs(config, seq.ids, user.shape[1] + len(data.text(i)) + 1,
                                     aug.answer_code_noise, rng)
-        seqs.append(seq.words_only(len(data.text(i))) if words_only else seq)
+        seqs.append(seq)
     return collate(config, seqs)
 
 

@@ -50,6 +50,11 @@ def test_layout_tells_each_audio_step_its_word_and_when_the_next_starts():
     np.testing.assert_array_equal(seq.ids[:, :8], plain.ids)  # the rest is unchanged
     with pytest.raises(ValueError, match="distill align"):
         build_sequence(config, user, text, answer, np.array([3]))
+    cut = build_sequence(config, user, text, answer, np.array([3]), words_only=True)
+    whole = seq.words_only(len(text))  # no audio step, so no word times needed
+    for name in ("ids", "text_target", "audio_target", "boundary_target", "ctc_target"):
+        np.testing.assert_array_equal(getattr(cut, name), getattr(whole, name))
+    assert len(cut.ids) == first_audio
 
 
 def test_word_starts_stay_ordered_inside_the_answer_when_jittered():
