@@ -114,6 +114,10 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                      "parameters_m": model.num_parameters() / 1e6,
                      "speaks_with": "mouth" if model.mouth is not None else "audio steps",
                      "splits": {}}
+    # teacher-forced losses: of the words alone where the pack has no answer word times and
+    # the student's audio steps need them (a student speaking with its mouth uses none)
+    forced = StudentTrainSettings(words_only=model.config.word_pointer
+                                  and data.word_frames is None)
     all_rows = []
     for split in settings.splits:
         rows_idx = data.indices(split)[:settings.limit or None]
@@ -143,12 +147,12 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                 row["teacher_transcript"] = _transcribe(codec, asr, teacher)
                 row["teacher_correct"] = judge(row["answer_text"], row["teacher_transcript"])
             rows.append(row)
-        tf = evaluate(model, data, rows_idx, StudentTrainSettings(), torch.device("cpu"))
+        tf = evaluate(model, data, rows_idx, forced, torch.device("cpu"))
         metrics["splits"][split] = _split_metrics(rows, tf, codec.frame_rate, settings.ceiling)
         all_rows += rows
     tf_all = evaluate(model, data, np.concatenate([data.indices(s)[:settings.limit or None]
                                                    for s in settings.splits]),
-                      StudentTrainSettings(), torch.device("cpu"))
+                      forced, torch.device("cpu"))
     metrics["all"] = _split_metrics(all_rows, tf_all, codec.frame_rate, settings.ceiling)
     metrics["kinds"] = answer_kinds(all_rows)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
