@@ -90,3 +90,21 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     assert "heldout_voice" in (tmp_path / "eval" / "report.md").read_text()
     assert metrics["speaks_with"] == "audio steps"
     assert "speaks with its audio steps" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_a_word_pointer_student_is_judged_on_a_pack_without_word_times(tmp_path):
+    examples = tiny_examples(3, split="heldout_voice")
+    data = tiny_packed(examples)
+    assert data.word_frames is None
+    data.save(tmp_path / "data.npz")
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]), word_pointer=True))
+    folder = save_student(model.eval(), data.vocab, tmp_path / "student")
+    settings = StudentEvalSettings(data=str(tmp_path / "data.npz"), out=str(tmp_path / "eval"),
+                                   chunk_frames=3)
+    metrics = evaluate_student(folder, settings, asr=FixedASR(),
+                               codec=random_codec(CodecConfig()))
+    voice = metrics["splits"]["heldout_voice"]
+    assert voice["n"] == 3 and 0 <= voice["text_token_acc_pct"] <= 100
+    assert voice["audio0_acc_pct"] == 0  # the words' losses alone: no audio step was forced
