@@ -47,7 +47,7 @@ from voxloop.distill.data.plan import (
 )
 from voxloop.distill.teachers.asr import ASRSettings, load_asr
 from voxloop.distill.teachers.llm import LLMSettings, load_llm
-from voxloop.distill.teachers.tts import ASSISTANT_VOICE, rendition, synthesize
+from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 from voxloop.errors import VoxloopError
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class AnswerCache:
         self.folder, self.voice = folder, voice
 
     def path(self, text: str) -> Path:
-        key = hashlib.sha256(f"{rendition(self.voice)}\n{text}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{self.voice}\n{text}".encode()).hexdigest()[:24]
         return self.folder / f"{key}.npy"
 
     def get(self, text: str) -> tuple[np.ndarray, bool]:
@@ -157,7 +157,6 @@ class Teachers:
         meta = {"template": item.template, "fill": item.fill, "slots": dict(item.slots),
                 "augmentation": item.augmentation, "augment_seed": item.seed,
                 "timing_ms": ms, "answer_cached": cached, "asr": item.asr,
-                "answer_rendition": rendition(self.answers.voice),
                 "teachers": self.names if item.asr else {**self.names, "asr": "skipped"},
                 "duration_s": {"user": len(speech1) / MODEL_RATE_HZ,
                                "answer": len(speech2) / MODEL_RATE_HZ},

@@ -27,20 +27,14 @@ from voxloop.errors import VoxloopError
 
 class AnswerCodes:
     """Codec codes ``int16 [K, F]`` of the assistant voice saying an answer: from a turn
-    of the dataset that has them in the assistant's current rendition (the answer cache
-    makes every take of one answer the same audio), else from the dataset's answer cache,
-    synthesized there if missing."""
+    of the dataset that has them (the answer cache makes every take of one answer the
+    same audio), else from the dataset's answer cache, synthesized there if missing."""
 
     def __init__(self, folder: str | Path, codec_name: str,
                  examples: list[DialogueExample]) -> None:
         from voxloop.distill.data.synth import AnswerCache
-        from voxloop.distill.teachers.tts import ASSISTANT_VOICE, rendition
 
-        # a turn's codes are reused only if it was said as the assistant says answers now
-        # (turns that record no rendition were made with piper's defaults)
-        now = rendition(ASSISTANT_VOICE)
-        self.codes = {e.answer_text: e.answer_codes for e in examples
-                      if e.meta.get("answer_rendition", ASSISTANT_VOICE) == now}
+        self.codes = {e.answer_text: e.answer_codes for e in examples}
         self.cache = AnswerCache(Path(folder) / "answers")
         self.codec_name = codec_name
         self._runner = None

@@ -20,20 +20,6 @@ import numpy as np
 from voxloop.errors import VoxloopError
 
 ASSISTANT_VOICE = "piper:joe"
-# How piper renders the assistant (SynthesisConfig fields; none: the model's own prosody
-# noise 0.667 and duration noise 0.8). Calmer settings do not decode better: the 59 fixed
-# answers rendered twice each, their K = 4 codes decoded by `assistant` and judged by
-# Whisper tiny.en, 85 / 118 understood at the defaults and 84 / 118 at noise 0.3 and
-# duration noise 0.3. Answer caches and packs follow a change (``rendition``).
-ASSISTANT_PIPER_CONFIG: tuple[tuple[str, float], ...] = ()
-
-
-def rendition(voice_name: str) -> str:
-    """What a voice's audio depends on besides the text: its name, and for the assistant
-    the settings it speaks with (a cache of its audio keyed by this is never stale)."""
-    if voice_name != ASSISTANT_VOICE:
-        return voice_name
-    return " ".join([voice_name, *(f"{k}={v:g}" for k, v in ASSISTANT_PIPER_CONFIG)])
 
 
 @dataclass(frozen=True)

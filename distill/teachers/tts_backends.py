@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.audio import read_wav
-from voxloop.distill.teachers.tts import ASSISTANT_PIPER_CONFIG, TTSBackend, Voice
+from voxloop.distill.teachers.tts import TTSBackend, Voice
 from voxloop.errors import MissingDependencyError, VoxloopError
 from voxloop.models import verify_sha256
 
@@ -229,8 +229,7 @@ class PiperBackend:
         return True, ""
 
     def voices(self) -> list[Voice]:
-        joe = [Voice("piper:joe", "piper", 22050, "US English male, neural" + "".join(
-            f", {_PIPER_FIELDS[k]} {v:g}" for k, v in ASSISTANT_PIPER_CONFIG) + " (piper, CC0)")]
+        joe = [Voice("piper:joe", "piper", 22050, "US English male, neural (piper, CC0)")]
         return joe + [
             Voice(f"piper:joe@{key}", "piper", 22050, "US English male, neural, " + ", ".join(
                 f"{_PIPER_FIELDS[k]} {v:g}" for k, v in config.items()) + " (piper)", True)
@@ -252,12 +251,10 @@ class PiperBackend:
             return self._voice
 
     def synthesize(self, text: str, voice: Voice) -> np.ndarray:
-        from piper import SynthesisConfig
+        config = None
+        if "@" in voice.name:
+            from piper import SynthesisConfig
 
-        from voxloop.distill.teachers import tts
-
-        config = SynthesisConfig(**dict(tts.ASSISTANT_PIPER_CONFIG))
-        if "@" in voice.name:  # a user voice: from the model's defaults
             config = SynthesisConfig(**PIPER_VARIANTS[voice.name.split("@", 1)[1]])
         chunks = [c.audio_float_array for c in self._load().synthesize(text, syn_config=config)]
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

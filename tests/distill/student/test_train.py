@@ -96,17 +96,14 @@ def test_intended_targets_replace_misheard_answers(tmp_path):
     from dataclasses import replace
 
     from voxloop.distill.data.targets import AnswerCodes, intended_targets
-    from voxloop.distill.teachers.tts import ASSISTANT_VOICE, rendition
 
     right, misheard, unseen = tiny_examples(3)
     fallback = "Sorry, I can only help with simple math."
-    now = {"answer_rendition": rendition(ASSISTANT_VOICE)}  # synthesized as the assistant is
     examples = [
-        replace(right, meta={"prompt_answer": right.answer_text, **now}),
+        replace(right, meta={"prompt_answer": right.answer_text}),
         replace(misheard, answer_text=fallback, asr_text="what is machine power",
-                meta={"prompt_answer": right.answer_text, **now}),
-        replace(unseen, answer_text=fallback,
-                meta={"prompt_answer": "Seven plus one is eight.", **now}),
+                meta={"prompt_answer": right.answer_text}),
+        replace(unseen, answer_text=fallback, meta={"prompt_answer": "Seven plus one is eight."}),
     ]
     out = intended_targets(examples, AnswerCodes(tmp_path, "voxloop-codec-16k", examples))
     assert [e.answer_text for e in out] == [right.answer_text, right.answer_text,
@@ -121,12 +118,6 @@ def test_intended_targets_replace_misheard_answers(tmp_path):
     assert packed.intended_text.tolist() == [e.answer_text for e in out]
     with pytest.raises(VoxloopError, match="--targets teacher"):
         intended_targets([right], AnswerCodes(tmp_path, "voxloop-codec-16k", [right]))
-    # a turn the assistant said with other settings: its codes are not reused
-    stale = replace(right, meta={"prompt_answer": right.answer_text,
-                                 "answer_rendition": "piper:joe noise_scale=0.3"})
-    again = AnswerCodes(tmp_path, "voxloop-codec-16k", [stale])(right.answer_text)
-    assert again.shape[0] == 8 and not np.array_equal(again[:, :5], right.answer_codes[:, :5])
-    assert len(list((tmp_path / "answers").glob("*.npy"))) == 2
 
 
 def test_fine_tune_starts_from_the_given_model(tmp_path):
@@ -153,10 +144,8 @@ def test_corpus_questions_become_training_turns(tmp_path):
 
     from voxloop.audio import write_wav
     from voxloop.distill.data.targets import AnswerCodes, corpus_turns
-    from voxloop.distill.teachers.tts import ASSISTANT_VOICE, rendition
 
-    paris = replace(tiny_examples(2)[1], meta={"prompt_answer": ANSWERS[1],
-                                               "answer_rendition": rendition(ASSISTANT_VOICE)})
+    paris = replace(tiny_examples(2)[1], meta={"prompt_answer": ANSWERS[1]})
     rows = [("train-a-0000", "what is the capital of france", "train"),
             ("train-a-0001", ANSWERS[1], "train"),
             ("heldout-a-0000", "what's the capital of france", "heldout")]

@@ -53,28 +53,6 @@ def test_piper_variants_change_speed():
     assert len(slow) > 1.3 * len(fast)
 
 
-def test_the_assistant_speaks_with_its_piper_config_and_caches_follow_it(monkeypatch):
-    from voxloop.distill.teachers import tts
-
-    joe = tts.get_voice(ASSISTANT_VOICE)[1]._load()
-    asked = []  # piper draws its noise afresh each call: compare what it was asked for
-    real = joe.synthesize
-    monkeypatch.setattr(joe, "synthesize",
-                        lambda text, syn_config=None: asked.append(syn_config) or real(
-                            text, syn_config=syn_config))
-    before = tts.rendition(ASSISTANT_VOICE)
-    assert len(synthesize("Goodbye! Talk to you soon.")[0]) > 16000
-    monkeypatch.setattr(tts, "ASSISTANT_PIPER_CONFIG", (("noise_scale", 0.3),))
-    synthesize("Goodbye! Talk to you soon.")
-    synthesize("Goodbye! Talk to you soon.", "piper:joe@ls1.2")
-    default, calm, user = asked
-    assert default.noise_scale is None and default.length_scale is None  # the model's own
-    assert calm.noise_scale == 0.3
-    assert user.length_scale == 1.2 and user.noise_scale is None
-    assert tts.rendition(ASSISTANT_VOICE) != before  # its audio caches change with it
-    assert tts.rendition("piper:joe@ls1.2") == "piper:joe@ls1.2"
-
-
 def test_cli_lists_the_variant_voices():
     import subprocess
     import sys
