@@ -93,13 +93,8 @@ class AnswerCache:
         path = self.path(text)
         if path.is_file():
             return np.load(path), True
-        samples, rate_hz = synthesize(text, self.voice)
-        pcm = to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
-        buffer = io.BytesIO()
-        np.save(buffer, pcm)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(buffer.getvalue())
+        pcm = self.take(text)
+        tmp = self._write_tmp(path, pcm)
         try:
             os.link(tmp, path)  # fails if another process got there first
         except FileExistsError:
@@ -107,6 +102,26 @@ class AnswerCache:
         finally:
             tmp.unlink()
         return pcm, False
+
+    def take(self, text: str) -> np.ndarray:
+        """A new rendition of ``text`` (piper draws its noise anew every call), not cached:
+        int16 ``[T]`` at MODEL_RATE_HZ."""
+        samples, rate_hz = synthesize(text, self.voice)
+        return to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
+
+    def replace(self, text: str, pcm: np.ndarray) -> None:
+        """Make ``pcm`` the cached speech of ``text`` (``voxloop distill renditions``)."""
+        path = self.path(text)
+        os.replace(self._write_tmp(path, pcm), path)
+
+    @staticmethod
+    def _write_tmp(path: Path, pcm: np.ndarray) -> Path:
+        buffer = io.BytesIO()
+        np.save(buffer, pcm)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(buffer.getvalue())
+        return tmp
 
 
 class Teachers:

@@ -24,11 +24,14 @@ import numpy as np
 from voxloop.distill.data.dataset import DialogueExample
 from voxloop.errors import VoxloopError
 
+RENDITIONS_FILE = "renditions.npz"  # a dataset's chosen answer takes: codes by cache key
+
 
 class AnswerCodes:
-    """Codec codes ``int16 [K, F]`` of the assistant voice saying an answer: from a turn
-    of the dataset that has them (the answer cache makes every take of one answer the
-    same audio), else from the dataset's answer cache, synthesized there if missing."""
+    """Codec codes ``int16 [K, F]`` of the assistant voice saying an answer: the take
+    ``voxloop distill renditions`` chose for it (``RENDITIONS_FILE``), else from a turn of
+    the dataset that has them (the answer cache makes every take of one answer the same
+    audio), else from the dataset's answer cache, synthesized there if missing."""
 
     def __init__(self, folder: str | Path, codec_name: str,
                  examples: list[DialogueExample]) -> None:
@@ -36,6 +39,11 @@ class AnswerCodes:
 
         self.codes = {e.answer_text: e.answer_codes for e in examples}
         self.cache = AnswerCache(Path(folder) / "answers")
+        chosen = load_renditions(folder)
+        for text in self.codes:
+            key = self.cache.path(text).stem
+            if key in chosen:
+                self.codes[text] = chosen[key]
         self.codec_name = codec_name
         self._runner = None
 
@@ -51,6 +59,15 @@ class AnswerCodes:
 
             self._runner = CodecRunner(self.codec_name)
         return self._runner
+
+
+def load_renditions(folder: str | Path) -> dict[str, np.ndarray]:
+    """A dataset's chosen answer takes: answer-cache key -> codes ``int16 [K, F]``."""
+    path = Path(folder) / RENDITIONS_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        return {key: z[key] for key in z.files}
 
 
 def intended_targets(examples: list[DialogueExample], answers: AnswerCodes

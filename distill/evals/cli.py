@@ -1,9 +1,11 @@
-"""``voxloop eval codec | student``: measure the codec and the student on held-out speech."""
+"""``voxloop eval codec | decoders | mouth | student``: measure the codec and the student on
+held-out speech; ``voxloop distill renditions``: the judge picks the clearest answer takes."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from voxloop.distill.evals.codec import CodecEvalSettings
 from voxloop.distill.student.config import StudentEvalSettings
@@ -38,6 +40,31 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
     p.add_argument("--out", default="out/decoder-eval", help="decoders.json and decoders.md")
     p.set_defaults(run=run_decoders_eval)
+
+    from voxloop.distill.data.cli import distill_group
+    from voxloop.distill.evals.renditions import RenditionSettings
+
+    p = add_command(distill_group(subparsers, groups), "renditions",
+                    "Re-take the answers a student says most (the fixed ones): synthesize more "
+                    "takes of each, judge each through the codec with Whisper, keep the "
+                    "clearest in the dataset and the pack (word times aligned anew).",
+                    "voxloop distill renditions data/distill-v2 runs/student/aligned.npz")
+    p.add_argument("dataset", help="dataset folder (voxloop distill synth): its answer cache")
+    p.add_argument("npz", help="a pack made from it with --targets intended; updated in place")
+    add_settings(p, RenditionSettings)
+    p.set_defaults(run=run_renditions)
+
+    p = add_command(group, "mouth", "Judge how clearly a student's mouth says the held-out "
+                    "answers from their own words (its ears left out), beside the pack's takes "
+                    "of them: fixed and composed answers (JSON, table). Minutes, for comparing "
+                    "mouths.", "voxloop eval mouth --data runs/student/aligned.npz")
+    p.add_argument("--model", default=DEFAULT_STUDENT, help="student model folder")
+    p.add_argument("--data", required=True, help="packed .npz with the held-out splits")
+    p.add_argument("--out", default="out/mouth-eval", help="mouth.json and answers.jsonl")
+    p.add_argument("--splits", nargs="+", default=["heldout_voice", "heldout_phrasing"])
+    p.add_argument("--decoder", default="answers", help="the codec's decoder")
+    p.add_argument("--threads", type=int, default=1, help="torch and Whisper threads")
+    p.set_defaults(run=run_mouth_eval)
 
     p = add_command(group, "student", "Evaluate a student and the teacher cascade on the same "
                     "held-out turns: correct answers, WER, text accuracy, speed (JSON, report, "
@@ -81,4 +108,29 @@ def run_student_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0
+
+
+def run_renditions(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.renditions import RenditionSettings, choose_renditions
+
+    report = choose_renditions(args.dataset, args.npz,
+                               settings_from_args(RenditionSettings, args))
+    s = report["summary"]
+    print(f"{s['answers']} answers re-taken, {s['replaced']} replaced "
+          f"({s['turns_changed']} turns): judged right {s['correct_before']} -> "
+          f"{s['correct_after']} (some take right: {s['any_take_correct']}), mean WER "
+          f"{s['wer_before_pct']:.1f} -> {s['wer_after_pct']:.1f} %")
+    print(f"wrote {args.npz}, {args.dataset}/renditions.npz and "
+          f"{Path(args.npz).parent / 'renditions.json'}")
+    return 0
+
+
+def run_mouth_eval(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.mouth import evaluate_mouth, format_mouth
+
+    metrics = evaluate_mouth(args.model, in_repo(args.data), args.out, tuple(args.splits),
+                             args.decoder, args.threads)
+    print(format_mouth(metrics))
+    print(f"wrote {args.out}/mouth.json and {args.out}/answers.jsonl")
     return 0

@@ -45,13 +45,17 @@ def tiny_packed(examples: list[DialogueExample]) -> PackedData:
 def pointer_packed() -> PackedData:
     """Tiny train and valid examples whose answer words start at made-up, increasing frames
     (an aligned pack)."""
-    from voxloop.distill.student.align import ordered_starts
-
     rng = np.random.default_rng(7)  # answers long enough for a frame per word at least
     examples = [dataclasses.replace(e, answer_codes=rng.integers(
         0, 1024, (8, int(rng.integers(10, 15)))).astype(np.int16))
         for e in tiny_examples(4) + tiny_examples(2, seed=1, split="valid")]
-    data = tiny_packed(examples)
+    return with_word_frames(tiny_packed(examples))
+
+
+def with_word_frames(data: PackedData) -> PackedData:
+    """``data`` aligned: its answer words start at made-up, increasing frames."""
+    from voxloop.distill.student.align import ordered_starts
+
     frames = []
     for i in range(len(data)):
         n_words, n_frames = len(data.text(i)), data.answer(i).shape[1]

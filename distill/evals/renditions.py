@@ -1,0 +1,160 @@
+"""The clearest take of each answer a student says most, chosen by the Whisper judge.
+
+piper draws its noise anew for every synthesis, so one answer comes out in takes of
+different lengths and clarity, and through the codec's first K = 4 codebooks some takes
+decode to speech Whisper cannot follow ("A cow says moo." -> "at CalCes New.") where another
+take of the same sentence decodes clean. A student learns each fixed answer from the one
+take its pack holds and says it as that take decodes: a bad take costs every turn that
+asks for it. For every answer with at least ``min_turns`` training turns (the domain's fixed
+answers), ``choose_renditions`` synthesizes ``takes`` more takes, decodes each one's first K
+codebooks with the decoder the student speaks through, transcribes it with the ASR teacher's
+Whisper and keeps the take judged right with the fewest word errors (the pack's own take
+wins ties). The chosen take replaces the answer in the dataset's answer cache, its codes go
+to ``renditions.npz`` (``distill.data.targets``: every later pack of the dataset uses them)
+and into the pack, with its word times aligned anew where the pack has them.
+
+    voxloop distill renditions data/distill-v2 runs/student/aligned.npz --takes 8
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voxloop.distill.evals.metrics import word_error_rate
+from voxloop.distill.evals.student import judge
+
+
+@dataclass(frozen=True)
+class RenditionSettings:
+    takes: int = field(default=8, metadata={"help": "new takes synthesized per answer"})
+    min_turns: int = field(default=20, metadata={
+        "help": "re-take the answers of at least this many train turns (the fixed answers)"})
+    codebooks: int = field(default=4, metadata={
+        "help": "codebooks decoded to judge a take (what the student says: its K_out)"})
+    decoder: str = field(default="answers", metadata={
+        "help": "the codec decoder that judges (answers: the one the student speaks with)"})
+    threads: int = field(default=2, metadata={"help": "CPU threads (codec, Whisper)"})
+
+
+@dataclass(frozen=True)
+class Take:
+    transcript: str
+    wer: float
+    correct: bool
+
+    def rank(self) -> tuple[bool, float]:
+        """Smaller is clearer: judged right first, then fewer word errors."""
+        return not self.correct, self.wer
+
+
+def answers_to_retake(data, min_turns: int) -> list[tuple[str, int, int]]:
+    """``(answer text, its train turns, a row that says it)`` for every answer of the
+    pack's train split with at least ``min_turns`` turns, most said first."""
+    rows = data.indices("train")
+    texts, first, counts = np.unique(data.answer_text[rows], return_index=True,
+                                     return_counts=True)
+    keep = [(str(t), int(c), int(rows[f])) for t, f, c in zip(texts, first, counts, strict=True)
+            if c >= min_turns]
+    return sorted(keep, key=lambda x: -x[1])
+
+
+class TakeJudge:
+    """Decode a take's first K codebooks and judge what Whisper hears against its text."""
+
+    def __init__(self, codec, asr, codebooks: int) -> None:
+        self.codec, self.asr, self.codebooks = codec, asr, codebooks
+
+    def __call__(self, codes: np.ndarray, text: str) -> Take:
+        import torch
+
+        with torch.no_grad():
+            wav = self.codec.decode(torch.from_numpy(
+                codes[:self.codebooks].astype(np.int64))[None])[0, 0].numpy()
+        heard = self.asr.transcribe(wav, self.codec.sample_rate)
+        return Take(heard, word_error_rate([text], [heard]), judge(text, heard))
+
+
+def choose_renditions(dataset: str | Path, pack: str | Path, settings: RenditionSettings,
+                      progress: bool = True) -> dict:
+    """Re-take the answers of ``pack`` (made from ``dataset``) said most; updates the
+    dataset's answer cache and ``renditions.npz``, and the pack. Returns the report
+    (also written as ``renditions.json`` beside the pack)."""
+    import torch
+    from tqdm import tqdm
+
+    from voxloop.distill.data.synth import AnswerCache, CodecRunner
+    from voxloop.distill.data.targets import RENDITIONS_FILE, load_renditions
+    from voxloop.distill.student.align import WordAligner, word_frames
+    from voxloop.distill.student.codec import load_student_codec
+    from voxloop.distill.student.pack import PackedData
+    from voxloop.distill.student.vocab import answer_words
+    from voxloop.distill.teachers.asr import ASRSettings, load_asr
+    from voxloop.errors import VoxloopError
+    from voxloop.training import atomic_write
+
+    dataset, pack = Path(dataset), Path(pack)
+    cache = AnswerCache(dataset / "answers")
+    if not cache.folder.is_dir():
+        raise VoxloopError(f"{dataset} has no answer cache (answers/): pass the dataset folder "
+                           f"{pack} was packed from")
+    if settings.takes < 1:
+        raise VoxloopError("--takes must be at least 1")
+    torch.set_num_threads(settings.threads)
+    data = PackedData.load(pack)
+    todo = answers_to_retake(data, settings.min_turns)
+    if not todo:
+        raise VoxloopError(f"no answer of {pack} has {settings.min_turns} train turns: lower "
+                           "--min-turns")
+    runner = CodecRunner(data.vocab["codec"]["name"])
+    take_judge = TakeJudge(load_student_codec(None, data.vocab, settings.decoder),
+                           load_asr(ASRSettings(threads=settings.threads)), settings.codebooks)
+    aligner = WordAligner(threads=settings.threads) if data.word_frames is not None else None
+    chosen = load_renditions(dataset)
+    codes, frames, report = {}, {}, []
+    for text, turns, row in tqdm(todo, desc="renditions", unit="answer", disable=not progress):
+        candidates = [(None, data.answer(row))]  # the pack's own take first: it wins ties
+        for _ in range(settings.takes):
+            pcm = cache.take(text)
+            candidates.append((pcm, runner.encode(pcm)))
+        judged = [take_judge(c, text) for _, c in candidates]
+        best = min(range(len(judged)), key=lambda i: judged[i].rank())
+        report.append({"text": text, "turns": turns, "chosen": best,
+                       "takes": [asdict(t) for t in judged]})
+        pcm, best_codes = candidates[best]
+        if pcm is None:
+            continue
+        cache.replace(text, pcm)
+        chosen[cache.path(text).stem] = best_codes
+        codes[text] = best_codes
+        if aligner is not None:
+            starts = aligner.word_starts_s(pcm, answer_words(text))
+            frames[text] = word_frames(starts, best_codes.shape[1], runner.codec.frame_rate)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **chosen)
+
+    atomic_write(dataset / RENDITIONS_FILE, write_npz)
+    changed = data.replace_answers(codes, frames if aligner is not None else None)
+    data.save(pack)
+    summary = summarize(report)
+    summary["turns_changed"] = changed
+    out = {"settings": asdict(settings), "summary": summary, "answers": report}
+    (pack.parent / "renditions.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def summarize(report: list[dict]) -> dict:
+    """Answers judged right and mean WER %, of the pack's takes and of the chosen ones."""
+    before = [r["takes"][0] for r in report]
+    after = [r["takes"][r["chosen"]] for r in report]
+    return {"answers": len(report), "replaced": sum(r["chosen"] != 0 for r in report),
+            "correct_before": sum(t["correct"] for t in before),
+            "correct_after": sum(t["correct"] for t in after),
+            "wer_before_pct": 100 * float(np.mean([t["wer"] for t in before])),
+            "wer_after_pct": 100 * float(np.mean([t["wer"] for t in after])),
+            "any_take_correct": sum(any(t["correct"] for t in r["takes"]) for r in report)}
