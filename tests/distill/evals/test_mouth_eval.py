@@ -35,7 +35,7 @@ def test_the_mouth_is_judged_per_answer_and_per_turn(tmp_path, whisper):
     assert (composed["answers"], composed["turns"]) == (1, 1)
     assert fixed["said_correct_pct"] == 100.0 and fixed["take_correct_pct"] == 0.0
     assert both["turns"] == 3  # the train turn is not held out
-    assert both["said_turn_correct_pct"] >= 200 / 3  # the week's two turns at least
+    assert both["said_turn_correct_pct"] > 66.6  # the week's two turns at least
     rows = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").open()]
     week = next(r for r in rows if r["text"] == WEEK)
     heard = week["said"]["transcript"].lower()
