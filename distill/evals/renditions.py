@@ -11,7 +11,7 @@ codebooks with the decoder the student speaks through, transcribes it with the A
 Whisper and keeps the take judged right with the fewest word errors (the pack's own take
 wins ties). The chosen take replaces the answer in the dataset's answer cache, its codes go
 to ``renditions.npz`` (``distill.data.targets``: every later pack of the dataset uses them)
-and into the pack, with its word times aligned anew where the pack has them.
+and into the pack, with its word times aligned anew where the pack has them (``replace_answers``).
 
     voxloop distill renditions data/distill-v2 runs/student/aligned.npz --takes 8
 """
@@ -26,6 +26,7 @@ import numpy as np
 
 from voxloop.distill.evals.metrics import word_error_rate
 from voxloop.distill.evals.student import judge
+from voxloop.errors import VoxloopError
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,45 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
             np.savez(f, **chosen)
 
     atomic_write(dataset / RENDITIONS_FILE, write_npz)
-    changed = data.replace_answers(codes, frames if aligner is not None else None)
+    changed = replace_answers(data, codes, frames if aligner is not None else None)
     data.save(pack)
     summary = summarize(report)
     summary["turns_changed"] = changed
     out = {"settings": asdict(settings), "summary": summary, "answers": report}
     (pack.parent / "renditions.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def replace_answers(data, codes: dict[str, np.ndarray],
+                    word_frames: dict[str, np.ndarray] | None = None) -> int:
+    """Give every turn of the pack ``data`` (a ``PackedData``) whose answer text is a key
+    of ``codes`` those codes ``int16 [K, F]`` (and, in an aligned pack, those
+    ``word_frames [W]``, which it needs for every replaced text). Returns how many turns
+    changed."""
+    if data.word_frames is not None and set(codes) - set(word_frames or {}):
+        raise VoxloopError("an aligned pack needs the word times of every answer replaced")
+    answers, frames, changed = [], [], 0
+    for i, text in enumerate(data.answer_text):
+        text = str(text)
+        new = text in codes
+        changed += new
+        answer = np.asarray(codes[text], np.int16) if new else data.answer(i)
+        if answer.shape[0] != data.answer_codes.shape[0]:
+            raise VoxloopError(f"{text!r}: {answer.shape[0]} codebooks, the pack holds "
+                               f"{data.answer_codes.shape[0]}")
+        answers.append(answer)
+        if data.word_frames is not None:
+            frames.append(np.asarray(word_frames[text], np.int16) if new
+                          else data.word_frames[data.text_offsets[i]:data.text_offsets[i + 1]])
+            if len(frames[-1]) != data.text_offsets[i + 1] - data.text_offsets[i]:
+                raise VoxloopError(f"{text!r}: {len(frames[-1])} word times for "
+                                   f"{data.text_offsets[i + 1] - data.text_offsets[i]} words")
+    data.arrays["answer_codes"] = data.answer_codes = np.concatenate(answers, 1)
+    data.arrays["answer_offsets"] = data.answer_offsets = np.concatenate(
+        [[0], np.cumsum([a.shape[1] for a in answers])]).astype(np.int64)
+    if data.word_frames is not None:
+        data.arrays["word_frames"] = data.word_frames = np.concatenate(frames)
+    return changed
 
 
 def summarize(report: list[dict]) -> dict:

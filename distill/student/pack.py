@@ -154,36 +154,6 @@ class PackedData:
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
 
-    def replace_answers(self, codes: dict[str, np.ndarray],
-                        word_frames: dict[str, np.ndarray] | None = None) -> int:
-        """Give every turn whose answer text is a key of ``codes`` those codes
-        ``int16 [K, F]`` (and, in an aligned pack, those ``word_frames [W]``, which it needs
-        for every replaced text). Returns how many turns changed."""
-        if self.word_frames is not None and set(codes) - set(word_frames or {}):
-            raise VoxloopError("an aligned pack needs the word times of every answer replaced")
-        answers, frames, changed = [], [], 0
-        for i, text in enumerate(self.answer_text):
-            text = str(text)
-            new = text in codes
-            changed += new
-            answer = np.asarray(codes[text], np.int16) if new else self.answer(i)
-            if answer.shape[0] != self.answer_codes.shape[0]:
-                raise VoxloopError(f"{text!r}: {answer.shape[0]} codebooks, the pack holds "
-                                   f"{self.answer_codes.shape[0]}")
-            answers.append(answer)
-            if self.word_frames is not None:
-                frames.append(np.asarray(word_frames[text], np.int16) if new
-                              else self.word_frames[self.text_offsets[i]:self.text_offsets[i + 1]])
-                if len(frames[-1]) != self.text_offsets[i + 1] - self.text_offsets[i]:
-                    raise VoxloopError(f"{text!r}: {len(frames[-1])} word times for "
-                                       f"{self.text_offsets[i + 1] - self.text_offsets[i]} words")
-        self.arrays["answer_codes"] = self.answer_codes = np.concatenate(answers, 1)
-        self.arrays["answer_offsets"] = self.answer_offsets = np.concatenate(
-            [[0], np.cumsum([a.shape[1] for a in answers])]).astype(np.int64)
-        if self.word_frames is not None:
-            self.arrays["word_frames"] = self.word_frames = np.concatenate(frames)
-        return changed
-
     def save(self, path: str | Path) -> None:
         path = Path(path)
         def write(tmp: Path) -> None:

@@ -14,7 +14,11 @@ from tests.distill.student.fixtures import (
 )
 from voxloop.distill.data.synth import AnswerCache
 from voxloop.distill.data.targets import AnswerCodes, load_renditions
-from voxloop.distill.evals.renditions import RenditionSettings, choose_renditions
+from voxloop.distill.evals.renditions import (
+    RenditionSettings,
+    choose_renditions,
+    replace_answers,
+)
 from voxloop.distill.student.pack import PackedData
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_CODEC
@@ -27,8 +31,8 @@ def test_replace_answers_changes_that_answer_in_every_turn_only():
     codes = np.arange(8 * 20, dtype=np.int16).reshape(8, 20)
     frames = np.arange(n_words, dtype=np.int16) * 3
     with pytest.raises(VoxloopError, match="word times"):
-        data.replace_answers({ANSWERS[0]: codes})
-    changed = data.replace_answers({ANSWERS[0]: codes}, {ANSWERS[0]: frames})
+        replace_answers(data, {ANSWERS[0]: codes})
+    changed = replace_answers(data, {ANSWERS[0]: codes}, {ANSWERS[0]: frames})
     said = [i for i in range(len(data)) if data.answer_text[i] == ANSWERS[0]]
     assert changed == len(said) >= 2  # train and valid turns alike
     for i in range(len(data)):
