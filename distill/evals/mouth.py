@@ -28,12 +28,12 @@ def evaluate_mouth(model_dir: str | Path, data_path: str | Path, out: str | Path
     from tqdm import tqdm
 
     from voxloop.distill.evals.renditions import TakeJudge
+    from voxloop.distill.evals.student import composed_intents
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.pack import PackedData
     from voxloop.distill.student.vocab import Tokenizer
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
-    from voxloop.distill.teachers.domain.data import load_domain
     from voxloop.errors import VoxloopError
 
     torch.set_num_threads(threads)
@@ -49,7 +49,7 @@ def evaluate_mouth(model_dir: str | Path, data_path: str | Path, out: str | Path
                                     return_counts=True)
     judge = TakeJudge(load_student_codec(None, vocab, decoder),
                       asr or load_asr(ASRSettings(threads=threads)), model.config.k_out)
-    tokenizer, composed = Tokenizer(vocab), {c["id"] for c in load_domain()["compositional"]}
+    tokenizer, composed = Tokenizer(vocab), composed_intents()
     answers = []
     for text, row, n in tqdm(list(zip(texts, rows[first], turns, strict=True)),
                              desc="mouth eval", unit="answer", disable=not progress):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.distill.evals.metrics import word_error_rate
-from voxloop.distill.evals.student import judge
+from voxloop.distill.evals.student import judge, transcribe_codes
 from voxloop.errors import VoxloopError
 
 
@@ -70,12 +70,7 @@ class TakeJudge:
         self.codec, self.asr, self.codebooks = codec, asr, codebooks
 
     def __call__(self, codes: np.ndarray, text: str) -> Take:
-        import torch
-
-        with torch.no_grad():
-            wav = self.codec.decode(torch.from_numpy(
-                codes[:self.codebooks].astype(np.int64))[None])[0, 0].numpy()
-        heard = self.asr.transcribe(wav, self.codec.sample_rate)
+        heard = transcribe_codes(self.codec, self.asr, codes[:self.codebooks])
         return Take(heard, word_error_rate([text], [heard]), judge(text, heard))
 
 
@@ -115,7 +110,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
                            load_asr(ASRSettings(threads=settings.threads)), settings.codebooks)
     aligner = WordAligner(threads=settings.threads) if data.word_frames is not None else None
     chosen = load_renditions(dataset)
-    codes, frames, report = {}, {}, []
+    codes, frames, speech, report = {}, {}, {}, []
     for text, turns, row in tqdm(todo, desc="renditions", unit="answer", disable=not progress):
         candidates = [(None, data.answer(row))]  # the pack's own take first: it wins ties
         for _ in range(settings.takes):
@@ -128,7 +123,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
         pcm, best_codes = candidates[best]
         if pcm is None:
             continue
-        cache.replace(text, pcm)
+        speech[text] = pcm
         chosen[cache.path(text).stem] = best_codes
         codes[text] = best_codes
         if aligner is not None:
@@ -139,7 +134,11 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
         with open(tmp, "wb") as f:
             np.savez(f, **chosen)
 
+    # the chosen codes first, then the audio they came from: a run killed in the loop has
+    # changed nothing, and one killed here leaves no cached audio without its codes
     atomic_write(dataset / RENDITIONS_FILE, write_npz)
+    for text, pcm in speech.items():
+        cache.replace(text, pcm)
     changed = replace_answers(data, codes, frames if aligner is not None else None)
     data.save(pack)
     summary = summarize(report)

@@ -134,7 +134,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                    "student_text": result.text, "frames": int(result.codes.shape[1]),
                    "generate_s": result.generate_s, "first_frame_s": result.first_frame_s}
             row["text_exact"] = answer_words(result.text) == answer_words(row["answer_text"])
-            row["transcript"] = _transcribe(codec, asr, result.codes)
+            row["transcript"] = transcribe_codes(codec, asr, result.codes)
             row["correct"] = judge(row["answer_text"], row["transcript"])
             intended = str(data.intended_text[i])
             if intended:
@@ -144,7 +144,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                                            == answer_words(intended))
             if settings.ceiling:
                 teacher = data.answer(i)[:model.config.k_out].astype(np.int64)
-                row["teacher_transcript"] = _transcribe(codec, asr, teacher)
+                row["teacher_transcript"] = transcribe_codes(codec, asr, teacher)
                 row["teacher_correct"] = judge(row["answer_text"], row["teacher_transcript"])
             rows.append(row)
         tf = evaluate(model, data, rows_idx, forced, torch.device("cpu"))
@@ -164,7 +164,8 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     return metrics
 
 
-def _transcribe(codec, asr, codes: np.ndarray) -> str:
+def transcribe_codes(codec, asr, codes: np.ndarray) -> str:
+    """What ``asr`` hears in ``codes [K, F]`` decoded by ``codec`` ("" for no frames)."""
     import torch
 
     if codes.shape[1] == 0:
@@ -197,12 +198,17 @@ def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,
     return result
 
 
+def composed_intents() -> set[str]:
+    """The domain's compositional intents: their answers are ``composed`` (module doc)."""
+    from voxloop.distill.teachers.domain.data import load_domain
+
+    return {c["id"] for c in load_domain()["compositional"]}
+
+
 def answer_kinds(rows: list[dict]) -> dict[str, dict]:
     """Turns with ``fixed`` and ``composed`` answers (module doc): n, correct %, words
     exact %, and the codec ceiling's correct % where it was judged."""
-    from voxloop.distill.teachers.domain.data import load_domain
-
-    composed = {c["id"] for c in load_domain()["compositional"]}
+    composed = composed_intents()
     kinds = {}
     for kind, rows_of in (("fixed", [r for r in rows if r["intent"] not in composed]),
                           ("composed", [r for r in rows if r["intent"] in composed])):
