@@ -1,5 +1,6 @@
 """``voxloop eval codec | decoders | mouth | student``: measure the codec and the student on
-held-out speech; ``voxloop distill renditions``: the judge picks the clearest answer takes."""
+held-out speech; ``voxloop distill renditions | choose-mouth``: the judge picks the clearest
+answer takes and the mouth understood most."""
 
 from __future__ import annotations
 
@@ -53,6 +54,25 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("npz", help="a pack made from it with --targets intended; updated in place")
     add_settings(p, RenditionSettings)
     p.set_defaults(run=run_renditions)
+
+    p = add_command(distill_group(subparsers, groups), "choose-mouth",
+                    "Judge every mouth a `voxloop distill mouth --snapshot-every N` run kept, "
+                    "by ear (said through the codec, transcribed by Whisper) on the valid "
+                    "answers, and keep the one understood most as RUN/chosen.pt (the valid "
+                    "loss does not rank mouths by that).",
+                    "voxloop distill choose-mouth runs/mouth --data runs/student/aligned.npz "
+                    "--student runs/student/export --export models/voxloop-student")
+    p.add_argument("run", help="a `voxloop distill mouth` run folder (snapshots/, best.pt)")
+    p.add_argument("--data", required=True, help="the aligned pack the mouth learned from")
+    p.add_argument("--student", default=DEFAULT_STUDENT,
+                   help="the student whose words the mouths say")
+    p.add_argument("--splits", nargs="+", default=["valid"], help="splits whose answers judge")
+    p.add_argument("--composed", type=int, default=60,
+                   help="composed answers judged (spread over the splits'; all fixed ones are)")
+    p.add_argument("--decoder", default="answers", help="the codec's decoder")
+    p.add_argument("--threads", type=int, default=1, help="torch and Whisper threads")
+    p.add_argument("--export", help="write the student with the chosen mouth into this folder")
+    p.set_defaults(run=run_choose_mouth)
 
     p = add_command(group, "mouth", "Judge how clearly a student's mouth says the held-out "
                     "answers from their own words (its ears left out), beside the pack's takes "
@@ -123,6 +143,20 @@ def run_renditions(args: argparse.Namespace) -> int:
           f"{s['wer_before_pct']:.1f} -> {s['wer_after_pct']:.1f} %")
     print(f"wrote {args.npz}, {args.dataset}/renditions.npz and "
           f"{Path(args.npz).parent / 'renditions.json'}")
+    return 0
+
+
+def run_choose_mouth(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.mouth import choose_mouth, format_choice
+    from voxloop.distill.student.mouth_train import give_mouth
+
+    report = choose_mouth(args.run, args.student, in_repo(args.data), tuple(args.splits),
+                          args.composed, args.decoder, args.threads)
+    print(format_choice(report))
+    print(f"chose {report['chosen']}: copied to {Path(args.run) / 'chosen.pt'}")
+    if args.export:
+        give_mouth(args.student, Path(args.run) / "chosen.pt", args.export)
+        print(f"wrote {args.export}: {args.student} with the chosen mouth")
     return 0
 
 

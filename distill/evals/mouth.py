@@ -24,47 +24,18 @@ def evaluate_mouth(model_dir: str | Path, data_path: str | Path, out: str | Path
                    asr=None) -> dict:
     """Judge the mouth of ``model_dir`` on the answers of ``splits`` of the pack
     ``data_path``; writes ``mouth.json`` and ``answers.jsonl`` into ``out``."""
-    import torch
-    from tqdm import tqdm
-
-    from voxloop.distill.evals.renditions import TakeJudge
-    from voxloop.distill.evals.student import composed_intents
-    from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student
-    from voxloop.distill.student.pack import PackedData
-    from voxloop.distill.student.vocab import Tokenizer
-    from voxloop.distill.teachers.asr import ASRSettings, load_asr
     from voxloop.errors import VoxloopError
 
-    torch.set_num_threads(threads)
     model, vocab = load_student(model_dir)
     if model.mouth is None:
         raise VoxloopError(f"{model_dir} has no mouth (it speaks with its audio steps): "
                            "train one with `voxloop distill mouth`")
-    data = PackedData.load(data_path)
-    rows = np.concatenate([data.indices(s) for s in splits])
-    if not len(rows):
-        raise VoxloopError(f"{data_path} has no turns in {', '.join(splits)}")
-    texts, first, turns = np.unique(data.answer_text[rows], return_index=True,
-                                    return_counts=True)
-    judge = TakeJudge(load_student_codec(None, vocab, decoder),
-                      asr or load_asr(ASRSettings(threads=threads)), model.config.k_out)
-    tokenizer, composed = Tokenizer(vocab), composed_intents()
-    answers = []
-    for text, row, n in tqdm(list(zip(texts, rows[first], turns, strict=True)),
-                             desc="mouth eval", unit="answer", disable=not progress):
-        text = str(text)
-        said = model.mouth.say(torch.tensor([tokenizer.encode_answer(text)]))[0].numpy()
-        answers.append({"text": text, "turns": int(n),
-                        "kind": "composed" if data.intent[row] in composed else "fixed",
-                        "said": asdict(judge(said, text)),
-                        "take": asdict(judge(data.answer(row), text))})
+    data, rows, turns = _answers(data_path, splits)
+    say = MouthJudge(vocab, model.config.k_out, decoder, threads, asr)
+    answers = say(model.mouth, data, rows, turns, takes=True, progress=progress)
     metrics = {"model": str(model_dir), "data": str(data_path), "splits": list(splits),
-               "decoder": decoder, "kinds": {}}
-    for kind in ("fixed", "composed", "all"):
-        of = [a for a in answers if kind in ("all", a["kind"])]
-        if of:
-            metrics["kinds"][kind] = summarize(of)
+               "decoder": decoder, "kinds": by_kind(answers)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mouth.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -74,11 +45,73 @@ def evaluate_mouth(model_dir: str | Path, data_path: str | Path, out: str | Path
     return metrics
 
 
+class MouthJudge:
+    """Says answers with a mouth and judges them (and optionally the pack's takes) through
+    the decoder the student speaks with."""
+
+    def __init__(self, vocab: dict, k_out: int, decoder: str = "answers", threads: int = 1,
+                 asr=None) -> None:
+        import torch
+
+        from voxloop.distill.evals.renditions import TakeJudge
+        from voxloop.distill.evals.student import composed_intents
+        from voxloop.distill.student.codec import load_student_codec
+        from voxloop.distill.student.vocab import Tokenizer
+        from voxloop.distill.teachers.asr import ASRSettings, load_asr
+
+        torch.set_num_threads(threads)
+        self.judge = TakeJudge(load_student_codec(None, vocab, decoder),
+                               asr or load_asr(ASRSettings(threads=threads)), k_out)
+        self.tokenizer, self.composed = Tokenizer(vocab), composed_intents()
+
+    def __call__(self, mouth, data, rows: np.ndarray, turns: np.ndarray, takes: bool = False,
+                 progress: bool = True) -> list[dict]:
+        """One dict per answer row: text, turns, kind, ``said`` (and ``take``) judged."""
+        import torch
+        from tqdm import tqdm
+
+        answers = []
+        for row, n in tqdm(list(zip(rows, turns, strict=True)), desc="mouth eval",
+                           unit="answer", disable=not progress):
+            text = str(data.answer_text[row])
+            said = mouth.say(torch.tensor([self.tokenizer.encode_answer(text)]))[0].numpy()
+            answer = {"text": text, "turns": int(n),
+                      "kind": "composed" if data.intent[row] in self.composed else "fixed",
+                      "said": asdict(self.judge(said, text))}
+            if takes:
+                answer["take"] = asdict(self.judge(data.answer(row), text))
+            answers.append(answer)
+        return answers
+
+
+def _answers(data_path: str | Path, splits: tuple[str, ...]):
+    """The pack, one row per distinct answer text of ``splits`` and its turns there."""
+    from voxloop.distill.student.pack import PackedData
+    from voxloop.errors import VoxloopError
+
+    data = PackedData.load(data_path)
+    rows = np.concatenate([data.indices(s) for s in splits])
+    if not len(rows):
+        raise VoxloopError(f"{data_path} has no turns in {', '.join(splits)}")
+    _, first, turns = np.unique(data.answer_text[rows], return_index=True, return_counts=True)
+    return data, rows[first], turns
+
+
+def by_kind(answers: list[dict]) -> dict:
+    """``summarize`` of the fixed, the composed and all answers."""
+    kinds = {}
+    for kind in ("fixed", "composed", "all"):
+        of = [a for a in answers if kind in ("all", a["kind"])]
+        if of:
+            kinds[kind] = summarize(of)
+    return kinds
+
+
 def summarize(answers: list[dict]) -> dict:
     """Answers said right %, per answer and per held-out turn, for the mouth and the take."""
     weights = np.array([a["turns"] for a in answers], dtype=float)
     out = {"answers": len(answers), "turns": int(weights.sum())}
-    for who in ("said", "take"):
+    for who in ("said", "take") if "take" in answers[0] else ("said",):
         right = np.array([a[who]["correct"] for a in answers], dtype=float)
         out[f"{who}_correct_pct"] = 100 * float(right.mean())
         out[f"{who}_turn_correct_pct"] = 100 * float((right * weights).sum() / weights.sum())
@@ -94,4 +127,78 @@ def format_mouth(metrics: dict) -> str:
                      f"({m['said_turn_correct_pct']:.1f}) | {m['said_wer_pct']:.1f} | "
                      f"{m['take_correct_pct']:.1f} ({m['take_turn_correct_pct']:.1f}) | "
                      f"{m['take_wer_pct']:.1f} |")
+    return "\n".join(lines)
+
+
+def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
+                 splits: tuple[str, ...] = ("valid",), composed: int = 60,
+                 decoder: str = "answers", threads: int = 1, progress: bool = True,
+                 asr=None) -> dict:
+    """Judge every mouth a ``voxloop distill mouth`` run kept (``snapshots/``, then
+    ``best.pt``) on the answers of ``splits``: all the fixed ones and ``composed`` composed
+    ones spread over them. The mouth understood on the most turns wins (fewer word errors
+    break ties); it is copied to ``RUN/chosen.pt``, the report to ``RUN/choose-mouth.json``."""
+    import shutil
+
+    import torch
+
+    from voxloop.distill.student.config import MouthConfig
+    from voxloop.distill.student.model import load_student
+    from voxloop.distill.student.mouth import Mouth
+    from voxloop.errors import VoxloopError
+
+    run = Path(run)
+    candidates = sorted(run.glob("snapshots/step-*.pt")) + \
+        ([run / "best.pt"] if (run / "best.pt").is_file() else [])
+    if not candidates:
+        raise VoxloopError(f"{run} keeps no mouths: train with `voxloop distill mouth --out "
+                           f"{run} --snapshot-every N`")
+    model, vocab = load_student(student)
+    data, rows, turns = _answers(data_path, splits)
+    judge = MouthJudge(vocab, model.config.k_out, decoder, threads, asr)
+    fixed = np.array([data.intent[r] not in judge.composed for r in rows])
+    spread = np.flatnonzero(~fixed)
+    spread = spread[np.unique(np.linspace(0, len(spread) - 1, min(composed, len(spread)))
+                              .round().astype(int))] if len(spread) else spread
+    keep = np.sort(np.concatenate([np.flatnonzero(fixed), spread]))
+    report = {"run": str(run), "student": str(student), "data": str(data_path),
+              "splits": list(splits), "decoder": decoder, "mouths": []}
+    for path in candidates:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        config = MouthConfig(**state["config"])
+        if (config.text_vocab, config.k_out) != (model.config.text_vocab, model.config.k_out):
+            raise VoxloopError(f"{path} says {config.text_vocab} words in {config.k_out} "
+                               f"codebooks; {student} writes {model.config.text_vocab} words "
+                               f"in {model.config.k_out}")
+        mouth = Mouth(config)
+        mouth.load_state_dict(state["model"])
+        answers = judge(mouth.eval(), data, rows[keep], turns[keep], progress=progress)
+        kinds = by_kind(answers)
+        report["mouths"].append({"checkpoint": str(path), "step": int(state["step"]),
+                                 "valid_loss": state.get("valid", {}).get("total"),
+                                 "kinds": kinds})
+        if progress:
+            print(f"{path.name} (step {state['step']}): understood on "
+                  f"{kinds['all']['said_turn_correct_pct']:.1f} % of turns, WER "
+                  f"{kinds['all']['said_wer_pct']:.1f} %")
+    best = max(report["mouths"], key=lambda m: (m["kinds"]["all"]["said_turn_correct_pct"],
+                                                -m["kinds"]["all"]["said_wer_pct"]))
+    report["chosen"] = best["checkpoint"]
+    shutil.copyfile(best["checkpoint"], run / "chosen.pt")
+    (run / "choose-mouth.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_choice(report: dict) -> str:
+    lines = ["| mouth | step | valid loss | understood % of turns | fixed % | composed % | "
+             "WER % |", "|---|---|---|---|---|---|---|"]
+    for m in report["mouths"]:
+        kinds, loss = m["kinds"], m["valid_loss"]
+        mark = " (chosen)" if m["checkpoint"] == report["chosen"] else ""
+        lines.append(f"| {Path(m['checkpoint']).name}{mark} | {m['step']} | "
+                     f"{'' if loss is None else f'{loss:.3f}'} | "
+                     f"{kinds['all']['said_turn_correct_pct']:.1f} | "
+                     + " | ".join(f"{kinds[k]['said_correct_pct']:.1f}" if k in kinds else "-"
+                                  for k in ("fixed", "composed"))
+                     + f" | {kinds['all']['said_wer_pct']:.1f} |")
     return "\n".join(lines)

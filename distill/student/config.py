@@ -199,8 +199,15 @@ class MouthTrainSettings:
                 "then come up rarely), 0 as often as the turns say them"})
     duration_weight: float = field(default=1.0, metadata={
         "help": "weight of the words' log-length loss"})
+    ema: float = field(default=0.0, metadata={
+        "help": "keep an exponential moving average of the weights with this decay per step "
+                "(e.g. 0.99) and judge, keep and snapshot it instead of the raw weights (0: "
+                "off)"})
     eval_every: int = field(default=100, metadata={"help": "valid-loss interval in steps"})
     ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
+    snapshot_every: int = field(default=0, metadata={
+        "help": "also keep the mouth of every this many steps in OUT/snapshots/, for "
+                "`voxloop distill choose-mouth` to judge by ear (0: none)"})
     max_minutes: float = field(default=0.0, metadata={
         "help": "stop (with a checkpoint) after this many minutes (0: no limit)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: all cores)"})

@@ -5,13 +5,19 @@ not matter to it), each drawn with weight (its turns)^(1 - ``answer_balance``): 
 59 fixed answers are most of what is said, its 1,700 composed ones most of what there is to
 learn. Losses: codebook CE (codebook 0 weighted) plus the MSE of
 each word's log length. ``valid`` is the distinct answers of the ``valid`` split; the best
-mouth by its loss is kept in ``OUT/best.pt``. Each step's batch and dropout are a function
-of (seed, step), so a run resumed from ``OUT/checkpoint.pt`` continues exactly.
+mouth by its loss is kept in ``OUT/best.pt``. The loss does not rank mouths by how well they
+are understood, so ``snapshot_every`` also keeps mouths along the way for
+``voxloop distill choose-mouth`` to judge by ear, and ``ema`` judges and keeps a moving
+average of the weights (one step's weights carry that step's noise). Each step's batch and
+dropout are a function of (seed, step), so a run resumed from ``OUT/checkpoint.pt``
+continues exactly.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -106,6 +112,45 @@ def fit_pace(mouth: Mouth, data: PackedData, rows: np.ndarray, batch: int = 64) 
     return float(mouth.pace)
 
 
+class AveragedWeights:
+    """An exponential moving average of a module's parameters (``decay`` per ``update``;
+    0: none, ``applied`` then leaves the module as it is)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: p.detach().clone() for k, p in module.named_parameters()} \
+            if decay else {}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for k, p in module.named_parameters():
+            if k in self.shadow:
+                self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self, module: torch.nn.Module) -> Iterator[None]:
+        """The module holds the averaged weights inside the block, its own after it."""
+        own = {k: p.detach().clone() for k, p in module.named_parameters() if k in self.shadow}
+        self._load(module, self.shadow)
+        try:
+            yield
+        finally:
+            self._load(module, own)
+
+    @staticmethod
+    @torch.no_grad()
+    def _load(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+        for k, p in module.named_parameters():
+            if k in weights:
+                p.copy_(weights[k])
+
+
+def save_mouth(path: Path, mouth: Mouth, config: MouthConfig, step: int, **extra) -> None:
+    """A mouth file ``give_mouth`` reads: weights (with ``pace``), config, step, ``extra``."""
+    torch_save_atomic(path, {"model": mouth.state_dict(), "config": asdict(config),
+                             "step": step, **extra})
+
+
 def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
     ``stop_at`` ends after that step, as a kill would (resume tests)."""
@@ -146,6 +191,9 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         mouth.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
+    averaged = AveragedWeights(mouth, s.ema)
+    if state is not None and state.get("ema"):
+        averaged.shadow = state["ema"]
     writer = SummaryWriter(str(out / "tb"))
     print(f"mouth: {sum(p.numel() for p in mouth.parameters()) / 1e6:.2f} M parameters, "
           f"{len(train_rows)} train / {len(valid_rows)} valid answers")
@@ -162,6 +210,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(mouth.parameters(), 1.0)
         optimizer.step()
+        averaged.update(mouth)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{losses['total'].item():.3f}",
@@ -170,23 +219,29 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
             writer.add_scalar(f"train/{key}", value.item(), step)
         out_of_time = bool(s.max_minutes) and (time.time() - t_start) / 60 > s.max_minutes
         last = step == s.steps or out_of_time or step == stop_at
-        if len(valid_rows) and (step % s.eval_every == 0 or last):
-            valid = evaluate_mouth(mouth, data, valid_rows, s)
-            for key, value in valid.items():
-                writer.add_scalar(f"valid/{key}", value, step)
-            tqdm.write(f"step {step}: valid " + " ".join(f"{k} {v:.4f}" for k, v in valid.items()))
-            if valid["total"] < best:
-                best = valid["total"]
-                torch_save_atomic(out / "best.pt", {"model": mouth.state_dict(),
-                                                    "config": asdict(config), "step": step,
-                                                    "valid": valid})
+        with averaged.applied(mouth):
+            if len(valid_rows) and (step % s.eval_every == 0 or last):
+                valid = evaluate_mouth(mouth, data, valid_rows, s)
+                for key, value in valid.items():
+                    writer.add_scalar(f"valid/{key}", value, step)
+                tqdm.write(f"step {step}: valid "
+                           + " ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+                if valid["total"] < best:
+                    best = valid["total"]
+                    save_mouth(out / "best.pt", mouth, config, step, valid=valid)
+            if s.snapshot_every and (step % s.snapshot_every == 0 or last):
+                pace = fit_pace(mouth, data, train_rows)
+                mouth.train()
+                save_mouth(out / "snapshots" / f"step-{step:06d}.pt", mouth, config, step,
+                           pace=pace)
         if step % s.ckpt_every == 0 or last:
             torch_save_atomic(out / "checkpoint.pt", {
                 "model": mouth.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "best": best, "config": asdict(config)})
+                "best": best, "config": asdict(config), "ema": averaged.shadow})
         if out_of_time or step == stop_at:
             break
     bar.close()
+    AveragedWeights._load(mouth, averaged.shadow)  # the mouth kept when there is no best.pt
     best_state = torch.load(out / "best.pt", weights_only=False) if (out / "best.pt").is_file() \
         else {"config": asdict(config), "step": step, "valid": {}}  # no valid split: the last
     if "model" in best_state:

@@ -15,6 +15,7 @@ from voxloop.distill.student.generate import Phase, StudentStepper, TurnProgress
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
+    AveragedWeights,
     answer_batch,
     distinct_answers,
     fit_pace,
@@ -96,17 +97,47 @@ def aligned(tmp_path):
     return data, tmp_path / "pack.npz", _student_folder(tmp_path, data)
 
 
-def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned):
+@pytest.mark.parametrize("changes", [{}, {"ema": 0.9, "snapshot_every": 2}],
+                         ids=["plain", "averaged-with-snapshots"])
+def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned, changes):
     _, path, student = aligned
-    whole = train_mouth(_mouth_settings(tmp_path / "a", path, student))
-    split = _mouth_settings(tmp_path / "b", path, student)
+    whole = train_mouth(_mouth_settings(tmp_path / "a", path, student, **changes))
+    split = _mouth_settings(tmp_path / "b", path, student, **changes)
     train_mouth(split, stop_at=3)
     train_mouth(split)
     a, b = (torch.load(run / "checkpoint.pt", weights_only=False) for run in
             (whole, tmp_path / "b" / "mouth"))
     assert a["step"] == b["step"] == 6
-    for name, value in a["model"].items():
-        torch.testing.assert_close(b["model"][name], value, atol=1e-6, rtol=0), name
+    for part in ("model", "ema"):
+        for name, value in a[part].items():
+            torch.testing.assert_close(b[part][name], value, atol=1e-6, rtol=0), name
+    assert bool(a["ema"]) == bool(changes)
+    if changes:  # what is kept is the average, not the last step's weights
+        snapshots = sorted(p.name for p in (whole / "snapshots").iterdir())
+        assert snapshots == ["step-000002.pt", "step-000004.pt", "step-000006.pt"]
+        last = torch.load(whole / "snapshots" / snapshots[-1], weights_only=False)
+        assert last["step"] == 6 and last["pace"] > 0
+        for name, value in a["ema"].items():
+            torch.testing.assert_close(last["model"][name], value)
+        assert any(not torch.equal(a["model"][k], v) for k, v in a["ema"].items())
+        give_mouth(str(student), whole / "snapshots" / snapshots[0], tmp_path / "given")
+
+
+def test_averaged_weights_are_held_only_inside_applied():
+    mouth = _mouth()
+    averaged = AveragedWeights(mouth, decay=0.5)
+    own = {k: p.detach().clone() for k, p in mouth.named_parameters()}
+    with torch.no_grad():
+        for p in mouth.parameters():
+            p.add_(2.0)
+    averaged.update(mouth)  # halfway from the old weights to the new
+    with averaged.applied(mouth):
+        for k, p in mouth.named_parameters():
+            torch.testing.assert_close(p, own[k] + 1.0)
+    for k, p in mouth.named_parameters():
+        torch.testing.assert_close(p, own[k] + 2.0)
+    with AveragedWeights(mouth, decay=0.0).applied(mouth):  # off: the module's own
+        assert all(torch.equal(p, own[k] + 2.0) for k, p in mouth.named_parameters())
 
 
 def test_the_mouth_needs_word_times_and_the_students_words(tmp_path, aligned):
