@@ -148,8 +148,11 @@ def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
     from voxloop.errors import VoxloopError
 
     run = Path(run)
-    candidates = sorted(run.glob("snapshots/step-*.pt")) + \
-        ([run / "best.pt"] if (run / "best.pt").is_file() else [])
+    candidates = sorted(run.glob("snapshots/step-*.pt"))
+    best = run / "best.pt"
+    if best.is_file() and f"step-{torch.load(best, weights_only=False)['step']:06d}.pt" \
+            not in {c.name for c in candidates}:  # else it is one of the snapshots
+        candidates.append(best)
     if not candidates:
         raise VoxloopError(f"{run} keeps no mouths: train with `voxloop distill mouth --out "
                            f"{run} --snapshot-every N`")

@@ -75,6 +75,9 @@ def test_the_mouth_understood_most_is_chosen_over_a_lower_loss(tmp_path, whisper
     assert chosen["step"] == 100
     assert "step-000100.pt (chosen) | 100 |" in format_choice(report)
     assert json.loads((run / "choose-mouth.json").read_text())["chosen"] == report["chosen"]
+    torch.save({"model": own, "config": config, "step": 100}, run / "best.pt")
+    again = choose_mouth(run, DEFAULT_STUDENT, pack, progress=False, asr=whisper)
+    assert [m["step"] for m in again["mouths"]] == [100]  # best.pt is that snapshot
 
 
 def test_a_run_that_kept_no_mouths_is_a_clear_error(tmp_path):
