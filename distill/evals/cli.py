@@ -62,7 +62,8 @@ def register(subparsers, groups: dict) -> None:
                     "loss does not rank mouths by that).",
                     "voxloop distill choose-mouth runs/mouth --data runs/student/aligned.npz "
                     "--student runs/student/export --export models/voxloop-student")
-    p.add_argument("run", help="a `voxloop distill mouth` run folder (snapshots/, best.pt)")
+    p.add_argument("folder", metavar="RUN",
+                   help="a `voxloop distill mouth` run folder (snapshots/, best.pt)")
     p.add_argument("--data", required=True, help="the aligned pack the mouth learned from")
     p.add_argument("--student", default=DEFAULT_STUDENT,
                    help="the student whose words the mouths say")
@@ -150,12 +151,12 @@ def run_choose_mouth(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.mouth import choose_mouth, format_choice
     from voxloop.distill.student.mouth_train import give_mouth
 
-    report = choose_mouth(args.run, args.student, in_repo(args.data), tuple(args.splits),
+    report = choose_mouth(args.folder, args.student, in_repo(args.data), tuple(args.splits),
                           args.composed, args.decoder, args.threads)
     print(format_choice(report))
-    print(f"chose {report['chosen']}: copied to {Path(args.run) / 'chosen.pt'}")
+    print(f"chose {report['chosen']}: copied to {Path(args.folder) / 'chosen.pt'}")
     if args.export:
-        give_mouth(args.student, Path(args.run) / "chosen.pt", args.export)
+        give_mouth(args.student, Path(args.folder) / "chosen.pt", args.export)
         print(f"wrote {args.export}: {args.student} with the chosen mouth")
     return 0
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_examples
+from voxloop.cli import main
 from voxloop.distill.evals.mouth import choose_mouth, evaluate_mouth, format_choice, format_mouth
 from voxloop.distill.student.model import load_student
 from voxloop.distill.student.pack import PackedData, pack_examples
@@ -76,10 +77,17 @@ def test_the_mouth_understood_most_is_chosen_over_a_lower_loss(tmp_path, whisper
     assert "step-000100.pt (chosen) | 100 |" in format_choice(report)
     assert json.loads((run / "choose-mouth.json").read_text())["chosen"] == report["chosen"]
     torch.save({"model": own, "config": config, "step": 100}, run / "best.pt")
-    again = choose_mouth(run, DEFAULT_STUDENT, pack, progress=False, asr=whisper)
+    assert main(["distill", "choose-mouth", str(run), "--data", str(pack), "--export",
+                 str(tmp_path / "student")]) == 0
+    again = json.loads((run / "choose-mouth.json").read_text())
     assert [m["step"] for m in again["mouths"]] == [100]  # best.pt is that snapshot
+    given, _ = load_student(tmp_path / "student")
+    for name, value in given.mouth.state_dict().items():
+        torch.testing.assert_close(value.float(), own[name].float(), atol=1e-2, rtol=1e-2)
 
 
-def test_a_run_that_kept_no_mouths_is_a_clear_error(tmp_path):
+def test_a_run_that_kept_no_mouths_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(VoxloopError, match="--snapshot-every"):
         choose_mouth(tmp_path, DEFAULT_STUDENT, tmp_path / "pack.npz")
+    assert main(["distill", "choose-mouth", str(tmp_path), "--data", "pack.npz"]) == 1
+    assert "--snapshot-every" in capsys.readouterr().err
