@@ -220,6 +220,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         out_of_time = bool(s.max_minutes) and (time.time() - t_start) / 60 > s.max_minutes
         last = step == s.steps or out_of_time or step == stop_at
         with averaged.applied(mouth):
+            valid = {}
             if len(valid_rows) and (step % s.eval_every == 0 or last):
                 valid = evaluate_mouth(mouth, data, valid_rows, s)
                 for key, value in valid.items():
@@ -233,7 +234,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
                 pace = fit_pace(mouth, data, train_rows)
                 mouth.train()
                 save_mouth(out / "snapshots" / f"step-{step:06d}.pt", mouth, config, step,
-                           pace=pace)
+                           pace=pace, valid=valid)
         if step % s.ckpt_every == 0 or last:
             torch_save_atomic(out / "checkpoint.pt", {
                 "model": mouth.state_dict(), "optimizer": optimizer.state_dict(), "step": step,

@@ -116,7 +116,7 @@ def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned, changes):
         snapshots = sorted(p.name for p in (whole / "snapshots").iterdir())
         assert snapshots == ["step-000002.pt", "step-000004.pt", "step-000006.pt"]
         last = torch.load(whole / "snapshots" / snapshots[-1], weights_only=False)
-        assert last["step"] == 6 and last["pace"] > 0
+        assert last["step"] == 6 and last["pace"] > 0 and last["valid"]["total"] > 0
         for name, value in a["ema"].items():
             torch.testing.assert_close(last["model"][name], value)
         assert any(not torch.equal(a["model"][k], v) for k, v in a["ema"].items())
