@@ -7,6 +7,9 @@ own take of the answer is judged beside it: what the codec lets through (the cei
 ``fixed`` and ``composed`` answers are counted apart, per answer and weighted by the
 held-out turns that ask for it (which is what the student's correct % gains where its words
 are right). A few minutes, not the ten of ``voxloop eval student``: for comparing mouths.
+
+``choose_mouth`` (``voxloop distill choose-mouth``) does the same on the valid answers for
+every mouth a training run kept, and keeps the one understood most.
 """
 
 from __future__ import annotations
@@ -193,6 +196,7 @@ def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
 
 
 def format_choice(report: dict) -> str:
+    """``choose_mouth``'s report as a Markdown table, one row per judged mouth."""
     lines = ["| mouth | step | valid loss | understood % of turns | fixed % | composed % | "
              "WER % |", "|---|---|---|---|---|---|---|"]
     for m in report["mouths"]:
