@@ -143,19 +143,14 @@ def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
     break ties); it is copied to ``RUN/chosen.pt``, the report to ``RUN/choose-mouth.json``."""
     import shutil
 
-    import torch
-
-    from voxloop.distill.student.config import MouthConfig
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.mouth import Mouth
+    from voxloop.distill.student.mouth_train import read_mouth
     from voxloop.errors import VoxloopError
 
     run = Path(run)
-    candidates = sorted(run.glob("snapshots/step-*.pt"))
     best = run / "best.pt"
-    if best.is_file() and f"step-{torch.load(best, weights_only=False)['step']:06d}.pt" \
-            not in {c.name for c in candidates}:  # else it is one of the snapshots
-        candidates.append(best)
+    candidates = sorted(run.glob("snapshots/step-*.pt")) + ([best] if best.is_file() else [])
     if not candidates:
         raise VoxloopError(f"{run} keeps no mouths: train with `voxloop distill mouth --out "
                            f"{run} --snapshot-every N`")
@@ -170,12 +165,9 @@ def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
     report = {"run": str(run), "student": str(student), "data": str(data_path),
               "splits": list(splits), "decoder": decoder, "mouths": []}
     for path in candidates:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        config = MouthConfig(**state["config"])
-        if (config.text_vocab, config.k_out) != (model.config.text_vocab, model.config.k_out):
-            raise VoxloopError(f"{path} says {config.text_vocab} words in {config.k_out} "
-                               f"codebooks; {student} writes {model.config.text_vocab} words "
-                               f"in {model.config.k_out}")
+        state, config = read_mouth(path, model.config, student)
+        if path == best and state["step"] in {m["step"] for m in report["mouths"]}:
+            continue  # best.pt is one of the snapshots
         mouth = Mouth(config)
         mouth.load_state_dict(state["model"])
         answers = judge(mouth.eval(), data, rows[keep], turns[keep], progress=progress)

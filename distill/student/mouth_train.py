@@ -100,7 +100,9 @@ def evaluate_mouth(mouth: Mouth, data: PackedData, rows: np.ndarray, s: MouthTra
 @torch.no_grad()
 def fit_pace(mouth: Mouth, data: PackedData, rows: np.ndarray, batch: int = 64) -> float:
     """Set ``mouth.pace`` to the ratio of the answers' true frames to the frames the mouth
-    gives them (``rows``: the training answers); returns it."""
+    gives them (``rows``: the training answers); returns it. The mouth's train/eval mode
+    is left as it was."""
+    training = mouth.training
     mouth.eval()
     mouth.pace.fill_(1.0)
     true = said = 0
@@ -109,6 +111,7 @@ def fit_pace(mouth: Mouth, data: PackedData, rows: np.ndarray, batch: int = 64) 
         said += int(mouth.word_frames(words, mouth.encode(words).log_frames).sum())
         true += int(frames.sum())
     mouth.pace.fill_(true / max(said, 1))
+    mouth.train(training)
     return float(mouth.pace)
 
 
@@ -131,15 +134,17 @@ class AveragedWeights:
     def applied(self, module: torch.nn.Module) -> Iterator[None]:
         """The module holds the averaged weights inside the block, its own after it."""
         own = {k: p.detach().clone() for k, p in module.named_parameters() if k in self.shadow}
-        self._load(module, self.shadow)
+        self.apply(module)
         try:
             yield
         finally:
-            self._load(module, own)
+            self.apply(module, own)
 
-    @staticmethod
     @torch.no_grad()
-    def _load(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    def apply(self, module: torch.nn.Module,
+              weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Copy the averaged weights (or ``weights``) into the module, for good."""
+        weights = self.shadow if weights is None else weights
         for k, p in module.named_parameters():
             if k in weights:
                 p.copy_(weights[k])
@@ -232,7 +237,6 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
                     save_mouth(out / "best.pt", mouth, config, step, valid=valid)
             if s.snapshot_every and (step % s.snapshot_every == 0 or last):
                 pace = fit_pace(mouth, data, train_rows)
-                mouth.train()
                 save_mouth(out / "snapshots" / f"step-{step:06d}.pt", mouth, config, step,
                            pace=pace, valid=valid)
         if step % s.ckpt_every == 0 or last:
@@ -242,7 +246,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         if out_of_time or step == stop_at:
             break
     bar.close()
-    AveragedWeights._load(mouth, averaged.shadow)  # the mouth kept when there is no best.pt
+    averaged.apply(mouth)  # the mouth kept when there is no best.pt
     best_state = torch.load(out / "best.pt", weights_only=False) if (out / "best.pt").is_file() \
         else {"config": asdict(config), "step": step, "valid": {}}  # no valid split: the last
     if "model" in best_state:
@@ -253,6 +257,19 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     print(f"best mouth: step {best_state['step']}, pace {best_state['pace']:.3f} (true over "
           "predicted frames of the train answers)")
     return out
+
+
+def read_mouth(checkpoint: str | Path, student_config, student_name: str | Path
+               ) -> tuple[dict, MouthConfig]:
+    """A mouth file of ``train_mouth`` and its config, refused unless it says the words and
+    codebooks of the student (``student_config``, a ``StudentConfig``)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = MouthConfig(**state["config"])
+    if (config.text_vocab, config.k_out) != (student_config.text_vocab, student_config.k_out):
+        raise VoxloopError(f"{checkpoint} says {config.text_vocab} words in {config.k_out} "
+                           f"codebooks; {student_name} writes {student_config.text_vocab} "
+                           f"words in {student_config.k_out}")
+    return state, config
 
 
 def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) -> Path:
@@ -268,12 +285,7 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
 
     source = student_folder(student_name)
     student, vocab = load_student(source)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    config = MouthConfig(**state["config"])
-    if (config.text_vocab, config.k_out) != (student.config.text_vocab, student.config.k_out):
-        raise VoxloopError(f"{checkpoint} says {config.text_vocab} words in {config.k_out} "
-                           f"codebooks; {student_name} writes {student.config.text_vocab} "
-                           f"words in {student.config.k_out}")
+    state, config = read_mouth(checkpoint, student.config, student_name)
     with_mouth = Student(replace(student.config, mouth_d_model=config.d_model))
     if with_mouth.mouth.config != config:
         raise VoxloopError(f"{checkpoint} is a mouth of another shape ({config}) than a "
