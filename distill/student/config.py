@@ -146,6 +146,11 @@ class StudentTrainSettings:
         "help": "fine-tune this student model folder: its weights, config and vocabularies "
                 "(pack the data with --vocab-from it); --student-* flags are then ignored but "
                 "--student-word-pointer, which adds the word pointer to it"})
+    new_ears: bool = field(default=False, metadata={
+        "help": "with --init-from: the data was heard through another semantic tokenizer "
+                "(one of the same size, e.g. retrained on more voices): its codebook replaces "
+                "the student's and everything else (words, mouth) carries over to re-learn "
+                "hearing; without it, another tokenizer is refused"})
     warm_from: str = field(default="", metadata={
         "help": "start a new student from this student model folder's weights where they "
                 "carry over (blocks, audio embeddings and head, words both vocabularies "

@@ -215,9 +215,10 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
                                "vocabularies: pack it with `voxloop distill pack --keep-words-of "
                                f"{settings.init_from}`")
         mine, theirs = (v.get("semantic") or {} for v in (data.vocab, vocab))
-        if mine.get("sha256") != theirs.get("sha256"):
+        if mine.get("sha256") != theirs.get("sha256") and not settings.new_ears:
             raise VoxloopError(f"{settings.data} was not heard through {settings.init_from}'s "
-                               "semantic tokenizer: pack it with the same --semantic")
+                               "semantic tokenizer: pack it with the same --semantic, or "
+                               "give --new-ears to re-learn hearing with the data's tokenizer")
         # the word pointer is the one change a fine-tune may make to the shape
         pointer = init.config.word_pointer or (config is not None and config.word_pointer)
         config = replace(init.config, word_pointer=pointer)
@@ -238,6 +239,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             torch.nn.init.zeros_(student.word_frame_embed.weight)
         if new_words and rank == 0:
             print(f"{new_words} answer words new to {settings.init_from} start untrained")
+        if settings.new_ears:
+            student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
     elif config.user_input == "semantic":  # the tokenizer's codebook, packed with the data
         student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
     elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)

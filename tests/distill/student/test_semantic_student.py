@@ -208,3 +208,31 @@ def test_pack_adds_the_train_turns_of_extra_datasets_only(tmp_path, tokenizer):
     with pytest.raises(VoxloopError, match="--seed"):
         pack_dataset(tmp_path / "main", tmp_path / "x.npz", user_input="semantic",
                      semantic=tokenizer, extra_train=(tmp_path / "same",))
+
+
+def test_new_ears_fine_tunes_a_student_onto_another_tokenizer(tmp_path, tokenizer):
+    """A pack heard through a retrained tokenizer (same size, other weights) is refused by
+    --init-from unless --new-ears: then the student hears through the new codebook and its
+    vocabularies name the new tokenizer; its words and everything else carry over."""
+    data = semantic_packed(tokenizer, examples_with_audio(4))
+    data.vocab["semantic"] = {**data.vocab["semantic"], "sha256": "a" * 64}
+    settings = StudentTrainSettings(data="unused.npz", out=str(tmp_path / "run"), steps=2,
+                                    batch_size=4, lr=3e-3, warmup_steps=1, eval_every=2,
+                                    ckpt_every=2, threads=1, device="cpu")
+    first = export_student(train(settings, tiny_config(), data=data) / "best.pt",
+                           tmp_path / "student")
+    other = tiny_tokenizer(seed=1)
+    heard = semantic_packed(other, examples_with_audio(4))
+    heard.vocab["semantic"] = {**heard.vocab["semantic"], "sha256": "b" * 64}
+    tune = dataclasses.replace(settings, init_from=str(first), lr=0.0, steps=1)
+    with pytest.raises(VoxloopError, match="--new-ears"):
+        train(dataclasses.replace(tune, out=str(tmp_path / "refused")), data=heard)
+    out = train(dataclasses.replace(tune, out=str(tmp_path / "tuned"), new_ears=True),
+                data=heard)
+    model, vocab = load_student(export_student(out / "best.pt", tmp_path / "tuned-student"))
+    old, _ = load_student(first)
+    assert vocab["semantic"]["sha256"] == "b" * 64
+    assert not torch.allclose(model.user_codebooks, old.user_codebooks)
+    torch.testing.assert_close(model.user_codebooks, other.codebook_vectors(),
+                               atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(model.text_head.weight, old.text_head.weight)  # lr 0
