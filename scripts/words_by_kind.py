@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxloop.distill.evals.student import composed_intents
 from voxloop.distill.student.layout import IGNORE, build_sequence
 from voxloop.distill.student.model import load_student
 from voxloop.distill.student.pack import PackedData
 from voxloop.distill.student.vocab import Tokenizer
 
 SPLITS = ("valid", "heldout_voice", "heldout_phrasing")
-COMPOSED = ("add", "subtract", "multiply", "divide", "convert", "capital", "spell", "next_day")
 
 
 @torch.no_grad()
@@ -34,10 +34,11 @@ def words_by_kind(student: str, pack: str) -> dict[str, dict[str, list[int]]]:
     """split -> kind -> [turns all right, turns]; kind ``all`` sums the others."""
     model, vocab = load_student(student)
     tokenizer, data = Tokenizer(vocab), PackedData.load(pack)
+    composed = sorted(composed_intents())  # the domain's compositional intents
     counts: Counter = Counter()
     for split in SPLITS:
         for i in data.indices(split):
-            kind = str(data.intent[i]) if str(data.intent[i]) in COMPOSED else "fixed"
+            kind = str(data.intent[i]) if str(data.intent[i]) in composed else "fixed"
             text = np.asarray(tokenizer.encode_answer(str(data.intended_text[i])))
             seq = build_sequence(model.config, data.user(i), text, data.answer(i),
                                  data.ctc(i), words_only=True)
@@ -48,7 +49,7 @@ def words_by_kind(student: str, pack: str) -> dict[str, dict[str, list[int]]]:
                 counts[(split, key, "right")] += right
                 counts[(split, key, "turns")] += 1
     return {split: {kind: [counts[(split, kind, "right")], counts[(split, kind, "turns")]]
-                    for kind in ("all", "fixed", *COMPOSED) if counts[(split, kind, "turns")]}
+                    for kind in ("all", "fixed", *composed) if counts[(split, kind, "turns")]}
             for split in SPLITS}
 
 

@@ -239,11 +239,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             torch.nn.init.zeros_(student.word_frame_embed.weight)
         if new_words and rank == 0:
             print(f"{new_words} answer words new to {settings.init_from} start untrained")
-        if settings.new_ears:
-            student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
-    elif config.user_input == "semantic":  # the tokenizer's codebook, packed with the data
-        student.set_user_codebooks(torch.from_numpy(data.user_codebooks))
-    elif config.user_latent_dim:  # (a resumed run loads them from its checkpoint)
+    if config.user_input == "semantic" and (init is None or settings.new_ears):
+        student.set_user_codebooks(torch.from_numpy(data.user_codebooks))  # packed with it
+    elif init is None and config.user_latent_dim:  # (a resumed run loads them from its checkpoint)
         from voxloop.codecs.registry import load_codec
 
         if "codec" not in data.vocab:
