@@ -352,7 +352,11 @@ class Student(nn.Module):
 
 def save_student(model: Student, vocab: dict, folder: str | Path, card: str | None = None,
                  dtype: torch.dtype = torch.float16) -> Path:
-    """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md]."""
+    """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md].
+    A semantic student's tokenizer is named by its bundled name when one has its weights."""
+    from voxloop.distill.student.user_tokens import bundled_name
+
+    vocab = bundled_name(vocab)
     config = {"kind": "voxloop-student", **asdict(model.config)}
     return save_model_folder(folder, model.state_dict(), config, card, dtype,
                              files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})

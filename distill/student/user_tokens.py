@@ -68,6 +68,21 @@ def semantic_info(tokenizer: SemanticTokenizer, folder: Path | None) -> dict:
             "silence": silence_token(tokenizer)}
 
 
+def bundled_name(vocab: dict) -> dict:
+    """``vocab`` with its tokenizer named by its bundled name when a tokenizer under
+    ``models/`` has the weights the student's tokens were made with (a student trained on
+    tokens of ``runs/.../model``, saved after that tokenizer was copied into ``models/``),
+    so the saved student finds its ears on any machine; else ``vocab`` unchanged."""
+    info = vocab.get("semantic") or {}
+    if not info.get("sha256"):
+        return vocab
+    names = [folder.name for folder in sorted(models_dir().glob("*"))
+             if weights_sha256(folder) == info["sha256"]]
+    if not names or info["name"] in names:
+        return vocab
+    return {**vocab, "semantic": {**info, "name": names[0]}}
+
+
 def load_student_semantic(name: str | None, vocab: dict) -> SemanticTokenizer:
     """The tokenizer named (default: the one the student's tokens came from); warns when
     its weights are not the ones those tokens were made with, refuses another rate or size."""

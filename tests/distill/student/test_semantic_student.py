@@ -33,9 +33,10 @@ from voxloop.distill.student.pack import (
     pack_dataset,
 )
 from voxloop.distill.student.train import StudentTrainSettings, export_student, train
-from voxloop.distill.student.user_tokens import encode_clips
+from voxloop.distill.student.user_tokens import bundled_name, encode_clips
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
+from voxloop.models import sha256_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -236,3 +237,25 @@ def test_new_ears_fine_tunes_a_student_onto_another_tokenizer(tmp_path, tokenize
     torch.testing.assert_close(model.user_codebooks, other.codebook_vectors(),
                                atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(model.text_head.weight, old.text_head.weight)  # lr 0
+
+
+def test_a_saved_student_names_its_tokenizer_by_its_bundled_name(tmp_path, tokenizer,
+                                                                 monkeypatch):
+    """Trained on tokens of a tokenizer in runs/, saved after that tokenizer was copied
+    into models/: the student's vocab names the bundled copy, so it finds its ears on
+    another machine; a tokenizer with no bundled copy keeps its path."""
+    bundled = tmp_path / "models" / "my-ears"
+    bundled.mkdir(parents=True)
+    (bundled / "model.safetensors").write_bytes(b"the retrained tokenizer's weights")
+    monkeypatch.setenv("VOXLOOP_MODELS", str(tmp_path / "models"))
+    data = semantic_packed(tokenizer, examples_with_audio(4))
+    data.vocab["semantic"] = {**data.vocab["semantic"], "name": str(tmp_path / "runs" / "ears"),
+                              "sha256": sha256_of(bundled / "model.safetensors")}
+    settings = StudentTrainSettings(data="unused.npz", out=str(tmp_path / "run"), steps=1,
+                                    batch_size=4, lr=3e-3, warmup_steps=1, eval_every=1,
+                                    ckpt_every=1, threads=1, device="cpu")
+    _, vocab = load_student(export_student(train(settings, tiny_config(), data=data) /
+                                           "best.pt", tmp_path / "student"))
+    assert vocab["semantic"] == {**data.vocab["semantic"], "name": "my-ears"}
+    elsewhere = {**data.vocab, "semantic": {**data.vocab["semantic"], "sha256": "c" * 64}}
+    assert bundled_name(elsewhere) == elsewhere
