@@ -11,9 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+from tests.client.pulse import audio_priority
+
 
 def _sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    audio_priority()  # the client plays the answer through the sound server
 
 
 class LiveRun:
