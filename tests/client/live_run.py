@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.client.pulse import audio_priority
 
 
-def _sigint_ignored() -> None:
+def _in_background_with_audio_priority() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     audio_priority()  # the client plays the answer through the sound server
 
@@ -30,7 +30,7 @@ class LiveRun:
             [sys.executable, "-m", "voxloop", "client", "--url", url, "--view", "plain",
              "--stats-json", str(self.stats_path), *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            preexec_fn=_sigint_ignored)
+            preexec_fn=_in_background_with_audio_priority)
         self.lines: list[tuple[float, str]] = []  # (perf_counter, line)
         self._new = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
