@@ -204,6 +204,10 @@ class MouthTrainSettings:
                 "then come up rarely), 0 as often as the turns say them"})
     duration_weight: float = field(default=1.0, metadata={
         "help": "weight of the words' log-length loss"})
+    own_lengths: float = field(default=0.0, metadata={
+        "help": "train this share of the answers at the word lengths the mouth itself gives "
+                "them (their codes resampled to fit), the lengths it will say them at, and "
+                "the rest at the take's (0: all at the take's)"})
     ema: float = field(default=0.0, metadata={
         "help": "keep an exponential moving average of the weights with this decay per step "
                 "(e.g. 0.99) and judge, keep and snapshot it instead of the raw weights (0: "

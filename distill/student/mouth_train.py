@@ -63,6 +63,49 @@ def answer_batch(data: PackedData, rows: np.ndarray, config: MouthConfig
     return w, fr, c
 
 
+def resample_words(codes: torch.Tensor, frames: torch.Tensor, new: torch.Tensor
+                   ) -> torch.Tensor:
+    """An answer's codes ``[K, F]`` with words ``frames [W]`` long (each >= 1) -> codes
+    ``[K, new.sum()]`` with word i ``new[i]`` frames long: its own frames, the nearest in
+    time repeated or left out."""
+    starts = frames.cumsum(0) - frames
+    index = torch.cat([start + ((torch.arange(n) + 0.5) * length / n).long()
+                       for start, length, n in zip(starts.tolist(), frames.tolist(),
+                                                   new.tolist(), strict=True)])
+    return codes[:, index]
+
+
+@torch.no_grad()
+def at_own_lengths(mouth: Mouth, words: torch.Tensor, frames: torch.Tensor,
+                   codes: torch.Tensor, pick: np.ndarray
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of ``answer_batch`` with the answers ``pick [B]`` (bool) moved to the word
+    lengths ``mouth`` gives them (``Mouth.word_frames``, with its ``pace``), their codes
+    resampled to fit (``resample_words``).
+
+    The mouth learns each answer from one take, and learned from it alone it says a word
+    right only at the take's length to the frame: "A dog has four legs." with "A" one frame
+    short comes out "I'm going to pass four legs.". Its own length model is off by a frame
+    here and there; trained at those lengths, it says what it will be asked to say."""
+    training = mouth.training
+    mouth.eval()
+    said = mouth.word_frames(words, mouth.encode(words).log_frames)
+    mouth.train(training)
+    rows = []
+    for b in range(len(words)):
+        real = words[b] != mouth.config.pad_word
+        n, length = int(frames[b].sum()), frames[b][real]
+        if pick[b] and bool((length > 0).all()):  # a word with no frame has none to resample
+            rows.append((resample_words(codes[b, :, :n], length, said[b][real]), said[b]))
+        else:
+            rows.append((codes[b, :, :n], frames[b]))
+    c = torch.full((len(rows), codes.shape[1], max(r.shape[1] for r, _ in rows)), IGNORE,
+                   dtype=codes.dtype)
+    for b, (row, _) in enumerate(rows):
+        c[b, :, :row.shape[1]] = row
+    return words, torch.stack([f for _, f in rows]), c
+
+
 def mouth_losses(mouth: Mouth, words: torch.Tensor, frames: torch.Tensor, codes: torch.Tensor,
                  s: MouthTrainSettings) -> dict[str, torch.Tensor]:
     """CE of each codebook (``codebook{k}``), the words' log-length MSE (``duration``),
@@ -210,7 +253,10 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         rows = train_rows[rng.choice(len(train_rows), s.batch_size, p=draw)]
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, s.lr, s.warmup_steps, s.steps, LR_FLOOR)
-        losses = mouth_losses(mouth, *answer_batch(data, rows, config), s)
+        batch = answer_batch(data, rows, config)
+        if s.own_lengths > 0:
+            batch = at_own_lengths(mouth, *batch, rng.random(len(rows)) < s.own_lengths)
+        losses = mouth_losses(mouth, *batch, s)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(mouth.parameters(), 1.0)

@@ -17,9 +17,11 @@ from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
     AveragedWeights,
     answer_batch,
+    at_own_lengths,
     distinct_answers,
     fit_pace,
     give_mouth,
+    resample_words,
     train_mouth,
 )
 from voxloop.distill.student.train import StudentTrainSettings, train
@@ -97,8 +99,38 @@ def aligned(tmp_path):
     return data, tmp_path / "pack.npz", _student_folder(tmp_path, data)
 
 
-@pytest.mark.parametrize("changes", [{}, {"ema": 0.9, "snapshot_every": 2}],
-                         ids=["plain", "averaged-with-snapshots"])
+def test_words_resampled_keep_their_own_frames_in_order():
+    codes = torch.tensor([[7, 7, 7, 1, 2, 3, 4, 5]]).repeat(4, 1)
+    frames = torch.tensor([6, 2])
+    same = resample_words(codes, frames, frames)
+    assert torch.equal(same, codes)
+    longer = resample_words(codes, frames, torch.tensor([7, 3]))
+    assert longer[0].tolist() == [7, 7, 7, 1, 1, 2, 3, 4, 5, 5]
+    shorter = resample_words(codes, frames, torch.tensor([4, 1]))
+    assert shorter[0].tolist() == [7, 7, 1, 3, 5]
+
+
+def test_answers_picked_are_trained_at_the_mouths_own_lengths(aligned):
+    data, _, _ = aligned
+    config = MouthConfig(text_vocab=len(data.vocab["text"]), k_out=data.answer_codes.shape[0],
+                         d_model=32)
+    mouth = Mouth(config)
+    mouth.set_spelling(data.vocab["text"])
+    rows = np.arange(3)
+    words, frames, codes = answer_batch(data, rows, config)
+    pick = np.array([True, False, True])
+    w, f, c = at_own_lengths(mouth, words, frames, codes, pick)
+    said = mouth.eval().word_frames(words, mouth.encode(words).log_frames)
+    assert torch.equal(w, words) and torch.equal(f[1], frames[1]) and torch.equal(f[0], said[0])
+    for b in range(3):
+        n = int(f[b].sum())
+        assert (c[b, :, :n] >= 0).all() and (c[b, :, n:] < 0).all()  # IGNORE past the end
+    assert torch.equal(c[1, :, :int(frames[1].sum())], codes[1, :, :int(frames[1].sum())])
+
+
+@pytest.mark.parametrize("changes", [{}, {"ema": 0.9, "snapshot_every": 2},
+                                     {"own_lengths": 0.5}],
+                         ids=["plain", "averaged-with-snapshots", "own-lengths"])
 def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned, changes):
     _, path, student = aligned
     whole = train_mouth(_mouth_settings(tmp_path / "a", path, student, **changes))
@@ -111,8 +143,8 @@ def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned, changes):
     for part in ("model", "ema"):
         for name, value in a[part].items():
             torch.testing.assert_close(b[part][name], value, atol=1e-6, rtol=0), name
-    assert bool(a["ema"]) == bool(changes)
-    if changes:  # what is kept is the average, not the last step's weights
+    assert bool(a["ema"]) == ("ema" in changes)
+    if "ema" in changes:  # what is kept is the average, not the last step's weights
         snapshots = sorted(p.name for p in (whole / "snapshots").iterdir())
         assert snapshots == ["step-000002.pt", "step-000004.pt", "step-000006.pt"]
         last = torch.load(whole / "snapshots" / snapshots[-1], weights_only=False)
