@@ -53,14 +53,21 @@ def answer_batch(data: PackedData, rows: np.ndarray, config: MouthConfig
     codes = [torch.from_numpy(data.answer(i)[:config.k_out].astype(np.int64)) for i in rows]
     frames = [word_lengths(torch.from_numpy(data.words(i)), c.shape[1])
               for i, c in zip(rows, codes, strict=True)]
-    n_words, n_frames = max(len(w) for w in words), max(c.shape[1] for c in codes)
+    n_words = max(len(w) for w in words)
     w = torch.full((len(rows), n_words), config.pad_word, dtype=torch.long)
     fr = torch.zeros(len(rows), n_words, dtype=torch.long)
-    c = torch.full((len(rows), config.k_out, n_frames), IGNORE, dtype=torch.long)
     for b in range(len(rows)):
         w[b, :len(words[b])], fr[b, :len(frames[b])] = words[b], frames[b]
-        c[b, :, :codes[b].shape[1]] = codes[b]
-    return w, fr, c
+    return w, fr, pad_codes(codes)
+
+
+def pad_codes(codes: list[torch.Tensor]) -> torch.Tensor:
+    """Answers' codes, each ``[K, F_b]`` -> ``[B, K, max F_b]``, ``IGNORE`` past each end."""
+    c = torch.full((len(codes), codes[0].shape[0], max(x.shape[1] for x in codes)), IGNORE,
+                   dtype=torch.long)
+    for b, x in enumerate(codes):
+        c[b, :, :x.shape[1]] = x
+    return c
 
 
 def resample_words(codes: torch.Tensor, frames: torch.Tensor, new: torch.Tensor
@@ -91,19 +98,15 @@ def at_own_lengths(mouth: Mouth, words: torch.Tensor, frames: torch.Tensor,
     mouth.eval()
     said = mouth.word_frames(words, mouth.encode(words).log_frames)
     mouth.train(training)
-    rows = []
+    answers, lengths = [], []
     for b in range(len(words)):
         real = words[b] != mouth.config.pad_word
         n, length = int(frames[b].sum()), frames[b][real]
-        if pick[b] and bool((length > 0).all()):  # a word with no frame has none to resample
-            rows.append((resample_words(codes[b, :, :n], length, said[b][real]), said[b]))
-        else:
-            rows.append((codes[b, :, :n], frames[b]))
-    c = torch.full((len(rows), codes.shape[1], max(r.shape[1] for r, _ in rows)), IGNORE,
-                   dtype=codes.dtype)
-    for b, (row, _) in enumerate(rows):
-        c[b, :, :row.shape[1]] = row
-    return words, torch.stack([f for _, f in rows]), c
+        moved = pick[b] and bool((length > 0).all())  # a word with no frame has none to resample
+        answers.append(resample_words(codes[b, :, :n], length, said[b][real]) if moved
+                       else codes[b, :, :n])
+        lengths.append(said[b] if moved else frames[b])
+    return words, torch.stack(lengths), pad_codes(answers)
 
 
 def mouth_losses(mouth: Mouth, words: torch.Tensor, frames: torch.Tensor, codes: torch.Tensor,
