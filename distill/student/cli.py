@@ -1,4 +1,5 @@
-"""``voxloop distill pack | align | train | mouth | export``: the audio-native student."""
+"""``voxloop distill pack | align | train | mouth | remember-lengths | export``: the
+audio-native student."""
 
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ def register(subparsers, groups: dict) -> None:
                    "into this folder (it may be the student's own)")
     p.set_defaults(run=run_mouth)
 
+    p = add_command(group, "remember-lengths", "Give a student's mouth the word lengths of "
+                    "a pack's train answers: it says those answers at their takes' lengths, "
+                    "at which it learned them (a mouth `voxloop distill mouth` trains has them "
+                    "already).",
+                    "voxloop distill remember-lengths voxloop-student runs/student/aligned.npz "
+                    "models/voxloop-student")
+    p.add_argument("student", help="a student with a mouth: a model folder or bundled name")
+    p.add_argument("npz", help="the aligned pack its mouth was trained on")
+    p.add_argument("folder", help="model folder to write (it may be the student's own)")
+    p.set_defaults(run=run_remember_lengths)
+
     p = add_command(group, "export", "Bundle a training checkpoint as a float16 model folder.",
                     "voxloop distill export runs/student/best.pt models/voxloop-student")
     p.add_argument("checkpoint", help="best.pt or checkpoint.pt of a run")
@@ -145,6 +157,15 @@ def run_mouth(args: argparse.Namespace) -> int:
     if args.export:
         give_mouth(settings.student, out / "best.pt", args.export)
         print(f"wrote {args.export}: {settings.student} with the mouth of {out / 'best.pt'}")
+    return 0
+
+
+def run_remember_lengths(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.mouth_train import remember_lengths
+
+    folder, n = remember_lengths(args.student, args.npz, args.folder)
+    print(f"wrote {folder}: {args.student}, its mouth remembering the word lengths of "
+          f"{n} answers")
     return 0
 
 

@@ -10,6 +10,10 @@ the rest of the answer astray (the exposure bias that kept the autoregressive au
 from saying composed answers). Within a frame the codebooks are predicted in order, each
 seeing the codes chosen below it (residual codebooks refine the one before).
 
+An answer the mouth learned is said at its take's word lengths (``remember``), the others
+at the lengths it predicts: it learned each answer's codes at one take's lengths, and said
+a frame off in a word or two it often comes out garbled.
+
     mouth = Mouth(MouthConfig(text_vocab=381))            # config.py
     mouth.set_spelling(vocab["text"])                     # the student's words, spelled
     codes = mouth.say(torch.tensor([[17, 44, 9]]))        # [1, K_out, F] int64
@@ -75,6 +79,10 @@ class Mouth(nn.Module):
         # word lengths are learned in log frames, whose mean undershoots the frames: the
         # ratio of true to predicted frames on the training answers (mouth_train.fit_pace)
         self.register_buffer("pace", torch.ones(()))
+        # the answers it learned (word ids, padded with pad_word) and their frames per word
+        self.register_buffer("known_words", torch.zeros(0, 0, dtype=torch.int16))
+        self.register_buffer("known_frames", torch.zeros(0, 0, dtype=torch.int16))
+        self._known: dict[tuple[int, ...], torch.Tensor] | None = None
         self.char_embed = nn.Embedding(ASCII, d, padding_idx=0)
         self.char_pos = nn.Embedding(c.max_chars, d)
         self.word_embed = nn.Embedding(c.text_vocab + 1, d, padding_idx=c.pad_word)
@@ -106,6 +114,46 @@ class Mouth(nn.Module):
             letters = [min(ord(ch), ASCII - 1) for ch in word[:self.config.max_chars]]
             self.spelling[i] = 0
             self.spelling[i, :len(letters)] = torch.tensor(letters, dtype=self.spelling.dtype)
+
+    def remember(self, words: list, frames: list) -> None:
+        """Say these answers (word ids ``[W_i]`` each) at these frames per word (``[W_i]``
+        each) from now on, instead of the ones remembered before; saved with the mouth."""
+        width = max((len(w) for w in words), default=0)
+        known_words = torch.full((len(words), width), self.config.pad_word, dtype=torch.int16)
+        known_frames = torch.zeros(len(words), width, dtype=torch.int16)
+        for i, (w, f) in enumerate(zip(words, frames, strict=True)):
+            if len(w) != len(f):
+                raise ValueError(f"answer {i}: {len(w)} words but {len(f)} word lengths")
+            known_words[i, :len(w)], known_frames[i, :len(f)] = torch.as_tensor(w), \
+                torch.as_tensor(f)
+        device = self.pace.device
+        self.known_words, self.known_frames = known_words.to(device), known_frames.to(device)
+        self._known = None
+
+    def remembered(self, words: torch.Tensor, frames: torch.Tensor,
+                   pace: float = 1.0) -> torch.Tensor:
+        """Frames per word ``[B, W]`` of ``words [B, W]`` with the rows of remembered
+        answers at their remembered lengths (times ``pace``)."""
+        pad = self.config.pad_word
+        if self._known is None:
+            self._known = {tuple(w[w != pad].tolist()): f[w != pad] for w, f in
+                           zip(self.known_words.long(), self.known_frames.long(), strict=True)}
+        out = frames.clone()
+        for b, row in enumerate(words):
+            known = self._known.get(tuple(row[row != pad].tolist()))
+            if known is not None:
+                out[b, :len(known)] = (known.to(out) * pace).round().clamp(min=1)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("known_words", "known_frames"):  # their shapes are the saved ones
+            key = prefix + name
+            if key not in state_dict:  # saved before mouths remembered: none remembered
+                state_dict[key] = torch.zeros(0, 0, dtype=torch.int16)
+            setattr(self, name, torch.zeros(state_dict[key].shape, dtype=torch.int16,
+                                            device=self.pace.device))
+        self._known = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def encode(self, words: torch.Tensor) -> Encoded:
         """``words [B, W]`` (padded with ``pad_word``) -> their states and log frames."""
@@ -168,9 +216,10 @@ class Mouth(nn.Module):
 
     @torch.inference_mode()
     def say(self, words: torch.Tensor, pace: float = 1.0) -> list[torch.Tensor]:
-        """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower)."""
+        """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower;
+        a remembered answer at its remembered lengths)."""
         encoded = self.encode(words)
-        frames = self.word_frames(words, encoded.log_frames, pace)
+        frames = self.remembered(words, self.word_frames(words, encoded.log_frames, pace), pace)
         h, _ = self.frame_states(encoded, frames)
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)

@@ -49,16 +49,23 @@ def answer_batch(data: PackedData, rows: np.ndarray, config: MouthConfig
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Answers ``rows`` -> words ``[B, W]`` (padded with ``pad_word``), frames per word
     ``[B, W]`` (0 for padding) and codes ``[B, K, F]`` (``IGNORE`` past each answer)."""
-    words = [torch.from_numpy(data.text(i)) for i in rows]
+    words, frames = answer_lengths(data, rows)
     codes = [torch.from_numpy(data.answer(i)[:config.k_out].astype(np.int64)) for i in rows]
-    frames = [word_lengths(torch.from_numpy(data.words(i)), c.shape[1])
-              for i, c in zip(rows, codes, strict=True)]
     n_words = max(len(w) for w in words)
     w = torch.full((len(rows), n_words), config.pad_word, dtype=torch.long)
     fr = torch.zeros(len(rows), n_words, dtype=torch.long)
     for b in range(len(rows)):
         w[b, :len(words[b])], fr[b, :len(frames[b])] = words[b], frames[b]
     return w, fr, pad_codes(codes)
+
+
+def answer_lengths(data: PackedData, rows: np.ndarray
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Answers ``rows`` -> their words ``[W]`` and frames per word ``[W]`` (their takes')."""
+    words = [torch.from_numpy(data.text(i)) for i in rows]
+    frames = [word_lengths(torch.from_numpy(data.words(i)), data.answer(i).shape[1])
+              for i in rows]
+    return words, frames
 
 
 def pad_codes(codes: list[torch.Tensor]) -> torch.Tensor:
@@ -202,6 +209,19 @@ def save_mouth(path: Path, mouth: Mouth, config: MouthConfig, step: int, **extra
                              "step": step, **extra})
 
 
+def mouth_pack(path: str | Path, vocab: dict, student_name: str | Path) -> PackedData:
+    """The pack ``path``, refused unless it is aligned and tokenized with the student's
+    words (``vocab``)."""
+    data = PackedData.load(path)
+    if data.vocab["text"] != vocab["text"]:
+        raise VoxloopError(f"{path} was not tokenized with {student_name}'s words: pack it "
+                           f"with `voxloop distill pack --vocab-from {student_name}`")
+    if data.word_frames is None:
+        raise VoxloopError(f"{path} has no answer word times, which the mouth learns from: "
+                           "run `voxloop distill align PACK DATASET`")
+    return data
+
+
 def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
     ``stop_at`` ends after that step, as a kill would (resume tests)."""
@@ -214,13 +234,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     student, vocab = load_student(s.student)
-    data = PackedData.load(s.data)
-    if data.vocab["text"] != vocab["text"]:
-        raise VoxloopError(f"{s.data} was not tokenized with {s.student}'s words: pack it with "
-                           f"`voxloop distill pack --vocab-from {s.student}`")
-    if data.word_frames is None:
-        raise VoxloopError(f"{s.data} has no answer word times, which the mouth learns from: "
-                           "run `voxloop distill align PACK DATASET`")
+    data = mouth_pack(s.data, vocab, s.student)
     config = MouthConfig(text_vocab=student.config.text_vocab, k_out=student.config.k_out,
                          d_model=s.d_model)
     (train_rows, turns), (valid_rows, _) = (distinct_answers(data, split)
@@ -242,6 +256,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         mouth.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
+    mouth.remember(*answer_lengths(data, train_rows))
     averaged = AveragedWeights(mouth, s.ema)
     if state is not None and state.get("ema"):
         averaged.shadow = state["ema"]
@@ -346,3 +361,25 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     card = source / CARD_FILE
     return save_student(with_mouth.eval(), vocab, folder,
                         card.read_text() if card.is_file() else None)
+
+
+def remember_lengths(student_name: str | Path, data_path: str | Path, folder: str | Path
+                     ) -> tuple[Path, int]:
+    """Write ``folder``: the student ``student_name`` whose mouth remembers the word lengths
+    of the train answers of the pack ``data_path`` (as ``train_mouth`` gives the mouths it
+    trains), its card kept; returns the folder and how many answers it remembers."""
+    from voxloop.distill.student.model import load_student, save_student, student_folder
+    from voxloop.models import CARD_FILE
+
+    student, vocab = load_student(student_name)
+    if student.mouth is None:
+        raise VoxloopError(f"{student_name} has no mouth: train one with `voxloop distill "
+                           "mouth`")
+    data = mouth_pack(data_path, vocab, student_name)
+    rows, _ = distinct_answers(data, "train")
+    if not len(rows):
+        raise VoxloopError(f"{data_path} has no train turns")
+    student.mouth.remember(*answer_lengths(data, rows))
+    card = student_folder(student_name) / CARD_FILE
+    return save_student(student, vocab, folder, card.read_text() if card.is_file() else None), \
+        len(rows)

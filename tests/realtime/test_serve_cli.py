@@ -47,8 +47,8 @@ def test_sigterm_during_a_response_closes_cleanly():
 
 
 def test_the_default_engine_is_the_cascade_and_says_what_it_runs():
-    """The default answers held-out spoken questions best (the cascade, 63.5 % vs the
-    bundled student's 12.8 %); /healthz and the start-up log name it and its models."""
+    """The default is the cascade (realtime/cli.py says why); /healthz and the start-up
+    log name it and its models."""
     with ServerProcess([], 120) as server:
         health, log = _health(server), server.log()
     assert health["engine"] == "cascade"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import pointer_packed, tiny_config, tiny_examples, tiny_packed
+from voxloop.cli import main
 from voxloop.distill.student.config import MouthConfig, MouthTrainSettings
 from voxloop.distill.student.generate import Phase, StudentStepper, TurnProgress
 from voxloop.distill.student.model import Student, load_student, save_student
@@ -21,6 +22,7 @@ from voxloop.distill.student.mouth_train import (
     distinct_answers,
     fit_pace,
     give_mouth,
+    remember_lengths,
     resample_words,
     train_mouth,
 )
@@ -61,6 +63,58 @@ def test_each_row_is_said_as_if_alone_and_as_long_as_its_words_last():
         torch.testing.assert_close(a, b)
     assert [s.shape for s in both] == [(4, 12), (4, 6)]
     assert len(mouth.say(torch.tensor([[3, 4]]), pace=2.0)[0][0]) == 12  # slower: 6 a word
+
+
+def test_a_remembered_answer_is_said_at_its_lengths_the_others_as_predicted():
+    mouth, pad = _mouth(), 12
+    with torch.no_grad():
+        mouth.duration.weight.zero_()
+        mouth.duration.bias.fill_(float(np.log1p(3.0)))  # 3 frames a word
+    mouth.remember([[3, 4], [5, 6, 7]], [torch.tensor([2, 5]), np.array([1, 1, 4])])
+    said = mouth.say(torch.tensor([[3, 4, pad], [3, 4, 5], [5, 6, 7], [4, 3, pad]]))
+    assert [s.shape[1] for s in said] == [7, 9, 6, 6]  # remembered, a longer answer, 3 a word
+    assert mouth.say(torch.tensor([[3, 4]]), pace=2.0)[0].shape[1] == 14
+    alone = mouth.say(torch.tensor([[3, 4]]))[0]
+    torch.testing.assert_close(said[0], alone)  # said as if alone, as unremembered rows are
+    with pytest.raises(ValueError, match="2 words but 3 word lengths"):
+        mouth.remember([[3, 4]], [[1, 2, 3]])
+
+
+def test_what_a_mouth_remembers_is_saved_with_it_and_old_mouths_remember_nothing(tmp_path):
+    mouth = _mouth()
+    mouth.remember([[3, 4], [5]], [[2, 5], [9]])
+    other = _mouth()
+    other.load_state_dict(mouth.state_dict())
+    assert other.known_words.tolist() == [[3, 4], [5, 12]]
+    assert other.known_frames.tolist() == [[2, 5], [9, 0]]
+    assert other.say(torch.tensor([[5]]))[0].shape[1] == 9
+    old = {k: v for k, v in mouth.state_dict().items() if not k.startswith("known_")}
+    other.load_state_dict(old)  # a mouth saved before mouths remembered lengths
+    assert other.known_words.shape == (0, 0)
+    assert other.say(torch.tensor([[5]]))[0].shape[1] != 9
+
+
+def test_trained_mouths_remember_their_train_answers_and_older_ones_can_learn_them(
+        tmp_path, aligned):
+    data, path, student = aligned
+    rows, _ = distinct_answers(data, "train")
+    out = train_mouth(_mouth_settings(tmp_path, path, student, steps=2, eval_every=2))
+    model, _ = load_student(give_mouth(str(student), out / "best.pt", tmp_path / "trained"))
+    words, frames, _ = answer_batch(data, rows, model.mouth.config)
+    assert model.mouth.known_words.shape[0] == len(rows)
+    assert [s.shape[1] for s in model.mouth.say(words)] == \
+        [data.answer(i).shape[1] for i in rows]
+    _mouth_checkpoint(tmp_path / "mouth.pt", data)  # remembers nothing
+    forgetful = give_mouth(str(student), tmp_path / "mouth.pt", tmp_path / "forgetful")
+    assert main(["distill", "remember-lengths", str(forgetful), str(path),
+                 str(tmp_path / "remembers")]) == 0
+    remembers, _ = load_student(tmp_path / "remembers")
+    assert torch.equal(remembers.mouth.known_frames, model.mouth.known_frames)
+    assert torch.equal(remembers.mouth.known_words, model.mouth.known_words)
+    assert (tmp_path / "remembers" / "model.safetensors").stat().st_size < \
+        (tmp_path / "forgetful" / "model.safetensors").stat().st_size + 4 * frames.numel() + 1024
+    with pytest.raises(VoxloopError, match="no mouth"):
+        remember_lengths(student, path, tmp_path / "nope")
 
 
 def test_pace_makes_the_said_answers_as_long_as_the_training_ones():
@@ -199,8 +253,9 @@ def test_tiny_mouth_learns_its_answers_codes_and_lengths(tmp_path, aligned):
         out = model.mouth(words, frames, codes.clamp(min=0))
     known = codes != -100
     assert (out.logits.argmax(-1) == codes)[known].float().mean() > 0.95
-    said = model.mouth.say(words)
-    assert [s.shape[1] for s in said] == [data.answer(i).shape[1] for i in rows]
+    with torch.no_grad():  # its own lengths, not the ones it remembers
+        said = model.mouth.word_frames(words, model.mouth.encode(words).log_frames)
+    assert said.sum(1).tolist() == [data.answer(i).shape[1] for i in rows]
 
 
 def _mouth_checkpoint(path, data, **changes) -> Mouth:
