@@ -12,7 +12,8 @@ vectors, their projection, learned user code embeddings) starts afresh.
 ``grow_vocab`` is the fine-tune's case: the same student on data with words it has never
 written (a dataset grown by new intents). Everything carries over; each word's rows (text
 embedding, text head, CTC head, the mouth's word embedding and spelling) move to the
-word's index in the larger vocabulary, and only the new words start untrained.
+word's index in the larger vocabulary, as do the words of the answers the mouth remembers,
+and only the new words start untrained.
 """
 
 from __future__ import annotations
@@ -104,6 +105,12 @@ def grow_vocab(student, vocab: dict, old, old_vocab: dict) -> int:
         elif name in by_word:
             rows_new, rows_old = by_word[name]
             new_state[name][rows_new] = value[rows_old]
+        elif name.startswith("mouth.known_"):  # remembered answers: [answers, words]
+            new_state[name] = value.clone()
+            if name == "mouth.known_words":
+                moved = torch.zeros(old_cfg.text_vocab + 1, dtype=torch.long)
+                moved[by_word["mouth.spelling"][1]] = torch.tensor(by_word["mouth.spelling"][0])
+                new_state[name] = moved[value.long()].to(value.dtype)
         elif new_state[name].shape != value.shape:
             raise VoxloopError(f"{name} is {tuple(value.shape)} in the old student, "
                                f"{tuple(new_state[name].shape)} in the new one")

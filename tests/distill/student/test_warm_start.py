@@ -68,15 +68,19 @@ def test_grown_vocabulary_keeps_what_the_student_says_with_the_old_words():
     old = Student(tiny_config(text_vocab=len(old_vocab["text"]), ctc_vocab=len(old_vocab["ctc"]),
                               mouth_d_model=32)).eval()
     old.mouth.set_spelling(old_vocab["text"])
+    words = ["the", "capital", "of", "paris", "is", "twelve"]  # all in the old vocabulary
+    old_ids = torch.tensor([old_vocab["text"].index(w) for w in words])
+    new_ids = torch.tensor([new_vocab["text"].index(w) for w in words])
+    old.mouth.remember([old_ids[:2], old_ids[2:]], [[3, 4], [1, 2, 3, 4]])
     new = Student(replace(old.config, text_vocab=len(new_vocab["text"]),
                           ctc_vocab=len(new_vocab["ctc"]))).eval()
     assert grow_vocab(new, new_vocab, old, old_vocab) == \
         len(set(new_vocab["text"]) - set(old_vocab["text"]))
 
-    words = ["the", "capital", "of", "paris", "is", "twelve"]  # all in the old vocabulary
-    old_ids = torch.tensor([old_vocab["text"].index(w) for w in words])
-    new_ids = torch.tensor([new_vocab["text"].index(w) for w in words])
     assert not torch.equal(old_ids, new_ids)  # the rows did move
+    # the answers its mouth remembers, in the new ids
+    assert [s.shape[1] for s in new.mouth.say(new_ids[:2][None])] == [7]
+    assert [s.shape[1] for s in new.mouth.say(new_ids[2:][None])] == [10]
     with torch.no_grad():
         said_old = old(torch.from_numpy(text_token_ids(old.config, old_ids.numpy()))[None])
         said_new = new(torch.from_numpy(text_token_ids(new.config, new_ids.numpy()))[None])
