@@ -131,6 +131,10 @@ class StudentTrainSettings:
     boundary_weight: float = field(default=0.5, metadata={
         "help": "weight of the next-word-starts loss (a word-pointer student)"})
     augment: bool = field(default=True, metadata={"help": "perturb user codes (Augment)"})
+    span_mask: float = field(default=0.0, metadata={
+        "help": "with --augment: the share of turns with one stretch of the user's speech "
+                "(up to a third of it) blanked, so that the answer must come from the words "
+                "left, not from the whole phrasing"})
     eval_every: int = field(default=100, metadata={"help": "valid-loss interval in steps"})
     ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
     select_on: str = field(default="audio+text", metadata={

@@ -42,6 +42,7 @@ class Augment:
     code_noise: float = 0.02  # chance per code to replace it with a random one
     word_jitter_frames: int = 1  # answer word starts moved by up to this (word pointer)
     answer_code_noise: float = 0.1  # chance per answer code fed back to replace it
+    span_mask: float = 0.0  # chance to blank one stretch, up to a third of the frames
 
     def at_rate(self, frame_rate_hz: float) -> Augment:
         """The same durations in frames of another rate (12.5 Hz: half as many)."""
@@ -97,6 +98,10 @@ def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,
         codes[int(rng.integers(2, codes.shape[0] + 1)):] = null
     if aug.frame_dropout:
         codes[:, rng.random(codes.shape[1]) < aug.frame_dropout] = null
+    if aug.span_mask and rng.random() < aug.span_mask:
+        n = int(rng.integers(1, max(2, codes.shape[1] // 3 + 1)))
+        start = int(rng.integers(0, codes.shape[1] - n + 1))
+        codes[:, start:start + n] = null
     return codes
 
 

@@ -282,7 +282,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     if not len(train_rows):
         raise VoxloopError(f"{settings.data} has no train turns (a dataset still being built "
                            "writes its held-out and valid shards first): pack it again later")
-    aug = Augment() if settings.augment else None
+    aug = Augment(span_mask=settings.span_mask) if settings.augment else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     writer = None
     if rank == 0:

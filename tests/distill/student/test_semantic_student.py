@@ -98,6 +98,24 @@ def test_augment_one_codebook_pads_with_the_silence_token_at_the_user_rate():
     assert set(out[0].tolist()) <= {5, 9} and out.shape[1] <= 40 + 4 + 6
 
 
+def test_span_mask_blanks_one_stretch_of_at_most_a_third_and_only_when_asked():
+    tokens = np.arange(1, 61)[None]
+    still = dict(lead_pad_frames=0, lead_crop_frames=0, tail_pad_frames=0,
+                 codebook_dropout=0.0, frame_dropout=0.0, code_noise=0.0)
+    lengths = set()
+    for seed in range(50):
+        out = augment_user(tokens, np.array([0]), Augment(**still, span_mask=1.0),
+                           np.random.default_rng(seed), vocab=64)
+        blank = np.flatnonzero(out[0] == -1)
+        assert 1 <= len(blank) <= 20 and np.all(np.diff(blank) == 1)  # one stretch
+        assert np.array_equal(out[0][out[0] != -1], np.setdiff1d(tokens[0], blank + 1))
+        lengths.add(len(blank))
+    assert len(lengths) > 5  # stretches of many lengths
+    for seed in range(20):  # off by default
+        out = augment_user(tokens, np.array([0]), Augment(**still), np.random.default_rng(seed))
+        assert np.array_equal(out, tokens)
+
+
 @pytest.mark.parametrize("rate", [25.0, 12.5])
 def test_offline_batched_tokens_are_the_streams(rate):
     """Clips of many lengths (under a window, a block, across blocks) in one padded pass
