@@ -153,6 +153,13 @@ def save_model_folder(folder: str | Path, state: Mapping, config: dict, card: st
     return folder
 
 
+def read_card(folder: str | Path) -> str | None:
+    """The card (``README.md``) of a model folder, or None where it has none: what a folder
+    written from another one keeps."""
+    card = Path(folder) / CARD_FILE
+    return card.read_text() if card.is_file() else None
+
+
 def load_model_folder(folder: str | Path, what: str, train_with: str,
                       kind: str | None = None) -> tuple[dict, dict]:
     """``(config.json as a dict, the weights)`` of a folder ``save_model_folder`` wrote, the

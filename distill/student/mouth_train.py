@@ -345,7 +345,7 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
         save_student,
         student_folder,
     )
-    from voxloop.models import CARD_FILE
+    from voxloop.models import read_card
 
     source = student_folder(student_name)
     student, vocab = load_student(source)
@@ -358,9 +358,7 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     weights = {k: v for k, v in student.state_dict().items() if not k.startswith("mouth.")}
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
-    card = source / CARD_FILE
-    return save_student(with_mouth.eval(), vocab, folder,
-                        card.read_text() if card.is_file() else None)
+    return save_student(with_mouth.eval(), vocab, folder, read_card(source))
 
 
 def remember_lengths(student_name: str | Path, data_path: str | Path, folder: str | Path
@@ -369,7 +367,7 @@ def remember_lengths(student_name: str | Path, data_path: str | Path, folder: st
     of the train answers of the pack ``data_path`` (as ``train_mouth`` gives the mouths it
     trains), its card kept; returns the folder and how many answers it remembers."""
     from voxloop.distill.student.model import load_student, save_student, student_folder
-    from voxloop.models import CARD_FILE
+    from voxloop.models import read_card
 
     student, vocab = load_student(student_name)
     if student.mouth is None:
@@ -380,6 +378,5 @@ def remember_lengths(student_name: str | Path, data_path: str | Path, folder: st
     if not len(rows):
         raise VoxloopError(f"{data_path} has no train turns")
     student.mouth.remember(*answer_lengths(data, rows))
-    card = student_folder(student_name) / CARD_FILE
-    return save_student(student, vocab, folder, card.read_text() if card.is_file() else None), \
+    return save_student(student, vocab, folder, read_card(student_folder(student_name))), \
         len(rows)

@@ -105,12 +105,13 @@ def grow_vocab(student, vocab: dict, old, old_vocab: dict) -> int:
         elif name in by_word:
             rows_new, rows_old = by_word[name]
             new_state[name][rows_new] = value[rows_old]
-        elif name.startswith("mouth.known_"):  # remembered answers: [answers, words]
+        elif name == "mouth.known_words":  # remembered answers' word ids [answers, words]
+            rows_new, rows_old = by_word["mouth.spelling"]  # with the padding word
+            moved = torch.zeros(old_cfg.text_vocab + 1, dtype=torch.long)
+            moved[rows_old] = torch.tensor(rows_new)
+            new_state[name] = moved[value.long()].to(value.dtype)
+        elif name == "mouth.known_frames":  # their lengths: as they are, whatever the shape
             new_state[name] = value.clone()
-            if name == "mouth.known_words":
-                moved = torch.zeros(old_cfg.text_vocab + 1, dtype=torch.long)
-                moved[by_word["mouth.spelling"][1]] = torch.tensor(by_word["mouth.spelling"][0])
-                new_state[name] = moved[value.long()].to(value.dtype)
         elif new_state[name].shape != value.shape:
             raise VoxloopError(f"{name} is {tuple(value.shape)} in the old student, "
                                f"{tuple(new_state[name].shape)} in the new one")
