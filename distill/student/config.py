@@ -135,6 +135,10 @@ class StudentTrainSettings:
         "help": "with --augment: the share of turns with one stretch of the user's speech "
                 "(up to a third of it) blanked, so that the answer must come from the words "
                 "left, not from the whole phrasing"})
+    ema: float = field(default=0.0, metadata={
+        "help": "keep an exponential moving average of the learned weights with this decay "
+                "per step (e.g. 0.995) and judge, keep and export it instead of the raw "
+                "weights (0: off)"})
     eval_every: int = field(default=100, metadata={"help": "valid-loss interval in steps"})
     ckpt_every: int = field(default=250, metadata={"help": "checkpoint interval in steps"})
     select_on: str = field(default="audio+text", metadata={

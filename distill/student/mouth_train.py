@@ -16,8 +16,6 @@ continues exactly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from voxloop.distill.student.layout import IGNORE
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.pack import PackedData
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
+from voxloop.training import AveragedWeights, cosine_lr, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.05
 
@@ -166,41 +164,6 @@ def fit_pace(mouth: Mouth, data: PackedData, rows: np.ndarray, batch: int = 64) 
     mouth.pace.fill_(true / max(said, 1))
     mouth.train(training)
     return float(mouth.pace)
-
-
-class AveragedWeights:
-    """An exponential moving average of a module's parameters (``decay`` per ``update``;
-    0: none, ``applied`` then leaves the module as it is)."""
-
-    def __init__(self, module: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: p.detach().clone() for k, p in module.named_parameters()} \
-            if decay else {}
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
-        for k, p in module.named_parameters():
-            if k in self.shadow:
-                self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
-
-    @contextmanager
-    def applied(self, module: torch.nn.Module) -> Iterator[None]:
-        """The module holds the averaged weights inside the block, its own after it."""
-        own = {k: p.detach().clone() for k, p in module.named_parameters() if k in self.shadow}
-        self.apply(module)
-        try:
-            yield
-        finally:
-            self.apply(module, own)
-
-    @torch.no_grad()
-    def apply(self, module: torch.nn.Module,
-              weights: dict[str, torch.Tensor] | None = None) -> None:
-        """Copy the averaged weights (or ``weights``) into the module, for good."""
-        weights = self.shadow if weights is None else weights
-        for k, p in module.named_parameters():
-            if k in weights:
-                p.copy_(weights[k])
 
 
 def save_mouth(path: Path, mouth: Mouth, config: MouthConfig, step: int, **extra) -> None:

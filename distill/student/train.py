@@ -28,7 +28,7 @@ from voxloop.distill.student.layout import IGNORE, audio_id_offsets
 from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Augment, Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
+from voxloop.training import AveragedWeights, cosine_lr, setup_distributed, torch_save_atomic
 
 # A twentieth of the peak: fine-tuning with --init-from continues from a learning rate
 # that still moves the weights.
@@ -276,6 +276,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, since_best = state["step"], state["best"], state["since_best"]
+    averaged = AveragedWeights(student, settings.ema)
+    if resuming and state.get("ema"):
+        averaged.shadow = state["ema"]
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     train_rows, valid_rows = data.indices("train"), data.indices("valid")
     draw = answer_weights(data, train_rows, settings.answer_balance)
@@ -317,6 +320,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         losses["total"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
+        averaged.update(student)
         step += 1
         bar.update(1)
         elapsed_min = (time.time() - t_start) / 60
@@ -330,18 +334,20 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
                             audio=f"{losses['audio'].item():.3f}")
             last = step == settings.steps or out_of_time
             if len(valid_rows) and (step % settings.eval_every == 0 or last):
-                with amp:
-                    valid = evaluate(student, data, valid_rows, settings, device)
+                with averaged.applied(student):
+                    with amp:
+                        valid = evaluate(student, data, valid_rows, settings, device)
+                    score = sum(valid[k] for k in settings.select_on.split("+"))
+                    if score < best:
+                        torch_save_atomic(best_path, {
+                            "model": student.state_dict(), "config": asdict(config),
+                            "vocab": data.vocab, "step": step, "valid": valid})
                 for key, value in valid.items():
                     writer.add_scalar(f"valid/{key}", value, step)
                 tqdm.write(f"step {step}: valid " + " ".join(
                     f"{k} {v:.4f}" for k, v in valid.items()))
-                score = sum(valid[k] for k in settings.select_on.split("+"))
                 if score < best:
                     best, since_best = score, 0
-                    torch_save_atomic(best_path, {
-                        "model": student.state_dict(), "config": asdict(config),
-                        "vocab": data.vocab, "step": step, "valid": valid})
                 else:
                     since_best += 1
                     stop = bool(settings.patience) and since_best >= settings.patience
@@ -349,7 +355,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
                 torch_save_atomic(ckpt_path, {
                     "model": student.state_dict(), "optimizer": optimizer.state_dict(),
                     "step": step, "best": best, "since_best": since_best,
-                    "config": asdict(config), "vocab": data.vocab})
+                    "config": asdict(config), "vocab": data.vocab, "ema": averaged.shadow})
         if world > 1:  # every rank stops at the same step as rank 0
             flags = torch.tensor([float(stop), float(out_of_time)], device=device)
             dist.broadcast(flags, src=0)
@@ -357,6 +363,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         if stop or out_of_time or (stop_at is not None and step >= stop_at):
             break
     if rank == 0 and not best_path.is_file():  # no valid split: the last weights are the best
+        averaged.apply(student)
         torch_save_atomic(best_path, {"model": student.state_dict(), "config": asdict(config),
                                       "vocab": data.vocab, "step": step, "valid": {}})
     if world > 1:

@@ -16,7 +16,6 @@ from voxloop.distill.student.generate import Phase, StudentStepper, TurnProgress
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
-    AveragedWeights,
     answer_batch,
     at_own_lengths,
     distinct_answers,
@@ -207,23 +206,6 @@ def test_a_resumed_mouth_run_continues_exactly(tmp_path, aligned, changes):
             torch.testing.assert_close(last["model"][name], value)
         assert any(not torch.equal(a["model"][k], v) for k, v in a["ema"].items())
         give_mouth(str(student), whole / "snapshots" / snapshots[0], tmp_path / "given")
-
-
-def test_averaged_weights_are_held_only_inside_applied():
-    mouth = _mouth()
-    averaged = AveragedWeights(mouth, decay=0.5)
-    own = {k: p.detach().clone() for k, p in mouth.named_parameters()}
-    with torch.no_grad():
-        for p in mouth.parameters():
-            p.add_(2.0)
-    averaged.update(mouth)  # halfway from the old weights to the new
-    with averaged.applied(mouth):
-        for k, p in mouth.named_parameters():
-            torch.testing.assert_close(p, own[k] + 1.0)
-    for k, p in mouth.named_parameters():
-        torch.testing.assert_close(p, own[k] + 2.0)
-    with AveragedWeights(mouth, decay=0.0).applied(mouth):  # off: the module's own
-        assert all(torch.equal(p, own[k] + 2.0) for k, p in mouth.named_parameters())
 
 
 def test_the_mouth_needs_word_times_and_the_students_words(tmp_path, aligned):

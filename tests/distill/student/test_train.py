@@ -42,18 +42,24 @@ def test_tiny_student_overfits_and_generation_reproduces(tmp_path):
 def test_resume_is_exact(tmp_path):
     data = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
     config = tiny_config(dropout=0.1)
-    whole = train(_settings(tmp_path / "a"), config, data=data)
-    part = train(_settings(tmp_path / "b"), config, data=data, stop_at=3)
+    whole = train(_settings(tmp_path / "a", ema=0.5), config, data=data)
+    part = train(_settings(tmp_path / "b", ema=0.5), config, data=data, stop_at=3)
     assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 3
-    part = train(_settings(tmp_path / "b"), config, data=data)
+    part = train(_settings(tmp_path / "b", ema=0.5), config, data=data)
     a = torch.load(whole / "checkpoint.pt", weights_only=False)
     b = torch.load(part / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == 6
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
-    first = train(_settings(tmp_path / "c", steps=3), config, data=data)
+    for name, value in a["ema"].items():  # the average resumes too
+        assert torch.equal(value, b["ema"][name]), name
+    assert any(not torch.equal(a["model"][k], v) for k, v in a["ema"].items())
+    first = train(_settings(tmp_path / "c", steps=3, ema=0.5), config, data=data)
     c = torch.load(first / "checkpoint.pt", weights_only=False)
     assert any(not torch.equal(v, c["model"][k]) for k, v in a["model"].items())
+    best = torch.load(first / "best.pt", weights_only=False)  # judged and kept: the average
+    assert best["step"] == 3
+    assert all(torch.equal(best["model"][k], v) for k, v in c["ema"].items())
 
 
 DDP_SCRIPT = """
