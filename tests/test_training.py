@@ -1,19 +1,11 @@
-"""voxloop.training: the schedule every trainer uses, all-or-nothing writes, resuming and
-the moving average of weights."""
+"""voxloop.training: the schedule every trainer uses, all-or-nothing writes and resuming."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from voxloop.errors import VoxloopError
-from voxloop.training import (
-    AveragedWeights,
-    atomic_write,
-    cosine_lr,
-    resume_checkpoint,
-    torch_save_atomic,
-)
+from voxloop.training import atomic_write, cosine_lr, resume_checkpoint, torch_save_atomic
 
 
 def test_cosine_lr_warms_up_peaks_and_ends_at_its_floor():
@@ -46,22 +38,3 @@ def test_resume_checkpoint_refuses_another_config(tmp_path):
     assert resume_checkpoint(path, {"width": 4}, "codec")["step"] == 3
     with pytest.raises(VoxloopError, match="trained with another codec config; use a new --out"):
         resume_checkpoint(path, {"width": 8}, "codec", weights_only=True)
-
-
-def test_averaged_weights_are_held_only_inside_applied():
-    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    module[1].requires_grad_(False)  # frozen: not averaged, never touched
-    averaged = AveragedWeights(module, decay=0.5)
-    assert set(averaged.shadow) == {"0.weight", "0.bias"}
-    own = {k: p.detach().clone() for k, p in module.named_parameters()}
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(2.0)
-    averaged.update(module)  # halfway from the old weights to the new
-    with averaged.applied(module):
-        for k, p in module.named_parameters():
-            torch.testing.assert_close(p, own[k] + (1.0 if k.startswith("0.") else 2.0))
-    for k, p in module.named_parameters():
-        torch.testing.assert_close(p, own[k] + 2.0)
-    with AveragedWeights(module, decay=0.0).applied(module):  # off: the module's own
-        assert all(torch.equal(p, own[k] + 2.0) for k, p in module.named_parameters())

@@ -1,20 +1,15 @@
 """What every training loop and data job here shares: the torchrun setup, atomic writes,
-resuming from a checkpoint, the learning-rate schedule and a moving average of weights.
-torch is imported inside the functions that need it."""
+resuming from a checkpoint and the learning-rate schedule. torch is imported inside the
+functions that need it."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from voxloop.errors import VoxloopError
-
-if TYPE_CHECKING:
-    import torch
 
 
 def setup_distributed(device: str = "auto") -> tuple[int, int, object]:
@@ -91,37 +86,3 @@ def cosine_lr(step: int, peak_lr: float, warmup_steps: int, total_steps: int,
         return peak_lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return peak_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-class AveragedWeights:
-    """An exponential moving average of a module's parameters (``decay`` per ``update``;
-    0: none, ``applied`` then leaves the module as it is). Frozen parameters are left out:
-    set ``requires_grad`` before making it."""
-
-    def __init__(self, module: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: p.detach().clone() for k, p in module.named_parameters()
-                       if p.requires_grad} if decay else {}
-
-    def update(self, module: torch.nn.Module) -> None:
-        for k, p in module.named_parameters():
-            if k in self.shadow:
-                self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
-
-    @contextmanager
-    def applied(self, module: torch.nn.Module) -> Iterator[None]:
-        """The module holds the averaged weights inside the block, its own after it."""
-        own = {k: p.detach().clone() for k, p in module.named_parameters() if k in self.shadow}
-        self.apply(module)
-        try:
-            yield
-        finally:
-            self.apply(module, own)
-
-    def apply(self, module: torch.nn.Module,
-              weights: dict[str, torch.Tensor] | None = None) -> None:
-        """Copy the averaged weights (or ``weights``) into the module, for good."""
-        weights = self.shadow if weights is None else weights
-        for k, p in module.named_parameters():
-            if k in weights:
-                p.data.copy_(weights[k])

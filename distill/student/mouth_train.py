@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from voxloop.distill.student.averaged import AveragedWeights
 from voxloop.distill.student.config import CODEBOOK_SIZE, MouthConfig, MouthTrainSettings
 from voxloop.distill.student.layout import IGNORE
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.pack import PackedData
 from voxloop.errors import VoxloopError
-from voxloop.training import AveragedWeights, cosine_lr, resume_checkpoint, torch_save_atomic
+from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.05
 

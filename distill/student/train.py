@@ -23,12 +23,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from voxloop.distill.student.averaged import AveragedWeights
 from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student.layout import IGNORE, audio_id_offsets
 from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Augment, Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
-from voxloop.training import AveragedWeights, cosine_lr, setup_distributed, torch_save_atomic
+from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
 
 # A twentieth of the peak: fine-tuning with --init-from continues from a learning rate
 # that still moves the weights.
