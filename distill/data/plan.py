@@ -71,6 +71,10 @@ class SynthSettings:
                 "the others store the prompt and its intended answer", "metavar": "SPLIT"})
     intents: tuple[str, ...] = field(default=(), metadata={
         "help": "only these intents (default: all)", "metavar": "INTENT"})
+    more_phrasings: bool = field(default=False, metadata={
+        "help": "also the domain's more_templates: questions with their slot in another "
+                "place (the country first: '{country}, what is its capital'), trained on "
+                "only; for a second plan packed with --extra-train"})
     user_voices: tuple[str, ...] = field(default=(), metadata={
         "help": "only these user voices (default: every installed one)", "metavar": "VOICE"})
     examples_per_shard: int = field(default=32, metadata={
@@ -90,6 +94,8 @@ class SynthSettings:
     def plan_key(self) -> dict:
         """The settings that decide the plan (a folder holds one plan)."""
         skip = {"out", "shard", "keep_audio", "codec", "recode", "threads"}
+        if not self.more_phrasings:  # the plans made before it existed keep their key
+            skip.add("more_phrasings")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -166,7 +172,7 @@ def _pool(settings: SynthSettings) -> list[tuple]:
 
     fills = Counter()
     numbered = []
-    for ex in examples(settings.fills_per_template, settings.seed):
+    for ex in examples(settings.fills_per_template, settings.seed, settings.more_phrasings):
         if settings.intents and ex.intent not in settings.intents:
             continue
         numbered.append((ex, fills[(ex.intent, ex.template)]))

@@ -76,10 +76,12 @@ def all_slot_values(kind: str) -> list[dict[str, str]]:
     raise ValueError(f"unknown compositional kind {kind!r}")
 
 
-def examples(fills_per_template: int = 1, seed: int = 0) -> list[Example]:
+def examples(fills_per_template: int = 1, seed: int = 0, more: bool = False) -> list[Example]:
     """Every fixed phrasing once, and each compositional template filled
     ``fills_per_template`` times with seeded random slots, or with every slot
-    value of its kind when ``fills_per_template`` is ``ALL_FILLS``."""
+    value of its kind when ``fills_per_template`` is ``ALL_FILLS``. ``more``: also an
+    intent's ``more_templates`` (numbered after its templates, so never the held-out
+    one): the same question with its slot elsewhere, for training plans only."""
     domain = load_domain()
     rng = np.random.default_rng(seed)
     out = [
@@ -89,7 +91,8 @@ def examples(fills_per_template: int = 1, seed: int = 0) -> list[Example]:
     ]
     for intent in domain["compositional"]:
         every = all_slot_values(intent["kind"]) if fills_per_template == ALL_FILLS else None
-        for i, template in enumerate(intent["templates"]):
+        templates = intent["templates"] + (intent.get("more_templates", []) if more else [])
+        for i, template in enumerate(templates):
             fills = every or (_slot_values(intent["kind"], rng) for _ in range(fills_per_template))
             for slots in fills:
                 out.append(Example(intent["id"], template.format(**slots), i,
