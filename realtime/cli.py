@@ -20,8 +20,8 @@ from voxloop.realtime.server import ServerSettings
 from voxloop.settings import add_command, add_settings, settings_from_args
 
 # The default answers held-out spoken questions best at an acceptable latency. Today the
-# cascade (its words the intended ones for 61.5 % of them, ~1 s) and the bundled student
-# (66.5 % out loud, ~0.4 s) each get 80-105 turns the other misses: the cascade stays, as it
+# cascade (its words the intended ones for 60.5 % of them, ~1 s) and the bundled student
+# (65.8 % out loud, ~0.4 s) each get 78-104 turns the other misses: the cascade stays, as it
 # also answers typed text and plugs into any OpenAI-compatible LLM.
 ENGINES = ("cascade", "native")
 DEFAULT_ENGINE = "cascade"
