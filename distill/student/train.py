@@ -335,23 +335,22 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
                             audio=f"{losses['audio'].item():.3f}")
             last = step == settings.steps or out_of_time
             if len(valid_rows) and (step % settings.eval_every == 0 or last):
-                with averaged.applied(student):
+                with averaged.applied(student):  # judged and kept: the average, if any
                     with amp:
                         valid = evaluate(student, data, valid_rows, settings, device)
+                    for key, value in valid.items():
+                        writer.add_scalar(f"valid/{key}", value, step)
+                    tqdm.write(f"step {step}: valid " + " ".join(
+                        f"{k} {v:.4f}" for k, v in valid.items()))
                     score = sum(valid[k] for k in settings.select_on.split("+"))
                     if score < best:
+                        best, since_best = score, 0
                         torch_save_atomic(best_path, {
                             "model": student.state_dict(), "config": asdict(config),
                             "vocab": data.vocab, "step": step, "valid": valid})
-                for key, value in valid.items():
-                    writer.add_scalar(f"valid/{key}", value, step)
-                tqdm.write(f"step {step}: valid " + " ".join(
-                    f"{k} {v:.4f}" for k, v in valid.items()))
-                if score < best:
-                    best, since_best = score, 0
-                else:
-                    since_best += 1
-                    stop = bool(settings.patience) and since_best >= settings.patience
+                    else:
+                        since_best += 1
+                        stop = bool(settings.patience) and since_best >= settings.patience
             if step % settings.ckpt_every == 0 or last or stop:
                 torch_save_atomic(ckpt_path, {
                     "model": student.state_dict(), "optimizer": optimizer.state_dict(),
