@@ -72,9 +72,9 @@ class SynthSettings:
     intents: tuple[str, ...] = field(default=(), metadata={
         "help": "only these intents (default: all)", "metavar": "INTENT"})
     more_phrasings: bool = field(default=False, metadata={
-        "help": "also the domain's more_templates: questions with their slot in another "
-                "place (the country first: '{country}, what is its capital'), trained on "
-                "only; for a second plan packed with --extra-train"})
+        "help": "also the domain's more_phrasings and more_templates: six more ways to ask "
+                "each intent, the slot elsewhere ('{country}, what is its capital'), trained "
+                "on only; for a second plan packed with --extra-train"})
     user_voices: tuple[str, ...] = field(default=(), metadata={
         "help": "only these user voices (default: every installed one)", "metavar": "VOICE"})
     examples_per_shard: int = field(default=32, metadata={

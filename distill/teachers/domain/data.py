@@ -79,15 +79,16 @@ def all_slot_values(kind: str) -> list[dict[str, str]]:
 def examples(fills_per_template: int = 1, seed: int = 0, more: bool = False) -> list[Example]:
     """Every fixed phrasing once, and each compositional template filled
     ``fills_per_template`` times with seeded random slots, or with every slot
-    value of its kind when ``fills_per_template`` is ``ALL_FILLS``. ``more``: also an
-    intent's ``more_templates`` (numbered after its templates, so never the held-out
-    one): the same question with its slot elsewhere, for training plans only."""
+    value of its kind when ``fills_per_template`` is ``ALL_FILLS``. ``more``: also each
+    intent's ``more_phrasings`` or ``more_templates`` (numbered after the others, so never
+    the held-out one): other ways to ask, with the slot elsewhere, for training plans only."""
     domain = load_domain()
     rng = np.random.default_rng(seed)
     out = [
         Example(intent["id"], text, i)
         for intent in domain["intents"]
-        for i, text in enumerate(intent["phrasings"])
+        for i, text in enumerate(intent["phrasings"] + (intent.get("more_phrasings", [])
+                                                         if more else []))
     ]
     for intent in domain["compositional"]:
         every = all_slot_values(intent["kind"]) if fills_per_template == ALL_FILLS else None

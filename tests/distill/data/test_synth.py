@@ -99,16 +99,18 @@ def test_full_plan_splits_and_shares():
 
 
 def test_more_phrasings_add_training_templates_only():
-    settings = SynthSettings(intents=("capital",), voices_per_prompt=1, min_turns_per_intent=0)
+    settings = SynthSettings(intents=("capital", "thanks"), voices_per_prompt=1,
+                             min_turns_per_intent=0)
     base, more = plan(settings), plan(replace(settings, more_phrasings=True))
-    assert {it.template for it in base} == set(range(12))
-    extra = [it for it in more if it.template >= 12]
-    assert extra and all(it.split != "heldout_phrasing" for it in extra)
-    assert all(it.user_voice not in HELDOUT_VOICES for it in extra if it.split == "train")
-    assert {it.template for it in extra} == set(range(12, 18))
+    for intent in settings.intents:  # a compositional intent and a fixed one
+        assert {it.template for it in base if it.intent == intent} == set(range(12))
+        extra = [it for it in more if it.template >= 12 and it.intent == intent]
+        assert extra and all(it.split != "heldout_phrasing" for it in extra)
+        assert all(it.user_voice not in HELDOUT_VOICES for it in extra if it.split == "train")
+        assert {it.template for it in extra} == set(range(12, 18))
     held = {it.prompt_text for it in more if it.split == "heldout_phrasing"}
     assert held == {it.prompt_text for it in base if it.split == "heldout_phrasing"}
-    assert not held & {it.prompt_text for it in extra}
+    assert not held & {it.prompt_text for it in more if it.template >= 12}
     assert "more_phrasings" not in settings.plan_key()  # older plans keep their key
     assert replace(settings, more_phrasings=True).plan_key()["more_phrasings"]
 

@@ -43,6 +43,35 @@ def test_phrasings_are_only_ever_appended():
     assert HELDOUT_TEMPLATE < 6
 
 
+# Closer to "{country} has which capital" than any trained template: the first six more
+# templates put the country first on purpose, and the card reports that phrasing apart.
+CLOSER_BY_DESIGN = {"{country}, which city is its capital"}
+
+
+def _word_jaccard(a: str, b: str) -> float:
+    wa, wb = set(normalize(a).split()), set(normalize(b).split())
+    return len(wa & wb) / len(wa | wb)
+
+
+def test_more_phrasings_are_no_closer_to_the_held_out_one():
+    """``more_phrasings``/``more_templates`` (training plans with --more-phrasings) say each
+    intent another way; none may share more of its words with the held-out phrasing than
+    the intent's closest training phrasing already does, or it would leak the held-out one."""
+    domain = load_domain()
+    said = {p.lower() for i in domain["intents"] for p in i["phrasings"]}  # "what's" is new
+    for intent, key in [(i, "phrasings") for i in domain["intents"]] + [
+            (i, "templates") for i in domain["compositional"]]:
+        known, more = intent[key], intent.get(f"more_{key}", [])
+        assert len(more) >= 6, intent["id"]
+        held = known[HELDOUT_TEMPLATE]
+        limit = max(_word_jaccard(p, held) for i, p in enumerate(known) if i != HELDOUT_TEMPLATE)
+        for phrasing in more:
+            assert (_word_jaccard(phrasing, held) <= limit or phrasing in CLOSER_BY_DESIGN), (
+                intent["id"], phrasing, held)
+            assert phrasing.lower() not in said, (intent["id"], phrasing)
+        assert len({p.lower() for p in known + more}) == len(known) + len(more), intent["id"]
+
+
 @pytest.fixture(scope="module")
 def every_question_matched(assistant):
     """Every in-domain question (``examples(ALL_FILLS)``) with the assistant's match."""
