@@ -1,6 +1,7 @@
-"""``voxloop eval codec | decoders | mouth | student``: measure the codec and the student on
-held-out speech; ``voxloop distill renditions | choose-mouth``: the judge picks the clearest
-answer takes and the mouth understood most."""
+"""``voxloop eval codec | decoders | mouth | student | compare``: measure the codec and the
+student on held-out speech, and two students against each other; ``voxloop distill
+renditions | choose-mouth``: the judge picks the clearest answer takes and the mouth
+understood most."""
 
 from __future__ import annotations
 
@@ -94,6 +95,15 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, StudentEvalSettings)
     p.set_defaults(run=run_student_eval)
 
+    p = add_command(group, "compare", "Two `eval student` runs on the same held-out turns, "
+                    "side by side: correct % before and after, the turns gained and lost, "
+                    "and the exact McNemar p of that split, per split and measure (out loud, "
+                    "words).", "voxloop eval compare out/student-eval out/student-eval-new")
+    p.add_argument("before", help="an `eval student --out` folder (turns.jsonl)")
+    p.add_argument("after", help="another, evaluated on the same --data")
+    p.add_argument("--out", default="out/student-compare.json", help="the table as JSON")
+    p.set_defaults(run=run_compare)
+
 
 def run_codec_eval(args: argparse.Namespace) -> int:
     from voxloop.codecs.registry import load_codec
@@ -129,6 +139,15 @@ def run_student_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.compare import compare, format_table, load_turns, write_comparison
+
+    rows = compare(load_turns(args.before), load_turns(args.after))
+    print(format_table(rows, args.before, args.after))
+    print(f"wrote {write_comparison(rows, args.before, args.after, args.out)}")
     return 0
 
 
