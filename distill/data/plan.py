@@ -71,10 +71,10 @@ class SynthSettings:
                 "the others store the prompt and its intended answer", "metavar": "SPLIT"})
     intents: tuple[str, ...] = field(default=(), metadata={
         "help": "only these intents (default: all)", "metavar": "INTENT"})
-    more_phrasings: bool = field(default=False, metadata={
-        "help": "also the domain's more_phrasings and more_templates: six more ways to ask "
-                "each intent, the slot elsewhere ('{country}, what is its capital'), trained "
-                "on only; for a second plan packed with --extra-train"})
+    more_phrasings: int = field(default=0, metadata={
+        "help": "also the first N of each intent's more_phrasings / more_templates (0: none; "
+                "the domain has 12): other ways to ask, the slot elsewhere ('{country}, what "
+                "is its capital'), trained on only; for a second plan packed with --extra-train"})
     user_voices: tuple[str, ...] = field(default=(), metadata={
         "help": "only these user voices (default: every installed one)", "metavar": "VOICE"})
     examples_per_shard: int = field(default=32, metadata={

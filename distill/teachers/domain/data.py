@@ -76,23 +76,23 @@ def all_slot_values(kind: str) -> list[dict[str, str]]:
     raise ValueError(f"unknown compositional kind {kind!r}")
 
 
-def examples(fills_per_template: int = 1, seed: int = 0, more: bool = False) -> list[Example]:
+def examples(fills_per_template: int = 1, seed: int = 0, more: int = 0) -> list[Example]:
     """Every fixed phrasing once, and each compositional template filled
     ``fills_per_template`` times with seeded random slots, or with every slot
-    value of its kind when ``fills_per_template`` is ``ALL_FILLS``. ``more``: also each
-    intent's ``more_phrasings`` or ``more_templates`` (numbered after the others, so never
-    the held-out one): other ways to ask, with the slot elsewhere, for training plans only."""
+    value of its kind when ``fills_per_template`` is ``ALL_FILLS``. ``more``: also the first
+    ``more`` of each intent's ``more_phrasings`` or ``more_templates`` (numbered after the
+    others, so never the held-out one): other ways to ask, with the slot elsewhere, for
+    training plans only; a plan made with fewer keeps its questions as more are written."""
     domain = load_domain()
     rng = np.random.default_rng(seed)
     out = [
         Example(intent["id"], text, i)
         for intent in domain["intents"]
-        for i, text in enumerate(intent["phrasings"] + (intent.get("more_phrasings", [])
-                                                         if more else []))
+        for i, text in enumerate(intent["phrasings"] + intent.get("more_phrasings", [])[:more])
     ]
     for intent in domain["compositional"]:
         every = all_slot_values(intent["kind"]) if fills_per_template == ALL_FILLS else None
-        templates = intent["templates"] + (intent.get("more_templates", []) if more else [])
+        templates = intent["templates"] + intent.get("more_templates", [])[:more]
         for i, template in enumerate(templates):
             fills = every or (_slot_values(intent["kind"], rng) for _ in range(fills_per_template))
             for slots in fills:

@@ -98,21 +98,41 @@ def test_full_plan_splits_and_shares():
     assert plan(SynthSettings()) == items  # deterministic
 
 
-def test_more_phrasings_add_training_templates_only():
+@pytest.mark.parametrize("count", [6, 12])
+def test_more_phrasings_add_training_templates_only(count):
     settings = SynthSettings(intents=("capital", "thanks"), voices_per_prompt=1,
                              min_turns_per_intent=0)
-    base, more = plan(settings), plan(replace(settings, more_phrasings=True))
+    base, more = plan(settings), plan(replace(settings, more_phrasings=count))
     for intent in settings.intents:  # a compositional intent and a fixed one
         assert {it.template for it in base if it.intent == intent} == set(range(12))
         extra = [it for it in more if it.template >= 12 and it.intent == intent]
         assert extra and all(it.split != "heldout_phrasing" for it in extra)
         assert all(it.user_voice not in HELDOUT_VOICES for it in extra if it.split == "train")
-        assert {it.template for it in extra} == set(range(12, 18))
+        assert {it.template for it in extra} == set(range(12, 12 + count))
     held = {it.prompt_text for it in more if it.split == "heldout_phrasing"}
     assert held == {it.prompt_text for it in base if it.split == "heldout_phrasing"}
     assert not held & {it.prompt_text for it in more if it.template >= 12}
     assert "more_phrasings" not in settings.plan_key()  # older plans keep their key
-    assert replace(settings, more_phrasings=True).plan_key()["more_phrasings"]
+    assert replace(settings, more_phrasings=count).plan_key()["more_phrasings"] == count
+
+
+def test_a_plan_keeps_its_questions_when_more_phrasings_are_written(monkeypatch):
+    """A plan made when the domain had six more phrasings per intent keeps exactly its
+    prompts (so its sha) now that it has more: its folder resumes and packs as before."""
+    import copy
+
+    from voxloop.distill.teachers.domain import data
+
+    now = data.examples(4, 3, more=6)
+    then = copy.deepcopy(data.load_domain())
+    for intent in then["intents"] + then["compositional"]:
+        for key in ("more_phrasings", "more_templates"):
+            if key in intent:
+                assert len(intent[key]) > 6
+                intent[key] = intent[key][:6]
+    monkeypatch.setattr(data, "load_domain", lambda: then)
+    assert data.examples(4, 3, more=6) == now
+    assert len(data.examples(4, 3, more=12)) == len(now)  # no more to add then
 
 
 def test_augmentation_with_pitch_shift_is_deterministic():
