@@ -82,8 +82,12 @@ def format_table(rows: list[Comparison], before: str, after: str) -> str:
              "| split | measure | turns | before % | after % | gained | lost | McNemar p |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.split} | {r.measure} | {r.turns} | {r.before_pct:.1f} | "
-              f"{r.after_pct:.1f} | {r.gained} | {r.lost} | {r.p_value:.3f} |" for r in rows]
+              f"{r.after_pct:.1f} | {r.gained} | {r.lost} | {_p(r.p_value)} |" for r in rows]
     return "\n".join(lines)
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def write_comparison(rows: list[Comparison], before: str, after: str, out: str | Path) -> Path:

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from voxloop.cli import main
-from voxloop.distill.evals.compare import compare, load_turns, mcnemar_p
+from voxloop.distill.evals.compare import (
+    Comparison,
+    compare,
+    format_table,
+    load_turns,
+    mcnemar_p,
+)
 from voxloop.errors import VoxloopError
 
 
@@ -63,5 +69,8 @@ def test_the_command_prints_and_saves_the_table(tmp_path, capsys):
     out = tmp_path / "compare.json"
     assert main(["eval", "compare", folder, folder, "--out", str(out)]) == 0
     assert "| all | out loud | 1 | 100.0 | 100.0 | 0 | 0 | 1.000 |" in capsys.readouterr().out
+    assert "| 29 | 4 | <0.001 |" in format_table([Comparison("all", "out loud", 483, 65.8,
+                                                             71.0, 29, 4, mcnemar_p(29, 4))],
+                                                 "a", "b")
     saved = json.loads(out.read_text())
     assert {r["measure"] for r in saved["rows"]} == {"out loud", "words"}
