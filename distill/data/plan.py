@@ -73,8 +73,9 @@ class SynthSettings:
         "help": "only these intents (default: all)", "metavar": "INTENT"})
     more_phrasings: int = field(default=0, metadata={
         "help": "also the first N of each intent's more_phrasings / more_templates (0: none; "
-                "the domain has 12): other ways to ask, the slot elsewhere ('{country}, what "
-                "is its capital'), trained on only; for a second plan packed with --extra-train"})
+                "at most what every intent has): other ways to ask, the slot elsewhere "
+                "('{country}, what is its capital'), trained on only; for a second plan "
+                "packed with --extra-train"})
     user_voices: tuple[str, ...] = field(default=(), metadata={
         "help": "only these user voices (default: every installed one)", "metavar": "VOICE"})
     examples_per_shard: int = field(default=32, metadata={
@@ -155,11 +156,15 @@ def voice_weights(voices: list[str]) -> np.ndarray:
 
 
 def _check(settings: SynthSettings) -> None:
-    from voxloop.distill.teachers.domain.data import intent_ids
+    from voxloop.distill.teachers.domain.data import intent_ids, more_phrasings_written
 
     unknown = sorted(set(settings.intents) - set(intent_ids()))
     if unknown:
         raise VoxloopError(f"unknown intents {unknown}; see distill/teachers/domain/domain.json")
+    written = more_phrasings_written()
+    if not 0 <= settings.more_phrasings <= written:
+        raise VoxloopError(f"--more-phrasings {settings.more_phrasings}: choose 0 to {written} "
+                           f"(every intent has {written} more written in domain.json)")
     bad = sorted(set(settings.asr_splits) - set(SPLITS) - {"all", "none"})
     if bad:
         raise VoxloopError(f"--asr-splits: unknown {bad}; choose from {SPLITS}, all or none")

@@ -101,6 +101,13 @@ def examples(fills_per_template: int = 1, seed: int = 0, more: int = 0) -> list[
     return out
 
 
+def more_phrasings_written() -> int:
+    """How many more phrasings or templates every intent has (``examples(more=...)``)."""
+    domain = load_domain()
+    return min([len(i.get("more_phrasings", [])) for i in domain["intents"]]
+               + [len(i.get("more_templates", [])) for i in domain["compositional"]])
+
+
 def intent_ids() -> list[str]:
     domain = load_domain()
     return [i["id"] for i in domain["intents"]] + [i["id"] for i in domain["compositional"]]

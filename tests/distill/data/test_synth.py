@@ -116,6 +116,12 @@ def test_more_phrasings_add_training_templates_only(count):
     assert replace(settings, more_phrasings=count).plan_key()["more_phrasings"] == count
 
 
+@pytest.mark.parametrize("count", [-1, 13])
+def test_more_phrasings_beyond_what_is_written_is_refused(count):
+    with pytest.raises(VoxloopError, match="choose 0 to 12"):
+        plan(SynthSettings(intents=("thanks",), more_phrasings=count))
+
+
 def test_a_plan_keeps_its_questions_when_more_phrasings_are_written(monkeypatch):
     """A plan made when the domain had six more phrasings per intent keeps exactly its
     prompts (so its sha) now that it has more: its folder resumes and packs as before."""
