@@ -37,6 +37,7 @@ ENGINE_ARGS = {
     # the codec's own SEANet decoder instead of the assistant's: decoders side by side
     "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
     "cascade": ["--engine", "cascade"],
+    "hybrid": ["--engine", "hybrid"],  # the default: the student for speech
 }
 # the barge-in turn: a question with a long answer, then talking over it
 LONG_ANSWER = ("what can you do", "flite:rms")

@@ -8,7 +8,7 @@ BIN=.venv/bin
 OUT=out
 QUESTION=${QUESTION:-"What is the capital of France?"}
 VOICE=${VOICE:-festival:slt-hts}
-ENGINE=${ENGINE:-cascade}  # cascade: ASR -> LLM -> TTS teachers (answers best); native: the student
+ENGINE=${ENGINE:-hybrid}  # hybrid: the student for speech, the cascade for text; native; cascade
 mkdir -p "$OUT"
 
 "$BIN/voxloop" tts --voice "$VOICE" --text "$QUESTION" --out "$OUT/demo-question.wav"

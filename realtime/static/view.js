@@ -9,6 +9,7 @@ const STATE_LABELS = {
 };
 
 const ENGINE_LABELS = {
+  hybrid: "hybrid: the student answers speech, the teachers typed text",
   native: "native: the distilled audio-native student",
   cascade: "cascade: ASR → LLM → TTS teachers",
 };

@@ -78,6 +78,7 @@ class FakeEngine:
                  follows_instructions: bool = True) -> None:
         self.script, self.accepts_text = script, accepts_text
         self.follows_instructions = follows_instructions
+        self.models = {"script": "fake"}
         self.sessions: list[FakeSession] = []
 
     def open(self) -> FakeSession:

@@ -46,15 +46,25 @@ def test_sigterm_during_a_response_closes_cleanly():
     assert "Traceback" not in out and "event=stopped" in out
 
 
-def test_the_default_engine_is_the_cascade_and_says_what_it_runs():
-    """The default is the cascade (realtime/cli.py says why); /healthz and the start-up
-    log name it and its models."""
-    with ServerProcess([], 120) as server:
+def test_the_default_engine_is_the_hybrid_and_says_what_it_runs():
+    """The default is the hybrid (realtime/cli.py says why): /healthz and the start-up log
+    name it and the models of both engines it runs."""
+    with ServerProcess([], 180) as server:
         health, log = _health(server), server.log()
+    assert health["engine"] == "hybrid"
+    models = health["models"]
+    assert {k: models[k] for k in ("asr", "llm", "tts")} == {
+        "asr": "whisper:tiny.en", "llm": "scripted", "tts": "piper:joe"}
+    assert models["student"].endswith("models/voxloop-student")
+    assert "event=engine_ready engine=hybrid asr=whisper:tiny.en llm=scripted tts=piper:joe " \
+        "student=" in log
+
+
+def test_the_cascade_says_what_it_runs():
+    with ServerProcess(["--engine", "cascade"], 120) as server:
+        health = _health(server)
     assert health["engine"] == "cascade"
     assert health["models"] == {"asr": "whisper:tiny.en", "llm": "scripted", "tts": "piper:joe"}
-    assert "event=engine_ready engine=cascade asr=whisper:tiny.en llm=scripted tts=piper:joe" \
-        in log
 
 
 def test_the_native_engine_names_its_student_and_codec():

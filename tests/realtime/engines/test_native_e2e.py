@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.server import ServerThread, connect, silence, speech_24k, stream_realtime
+from tests.realtime.engines.helpers import spoken_turn
 
 pytestmark = pytest.mark.slow
 
@@ -23,25 +24,6 @@ def native_server(native_engine):
     s = ServerThread(native_engine)
     yield s
     s.stop()
-
-
-async def spoken_turn(url: str, question: np.ndarray) -> dict:
-    """One session: the question at real-time pace, then silence; what came back."""
-    client = await connect(url)
-    await client.recv()
-    sender = asyncio.create_task(stream_realtime(
-        client, np.concatenate([silence(0.3), question, silence(1.2)])))
-    stopped = await client.until("input_audio_buffer.speech_stopped")
-    stopped_s = client.events[-1].t
-    done = await client.until("response.done", timeout_s=60)
-    await sender
-    await client.ws.close()
-    deltas = [r for r in client.events if r.event["type"] == "response.output_audio.delta"]
-    words = "".join(r.event["delta"] for r in client.events
-                    if r.event["type"] == "response.output_audio_transcript.delta")
-    return {"status": done["response"]["status"], "transcript": words.strip(),
-            "audio_s": len(client.answer_audio()) / 24000, "stopped": stopped,
-            "first_audio_ms": 1000 * (deltas[0].t - stopped_s) if deltas else None}
 
 
 def test_native_spoken_turn(native_server, native_engine):

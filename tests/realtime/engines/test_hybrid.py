@@ -1,0 +1,109 @@
+"""The hybrid engine's routing on scripted fakes (milliseconds): speech to the student, typed
+text and followed instructions to the cascade, and a student's refusal handed to the cascade
+before any of its audio leaves. The real engines behind a real server: test_hybrid_e2e.py."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tests.realtime.fakes import QUESTION_24K, FakeEngine, Piece, Script
+from voxloop.errors import VoxloopError
+from voxloop.realtime.engines.base import Turn
+from voxloop.realtime.engines.hybrid import HybridEngine, plain_words
+
+REFUSAL = "Sorry, I can only help with simple math."
+STUDENT = Script(user_transcript="what is two plus two",
+                 pieces=(Piece("two plus two", tone_ms=0), Piece(" is four", tone_ms=0),
+                         Piece("", 300.0, 200), Piece("", 320.0, 200)))
+REFUSING = Script(pieces=(Piece("sorry i can only", tone_ms=0),
+                          Piece(" help with simple math", tone_ms=0), Piece("", 300.0, 200)))
+TEACHERS = Script(user_transcript="What is two plus two?",
+                  pieces=(Piece("Two plus two is four.", 500.0, 300),))
+
+
+def hybrid(student: Script = STUDENT, follows: bool = False) -> HybridEngine:
+    return HybridEngine(FakeEngine(student, accepts_text=False, follows_instructions=False),
+                        FakeEngine(TEACHERS, follows_instructions=follows), refusal=REFUSAL)
+
+
+def answer(engine: HybridEngine, turn: Turn) -> tuple[str, list, object, object]:
+    """(transcript, outputs, the student's fake session, the cascade's)."""
+    session = engine.open()
+    outputs = list(session.respond(turn, threading.Event()))
+    return "".join(o.transcript_delta for o in outputs), outputs, session.native, session.cascade
+
+
+def test_speech_goes_to_the_student_whole():
+    transcript, outputs, student, cascade = answer(hybrid(), Turn(audio_24k=QUESTION_24K))
+    assert transcript == "two plus two is four"
+    assert outputs[0].user_transcript == "what is two plus two"  # held words come first
+    assert sum(o.audio_24k is not None for o in outputs) == 2
+    assert student.calls == ["respond"] and "respond" not in cascade.calls
+
+
+def test_typed_text_goes_to_the_cascade():
+    engine = hybrid()
+    assert engine.accepts_text and not engine.native.accepts_text
+    transcript, _, student, cascade = answer(engine, Turn(text="what is two plus two"))
+    assert transcript == "Two plus two is four."
+    assert "respond" in cascade.calls and "respond" not in student.calls
+
+
+def test_a_refusal_is_answered_by_the_cascade_before_any_student_audio():
+    transcript, outputs, student, cascade = answer(hybrid(REFUSING),
+                                                   Turn(audio_24k=QUESTION_24K))
+    assert transcript == "Two plus two is four."  # nothing of the student's words
+    assert [o.user_transcript for o in outputs if o.user_transcript] == ["What is two plus two?"]
+    audio = np.concatenate([o.audio_24k for o in outputs if o.audio_24k is not None])
+    assert len(audio) == len(TEACHERS.audio_24k())  # none of the student's audio
+    assert student.pieces_made == 3  # stopped at its first audio piece
+    assert cascade.turns[0].audio_24k is QUESTION_24K  # the cascade hears the same audio
+
+
+def test_instructions_go_to_the_cascade_only_where_its_llm_follows_them():
+    turn = Turn(audio_24k=QUESTION_24K, instructions="Answer like a pirate.")
+    assert answer(hybrid(follows=True), turn)[0] == "Two plus two is four."
+    assert answer(hybrid(follows=False), turn)[0] == "two plus two is four"
+    assert hybrid(follows=True).follows_instructions
+    assert not hybrid(follows=False).follows_instructions
+
+
+def test_a_cancelled_student_answer_is_not_handed_on():
+    engine = hybrid(REFUSING)
+    cancel = threading.Event()
+    cancel.set()
+    session = engine.open()
+    outputs = list(session.respond(Turn(audio_24k=QUESTION_24K), cancel))
+    assert not any(o.transcript_delta or o.audio_24k is not None for o in outputs)
+    assert "respond" not in session.cascade.calls  # a barge-in is not a refusal
+
+
+def test_live_audio_reaches_the_student_and_transcription_the_cascade():
+    session = hybrid().open()
+    session.new_turn()
+    session.hear(np.zeros(160, np.float32))
+    session.pause()
+    session.resume()
+    assert session.native.calls == ["new_turn", "hear", "pause", "resume"]
+    assert "hear" not in session.cascade.calls
+    assert session.transcribe(QUESTION_24K) == TEACHERS.user_transcript
+    session.close()
+    assert session.native.closed and session.cascade.closed
+
+
+def test_one_voice_or_a_clear_error():
+    other = FakeEngine(TEACHERS)
+    other.voice = "kal16"
+    with pytest.raises(VoxloopError, match="--cascade-voice"):
+        HybridEngine(FakeEngine(STUDENT, accepts_text=False), other, refusal=REFUSAL)
+
+
+def test_the_domain_refusal_compares_without_punctuation():
+    from voxloop.distill.teachers.domain.data import load_domain
+
+    refusal = load_domain()["fallback"]
+    assert plain_words(refusal) == plain_words(refusal.lower().replace(",", "").rstrip("."))
+    assert plain_words("The capital of France is Paris.") == "the capital of france is paris"

@@ -1,0 +1,94 @@
+"""The hybrid engine (the default) on the real student and the real cascade behind a real
+server: a spoken question is answered by the student (its words: lowercase, no
+punctuation, from its vocabulary), typed text by the cascade, and a student answer that is
+the refusal is replaced by the cascade's answer to the same audio, none of the student's
+audio sent."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from tests.helpers.server import ServerThread, append_event, connect, speech_24k
+from tests.realtime.engines.helpers import spoken_turn
+from voxloop.realtime.engines.base import Turn
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "what is the capital of france"
+VOICE = "festival:slt-hts"  # one the cascade's Whisper hears well
+TEACHERS_ANSWER = "The capital of France is Paris."
+
+
+@pytest.fixture(scope="module")
+def question():
+    return speech_24k(QUESTION, VOICE)
+
+
+def serve(native_engine, cascade_engine, refusal: str | None = None) -> ServerThread:
+    from voxloop.realtime.engines.hybrid import HybridEngine
+
+    return ServerThread(HybridEngine(native_engine, cascade_engine, refusal=refusal))
+
+
+async def manual_answer(url: str, item: dict | None, audio: np.ndarray | None = None) -> dict:
+    """Turn detection off; a typed item, or the audio appended and committed; the answer."""
+    client = await connect(url)
+    await client.recv()
+    await client.send({"type": "session.update",
+                       "session": {"audio": {"input": {"turn_detection": None}}}})
+    await client.until("session.updated")
+    if item is not None:
+        await client.send({"type": "conversation.item.create", "item": item})
+    else:
+        await client.send(append_event(audio))
+        await client.send({"type": "input_audio_buffer.commit"})
+    await client.send({"type": "response.create"})
+    done = await client.until("response.done", timeout_s=120)
+    await client.ws.close()
+    words = "".join(r.event["delta"] for r in client.events
+                    if r.event["type"] == "response.output_audio_transcript.delta")
+    return {"status": done["response"]["status"], "transcript": words.strip(),
+            "audio_s": len(client.answer_audio()) / 24000}
+
+
+def test_speech_is_answered_by_the_student_and_text_by_the_cascade(native_engine,
+                                                                   cascade_engine, question):
+    server = serve(native_engine, cascade_engine)
+    try:
+        spoken = asyncio.run(spoken_turn(server.url, question))
+        typed = asyncio.run(manual_answer(server.url, {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": QUESTION}]}))
+    finally:
+        server.stop()
+    print(f"\nhybrid, spoken: {spoken['transcript']!r} ({spoken['first_audio_ms']:.0f} ms after "
+          f"speech_stopped); typed: {typed['transcript']!r}")
+    assert spoken["status"] == typed["status"] == "completed"
+    assert spoken["audio_s"] > 0.5 and typed["audio_s"] > 0.5
+    vocab = set(native_engine.tokenizer.vocab["text"])
+    assert spoken["transcript"] and set(spoken["transcript"].split()) <= vocab
+    assert "." not in spoken["transcript"]  # the student's words, not the cascade's sentence
+    assert typed["transcript"] == TEACHERS_ANSWER
+
+
+def test_a_refused_question_is_answered_by_the_cascade(native_engine, cascade_engine, question):
+    """What the student answers to this audio is made its refusal here, so the hybrid must
+    hand the same audio to the cascade and send nothing the student said."""
+    session = native_engine.open()
+    try:
+        student = "".join(o.transcript_delta for o in session.respond(
+            Turn(audio_24k=question), threading.Event()))
+    finally:
+        session.close()
+    server = serve(native_engine, cascade_engine, refusal=student)
+    try:
+        result = asyncio.run(manual_answer(server.url, None, question))
+    finally:
+        server.stop()
+    print(f"\nthe student: {student!r}; the hybrid: {result['transcript']!r}")
+    assert result["status"] == "completed" and result["audio_s"] > 0.5
+    assert result["transcript"] == TEACHERS_ANSWER
