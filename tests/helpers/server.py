@@ -47,6 +47,14 @@ def native_engine():
     engine.batcher.shutdown()
 
 
+@pytest.fixture(scope="session")
+def hybrid_engine(native_engine, cascade_engine):
+    """The default engine, made of the two above (nothing more is loaded)."""
+    from voxloop.realtime.engines.hybrid import HybridEngine
+
+    return HybridEngine(native_engine, cascade_engine)
+
+
 class ServerThread:
     """A RealtimeServer running on its own event loop in a background thread."""
 

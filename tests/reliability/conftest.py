@@ -1,9 +1,10 @@
-"""The reliability suite's fixtures: every server test runs against both engines, the
-cascade and the native student (the helpers are in tests/reliability/helpers.py and
-tests/helpers/server.py).
+"""The reliability suite's fixtures: every server test runs against every engine, the
+cascade, the native student and the hybrid of the two, the default (the helpers are in
+tests/reliability/helpers.py and tests/helpers/server.py).
 
 ``engine`` is parametrized, so ``make_server`` and ``serve_process`` start servers on
-the cascade, then on the native engine; each engine is loaded once per test run."""
+each engine in turn; each engine is loaded once per test run (the hybrid is the other
+two)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.helpers.server import servers_of, speech_24k
 from tests.reliability.helpers import QUESTION
 from voxloop.realtime.server_process import ServerProcess
 
-ENGINES = ("cascade", "native")
+ENGINES = ("cascade", "native", "hybrid")
 
 
 @pytest.fixture(scope="session")

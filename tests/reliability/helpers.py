@@ -31,8 +31,8 @@ TYPED_QUESTION = {"type": "conversation.item.create", "item": {
 
 def question_event(engine, question_24k: np.ndarray) -> dict:
     """A user message ``engine`` (an engine or its name) answers: typed for the cascade,
-    spoken for the native engine, which answers speech only (an ``input_audio`` part
-    holding the whole question)."""
+    spoken for the native and the hybrid engine, whose student answers speech (an
+    ``input_audio`` part holding the whole question)."""
     if getattr(engine, "name", engine) == "cascade":
         return TYPED_QUESTION
     audio = base64.b64encode(to_pcm16(question_24k).tobytes()).decode()
@@ -43,7 +43,8 @@ def question_event(engine, question_24k: np.ndarray) -> dict:
 def answered(engine_name: str, transcript: str) -> bool:
     """Is ``transcript`` an answer to QUESTION? The cascade's is known (Paris); the small
     student's is often wrong (it says Dublin), so for the native engine any words do:
-    these tests are about the server's behaviour under stress, not the answer's quality."""
+    these tests are about the server's behaviour under stress, not the answer's quality
+    (the hybrid's student answers these spoken questions too)."""
     if engine_name == "cascade":
         return ANSWER_WORD in transcript.lower()
     return bool(transcript.strip())
