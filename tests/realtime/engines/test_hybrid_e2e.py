@@ -92,3 +92,15 @@ def test_a_refused_question_is_answered_by_the_cascade(native_engine, cascade_en
     print(f"\nthe student: {student!r}; the hybrid: {result['transcript']!r}")
     assert result["status"] == "completed" and result["audio_s"] > 0.5
     assert result["transcript"] == TEACHERS_ANSWER
+
+
+def test_the_student_writes_the_refusal_the_hybrid_listens_for(native_engine, cascade_engine):
+    """The student's vocabulary spells the domain's refusal word for word, so its refusal
+    compares equal to the one the hybrid listens for (else no turn would be handed on)."""
+    from voxloop.realtime.engines.hybrid import HybridEngine, plain_words
+
+    engine = HybridEngine(native_engine, cascade_engine)
+    tokenizer = native_engine.tokenizer
+    refusal = engine.refusal
+    ids = tokenizer.encode_answer(refusal)
+    assert plain_words(" ".join(tokenizer.vocab["text"][i] for i in ids)) == refusal
