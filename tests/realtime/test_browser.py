@@ -1,4 +1,4 @@
-"""The browser client in a real Chromium against ``voxloop serve`` on loopback, both engines.
+"""The browser client in a real Chromium against ``voxloop serve`` on loopback, every engine.
 
 Chromium runs headless with a fake microphone that plays a spoken question (a wav
 made with the offline TTS) once each time the page opens the microphone. The page
@@ -43,7 +43,7 @@ def question_wav(tmp_path_factory) -> Path:
                      np.concatenate([lead, samples, tail]), rate_hz)
 
 
-@pytest.fixture(scope="module", params=["cascade", "native"])
+@pytest.fixture(scope="module", params=["cascade", "native", "hybrid"])
 def served(request):
     """(engine, ServerProcess): ``voxloop serve`` as a user runs it, engine named."""
     if chromium_path() is None:
@@ -107,7 +107,7 @@ def check_answer(engine: str, turn: dict, text: str) -> None:
     if engine == "cascade":
         assert CASCADE_HEARD in re.sub(r"[^a-z ]", "", turn["user"].lower())
         assert CASCADE_ANSWER in turn["assistant"].lower()
-    else:  # the small student hears and answers in its own words: any of them will do
+    else:  # the student (alone or in the hybrid) answers in its own words: any of them do
         vocab = set(json.loads((ROOT / "models/voxloop-student/vocab.json").read_text())["text"])
         assert turn["assistant"].split() and set(turn["assistant"].split()) <= vocab
     assert turn["assistant"] in text
