@@ -135,6 +135,10 @@ class StudentTrainSettings:
         "help": "with --augment: the share of turns with one stretch of the user's speech "
                 "(up to a third of it) blanked, so that the answer must come from the words "
                 "left, not from the whole phrasing"})
+    neighbour_noise: float = field(default=0.0, metadata={
+        "help": "with --augment, for a semantic student: the chance per user token to be "
+                "replaced by one of its 8 nearest codes in the tokenizer's codebook (the near "
+                "misses an unseen voice makes; 0: off)"})
     ema: float = field(default=0.0, metadata={
         "help": "keep an exponential moving average of the learned weights with this decay "
                 "per step (e.g. 0.995) and judge, keep and export it instead of the raw "

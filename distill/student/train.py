@@ -23,17 +23,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from voxloop.distill.student.augment import Augment, nearest_codes
 from voxloop.distill.student.averaged import AveragedWeights
 from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student.layout import IGNORE, audio_id_offsets
 from voxloop.distill.student.model import CODEBOOK_SIZE, Student
-from voxloop.distill.student.pack import Augment, Batch, PackedData, make_batch
+from voxloop.distill.student.pack import Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
 from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
 
 # A twentieth of the peak: fine-tuning with --init-from continues from a learning rate
 # that still moves the weights.
 LR_FLOOR = 0.05
+NEIGHBOURS = 8  # nearest codes a token may be swapped for (--neighbour-noise)
 
 
 def learning_rate(step: int, s: StudentTrainSettings) -> float:
@@ -286,7 +288,19 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     if not len(train_rows):
         raise VoxloopError(f"{settings.data} has no train turns (a dataset still being built "
                            "writes its held-out and valid shards first): pack it again later")
-    aug = Augment(span_mask=settings.span_mask) if settings.augment else None
+    aug = None
+    if settings.augment:
+        near = None
+        if settings.neighbour_noise:
+            if config.user_input != "semantic":
+                raise VoxloopError("--neighbour-noise is for a semantic student (its user "
+                                   f"tokens have one codebook); this one hears {config.user_input}")
+            if data.user_codebooks is None:
+                raise VoxloopError(f"{settings.data} holds no tokenizer codebook "
+                                   "(user_codebooks): pack it again for --neighbour-noise")
+            near = nearest_codes(data.user_codebooks, NEIGHBOURS)
+        aug = Augment(span_mask=settings.span_mask, neighbour_noise=settings.neighbour_noise,
+                      neighbours=near)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     writer = None
     if rank == 0:

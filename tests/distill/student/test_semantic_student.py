@@ -20,18 +20,12 @@ from tests.distill.student.semantic_fixtures import (
     write_dataset,
 )
 from voxloop.codecs.semantic import SemanticTokenizer
+from voxloop.distill.student.augment import Augment, augment_user, nearest_codes
 from voxloop.distill.student.config import StudentConfig
 from voxloop.distill.student.generate import SamplingOptions, generate
 from voxloop.distill.student.layout import build_sequence
 from voxloop.distill.student.model import load_student
-from voxloop.distill.student.pack import (
-    Augment,
-    PackedData,
-    augment_user,
-    dataset_progress,
-    make_batch,
-    pack_dataset,
-)
+from voxloop.distill.student.pack import PackedData, dataset_progress, make_batch, pack_dataset
 from voxloop.distill.student.train import StudentTrainSettings, export_student, train
 from voxloop.distill.student.user_tokens import bundled_name, encode_clips
 from voxloop.distill.student.vocab import Tokenizer
@@ -114,6 +108,26 @@ def test_span_mask_blanks_one_stretch_of_at_most_a_third_and_only_when_asked():
     for seed in range(20):  # off by default
         out = augment_user(tokens, np.array([0]), Augment(**still), np.random.default_rng(seed))
         assert np.array_equal(out, tokens)
+
+
+def test_neighbour_noise_swaps_tokens_for_their_nearest_codes_only():
+    """Codes on a line: each one's nearest are the codes beside it, so a swapped token
+    moves by at most the table's width; about the asked share moves, none when off."""
+    vectors = np.arange(64, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    near = nearest_codes(vectors, 2)
+    assert near[10].tolist() in ([9, 11], [11, 9]) and near[0].tolist() == [1, 2]
+    still = dict(lead_pad_frames=0, lead_crop_frames=0, tail_pad_frames=0,
+                 codebook_dropout=0.0, frame_dropout=0.0, code_noise=0.0)
+    tokens = np.tile(np.arange(2, 62), 50)[None]
+    out = augment_user(tokens, np.array([0]), Augment(**still, neighbour_noise=0.3,
+                                                      neighbours=near),
+                       np.random.default_rng(0), vocab=64)
+    moved = out != tokens
+    assert 0.25 < moved.mean() < 0.35
+    assert np.abs(out - tokens).max() <= 2 and (out[moved] != tokens[moved]).all()
+    off = augment_user(tokens, np.array([0]), Augment(**still, neighbours=near),
+                       np.random.default_rng(0), vocab=64)
+    assert np.array_equal(off, tokens)
 
 
 @pytest.mark.parametrize("rate", [25.0, 12.5])

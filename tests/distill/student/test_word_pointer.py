@@ -15,6 +15,7 @@ from tests.distill.student.fixtures import (
     tiny_packed,
 )
 from voxloop.distill.student.align import WordAligner, align_pack, ordered_starts
+from voxloop.distill.student.augment import jitter_words
 from voxloop.distill.student.generate import (
     Phase,
     SamplingOptions,
@@ -24,7 +25,6 @@ from voxloop.distill.student.generate import (
 )
 from voxloop.distill.student.layout import IGNORE, build_sequence, text_token_ids
 from voxloop.distill.student.model import Student, load_student
-from voxloop.distill.student.pack import jitter_words
 from voxloop.distill.student.train import StudentTrainSettings, export_student, train
 from voxloop.distill.student.vocab import EOT, Tokenizer, answer_words
 from voxloop.errors import VoxloopError
@@ -181,7 +181,7 @@ def test_tiny_pointer_student_overfits_and_generation_follows_its_words(tmp_path
 
 
 def test_answer_code_noise_replaces_only_fed_back_codes():
-    from voxloop.distill.student.pack import noisy_answer_inputs
+    from voxloop.distill.student.augment import noisy_answer_inputs
 
     config = tiny_config(word_pointer=True)
     user, text = np.zeros((8, 3), dtype=np.int64), np.array([5, 6, 7])
