@@ -48,9 +48,14 @@ def test_variant_voices_add_speakers_and_keep_the_base_catalog():
 
 @pytest.mark.slow
 def test_piper_variants_change_speed():
-    slow, hz = synthesize("What is the capital of France?", "piper:joe@ls1.35")
-    fast, _ = synthesize("What is the capital of France?", "piper:joe@ls0.85")
-    assert len(slow) > 1.3 * len(fast)
+    # Piper draws its durations at random (noise_w), so one take of each varies by
+    # about +-5 %: compare the medians of three. Silences do not scale with the length,
+    # so 1.35 / 0.85 comes out near 1.38 (1.30-1.46 over 15 pairs), not 1.59.
+    def median_samples(voice: str) -> float:
+        return float(np.median([len(synthesize("What is the capital of France?", voice)[0])
+                                for _ in range(3)]))
+
+    assert median_samples("piper:joe@ls1.35") > 1.2 * median_samples("piper:joe@ls0.85")
 
 
 def test_cli_lists_the_variant_voices():
