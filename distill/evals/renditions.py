@@ -39,6 +39,9 @@ class RenditionSettings:
     decoder: str = field(default="answers", metadata={
         "help": "the codec decoder that judges (answers: the one the student speaks with)"})
     threads: int = field(default=2, metadata={"help": "CPU threads (codec, Whisper)"})
+    misheard_only: bool = field(default=False, metadata={
+        "help": "re-take only the answers whose pack take the judge hears wrong (spend "
+                "--takes where they are needed)"})
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,12 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     codes, frames, speech, report = {}, {}, {}, []
     for text, turns, row in tqdm(todo, desc="renditions", unit="answer", disable=not progress):
         candidates = [(None, data.answer(row))]  # the pack's own take first: it wins ties
-        for _ in range(settings.takes):
-            pcm = cache.take(text)
-            candidates.append((pcm, runner.encode(pcm)))
-        judged = [take_judge(c, text) for _, c in candidates]
+        judged = [take_judge(candidates[0][1], text)]
+        if not (settings.misheard_only and judged[0].correct):
+            for _ in range(settings.takes):
+                pcm = cache.take(text)
+                candidates.append((pcm, runner.encode(pcm)))
+                judged.append(take_judge(candidates[-1][1], text))
         best = min(range(len(judged)), key=lambda i: judged[i].rank())
         report.append({"text": text, "turns": turns, "chosen": best,
                        "takes": [asdict(t) for t in judged]})

@@ -80,6 +80,14 @@ def test_a_clear_take_replaces_a_garbled_one_in_cache_dataset_and_pack(tmp_path)
                                   kept)
     assert (tmp_path / "renditions.json").is_file()
 
+    # again, misheard answers only: the chosen take is now the pack's own, judged as before,
+    # and new takes are drawn only if the judge still hears it wrong
+    again = choose_renditions(dataset, pack, RenditionSettings(
+        takes=2, min_turns=2, threads=1, misheard_only=True), progress=False)
+    (answer,) = again["answers"]
+    assert answer["takes"][0] == chosen
+    assert len(answer["takes"]) == (1 if chosen["correct"] else 3)
+
 
 def test_no_answer_said_often_enough_is_a_clear_error(tmp_path):
     data = tiny_packed(tiny_examples(4))
