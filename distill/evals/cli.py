@@ -1,7 +1,7 @@
 """``voxloop eval codec | decoders | mouth | student | compare``: measure the codec and the
 student on held-out speech, and two students against each other; ``voxloop distill
-renditions | choose-mouth``: the judge picks the clearest answer takes and the mouth
-understood most."""
+renditions | said | choose-mouth``: the judge picks the clearest answer takes (where the
+mouth says an answer badly) and the mouth understood most."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("npz", help="a pack made from it with --targets intended; updated in place")
     add_settings(p, RenditionSettings)
     p.set_defaults(run=run_renditions)
+
+    p = add_command(distill_group(subparsers, groups), "said",
+                    "Copy an aligned pack with every answer as a student's mouth says it now "
+                    "(its codes and word lengths): `renditions --misheard-only` on the copy "
+                    "re-takes only what the mouth says badly, and a mouth fine-tuned on it "
+                    "keeps saying the rest as it does.",
+                    "voxloop distill said voxloop-student runs/student/aligned.npz "
+                    "runs/student/said.npz")
+    p.add_argument("student", help="a student with a mouth: a model folder or bundled name")
+    p.add_argument("npz", help="an aligned pack tokenized with its words (--vocab-from)")
+    p.add_argument("out", help="the said pack to write")
+    p.add_argument("--batch-size", type=int, default=32, help="answers said at once")
+    p.set_defaults(run=run_said)
 
     p = add_command(distill_group(subparsers, groups), "choose-mouth",
                     "Judge every mouth a `voxloop distill mouth --snapshot-every N` run kept, "
@@ -163,6 +176,14 @@ def run_renditions(args: argparse.Namespace) -> int:
           f"{s['wer_before_pct']:.1f} -> {s['wer_after_pct']:.1f} %")
     print(f"wrote {args.npz}, {args.dataset}/renditions.npz and "
           f"{Path(args.npz).parent / 'renditions.json'}")
+    return 0
+
+
+def run_said(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.said import said_pack
+
+    path, n = said_pack(args.student, args.npz, args.out, args.batch_size)
+    print(f"wrote {path}: {n} distinct answers as {args.student}'s mouth says them")
     return 0
 
 

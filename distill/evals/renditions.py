@@ -130,7 +130,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
             continue
         speech[text] = pcm
         chosen[cache.path(text).stem] = best_codes
-        codes[text] = best_codes
+        codes[text] = best_codes[:data.answer_codes.shape[0]]  # a said pack holds K_out
         if aligner is not None:
             starts = aligner.word_starts_s(pcm, answer_words(text))
             frames[text] = word_frames(starts, best_codes.shape[1], runner.codec.frame_rate)

@@ -219,13 +219,20 @@ class Mouth(nn.Module):
         """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower;
         a remembered answer at its remembered lengths)."""
         encoded = self.encode(words)
-        frames = self.remembered(words, self.word_frames(words, encoded.log_frames, pace), pace)
+        frames = self.lengths(words, pace, encoded)
         h, _ = self.frame_states(encoded, frames)
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)
         for k in range(self.config.k_out):
             codes[:, k] = self.code_logits(h, k, codes).argmax(-1)
         return [codes[b, :, :int(n)] for b, n in enumerate(frames.sum(1))]
+
+    @torch.inference_mode()
+    def lengths(self, words: torch.Tensor, pace: float = 1.0,
+                encoded: Encoded | None = None) -> torch.Tensor:
+        """Frames per word ``[B, W]`` that ``say`` gives ``words [B, W]`` (0 for padding)."""
+        encoded = self.encode(words) if encoded is None else encoded
+        return self.remembered(words, self.word_frames(words, encoded.log_frames, pace), pace)
 
     def word_frames(self, words: torch.Tensor, log_frames: torch.Tensor,
                     pace: float = 1.0) -> torch.Tensor:

@@ -1,0 +1,65 @@
+"""``voxloop distill said``: a pack whose answers are what the bundled mouth says."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import tiny_examples, with_word_frames
+from voxloop.cli import main
+from voxloop.distill.evals.said import said_pack
+from voxloop.distill.student.model import load_student
+from voxloop.distill.student.mouth import word_lengths
+from voxloop.distill.student.pack import PackedData, pack_examples
+from voxloop.distill.student.vocab import Tokenizer
+from voxloop.errors import VoxloopError
+from voxloop.models import DEFAULT_STUDENT
+
+ANSWERS = ["There are seven days in a week.", "Seven plus five is twelve.",
+           "The capital of France is Paris."]
+
+
+def bundled_pack(aligned: bool = True) -> PackedData:
+    """Five turns of three answers (one of them said in train and valid), random takes."""
+    _, vocab = load_student(DEFAULT_STUDENT)
+    said = [(ANSWERS[0], "train"), (ANSWERS[1], "train"), (ANSWERS[0], "valid"),
+            (ANSWERS[2], "heldout_voice"), (ANSWERS[1], "train")]
+    examples = [dataclasses.replace(e, answer_text=text, split=split)
+                for e, (text, split) in zip(tiny_examples(5), said, strict=True)]
+    data = PackedData(pack_examples(examples, Tokenizer(vocab), np.full(1, 3, np.int16)), vocab)
+    return with_word_frames(data) if aligned else data
+
+
+def test_every_answer_is_what_the_mouth_says_at_its_lengths(tmp_path):
+    model, _ = load_student(DEFAULT_STUDENT)
+    bundled_pack().save(tmp_path / "pack.npz")
+    path, n = said_pack(DEFAULT_STUDENT, tmp_path / "pack.npz", tmp_path / "said.npz",
+                        progress=False)
+    assert n == 3
+    data = PackedData.load(path)
+    assert data.answer_codes.shape[0] == model.config.k_out
+    for i in range(len(data)):
+        words = torch.from_numpy(data.text(i))[None]
+        said = model.mouth.say(words)[0].numpy()
+        np.testing.assert_array_equal(data.answer(i), said)
+        lengths = word_lengths(torch.from_numpy(data.words(i)), data.answer(i).shape[1])
+        torch.testing.assert_close(lengths, model.mouth.lengths(words)[0])
+    # answers said in one batch, padded to the longest, are said as they are alone
+    said_pack(DEFAULT_STUDENT, tmp_path / "pack.npz", tmp_path / "one.npz", batch_size=1,
+              progress=False)
+    one = PackedData.load(tmp_path / "one.npz")
+    np.testing.assert_array_equal(one.answer_codes, data.answer_codes)
+    np.testing.assert_array_equal(one.word_frames, data.word_frames)
+
+
+def test_the_cli_writes_it_and_an_unaligned_pack_is_a_clear_error(tmp_path, capsys):
+    bundled_pack().save(tmp_path / "pack.npz")
+    assert main(["distill", "said", DEFAULT_STUDENT, str(tmp_path / "pack.npz"),
+                 str(tmp_path / "said.npz")]) == 0
+    assert "3 distinct answers" in capsys.readouterr().out
+    bundled_pack(aligned=False).save(tmp_path / "plain.npz")
+    with pytest.raises(VoxloopError, match="voxloop distill align"):
+        said_pack(DEFAULT_STUDENT, tmp_path / "plain.npz", tmp_path / "x.npz", progress=False)
