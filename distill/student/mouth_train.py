@@ -325,19 +325,27 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     return save_student(with_mouth.eval(), vocab, folder, read_card(source))
 
 
-def remember_lengths(student_name: str | Path, data_path: str | Path, folder: str | Path
-                     ) -> tuple[Path, int]:
-    """Write ``folder``: the student ``student_name`` whose mouth remembers the word lengths
-    of the train answers of the pack ``data_path`` (as ``train_mouth`` gives the mouths it
-    trains), its card kept; returns the folder and how many answers it remembers."""
-    from voxloop.distill.student.model import load_student, save_student, student_folder
-    from voxloop.models import read_card
+def student_and_pack(student_name: str | Path, data_path: str | Path):
+    """``(student, vocab, pack)``: a student with a mouth and the aligned pack ``data_path``
+    tokenized with its words (``mouth_pack``), refused with a clear error otherwise."""
+    from voxloop.distill.student.model import load_student
 
     student, vocab = load_student(student_name)
     if student.mouth is None:
         raise VoxloopError(f"{student_name} has no mouth: train one with `voxloop distill "
                            "mouth`")
-    data = mouth_pack(data_path, vocab, student_name)
+    return student, vocab, mouth_pack(data_path, vocab, student_name)
+
+
+def remember_lengths(student_name: str | Path, data_path: str | Path, folder: str | Path
+                     ) -> tuple[Path, int]:
+    """Write ``folder``: the student ``student_name`` whose mouth remembers the word lengths
+    of the train answers of the pack ``data_path`` (as ``train_mouth`` gives the mouths it
+    trains), its card kept; returns the folder and how many answers it remembers."""
+    from voxloop.distill.student.model import save_student, student_folder
+    from voxloop.models import read_card
+
+    student, vocab, data = student_and_pack(student_name, data_path)
     rows, _ = distinct_answers(data, "train")
     if not len(rows):
         raise VoxloopError(f"{data_path} has no train turns")
