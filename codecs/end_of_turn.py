@@ -1,16 +1,22 @@
 """The end-of-turn model: P(the user has finished) from the semantic tokens heard so far.
 
-It hears what the semantic tokenizer already makes (``semantic``: Whisper tiny.en's
-frozen encoder, block-causal, + one VQ codebook at 25 Hz): each token is looked up in the
-tokenizer's own codebook (``codebook_vectors() [N, D]``, frozen, never stored here) and a
-small head turns the sequence into one logit. Two heads (``arch``):
+It hears what the semantic tokenizer already computes (``semantic``: Whisper tiny.en's
+frozen encoder, block-causal, pooled to 25 Hz, + one VQ codebook), as one of two
+``inputs``: ``codes``, each token looked up in the tokenizer's own codebook
+(``codebook_vectors() [N, D]``, frozen, never stored here), or ``pooled``, the vectors
+the VQ would quantize (the same ``[F, D]``, without the VQ's loss of detail). A small head
+turns the sequence into one logit. Two heads (``arch``):
 
 - ``gru``: a linear projection ``D -> hidden`` and a one-layer GRU over the tokens; the
   logit is read from its last state (it hears the order: "seven times" vs "times seven");
 - ``pool``: the mean of all vectors, the mean of the last ``tail_tokens`` and the last
   one, through a two-layer MLP (cheaper, blind to order).
 
-``EndOfTurn`` wraps tokenizer + head for a stream: ``init_state()``, ``push(state, wav)``
+A model folder holds one head, or several (``members`` in its config, trained on other
+inputs or seeds) whose logits are averaged: the heads are tiny next to the encoder, and
+their average ranks held-out examples better than any one of them.
+
+``EndOfTurn`` wraps tokenizer + heads for a stream: ``init_state()``, ``push(state, wav)``
 while the user speaks, ``probability(state)`` at a pause (the partial block as a flush
 would give it now, on a snapshot: the stream goes on). Saved as a folder: ``config.json``
 (with the tokenizer's weights sha256, checked at load) and a float16 ``model.safetensors``.
@@ -33,6 +39,7 @@ DEFAULT_END_OF_TURN = "voxloop-end-of-turn"  # bundled under models/
 # the longest wait of each eagerness (OpenAI's semantic_vad: 8 s, 4 s, 2 s; auto = medium)
 EAGERNESS_CAP_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
 WAIT_POWER = 2.0
+INPUTS = ("codes", "pooled")
 
 
 def wait_ms(p_finished: float, eagerness: str) -> int:
@@ -45,6 +52,7 @@ def wait_ms(p_finished: float, eagerness: str) -> int:
 @dataclass(frozen=True)
 class EndOfTurnConfig:
     arch: str = "gru"  # gru | pool
+    inputs: str = "codes"  # codes (the tokens' codebook vectors) | pooled (before the VQ)
     hidden_dim: int = 64
     tail_tokens: int = 8  # pool: the last 320 ms at 25 Hz
     code_dim: int = 256  # the tokenizer's codebook vectors
@@ -79,6 +87,8 @@ class EndOfTurnHead(nn.Module):
                                      nn.GELU(), nn.Linear(config.hidden_dim, 1))
         else:
             raise VoxloopError(f"unknown end-of-turn arch {config.arch!r}: gru or pool")
+        if config.inputs not in INPUTS:
+            raise VoxloopError(f"unknown end-of-turn inputs {config.inputs!r}: codes or pooled")
 
     def forward(self, vectors: Tensor, lengths: Tensor) -> Tensor:
         vectors = self.norm(vectors)
@@ -95,64 +105,102 @@ class EndOfTurnHead(nn.Module):
         return self.mlp(torch.cat([mean_all, mean_tail, vectors[batch, last]], dim=-1))[:, 0]
 
 
-def pad_tokens(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Token rows of any length -> (``[B, F]`` right-padded with 0, lengths ``[B]``)."""
+def pad_rows(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Rows ``[F]`` (tokens) or ``[F, D]`` (vectors) of any length -> (``[B, F]`` or
+    ``[B, F, D]`` right-padded with 0, lengths ``[B]``)."""
     lengths = torch.tensor([max(1, len(s)) for s in sequences])
-    tokens = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    first = sequences[0]
+    rows = torch.zeros(len(sequences), int(lengths.max()), *first.shape[1:], dtype=first.dtype)
     for i, s in enumerate(sequences):
-        tokens[i, :len(s)] = s
-    return tokens, lengths
+        rows[i, :len(s)] = s
+    return rows, lengths
+
+
+def head_inputs(rows: list[Tensor], table: Tensor) -> tuple[Tensor, Tensor]:
+    """Token rows ``[F]`` (looked up in ``table [N, D]``) or pooled rows ``[F, D]`` ->
+    the head's vectors ``[B, F, D]`` (right-padded) and lengths ``[B]``."""
+    padded, lengths = pad_rows(rows)
+    return (table[padded] if padded.dim() == 2 else padded.float()), lengths
 
 
 @dataclass
 class EndOfTurnState:
     semantic: object  # the tokenizer's SemanticStreamState
-    tokens: list[Tensor]  # [1, f] chunks out of the stream so far
+    rows: list[Tensor]  # [1, f] token (or [1, f, D] pooled) chunks out of the stream so far
 
 
 class EndOfTurn:
-    """Tokenizer + codebook table + head: one set of weights for every stream."""
+    """Tokenizer + codebook table + head(s): one set of weights for every stream. The stream
+    carries pooled vectors when any head hears them (a head on codes gets them quantized),
+    else tokens."""
 
-    def __init__(self, tokenizer, head: EndOfTurnHead) -> None:
-        self.tokenizer, self.head = tokenizer, head.eval()
+    def __init__(self, tokenizer, heads: EndOfTurnHead | list[EndOfTurnHead]) -> None:
+        self.tokenizer = tokenizer
+        self.heads = [h.eval() for h in ([heads] if isinstance(heads, EndOfTurnHead)
+                                         else heads)]
         self.table = tokenizer.codebook_vectors()  # [N, D]
+        self.pooled = any(h.config.inputs == "pooled" for h in self.heads)
 
     @torch.no_grad()
-    def probabilities(self, sequences: list[Tensor]) -> Tensor:
-        """Whole token rows ``[F]`` -> P(finished) ``[B]``."""
-        tokens, lengths = pad_tokens(sequences)
-        return torch.sigmoid(self.head(self.table[tokens], lengths))
+    def probabilities(self, rows: list[Tensor]) -> Tensor:
+        """Whole rows (pooled vectors ``[F, D]`` if ``self.pooled``, else tokens ``[F]``)
+        -> P(finished) ``[B]``: the sigmoid of the heads' mean logit."""
+        tokens = rows
+        if self.pooled and any(h.config.inputs == "codes" for h in self.heads):
+            tokens = [self.tokenizer.quantize(r[None].float())[0] for r in rows]
+        logits = [h(*head_inputs(rows if h.config.inputs == "pooled" else tokens, self.table))
+                  for h in self.heads]
+        return torch.sigmoid(torch.stack(logits).mean(0))
 
     def init_state(self) -> EndOfTurnState:
         return EndOfTurnState(self.tokenizer.init_state(1), [])
 
     def push(self, state: EndOfTurnState, wav_16k: Tensor) -> None:
         """More of the turn's audio ``[T]`` at 16 kHz (tokens come a block at a time)."""
-        state.tokens.append(self.tokenizer.step(state.semantic, wav_16k[None]))
+        state.rows.append(self.tokenizer.step(state.semantic, wav_16k[None], self.pooled))
 
     def probability(self, state: EndOfTurnState) -> float:
-        """P(finished) of the turn so far: its tokens and those a flush would add now,
+        """P(finished) of the turn so far: its rows and those a flush would add now,
         computed on a snapshot (the stream's fields are replaced, never changed in place,
         so a shallow copy is one)."""
         snapshot = copy.copy(state.semantic)
         snapshot.encoder = copy.copy(state.semantic.encoder)
-        tail = self.tokenizer.flush(snapshot)
-        row = torch.cat([*state.tokens, tail], dim=1)[0]
+        tail = self.tokenizer.flush(snapshot, self.pooled)
+        row = torch.cat([*state.rows, tail], dim=1)[0]
         return float(self.probabilities([row])[0])
 
 
-def save_end_of_turn(head: EndOfTurnHead, folder: str | Path, card: str | None = None) -> Path:
-    """Write config.json and a float16 model.safetensors of ``head`` (atomically) into
-    ``folder``."""
-    return save_model_folder(folder, head.state_dict(), head.config.to_json(), card)
+def save_end_of_turn(heads: EndOfTurnHead | list[EndOfTurnHead], folder: str | Path,
+                     card: str | None = None) -> Path:
+    """Write config.json and a float16 model.safetensors of one head or of several (an
+    average of their logits; their configs under ``members``) atomically into ``folder``."""
+    if isinstance(heads, EndOfTurnHead):
+        return save_model_folder(folder, heads.state_dict(), heads.config.to_json(), card)
+    first = heads[0].config
+    config = {"kind": first.kind, "semantic": first.semantic,
+              "semantic_sha256": first.semantic_sha256,
+              "members": [h.config.to_json() for h in heads]}
+    state = {f"members.{i}.{k}": v for i, h in enumerate(heads)
+             for k, v in h.state_dict().items()}
+    return save_model_folder(folder, state, config, card)
 
 
-def load_head(folder: str | Path) -> EndOfTurnHead:
+def load_heads(folder: str | Path) -> list[EndOfTurnHead]:
+    """The head(s) of a model folder: one, or every member of an average."""
     data, weights = load_model_folder(folder, "an end-of-turn model",
                                       "voxloop distill end-of-turn", kind=END_OF_TURN_KIND)
-    head = EndOfTurnHead(EndOfTurnConfig.from_json(data))
-    head.load_state_dict(weights)
-    return head
+    if "members" not in data:
+        head = EndOfTurnHead(EndOfTurnConfig.from_json(data))
+        head.load_state_dict(weights)
+        return [head]
+    heads = []
+    for i, member in enumerate(data["members"]):
+        head = EndOfTurnHead(EndOfTurnConfig.from_json(member))
+        prefix = f"members.{i}."
+        head.load_state_dict({k[len(prefix):]: v for k, v in weights.items()
+                              if k.startswith(prefix)})
+        heads.append(head)
+    return heads
 
 
 def load_end_of_turn(name_or_dir: str | Path) -> EndOfTurn:
@@ -162,12 +210,12 @@ def load_end_of_turn(name_or_dir: str | Path) -> EndOfTurn:
 
     folder = find_model(name_or_dir, "end-of-turn model", marker="model.safetensors",
                         config_kinds=(END_OF_TURN_KIND,))
-    head = load_head(folder)
-    semantic = find_model(head.config.semantic, "semantic tokenizer",
-                          marker="model.safetensors")
+    heads = load_heads(folder)
+    config = heads[0].config
+    semantic = find_model(config.semantic, "semantic tokenizer", marker="model.safetensors")
     sha = weights_sha256(semantic)
-    if head.config.semantic_sha256 and sha != head.config.semantic_sha256:
+    if any(h.config.semantic_sha256 not in ("", sha) for h in heads):
         raise VoxloopError(f"{folder} was trained on the tokens of a semantic tokenizer with "
-                           f"sha256 {head.config.semantic_sha256[:12]}, but {semantic} has "
+                           f"sha256 {config.semantic_sha256[:12]}, but {semantic} has "
                            f"{sha[:12]}: retrain it (voxloop distill end-of-turn)")
-    return EndOfTurn(load_semantic_model(semantic), head)
+    return EndOfTurn(load_semantic_model(semantic), heads)

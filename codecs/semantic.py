@@ -172,19 +172,24 @@ class SemanticTokenizer:
                                    torch.zeros(batch_size, 0, self.blocks.encoder.width))
 
     @torch.no_grad()
-    def step(self, state: SemanticStreamState, wav: Tensor) -> Tensor:
-        """``wav [B, T]`` (16 kHz) -> the tokens ``[B, f]`` it completes."""
-        return self._pool_blocks(state, self.blocks.step_blocks(state.encoder, wav), end=False)
+    def step(self, state: SemanticStreamState, wav: Tensor, pooled: bool = False) -> Tensor:
+        """``wav [B, T]`` (16 kHz) -> the tokens ``[B, f]`` it completes (``pooled``: the
+        vectors the VQ would quantize into them instead, ``[B, f, D]``)."""
+        return self._pool_blocks(state, self.blocks.step_blocks(state.encoder, wav), False,
+                                 pooled)
 
     @torch.no_grad()
-    def flush(self, state: SemanticStreamState) -> Tensor:
-        """End of the stream: the last tokens ``[B, f]`` (a partial pool repeats its frame)."""
-        return self._pool_blocks(state, self.blocks.flush_blocks(state.encoder), end=True)
+    def flush(self, state: SemanticStreamState, pooled: bool = False) -> Tensor:
+        """End of the stream: the last tokens ``[B, f]`` (a partial pool repeats its frame;
+        ``pooled`` as in ``step``)."""
+        return self._pool_blocks(state, self.blocks.flush_blocks(state.encoder), True, pooled)
 
     def _pool_blocks(self, state: SemanticStreamState, blocks: list[Tensor],
-                     end: bool) -> Tensor:
+                     end: bool, pooled: bool) -> Tensor:
         """Tokens block by block, so chunking cannot change the shapes the math runs on."""
-        tokens = [torch.zeros(state.pending.shape[0], 0, dtype=torch.long)]
+        batch = state.pending.shape[0]
+        out = [torch.zeros(batch, 0, self.config.code_dim) if pooled
+               else torch.zeros(batch, 0, dtype=torch.long)]
         for i, block in enumerate(blocks):
             pending = torch.cat([state.pending, block], dim=1)
             if end and i == len(blocks) - 1:
@@ -192,22 +197,25 @@ class SemanticTokenizer:
             ready = pending.shape[1] - pending.shape[1] % self.config.pool_frames
             state.pending = pending[:, ready:]
             if ready:
-                tokens.append(self._tokens(pending[:, :ready]))
-        return torch.cat(tokens, dim=1)
+                vectors = self.bottleneck.pooled(pending[:, :ready])
+                out.append(vectors if pooled else self.quantize(vectors))
+        return torch.cat(out, dim=1)
 
-    def encode(self, wav: Tensor) -> Tensor:
-        """``wav [B, T]`` (16 kHz) -> tokens ``[B, F]``, F = ceil(ceil((T // 160) / 2) / p)."""
+    def quantize(self, pooled: Tensor) -> Tensor:
+        """Pooled vectors ``[B, F, D]`` -> their tokens ``[B, F]``."""
+        return self.bottleneck.quantize(pooled)
+
+    def encode(self, wav: Tensor, pooled: bool = False) -> Tensor:
+        """``wav [B, T]`` (16 kHz) -> tokens ``[B, F]``, F = ceil(ceil((T // 160) / 2) / p)
+        (``pooled``: the vectors before the VQ, ``[B, F, D]``)."""
         state = self.init_state(wav.shape[0])
-        return torch.cat([self.step(state, wav), self.flush(state)], dim=1)
+        return torch.cat([self.step(state, wav, pooled), self.flush(state, pooled)], dim=1)
 
     def features(self, wav: Tensor) -> Tensor:
         """``wav [B, T]`` -> block-causal encoder features ``[B, E, 384]`` (what training
         caches: the bottleneck turns them into the same tokens as ``encode``)."""
         state = self.blocks.init_state(wav.shape[0])
         return torch.cat([self.blocks.step(state, wav), self.blocks.flush(state)], dim=1)
-
-    def _tokens(self, features: Tensor) -> Tensor:
-        return self.bottleneck.quantize(self.bottleneck.pooled(features))
 
 
 def check_whisper(config: SemanticConfig) -> None:

@@ -9,9 +9,9 @@ Speech that resumes within the wait cancels it (``speech_resumed``), as under se
 so the speculative answer started at the pause is rolled back and released only when the
 turn really ends.
 
-The model (Whisper tiny.en's encoder + the VQ + a small head, ~10 ms of CPU per second of
-audio) is loaded once per process, on first use, in a worker thread (``push`` runs there);
-every session streams through the same weights with its own state.
+The model (Whisper tiny.en's encoder + the pooler and VQ + its small heads, ~10 ms of CPU per
+second of audio) is loaded once per process, on first use, in a worker thread (``push`` runs
+there); every session streams through the same weights with its own state.
 """
 
 from __future__ import annotations

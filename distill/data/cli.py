@@ -133,13 +133,19 @@ def run_semantic(args: argparse.Namespace) -> int:
 def run_end_of_turn(args: argparse.Namespace) -> int:
     import torch
 
+    from voxloop.distill.data.plan import parse_share
     from voxloop.distill.data.turn_data import build_turn_data
     from voxloop.distill.data.turn_train import train_end_of_turn
 
     data = settings_from_args(TurnDataSettings, args)
     train = settings_from_args(TurnTrainSettings, args)
     torch.set_num_threads(train.threads)
-    build_turn_data(data)
+    folder = build_turn_data(data)
+    index, count = parse_share(data.shard)
+    if count > 1:  # the other shares may still be building: train once they are all done
+        print(f"{folder}: share {index}/{count} built; when every share is, run the same "
+              "command without --shard to train")
+        return 0
     summary = train_end_of_turn(data, train)
     for arch, result in summary["results"].items():
         held = result["splits"]["heldout_phrasing"]

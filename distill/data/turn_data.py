@@ -17,8 +17,9 @@ training) and turned into semantic tokens:
 Audio: lead silence (what the prefix padding keeps), the synthesized speech trimmed to
 its loud part, and ``TRAIL_MS`` of silence (what the VAD hears before it says
 "paused"); a little noise on some. Shards of ``items_per_shard`` plan items are written
-as they finish (npz: tokens, offsets, labels, kinds; a json of the texts), so a stopped
-job resumes where it stopped.
+as they finish (npz: tokens, the pooled vectors they quantize (float16), offsets, labels,
+kinds; a json of the texts), so a stopped job resumes where it stopped, and ``--shard I/N``
+splits the shards between processes.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class TurnDataSettings:
     semantic: str = field(default=DEFAULT_SEMANTIC, metadata={
         "help": "semantic tokenizer whose tokens the model hears"})
     data_seed: int = field(default=0, metadata={"help": "which items, cuts and pauses"})
+    shard: str = field(default="", metadata={
+        "help": "I/N: build every N-th shard from the I-th (processes side by side; "
+                "default RANK/WORLD_SIZE, else all)"})
 
 
 @dataclass(frozen=True)
@@ -136,38 +140,45 @@ def pick_items(split: str, count: int, seed: int) -> list:
 
 
 def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
-    """Examples of ``items`` -> arrays: ``tokens`` (concatenated), ``offsets [N + 1]``,
-    ``labels [N]``, ``kinds [N]`` (index into KINDS), plus ``texts`` and ``voices``."""
+    """Examples of ``items`` -> arrays: ``tokens`` and ``pooled`` (float16 ``[F, D]``),
+    both concatenated, ``offsets [N + 1]``, ``labels [N]``, ``kinds [N]`` (index into
+    KINDS), plus ``texts`` and ``voices``."""
     import torch
 
     if synthesize is None:
         from voxloop.distill.teachers.tts import synthesize
-    tokens, offsets, labels, kinds, texts, voices = [], [0], [], [], [], []
+    tokens, pooled, offsets, labels, kinds, texts, voices = [], [], [0], [], [], [], []
     for item in items:
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{item.id}".encode()))
         for turn in texts_for(item.prompt_text, rng):
             audio = speak(turn, item.user_voice, rng, synthesize)
-            row = tokenizer.encode(torch.from_numpy(audio)[None])[0].numpy()
+            vectors = tokenizer.encode(torch.from_numpy(audio)[None], pooled=True)
+            row = tokenizer.quantize(vectors)[0].numpy()
             tokens.append(row.astype(np.int16))
+            pooled.append(vectors[0].numpy().astype(np.float16))
             offsets.append(offsets[-1] + len(row))
             labels.append(turn.finished)
             kinds.append(KINDS.index(turn.kind))
             texts.append(" | ".join(turn.segments))
             voices.append(item.user_voice)
-    return {"tokens": np.concatenate(tokens), "offsets": np.array(offsets, np.int64),
+    return {"tokens": np.concatenate(tokens), "pooled": np.concatenate(pooled),
+            "offsets": np.array(offsets, np.int64),
             "labels": np.array(labels, np.int8), "kinds": np.array(kinds, np.int8),
             "texts": texts, "voices": voices}
 
 
 def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
-    """Every split's shards (those already written are kept); returns the folder."""
+    """Every split's shards of this process's share (those already written are kept);
+    returns the folder."""
     from voxloop.codecs.semantic_tokens import load_semantic_model
+    from voxloop.distill.data.plan import parse_share
     from voxloop.models import find_model, weights_sha256
 
     out = Path(settings.data_out)
     out.mkdir(parents=True, exist_ok=True)
     folder = find_model(settings.semantic, "semantic tokenizer", marker="model.safetensors")
-    info = {"settings": asdict(settings), "semantic_sha256": weights_sha256(folder)}
+    info = {"settings": {k: v for k, v in asdict(settings).items() if k != "shard"},
+            "semantic_sha256": weights_sha256(folder)}
     manifest = out / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text())["semantic_sha256"] != \
             info["semantic_sha256"]:
@@ -176,13 +187,16 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
         raise VoxloopError(f"{out} holds tokens of another semantic tokenizer: use a new "
                            "--data-out")
     manifest.write_text(json.dumps(info, indent=1) + "\n")
+    share = parse_share(settings.shard)
+    ordinal = -1  # the shard's place among every split's shards: whose share it is
     tokenizer = None
     for split in ("train", *EVAL_SPLITS):
         count = settings.train_items if split == "train" else settings.eval_items
         items = pick_items(split, count, settings.data_seed)
         for index, start in enumerate(range(0, len(items), settings.items_per_shard)):
             path = out / f"{split}-{index:04d}.npz"
-            if path.is_file():
+            ordinal += 1
+            if path.is_file() or ordinal % share[1] != share[0]:
                 continue
             tokenizer = tokenizer or load_semantic_model(folder)
             t0 = time.perf_counter()
@@ -202,22 +216,30 @@ def write_shard(path: Path, shard: dict) -> None:
 
 
 def load_split(folder: str | Path, split: str) -> dict:
-    """Every shard of ``split``: ``sequences`` (list of int64 ``[F]``), ``labels [N]``,
-    ``kinds [N]``, ``texts``, ``voices``."""
-    sequences, labels, kinds, texts, voices = [], [], [], [], []
+    """Every shard of ``split``: ``sequences`` (list of int64 ``[F]``), ``pooled`` (list of
+    float16 ``[F, D]``; None when a shard predates them), ``labels [N]``, ``kinds [N]``,
+    ``texts``, ``voices``."""
+    sequences, pooled, labels, kinds, texts, voices = [], [], [], [], [], []
     for path in sorted(Path(folder).glob(f"{split}-*.npz")):
         if path.name.endswith(".tmp.npz"):
             continue
         with np.load(path) as shard:
             offsets = shard["offsets"]
-            sequences += [shard["tokens"][a:b].astype(np.int64)
-                          for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            spans = list(zip(offsets[:-1], offsets[1:], strict=True))
+            tokens = shard["tokens"]  # each shard["..."] reads the whole array again
+            sequences += [tokens[a:b].astype(np.int64) for a, b in spans]
+            if pooled is not None and "pooled" in shard:
+                vectors = shard["pooled"]
+                pooled += [vectors[a:b] for a, b in spans]
+            else:
+                pooled = None
             labels.append(shard["labels"])
             kinds.append(shard["kinds"])
             meta = json.loads(str(shard["meta"]))
         texts += meta["texts"]
         voices += meta["voices"]
     empty = np.zeros(0, np.int8)
-    return {"sequences": sequences, "labels": np.concatenate(labels) if labels else empty,
+    return {"sequences": sequences, "pooled": pooled,
+            "labels": np.concatenate(labels) if labels else empty,
             "kinds": np.concatenate(kinds) if kinds else empty, "texts": texts,
             "voices": voices}

@@ -1,9 +1,11 @@
 """Train the end-of-turn head on ``turn_data``'s examples; measure it; export it with a card.
 
-Every ``arch`` asked for is trained the same way (AdamW, BCE, batches of ``batch_size``
-examples, ``token_noise`` of the tokens replaced at random, the epoch with the best
-validation loss kept) and measured on every split;
-the one with the lowest validation loss is exported. Measured per split:
+Every ``arch`` on every kind of ``inputs`` asked for (the tokens' codebook vectors, or
+the pooled vectors before the VQ) is trained the same way (AdamW, BCE, batches of
+``batch_size`` examples, ``token_noise`` of the frames replaced by random codebook vectors,
+the epoch with the best validation loss kept), ``seeds`` times with other seeds, and
+measured on every split; exported: the average of every head trained (``--ensemble``, the
+default) or the one with the lowest validation loss. Measured per split:
 
 - ``accuracy``: P(finished) >= 0.5 against the label;
 - ``false_cutoff``: unfinished examples (a question cut at a word, or a filler after the
@@ -30,16 +32,23 @@ FAST_MS = 100
 
 @dataclass(frozen=True)
 class TurnTrainSettings:
-    archs: tuple[str, ...] = field(default=("gru", "pool"), metadata={
-        "help": "heads to train and compare (the best on valid is exported)"})
+    archs: tuple[str, ...] = field(default=("gru",), metadata={
+        "help": "heads to train and compare: gru and/or pool (mean and last vectors)"})
+    inputs: tuple[str, ...] = field(default=("codes", "pooled"), metadata={
+        "help": "what the heads hear: codes (the tokens' codebook vectors) and/or pooled "
+                "(the vectors before the VQ)"})
     hidden_dim: int = field(default=64, metadata={"help": "head width"})
     epochs: int = field(default=12, metadata={"help": "passes over the training examples"})
     batch_size: int = field(default=64, metadata={"help": "examples per step"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
     token_noise: float = field(default=0.1, metadata={
-        "help": "share of training tokens replaced by random ones (the head overfits "
-                "a few thousand examples within 5 epochs without it)"})
+        "help": "share of training frames replaced by random codebook vectors (the head "
+                "overfits a few thousand examples within 5 epochs without it)"})
     train_seed: int = field(default=0, metadata={"help": "initialization and batch order"})
+    seeds: int = field(default=2, metadata={
+        "help": "heads per arch and inputs (seeds train_seed, train_seed + 1, ...)"})
+    ensemble: bool = field(default=True, metadata={
+        "help": "export the average of every head trained (else the best on valid)"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     export: str = field(default="models/voxloop-end-of-turn", metadata={
         "help": "where the chosen model is written"})
@@ -60,6 +69,21 @@ def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict:
             "accuracy_by_kind": by_kind}
 
 
+def split_rows(split: dict, inputs: str) -> list:
+    """The rows a head on ``inputs`` hears: token rows ``[F]`` or pooled rows ``[F, D]``."""
+    import torch
+
+    from voxloop.errors import VoxloopError
+
+    if inputs == "codes":
+        return [torch.from_numpy(s) for s in split["sequences"]]
+    if split["pooled"] is None:
+        raise VoxloopError("these end-of-turn shards hold tokens only (built before pooled "
+                           "vectors were kept): build them again in a new --data-out, or "
+                           "train with --inputs codes")
+    return [torch.from_numpy(p) for p in split["pooled"]]
+
+
 def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSettings,
                progress=print):
     """One head trained on ``train``; returns (head, best validation loss)."""
@@ -67,24 +91,24 @@ def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSetti
 
     import torch
 
-    from voxloop.codecs.end_of_turn import EndOfTurnHead, pad_tokens
+    from voxloop.codecs.end_of_turn import EndOfTurnHead, head_inputs
 
     torch.manual_seed(settings.train_seed)
     head = EndOfTurnHead(config)
     opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=0.01)
-    seqs = [torch.from_numpy(s) for s in train["sequences"]]
+    rows = split_rows(train, config.inputs)
     labels = torch.from_numpy(train["labels"].astype(np.float32))
     rng = np.random.default_rng(settings.train_seed)
     best, best_state = float("inf"), None
     for epoch in range(settings.epochs):
         head.train()
-        order = rng.permutation(len(seqs))
+        order = rng.permutation(len(rows))
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
-            tokens, lengths = pad_tokens([seqs[i] for i in batch])
-            noisy = torch.rand(tokens.shape) < settings.token_noise
-            tokens[noisy] = torch.randint(0, table.shape[0], (int(noisy.sum()),))
-            logits = head(table[tokens], lengths)
+            vectors, lengths = head_inputs([rows[i] for i in batch], table)
+            noisy = torch.rand(vectors.shape[:2]) < settings.token_noise
+            vectors[noisy] = table[torch.randint(0, table.shape[0], (int(noisy.sum()),))]
+            logits = head(vectors, lengths)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[batch])
             opt.zero_grad()
             loss.backward()
@@ -93,64 +117,96 @@ def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSetti
         if val < best:
             best, best_state = val, copy.deepcopy(head.state_dict())
         if epoch % 5 == 4 or epoch == settings.epochs - 1:
-            progress(f"{config.arch} epoch {epoch + 1}: train loss {loss.item():.3f}, "
+            progress(f"{config.arch} on {config.inputs} epoch {epoch + 1}: train loss "
+                     f"{loss.item():.3f}, "
                      f"valid loss {val:.3f}")
     head.load_state_dict(best_state)
     return head.eval(), best
 
 
 def predict(head, table, split: dict) -> np.ndarray:
+    """P(finished) ``[N]`` of one head on a split."""
     import torch
 
-    from voxloop.codecs.end_of_turn import pad_tokens
+    from voxloop.codecs.end_of_turn import head_inputs
 
     head.eval()
     out = []
     with torch.no_grad():
-        seqs = [torch.from_numpy(s) for s in split["sequences"]]
-        for start in range(0, len(seqs), 256):
-            tokens, lengths = pad_tokens(seqs[start:start + 256])
-            out.append(torch.sigmoid(head(table[tokens], lengths)).numpy())
+        rows = split_rows(split, head.config.inputs)
+        for start in range(0, len(rows), 256):
+            out.append(torch.sigmoid(head(*head_inputs(rows[start:start + 256], table)))
+                       .numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def predict_model(eot, split: dict) -> np.ndarray:
+    """P(finished) ``[N]`` of an ``EndOfTurn`` (one head or the average of several)."""
+    rows = split_rows(split, "pooled" if eot.pooled else "codes")
+    out = [eot.probabilities(rows[start:start + 256]).numpy()
+           for start in range(0, len(rows), 256)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def validation_loss(head, table, split: dict) -> float:
-    p = np.clip(predict(head, table, split), 1e-6, 1 - 1e-6)
-    y = split["labels"]
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return log_loss(predict(head, table, split), split["labels"])
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(probs, 1e-6, 1 - 1e-6)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
 def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
                       progress=print) -> dict:
-    """Train every arch, measure each on every split, export the best; returns the summary."""
+    """Train every arch on every inputs, ``seeds`` times; measure each and their average on
+    every split; export the average or the best; returns the summary."""
     import torch
 
-    from voxloop.codecs.end_of_turn import EndOfTurnConfig, save_end_of_turn
+    from voxloop.codecs.end_of_turn import EndOfTurn, EndOfTurnConfig, save_end_of_turn
     from voxloop.codecs.semantic_tokens import load_semantic_model
     from voxloop.models import find_model, weights_sha256
 
     torch.set_num_threads(settings.threads)
     semantic = find_model(data.semantic, "semantic tokenizer", marker="model.safetensors")
-    table = load_semantic_model(semantic).codebook_vectors()
+    tokenizer = load_semantic_model(semantic)
+    table = tokenizer.codebook_vectors()
     splits = {s: load_split(data.data_out, s) for s in ("train", *EVAL_SPLITS)}
     base = EndOfTurnConfig(hidden_dim=settings.hidden_dim, code_dim=table.shape[1],
                            codebook_size=table.shape[0], semantic=semantic.name,
                            semantic_sha256=weights_sha256(semantic))
     results, heads = {}, {}
-    for arch in settings.archs:
-        t0 = time.perf_counter()
-        head, val = train_head(replace(base, arch=arch), table, splits["train"],
-                               splits["valid"], settings, progress)
-        heads[arch] = head
-        results[arch] = {"valid_loss": val, "train_s": time.perf_counter() - t0,
-                         "parameters": sum(p.numel() for p in head.parameters()),
-                         "splits": {s: measure(predict(head, table, d), d["labels"], d["kinds"])
-                                    for s, d in splits.items()}}
-    chosen = min(results, key=lambda a: results[a]["valid_loss"])
+    for inputs in settings.inputs:
+        for arch in settings.archs:
+            for seed in range(settings.train_seed, settings.train_seed + settings.seeds):
+                name = f"{arch} on {inputs}" + (f", seed {seed}" if settings.seeds > 1 else "")
+                t0 = time.perf_counter()
+                head, val = train_head(replace(base, arch=arch, inputs=inputs), table,
+                                       splits["train"], splits["valid"],
+                                       replace(settings, train_seed=seed), progress)
+                heads[name] = head
+                results[name] = {
+                    "valid_loss": val, "train_s": time.perf_counter() - t0,
+                    "parameters": sum(p.numel() for p in head.parameters()),
+                    "splits": {s: measure(predict(head, table, d), d["labels"], d["kinds"])
+                               for s, d in splits.items()}}
+    if settings.ensemble and len(heads) > 1:
+        chosen, export = "average", list(heads.values())
+        average = EndOfTurn(tokenizer, export)
+        probs = {s: predict_model(average, d) for s, d in splits.items()}
+        results[chosen] = {
+            "valid_loss": log_loss(probs["valid"], splits["valid"]["labels"]),
+            "train_s": sum(r["train_s"] for r in results.values()),
+            "parameters": sum(r["parameters"] for r in results.values()),
+            "splits": {s: measure(probs[s], d["labels"], d["kinds"])
+                       for s, d in splits.items()}}
+    else:
+        chosen = min(results, key=lambda a: results[a]["valid_loss"])
+        export = heads[chosen]
     summary = {"chosen": chosen, "results": results, "data": asdict(data),
                "train": asdict(settings),
                "examples": {s: len(d["labels"]) for s, d in splits.items()}}
-    folder = save_end_of_turn(heads[chosen], settings.export, card(summary))
+    folder = save_end_of_turn(export, settings.export, card(summary))
     (Path(folder) / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -163,13 +219,20 @@ def card(summary: dict) -> str:
     data, train = summary["data"], summary["train"]
     lines = [
         "# voxloop-end-of-turn: P(the user has finished) from the semantic tokens", "",
-        f"A `{summary['chosen']}` head over the frozen codebook vectors of "
-        f"`{data['semantic']}` (the tokens the semantic tokenizer already makes), float16. "
-        "`semantic_vad` asks it at every pause; the wait before the turn ends is "
-        "cap x (1 - P)^2 (caps 8 / 4 / 2 s for low / medium / high eagerness).", "",
-        "Command: `voxloop distill end-of-turn --train-items "
-        f"{data['train_items']} --eval-items {data['eval_items']} --epochs {train['epochs']} "
-        f"--token-noise {train['token_noise']} --threads {train['threads']}`", "",
+        f"Exported: `{summary['chosen']}` ("
+        + ("the mean logit of every head below" if summary["chosen"] == "average" else
+           "one head") +
+        f"; on `codes`: the frozen codebook vectors of the tokens `{data['semantic']}` makes; "
+        "on `pooled`: the vectors its VQ quantizes into them), float16. `semantic_vad` asks "
+        "it at every pause; the wait before the turn ends is cap x (1 - P)^2 (caps 8 / 4 / "
+        "2 s for low / medium / high eagerness).", "",
+        "Command: `voxloop distill end-of-turn --data-out "
+        f"{data['data_out']} --train-items {data['train_items']} --eval-items "
+        f"{data['eval_items']} --archs {' '.join(train['archs'])} --inputs "
+        f"{' '.join(train['inputs'])} --hidden-dim {train['hidden_dim']} --epochs "
+        f"{train['epochs']} --token-noise {train['token_noise']} --seeds {train['seeds']} "
+        + ("" if train["ensemble"] else "--no-ensemble ") + f"--threads {train['threads']}`",
+        "",
         "Data: the synthetic pipeline's plan items (user voices, phrasings and splits of "
         "data/distill-v2's plan), spoken now by the same TTS voices: each question whole "
         "(finished), cut at a random word boundary (not finished), and one of: its two parts "
@@ -188,6 +251,46 @@ def card(summary: dict) -> str:
             lines.append(f"| {arch} | {result['parameters']} | {split} | "
                          f"{_pct(m['accuracy'])} | {_pct(m['false_cutoff'])} | "
                          f"{_pct(m['fast'])} | {m['wait_p50_ms']:.0f} |")
-    lines += ["", f"Chosen: `{summary['chosen']}` (lowest validation loss: " + ", ".join(
+    why = "the average of them all" if summary["chosen"] == "average" else \
+        "the lowest validation loss"
+    lines += ["", f"Chosen: `{summary['chosen']}` ({why}; validation losses: " + ", ".join(
         f"{a} {r['valid_loss']:.3f}" for a, r in summary["results"].items()) + ")."]
     return "\n".join(lines) + "\n"
+
+
+def evaluate_end_of_turn(model: str, data_out: str) -> dict:
+    """An exported model on every evaluation split of a data folder (built with the
+    tokenizer the model hears): the measures above per split."""
+    from voxloop.codecs.end_of_turn import load_end_of_turn
+    from voxloop.errors import VoxloopError
+    from voxloop.models import find_model
+
+    eot = load_end_of_turn(model)
+    config = eot.heads[0].config
+    manifest = Path(data_out) / "manifest.json"
+    if not manifest.is_file():
+        raise VoxloopError(f"no end-of-turn data in {data_out} (manifest.json): build it with "
+                           "voxloop distill end-of-turn --data-out ... --semantic ...")
+    built_with = json.loads(manifest.read_text())["semantic_sha256"]
+    if built_with != config.semantic_sha256:
+        raise VoxloopError(
+            f"{data_out} holds the tokens of semantic tokenizer {built_with[:12]}, but "
+            f"{model} hears {config.semantic} ({config.semantic_sha256[:12]}): "
+            f"build the data again with --semantic {config.semantic}")
+    splits = {s: load_split(data_out, s) for s in EVAL_SPLITS}
+    folder = find_model(model, "end-of-turn model", marker="model.safetensors")
+    return {"model": str(folder), "data": str(data_out),
+            "heads": [f"{h.config.arch} on {h.config.inputs}" for h in eot.heads],
+            "splits": {s: measure(predict_model(eot, d), d["labels"], d["kinds"])
+                       for s, d in splits.items() if len(d["labels"])}}
+
+
+def format_evaluation(result: dict) -> str:
+    lines = [f"{result['model']} ({', '.join(result['heads'])}) on {result['data']}",
+             "| split | examples | accuracy % | false cut-off % | fast % | wait p50 ms |",
+             "|---|---|---|---|---|---|"]
+    for split, m in result["splits"].items():
+        lines.append(f"| {split} | {m['examples']} | {_pct(m['accuracy'])} | "
+                     f"{_pct(m['false_cutoff'])} | {_pct(m['fast'])} | "
+                     f"{m['wait_p50_ms']:.0f} |")
+    return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""``voxloop eval codec | decoders | mouth | student | compare``: measure the codec and the
-student on held-out speech, and two students against each other; ``voxloop distill
+"""``voxloop eval codec | decoders | mouth | student | end-of-turn | compare``: measure the
+codec, the student and the end-of-turn model on held-out speech, and two students against
+each other; ``voxloop distill
 renditions | said | choose-mouth``: the judge picks the clearest answer takes (where the
 mouth says an answer badly) and the mouth understood most."""
 
@@ -108,6 +109,17 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, StudentEvalSettings)
     p.set_defaults(run=run_student_eval)
 
+    p = add_command(group, "end-of-turn", "Measure an end-of-turn model on the evaluation "
+                    "splits of end-of-turn data built with its tokenizer: accuracy, false "
+                    "cut-offs, fast answers, the median wait (a table, and JSON).",
+                    "voxloop eval end-of-turn --model models/voxloop-end-of-turn "
+                    "--data data/end-of-turn")
+    p.add_argument("--model", default="voxloop-end-of-turn", help="model name or folder")
+    p.add_argument("--data", default="data/end-of-turn",
+                   help="`voxloop distill end-of-turn --data-out` folder")
+    p.add_argument("--out", default="out/end-of-turn-eval.json", help="the table as JSON")
+    p.set_defaults(run=run_end_of_turn_eval)
+
     p = add_command(group, "compare", "Two `eval student` runs on the same held-out turns, "
                     "side by side: correct % before and after, the turns gained and lost, "
                     "and the exact McNemar p of that split, per split and measure (out loud, "
@@ -152,6 +164,20 @@ def run_student_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0
+
+
+def run_end_of_turn_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from voxloop.distill.data.turn_train import evaluate_end_of_turn, format_evaluation
+
+    result = evaluate_end_of_turn(args.model, args.data)
+    print(format_evaluation(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

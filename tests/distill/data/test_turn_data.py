@@ -5,6 +5,7 @@ Whisper: a fake synthesizer and a fake tokenizer."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from voxloop.codecs.end_of_turn import (
     EndOfTurnConfig,
     EndOfTurnHead,
     load_end_of_turn,
-    load_head,
+    load_heads,
     save_end_of_turn,
 )
 from voxloop.distill.data.turn_data import (
@@ -43,11 +44,17 @@ def fake_synthesize(text: str, voice: str) -> tuple[np.ndarray, int]:
 
 
 class FakeTokenizer:
-    """One token per 40 ms of audio: 1 where it is loud, 0 where it is silent."""
+    """One vector per 40 ms of audio, (peak, 0.01): its token is 1 where it is loud, 0 where
+    it is silent."""
 
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+    def encode(self, wav: torch.Tensor, pooled: bool = False) -> torch.Tensor:
         frames = wav[0, :wav.shape[1] // 640 * 640].reshape(-1, 640)
-        return (frames.abs().amax(dim=1) > 0.01).long()[None]
+        peaks = frames.abs().amax(dim=1)
+        vectors = torch.stack([peaks, torch.full_like(peaks, 0.01)], dim=1)[None]
+        return vectors if pooled else self.quantize(vectors)
+
+    def quantize(self, vectors: torch.Tensor) -> torch.Tensor:
+        return vectors.argmax(dim=-1) ^ 1
 
 
 def test_each_question_gives_a_finished_and_an_unfinished_example():
@@ -92,29 +99,37 @@ def test_shards_round_trip(tmp_path):
     assert list(data["labels"][:2]) == [1, 0] and data["texts"][0] == "what is two plus two"
     assert [KINDS[k] for k in data["kinds"][:2]] == ["complete", "prefix"]
     assert all(s.dtype == np.int64 and len(s) > 0 for s in data["sequences"])
+    assert [len(p) for p in data["pooled"]] == [len(s) for s in data["sequences"]]
+    assert all(p.dtype == np.float16 and p.shape[1] == 2 for p in data["pooled"])
+    assert data["sequences"][0].max() == 1 and data["sequences"][0][0] == 0  # lead silence
     assert load_split(tmp_path, "valid")["labels"].shape == (0,)
 
 
-def toy_split(n: int, seed: int) -> dict:
+def toy_split(n: int, seed: int, table: torch.Tensor) -> dict:
     """Finished iff the row ends in token 1: order matters, the pool head's last vector
-    sees it too."""
+    sees it too. Its pooled rows: each token's vector in ``table`` plus a little noise."""
     rng = np.random.default_rng(seed)
     sequences = [rng.integers(2, 16, rng.integers(3, 12)) for _ in range(n)]
     labels = rng.integers(0, 2, n).astype(np.int8)
     for s, y in zip(sequences, labels, strict=True):
         s[-1] = 1 if y else 0
-    return {"sequences": sequences, "labels": labels, "kinds": np.where(labels, 0, 1)}
+    pooled = [(table[s].numpy() + 0.1 * rng.standard_normal((len(s), table.shape[1])))
+              .astype(np.float16) for s in sequences]
+    return {"sequences": sequences, "pooled": pooled, "labels": labels,
+            "kinds": np.where(labels, 0, 1)}
 
 
 @pytest.mark.parametrize("arch", ["gru", "pool"])
-def test_a_head_learns_a_toy_rule(arch):
+@pytest.mark.parametrize("inputs", ["codes", "pooled"])
+def test_a_head_learns_a_toy_rule(arch, inputs):
     torch.manual_seed(0)
     table = torch.randn(16, 8)
-    config = EndOfTurnConfig(arch=arch, hidden_dim=16, code_dim=8, codebook_size=16)
+    config = EndOfTurnConfig(arch=arch, inputs=inputs, hidden_dim=16, code_dim=8,
+                             codebook_size=16)
     settings = TurnTrainSettings(epochs=15, batch_size=32, lr=1e-2)
-    head, loss = train_head(config, table, toy_split(160, 0), toy_split(64, 1), settings,
-                            progress=lambda *_: None)
-    valid = toy_split(64, 2)
+    head, loss = train_head(config, table, toy_split(160, 0, table), toy_split(64, 1, table),
+                            settings, progress=lambda *_: None)
+    valid = toy_split(64, 2, table)
     result = measure(predict(head, table, valid), valid["labels"], valid["kinds"])
     assert result["accuracy"] > 0.9 and loss < 0.4
     assert set(result["accuracy_by_kind"]) == {"complete", "prefix"}
@@ -127,11 +142,50 @@ def test_export_is_float16_and_loads_back(tmp_path):
     folder = save_end_of_turn(head, tmp_path / "eot", card="# card\n")
     assert all(v.dtype == torch.float16 for v in load_file(folder / "model.safetensors")
                .values())
-    loaded = load_head(folder)
+    [loaded] = load_heads(folder)
     x, lengths = torch.randn(2, 5, 8), torch.tensor([5, 3])
     assert torch.allclose(loaded(x, lengths), head(x, lengths), atol=1e-2)
     config = json.loads((folder / "config.json").read_text())
     assert config["kind"] == "voxloop-end-of-turn" and (folder / "README.md").is_file()
+
+
+class QuantizingTokenizer:
+    """Codebook: the 4 unit vectors; a pooled vector's token is its largest coordinate."""
+
+    def codebook_vectors(self):
+        return torch.eye(4)
+
+    def quantize(self, vectors):
+        return vectors.argmax(dim=-1)
+
+
+def test_an_average_of_heads_round_trips_and_means_their_logits(tmp_path):
+    """Heads on codes and on pooled vectors, saved as one model: loaded back, the model's
+    P is the sigmoid of their mean logit, the codes head hearing the rows quantized."""
+    torch.manual_seed(0)
+    heads = [EndOfTurnHead(EndOfTurnConfig(inputs=inputs, code_dim=4, codebook_size=4,
+                                           hidden_dim=4)) for inputs in ("codes", "pooled")]
+    folder = save_end_of_turn(heads, tmp_path / "eot")
+    loaded = load_heads(folder)
+    assert [h.config.inputs for h in loaded] == ["codes", "pooled"]
+    model = EndOfTurn(QuantizingTokenizer(), loaded)
+    assert model.pooled
+    rows = [torch.rand(6, 4), torch.rand(3, 4)]
+    tokens = [r.argmax(dim=-1) for r in rows]
+    with torch.no_grad():
+        codes_logit = heads[0](*pad_and_look_up(tokens))
+        pooled_logit = heads[1](*pad_and_look_up(rows))
+    expected = torch.sigmoid((codes_logit + pooled_logit) / 2)
+    torch.testing.assert_close(model.probabilities(rows), expected, atol=2e-3, rtol=0)
+    single = EndOfTurn(QuantizingTokenizer(), heads[0])
+    assert not single.pooled  # one head on codes: the stream carries tokens
+    torch.testing.assert_close(single.probabilities(tokens), torch.sigmoid(codes_logit))
+
+
+def pad_and_look_up(rows):
+    from voxloop.codecs.end_of_turn import head_inputs
+
+    return head_inputs(rows, torch.eye(4))
 
 
 def test_a_model_of_another_tokenizer_is_refused(tmp_path):
@@ -142,12 +196,13 @@ def test_a_model_of_another_tokenizer_is_refused(tmp_path):
     with pytest.raises(VoxloopError, match="no end-of-turn model at"):
         load_end_of_turn(tmp_path)
     with pytest.raises(VoxloopError, match="is not an end-of-turn model folder"):
-        load_head(tmp_path)
+        load_heads(tmp_path)
 
 
-def test_the_stream_asks_with_every_token_so_far():
-    """``probability`` at a pause = the probabilities of the whole row of tokens (the stream's
-    and a flush's on a snapshot), and the stream goes on unchanged."""
+@pytest.mark.parametrize("inputs", ["codes", "pooled"])
+def test_the_stream_asks_with_every_row_so_far(inputs):
+    """``probability`` at a pause = the probabilities of the whole row (the stream's tokens or
+    pooled vectors, and a flush's on a snapshot), and the stream goes on unchanged."""
     class Stream:
         def __init__(self):
             self.encoder, self.samples = None, 0
@@ -159,17 +214,88 @@ def test_the_stream_asks_with_every_token_so_far():
         def init_state(self, batch):
             return Stream()
 
-        def step(self, state, wav):
+        def step(self, state, wav, pooled=False):
             state.samples += wav.shape[1]
-            return torch.full((1, wav.shape[1] // 100), 2)
+            tokens = torch.full((1, wav.shape[1] // 100), 2)
+            return torch.eye(4)[tokens] * 0.5 if pooled else tokens
 
-        def flush(self, state):
-            return torch.tensor([[3]])
+        def flush(self, state, pooled=False):
+            last = torch.tensor([[3]])
+            return torch.eye(4)[last] * 0.5 if pooled else last
 
-    head = EndOfTurnHead(EndOfTurnConfig(code_dim=4, codebook_size=4, hidden_dim=4))
+    head = EndOfTurnHead(EndOfTurnConfig(inputs=inputs, code_dim=4, codebook_size=4,
+                                         hidden_dim=4))
     model = EndOfTurn(Tokenizer(), head)
     state = model.init_state()
     model.push(state, torch.zeros(300))
     p = model.probability(state)
-    assert p == pytest.approx(float(model.probabilities([torch.tensor([2, 2, 2, 3])])[0]))
-    assert state.semantic.samples == 300 and len(state.tokens) == 1
+    tokens = torch.tensor([2, 2, 2, 3])
+    row = torch.eye(4)[tokens] * 0.5 if inputs == "pooled" else tokens
+    assert p == pytest.approx(float(model.probabilities([row])[0]))
+    assert state.semantic.samples == 300 and len(state.rows) == 1
+
+
+@pytest.mark.slow
+def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
+    """`voxloop eval end-of-turn`: the bundled model on a data folder of its tokenizer gives
+    a row per evaluation split; data of another tokenizer is a clear error, not numbers."""
+    from voxloop.cli import main
+    from voxloop.distill.data.turn_train import evaluate_end_of_turn
+
+    eot = load_end_of_turn("voxloop-end-of-turn")
+    table = eot.table
+    rng = np.random.default_rng(0)
+    for split in ("valid", "heldout_voice"):
+        data = toy_split(40, 3, table)
+        tokens = [rng.integers(0, len(table), len(s)) for s in data["sequences"]]
+        shard = {"tokens": np.concatenate(tokens).astype(np.int16),
+                 "pooled": np.concatenate(data["pooled"]),
+                 "offsets": np.cumsum([0] + [len(s) for s in tokens]).astype(np.int64),
+                 "labels": data["labels"], "kinds": data["kinds"].astype(np.int8),
+                 "texts": ["q"] * 40, "voices": ["v"] * 40}
+        write_shard(tmp_path / f"{split}-0000.npz", shard)
+    manifest = {"semantic_sha256": eot.heads[0].config.semantic_sha256}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    result = evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path))
+    assert set(result["splits"]) == {"valid", "heldout_voice"}
+    assert all(m["examples"] == 40 and 0 <= m["accuracy"] <= 1
+               for m in result["splits"].values())
+    (tmp_path / "manifest.json").write_text(json.dumps({"semantic_sha256": "0" * 64}))
+    assert main(["eval", "end-of-turn", "--data", str(tmp_path),
+                 "--out", str(tmp_path / "e.json")]) != 0
+    assert "build the data again with --semantic" in capsys.readouterr().err
+
+
+def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeypatch, capsys):
+    """`--shard I/N` processes split the shards between them (together: all of them, each
+    once), and a process with a share only builds: the others may still be writing."""
+    import voxloop.codecs.semantic_tokens as semantic_tokens
+    import voxloop.distill.data.turn_data as turn_data
+    import voxloop.distill.data.turn_train as turn_train
+    from voxloop.cli import main
+    from voxloop.distill.data.turn_data import TurnDataSettings, build_turn_data
+
+    built: list[tuple[str, str]] = []
+
+    def fake_build_shard(items, tokenizer, seed):
+        built.append((items[0].id, items[-1].id))
+        return build_shard(items[:1], FakeTokenizer(), seed, synthesize=fake_synthesize)
+
+    monkeypatch.setattr(semantic_tokens, "load_semantic_model", lambda folder: FakeTokenizer())
+    monkeypatch.setattr(turn_data, "build_shard", fake_build_shard)
+    settings = TurnDataSettings(data_out=str(tmp_path), train_items=6, eval_items=2,
+                                items_per_shard=2)
+    build_turn_data(replace(settings, shard="0/2"))
+    first = {p.name for p in tmp_path.glob("*.npz")}
+    build_turn_data(replace(settings, shard="1/2"))
+    every = {p.name for p in tmp_path.glob("*.npz")}
+    assert len(first) == 3 and len(every) == 6 == len(built)  # 3 train + 3 eval shards
+    assert len(set(built)) == 6  # no shard built twice
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a share must not train")
+
+    monkeypatch.setattr(turn_train, "train_end_of_turn", no_training)
+    assert main(["distill", "end-of-turn", "--data-out", str(tmp_path), "--train-items", "6",
+                 "--eval-items", "2", "--items-per-shard", "2", "--shard", "1/2"]) == 0
+    assert "run the same command without --shard" in capsys.readouterr().out
