@@ -12,7 +12,11 @@ default) or the one with the lowest validation loss. Measured per split:
   cut) whose wait at medium eagerness (``wait_ms``) is shorter than ``PAUSE_PROBE_MS``:
   a user pausing that long there would be cut off;
 - ``fast``: finished examples whose wait at medium eagerness is at most ``FAST_MS``;
-- ``wait_p50_ms``: the median wait at medium eagerness on finished examples.
+- ``wait_p50_ms``: the median wait at medium eagerness on finished examples;
+- ``auc``: how often a finished example gets a higher P than an unfinished one (ties
+  count half): the ranking, whatever the wait made of it;
+- ``fast_at_5pct_cutoff``: finished examples above the P that 5 % of the unfinished
+  ones exceed (how many answer at once where a wait rule let 5 % through).
 """
 
 from __future__ import annotations
@@ -61,8 +65,12 @@ def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict:
     done, cut = labels == 1, labels == 0
     by_kind = {KINDS[k]: float(np.mean((probs[kinds == k] >= 0.5) == labels[kinds == k]))
                for k in sorted(set(kinds.tolist()))}
+    both = done.any() and cut.any()
     return {"examples": len(labels),
             "accuracy": float(np.mean((probs >= 0.5) == (labels == 1))),
+            "auc": auc(probs, labels) if both else None,
+            "fast_at_5pct_cutoff": float(np.mean(probs[done] > np.quantile(probs[cut], 0.95)))
+            if both else None,
             "false_cutoff": float(np.mean(waits[cut] < PAUSE_PROBE_MS)) if cut.any() else None,
             "fast": float(np.mean(waits[done] <= FAST_MS)) if done.any() else None,
             "wait_p50_ms": float(np.median(waits[done])) if done.any() else None,
@@ -82,6 +90,16 @@ def split_rows(split: dict, inputs: str) -> list:
                            "vectors were kept): build them again in a new --data-out, or "
                            "train with --inputs codes")
     return [torch.from_numpy(p) for p in split["pooled"]]
+
+
+def auc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """P(a finished example's P > an unfinished one's), ties half: the Mann-Whitney U."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(probs)
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSettings,
@@ -215,6 +233,10 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _auc(m: dict) -> str:
+    return "-" if m.get("auc") is None else f"{m['auc']:.3f}"
+
+
 def card(summary: dict) -> str:
     data, train = summary["data"], summary["train"]
     lines = [
@@ -242,15 +264,17 @@ def card(summary: dict) -> str:
         f"Measured (false cut-off: an unfinished example whose medium-eagerness wait is "
         f"under {PAUSE_PROBE_MS} ms; fast: a finished one answered after at most "
         f"{FAST_MS} ms of silence):", "",
-        "| head | params | split | accuracy % | false cut-off % | fast % | wait p50 ms |",
-        "|---|---|---|---|---|---|---|"]
+        "| head | params | split | accuracy % | false cut-off % | fast % | wait p50 ms | AUC "
+        "| fast at 5 % cut-off % |",
+        "|---|---|---|---|---|---|---|---|---|"]
     for arch, result in summary["results"].items():
         for split, m in result["splits"].items():
             if split == "train":
                 continue
             lines.append(f"| {arch} | {result['parameters']} | {split} | "
                          f"{_pct(m['accuracy'])} | {_pct(m['false_cutoff'])} | "
-                         f"{_pct(m['fast'])} | {m['wait_p50_ms']:.0f} |")
+                         f"{_pct(m['fast'])} | {m['wait_p50_ms']:.0f} | {_auc(m)} | "
+                         f"{_pct(m.get('fast_at_5pct_cutoff'))} |")
     why = "the average of them all" if summary["chosen"] == "average" else \
         "the lowest validation loss"
     lines += ["", f"Chosen: `{summary['chosen']}` ({why}; validation losses: " + ", ".join(
@@ -287,10 +311,12 @@ def evaluate_end_of_turn(model: str, data_out: str) -> dict:
 
 def format_evaluation(result: dict) -> str:
     lines = [f"{result['model']} ({', '.join(result['heads'])}) on {result['data']}",
-             "| split | examples | accuracy % | false cut-off % | fast % | wait p50 ms |",
-             "|---|---|---|---|---|---|"]
+             "| split | examples | accuracy % | false cut-off % | fast % | wait p50 ms | AUC "
+             "| fast at 5 % cut-off % |",
+             "|---|---|---|---|---|---|---|---|"]
     for split, m in result["splits"].items():
         lines.append(f"| {split} | {m['examples']} | {_pct(m['accuracy'])} | "
                      f"{_pct(m['false_cutoff'])} | {_pct(m['fast'])} | "
-                     f"{m['wait_p50_ms']:.0f} |")
+                     f"{m['wait_p50_ms']:.0f} | {_auc(m)} | "
+                     f"{_pct(m['fast_at_5pct_cutoff'])} |")
     return "\n".join(lines)

@@ -135,6 +135,20 @@ def test_a_head_learns_a_toy_rule(arch, inputs):
     assert set(result["accuracy_by_kind"]) == {"complete", "prefix"}
 
 
+def test_ranking_measures_count_pairs_and_the_unfinished_quantile():
+    from voxloop.distill.data.turn_train import auc
+
+    labels = np.array([1, 0, 1, 0])
+    assert auc(np.array([0.9, 0.8, 0.3, 0.1]), labels) == pytest.approx(0.75)
+    assert auc(np.array([0.5, 0.5]), np.array([1, 0])) == pytest.approx(0.5)  # a tie: half
+    probs = np.concatenate([np.linspace(0, 0.5, 100), [0.55, 0.7, 0.96, 0.99]])
+    labels = np.array([0] * 100 + [1] * 4)
+    m = measure(probs, labels, np.where(labels, 0, 1))
+    assert m["auc"] == 1.0 and m["fast_at_5pct_cutoff"] == 1.0
+    m = measure(np.array([0.2, 0.9]), np.array([1, 1]), np.array([0, 0]))
+    assert m["auc"] is None and m["fast_at_5pct_cutoff"] is None  # no unfinished to rank
+
+
 def test_export_is_float16_and_loads_back(tmp_path):
     from safetensors.torch import load_file
 
@@ -266,6 +280,7 @@ def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
     assert "build the data again with --semantic" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the synth plan, drawn for every split of two builds and a command
 def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeypatch, capsys):
     """`--shard I/N` processes split the shards between them (together: all of them, each
     once), and a process with a share only builds: the others may still be writing."""
