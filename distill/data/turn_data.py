@@ -171,7 +171,7 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
     """Every split's shards of this process's share (those already written are kept);
     returns the folder."""
     from voxloop.codecs.semantic_tokens import load_semantic_model
-    from voxloop.distill.data.plan import parse_share
+    from voxloop.distill.data.plan import my_shards, parse_share
     from voxloop.models import find_model, weights_sha256
 
     out = Path(settings.data_out)
@@ -187,24 +187,22 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
         raise VoxloopError(f"{out} holds tokens of another semantic tokenizer: use a new "
                            "--data-out")
     manifest.write_text(json.dumps(info, indent=1) + "\n")
-    share = parse_share(settings.shard)
-    ordinal = -1  # the shard's place among every split's shards: whose share it is
-    tokenizer = None
+    plan = {}  # shard file -> its items: every split's shards in order
     for split in ("train", *EVAL_SPLITS):
         count = settings.train_items if split == "train" else settings.eval_items
         items = pick_items(split, count, settings.data_seed)
         for index, start in enumerate(range(0, len(items), settings.items_per_shard)):
-            path = out / f"{split}-{index:04d}.npz"
-            ordinal += 1
-            if path.is_file() or ordinal % share[1] != share[0]:
-                continue
-            tokenizer = tokenizer or load_semantic_model(folder)
-            t0 = time.perf_counter()
-            shard = build_shard(items[start:start + settings.items_per_shard], tokenizer,
-                                settings.data_seed)
-            write_shard(path, shard)
-            progress(f"{path.name}: {len(shard['labels'])} examples "
-                     f"({time.perf_counter() - t0:.0f} s)")
+            plan[f"{split}-{index:04d}.npz"] = items[start:start + settings.items_per_shard]
+    tokenizer = None
+    for name in my_shards(list(plan), parse_share(settings.shard)):
+        path = out / name
+        if path.is_file():
+            continue
+        tokenizer = tokenizer or load_semantic_model(folder)
+        t0 = time.perf_counter()
+        shard = build_shard(plan[name], tokenizer, settings.data_seed)
+        write_shard(path, shard)
+        progress(f"{name}: {len(shard['labels'])} examples ({time.perf_counter() - t0:.0f} s)")
     return out
 
 

@@ -149,20 +149,22 @@ def predict(head, table, split: dict) -> np.ndarray:
     from voxloop.codecs.end_of_turn import head_inputs
 
     head.eval()
-    out = []
-    with torch.no_grad():
-        rows = split_rows(split, head.config.inputs)
-        for start in range(0, len(rows), 256):
-            out.append(torch.sigmoid(head(*head_inputs(rows[start:start + 256], table)))
-                       .numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    return _in_batches(lambda rows: torch.sigmoid(head(*head_inputs(rows, table))),
+                       split_rows(split, head.config.inputs))
 
 
 def predict_model(eot, split: dict) -> np.ndarray:
     """P(finished) ``[N]`` of an ``EndOfTurn`` (one head or the average of several)."""
-    rows = split_rows(split, "pooled" if eot.pooled else "codes")
-    out = [eot.probabilities(rows[start:start + 256]).numpy()
-           for start in range(0, len(rows), 256)]
+    return _in_batches(eot.probabilities, split_rows(split, "pooled" if eot.pooled else "codes"))
+
+
+def _in_batches(probabilities, rows: list, size: int = 256) -> np.ndarray:
+    """``probabilities(rows) -> [b]`` over ``rows`` a batch at a time, without gradients."""
+    import torch
+
+    with torch.no_grad():
+        out = [probabilities(rows[start:start + size]).numpy()
+               for start in range(0, len(rows), size)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -233,8 +235,16 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def _auc(m: dict) -> str:
-    return "-" if m.get("auc") is None else f"{m['auc']:.3f}"
+MEASURE_COLUMNS = ("accuracy % | false cut-off % | fast % | wait p50 ms | AUC | fast at 5 % "
+                   "cut-off %")
+
+
+def measure_cells(m: dict) -> str:
+    """``measure``'s numbers as the cells under ``MEASURE_COLUMNS``."""
+    auc_cell = "-" if m.get("auc") is None else f"{m['auc']:.3f}"
+    wait = "-" if m["wait_p50_ms"] is None else f"{m['wait_p50_ms']:.0f}"
+    return (f"{_pct(m['accuracy'])} | {_pct(m['false_cutoff'])} | {_pct(m['fast'])} | "
+            f"{wait} | {auc_cell} | {_pct(m.get('fast_at_5pct_cutoff'))}")
 
 
 def card(summary: dict) -> str:
@@ -264,17 +274,12 @@ def card(summary: dict) -> str:
         f"Measured (false cut-off: an unfinished example whose medium-eagerness wait is "
         f"under {PAUSE_PROBE_MS} ms; fast: a finished one answered after at most "
         f"{FAST_MS} ms of silence):", "",
-        "| head | params | split | accuracy % | false cut-off % | fast % | wait p50 ms | AUC "
-        "| fast at 5 % cut-off % |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        f"| head | params | split | {MEASURE_COLUMNS} |", "|---|---|---|" + "---|" * 6]
     for arch, result in summary["results"].items():
         for split, m in result["splits"].items():
             if split == "train":
                 continue
-            lines.append(f"| {arch} | {result['parameters']} | {split} | "
-                         f"{_pct(m['accuracy'])} | {_pct(m['false_cutoff'])} | "
-                         f"{_pct(m['fast'])} | {m['wait_p50_ms']:.0f} | {_auc(m)} | "
-                         f"{_pct(m.get('fast_at_5pct_cutoff'))} |")
+            lines.append(f"| {arch} | {result['parameters']} | {split} | {measure_cells(m)} |")
     why = "the average of them all" if summary["chosen"] == "average" else \
         "the lowest validation loss"
     lines += ["", f"Chosen: `{summary['chosen']}` ({why}; validation losses: " + ", ".join(
@@ -311,12 +316,7 @@ def evaluate_end_of_turn(model: str, data_out: str) -> dict:
 
 def format_evaluation(result: dict) -> str:
     lines = [f"{result['model']} ({', '.join(result['heads'])}) on {result['data']}",
-             "| split | examples | accuracy % | false cut-off % | fast % | wait p50 ms | AUC "
-             "| fast at 5 % cut-off % |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| split | examples | {MEASURE_COLUMNS} |", "|---|---|" + "---|" * 6]
     for split, m in result["splits"].items():
-        lines.append(f"| {split} | {m['examples']} | {_pct(m['accuracy'])} | "
-                     f"{_pct(m['false_cutoff'])} | {_pct(m['fast'])} | "
-                     f"{m['wait_p50_ms']:.0f} | {_auc(m)} | "
-                     f"{_pct(m['fast_at_5pct_cutoff'])} |")
+        lines.append(f"| {split} | {m['examples']} | {measure_cells(m)} |")
     return "\n".join(lines)
