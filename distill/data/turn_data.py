@@ -8,7 +8,10 @@ training) and turned into semantic tokens:
 
 - ``complete`` (finished): the whole question;
 - ``prefix`` (not finished): the question cut at a word boundary (TTS of the words before
-  the cut: what a mid-sentence pause leaves the detector with);
+  the cut: what a mid-sentence pause leaves the detector with), unless those words are
+  themselves one of the training plan's questions ("thanks" of "thanks so much", "is the
+  sun a star" of "is the sun a star or a planet"): then it is a ``complete`` example, so
+  no two examples teach the same words both ways;
 - ``paused`` (finished): the question's two parts spoken apart, joined by 300-1,500 ms
   of silence (the end of a question that had a pause in it);
 - ``filler_end`` (not finished): a prefix and then "um" / "uh" / "let me think";
@@ -28,6 +31,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +90,7 @@ def texts_for(prompt: str, rng: np.random.Generator) -> list[TurnText]:
         return out + [TurnText("filler", (f"{rng.choice(FILLERS)}, {prompt}",))]
     cut = int(rng.integers(1, len(words)))
     head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
-    out.append(TurnText("prefix", (head,)))
+    out.append(TurnText("complete" if is_trained_question(head) else "prefix", (head,)))
     filler = str(rng.choice(FILLERS))
     pick = rng.random()
     if pick < 0.5:
@@ -98,6 +102,24 @@ def texts_for(prompt: str, rng: np.random.Generator) -> list[TurnText]:
     else:
         out.append(TurnText("filler", (f"{head}, {filler}, {tail}",)))
     return out
+
+
+@lru_cache(maxsize=1)
+def _trained_questions() -> frozenset[str]:
+    from voxloop.distill.teachers.domain.data import ALL_FILLS, examples, more_phrasings_written
+    from voxloop.distill.teachers.domain.text import normalize
+    from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
+
+    return frozenset(normalize(e.text) for e in examples(ALL_FILLS, more=more_phrasings_written())
+                     if e.template != HELDOUT_TEMPLATE)
+
+
+def is_trained_question(text: str) -> bool:
+    """Whether ``text`` is a whole question of the training plan (any phrasing but the
+    held-out one, any slot fill), as the domain normalizes it."""
+    from voxloop.distill.teachers.domain.text import normalize
+
+    return normalize(text) in _trained_questions()
 
 
 def trim_speech(samples: np.ndarray, floor: float = 0.02) -> np.ndarray:

@@ -267,7 +267,8 @@ def card(summary: dict) -> str:
         "",
         "Data: the synthetic pipeline's plan items (user voices, phrasings and splits of "
         "data/distill-v2's plan), spoken now by the same TTS voices: each question whole "
-        "(finished), cut at a random word boundary (not finished), and one of: its two parts "
+        "(finished), cut at a random word boundary (not finished, unless the words left are "
+        "themselves a trained question), and one of: its two parts "
         "joined by a 300-1,500 ms pause (finished), a filler after the cut (not finished), "
         "a filler before or inside it (finished). Train on the train split only; the held-out "
         f"voices and phrasings never train. Examples: {summary['examples']}.", "",

@@ -25,6 +25,7 @@ from voxloop.distill.data.turn_data import (
     KINDS,
     TurnText,
     build_shard,
+    is_trained_question,
     load_split,
     speak,
     texts_for,
@@ -75,6 +76,23 @@ def test_each_question_gives_a_finished_and_an_unfinished_example():
             assert third.segments[0].endswith(FILLERS) and third.finished == 0
     assert seen == {"paused", "filler_end", "filler"}
     assert [t.kind for t in texts_for("hello", rng)] == ["complete", "filler"]
+
+
+def test_a_cut_that_leaves_a_whole_trained_question_is_a_finished_example():
+    """"thanks" is a question of its own: the prefix "thanks" of "thanks so much" must not
+    teach that those words are unfinished. Held-out phrasings are not consulted."""
+    from voxloop.distill.teachers.domain.data import load_domain
+    from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
+
+    assert is_trained_question("Thanks") and not is_trained_question("thanks so")
+    held_out = [i["phrasings"][HELDOUT_TEMPLATE] for i in load_domain()["intents"]]
+    assert not any(is_trained_question(text) for text in held_out)
+    rng = np.random.default_rng(0)
+    heads = {}
+    for _ in range(50):
+        cut = texts_for("thanks so much", rng)[1]
+        heads[cut.segments[0]] = (cut.kind, cut.finished)
+    assert heads == {"thanks": ("complete", 1), "thanks so": ("prefix", 0)}
 
 
 def test_spoken_examples_have_the_pause_and_a_short_trailing_silence():
