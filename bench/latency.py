@@ -36,6 +36,8 @@ ENGINE_ARGS = {
     "native-nospec": ["--engine", "native", "--no-native-speculative"],
     # the codec's own SEANet decoder instead of the assistant's: decoders side by side
     "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
+    # each turn heard on 4 alignments of the ear's tokens, the majority's words said
+    "native-votes4": ["--engine", "native", "--native-votes", "4"],
     "cascade": ["--engine", "cascade"],
     "hybrid": ["--engine", "hybrid"],  # the default: the student for speech
 }

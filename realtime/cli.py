@@ -26,8 +26,9 @@ from voxloop.settings import add_command, add_settings, settings_from_args
 # text, for instructions an LLM follows and for what the student refuses.
 ENGINES = ("hybrid", "cascade", "native")
 DEFAULT_ENGINE = "hybrid"
-# native slots beyond one per session: turns answered or transcribed outside the
-# session's own slot (manual commits, items sent whole, input transcription)
+# native slots beyond one per session (one per vote and session): turns answered or
+# transcribed outside the session's own slots (manual commits, items sent whole, input
+# transcription)
 SPARE_NATIVE_SLOTS = 4
 
 
@@ -40,7 +41,7 @@ def register(subparsers, groups: dict) -> None:
                         "cascade for typed text, for instructions its LLM follows and for "
                         "questions the student refuses; native = the distilled audio-native "
                         "student alone (~0.4 s; the bundled one gives the intended answer to "
-                        "71 %% of held-out spoken questions; speech only); cascade = the ASR "
+                        "77 %% of held-out spoken questions; speech only); cascade = the ASR "
                         "-> LLM -> TTS teachers alone (~1 s)")
     add_settings(p, ServerSettings)
     add_settings(p, NativeSettings)
@@ -61,7 +62,7 @@ def load_engine(name: str, args: argparse.Namespace):
 
         native = settings_from_args(NativeSettings, args)
         max_sessions = settings_from_args(ServerSettings, args).max_sessions
-        slots = max(native.slots, max_sessions + SPARE_NATIVE_SLOTS)
+        slots = max(native.slots, (max_sessions + SPARE_NATIVE_SLOTS) * max(1, native.votes))
         return NativeEngine(replace(native, slots=slots))
     from voxloop.realtime.engines.cascade import CascadeEngine
 

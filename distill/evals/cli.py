@@ -1,4 +1,4 @@
-"""``voxloop eval codec | decoders | mouth | student | end-of-turn | compare``: measure the
+"""``voxloop eval codec | decoders | mouth | student | votes | end-of-turn | compare``: measure the
 codec, the student and the end-of-turn model on held-out speech, and two students against
 each other; ``voxloop distill
 renditions | said | choose-mouth``: the judge picks the clearest answer takes (where the
@@ -43,6 +43,16 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
     p.add_argument("--out", default="out/decoder-eval", help="decoders.json and decoders.md")
     p.set_defaults(run=run_decoders_eval)
+
+    from voxloop.distill.evals.votes import VoteEvalSettings
+
+    p = add_command(group, "votes", "A semantic student on the held-out spoken questions heard "
+                    "on several alignments of its tokens, as the native engine's --native-votes "
+                    "hears them: out loud and words right for each vote count and alignment.",
+                    "voxloop eval votes --data data/distill-v2 --votes 1 3 4")
+    p.add_argument("--model", default=DEFAULT_STUDENT, help="student folder or bundled name")
+    add_settings(p, VoteEvalSettings)
+    p.set_defaults(run=run_votes_eval)
 
     from voxloop.distill.data.cli import distill_group
     from voxloop.distill.evals.renditions import RenditionSettings
@@ -164,6 +174,16 @@ def run_student_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0
+
+
+def run_votes_eval(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.votes import VoteEvalSettings, evaluate_votes, format_votes
+
+    settings = settings_from_args(VoteEvalSettings, args)
+    result = evaluate_votes(args.model, replace(settings, data=str(in_repo(settings.data))))
+    print(format_votes(result))
+    print(f"wrote {settings.out}/votes.json, votes.md and turns.jsonl")
     return 0
 
 

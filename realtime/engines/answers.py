@@ -16,10 +16,13 @@ from __future__ import annotations
 import enum
 import queue
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from voxloop.distill.student.votes import winner
 from voxloop.errors import VoxloopError
 
 
@@ -81,3 +84,57 @@ class Answer:
             return self.items.get(timeout=timeout_s)
         except queue.Empty:
             return None
+
+
+class VotedAnswer:
+    """The answers of one turn heard on several alignments of the ear's frames (the same
+    audio, started a few ms apart): each writes its words in parallel; the wording most
+    of them wrote wins (a tie: the earliest ear's), the others are stopped, and only the
+    winner's items are read: its words, then its frames. Reads like an :class:`Answer`."""
+
+    def __init__(self, answers: list[Answer], stop: Callable[[int], None]) -> None:
+        self.answers, self._stop = answers, stop
+        self.started_s = answers[0].started_s
+        self.flush_ms: float | None = None
+        self.winner: int | None = None
+        self.wordings: list[str] = []
+        self._words: list[list[str]] = [[] for _ in answers]
+        self._after_words: list[AnswerItem | None] = [None] * len(answers)
+        self._pending: deque[AnswerItem] = deque()
+
+    @property
+    def heard(self) -> list[int]:
+        return self.answers[self.winner or 0].heard
+
+    def get(self, timeout_s: float) -> AnswerItem | None:
+        if self.winner is None and not self._vote(timeout_s):
+            return None
+        if self._pending:
+            return self._pending.popleft()
+        return self.answers[self.winner].get(timeout_s)
+
+    def _vote(self, timeout_s: float) -> bool:
+        """Read every answer's words until each wrote something else (its first frame, or
+        its end); then choose. False: not all are there within ``timeout_s``."""
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            for i, answer in enumerate(self.answers):
+                while self._after_words[i] is None and (item := answer.get(0)) is not None:
+                    if isinstance(item, Word):
+                        self._words[i].append(item.text)
+                    else:
+                        self._after_words[i] = item
+            if all(item is not None for item in self._after_words):
+                break
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.002))
+        self.wordings = [" ".join(words) for words in self._words]
+        self.winner = winner(self.wordings, [isinstance(item, Frame) for item in self._after_words])
+        for i in range(len(self.answers)):
+            if i != self.winner:
+                self._stop(i)
+        self._pending.extend([*map(Word, self._words[self.winner]),
+                              self._after_words[self.winner]])
+        return True

@@ -12,6 +12,9 @@ An ear is one session's streaming state over weights every session shares:
                                    # computed later on a copy (the stream goes on)
     frames = ear.flush()           # the end of the turn: the last frames; the stream ends
 
+:class:`ShiftedEar` wraps either to hear the turn from a few ms in: the same speech on
+another alignment of the ear's frames (the engine's ``votes``).
+
 ``push`` runs in the session's worker thread; ``tentative`` is cheap (the event loop
 calls it at a pause) and its callable runs in the model thread, after the frames already
 queued, so a speculative answer starts with every token of the turn so far.
@@ -98,3 +101,25 @@ class SemanticEar:
             return np.zeros((1, 0), np.int64)
         self.finished = True
         return self.tokenizer.flush(self.state).numpy()
+
+
+class ShiftedEar:
+    """An ear that skips the turn's first ``skip_samples``: its frames fall on another
+    alignment with the speech than the unshifted ear's (a fraction of a frame apart), so
+    the student hears the same words through other tokens."""
+
+    def __init__(self, ear: CodecEar | SemanticEar, skip_samples: int) -> None:
+        self.ear, self.to_skip = ear, skip_samples
+        self.heard_samples = 0
+
+    def push(self, audio_16k: np.ndarray) -> np.ndarray:
+        self.heard_samples += len(audio_16k)
+        skip = min(self.to_skip, len(audio_16k))
+        self.to_skip -= skip
+        return self.ear.push(audio_16k[skip:])
+
+    def tentative(self) -> Callable[[], np.ndarray] | None:
+        return self.ear.tentative()
+
+    def flush(self) -> np.ndarray:
+        return self.ear.flush()

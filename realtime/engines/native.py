@@ -30,15 +30,15 @@ from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT, find_model
-from voxloop.realtime.engines.answers import Answer, Frame, Word, ended
+from voxloop.realtime.engines.answers import Answer, Frame, VotedAnswer, Word, ended
 from voxloop.realtime.engines.base import EngineOutput, Turn, voice_name
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
     from voxloop.realtime.engines.batcher import Slot
-    from voxloop.realtime.engines.ears import CodecEar, SemanticEar
+    from voxloop.realtime.engines.ears import CodecEar, SemanticEar, ShiftedEar
 
-    Ear = CodecEar | SemanticEar
+    Ear = CodecEar | SemanticEar | ShiftedEar
 
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
 MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
@@ -75,6 +75,11 @@ class NativeSettings:
     max_prefill_frames: int = field(default=25, metadata={
         "help": "user frames a session prefills per model call at most (bounds the delay "
                 "it adds to other sessions' steps)", "flag": "--native-max-prefill-frames"})
+    votes: int = field(default=1, metadata={
+        "help": "hear each turn on this many alignments of the ear's frames (1/N of a frame "
+                "apart; N slots and ears per session) and say the wording most of them "
+                "wrote: more right answers for N times the listening CPU",
+        "flag": "--native-votes"})
 
 
 class NativeEngine:
@@ -93,6 +98,8 @@ class NativeEngine:
         from voxloop.realtime.engines.batcher import ContinuousBatcher
 
         self.settings = settings
+        if settings.votes < 1:
+            raise VoxloopError(f"--native-votes must be at least 1, not {settings.votes}")
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         model, vocab = load_student(settings.student)
@@ -135,7 +142,17 @@ class NativeEngine:
             return SemanticEar(self.semantic)
         return CodecEar(self.codec, self.k_in)
 
-    def _relay(self, answer: Answer, listener: NativeSession, cancel: threading.Event,
+    def new_ears(self) -> list[Ear]:
+        """One ear per vote, the i-th skipping the turn's first i/N of a frame."""
+        from voxloop.distill.student.votes import skips
+        from voxloop.realtime.engines.ears import ShiftedEar
+
+        rate_hz = self.semantic.frame_rate_hz if self.semantic is not None \
+            else self.codec.frame_rate
+        return [ShiftedEar(self.new_ear(), skip) if skip else self.new_ear()
+                for skip in skips(round(MODEL_RATE_HZ / rate_hz), self.settings.votes)]
+
+    def _relay(self, answer: Answer | VotedAnswer, listener: NativeSession, cancel: threading.Event,
                t0: float) -> Iterator[EngineOutput]:
         torch = self._torch
         decoder = self.codec.stream_decoder(1)
@@ -179,74 +196,85 @@ class NativeEngine:
                 if ended(more):  # words never follow frames: anything else is the end
                     return
         finally:
-            listener.slot.stop(answer)  # a no-op for a finished answer
+            listener.stop(answer)  # a no-op for a finished answer
 
 
 class NativeSession:
     """One websocket session's side of the engine: 16 kHz audio in while the user
-    speaks, frames to its model slot; answers from that slot."""
+    speaks, frames to its model slot (one per vote: each hears the turn through its own
+    ear); answers from those slots."""
 
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
-        self.slot: Slot = engine.batcher.open()
-        self._speculative: Answer | None = None
+        self.slots: list[Slot] = [engine.batcher.open() for _ in range(engine.settings.votes)]
+        self.slot = self.slots[0]
+        self._speculative: Answer | VotedAnswer | None = None
         self.new_turn()
 
     @property
     def heard_anything(self) -> bool:
-        return (self._ear is not None and self._ear.heard_samples > 0) \
+        return (self._ears is not None and self._ears[0].heard_samples > 0) \
             or self._speculative is not None
 
     def new_turn(self) -> None:
         """Speech started: forget the last turn (its answer included). Cheap: the
-        ear is made by the first ``hear``, off the event loop."""
-        self.slot.new_turn()
-        self._ear: Ear | None = None
+        ears are made by the first ``hear``, off the event loop."""
+        for slot in self.slots:
+            slot.new_turn()
+        self._ears: list[Ear] | None = None
         self._frames = 0
         self._speculative = None
 
     def hear(self, audio_16k: np.ndarray) -> None:
-        """User audio as it arrives (runs the ear's encoder: call off the event loop)."""
-        if self._ear is None:
-            self._ear = self.engine.new_ear()
-        self._send(self._ear.push(audio_16k))
+        """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
+        if self._ears is None:
+            self._ears = self.engine.new_ears()
+        for i, ear in enumerate(self._ears):
+            self._send(i, ear.push(audio_16k))
 
     def pause(self) -> None:
         """The first silent window: start a tentative answer (if speculative) from what
         was heard, a semantic ear's partial block included (flushed on a copy by the
         model thread)."""
         if not self.engine.settings.speculative or self._speculative is not None \
-                or self._ear is None:
+                or self._ears is None:
             return
-        tail = self._ear.tentative()
-        if self._frames or tail is not None:
-            self._speculative = self.slot.answer(tail)
+        tails = [ear.tentative() for ear in self._ears]
+        if self._frames or tails[0] is not None:
+            self._speculative = self._answer(tails)
 
     def resume(self) -> None:
         """Speech went on after a pause: the tentative answer is void."""
         if self._speculative is not None:
-            self.slot.rollback(self._speculative)
+            for slot, answer in self._per_slot(self._speculative):
+                slot.rollback(answer)
             self._speculative = None
 
-    def end_of_turn(self) -> Answer:
+    def end_of_turn(self) -> Answer | VotedAnswer:
         """The turn is over: the tentative answer if there is one, else a new one."""
         if self._speculative is not None:
             answer, self._speculative = self._speculative, None
             return answer
         flush_ms = None
-        if self._ear is not None:
+        if self._ears is not None:
             t0 = time.perf_counter()
-            self._send(self._ear.flush())
+            for i, ear in enumerate(self._ears):
+                self._send(i, ear.flush())
             flush_ms = 1000 * (time.perf_counter() - t0)
-        answer = self.slot.answer()
+        answer = self._answer([None] * len(self.slots))
         answer.flush_ms = flush_ms
         return answer
+
+    def stop(self, answer: Answer | VotedAnswer) -> None:
+        """Stop writing ``answer`` (a no-op for a finished one)."""
+        for slot, one in self._per_slot(answer):
+            slot.stop(one)
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         t0 = time.perf_counter()
         live = turn.heard_live and self.heard_anything
         # a turn this session did not hear (a manual commit, an item sent whole) is
-        # answered in a slot of its own, so the live one is left as it is
+        # answered in slots of their own, so the live one is left as it is
         ear = self if live else NativeSession(self.engine)
         try:
             if not live:
@@ -260,13 +288,13 @@ class NativeSession:
                 ear.close()
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
-        """What the student's CTC head heard (its own recognition, no Whisper), in a
-        slot of its own."""
+        """What the student's CTC head heard (its own recognition, no Whisper), in
+        slots of their own."""
         ear = NativeSession(self.engine)
         try:
             ear.hear(_model_rate(audio_24k))
             answer = ear.end_of_turn()
-            ear.slot.stop(answer)
+            ear.stop(answer)
             while (item := answer.get(10.0)) is not None and not ended(item):
                 pass
             return self.engine.tokenizer.decode_ctc(answer.heard)
@@ -274,13 +302,24 @@ class NativeSession:
             ear.close()
 
     def close(self) -> None:
-        self.slot.close()
+        for slot in self.slots:
+            slot.close()
 
-    def _send(self, frames: np.ndarray) -> None:
-        """User frames ``[K, T]`` to the model slot."""
+    def _answer(self, tails: list) -> Answer | VotedAnswer:
+        answers = [slot.answer(tail) for slot, tail in zip(self.slots, tails, strict=True)]
+        if len(answers) == 1:
+            return answers[0]
+        return VotedAnswer(answers, lambda i: self.slots[i].stop(answers[i]))
+
+    def _per_slot(self, answer: Answer | VotedAnswer) -> list[tuple[Slot, Answer]]:
+        answers = answer.answers if isinstance(answer, VotedAnswer) else [answer]
+        return list(zip(self.slots, answers, strict=False))
+
+    def _send(self, i: int, frames: np.ndarray) -> None:
+        """User frames ``[K, T]`` to slot ``i``'s row."""
         if frames.shape[-1]:
-            self._frames += frames.shape[-1]
-            self.slot.listen(frames)
+            self._frames += frames.shape[-1] if i == 0 else 0
+            self.slots[i].listen(frames)
 
 
 def _model_rate(audio_24k: np.ndarray) -> np.ndarray:
