@@ -206,7 +206,13 @@ class NativeSession:
 
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
-        self.slots: list[Slot] = [engine.batcher.open() for _ in range(engine.settings.votes)]
+        self.slots: list[Slot] = []
+        try:
+            for _ in range(engine.settings.votes):
+                self.slots.append(engine.batcher.open())
+        except VoxloopError:
+            self.close()  # all of a session's slots or none
+            raise
         self.slot = self.slots[0]
         self._speculative: Answer | VotedAnswer | None = None
         self.new_turn()

@@ -104,3 +104,20 @@ def test_the_native_engine_answers_with_three_votes():
     finally:
         server.stop()
         engine.batcher.shutdown()
+
+
+def test_a_session_gets_all_its_slots_or_none():
+    """Three slots, two votes per session: the second session cannot open and gives back
+    the slot it got."""
+    from voxloop.errors import VoxloopError
+    from voxloop.realtime.engines.native import NativeEngine, NativeSession, NativeSettings
+
+    engine = NativeEngine(NativeSettings(votes=2, slots=3))
+    try:
+        first = NativeSession(engine)
+        with pytest.raises(VoxloopError, match="model slots are in use"):
+            NativeSession(engine)
+        assert len(engine.batcher._free) == 1
+        first.close()
+    finally:
+        engine.batcher.shutdown()
