@@ -1,6 +1,8 @@
 """The native engine: the distilled student answers user speech with speech, codec to codec.
 
-A websocket session's :class:`NativeSession` holds one model slot. It hears the
+A websocket session's :class:`NativeSession` holds one model slot (with ``votes`` N: N
+slots, each fed by an ear started i/N of a frame later, and the wording most of their
+answers wrote is said: ``answers.VotedAnswer``). It hears the
 user's 16 kHz audio while they speak through its ear (:mod:`realtime.engines.ears`:
 the streaming codec encoder, or for a semantic student the streaming semantic
 tokenizer, block by block) and hands the frames to the model thread
@@ -213,7 +215,6 @@ class NativeSession:
         except VoxloopError:
             self.close()  # all of a session's slots or none
             raise
-        self.slot = self.slots[0]
         self._speculative: Answer | VotedAnswer | None = None
         self.new_turn()
 
