@@ -62,7 +62,7 @@ def load_engine(name: str, args: argparse.Namespace):
 
         native = settings_from_args(NativeSettings, args)
         max_sessions = settings_from_args(ServerSettings, args).max_sessions
-        slots = max(native.slots, (max_sessions + SPARE_NATIVE_SLOTS) * max(1, native.votes))
+        slots = max(native.slots, (max_sessions + SPARE_NATIVE_SLOTS) * native.votes)
         return NativeEngine(replace(native, slots=slots))
     from voxloop.realtime.engines.cascade import CascadeEngine
 

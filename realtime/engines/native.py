@@ -97,6 +97,7 @@ class NativeEngine:
         from voxloop.distill.student.generate import SamplingOptions, StudentStepper
         from voxloop.distill.student.model import load_student
         from voxloop.distill.student.vocab import Tokenizer
+        from voxloop.distill.student.votes import skips
         from voxloop.realtime.engines.batcher import ContinuousBatcher
 
         self.settings = settings
@@ -117,6 +118,10 @@ class NativeEngine:
             self.semantic = load_student_semantic(settings.semantic, vocab)
             self.models["semantic"] = self.semantic.name
         self.k_in, self.k_out = model.config.k_in, model.config.k_out
+        rate_hz = self.semantic.frame_rate_hz if self.semantic is not None \
+            else self.codec.frame_rate
+        # samples of each turn the ears skip, one ear per vote
+        self.ear_skips = skips(round(MODEL_RATE_HZ / rate_hz), settings.votes)
         self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions())
         self.batcher = ContinuousBatcher(self.stepper, settings.slots,
                                          settings.max_prefill_frames)
@@ -146,13 +151,10 @@ class NativeEngine:
 
     def new_ears(self) -> list[Ear]:
         """One ear per vote, the i-th skipping the turn's first i/N of a frame."""
-        from voxloop.distill.student.votes import skips
         from voxloop.realtime.engines.ears import ShiftedEar
 
-        rate_hz = self.semantic.frame_rate_hz if self.semantic is not None \
-            else self.codec.frame_rate
         return [ShiftedEar(self.new_ear(), skip) if skip else self.new_ear()
-                for skip in skips(round(MODEL_RATE_HZ / rate_hz), self.settings.votes)]
+                for skip in self.ear_skips]
 
     def _relay(self, answer: Answer | VotedAnswer, listener: NativeSession, cancel: threading.Event,
                t0: float) -> Iterator[EngineOutput]:
@@ -325,7 +327,8 @@ class NativeSession:
     def _send(self, i: int, frames: np.ndarray) -> None:
         """User frames ``[K, T]`` to slot ``i``'s row."""
         if frames.shape[-1]:
-            self._frames += frames.shape[-1] if i == 0 else 0
+            if i == 0:  # the frames heard, counted once (every ear hears the same turn)
+                self._frames += frames.shape[-1]
             self.slots[i].listen(frames)
 
 
