@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from voxloop.audio import MODEL_RATE_HZ
 from voxloop.distill.student.config import (
     TARGETS,
     MouthTrainSettings,
@@ -54,6 +55,11 @@ def register(subparsers, groups: dict) -> None:
                    help="processes computing semantic tokens (one thread each; one per core "
                         "is fastest). Tokens are cached per shard under "
                         "DATASET/semantic-tokens/, so a repack or a killed pack reuses them")
+    p.add_argument("--train-skips-ms", type=float, nargs="+", default=[0.0], metavar="MS",
+                   help="with --user-input semantic: pack every train turn once per skip, "
+                   "heard from that many ms in (under one token, e.g. 0 20: the token grid "
+                   "on two alignments, as strangers' turns fall on it); tokens cached per "
+                   "skip. Validation and held-out turns are heard from the start")
     p.add_argument("--align", action="store_true", help="also time every answer word "
                    "(voxloop distill align, with --jobs Whisper threads), which a "
                    "--student-word-pointer student and a mouth need")
@@ -115,7 +121,9 @@ def run_pack(args: argparse.Namespace) -> int:
     path = pack_dataset(args.dataset, args.npz, valid_every=args.valid_every, vocab=vocab,
                         targets=args.targets, corpus=args.corpus, user_input=args.user_input,
                         semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
-                        progress=True, keep_vocab=keep, extra_train=tuple(args.extra_train))
+                        progress=True, keep_vocab=keep, extra_train=tuple(args.extra_train),
+                        train_skips_samples=tuple(round(ms * MODEL_RATE_HZ / 1000)
+                                                  for ms in args.train_skips_ms))
     if args.align:
         run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=args.jobs))
     data = PackedData.load(path)

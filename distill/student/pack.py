@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxloop.audio import MODEL_RATE_HZ
 from voxloop.distill.student.augment import (
     Augment,
     augment_user,
@@ -207,7 +208,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  targets: str = "teacher", corpus: str | Path | None = None,
                  user_input: str = "codes", semantic=None, batch_size: int = 32,
                  jobs: int = 1, progress: bool = False, keep_vocab: dict | None = None,
-                 extra_train: tuple[str | Path, ...] = ()) -> Path:
+                 extra_train: tuple[str | Path, ...] = (),
+                 train_skips_samples: tuple[int, ...] = (0,)) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
@@ -224,6 +226,10 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     ``extra_train``: more dataset folders (other plans, e.g. another ``--seed`` with more
     voices for some intents) whose train splits are added to the train split; their other
     splits are left out, so validation and the held-out splits stay ``folder``'s.
+    ``train_skips_samples`` (semantic): every train turn is packed once per skip, its tokens
+    those of its audio heard from that many samples in (a fraction of a token: the grid
+    falls elsewhere on the speech, as it does on a stranger's turn); a copy's id is
+    ``{id}@{skip}``. Validation and the held-out splits are heard from the start.
     """
     from voxloop.distill.data.dataset import load_manifest
     from voxloop.distill.student.vocab import Tokenizer, build_vocab
@@ -239,6 +245,11 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     if corpus and user_input == "semantic":
         raise VoxloopError("corpus turns keep no 16 kHz audio to tokenize: pack semantic "
                            "tokens without --corpus")
+    if not train_skips_samples or len(set(train_skips_samples)) < len(train_skips_samples):
+        raise VoxloopError(f"train skips must be distinct and at least one, not "
+                           f"{list(train_skips_samples)}")
+    if train_skips_samples != (0,) and user_input != "semantic":
+        raise VoxloopError("other alignments are for semantic tokens (--user-input semantic)")
     manifest = load_manifest(folder)
     for other in extra_train:
         if load_manifest(other)["codec"] != manifest["codec"]:
@@ -253,12 +264,20 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
         info = semantic_info(tokenizer, tokenizer_folder)
         tokens = (tokenizer, tokenizer_folder, info)
         extra["user_codebooks"] = tokenizer.codebook_vectors().float().cpu().numpy()
+        frame = round(MODEL_RATE_HZ / tokenizer.frame_rate_hz)
+        if not all(0 <= s < frame for s in train_skips_samples):
+            raise VoxloopError(f"train skips must be 0 to {frame - 1} samples (under one "
+                               f"token), not {list(train_skips_samples)}")
     examples = []
     for source in (folder, *extra_train):
-        turns = list(_user_turns(source, user_input, tokens, batch_size, jobs, progress))
-        if not turns:
-            raise VoxloopError(f"{source} has no finished shard yet")
-        examples += turns if source is folder else [e for e in turns if e.split == "train"]
+        for skip in sorted({0, *train_skips_samples}):
+            turns = list(_user_turns(source, user_input, tokens, batch_size, jobs, progress,
+                                     skip))
+            if not turns:
+                raise VoxloopError(f"{source} has no finished shard yet")
+            examples += [e if not skip else dataclasses.replace(e, id=f"{e.id}@{skip}")
+                         for e in turns if (e.split == "train" and skip in train_skips_samples)
+                         or (e.split != "train" and not skip and source is folder)]
     train_ids = [e.id for e in examples if e.split == "train"]
     if extra_train and len(set(train_ids)) < len(train_ids):
         raise VoxloopError("the datasets share turn ids: build an --extra-train dataset with "
@@ -294,10 +313,12 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
 
 
 def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jobs: int,
-                progress: bool):
+                progress: bool, skip_samples: int = 0):
     """The finished ``DialogueExample``s of ``folder`` without their audio; with ``tokens``
-    (tokenizer, its folder, ``semantic_info``), ``user_codes`` are its semantic tokens."""
+    (tokenizer, its folder, ``semantic_info``), ``user_codes`` are the semantic tokens of
+    its audio heard from ``skip_samples`` in."""
     from voxloop.distill.data.dataset import iter_examples, load_manifest
+    from voxloop.distill.student.token_cache import skipped
 
     stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if tokens is None
               else e for e in iter_examples(folder))  # audio: not kept in memory
@@ -310,10 +331,11 @@ def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jo
         from voxloop.distill.student.token_cache import fill_cache, with_cached_tokens
 
         cache = fill_cache(folder, tokenizer, tokenizer_folder, info["sha256"], jobs=jobs,
-                           batch_size=batch_size, progress=progress)
+                           batch_size=batch_size, progress=progress, skip_samples=skip_samples)
         return with_cached_tokens(stream, cache)
     total = sum(s["examples_done"] for s in load_manifest(folder)["splits"].values())
-    return with_semantic_tokens(stream, tokenizer, batch_size, progress=progress, total=total)
+    return with_semantic_tokens(skipped(stream, skip_samples), tokenizer, batch_size,
+                                progress=progress, total=total)
 
 
 def dataset_progress(folder: str | Path) -> str:

@@ -4,8 +4,10 @@ A semantic pack needs the tokenizer's tokens of every turn's 16 kHz user audio, 
 Whisper encoder under them is most of the pack's cost (about an hour of one core for a
 35,000-turn dataset). So the tokens of each dataset shard are kept in
 ``{dataset}/semantic-tokens/{tokenizer sha256[:12]}/{shard}.npz`` (all or nothing, like the
-shards), ``fill_cache`` computes the missing ones with ``jobs`` processes of one thread each,
-and a repack (other targets, more shards built since) or a killed pack reuses them.
+shards; the tokens of the audio heard from ``skip`` samples in, another alignment of the
+token grid, in ``{sha256[:12]}-skip{skip}/``), ``fill_cache`` computes the missing ones
+with ``jobs`` processes of one thread each, and a repack (other targets, more shards built
+since) or a killed pack reuses them.
 
 One cache file holds ``ids`` (a JSON list of the shard's turn ids), ``tokens`` int16
 ``[sum F]`` and ``offsets`` int64 ``[N + 1]``.
@@ -24,8 +26,18 @@ CACHE_DIR = "semantic-tokens"
 _worker: dict = {}  # the tokenizer of a fill_cache worker process (spawned, one thread)
 
 
-def cache_folder(dataset: str | Path, tokenizer_sha256: str) -> Path:
-    return Path(dataset) / CACHE_DIR / tokenizer_sha256[:12]
+def cache_folder(dataset: str | Path, tokenizer_sha256: str, skip_samples: int = 0) -> Path:
+    name = tokenizer_sha256[:12] + (f"-skip{skip_samples}" if skip_samples else "")
+    return Path(dataset) / CACHE_DIR / name
+
+
+def skipped(examples, skip_samples: int) -> Iterator:
+    """``DialogueExample``s with their user audio heard from ``skip_samples`` in."""
+    import dataclasses
+
+    for ex in examples:
+        yield (ex if not skip_samples or ex.user_audio is None
+               else dataclasses.replace(ex, user_audio=ex.user_audio[skip_samples:]))
 
 
 def finished_shards(dataset: str | Path) -> list[str]:
@@ -39,14 +51,15 @@ def finished_shards(dataset: str | Path) -> list[str]:
 
 
 def encode_shard(dataset: str | Path, shard: str, tokenizer, out: Path,
-                 batch_size: int = 32) -> int:
-    """Tokens of one shard's user audio -> ``out`` (atomically); returns its turn count."""
+                 batch_size: int = 32, skip_samples: int = 0) -> int:
+    """Tokens of one shard's user audio (from ``skip_samples`` in) -> ``out`` (atomically);
+    returns its turn count."""
     from voxloop.distill.data.dataset import read_shard, shard_path
     from voxloop.distill.student.user_tokens import with_semantic_tokens
     from voxloop.training import atomic_write
 
     examples, _ = read_shard(shard_path(dataset, shard))
-    tokened = list(with_semantic_tokens(examples, tokenizer, batch_size))
+    tokened = list(with_semantic_tokens(skipped(examples, skip_samples), tokenizer, batch_size))
     parts = [e.user_codes[0] for e in tokened]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
     tokens = np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
@@ -77,29 +90,32 @@ def _init_worker(tokenizer_folder: str) -> None:
     _worker["tokenizer"] = load_semantic(tokenizer_folder)
 
 
-def _encode_in_worker(task: tuple[str, str, str, int]) -> int:
-    dataset, shard, out, batch_size = task
-    return encode_shard(dataset, shard, _worker["tokenizer"], Path(out), batch_size)
+def _encode_in_worker(task: tuple[str, str, str, int, int]) -> int:
+    dataset, shard, out, batch_size, skip_samples = task
+    return encode_shard(dataset, shard, _worker["tokenizer"], Path(out), batch_size,
+                        skip_samples)
 
 
 def fill_cache(dataset: str | Path, tokenizer, tokenizer_folder: Path, tokenizer_sha256: str,
-               jobs: int = 1, batch_size: int = 32, progress: bool = False) -> Path:
+               jobs: int = 1, batch_size: int = 32, progress: bool = False,
+               skip_samples: int = 0) -> Path:
     """Compute the cache files that are missing, ``jobs`` processes at once (1: here, with
-    ``tokenizer``); returns the cache folder."""
+    ``tokenizer``), of the audio heard from ``skip_samples`` in; returns the cache folder."""
     import multiprocessing
 
     from tqdm import tqdm
 
-    folder = cache_folder(dataset, tokenizer_sha256)
+    folder = cache_folder(dataset, tokenizer_sha256, skip_samples)
     todo = [s for s in finished_shards(dataset) if not (folder / s).is_file()]
-    bar = tqdm(total=len(todo), desc=f"semantic tokens ({jobs} jobs)", unit="shard",
+    skip = f", {skip_samples} samples in" if skip_samples else ""
+    bar = tqdm(total=len(todo), desc=f"semantic tokens ({jobs} jobs{skip})", unit="shard",
                disable=not progress or not todo)
     if jobs <= 1:
         for shard in todo:
-            encode_shard(dataset, shard, tokenizer, folder / shard, batch_size)
+            encode_shard(dataset, shard, tokenizer, folder / shard, batch_size, skip_samples)
             bar.update()
     elif todo:
-        tasks = [(str(dataset), s, str(folder / s), batch_size) for s in todo]
+        tasks = [(str(dataset), s, str(folder / s), batch_size, skip_samples) for s in todo]
         context = multiprocessing.get_context("spawn")  # no torch state forked
         pool = context.Pool(jobs, _init_worker, (str(tokenizer_folder),))
         try:

@@ -3,6 +3,8 @@ the missing ones only, and the same from worker processes as from one."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,37 @@ def test_pack_with_worker_processes_equals_one_process(tmp_path):
     for i, ex in enumerate(examples):
         np.testing.assert_array_equal(packed.user(i)[0], encoded(tokenizer, ex))
     assert PackedData.load(one).vocab["semantic"]["sha256"] == sha
+
+
+def test_pack_hears_train_turns_on_every_skip_and_the_rest_from_the_start(tmp_path):
+    """Each train turn once per skip (its tokens: the audio heard from that many samples
+    in, cached in the skip's own folder); valid turns once, heard from the start."""
+    tokenizer = tiny_tokenizer()
+    train, valid = examples_with_audio(3, seed=0), examples_with_audio(2, 5, split="valid")
+    write_dataset(tmp_path, {"train": train, "valid": valid}, {"train": 2, "valid": 1})
+    out = pack_dataset(tmp_path, tmp_path / "two.npz", user_input="semantic",
+                       semantic=tokenizer, batch_size=2, train_skips_samples=(0, 320))
+    data = PackedData.load(out)
+    ids = data.id.tolist()
+    assert sorted(data.id[data.indices("train")].tolist()) == sorted(
+        [e.id for e in train] + [f"{e.id}@320" for e in train])
+    assert sorted(data.id[data.indices("valid")].tolist()) == sorted(e.id for e in valid)
+    for ex in train:
+        shifted = dataclasses.replace(ex, user_audio=ex.user_audio[320:])
+        np.testing.assert_array_equal(data.user(ids.index(ex.id))[0], encoded(tokenizer, ex))
+        np.testing.assert_array_equal(data.user(ids.index(f"{ex.id}@320"))[0],
+                                      encoded(tokenizer, shifted))
+    assert not np.array_equal(data.user(ids.index(train[0].id)),
+                              data.user(ids.index(f"{train[0].id}@320")))
+
+    folder = fill_cache(tmp_path, tokenizer, tmp_path, "ab" * 32, skip_samples=320)
+    assert folder == cache_folder(tmp_path, "ab" * 32, 320) != cache_folder(tmp_path, "ab" * 32)
+    heard = {e.id: e.user_codes[0] for e in with_cached_tokens(iter_examples(tmp_path), folder)
+             if e.split == "train"}
+    np.testing.assert_array_equal(heard[train[1].id],
+                                  data.user(ids.index(f"{train[1].id}@320"))[0])
+
+    for bad in ((), (0, 0), (640,), (-1,)):
+        with pytest.raises(VoxloopError, match="train skips"):
+            pack_dataset(tmp_path, tmp_path / "x.npz", user_input="semantic",
+                         semantic=tokenizer, train_skips_samples=bad)
