@@ -270,14 +270,15 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                                f"token), not {list(train_skips_samples)}")
     examples = []
     for source in (folder, *extra_train):
-        for skip in sorted({0, *train_skips_samples}):
+        main = source is folder  # the only source whose other splits are kept (from 0)
+        for skip in sorted({*train_skips_samples, *([0] if main else [])}):
             turns = list(_user_turns(source, user_input, tokens, batch_size, jobs, progress,
                                      skip))
             if not turns:
                 raise VoxloopError(f"{source} has no finished shard yet")
             examples += [e if not skip else dataclasses.replace(e, id=f"{e.id}@{skip}")
                          for e in turns if (e.split == "train" and skip in train_skips_samples)
-                         or (e.split != "train" and not skip and source is folder)]
+                         or (e.split != "train" and not skip and main)]
     train_ids = [e.id for e in examples if e.split == "train"]
     if extra_train and len(set(train_ids)) < len(train_ids):
         raise VoxloopError("the datasets share turn ids: build an --extra-train dataset with "
