@@ -228,15 +228,20 @@ class PlayedTimeline:
 
     def ahead_dbfs(self, ahead_ms: int = 100) -> float:
         """The level of what the speaker plays in the ``ahead_ms`` after the last
-        reference taken: where the reference is not trusted, the echo may be of that
-        already."""
+        reference taken, and of the last ``ahead_ms`` it was given: where the reference
+        is not trusted, the echo may be of either. The second needs no clock: when the
+        speaker side stalls, or the reference lands past what it has written (a
+        mis-measured xrun), the reference is silence while the speaker still plays the
+        answer (on a loaded machine that silence lasted 400 ms and its echo barged in)."""
+        n = ahead_ms * self.rate_hz // 1000
         with self._lock:
             first = self._read.position
             if first is None:
                 return SILENT_DBFS
             first = max(first + self.lead, self._end - len(self._ring))
-            last = min(first + ahead_ms * self.rate_hz // 1000, self._end)
-            return dbfs(self._load(first, last)) if last > first else SILENT_DBFS
+            last = min(first + n, self._end)
+            ahead_db = dbfs(self._load(first, last)) if last > first else SILENT_DBFS
+            return max(ahead_db, dbfs(self._load(self._end - n, self._end)))
 
 
 class AudioIO:

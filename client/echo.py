@@ -65,7 +65,6 @@ class Ducker:
         self._gain = 10 ** (settings.duck_db / 20)
         self._recent_far_db: deque[float] = deque()  # one level per block, over tail_ms
         self._recent_samples = 0
-        self._ahead_db = SILENT_DBFS
 
     def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True,
                 ahead_dbfs: float = SILENT_DBFS) -> np.ndarray:
@@ -74,9 +73,9 @@ class Ducker:
 
     def hear(self, far: np.ndarray, ahead_dbfs: float = SILENT_DBFS) -> None:
         """Note the level the speaker played over one block, and of what it plays
-        next (where the reference is late, the echo is of that already)."""
-        self._ahead_db = ahead_dbfs
-        self._recent_far_db.append(dbfs(far))
+        next or was given last (where the reference is late or lost, the echo is of
+        that): whichever is louder, held for ``tail_ms`` as the echo lags it."""
+        self._recent_far_db.append(max(dbfs(far), ahead_dbfs))
         self._recent_samples += len(far)
         while self._recent_samples - len(far) >= self.s.tail_ms * WIRE_RATE_HZ // 1000:
             self._recent_far_db.popleft()
@@ -88,9 +87,8 @@ class Ducker:
         return self._far_db() > SILENT_DBFS + 10
 
     def _far_db(self) -> float:
-        """The peak level of what the echo may be of: the last ``tail_ms`` of playback
-        (echo lags it), and what plays next."""
-        return max([self._ahead_db, *self._recent_far_db])
+        """The peak level of what the echo may be of over the last ``tail_ms``."""
+        return max(self._recent_far_db, default=SILENT_DBFS)
 
     def gate(self, mic: np.ndarray) -> np.ndarray:
         """``mic`` ducked while the assistant is audible, unless the user talks over it."""
@@ -105,7 +103,6 @@ class Ducker:
     def reset(self) -> None:
         self._recent_far_db.clear()
         self._recent_samples = 0
-        self._ahead_db = SILENT_DBFS
 
 
 class EchoLeakDetector:

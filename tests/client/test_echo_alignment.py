@@ -196,6 +196,29 @@ def test_echo_ahead_of_a_late_reference_is_ducked_too():
     assert dbfs(sent) < -60
 
 
+def test_echo_of_an_answer_the_reference_lost_is_ducked_until_it_ends():
+    """The speaker side stops writing for 400 ms (a stall under load) while the mic goes
+    on: the reference is silence, yet the speaker still plays (and echoes) what it was
+    given. The ducker holds that until the speaker is given silence, then the tail."""
+    timeline, duck = PlayedTimeline(), Ducker(EchoSettings())
+    silence, answer = np.zeros(BLOCK, np.float32), np.full(BLOCK, 0.3, np.float32)
+    for k in range(30):  # the answer, given up to 1.6 s; heard (and echoed) up to 2.0 s
+        timeline.put(answer, 1.0 + 0.02 * k)
+    sent = []
+    for j in range(50):
+        far, aligned = timeline.take(BLOCK, 1.0 + 0.02 * j)
+        sent.append(duck.process(0.5 * answer, far, aligned, timeline.ahead_dbfs()))
+    assert all(dbfs(s) < -60 for s in sent)  # no reference for the last 400 ms: ducked
+    for k in range(50, 80):  # the speaker side catches up: the answer is over
+        timeline.put(silence, 1.0 + 0.02 * k)
+    user = np.full(BLOCK, 0.1, np.float32)  # -20 dBFS: quieter than the answer was
+    assert dbfs(duck.process(user, silence, True, timeline.ahead_dbfs())) < -60
+    for j in range(51, 71):  # 400 ms on: the speaker's silence is past the echo tail
+        duck.process(silence, *timeline.take(BLOCK, 1.0 + 0.02 * j), timeline.ahead_dbfs())
+    np.testing.assert_array_equal(duck.process(user, silence, True, timeline.ahead_dbfs()),
+                                  user)
+
+
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
 def test_echo_is_never_sent_uncancelled_while_the_assistant_plays():
     run = simulate(_speech_like(4 * RATE_HZ, np.random.default_rng(3)), seed=3)
