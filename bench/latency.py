@@ -36,8 +36,11 @@ ENGINE_ARGS = {
     "native-nospec": ["--engine", "native", "--no-native-speculative"],
     # the codec's own SEANet decoder instead of the assistant's: decoders side by side
     "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
-    # each turn heard on 4 alignments of the ear's tokens, the majority's words said
-    "native-votes4": ["--engine", "native", "--native-votes", "4"],
+    # the default hears the first session's turns on 4 alignments of the ear's tokens (the
+    # majority's words said) and the others' on one; these two hear every session so
+    "native-one-ear": ["--engine", "native", "--native-votes", "1"],
+    "native-votes-all": ["--engine", "native", "--native-votes", "4",
+                         "--native-voting-sessions", "0"],
     "cascade": ["--engine", "cascade"],
     "hybrid": ["--engine", "hybrid"],  # the default: the student for speech
 }

@@ -69,10 +69,12 @@ def masked_latent(codebooks: Tensor, codes: Tensor, k: Tensor) -> Tensor:
 
 def sample_batch(clips: list[Clip], batch: int, frames: int, hop: int, silence: np.ndarray,
                  rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """Random crops: (``codes [B, K, frames]`` int64, ``wav [B, 1, frames * hop]``); a clip
-    shorter than the crop is padded with silence (its codes: ``silence [K]``)."""
+    """Random crops: (``codes [B, K, frames]`` int64, ``wav [B, 1, frames * hop]``, K the
+    clips' codebooks); a clip shorter than the crop is padded with silence (its codes: the
+    first K of ``silence [K_codec]``)."""
     num_codebooks = clips[0].codes.shape[0]
-    codes = np.repeat(silence[None, :, None], batch, 0).repeat(frames, 2).astype(np.int64)
+    codes = np.repeat(silence[None, :num_codebooks, None], batch, 0).repeat(frames, 2)
+    codes = codes.astype(np.int64)
     wav = np.zeros((batch, 1, frames * hop), np.float32)
     for b in range(batch):
         clip = clips[int(rng.integers(len(clips)))]

@@ -26,7 +26,7 @@ from voxloop.settings import add_command, add_settings, settings_from_args
 # text, for instructions an LLM follows and for what the student refuses.
 ENGINES = ("hybrid", "cascade", "native")
 DEFAULT_ENGINE = "hybrid"
-# native slots beyond one per session (one per vote and session): turns answered or
+# native sessions beyond --max-sessions (each holds a slot per ear): turns answered or
 # transcribed outside the session's own slots (manual commits, items sent whole, input
 # transcription)
 SPARE_NATIVE_SLOTS = 4
@@ -62,7 +62,9 @@ def load_engine(name: str, args: argparse.Namespace):
 
         native = settings_from_args(NativeSettings, args)
         max_sessions = settings_from_args(ServerSettings, args).max_sessions
-        slots = max(native.slots, (max_sessions + SPARE_NATIVE_SLOTS) * native.votes)
+        sessions = max_sessions + SPARE_NATIVE_SLOTS  # each with one slot per ear
+        voting = min(native.voting_sessions or sessions, sessions)
+        slots = max(native.slots, sessions + (native.votes - 1) * voting)
         return NativeEngine(replace(native, slots=slots))
     from voxloop.realtime.engines.cascade import CascadeEngine
 

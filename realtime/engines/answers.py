@@ -95,7 +95,7 @@ class VotedAnswer:
     def __init__(self, answers: list[Answer], stop: Callable[[int], None]) -> None:
         self.answers, self._stop = answers, stop
         self.started_s = answers[0].started_s
-        self.flush_ms: float | None = None
+        self._flush_ms: float | None = None
         self.winner: int | None = None
         self.wordings: list[str] = []
         self._words: list[list[str]] = [[] for _ in answers]
@@ -105,6 +105,18 @@ class VotedAnswer:
     @property
     def heard(self) -> list[int]:
         return self.answers[self.winner or 0].heard
+
+    @property
+    def flush_ms(self) -> float | None:
+        """The ears' end-of-turn flush: the session's, where it flushed them all, else the
+        slowest of the rows' own (a tentative answer's tails, flushed by the model thread)."""
+        if self._flush_ms is not None:
+            return self._flush_ms
+        return max((a.flush_ms for a in self.answers if a.flush_ms is not None), default=None)
+
+    @flush_ms.setter
+    def flush_ms(self, value: float | None) -> None:
+        self._flush_ms = value
 
     def get(self, timeout_s: float) -> AnswerItem | None:
         if self.winner is None and not self._vote(timeout_s):

@@ -2,7 +2,10 @@
 
 A websocket session's :class:`NativeSession` holds one model slot (with ``votes`` N: N
 slots, each fed by an ear started i/N of a frame later, and the wording most of their
-answers wrote is said: ``answers.VotedAnswer``). It hears the
+answers wrote is said: ``answers.VotedAnswer``; only ``voting_sessions`` sessions at a
+time have the slots for it, the first to open, and they hear a turn so only while at most
+``votes_up_to_sessions`` sessions are open: a lone user gets the votes for free, a busy
+server keeps its CPU for one ear each). It hears the
 user's 16 kHz audio while they speak through its ear (:mod:`realtime.engines.ears`:
 the streaming codec encoder, or for a semantic student the streaming semantic
 tokenizer, block by block) and hands the frames to the model thread
@@ -77,11 +80,20 @@ class NativeSettings:
     max_prefill_frames: int = field(default=25, metadata={
         "help": "user frames a session prefills per model call at most (bounds the delay "
                 "it adds to other sessions' steps)", "flag": "--native-max-prefill-frames"})
-    votes: int = field(default=1, metadata={
+    votes: int = field(default=4, metadata={
         "help": "hear each turn on this many alignments of the ear's frames (1/N of a frame "
                 "apart; N slots and ears per session) and say the wording most of them "
-                "wrote: more right answers for N times the listening CPU",
+                "wrote: more right answers for N times the listening CPU (1: off)",
         "flag": "--native-votes"})
+    voting_sessions: int = field(default=1, metadata={
+        "help": "sessions that hear with --native-votes ears at once (the first to open; "
+                "the others hear with one until one of those closes); 0: every session",
+        "flag": "--native-voting-sessions"})
+    votes_up_to_sessions: int = field(default=2, metadata={
+        "help": "a voting session hears a turn with its ears only while at most this many "
+                "sessions are open, else with one (near the cores' capacity the extra ears "
+                "cost every session latency); 0: however many are open",
+        "flag": "--native-votes-up-to-sessions"})
 
 
 class NativeEngine:
@@ -103,6 +115,9 @@ class NativeEngine:
         self.settings = settings
         if settings.votes < 1:
             raise VoxloopError(f"--native-votes must be at least 1, not {settings.votes}")
+        if settings.voting_sessions < 0:
+            raise VoxloopError("--native-voting-sessions must be 0 (every session) or more, "
+                               f"not {settings.voting_sessions}")
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         model, vocab = load_student(settings.student)
@@ -125,6 +140,8 @@ class NativeEngine:
         self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions())
         self.batcher = ContinuousBatcher(self.stepper, settings.slots,
                                          settings.max_prefill_frames)
+        self.seats = VotingSeats(settings.votes, settings.voting_sessions,
+                                 settings.votes_up_to_sessions)
         self._torch = torch
 
     # -- the engine contract ------------------------------------------------------------
@@ -149,12 +166,13 @@ class NativeEngine:
             return SemanticEar(self.semantic)
         return CodecEar(self.codec, self.k_in)
 
-    def new_ears(self) -> list[Ear]:
-        """One ear per vote, the i-th skipping the turn's first i/N of a frame."""
+    def new_ears(self, count: int) -> list[Ear]:
+        """``count`` ears (1 or ``votes``), the i-th of N skipping the turn's first i/N
+        of a frame."""
         from voxloop.realtime.engines.ears import ShiftedEar
 
         return [ShiftedEar(self.new_ear(), skip) if skip else self.new_ear()
-                for skip in self.ear_skips]
+                for skip in self.ear_skips[:count]]
 
     def _relay(self, answer: Answer | VotedAnswer, listener: NativeSession, cancel: threading.Event,
                t0: float) -> Iterator[EngineOutput]:
@@ -203,6 +221,37 @@ class NativeEngine:
             listener.stop(answer)  # a no-op for a finished answer
 
 
+class VotingSeats:
+    """Which sessions may hear with ``votes`` ears: at most ``most`` at a time (0: all), the
+    first to ask; the others with one. And whether they do, turn by turn: only while at
+    most ``up_to_open`` sessions are open (0: always). Thread-safe (sessions open on
+    worker threads)."""
+
+    def __init__(self, votes: int, most: int, up_to_open: int = 0) -> None:
+        self.votes, self.most, self.up_to_open = votes, most, up_to_open
+        self.taken = 0  # seats held
+        self.open = 0  # sessions open, with a seat or not
+        self._lock = threading.Lock()
+
+    def claim(self) -> int:
+        """Ears for a session opening now (its slots); give them back with ``release``."""
+        with self._lock:
+            self.open += 1
+            if self.votes > 1 and (not self.most or self.taken < self.most):
+                self.taken += 1
+                return self.votes
+        return 1
+
+    def release(self, ears: int) -> None:
+        with self._lock:
+            self.open -= 1
+            self.taken -= ears > 1
+
+    def ears_now(self, seat: int) -> int:
+        """Ears for a turn starting now, of a session holding ``seat`` ears."""
+        return seat if not self.up_to_open or self.open <= self.up_to_open else 1
+
+
 class NativeSession:
     """One websocket session's side of the engine: 16 kHz audio in while the user
     speaks, frames to its model slot (one per vote: each hears the turn through its own
@@ -211,8 +260,9 @@ class NativeSession:
     def __init__(self, engine: NativeEngine) -> None:
         self.engine = engine
         self.slots: list[Slot] = []
+        self._ear_count = engine.seats.claim()
         try:
-            for _ in range(engine.settings.votes):
+            for _ in range(self._ear_count):
                 self.slots.append(engine.batcher.open())
         except VoxloopError:
             self.close()  # all of a session's slots or none
@@ -237,7 +287,7 @@ class NativeSession:
     def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
         if self._ears is None:
-            self._ears = self.engine.new_ears()
+            self._ears = self.engine.new_ears(self.engine.seats.ears_now(len(self.slots)))
         for i, ear in enumerate(self._ears):
             self._send(i, ear.push(audio_16k))
 
@@ -270,7 +320,7 @@ class NativeSession:
             for i, ear in enumerate(self._ears):
                 self._send(i, ear.flush())
             flush_ms = 1000 * (time.perf_counter() - t0)
-        answer = self._answer([None] * len(self.slots))
+        answer = self._answer([None] * (len(self._ears) if self._ears else 1))
         answer.flush_ms = flush_ms
         return answer
 
@@ -313,9 +363,14 @@ class NativeSession:
     def close(self) -> None:
         for slot in self.slots:
             slot.close()
+        self.slots = []
+        if self._ear_count:  # closing twice gives nothing back twice
+            self.engine.seats.release(self._ear_count)
+        self._ear_count = 0
 
     def _answer(self, tails: list) -> Answer | VotedAnswer:
-        answers = [slot.answer(tail) for slot, tail in zip(self.slots, tails, strict=True)]
+        answers = [slot.answer(tail)  # one per ear this turn: the first slots
+                   for slot, tail in zip(self.slots[:len(tails)], tails, strict=True)]
         if len(answers) == 1:
             return answers[0]
         return VotedAnswer(answers, lambda i: self.slots[i].stop(answers[i]))

@@ -54,8 +54,8 @@ def test_bench_latency_command(tmp_path):
     assert (out / "latency.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("engine", ["native", "native-nospec", "native-seanet", "native-votes4",
-                                    "cascade"])
+@pytest.mark.parametrize("engine", ["native", "native-nospec", "native-seanet", "native-one-ear",
+                                    "native-votes-all", "cascade"])
 def test_every_bench_engine_is_a_valid_serve_command_line(engine):
     from voxloop.bench.latency import ENGINE_ARGS
     from voxloop.cli import build_parser
@@ -64,5 +64,7 @@ def test_every_bench_engine_is_a_valid_serve_command_line(engine):
     assert args.engine == engine.split("-")[0]
     if engine == "native-seanet":
         assert args.native_decoder == "seanet"
-    if engine == "native-votes4":
-        assert args.native_votes == 4
+    if engine == "native-one-ear":
+        assert args.native_votes == 1
+    if engine == "native-votes-all":
+        assert args.native_votes == 4 and args.native_voting_sessions == 0

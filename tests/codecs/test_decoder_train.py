@@ -145,3 +145,23 @@ def test_losses_vanish_on_the_target_and_pass_gradients(encoder_weight):
     different["total"].backward()
     assert all(value.item() > 0 for value in different.values())
     assert estimate.grad is not None and estimate.grad.abs().sum() > 0
+
+
+def test_clips_of_fewer_codebooks_than_the_codec_train_at_that_k(data, tmp_path):
+    """Clips keeping only the first K = 2 of the codec's 4 codebooks (what a student speaks)
+    train with ``--k-main 2 --k-main-fraction 1``, short crops padded with the silence codes
+    of those codebooks."""
+    from voxloop.codecs.decoder_train import sample_batch, silence_codes, train_decoder
+
+    for split in ("train", "heldout"):
+        clips, codec_info = read_clips(data / "data", split)
+        write_clips(tmp_path / "k2" / f"{split}.npz",
+                    [Clip(c.text, c.voice, c.id, c.audio, c.codes[:2]) for c in clips], codec_info)
+    settings = _settings(data, tmp_path / "run", 2, data=str(tmp_path / "k2"), k_main=(2,),
+                         k_main_fraction=1.0)
+    clips, _ = read_clips(tmp_path / "k2", "train")
+    silence = silence_codes(settings.codec)
+    codes, wav = sample_batch(clips, 3, 20, 640, silence, np.random.default_rng(0))
+    assert codes.shape == (3, 2, 20) and wav.shape == (3, 1, 20 * 640)
+    assert (codes[:, :, 15:] == torch.from_numpy(silence[:2, None].astype(np.int64))).all()
+    assert (train_decoder(settings, TINY) / "final" / "model.safetensors").is_file()

@@ -130,7 +130,8 @@ def semantic_engine(tmp_path_factory):
     tokenizer = real_tokenizer()
     save_semantic(tokenizer.bottleneck, folder / "tokenizer")
     save_semantic_student(tokenizer, folder / "tokenizer", folder / "student")
-    engine = NativeEngine(NativeSettings(student=str(folder / "student"), slots=6))
+    # one ear: these tests hold the streamed answer to generate()'s on one token stream
+    engine = NativeEngine(NativeSettings(student=str(folder / "student"), slots=6, votes=1))
     engine.stepper.options = OPTIONS  # short answers (the room kept for long ones)
     yield engine
     engine.batcher.shutdown()

@@ -45,6 +45,16 @@ def test_a_tie_goes_to_the_unshifted_ear_and_silent_answers_do_not_vote():
     assert collect(voted)[0] == ["c"] and voted.winner == 2 and stopped == [0, 1, 3]
 
 
+def test_the_flush_time_is_the_sessions_or_the_slowest_rows():
+    first, second = _answer(["a"]), _answer(["a"])
+    voted, _ = _vote(first, second)
+    assert voted.flush_ms is None
+    first.flush_ms, second.flush_ms = 3.0, 5.0  # a tentative answer's tails, per row
+    assert voted.flush_ms == 5.0
+    voted.flush_ms = 2.0  # the session flushed every ear itself
+    assert voted.flush_ms == 2.0
+
+
 def test_nothing_is_read_until_every_answer_has_its_words():
     late = Answer()
     voted, stopped = _vote(_answer(["x"]), late)
@@ -81,6 +91,8 @@ def test_votes_must_be_positive():
 
     with pytest.raises(VoxloopError, match="--native-votes must be at least 1"):
         NativeEngine(NativeSettings(votes=0))
+    with pytest.raises(VoxloopError, match="--native-voting-sessions must be 0"):
+        NativeEngine(NativeSettings(voting_sessions=-1))
 
 
 @pytest.mark.slow
@@ -112,12 +124,65 @@ def test_a_session_gets_all_its_slots_or_none():
     from voxloop.errors import VoxloopError
     from voxloop.realtime.engines.native import NativeEngine, NativeSession, NativeSettings
 
-    engine = NativeEngine(NativeSettings(votes=2, slots=3))
+    engine = NativeEngine(NativeSettings(votes=2, voting_sessions=0, slots=3))
     try:
         first = NativeSession(engine)
         with pytest.raises(VoxloopError, match="model slots are in use"):
             NativeSession(engine)
-        assert len(engine.batcher._free) == 1
+        assert len(engine.batcher._free) == 1 and engine.seats.taken == 1
         first.close()
+        first.close()  # twice: nothing given back twice
+        assert len(engine.batcher._free) == 3 and engine.seats.taken == 0
+    finally:
+        engine.batcher.shutdown()
+
+
+def test_only_the_first_sessions_vote_and_only_while_few_are_open():
+    from voxloop.realtime.engines.native import VotingSeats
+
+    seats = VotingSeats(votes=4, most=2, up_to_open=3)
+    assert [seats.claim() for _ in range(3)] == [4, 4, 1]
+    assert seats.ears_now(4) == 4 and seats.ears_now(1) == 1
+    assert seats.claim() == 1  # a fourth session: more open than votes are for
+    assert seats.ears_now(4) == 1
+    seats.release(1)
+    seats.release(1)  # two one-ear sessions close
+    assert seats.ears_now(4) == 4 and seats.open == 2
+    seats.release(4)  # a voting one: its seat is free again
+    assert seats.claim() == 4 and seats.taken == 2
+    assert [VotingSeats(votes=3, most=0).claim() for _ in range(5)] == [3] * 5
+    assert VotingSeats(votes=1, most=1).claim() == 1
+    always = VotingSeats(votes=4, most=1, up_to_open=0)
+    assert [always.claim() for _ in range(9)][0] == 4 and always.ears_now(4) == 4
+
+
+def test_a_second_session_hears_with_one_ear_and_a_third_silences_the_votes():
+    """Default seats: the first session has three slots, the next ones one; its turns are
+    heard with three ears while two sessions are open, with one once three are."""
+    from voxloop.realtime.engines.native import NativeEngine, NativeSession, NativeSettings
+
+    engine = NativeEngine(NativeSettings(votes=3, slots=8))
+    audio = np.zeros(3200, np.float32)
+    try:
+        first, second = NativeSession(engine), NativeSession(engine)
+        assert (len(first.slots), len(second.slots)) == (3, 1)
+        first.hear(audio)
+        second.hear(audio)
+        assert (len(first._ears), len(second._ears)) == (3, 1)
+        third = NativeSession(engine)
+        first.new_turn()
+        first.hear(audio)
+        assert len(first._ears) == 1  # three open: one ear, one answer
+        answer = first.end_of_turn()
+        assert not hasattr(answer, "answers")
+        first.stop(answer)
+        for session in (second, third):
+            session.close()
+        first.new_turn()
+        first.hear(audio)
+        assert len(first._ears) == 3 and len(first.end_of_turn().answers) == 3
+        first.close()
+        first.close()  # twice: nothing given back twice
+        assert engine.seats.open == 0 and engine.seats.taken == 0
     finally:
         engine.batcher.shutdown()
