@@ -37,10 +37,11 @@ ENGINE_ARGS = {
     # the codec's own SEANet decoder instead of the assistant's: decoders side by side
     "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
     # the default hears the first session's turns on 4 alignments of the ear's tokens (the
-    # majority's words said) and the others' on one; these two hear every session so
+    # majority's words said) while at most two sessions are open, all others on one;
+    # these two hear every turn on one, and on four
     "native-one-ear": ["--engine", "native", "--native-votes", "1"],
     "native-votes-all": ["--engine", "native", "--native-votes", "4",
-                         "--native-voting-sessions", "0"],
+                         "--native-voting-sessions", "0", "--native-votes-up-to-sessions", "0"],
     "cascade": ["--engine", "cascade"],
     "hybrid": ["--engine", "hybrid"],  # the default: the student for speech
 }

@@ -115,9 +115,10 @@ class NativeEngine:
         self.settings = settings
         if settings.votes < 1:
             raise VoxloopError(f"--native-votes must be at least 1, not {settings.votes}")
-        if settings.voting_sessions < 0:
-            raise VoxloopError("--native-voting-sessions must be 0 (every session) or more, "
-                               f"not {settings.voting_sessions}")
+        for flag, value in (("--native-voting-sessions", settings.voting_sessions),
+                            ("--native-votes-up-to-sessions", settings.votes_up_to_sessions)):
+            if value < 0:
+                raise VoxloopError(f"{flag} must be 0 (no limit) or more, not {value}")
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         model, vocab = load_student(settings.student)
@@ -369,11 +370,13 @@ class NativeSession:
         self._ear_count = 0
 
     def _answer(self, tails: list) -> Answer | VotedAnswer:
-        answers = [slot.answer(tail)  # one per ear this turn: the first slots
-                   for slot, tail in zip(self.slots[:len(tails)], tails, strict=True)]
+        # one slot per ear this turn; the vote keeps its own list (close() empties the
+        # session's while a response thread may still be reading the vote)
+        slots = self.slots[:len(tails)]
+        answers = [slot.answer(tail) for slot, tail in zip(slots, tails, strict=True)]
         if len(answers) == 1:
             return answers[0]
-        return VotedAnswer(answers, lambda i: self.slots[i].stop(answers[i]))
+        return VotedAnswer(answers, lambda i: slots[i].stop(answers[i]))
 
     def _per_slot(self, answer: Answer | VotedAnswer) -> list[tuple[Slot, Answer]]:
         answers = answer.answers if isinstance(answer, VotedAnswer) else [answer]

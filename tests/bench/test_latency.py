@@ -68,3 +68,4 @@ def test_every_bench_engine_is_a_valid_serve_command_line(engine):
         assert args.native_votes == 1
     if engine == "native-votes-all":
         assert args.native_votes == 4 and args.native_voting_sessions == 0
+        assert args.native_votes_up_to_sessions == 0

@@ -93,6 +93,8 @@ def test_votes_must_be_positive():
         NativeEngine(NativeSettings(votes=0))
     with pytest.raises(VoxloopError, match="--native-voting-sessions must be 0"):
         NativeEngine(NativeSettings(voting_sessions=-1))
+    with pytest.raises(VoxloopError, match="--native-votes-up-to-sessions must be 0"):
+        NativeEngine(NativeSettings(votes_up_to_sessions=-2))
 
 
 @pytest.mark.slow
