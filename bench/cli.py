@@ -36,8 +36,9 @@ def run_latency(args: argparse.Namespace) -> int:
         from voxloop.bench.turns import run_turn_detection_bench
         from voxloop.bench.turns import table as turn_table
 
+        styles = ", ".join(settings.paused_styles)
         print(f"turn detection on the {settings.engines[0]} engine: {settings.turns} complete "
-              f"and {settings.paused} paused held-out questions per setting")
+              f"and {settings.paused} paused held-out questions ({styles}) per setting")
         print(turn_table(run_turn_detection_bench(settings)))
         print(f"wrote {settings.out}/turn-detection.json and turn-detection.png")
         return 0

@@ -72,7 +72,11 @@ class LatencyBenchSettings:
         "metavar": "SETTING"})
     paused: int = field(default=10, metadata={
         "help": "with --turn-detections: held-out questions spoken with a 300-1500 ms pause "
-                "inside, per setting"})
+                "inside, per setting and style"})
+    paused_styles: tuple[str, ...] = field(default=("one_breath", "apart"), metadata={
+        "help": "with --turn-detections: how the paused questions are made: one_breath (the "
+                "whole question as the voice says it, cut where the first part's words end) "
+                "and / or apart (each part synthesized alone)", "metavar": "STYLE"})
     out: str = field(default="out/bench-latency", metadata={"help": "output folder"})
 
 

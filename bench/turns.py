@@ -10,11 +10,14 @@ voices and phrasings), at real-time pace in ``chunk_ms`` appends:
   as the server stamps it (``speech_stopped.audio_end_ms``) - the end of the speech, in
   audio time (the detector's wait + Silero's lag, free of CPU load). The answer is
   cancelled once its first audio came (only the start is measured).
-- ``paused``: the same kind of question spoken in two parts (each part synthesized alone,
-  by the question's voice) joined by 300-1,500 ms of silence (seeded: the same pauses for
-  every setting). A false cut-in: the server ended the turn inside the pause
-  (``speech_stopped.audio_end_ms`` before the second part's onset), so it would have
-  answered the first half.
+- ``paused``: the same kind of question with 300-1,500 ms of silence at a word boundary
+  (seeded: the same cuts and pauses for every setting), in two ``PAUSED_STYLES``, the same
+  questions, cuts and pauses in each: ``one_breath``, the whole question as the voice
+  says it, cut where the first part's words end (what a person who stops to think
+  leaves: a sentence still going), and ``apart``, each part synthesized alone (the first
+  ends as a finished sentence would; only the words say it is not). A false cut-in: the
+  server ended the turn inside the pause (``speech_stopped.audio_end_ms`` before the
+  second part's onset), so it would have answered the first half.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
 
 PAUSE_MS = (300, 1500)
+PAUSED_STYLES = ("one_breath", "apart")
 CUT_INSIDE_MS = 200  # a turn end this far before the speech's end cut the question short
 SEMANTIC_EAGERNESS = ("low", "medium", "high", "auto")
 
@@ -44,6 +48,7 @@ class DetectionRecord:
     question: str
     voice: str
     pause_ms: int = 0
+    style: str = ""  # paused: one_breath | apart (PAUSED_STYLES)
     latency_ms: float | None = None
     decided_ms: float | None = None
     cut_in: bool | None = None
@@ -61,25 +66,44 @@ def turn_detection_event(setting: str) -> dict:
                        f"({'|'.join(SEMANTIC_EAGERNESS)}) or server_vad:SILENCE_MS")
 
 
-def paused_questions(count: int, seed: int = 0) -> list[tuple[str, str, int, np.ndarray, int]]:
-    """``(text, voice, pause_ms, audio [T] at 24 kHz, second part's first sample)`` of held-out
-    questions of at least three words, cut at a seeded word boundary inside them."""
-    from voxloop.bench.latency import held_out_questions, spoken
+def check_styles(styles: tuple[str, ...]) -> None:
+    unknown = [style for style in styles if style not in PAUSED_STYLES]
+    if unknown:
+        raise VoxloopError(f"paused style(s) {', '.join(unknown)}: use "
+                           f"{' and / or '.join(PAUSED_STYLES)}")
 
+
+def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED_STYLES
+                     ) -> list[tuple[str, str, int, str, np.ndarray, int]]:
+    """``(text, voice, pause_ms, style, audio [T] at 24 kHz, second part's first sample)``
+    of ``count`` held-out questions of at least three words, each cut at a seeded word
+    boundary, in every style of ``styles`` (a ``one_breath`` cut that finds no boundary
+    falls back to ``apart`` and says so)."""
+    from voxloop.bench.latency import held_out_questions, spoken
+    from voxloop.distill.data.turn_data import cut_in_one_breath
+
+    check_styles(styles)
     out = []
-    for text, voice, _ in held_out_questions(4 * count):
+    questions = [(t, v) for t, v, _ in held_out_questions(4 * count) if len(t.split()) >= 3]
+    for text, voice in questions[:count]:
         words = text.split()
-        if len(words) < 3 or len(out) == count:
-            continue
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{text}:{voice}".encode()))
         cut = int(rng.integers(1, len(words)))
         pause_ms = int(rng.integers(*PAUSE_MS))
-        head = spoken(" ".join(words[:cut]).rstrip(","), voice)
-        head = head[:speech_end_sample(head)]
-        tail = spoken(" ".join(words[cut:]), voice)
-        gap = np.zeros(pause_ms * WIRE_RATE_HZ // 1000, np.float32)
-        out.append((text.replace(" ".join(words[cut:]), "... " + " ".join(words[cut:]), 1),
-                    voice, pause_ms, np.concatenate([head, gap, tail]), len(head) + len(gap)))
+        head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
+
+        def say(words: str, voice=voice) -> np.ndarray:
+            audio = spoken(words, voice)
+            return audio[:speech_end_sample(audio)]
+
+        for style in styles:
+            pieces = cut_in_one_breath(head, tail, say, WIRE_RATE_HZ) \
+                if style == "one_breath" else None
+            if pieces is None:
+                style, pieces = "apart", [say(head), say(tail)]
+            gap = np.zeros(pause_ms * WIRE_RATE_HZ // 1000, np.float32)
+            out.append((f"{head} ... {tail}", voice, pause_ms, style,
+                        np.concatenate([pieces[0], gap, pieces[1]]), len(pieces[0]) + len(gap)))
     return out
 
 
@@ -104,8 +128,8 @@ class _Detector:
                     "turn_detection": turn_detection_event(self.setting)}}}}))
             for text, voice, audio in complete:
                 records.append(await self._complete(text, voice, audio))
-            for text, voice, pause_ms, audio, onset in paused:
-                records.append(await self._paused(text, voice, pause_ms, audio, onset))
+            for text, voice, pause_ms, style, audio, onset in paused:
+                records.append(await self._paused(text, voice, pause_ms, style, audio, onset))
             reader.cancel()
         return records
 
@@ -133,8 +157,8 @@ class _Detector:
             streamer.cancel()
         return record
 
-    async def _paused(self, text, voice, pause_ms, audio, onset) -> DetectionRecord:
-        record = DetectionRecord(self.setting, "paused", text, voice, pause_ms)
+    async def _paused(self, text, voice, pause_ms, style, audio, onset) -> DetectionRecord:
+        record = DetectionRecord(self.setting, "paused", text, voice, pause_ms, style)
         start = self.sent_samples
         onset_ms = (start + onset) * 1000 / WIRE_RATE_HZ
         end = speech_end_sample(audio)
@@ -203,8 +227,10 @@ def run_turn_bench(url: str, settings: tuple[str, ...], complete, paused, chunk_
         mine = asyncio.run(_Detector(url, setting, chunk_ms, timeout_s).run(complete, paused))
         records += mine
         row = summarize([asdict(r) for r in mine])[setting]
+        cuts = ", ".join(f"{style} {c['cut_ins']}/{c['paused']}"
+                         for style, c in row["by_style"].items())
         progress(f"{setting:>20}: latency p50 {_ms(row['latency_p50_ms'])} ms, false cut-ins "
-                 f"{row['cut_ins']}/{row['paused']} ({time.perf_counter() - t0:.0f} s)")
+                 f"{cuts} ({time.perf_counter() - t0:.0f} s)")
     return records
 
 
@@ -216,8 +242,15 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def _cut_ins(paused: list[dict]) -> dict:
+    cuts = sum(r["cut_in"] for r in paused)
+    return {"paused": len(paused), "cut_ins": cuts,
+            "cut_in_rate": cuts / len(paused) if paused else None}
+
+
 def summarize(records: list[dict]) -> dict:
-    """Per setting: latency and decided p50 / p95 on complete questions, false cut-in rate."""
+    """Per setting: latency and decided p50 / p95 on complete questions, false cut-in rate
+    on every paused question and (``by_style``) on each style's."""
     out = {}
     for setting in dict.fromkeys(r["setting"] for r in records):
         mine = [r for r in records if r["setting"] == setting]
@@ -226,52 +259,67 @@ def summarize(records: list[dict]) -> dict:
         dec = [r["decided_ms"] for r in mine if r["kind"] == "complete" and r["decided_ms"]
                is not None]
         paused = [r for r in mine if r["kind"] == "paused" and r["cut_in"] is not None]
-        cuts = sum(r["cut_in"] for r in paused)
+        styles = dict.fromkeys(r.get("style") or "apart" for r in paused)
         out[setting] = {
             "complete": sum(r["kind"] == "complete" for r in mine), "answered": len(lat),
             "latency_p50_ms": _pct(lat, 50), "latency_p95_ms": _pct(lat, 95),
             "decided_p50_ms": _pct(dec, 50), "decided_p95_ms": _pct(dec, 95),
-            "paused": len(paused), "cut_ins": cuts,
-            "cut_in_rate": cuts / len(paused) if paused else None}
+            **_cut_ins(paused),
+            "by_style": {style: _cut_ins([r for r in paused if (r.get("style") or "apart")
+                                          == style]) for style in styles}}
     return out
 
 
 def table(summary: dict) -> str:
+    styles = list(dict.fromkeys(style for s in summary.values() for style in s["by_style"]))
     lines = ["| turn detection | complete answered | voice-to-voice p50 / p95 ms | turn end "
-             "after speech p50 / p95 ms (audio time) | false cut-ins on paused |",
-             "|---|---|---|---|---|"]
+             "after speech p50 / p95 ms (audio time) |"
+             + "".join(f" false cut-ins, paused {style.replace('_', ' ')} |"
+                       for style in styles),
+             "|---|---|---|---|" + "---|" * len(styles)]
     for setting, s in summary.items():
-        rate = "-" if s["cut_in_rate"] is None else f"{100 * s['cut_in_rate']:.0f} %"
+        cuts = []
+        for style in styles:
+            c = s["by_style"].get(style, _cut_ins([]))
+            rate = "-" if c["cut_in_rate"] is None else f"{100 * c['cut_in_rate']:.0f} %"
+            cuts.append(f"{c['cut_ins']}/{c['paused']} ({rate})")
         lines.append(f"| {setting} | {s['answered']}/{s['complete']} | "
                      f"{_ms(s['latency_p50_ms'])} / {_ms(s['latency_p95_ms'])} | "
-                     f"{_ms(s['decided_p50_ms'])} / {_ms(s['decided_p95_ms'])} | "
-                     f"{s['cut_ins']}/{s['paused']} ({rate}) |")
+                     f"{_ms(s['decided_p50_ms'])} / {_ms(s['decided_p95_ms'])} |"
+                     + "".join(f" {cut} |" for cut in cuts))
     return "\n".join(lines)
 
 
 def plot(summary: dict, path) -> None:
-    """Latency p50 (o) and p95 (x) against the false cut-in rate, one point per setting."""
+    """Latency p50 (o) and p95 (x) against the false cut-in rate, one point per setting;
+    one panel per paused style."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, (setting, s) in enumerate(summary.items()):
-        if s["latency_p50_ms"] is None or s["cut_in_rate"] is None:
-            continue
-        color = f"C{i}"
-        x, p50, p95 = 100 * s["cut_in_rate"], s["latency_p50_ms"], s["latency_p95_ms"] or \
-            s["latency_p50_ms"]
-        ax.plot([x, x], [p50, p95], "-", color=color, alpha=0.4)
-        ax.plot([x], [p50], "o", color=color, label=f"{setting}: p50 {p50:.0f}, p95 {p95:.0f} ms")
-        ax.plot([x], [p95], "x", color=color)
-    ax.set(xlabel="false cut-ins on paused questions (%)", yscale="log",
-           ylabel="voice-to-voice latency on complete questions (ms): o p50, x p95",
-           title="Turn detection: latency against cutting people off")
-    ax.set_xlim(-5, 105)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper center")
+    styles = list(dict.fromkeys(style for s in summary.values() for style in s["by_style"]))
+    fig, axes = plt.subplots(1, max(1, len(styles)), figsize=(7 * max(1, len(styles)), 5),
+                             sharey=True, squeeze=False)
+    for ax, style in zip(axes[0], styles or ["apart"], strict=False):
+        for i, (setting, s) in enumerate(summary.items()):
+            rate = s["by_style"].get(style, {}).get("cut_in_rate")
+            if s["latency_p50_ms"] is None or rate is None:
+                continue
+            color = f"C{i}"
+            x, p50 = 100 * rate, s["latency_p50_ms"]
+            p95 = s["latency_p95_ms"] or p50
+            ax.plot([x, x], [p50, p95], "-", color=color, alpha=0.4)
+            ax.plot([x], [p50], "o", color=color,
+                    label=f"{setting}: p50 {p50:.0f}, p95 {p95:.0f} ms")
+            ax.plot([x], [p95], "x", color=color)
+        ax.set(xlabel=f"false cut-ins on paused questions, {style.replace('_', ' ')} (%)",
+               yscale="log", title=f"Paused {style.replace('_', ' ')}")
+        ax.set_xlim(-5, 105)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper center")
+    axes[0][0].set_ylabel("voice-to-voice latency on complete questions (ms): o p50, x p95")
+    fig.suptitle("Turn detection: latency against cutting people off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -290,8 +338,9 @@ def run_turn_detection_bench(settings, progress=print) -> dict:
         raise VoxloopError(f"unknown engine {engine!r}; choose from {list(ENGINE_ARGS)}")
     for setting in settings.turn_detections:
         turn_detection_event(setting)
+    check_styles(settings.paused_styles)
     complete = held_out_questions(settings.turns)
-    paused = paused_questions(settings.paused)
+    paused = paused_questions(settings.paused, styles=settings.paused_styles)
     with ServerProcess([*ENGINE_ARGS[engine], "--max-sessions", "2"]) as server:
         records = run_turn_bench(server.url, settings.turn_detections, complete, paused,
                                  settings.chunk_ms, settings.turn_timeout_s, progress)

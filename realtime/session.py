@@ -24,7 +24,7 @@ from voxloop.realtime.engines.base import Engine, Turn
 from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.response import ResponseRun
-from voxloop.realtime.semantic_turns import new_turn_detector
+from voxloop.realtime.semantic_turns import SemanticTurnDetector, new_turn_detector
 from voxloop.realtime.turns import TurnDetector, TurnEvent
 from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
@@ -59,7 +59,7 @@ class Session:
         self.items: OrderedDict[str, Item] = OrderedDict()
         self.audio = InputAudio(limits.max_buffer_s)
         self.engine_session = engine.open()
-        self._detector = self._new_detector(config)
+        self._use_turn_detection(config)
         self._speech_item_id: str | None = None  # the user item being spoken (server VAD)
         self._heard_item_id: str | None = None  # the user item the engine session heard live
         self.response: ResponseRun | None = None
@@ -83,15 +83,17 @@ class Session:
         handler = getattr(self, "_on_" + event["type"].replace(".", "_"))
         await handler(event, event.get("event_id"))
 
-    def _new_detector(self, config: SessionConfig) -> TurnDetector | None:
-        return new_turn_detector(config.turn_detection, start_ms=self.audio.end_ms)
+    def _use_turn_detection(self, config: SessionConfig) -> None:
+        """A detector for ``config``; the engine told if turns may end as a pause starts."""
+        self._detector = new_turn_detector(config.turn_detection, start_ms=self.audio.end_ms)
+        self.engine_session.set_quick_turns(isinstance(self._detector, SemanticTurnDetector))
 
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:
         config = self.config.updated(event["session"], event_id)
         check_voice(config.voice, self.engine.voice, event_id, "session.audio.output.voice")
         if config.turn_detection != self.config.turn_detection:
-            self._detector = self._new_detector(config)
+            self._use_turn_detection(config)
             self._speech_item_id = None
             self.audio.stop_listening()
         self.config = config

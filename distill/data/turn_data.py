@@ -7,13 +7,17 @@ its splits, voices and phrasings, so the held-out voices and phrasings stay out 
 training) and turned into semantic tokens:
 
 - ``complete`` (finished): the whole question;
-- ``prefix`` (not finished): the question cut at a word boundary (TTS of the words before
-  the cut: what a mid-sentence pause leaves the detector with), unless those words are
-  themselves one of the training plan's questions ("thanks" of "thanks so much", "is the
-  sun a star" of "is the sun a star or a planet"): then it is a ``complete`` example, so
-  no two examples teach the same words both ways;
-- ``paused`` (finished): the question's two parts spoken apart, joined by 300-1,500 ms
-  of silence (the end of a question that had a pause in it);
+- ``prefix`` (not finished): the question cut at a word boundary (what a mid-sentence
+  pause leaves the detector with). Mostly (``ONE_BREATH_SHARE``) cut out of the whole
+  question as it was spoken (:mod:`word_cut`: the words keep the prosody of a sentence
+  still going, as a person's do who pauses to think); else TTS of those words alone (a
+  finished-sounding sentence, so the words' meaning has to tell), and then, if those words
+  are themselves one of the training plan's questions ("thanks" of "thanks so much", "is
+  the sun a star" of "is the sun a star or a planet"), a ``complete`` example, so no two
+  examples teach the same words, said the same way, both ways;
+- ``paused`` (finished): the question's two parts joined by 300-1,500 ms of silence (the
+  end of a question that had a pause in it), cut out of the whole question or spoken
+  apart, in the same shares;
 - ``filler_end`` (not finished): a prefix and then "um" / "uh" / "let me think";
 - ``filler`` (finished): a filler said before or inside the whole question.
 
@@ -45,6 +49,8 @@ FILLERS = ("um", "uh", "let me think")
 LEAD_MS = (60, 300)  # silence before the speech (the VAD's prefix padding keeps some)
 TRAIL_MS = (30, 160)  # silence after it: the VAD says "paused" within this
 PAUSE_MS = (300, 1500)  # a pause inside a question
+ONE_BREATH_SHARE = 0.75  # cuts made inside the whole question's audio (the rest: TTS alone)
+MIN_REST_MS = 150  # a cut this close to the whole's end did not find the words: speak apart
 EVAL_SPLITS = ("valid", "heldout_voice", "heldout_phrasing")
 
 
@@ -69,11 +75,15 @@ class TurnDataSettings:
 
 @dataclass(frozen=True)
 class TurnText:
-    """What to speak for one example: segments joined by ``pause_ms`` of silence."""
+    """What to speak for one example: segments joined by ``pause_ms`` of silence, each
+    spoken alone, or (``one_breath``) all as one utterance cut apart at their word
+    boundaries; the example keeps the first ``heard`` segments (0: all)."""
 
     kind: str
     segments: tuple[str, ...]
     pause_ms: int = 0
+    one_breath: bool = False
+    heard: int = 0
 
     @property
     def finished(self) -> int:
@@ -90,11 +100,15 @@ def texts_for(prompt: str, rng: np.random.Generator) -> list[TurnText]:
         return out + [TurnText("filler", (f"{rng.choice(FILLERS)}, {prompt}",))]
     cut = int(rng.integers(1, len(words)))
     head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
-    out.append(TurnText("complete" if is_trained_question(head) else "prefix", (head,)))
+    if rng.random() < ONE_BREATH_SHARE:
+        out.append(TurnText("prefix", (head, tail), one_breath=True, heard=1))
+    else:
+        out.append(TurnText("complete" if is_trained_question(head) else "prefix", (head,)))
     filler = str(rng.choice(FILLERS))
     pick = rng.random()
     if pick < 0.5:
-        out.append(TurnText("paused", (head, tail), int(rng.integers(*PAUSE_MS))))
+        out.append(TurnText("paused", (head, tail), int(rng.integers(*PAUSE_MS)),
+                            one_breath=bool(rng.random() < ONE_BREATH_SHARE)))
     elif pick < 0.75:
         out.append(TurnText("filler_end", (f"{head}, {filler}",)))
     elif pick < 0.875:
@@ -134,12 +148,15 @@ def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize) -> n
     def silence(ms: int) -> np.ndarray:
         return np.zeros(ms * MODEL_RATE_HZ // 1000, np.float32)
 
-    parts = [silence(int(rng.integers(*LEAD_MS)))]
-    for i, text in enumerate(turn.segments):
+    def say(text: str) -> np.ndarray:
         samples, rate_hz = synthesize(text, voice)
+        return trim_speech(resample(samples, rate_hz, MODEL_RATE_HZ))
+
+    parts = [silence(int(rng.integers(*LEAD_MS)))]
+    for i, piece in enumerate(spoken_segments(turn, say, MODEL_RATE_HZ)):
         if i:
             parts.append(silence(turn.pause_ms))
-        parts.append(trim_speech(resample(samples, rate_hz, MODEL_RATE_HZ)))
+        parts.append(piece)
     parts.append(silence(int(rng.integers(*TRAIL_MS))))
     audio = np.concatenate(parts).astype(np.float32)
     peak = float(np.abs(audio).max()) or 1.0
@@ -149,6 +166,32 @@ def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize) -> n
         audio += rng.normal(0, rms * 10 ** (-rng.uniform(40, 60) / 20), len(audio)).astype(
             np.float32)
     return audio
+
+
+def spoken_segments(turn: TurnText, say, rate_hz: int) -> list[np.ndarray]:
+    """The audio of ``turn``'s heard segments, each ``[T]`` at ``rate_hz``; ``say(text)``
+    speaks a text from its first to its last loud sample. A ``one_breath`` pair is cut out
+    of the whole utterance (:func:`cut_in_one_breath`), else (or when that finds no cut)
+    each segment is spoken alone."""
+    heard = turn.heard or len(turn.segments)
+    if turn.one_breath and len(turn.segments) == 2:
+        pieces = cut_in_one_breath(*turn.segments, say, rate_hz)
+        if pieces is not None:
+            return pieces[:heard]
+    return [say(text) for text in turn.segments[:heard]]
+
+
+def cut_in_one_breath(head: str, tail: str, say, rate_hz: int) -> list[np.ndarray] | None:
+    """``[head's audio, tail's audio]`` cut out of ``say(head + " " + tail)`` where the
+    head's words end (:func:`head_end_sample`); None when the cut leaves the tail under
+    ``MIN_REST_MS`` (the alignment did not find the words)."""
+    from voxloop.distill.data.word_cut import head_end_sample
+
+    whole = say(f"{head} {tail}")
+    end = head_end_sample(whole, say(head), rate_hz)
+    if 0 < end < len(whole) - MIN_REST_MS * rate_hz // 1000:
+        return [whole[:end], whole[end:]]
+    return None
 
 
 def pick_items(split: str, count: int, seed: int) -> list:
@@ -169,6 +212,7 @@ def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
 
     if synthesize is None:
         from voxloop.distill.teachers.tts import synthesize
+    synthesize = lru_cache(maxsize=16)(synthesize)  # an item's examples share their words
     tokens, pooled, offsets, labels, kinds, texts, voices = [], [], [0], [], [], [], []
     for item in items:
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{item.id}".encode()))
@@ -181,12 +225,26 @@ def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
             offsets.append(offsets[-1] + len(row))
             labels.append(turn.finished)
             kinds.append(KINDS.index(turn.kind))
-            texts.append(" | ".join(turn.segments))
+            texts.append(turn_label(turn))
             voices.append(item.user_voice)
     return {"tokens": np.concatenate(tokens), "pooled": np.concatenate(pooled),
             "offsets": np.array(offsets, np.int64),
             "labels": np.array(labels, np.int8), "kinds": np.array(kinds, np.int8),
             "texts": texts, "voices": voices}
+
+
+def turn_label(turn: TurnText) -> str:
+    """What an example says, for reading a shard: segments joined by " | " (spoken apart)
+    or " / " (cut out of one utterance), the words not heard in brackets."""
+    heard = turn.heard or len(turn.segments)
+    said = (" / " if turn.one_breath else " | ").join(turn.segments[:heard])
+    rest = " ".join(turn.segments[heard:])
+    return f"{said} [{rest}]" if rest else said
+
+
+def said_in_one_breath(label: str) -> bool:
+    """Whether a :func:`turn_label` is of an example cut out of one utterance."""
+    return " / " in label or (label.endswith("]") and " [" in label)
 
 
 def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
@@ -262,4 +320,5 @@ def load_split(folder: str | Path, split: str) -> dict:
     return {"sequences": sequences, "pooled": pooled,
             "labels": np.concatenate(labels) if labels else empty,
             "kinds": np.concatenate(kinds) if kinds else empty, "texts": texts,
-            "voices": voices}
+            "voices": voices,
+            "one_breath": np.array([said_in_one_breath(t) for t in texts], dtype=bool)}

@@ -28,7 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from voxloop.distill.data.turn_data import EVAL_SPLITS, KINDS, TurnDataSettings, load_split
+from voxloop.distill.data.turn_data import (
+    EVAL_SPLITS,
+    KINDS,
+    ONE_BREATH_SHARE,
+    TurnDataSettings,
+    load_split,
+)
 
 PAUSE_PROBE_MS = 1000
 FAST_MS = 100
@@ -58,13 +64,20 @@ class TurnTrainSettings:
         "help": "where the chosen model is written"})
 
 
-def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict:
+def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray,
+            one_breath: np.ndarray | None = None) -> dict:
+    """Accuracy, ranking and medium-eagerness waits of ``probs [N]``; ``accuracy_by_kind``
+    also tells one-breath examples (cut out of the whole question) from the others when
+    ``one_breath [N]`` says which they are."""
     from voxloop.codecs.end_of_turn import wait_ms
 
     waits = np.array([wait_ms(float(p), "medium") for p in probs])
     done, cut = labels == 1, labels == 0
-    by_kind = {KINDS[k]: float(np.mean((probs[kinds == k] >= 0.5) == labels[kinds == k]))
-               for k in sorted(set(kinds.tolist()))}
+    names = np.array([KINDS[k] for k in kinds.tolist()], dtype=object)
+    if one_breath is not None:
+        names = np.where(one_breath, names + ", one breath", names)
+    by_kind = {name: float(np.mean((probs[names == name] >= 0.5) == labels[names == name]))
+               for name in sorted(set(names.tolist()))}
     both = done.any() and cut.any()
     return {"examples": len(labels),
             "accuracy": float(np.mean((probs >= 0.5) == (labels == 1))),
@@ -208,7 +221,8 @@ def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
                 results[name] = {
                     "valid_loss": val, "train_s": time.perf_counter() - t0,
                     "parameters": sum(p.numel() for p in head.parameters()),
-                    "splits": {s: measure(predict(head, table, d), d["labels"], d["kinds"])
+                    "splits": {s: measure(predict(head, table, d), d["labels"], d["kinds"],
+                                           d["one_breath"])
                                for s, d in splits.items()}}
     if settings.ensemble and len(heads) > 1:
         chosen, export = "average", list(heads.values())
@@ -218,7 +232,7 @@ def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
             "valid_loss": log_loss(probs["valid"], splits["valid"]["labels"]),
             "train_s": sum(r["train_s"] for r in results.values()),
             "parameters": sum(r["parameters"] for r in results.values()),
-            "splits": {s: measure(probs[s], d["labels"], d["kinds"])
+            "splits": {s: measure(probs[s], d["labels"], d["kinds"], d["one_breath"])
                        for s, d in splits.items()}}
     else:
         chosen = min(results, key=lambda a: results[a]["valid_loss"])
@@ -267,9 +281,11 @@ def card(summary: dict) -> str:
         "",
         "Data: the synthetic pipeline's plan items (user voices, phrasings and splits of "
         "data/distill-v2's plan), spoken now by the same TTS voices: each question whole "
-        "(finished), cut at a random word boundary (not finished, unless the words left are "
-        "themselves a trained question), and one of: its two parts "
-        "joined by a 300-1,500 ms pause (finished), a filler after the cut (not finished), "
+        f"(finished), cut at a random word boundary (not finished; {ONE_BREATH_SHARE:.0%} cut "
+        "out of the whole question as it was said, the sentence still going, the rest the words "
+        "said alone, and those finished when the words are themselves a trained question), "
+        "and one of: its two parts joined by a 300-1,500 ms pause (finished; cut out of the "
+        "whole or said apart, in the same shares), a filler after the cut (not finished), "
         "a filler before or inside it (finished). Train on the train split only; the held-out "
         f"voices and phrasings never train. Examples: {summary['examples']}.", "",
         f"Measured (false cut-off: an unfinished example whose medium-eagerness wait is "
@@ -311,7 +327,8 @@ def evaluate_end_of_turn(model: str, data_out: str) -> dict:
     folder = find_model(model, "end-of-turn model", marker="model.safetensors")
     return {"model": str(folder), "data": str(data_out),
             "heads": [f"{h.config.arch} on {h.config.inputs}" for h in eot.heads],
-            "splits": {s: measure(predict_model(eot, d), d["labels"], d["kinds"])
+            "splits": {s: measure(predict_model(eot, d), d["labels"], d["kinds"],
+                                   d["one_breath"])
                        for s, d in splits.items() if len(d["labels"])}}
 
 

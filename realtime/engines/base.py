@@ -60,6 +60,11 @@ class EngineSession(Protocol):
     def pause(self) -> None:
         """A tentative end of the turn: the engine may start answering."""
 
+    def set_quick_turns(self, quick: bool) -> None:
+        """Whether the session's turns may end as soon as a pause starts (semantic_vad
+        answers a clearly finished question ~100 ms after the speech), so an answer begun
+        at the pause has almost no silence to get ready in; from the next turn on."""
+
     def resume(self) -> None:
         """Speech went on after a pause: an answer begun at the pause is void."""
 

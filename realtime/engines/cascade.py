@@ -141,6 +141,9 @@ class CascadeSession:
     def pause(self) -> None:
         pass
 
+    def set_quick_turns(self, quick: bool) -> None:
+        pass  # nothing is begun before the turn ends
+
     def resume(self) -> None:
         pass
 

@@ -87,6 +87,9 @@ class HybridSession:
     def pause(self) -> None:
         self.native.pause()
 
+    def set_quick_turns(self, quick: bool) -> None:
+        self.native.set_quick_turns(quick)
+
     def resume(self) -> None:
         self.native.resume()
 

@@ -5,16 +5,16 @@ slots, each fed by an ear started i/N of a frame later, and the wording most of 
 answers wrote is said: ``answers.VotedAnswer``; only ``voting_sessions`` sessions at a
 time have the slots for it, the first to open, and they hear a turn so only while at most
 ``votes_up_to_sessions`` sessions are open: a lone user gets the votes for free, a busy
-server keeps its CPU for one ear each). It hears the
-user's 16 kHz audio while they speak through its ear (:mod:`realtime.engines.ears`:
-the streaming codec encoder, or for a semantic student the streaming semantic
-tokenizer, block by block) and hands the frames to the model thread
-(:mod:`realtime.engines.batcher`), which prefills them into the session's KV cache
-row, so at the end of the turn only the answer is left to compute. With
-``speculative`` the answer starts at the first silent VAD window (a tentative end of
-turn; a semantic ear's partial block is flushed on a copy, so the answer hears every
-token): if the user goes on speaking it is rolled back, if the silence is confirmed
-the audio already made is sent at once.
+server keeps its CPU for one ear each; semantic_vad's turns end too soon to hide a vote, so
+they are heard with one). It hears the user's 16 kHz audio while they speak through its
+ear (:mod:`realtime.engines.ears`: the streaming codec encoder, or for a semantic student
+the streaming semantic tokenizer, block by block) and hands the frames to the model
+thread (:mod:`realtime.engines.batcher`), which prefills them into the session's KV cache
+row, so at the end of the turn only the answer is left to compute. With ``speculative``
+the answer starts at the first silent VAD window (a tentative end of turn; a semantic
+ear's partial block is flushed on a copy, so the answer hears every token): if the user
+goes on speaking it is rolled back, if the silence is confirmed the audio already made
+is sent at once.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into
 audio deltas through the streaming codec decoder (by default the codec's ``assistant``
@@ -82,8 +82,8 @@ class NativeSettings:
                 "it adds to other sessions' steps)", "flag": "--native-max-prefill-frames"})
     votes: int = field(default=4, metadata={
         "help": "hear each turn on this many alignments of the ear's frames (1/N of a frame "
-                "apart; N slots and ears per session) and say the wording most of them "
-                "wrote: more right answers for N times the listening CPU (1: off)",
+                "apart; N slots and ears per session) and say the wording most wrote: more "
+                "right answers for N times the listening CPU (1: off; semantic_vad: one)",
         "flag": "--native-votes"})
     voting_sessions: int = field(default=1, metadata={
         "help": "sessions that hear with --native-votes ears at once (the first to open; "
@@ -269,6 +269,7 @@ class NativeSession:
             self.close()  # all of a session's slots or none
             raise
         self._speculative: Answer | VotedAnswer | None = None
+        self._quick_turns = False  # one ear: the answer is due too soon after the speech
         self.new_turn()
 
     @property
@@ -288,9 +289,13 @@ class NativeSession:
     def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
         if self._ears is None:
-            self._ears = self.engine.new_ears(self.engine.seats.ears_now(len(self.slots)))
+            seat = 1 if self._quick_turns else len(self.slots)
+            self._ears = self.engine.new_ears(self.engine.seats.ears_now(seat))
         for i, ear in enumerate(self._ears):
             self._send(i, ear.push(audio_16k))
+
+    def set_quick_turns(self, quick: bool) -> None:
+        self._quick_turns = quick
 
     def pause(self) -> None:
         """The first silent window: start a tentative answer (if speculative) from what

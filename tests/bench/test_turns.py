@@ -19,27 +19,37 @@ def test_settings_name_the_openai_turn_detection():
             turn_detection_event(bad)
 
 
-def _record(setting, kind, latency=None, decided=None, cut_in=None):
+def _record(setting, kind, latency=None, decided=None, cut_in=None, style=""):
     return {"setting": setting, "kind": kind, "question": "q", "voice": "v", "pause_ms": 0,
-            "latency_ms": latency, "decided_ms": decided, "cut_in": cut_in, "status": "x"}
+            "style": style, "latency_ms": latency, "decided_ms": decided, "cut_in": cut_in,
+            "status": "x"}
 
 
 def test_summary_table_and_plot(tmp_path):
     records = [_record("semantic_vad:medium", "complete", 200.0, 40.0),
                _record("semantic_vad:medium", "complete", 300.0, 60.0),
                _record("semantic_vad:medium", "complete"),  # timed out: not answered
-               _record("semantic_vad:medium", "paused", cut_in=False),
-               _record("semantic_vad:medium", "paused", cut_in=True),
+               _record("semantic_vad:medium", "paused", cut_in=False, style="one_breath"),
+               _record("semantic_vad:medium", "paused", cut_in=True, style="apart"),
+               _record("semantic_vad:medium", "paused", cut_in=True, style="apart"),
                _record("server_vad:500", "complete", 700.0, 560.0),
-               _record("server_vad:500", "paused", cut_in=True)]
+               _record("server_vad:500", "paused", cut_in=True, style="one_breath")]
     summary = summarize(records)
     medium = summary["semantic_vad:medium"]
     assert (medium["complete"], medium["answered"]) == (3, 2)
     assert medium["latency_p50_ms"] == 250.0 and medium["decided_p95_ms"] == pytest.approx(59)
-    assert (medium["cut_ins"], medium["paused"], medium["cut_in_rate"]) == (1, 2, 0.5)
-    assert summary["server_vad:500"]["cut_in_rate"] == 1.0
+    assert (medium["cut_ins"], medium["paused"]) == (2, 3)
+    assert medium["by_style"]["one_breath"]["cut_in_rate"] == 0.0
+    assert medium["by_style"]["apart"] == {"paused": 2, "cut_ins": 2, "cut_in_rate": 1.0}
+    assert summary["server_vad:500"]["by_style"]["one_breath"]["cut_in_rate"] == 1.0
     text = table(summary)
-    assert "| semantic_vad:medium | 2/3 | 250 / 295 |" in text and "1/2 (50 %)" in text
+    assert "paused one breath | false cut-ins, paused apart |" in text
+    assert "| semantic_vad:medium | 2/3 | 250 / 295 | 50 / 59 | 0/1 (0 %) | 2/2 (100 %) |" \
+        in text
+    assert "| server_vad:500 | 1/1 | 700 / 700 | 560 / 560 | 1/1 (100 %) | 0/0 (-) |" in text
+    complete_only = table(summarize(records[:3]))
+    assert complete_only.splitlines()[0].endswith("p50 / p95 ms (audio time) |")
+    assert complete_only.splitlines()[-1] == "| semantic_vad:medium | 2/3 | 250 / 295 | 50 / 59 |"
     plot(summary, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
 
@@ -60,7 +70,7 @@ def test_one_run_over_a_real_server(monkeypatch):
     gap = np.zeros(int(0.9 * 24000), np.float32)
     complete = [("what is seven times three", "flite:kal16",
                  np.concatenate([head, tail]))]
-    paused = [("what is seven ... times three", "flite:kal16", 900,
+    paused = [("what is seven ... times three", "flite:kal16", 900, "apart",
                np.concatenate([head, gap, tail]), len(head) + len(gap))]
     server = ServerThread(FakeEngine())
     try:
@@ -76,3 +86,23 @@ def test_one_run_over_a_real_server(monkeypatch):
         assert record.latency_ms is not None and record.status in ("cancelled", "completed")
     assert by["semantic_vad:high", "complete"].decided_ms > 1500  # P 0: the whole 2 s
     assert by["server_vad:200", "complete"].decided_ms < 1000
+
+
+@pytest.mark.slow  # real TTS of a few held-out questions
+def test_paused_questions_are_the_same_cuts_in_both_styles():
+    """Each question once per style, with the same cut and pause; the one-breath audio is
+    the whole question's (its first part is not the first part spoken alone), and the
+    second part starts right after the pause."""
+    from voxloop.bench.turns import paused_questions
+
+    paused = paused_questions(2, seed=3)
+    assert [q[3] for q in paused] in (["one_breath", "apart"] * 2,
+                                      ["one_breath", "apart", "apart", "apart"],
+                                      ["apart", "apart", "one_breath", "apart"])
+    for breath, apart in zip(paused[::2], paused[1::2], strict=True):
+        assert breath[:3] == apart[:3] and " ... " in breath[0]
+        for *_, pause_ms, _style, audio, onset in (breath, apart):
+            gap = audio[onset - pause_ms * 24:onset]
+            assert np.abs(gap).max() == 0 and np.abs(audio[onset:onset + 480]).max() > 0
+        if breath[3] == "one_breath":
+            assert breath[5] != apart[5]  # a first part of another length

@@ -99,6 +99,7 @@ class FakeSession:
     turns: list[Turn] = field(default_factory=list)  # what respond was asked to answer
     pieces_made: int = 0
     closed: bool = False
+    quick_turns: bool | None = None  # as the session last set it
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def heard_16k(self, turn: int = -1) -> np.ndarray:
@@ -122,6 +123,9 @@ class FakeSession:
 
     def pause(self) -> None:
         self._call("pause")
+
+    def set_quick_turns(self, quick: bool) -> None:
+        self.quick_turns = quick
 
     def resume(self) -> None:
         self._call("resume")

@@ -40,10 +40,12 @@ def semantic(eagerness: str | None = None, **fields) -> dict:
 
 def test_semantic_vad_is_accepted_and_echoed():
     async def test(h: Harness):
+        assert h.engine_session.quick_turns is False  # server_vad: the engine may vote
         await h.send(semantic("high"))
         td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
         assert td == {"type": "semantic_vad", "eagerness": "high", "create_response": True,
                       "interrupt_response": True}
+        assert h.engine_session.quick_turns is True  # told: turns end soon after speech
         await h.send(semantic(create_response=False))  # eagerness kept, one field changed
         td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
         assert td["eagerness"] == "high" and td["create_response"] is False
@@ -51,6 +53,7 @@ def test_semantic_vad_is_accepted_and_echoed():
             "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 200}}}}})
         td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
         assert td["type"] == "server_vad" and td["silence_duration_ms"] == 200
+        assert h.engine_session.quick_turns is False
 
     run_session(test, manual=False)
 

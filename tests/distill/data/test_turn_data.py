@@ -5,6 +5,7 @@ Whisper: a fake synthesizer and a fake tokenizer."""
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -27,11 +28,16 @@ from voxloop.distill.data.turn_data import (
     build_shard,
     is_trained_question,
     load_split,
+    said_in_one_breath,
     speak,
+    spoken_segments,
     texts_for,
+    trim_speech,
+    turn_label,
     write_shard,
 )
 from voxloop.distill.data.turn_train import TurnTrainSettings, measure, predict, train_head
+from voxloop.distill.data.word_cut import head_end_sample
 from voxloop.errors import VoxloopError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -88,11 +94,73 @@ def test_a_cut_that_leaves_a_whole_trained_question_is_a_finished_example():
     held_out = [i["phrasings"][HELDOUT_TEMPLATE] for i in load_domain()["intents"]]
     assert not any(is_trained_question(text) for text in held_out)
     rng = np.random.default_rng(0)
-    heads = {}
+    heads, breaths = {}, set()
     for _ in range(50):
         cut = texts_for("thanks so much", rng)[1]
-        heads[cut.segments[0]] = (cut.kind, cut.finished)
+        if cut.one_breath:  # cut out of "thanks so much" as said: a sentence going on
+            breaths.add((cut.segments, cut.heard, cut.kind))
+        else:
+            heads[cut.segments[0]] = (cut.kind, cut.finished)
     assert heads == {"thanks": ("complete", 1), "thanks so": ("prefix", 0)}
+    assert breaths == {(("thanks", "so much"), 1, "prefix"), (("thanks so", "much"), 1, "prefix")}
+
+
+def word_tones(text: str, voice: str) -> tuple[np.ndarray, int]:
+    """A rising chirp per word at 16 kHz (its start pitch and length from the word: 200-330
+    ms; a sweep, so a word's frames differ as a spoken word's do), with silence around;
+    ``voice`` "slow" says every word 30 % longer (as a head said alone may be)."""
+    parts = [np.zeros(800, np.float32)]
+    for word in text.replace(",", " ").split():
+        code = zlib.crc32(word.encode())
+        n = int((3200 + 80 * (code % 27)) * (1.3 if voice == "slow" else 1.0))
+        hz = (200 + 150 * (code % 23)) * (1 + np.arange(n) / n)  # up an octave
+        parts.append(0.5 * np.sin(2 * np.pi * np.cumsum(hz) / MODEL_RATE_HZ).astype(np.float32))
+    return np.concatenate([*parts, np.zeros(800, np.float32)]), MODEL_RATE_HZ
+
+
+def test_a_one_breath_cut_ends_where_the_head_words_end():
+    """Tones for words: the head said alone at another pace still finds the end of its
+    words inside the whole (within 30 ms), and the example keeps only them."""
+    whole = trim_speech(word_tones("what is seven times three", "v")[0])
+    for k in (1, 2, 3, 4):
+        words = " ".join(["what", "is", "seven", "times", "three"][:k])
+        head = trim_speech(word_tones(words, "slow")[0])
+        true_end = len(trim_speech(word_tones(words, "v")[0]))
+        end = head_end_sample(whole, head, MODEL_RATE_HZ)
+        assert abs(end - true_end) <= 0.03 * MODEL_RATE_HZ, (k, end, true_end)
+    rng = np.random.default_rng(0)
+    turn = TurnText("prefix", ("what is seven", "times three"), one_breath=True, heard=1)
+    audio = speak(turn, "v", rng, word_tones)
+    loud = np.flatnonzero(np.abs(audio) > 0.05)  # above the added noise
+    said_ms = (loud[-1] - loud[0]) * 1000 / MODEL_RATE_HZ
+    alone = trim_speech(word_tones("what is seven", "v")[0])
+    assert abs(said_ms - len(alone) * 1000 / MODEL_RATE_HZ) <= 30
+    paused = speak(replace(turn, kind="paused", heard=0, pause_ms=700), "v", rng, word_tones)
+    gaps = np.diff(np.flatnonzero(np.abs(paused) > 0.05))
+    assert gaps.max() == pytest.approx(0.7 * MODEL_RATE_HZ, abs=0.03 * MODEL_RATE_HZ)
+
+
+def test_labels_say_which_examples_were_cut_out_of_one_utterance():
+    turns = [TurnText("prefix", ("what is", "seven"), one_breath=True, heard=1),
+             TurnText("paused", ("what is", "seven"), 500, one_breath=True),
+             TurnText("paused", ("what is", "seven"), 500), TurnText("prefix", ("what is",)),
+             TurnText("filler", ("um, what is seven",))]
+    labels = [turn_label(t) for t in turns]
+    assert labels[:3] == ["what is [seven]", "what is / seven", "what is | seven"]
+    assert [said_in_one_breath(label) for label in labels] == [True, True, False, False, False]
+
+
+def test_a_one_breath_cut_that_finds_no_boundary_speaks_the_parts_apart():
+    """A head the alignment matches to the whole's very end leaves no tail: the parts
+    are said alone instead of a "prefix" that is the whole question."""
+    def same_tone(text, voice):
+        return 0.5 * np.sin(np.arange(1600 * len(text.split())) * 0.3).astype(np.float32), \
+            MODEL_RATE_HZ
+
+    turn = TurnText("prefix", ("a b c", "d"), one_breath=True, heard=1)
+    [piece] = spoken_segments(turn, lambda text: trim_speech(same_tone(text, "v")[0]),
+                              MODEL_RATE_HZ)
+    assert len(piece) == len(trim_speech(same_tone("a b c", "v")[0]))
 
 
 def test_spoken_examples_have_the_pause_and_a_short_trailing_silence():
@@ -163,6 +231,11 @@ def test_ranking_measures_count_pairs_and_the_unfinished_quantile():
     labels = np.array([0] * 100 + [1] * 4)
     m = measure(probs, labels, np.where(labels, 0, 1))
     assert m["auc"] == 1.0 and m["fast_at_5pct_cutoff"] == 1.0
+    kinds = np.array([KINDS.index(k) for k in ("complete", "prefix", "prefix", "paused")])
+    m = measure(np.array([0.9, 0.2, 0.8, 0.7]), np.array([1, 0, 0, 1]), kinds,
+                np.array([False, True, False, True]))
+    assert m["accuracy_by_kind"] == {"complete": 1.0, "prefix": 0.0, "prefix, one breath": 1.0,
+                                     "paused, one breath": 1.0}
     m = measure(np.array([0.2, 0.9]), np.array([1, 1]), np.array([0, 0]))
     assert m["auc"] is None and m["fast_at_5pct_cutoff"] is None  # no unfinished to rank
 

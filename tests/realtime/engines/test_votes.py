@@ -183,6 +183,14 @@ def test_a_second_session_hears_with_one_ear_and_a_third_silences_the_votes():
         first.new_turn()
         first.hear(audio)
         assert len(first._ears) == 3 and len(first.end_of_turn().answers) == 3
+        first.set_quick_turns(True)  # semantic_vad: no silence to hide the vote in
+        first.new_turn()
+        first.hear(audio)
+        assert len(first._ears) == 1 and len(first.slots) == 3  # the seat is kept
+        first.set_quick_turns(False)
+        first.new_turn()
+        first.hear(audio)
+        assert len(first._ears) == 3
         first.close()
         first.close()  # twice: nothing given back twice
         assert engine.seats.open == 0 and engine.seats.taken == 0
