@@ -92,8 +92,8 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
         pause_ms = int(rng.integers(*PAUSE_MS))
         head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
 
-        def say(words: str, voice=voice) -> np.ndarray:
-            audio = spoken(words, voice)
+        def say(phrase: str, voice=voice) -> np.ndarray:
+            audio = spoken(phrase, voice)
             return audio[:speech_end_sample(audio)]
 
         for style in styles:
