@@ -28,6 +28,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -82,6 +83,11 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
     from voxloop.bench.latency import held_out_questions, spoken
     from voxloop.distill.data.turn_data import cut_in_one_breath
 
+    @lru_cache(maxsize=8)  # a question's parts are said in both styles: synthesize once
+    def speech_of(phrase: str, voice: str) -> np.ndarray:
+        audio = spoken(phrase, voice)
+        return audio[:speech_end_sample(audio)]
+
     check_styles(styles)
     out = []
     questions = [(t, v) for t, v, _ in held_out_questions(4 * count) if len(t.split()) >= 3]
@@ -91,11 +97,7 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
         cut = int(rng.integers(1, len(words)))
         pause_ms = int(rng.integers(*PAUSE_MS))
         head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
-
-        def say(phrase: str, voice=voice) -> np.ndarray:
-            audio = spoken(phrase, voice)
-            return audio[:speech_end_sample(audio)]
-
+        say = partial(speech_of, voice=voice)
         for style in styles:
             pieces = cut_in_one_breath(head, tail, say, WIRE_RATE_HZ) \
                 if style == "one_breath" else None

@@ -86,6 +86,11 @@ class TurnText:
     heard: int = 0
 
     @property
+    def said(self) -> tuple[str, ...]:
+        """The segments the example keeps."""
+        return self.segments[:self.heard or len(self.segments)]
+
+    @property
     def finished(self) -> int:
         return FINISHED[self.kind]
 
@@ -173,12 +178,11 @@ def spoken_segments(turn: TurnText, say, rate_hz: int) -> list[np.ndarray]:
     speaks a text from its first to its last loud sample. A ``one_breath`` pair is cut out
     of the whole utterance (:func:`cut_in_one_breath`), else (or when that finds no cut)
     each segment is spoken alone."""
-    heard = turn.heard or len(turn.segments)
     if turn.one_breath and len(turn.segments) == 2:
         pieces = cut_in_one_breath(*turn.segments, say, rate_hz)
         if pieces is not None:
-            return pieces[:heard]
-    return [say(text) for text in turn.segments[:heard]]
+            return pieces[:len(turn.said)]
+    return [say(text) for text in turn.said]
 
 
 def cut_in_one_breath(head: str, tail: str, say, rate_hz: int) -> list[np.ndarray] | None:
@@ -236,9 +240,8 @@ def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
 def turn_label(turn: TurnText) -> str:
     """What an example says, for reading a shard: segments joined by " | " (spoken apart)
     or " / " (cut out of one utterance), the words not heard in brackets."""
-    heard = turn.heard or len(turn.segments)
-    said = (" / " if turn.one_breath else " | ").join(turn.segments[:heard])
-    rest = " ".join(turn.segments[heard:])
+    said = (" / " if turn.one_breath else " | ").join(turn.said)
+    rest = " ".join(turn.segments[len(turn.said):])
     return f"{said} [{rest}]" if rest else said
 
 
