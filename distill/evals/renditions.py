@@ -42,6 +42,15 @@ class RenditionSettings:
     misheard_only: bool = field(default=False, metadata={
         "help": "re-take only the answers whose pack take the judge hears wrong (spend "
                 "--takes where they are needed)"})
+    misheard_above_wer_pct: float = field(default=100.0, metadata={
+        "help": "with --misheard-only: a take the judge hears right also counts as misheard "
+                "when its word error rate is above this (percent; 100: only wrong ones). "
+                "Right is the key content; a mangled first word is not wrong, but unclear"})
+
+    def needs_takes(self, own: Take) -> bool:
+        """Whether an answer whose pack take was judged ``own`` gets new takes."""
+        return not self.misheard_only or not own.correct or (
+            100 * own.wer > self.misheard_above_wer_pct)
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     for text, turns, row in tqdm(todo, desc="renditions", unit="answer", disable=not progress):
         candidates = [(None, data.answer(row))]  # the pack's own take first: it wins ties
         judged = [take_judge(candidates[0][1], text)]
-        if not (settings.misheard_only and judged[0].correct):
+        if settings.needs_takes(judged[0]):
             for _ in range(settings.takes):
                 pcm = cache.take(text)
                 candidates.append((pcm, runner.encode(pcm)))

@@ -89,6 +89,19 @@ def test_a_clear_take_replaces_a_garbled_one_in_cache_dataset_and_pack(tmp_path)
     assert len(answer["takes"]) == (1 if chosen["correct"] else 3)
 
 
+def test_misheard_only_spends_takes_on_wrong_and_on_unclear_answers():
+    from voxloop.distill.evals.renditions import Take
+
+    right, wrong = Take("a cat says meow", 0.0, True), Take("a cow says moo", 0.5, False)
+    mangled = Take("but cat says meow", 0.25, True)  # the key content is there
+    everything = RenditionSettings()
+    assert all(everything.needs_takes(t) for t in (right, wrong, mangled))
+    wrong_only = RenditionSettings(misheard_only=True)
+    assert [wrong_only.needs_takes(t) for t in (right, wrong, mangled)] == [False, True, False]
+    unclear = RenditionSettings(misheard_only=True, misheard_above_wer_pct=10)
+    assert [unclear.needs_takes(t) for t in (right, wrong, mangled)] == [False, True, True]
+
+
 def test_no_answer_said_often_enough_is_a_clear_error(tmp_path):
     data = tiny_packed(tiny_examples(4))
     data.vocab["codec"] = {"name": DEFAULT_CODEC}
