@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -94,6 +94,13 @@ class TurnText:
     def finished(self) -> int:
         return FINISHED[self.kind]
 
+    def apart(self) -> TurnText:
+        """This turn with only its kept segments, each spoken alone. A prefix said alone
+        that is a whole question of the training plan is a complete question."""
+        kind = "complete" if self.kind == "prefix" and is_trained_question(self.said[0]) \
+            else self.kind
+        return replace(self, kind=kind, segments=self.said, one_breath=False, heard=0)
+
 
 def texts_for(prompt: str, rng: np.random.Generator) -> list[TurnText]:
     """The three examples of one question: complete, a prefix, and one of paused / filler
@@ -108,7 +115,7 @@ def texts_for(prompt: str, rng: np.random.Generator) -> list[TurnText]:
     if rng.random() < ONE_BREATH_SHARE:
         out.append(TurnText("prefix", (head, tail), one_breath=True, heard=1))
     else:
-        out.append(TurnText("complete" if is_trained_question(head) else "prefix", (head,)))
+        out.append(TurnText("prefix", (head,)).apart())
     filler = str(rng.choice(FILLERS))
     pick = rng.random()
     if pick < 0.5:
@@ -147,9 +154,11 @@ def trim_speech(samples: np.ndarray, floor: float = 0.02) -> np.ndarray:
     return samples[loud[0]:loud[-1] + 1] if len(loud) else samples[:0]
 
 
-def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize) -> np.ndarray:
+def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize
+          ) -> tuple[np.ndarray, TurnText]:
     """``turn`` by ``voice`` at 16 kHz ``[T]``: lead silence, the segments joined by the
-    pause, trailing silence, and on half of them a little white noise (40-60 dB SNR)."""
+    pause, trailing silence, and on half of them a little white noise (40-60 dB SNR); and
+    the turn as it was spoken (:func:`spoken_segments`)."""
     def silence(ms: int) -> np.ndarray:
         return np.zeros(ms * MODEL_RATE_HZ // 1000, np.float32)
 
@@ -158,7 +167,8 @@ def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize) -> n
         return trim_speech(resample(samples, rate_hz, MODEL_RATE_HZ))
 
     parts = [silence(int(rng.integers(*LEAD_MS)))]
-    for i, piece in enumerate(spoken_segments(turn, say, MODEL_RATE_HZ)):
+    pieces, turn = spoken_segments(turn, say, MODEL_RATE_HZ)
+    for i, piece in enumerate(pieces):
         if i:
             parts.append(silence(turn.pause_ms))
         parts.append(piece)
@@ -170,19 +180,21 @@ def speak(turn: TurnText, voice: str, rng: np.random.Generator, synthesize) -> n
         rms = float(np.sqrt(np.mean(audio**2))) or 1e-3
         audio += rng.normal(0, rms * 10 ** (-rng.uniform(40, 60) / 20), len(audio)).astype(
             np.float32)
-    return audio
+    return audio, turn
 
 
-def spoken_segments(turn: TurnText, say, rate_hz: int) -> list[np.ndarray]:
-    """The audio of ``turn``'s heard segments, each ``[T]`` at ``rate_hz``; ``say(text)``
-    speaks a text from its first to its last loud sample. A ``one_breath`` pair is cut out
-    of the whole utterance (:func:`cut_in_one_breath`), else (or when that finds no cut)
-    each segment is spoken alone."""
+def spoken_segments(turn: TurnText, say, rate_hz: int) -> tuple[list[np.ndarray], TurnText]:
+    """The audio of ``turn``'s heard segments, each ``[T]`` at ``rate_hz``, and the turn as
+    spoken; ``say(text)`` speaks a text from its first to its last loud sample. A
+    ``one_breath`` pair is cut out of the whole utterance (:func:`cut_in_one_breath`), else
+    (or when that finds no cut: the turn comes back not ``one_breath``, so its label and
+    per-kind accuracy say how it was really spoken) each segment is spoken alone."""
     if turn.one_breath and len(turn.segments) == 2:
         pieces = cut_in_one_breath(*turn.segments, say, rate_hz)
         if pieces is not None:
-            return pieces[:len(turn.said)]
-    return [say(text) for text in turn.said]
+            return pieces[:len(turn.said)], turn
+        turn = turn.apart()
+    return [say(text) for text in turn.said], turn
 
 
 def cut_in_one_breath(head: str, tail: str, say, rate_hz: int) -> list[np.ndarray] | None:
@@ -221,7 +233,7 @@ def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
     for item in items:
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{item.id}".encode()))
         for turn in texts_for(item.prompt_text, rng):
-            audio = speak(turn, item.user_voice, rng, synthesize)
+            audio, turn = speak(turn, item.user_voice, rng, synthesize)
             vectors = tokenizer.encode(torch.from_numpy(audio)[None], pooled=True)
             row = tokenizer.quantize(vectors)[0].numpy()
             tokens.append(row.astype(np.int16))

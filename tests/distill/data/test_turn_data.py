@@ -130,12 +130,14 @@ def test_a_one_breath_cut_ends_where_the_head_words_end():
         assert abs(end - true_end) <= 0.03 * MODEL_RATE_HZ, (k, end, true_end)
     rng = np.random.default_rng(0)
     turn = TurnText("prefix", ("what is seven", "times three"), one_breath=True, heard=1)
-    audio = speak(turn, "v", rng, word_tones)
+    audio, spoken = speak(turn, "v", rng, word_tones)
+    assert spoken == turn  # the cut was found
     loud = np.flatnonzero(np.abs(audio) > 0.05)  # above the added noise
     said_ms = (loud[-1] - loud[0]) * 1000 / MODEL_RATE_HZ
     alone = trim_speech(word_tones("what is seven", "v")[0])
     assert abs(said_ms - len(alone) * 1000 / MODEL_RATE_HZ) <= 30
-    paused = speak(replace(turn, kind="paused", heard=0, pause_ms=700), "v", rng, word_tones)
+    paused, _ = speak(replace(turn, kind="paused", heard=0, pause_ms=700), "v", rng,
+                      word_tones)
     gaps = np.diff(np.flatnonzero(np.abs(paused) > 0.05))
     assert gaps.max() == pytest.approx(0.7 * MODEL_RATE_HZ, abs=0.03 * MODEL_RATE_HZ)
 
@@ -157,15 +159,28 @@ def test_a_one_breath_cut_that_finds_no_boundary_speaks_the_parts_apart():
         return 0.5 * np.sin(np.arange(1600 * len(text.split())) * 0.3).astype(np.float32), \
             MODEL_RATE_HZ
 
+    def say(text):
+        return trim_speech(same_tone(text, "v")[0])
+
     turn = TurnText("prefix", ("a b c", "d"), one_breath=True, heard=1)
-    [piece] = spoken_segments(turn, lambda text: trim_speech(same_tone(text, "v")[0]),
-                              MODEL_RATE_HZ)
-    assert len(piece) == len(trim_speech(same_tone("a b c", "v")[0]))
+    [piece], spoken = spoken_segments(turn, say, MODEL_RATE_HZ)
+    assert len(piece) == len(say("a b c"))
+    # labelled as spoken: the head alone, not a cut out of one utterance
+    assert spoken == TurnText("prefix", ("a b c",)) and turn_label(spoken) == "a b c"
+    assert not said_in_one_breath(turn_label(spoken))
+    paused = replace(turn, kind="paused", heard=0, pause_ms=500)
+    pieces, spoken = spoken_segments(paused, say, MODEL_RATE_HZ)
+    assert len(pieces) == 2 and turn_label(spoken) == "a b c | d"
+    # a head that is a whole trained question, said alone, is a complete one
+    whole = TurnText("prefix", ("what is the capital of france", "please"), one_breath=True,
+                     heard=1)
+    _, spoken = spoken_segments(whole, say, MODEL_RATE_HZ)
+    assert spoken.kind == "complete" and spoken.finished
 
 
 def test_spoken_examples_have_the_pause_and_a_short_trailing_silence():
     rng = np.random.default_rng(1)
-    audio = speak(TurnText("paused", ("what is", "seven"), 800), "x", rng, fake_synthesize)
+    audio, _ = speak(TurnText("paused", ("what is", "seven"), 800), "x", rng, fake_synthesize)
     loud = np.flatnonzero(np.abs(audio) > 0.05)
     gaps = np.diff(loud)
     assert gaps.max() == pytest.approx(800 * MODEL_RATE_HZ / 1000, abs=20)  # the pause
