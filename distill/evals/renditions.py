@@ -9,9 +9,11 @@ asks for it. For every answer with at least ``min_turns`` training turns (the do
 answers), ``choose_renditions`` synthesizes ``takes`` more takes, decodes each one's first K
 codebooks with the decoder the student speaks through, transcribes it with the ASR teacher's
 Whisper and keeps the take judged right with the fewest word errors (the pack's own take
-wins ties). The chosen take replaces the answer in the dataset's answer cache, its codes go
-to ``renditions.npz`` (``distill.data.targets``: every later pack of the dataset uses them)
-and into the pack, with its word times aligned anew where the pack has them (``replace_answers``).
+wins ties; with ``misheard_only`` new takes are drawn only where the judge hears the pack's
+take wrong, or, with ``misheard_above_wer_pct``, with more word errors than that). The
+chosen take replaces the answer in the dataset's answer cache, its codes go to
+``renditions.npz`` (``distill.data.targets``: every later pack of the dataset uses them) and
+into the pack, with its word times aligned anew where the pack has them (``replace_answers``).
 
     voxloop distill renditions data/distill-v2 runs/student/aligned.npz --takes 8
 """
