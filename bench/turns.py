@@ -81,7 +81,7 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
     boundary, in every style of ``styles`` (a ``one_breath`` cut that finds no boundary
     falls back to ``apart`` and says so)."""
     from voxloop.bench.latency import held_out_questions, spoken
-    from voxloop.distill.data.turn_data import cut_in_one_breath
+    from voxloop.distill.data.turn_data import TurnText, spoken_segments
 
     @lru_cache(maxsize=8)  # a question's parts are said in both styles: synthesize once
     def speech_of(phrase: str, voice: str) -> np.ndarray:
@@ -98,12 +98,11 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
         pause_ms = int(rng.integers(*PAUSE_MS))
         head, tail = " ".join(words[:cut]).rstrip(","), " ".join(words[cut:])
         say = partial(speech_of, voice=voice)
+        gap = np.zeros(pause_ms * WIRE_RATE_HZ // 1000, np.float32)
         for style in styles:
-            pieces = cut_in_one_breath(head, tail, say, WIRE_RATE_HZ) \
-                if style == "one_breath" else None
-            if pieces is None:
-                style, pieces = "apart", [say(head), say(tail)]
-            gap = np.zeros(pause_ms * WIRE_RATE_HZ // 1000, np.float32)
+            turn = TurnText("paused", (head, tail), pause_ms, one_breath=style == "one_breath")
+            pieces, turn = spoken_segments(turn, say, WIRE_RATE_HZ)
+            style = "one_breath" if turn.one_breath else "apart"
             out.append((f"{head} ... {tail}", voice, pause_ms, style,
                         np.concatenate([pieces[0], gap, pieces[1]]), len(pieces[0]) + len(gap)))
     return out
