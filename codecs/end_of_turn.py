@@ -1,11 +1,14 @@
 """The end-of-turn model: P(the user has finished) from the semantic tokens heard so far.
 
 It hears what the semantic tokenizer already computes (``semantic``: Whisper tiny.en's
-frozen encoder, block-causal, pooled to 25 Hz, + one VQ codebook), as one of two
+frozen encoder, block-causal, pooled to 25 Hz, + one VQ codebook), as one of three
 ``inputs``: ``codes``, each token looked up in the tokenizer's own codebook
-(``codebook_vectors() [N, D]``, frozen, never stored here), or ``pooled``, the vectors
-the VQ would quantize (the same ``[F, D]``, without the VQ's loss of detail). A small head
-turns the sequence into one logit. Two heads (``arch``):
+(``codebook_vectors() [N, D]``, frozen, never stored here); ``pooled``, the vectors the VQ
+would quantize (the same ``[F, D]``, without the VQ's loss of detail); or ``encoder``, the
+mean of the Whisper encoder frames each token pools (``[F, 384]``: before the pooler and VQ
+that were trained for words, so what they dropped, pitch and timing, is still there, as in
+smart-turn's classifier on the same encoder). A small head turns the sequence into one
+logit. Two heads (``arch``):
 
 - ``gru``: a linear projection ``D -> hidden`` and a one-layer GRU over the tokens; the
   logit is read from its last state (it hears the order: "seven times" vs "times seven");
@@ -17,7 +20,8 @@ inputs or seeds) whose logits are averaged: the heads are tiny next to the encod
 their average ranks held-out examples better than any one of them.
 
 ``EndOfTurn`` wraps tokenizer + heads for a stream: ``init_state()``, ``push(state, wav)``
-while the user speaks, ``probability(state)`` at a pause (the partial block as a flush
+while the user speaks (the stream keeps the encoder frames of each token, from which every
+input is made at a pause), ``probability(state)`` at a pause (the partial block as a flush
 would give it now, on a snapshot: the stream goes on). Saved as a folder: ``config.json``
 (with the tokenizer's weights sha256, checked at load) and a float16 ``model.safetensors``.
 """
@@ -39,7 +43,7 @@ DEFAULT_END_OF_TURN = "voxloop-end-of-turn"  # bundled under models/
 # the longest wait of each eagerness (OpenAI's semantic_vad: 8 s, 4 s, 2 s; auto = medium)
 EAGERNESS_CAP_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
 WAIT_POWER = 2.0
-INPUTS = ("codes", "pooled")
+INPUTS = ("codes", "pooled", "encoder")
 
 
 def wait_ms(p_finished: float, eagerness: str) -> int:
@@ -53,9 +57,10 @@ def wait_ms(p_finished: float, eagerness: str) -> int:
 class EndOfTurnConfig:
     arch: str = "gru"  # gru | pool
     inputs: str = "codes"  # codes (the tokens' codebook vectors) | pooled (before the VQ)
+    #                        | encoder (the mean of the encoder frames each token pools)
     hidden_dim: int = 64
     tail_tokens: int = 8  # pool: the last 320 ms at 25 Hz
-    code_dim: int = 256  # the tokenizer's codebook vectors
+    code_dim: int = 256  # the width of what it hears: the codebook's, or the encoder's 384
     codebook_size: int = 1024
     semantic: str = "voxloop-semantic"  # the tokenizer it hears (name or folder)
     semantic_sha256: str = ""  # ... and its weights, checked at load
@@ -88,7 +93,8 @@ class EndOfTurnHead(nn.Module):
         else:
             raise VoxloopError(f"unknown end-of-turn arch {config.arch!r}: gru or pool")
         if config.inputs not in INPUTS:
-            raise VoxloopError(f"unknown end-of-turn inputs {config.inputs!r}: codes or pooled")
+            raise VoxloopError(f"unknown end-of-turn inputs {config.inputs!r}: one of "
+                               f"{', '.join(INPUTS)}")
 
     def forward(self, vectors: Tensor, lengths: Tensor) -> Tensor:
         vectors = self.norm(vectors)
@@ -117,7 +123,7 @@ def pad_rows(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 def head_inputs(rows: list[Tensor], table: Tensor) -> tuple[Tensor, Tensor]:
-    """Token rows ``[F]`` (looked up in ``table [N, D]``) or pooled rows ``[F, D]`` ->
+    """Token rows ``[F]`` (looked up in ``table [N, D]``) or vector rows ``[F, D]`` ->
     the head's vectors ``[B, F, D]`` (right-padded) and lengths ``[B]``."""
     padded, lengths = pad_rows(rows)
     return (table[padded] if padded.dim() == 2 else padded.float()), lengths
@@ -126,38 +132,45 @@ def head_inputs(rows: list[Tensor], table: Tensor) -> tuple[Tensor, Tensor]:
 @dataclass
 class EndOfTurnState:
     semantic: object  # the tokenizer's SemanticStreamState
-    rows: list[Tensor]  # [1, f] token (or [1, f, D] pooled) chunks out of the stream so far
+    rows: list[Tensor]  # [1, f, pool_frames, 384] encoder frames of the tokens so far
 
 
 class EndOfTurn:
-    """Tokenizer + codebook table + head(s): one set of weights for every stream. The stream
-    carries pooled vectors when any head hears them (a head on codes gets them quantized),
-    else tokens."""
+    """Tokenizer + codebook table + head(s): one set of weights for every stream."""
 
     def __init__(self, tokenizer, heads: EndOfTurnHead | list[EndOfTurnHead]) -> None:
         self.tokenizer = tokenizer
         self.heads = [h.eval() for h in ([heads] if isinstance(heads, EndOfTurnHead)
                                          else heads)]
         self.table = tokenizer.codebook_vectors()  # [N, D]
-        self.pooled = any(h.config.inputs == "pooled" for h in self.heads)
+        self.inputs = sorted({h.config.inputs for h in self.heads})
 
     @torch.no_grad()
-    def probabilities(self, rows: list[Tensor]) -> Tensor:
-        """Whole rows (pooled vectors ``[F, D]`` if ``self.pooled``, else tokens ``[F]``)
-        -> P(finished) ``[B]``: the sigmoid of the heads' mean logit."""
-        tokens = rows
-        if self.pooled and any(h.config.inputs == "codes" for h in self.heads):
-            tokens = [self.tokenizer.quantize(r[None].float())[0] for r in rows]
-        logits = [h(*head_inputs(rows if h.config.inputs == "pooled" else tokens, self.table))
-                  for h in self.heads]
+    def probabilities(self, views: dict[str, list[Tensor]]) -> Tensor:
+        """Rows of every input the heads hear (``views[inputs]``: token rows ``[F]`` for
+        ``codes``, vector rows ``[F, D]`` otherwise) -> P(finished) ``[B]``: the sigmoid
+        of the heads' mean logit."""
+        logits = [h(*head_inputs(views[h.config.inputs], self.table)) for h in self.heads]
         return torch.sigmoid(torch.stack(logits).mean(0))
+
+    def views(self, frames: Tensor) -> dict[str, list[Tensor]]:
+        """One turn's encoder frames ``[F, pool_frames, 384]`` -> its row of each input the
+        heads hear (``probabilities``' argument)."""
+        views = {}
+        if "encoder" in self.inputs:
+            views["encoder"] = [frames.mean(1)]
+        if {"codes", "pooled"} & set(self.inputs):
+            pooled = self.tokenizer.pool_groups(frames[None])  # [1, F, D]
+            views["pooled"] = [pooled[0]]
+            views["codes"] = [self.tokenizer.quantize(pooled)[0]]
+        return views
 
     def init_state(self) -> EndOfTurnState:
         return EndOfTurnState(self.tokenizer.init_state(1), [])
 
     def push(self, state: EndOfTurnState, wav_16k: Tensor) -> None:
         """More of the turn's audio ``[T]`` at 16 kHz (tokens come a block at a time)."""
-        state.rows.append(self.tokenizer.step(state.semantic, wav_16k[None], self.pooled))
+        state.rows.append(self.tokenizer.step(state.semantic, wav_16k[None], "frames"))
 
     def probability(self, state: EndOfTurnState) -> float:
         """P(finished) of the turn so far: its rows and those a flush would add now,
@@ -165,9 +178,9 @@ class EndOfTurn:
         so a shallow copy is one)."""
         snapshot = copy.copy(state.semantic)
         snapshot.encoder = copy.copy(state.semantic.encoder)
-        tail = self.tokenizer.flush(snapshot, self.pooled)
-        row = torch.cat([*state.rows, tail], dim=1)[0]
-        return float(self.probabilities([row])[0])
+        tail = self.tokenizer.flush(snapshot, "frames")
+        frames = torch.cat([*state.rows, tail], dim=1)[0]
+        return float(self.probabilities(self.views(frames))[0])
 
 
 def save_end_of_turn(heads: EndOfTurnHead | list[EndOfTurnHead], folder: str | Path,

@@ -11,9 +11,11 @@ through a small head that only training uses.
 
 ``SemanticTokenizer``: ``encode(wav [B, T]) -> tokens [B, F]``; ``init_state(B)``,
 ``step(state, wav [B, T]) -> tokens [B, f]`` and ``flush(state)`` for a stream, whose
-tokens concatenate to ``encode``'s and never change once out; ``codebook_vectors()``
-``[N, D]`` for the student's input embedding. Saved as a folder (``config.json`` and a
-float16 ``model.safetensors`` of the trained parts only: never Whisper's weights).
+tokens concatenate to ``encode``'s and never change once out (``output``: the tokens, the
+pooled vectors the VQ quantizes into them, or the encoder frames each token pools);
+``codebook_vectors()`` ``[N, D]`` for the student's input embedding. Saved as a folder
+(``config.json`` and a float16 ``model.safetensors`` of the trained parts only: never
+Whisper's weights).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from voxloop.models import (
     save_model_folder,
 )
 
+STREAM_OUTPUTS = ("tokens", "pooled", "frames")
+
 
 class SemanticBottleneck(nn.Module):
     """The trained part: pooler + VQ (+ the CTC head). Encoder features ``[B, E, 384]``."""
@@ -69,9 +73,12 @@ class SemanticBottleneck(nn.Module):
     def pooled(self, features: Tensor) -> Tensor:
         """``[B, E, 384]`` (E a multiple of pool_frames) -> ``[B, E / pool_frames, D]``."""
         batch, frames, width = features.shape
-        groups = features.reshape(batch, frames // self.config.pool_frames, -1, width)
-        x = groups.flatten(2) if self.config.pooling == "conv" else groups.mean(2)
-        return self.pool(x)
+        return self.pool_groups(features.reshape(batch, frames // self.config.pool_frames, -1,
+                                                 width))
+
+    def pool_groups(self, groups: Tensor) -> Tensor:
+        """Encoder frames grouped per token ``[B, F, pool_frames, 384]`` -> ``[B, F, D]``."""
+        return self.pool(groups.flatten(2) if self.config.pooling == "conv" else groups.mean(2))
 
     def quantize(self, pooled: Tensor) -> Tensor:
         """``[B, F, D]`` -> tokens ``[B, F]`` (int64): the nearest code."""
@@ -172,44 +179,59 @@ class SemanticTokenizer:
                                    torch.zeros(batch_size, 0, self.blocks.encoder.width))
 
     @torch.no_grad()
-    def step(self, state: SemanticStreamState, wav: Tensor, pooled: bool = False) -> Tensor:
-        """``wav [B, T]`` (16 kHz) -> the tokens ``[B, f]`` it completes (``pooled``: the
-        vectors the VQ would quantize into them instead, ``[B, f, D]``)."""
+    def step(self, state: SemanticStreamState, wav: Tensor, output: str = "tokens") -> Tensor:
+        """``wav [B, T]`` (16 kHz) -> what it completes, by ``output``: ``tokens`` ``[B, f]``,
+        ``pooled`` (the vectors the VQ would quantize into them) ``[B, f, D]``, or ``frames``
+        (the encoder frames each token pools) ``[B, f, pool_frames, 384]``."""
         return self._pool_blocks(state, self.blocks.step_blocks(state.encoder, wav), False,
-                                 pooled)
+                                 output)
 
     @torch.no_grad()
-    def flush(self, state: SemanticStreamState, pooled: bool = False) -> Tensor:
-        """End of the stream: the last tokens ``[B, f]`` (a partial pool repeats its frame;
-        ``pooled`` as in ``step``)."""
-        return self._pool_blocks(state, self.blocks.flush_blocks(state.encoder), True, pooled)
+    def flush(self, state: SemanticStreamState, output: str = "tokens") -> Tensor:
+        """End of the stream: the last of ``output`` (as in ``step``; a partial pool repeats
+        its last frame)."""
+        return self._pool_blocks(state, self.blocks.flush_blocks(state.encoder), True, output)
 
     def _pool_blocks(self, state: SemanticStreamState, blocks: list[Tensor],
-                     end: bool, pooled: bool) -> Tensor:
+                     end: bool, output: str) -> Tensor:
         """Tokens block by block, so chunking cannot change the shapes the math runs on."""
-        batch = state.pending.shape[0]
-        out = [torch.zeros(batch, 0, self.config.code_dim) if pooled
-               else torch.zeros(batch, 0, dtype=torch.long)]
+        if output not in STREAM_OUTPUTS:
+            raise ValueError(f"output must be one of {STREAM_OUTPUTS}, got {output!r}")
+        batch, width, per_token = state.pending.shape[0], state.pending.shape[2], \
+            self.config.pool_frames
+        out = [{"tokens": torch.zeros(batch, 0, dtype=torch.long),
+                "pooled": torch.zeros(batch, 0, self.config.code_dim),
+                "frames": torch.zeros(batch, 0, per_token, width)}[output]]
         for i, block in enumerate(blocks):
             pending = torch.cat([state.pending, block], dim=1)
             if end and i == len(blocks) - 1:
-                pending = pad_to_pool(pending, self.config.pool_frames)
-            ready = pending.shape[1] - pending.shape[1] % self.config.pool_frames
+                pending = pad_to_pool(pending, per_token)
+            ready = pending.shape[1] - pending.shape[1] % per_token
             state.pending = pending[:, ready:]
             if ready:
-                vectors = self.bottleneck.pooled(pending[:, :ready])
-                out.append(vectors if pooled else self.quantize(vectors))
+                groups = pending[:, :ready].reshape(batch, ready // per_token, per_token, width)
+                if output == "frames":
+                    out.append(groups)
+                    continue
+                vectors = self.bottleneck.pool_groups(groups)
+                out.append(vectors if output == "pooled" else self.quantize(vectors))
         return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def pool_groups(self, groups: Tensor) -> Tensor:
+        """Frames grouped per token ``[B, F, pool_frames, 384]`` (``output="frames"``) ->
+        the pooled vectors ``[B, F, D]``."""
+        return self.bottleneck.pool_groups(groups)
 
     def quantize(self, pooled: Tensor) -> Tensor:
         """Pooled vectors ``[B, F, D]`` -> their tokens ``[B, F]``."""
         return self.bottleneck.quantize(pooled)
 
-    def encode(self, wav: Tensor, pooled: bool = False) -> Tensor:
+    def encode(self, wav: Tensor, output: str = "tokens") -> Tensor:
         """``wav [B, T]`` (16 kHz) -> tokens ``[B, F]``, F = ceil(ceil((T // 160) / 2) / p)
-        (``pooled``: the vectors before the VQ, ``[B, F, D]``)."""
+        (or the pooled vectors or grouped frames of them, by ``output`` as in ``step``)."""
         state = self.init_state(wav.shape[0])
-        return torch.cat([self.step(state, wav, pooled), self.flush(state, pooled)], dim=1)
+        return torch.cat([self.step(state, wav, output), self.flush(state, output)], dim=1)
 
     def features(self, wav: Tensor) -> Tensor:
         """``wav [B, T]`` -> block-causal encoder features ``[B, E, 384]`` (what training

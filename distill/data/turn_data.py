@@ -23,10 +23,13 @@ training) and turned into semantic tokens:
 
 Audio: lead silence (what the prefix padding keeps), the synthesized speech trimmed to
 its loud part, and ``TRAIL_MS`` of silence (what the VAD hears before it says
-"paused"); a little noise on some. Shards of ``items_per_shard`` plan items are written
-as they finish (npz: tokens, the pooled vectors they quantize (float16), offsets, labels,
-kinds; a json of the texts), so a stopped job resumes where it stopped, and ``--shard I/N``
-splits the shards between processes.
+"paused"); a little noise on some. On ``augment_share`` of the training examples the
+student's user-side augmentation (speed, pitch, a room, noise at an SNR, level: more
+voices than the TTS has) on top; the evaluation splits are never augmented. Shards of
+``items_per_shard`` plan items are written as they finish (npz: tokens, the pooled vectors
+they quantize and the mean of the encoder frames each token pools (both float16),
+offsets, labels, kinds; a json of the texts and augmentations), so a stopped job resumes
+where it stopped, and ``--shard I/N`` splits the shards between processes.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class TurnDataSettings:
     semantic: str = field(default=DEFAULT_SEMANTIC, metadata={
         "help": "semantic tokenizer whose tokens the model hears"})
     data_seed: int = field(default=0, metadata={"help": "which items, cuts and pauses"})
+    augment_share: float = field(default=0.5, metadata={
+        "help": "share of training examples given a drawn augmentation (speed, pitch, room, "
+                "noise, level); evaluation splits never are"})
     shard: str = field(default="", metadata={
         "help": "I/N: build every N-th shard from the I-th (processes side by side; "
                 "default RANK/WORLD_SIZE, else all)"})
@@ -220,33 +226,48 @@ def pick_items(split: str, count: int, seed: int) -> list:
     return items[:count]
 
 
-def build_shard(items: list, tokenizer, seed: int, synthesize=None) -> dict:
-    """Examples of ``items`` -> arrays: ``tokens`` and ``pooled`` (float16 ``[F, D]``),
-    both concatenated, ``offsets [N + 1]``, ``labels [N]``, ``kinds [N]`` (index into
-    KINDS), plus ``texts`` and ``voices``."""
+def build_shard(items: list, tokenizer, seed: int, synthesize=None,
+                augment_share: float = 0.0) -> dict:
+    """Examples of ``items`` -> arrays: ``tokens``, ``pooled`` (float16 ``[F, D]``) and
+    ``encoder`` (float16 ``[F, 384]``: the mean of the encoder frames each token pools),
+    each concatenated, ``offsets [N + 1]``, ``labels [N]``, ``kinds [N]`` (index into
+    KINDS), plus ``texts``, ``voices`` and ``augmentations`` (None or the recipe's dict).
+    ``augment_share`` of the examples get a drawn augmentation (their own random stream:
+    the texts, cuts and pauses are those of an unaugmented build)."""
     import torch
+
+    from voxloop.distill.data.augment import augment, draw_augmentation
 
     if synthesize is None:
         from voxloop.distill.teachers.tts import synthesize
     synthesize = lru_cache(maxsize=16)(synthesize)  # an item's examples share their words
-    tokens, pooled, offsets, labels, kinds, texts, voices = [], [], [0], [], [], [], []
+    arrays = {"tokens": [], "pooled": [], "encoder": []}
+    offsets, labels, kinds, texts, voices, augmentations = [0], [], [], [], [], []
     for item in items:
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{item.id}".encode()))
+        aug_rng = np.random.default_rng(zlib.crc32(f"{seed}:{item.id}:augment".encode()))
         for turn in texts_for(item.prompt_text, rng):
             audio, turn = speak(turn, item.user_voice, rng, synthesize)
-            vectors = tokenizer.encode(torch.from_numpy(audio)[None], pooled=True)
+            recipe = None
+            if aug_rng.random() < augment_share:
+                recipe = draw_augmentation(aug_rng)
+                audio = augment(audio, MODEL_RATE_HZ, recipe, int(aug_rng.integers(1 << 31)))
+            groups = tokenizer.encode(torch.from_numpy(audio)[None], output="frames")
+            vectors = tokenizer.pool_groups(groups)
             row = tokenizer.quantize(vectors)[0].numpy()
-            tokens.append(row.astype(np.int16))
-            pooled.append(vectors[0].numpy().astype(np.float16))
+            arrays["tokens"].append(row.astype(np.int16))
+            arrays["pooled"].append(vectors[0].numpy().astype(np.float16))
+            arrays["encoder"].append(groups[0].mean(1).numpy().astype(np.float16))
             offsets.append(offsets[-1] + len(row))
             labels.append(turn.finished)
             kinds.append(KINDS.index(turn.kind))
             texts.append(turn_label(turn))
             voices.append(item.user_voice)
-    return {"tokens": np.concatenate(tokens), "pooled": np.concatenate(pooled),
+            augmentations.append(None if recipe is None else recipe.as_dict())
+    return {**{k: np.concatenate(v) for k, v in arrays.items()},
             "offsets": np.array(offsets, np.int64),
             "labels": np.array(labels, np.int8), "kinds": np.array(kinds, np.int8),
-            "texts": texts, "voices": voices}
+            "texts": texts, "voices": voices, "augmentations": augmentations}
 
 
 def turn_label(turn: TurnText) -> str:
@@ -295,7 +316,9 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
             continue
         tokenizer = tokenizer or load_semantic_model(folder)
         t0 = time.perf_counter()
-        shard = build_shard(plan[name], tokenizer, settings.data_seed)
+        shard = build_shard(plan[name], tokenizer, settings.data_seed,
+                            augment_share=settings.augment_share if name.startswith("train")
+                            else 0.0)
         write_shard(path, shard)
         progress(f"{name}: {len(shard['labels'])} examples ({time.perf_counter() - t0:.0f} s)")
     return out
@@ -304,15 +327,16 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
 def write_shard(path: Path, shard: dict) -> None:
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **{k: v for k, v in shard.items() if isinstance(v, np.ndarray)},
-             meta=json.dumps({"texts": shard["texts"], "voices": shard["voices"]}))
+             meta=json.dumps({k: shard.get(k) for k in ("texts", "voices", "augmentations")}))
     tmp.rename(path)
 
 
 def load_split(folder: str | Path, split: str) -> dict:
-    """Every shard of ``split``: ``sequences`` (list of int64 ``[F]``), ``pooled`` (list of
-    float16 ``[F, D]``; None when a shard predates them), ``labels [N]``, ``kinds [N]``,
-    ``texts``, ``voices``."""
-    sequences, pooled, labels, kinds, texts, voices = [], [], [], [], [], []
+    """Every shard of ``split``: ``sequences`` (list of int64 ``[F]``), ``pooled`` and
+    ``encoder`` (lists of float16 ``[F, D]``; None when a shard predates them), ``labels
+    [N]``, ``kinds [N]``, ``texts``, ``voices``, ``augmented [N]``."""
+    sequences, labels, kinds, texts, voices, augmented = [], [], [], [], [], []
+    vectors: dict[str, list | None] = {"pooled": [], "encoder": []}
     for path in sorted(Path(folder).glob(f"{split}-*.npz")):
         if path.name.endswith(".tmp.npz"):
             continue
@@ -321,19 +345,21 @@ def load_split(folder: str | Path, split: str) -> dict:
             spans = list(zip(offsets[:-1], offsets[1:], strict=True))
             tokens = shard["tokens"]  # each shard["..."] reads the whole array again
             sequences += [tokens[a:b].astype(np.int64) for a, b in spans]
-            if pooled is not None and "pooled" in shard:
-                vectors = shard["pooled"]
-                pooled += [vectors[a:b] for a, b in spans]
-            else:
-                pooled = None
+            for key, rows in vectors.items():
+                if rows is not None and key in shard:
+                    array = shard[key]
+                    rows += [array[a:b] for a, b in spans]
+                else:
+                    vectors[key] = None
             labels.append(shard["labels"])
             kinds.append(shard["kinds"])
             meta = json.loads(str(shard["meta"]))
         texts += meta["texts"]
         voices += meta["voices"]
+        augmented += [a is not None for a in meta.get("augmentations") or [None] * len(spans)]
     empty = np.zeros(0, np.int8)
-    return {"sequences": sequences, "pooled": pooled,
+    return {"sequences": sequences, **vectors,
             "labels": np.concatenate(labels) if labels else empty,
             "kinds": np.concatenate(kinds) if kinds else empty, "texts": texts,
-            "voices": voices,
+            "voices": voices, "augmented": np.array(augmented, dtype=bool),
             "one_breath": np.array([said_in_one_breath(t) for t in texts], dtype=bool)}

@@ -1,9 +1,10 @@
 """Train the end-of-turn head on ``turn_data``'s examples; measure it; export it with a card.
 
-Every ``arch`` on every kind of ``inputs`` asked for (the tokens' codebook vectors, or
-the pooled vectors before the VQ) is trained the same way (AdamW, BCE, batches of
-``batch_size`` examples, ``token_noise`` of the frames replaced by random codebook vectors,
-the epoch with the best validation loss kept), ``seeds`` times with other seeds, and
+Every ``arch`` on every kind of ``inputs`` asked for (the tokens' codebook vectors, the
+pooled vectors before the VQ, or the mean encoder frames each token pools) is trained the
+same way (AdamW, BCE, batches of ``batch_size`` examples, ``token_noise`` of the frames
+replaced by random codebook vectors, or for ``encoder`` by random frames of the batch, the
+epoch with the best validation loss kept), ``seeds`` times with other seeds, and
 measured on every split; exported: the average of every head trained (``--ensemble``, the
 default) or the one with the lowest validation loss. Measured per split:
 
@@ -45,15 +46,17 @@ class TurnTrainSettings:
     archs: tuple[str, ...] = field(default=("gru",), metadata={
         "help": "heads to train and compare: gru and/or pool (mean and last vectors)"})
     inputs: tuple[str, ...] = field(default=("codes", "pooled"), metadata={
-        "help": "what the heads hear: codes (the tokens' codebook vectors) and/or pooled "
-                "(the vectors before the VQ)"})
+        "help": "what the heads hear: codes (the tokens' codebook vectors), pooled (the "
+                "vectors before the VQ) and/or encoder (the mean of the Whisper encoder "
+                "frames each token pools)"})
     hidden_dim: int = field(default=64, metadata={"help": "head width"})
     epochs: int = field(default=12, metadata={"help": "passes over the training examples"})
     batch_size: int = field(default=64, metadata={"help": "examples per step"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
     token_noise: float = field(default=0.1, metadata={
-        "help": "share of training frames replaced by random codebook vectors (the head "
-                "overfits a few thousand examples within 5 epochs without it)"})
+        "help": "share of training frames replaced by random codebook vectors (encoder: "
+                "random frames of the batch; the head overfits a few thousand examples "
+                "within 5 epochs without it)"})
     train_seed: int = field(default=0, metadata={"help": "initialization and batch order"})
     seeds: int = field(default=2, metadata={
         "help": "heads per arch and inputs (seeds train_seed, train_seed + 1, ...)"})
@@ -91,18 +94,35 @@ def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray,
 
 
 def split_rows(split: dict, inputs: str) -> list:
-    """The rows a head on ``inputs`` hears: token rows ``[F]`` or pooled rows ``[F, D]``."""
+    """The rows a head on ``inputs`` hears: token rows ``[F]`` or vector rows ``[F, D]``."""
     import torch
 
     from voxloop.errors import VoxloopError
 
     if inputs == "codes":
         return [torch.from_numpy(s) for s in split["sequences"]]
-    if split["pooled"] is None:
-        raise VoxloopError("these end-of-turn shards hold tokens only (built before pooled "
-                           "vectors were kept): build them again in a new --data-out, or "
-                           "train with --inputs codes")
-    return [torch.from_numpy(p) for p in split["pooled"]]
+    if split[inputs] is None:
+        raise VoxloopError(f"these end-of-turn shards hold no {inputs} vectors (built before "
+                           "they were kept): build them again in a new --data-out, or train "
+                           "with --inputs codes")
+    return [torch.from_numpy(p) for p in split[inputs]]
+
+
+def add_noise(vectors, lengths, table, share: float, from_batch: bool) -> None:
+    """Replace ``share`` of the frames of ``vectors [B, F, D]`` in place: by random rows of
+    ``table [N, D]``, or (``from_batch``) by random real frames of the batch."""
+    import torch
+
+    noisy = torch.rand(vectors.shape[:2]) < share
+    count = int(noisy.sum())
+    if not count:
+        return
+    if from_batch:
+        real = torch.arange(vectors.shape[1])[None] < lengths[:, None]  # [B, F]
+        donors = vectors[real]
+        vectors[noisy] = donors[torch.randint(0, donors.shape[0], (count,))]
+    else:
+        vectors[noisy] = table[torch.randint(0, table.shape[0], (count,))]
 
 
 def auc(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -137,8 +157,8 @@ def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSetti
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             vectors, lengths = head_inputs([rows[i] for i in batch], table)
-            noisy = torch.rand(vectors.shape[:2]) < settings.token_noise
-            vectors[noisy] = table[torch.randint(0, table.shape[0], (int(noisy.sum()),))]
+            add_noise(vectors, lengths, table, settings.token_noise,
+                      from_batch=config.inputs == "encoder")
             logits = head(vectors, lengths)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[batch])
             opt.zero_grad()
@@ -162,22 +182,26 @@ def predict(head, table, split: dict) -> np.ndarray:
     from voxloop.codecs.end_of_turn import head_inputs
 
     head.eval()
-    return _in_batches(lambda rows: torch.sigmoid(head(*head_inputs(rows, table))),
-                       split_rows(split, head.config.inputs))
+    rows = split_rows(split, head.config.inputs)
+    return _in_batches(lambda lo, hi: torch.sigmoid(head(*head_inputs(rows[lo:hi], table))),
+                       len(rows))
 
 
 def predict_model(eot, split: dict) -> np.ndarray:
     """P(finished) ``[N]`` of an ``EndOfTurn`` (one head or the average of several)."""
-    return _in_batches(eot.probabilities, split_rows(split, "pooled" if eot.pooled else "codes"))
+    views = {inputs: split_rows(split, inputs) for inputs in eot.inputs}
+    return _in_batches(lambda lo, hi: eot.probabilities({k: v[lo:hi] for k, v in views.items()}),
+                       len(split["labels"]))
 
 
-def _in_batches(probabilities, rows: list, size: int = 256) -> np.ndarray:
-    """``probabilities(rows) -> [b]`` over ``rows`` a batch at a time, without gradients."""
+def _in_batches(probabilities, count: int, size: int = 256) -> np.ndarray:
+    """``probabilities(lo, hi) -> [hi - lo]`` over ``count`` examples a batch at a time,
+    without gradients."""
     import torch
 
     with torch.no_grad():
-        out = [probabilities(rows[start:start + size]).numpy()
-               for start in range(0, len(rows), size)]
+        out = [probabilities(start, min(count, start + size)).numpy()
+               for start in range(0, count, size)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -210,11 +234,13 @@ def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
                            semantic_sha256=weights_sha256(semantic))
     results, heads = {}, {}
     for inputs in settings.inputs:
+        width = tokenizer.blocks.encoder.width if inputs == "encoder" else table.shape[1]
         for arch in settings.archs:
             for seed in range(settings.train_seed, settings.train_seed + settings.seeds):
                 name = f"{arch} on {inputs}" + (f", seed {seed}" if settings.seeds > 1 else "")
                 t0 = time.perf_counter()
-                head, val = train_head(replace(base, arch=arch, inputs=inputs), table,
+                head, val = train_head(replace(base, arch=arch, inputs=inputs, code_dim=width),
+                                       table,
                                        splits["train"], splits["valid"],
                                        replace(settings, train_seed=seed), progress)
                 heads[name] = head
@@ -269,12 +295,14 @@ def card(summary: dict) -> str:
         + ("the mean logit of every head below" if summary["chosen"] == "average" else
            "one head") +
         f"; on `codes`: the frozen codebook vectors of the tokens `{data['semantic']}` makes; "
-        "on `pooled`: the vectors its VQ quantizes into them), float16. `semantic_vad` asks "
+        "on `pooled`: the vectors its VQ quantizes into them; on `encoder`: the mean of the "
+        "Whisper encoder frames each of them pools), float16. `semantic_vad` asks "
         "it at every pause; the wait before the turn ends is cap x (1 - P)^2 (caps 8 / 4 / "
         "2 s for low / medium / high eagerness).", "",
         "Command: `voxloop distill end-of-turn --data-out "
         f"{data['data_out']} --train-items {data['train_items']} --eval-items "
-        f"{data['eval_items']} --archs {' '.join(train['archs'])} --inputs "
+        f"{data['eval_items']} --augment-share {data.get('augment_share', 0.0)} --archs "
+        f"{' '.join(train['archs'])} --inputs "
         f"{' '.join(train['inputs'])} --hidden-dim {train['hidden_dim']} --epochs "
         f"{train['epochs']} --token-noise {train['token_noise']} --seeds {train['seeds']} "
         + ("" if train["ensemble"] else "--no-ensemble ") + f"--threads {train['threads']}`",
@@ -286,8 +314,11 @@ def card(summary: dict) -> str:
         "said alone, and those finished when the words are themselves a trained question), "
         "and one of: its two parts joined by a 300-1,500 ms pause (finished; cut out of the "
         "whole or said apart, in the same shares), a filler after the cut (not finished), "
-        "a filler before or inside it (finished). Train on the train split only; the held-out "
-        f"voices and phrasings never train. Examples: {summary['examples']}.", "",
+        "a filler before or inside it (finished); "
+        f"{data.get('augment_share', 0.0):.0%} of the training examples with the student's "
+        "user-side augmentation (speed, pitch, a room, noise, level), evaluation never. Train "
+        "on the train split only; the held-out voices and phrasings never train. Examples: "
+        f"{summary['examples']}.", "",
         f"Measured (false cut-off: an unfinished example whose medium-eagerness wait is "
         f"under {PAUSE_PROBE_MS} ms; fast: a finished one answered after at most "
         f"{FAST_MS} ms of silence):", "",

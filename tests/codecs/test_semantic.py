@@ -60,13 +60,13 @@ def noise_speech(num_samples: int, seed: int) -> torch.Tensor:
 
 
 def stream(tokenizer: SemanticTokenizer, wav: torch.Tensor, sizes: list[int],
-           pooled: bool = False) -> torch.Tensor:
+           output: str = "tokens") -> torch.Tensor:
     state, out, start = tokenizer.init_state(wav.shape[0]), [], 0
     while start < wav.shape[1]:
         size = sizes[len(out) % len(sizes)]
-        out.append(tokenizer.step(state, wav[:, start:start + size], pooled))
+        out.append(tokenizer.step(state, wav[:, start:start + size], output))
         start += size
-    return torch.cat([*out, tokenizer.flush(state, pooled)], dim=1)
+    return torch.cat([*out, tokenizer.flush(state, output)], dim=1)
 
 
 def expected_tokens(num_samples: int, pool_frames: int) -> int:
@@ -117,18 +117,27 @@ def test_stream_equals_a_full_pass_with_the_block_causal_mask(num_samples, seed)
     torch.testing.assert_close(tokenizer.features(wav), full, atol=1e-4, rtol=1e-4)
 
 
-def test_pooled_vectors_stream_and_quantize_to_the_tokens():
+def test_pooled_vectors_and_frames_stream_and_quantize_to_the_tokens():
     """What the end-of-turn model may hear instead of the tokens: the vectors before the VQ,
-    streamed chunk by chunk as the tokens are, and quantizing into exactly those tokens."""
+    or the encoder frames each token pools, streamed chunk by chunk as the tokens are; the
+    frames pool into those vectors, which quantize into exactly those tokens."""
     tokenizer = small_tokenizer()
     wav = torch.stack([noise_speech(2 * MODEL_RATE_HZ, 4), noise_speech(2 * MODEL_RATE_HZ, 5)])
-    pooled = tokenizer.encode(wav, pooled=True)
+    pooled = tokenizer.encode(wav, output="pooled")
     frames = expected_tokens(wav.shape[1], tokenizer.config.pool_frames)
     assert pooled.shape == (2, frames, tokenizer.config.code_dim)
-    assert torch.equal(stream(tokenizer, wav, [700, 3100], pooled=True), pooled)
+    assert torch.equal(stream(tokenizer, wav, [700, 3100], output="pooled"), pooled)
+    groups = stream(tokenizer, wav, [700, 3100], output="frames")
+    assert groups.shape == (2, frames, tokenizer.config.pool_frames,
+                            tokenizer.blocks.encoder.width)
+    torch.testing.assert_close(groups.flatten(1, 2)[:, :tokenizer.features(wav).shape[1]],
+                               tokenizer.features(wav))
+    torch.testing.assert_close(tokenizer.pool_groups(groups), pooled)
     tokens = tokenizer.quantize(pooled)
     assert torch.equal(tokens, tokenizer.encode(wav))
     assert len(tokens.unique()) > 1  # the rows are not one repeated code
+    with pytest.raises(ValueError, match="output must be one of"):
+        tokenizer.encode(wav, output="logits")
 
 
 def test_tokens_once_out_never_change():

@@ -51,14 +51,20 @@ def fake_synthesize(text: str, voice: str) -> tuple[np.ndarray, int]:
 
 
 class FakeTokenizer:
-    """One vector per 40 ms of audio, (peak, 0.01): its token is 1 where it is loud, 0 where
-    it is silent."""
+    """One encoder frame per 40 ms of audio, (peak, 0.01), pooled alone into that vector:
+    its token is 1 where it is loud, 0 where it is silent."""
 
-    def encode(self, wav: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+    def encode(self, wav: torch.Tensor, output: str = "tokens") -> torch.Tensor:
         frames = wav[0, :wav.shape[1] // 640 * 640].reshape(-1, 640)
         peaks = frames.abs().amax(dim=1)
-        vectors = torch.stack([peaks, torch.full_like(peaks, 0.01)], dim=1)[None]
-        return vectors if pooled else self.quantize(vectors)
+        groups = torch.stack([peaks, torch.full_like(peaks, 0.01)], dim=1)[None, :, None]
+        if output == "frames":
+            return groups
+        vectors = self.pool_groups(groups)
+        return vectors if output == "pooled" else self.quantize(vectors)
+
+    def pool_groups(self, groups: torch.Tensor) -> torch.Tensor:
+        return groups.mean(2)
 
     def quantize(self, vectors: torch.Tensor) -> torch.Tensor:
         return vectors.argmax(dim=-1) ^ 1
@@ -202,13 +208,40 @@ def test_shards_round_trip(tmp_path):
     assert all(s.dtype == np.int64 and len(s) > 0 for s in data["sequences"])
     assert [len(p) for p in data["pooled"]] == [len(s) for s in data["sequences"]]
     assert all(p.dtype == np.float16 and p.shape[1] == 2 for p in data["pooled"])
+    assert all(np.array_equal(e, p) for e, p in zip(data["encoder"], data["pooled"],
+                                                      strict=True))  # one frame per token
     assert data["sequences"][0].max() == 1 and data["sequences"][0][0] == 0  # lead silence
+    assert not data["augmented"].any()
     assert load_split(tmp_path, "valid")["labels"].shape == (0,)
+
+
+def test_augmented_examples_say_the_same_words_differently(tmp_path):
+    """Augmentation draws from its own random stream: the same texts, cuts and labels as an
+    unaugmented build, other audio (another length: the speed changed)."""
+    class Item:
+        def __init__(self, i):
+            self.id, self.prompt_text, self.user_voice = f"q{i}", "what is two plus two", "v"
+
+    items = [Item(i) for i in range(4)]
+    plain = build_shard(items, FakeTokenizer(), seed=0, synthesize=fake_synthesize)
+    mixed = build_shard(items, FakeTokenizer(), seed=0, synthesize=fake_synthesize,
+                        augment_share=0.5)
+    assert mixed["texts"] == plain["texts"]
+    assert np.array_equal(mixed["labels"], plain["labels"])
+    assert 0 < sum(a is not None for a in mixed["augmentations"]) < len(mixed["texts"])
+    lengths = np.diff(mixed["offsets"]) != np.diff(plain["offsets"])
+    augmented = np.array([a is not None and a["speed"] != 1.0
+                          for a in mixed["augmentations"]])
+    assert lengths[~augmented].sum() == 0 and lengths[augmented].any()
+    write_shard(tmp_path / "train-0000.npz", mixed)
+    assert list(load_split(tmp_path, "train")["augmented"]) == \
+        [a is not None for a in mixed["augmentations"]]
 
 
 def toy_split(n: int, seed: int, table: torch.Tensor) -> dict:
     """Finished iff the row ends in token 1: order matters, the pool head's last vector
-    sees it too. Its pooled rows: each token's vector in ``table`` plus a little noise."""
+    sees it too. Its pooled rows: each token's vector in ``table`` plus a little noise; its
+    encoder rows: those in a wider space (a fixed random map, more noise)."""
     rng = np.random.default_rng(seed)
     sequences = [rng.integers(2, 16, rng.integers(3, 12)) for _ in range(n)]
     labels = rng.integers(0, 2, n).astype(np.int8)
@@ -216,17 +249,20 @@ def toy_split(n: int, seed: int, table: torch.Tensor) -> dict:
         s[-1] = 1 if y else 0
     pooled = [(table[s].numpy() + 0.1 * rng.standard_normal((len(s), table.shape[1])))
               .astype(np.float16) for s in sequences]
-    return {"sequences": sequences, "pooled": pooled, "labels": labels,
+    wider = np.random.default_rng(99).standard_normal((table.shape[1], 12))
+    encoder = [(p.astype(np.float64) @ wider + 0.2 * rng.standard_normal((len(p), 12)))
+               .astype(np.float16) for p in pooled]
+    return {"sequences": sequences, "pooled": pooled, "encoder": encoder, "labels": labels,
             "kinds": np.where(labels, 0, 1)}
 
 
 @pytest.mark.parametrize("arch", ["gru", "pool"])
-@pytest.mark.parametrize("inputs", ["codes", "pooled"])
+@pytest.mark.parametrize("inputs", ["codes", "pooled", "encoder"])
 def test_a_head_learns_a_toy_rule(arch, inputs):
     torch.manual_seed(0)
     table = torch.randn(16, 8)
-    config = EndOfTurnConfig(arch=arch, inputs=inputs, hidden_dim=16, code_dim=8,
-                             codebook_size=16)
+    config = EndOfTurnConfig(arch=arch, inputs=inputs, hidden_dim=16,
+                             code_dim=12 if inputs == "encoder" else 8, codebook_size=16)
     settings = TurnTrainSettings(epochs=15, batch_size=32, lr=1e-2)
     head, loss = train_head(config, table, toy_split(160, 0, table), toy_split(64, 1, table),
                             settings, progress=lambda *_: None)
@@ -234,6 +270,25 @@ def test_a_head_learns_a_toy_rule(arch, inputs):
     result = measure(predict(head, table, valid), valid["labels"], valid["kinds"])
     assert result["accuracy"] > 0.9 and loss < 0.4
     assert set(result["accuracy_by_kind"]) == {"complete", "prefix"}
+
+
+def test_noise_replaces_frames_with_codebook_rows_or_real_frames_of_the_batch():
+    from voxloop.distill.data.turn_train import add_noise
+
+    torch.manual_seed(0)
+    table = torch.full((5, 3), 7.0)
+    vectors = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    vectors[1, 2:] = -1.0  # padding past the second row's length
+    lengths = torch.tensor([4, 2])
+    original = vectors.clone()
+    coded = vectors.clone()
+    add_noise(coded, lengths, table, 0.5, from_batch=False)
+    changed = (coded != original).any(-1)
+    assert changed.any() and (coded[changed] == 7.0).all()
+    add_noise(vectors, lengths, table, 1.0, from_batch=True)
+    real = {tuple(original[0, i].tolist()) for i in range(4)} | \
+        {tuple(original[1, i].tolist()) for i in range(2)}
+    assert {tuple(v.tolist()) for v in vectors.flatten(0, 1)} <= real  # never padding
 
 
 def test_ranking_measures_count_pairs_and_the_unfinished_quantile():
@@ -270,36 +325,45 @@ def test_export_is_float16_and_loads_back(tmp_path):
 
 
 class QuantizingTokenizer:
-    """Codebook: the 4 unit vectors; a pooled vector's token is its largest coordinate."""
+    """Codebook: the 4 unit vectors; encoder frames pool by their mean; a pooled vector's
+    token is its largest coordinate."""
 
     def codebook_vectors(self):
         return torch.eye(4)
+
+    def pool_groups(self, groups):
+        return groups.mean(2)
 
     def quantize(self, vectors):
         return vectors.argmax(dim=-1)
 
 
 def test_an_average_of_heads_round_trips_and_means_their_logits(tmp_path):
-    """Heads on codes and on pooled vectors, saved as one model: loaded back, the model's
-    P is the sigmoid of their mean logit, the codes head hearing the rows quantized."""
+    """Heads on codes, pooled vectors and encoder frames, saved as one model: loaded back,
+    the model's P is the sigmoid of their mean logit, each head hearing its own view of the
+    turn's encoder frames (the codes head: them pooled and quantized)."""
     torch.manual_seed(0)
-    heads = [EndOfTurnHead(EndOfTurnConfig(inputs=inputs, code_dim=4, codebook_size=4,
-                                           hidden_dim=4)) for inputs in ("codes", "pooled")]
+    inputs = ("codes", "pooled", "encoder")
+    heads = [EndOfTurnHead(EndOfTurnConfig(inputs=i, code_dim=4, codebook_size=4,
+                                           hidden_dim=4)) for i in inputs]
     folder = save_end_of_turn(heads, tmp_path / "eot")
     loaded = load_heads(folder)
-    assert [h.config.inputs for h in loaded] == ["codes", "pooled"]
+    assert [h.config.inputs for h in loaded] == list(inputs)
     model = EndOfTurn(QuantizingTokenizer(), loaded)
-    assert model.pooled
-    rows = [torch.rand(6, 4), torch.rand(3, 4)]
-    tokens = [r.argmax(dim=-1) for r in rows]
+    frames = torch.rand(6, 2, 4)  # 6 tokens of 2 encoder frames
+    pooled = frames.mean(1)
+    views = model.views(frames)
+    torch.testing.assert_close(views["encoder"][0], pooled)  # the toy pooler is the mean
+    assert torch.equal(views["codes"][0], pooled.argmax(-1))
     with torch.no_grad():
-        codes_logit = heads[0](*pad_and_look_up(tokens))
-        pooled_logit = heads[1](*pad_and_look_up(rows))
-    expected = torch.sigmoid((codes_logit + pooled_logit) / 2)
-    torch.testing.assert_close(model.probabilities(rows), expected, atol=2e-3, rtol=0)
-    single = EndOfTurn(QuantizingTokenizer(), heads[0])
-    assert not single.pooled  # one head on codes: the stream carries tokens
-    torch.testing.assert_close(single.probabilities(tokens), torch.sigmoid(codes_logit))
+        logits = [heads[0](*pad_and_look_up([pooled.argmax(-1)])),
+                  heads[1](*pad_and_look_up([pooled])), heads[2](*pad_and_look_up([pooled]))]
+    expected = torch.sigmoid(sum(logits) / 3)
+    torch.testing.assert_close(model.probabilities(views), expected, atol=2e-3, rtol=0)
+    single = EndOfTurn(QuantizingTokenizer(), heads[2])
+    assert set(single.views(frames)) == {"encoder"}  # no pooling where no head needs it
+    torch.testing.assert_close(single.probabilities(single.views(frames)),
+                               torch.sigmoid(logits[2]))
 
 
 def pad_and_look_up(rows):
@@ -319,29 +383,26 @@ def test_a_model_of_another_tokenizer_is_refused(tmp_path):
         load_heads(tmp_path)
 
 
-@pytest.mark.parametrize("inputs", ["codes", "pooled"])
+@pytest.mark.parametrize("inputs", ["codes", "pooled", "encoder"])
 def test_the_stream_asks_with_every_row_so_far(inputs):
-    """``probability`` at a pause = the probabilities of the whole row (the stream's tokens or
-    pooled vectors, and a flush's on a snapshot), and the stream goes on unchanged."""
+    """``probability`` at a pause = the probabilities of the whole turn (the stream's encoder
+    frames, and a flush's on a snapshot), and the stream goes on unchanged."""
     class Stream:
         def __init__(self):
             self.encoder, self.samples = None, 0
 
-    class Tokenizer:
-        def codebook_vectors(self):
-            return torch.eye(4)
-
+    class Tokenizer(QuantizingTokenizer):
         def init_state(self, batch):
             return Stream()
 
-        def step(self, state, wav, pooled=False):
+        def step(self, state, wav, output="tokens"):
+            assert output == "frames"
             state.samples += wav.shape[1]
-            tokens = torch.full((1, wav.shape[1] // 100), 2)
-            return torch.eye(4)[tokens] * 0.5 if pooled else tokens
+            return torch.eye(4)[torch.full((1, wav.shape[1] // 100, 2), 2)] * 0.5
 
-        def flush(self, state, pooled=False):
-            last = torch.tensor([[3]])
-            return torch.eye(4)[last] * 0.5 if pooled else last
+        def flush(self, state, output="tokens"):
+            assert output == "frames"
+            return torch.eye(4)[torch.tensor([[[3, 3]]])] * 0.5
 
     head = EndOfTurnHead(EndOfTurnConfig(inputs=inputs, code_dim=4, codebook_size=4,
                                          hidden_dim=4))
@@ -350,8 +411,8 @@ def test_the_stream_asks_with_every_row_so_far(inputs):
     model.push(state, torch.zeros(300))
     p = model.probability(state)
     tokens = torch.tensor([2, 2, 2, 3])
-    row = torch.eye(4)[tokens] * 0.5 if inputs == "pooled" else tokens
-    assert p == pytest.approx(float(model.probabilities([row])[0]))
+    row = tokens if inputs == "codes" else torch.eye(4)[tokens] * 0.5
+    assert p == pytest.approx(float(model.probabilities({inputs: [row]})[0]))
     assert state.semantic.samples == 300 and len(state.rows) == 1
 
 
@@ -397,9 +458,11 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     from voxloop.distill.data.turn_data import TurnDataSettings, build_turn_data
 
     built: list[tuple[str, str]] = []
+    shares: dict[str, float] = {}
 
-    def fake_build_shard(items, tokenizer, seed):
+    def fake_build_shard(items, tokenizer, seed, augment_share):
         built.append((items[0].id, items[-1].id))
+        shares[items[0].split] = augment_share
         return build_shard(items[:1], FakeTokenizer(), seed, synthesize=fake_synthesize)
 
     monkeypatch.setattr(semantic_tokens, "load_semantic_model", lambda folder: FakeTokenizer())
@@ -412,6 +475,8 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     every = {p.name for p in tmp_path.glob("*.npz")}
     assert len(first) == 3 and len(every) == 6 == len(built)  # 3 train + 3 eval shards
     assert len(set(built)) == 6  # no shard built twice
+    assert shares == {"train": settings.augment_share, "valid": 0.0, "heldout_voice": 0.0,
+                      "heldout_phrasing": 0.0}  # the evaluation splits are never augmented
 
     def no_training(*args, **kwargs):
         raise AssertionError("a share must not train")
