@@ -147,10 +147,9 @@ def _first_answer(samples: np.ndarray, frame_ms: int = 20, gap_ms: int = 2000
                   ) -> tuple[int, int]:
     """Samples ``(start, end)`` of what the speaker played from its first sound until it
     first stays quiet for ``gap_ms``. The answers hold pauses of 400 ms and more, which a
-    playback stall on a loaded machine stretches past a second (loaded clean clones heard
-    1,100 ms of a 1,840 ms and of a 1,820 ms cut with gaps of 700 and 1,200 ms); the next
-    answer starts at least 3 s after the cut (2.5 s more of the 2.9 s interruption, the
-    VAD's wait, the answer's latency). ``end`` is the recording's length if it never does."""
+    playback stall on a loaded machine can stretch past a second; the next answer starts
+    at least 3 s after the cut (2.5 s more of the 2.9 s interruption, the VAD's wait, the
+    answer's latency). ``end`` is the recording's length if it never does."""
     step = pulse.RATE_HZ * frame_ms // 1000
     loud = [dbfs(samples[i:i + step]) > -50 for i in range(0, len(samples) - step, step)]
     start, quiet = loud.index(True), 0
