@@ -1,4 +1,4 @@
-"""The end-of-turn model: P(the user has finished) from the semantic tokens heard so far.
+"""The end-of-turn model: P(the user has finished) from what the semantic tokenizer heard so far.
 
 It hears what the semantic tokenizer already computes (``semantic``: Whisper tiny.en's
 frozen encoder, block-causal, pooled to 25 Hz, + one VQ codebook), as one of three

@@ -290,7 +290,7 @@ def measure_cells(m: dict) -> str:
 def card(summary: dict) -> str:
     data, train = summary["data"], summary["train"]
     lines = [
-        "# voxloop-end-of-turn: P(the user has finished) from the semantic tokens", "",
+        "# voxloop-end-of-turn: P(the user has finished) from the semantic tokenizer's hearing", "",
         f"Exported: `{summary['chosen']}` ("
         + ("the mean logit of every head below" if summary["chosen"] == "average" else
            "one head") +
