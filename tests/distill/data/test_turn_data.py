@@ -419,28 +419,40 @@ def test_the_stream_asks_with_every_row_so_far(inputs):
 @pytest.mark.slow
 def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
     """`voxloop eval end-of-turn`: the bundled model on a data folder of its tokenizer gives
-    a row per evaluation split; data of another tokenizer is a clear error, not numbers."""
+    a row per evaluation split; data of another tokenizer, or without the vectors a head
+    hears, is a clear error, not numbers."""
     from voxloop.cli import main
     from voxloop.distill.data.turn_train import evaluate_end_of_turn
 
     eot = load_end_of_turn("voxloop-end-of-turn")
     table = eot.table
+    widths = {h.config.inputs: h.config.code_dim for h in eot.heads}
     rng = np.random.default_rng(0)
-    for split in ("valid", "heldout_voice"):
-        data = toy_split(40, 3, table)
-        tokens = [rng.integers(0, len(table), len(s)) for s in data["sequences"]]
-        shard = {"tokens": np.concatenate(tokens).astype(np.int16),
-                 "pooled": np.concatenate(data["pooled"]),
-                 "offsets": np.cumsum([0] + [len(s) for s in tokens]).astype(np.int64),
-                 "labels": data["labels"], "kinds": data["kinds"].astype(np.int8),
-                 "texts": ["q"] * 40, "voices": ["v"] * 40}
-        write_shard(tmp_path / f"{split}-0000.npz", shard)
+
+    def write(with_encoder: bool) -> None:
+        for split in ("valid", "heldout_voice"):
+            data = toy_split(40, 3, table)
+            tokens = [rng.integers(0, len(table), len(s)) for s in data["sequences"]]
+            shard = {"tokens": np.concatenate(tokens).astype(np.int16),
+                     "pooled": np.concatenate(data["pooled"]),
+                     "offsets": np.cumsum([0] + [len(s) for s in tokens]).astype(np.int64),
+                     "labels": data["labels"], "kinds": data["kinds"].astype(np.int8),
+                     "texts": ["q"] * 40, "voices": ["v"] * 40}
+            if with_encoder:
+                shard["encoder"] = rng.standard_normal(
+                    (len(shard["tokens"]), widths["encoder"])).astype(np.float16)
+            write_shard(tmp_path / f"{split}-0000.npz", shard)
+
+    write(with_encoder=True)
     manifest = {"semantic_sha256": eot.heads[0].config.semantic_sha256}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     result = evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path))
     assert set(result["splits"]) == {"valid", "heldout_voice"}
     assert all(m["examples"] == 40 and 0 <= m["accuracy"] <= 1
                for m in result["splits"].values())
+    write(with_encoder=False)  # data built before the encoder's frames were kept
+    with pytest.raises(VoxloopError, match="hold no encoder vectors"):
+        evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path))
     (tmp_path / "manifest.json").write_text(json.dumps({"semantic_sha256": "0" * 64}))
     assert main(["eval", "end-of-turn", "--data", str(tmp_path),
                  "--out", str(tmp_path / "e.json")]) != 0
