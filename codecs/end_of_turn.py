@@ -162,7 +162,8 @@ class EndOfTurn:
         if {"codes", "pooled"} & set(self.inputs):
             pooled = self.tokenizer.pool_groups(frames[None])  # [1, F, D]
             views["pooled"] = [pooled[0]]
-            views["codes"] = [self.tokenizer.quantize(pooled)[0]]
+            if "codes" in self.inputs:
+                views["codes"] = [self.tokenizer.quantize(pooled)[0]]
         return views
 
     def init_state(self) -> EndOfTurnState:
