@@ -5,6 +5,9 @@ clock) whose silence is not fixed: while the user speaks it streams the turn's a
 (from the prefix padding on) into the end-of-turn model's semantic tokenizer; when a
 pause starts it asks P(finished) and waits ``wait_ms(P, eagerness)``: ~0 for a clearly
 finished question, up to the eagerness's cap (8 / 4 / 2 s) for a clearly unfinished one.
+It asks in ``decide``, after ``speech_paused`` is out, so the session starts the engine's
+tentative answer first and the two run at once on two cores (the answer, not the wait, is
+what a finished question waits for).
 Speech that resumes within the wait cancels it (``speech_resumed``), as under server_vad,
 so the speculative answer started at the pause is rolled back and released only when the
 turn really ends.
@@ -53,6 +56,8 @@ def new_turn_detector(settings: TurnDetection | SemanticVad | None, start_ms: in
 
 
 class SemanticTurnDetector(TurnDetector):
+    DECIDES_LATER = True  # asking the model costs ~19 ms: a tentative answer starts first
+
     def __init__(self, semantic: SemanticVad, vad: SileroVAD | None = None,
                  start_ms: int = 0, model=None) -> None:
         self.semantic = semantic
@@ -92,6 +97,12 @@ class SemanticTurnDetector(TurnDetector):
         elif event is not None and event.kind == "speech_stopped":
             self._stream = None
         return event
+
+    def decide(self):
+        events = super().decide()
+        if events:  # the turn ended: its stream is done
+            self._stream = None
+        return events
 
     def _feed(self, windows: list[np.ndarray]) -> None:
         import torch

@@ -129,6 +129,9 @@ class Session:
             return  # turn detection changed while the VAD ran
         for turn in turn_events:
             await self._on_turn_event(turn)
+            if detector.undecided and detector is self._detector:  # (after the engine's pause)
+                for decided in await loop.run_in_executor(self.executor, detector.decide):
+                    await self._on_turn_event(decided)
         await self._hear()  # the rest of this chunk, if the engine is hearing a turn
         if detector is not None:
             self._drop_stale_audio(detector)

@@ -30,6 +30,8 @@ class TurnEvent:
 
 
 class TurnDetector:
+    DECIDES_LATER = False  # server_vad's wait is a setting: chosen as the pause starts
+
     def __init__(self, settings: TurnDetection, vad: SileroVAD | None = None,
                  start_ms: int = 0) -> None:
         self.settings = settings
@@ -66,16 +68,35 @@ class TurnDetector:
         return max(0, self.judged_ms - self.settings.prefix_padding_ms)
 
     def push(self, samples_16k: np.ndarray) -> list[TurnEvent]:
-        """Feed float32 audio at 16 kHz ``[T]``; return the events it completes, in order."""
+        """Feed float32 audio at 16 kHz ``[T]``; return the events it completes, in order.
+        A pause this push leaves undecided (``undecided``) is decided by ``decide``, or
+        before the next window is heard."""
         audio = np.concatenate([self._pending, samples_16k])
         n = len(audio) // WINDOW_SAMPLES
         self._pending = audio[n * WINDOW_SAMPLES:]
         events = []
         for i in range(n):
+            events += self.decide()
             event = self._step(audio[i * WINDOW_SAMPLES:(i + 1) * WINDOW_SAMPLES])
             if event:
                 events.append(event)
         return events
+
+    @property
+    def undecided(self) -> bool:
+        """A pause has started whose wait is not chosen yet (see ``decide``)."""
+        return self._silence_from_ms is not None and self._wait_ms is None
+
+    def decide(self) -> list[TurnEvent]:
+        """Choose the undecided pause's wait (``_pause_wait_ms``) and end the turn if the
+        silence heard is that long already. A detector whose wait is costly to choose
+        (``DECIDES_LATER``) leaves it to this call, so the caller can start a tentative
+        answer at ``speech_paused`` first and both run at once."""
+        if not self.undecided:
+            return []
+        self._wait_ms = self._pause_wait_ms()
+        event = self._stop_if_waited()
+        return [event] if event else []
 
     def _step(self, window: np.ndarray) -> TurnEvent | None:
         p = self.last_probability = self._vad(window, self._state)
@@ -94,15 +115,19 @@ class TurnDetector:
             event = TurnEvent("speech_resumed", start_ms, start_ms)
         elif p < s.threshold - END_MARGIN and self._silence_from_ms is None:
             self._silence_from_ms = start_ms  # a tentative end of the turn
-            self._wait_ms = self._pause_wait_ms()
+            self._wait_ms = None if self.DECIDES_LATER else self._pause_wait_ms()
             event = TurnEvent("speech_paused", start_ms, start_ms)
-        if self._silence_from_ms is not None and \
-                start_ms + WINDOW_MS - self._silence_from_ms >= self._wait_ms:
-            self.speaking = False
-            end_ms = self._silence_from_ms
-            self._silence_from_ms = None
-            return TurnEvent("speech_stopped", end_ms + self._wait_ms, end_ms)
-        return event
+        return self._stop_if_waited() or event
+
+    def _stop_if_waited(self) -> TurnEvent | None:
+        """``speech_stopped`` if the pause's silence, judged so far, has lasted its wait."""
+        if self._silence_from_ms is None or self._wait_ms is None or \
+                self.judged_ms - self._silence_from_ms < self._wait_ms:
+            return None
+        self.speaking = False
+        end_ms = self._silence_from_ms
+        self._silence_from_ms = None
+        return TurnEvent("speech_stopped", end_ms + self._wait_ms, end_ms)
 
     def _pause_wait_ms(self) -> int:
         """The silence that ends the turn, decided when a pause starts: server_vad's fixed

@@ -162,12 +162,27 @@ class Mouth(nn.Module):
         pos = self.word_pos(torch.arange(n_words, device=words.device).clamp(max=c.max_words - 1))
         chars = self.spelling[words]  # [B, W, L]
         x = self.char_embed(chars) + self.char_pos.weight[None, None] + pos[None, :, None]
-        letters = self.chars(x.flatten(1, 2), src_key_padding_mask=(chars == 0).flatten(1))
-        letters = letters.view(batch, n_words, c.max_chars, -1) * (chars > 0)[..., None]
+        letters = self._read_letters(x.flatten(1, 2), chars.flatten(1) > 0)
+        letters = letters.view(batch, n_words, c.max_chars, -1)
         n_chars = (chars > 0).sum(-1)
         spelled = letters.sum(2) / n_chars.clamp(min=1)[..., None]
         h = self.words(self.word_embed(words) + pos[None] + spelled, src_key_padding_mask=pad)
         return Encoded(h, letters, n_chars, self.duration(h)[..., 0].masked_fill(pad, 0.0))
+
+    def _read_letters(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The letter layers over ``x [B, N, D]`` (every word's letter slots, in order),
+        run on the real letters only (``real [B, N]``): most slots of a word are padding,
+        which as keys is masked anyway, so packing changes no letter's state and saves
+        most of the work. Padding slots come back zero."""
+        count = real.sum(1)
+        width = int(count.max()) if count.numel() else 0
+        if width == 0:
+            return torch.zeros_like(x)
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)[:, :width, None]
+        order = order.expand(-1, -1, x.shape[-1])  # the real letters first, in order
+        kept = torch.arange(width, device=x.device)[None] < count[:, None]  # [B, width]
+        read = self.chars(x.gather(1, order), src_key_padding_mask=~kept)
+        return torch.zeros_like(x).scatter(1, order, read * kept[..., None])
 
     def frame_states(self, encoded: Encoded, frames: torch.Tensor) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:

@@ -17,6 +17,7 @@ class FakeEndOfTurn:
     def __init__(self, p_finished: float) -> None:
         self.p_finished = p_finished
         self.asked_at_samples: list[int] = []
+        self.on_ask = lambda: None  # called as it is asked (a test's probe)
 
     def init_state(self) -> list:
         return []
@@ -26,6 +27,7 @@ class FakeEndOfTurn:
 
     def probability(self, state: list) -> float:
         self.asked_at_samples.append(sum(state))
+        self.on_ask()
         return self.p_finished
 
 

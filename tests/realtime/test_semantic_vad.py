@@ -98,13 +98,48 @@ def test_the_wait_falls_as_p_rises_and_each_eagerness_caps_it():
     assert wait_ms(0.95, "medium") <= 10 and wait_ms(0.5, "medium") == 1000
 
 
+@pytest.mark.parametrize("p_finished", [0.99, 0.6])
+def test_a_pause_is_decided_when_asked_or_before_the_next_window(p_finished):
+    """The model is asked only by ``decide`` (the session calls it after starting the
+    tentative answer) or, if nobody does, before the next window is heard: the same events
+    at the same times either way."""
+    from voxloop.realtime.semantic_turns import SemanticTurnDetector
+    from voxloop.realtime.wire.session_config import SemanticVad
+
+    signal = resample(np.concatenate([silence(0.5), speech_24k("what is seven"), silence(0.4),
+                                      speech_24k("times three"), silence(1.5)]),
+                      WIRE_RATE_HZ, 16000)
+    runs = {}
+    for deciding in (True, False):
+        model = FakeEndOfTurn(p_finished)
+        detector = SemanticTurnDetector(SemanticVad(eagerness="medium"), model=model)
+        events = []
+        for i in range(0, len(signal), 320):
+            events += detector.push(signal[i:i + 320])
+            if deciding and detector.undecided:
+                asked = len(model.asked_at_samples)
+                events += detector.decide()
+                assert len(model.asked_at_samples) == asked + 1
+        runs[deciding] = events, model.asked_at_samples
+    events, asked = runs[True]
+    assert runs[False] == runs[True]
+    kinds = [e.kind for e in events]
+    assert kinds.count("speech_paused") == len(asked) >= 2 and kinds[-1] == "speech_stopped"
+    stops = [e for e in events if e.kind == "speech_stopped"]
+    # P 0.99 waits 0 ms: every pause ends a turn; P 0.6 waits 640: the 0.4 s pause does not
+    assert len(stops) == (len(asked) if p_finished > 0.9 else 1)
+    assert all(e.audio_ms == e.speech_ms + wait_ms(p_finished, "medium") for e in stops)
+
+
 def test_a_finished_question_ends_the_turn_at_once(fake_model):
     model = fake_model(0.99)
     question = speech_24k()
+    asked = []  # the engine's calls so far, each time the model is asked
 
     async def test(h: Harness):
         await h.send(semantic("medium"))
         await h.until("session.updated")
+        model.on_ask = lambda: asked.append(h.engine_session.calls_but_hear())
         await h.append(np.concatenate([silence(0.3), question, silence(0.8)]))
         started = await h.until("input_audio_buffer.speech_started")
         stopped = await h.until("input_audio_buffer.speech_stopped")
@@ -120,6 +155,10 @@ def test_a_finished_question_ends_the_turn_at_once(fake_model):
     heard_ms = model.asked_at_samples[0] * 1000 // 16000
     assert heard_ms >= stopped["audio_end_ms"] - started["audio_start_ms"] - 100
     assert h.engine_session.turns[0].heard_live
+    # the tentative answer was started before the model was asked (they run at once), and
+    # is the one sent: no answer started after the turn ended
+    assert asked[0][-1] == "pause" and "respond" not in asked[0]
+    assert h.engine_session.calls_but_hear()[:3] == ["new_turn", "pause", "respond"]
 
 
 def test_an_unfinished_pause_waits_and_the_speculation_is_rolled_back(fake_model):

@@ -64,6 +64,24 @@ def test_each_row_is_said_as_if_alone_and_as_long_as_its_words_last():
     assert len(mouth.say(torch.tensor([[3, 4]]), pace=2.0)[0][0]) == 12  # slower: 6 a word
 
 
+def test_letters_are_read_packed_as_they_would_be_in_every_slot():
+    """The letter layers run on the real letters only; each letter's state is what the
+    layers give it among every word's padded letter slots (padding is masked as keys)."""
+    mouth, pad = _mouth().eval(), 12
+    words = torch.tensor([[3, 4, 5, 6, 7], [8, 9, pad, pad, pad]])
+    mouth.spell({3: "a", 4: "bb", 5: "ccccc", 6: "", 7: "seven", 8: "x", 9: "yz"})
+    with torch.no_grad():
+        letters = mouth.encode(words).letters  # [B, W, L, D]
+        chars = mouth.spelling[words]
+        pos = mouth.word_pos(torch.arange(words.shape[1]))
+        x = mouth.char_embed(chars) + mouth.char_pos.weight[None, None] + pos[None, :, None]
+        every = mouth.chars(x.flatten(1, 2), src_key_padding_mask=(chars == 0).flatten(1))
+        every = every.view(letters.shape) * (chars > 0)[..., None]
+    torch.testing.assert_close(letters, every, atol=1e-5, rtol=1e-5)
+    assert letters[0, 3].abs().sum() == 0 and letters[1, 1, 2:].abs().sum() == 0
+    assert (letters[0, 4, :5].abs().sum(-1) > 0).all()
+
+
 def test_a_remembered_answer_is_said_at_its_lengths_the_others_as_predicted():
     mouth, pad = _mouth(), 12
     with torch.no_grad():
