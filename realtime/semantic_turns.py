@@ -94,15 +94,10 @@ class SemanticTurnDetector(TurnDetector):
                 self._stream = self.model.init_state()
                 self._feed(self._recent)
                 self._recent = []
-        elif event is not None and event.kind == "speech_stopped":
-            self._stream = None
         return event
 
-    def decide(self):
-        events = super().decide()
-        if events:  # the turn ended: its stream is done
-            self._stream = None
-        return events
+    def _turn_ended(self) -> None:
+        self._stream = None
 
     def _feed(self, windows: list[np.ndarray]) -> None:
         import torch

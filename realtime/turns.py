@@ -127,7 +127,12 @@ class TurnDetector:
         self.speaking = False
         end_ms = self._silence_from_ms
         self._silence_from_ms = None
+        self._turn_ended()
         return TurnEvent("speech_stopped", end_ms + self._wait_ms, end_ms)
+
+    def _turn_ended(self) -> None:
+        """Called once as ``speech_stopped`` is decided: a detector with per-turn state
+        lets it go here."""
 
     def _pause_wait_ms(self) -> int:
         """The silence that ends the turn, decided when a pause starts: server_vad's fixed
