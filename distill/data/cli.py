@@ -78,6 +78,19 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, TurnTrainSettings)
     p.set_defaults(run=run_end_of_turn)
 
+    p = add_command(
+        distill_group(subparsers, groups), "end-of-turn-average",
+        "Average the heads of several end-of-turn models (trained on the same tokenizer, "
+        "e.g. on more data) into one model: measure each and the average on a data folder's "
+        "evaluation splits and export the average with its card.",
+        "voxloop distill end-of-turn-average models/voxloop-end-of-turn runs/end-of-turn-v8 "
+        "--data data/end-of-turn-v8 --export runs/end-of-turn-v9")
+    p.add_argument("models", nargs="+", help="end-of-turn model names or folders")
+    p.add_argument("--data", required=True,
+                   help="`voxloop distill end-of-turn --data-out` folder to measure on")
+    p.add_argument("--export", required=True, help="where the averaged model is written")
+    p.set_defaults(run=run_end_of_turn_average)
+
 
 def run_synth_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(SynthSettings, args)
@@ -152,4 +165,15 @@ def run_end_of_turn(args: argparse.Namespace) -> int:
         print(f"{arch}: valid loss {result['valid_loss']:.3f}, held-out phrasing accuracy "
               f"{100 * held['accuracy']:.1f}%, false cut-off {100 * held['false_cutoff']:.1f}%")
     print(f"chose {summary['chosen']}: {train.export}")
+    return 0
+
+
+def run_end_of_turn_average(args: argparse.Namespace) -> int:
+    from voxloop.distill.data.turn_train import average_end_of_turn, measure_cells
+
+    summary = average_end_of_turn(args.models, args.data, args.export)
+    for name, result in summary["results"].items():
+        for split, m in result["splits"].items():
+            print(f"{name} ({result['heads']} heads) {split}: {measure_cells(m)}")
+    print(f"averaged model in {args.export}")
     return 0

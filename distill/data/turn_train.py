@@ -39,6 +39,8 @@ from voxloop.distill.data.turn_data import (
 
 PAUSE_PROBE_MS = 1000
 FAST_MS = 100
+DEFAULT_EXPORT = "models/voxloop-end-of-turn"
+CARD_TITLE = "# voxloop-end-of-turn: P(the user has finished) from the semantic tokenizer's hearing"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class TurnTrainSettings:
     ensemble: bool = field(default=True, metadata={
         "help": "export the average of every head trained (else the best on valid)"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
-    export: str = field(default="models/voxloop-end-of-turn", metadata={
+    export: str = field(default=DEFAULT_EXPORT, metadata={
         "help": "where the chosen model is written"})
 
 
@@ -287,10 +289,22 @@ def measure_cells(m: dict) -> str:
             f"{wait} | {auc_cell} | {_pct(m.get('fast_at_5pct_cutoff'))}")
 
 
+def train_command(data: dict, train: dict) -> str:
+    """The ``voxloop distill end-of-turn`` command line of a summary's settings."""
+    return (f"voxloop distill end-of-turn --data-out {data['data_out']} --train-items "
+            f"{data['train_items']} --eval-items {data['eval_items']} --augment-share "
+            f"{data.get('augment_share', 0.0)} --archs {' '.join(train['archs'])} --inputs "
+            f"{' '.join(train['inputs'])} --hidden-dim {train['hidden_dim']} --epochs "
+            f"{train['epochs']} --token-noise {train['token_noise']} --seeds {train['seeds']} "
+            + ("" if train["ensemble"] else "--no-ensemble ") + f"--threads {train['threads']}"
+            + ("" if train.get("export", DEFAULT_EXPORT) == DEFAULT_EXPORT else
+               f" --export {train['export']}"))
+
+
 def card(summary: dict) -> str:
     data, train = summary["data"], summary["train"]
     lines = [
-        "# voxloop-end-of-turn: P(the user has finished) from the semantic tokenizer's hearing", "",
+        CARD_TITLE, "",
         f"Exported: `{summary['chosen']}` ("
         + ("the mean logit of every head below" if summary["chosen"] == "average" else
            "one head") +
@@ -299,14 +313,7 @@ def card(summary: dict) -> str:
         "Whisper encoder frames each of them pools), float16. `semantic_vad` asks "
         "it at every pause; the wait before the turn ends is cap x (1 - P)^2 (caps 8 / 4 / "
         "2 s for low / medium / high eagerness).", "",
-        "Command: `voxloop distill end-of-turn --data-out "
-        f"{data['data_out']} --train-items {data['train_items']} --eval-items "
-        f"{data['eval_items']} --augment-share {data.get('augment_share', 0.0)} --archs "
-        f"{' '.join(train['archs'])} --inputs "
-        f"{' '.join(train['inputs'])} --hidden-dim {train['hidden_dim']} --epochs "
-        f"{train['epochs']} --token-noise {train['token_noise']} --seeds {train['seeds']} "
-        + ("" if train["ensemble"] else "--no-ensemble ") + f"--threads {train['threads']}`",
-        "",
+        f"Command: `{train_command(data, train)}`", "",
         "Data: the synthetic pipeline's plan items (user voices, phrasings and splits of "
         "data/distill-v2's plan), spoken now by the same TTS voices: each question whole "
         f"(finished), cut at a random word boundary (not finished; {ONE_BREATH_SHARE:.0%} cut "
@@ -339,11 +346,23 @@ def evaluate_end_of_turn(model: str, data_out: str) -> dict:
     """An exported model on every evaluation split of a data folder (built with the
     tokenizer the model hears): the measures above per split."""
     from voxloop.codecs.end_of_turn import load_end_of_turn
-    from voxloop.errors import VoxloopError
     from voxloop.models import find_model
 
     eot = load_end_of_turn(model)
-    config = eot.heads[0].config
+    splits = _evaluation_splits(data_out, eot.heads[0].config, model)
+    folder = find_model(model, "end-of-turn model", marker="model.safetensors")
+    return {"model": str(folder), "data": str(data_out),
+            "heads": [f"{h.config.arch} on {h.config.inputs}" for h in eot.heads],
+            "splits": {s: measure(predict_model(eot, d), d["labels"], d["kinds"],
+                                   d["one_breath"])
+                       for s, d in splits.items()}}
+
+
+def _evaluation_splits(data_out: str, config, model: str) -> dict:
+    """The non-empty evaluation splits of ``data_out``; data built with another tokenizer
+    than the one ``model`` (its head ``config``) hears is a clear error."""
+    from voxloop.errors import VoxloopError
+
     manifest = Path(data_out) / "manifest.json"
     if not manifest.is_file():
         raise VoxloopError(f"no end-of-turn data in {data_out} (manifest.json): build it with "
@@ -355,12 +374,75 @@ def evaluate_end_of_turn(model: str, data_out: str) -> dict:
             f"{model} hears {config.semantic} ({config.semantic_sha256[:12]}): "
             f"build the data again with --semantic {config.semantic}")
     splits = {s: load_split(data_out, s) for s in EVAL_SPLITS}
-    folder = find_model(model, "end-of-turn model", marker="model.safetensors")
-    return {"model": str(folder), "data": str(data_out),
-            "heads": [f"{h.config.arch} on {h.config.inputs}" for h in eot.heads],
-            "splits": {s: measure(predict_model(eot, d), d["labels"], d["kinds"],
-                                   d["one_breath"])
-                       for s, d in splits.items() if len(d["labels"])}}
+    return {s: d for s, d in splits.items() if len(d["labels"])}
+
+
+def average_end_of_turn(models: list[str], data_out: str, export: str) -> dict:
+    """One model whose heads are every head of ``models`` (exported end-of-turn models
+    hearing one tokenizer), their logits averaged; each model and the average measured on
+    ``data_out``'s evaluation splits; exported with a card that names the commands that
+    trained each. Returns the summary (also ``metrics.json`` beside the weights)."""
+    from voxloop.codecs.end_of_turn import EndOfTurn, load_end_of_turn, save_end_of_turn
+    from voxloop.errors import VoxloopError
+    from voxloop.models import find_model, weights_sha256
+
+    if len(models) < 2:
+        raise VoxloopError("give at least two end-of-turn models to average")
+    loaded = [load_end_of_turn(m) for m in models]
+    tokenizers = {weights_sha256(find_model(eot.heads[0].config.semantic, "semantic tokenizer",
+                                            marker="model.safetensors")) for eot in loaded}
+    if len(tokenizers) > 1:
+        raise VoxloopError(f"{' and '.join(models)} hear different semantic tokenizers "
+                           f"({', '.join(sorted(t[:12] for t in tokenizers))}): only models "
+                           "of one tokenizer can be averaged")
+    heads = [h for eot in loaded for h in eot.heads]
+    average = EndOfTurn(loaded[0].tokenizer, heads)
+    splits = _evaluation_splits(data_out, heads[0].config, models[0])
+    results, sources = {}, []
+    for name, eot in [*zip(models, loaded, strict=True), ("average", average)]:
+        probs = {s: predict_model(eot, d) for s, d in splits.items()}
+        results[name] = {
+            "heads": len(eot.heads),
+            "parameters": sum(p.numel() for h in eot.heads for p in h.parameters()),
+            "valid_loss": log_loss(probs["valid"], splits["valid"]["labels"])
+            if "valid" in probs else None,
+            "splits": {s: measure(probs[s], d["labels"], d["kinds"], d["one_breath"])
+                       for s, d in splits.items()}}
+    for name in models:
+        folder = find_model(name, "end-of-turn model", marker="model.safetensors")
+        metrics = folder / "metrics.json"
+        made = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        sources.append({"model": name, "command": train_command(made["data"], made["train"])
+                        if "data" in made and "train" in made else None})
+    summary = {"chosen": "average", "models": sources, "data": str(data_out),
+               "export": str(export), "results": results,
+               "examples": {s: len(d["labels"]) for s, d in splits.items()}}
+    folder = save_end_of_turn(heads, export, average_card(summary))
+    (Path(folder) / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def average_card(summary: dict) -> str:
+    lines = [
+        CARD_TITLE,
+        "", f"Exported: the mean logit of the {summary['results']['average']['heads']} heads "
+        "of the models below, float16. `semantic_vad` asks it at every pause; the wait "
+        "before the turn ends is cap x (1 - P)^2 (caps 8 / 4 / 2 s for low / medium / high "
+        "eagerness).", "",
+        "Command: `voxloop distill end-of-turn-average " + " ".join(
+            s["model"] for s in summary["models"]) + f" --data {summary['data']} --export "
+        f"{summary['export']}`, averaging:", ""]
+    lines += [f"- `{s['model']}`: " + (f"`{s['command']}`" if s["command"] else
+                                        "(no metrics.json: its command is in its card)")
+              for s in summary["models"]]
+    lines += ["", f"Measured on `{summary['data']}` ({summary['examples']}; false cut-off: "
+              f"an unfinished example whose medium-eagerness wait is under {PAUSE_PROBE_MS} "
+              f"ms; fast: a finished one answered after at most {FAST_MS} ms of silence):",
+              "", f"| model | heads | split | {MEASURE_COLUMNS} |", "|---|---|---|" + "---|" * 6]
+    for name, result in summary["results"].items():
+        for split, m in result["splits"].items():
+            lines.append(f"| {name} | {result['heads']} | {split} | {measure_cells(m)} |")
+    return "\n".join(lines) + "\n"
 
 
 def format_evaluation(result: dict) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ from voxloop.codecs.end_of_turn import (
 from voxloop.distill.data.turn_data import (
     FILLERS,
     KINDS,
+    TurnDataSettings,
     TurnText,
     build_shard,
     is_trained_question,
@@ -425,27 +426,11 @@ def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
     from voxloop.distill.data.turn_train import evaluate_end_of_turn
 
     eot = load_end_of_turn("voxloop-end-of-turn")
-    table = eot.table
-    widths = {h.config.inputs: h.config.code_dim for h in eot.heads}
-    rng = np.random.default_rng(0)
 
     def write(with_encoder: bool) -> None:
-        for split in ("valid", "heldout_voice"):
-            data = toy_split(40, 3, table)
-            tokens = [rng.integers(0, len(table), len(s)) for s in data["sequences"]]
-            shard = {"tokens": np.concatenate(tokens).astype(np.int16),
-                     "pooled": np.concatenate(data["pooled"]),
-                     "offsets": np.cumsum([0] + [len(s) for s in tokens]).astype(np.int64),
-                     "labels": data["labels"], "kinds": data["kinds"].astype(np.int8),
-                     "texts": ["q"] * 40, "voices": ["v"] * 40}
-            if with_encoder:
-                shard["encoder"] = rng.standard_normal(
-                    (len(shard["tokens"]), widths["encoder"])).astype(np.float16)
-            write_shard(tmp_path / f"{split}-0000.npz", shard)
+        write_eval_data(tmp_path, eot, with_encoder)
 
     write(with_encoder=True)
-    manifest = {"semantic_sha256": eot.heads[0].config.semantic_sha256}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     result = evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path))
     assert set(result["splits"]) == {"valid", "heldout_voice"}
     assert all(m["examples"] == 40 and 0 <= m["accuracy"] <= 1
@@ -467,7 +452,7 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     import voxloop.distill.data.turn_data as turn_data
     import voxloop.distill.data.turn_train as turn_train
     from voxloop.cli import main
-    from voxloop.distill.data.turn_data import TurnDataSettings, build_turn_data
+    from voxloop.distill.data.turn_data import build_turn_data
 
     built: list[tuple[str, str]] = []
     shares: dict[str, float] = {}
@@ -497,3 +482,63 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     assert main(["distill", "end-of-turn", "--data-out", str(tmp_path), "--train-items", "6",
                  "--eval-items", "2", "--items-per-shard", "2", "--shard", "1/2"]) == 0
     assert "run the same command without --shard" in capsys.readouterr().out
+
+
+def write_eval_data(folder, eot, with_encoder: bool = True) -> None:
+    """Random valid and held-out-voice shards of 40 examples each that ``eot``'s heads can
+    hear, and a manifest naming its tokenizer."""
+    rng = np.random.default_rng(0)
+    widths = {h.config.inputs: h.config.code_dim for h in eot.heads}
+    for split in ("valid", "heldout_voice"):
+        data = toy_split(40, 3, eot.table)
+        tokens = [rng.integers(0, len(eot.table), len(s)) for s in data["sequences"]]
+        shard = {"tokens": np.concatenate(tokens).astype(np.int16),
+                 "pooled": np.concatenate(data["pooled"]),
+                 "offsets": np.cumsum([0] + [len(s) for s in tokens]).astype(np.int64),
+                 "labels": data["labels"], "kinds": data["kinds"].astype(np.int8),
+                 "texts": ["q"] * 40, "voices": ["v"] * 40}
+        if with_encoder:
+            shard["encoder"] = rng.standard_normal(
+                (len(shard["tokens"]), widths["encoder"])).astype(np.float16)
+        write_shard(folder / f"{split}-0000.npz", shard)
+    manifest = {"semantic_sha256": eot.heads[0].config.semantic_sha256}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.slow
+def test_models_averaged_are_one_model_of_all_their_heads(tmp_path, capsys):
+    """`voxloop distill end-of-turn-average`: the bundled model's heads split in two models
+    and averaged again give the bundled model's probabilities and measures; the card names
+    the command that trained each; one model alone is a clear error."""
+    from voxloop.cli import main
+    from voxloop.distill.data.turn_train import evaluate_end_of_turn, predict_model
+
+    bundled = load_end_of_turn("voxloop-end-of-turn")
+    (tmp_path / "data").mkdir()
+    write_eval_data(tmp_path / "data", bundled)
+    first, second = tmp_path / "first", tmp_path / "second"
+    save_end_of_turn(bundled.heads[:2], first)
+    save_end_of_turn(bundled.heads[2:], second)
+    made = {"data": asdict(TurnDataSettings(data_out="data/eot-first")),
+            "train": asdict(TurnTrainSettings(epochs=3))}
+    (first / "metrics.json").write_text(json.dumps(made))
+    out = tmp_path / "average"
+    assert main(["distill", "end-of-turn-average", str(first), str(second),
+                 "--data", str(tmp_path / "data"), "--export", str(out)]) == 0
+    assert "averaged model in" in capsys.readouterr().out
+    averaged = load_end_of_turn(out)
+    assert len(averaged.heads) == len(bundled.heads)
+    split = load_split(str(tmp_path / "data"), "valid")
+    np.testing.assert_allclose(predict_model(averaged, split), predict_model(bundled, split),
+                               atol=1e-6)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["results"]["average"]["splits"] == \
+        evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path / "data"))["splits"]
+    card = (out / "README.md").read_text()
+    assert "`voxloop distill end-of-turn --data-out data/eot-first" in card
+    assert "--epochs 3 " in card
+    assert "(no metrics.json: its command is in its card)" in card
+    assert main(["distill", "end-of-turn-average", str(first), "--data",
+                 str(tmp_path / "data"), "--export", str(out)]) != 0
+    assert "at least two" in capsys.readouterr().err
+
