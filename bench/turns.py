@@ -250,7 +250,8 @@ def _cut_ins(paused: list[dict]) -> dict:
 
 
 def summarize(records: list[dict]) -> dict:
-    """Per setting: latency and decided p50 / p95 on complete questions, false cut-in rate
+    """Per setting: latency and decided p50 / p95 on complete questions, how many of them
+    the server ended inside first (``complete_cut_ins``), false cut-in rate
     on every paused question and (``by_style``) on each style's."""
     out = {}
     for setting in dict.fromkeys(r["setting"] for r in records):
@@ -260,9 +261,11 @@ def summarize(records: list[dict]) -> dict:
         dec = [r["decided_ms"] for r in mine if r["kind"] == "complete" and r["decided_ms"]
                is not None]
         paused = [r for r in mine if r["kind"] == "paused" and r["cut_in"] is not None]
+        complete_cuts = sum(bool(r["cut_in"]) for r in mine if r["kind"] == "complete")
         styles = dict.fromkeys(r.get("style") or "apart" for r in paused)
         out[setting] = {
             "complete": sum(r["kind"] == "complete" for r in mine), "answered": len(lat),
+            "complete_cut_ins": complete_cuts,
             "latency_p50_ms": _pct(lat, 50), "latency_p95_ms": _pct(lat, 95),
             "decided_p50_ms": _pct(dec, 50), "decided_p95_ms": _pct(dec, 95),
             **_cut_ins(paused),
@@ -273,11 +276,11 @@ def summarize(records: list[dict]) -> dict:
 
 def table(summary: dict) -> str:
     styles = list(dict.fromkeys(style for s in summary.values() for style in s["by_style"]))
-    lines = ["| turn detection | complete answered | voice-to-voice p50 / p95 ms | turn end "
-             "after speech p50 / p95 ms (audio time) |"
+    lines = ["| turn detection | complete answered | complete, ended inside first | "
+             "voice-to-voice p50 / p95 ms | turn end after speech p50 / p95 ms (audio time) |"
              + "".join(f" false cut-ins, paused {style.replace('_', ' ')} |"
                        for style in styles),
-             "|---|---|---|---|" + "---|" * len(styles)]
+             "|---|---|---|---|---|" + "---|" * len(styles)]
     for setting, s in summary.items():
         cuts = []
         for style in styles:
@@ -285,6 +288,7 @@ def table(summary: dict) -> str:
             rate = "-" if c["cut_in_rate"] is None else f"{100 * c['cut_in_rate']:.0f} %"
             cuts.append(f"{c['cut_ins']}/{c['paused']} ({rate})")
         lines.append(f"| {setting} | {s['answered']}/{s['complete']} | "
+                     f"{s.get('complete_cut_ins', 0)}/{s['complete']} | "
                      f"{_ms(s['latency_p50_ms'])} / {_ms(s['latency_p95_ms'])} | "
                      f"{_ms(s['decided_p50_ms'])} / {_ms(s['decided_p95_ms'])} |"
                      + "".join(f" {cut} |" for cut in cuts))

@@ -26,7 +26,7 @@ def _record(setting, kind, latency=None, decided=None, cut_in=None, style=""):
 
 
 def test_summary_table_and_plot(tmp_path):
-    records = [_record("semantic_vad:medium", "complete", 200.0, 40.0),
+    records = [_record("semantic_vad:medium", "complete", 200.0, 40.0, cut_in=True),
                _record("semantic_vad:medium", "complete", 300.0, 60.0),
                _record("semantic_vad:medium", "complete"),  # timed out: not answered
                _record("semantic_vad:medium", "paused", cut_in=False, style="one_breath"),
@@ -36,7 +36,7 @@ def test_summary_table_and_plot(tmp_path):
                _record("server_vad:500", "paused", cut_in=True, style="one_breath")]
     summary = summarize(records)
     medium = summary["semantic_vad:medium"]
-    assert (medium["complete"], medium["answered"]) == (3, 2)
+    assert (medium["complete"], medium["answered"], medium["complete_cut_ins"]) == (3, 2, 1)
     assert medium["latency_p50_ms"] == 250.0 and medium["decided_p95_ms"] == pytest.approx(59)
     assert (medium["cut_ins"], medium["paused"]) == (2, 3)
     assert medium["by_style"]["one_breath"]["cut_in_rate"] == 0.0
@@ -44,12 +44,13 @@ def test_summary_table_and_plot(tmp_path):
     assert summary["server_vad:500"]["by_style"]["one_breath"]["cut_in_rate"] == 1.0
     text = table(summary)
     assert "paused one breath | false cut-ins, paused apart |" in text
-    assert "| semantic_vad:medium | 2/3 | 250 / 295 | 50 / 59 | 0/1 (0 %) | 2/2 (100 %) |" \
+    assert "| semantic_vad:medium | 2/3 | 1/3 | 250 / 295 | 50 / 59 | 0/1 (0 %) | 2/2 (100 %) |" \
         in text
-    assert "| server_vad:500 | 1/1 | 700 / 700 | 560 / 560 | 1/1 (100 %) | 0/0 (-) |" in text
+    assert "| server_vad:500 | 1/1 | 0/1 | 700 / 700 | 560 / 560 | 1/1 (100 %) | 0/0 (-) |" in text
     complete_only = table(summarize(records[:3]))
     assert complete_only.splitlines()[0].endswith("p50 / p95 ms (audio time) |")
-    assert complete_only.splitlines()[-1] == "| semantic_vad:medium | 2/3 | 250 / 295 | 50 / 59 |"
+    assert complete_only.splitlines()[-1] == \
+        "| semantic_vad:medium | 2/3 | 1/3 | 250 / 295 | 50 / 59 |"
     plot(summary, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
 
