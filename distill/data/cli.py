@@ -169,7 +169,8 @@ def run_end_of_turn(args: argparse.Namespace) -> int:
 
 
 def run_end_of_turn_average(args: argparse.Namespace) -> int:
-    from voxloop.distill.data.turn_train import average_end_of_turn, measure_cells
+    from voxloop.distill.data.turn_eval import average_end_of_turn
+    from voxloop.distill.data.turn_train import measure_cells
 
     summary = average_end_of_turn(args.models, args.data, args.export)
     for name, result in summary["results"].items():

@@ -190,7 +190,7 @@ def run_votes_eval(args: argparse.Namespace) -> int:
 def run_end_of_turn_eval(args: argparse.Namespace) -> int:
     import json
 
-    from voxloop.distill.data.turn_train import evaluate_end_of_turn, format_evaluation
+    from voxloop.distill.data.turn_eval import evaluate_end_of_turn, format_evaluation
 
     result = evaluate_end_of_turn(args.model, args.data)
     print(format_evaluation(result))

@@ -423,7 +423,7 @@ def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
     a row per evaluation split; data of another tokenizer, or without the vectors a head
     hears, is a clear error, not numbers."""
     from voxloop.cli import main
-    from voxloop.distill.data.turn_train import evaluate_end_of_turn
+    from voxloop.distill.data.turn_eval import evaluate_end_of_turn
 
     eot = load_end_of_turn("voxloop-end-of-turn")
 
@@ -511,7 +511,8 @@ def test_models_averaged_are_one_model_of_all_their_heads(tmp_path, capsys):
     and averaged again give the bundled model's probabilities and measures; the card names
     the command that trained each; one model alone is a clear error."""
     from voxloop.cli import main
-    from voxloop.distill.data.turn_train import evaluate_end_of_turn, predict_model
+    from voxloop.distill.data.turn_eval import evaluate_end_of_turn
+    from voxloop.distill.data.turn_train import predict_model
 
     bundled = load_end_of_turn("voxloop-end-of-turn")
     (tmp_path / "data").mkdir()
