@@ -83,8 +83,8 @@ def register(subparsers, groups: dict) -> None:
         "Average the heads of several end-of-turn models (trained on the same tokenizer, "
         "e.g. on more data) into one model: measure each and the average on a data folder's "
         "evaluation splits and export the average with its card.",
-        "voxloop distill end-of-turn-average models/voxloop-end-of-turn runs/end-of-turn-v8 "
-        "--data data/end-of-turn-v8 --export runs/end-of-turn-v9")
+        "voxloop distill end-of-turn-average runs/end-of-turn-v7 runs/end-of-turn-v8 "
+        "--data data/end-of-turn-v8 --export models/voxloop-end-of-turn")
     p.add_argument("models", nargs="+", help="end-of-turn model names or folders")
     p.add_argument("--data", required=True,
                    help="`voxloop distill end-of-turn --data-out` folder to measure on")
