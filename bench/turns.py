@@ -288,7 +288,7 @@ def table(summary: dict) -> str:
             rate = "-" if c["cut_in_rate"] is None else f"{100 * c['cut_in_rate']:.0f} %"
             cuts.append(f"{c['cut_ins']}/{c['paused']} ({rate})")
         lines.append(f"| {setting} | {s['answered']}/{s['complete']} | "
-                     f"{s.get('complete_cut_ins', 0)}/{s['complete']} | "
+                     f"{s['complete_cut_ins']}/{s['complete']} | "
                      f"{_ms(s['latency_p50_ms'])} / {_ms(s['latency_p95_ms'])} | "
                      f"{_ms(s['decided_p50_ms'])} / {_ms(s['decided_p95_ms'])} |"
                      + "".join(f" {cut} |" for cut in cuts))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from voxloop.distill.data.turn_data import EVAL_SPLITS, load_split
 from voxloop.distill.data.turn_train import (
+    CARD_MEASURES,
     CARD_TITLE,
-    FAST_MS,
+    CARD_WAIT_RULE,
     MEASURE_COLUMNS,
-    PAUSE_PROBE_MS,
     log_loss,
     measure,
     measure_cells,
@@ -105,18 +105,14 @@ def average_card(summary: dict) -> str:
     lines = [
         CARD_TITLE,
         "", f"Exported: the mean logit of the {summary['results']['average']['heads']} heads "
-        "of the models below, float16. `semantic_vad` asks it at every pause; the wait "
-        "before the turn ends is cap x (1 - P)^2 (caps 8 / 4 / 2 s for low / medium / high "
-        "eagerness).", "",
+        "of the models below, float16. " + CARD_WAIT_RULE, "",
         "Command: `voxloop distill end-of-turn-average " + " ".join(
             s["model"] for s in summary["models"]) + f" --data {summary['data']} --export "
         f"{summary['export']}`, averaging:", ""]
     lines += [f"- `{s['model']}`: " + (f"`{s['command']}`" if s["command"] else
                                         "(no metrics.json: its command is in its card)")
               for s in summary["models"]]
-    lines += ["", f"Measured on `{summary['data']}` ({summary['examples']}; false cut-off: "
-              f"an unfinished example whose medium-eagerness wait is under {PAUSE_PROBE_MS} "
-              f"ms; fast: a finished one answered after at most {FAST_MS} ms of silence):",
+    lines += ["", f"Measured on `{summary['data']}` ({summary['examples']}; {CARD_MEASURES}):",
               "", f"| model | heads | split | {MEASURE_COLUMNS} |", "|---|---|---|" + "---|" * 6]
     for name, result in summary["results"].items():
         for split, m in result["splits"].items():

@@ -41,6 +41,11 @@ PAUSE_PROBE_MS = 1000
 FAST_MS = 100
 DEFAULT_EXPORT = "models/voxloop-end-of-turn"
 CARD_TITLE = "# voxloop-end-of-turn: P(the user has finished) from the semantic tokenizer's hearing"
+CARD_WAIT_RULE = ("`semantic_vad` asks it at every pause; the wait before the turn ends is cap x "
+                  "(1 - P)^2 (caps 8 / 4 / 2 s for low / medium / high eagerness).")
+CARD_MEASURES = (f"false cut-off: an unfinished example whose medium-eagerness wait is under "
+                 f"{PAUSE_PROBE_MS} ms; fast: a finished one answered after at most {FAST_MS} "
+                 "ms of silence")
 
 
 @dataclass(frozen=True)
@@ -310,9 +315,7 @@ def card(summary: dict) -> str:
            "one head") +
         f"; on `codes`: the frozen codebook vectors of the tokens `{data['semantic']}` makes; "
         "on `pooled`: the vectors its VQ quantizes into them; on `encoder`: the mean of the "
-        "Whisper encoder frames each of them pools), float16. `semantic_vad` asks "
-        "it at every pause; the wait before the turn ends is cap x (1 - P)^2 (caps 8 / 4 / "
-        "2 s for low / medium / high eagerness).", "",
+        "Whisper encoder frames each of them pools), float16. " + CARD_WAIT_RULE, "",
         f"Command: `{train_command(data, train)}`", "",
         "Data: the synthetic pipeline's plan items (user voices, phrasings and splits of "
         "data/distill-v2's plan), spoken now by the same TTS voices: each question whole "
@@ -326,9 +329,7 @@ def card(summary: dict) -> str:
         "user-side augmentation (speed, pitch, a room, noise, level), evaluation never. Train "
         "on the train split only; the held-out voices and phrasings never train. Examples: "
         f"{summary['examples']}.", "",
-        f"Measured (false cut-off: an unfinished example whose medium-eagerness wait is "
-        f"under {PAUSE_PROBE_MS} ms; fast: a finished one answered after at most "
-        f"{FAST_MS} ms of silence):", "",
+        f"Measured ({CARD_MEASURES}):", "",
         f"| head | params | split | {MEASURE_COLUMNS} |", "|---|---|---|" + "---|" * 6]
     for arch, result in summary["results"].items():
         for split, m in result["splits"].items():

@@ -426,16 +426,13 @@ def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
     from voxloop.distill.data.turn_eval import evaluate_end_of_turn
 
     eot = load_end_of_turn("voxloop-end-of-turn")
-
-    def write(with_encoder: bool) -> None:
-        write_eval_data(tmp_path, eot, with_encoder)
-
-    write(with_encoder=True)
+    write_eval_data(tmp_path, eot, with_encoder=True)
     result = evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path))
     assert set(result["splits"]) == {"valid", "heldout_voice"}
     assert all(m["examples"] == 40 and 0 <= m["accuracy"] <= 1
                for m in result["splits"].values())
-    write(with_encoder=False)  # data built before the encoder's frames were kept
+    # data built before the encoder's frames were kept:
+    write_eval_data(tmp_path, eot, with_encoder=False)
     with pytest.raises(VoxloopError, match="hold no encoder vectors"):
         evaluate_end_of_turn("voxloop-end-of-turn", str(tmp_path))
     (tmp_path / "manifest.json").write_text(json.dumps({"semantic_sha256": "0" * 64}))
