@@ -39,6 +39,9 @@ from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
 PAUSE_MS = (300, 1500)
 PAUSED_STYLES = ("one_breath", "apart")
 CUT_INSIDE_MS = 200  # a turn end this far before the speech's end cut the question short
+# silence before every question, sent at once: longer than semantic_vad's resume window, so
+# no question goes on with the one before (a user hears an answer before asking again)
+BETWEEN_QUESTIONS_MS = 2500
 SEMANTIC_EAGERNESS = ("low", "medium", "high", "auto")
 
 
@@ -128,8 +131,10 @@ class _Detector:
                 "type": "realtime", "audio": {"input": {
                     "turn_detection": turn_detection_event(self.setting)}}}}))
             for text, voice, audio in complete:
+                await self._between_questions()
                 records.append(await self._complete(text, voice, audio))
             for text, voice, pause_ms, style, audio, onset in paused:
+                await self._between_questions()
                 records.append(await self._paused(text, voice, pause_ms, style, audio, onset))
             reader.cancel()
         return records
@@ -187,6 +192,12 @@ class _Detector:
             done = await self._until("response.done")
             if done["response"]["id"] == response_id:
                 return done["response"]["status"]
+
+    async def _between_questions(self) -> None:
+        step = self.chunk_ms * WIRE_RATE_HZ // 1000
+        for _ in range(BETWEEN_QUESTIONS_MS // self.chunk_ms):
+            await self.ws.send(json.dumps(append_event(np.zeros(step, np.float32))))
+            self.sent_samples += step
 
     async def _speak(self, audio: np.ndarray, end_sample: int, marks: dict) -> None:
         """The audio, then silence, at real-time pace; marks the speech end's send time."""

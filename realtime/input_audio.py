@@ -30,6 +30,14 @@ SAMPLES_16K_PER_MS = MODEL_RATE_HZ // 1000
 _FLOAT_BYTES = 4
 
 
+def joined_pcm16(first: bytes, first_end_ms: int, second: bytes, second_start_ms: int
+                 ) -> bytes:
+    """Two stretches of a session's 24 kHz pcm16, ``second`` after ``first``, as one:
+    silence where the clock has a gap between them."""
+    gap_samples = max(0, second_start_ms - first_end_ms) * SAMPLES_24K_PER_MS
+    return first + bytes(gap_samples * BYTES_PER_SAMPLE) + second
+
+
 class InputAudio:
     def __init__(self, max_buffer_s: float) -> None:
         self.max_buffer_s = max_buffer_s
@@ -46,6 +54,11 @@ class InputAudio:
     def end_ms(self) -> int:
         """All input audio so far: the clock's now."""
         return self._end_24k * 1000 // WIRE_RATE_HZ
+
+    @property
+    def start_ms(self) -> int:
+        """Where the uncommitted audio starts on the clock."""
+        return self._start_24k * 1000 // WIRE_RATE_HZ
 
     @property
     def buffered_ms(self) -> int:

@@ -11,6 +11,11 @@ what a finished question waits for).
 Speech that resumes within the wait cancels it (``speech_resumed``), as under server_vad,
 so the speculative answer started at the pause is rolled back and released only when the
 turn really ends.
+Speech that starts within ``RESUMES_WITHIN_MS`` of the speech's end after the turn did end
+(a pause the model misjudged, the answer just begun) goes on with that turn
+(``TurnEvent.resumes``): the model hears it after the turn's words, so "if I mix blue and
+yellow ... what do I get" is judged as the whole question, not as "what do I get", and the
+session answers the whole turn.
 
 The model (Whisper tiny.en's encoder + the pooler and VQ + its small heads, ~10 ms of CPU per
 second of audio) is loaded once per process, on first use, in a worker thread (``push`` runs
@@ -30,6 +35,7 @@ from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
 
 log = logging.getLogger("voxloop.realtime")
 PREFIX_PADDING_MS = 300  # audio before the onset the model hears (as server_vad's default)
+RESUMES_WITHIN_MS = 1500  # the longest pause the end-of-turn data put inside a question
 _models: dict = {}
 _models_lock = threading.Lock()
 
@@ -57,6 +63,7 @@ def new_turn_detector(settings: TurnDetection | SemanticVad | None, start_ms: in
 
 class SemanticTurnDetector(TurnDetector):
     DECIDES_LATER = True  # asking the model costs 20-30 ms: a tentative answer starts first
+    RESUMES_WITHIN_MS = RESUMES_WITHIN_MS
 
     def __init__(self, semantic: SemanticVad, vad: SileroVAD | None = None,
                  start_ms: int = 0, model=None) -> None:
@@ -71,11 +78,12 @@ class SemanticTurnDetector(TurnDetector):
         super().reset(start_ms)
         self._recent: list[np.ndarray] = []  # windows before an onset (the prefix padding)
         self._stream = None  # the model's stream over the turn being spoken
+        self._ended_stream = None  # the last ended turn's, while speech may still resume it
         self.last_p_finished: float | None = None
 
     def reset_speech(self) -> None:
         super().reset_speech()
-        self._stream = None
+        self._stream = self._ended_stream = None
 
     @property
     def model(self):
@@ -91,13 +99,15 @@ class SemanticTurnDetector(TurnDetector):
         if not was_speaking:
             self._recent = (self._recent + [window])[-(PREFIX_PADDING_MS // WINDOW_MS + 1):]
             if event is not None and event.kind == "speech_started":
-                self._stream = self.model.init_state()
+                resumed = self._ended_stream if event.resumes else None
+                self._stream = resumed if resumed is not None else self.model.init_state()
+                self._ended_stream = None
                 self._feed(self._recent)
                 self._recent = []
         return event
 
     def _turn_ended(self) -> None:
-        self._stream = None
+        self._stream, self._ended_stream = None, self._stream
 
     def _feed(self, windows: list[np.ndarray]) -> None:
         import torch

@@ -13,22 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from voxloop.audio import pcm16_to_float
+from voxloop.realtime.conversation import Conversation
 from voxloop.realtime.engines.base import Engine, Turn
-from voxloop.realtime.input_audio import InputAudio
+from voxloop.realtime.input_audio import InputAudio, joined_pcm16
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.response import ResponseRun
 from voxloop.realtime.semantic_turns import SemanticTurnDetector, new_turn_detector
 from voxloop.realtime.turns import TurnDetector, TurnEvent
 from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
-from voxloop.realtime.wire.items import Item, item_from_client
+from voxloop.realtime.wire.items import Item
 from voxloop.realtime.wire.protocol import ProtocolError, decode_audio
 from voxloop.realtime.wire.session_config import SessionConfig, check_voice, response_options
 
@@ -56,12 +56,17 @@ class Session:
         self.config = replace(config, voice=engine.voice)  # the one voice the engine speaks
         self.limits, self.metrics = limits, metrics
         self._told_instructions = False  # said once that this engine does not follow them
-        self.items: OrderedDict[str, Item] = OrderedDict()
+        self.conversation = Conversation(outbox, limits.max_items, beta)
+        self.items = self.conversation.items
         self.audio = InputAudio(limits.max_buffer_s)
         self.engine_session = engine.open()
         self._use_turn_detection(config)
         self._speech_item_id: str | None = None  # the user item being spoken (server VAD)
         self._heard_item_id: str | None = None  # the user item the engine session heard live
+        # the last turn the detector ended and where its audio ended: speech soon after it
+        # may go on with it (TurnEvent.resumes); while it does, _resuming
+        self._resumable: tuple[Item, int] | None = None
+        self._resuming: tuple[Item, int] | None = None
         self.response: ResponseRun | None = None
         self._tasks: set[asyncio.Task] = set()
         self._turn_end_s: float | None = None
@@ -86,6 +91,7 @@ class Session:
     def _use_turn_detection(self, config: SessionConfig) -> None:
         """A detector for ``config``; the engine told if turns may end as a pause starts."""
         self._detector = new_turn_detector(config.turn_detection, start_ms=self.audio.end_ms)
+        self._resumable = self._resuming = None
         self.engine_session.set_quick_turns(isinstance(self._detector, SemanticTurnDetector))
 
     # -- session and input audio -------------------------------------------------------
@@ -167,7 +173,7 @@ class Session:
 
     async def _on_turn_event(self, turn: TurnEvent) -> None:
         if turn.kind == "speech_started":
-            self._speech_started(turn.audio_ms)
+            self._speech_started(turn.audio_ms, turn.resumes)
         elif turn.kind == "speech_stopped":
             await self._hear(turn.audio_ms)
             self._speech_stopped(turn.audio_ms)
@@ -185,7 +191,10 @@ class Session:
             await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.engine_session.hear, samples_16k)
 
-    def _speech_started(self, audio_start_ms: int) -> None:
+    def _speech_started(self, audio_start_ms: int, resumes: bool = False) -> None:
+        """``resumes``: the speech goes on with the last turn the detector ended (if it is
+        still there to go on with): the engine keeps what it heard of it, its answer void."""
+        resumed, self._resumable = self._resumable if resumes else None, None
         self.audio.trim_to(audio_start_ms)
         self._speech_item_id = new_id("item")
         self.outbox.put_urgent(events.input_audio_buffer_speech_started(
@@ -194,10 +203,15 @@ class Session:
             self.response.cancel("turn_detected")
             if self.metrics:
                 self.metrics.barge_ins.inc()
+        self._resuming = None
         if self.response is None or self.response.cancel_reason:
-            self.engine_session.new_turn()
+            live = resumed is not None and self.engine_session.resume_turn()
+            if not live:
+                self.engine_session.new_turn()
+            self._resuming = resumed
             self.audio.listen_from(audio_start_ms)
-            self._heard_item_id = self._speech_item_id
+            # an engine that forgot the turn hears its first part again with the whole
+            self._heard_item_id = self._speech_item_id if live or resumed is None else None
         else:  # the engine is still answering: this turn is answered from its audio later
             self.audio.stop_listening()
 
@@ -206,7 +220,14 @@ class Session:
         self._speech_item_id = None
         self.audio.stop_listening()
         self.outbox.put(events.input_audio_buffer_speech_stopped(audio_end_ms, item_id))
-        item = self._commit(item_id, self.audio.take(audio_end_ms))
+        start_ms, pcm = self.audio.start_ms, self.audio.take(audio_end_ms)
+        if self._resuming is not None:  # one turn: the first part's items leave for the whole
+            resumed, resumed_end_ms = self._resuming
+            self.conversation.retract(resumed, self._active_item)
+            pcm = joined_pcm16(bytes(resumed.audio), resumed_end_ms, pcm, start_ms)
+            self._resuming = None
+        item = self._commit(item_id, pcm)
+        self._resumable = item, audio_end_ms
         self._turn_end_s = time.perf_counter()
         if self.config.turn_detection.create_response and self.response is None:
             self._start_response(item)
@@ -220,6 +241,7 @@ class Session:
                                 f"{MIN_COMMIT_MS} ms are needed", event_id)
         item = self._commit(self._speech_item_id or new_id("item"), self.audio.take())
         self._speech_item_id = None
+        self._resumable = self._resuming = None
         self.audio.stop_listening()
         if self._detector:
             self._detector.reset_speech()
@@ -229,17 +251,18 @@ class Session:
     async def _on_input_audio_buffer_clear(self, event: dict, event_id) -> None:
         self.audio.clear()
         self._speech_item_id = self._heard_item_id = None
+        self._resumable = self._resuming = None
         if self._detector:
             self._detector.reset_speech()
         self.outbox.put(events.input_audio_buffer_cleared())
 
     def _commit(self, item_id: str, pcm: bytes) -> Item:
-        previous = next(reversed(self.items), None)
-        item = self._add_item(Item(item_id, "user", audio=bytearray(pcm)))
+        previous = self.conversation.last_id
+        item = self.conversation.add(Item(item_id, "user", audio=bytearray(pcm)))
         if self.metrics:
             self.metrics.turns.inc()
         self.outbox.put(events.input_audio_buffer_committed(item_id, previous))
-        self._announce(item, previous)
+        self.conversation.announce(item, previous)
         return item
 
     def _maybe_transcribe(self, item: Item) -> None:
@@ -260,20 +283,10 @@ class Session:
 
     # -- conversation items -------------------------------------------------------------
     async def _on_conversation_item_create(self, event: dict, event_id) -> None:
-        item = item_from_client(event["item"], event["item"].get("id") or new_id("item"),
-                                event_id)
-        if item.id in self.items:
-            raise ProtocolError("invalid_value", f"an item with id {item.id!r} already exists",
-                                event_id, "item.id")
-        previous = event.get("previous_item_id") or next(reversed(self.items), None)
-        if previous is not None and previous not in self.items:
-            raise ProtocolError("item_not_found", f"previous_item_id {previous!r} does not exist",
-                                event_id, "previous_item_id")
-        self._add_item(item)
-        self._announce(item, previous)
+        self.conversation.create(event, event_id)
 
     async def _on_conversation_item_truncate(self, event: dict, event_id) -> None:
-        item = self._item(event["item_id"], event_id)
+        item = self.conversation.get(event["item_id"], event_id)
         if event["content_index"] != 0:
             raise ProtocolError("invalid_value", "content_index must be 0: items here have one "
                                 "content part", event_id, "content_index")
@@ -283,33 +296,17 @@ class Session:
         self.outbox.put(events.conversation_item_truncated(item.id, event["audio_end_ms"]))
 
     async def _on_conversation_item_delete(self, event: dict, event_id) -> None:
-        item = self._item(event["item_id"], event_id)
-        if self.response and self.response.item is item:
-            raise ProtocolError("invalid_value", "cannot delete the item of the active response; "
-                                "cancel it first", event_id, "item_id")
-        del self.items[item.id]
-        self.outbox.put(events.conversation_item_deleted(item.id))
+        item = self.conversation.get(event["item_id"], event_id)
+        self.conversation.delete(item, self._active_item, event_id)
 
     async def _on_conversation_item_retrieve(self, event: dict, event_id) -> None:
-        item = self._item(event["item_id"], event_id)
+        item = self.conversation.get(event["item_id"], event_id)
         self.outbox.put(events.conversation_item_retrieved(item.wire(self.beta)))
 
-    def _item(self, item_id: str, event_id) -> Item:
-        if item_id not in self.items:
-            raise ProtocolError("item_not_found", f"no item with id {item_id!r}", event_id,
-                                "item_id")
-        return self.items[item_id]
-
-    def _add_item(self, item: Item) -> Item:
-        self.items[item.id] = item
-        while len(self.items) > self.limits.max_items:
-            self.items.popitem(last=False)
-        return item
-
-    def _announce(self, item: Item, previous: str | None) -> None:
-        wire = item.wire(self.beta)
-        self.outbox.put(events.conversation_item_added(wire, previous))
-        self.outbox.put(events.conversation_item_done(wire, previous))  # beta clients: dropped
+    @property
+    def _active_item(self) -> Item | None:
+        """The item of the response being written (None: no response)."""
+        return self.response.item if self.response else None
 
     # -- responses ----------------------------------------------------------------------
     async def _on_response_create(self, event: dict, event_id) -> None:
@@ -359,7 +356,7 @@ class Session:
         run = ResponseRun(
             self.engine_session, turn, self.outbox, self.beta, self.conversation_id,
             self.config.voice, on_user_transcript=lambda text: self._user_transcript(user, text),
-            on_item=self._add_item, lead_ms=self.limits.output_lead_ms,
+            on_item=self.conversation.add, lead_ms=self.limits.output_lead_ms,
             on_done=lambda: self._forget_response(run))
         self.response = run
         self._spawn(self._run_response(run, self._turn_end_s or time.perf_counter()))

@@ -27,10 +27,14 @@ class TurnEvent:
     audio_ms: int  # speech_started: onset - prefix padding; speech_stopped: end + silence;
     #                paused / resumed: the window's start
     speech_ms: int  # the onset or the last voiced window's end, without padding
+    resumes: bool = False  # speech_started: it goes on with the turn that just ended
 
 
 class TurnDetector:
     DECIDES_LATER = False  # server_vad's wait is a setting: chosen as the pause starts
+    # speech starting this soon after the last turn's speech ended goes on with that turn
+    # (``TurnEvent.resumes``); 0: never, as OpenAI's server_vad
+    RESUMES_WITHIN_MS = 0
 
     def __init__(self, settings: TurnDetection, vad: SileroVAD | None = None,
                  start_ms: int = 0) -> None:
@@ -47,11 +51,14 @@ class TurnDetector:
         self.speaking = False
         self._silence_from_ms: int | None = None
         self._wait_ms = self.settings.silence_duration_ms  # the silence that ends this pause
+        self._ended_speech_ms: int | None = None  # where the last ended turn's speech ended
         self.last_probability = 0.0
 
     def reset_speech(self) -> None:
-        """Forget a turn in progress (the buffer was committed or cleared by the client)."""
+        """Forget a turn in progress (the buffer was committed or cleared by the client);
+        speech that comes next starts a turn of its own."""
         self.speaking, self._silence_from_ms = False, None
+        self._ended_speech_ms = None
 
     @property
     def judged_ms(self) -> int:
@@ -106,8 +113,11 @@ class TurnDetector:
         if not self.speaking:
             if p >= s.threshold:
                 self.speaking, self._silence_from_ms = True, None
+                resumes = self._ended_speech_ms is not None and \
+                    start_ms - self._ended_speech_ms <= self.RESUMES_WITHIN_MS
+                self._ended_speech_ms = None
                 return TurnEvent("speech_started", max(0, start_ms - s.prefix_padding_ms),
-                                 start_ms)
+                                 start_ms, resumes)
             return None
         event = None
         if p >= s.threshold and self._silence_from_ms is not None:
@@ -125,7 +135,7 @@ class TurnDetector:
                 self.judged_ms - self._silence_from_ms < self._wait_ms:
             return None
         self.speaking = False
-        end_ms = self._silence_from_ms
+        end_ms = self._ended_speech_ms = self._silence_from_ms
         self._silence_from_ms = None
         self._turn_ended()
         return TurnEvent("speech_stopped", end_ms + self._wait_ms, end_ms)

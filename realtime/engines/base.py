@@ -4,11 +4,12 @@ turn in, answer audio and transcript out.
 ``Engine.open()`` gives a session its :class:`EngineSession`. The session calls it
 in order: ``new_turn`` at speech onset, ``hear`` with the turn's audio as it
 arrives, ``pause`` / ``resume`` at a tentative end of the turn and when speech
-goes on, ``respond`` once the turn is committed, ``close`` at the end. An engine
+goes on, ``respond`` once the turn is committed, ``close`` at the end. Speech that
+goes on with a turn already ended calls ``resume_turn`` instead of ``new_turn``. An engine
 that needs the whole turn (the cascade) ignores what it hears and answers from
 the turn's audio.
 
-Threads: ``new_turn``, ``pause``, ``resume`` and ``close`` run on the event loop
+Threads: ``new_turn``, ``resume_turn``, ``pause``, ``resume`` and ``close`` run on the event loop
 and must be cheap; ``hear``, ``respond`` and ``transcribe`` run in worker threads.
 ``respond`` yields :class:`EngineOutput` pieces as soon as they exist and checks
 ``cancel`` between steps, so a barge-in stops it within one step.
@@ -67,6 +68,12 @@ class EngineSession(Protocol):
 
     def resume(self) -> None:
         """Speech went on after a pause: an answer begun at the pause is void."""
+
+    def resume_turn(self) -> bool:
+        """Speech started soon after the last turn ended (instead of ``new_turn``): go on
+        with that turn as if it had not ended, its answer void, and hear the rest. False:
+        nothing of it is kept (the session calls ``new_turn`` and later gives ``respond``
+        the whole turn, not heard live)."""
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         """Yield the answer piece by piece; stop early once ``cancel`` is set."""

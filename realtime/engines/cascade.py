@@ -147,6 +147,9 @@ class CascadeSession:
     def resume(self) -> None:
         pass
 
+    def resume_turn(self) -> bool:
+        return False  # it keeps nothing: the whole turn comes with respond
+
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         return self.engine.respond(turn, cancel)
 

@@ -93,6 +93,9 @@ class HybridSession:
     def resume(self) -> None:
         self.native.resume()
 
+    def resume_turn(self) -> bool:
+        return self.native.resume_turn()
+
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         if self.engine.for_cascade(turn):
             yield from self.cascade.respond(turn, cancel)

@@ -37,6 +37,7 @@ from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT, find_model
 from voxloop.realtime.engines.answers import Answer, Frame, VotedAnswer, Word, ended
 from voxloop.realtime.engines.base import EngineOutput, Turn, voice_name
+from voxloop.realtime.engines.seats import VotingSeats
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
@@ -222,37 +223,6 @@ class NativeEngine:
             listener.stop(answer)  # a no-op for a finished answer
 
 
-class VotingSeats:
-    """Which sessions may hear with ``votes`` ears: at most ``most`` at a time (0: all), the
-    first to ask; the others with one. And whether they do, turn by turn: only while at
-    most ``up_to_open`` sessions are open (0: always). Thread-safe (sessions open on
-    worker threads)."""
-
-    def __init__(self, votes: int, most: int, up_to_open: int = 0) -> None:
-        self.votes, self.most, self.up_to_open = votes, most, up_to_open
-        self.taken = 0  # seats held
-        self.open = 0  # sessions open, with a seat or not
-        self._lock = threading.Lock()
-
-    def claim(self) -> int:
-        """Ears for a session opening now (its slots); give them back with ``release``."""
-        with self._lock:
-            self.open += 1
-            if self.votes > 1 and (not self.most or self.taken < self.most):
-                self.taken += 1
-                return self.votes
-        return 1
-
-    def release(self, ears: int) -> None:
-        with self._lock:
-            self.open -= 1
-            self.taken -= ears > 1
-
-    def ears_now(self, seat: int) -> int:
-        """Ears for a turn starting now, of a session holding ``seat`` ears."""
-        return seat if not self.up_to_open or self.open <= self.up_to_open else 1
-
-
 class NativeSession:
     """One websocket session's side of the engine: 16 kHz audio in while the user
     speaks, frames to its model slot (one per vote: each hears the turn through its own
@@ -285,6 +255,19 @@ class NativeSession:
         self._ears: list[Ear] | None = None
         self._frames = 0
         self._speculative = None
+        self._ended: Answer | VotedAnswer | None = None  # the answer of a turn resume_turn
+        #                                                  can go on with
+
+    def resume_turn(self) -> bool:
+        """Speech went on with the turn just ended: its answer (begun at the pause, so the
+        ears were never flushed) is rolled back and the ears hear on. False when the turn
+        ended without a tentative answer (its ears flushed) or was not heard live."""
+        if self._ended is None:
+            return False
+        for slot, answer in self._per_slot(self._ended):
+            slot.rollback(answer)
+        self._ended = None
+        return True
 
     def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
@@ -318,8 +301,10 @@ class NativeSession:
     def end_of_turn(self) -> Answer | VotedAnswer:
         """The turn is over: the tentative answer if there is one, else a new one."""
         if self._speculative is not None:
-            answer, self._speculative = self._speculative, None
+            answer = self._ended = self._speculative
+            self._speculative = None
             return answer
+        self._ended = None
         flush_ms = None
         if self._ears is not None:
             t0 = time.perf_counter()
@@ -341,6 +326,8 @@ class NativeSession:
         # a turn this session did not hear (a manual commit, an item sent whole) is
         # answered in slots of their own, so the live one is left as it is
         ear = self if live else NativeSession(self.engine)
+        if not live:
+            self._ended = None  # what its slots hold is not this turn
         try:
             if not live:
                 if turn.audio_24k is None:

@@ -152,6 +152,12 @@ const HANDLERS = {
     if (!this.turnOfUserItem(event.item_id)) this.newTurn({ userItemId: event.item_id });
   },
 
+  "conversation.item.deleted"(event) {
+    // semantic_vad: speech went on with a turn it had ended; the whole turn comes next
+    const index = this.turns.findIndex((t) => t.userItemId === event.item_id);
+    if (index >= 0) this.turns.splice(index, 1);
+  },
+
   "conversation.item.input_audio_transcription.delta"(event) {
     const turn = this.turnOfUserItem(event.item_id);
     if (turn) turn.user += event.delta || "";

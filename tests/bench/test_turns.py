@@ -107,3 +107,12 @@ def test_paused_questions_are_the_same_cuts_in_both_styles():
             assert np.abs(gap).max() == 0 and np.abs(audio[onset:onset + 480]).max() > 0
         if breath[3] == "one_breath":
             assert breath[5] != apart[5]  # a first part of another length
+
+
+def test_every_question_is_a_turn_of_its_own():
+    """The silence before each question outlasts semantic_vad's resume window, so no
+    question is heard as going on with the one before."""
+    from voxloop.bench.turns import BETWEEN_QUESTIONS_MS
+    from voxloop.realtime.semantic_turns import RESUMES_WITHIN_MS
+
+    assert BETWEEN_QUESTIONS_MS > RESUMES_WITHIN_MS

@@ -56,6 +56,7 @@ class Script:
     user_transcript: str = "what time is it"  # what the fake hears in any turn
     pieces: tuple[Piece, ...] = (Piece("It is", 440.0, 200), Piece(" noon.", 660.0, 200))
     fail_after: int | None = None  # raise after this many pieces (an engine failure)
+    resumes_turns: bool = True  # resume_turn keeps the last turn (False: as the cascade)
 
     def audio_24k(self) -> np.ndarray:
         return np.concatenate([tone_24k(p.tone_hz, p.tone_ms) for p in self.pieces])
@@ -129,6 +130,10 @@ class FakeSession:
 
     def resume(self) -> None:
         self._call("resume")
+
+    def resume_turn(self) -> bool:
+        self._call("resume_turn")
+        return self.script.resumes_turns
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         self._call("respond")

@@ -4,11 +4,13 @@ fake end-of-turn model (P fixed), so each test runs in about a second."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from tests.helpers.end_of_turn import FakeEndOfTurn, speech_24k
-from tests.realtime.fakes import FakeEngine, Harness, run_session
+from tests.realtime.fakes import FakeEngine, Harness, Script, run_session
 from voxloop.audio import resample
 from voxloop.codecs.end_of_turn import DEFAULT_END_OF_TURN, EAGERNESS_CAP_MS, wait_ms
 from voxloop.realtime import semantic_turns
@@ -253,3 +255,60 @@ def test_the_bundled_model_hears_whether_a_question_is_finished():
              ("convert 5 miles to kilometers", "convert 5 miles to")]
     for complete, cut in pairs:
         assert p_finished(complete) > 0.5 > p_finished(cut), (complete, cut)
+
+
+@pytest.mark.parametrize("gap_s, engine_keeps", [(0.6, True), (0.6, False), (2.0, True)])
+def test_speech_soon_after_a_turn_ended_goes_on_with_it(fake_model, gap_s, engine_keeps):
+    """P 0.99 ends the turn at every pause (the gaps between flite's words too) and it is
+    answered; the user goes on. Within RESUMES_WITHIN_MS of the speech's end that is the
+    same turn: the model judges all of it as one, the engine keeps what it heard
+    (``resume_turn``; one that cannot hears the whole turn in ``respond``), and one user
+    item holds it all, each earlier part's items deleted. Later it is a new turn."""
+    model = fake_model(0.99)
+    first, second = speech_24k("if I mix blue and yellow"), speech_24k("what do I get")
+
+    async def test(h: Harness):
+        await h.send(semantic("medium"))
+        await h.until("session.updated")
+        await h.append(np.concatenate([silence(0.3), first, silence(gap_s), second,
+                                       silence(0.8)]))
+        while await h.drain(0.5):
+            pass
+
+    script = replace(Script(), resumes_turns=engine_keeps)
+    h = run_session(test, engine=FakeEngine(script), manual=False)
+    kinds = [e["type"] for e in h.events]
+    assert "error" not in kinds
+    committed = [e["item_id"] for e in h.events if e["type"] == "input_audio_buffer.committed"]
+    deleted = [e["item_id"] for e in h.events if e["type"] == "conversation.item.deleted"]
+    users = [i for i in h.session.items.values() if i.role == "user"]
+    answers = [i for i in h.session.items.values() if i.role == "assistant"]
+    calls = h.engine_session.calls_but_hear()
+    first_ms, second_ms = (len(a) * 1000 // WIRE_RATE_HZ for a in (first, second))
+    assert kinds.count("response.done") == len(committed) >= 2  # every part was answered
+    # each part that went on: its user item and the answer begun to it, deleted
+    assert len(deleted) == 2 * (len(committed) - len(users))
+    assert {u.id for u in users} | set(deleted) >= set(committed)
+    assert len(answers) == len(users) and calls[:3] == ["new_turn", "pause", "respond"]
+    if gap_s * 1000 > semantic_turns.RESUMES_WITHIN_MS:  # two turns
+        assert len(users) == 2 and users[1].audio_ms < second_ms + 1000
+        assert model.asked_at_samples[-1] < (second_ms + 500) * 16
+        return
+    assert [u.id for u in users] == committed[-1:]
+    whole_ms = first_ms + int(gap_s * 1000) + second_ms
+    assert whole_ms <= users[0].audio_ms <= whole_ms + 600  # the first part, the gap, the rest
+    assert model.asked_at_samples[-1] >= (first_ms + second_ms) * 16  # it heard all of it
+    turn = h.engine_session.turns[-1]
+    assert len(turn.audio_24k) == users[0].audio_ms * WIRE_RATE_HZ // 1000
+    went_on = len(committed) - 1
+    assert calls.count("resume_turn") == went_on
+    assert calls.count("new_turn") == (1 if engine_keeps else 1 + went_on)
+    assert turn.heard_live is engine_keeps  # else answered from the whole turn's audio
+
+
+def test_turns_resume_within_the_longest_pause_the_end_of_turn_data_has():
+    from voxloop.distill.data.turn_data import PAUSE_MS
+    from voxloop.realtime.turns import TurnDetector
+
+    assert PAUSE_MS[1] == semantic_turns.RESUMES_WITHIN_MS
+    assert TurnDetector.RESUMES_WITHIN_MS == 0  # server_vad: every turn is one, as OpenAI's

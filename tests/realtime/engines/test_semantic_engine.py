@@ -137,6 +137,13 @@ def semantic_engine(tmp_path_factory):
     engine.batcher.shutdown()
 
 
+def offline_answer(engine, wav: np.ndarray) -> str:
+    """generate()'s words on the offline tokens of the whole ``wav``."""
+    tokens = encode_clips(engine.semantic, [wav])[0][None]
+    result = generate(engine.stepper.model, engine.tokenizer, tokens, OPTIONS)
+    return " ".join(engine.tokenizer.vocab["text"][i] for i in result.text_ids)
+
+
 def answer_of(session, heard_live: bool = True, audio_24k=None) -> tuple[str, dict]:
     words, timings = [], {}
     for out in session.respond(Turn(audio_24k=audio_24k, heard_live=heard_live),
@@ -153,9 +160,7 @@ def test_session_hears_with_the_semantic_tokenizer(semantic_engine):
     engine = semantic_engine
     assert engine.semantic is not None and engine.k_in == 1
     wav = noise_speech(40000, 7)
-    tokens = encode_clips(engine.semantic, [wav])[0][None]
-    result = generate(engine.stepper.model, engine.tokenizer, tokens, OPTIONS)
-    want = " ".join(engine.tokenizer.vocab["text"][i] for i in result.text_ids)
+    want = offline_answer(engine, wav)
     session = engine.open()
     try:
         session.new_turn()
@@ -172,6 +177,35 @@ def test_session_hears_with_the_semantic_tokenizer(semantic_engine):
         session.new_turn()  # no pause: the end of the turn flushes the stream itself
         session.hear(wav)
         assert answer_of(session)[0] == want
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_a_turn_that_goes_on_after_its_answer_began_is_answered_whole(semantic_engine):
+    """semantic_vad ended the turn at a pause and the answer begun there was sent and cut
+    off; the user went on (``resume_turn``): that answer is rolled back, the ears hear on,
+    and the answer to the whole turn is generate()'s on the offline tokens of all of it."""
+    engine = semantic_engine
+    wav = noise_speech(40000, 7)
+    want = offline_answer(engine, wav)
+    session = engine.open()
+    try:
+        session.new_turn()
+        assert not session.resume_turn()  # nothing ended yet
+        session.hear(wav[:21000])
+        session.pause()
+        cancel = threading.Event()
+        for _ in session.respond(Turn(heard_live=True), cancel):
+            cancel.set()  # a barge-in after the first piece
+        assert session.resume_turn()
+        for start in range(21000, 40000, 640):
+            session.hear(wav[start:start + 640])
+        session.pause()
+        assert answer_of(session)[0] == want
+        session.new_turn()  # no pause: the end of the turn flushes the ears, so a turn
+        session.hear(wav)   # that goes on after it is heard again whole
+        assert answer_of(session)[0] == want and not session.resume_turn()
     finally:
         session.close()
 

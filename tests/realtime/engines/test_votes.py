@@ -140,7 +140,7 @@ def test_a_session_gets_all_its_slots_or_none():
 
 
 def test_only_the_first_sessions_vote_and_only_while_few_are_open():
-    from voxloop.realtime.engines.native import VotingSeats
+    from voxloop.realtime.engines.seats import VotingSeats
 
     seats = VotingSeats(votes=4, most=2, up_to_open=3)
     assert [seats.claim() for _ in range(3)] == [4, 4, 1]

@@ -1,0 +1,78 @@
+"""A session's conversation: its items in order, bounded, and the events that say so.
+
+The session decides what happens (a turn committed, an answer begun, a client's
+``conversation.item.*`` event); this keeps the items and puts the matching
+``conversation.item.*`` server events into the session's outbox.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from voxloop.realtime.outbox import Outbox
+from voxloop.realtime.wire import events
+from voxloop.realtime.wire.ids import new_id
+from voxloop.realtime.wire.items import Item, item_from_client
+from voxloop.realtime.wire.protocol import ProtocolError
+
+
+class Conversation:
+    def __init__(self, outbox: Outbox, max_items: int, beta: bool) -> None:
+        self.outbox, self.max_items, self.beta = outbox, max_items, beta
+        self.items: OrderedDict[str, Item] = OrderedDict()  # oldest first
+
+    @property
+    def last_id(self) -> str | None:
+        return next(reversed(self.items), None)
+
+    def get(self, item_id: str, event_id) -> Item:
+        if item_id not in self.items:
+            raise ProtocolError("item_not_found", f"no item with id {item_id!r}", event_id,
+                                "item_id")
+        return self.items[item_id]
+
+    def add(self, item: Item) -> Item:
+        """Keep ``item`` (last); the oldest are forgotten past ``max_items``."""
+        self.items[item.id] = item
+        while len(self.items) > self.max_items:
+            self.items.popitem(last=False)
+        return item
+
+    def announce(self, item: Item, previous: str | None) -> None:
+        wire = item.wire(self.beta)
+        self.outbox.put(events.conversation_item_added(wire, previous))
+        self.outbox.put(events.conversation_item_done(wire, previous))  # beta clients: dropped
+
+    def create(self, event: dict, event_id) -> Item:
+        """A client's ``conversation.item.create``: the item, kept and announced."""
+        item = item_from_client(event["item"], event["item"].get("id") or new_id("item"),
+                                event_id)
+        if item.id in self.items:
+            raise ProtocolError("invalid_value", f"an item with id {item.id!r} already exists",
+                                event_id, "item.id")
+        previous = event.get("previous_item_id") or self.last_id
+        if previous is not None and previous not in self.items:
+            raise ProtocolError("item_not_found", f"previous_item_id {previous!r} does not exist",
+                                event_id, "previous_item_id")
+        self.announce(self.add(item), previous)
+        return item
+
+    def delete(self, item: Item, active: Item | None, event_id=None) -> None:
+        """Forget ``item``; ``active``: the item of the response being written (not deleted)."""
+        if item is active:
+            raise ProtocolError("invalid_value", "cannot delete the item of the active response; "
+                                "cancel it first", event_id, "item_id")
+        del self.items[item.id]
+        self.outbox.put(events.conversation_item_deleted(item.id))
+
+    def retract(self, user: Item, active: Item | None) -> None:
+        """``user``'s turn went on after it was committed: it and the answers begun to it
+        (the assistant items right after it, but ``active``) leave the conversation."""
+        ids = list(self.items)
+        if user.id not in self.items:
+            return  # the client deleted it already
+        for item_id in ids[ids.index(user.id):]:
+            item = self.items[item_id]
+            if item is not user and (item.role != "assistant" or item is active):
+                return
+            self.delete(item, active)
