@@ -3,7 +3,8 @@ paused ones, for every setting (``semantic_vad:EAGERNESS``, ``server_vad:SILENCE
 
 One ``voxloop serve`` (the first of ``--engines``), one session per setting, set by
 ``session.update``. Every setting hears the same held-out questions (the plan's held-out
-voices and phrasings), at real-time pace in ``chunk_ms`` appends:
+voices and phrasings), at real-time pace in ``chunk_ms`` appends, each after
+``BETWEEN_QUESTIONS_MS`` of silence (sent at once):
 
 - ``complete``: a question, then silence. ``latency_ms``: arrival of the first answer
   audio - the end of the speech (as the engine bench); ``decided_ms``: the end of the turn

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
+
+from voxloop.audio import pcm16_to_float
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
@@ -57,6 +60,20 @@ class Conversation:
         self.announce(self.add(item), previous)
         return item
 
+    def truncate(self, event: dict, event_id) -> Item:
+        """A client's ``conversation.item.truncate``: the item, cut and announced."""
+        item = self.get(event["item_id"], event_id)
+        if event["content_index"] != 0:
+            raise ProtocolError("invalid_value", "content_index must be 0: items here have one "
+                                "content part", event_id, "content_index")
+        item.truncate(event["audio_end_ms"], event_id)
+        self.outbox.put(events.conversation_item_truncated(item.id, event["audio_end_ms"]))
+        return item
+
+    def retrieve(self, item_id: str, event_id) -> None:
+        self.outbox.put(events.conversation_item_retrieved(self.get(item_id, event_id).wire(
+            self.beta)))
+
     def delete(self, item: Item, active: Item | None, event_id=None) -> None:
         """Forget ``item``; ``active``: the item of the response being written (not deleted)."""
         if item is active:
@@ -76,3 +93,8 @@ class Conversation:
             if item is not user and (item.role != "assistant" or item is active):
                 return
             self.delete(item, active)
+
+
+def item_audio_24k(item: Item) -> np.ndarray | None:
+    """An item's pcm16 as float32 ``[T]`` at 24 kHz (once per turn), or None for text."""
+    return pcm16_to_float(bytes(item.audio)) if item.audio is not None else None

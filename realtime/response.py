@@ -44,6 +44,7 @@ class ResponseRun:
         self._stop = threading.Event()  # for the engine's thread
         self._cancelled = asyncio.Event()  # for this task's pacing
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._engine_done = asyncio.Event()  # the engine's respond returned (or failed)
         self._on_user_transcript, self._on_item = on_user_transcript, on_item
         self._on_done = on_done  # the response is over for the client: before response.done
         self.timings_ms: dict = {}
@@ -113,6 +114,16 @@ class ResponseRun:
             loop.call_soon_threadsafe(put, exc)
         finally:
             loop.call_soon_threadsafe(put, _DONE)
+            loop.call_soon_threadsafe(self._engine_done.set)
+
+    async def engine_done(self, timeout_s: float) -> bool:
+        """Wait until the engine has returned from this response, ``timeout_s`` at most;
+        whether it has."""
+        try:
+            await asyncio.wait_for(self._engine_done.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def _pace(self) -> None:
         """Keep the audio sent at most ``lead_ms`` ahead of real time, so a barge-in

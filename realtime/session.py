@@ -16,10 +16,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
-import numpy as np
-
-from voxloop.audio import pcm16_to_float
-from voxloop.realtime.conversation import Conversation
+from voxloop.realtime.conversation import Conversation, item_audio_24k
 from voxloop.realtime.engines.base import Engine, Turn
 from voxloop.realtime.input_audio import InputAudio, joined_pcm16
 from voxloop.realtime.outbox import Outbox
@@ -34,6 +31,7 @@ from voxloop.realtime.wire.session_config import SessionConfig, check_voice, res
 
 log = logging.getLogger("voxloop.realtime")
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
+ENGINE_DONE_S = 1.0  # a turn that goes on waits this long at most for its answer to wind down
 
 
 @dataclass(frozen=True)
@@ -63,11 +61,8 @@ class Session:
         self._use_turn_detection(config)
         self._speech_item_id: str | None = None  # the user item being spoken (server VAD)
         self._heard_item_id: str | None = None  # the user item the engine session heard live
-        # the last turn the detector ended and where its audio ended: speech soon after it
-        # may go on with it (TurnEvent.resumes); while it does, _resuming
-        self._resumable: tuple[Item, int] | None = None
-        self._resuming: tuple[Item, int] | None = None
         self.response: ResponseRun | None = None
+        self._last_run: ResponseRun | None = None  # the latest response, over or not
         self._tasks: set[asyncio.Task] = set()
         self._turn_end_s: float | None = None
 
@@ -91,7 +86,10 @@ class Session:
     def _use_turn_detection(self, config: SessionConfig) -> None:
         """A detector for ``config``; the engine told if turns may end as a pause starts."""
         self._detector = new_turn_detector(config.turn_detection, start_ms=self.audio.end_ms)
-        self._resumable = self._resuming = None
+        # the last turn the detector ended and where its audio ended: speech soon after it
+        # may go on with it (TurnEvent.resumes); while it does, _resuming
+        self._resumable: tuple[Item, int] | None = None
+        self._resuming: tuple[Item, int] | None = None
         self.engine_session.set_quick_turns(isinstance(self._detector, SemanticTurnDetector))
 
     # -- session and input audio -------------------------------------------------------
@@ -162,7 +160,7 @@ class Session:
         held_ms = self.audio.buffered_ms
         self.audio.clear()
         detector.reset_speech()
-        self._speech_item_id = None
+        self._speech_item_id = self._resumable = self._resuming = None
         if self.metrics:
             self.metrics.errors.labels("input_audio_buffer_full").inc()
         self.outbox.put_urgent(events.error(
@@ -173,7 +171,7 @@ class Session:
 
     async def _on_turn_event(self, turn: TurnEvent) -> None:
         if turn.kind == "speech_started":
-            self._speech_started(turn.audio_ms, turn.resumes)
+            await self._speech_started(turn.audio_ms, turn.resumes)
         elif turn.kind == "speech_stopped":
             await self._hear(turn.audio_ms)
             self._speech_stopped(turn.audio_ms)
@@ -191,10 +189,13 @@ class Session:
             await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.engine_session.hear, samples_16k)
 
-    def _speech_started(self, audio_start_ms: int, resumes: bool = False) -> None:
-        """``resumes``: the speech goes on with the last turn the detector ended (if it is
-        still there to go on with): the engine keeps what it heard of it, its answer void."""
+    async def _speech_started(self, audio_start_ms: int, resumes: bool = False) -> None:
+        """``resumes``: the speech goes on with the last turn the detector ended (unless the
+        client deleted it): one turn, the answer begun to it void; an engine that heard it
+        live keeps what it heard once it is done with that answer."""
         resumed, self._resumable = self._resumable if resumes else None, None
+        if resumed is not None and resumed[0].id not in self.items:
+            resumed = None
         self.audio.trim_to(audio_start_ms)
         self._speech_item_id = new_id("item")
         self.outbox.put_urgent(events.input_audio_buffer_speech_started(
@@ -205,7 +206,8 @@ class Session:
                 self.metrics.barge_ins.inc()
         self._resuming = None
         if self.response is None or self.response.cancel_reason:
-            live = resumed is not None and self.engine_session.resume_turn()
+            live = resumed is not None and resumed[0].id == self._heard_item_id and \
+                await self._engine_done_answering() and self.engine_session.resume_turn()
             if not live:
                 self.engine_session.new_turn()
             self._resuming = resumed
@@ -214,6 +216,11 @@ class Session:
             self._heard_item_id = self._speech_item_id if live or resumed is None else None
         else:  # the engine is still answering: this turn is answered from its audio later
             self.audio.stop_listening()
+
+    async def _engine_done_answering(self) -> bool:
+        """Whether the engine is done with the last response (a cancelled one's worker winds
+        down within a step or two), so it can go on with that response's turn."""
+        return self._last_run is None or await self._last_run.engine_done(ENGINE_DONE_S)
 
     def _speech_stopped(self, audio_end_ms: int) -> None:
         item_id = self._speech_item_id or new_id("item")
@@ -272,10 +279,12 @@ class Session:
     async def _transcribe(self, item: Item) -> None:
         loop = asyncio.get_running_loop()
         text = await loop.run_in_executor(self.executor, self.engine_session.transcribe,
-                                          _audio_24k(item))
+                                          item_audio_24k(item))
         self._user_transcript(item, text)
 
     def _user_transcript(self, item: Item, text: str) -> None:
+        if item.id not in self.items:
+            return  # gone: a turn that went on replaced it
         item.text = text
         if self.config.transcription_model:
             self.outbox.put(events.conversation_item_input_audio_transcription_completed(
@@ -286,27 +295,22 @@ class Session:
         self.conversation.create(event, event_id)
 
     async def _on_conversation_item_truncate(self, event: dict, event_id) -> None:
-        item = self.conversation.get(event["item_id"], event_id)
-        if event["content_index"] != 0:
-            raise ProtocolError("invalid_value", "content_index must be 0: items here have one "
-                                "content part", event_id, "content_index")
+        item = self.conversation.truncate(event, event_id)
         if self.response and self.response.item is item:
             self.response.cancel("client_cancelled")
-        item.truncate(event["audio_end_ms"], event_id)
-        self.outbox.put(events.conversation_item_truncated(item.id, event["audio_end_ms"]))
 
     async def _on_conversation_item_delete(self, event: dict, event_id) -> None:
         item = self.conversation.get(event["item_id"], event_id)
         self.conversation.delete(item, self._active_item, event_id)
 
     async def _on_conversation_item_retrieve(self, event: dict, event_id) -> None:
-        item = self.conversation.get(event["item_id"], event_id)
-        self.outbox.put(events.conversation_item_retrieved(item.wire(self.beta)))
+        self.conversation.retrieve(event["item_id"], event_id)
 
     @property
     def _active_item(self) -> Item | None:
-        """The item of the response being written (None: no response)."""
-        return self.response.item if self.response else None
+        """The item a response is still writing (None: none, or it was cancelled)."""
+        running = self.response is not None and not self.response.cancel_reason
+        return self.response.item if running else None
 
     # -- responses ----------------------------------------------------------------------
     async def _on_response_create(self, event: dict, event_id) -> None:
@@ -348,7 +352,7 @@ class Session:
         """Answer ``user``; ``instructions``: this response's own (None: the session's)."""
         history = tuple(m for i in self.items.values() if i is not user
                         for m in [i.history_message()] if m)
-        audio = _audio_24k(user)
+        audio = item_audio_24k(user)
         turn = Turn(audio_24k=audio, text=None if audio is not None else user.text,
                     history=history, heard_live=user.id == self._heard_item_id,
                     instructions=self.config.instructions if instructions is None
@@ -358,7 +362,7 @@ class Session:
             self.config.voice, on_user_transcript=lambda text: self._user_transcript(user, text),
             on_item=self.conversation.add, lead_ms=self.limits.output_lead_ms,
             on_done=lambda: self._forget_response(run))
-        self.response = run
+        self.response = self._last_run = run
         self._spawn(self._run_response(run, self._turn_end_s or time.perf_counter()))
 
     def _forget_response(self, run: ResponseRun) -> None:
@@ -384,11 +388,6 @@ class Session:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _audio_24k(item: Item) -> np.ndarray | None:
-    """An item's pcm16 as float32 ``[T]`` at 24 kHz (once per turn), or None for text."""
-    return pcm16_to_float(bytes(item.audio)) if item.audio is not None else None
 
 
 def _round(timings: dict) -> dict:

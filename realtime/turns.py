@@ -33,7 +33,7 @@ class TurnEvent:
 class TurnDetector:
     DECIDES_LATER = False  # server_vad's wait is a setting: chosen as the pause starts
     # speech starting this soon after the last turn's speech ended goes on with that turn
-    # (``TurnEvent.resumes``); 0: never, as OpenAI's server_vad
+    # (``TurnEvent.resumes``) if it interrupts the answer; 0: never, as OpenAI's server_vad
     RESUMES_WITHIN_MS = 0
 
     def __init__(self, settings: TurnDetection, vad: SileroVAD | None = None,
@@ -113,7 +113,8 @@ class TurnDetector:
         if not self.speaking:
             if p >= s.threshold:
                 self.speaking, self._silence_from_ms = True, None
-                resumes = self._ended_speech_ms is not None and \
+                resumes = self.RESUMES_WITHIN_MS > 0 and s.interrupt_response and \
+                    self._ended_speech_ms is not None and \
                     start_ms - self._ended_speech_ms <= self.RESUMES_WITHIN_MS
                 self._ended_speech_ms = None
                 return TurnEvent("speech_started", max(0, start_ms - s.prefix_padding_ms),

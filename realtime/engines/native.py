@@ -260,13 +260,14 @@ class NativeSession:
 
     def resume_turn(self) -> bool:
         """Speech went on with the turn just ended: its answer (begun at the pause, so the
-        ears were never flushed) is rolled back and the ears hear on. False when the turn
-        ended without a tentative answer (its ears flushed) or was not heard live."""
-        if self._ended is None:
+        ears were never flushed; released to a response or not) is rolled back and the ears
+        hear on. False when the turn ended without a tentative answer (its ears flushed) or
+        was not heard live."""
+        answer = self._ended if self._ended is not None else self._speculative
+        if answer is None:
             return False
-        for slot, answer in self._per_slot(self._ended):
-            slot.rollback(answer)
-        self._ended = None
+        self._rollback(answer)
+        self._ended = self._speculative = None
         return True
 
     def hear(self, audio_16k: np.ndarray) -> None:
@@ -294,8 +295,7 @@ class NativeSession:
     def resume(self) -> None:
         """Speech went on after a pause: the tentative answer is void."""
         if self._speculative is not None:
-            for slot, answer in self._per_slot(self._speculative):
-                slot.rollback(answer)
+            self._rollback(self._speculative)
             self._speculative = None
 
     def end_of_turn(self) -> Answer | VotedAnswer:
@@ -369,6 +369,10 @@ class NativeSession:
         if len(answers) == 1:
             return answers[0]
         return VotedAnswer(answers, lambda i: slots[i].stop(answers[i]))
+
+    def _rollback(self, answer: Answer | VotedAnswer) -> None:
+        for slot, one in self._per_slot(answer):
+            slot.rollback(one)
 
     def _per_slot(self, answer: Answer | VotedAnswer) -> list[tuple[Slot, Answer]]:
         answers = answer.answers if isinstance(answer, VotedAnswer) else [answer]

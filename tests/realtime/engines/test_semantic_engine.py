@@ -182,10 +182,13 @@ def test_session_hears_with_the_semantic_tokenizer(semantic_engine):
 
 
 @pytest.mark.slow
-def test_a_turn_that_goes_on_after_its_answer_began_is_answered_whole(semantic_engine):
+@pytest.mark.parametrize("stopped_first", [True, False])
+def test_a_turn_that_goes_on_after_its_answer_began_is_answered_whole(semantic_engine,
+                                                                     stopped_first):
     """semantic_vad ended the turn at a pause and the answer begun there was sent and cut
-    off; the user went on (``resume_turn``): that answer is rolled back, the ears hear on,
-    and the answer to the whole turn is generate()'s on the offline tokens of all of it."""
+    off; the user went on (``resume_turn``, after the response stopped the answer or
+    before): that answer is rolled back, the ears hear on, and the answer to the whole
+    turn is generate()'s on the offline tokens of all of it."""
     engine = semantic_engine
     wav = noise_speech(40000, 7)
     want = offline_answer(engine, wav)
@@ -196,9 +199,15 @@ def test_a_turn_that_goes_on_after_its_answer_began_is_answered_whole(semantic_e
         session.hear(wav[:21000])
         session.pause()
         cancel = threading.Event()
-        for _ in session.respond(Turn(heard_live=True), cancel):
-            cancel.set()  # a barge-in after the first piece
-        assert session.resume_turn()
+        pieces = session.respond(Turn(heard_live=True), cancel)
+        next(pieces)  # the answer is under way
+        cancel.set()  # a barge-in
+        if stopped_first:
+            pieces.close()  # the response's worker stops the answer, then the turn goes on
+            assert session.resume_turn()
+        else:
+            assert session.resume_turn()
+            pieces.close()
         for start in range(21000, 40000, 640):
             session.hear(wav[start:start + 640])
         session.pause()
