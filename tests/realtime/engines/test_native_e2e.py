@@ -4,6 +4,7 @@ continuous batching across sessions, barge-in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -94,3 +95,42 @@ def test_native_barge_in(native_server):
     # the interruption is a new turn: it gets its own answer
     assert [r.event["response"]["status"] for r in client.events
             if r.event["type"] == "response.done"][-1] == "completed"
+
+
+def test_an_afterthought_soon_after_the_question_is_one_turn(native_server):
+    """semantic_vad (high) with the bundled end-of-turn model and real Silero: a whole
+    question ends its turn and its answer begins; 1.1 s after the question the user goes
+    on ("and of germany"), inside the resume window: the first part's user item and the
+    answer begun to it are deleted, and one user item with the whole turn is answered."""
+    question = speech_24k("what is the capital of france", "flite:awb")
+    more = speech_24k("and of germany", "flite:awb")
+
+    async def run():
+        client = await connect(native_server.url)
+        await client.recv()
+        await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}}})
+        await client.until("session.updated")
+        await stream_realtime(client, np.concatenate([silence(0.3), question, silence(1.1),
+                                                      more, silence(2.5)]))
+        while (await client.until("response.done", timeout_s=60))["response"]["status"] \
+                != "completed":
+            pass
+        with contextlib.suppress(TimeoutError):  # what came after it: a turn that went on
+            while True:
+                await client.recv(3.0)
+        return client
+
+    client = asyncio.run(run())
+    events = [r.event for r in client.events]
+    kinds = [e["type"] for e in events]
+    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    deleted = [e["item_id"] for e in events if e["type"] == "conversation.item.deleted"]
+    answers = {e["item"]["id"] for e in events if e["type"] == "response.output_item.added"}
+    statuses = [e["response"]["status"] for e in events if e["type"] == "response.done"]
+    print(f"\nafterthought: responses {statuses}, deleted {len(deleted)} items")
+    assert "error" not in kinds and len(committed) >= 2 and statuses[-1] == "completed"
+    # every part before the last went on with the turn: its user item and answer deleted
+    assert set(committed[:-1]) <= set(deleted) <= set(committed[:-1]) | answers
+    assert kinds.index("conversation.item.deleted") < len(kinds) - kinds[::-1].index(
+        "input_audio_buffer.committed")
