@@ -85,9 +85,9 @@ class Conversation:
     def retract(self, user: Item, active: Item | None) -> None:
         """``user``'s turn went on after it was committed: it and the answers begun to it
         (the assistant items right after it, but ``active``) leave the conversation."""
-        ids = list(self.items)
         if user.id not in self.items:
             return  # the client deleted it already
+        ids = list(self.items)
         for item_id in ids[ids.index(user.id):]:
             item = self.items[item_id]
             if item is not user and (item.role != "assistant" or item is active):

@@ -326,10 +326,9 @@ class NativeSession:
         # a turn this session did not hear (a manual commit, an item sent whole) is
         # answered in slots of their own, so the live one is left as it is
         ear = self if live else NativeSession(self.engine)
-        if not live:
-            self._ended = None  # what its slots hold is not this turn
         try:
             if not live:
+                self._ended = None  # what its slots hold is not this turn
                 if turn.audio_24k is None:
                     raise VoxloopError("the native engine answers speech only")
                 ear.hear(_model_rate(turn.audio_24k))
