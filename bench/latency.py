@@ -42,6 +42,7 @@ ENGINE_ARGS = {
     "native-one-ear": ["--engine", "native", "--native-votes", "1"],
     "native-votes-all": ["--engine", "native", "--native-votes", "4",
                          "--native-voting-sessions", "0", "--native-votes-up-to-sessions", "0"],
+    "native-votes-quick": ["--engine", "native", "--native-votes-quick-turns"],
     "cascade": ["--engine", "cascade"],
     "hybrid": ["--engine", "hybrid"],  # the default: the student for speech
 }

@@ -63,7 +63,7 @@ class ServerSettings:
         "help": "require this key (Authorization: Bearer KEY); default: $VOXLOOP_API_KEY "
                 "if set, else no key"})
     max_sessions: int = field(default=16, metadata={"help": "concurrent sessions at most"})
-    turn_detection: str = field(default="server_vad", metadata={
+    turn_detection: str = field(default="semantic_vad", metadata={
         "choices": TURN_DETECTION_TYPES,
         "help": "a new session's turn detection (a client changes it with session.update): "
                 "server_vad = Silero and a fixed 300 ms of silence; semantic_vad = Silero and "

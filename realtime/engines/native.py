@@ -6,15 +6,15 @@ answers wrote is said: ``answers.VotedAnswer``; only ``voting_sessions`` session
 time have the slots for it, the first to open, and they hear a turn so only while at most
 ``votes_up_to_sessions`` sessions are open: a lone user gets the votes for free, a busy
 server keeps its CPU for one ear each; semantic_vad's turns end too soon to hide a vote, so
-they are heard with one). It hears the user's 16 kHz audio while they speak through its
-ear (:mod:`realtime.engines.ears`: the streaming codec encoder, or for a semantic student
-the streaming semantic tokenizer, block by block) and hands the frames to the model
-thread (:mod:`realtime.engines.batcher`), which prefills them into the session's KV cache
-row, so at the end of the turn only the answer is left to compute. With ``speculative``
-the answer starts at the first silent VAD window (a tentative end of turn; a semantic
-ear's partial block is flushed on a copy, so the answer hears every token): if the user
-goes on speaking it is rolled back, if the silence is confirmed the audio already made
-is sent at once.
+they are heard with one unless ``votes_quick_turns``). It hears the user's 16 kHz audio
+while they speak through its ear (:mod:`realtime.engines.ears`: the streaming codec
+encoder, or for a semantic student the streaming semantic tokenizer, block by block) and
+hands the frames to the model thread (:mod:`realtime.engines.batcher`), which prefills
+them into the session's KV cache row, so at the end of the turn only the answer is left to
+compute. With ``speculative`` the answer starts at the first silent VAD window (a
+tentative end of turn; a semantic ear's partial block is flushed on a copy, so the answer
+hears every token): if the user goes on speaking it is rolled back, if the silence is
+confirmed the audio already made is sent at once.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into
 audio deltas through the streaming codec decoder (by default the codec's ``assistant``
@@ -95,6 +95,10 @@ class NativeSettings:
                 "sessions are open, else with one (near the cores' capacity the extra ears "
                 "cost every session latency); 0: however many are open",
         "flag": "--native-votes-up-to-sessions"})
+    votes_quick_turns: bool = field(default=False, metadata={
+        "help": "hear semantic_vad's turns with the votes too (their answer is due about "
+                "100 ms after the speech, so the extra ears' answers add to its latency)",
+        "flag": "--native-votes-quick-turns"})
 
 
 class NativeEngine:
@@ -273,7 +277,8 @@ class NativeSession:
     def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
         if self._ears is None:
-            seat = 1 if self._quick_turns else len(self.slots)
+            quick = self._quick_turns and not self.engine.settings.votes_quick_turns
+            seat = 1 if quick else len(self.slots)
             self._ears = self.engine.new_ears(self.engine.seats.ears_now(seat))
         for i, ear in enumerate(self._ears):
             self._send(i, ear.push(audio_16k))

@@ -42,6 +42,7 @@ class TurnDetection:
 
 EAGERNESS = ("low", "medium", "high", "auto")  # as the OpenAI types spell them
 TURN_DETECTION_TYPES = ("server_vad", "semantic_vad")
+SERVER_VAD_ONLY = ("threshold", "prefix_padding_ms", "silence_duration_ms")
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,12 @@ def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | 
                             "supported; use 'server_vad', 'semantic_vad' or null", event_id,
                             "turn_detection.type")
     if kind == "semantic_vad":
+        for name in SERVER_VAD_ONLY:
+            if name in value:  # not silently dropped: the client meant server_vad's
+                raise ProtocolError(
+                    "invalid_value", f"turn_detection.{name} is a server_vad parameter; "
+                    "semantic_vad has eagerness, create_response and interrupt_response "
+                    "(send type 'server_vad' to set it)", event_id, f"turn_detection.{name}")
         eagerness = value.get("eagerness")
         if eagerness is not None and eagerness not in EAGERNESS:
             raise ProtocolError("invalid_value", "turn_detection.eagerness must be one of "

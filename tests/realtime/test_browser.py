@@ -135,7 +135,7 @@ def test_page_answers_a_spoken_question(served, question_wav, tmp_path):
     check_answer(engine, turn, text)
     assert item["played"] == item["received"] > 24000 // 2  # all of it, and it is speech
     assert turn["latencyMs"] is not None and turn["latencyMs"] > 0
-    assert f"{engine}:" in info and "server_vad" in info
+    assert f"{engine}:" in info and "semantic_vad" in info  # the server's default
 
 
 def test_talking_over_the_answer_cuts_it(served, question_wav, tmp_path):

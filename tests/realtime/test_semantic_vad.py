@@ -78,6 +78,8 @@ def test_beta_clients_select_semantic_vad_too():
     ({"type": "semantic_vad", "create_response": "yes"}, "invalid_value",
      "turn_detection.create_response", "true or false"),
     ({"type": "smart_vad"}, "unsupported_value", "turn_detection.type", "'semantic_vad'"),
+    ({"type": "semantic_vad", "silence_duration_ms": 200}, "invalid_value",
+     "turn_detection.silence_duration_ms", "a server_vad parameter"),
 ])
 def test_bad_values_are_a_clear_error_and_change_nothing(td, code, param, words):
     async def test(h: Harness):
@@ -194,7 +196,7 @@ def test_the_official_openai_client_selects_semantic_vad(fake_model):
     from tests.helpers.server import ServerThread
 
     fake_model(0.9)
-    server = ServerThread(FakeEngine())
+    server = ServerThread(FakeEngine(), turn_detection="server_vad")
     try:
         client = OpenAI(api_key="unused", websocket_base_url=server.url.rsplit("/", 1)[0])
         with client.realtime.connect(model="voxloop") as conn:
@@ -214,14 +216,22 @@ def test_the_official_openai_client_selects_semantic_vad(fake_model):
         server.stop()
 
 
-def test_serve_turn_detection_sets_the_default(fake_model):
-    """``voxloop serve --turn-detection semantic_vad``: sessions start with it."""
+@pytest.mark.parametrize("flag, expected", [
+    (None, {"type": "semantic_vad", "eagerness": "auto", "create_response": True,
+            "interrupt_response": True}),
+    ("server_vad", {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                    "silence_duration_ms": 300, "create_response": True,
+                    "interrupt_response": True}),
+])
+def test_serve_turn_detection_sets_the_default(fake_model, flag, expected):
+    """Sessions start with semantic_vad (medium eagerness, as auto); ``voxloop serve
+    --turn-detection server_vad`` starts them with Silero's fixed silence instead."""
     import asyncio
 
     from tests.helpers.server import ServerThread, connect
 
     fake_model(0.9)
-    server = ServerThread(FakeEngine(), turn_detection="semantic_vad")
+    server = ServerThread(FakeEngine(), **({"turn_detection": flag} if flag else {}))
 
     async def created() -> dict:
         client = await connect(server.url)
@@ -233,8 +243,7 @@ def test_serve_turn_detection_sets_the_default(fake_model):
         td = asyncio.run(created())["session"]["audio"]["input"]["turn_detection"]
     finally:
         server.stop()
-    assert td == {"type": "semantic_vad", "eagerness": "auto", "create_response": True,
-                  "interrupt_response": True}
+    assert td == expected
 
 
 @pytest.mark.slow  # the bundled end-of-turn model (Whisper tiny.en's encoder under it)

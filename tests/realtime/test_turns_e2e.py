@@ -36,7 +36,8 @@ def test_spoken_turn_server_vad(server, whisper):
         client = await connect(server.url + "?model=voxloop")
         assert (await client.recv())["type"] == "session.created"
         await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {
-            "input": {"transcription": {"model": "whisper-1"}}}}})
+            "input": {"transcription": {"model": "whisper-1"},
+                      "turn_detection": {"type": "server_vad"}}}}})
         assert (await client.recv())["type"] == "session.updated"
         sender = asyncio.create_task(stream_realtime(
             client, np.concatenate([silence(0.5), question, silence(1.5)])))
@@ -134,6 +135,11 @@ def test_barge_in_cancels_and_truncate_cuts(server):
     async def run():
         client = await connect(server.url)
         await client.recv()
+        # server_vad: the turn ends inside the 0.6 s of silence sent (semantic_vad may wait
+        # longer on this question), and the interruption is a new turn at any distance
+        await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "server_vad"}}}}})
+        assert (await client.recv())["type"] == "session.updated"
         sender = asyncio.create_task(stream_realtime(
             client, np.concatenate([question, silence(0.6)])))
         first = await client.until("response.output_audio.delta")

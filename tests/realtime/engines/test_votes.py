@@ -196,3 +196,19 @@ def test_a_second_session_hears_with_one_ear_and_a_third_silences_the_votes():
         assert engine.seats.open == 0 and engine.seats.taken == 0
     finally:
         engine.batcher.shutdown()
+
+
+@pytest.mark.slow  # the bundled student
+def test_quick_turns_vote_too_when_told():
+    """``--native-votes-quick-turns``: semantic_vad's turns are heard with every ear."""
+    from voxloop.realtime.engines.native import NativeEngine, NativeSession, NativeSettings
+
+    engine = NativeEngine(NativeSettings(votes=2, slots=4, votes_quick_turns=True))
+    try:
+        session = NativeSession(engine)
+        session.set_quick_turns(True)
+        session.hear(np.zeros(3200, np.float32))
+        assert len(session._ears) == 2 and len(session.end_of_turn().answers) == 2
+        session.close()
+    finally:
+        engine.batcher.shutdown()
