@@ -79,6 +79,9 @@ class Conversation:
     errors: int = 0
     silence_ms: int = DEFAULT_SILENCE_MS
     prefix_ms: int = DEFAULT_PREFIX_MS
+    # semantic_vad stamps the turn's end after a wait the client is not told: its latency
+    # runs from that end (the wait, ~0-100 ms on a finished question, not counted)
+    semantic: bool = False
     _dropped_items: set[str] = field(default_factory=set)
     _t0: float = field(default_factory=time.perf_counter)
 
@@ -107,7 +110,8 @@ class Conversation:
             item = self.jitter.items.get(turn.item_id)
             if item is not None and item.first_play_s is not None:
                 turn.latency_ms = 1000 * (item.first_play_s - turn.speech_end_s)
-                self.note(f"latency {turn.latency_ms:.0f} ms (end of speech -> answer heard)")
+                since = "end of turn" if self.semantic else "end of speech"
+                self.note(f"latency {turn.latency_ms:.0f} ms ({since} -> answer heard)")
 
     def reset_connection(self) -> None:
         """A new websocket: the server's input clock starts again at zero."""
@@ -122,7 +126,9 @@ class Conversation:
         td = session.get("audio", {}).get("input", {}).get("turn_detection",
                                                            session.get("turn_detection"))
         if td:
-            self.silence_ms = int(td.get("silence_duration_ms", self.silence_ms))
+            self.semantic = td.get("type") == "semantic_vad"
+            self.silence_ms = 0 if self.semantic else int(td.get("silence_duration_ms",
+                                                                  self.silence_ms))
             self.prefix_ms = int(td.get("prefix_padding_ms", self.prefix_ms))
 
     _on_session_updated = _on_session_created

@@ -90,6 +90,21 @@ def test_latency_runs_from_the_end_of_speech_to_the_first_sample_heard():
     assert c.turns[-1].latency_ms == pytest.approx(1000 * (12.0 - 11.2))
 
 
+def test_under_semantic_vad_latency_runs_from_the_end_of_the_turn():
+    """No fixed silence to take off: the server's audio_end_ms is the turn's end."""
+    c = Conversation(JitterBuffer(JitterSettings(prebuffer_ms=20)))
+    c.on_event({"type": "session.created", "session": {"audio": {"input": {
+        "turn_detection": {"type": "semantic_vad", "eagerness": "auto"}}}}})
+    for k in range(100):
+        c.clock.sent(BLOCK, 10.0 + k * 0.02)
+    c.on_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1500})
+    c.on_event(_delta("item1", tone(100)))
+    c.jitter.pull(BLOCK, 12.0)
+    c.refresh()
+    assert c.turns[-1].latency_ms == pytest.approx(1000 * (12.0 - 11.5))
+    assert "end of turn -> answer heard" in c.log[-1]
+
+
 def test_input_clock_maps_ms_to_capture_time():
     clock = InputClock()
     clock.sent(BLOCK, 5.0)
