@@ -5,8 +5,9 @@
 // input_audio_buffer.speech_started it flushes playback at once and sends
 // conversation.item.truncate with the milliseconds really played. Latency of a turn
 // is what the user hears: from the end of their speech (speech_stopped.audio_end_ms
-// minus the server's silence window, dated through the InputClock) to the first answer
-// sample played (dated by the playback worklet), both on the AudioContext's clock.
+// minus the server's silence window, dated through the InputClock; under semantic_vad the
+// end of the turn) to the first answer sample played (dated by the playback worklet), both
+// on the AudioContext's clock.
 
 const WIRE_RATE_HZ = 24000;
 
@@ -134,7 +135,10 @@ const HANDLERS = {
     const input = (session.audio && session.audio.input) || {};
     const td = "turn_detection" in input ? input.turn_detection : session.turn_detection;
     this.turnDetection = td || null;
-    if (td && td.silence_duration_ms !== undefined) this.silenceMs = td.silence_duration_ms;
+    // semantic_vad stamps the turn's end after a wait the page is not told: its turns are
+    // timed from that end (~0-100 ms after a finished question go uncounted)
+    if (td && td.type === "semantic_vad") this.silenceMs = 0;
+    else if (td && td.silence_duration_ms !== undefined) this.silenceMs = td.silence_duration_ms;
   },
 
   "input_audio_buffer.speech_started"() {
