@@ -42,8 +42,11 @@ def run_latency(args: argparse.Namespace) -> int:
         print(turn_table(run_turn_detection_bench(settings)))
         print(f"wrote {settings.out}/turn-detection.json and turn-detection.png")
         return 0
-    print(f"VAD: server_vad threshold {settings.threshold}, silence_duration_ms "
-          f"{settings.silence_duration_ms}; appends of {settings.chunk_ms} ms at real-time pace")
+    from voxloop.bench.latency import session_turn_detection
+
+    td = session_turn_detection(settings)  # a bad setting fails before any server starts
+    print(f"turn detection: {', '.join(f'{k} {v}' for k, v in td.items())}; appends of "
+          f"{settings.chunk_ms} ms at real-time pace")
     records = records_json(run_latency_bench(settings))
     summary = write_report(records, asdict(settings), Path(settings.out))
     print(table(summary))

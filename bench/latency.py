@@ -28,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from voxloop.bench.turns import turn_detection_event
 from voxloop.client.files import append_event, paced_chunks, speech_end_sample
+from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import BYTES_PER_MS, WIRE_RATE_HZ, ga_type
 
 ENGINE_ARGS = {
@@ -51,6 +53,17 @@ LONG_ANSWER = ("what can you do", "flite:rms")
 INTERRUPTION = ("wait, stop please, I have another question", "festival:slt-hts")
 
 
+def session_turn_detection(settings) -> dict:
+    """The ``turn_detection`` every bench session sets (``--turn-detection``)."""
+    if settings.turn_detection == "server_vad":
+        return {"type": "server_vad", "threshold": settings.threshold,
+                "silence_duration_ms": settings.silence_duration_ms}
+    if not settings.turn_detection.startswith("semantic_vad:"):
+        raise VoxloopError(f"--turn-detection {settings.turn_detection!r}: use server_vad or "
+                           "semantic_vad:EAGERNESS")
+    return turn_detection_event(settings.turn_detection)
+
+
 @dataclass(frozen=True)
 class LatencyBenchSettings:
     engines: tuple[str, ...] = field(default=("native", "native-nospec", "cascade"), metadata={
@@ -62,6 +75,11 @@ class LatencyBenchSettings:
     silence_duration_ms: int = field(default=300, metadata={
         "help": "server_vad silence_duration_ms (the end-of-turn wait)"})
     threshold: float = field(default=0.5, metadata={"help": "server_vad threshold"})
+    turn_detection: str = field(default="server_vad", metadata={
+        "help": "the sessions' turn detection: server_vad (with --threshold and "
+                "--silence-duration-ms) or semantic_vad:low|medium|high|auto (the server's "
+                "default; its turns end when the end-of-turn model says, so it times the "
+                "model too)", "metavar": "SETTING"})
     jitter_ms: int = field(default=60, metadata={
         "help": "the simulated player's buffer before it starts (for underruns)"})
     turn_timeout_s: float = field(default=60.0, metadata={"help": "give up on a turn after"})
@@ -173,9 +191,8 @@ class _Session:
             self.ws = ws
             reader = asyncio.create_task(self._read())
             await ws.send(json.dumps({"type": "session.update", "session": {
-                "type": "realtime", "audio": {"input": {"turn_detection": {
-                    "type": "server_vad", "threshold": self.settings.threshold,
-                    "silence_duration_ms": self.settings.silence_duration_ms}}}}}))
+                "type": "realtime", "audio": {"input": {
+                    "turn_detection": session_turn_detection(self.settings)}}}}))
             for text, voice, audio in questions:
                 records.append(TurnRecord(engine, sessions, index, text, voice))
                 await self._turn(audio, records[-1], None)
@@ -284,8 +301,6 @@ def run_latency_bench(settings: LatencyBenchSettings, progress=print) -> list[Tu
 
     unknown = sorted(set(settings.engines) - set(ENGINE_ARGS))
     if unknown:
-        from voxloop.errors import VoxloopError
-
         raise VoxloopError(f"unknown engines {unknown}; choose from {list(ENGINE_ARGS)}")
     questions = held_out_questions(max(settings.turns, max(settings.sessions) + 1))
     barge_in = (*LONG_ANSWER, spoken(*LONG_ANSWER), spoken(*INTERRUPTION))

@@ -36,12 +36,35 @@ def test_summary_ratio_and_barge_in_only_from_their_turns():
     assert summary["cascade_over_native_p50"][1] == pytest.approx(1400 / 400)
 
 
+def test_the_sessions_turn_detection_is_the_openai_object():
+    from voxloop.bench.latency import LatencyBenchSettings, session_turn_detection
+    from voxloop.errors import VoxloopError
+
+    assert session_turn_detection(LatencyBenchSettings(silence_duration_ms=200)) == {
+        "type": "server_vad", "threshold": 0.5, "silence_duration_ms": 200}
+    assert session_turn_detection(LatencyBenchSettings(turn_detection="semantic_vad:high")) \
+        == {"type": "semantic_vad", "eagerness": "high"}
+    for bad in ("semantic_vad", "semantic_vad:fast", "smart_vad"):
+        with pytest.raises(VoxloopError, match="semantic_vad"):
+            session_turn_detection(LatencyBenchSettings(turn_detection=bad))
+
+
+def test_a_bad_turn_detection_fails_before_any_server_starts(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxloop", "bench", "latency", "--turn-detection", "semantic",
+         "--out", str(tmp_path / "bench")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "semantic_vad:EAGERNESS" in proc.stderr
+    assert not (tmp_path / "bench").exists()
+
+
 @pytest.mark.slow
-def test_bench_latency_command(tmp_path):
+@pytest.mark.parametrize("turn_detection", ["server_vad", "semantic_vad:medium"])
+def test_bench_latency_command(tmp_path, turn_detection):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, "-m", "voxloop", "bench", "latency", "--engines", "native",
-         "--sessions", "1", "--turns", "1", "--out", str(out)],
+         "--sessions", "1", "--turns", "1", "--turn-detection", turn_detection,
+         "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| native | 1 |" in proc.stdout
@@ -50,12 +73,12 @@ def test_bench_latency_command(tmp_path):
     assert [t["kind"] for t in turns] == ["question", "barge_in"]
     assert turns[0]["status"] == "completed" and turns[0]["latency_ms"] > 0
     assert turns[0]["answer_s"] > 0
-    assert report["settings"]["silence_duration_ms"] == 300
+    assert report["settings"]["turn_detection"] == turn_detection
     assert (out / "latency.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("engine", ["native", "native-nospec", "native-seanet", "native-one-ear",
-                                    "native-votes-all", "cascade"])
+                                    "native-votes-all", "native-votes-quick", "cascade"])
 def test_every_bench_engine_is_a_valid_serve_command_line(engine):
     from voxloop.bench.latency import ENGINE_ARGS
     from voxloop.cli import build_parser
