@@ -21,9 +21,11 @@ their average ranks held-out examples better than any one of them.
 
 ``EndOfTurn`` wraps tokenizer + heads for a stream: ``init_state()``, ``push(state, wav)``
 while the user speaks (the stream keeps the encoder frames of each token, from which every
-input is made at a pause), ``probability(state)`` at a pause (the partial block as a flush
-would give it now, on a snapshot: the stream goes on). Saved as a folder: ``config.json``
-(with the tokenizer's weights sha256, checked at load) and a float16 ``model.safetensors``.
+input is made at a pause; ``gru`` heads also carry their state along as blocks come),
+``probability(state)`` at a pause (the partial block as a flush would give it now, on a
+snapshot: the stream goes on; ``gru`` heads run over that tail only). Saved as a folder:
+``config.json`` (with the tokenizer's weights sha256, checked at load) and a float16
+``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -110,6 +112,13 @@ class EndOfTurnHead(nn.Module):
         mean_tail = (vectors * tail[..., None]).sum(1) / tail.sum(1, keepdim=True).clamp(min=1)
         return self.mlp(torch.cat([mean_all, mean_tail, vectors[batch, last]], dim=-1))[:, 0]
 
+    def gru_step(self, vectors: Tensor, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+        """A ``gru`` head over more of one turn ``[1, f, D]`` (f >= 1) from its state after
+        the turn before them (None: the start) -> (the logit after them ``[1]``, the
+        state ``[1, 1, H]``): ``forward`` on the whole turn, a piece at a time."""
+        states, hidden = self.gru(torch.tanh(self.proj(self.norm(vectors))), hidden)
+        return self.out(states[:, -1])[:, 0], hidden
+
 
 def pad_rows(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Rows ``[F]`` (tokens) or ``[F, D]`` (vectors) of any length -> (``[B, F]`` or
@@ -133,6 +142,9 @@ def head_inputs(rows: list[Tensor], table: Tensor) -> tuple[Tensor, Tensor]:
 class EndOfTurnState:
     semantic: object  # the tokenizer's SemanticStreamState
     rows: list[Tensor]  # [1, f, pool_frames, 384] encoder frames of the tokens so far
+    # gru heads: each one's state after those tokens (None before any), updated as blocks
+    # come, so a pause runs the heads over the flushed tail only
+    hidden: list[Tensor] | None = None
 
 
 class EndOfTurn:
@@ -144,6 +156,7 @@ class EndOfTurn:
                                          else heads)]
         self.table = tokenizer.codebook_vectors()  # [N, D]
         self.inputs = sorted({h.config.inputs for h in self.heads})
+        self.streams_heads = all(h.config.arch == "gru" for h in self.heads)
 
     @torch.no_grad()
     def probabilities(self, views: dict[str, list[Tensor]]) -> Tensor:
@@ -169,19 +182,41 @@ class EndOfTurn:
     def init_state(self) -> EndOfTurnState:
         return EndOfTurnState(self.tokenizer.init_state(1), [])
 
+    @torch.no_grad()
     def push(self, state: EndOfTurnState, wav_16k: Tensor) -> None:
         """More of the turn's audio ``[T]`` at 16 kHz (tokens come a block at a time)."""
-        state.rows.append(self.tokenizer.step(state.semantic, wav_16k[None], "frames"))
+        row = self.tokenizer.step(state.semantic, wav_16k[None], "frames")
+        state.rows.append(row)
+        if self.streams_heads and row.shape[1]:
+            state.hidden = [hidden for _, hidden in self._gru_steps(row[0], state.hidden)]
 
+    @torch.no_grad()
     def probability(self, state: EndOfTurnState) -> float:
         """P(finished) of the turn so far: its rows and those a flush would add now,
         computed on a snapshot (the stream's fields are replaced, never changed in place,
-        so a shallow copy is one)."""
+        so a shallow copy is one). ``gru`` heads go on from their states over the tail
+        only; others hear the whole turn again."""
         snapshot = copy.copy(state.semantic)
         snapshot.encoder = copy.copy(state.semantic.encoder)
         tail = self.tokenizer.flush(snapshot, "frames")
+        if self.streams_heads and (tail.shape[1] or state.hidden is not None):
+            if tail.shape[1]:
+                logits = [logit for logit, _ in self._gru_steps(tail[0], state.hidden)]
+            else:  # nothing since the last block: each head's output there
+                logits = [h.out(hidden[0])[:, 0] for h, hidden in zip(self.heads, state.hidden,
+                                                                      strict=True)]
+            return float(torch.sigmoid(torch.stack(logits).mean(0))[0])
         frames = torch.cat([*state.rows, tail], dim=1)[0]
         return float(self.probabilities(self.views(frames))[0])
+
+    def _gru_steps(self, frames: Tensor, hidden: list[Tensor] | None
+                   ) -> list[tuple[Tensor, Tensor]]:
+        """Every gru head over more frames ``[f, pool_frames, 384]`` of one turn, from
+        ``hidden`` (one per head; None: the turn's start) -> (logit, state) per head."""
+        views = self.views(frames)
+        hidden = hidden or [None] * len(self.heads)
+        return [h.gru_step(head_inputs(views[h.config.inputs], self.table)[0], state)
+                for h, state in zip(self.heads, hidden, strict=True)]
 
 
 def save_end_of_turn(heads: EndOfTurnHead | list[EndOfTurnHead], folder: str | Path,

@@ -417,6 +417,44 @@ def test_the_stream_asks_with_every_row_so_far(inputs):
     assert state.semantic.samples == 300 and len(state.rows) == 1
 
 
+@pytest.mark.parametrize("archs", [("gru", "gru", "gru"), ("gru", "pool")])
+def test_the_heads_hear_a_stream_in_pieces_as_the_whole_turn(archs):
+    """Blocks of any size (none too), a pause after each: P from the gru heads' states
+    carried along (a pool head among them: the whole turn again) equals P of the whole
+    turn so far, the flushed tail included or empty."""
+    torch.manual_seed(0)
+    sizes = iter([3, 0, 1, 5, 2, 0, 4])
+    tails = iter([1, 0, 2, 0, 3, 1, 0])
+
+    class Tokenizer(QuantizingTokenizer):
+        def init_state(self, batch):
+            return type("Stream", (), {"encoder": None})()
+
+        def step(self, state, wav, output="tokens"):
+            return torch.randn(1, next(sizes), 2, 4)
+
+        def flush(self, state, output="tokens"):
+            return torch.randn(1, next(tails), 2, 4)
+
+    heads = [EndOfTurnHead(EndOfTurnConfig(arch=arch, inputs=inputs, code_dim=4,
+                                           codebook_size=4, hidden_dim=6))
+             for arch, inputs in zip(archs, ("encoder", "codes", "pooled")[:len(archs)],
+                                     strict=True)]
+    model = EndOfTurn(Tokenizer(), heads)
+    assert model.streams_heads == (archs == ("gru", "gru", "gru"))
+    state = model.init_state()
+    flushed = []
+    model.tokenizer.flush = lambda st, output="tokens", flush=model.tokenizer.flush: \
+        flushed.append(flush(st, output)) or flushed[-1]
+    for _ in range(7):
+        model.push(state, torch.zeros(160))
+        p = model.probability(state)
+        frames = torch.cat([*state.rows, flushed[-1]], dim=1)[0]
+        if len(frames):
+            assert p == pytest.approx(float(model.probabilities(model.views(frames))[0]),
+                                      abs=1e-6)
+
+
 @pytest.mark.slow
 def test_eval_measures_a_model_on_data_of_its_tokenizer_only(tmp_path, capsys):
     """`voxloop eval end-of-turn`: the bundled model on a data folder of its tokenizer gives
