@@ -277,14 +277,13 @@ class NativeSession:
     def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
         if self._ears is None:
-            quick = self._quick_turns and not self.engine.settings.votes_quick_turns
-            seat = 1 if quick else len(self.slots)
+            seat = 1 if self._quick_turns else len(self.slots)
             self._ears = self.engine.new_ears(self.engine.seats.ears_now(seat))
         for i, ear in enumerate(self._ears):
             self._send(i, ear.push(audio_16k))
 
     def set_quick_turns(self, quick: bool) -> None:
-        self._quick_turns = quick
+        self._quick_turns = quick and not self.engine.settings.votes_quick_turns
 
     def pause(self) -> None:
         """The first silent window: start a tentative answer (if speculative) from what

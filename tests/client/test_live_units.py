@@ -77,30 +77,28 @@ def test_barge_in_flushes_and_truncates_at_the_played_ms():
     assert not c.jitter.audible
 
 
-def test_latency_runs_from_the_end_of_speech_to_the_first_sample_heard():
+def _heard_at_12_s(turn_detection: dict) -> Conversation:
+    """A turn whose speech_stopped says 1500 ms, its first answer sample played at 12 s."""
     c = Conversation(JitterBuffer(JitterSettings(prebuffer_ms=20)))
     c.on_event({"type": "session.created", "session": {"audio": {"input": {
-        "turn_detection": {"silence_duration_ms": 300}}}}})
+        "turn_detection": turn_detection}}}})
     for k in range(100):  # 2 s of mic, block k captured at 10 + k * 20 ms
         c.clock.sent(BLOCK, 10.0 + k * 0.02)
     c.on_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1500})
     c.on_event(_delta("item1", tone(100)))
     c.jitter.pull(BLOCK, 12.0)
     c.refresh()
+    return c
+
+
+def test_latency_runs_from_the_end_of_speech_to_the_first_sample_heard():
+    c = _heard_at_12_s({"silence_duration_ms": 300})
     assert c.turns[-1].latency_ms == pytest.approx(1000 * (12.0 - 11.2))
 
 
 def test_under_semantic_vad_latency_runs_from_the_end_of_the_turn():
     """No fixed silence to take off: the server's audio_end_ms is the turn's end."""
-    c = Conversation(JitterBuffer(JitterSettings(prebuffer_ms=20)))
-    c.on_event({"type": "session.created", "session": {"audio": {"input": {
-        "turn_detection": {"type": "semantic_vad", "eagerness": "auto"}}}}})
-    for k in range(100):
-        c.clock.sent(BLOCK, 10.0 + k * 0.02)
-    c.on_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1500})
-    c.on_event(_delta("item1", tone(100)))
-    c.jitter.pull(BLOCK, 12.0)
-    c.refresh()
+    c = _heard_at_12_s({"type": "semantic_vad", "eagerness": "auto"})
     assert c.turns[-1].latency_ms == pytest.approx(1000 * (12.0 - 11.5))
     assert "end of turn -> answer heard" in c.log[-1]
 
