@@ -57,6 +57,7 @@ class Phase(enum.Enum):
     TEXT = "text"  # answer words (text head)
     AUDIO = "audio"  # delayed codec steps (audio heads)
     SPEAK = "speak"  # the mouth's frames go out, one per step (no model call)
+    HELD = "held"  # the words are written; the mouth waits for ``say`` (a vote's winner)
     DONE = "done"  # nothing more to write this turn
 
 
@@ -78,6 +79,7 @@ class TurnProgress:
     word_stay: float = 1.0  # the model's probability that the word has not ended yet
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
     said: np.ndarray | None = None  # the mouth's frames of the answer [K_out, F]
+    hold: bool = False  # a student with a mouth stops at HELD after its words
 
 
 class RowStream:
@@ -261,7 +263,10 @@ class StudentStepper:
         token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
         if token == EOT or len(turn.text) >= self.options.max_text_tokens:
             if self.model.mouth is not None:
-                self._say(turn)
+                if turn.hold and turn.text:
+                    turn.phase = Phase.HELD
+                else:
+                    self._say(turn)
                 return None
             turn.phase, turn.pending = Phase.AUDIO, text_token_ids(self.config, np.array([EOT]))[0]
             self._say_word(turn)
@@ -269,6 +274,12 @@ class StudentStepper:
         turn.text.append(token)
         turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
+
+    @torch.inference_mode()
+    def say(self, row: RowStream) -> None:
+        """A held row's mouth says its words: its frames go out from the next step."""
+        if row.phase is Phase.HELD:
+            self._say(row.turn)
 
     def _say(self, turn: TurnProgress) -> None:
         """The mouth says the whole answer now; steps hand its frames out."""

@@ -90,7 +90,9 @@ class VotedAnswer:
     """The answers of one turn heard on several alignments of the ear's frames (the same
     audio, started a few ms apart): each writes its words in parallel; the wording most
     of them wrote wins (a tie: the earliest ear's), the others are stopped, and only the
-    winner's items are read: its words, then its frames. Reads like an :class:`Answer`."""
+    winner's items are read: its words, then its frames. Reads like an :class:`Answer`.
+    (The batcher settles its votes by the same rule before any mouth runs, so there the
+    winner is the one answer that goes on to frames.)"""
 
     def __init__(self, answers: list[Answer], stop: Callable[[int], None]) -> None:
         self.answers, self._stop = answers, stop

@@ -14,6 +14,7 @@ leave between calls.
     slot.listen(codes)            # [K, T] user codes (or [1, T] tokens), while the user speaks
     answer = slot.answer(tail)    # the turn ended (maybe tentatively): start writing
                                   # (tail: None, or a callable giving the last frames)
+    answers = batcher.answer(slots, tails)  # one turn heard by several ears: a vote
     answer.get(timeout_s)         # Word(text) | Frame(codes [K_out]) | Done(reason)
                                   # | Failed(error): the model call failed
     slot.rollback(answer)         # speech resumed: forget the answer, keep listening
@@ -27,61 +28,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from voxloop.distill.student.generate import Phase, RowStream, StudentStepper
+from voxloop.distill.student.votes import winner
 from voxloop.errors import VoxloopError
 from voxloop.realtime.engines.answers import Answer, Done, Failed, Frame, Reason, Word
+from voxloop.realtime.engines.commands import (
+    Close,
+    Command,
+    Listen,
+    NewTurn,
+    Open,
+    Rollback,
+    StartAnswer,
+    Stop,
+)
 
 log = logging.getLogger("voxloop.realtime")
-
-
-# -- commands, from the sessions to the model thread ----------------------------------
-@dataclass(frozen=True)
-class Open:
-    slot: int
-
-
-@dataclass(frozen=True)
-class Close:
-    slot: int
-
-
-@dataclass(frozen=True)
-class NewTurn:
-    slot: int
-
-
-@dataclass(frozen=True)
-class Listen:
-    slot: int
-    codes: np.ndarray  # [K, T] user codes (a semantic student: [1, T] tokens)
-
-
-@dataclass(frozen=True)
-class StartAnswer:
-    slot: int
-    answer: Answer
-    # frames [K, T] heard tentatively (a semantic ear's partial block), computed by the
-    # model thread after the queued codes; a rollback undoes them with the answer
-    tail: Callable[[], np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class Rollback:
-    slot: int
-    answer: Answer
-
-
-@dataclass(frozen=True)
-class Stop:
-    slot: int
-    answer: Answer
-
-
-Command = Open | Close | NewTurn | Listen | StartAnswer | Rollback | Stop
+TAIL_THREADS = 2  # a vote's ears flush their partial blocks in parallel, on two cores
 
 
 @dataclass
@@ -120,9 +88,7 @@ class Slot:
     def answer(self, tail: Callable[[], np.ndarray] | None = None) -> Answer:
         """Start answering what was heard so far (codes queued before this call included,
         then the frames ``tail()`` gives, which a rollback takes back)."""
-        answer = Answer()
-        self.batcher._send(StartAnswer(self.index, answer, tail))
-        return answer
+        return self.batcher.answer([self], [tail])[0]
 
     def rollback(self, answer: Answer) -> None:
         """Drop ``answer`` and keep listening from where it started."""
@@ -158,6 +124,8 @@ class ContinuousBatcher:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._calls, self._rows_called, self._busy_s = 0, 0, 0.0
+        self._votes: list[list[tuple[_Row, Answer]]] = []  # votes not yet settled
+        self._pool: ThreadPoolExecutor | None = None  # a vote's tails, made when first needed
 
     # -- session side -------------------------------------------------------------------
     def open(self) -> Slot:
@@ -172,6 +140,17 @@ class ContinuousBatcher:
                 return Slot(self, index)
         raise VoxloopError(f"all {self.slots} model slots are in use; try again later")
 
+    def answer(self, slots: list[Slot], tails: list[Callable[[], np.ndarray] | None]
+               ) -> list[Answer]:
+        """Each slot starts answering, as ``Slot.answer``. Two or more are a vote on one
+        turn: each row writes its words, then the model thread says the wording most of
+        them wrote (``votes.winner``) and ends the others (``Done(STOPPED)``) before
+        their mouths run, so a vote costs the extra rows' words only."""
+        answers = [Answer() for _ in slots]
+        self._send(StartAnswer(tuple(slot.index for slot in slots), tuple(answers),
+                               tuple(tails)))
+        return answers
+
     def stats(self) -> BatcherStats:
         return BatcherStats(self._calls, self._rows_called / max(1, self._calls), self._busy_s)
 
@@ -181,6 +160,8 @@ class ContinuousBatcher:
             self._wake.notify()
         if self._thread:
             self._thread.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     def _send(self, command: Command) -> None:
         with self._wake:
@@ -210,11 +191,16 @@ class ContinuousBatcher:
                     self._run(command)
                 if self._has_work():
                     self._call()
+                if self._votes:
+                    self._settle_votes()
             except Exception as exc:  # noqa: BLE001 - one bad call must not end the thread
                 log.exception("event=batcher_error")
                 self._fail_all(exc)
 
     def _run(self, command: Command) -> None:
+        if isinstance(command, StartAnswer):
+            self._start_answer(command)
+            return
         if not isinstance(command, Open) and self._rows[command.slot] is None:
             return  # a late command for a closed slot: nothing of it is left to change
         match command:
@@ -225,8 +211,6 @@ class ContinuousBatcher:
                 self._rows[slot] = None
             case Listen(slot, codes):
                 self._rows[slot].queued.append(codes)
-            case StartAnswer(slot, answer, tail):
-                self._start_answer(self._rows[slot], answer, tail)
             case Rollback(slot, answer):
                 self._rollback(self._rows[slot], answer)
             case Stop(slot, answer):
@@ -238,6 +222,7 @@ class ContinuousBatcher:
     def _fail_all(self, exc: Exception) -> None:
         """Every open answer ends with the error; rows start over (their caches may be
         half written)."""
+        self._votes.clear()
         for row in self._rows:
             if row is not None:
                 if row.answer is not None:
@@ -291,20 +276,22 @@ class ContinuousBatcher:
             codes = codes[:, :self.max_prefill_frames]
         row.history.append(codes)
         if row.stream.length + codes.shape[1] > self.max_user_frames:
-            recent = np.concatenate(row.history, axis=1)[:, -(self.max_user_frames // 2):]
-            row.history = [recent]
-            row.stream.reset()
-            return recent
+            return self._start_over(row)
         return codes
 
-    def _make_room(self, row: _Row, one, codes: np.ndarray) -> np.ndarray:
+    def _start_over(self, row: _Row) -> np.ndarray:
+        """An empty row, and the last half of the turn's codes for it to hear again."""
+        recent = np.concatenate(row.history, axis=1)[:, -(self.max_user_frames // 2):]
+        row.history = [recent]
+        row.stream.reset()
+        return recent
+
+    def _make_room(self, row: _Row, codes: np.ndarray) -> np.ndarray:
         """Room in the row for ``codes [K, T]`` (as ``_take_codes`` makes it: the turn starts
         over from its last half); the codes that fit."""
         if row.stream.length + codes.shape[1] > self.max_user_frames and row.history:
-            recent = np.concatenate(row.history, axis=1)[:, -(self.max_user_frames // 2):]
-            row.history = [recent]
-            row.stream.reset()
-            self.stepper.advance(one, [recent])
+            self.stepper.advance(self._state.select([row.stream.index]),
+                                 [self._start_over(row)])
         return codes[:, :max(0, self.max_user_frames - row.stream.length)]
 
     def _finish(self, row: _Row | None, reason: Reason) -> None:
@@ -317,27 +304,79 @@ class ContinuousBatcher:
         self._rows[index] = _Row(self._state.rows[index])
         self._rows[index].stream.reset()
 
-    def _start_answer(self, row: _Row, answer: Answer,
-                      tail: Callable[[], np.ndarray] | None) -> None:
-        self._finish(row, Reason.STOPPED)
-        one = self._state.select([row.stream.index])
-        while row.queued:  # what was heard before the end of the turn
-            self.stepper.advance(one, [self._take_codes(row)])
-        codes = None
-        if tail is not None:
+    def _start_answer(self, command: StartAnswer) -> None:
+        """The rows' queued codes, then their tails, in one model call each; the rows
+        start writing (a vote's stop at HELD, for ``_settle_votes``)."""
+        starts = [(self._rows[i], answer, tail) for i, answer, tail
+                  in zip(command.slots, command.answers, command.tails, strict=True)
+                  if self._rows[i] is not None]  # (a late command for a closed slot: none)
+        rows = [row for row, _, _ in starts]
+        for row in rows:
+            self._finish(row, Reason.STOPPED)
+        if not rows:
+            return
+        together = self._state.select([row.stream.index for row in rows])
+        while any(row.queued for row in rows):  # what was heard before the end of the turn
+            self.stepper.advance(together, [self._take_codes(row) if row.queued else None
+                                            for row in rows])
+        tails = []
+        for (row, _, _), codes in zip(starts, self._tails(starts), strict=True):
+            if codes is not None:
+                codes = self._make_room(row, codes) if codes.shape[1] else None
+            row.stream.mark()  # a rollback comes back here
+            tails.append(codes)
+        if any(codes is not None for codes in tails):  # tentative frames: after the mark,
+            self.stepper.advance(together, tails)       # kept out of the history
+        writing = []
+        for b, (row, answer, _) in enumerate(starts):
+            answer.heard = list(row.stream.heard)
+            row.answer = answer
+            if row.stream.length == 0:  # nothing heard: nothing to answer
+                self._finish(row, Reason.EMPTY)
+            else:
+                writing.append(b)
+                row.stream.turn.hold = len(starts) > 1
+        self.stepper.end_turn(together, writing)
+        if len(starts) > 1:
+            self._votes.append([(row, answer) for row, answer, _ in starts])
+
+    def _tails(self, starts: list[tuple[_Row, Answer, Callable | None]]
+               ) -> list[np.ndarray | None]:
+        """Each row's ``tail()`` (a semantic ear's partial block, flushed on a copy), timed;
+        a vote's on ``TAIL_THREADS`` threads at once (an encoder call per ear)."""
+        def run(answer: Answer, tail: Callable | None) -> np.ndarray | None:
+            if tail is None:
+                return None
             t0 = time.perf_counter()
             codes = tail()
             answer.flush_ms = 1000 * (time.perf_counter() - t0)
-            codes = self._make_room(row, one, codes) if codes.shape[1] else None
-        row.stream.mark()  # a rollback comes back here
-        if codes is not None:  # tentative frames: after the mark, kept out of the history
-            self.stepper.advance(one, [codes])
-        answer.heard = list(row.stream.heard)
-        row.answer = answer
-        if row.stream.length == 0:  # nothing heard: nothing to answer
-            self._finish(row, Reason.EMPTY)
-            return
-        self.stepper.end_turn(one)
+            return codes
+
+        if sum(tail is not None for _, _, tail in starts) < 2:
+            return [run(answer, tail) for _, answer, tail in starts]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(TAIL_THREADS, thread_name_prefix="voxloop-tails")
+        return list(self._pool.map(run, *zip(*[(a, t) for _, a, t in starts], strict=True)))
+
+    def _settle_votes(self) -> None:
+        """Every vote whose rows have all written their words (or ended): the winner's
+        mouth says them, the other rows end."""
+        for vote in list(self._votes):
+            live = [(row, answer) for row, answer in vote if row.answer is answer]
+            if any(row.stream.writing for row, _ in live):
+                continue
+            self._votes.remove(vote)
+            held = [row.stream.phase is Phase.HELD for row, _ in live]
+            if not any(held):
+                continue
+            wordings = [" ".join(map(str, row.stream.turn.text)) for row, _ in live]
+            best = winner(wordings, held)
+            for b, (row, _) in enumerate(live):
+                if b == best:
+                    self.stepper.say(row.stream)
+                elif held[b]:
+                    row.stream.stop()
+                    self._finish(row, Reason.STOPPED)
 
     def _rollback(self, row: _Row, answer: Answer) -> None:
         if row.answer is not answer and row.stream.phase is Phase.LISTEN:

@@ -368,7 +368,7 @@ class NativeSession:
         # one slot per ear this turn; the vote keeps its own list (close() empties the
         # session's while a response thread may still be reading the vote)
         slots = self.slots[:len(tails)]
-        answers = [slot.answer(tail) for slot, tail in zip(slots, tails, strict=True)]
+        answers = self.engine.batcher.answer(slots, tails)
         if len(answers) == 1:
             return answers[0]
         return VotedAnswer(answers, lambda i: slots[i].stop(answers[i]))

@@ -143,3 +143,43 @@ def test_a_student_with_a_mouth_speaks_through_the_batcher_without_model_calls()
         assert batcher.stats().calls <= 8, batcher.stats()
     finally:
         batcher.shutdown()
+
+
+def test_a_vote_says_the_wording_most_rows_wrote_and_only_its_mouth_runs():
+    """Three rows hear one turn (two the same codes, one others): the majority's wording is
+    said as its row alone would say it; the other row ends after its words, unsaid."""
+    from voxloop.realtime.engines.answers import VotedAnswer
+
+    torch.manual_seed(3)
+    config = tiny_config(text_vocab=12, ctc_vocab=9, k_in=4, k_out=4, mouth_d_model=32)
+    model = Student(config).eval()
+    model.mouth.set_spelling([f"w{i}" for i in range(12)])
+    vocab = {"text": ["<unk>", "<sep>", "<eot>"] + [f"w{i}" for i in range(9)],
+             "ctc": ["<blank>", "<unk>"] + [f"c{i}" for i in range(7)]}
+    batcher = ContinuousBatcher(StudentStepper(model, Tokenizer(vocab), OPTIONS), slots=3,
+                                max_prefill_frames=3)
+    said = []
+    say = model.mouth.say
+    model.mouth.say = lambda text: said.append(text) or say(text)
+    try:
+        heard, other = user_codes(11, 7), user_codes(12, 9)
+        majority, minority = reference(model, batcher, heard), reference(model, batcher, other)
+        assert majority[0] != minority[0] and said  # the two wordings differ
+        said.clear()
+        slots = [batcher.open() for _ in range(3)]
+        for slot, codes in zip(slots, (other, heard, heard), strict=True):
+            slot.listen(codes)
+        loser, won, tied = (collect(answer) for answer in batcher.answer(slots, [None] * 3))
+        assert won[2] is Reason.COMPLETED and len(said) == 1  # one mouth ran: the winner's
+        assert_same(model, batcher, heard, won)
+        assert loser[0] == [vocab["text"][i] for i in minority[0]]
+        assert loser[1].shape[1] == 0 and loser[2] is Reason.STOPPED  # its words, unsaid
+        assert tied[0] == won[0] and tied[1].shape[1] == 0  # a tie: the earlier row speaks
+        for slot, codes in zip(slots, (heard, other, heard), strict=True):
+            slot.new_turn()
+            slot.listen(codes)
+        voted = VotedAnswer(batcher.answer(slots, [None] * 3), lambda i: None)
+        assert_same(model, batcher, heard, collect(voted))  # as a session reads it
+        assert voted.winner == 0
+    finally:
+        batcher.shutdown()
