@@ -65,6 +65,8 @@ class Ducker:
         self._gain = 10 ** (settings.duck_db / 20)
         self._recent_far_db: deque[float] = deque()  # one level per block, over tail_ms
         self._recent_samples = 0
+        self.echo_lag_samples = 0  # how far the echo is known to lag the playback (AEC's
+        #                            finding): each level is held that much longer
 
     def process(self, mic: np.ndarray, far: np.ndarray, aligned: bool = True,
                 ahead_dbfs: float = SILENT_DBFS) -> np.ndarray:
@@ -77,7 +79,8 @@ class Ducker:
         that): whichever is louder, held for ``tail_ms`` as the echo lags it."""
         self._recent_far_db.append(max(dbfs(far), ahead_dbfs))
         self._recent_samples += len(far)
-        while self._recent_samples - len(far) >= self.s.tail_ms * WIRE_RATE_HZ // 1000:
+        held = self.s.tail_ms * WIRE_RATE_HZ // 1000 + self.echo_lag_samples
+        while self._recent_samples - len(far) >= held:
             self._recent_far_db.popleft()
             self._recent_samples -= len(far)
 
@@ -115,12 +118,22 @@ class EchoLeakDetector:
     (0.5-0.96 in the live tests, after the echo path had changed); a user talking
     over the assistant does not (at most 0.26), though the start of a voice can match
     the playback by chance at some other delay: hence only within ``near_ms`` of it.
+
+    When the path itself moves (the sound server underran and played the rest later,
+    which the client's timeline cannot see) the echo comes back at a new delay, up to
+    ``max_delay_ms``, and AEC3 lets it through until it has re-learned the path. That
+    delay takes a whole window to reach ``echo_only``: replayed from a live run's dump
+    with the path 80 ms later, AEC3 let 120 ms of echo through at -34 dBFS meanwhile and
+    the server's VAD heard speech. So a mic that matches the playback better elsewhere
+    (above ``moved``) than at the delay counts as leaking at once.
     """
 
     def __init__(self, latency_samples: int = 0, threshold: float = 0.4,
-                 window_ms: int = 200, max_delay_ms: int = 200, echo_only: float = 0.9,
-                 near_ms: float = 2.5, quiet_dbfs: float = -55.0) -> None:
+                 window_ms: int = 200, max_delay_ms: int = 600, echo_only: float = 0.9,
+                 moved: float = 0.6, near_ms: float = 2.5, quiet_dbfs: float = -55.0
+                 ) -> None:
         self.threshold, self.echo_only, self.quiet_dbfs = threshold, echo_only, quiet_dbfs
+        self.moved = moved
         self.latency = latency_samples  # of the canceller: its output lags the mic
         self._out = np.zeros(window_ms * WIRE_RATE_HZ // 1000)
         self._mic = np.zeros(len(self._out))
@@ -137,13 +150,19 @@ class EchoLeakDetector:
             return False  # nothing played: no echo
         if dbfs(mic) > self.quiet_dbfs + 10:
             ncc = self._correlation(self._mic)
-            if ncc.max() > self.echo_only:
-                self.delay = int(ncc.argmax())
+            best = int(ncc.argmax())
+            if ncc[best] > self.echo_only:  # nothing but echo: its delay
+                self.delay = best
+            elif self.delay is not None and ncc[best] > self.moved and \
+                    abs(best - self.delay) > self._near and self._at(ncc, self.delay) < self.moved:
+                return True  # the path moved: what AEC3 lets through now is echo
         if self.delay is None or dbfs(out) < self.quiet_dbfs:
             return False  # no echo heard yet, or nothing the server could hear
-        ncc = self._correlation(self._out)
-        at = self.delay + self.latency
-        return float(ncc[max(0, at - self._near):at + self._near + 1].max()) > self.threshold
+        return self._at(self._correlation(self._out), self.delay + self.latency) > self.threshold
+
+    def _at(self, ncc: np.ndarray, delay: int) -> float:
+        """The best correlation within ``near_ms`` of ``delay``."""
+        return float(ncc[max(0, delay - self._near):delay + self._near + 1].max())
 
     def _correlation(self, x: np.ndarray) -> np.ndarray:
         """Normalized correlation of ``x`` with the playback, by delay in samples."""
@@ -195,6 +214,7 @@ class WebRtcAec:
                 ahead_dbfs: float = SILENT_DBFS) -> np.ndarray:
         out = self._ap.process(mic.astype(np.float32, copy=False),
                                far.astype(np.float32, copy=False))
+        self._guard.echo_lag_samples = self._leaks.delay or 0
         self._guard.hear(far, ahead_dbfs)
         if self._leaks.leaking(mic, out, far):
             self.leaking_blocks += 1

@@ -300,6 +300,29 @@ def test_echo_the_canceller_misses_is_ducked_and_a_user_over_it_is_not():
 
 
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
+@pytest.mark.parametrize("gap_ms", [160, 480])
+def test_echo_after_an_underrun_the_timeline_never_saw_is_ducked(gap_ms):
+    """The sound server underran: the speaker played nothing for ``gap_ms``, then the
+    rest of the answer that much later, and the client never knew (the reference stays
+    trusted). The echo comes back 190-510 ms behind its reference, where AEC3 lets it
+    through until it has re-learned the path; it must not reach the server. (Searching
+    delays up to 200 ms and holding the playback's level 300 ms, 2-69 blocks got through,
+    a second and more of echo at 320-480 ms; in replays of live dumps the server's VAD
+    heard speech in it.)"""
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        far = np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(4 * RATE_HZ, rng)])
+        at, gap = 3 * RATE_HZ // 2, gap_ms * RATE_HZ // 1000
+        played = np.concatenate([far[:at], np.zeros(gap, np.float32), far[at:len(far) - gap]])
+        echo = 0.5 * np.roll(played, ECHO_DELAY)
+        aec, leaked = WebRtcAec(EchoSettings()), 0
+        for i in range(0, len(far), BLOCK):
+            sent = aec.process(echo[i:i + BLOCK], far[i:i + BLOCK])
+            leaked += i > at and dbfs(echo[i:i + BLOCK]) > -45 and dbfs(sent) > -45
+        assert leaked <= 1, (seed, leaked)  # the block the echo comes back in, at most
+
+
+@pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
 def test_the_guard_ducks_echo_but_lets_a_louder_user_through():
     rng = np.random.default_rng(4)
     far = 0.3 * _speech_like(2 * RATE_HZ, rng)  # the assistant at about -25 dBFS
