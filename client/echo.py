@@ -161,8 +161,10 @@ class EchoLeakDetector:
         return self._at(self._correlation(self._out), self.delay + self.latency) > self.threshold
 
     def _at(self, ncc: np.ndarray, delay: int) -> float:
-        """The best correlation within ``near_ms`` of ``delay``."""
-        return float(ncc[max(0, delay - self._near):delay + self._near + 1].max())
+        """The best correlation within ``near_ms`` of ``delay`` (0 past the longest delay
+        searched: the canceller's latency can take a delay found at the edge beyond it)."""
+        window = ncc[max(0, delay - self._near):delay + self._near + 1]
+        return float(window.max()) if len(window) else 0.0
 
     def _correlation(self, x: np.ndarray) -> np.ndarray:
         """Normalized correlation of ``x`` with the playback, by delay in samples."""

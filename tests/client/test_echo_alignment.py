@@ -322,6 +322,21 @@ def test_echo_after_an_underrun_the_timeline_never_saw_is_ducked(gap_ms):
         assert leaked <= 1, (seed, leaked)  # the block the echo comes back in, at most
 
 
+def test_an_echo_found_at_the_longest_delay_searched_is_no_error():
+    """An echo 599 ms behind the playback is found at the far end of the search, and the
+    canceller's latency on top of it lies past it (the client's mic callback used to die
+    of an empty slice there)."""
+    from voxloop.client.echo import EchoLeakDetector
+
+    detector = EchoLeakDetector(latency_samples=224)
+    lag = 599 * RATE_HZ // 1000
+    far = (0.1 * np.random.default_rng(0).standard_normal(2 * RATE_HZ)).astype(np.float32)
+    mic = np.concatenate([np.zeros(lag, np.float32), far[:-lag]])
+    for i in range(0, len(far), BLOCK):
+        detector.leaking(mic[i:i + BLOCK], mic[i:i + BLOCK], far[i:i + BLOCK])
+    assert detector.delay == lag
+
+
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
 def test_the_guard_ducks_echo_but_lets_a_louder_user_through():
     rng = np.random.default_rng(4)
