@@ -178,8 +178,14 @@ def test_a_vote_says_the_wording_most_rows_wrote_and_only_its_mouth_runs():
         for slot, codes in zip(slots, (heard, other, heard), strict=True):
             slot.new_turn()
             slot.listen(codes)
-        voted = VotedAnswer(batcher.answer(slots, [None] * 3), lambda i: None)
+        answers = batcher.answer(slots, [None] * 3)
+        voted = VotedAnswer(answers, lambda i: None)
         assert_same(model, batcher, heard, collect(voted))  # as a session reads it
         assert voted.winner == 0
+        more = user_codes(13, 4)  # the turn goes on: every row rolls back and hears on
+        for slot, answer in zip(slots, answers, strict=True):
+            slot.rollback(answer)
+            slot.listen(more)
+        assert_same(model, batcher, np.concatenate([other, more], 1), collect(slots[1].answer()))
     finally:
         batcher.shutdown()
