@@ -42,8 +42,9 @@ class LiveSettings:
         "help": "write the session's measurements (turns, latency, underruns, echo) "
         "here as JSON on exit"})
     dump_audio: str | None = field(default=None, metadata={
-        "help": "save the mic, the speaker reference and the audio sent (24 kHz) to this "
-        ".npz on exit, to look into echo problems"})
+        "help": "save the mic, the speaker reference and the audio sent (24 kHz), and per "
+        "mic block whether the reference was trusted and the playback level ahead of it, to "
+        "this .npz on exit, to look into echo problems (replay them through the canceller)"})
 
 
 class LiveClient:
@@ -170,15 +171,19 @@ class LiveClient:
             self.mic_dbfs = dbfs(block.samples)
             self.conversation.clock.sent(len(sent), block.captured_s)
             if self._dump is not None:
-                self._dump.append((block.samples, block.far, sent))
+                self._dump.append((block.samples, block.far, sent, block.aligned,
+                                   block.ahead_dbfs))
             await ws.send(json.dumps(append_event(sent)))
 
     def _save_dump(self) -> None:
         if self._dump:
             import numpy as np
 
-            mic, far, sent = (np.concatenate(parts) for parts in zip(*self._dump, strict=True))
-            np.savez(self.settings.dump_audio, mic=mic, far=far, sent=sent, rate_hz=24000)
+            mic, far, sent, aligned, ahead = zip(*self._dump, strict=True)
+            np.savez(self.settings.dump_audio, mic=np.concatenate(mic),
+                     far=np.concatenate(far), sent=np.concatenate(sent),
+                     block_samples=np.array([len(m) for m in mic]), aligned=np.array(aligned),
+                     ahead_dbfs=np.array(ahead, np.float32), rate_hz=24000)
 
     # -- audio thread -> event loop ------------------------------------------------------
 

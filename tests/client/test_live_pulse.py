@@ -90,6 +90,9 @@ def test_echo_of_the_answer_does_not_interrupt_it(echo, pa, server, question, tm
           f"sent {stats.get('sent_during_playback_dbfs')} dBFS "
           f"(-{stats.get('echo_reduction_db')} dB), false barge-ins {stats['barge_ins']}, "
           f"answer {turn['status']}, turns {len(stats['turns'])}")
+    dump = np.load(tmp_path / "audio.npz")  # enough to replay it through the canceller
+    assert dump["block_samples"].sum() == len(dump["mic"]) == len(dump["far"])
+    assert len(dump["aligned"]) == len(dump["ahead_dbfs"]) == len(dump["block_samples"])
     if echo == "off":
         assert stats["barge_ins"] >= 1, "the loopback is too quiet to test echo handling"
     else:
