@@ -322,6 +322,27 @@ def test_echo_after_an_underrun_the_timeline_never_saw_is_ducked(gap_ms):
         assert leaked <= 1, (seed, leaked)  # the block the echo comes back in, at most
 
 
+@pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
+def test_once_echo_leaked_a_later_break_in_the_path_is_ducked_too():
+    """The path breaks twice in one answer: 70 ms later (a leak the detector finds), then a
+    second later 400 ms later and in noise, too weakly correlated to be found. The rest
+    of the answer stays guarded after the first leak (a 300 ms hold let 12-20 blocks of
+    the second break through)."""
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        far = np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(4 * RATE_HZ, rng)])
+        echo = 0.5 * np.roll(far, ECHO_DELAY)
+        echo[3 * RATE_HZ // 2:] = 0.5 * np.roll(far, 2400)[3 * RATE_HZ // 2:]
+        late = 0.5 * np.roll(far, 9600) + 0.05 * rng.standard_normal(len(far))
+        echo[5 * RATE_HZ // 2:] = late[5 * RATE_HZ // 2:]
+        echo = echo.astype(np.float32)
+        aec, leaked = WebRtcAec(EchoSettings()), 0
+        for i in range(0, len(far), BLOCK):
+            sent = aec.process(echo[i:i + BLOCK], far[i:i + BLOCK])
+            leaked += i >= 5 * RATE_HZ // 2 and dbfs(sent) > -45
+        assert aec.leaking_blocks > 5 and leaked <= 2, (seed, leaked)
+
+
 def test_an_echo_found_at_the_longest_delay_searched_is_no_error():
     """An echo 599 ms behind the playback is found at the far end of the search, and the
     canceller's latency on top of it lies past it (the client's mic callback used to die
