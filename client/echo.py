@@ -32,6 +32,7 @@ from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 MODES = ("auto", "aec", "duck", "off")
 SILENT_DBFS = -60.0
 NO_ECHO_DBFS = -70.0  # a mic quieter than this while the assistant plays heard no echo
+STICKY_LEAK_BLOCKS = 5  # blocks leaked in one playback after which all of it is guarded
 
 
 @dataclass(frozen=True)
@@ -193,11 +194,13 @@ class WebRtcAec:
     again. Such blocks (not aligned, or what came out looks like the playback:
     :class:`EchoLeakDetector`) are never sent raw while the assistant is audible:
     they are ducked as ``Ducker`` does, so a user louder than the playback still
-    gets through. Once echo has leaked, the rest of the playback (until it goes quiet)
-    is guarded: on a loaded machine the path broke again and again within one answer,
-    each time too weakly correlated to be caught, and the last leak barged in (a
-    failed clean-clone run, replayed from its dump: leaks found at 7.4-10.6 s, the
-    server's VAD hearing speech at 10.9 s, none with the rest of the answer guarded).
+    gets through. A leak is guarded for ``tail_ms`` after it; once ``STICKY_LEAK_BLOCKS``
+    have leaked in one playback, the rest of it (until it goes quiet) is: on a loaded
+    machine the path broke again and again within one answer, later too weakly
+    correlated to be caught, and the last break barged in (a failed clean-clone run,
+    replayed from its dump: leaks found at 7.4-10.6 s, the server's VAD hearing speech
+    at 10.9 s, none with the rest of the answer guarded). An isolated leak does not
+    make the user shout over a whole answer.
     """
 
     name = "aec"
@@ -211,7 +214,9 @@ class WebRtcAec:
         self._ap = make()
         self._guard = Ducker(settings)
         self._leaks = EchoLeakDetector(_latency_samples(make()))
-        self._distrusted = False  # echo leaked during this playback: guard the rest of it
+        self._distrust_samples = 0  # after a leak: AEC3 takes a while to re-learn the path
+        self._hold_samples = settings.tail_ms * WIRE_RATE_HZ // 1000
+        self._leaked_now = 0  # blocks leaked during this playback
         self.guarded_blocks = 0  # not aligned, or leaking, while the assistant was audible
         self.leaking_blocks = 0
 
@@ -223,11 +228,14 @@ class WebRtcAec:
         self._guard.hear(far, ahead_dbfs)
         if self._leaks.leaking(mic, out, far):
             self.leaking_blocks += 1
-            self._distrusted = True
+            self._leaked_now += 1
+            self._distrust_samples = self._hold_samples
+        else:
+            self._distrust_samples = max(0, self._distrust_samples - len(out))
         if not self._guard.audible:
-            self._distrusted = False  # the playback went quiet: the next one starts afresh
+            self._leaked_now = 0  # the playback went quiet: the next one starts afresh
             return out
-        if aligned and not self._distrusted:
+        if aligned and not self._distrust_samples and self._leaked_now < STICKY_LEAK_BLOCKS:
             return out
         self.guarded_blocks += 1
         return self._guard.gate(out)
@@ -236,7 +244,7 @@ class WebRtcAec:
         self._ap.reset()
         self._guard.reset()
         self._leaks.reset()
-        self._distrusted = False
+        self._distrust_samples = self._leaked_now = 0
 
 
 def _latency_samples(ap, max_samples: int = 2400) -> int:
