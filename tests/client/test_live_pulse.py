@@ -109,7 +109,8 @@ def test_user_interruption_cuts_the_answer(pa, server, whisper, question, tmp_pa
     loop = pa.loopback(ECHO_GAIN_DB)
     recording = pa.record("speaker.monitor", tmp_path / "speaker.wav")
     try:
-        with LiveRun(server.url, pa.client_env(), tmp_path, "--echo", "aec") as run:
+        with LiveRun(server.url, pa.client_env(), tmp_path, "--echo", "aec",  # (a failure's
+                     "--dump-audio", str(tmp_path / "audio.npz")) as run:  # audio to replay)
             run.wait_for(r"state listening", 20)
             _ask(pa, question("What can you do?"))
             i, speaking_s = run.wait_for(r"state assistant speaking", 60)
