@@ -214,10 +214,8 @@ class ContinuousBatcher:
             case Rollback(slot, answer):
                 self._rollback(self._rows[slot], answer)
             case Stop(slot, answer):
-                row = self._rows[slot]
-                if row.answer is answer:
-                    row.stream.stop()
-                    self._finish(row, Reason.STOPPED)
+                if self._rows[slot].answer is answer:
+                    self._stop(self._rows[slot])
 
     def _fail_all(self, exc: Exception) -> None:
         """Every open answer ends with the error; rows start over (their caches may be
@@ -294,6 +292,11 @@ class ContinuousBatcher:
                                  [self._start_over(row)])
         return codes[:, :max(0, self.max_user_frames - row.stream.length)]
 
+    def _stop(self, row: _Row) -> None:
+        """The row writes nothing more; its answer ends as stopped."""
+        row.stream.stop()
+        self._finish(row, Reason.STOPPED)
+
     def _finish(self, row: _Row | None, reason: Reason) -> None:
         if row is not None and row.answer is not None:
             row.answer.items.put(Done(reason))
@@ -356,7 +359,8 @@ class ContinuousBatcher:
             return [run(answer, tail) for _, answer, tail in starts]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(TAIL_THREADS, thread_name_prefix="voxloop-tails")
-        return list(self._pool.map(run, *zip(*[(a, t) for _, a, t in starts], strict=True)))
+        return list(self._pool.map(run, [answer for _, answer, _ in starts],
+                                   [tail for _, _, tail in starts]))
 
     def _settle_votes(self) -> None:
         """Every vote whose rows have all written their words (or ended): the winner's
@@ -375,8 +379,7 @@ class ContinuousBatcher:
                 if b == best:
                     self.stepper.say(row.stream)
                 elif held[b]:
-                    row.stream.stop()
-                    self._finish(row, Reason.STOPPED)
+                    self._stop(row)
 
     def _rollback(self, row: _Row, answer: Answer) -> None:
         if row.answer is not answer and row.stream.phase is Phase.LISTEN:
