@@ -6,14 +6,18 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.decoder_config import FrameDecoderConfig
+from voxloop.codecs.float16_linear import Float16Linear, fbgemm_fp16_available, pack_float16_linears
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.codecs.registry import random_codec
 from voxloop.errors import VoxloopError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+needs_fbgemm = pytest.mark.skipif(not fbgemm_fp16_available(),
+                                  reason="this torch has no FBGEMM float16 linear")
 
 SMALL = CodecConfig(n_filters=8, dimension=32, num_codebooks=4, cardinality=64)
 TINY_DECODER = FrameDecoderConfig(latent_dim=32, num_codebooks=4, frame_width=48, frame_blocks=2,
@@ -124,3 +128,30 @@ def test_decoders_ship_in_the_codec_folder(tmp_path):
                                atol=1e-4, rtol=1e-4)
     with pytest.raises(VoxloopError, match="no decoder 'general'"):
         load_codec(str(folder), decoder="general")
+
+
+@needs_fbgemm
+def test_float16_packed_decoder_streams_as_offline_and_as_before():
+    reference = tiny_decoder(3).half().float()  # what a shipped decoder loads
+    packed = tiny_decoder(3).half().float()
+    linears = sum(type(m) is nn.Linear for m in packed.modules())
+    assert pack_float16_linears(packed) == linears > 0
+    torch.manual_seed(0)
+    codec = random_codec(SMALL).use_decoder("packed", packed)
+    codes = _random_codes(21, 4, 11)
+    with torch.inference_mode():
+        torch.testing.assert_close(codec.decode(codes), reference(codec.dequantize(codes), 4),
+                                   atol=1e-5, rtol=1e-5)
+        for sizes in ([1], [3, 1, 5], [40]):
+            check_chunks_equal_offline(codec, codes, sizes)
+
+
+@needs_fbgemm
+@pytest.mark.slow  # loads the bundled codec
+def test_bundled_decoders_load_float16_packed():
+    from voxloop.codecs.registry import load_codec
+
+    for name in ("assistant", "general"):
+        decoder = load_codec(decoder=name)._frame_decoder[0]
+        assert not any(type(m) is nn.Linear for m in decoder.modules())
+        assert any(isinstance(m, Float16Linear) for m in decoder.modules())
