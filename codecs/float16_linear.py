@@ -50,6 +50,10 @@ class Float16Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, float16"
 
 
+# torch's own layers whose fast paths read their linear layers' ``weight`` directly
+_READS_ITS_WEIGHTS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
+
+
 def is_float16_exact(weight: Tensor) -> bool:
     """Whether every value of ``weight`` is a float16 value (packing it loses nothing)."""
     return weight.device.type == "cpu" and bool(torch.equal(weight.half().float(), weight))
@@ -63,6 +67,8 @@ def pack_float16_linears(module: nn.Module) -> int:
         return 0
     swapped = 0
     for parent in list(module.modules()):
+        if isinstance(parent, _READS_ITS_WEIGHTS):
+            continue
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear and is_float16_exact(child.weight.detach()):
                 setattr(parent, name, Float16Linear(child))

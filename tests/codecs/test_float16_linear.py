@@ -29,3 +29,12 @@ def test_only_float16_exact_weights_are_packed():
     model = nn.Sequential(nn.Linear(8, 8).half().float(), nn.ReLU(), nn.Linear(8, 8))
     assert pack_float16_linears(model) == 1  # the second's float32 weights would be rounded
     assert isinstance(model[0], Float16Linear) and type(model[2]) is nn.Linear
+
+
+def test_torchs_transformer_layers_keep_their_linear_layers():
+    """Their fast paths read ``linear1.weight``: packing them would break the layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)).half().float()
+    assert pack_float16_linears(model.eval()) == 0
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, 16)).shape == (2, 3, 16)
