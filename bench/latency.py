@@ -38,6 +38,8 @@ ENGINE_ARGS = {
     "native-nospec": ["--engine", "native", "--no-native-speculative"],
     # the codec's own SEANet decoder instead of the assistant's: decoders side by side
     "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
+    # answer words one per model call, no drafts of the answers the student knows
+    "native-nodrafts": ["--engine", "native", "--native-draft-words", "0"],
     # the default hears the first session's turns on 4 alignments of the ear's tokens (the
     # majority's words said) while at most two sessions are open, all others on one;
     # these two hear every turn on one, and on four

@@ -93,8 +93,9 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
 
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.config import StudentTrainSettings
-    from voxloop.distill.student.generate import SamplingOptions, generate
+    from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student
+    from voxloop.distill.student.one_turn import generate
     from voxloop.distill.student.train import evaluate, load_data
     from voxloop.distill.student.vocab import Tokenizer, answer_words
 

@@ -45,8 +45,9 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
     from voxloop.distill.data.dataset import iter_examples, load_manifest
     from voxloop.distill.evals.student import judge, transcribe_codes
     from voxloop.distill.student.codec import load_student_codec
-    from voxloop.distill.student.generate import SamplingOptions, generate
+    from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student
+    from voxloop.distill.student.one_turn import generate
     from voxloop.distill.student.user_tokens import encode_clips, load_student_semantic
     from voxloop.distill.student.vocab import Tokenizer, answer_words
     from voxloop.distill.teachers.asr import load_asr

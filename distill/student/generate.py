@@ -6,12 +6,14 @@
     stepper.end_turn(state)
     while not state.done:                      # after the end of the turn
         out = stepper.step(state)              # one position for every unfinished row
-        out.text[0], out.frames[0]             # a new answer word, or a finished frame [K_out]
+        out.text[0], out.frames[0]             # new answer words, or a finished frame [K_out]
 
-One step is one model position: first the answer words (text head), then the
-delayed audio steps (audio heads); a frame is complete ``K_out - 1`` steps after
-its first codebook. A student with a mouth says the words all at once when they are
-written, and each step after that hands out one of its frames without a model call.
+One step is one model call: first the answer words (text head; with greedy text, the
+words a known answer would go on with are checked in the same call: :mod:`drafts`), then
+the delayed audio steps (audio heads), one position each; a frame is complete
+``K_out - 1`` steps after its first codebook. A student with a mouth says the words all at
+once when they are written, and each step after that hands out one of its frames without
+a model call.
 Generation can stop after any step: just stop calling.
 Rows are independent sessions in one batch; each is a :class:`RowStream` with its
 own cache length, moved from outside only by ``reset``, ``mark``, ``rollback`` and
@@ -22,12 +24,12 @@ many rows and steps a ``select``-ed few of them per call).
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from voxloop.distill.student.drafts import MAX_DRAFT_WORDS, AnswerDrafts
 from voxloop.distill.student.layout import (
     audio_step_ids,
     text_token_ids,
@@ -48,6 +50,7 @@ class SamplingOptions:
     max_text_tokens: int = 48
     max_audio_frames: int = 375  # 15 s at 25 Hz
     seed: int = 0
+    draft_words: int = MAX_DRAFT_WORDS  # words checked ahead per call (greedy text; drafts)
 
 
 class Phase(enum.Enum):
@@ -80,6 +83,7 @@ class TurnProgress:
     heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
     said: np.ndarray | None = None  # the mouth's frames of the answer [K_out, F]
     hold: bool = False  # a student with a mouth stops at HELD after its words
+    draft: list[int] = field(default_factory=list)  # words fed after ``pending`` this call
 
 
 class RowStream:
@@ -164,9 +168,10 @@ class GenerationState:
 
 @dataclass
 class StepOutput:
-    """Per row: the new answer word (or None) and a completed audio frame ``[K_out]`` (or None)."""
+    """Per row: the new answer words (none, or more than one where a draft held) and a
+    completed audio frame ``[K_out]`` (or None)."""
 
-    text: list[str | None]
+    text: list[list[str]]
     frames: list[np.ndarray | None]
 
 
@@ -178,6 +183,8 @@ class StudentStepper:
         self.model, self.tokenizer, self.options = model.eval(), tokenizer, options
         self.config = model.config
         self.device = next(model.parameters()).device
+        greedy = options.text_temperature <= 0 and options.draft_words > 0
+        self.drafts = AnswerDrafts.from_mouth(model.mouth) if greedy else AnswerDrafts([])
 
     def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
         """``batch`` empty listening rows over one cache of ``capacity`` positions each."""
@@ -221,7 +228,7 @@ class StudentStepper:
         heads = tuple(sorted({HEADS[r.phase] for r, x in zip(state.rows, ids, strict=True)
                               if x is not None}))
         out = self._forward(state, ids, heads=heads)
-        result = StepOutput([None] * len(state.rows), [None] * len(state.rows))
+        result = StepOutput([[] for _ in state.rows], [None] * len(state.rows))
         for b, (row, x) in enumerate(zip(state.rows, ids, strict=True)):
             turn = row.turn
             if turn.phase is Phase.SPEAK:
@@ -232,16 +239,25 @@ class StudentStepper:
             if turn.phase is Phase.LISTEN:
                 turn.heard.extend(out.ctc[b, :len(x)].argmax(-1).tolist())
             elif turn.phase is Phase.TEXT:
-                result.text[b] = self._text_step(turn, out.text[b, 0], state.rng)
+                result.text[b] = self._text_steps(row, out.text[b, :len(x)], state.rng)
             else:
                 ends = 0.0 if out.boundary is None else float(torch.sigmoid(out.boundary[b, 0]))
                 result.frames[b] = self._audio_step(turn, out.audio[b, 0], ends, state.rng)
         return result
 
     def _next_ids(self, row: RowStream, chunk: np.ndarray | None) -> np.ndarray | None:
-        """The row's input this call: ``[T, C]`` embedding ids, or None (idle)."""
+        """The row's input this call: ``[T, C]`` embedding ids, or None (idle); a row
+        writing words feeds its pending word and a draft of the next ones."""
+        turn = row.turn
+        if turn.phase is Phase.TEXT:
+            room = min(self.options.draft_words, self.options.max_text_tokens - len(turn.text),
+                       row.cache.capacity - row.length - 1)
+            turn.draft = self.drafts.draft(turn.text, room) if room > 0 else []
+            if turn.draft:
+                return np.concatenate([turn.pending[None],
+                                       text_token_ids(self.config, np.array(turn.draft))])
         if row.writing:
-            return row.turn.pending[None]
+            return turn.pending[None]
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
             return user_frame_ids(self.config, chunk)
         return None
@@ -258,6 +274,19 @@ class StudentStepper:
                 batch[b, :len(x)] = x
         return self.model(torch.from_numpy(batch).to(self.device), state.cache,
                           torch.tensor(lengths, device=self.device), heads=heads)
+
+    def _text_steps(self, row: RowStream, logits: torch.Tensor, rng) -> list[str]:
+        """``logits [1 + len(draft), V]``: the model's word at each position, while the
+        one before matched the draft; the positions after the first mismatch go back."""
+        turn, words = row.turn, []
+        draft, turn.draft = turn.draft, []
+        for i in range(len(logits)):
+            word = self._text_step(turn, logits[i], rng)
+            words += [word] if word is not None else []
+            if turn.phase is not Phase.TEXT or i == len(draft) or turn.text[-1] != draft[i]:
+                break
+        row._set_length(row.length - (len(logits) - 1 - i))
+        return words
 
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
         token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
@@ -360,41 +389,3 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int,
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1).cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
-
-
-@dataclass
-class Generation:
-    """One answer: ``codes [K_out, F]``, its words, and timings (seconds, steps)."""
-
-    codes: np.ndarray
-    text_ids: list[int]
-    text: str
-    n_steps: int
-    prefill_s: float
-    generate_s: float
-    first_frame_s: float | None
-
-
-def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
-             options: SamplingOptions = SamplingOptions(), chunk_frames: int = 0) -> Generation:
-    """Answer one user turn ``[K, F_user]``; prefill in chunks of ``chunk_frames`` (0: at once)."""
-    stepper = StudentStepper(model, tokenizer, options)
-    state = stepper.start(1)
-    t0 = time.perf_counter()
-    step = chunk_frames or max(1, user_codes.shape[1])
-    for start in range(0, user_codes.shape[1], step):
-        stepper.prefill(state, [user_codes[:, start:start + step]])
-    stepper.end_turn(state)
-    t1 = time.perf_counter()
-    frames, n_steps, first = [], 0, None
-    while not state.done:
-        out = stepper.step(state)
-        n_steps += 1
-        if out.frames[0] is not None:
-            frames.append(out.frames[0])
-            first = first if first is not None else time.perf_counter() - t1
-    t2 = time.perf_counter()
-    row = state.rows[0].turn
-    codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
-    return Generation(codes, row.text, tokenizer.decode_answer(row.text), n_steps,
-                      t1 - t0, t2 - t1, first)

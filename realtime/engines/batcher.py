@@ -258,8 +258,8 @@ class ContinuousBatcher:
             row = self._rows[index]
             if row.answer is None:
                 continue
-            if out.text[b] is not None:
-                row.answer.items.put(Word(out.text[b]))
+            for word in out.text[b]:
+                row.answer.items.put(Word(word))
             if out.frames[b] is not None:
                 row.answer.items.put(Frame(out.frames[b]))
             if row.stream.phase is Phase.DONE:

@@ -16,9 +16,8 @@ tentative end of turn; a semantic ear's partial block is flushed on a copy, so t
 hears every token): if the user goes on speaking it is rolled back, if the silence is
 confirmed the audio already made is sent at once.
 
-``respond`` turns the answer's words into transcript deltas and its frames into
-audio deltas through the streaming codec decoder (by default the codec's ``assistant``
-decoder, trained on the assistant's voice), one frame (40 ms) at a time.
+``respond`` turns the answer's words into transcript deltas and its frames into audio
+deltas through the codec's streaming decoder (its ``assistant`` one by default).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
+from voxloop.distill.student.drafts import MAX_DRAFT_WORDS
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_STUDENT, find_model
@@ -74,6 +74,9 @@ class NativeSettings:
     slots: int = field(default=20, metadata={
         "help": "sessions the model thread can hold at once (at least --max-sessions + 4)",
         "flag": "--native-slots"})
+    draft_words: int = field(default=MAX_DRAFT_WORDS, metadata={
+        "help": "answer words checked ahead per call, along the answers the student knows "
+                "(the same words, fewer calls; 0: one per call)", "flag": "--native-draft-words"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch's intra-op threads (the engine's ops are small and sessions run in "
                 "parallel threads, so 1 avoids oversubscribing the cores; 0: torch's default)",
@@ -120,10 +123,12 @@ class NativeEngine:
         self.settings = settings
         if settings.votes < 1:
             raise VoxloopError(f"--native-votes must be at least 1, not {settings.votes}")
-        for flag, value in (("--native-voting-sessions", settings.voting_sessions),
-                            ("--native-votes-up-to-sessions", settings.votes_up_to_sessions)):
+        for flag, value, zero in (
+                ("--native-voting-sessions", settings.voting_sessions, "no limit"),
+                ("--native-votes-up-to-sessions", settings.votes_up_to_sessions, "no limit"),
+                ("--native-draft-words", settings.draft_words, "one word per call")):
             if value < 0:
-                raise VoxloopError(f"{flag} must be 0 (no limit) or more, not {value}")
+                raise VoxloopError(f"{flag} must be 0 ({zero}) or more, not {value}")
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         model, vocab = load_student(settings.student)
@@ -143,7 +148,8 @@ class NativeEngine:
             else self.codec.frame_rate
         # samples of each turn the ears skip, one ear per vote
         self.ear_skips = skips(round(MODEL_RATE_HZ / rate_hz), settings.votes)
-        self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions())
+        self.stepper = StudentStepper(model, self.tokenizer,
+                                      SamplingOptions(draft_words=settings.draft_words))
         self.batcher = ContinuousBatcher(self.stepper, settings.slots,
                                          settings.max_prefill_frames)
         self.seats = VotingSeats(settings.votes, settings.voting_sessions,

@@ -7,14 +7,9 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_config
-from voxloop.distill.student.generate import (
-    GenerationState,
-    Phase,
-    SamplingOptions,
-    StudentStepper,
-    generate,
-)
+from voxloop.distill.student.generate import GenerationState, Phase, SamplingOptions, StudentStepper
 from voxloop.distill.student.model import Student
+from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.vocab import Tokenizer
 
 OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
@@ -95,4 +90,4 @@ def test_stop_ends_the_answer_and_the_row_idles(stepper):
     assert state.done and state.rows[0].phase is Phase.DONE
     length = state.rows[0].length
     out = stepper.advance(state)
-    assert out.text == [None] and out.frames == [None] and state.rows[0].length == length
+    assert out.text == [[]] and out.frames == [None] and state.rows[0].length == length

@@ -138,7 +138,8 @@ def test_save_load_roundtrip(tmp_path):
 def test_bundled_student_loads_and_streams_the_same_in_chunks():
     from pathlib import Path
 
-    from voxloop.distill.student.generate import SamplingOptions, generate
+    from voxloop.distill.student.generate import SamplingOptions
+    from voxloop.distill.student.one_turn import generate
     from voxloop.distill.student.vocab import Tokenizer
 
     folder = Path(__file__).resolve().parents[3] / "models" / "voxloop-student"

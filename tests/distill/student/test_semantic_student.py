@@ -22,9 +22,10 @@ from tests.distill.student.semantic_fixtures import (
 from voxloop.codecs.semantic import SemanticTokenizer
 from voxloop.distill.student.augment import Augment, augment_user, nearest_codes
 from voxloop.distill.student.config import StudentConfig
-from voxloop.distill.student.generate import SamplingOptions, generate
+from voxloop.distill.student.generate import SamplingOptions
 from voxloop.distill.student.layout import build_sequence
 from voxloop.distill.student.model import load_student
+from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.pack import PackedData, dataset_progress, make_batch, pack_dataset
 from voxloop.distill.student.train import StudentTrainSettings, export_student, train
 from voxloop.distill.student.user_tokens import bundled_name, encode_clips

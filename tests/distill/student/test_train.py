@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
-from voxloop.distill.student.generate import SamplingOptions, generate
+from voxloop.distill.student.generate import SamplingOptions
 from voxloop.distill.student.model import load_student
+from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.train import StudentTrainSettings, export_student, train
 from voxloop.distill.student.vocab import Tokenizer, answer_words
 from voxloop.errors import VoxloopError

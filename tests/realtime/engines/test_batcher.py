@@ -8,8 +8,9 @@ import torch
 
 from tests.distill.student.fixtures import tiny_config
 from tests.realtime.engines.helpers import collect
-from voxloop.distill.student.generate import SamplingOptions, StudentStepper, generate
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.model import Student
+from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
 from voxloop.realtime.engines.answers import Reason

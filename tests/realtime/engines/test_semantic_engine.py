@@ -21,7 +21,8 @@ from tests.distill.student.semantic_fixtures import (
 )
 from tests.realtime.engines.helpers import collect as collect_answer
 from voxloop.codecs.semantic import save_semantic
-from voxloop.distill.student.generate import SamplingOptions, StudentStepper, generate
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper
+from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.user_tokens import encode_clips
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.realtime.engines.answers import Reason
