@@ -129,21 +129,19 @@ class VotedAnswer:
 
     def _vote(self, timeout_s: float) -> bool:
         """Read every answer's words until each wrote something else (its first frame, or
-        its end); then choose. False: not all are there within ``timeout_s``."""
+        its end); then choose. False: not all are there within ``timeout_s`` (what was
+        read is kept for the next call). Every answer must get that far before the choice,
+        so reading them one after another waits no longer than polling them all."""
         deadline = time.perf_counter() + timeout_s
-        while True:
-            for i, answer in enumerate(self.answers):
-                while self._after_words[i] is None and (item := answer.get(0)) is not None:
-                    if isinstance(item, Word):
-                        self._words[i].append(item.text)
-                    else:
-                        self._after_words[i] = item
-            if all(item is not None for item in self._after_words):
-                break
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return False
-            time.sleep(min(left, 0.002))
+        for i, answer in enumerate(self.answers):
+            while self._after_words[i] is None:
+                item = answer.get(max(0.0, deadline - time.perf_counter()))
+                if item is None:
+                    return False
+                if isinstance(item, Word):
+                    self._words[i].append(item.text)
+                else:
+                    self._after_words[i] = item
         self.wordings = [" ".join(words) for words in self._words]
         self.winner = winner(self.wordings, [isinstance(item, Frame) for item in self._after_words])
         for i in range(len(self.answers)):
