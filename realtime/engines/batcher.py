@@ -49,7 +49,7 @@ from voxloop.realtime.engines.commands import (
 )
 
 log = logging.getLogger("voxloop.realtime")
-TAIL_THREADS = 2  # a vote's ears flush their partial blocks in parallel, on two cores
+TAIL_THREADS = 2  # ears' partial blocks are flushed off the model thread, on two cores
 
 
 @dataclass
@@ -125,7 +125,7 @@ class ContinuousBatcher:
         self._closed = False
         self._calls, self._rows_called, self._busy_s = 0, 0, 0.0
         self._votes: list[list[tuple[_Row, Answer]]] = []  # votes not yet settled
-        self._pool: ThreadPoolExecutor | None = None  # a vote's tails, made when first needed
+        self._pool: ThreadPoolExecutor | None = None  # the tail threads, made when first needed
 
     # -- session side -------------------------------------------------------------------
     def open(self) -> Slot:
@@ -148,7 +148,8 @@ class ContinuousBatcher:
         their mouths run, so a vote costs the extra rows' words only."""
         answers = [Answer() for _ in slots]
         self._send(StartAnswer(tuple(slot.index for slot in slots), tuple(answers),
-                               tuple(tails)))
+                               tuple(self._flush(a, t) for a, t in zip(answers, tails,
+                                                                     strict=True))))
         return answers
 
     def stats(self) -> BatcherStats:
@@ -343,24 +344,30 @@ class ContinuousBatcher:
         if len(starts) > 1:
             self._votes.append([(row, answer) for row, answer, _ in starts])
 
-    def _tails(self, starts: list[tuple[_Row, Answer, Callable | None]]
-               ) -> list[np.ndarray | None]:
-        """Each row's ``tail()`` (a semantic ear's partial block, flushed on a copy), timed;
-        a vote's on ``TAIL_THREADS`` threads at once (an encoder call per ear)."""
-        def run(answer: Answer, tail: Callable | None) -> np.ndarray | None:
-            if tail is None:
-                return None
+    def _flush(self, answer: Answer, tail: Callable[[], np.ndarray] | None
+               ) -> Callable[[], np.ndarray] | None:
+        """Start ``tail()`` (a semantic ear's partial block, flushed on a copy: an encoder
+        call) now, on the ``TAIL_THREADS`` pool, timed: it runs while the model thread
+        serves other rows (or a vote's other ears); the model thread waits for it only when
+        it comes to this answer. Returns what gives its frames then."""
+        if tail is None:
+            return None
+        with self._wake:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(TAIL_THREADS, thread_name_prefix="voxloop-tails")
+
+        def run() -> np.ndarray:
             t0 = time.perf_counter()
             codes = tail()
             answer.flush_ms = 1000 * (time.perf_counter() - t0)
             return codes
 
-        if sum(tail is not None for _, _, tail in starts) < 2:
-            return [run(answer, tail) for _, answer, tail in starts]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(TAIL_THREADS, thread_name_prefix="voxloop-tails")
-        return list(self._pool.map(run, [answer for _, answer, _ in starts],
-                                   [tail for _, _, tail in starts]))
+        return self._pool.submit(run).result
+
+    @staticmethod
+    def _tails(starts: list[tuple[_Row, Answer, Callable | None]]) -> list[np.ndarray | None]:
+        """Each row's tail frames (flushing since the answer was asked for)."""
+        return [None if tail is None else tail() for _, _, tail in starts]
 
     def _settle_votes(self) -> None:
         """Every vote whose rows have all written their words (or ended): the winner's

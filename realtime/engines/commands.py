@@ -39,7 +39,8 @@ class StartAnswer:
 
     slots: tuple[int, ...]
     answers: tuple[Answer, ...]
-    # frames [K, T] heard tentatively (a semantic ear's partial block), computed by the
+    # frames [K, T] heard tentatively (a semantic ear's partial block), flushed on the
+    # batcher's tail threads from the moment the answer is asked for and prefilled by the
     # model thread after the queued codes; a rollback undoes them with the answer
     tails: tuple[Callable[[], np.ndarray] | None, ...]
 

@@ -16,8 +16,9 @@ An ear is one session's streaming state over weights every session shares:
 another alignment of the ear's frames (the engine's ``votes``).
 
 ``push`` runs in the session's worker thread; ``tentative`` is cheap (the event loop
-calls it at a pause) and its callable runs in the model thread, after the frames already
-queued, so a speculative answer starts with every token of the turn so far.
+calls it at a pause: a snapshot of the stream) and its callable runs on the batcher's tail
+threads at once; the model thread prefills its frames after those already queued, so a
+speculative answer starts with every token of the turn so far.
 """
 
 from __future__ import annotations

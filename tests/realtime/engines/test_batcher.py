@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,30 @@ def test_a_vote_says_the_wording_most_rows_wrote_and_only_its_mouth_runs():
         assert_same(model, batcher, np.concatenate([other, more], 1), collect(slots[1].answer()))
     finally:
         batcher.shutdown()
+
+
+def test_a_tail_flushes_as_soon_as_its_answer_is_asked_for(model, batcher):
+    """While the model thread waits for one session's partial block, another session's
+    starts flushing on the tail threads, not after it; both answers are as if alone."""
+    gate, started = threading.Event(), threading.Event()
+
+    def slow_tail():
+        gate.wait(10.0)
+        return user_codes(8, 2)
+
+    def quick_tail():
+        started.set()
+        return user_codes(9, 2)
+
+    first, second = batcher.open(), batcher.open()
+    first.listen(user_codes(6, 5))
+    second.listen(user_codes(7, 5))
+    slow, quick = first.answer(slow_tail), second.answer(quick_tail)
+    try:
+        assert started.wait(5.0)  # the model thread is still in slow_tail's answer
+    finally:
+        gate.set()
+    assert_same(model, batcher, np.concatenate([user_codes(6, 5), user_codes(8, 2)], 1),
+                collect(slow))
+    assert_same(model, batcher, np.concatenate([user_codes(7, 5), user_codes(9, 2)], 1),
+                collect(quick))
