@@ -35,7 +35,7 @@ from voxloop.codecs.decoder_config import FrameDecoderConfig
 
 MAX_MAGNITUDE = 100.0  # exp(log-magnitude) is clipped here, as in Vocos
 INPUT_KERNEL = 3
-SHORT_CHUNK = 32  # frames: up to here a causal conv runs as an einsum over its windows
+SHORT_CHUNK = 32  # frames: up to here a causal conv is computed from its windows directly
 
 
 @dataclass

@@ -324,7 +324,8 @@ class ContinuousBatcher:
             self.stepper.advance(together, [self._take_codes(row) if row.queued else None
                                             for row in rows])
         tails = []
-        for (row, _, _), codes in zip(starts, self._tails(starts), strict=True):
+        for row, _, tail in starts:
+            codes = tail() if tail is not None else None  # (flushing since it was asked for)
             if codes is not None:
                 codes = self._make_room(row, codes) if codes.shape[1] else None
             row.stream.mark()  # a rollback comes back here
@@ -363,11 +364,6 @@ class ContinuousBatcher:
             return codes
 
         return self._pool.submit(run).result
-
-    @staticmethod
-    def _tails(starts: list[tuple[_Row, Answer, Callable | None]]) -> list[np.ndarray | None]:
-        """Each row's tail frames (flushing since the answer was asked for)."""
-        return [None if tail is None else tail() for _, _, tail in starts]
 
     def _settle_votes(self) -> None:
         """Every vote whose rows have all written their words (or ended): the winner's

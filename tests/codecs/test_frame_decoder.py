@@ -72,7 +72,7 @@ def test_one_frame_at_a_time_equals_offline(codec):
 
 
 def test_long_and_short_chunks_equal_offline(codec):
-    """Chunks past SHORT_CHUNK frames take conv1d, shorter ones the einsum: same audio."""
+    """Chunks past SHORT_CHUNK frames take conv1d, shorter ones their windows: same audio."""
     from voxloop.codecs.frame_decoder import SHORT_CHUNK
 
     check_chunks_equal_offline(codec, _random_codes(2 * SHORT_CHUNK + 5, 4, 7),
