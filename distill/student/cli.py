@@ -1,4 +1,4 @@
-"""``voxloop distill pack | align | train | mouth | remember-lengths | export``: the
+"""``voxloop distill pack | align | train | mouth | remember-lengths | said-codes | export``: the
 audio-native student."""
 
 from __future__ import annotations
@@ -103,6 +103,14 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("folder", help="model folder to write (it may be the student's own)")
     p.set_defaults(run=run_remember_lengths)
 
+    p = add_command(group, "said-codes", "Say every answer a student's mouth remembers and "
+                    "keep the codes beside its weights (said_codes.safetensors), so the engine "
+                    "has a known answer's frames without running the mouth. Saving a student "
+                    "does this already; this is for a folder from before, or one whose weights "
+                    "were replaced.", "voxloop distill said-codes models/voxloop-student")
+    p.add_argument("folder", help="a student model folder")
+    p.set_defaults(run=run_said_codes)
+
     p = add_command(group, "export", "Bundle a training checkpoint as a float16 model folder.",
                     "voxloop distill export runs/student/best.pt models/voxloop-student")
     p.add_argument("checkpoint", help="best.pt or checkpoint.pt of a run")
@@ -174,6 +182,18 @@ def run_remember_lengths(args: argparse.Namespace) -> int:
     folder, n = remember_lengths(args.student, args.npz, args.folder)
     print(f"wrote {folder}: {args.student}, its mouth remembering the word lengths of "
           f"{n} answers")
+    return 0
+
+
+def run_said_codes(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.model import student_folder
+    from voxloop.distill.student.said_codes import SAID_CODES_FILE, write_said_codes
+
+    folder = student_folder(args.folder)
+    said = write_said_codes(folder)
+    print(f"wrote {folder / SAID_CODES_FILE}: {said} answers" if said else
+          f"{folder}: its student remembers no answers (no mouth, or none remembered); "
+          "nothing to say")
     return 0
 
 

@@ -352,14 +352,19 @@ class Student(nn.Module):
 
 def save_student(model: Student, vocab: dict, folder: str | Path, card: str | None = None,
                  dtype: torch.dtype = torch.float16) -> Path:
-    """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md].
-    A semantic student's tokenizer is named by its bundled name when one has its weights."""
+    """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md],
+    and with a mouth that remembers answers ``said_codes.safetensors`` (their codes, said
+    from the saved weights: ``said_codes.py``). A semantic student's tokenizer is named by
+    its bundled name when one has its weights."""
+    from voxloop.distill.student.said_codes import write_said_codes
     from voxloop.distill.student.user_tokens import bundled_name
 
     vocab = bundled_name(vocab)
     config = {"kind": "voxloop-student", **asdict(model.config)}
-    return save_model_folder(folder, model.state_dict(), config, card, dtype,
-                             files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})
+    folder = save_model_folder(folder, model.state_dict(), config, card, dtype,
+                               files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})
+    write_said_codes(folder)  # its mouth's remembered answers, said as they will load
+    return folder
 
 
 def student_folder(name_or_dir: str | Path) -> Path:
@@ -376,5 +381,9 @@ def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student,
     raw.pop("kind", None)
     model = Student(StudentConfig(**raw))
     model.load_state_dict(weights)
+    if model.mouth is not None:
+        from voxloop.distill.student.said_codes import load_said_codes
+
+        model.mouth.said_codes = load_said_codes(folder)
     vocab = json.loads((folder / "vocab.json").read_text())
     return model.to(device).eval(), vocab

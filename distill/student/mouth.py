@@ -83,6 +83,8 @@ class Mouth(nn.Module):
         self.register_buffer("known_words", torch.zeros(0, 0, dtype=torch.int16))
         self.register_buffer("known_frames", torch.zeros(0, 0, dtype=torch.int16))
         self._known: dict[tuple[int, ...], torch.Tensor] | None = None
+        # the known answers' codes, said ahead of time (said_codes.py; not saved with it)
+        self.said_codes = None
         self.char_embed = nn.Embedding(ASCII, d, padding_idx=0)
         self.char_pos = nn.Embedding(c.max_chars, d)
         self.word_embed = nn.Embedding(c.text_vocab + 1, d, padding_idx=c.pad_word)
@@ -232,7 +234,11 @@ class Mouth(nn.Module):
     @torch.inference_mode()
     def say(self, words: torch.Tensor, pace: float = 1.0) -> list[torch.Tensor]:
         """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower;
-        a remembered answer at its remembered lengths)."""
+        a remembered answer at its remembered lengths, from ``said_codes`` if it is there)."""
+        if pace == 1.0 and self.said_codes is not None:
+            said = [self.said_codes.get(row, self.config.pad_word) for row in words]
+            if all(codes is not None for codes in said):
+                return [codes.to(words.device, copy=True) for codes in said]
         encoded = self.encode(words)
         frames = self.lengths(words, pace, encoded)
         h, _ = self.frame_states(encoded, frames)

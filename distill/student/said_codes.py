@@ -1,0 +1,125 @@
+"""The mouth's codes for every answer it remembers, said once when the student is saved.
+
+``Mouth.say`` is a function of the answer's words and the mouth's weights only (greedy,
+at the remembered word lengths), and most answers are ones the mouth remembers
+(``Mouth.known_words``), so their codes can be said ahead of time: an engine that has
+written a known answer's words then has its frames at once instead of after the mouth's
+~12 ms pass (one thread), which is on the path from the end of the user's turn to the
+first answer audio. Answers it does not remember are said as before.
+
+The table lives beside the weights (``said_codes.safetensors``), keyed by the sha256 of
+the ``model.safetensors`` it was said with: ``save_student`` writes it from the saved
+(float16) weights, as ``load_student`` will read them, and a table of other weights is a
+clear error rather than another voice.
+
+    table = say_known(mouth)                  # every remembered answer, one at a time
+    save_said_codes(table, folder)            # beside folder/model.safetensors
+    mouth.said_codes = load_said_codes(folder)   # None without a table
+    table.get(torch.tensor([17, 44, 9]))      # [K, F] int64, or None: not remembered
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from voxloop.errors import VoxloopError
+from voxloop.models import WEIGHTS_FILE, weights_sha256
+from voxloop.training import atomic_write
+
+SAID_CODES_FILE = "said_codes.safetensors"
+
+
+class SaidCodes:
+    """Remembered answers (word ids each) -> the codes ``[K, F]`` their mouth says."""
+
+    def __init__(self, answers: list[list[int]], codes: list[torch.Tensor]) -> None:
+        self._codes = {tuple(words): c for words, c in zip(answers, codes, strict=True)}
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def get(self, words: torch.Tensor, pad_word: int | None = None) -> torch.Tensor | None:
+        """The codes ``[K, F]`` said for ``words [W]`` (``pad_word`` ids dropped), or None."""
+        ids = [int(w) for w in words.tolist() if w != pad_word]
+        return self._codes.get(tuple(ids))
+
+    def items(self):
+        return self._codes.items()
+
+
+def say_known(mouth) -> SaidCodes:
+    """Every answer ``mouth`` remembers, said one at a time as a one-row ``say`` says it."""
+    pad = mouth.config.pad_word
+    answers = [[int(w) for w in row if w != pad] for row in mouth.known_words.tolist()]
+    answers = [words for words in answers if words]
+    kept, mouth.said_codes = mouth.said_codes, None
+    try:
+        codes = [mouth.say(torch.tensor([words], device=mouth.pace.device))[0].cpu()
+                 for words in answers]
+    finally:
+        mouth.said_codes = kept
+    return SaidCodes(answers, codes)
+
+
+def write_said_codes(folder: str | Path) -> int:
+    """Say every answer the saved student in ``folder`` remembers, as ``load_student`` loads
+    it, and write the table (the one of earlier weights goes). Returns the answers said."""
+    from voxloop.distill.student.model import load_student
+
+    folder = Path(folder)
+    (folder / SAID_CODES_FILE).unlink(missing_ok=True)
+    model, _ = load_student(folder)
+    if model.mouth is None or not len(model.mouth.known_words):
+        return 0
+    table = say_known(model.mouth)
+    if len(table):
+        save_said_codes(table, folder)
+    return len(table)
+
+
+def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:
+    """``folder/said_codes.safetensors``: the table, keyed by the folder's weights."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    sha = weights_sha256(folder)
+    if sha is None:
+        raise VoxloopError(f"{folder} has no {WEIGHTS_FILE} to say the answers of")
+    answers = [list(words) for words, _ in table.items()]
+    codes = [c for _, c in table.items()]
+    width = max((len(w) for w in answers), default=0)
+    words = torch.full((len(answers), width), -1, dtype=torch.int32)
+    for i, w in enumerate(answers):
+        words[i, :len(w)] = torch.tensor(w, dtype=torch.int32)
+    lengths = torch.tensor([c.shape[1] for c in codes], dtype=torch.int32)
+    flat = torch.cat(codes, dim=1).to(torch.int16)  # [K, all frames]: codes < 1024
+    path = folder / SAID_CODES_FILE
+    atomic_write(path, lambda tmp: save_file(
+        {"words": words, "lengths": lengths, "codes": flat.contiguous()}, str(tmp),
+        metadata={"weights_sha256": sha}))
+    return path
+
+
+def load_said_codes(folder: str | Path) -> SaidCodes | None:
+    """The table beside ``folder``'s weights; None when there is none. A table said with
+    other weights is refused (its answers would come out in another voice)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(folder) / SAID_CODES_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        made_with = f.metadata().get("weights_sha256")
+    if made_with != weights_sha256(folder):
+        raise VoxloopError(f"{path} was said by other weights than "
+                           f"{Path(folder) / WEIGHTS_FILE}: delete it, or write it again with "
+                           f"`voxloop distill said-codes {folder}`")
+    tensors = load_file(str(path))
+    ends = tensors["lengths"].long().cumsum(0).tolist()
+    starts = [0, *ends[:-1]]
+    codes = tensors["codes"].long()
+    answers = [[int(w) for w in row if w >= 0] for row in tensors["words"].tolist()]
+    return SaidCodes(answers, [codes[:, a:b] for a, b in zip(starts, ends, strict=True)])

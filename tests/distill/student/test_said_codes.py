@@ -1,0 +1,85 @@
+"""A student's mouth says the answers it remembers once, when the student is saved: the
+engine reads their codes instead of running the mouth, so they must be what it says."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from tests.distill.student.fixtures import tiny_config, tiny_examples, tiny_packed
+from voxloop.cli import main
+from voxloop.distill.student.model import Student, load_student, save_student
+from voxloop.distill.student.said_codes import SAID_CODES_FILE
+from voxloop.errors import VoxloopError
+from voxloop.models import save_model_folder
+
+
+def _said_without_table(mouth, words: torch.Tensor) -> list[torch.Tensor]:
+    table, mouth.said_codes = mouth.said_codes, None
+    try:
+        return mouth.say(words)
+    finally:
+        mouth.said_codes = table
+
+
+def test_the_bundled_students_table_holds_what_its_mouth_says():
+    model, _ = load_student("voxloop-student")
+    mouth = model.mouth
+    pad = mouth.config.pad_word
+    assert mouth.said_codes is not None and len(mouth.said_codes) == len(mouth.known_words)
+    rows = mouth.known_words.long()[::151]  # 14 answers from across the table
+    assert all(mouth.said_codes.get(row, pad) is not None for row in rows)
+    looked_up = mouth.say(rows)
+    for row, codes in zip(rows, looked_up, strict=True):
+        said = _said_without_table(mouth, row[row != pad][None])[0]
+        assert torch.equal(codes, said)
+    unknown = rows[:2].clone()
+    unknown[0, 0], unknown[1, 0] = unknown[1, 0], unknown[0, 0]  # swapped first words
+    unknown = unknown[[mouth.said_codes.get(row, pad) is None for row in unknown]]
+    assert len(unknown)
+    for codes, said in zip(mouth.say(unknown), _said_without_table(mouth, unknown), strict=True):
+        assert torch.equal(codes, said)
+    looked_up[0].numpy().fill(0)  # a caller's copy: the table keeps its codes
+    assert not torch.equal(mouth.say(rows[:1])[0], looked_up[0])
+
+
+def _student_with_mouth(tmp_path):
+    data = tiny_packed(tiny_examples(4))
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]), mouth_d_model=32)).eval()
+    model.mouth.set_spelling(data.vocab["text"])
+    model.mouth.remember([[3, 4, 5], [6, 7]], [[2, 3, 4], [5, 1]])
+    return model, data.vocab, save_student(model, data.vocab, tmp_path / "student")
+
+
+def test_a_saved_student_says_its_answers_and_refuses_a_table_of_other_weights(tmp_path):
+    model, vocab, folder = _student_with_mouth(tmp_path)
+    assert (folder / SAID_CODES_FILE).is_file()
+    loaded, _ = load_student(folder)
+    assert len(loaded.mouth.said_codes) == 2
+    for words in ([3, 4, 5], [6, 7]):
+        said = _said_without_table(loaded.mouth, torch.tensor([words]))[0]
+        assert torch.equal(loaded.mouth.said_codes.get(torch.tensor(words)), said)
+        assert said.shape[1] == {3: 9, 6: 6}[words[0]]  # at the remembered lengths
+    state = model.state_dict()
+    state["mouth.heads.0.bias"] = state["mouth.heads.0.bias"] + 1.0
+    save_model_folder(folder, state, {"kind": "voxloop-student", **asdict(model.config)})
+    with pytest.raises(VoxloopError, match="said by other weights.*said-codes"):
+        load_student(folder)
+    assert main(["distill", "said-codes", str(folder)]) == 0
+    assert len(load_student(folder)[0].mouth.said_codes) == 2
+    save_student(model, vocab, folder)  # saving again says them again (no stale table)
+    assert len(load_student(folder)[0].mouth.said_codes) == 2
+
+
+def test_a_student_without_a_mouth_gets_no_table(tmp_path, capsys):
+    data = tiny_packed(tiny_examples(4))
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]))).eval()
+    folder = save_student(model, data.vocab, tmp_path / "student")
+    assert not (folder / SAID_CODES_FILE).exists()
+    assert main(["distill", "said-codes", str(folder)]) == 0
+    assert "nothing to say" in capsys.readouterr().out
