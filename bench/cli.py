@@ -17,7 +17,8 @@ def register(subparsers, groups: dict) -> None:
                           "their measurements.", "voxloop bench latency")
     p = add_command(group, "latency", "Voice-to-voice latency over the websocket, as a client "
                     "hears it: engines side by side, 1..N concurrent sessions, barge-in stop "
-                    "time and playback underruns. Writes latency.json and latency.png.",
+                    "time and playback underruns. Writes latency.json, latency.png and each "
+                    "engine's server log (server-ENGINE.log: every response's stages).",
                     "voxloop bench latency --engines native cascade --sessions 1 2 4 8\n  "
                     "voxloop bench latency --engines native --turn-detections semantic_vad:medium "
                     "server_vad:500 --turns 6 --paused 10")
@@ -50,5 +51,5 @@ def run_latency(args: argparse.Namespace) -> int:
     records = records_json(run_latency_bench(settings))
     summary = write_report(records, asdict(settings), Path(settings.out))
     print(table(summary))
-    print(f"wrote {settings.out}/latency.json and latency.png")
+    print(f"wrote {settings.out}/latency.json, latency.png and the server logs")
     return 0

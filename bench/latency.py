@@ -25,6 +25,7 @@ import base64
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -309,7 +310,8 @@ def run_latency_bench(settings: LatencyBenchSettings, progress=print) -> list[Tu
     records: list[TurnRecord] = []
     max_sessions = str(max(settings.sessions) + 2)
     for engine in settings.engines:
-        with ServerProcess([*ENGINE_ARGS[engine], "--max-sessions", max_sessions]) as server:
+        with ServerProcess([*ENGINE_ARGS[engine], "--max-sessions", max_sessions, "-v"]
+                           ) as server:
             for n in settings.sessions:
                 t0 = time.perf_counter()
                 level = asyncio.run(_level(server.url, engine, n, questions, barge_in,
@@ -319,6 +321,10 @@ def run_latency_bench(settings: LatencyBenchSettings, progress=print) -> list[Tu
                 progress(f"{engine:>14} x{n}: {len(level)} turns, latency p50 "
                          f"{np.median(lat) if lat else float('nan'):.0f} ms "
                          f"({time.perf_counter() - t0:.0f} s)")
+        if settings.out:  # each response's stages (flush, first word, first audio) are in it
+            out = Path(settings.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"server-{engine}.log").write_text(server.log())
     return records
 
 

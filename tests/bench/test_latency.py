@@ -75,6 +75,8 @@ def test_bench_latency_command(tmp_path, turn_detection):
     assert turns[0]["answer_s"] > 0
     assert report["settings"]["turn_detection"] == turn_detection
     assert (out / "latency.png").stat().st_size > 10_000
+    log = (out / "server-native.log").read_text()  # each response's stages, for a closer look
+    assert "event=response" in log and "first_audio" in log
 
 
 @pytest.mark.parametrize("engine", ["native", "native-nospec", "native-seanet", "native-one-ear",
