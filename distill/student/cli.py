@@ -190,7 +190,7 @@ def run_said_codes(args: argparse.Namespace) -> int:
     from voxloop.distill.student.said_codes import SAID_CODES_FILE, write_said_codes
 
     folder = student_folder(args.folder)
-    said = write_said_codes(folder)
+    said = write_said_codes(folder, progress=True)
     print(f"wrote {folder / SAID_CODES_FILE}: {said} answers" if said else
           f"{folder}: its student remembers no answers (no mouth, or none remembered); "
           "nothing to say")

@@ -49,21 +49,25 @@ class SaidCodes:
         return self._codes.items()
 
 
-def say_known(mouth) -> SaidCodes:
-    """Every answer ``mouth`` remembers, said one at a time as a one-row ``say`` says it."""
+def say_known(mouth, progress: bool = False) -> SaidCodes:
+    """Every answer ``mouth`` remembers, said one at a time as a one-row ``say`` says it
+    (~9 ms each on two threads; ``progress``: a bar)."""
+    from tqdm import tqdm
+
     pad = mouth.config.pad_word
     answers = [[int(w) for w in row if w != pad] for row in mouth.known_words.tolist()]
     answers = [words for words in answers if words]
     kept, mouth.said_codes = mouth.said_codes, None
     try:
         codes = [mouth.say(torch.tensor([words], device=mouth.pace.device))[0].cpu()
-                 for words in answers]
+                 for words in tqdm(answers, desc="saying the known answers", unit="answer",
+                                   disable=not progress)]
     finally:
         mouth.said_codes = kept
     return SaidCodes(answers, codes)
 
 
-def write_said_codes(folder: str | Path) -> int:
+def write_said_codes(folder: str | Path, progress: bool = False) -> int:
     """Say every answer the saved student in ``folder`` remembers, as ``load_student`` loads
     it, and write the table (the one of earlier weights goes). Returns the answers said."""
     from voxloop.distill.student.model import load_student
@@ -73,7 +77,7 @@ def write_said_codes(folder: str | Path) -> int:
     model, _ = load_student(folder)
     if model.mouth is None or not len(model.mouth.known_words):
         return 0
-    table = say_known(model.mouth)
+    table = say_known(model.mouth, progress)
     if len(table):
         save_said_codes(table, folder)
     return len(table)
