@@ -1,12 +1,13 @@
 """The native engine's path from a pause to the first answer audio, in-process, one session.
 
 What the server does at a semantic_vad pause, without the websocket: held-out questions
-(the latency bench's, synthesized now) go through the real turn detector and a native
-engine session in 20 ms pushes; at ``speech_paused`` the engine starts its tentative
-answer and the end-of-turn model decides (as the session does, the two at once), then
-the answer is relayed to its first audio. Reported per variant (medians over questions x
-rounds, the variants taking turns): ms from the pause to the decision, to the first
-audio, and their difference (the bench's "engine part" without the network).
+(the dataset plan's held-out voices and phrasings, synthesized now) go through the real
+turn detector and a native engine session in 20 ms pushes; at ``speech_paused`` the
+engine starts its tentative answer and the end-of-turn model decides (as the session
+does, the two at once), then the answer is relayed to its first audio. Reported per
+variant (medians over questions x rounds, the variants taking turns): ms from the pause
+to the decision, to the first audio, and their difference (the bench's "engine part"
+without the network).
 
 Variants: ``said`` (the student's known answers read from ``said_codes.safetensors``, the
 engine's default) and ``mouth`` (the mouth runs for every answer).
@@ -28,11 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.audio import MODEL_RATE_HZ, resample
-from voxloop.bench.latency import held_out_questions
 from voxloop.realtime.engines.base import Turn
 from voxloop.realtime.engines.native import NativeEngine, NativeSession, NativeSettings
 from voxloop.realtime.semantic_turns import SemanticTurnDetector
-from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 from voxloop.realtime.wire.session_config import SemanticVad
 
 PUSH_SAMPLES = MODEL_RATE_HZ // 50  # 20 ms, as the bench's appends
@@ -77,16 +76,30 @@ def _answer(session: NativeSession, detector: SemanticTurnDetector) -> tuple[flo
     return None
 
 
+def held_out_speech(count: int) -> list[tuple[str, str, np.ndarray]]:
+    """``(text, voice, audio [T] at 16 kHz)`` of ``count`` held-out questions spread over
+    the plan's held-out splits, each between 0.5 s and 1 s of silence."""
+    from voxloop.distill.data.plan import SynthSettings, plan
+    from voxloop.distill.teachers.tts import synthesize
+
+    items = [i for i in plan(SynthSettings()) if i.split in ("heldout_voice", "heldout_phrasing")]
+    out = []
+    for item in (items[int(k)] for k in np.linspace(0, len(items) - 1, count)):
+        samples, rate_hz = synthesize(item.prompt_text, item.user_voice)
+        speech = resample(samples, rate_hz, MODEL_RATE_HZ).astype(np.float32)
+        silence = np.zeros(MODEL_RATE_HZ, np.float32)
+        out.append((item.prompt_text, item.user_voice,
+                    np.concatenate([silence[:MODEL_RATE_HZ // 2], speech, silence])))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", default="out/bench-pause-path.json")
     args = parser.parse_args()
-    silence = np.zeros(MODEL_RATE_HZ, np.float32)
-    questions = [(text, voice, np.concatenate([silence[:8000], resample(audio, WIRE_RATE_HZ,
-                                                                        MODEL_RATE_HZ), silence]))
-                 for text, voice, audio in held_out_questions(args.questions)]
+    questions = held_out_speech(args.questions)
     engines = {"said": NativeEngine(NativeSettings(votes=1)),
                "mouth": NativeEngine(NativeSettings(votes=1))}
     engines["mouth"].batcher.stepper.model.mouth.said_codes = None
