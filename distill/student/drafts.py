@@ -39,10 +39,7 @@ class AnswerDrafts:
     @classmethod
     def from_mouth(cls, mouth) -> AnswerDrafts:
         """The answers ``mouth`` remembers (none for a student without a mouth)."""
-        if mouth is None:
-            return cls([])
-        pad = mouth.config.pad_word
-        return cls([[int(w) for w in row if w != pad] for row in mouth.known_words.tolist()])
+        return cls([] if mouth is None else mouth.known_answers())
 
     def __len__(self) -> int:
         return len(self._next)

@@ -132,6 +132,11 @@ class Mouth(nn.Module):
         self.known_words, self.known_frames = known_words.to(device), known_frames.to(device)
         self._known = None
 
+    def known_answers(self) -> list[list[int]]:
+        """The answers it remembers, as word ids (padding dropped), in ``known_words`` order."""
+        pad = self.config.pad_word
+        return [[int(w) for w in row if w != pad] for row in self.known_words.tolist()]
+
     def remembered(self, words: torch.Tensor, frames: torch.Tensor,
                    pace: float = 1.0) -> torch.Tensor:
         """Frames per word ``[B, W]`` of ``words [B, W]`` with the rows of remembered

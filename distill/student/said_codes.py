@@ -54,9 +54,7 @@ def say_known(mouth, progress: bool = False) -> SaidCodes:
     (~9 ms each on two threads; ``progress``: a bar)."""
     from tqdm import tqdm
 
-    pad = mouth.config.pad_word
-    answers = [[int(w) for w in row if w != pad] for row in mouth.known_words.tolist()]
-    answers = [words for words in answers if words]
+    answers = [words for words in mouth.known_answers() if words]
     kept, mouth.said_codes = mouth.said_codes, None
     try:
         codes = [mouth.say(torch.tensor([words], device=mouth.pace.device))[0].cpu()
