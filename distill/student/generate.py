@@ -13,7 +13,7 @@ words a known answer would go on with are checked in the same call: :mod:`drafts
 the delayed audio steps (audio heads), one position each; a frame is complete
 ``K_out - 1`` steps after its first codebook. A student with a mouth says the words all at
 once when they are written, and each step after that hands out one of its frames without
-a model call.
+a model call (``said_frames``: all that are left at once).
 Generation can stop after any step: just stop calling.
 Rows are independent sessions in one batch; each is a :class:`RowStream` with its
 own cache length, moved from outside only by ``reset``, ``mark``, ``rollback`` and
@@ -317,6 +317,17 @@ class StudentStepper:
             return
         said = self.model.mouth.say(torch.tensor([turn.text], device=self.device))[0]
         turn.said, turn.phase = said[:, :self.options.max_audio_frames].cpu().numpy(), Phase.SPEAK
+
+    def said_frames(self, row: RowStream) -> np.ndarray:
+        """A speaking row's frames not yet handed out, all at once ``[K_out, F]`` (the
+        mouth said them already: steps would only hand them out one by one); the row is
+        done. Not speaking: no frames."""
+        turn = row.turn
+        if turn.phase is not Phase.SPEAK:
+            return np.zeros((self.config.k_out, 0), np.int64)
+        frames, turn.frames_out = turn.said[:, turn.frames_out:], turn.said.shape[1]
+        turn.phase = Phase.DONE
+        return frames
 
     def _speak_step(self, turn: TurnProgress) -> np.ndarray:
         """The mouth's next frame ``[K_out]``; the turn is done after its last."""

@@ -263,8 +263,16 @@ class ContinuousBatcher:
                 row.answer.items.put(Word(word))
             if out.frames[b] is not None:
                 row.answer.items.put(Frame(out.frames[b]))
-            if row.stream.phase is Phase.DONE:
-                self._finish(row, Reason.COMPLETED)
+            self._hand_out_said(row)
+
+    def _hand_out_said(self, row: _Row) -> None:
+        """A row whose mouth has said its answer hands out every frame now, with its last
+        word, rather than one per loop: the first audio does not wait for the next model
+        call (another session's prefill, under load). The row is then done."""
+        for frame in self.stepper.said_frames(row.stream).T:
+            row.answer.items.put(Frame(frame))
+        if row.stream.phase is Phase.DONE:
+            self._finish(row, Reason.COMPLETED)
 
     def _take_codes(self, row: _Row) -> np.ndarray:
         """Up to ``max_prefill_frames`` queued frames; a turn longer than the cache
@@ -381,6 +389,7 @@ class ContinuousBatcher:
             for b, (row, _) in enumerate(live):
                 if b == best:
                     self.stepper.say(row.stream)
+                    self._hand_out_said(row)
                 elif held[b]:
                     self._stop(row)
 

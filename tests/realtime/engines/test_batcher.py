@@ -135,6 +135,9 @@ def test_a_student_with_a_mouth_speaks_through_the_batcher_without_model_calls()
              "ctc": ["<blank>", "<unk>"] + [f"c{i}" for i in range(7)]}
     batcher = ContinuousBatcher(StudentStepper(model, Tokenizer(vocab), OPTIONS), slots=2,
                                 max_prefill_frames=3)
+    passes = []
+    call = batcher._call
+    batcher._call = lambda: passes.append(1) or call()
     try:
         codes = user_codes(6, 6)
         slot = batcher.open()
@@ -144,6 +147,9 @@ def test_a_student_with_a_mouth_speaks_through_the_batcher_without_model_calls()
         assert_same(model, batcher, codes, got)
         # two prefill calls and six word steps ran the model; handing out the frames did not
         assert batcher.stats().calls <= 8, batcher.stats()
+        # nor did they take passes of the model thread's loop: all went out with the last
+        # word, so the first audio never waits for a call that serves other sessions
+        assert len(passes) == batcher.stats().calls, (len(passes), batcher.stats())
     finally:
         batcher.shutdown()
 
