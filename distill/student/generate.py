@@ -84,6 +84,7 @@ class TurnProgress:
     said: np.ndarray | None = None  # the mouth's frames of the answer [K_out, F]
     hold: bool = False  # a student with a mouth stops at HELD after its words
     draft: list[int] = field(default_factory=list)  # words fed after ``pending`` this call
+    heard_last: np.ndarray | None = None  # user codes [K, T] fed before ``<sep>`` (end_turn)
 
 
 class RowStream:
@@ -200,11 +201,17 @@ class StudentStepper:
                for c in chunks]
         self._forward(state, ids, heads=())
 
-    def end_turn(self, state: GenerationState, rows: list[int] | None = None) -> None:
-        """The user stopped: next steps write the answer (``<sep>`` is the next input)."""
-        for i in rows if rows is not None else range(len(state.rows)):
+    def end_turn(self, state: GenerationState, rows: list[int] | None = None,
+                 heard_last: list[np.ndarray | None] | None = None) -> None:
+        """The user stopped: next steps write the answer (``<sep>`` is the next input).
+        ``heard_last`` (per row of ``rows``: user codes ``[K, T]`` or None): the turn's last
+        frames, not yet heard; the first step feeds them just before ``<sep>``, so the first
+        word comes one model call sooner than after a ``prefill`` of them."""
+        rows = list(rows if rows is not None else range(len(state.rows)))
+        for i, last in zip(rows, heard_last or [None] * len(rows), strict=True):
             turn = state.rows[i].turn
             turn.phase, turn.pending = Phase.TEXT, text_token_ids(self.config, np.array([SEP]))[0]
+            turn.heard_last = last if last is not None and last.shape[1] else None
 
     @torch.inference_mode()
     def step(self, state: GenerationState) -> StepOutput:
@@ -225,8 +232,10 @@ class StudentStepper:
             if no_room and row.writing:  # the cache is full: the answer ends
                 row.stop()
         ids = [self._next_ids(row, chunk) for row, chunk in zip(state.rows, chunks, strict=True)]
-        heads = tuple(sorted({HEADS[r.phase] for r, x in zip(state.rows, ids, strict=True)
-                              if x is not None}))
+        heads = {HEADS[r.phase] for r, x in zip(state.rows, ids, strict=True) if x is not None}
+        if any(r.turn.heard_last is not None for r in state.rows if r.phase is Phase.TEXT):
+            heads.add("ctc")  # a turn's last frames, heard in its first text call
+        heads = tuple(sorted(heads))
         out = self._forward(state, ids, heads=heads)
         result = StepOutput([[] for _ in state.rows], [None] * len(state.rows))
         for b, (row, x) in enumerate(zip(state.rows, ids, strict=True)):
@@ -239,7 +248,11 @@ class StudentStepper:
             if turn.phase is Phase.LISTEN:
                 turn.heard.extend(out.ctc[b, :len(x)].argmax(-1).tolist())
             elif turn.phase is Phase.TEXT:
-                result.text[b] = self._text_steps(row, out.text[b, :len(x)], state.rng)
+                heard = 0 if turn.heard_last is None else turn.heard_last.shape[1]
+                if heard:
+                    turn.heard.extend(out.ctc[b, :heard].argmax(-1).tolist())
+                    turn.heard_last = None
+                result.text[b] = self._text_steps(row, out.text[b, heard:len(x)], state.rng)
             else:
                 ends = 0.0 if out.boundary is None else float(torch.sigmoid(out.boundary[b, 0]))
                 result.frames[b] = self._audio_step(turn, out.audio[b, 0], ends, state.rng)
@@ -250,12 +263,13 @@ class StudentStepper:
         writing words feeds its pending word and a draft of the next ones."""
         turn = row.turn
         if turn.phase is Phase.TEXT:
+            last = [] if turn.heard_last is None else \
+                [user_frame_ids(self.config, turn.heard_last)]
             room = min(self.options.draft_words, self.options.max_text_tokens - len(turn.text),
-                       row.cache.capacity - row.length - 1)
+                       row.cache.capacity - row.length - 1 - sum(map(len, last)))
             turn.draft = self.drafts.draft(turn.text, room) if room > 0 else []
-            if turn.draft:
-                return np.concatenate([turn.pending[None],
-                                       text_token_ids(self.config, np.array(turn.draft))])
+            draft = [text_token_ids(self.config, np.array(turn.draft))] if turn.draft else []
+            return np.concatenate([*last, turn.pending[None], *draft])
         if row.writing:
             return turn.pending[None]
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:

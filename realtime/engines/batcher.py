@@ -250,6 +250,7 @@ class ContinuousBatcher:
                 chunks.append(self._take_codes(row))
         # a row the student's mouth speaks for hands out a frame it already has: no model
         modelled = sum(self._rows[i].stream.phase is not Phase.SPEAK for i in active)
+        hears_last = [self._rows[i].stream.turn.heard_last is not None for i in active]
         t0 = time.perf_counter()
         out = self.stepper.advance(self._state.select(active), chunks)
         self._busy_s += time.perf_counter() - t0
@@ -259,6 +260,8 @@ class ContinuousBatcher:
             row = self._rows[index]
             if row.answer is None:
                 continue
+            if hears_last[b]:  # the turn's last frames were heard in this call
+                row.answer.heard = list(row.stream.heard)
             for word in out.text[b]:
                 row.answer.items.put(Word(word))
             if out.frames[b] is not None:
@@ -317,8 +320,8 @@ class ContinuousBatcher:
         self._rows[index].stream.reset()
 
     def _start_answer(self, command: StartAnswer) -> None:
-        """The rows' queued codes, then their tails, in one model call each; the rows
-        start writing (a vote's stop at HELD, for ``_settle_votes``)."""
+        """The rows' queued codes in one model call; the rows start writing, their tails
+        heard in the first text call (a vote's rows stop at HELD, for ``_settle_votes``)."""
         starts = [(self._rows[i], answer, tail) for i, answer, tail
                   in zip(command.slots, command.answers, command.tails, strict=True)
                   if self._rows[i] is not None]  # (a late command for a closed slot: none)
@@ -334,22 +337,22 @@ class ContinuousBatcher:
         tails = []
         for row, _, tail in starts:
             codes = tail() if tail is not None else None  # (flushing since it was asked for)
-            if codes is not None:
-                codes = self._make_room(row, codes) if codes.shape[1] else None
+            if codes is not None and codes.shape[1]:
+                codes = self._make_room(row, codes)
             row.stream.mark()  # a rollback comes back here
-            tails.append(codes)
-        if any(codes is not None for codes in tails):  # tentative frames: after the mark,
-            self.stepper.advance(together, tails)       # kept out of the history
+            tails.append(codes if codes is not None and codes.shape[1] else None)
         writing = []
         for b, (row, answer, _) in enumerate(starts):
-            answer.heard = list(row.stream.heard)
+            answer.heard = list(row.stream.heard)  # (and the tail's, after the first call)
             row.answer = answer
-            if row.stream.length == 0:  # nothing heard: nothing to answer
+            if row.stream.length == 0 and tails[b] is None:  # nothing heard: nothing to answer
                 self._finish(row, Reason.EMPTY)
             else:
                 writing.append(b)
                 row.stream.turn.hold = len(starts) > 1
-        self.stepper.end_turn(together, writing)
+        # the tails (tentative frames: after the mark, kept out of the history) are heard in
+        # the first text call, with <sep>: one model call fewer before the first word
+        self.stepper.end_turn(together, writing, [tails[b] for b in writing])
         if len(starts) > 1:
             self._votes.append([(row, answer) for row, answer, _ in starts])
 

@@ -225,3 +225,30 @@ def test_a_tail_flushes_as_soon_as_its_answer_is_asked_for(model, batcher):
                 collect(slow))
     assert_same(model, batcher, np.concatenate([user_codes(7, 5), user_codes(9, 2)], 1),
                 collect(quick))
+
+
+def test_a_tail_is_heard_in_the_first_text_call(model, batcher):
+    """A tentative answer's tail goes into the model with <sep>: the same answer and the
+    same heard frames as when the whole turn was listened to, in one model call fewer."""
+    calls = []
+    advance = batcher.stepper.advance
+    batcher.stepper.advance = lambda state, chunks=None: calls.append(1) or advance(state, chunks)
+    codes = user_codes(10, 8)  # 3 + 3 + 2 frames a prefill call (max_prefill_frames 3)
+
+    def answered(tail: bool) -> tuple:
+        slot = batcher.open()
+        try:
+            slot.listen(codes[:, :6] if tail else codes)
+            answer = slot.answer((lambda: codes[:, 6:]) if tail else None)
+            got, heard = collect(answer), list(answer.heard)
+            return got, heard, len(calls)
+        finally:
+            slot.close()
+            calls.clear()
+
+    (whole, heard_whole, calls_whole), (tailed, heard_tailed, calls_tailed) = \
+        answered(False), answered(True)
+    assert_same(model, batcher, codes, whole)
+    assert_same(model, batcher, codes, tailed)
+    assert len(heard_tailed) == len(heard_whole) == 8 and heard_tailed == heard_whole
+    assert calls_tailed == calls_whole - 1, (calls_tailed, calls_whole)
