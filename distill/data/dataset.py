@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,8 +168,11 @@ def load_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def iter_examples(folder: str | Path, split: str | None = None) -> Iterator[DialogueExample]:
-    """The finished examples of ``split`` (all splits if None), in plan order.
+def iter_examples(folder: str | Path, split: str | None = None,
+                  shards: Collection[str] | None = None) -> Iterator[DialogueExample]:
+    """The finished examples of ``split`` (all splits if None), in plan order; with
+    ``shards``, of those shards only (what a reader found when it started, where the
+    dataset is still being built).
 
     Raises if a shard's codes were made with another codec than the manifest's
     (a recode was interrupted: run `voxloop distill synth --recode` again).
@@ -184,7 +187,7 @@ def iter_examples(folder: str | Path, split: str | None = None) -> Iterator[Dial
             continue
         for shard in manifest["splits"][name]["shards"]:
             path = shard_path(folder, shard)
-            if not path.is_file():
+            if not path.is_file() or (shards is not None and shard not in shards):
                 continue
             examples, codec = read_shard(path)
             if codec["sha256"] != sha:

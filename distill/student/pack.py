@@ -319,10 +319,11 @@ def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jo
     (tokenizer, its folder, ``semantic_info``), ``user_codes`` are the semantic tokens of
     its audio heard from ``skip_samples`` in."""
     from voxloop.distill.data.dataset import iter_examples, load_manifest
-    from voxloop.distill.student.token_cache import skipped
+    from voxloop.distill.student.token_cache import finished_shards, skipped
 
+    present = finished_shards(folder)  # (a synth still writing adds shards meanwhile)
     stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if tokens is None
-              else e for e in iter_examples(folder))  # audio: not kept in memory
+              else e for e in iter_examples(folder, shards=set(present)))  # audio: not kept
     if tokens is None:
         return stream
     from voxloop.distill.student.user_tokens import with_semantic_tokens
@@ -332,7 +333,8 @@ def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jo
         from voxloop.distill.student.token_cache import fill_cache, with_cached_tokens
 
         cache = fill_cache(folder, tokenizer, tokenizer_folder, info["sha256"], jobs=jobs,
-                           batch_size=batch_size, progress=progress, skip_samples=skip_samples)
+                           batch_size=batch_size, progress=progress, skip_samples=skip_samples,
+                           shards=present)
         return with_cached_tokens(stream, cache)
     total = sum(s["examples_done"] for s in load_manifest(folder)["splits"].values())
     return with_semantic_tokens(skipped(stream, skip_samples), tokenizer, batch_size,

@@ -98,15 +98,17 @@ def _encode_in_worker(task: tuple[str, str, str, int, int]) -> int:
 
 def fill_cache(dataset: str | Path, tokenizer, tokenizer_folder: Path, tokenizer_sha256: str,
                jobs: int = 1, batch_size: int = 32, progress: bool = False,
-               skip_samples: int = 0) -> Path:
+               skip_samples: int = 0, shards: list[str] | None = None) -> Path:
     """Compute the cache files that are missing, ``jobs`` processes at once (1: here, with
-    ``tokenizer``), of the audio heard from ``skip_samples`` in; returns the cache folder."""
+    ``tokenizer``), of the audio heard from ``skip_samples`` in (of ``shards``; None: every
+    finished shard); returns the cache folder."""
     import multiprocessing
 
     from tqdm import tqdm
 
     folder = cache_folder(dataset, tokenizer_sha256, skip_samples)
-    todo = [s for s in finished_shards(dataset) if not (folder / s).is_file()]
+    shards = finished_shards(dataset) if shards is None else shards
+    todo = [s for s in shards if not (folder / s).is_file()]
     skip = f", {skip_samples} samples in" if skip_samples else ""
     bar = tqdm(total=len(todo), desc=f"semantic tokens ({jobs} jobs{skip})", unit="shard",
                disable=not progress or not todo)

@@ -116,3 +116,27 @@ def test_pack_hears_train_turns_on_every_skip_and_the_rest_from_the_start(tmp_pa
         with pytest.raises(VoxloopError, match="train skips"):
             pack_dataset(tmp_path, tmp_path / "x.npz", user_input="semantic",
                          semantic=tokenizer, train_skips_samples=bad)
+
+
+def test_a_pack_reads_the_shards_there_when_it_began(tmp_path, monkeypatch):
+    """A synth still writing adds shards while a pack (or an eval of the folder) reads:
+    the pack holds the turns of the shards it found and tokenized, not an error about the
+    new shard's missing tokens."""
+    from voxloop.distill.student import pack, token_cache
+
+    tokenizer = tiny_tokenizer()
+    train = examples_with_audio(4, seed=0)
+    write_dataset(tmp_path, {"train": train[:2]}, {"train": 2})
+    fill = token_cache.fill_cache
+
+    def fill_then_a_shard_lands(*args, **kwargs):
+        folder = fill(*args, **kwargs)
+        write_dataset(tmp_path, {"train": train}, {"train": 2})
+        return folder
+
+    monkeypatch.setattr(token_cache, "fill_cache", fill_then_a_shard_lands)
+    tokens = (tokenizer, tmp_path, {"sha256": "ab" * 32})
+    turns = list(pack._user_turns(tmp_path, "semantic", tokens, batch_size=3, jobs=1,
+                                  progress=False))
+    assert [t.id for t in turns] == [e.id for e in train[:2]]
+    assert len(finished_shards(tmp_path)) == 2  # the shard that landed is there, unread
