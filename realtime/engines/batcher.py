@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,12 @@ class _Row:
     queued: deque = field(default_factory=deque)  # user code chunks [K, T] not yet prefilled
     history: list[np.ndarray] = field(default_factory=list)  # this turn's user codes
     answer: Answer | None = None
+    tail: Future | None = None  # the answer's tail, still flushing: the row waits for it
+
+    @property
+    def ready(self) -> bool:
+        """Not waiting for its tail (a row that waits is skipped: other rows go on)."""
+        return self.tail is None or self.tail.done()
 
 
 @dataclass(frozen=True)
@@ -227,12 +233,13 @@ class ContinuousBatcher:
                 if row.answer is not None:
                     row.answer.items.put(Failed(f"{type(exc).__name__}: {exc}"))
                     row.answer = None
+                row.tail = None
                 row.queued.clear()
                 row.history.clear()
                 row.stream.reset()
 
     def _has_work(self) -> bool:
-        return any(r is not None and (r.stream.answering
+        return any(r is not None and ((r.stream.answering and r.ready)
                                       or (r.stream.phase is Phase.LISTEN and r.queued))
                    for r in self._rows)
 
@@ -242,7 +249,11 @@ class ContinuousBatcher:
         for index, row in enumerate(self._rows):
             if row is None:
                 continue
-            if row.stream.answering:
+            if row.stream.answering and row.ready:
+                if row.tail is not None:
+                    self._hear_tail(row)
+                    if not row.stream.answering:
+                        continue
                 active.append(index)
                 chunks.append(None)
             elif row.stream.phase is Phase.LISTEN and row.queued:
@@ -310,6 +321,8 @@ class ContinuousBatcher:
         self._finish(row, Reason.STOPPED)
 
     def _finish(self, row: _Row | None, reason: Reason) -> None:
+        if row is not None:
+            row.tail = None  # a tail still flushing is not heard
         if row is not None and row.answer is not None:
             row.answer.items.put(Done(reason))
             row.answer = None
@@ -334,34 +347,49 @@ class ContinuousBatcher:
         while any(row.queued for row in rows):  # what was heard before the end of the turn
             self.stepper.advance(together, [self._take_codes(row) if row.queued else None
                                             for row in rows])
-        tails = []
-        for row, _, tail in starts:
-            codes = tail() if tail is not None else None  # (flushing since it was asked for)
-            if codes is not None and codes.shape[1]:
-                codes = self._make_room(row, codes)
-            row.stream.mark()  # a rollback comes back here
-            tails.append(codes if codes is not None and codes.shape[1] else None)
         writing = []
-        for b, (row, answer, _) in enumerate(starts):
+        for b, (row, answer, tail) in enumerate(starts):
+            row.stream.mark()  # a rollback comes back here
             answer.heard = list(row.stream.heard)  # (and the tail's, after the first call)
-            row.answer = answer
-            if row.stream.length == 0 and tails[b] is None:  # nothing heard: nothing to answer
+            row.answer, row.tail = answer, tail
+            if row.stream.length == 0 and tail is None:  # nothing heard: nothing to answer
                 self._finish(row, Reason.EMPTY)
             else:
                 writing.append(b)
                 row.stream.turn.hold = len(starts) > 1
-        # the tails (tentative frames: after the mark, kept out of the history) are heard in
-        # the first text call, with <sep>: one model call fewer before the first word
-        self.stepper.end_turn(together, writing, [tails[b] for b in writing])
+        # a tail (tentative frames: after the mark, kept out of the history) is heard in the
+        # row's first text call, with <sep>, once flushed: the model thread never waits for
+        # it, other rows go on meanwhile (_hear_tail)
+        self.stepper.end_turn(together, writing)
         if len(starts) > 1:
             self._votes.append([(row, answer) for row, answer, _ in starts])
 
-    def _flush(self, answer: Answer, tail: Callable[[], np.ndarray] | None
-               ) -> Callable[[], np.ndarray] | None:
+    def _hear_tail(self, row: _Row) -> None:
+        """A flushed tail's frames go in with the row's first text call (after the room
+        for them is made: a turn longer than the cache starts over, and listens again to
+        its last half, before writing)."""
+        codes, row.tail = row.tail.result(), None  # (a failed flush raises: _fail_all)
+        if codes is None or not codes.shape[1]:
+            if row.stream.length == 0:  # nothing heard after all
+                row.stream.stop()
+                self._finish(row, Reason.EMPTY)
+            return
+        turn = row.stream.turn
+        if row.stream.length + codes.shape[1] > self.max_user_frames and row.history:
+            hold = turn.hold
+            turn.phase = Phase.LISTEN
+            codes = self._make_room(row, codes)
+            row.stream.mark()
+            self.stepper.end_turn(self._state.select([row.stream.index]), [0], [codes])
+            row.stream.turn.hold = hold
+            return
+        turn.heard_last = codes[:, :max(0, self.max_user_frames - row.stream.length)]
+
+    def _flush(self, answer: Answer, tail: Callable[[], np.ndarray] | None) -> Future | None:
         """Start ``tail()`` (a semantic ear's partial block, flushed on a copy: an encoder
         call) now, on the ``TAIL_THREADS`` pool, timed: it runs while the model thread
-        serves other rows (or a vote's other ears); the model thread waits for it only when
-        it comes to this answer. Returns what gives its frames then."""
+        serves other rows (or a vote's other ears); the model thread looks in when it
+        comes to this answer, and wakes when it is done."""
         if tail is None:
             return None
         with self._wake:
@@ -374,7 +402,13 @@ class ContinuousBatcher:
             answer.flush_ms = 1000 * (time.perf_counter() - t0)
             return codes
 
-        return self._pool.submit(run).result
+        future = self._pool.submit(run)
+        future.add_done_callback(lambda _: self._notify())
+        return future
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify()
 
     def _settle_votes(self) -> None:
         """Every vote whose rows have all written their words (or ended): the winner's

@@ -3,7 +3,7 @@ only way sessions change model state, run in order by that one thread."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +40,9 @@ class StartAnswer:
     slots: tuple[int, ...]
     answers: tuple[Answer, ...]
     # frames [K, T] heard tentatively (a semantic ear's partial block), flushed on the
-    # batcher's tail threads from the moment the answer is asked for and prefilled by the
-    # model thread after the queued codes; a rollback undoes them with the answer
-    tails: tuple[Callable[[], np.ndarray] | None, ...]
+    # batcher's tail threads from the moment the answer is asked for and heard by the
+    # model thread in the row's first text call, once flushed; a rollback undoes them
+    tails: tuple[Future | None, ...]
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,26 @@ def test_a_tail_is_heard_in_the_first_text_call(model, batcher):
     assert_same(model, batcher, codes, tailed)
     assert len(heard_tailed) == len(heard_whole) == 8 and heard_tailed == heard_whole
     assert calls_tailed == calls_whole - 1, (calls_tailed, calls_whole)
+
+
+def test_other_sessions_are_answered_while_a_tail_still_flushes(model, batcher):
+    """The model thread does not wait for one answer's tail: a second session's answer is
+    written whole while the first's partial block is still flushing; the first is then
+    answered as if alone."""
+    gate = threading.Event()
+
+    def slow_tail():
+        gate.wait(30.0)
+        return user_codes(15, 2)
+
+    first, second = batcher.open(), batcher.open()
+    first.listen(user_codes(13, 5))
+    waiting = first.answer(slow_tail)
+    try:
+        second.listen(user_codes(14, 6))
+        assert_same(model, batcher, user_codes(14, 6), collect(second.answer()))
+        assert waiting.get(0.0) is None  # nothing of the first yet: its tail is not in
+    finally:
+        gate.set()
+    assert_same(model, batcher, np.concatenate([user_codes(13, 5), user_codes(15, 2)], 1),
+                collect(waiting))
