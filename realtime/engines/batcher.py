@@ -28,12 +28,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from voxloop.distill.student.generate import Phase, RowStream, StudentStepper
+from voxloop.distill.student.generate import StudentStepper
+from voxloop.distill.student.rows import Phase, RowStream
 from voxloop.distill.student.votes import winner
 from voxloop.errors import VoxloopError
 from voxloop.realtime.engines.answers import Answer, Done, Failed, Frame, Reason, Word
@@ -44,12 +45,13 @@ from voxloop.realtime.engines.commands import (
     NewTurn,
     Open,
     Rollback,
+    Slot,
     StartAnswer,
     Stop,
 )
+from voxloop.realtime.engines.tails import TailThreads
 
 log = logging.getLogger("voxloop.realtime")
-TAIL_THREADS = 2  # ears' partial blocks are flushed off the model thread, on two cores
 
 
 @dataclass
@@ -75,42 +77,6 @@ class BatcherStats:
     busy_s: float  # time spent in model calls
 
 
-class Slot:
-    """A session's handle on its row; every method only queues a command."""
-
-    def __init__(self, batcher: ContinuousBatcher, index: int) -> None:
-        self.batcher, self.index = batcher, index
-        self.closed = False
-
-    def listen(self, codes: np.ndarray) -> None:
-        """Append user codes ``[K, T]`` (frames in order, any T)."""
-        if codes.shape[1]:
-            self.batcher._send(Listen(self.index, codes))
-
-    def new_turn(self) -> None:
-        """Forget everything: the next codes start a new user turn."""
-        self.batcher._send(NewTurn(self.index))
-
-    def answer(self, tail: Callable[[], np.ndarray] | None = None) -> Answer:
-        """Start answering what was heard so far (codes queued before this call included,
-        then the frames ``tail()`` gives, which a rollback takes back)."""
-        return self.batcher.answer([self], [tail])[0]
-
-    def rollback(self, answer: Answer) -> None:
-        """Drop ``answer`` and keep listening from where it started."""
-        self.batcher._send(Rollback(self.index, answer))
-
-    def stop(self, answer: Answer) -> None:
-        """Stop writing ``answer`` (a barge-in); a no-op once another answer started."""
-        self.batcher._send(Stop(self.index, answer))
-
-    def close(self) -> None:
-        """Give the slot back (once: a closed handle never touches a reused slot)."""
-        if not self.closed:
-            self.closed = True
-            self.batcher._send(Close(self.index))
-
-
 class ContinuousBatcher:
     def __init__(self, stepper: StudentStepper, slots: int, max_prefill_frames: int = 25) -> None:
         self.stepper, self.slots = stepper, slots
@@ -131,7 +97,7 @@ class ContinuousBatcher:
         self._closed = False
         self._calls, self._rows_called, self._busy_s = 0, 0, 0.0
         self._votes: list[list[tuple[_Row, Answer]]] = []  # votes not yet settled
-        self._pool: ThreadPoolExecutor | None = None  # the tail threads, made when first needed
+        self._tails = TailThreads(on_done=self._notify)  # tails flushed off this thread
 
     # -- session side -------------------------------------------------------------------
     def open(self) -> Slot:
@@ -153,8 +119,8 @@ class ContinuousBatcher:
         them wrote (``votes.winner``) and ends the others (``Done(STOPPED)``) before
         their mouths run, so a vote costs the extra rows' words only."""
         answers = [Answer() for _ in slots]
-        self._send(StartAnswer(tuple(slot.index for slot in slots), tuple(answers),
-                               tuple(self._flush(a, t) for a, t in zip(answers, tails,
+        self.send(StartAnswer(tuple(slot.index for slot in slots), tuple(answers),
+                               tuple(self._tails.submit(a, t) for a, t in zip(answers, tails,
                                                                      strict=True))))
         return answers
 
@@ -167,10 +133,9 @@ class ContinuousBatcher:
             self._wake.notify()
         if self._thread:
             self._thread.join(timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        self._tails.shutdown()
 
-    def _send(self, command: Command) -> None:
+    def send(self, command: Command) -> None:
         with self._wake:
             if isinstance(command, Close):
                 self._free.add(command.slot)
@@ -384,27 +349,6 @@ class ContinuousBatcher:
             row.stream.turn.hold = hold
             return
         turn.heard_last = codes[:, :max(0, self.max_user_frames - row.stream.length)]
-
-    def _flush(self, answer: Answer, tail: Callable[[], np.ndarray] | None) -> Future | None:
-        """Start ``tail()`` (a semantic ear's partial block, flushed on a copy: an encoder
-        call) now, on the ``TAIL_THREADS`` pool, timed: it runs while the model thread
-        serves other rows (or a vote's other ears); the model thread looks in when it
-        comes to this answer, and wakes when it is done."""
-        if tail is None:
-            return None
-        with self._wake:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(TAIL_THREADS, thread_name_prefix="voxloop-tails")
-
-        def run() -> np.ndarray:
-            t0 = time.perf_counter()
-            codes = tail()
-            answer.flush_ms = 1000 * (time.perf_counter() - t0)
-            return codes
-
-        future = self._pool.submit(run)
-        future.add_done_callback(lambda _: self._notify())
-        return future
 
     def _notify(self) -> None:
         with self._wake:

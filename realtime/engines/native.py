@@ -41,7 +41,7 @@ from voxloop.realtime.engines.seats import VotingSeats
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
 if TYPE_CHECKING:
-    from voxloop.realtime.engines.batcher import Slot
+    from voxloop.realtime.engines.commands import Slot
     from voxloop.realtime.engines.ears import CodecEar, SemanticEar, ShiftedEar
 
     Ear = CodecEar | SemanticEar | ShiftedEar

@@ -9,9 +9,10 @@ import torch
 from tests.distill.student.fixtures import tiny_config
 from tests.realtime.engines.helpers import collect
 from voxloop.distill.student.drafts import AnswerDrafts
-from voxloop.distill.student.generate import Phase, SamplingOptions, StudentStepper
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.model import Student
 from voxloop.distill.student.one_turn import generate
+from voxloop.distill.student.rows import Phase
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.realtime.engines.batcher import ContinuousBatcher
 

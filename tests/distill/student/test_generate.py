@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_config
-from voxloop.distill.student.generate import GenerationState, Phase, SamplingOptions, StudentStepper
+from voxloop.distill.student.generate import GenerationState, SamplingOptions, StudentStepper
 from voxloop.distill.student.model import Student
 from voxloop.distill.student.one_turn import generate
+from voxloop.distill.student.rows import Phase
 from voxloop.distill.student.vocab import Tokenizer
 
 OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)

@@ -12,7 +12,7 @@ import torch
 from tests.distill.student.fixtures import pointer_packed, tiny_config, tiny_examples, tiny_packed
 from voxloop.cli import main
 from voxloop.distill.student.config import MouthConfig, MouthTrainSettings
-from voxloop.distill.student.generate import Phase, StudentStepper, TurnProgress
+from voxloop.distill.student.generate import StudentStepper
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
@@ -25,6 +25,7 @@ from voxloop.distill.student.mouth_train import (
     resample_words,
     train_mouth,
 )
+from voxloop.distill.student.rows import Phase, TurnProgress
 from voxloop.distill.student.train import StudentTrainSettings, train
 from voxloop.distill.student.vocab import EOT, Tokenizer
 from voxloop.errors import VoxloopError

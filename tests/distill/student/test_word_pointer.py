@@ -16,10 +16,11 @@ from tests.distill.student.fixtures import (
 )
 from voxloop.distill.student.align import WordAligner, align_pack, ordered_starts
 from voxloop.distill.student.augment import jitter_words
-from voxloop.distill.student.generate import Phase, SamplingOptions, StudentStepper, TurnProgress
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.layout import IGNORE, build_sequence, text_token_ids
 from voxloop.distill.student.model import Student, load_student
 from voxloop.distill.student.one_turn import generate
+from voxloop.distill.student.rows import Phase, TurnProgress
 from voxloop.distill.student.train import StudentTrainSettings, export_student, train
 from voxloop.distill.student.vocab import EOT, Tokenizer, answer_words
 from voxloop.errors import VoxloopError

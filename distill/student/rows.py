@@ -1,0 +1,109 @@
+"""One row of a batch the student generates for: its phase, its turn's progress, its
+place in the batch's KV cache (:class:`RowStream`). The stepper (:mod:`generate`) moves a
+row forward; everyone else only through ``reset``, ``mark`` / ``rollback`` and ``stop``."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from voxloop.distill.student.model import KVCache
+
+
+class Phase(enum.Enum):
+    """What a row's next position is, and so which head reads it."""
+
+    LISTEN = "listen"  # user frames go in; the CTC head hears them
+    TEXT = "text"  # answer words (text head)
+    AUDIO = "audio"  # delayed codec steps (audio heads)
+    SPEAK = "speak"  # the mouth's frames go out, one per step (no model call)
+    HELD = "held"  # the words are written; the mouth waits for ``say`` (a vote's winner)
+    DONE = "done"  # nothing more to write this turn
+
+
+HEADS = {Phase.LISTEN: "ctc", Phase.TEXT: "text", Phase.AUDIO: "audio"}
+
+
+@dataclass
+class TurnProgress:
+    """How far one row's turn has got: what was heard, what was made so far."""
+
+    pending: np.ndarray | None = None  # embedding ids [C] of the next input position
+    phase: Phase = Phase.LISTEN
+    text: list[int] = field(default_factory=list)
+    steps: list[np.ndarray] = field(default_factory=list)  # delayed audio steps [K_out]
+    eos_step: int | None = None
+    frames_out: int = 0
+    word: int = 0  # the answer word being spoken (index into text; a word-pointer student)
+    word_start: int = 0  # the audio step at which it started
+    word_stay: float = 1.0  # the model's probability that the word has not ended yet
+    heard: list[int] = field(default_factory=list)  # CTC head's argmax per user frame
+    said: np.ndarray | None = None  # the mouth's frames of the answer [K_out, F]
+    hold: bool = False  # a student with a mouth stops at HELD after its words
+    draft: list[int] = field(default_factory=list)  # words fed after ``pending`` this call
+    heard_last: np.ndarray | None = None  # user codes [K, T] fed before ``<sep>`` (end_turn)
+
+
+class RowStream:
+    """One session: row ``index`` of a batch's KV cache and its turn's progress.
+
+    The stepper moves it forward; everyone else only through ``reset`` (a new
+    turn), ``mark`` / ``rollback`` (a tentative answer and its undo) and ``stop``.
+    """
+
+    def __init__(self, cache: KVCache, index: int) -> None:
+        self.cache, self.index = cache, index  # the whole batch's cache, never a view
+        self.turn = TurnProgress()
+        self._mark = (0, 0)  # (cache length, frames heard) to go back to
+
+    @property
+    def length(self) -> int:
+        """Positions filled in this row (user frames, then the answer's positions)."""
+        return int(self.cache.lengths[self.index])
+
+    @property
+    def phase(self) -> Phase:
+        return self.turn.phase
+
+    @property
+    def heard(self) -> list[int]:
+        """The CTC head's argmax per user frame heard so far."""
+        return self.turn.heard
+
+    @property
+    def answering(self) -> bool:
+        return self.writing or self.turn.phase is Phase.SPEAK
+
+    @property
+    def writing(self) -> bool:
+        """Its next position goes through the model (answer words or audio steps)."""
+        return self.turn.phase in (Phase.TEXT, Phase.AUDIO)
+
+    def reset(self) -> None:
+        """Forget the turn: an empty row that listens."""
+        self.turn = TurnProgress()
+        self._set_length(0)
+        self._mark = (0, 0)
+
+    def mark(self) -> None:
+        """Remember this point (what was heard so far) for ``rollback``."""
+        self._mark = (self.length, len(self.turn.heard))
+
+    def rollback(self) -> None:
+        """Back to the mark, listening, as if nothing after it had happened: the
+        positions after it are overwritten by the next ones."""
+        length, heard = self._mark
+        self.turn = TurnProgress(heard=self.turn.heard[:heard])
+        self._set_length(length)
+
+    def stop(self) -> None:
+        """Write nothing more this turn."""
+        self.turn.phase = Phase.DONE
+
+    @torch.inference_mode()
+    def _set_length(self, length: int) -> None:
+        # a cache stepped in inference mode holds inference tensors: writable only in it
+        self.cache.lengths[self.index] = length
