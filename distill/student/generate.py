@@ -155,7 +155,7 @@ class StudentStepper:
                 heard = 0 if turn.heard_last is None else turn.heard_last.shape[1]
                 if heard:
                     turn.heard.extend(out.ctc[b, :heard].argmax(-1).tolist())
-                    turn.heard_last = None
+                turn.heard_last = None
                 result.text[b] = self._text_steps(row, out.text[b, heard:len(x)], state.rng)
             else:
                 ends = 0.0 if out.boundary is None else float(torch.sigmoid(out.boundary[b, 0]))

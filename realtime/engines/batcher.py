@@ -348,7 +348,8 @@ class ContinuousBatcher:
             self.stepper.end_turn(self._state.select([row.stream.index]), [0], [codes])
             row.stream.turn.hold = hold
             return
-        turn.heard_last = codes[:, :max(0, self.max_user_frames - row.stream.length)]
+        codes = codes[:, :max(0, self.max_user_frames - row.stream.length)]
+        turn.heard_last = codes if codes.shape[1] else None
 
     def _notify(self) -> None:
         with self._wake:
