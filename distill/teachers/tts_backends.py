@@ -9,6 +9,7 @@ speeds and prosody noise (``piper:joe@ls1.2``): variant voices for data variety.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,7 @@ from voxloop.models import verify_sha256
 
 PIPER_JOE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
 INSTALL_HINT = "run `make bootstrap` (or: apt-get install {packages})"
+log = logging.getLogger("voxloop.distill")
 
 
 class CommandBackend:
@@ -35,6 +37,7 @@ class CommandBackend:
     apt_packages = ""
     voice_table: dict[str, tuple[str, int, str]] = {}  # voice -> (engine arg, Hz, description)
     base_voices: tuple[str, ...] | None = None  # None: every voice is a base (not variant) one
+    timeout_s = 120.0  # one call; a call that passes it is made once more (a busy machine)
 
     def available(self) -> tuple[bool, str]:
         if shutil.which(self.program) is None:
@@ -68,6 +71,23 @@ class CommandBackend:
     def command(self, text_path: Path, engine_voice: str, out_path: Path) -> list[str]:
         raise NotImplementedError
 
+    def _run(self, cmd: list[str], voice: Voice) -> subprocess.CompletedProcess:
+        """``cmd``, once more if it passes ``timeout_s`` (on a loaded machine one call of a
+        long job can; a whole synth should not end for it), then a clear error."""
+        for attempt in (1, 2):
+            try:
+                return subprocess.run(cmd, capture_output=True, text=True,
+                                      timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                if attempt == 2:
+                    raise VoxloopError(
+                        f"{self.program} took over {self.timeout_s:g} s twice for voice "
+                        f"{voice.name}: the machine is too busy, or the voice hangs on this "
+                        "text (try it with `voxloop tts`)") from None
+                log.warning("event=tts_timeout program=%s voice=%s timeout_s=%g: once more",
+                            self.program, voice.name, self.timeout_s)
+        raise AssertionError("unreachable")
+
     def synthesize(self, text: str, voice: Voice) -> np.ndarray:
         ok, fix = self.available()
         if not ok:
@@ -76,8 +96,7 @@ class CommandBackend:
         with tempfile.TemporaryDirectory(prefix="voxloop-tts-") as tmp:
             text_path, out_path = Path(tmp) / "in.txt", Path(tmp) / "out.wav"
             text_path.write_text(text.strip() + "\n", encoding="utf-8")
-            cmd = self.command(text_path, engine_voice, out_path)
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            done = self._run(self.command(text_path, engine_voice, out_path), voice)
             if done.returncode != 0 or not out_path.is_file():
                 raise VoxloopError(
                     f"{self.program} failed for voice {voice.name} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from voxloop.audio import write_wav
 from voxloop.distill.data import augment as aug
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, available_voices, list_voices, synthesize
 from voxloop.errors import MissingDependencyError, VoxloopError
@@ -141,3 +142,38 @@ def test_missing_sox_is_a_clear_error(speech, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(MissingDependencyError, match="apt-get install sox"):
         aug.shift_pitch(speech[0], speech[1], 2.0)
+
+
+class _Hangs:
+    """A synthesizer program that hangs on its first ``hangs`` calls, then copies ``wav``."""
+
+    @staticmethod
+    def backend(tmp_path, hangs: int):
+        from voxloop.distill.teachers.tts_backends import CommandBackend
+
+        wav = write_wav(tmp_path / "said.wav", np.linspace(-0.5, 0.5, 1600, dtype=np.float32),
+                        16000)
+        calls = tmp_path / "calls"
+
+        class Hangs(CommandBackend):
+            name, program, timeout_s = "hangs", "bash", 2.0
+            voice_table = {"x": ("x", 16000, "a test voice")}
+
+            def command(self, text_path, engine_voice, out_path):
+                return ["bash", "-c", f'echo >> {calls}; [ "$(wc -l < {calls})" -gt {hangs} ] '
+                        f'&& cp {wav} {out_path} || exec sleep 30']
+
+        return Hangs(), calls
+
+
+def test_a_synthesizer_that_hangs_once_is_asked_again(tmp_path, caplog):
+    """On a loaded machine one call of a long synth can pass the timeout: it is made once
+    more rather than ending the job; twice is a clear error."""
+    backend, calls = _Hangs.backend(tmp_path / "once", hangs=1)
+    samples = backend.synthesize("hello", backend.voices()[0])
+    assert len(samples) == 1600 and calls.read_text().count("\n") == 2
+    assert "event=tts_timeout" in caplog.text
+    backend, calls = _Hangs.backend(tmp_path / "always", hangs=9)
+    with pytest.raises(VoxloopError, match="took over 2 s twice for voice hangs:x"):
+        backend.synthesize("hello", backend.voices()[0])
+    assert calls.read_text().count("\n") == 2
