@@ -103,7 +103,7 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     out.mkdir(parents=True, exist_ok=True)
     model, vocab = load_student(model_dir)
     tokenizer = Tokenizer(vocab)
-    data = load_data(settings.data, out, vocab)
+    data = load_data(settings.data, out, vocab, splits=tuple(settings.splits))
     codec = codec or load_student_codec(settings.codec, vocab, settings.decoder)
     if asr is None:
         from voxloop.distill.teachers.asr import load_asr

@@ -209,7 +209,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  user_input: str = "codes", semantic=None, batch_size: int = 32,
                  jobs: int = 1, progress: bool = False, keep_vocab: dict | None = None,
                  extra_train: tuple[str | Path, ...] = (),
-                 train_skips_samples: tuple[int, ...] = (0,)) -> Path:
+                 train_skips_samples: tuple[int, ...] = (0,),
+                 splits: tuple[str, ...] = ()) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
@@ -230,6 +231,9 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     those of its audio heard from that many samples in (a fraction of a token: the grid
     falls elsewhere on the speech, as it does on a stranger's turn); a copy's id is
     ``{id}@{skip}``. Validation and the held-out splits are heard from the start.
+    ``splits``: only these splits of ``folder`` are read and tokenized (an evaluation of
+    the held-out turns need not tokenize 34,000 train turns); empty: all. Without the
+    train split the vocabularies must be given (``vocab``).
     """
     from voxloop.distill.data.dataset import load_manifest
     from voxloop.distill.student.vocab import Tokenizer, build_vocab
@@ -248,6 +252,9 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     if not train_skips_samples or len(set(train_skips_samples)) < len(train_skips_samples):
         raise VoxloopError(f"train skips must be distinct and at least one, not "
                            f"{list(train_skips_samples)}")
+    if splits and "train" not in splits and vocab is None:
+        raise VoxloopError(f"packing {', '.join(splits)} alone needs the vocabularies of the "
+                           "model it is for (--vocab-from): they are built from the train split")
     if train_skips_samples != (0,) and user_input != "semantic":
         raise VoxloopError("other alignments are for semantic tokens (--user-input semantic)")
     manifest = load_manifest(folder)
@@ -269,11 +276,11 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
             raise VoxloopError(f"train skips must be 0 to {frame - 1} samples (under one "
                                f"token), not {list(train_skips_samples)}")
     examples = []
-    for source in (folder, *extra_train):
+    for source in (folder, *(extra_train if not splits or "train" in splits else ())):
         main = source is folder  # the only source whose other splits are kept (from 0)
         for skip in sorted({*train_skips_samples, *([0] if main else [])}):
             turns = list(_user_turns(source, user_input, tokens, batch_size, jobs, progress,
-                                     skip))
+                                     skip, splits if main else ("train",)))
             if not turns:
                 raise VoxloopError(f"{source} has no finished shard yet")
             examples += [e if not skip else dataclasses.replace(e, id=f"{e.id}@{skip}")
@@ -314,14 +321,15 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
 
 
 def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jobs: int,
-                progress: bool, skip_samples: int = 0):
-    """The finished ``DialogueExample``s of ``folder`` without their audio; with ``tokens``
-    (tokenizer, its folder, ``semantic_info``), ``user_codes`` are the semantic tokens of
-    its audio heard from ``skip_samples`` in."""
+                progress: bool, skip_samples: int = 0, splits: tuple[str, ...] = ()):
+    """The finished ``DialogueExample``s of ``folder`` (of ``splits``; empty: all) without
+    their audio; with ``tokens`` (tokenizer, its folder, ``semantic_info``), ``user_codes``
+    are the semantic tokens of its audio heard from ``skip_samples`` in."""
     from voxloop.distill.data.dataset import iter_examples, load_manifest
     from voxloop.distill.student.token_cache import finished_shards, skipped
 
-    present = finished_shards(folder)  # (a synth still writing adds shards meanwhile)
+    present = [shard for shard in finished_shards(folder)  # (a synth still writing adds
+               if not splits or shard.rsplit("-", 1)[0] in splits]  # shards meanwhile)
     stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if tokens is None
               else e for e in iter_examples(folder, shards=set(present)))  # audio: not kept
     if tokens is None:

@@ -137,12 +137,13 @@ def answer_weights(data: PackedData, rows: np.ndarray, balance: float) -> np.nda
 
 
 def load_data(data: str | Path, out: Path, vocab: dict | None = None,
-              user_input: str | None = None) -> PackedData:
+              user_input: str | None = None, splits: tuple[str, ...] = ()) -> PackedData:
     """A packed ``.npz``, or a dataset folder packed into ``out/data.npz`` (once). With
     ``vocab`` (a trained model's), the data must be tokenized with it and hear what the
     model hears; ``user_input`` (``codes`` or ``semantic``, default: the model's, else
     codes) is what a dataset folder is packed as (semantic: with the model's tokenizer,
-    else the bundled one)."""
+    else the bundled one); ``splits``: a folder's splits to pack (empty: all; an
+    evaluation's, with a model's ``vocab``)."""
     from voxloop.distill.student.pack import pack_dataset
 
     vocab = vocab or {}
@@ -151,13 +152,14 @@ def load_data(data: str | Path, out: Path, vocab: dict | None = None,
     path, packed = Path(data), out / "data.npz"
 
     def fits(d: PackedData) -> bool:
-        return (not vocab or _same_vocab(d, vocab)) and d.user_input == user_input
+        return (not vocab or _same_vocab(d, vocab)) and d.user_input == user_input \
+            and all(len(d.indices(split)) for split in splits)
 
     if path.suffix == ".npz":
         packed = path
     elif not packed.is_file() or not fits(PackedData.load(packed)):
         pack_dataset(path, packed, vocab=vocab or None, user_input=user_input,
-                     semantic=semantic, progress=True)
+                     semantic=semantic, progress=True, splits=splits if vocab else ())
     result = PackedData.load(packed)
     if vocab and not _same_vocab(result, vocab):
         raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "

@@ -163,6 +163,16 @@ def test_pack_a_partial_dataset_as_semantic_tokens(tmp_path, tokenizer):
     for i, ex in enumerate(train_examples + valid_examples):
         wav = torch.from_numpy(ex.user_audio.astype(np.float32) / 32768)[None]
         np.testing.assert_array_equal(data.user(i), tokenizer.encode(wav).numpy())
+    # an evaluation's splits alone, with the model's vocabularies: the same rows
+    valid = PackedData.load(pack_dataset(tmp_path / "data", tmp_path / "valid.npz",
+                                         user_input="semantic", semantic=tokenizer,
+                                         vocab=data.vocab, splits=("valid",)))
+    assert valid.split.tolist() == ["valid", "valid"]
+    for i, j in enumerate(data.indices("valid")):
+        np.testing.assert_array_equal(valid.user(i), data.user(j))
+    with pytest.raises(VoxloopError, match="vocabularies of the model"):
+        pack_dataset(tmp_path / "data", tmp_path / "x.npz", user_input="semantic",
+                     semantic=tokenizer, splits=("valid",))
     with pytest.raises(VoxloopError, match="corpus"):
         pack_dataset(tmp_path / "data", tmp_path / "x.npz", targets="intended",
                      corpus=tmp_path, user_input="semantic", semantic=tokenizer)

@@ -140,3 +140,16 @@ def test_a_pack_reads_the_shards_there_when_it_began(tmp_path, monkeypatch):
                                   progress=False))
     assert [t.id for t in turns] == [e.id for e in train[:2]]
     assert len(finished_shards(tmp_path)) == 2  # the shard that landed is there, unread
+
+
+def test_a_pack_of_some_splits_tokenizes_those_only(tmp_path):
+    from voxloop.distill.student import pack
+
+    train, valid = examples_with_audio(4, seed=0), examples_with_audio(2, 5, split="valid")
+    write_dataset(tmp_path, {"train": train, "valid": valid}, {"train": 2, "valid": 1})
+    tokens = (tiny_tokenizer(), tmp_path, {"sha256": "cd" * 32})
+    turns = list(pack._user_turns(tmp_path, "semantic", tokens, batch_size=3, jobs=1,
+                                  progress=False, splits=("valid",)))
+    assert [t.id for t in turns] == [e.id for e in valid]
+    cached = sorted(p.name for p in cache_folder(tmp_path, "cd" * 32).glob("*.npz"))
+    assert cached == ["valid-00000.npz"]
