@@ -339,17 +339,12 @@ class ContinuousBatcher:
                 row.stream.stop()
                 self._finish(row, Reason.EMPTY)
             return
-        turn = row.stream.turn
-        if row.stream.length + codes.shape[1] > self.max_user_frames and row.history:
-            hold = turn.hold
-            turn.phase = Phase.LISTEN
-            codes = self._make_room(row, codes)
-            row.stream.mark()
-            self.stepper.end_turn(self._state.select([row.stream.index]), [0], [codes])
-            row.stream.turn.hold = hold
-            return
-        codes = codes[:, :max(0, self.max_user_frames - row.stream.length)]
-        turn.heard_last = codes if codes.shape[1] else None
+        hold = row.stream.turn.hold
+        row.stream.rollback()  # to the mark, listening (the row has waited: nothing written)
+        codes = self._make_room(row, codes)
+        row.stream.mark()
+        self.stepper.end_turn(self._state.select([row.stream.index]), [0], [codes])
+        row.stream.turn.hold = hold
 
     def _notify(self) -> None:
         with self._wake:

@@ -111,6 +111,15 @@ def test_a_turn_longer_than_the_cache_keeps_its_end(model, batcher):
     slot.listen(long)
     words, frames, reason = collect(slot.answer())
     assert reason is Reason.COMPLETED and frames.shape[1] > 0
+    # a tentative tail that does not fit: the turn starts over from the last half of what
+    # was heard, then hears the tail (its end: what the answer is about) whole
+    half = batcher.max_user_frames // 2
+    heard, tail = user_codes(9, batcher.max_user_frames - 2), user_codes(10, 6)
+    slot.new_turn()
+    slot.listen(heard)
+    answer = slot.answer(lambda: tail)
+    assert_same(model, batcher, np.concatenate([heard[:, -half:], tail], 1), collect(answer))
+    assert len(answer.heard) == half + 6
 
 
 def test_a_closed_handle_cannot_disturb_other_sessions(model, batcher):
