@@ -275,12 +275,16 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
         if not all(0 <= s < frame for s in train_skips_samples):
             raise VoxloopError(f"train skips must be 0 to {frame - 1} samples (under one "
                                f"token), not {list(train_skips_samples)}")
+    from voxloop.distill.student.token_cache import finished_shards
+
     examples = []
     for source in (folder, *(extra_train if not splits or "train" in splits else ())):
         main = source is folder  # the only source whose other splits are kept (from 0)
+        # the shards there now, read at every skip (a synth still writing adds more)
+        present = finished_shards(source, splits if main else ("train",))
         for skip in sorted({*train_skips_samples, *([0] if main else [])}):
             turns = list(_user_turns(source, user_input, tokens, batch_size, jobs, progress,
-                                     skip, splits if main else ("train",)))
+                                     skip, present))
             if not turns:
                 raise VoxloopError(f"{source} has no finished shard yet")
             examples += [e if not skip else dataclasses.replace(e, id=f"{e.id}@{skip}")
@@ -321,15 +325,13 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
 
 
 def _user_turns(folder: str | Path, user_input: str, tokens, batch_size: int, jobs: int,
-                progress: bool, skip_samples: int = 0, splits: tuple[str, ...] = ()):
-    """The finished ``DialogueExample``s of ``folder`` (of ``splits``; empty: all) without
-    their audio; with ``tokens`` (tokenizer, its folder, ``semantic_info``), ``user_codes``
-    are the semantic tokens of its audio heard from ``skip_samples`` in."""
+                progress: bool, skip_samples: int, present: list[str]):
+    """The ``DialogueExample``s of ``folder``'s shards ``present`` without their audio;
+    with ``tokens`` (tokenizer, its folder, ``semantic_info``), ``user_codes`` are the
+    semantic tokens of its audio heard from ``skip_samples`` in."""
     from voxloop.distill.data.dataset import iter_examples, load_manifest
-    from voxloop.distill.student.token_cache import finished_shards, skipped
+    from voxloop.distill.student.token_cache import skipped
 
-    present = [shard for shard in finished_shards(folder)  # (a synth still writing adds
-               if not splits or shard.rsplit("-", 1)[0] in splits]  # shards meanwhile)
     stream = (dataclasses.replace(e, user_audio=None, answer_audio=None) if tokens is None
               else e for e in iter_examples(folder, shards=set(present)))  # audio: not kept
     if tokens is None:

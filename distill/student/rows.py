@@ -19,7 +19,7 @@ class Phase(enum.Enum):
     LISTEN = "listen"  # user frames go in; the CTC head hears them
     TEXT = "text"  # answer words (text head)
     AUDIO = "audio"  # delayed codec steps (audio heads)
-    SPEAK = "speak"  # the mouth's frames go out, one per step (no model call)
+    SPEAK = "speak"  # the mouth's frames go out, one per step or all at once (no model call)
     HELD = "held"  # the words are written; the mouth waits for ``say`` (a vote's winner)
     DONE = "done"  # nothing more to write this turn
 

@@ -40,12 +40,13 @@ def skipped(examples, skip_samples: int) -> Iterator:
                else dataclasses.replace(ex, user_audio=ex.user_audio[skip_samples:]))
 
 
-def finished_shards(dataset: str | Path) -> list[str]:
-    """The names of the dataset's shards that exist (a dataset may still be being built)."""
+def finished_shards(dataset: str | Path, splits: tuple[str, ...] = ()) -> list[str]:
+    """The names of the dataset's shards that exist (a dataset may still be being built),
+    of ``splits`` (empty: all)."""
     from voxloop.distill.data.dataset import load_manifest, shard_path
 
     manifest = load_manifest(dataset)
-    return [shard for name in sorted(manifest["splits"])
+    return [shard for name in sorted(manifest["splits"]) if not splits or name in splits
             for shard in manifest["splits"][name]["shards"]
             if shard_path(dataset, shard).is_file()]
 

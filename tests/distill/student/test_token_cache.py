@@ -137,7 +137,8 @@ def test_a_pack_reads_the_shards_there_when_it_began(tmp_path, monkeypatch):
     monkeypatch.setattr(token_cache, "fill_cache", fill_then_a_shard_lands)
     tokens = (tokenizer, tmp_path, {"sha256": "ab" * 32})
     turns = list(pack._user_turns(tmp_path, "semantic", tokens, batch_size=3, jobs=1,
-                                  progress=False))
+                                  progress=False, skip_samples=0,
+                                  present=finished_shards(tmp_path)))
     assert [t.id for t in turns] == [e.id for e in train[:2]]
     assert len(finished_shards(tmp_path)) == 2  # the shard that landed is there, unread
 
@@ -149,7 +150,8 @@ def test_a_pack_of_some_splits_tokenizes_those_only(tmp_path):
     write_dataset(tmp_path, {"train": train, "valid": valid}, {"train": 2, "valid": 1})
     tokens = (tiny_tokenizer(), tmp_path, {"sha256": "cd" * 32})
     turns = list(pack._user_turns(tmp_path, "semantic", tokens, batch_size=3, jobs=1,
-                                  progress=False, splits=("valid",)))
+                                  progress=False, skip_samples=0,
+                                  present=finished_shards(tmp_path, ("valid",))))
     assert [t.id for t in turns] == [e.id for e in valid]
     cached = sorted(p.name for p in cache_folder(tmp_path, "cd" * 32).glob("*.npz"))
     assert cached == ["valid-00000.npz"]
