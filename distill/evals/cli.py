@@ -1,8 +1,9 @@
 """``voxloop eval codec | decoders | mouth | student | votes | end-of-turn | compare``: measure the
 codec, the student and the end-of-turn model on held-out speech, and two students against
 each other; ``voxloop distill
-renditions | said | choose-mouth``: the judge picks the clearest answer takes (where the
-mouth says an answer badly) and the mouth understood most."""
+renditions | said | choose-mouth | sayings``: the judge picks the clearest answer takes
+(where the mouth says an answer badly), the mouth understood most and the clearest way the
+mouth says each answer it remembers."""
 
 from __future__ import annotations
 
@@ -79,6 +80,19 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("out", help="the said pack to write")
     p.add_argument("--batch-size", type=int, default=32, help="answers said at once")
     p.set_defaults(run=run_said)
+
+    from voxloop.distill.evals.sayings import SayingSettings
+
+    p = add_command(distill_group(subparsers, groups), "sayings",
+                    "Judge how a student's mouth says every answer it remembers (through the "
+                    "codec, by Whisper), say the misheard ones other ways (paces, predicted "
+                    "word lengths, sampled codes) and keep the clearest as the folder's "
+                    "said_codes.safetensors, which the engine and the evals read.",
+                    "voxloop distill sayings models/voxloop-student --report out/sayings.json")
+    p.add_argument("student", help="a student folder with a mouth (rewritten in place)")
+    p.add_argument("--report", help="also write every answer's sayings and verdicts here (JSON)")
+    add_settings(p, SayingSettings)
+    p.set_defaults(run=run_sayings)
 
     p = add_command(distill_group(subparsers, groups), "choose-mouth",
                     "Judge every mouth a `voxloop distill mouth --snapshot-every N` run kept, "
@@ -230,6 +244,23 @@ def run_said(args: argparse.Namespace) -> int:
 
     path, n = said_pack(args.student, args.npz, args.out, args.batch_size)
     print(f"wrote {path}: {n} distinct answers as {args.student}'s mouth says them")
+    return 0
+
+
+def run_sayings(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.sayings import SayingSettings, choose_sayings, write_report
+
+    report = choose_sayings(args.student, settings_from_args(SayingSettings, args))
+    s = report["summary"]
+    print(f"{s['answers']} remembered answers judged: right {s['right_now']} -> "
+          f"{s['right_chosen']}; {s['answers_said_other_ways']} said other ways")
+    if s["answers_said_other_ways"]:
+        print(f"  of those: right {s['correct_before']} -> {s['correct_after']} (some way "
+              f"right: {s['any_take_correct']}), mean WER {s['wer_before_pct']:.1f} -> "
+              f"{s['wer_after_pct']:.1f} %; chosen: {s['chosen_ways']}")
+    print(f"wrote {Path(report['folder']) / 'said_codes.safetensors'}")
+    if args.report:
+        print(f"wrote {write_report(report, args.report)}")
     return 0
 
 

@@ -60,6 +60,9 @@ def register(subparsers, groups: dict) -> None:
                    "heard from that many ms in (under one token, e.g. 0 20: the token grid "
                    "on two alignments, as strangers' turns fall on it); tokens cached per "
                    "skip. Validation and held-out turns are heard from the start")
+    p.add_argument("--splits", nargs="+", default=[], metavar="SPLIT",
+                   help="pack only these splits of DATASET (default: all); without train, "
+                        "with --vocab-from (to evaluate a student on the held-out ones)")
     p.add_argument("--align", action="store_true", help="also time every answer word "
                    "(voxloop distill align, with --jobs Whisper threads), which a "
                    "--student-word-pointer student and a mouth need")
@@ -133,7 +136,8 @@ def run_pack(args: argparse.Namespace) -> int:
                         semantic=args.semantic, batch_size=args.batch_size, jobs=args.jobs,
                         progress=True, keep_vocab=keep, extra_train=tuple(args.extra_train),
                         train_skips_samples=tuple(round(ms * MODEL_RATE_HZ / 1000)
-                                                  for ms in args.train_skips_ms))
+                                                  for ms in args.train_skips_ms),
+                        splits=tuple(args.splits))
     if args.align:
         run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=args.jobs))
     data = PackedData.load(path)

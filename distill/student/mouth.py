@@ -237,20 +237,36 @@ class Mouth(nn.Module):
         return MouthOutput(encoded.log_frames, logits)
 
     @torch.inference_mode()
-    def say(self, words: torch.Tensor, pace: float = 1.0) -> list[torch.Tensor]:
-        """``words [B, W]`` -> each row's codes ``[K, F_b]`` (greedy; ``pace`` > 1 slower;
-        a remembered answer at its remembered lengths, from ``said_codes`` if it is there)."""
-        if pace == 1.0 and self.said_codes is not None:
+    def say(self, words: torch.Tensor, pace: float = 1.0, remembered: bool = True,
+            temperature: float = 0.0, seed: int = 0) -> list[torch.Tensor]:
+        """``words [B, W]`` -> each row's codes ``[K, F_b]`` (``pace`` > 1 slower; a
+        remembered answer at its remembered lengths, from ``said_codes`` if it is there).
+
+        Greedy by default; ``temperature`` > 0 samples each code (``seed``: the draws) and
+        ``remembered=False`` says every row at the lengths the mouth predicts: other sayings
+        of the same words, for a judge to choose among (``distill.evals.sayings``).
+        """
+        usual = pace == 1.0 and remembered and temperature == 0.0
+        if usual and self.said_codes is not None:
             said = [self.said_codes.get(row, self.config.pad_word) for row in words]
             if all(codes is not None for codes in said):
                 return [codes.to(words.device, copy=True) for codes in said]
         encoded = self.encode(words)
-        frames = self.lengths(words, pace, encoded)
+        frames = self.word_frames(words, encoded.log_frames, pace)
+        if remembered:
+            frames = self.remembered(words, frames, pace)
         h, _ = self.frame_states(encoded, frames)
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)
+        generator = torch.Generator(device=h.device).manual_seed(seed)
         for k in range(self.config.k_out):
-            codes[:, k] = self.code_logits(h, k, codes).argmax(-1)
+            logits = self.code_logits(h, k, codes)
+            if temperature > 0.0:
+                probs = torch.softmax(logits.flatten(0, 1) / temperature, -1)
+                codes[:, k] = torch.multinomial(probs, 1, generator=generator).view(
+                    logits.shape[:2])
+            else:
+                codes[:, k] = logits.argmax(-1)
         return [codes[b, :, :int(n)] for b, n in enumerate(frames.sum(1))]
 
     @torch.inference_mode()

@@ -10,7 +10,10 @@ first answer audio. Answers it does not remember are said as before.
 The table lives beside the weights (``said_codes.safetensors``), keyed by the sha256 of
 the ``model.safetensors`` it was said with: ``save_student`` writes it from the saved
 (float16) weights, as ``load_student`` will read them, and a table of other weights is a
-clear error rather than another voice.
+clear error rather than another voice. Each answer keeps the way it was said (the
+``Mouth.say`` keyword arguments: none for the usual greedy saying): ``voxloop distill
+sayings`` (``distill.evals.sayings``) replaces the sayings a judge mishears with clearer
+ones the same weights say another way, and the way says how to say them again.
 
     table = say_known(mouth)                  # every remembered answer, one at a time
     save_said_codes(table, folder)            # beside folder/model.safetensors
@@ -20,6 +23,7 @@ clear error rather than another voice.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -32,10 +36,14 @@ SAID_CODES_FILE = "said_codes.safetensors"
 
 
 class SaidCodes:
-    """Remembered answers (word ids each) -> the codes ``[K, F]`` their mouth says."""
+    """Remembered answers (word ids each) -> the codes ``[K, F]`` their mouth says, and the
+    way it says them (``Mouth.say`` keyword arguments; ``{}``: greedy, the default)."""
 
-    def __init__(self, answers: list[list[int]], codes: list[torch.Tensor]) -> None:
+    def __init__(self, answers: list[list[int]], codes: list[torch.Tensor],
+                 ways: list[dict] | None = None) -> None:
         self._codes = {tuple(words): c for words, c in zip(answers, codes, strict=True)}
+        ways = [{}] * len(answers) if ways is None else ways
+        self._ways = {tuple(words): w for words, w in zip(answers, ways, strict=True)}
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -47,6 +55,10 @@ class SaidCodes:
 
     def items(self):
         return self._codes.items()
+
+    def way(self, words) -> dict:
+        """How the mouth said ``words`` (a sequence of word ids, no padding)."""
+        return self._ways[tuple(int(w) for w in words)]
 
 
 def say_known(mouth, progress: bool = False) -> SaidCodes:
@@ -91,6 +103,10 @@ def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:
         raise VoxloopError(f"{folder} has no {WEIGHTS_FILE} to say the answers of")
     answers = [list(words) for words, _ in table.items()]
     codes = [c for _, c in table.items()]
+    ways = [table.way(words) for words in answers]
+    kinds = sorted({json.dumps(w, sort_keys=True) for w in ways})
+    way_index = torch.tensor([kinds.index(json.dumps(w, sort_keys=True)) for w in ways],
+                             dtype=torch.int32)
     width = max((len(w) for w in answers), default=0)
     words = torch.full((len(answers), width), -1, dtype=torch.int32)
     for i, w in enumerate(answers):
@@ -99,8 +115,8 @@ def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:
     flat = torch.cat(codes, dim=1).to(torch.int16)  # [K, all frames]: codes < 1024
     path = folder / SAID_CODES_FILE
     atomic_write(path, lambda tmp: save_file(
-        {"words": words, "lengths": lengths, "codes": flat.contiguous()}, str(tmp),
-        metadata={"weights_sha256": sha}))
+        {"words": words, "lengths": lengths, "codes": flat.contiguous(), "ways": way_index},
+        str(tmp), metadata={"weights_sha256": sha, "ways": json.dumps(kinds)}))
     return path
 
 
@@ -114,7 +130,8 @@ def load_said_codes(folder: str | Path) -> SaidCodes | None:
     if not path.is_file():
         return None
     with safe_open(str(path), "pt") as f:
-        made_with = f.metadata().get("weights_sha256")
+        metadata = f.metadata()
+    made_with = metadata.get("weights_sha256")
     if made_with != weights_sha256(folder):
         raise VoxloopError(f"{path} was said by other weights than "
                            f"{Path(folder) / WEIGHTS_FILE}: delete it, or write it again with "
@@ -124,4 +141,6 @@ def load_said_codes(folder: str | Path) -> SaidCodes | None:
     starts = [0, *ends[:-1]]
     codes = tensors["codes"].long()
     answers = [[int(w) for w in row if w >= 0] for row in tensors["words"].tolist()]
-    return SaidCodes(answers, [codes[:, a:b] for a, b in zip(starts, ends, strict=True)])
+    kinds = [json.loads(w) for w in json.loads(metadata.get("ways", '["{}"]'))]
+    ways = [kinds[i] for i in tensors["ways"].tolist()] if "ways" in tensors else None
+    return SaidCodes(answers, [codes[:, a:b] for a, b in zip(starts, ends, strict=True)], ways)

@@ -62,3 +62,19 @@ def with_word_frames(data: PackedData) -> PackedData:
         frames.append(ordered_starts(np.arange(n_words) * n_frames // n_words, n_frames))
     data.arrays["word_frames"] = data.word_frames = np.concatenate(frames).astype(np.int16)
     return data
+
+
+def tiny_student_with_mouth(folder):
+    """``(model, vocab, saved folder)``: a tiny student whose mouth remembers two answers
+    (word ids ``[3, 4, 5]`` at 2, 3, 4 frames and ``[6, 7]`` at 5, 1), saved in ``folder``."""
+    import torch
+
+    from voxloop.distill.student.model import Student, save_student
+
+    data = tiny_packed(tiny_examples(4))
+    torch.manual_seed(0)
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]), mouth_d_model=32)).eval()
+    model.mouth.set_spelling(data.vocab["text"])
+    model.mouth.remember([[3, 4, 5], [6, 7]], [[2, 3, 4], [5, 1]])
+    return model, data.vocab, save_student(model, data.vocab, folder)

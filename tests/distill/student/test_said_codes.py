@@ -8,7 +8,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from tests.distill.student.fixtures import tiny_config, tiny_examples, tiny_packed
+from tests.distill.student.fixtures import (
+    tiny_config,
+    tiny_examples,
+    tiny_packed,
+    tiny_student_with_mouth,
+)
 from voxloop.cli import main
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.said_codes import SAID_CODES_FILE
@@ -16,10 +21,10 @@ from voxloop.errors import VoxloopError
 from voxloop.models import save_model_folder
 
 
-def _said_without_table(mouth, words: torch.Tensor) -> list[torch.Tensor]:
+def _said_without_table(mouth, words: torch.Tensor, **way) -> list[torch.Tensor]:
     table, mouth.said_codes = mouth.said_codes, None
     try:
-        return mouth.say(words)
+        return mouth.say(words, **way)
     finally:
         mouth.said_codes = table
 
@@ -33,8 +38,17 @@ def test_the_bundled_students_table_holds_what_its_mouth_says():
     assert all(mouth.said_codes.get(row, pad) is not None for row in rows)
     looked_up = mouth.say(rows)
     for row, codes in zip(rows, looked_up, strict=True):
-        said = _said_without_table(mouth, row[row != pad][None])[0]
+        words = row[row != pad]
+        said = _said_without_table(mouth, words[None], **mouth.said_codes.way(words))[0]
         assert torch.equal(codes, said)
+    # one answer said each way `distill sayings` chose (greedy, paced, predicted lengths,
+    # sampled): the way says it again, code for code
+    first_of_each = {str(mouth.said_codes.way(w)): w for w, _ in mouth.said_codes.items()}
+    assert len(first_of_each) > 1
+    for words in first_of_each.values():
+        way = mouth.said_codes.way(words)
+        said = _said_without_table(mouth, torch.tensor([words]), **way)[0]
+        assert torch.equal(mouth.said_codes.get(torch.tensor(words)), said), way
     unknown = rows[:2].clone()
     unknown[0, 0], unknown[1, 0] = unknown[1, 0], unknown[0, 0]  # swapped first words
     unknown = unknown[[mouth.said_codes.get(row, pad) is None for row in unknown]]
@@ -45,18 +59,8 @@ def test_the_bundled_students_table_holds_what_its_mouth_says():
     assert not torch.equal(mouth.say(rows[:1])[0], looked_up[0])
 
 
-def _student_with_mouth(tmp_path):
-    data = tiny_packed(tiny_examples(4))
-    torch.manual_seed(0)
-    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
-                                ctc_vocab=len(data.vocab["ctc"]), mouth_d_model=32)).eval()
-    model.mouth.set_spelling(data.vocab["text"])
-    model.mouth.remember([[3, 4, 5], [6, 7]], [[2, 3, 4], [5, 1]])
-    return model, data.vocab, save_student(model, data.vocab, tmp_path / "student")
-
-
 def test_a_saved_student_says_its_answers_and_refuses_a_table_of_other_weights(tmp_path):
-    model, vocab, folder = _student_with_mouth(tmp_path)
+    model, vocab, folder = tiny_student_with_mouth(tmp_path / "student")
     assert (folder / SAID_CODES_FILE).is_file()
     loaded, _ = load_student(folder)
     assert len(loaded.mouth.said_codes) == 2

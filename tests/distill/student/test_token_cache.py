@@ -155,3 +155,13 @@ def test_a_pack_of_some_splits_tokenizes_those_only(tmp_path):
     assert [t.id for t in turns] == [e.id for e in valid]
     cached = sorted(p.name for p in cache_folder(tmp_path, "cd" * 32).glob("*.npz"))
     assert cached == ["valid-00000.npz"]
+
+
+def test_the_pack_command_packs_some_splits_only_for_a_model(tmp_path, capsys):
+    from voxloop.cli import main
+
+    train, valid = examples_with_audio(4, seed=0), examples_with_audio(2, 5, split="valid")
+    write_dataset(tmp_path, {"train": train, "valid": valid}, {"train": 2, "valid": 1})
+    out = tmp_path / "valid.npz"
+    assert main(["distill", "pack", str(tmp_path), str(out), "--splits", "valid"]) == 1
+    assert "needs the vocabularies" in capsys.readouterr().err and not out.exists()

@@ -1,0 +1,135 @@
+"""The clearest saying of every answer a student's mouth remembers, chosen by ear.
+
+The mouth says a remembered answer one way (greedy, at the remembered word lengths), and
+that way garbles some answers, most often their first word ("Eighteen divided by nine is
+two." -> "Taking divided by 9 is 2."; word 0 also owns the take's leading silence, so
+where its letters fall in its frames varies most). The same weights say the same words
+other ways: slower or faster, at the lengths the mouth predicts instead of the take's, or
+with each code sampled instead of the likeliest; one of those is often heard right where
+the greedy one is not. ``choose_sayings`` judges the saying the student uses now (its
+``said_codes`` table, else greedy) through the codec's decoder with Whisper, and where the
+judge hears it wrong (or, with ``misheard_above_wer_pct``, with more word errors than
+that) says the answer every other way and keeps the clearest (judged right first, then
+fewest word errors; the saying now wins ties). The chosen codes become the folder's
+``said_codes.safetensors``, which the engine and the evals read for a remembered answer.
+
+The judge is the ASR teacher's Whisper tiny.en, the same model ``voxloop eval student``
+judges with, so an eval after the choice reads the chosen answers as heard by the one
+recognizer they were chosen for: quote it with that said.
+
+    voxloop distill sayings models/voxloop-student --report out/sayings.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from voxloop.errors import VoxloopError
+
+
+@dataclass(frozen=True)
+class SayingSettings:
+    paces: tuple[float, ...] = field(default=(0.9, 1.05, 1.1, 1.15, 1.25), metadata={
+        "help": "other paces tried at the remembered word lengths (>1 slower)"})
+    predicted_paces: tuple[float, ...] = field(default=(1.0, 1.15), metadata={
+        "help": "paces tried at the word lengths the mouth predicts"})
+    samples: int = field(default=8, metadata={
+        "help": "sampled sayings tried (each code drawn at --temperature)"})
+    temperature: float = field(default=0.5, metadata={"help": "of the sampled sayings"})
+    seed: int = field(default=0, metadata={"help": "of the sampled sayings' draws"})
+    misheard_above_wer_pct: float = field(default=100.0, metadata={
+        "help": "an answer heard right is said other ways too when its word error rate is "
+                "above this (percent; 100: only answers heard wrong)"})
+    decoder: str = field(default="answers", metadata={
+        "help": "the codec decoder that judges (answers: the one the student speaks with)"})
+    threads: int = field(default=2, metadata={"help": "CPU threads (mouth, codec, Whisper)"})
+
+    def ways(self) -> list[dict]:
+        """``Mouth.say`` keyword arguments of every other saying, in trial order."""
+        ways = [{"pace": p} for p in self.paces if p != 1.0]
+        ways += [{"pace": p, "remembered": False} for p in self.predicted_paces]
+        ways += [{"temperature": self.temperature, "seed": 1000 * self.seed + i}
+                 for i in range(self.samples)]
+        return ways
+
+    def needs_others(self, take) -> bool:
+        """Whether an answer whose saying now was judged ``take`` is said other ways."""
+        return not take.correct or 100 * take.wer > self.misheard_above_wer_pct
+
+
+def way_name(way: dict) -> str:
+    """``{"pace": 1.1}`` -> ``"pace 1.1"``; ``{}`` -> ``"greedy"``."""
+    parts = [f"pace {way['pace']:g}"] if way.get("pace", 1.0) != 1.0 else []
+    if way.get("remembered", True) is False:
+        parts.append("predicted lengths")
+    if way.get("temperature"):
+        parts.append(f"sampled at {way['temperature']:g}, seed {way.get('seed', 0)}")
+    return ", ".join(parts) or "greedy"
+
+
+def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings(),
+                   progress: bool = True) -> dict:
+    """Judge every answer the student in ``folder`` remembers, say the misheard ones other
+    ways, and write the clearest sayings as its ``said_codes.safetensors``. Returns the
+    report: a summary and, per answer, every saying tried (its way, transcript, WER)."""
+    import torch
+    from tqdm import tqdm
+
+    from voxloop.distill.evals.renditions import TakeJudge, summarize
+    from voxloop.distill.student.codec import load_student_codec
+    from voxloop.distill.student.model import load_student, student_folder
+    from voxloop.distill.student.said_codes import SaidCodes, save_said_codes, say_known
+    from voxloop.distill.student.vocab import Tokenizer
+    from voxloop.distill.teachers.asr import ASRSettings, load_asr
+
+    if settings.samples and settings.temperature <= 0:
+        raise VoxloopError("--temperature must be above 0 for sampled sayings (or --samples 0)")
+    torch.set_num_threads(settings.threads)
+    folder = student_folder(folder)
+    model, vocab = load_student(folder)
+    mouth = model.mouth
+    if mouth is None or not len(mouth.known_words):
+        raise VoxloopError(f"{folder} has no mouth that remembers answers: nothing to say")
+    now = mouth.said_codes or say_known(mouth, progress)
+    tokenizer = Tokenizer(vocab)
+    take_judge = TakeJudge(load_student_codec(None, vocab, settings.decoder),
+                           load_asr(ASRSettings(threads=settings.threads)), model.config.k_out)
+    answers, chosen, chosen_ways, report = [], [], [], []
+    for words, codes in tqdm(list(now.items()), desc="sayings", unit="answer",
+                             disable=not progress):
+        text = tokenizer.decode_answer(words)
+        candidates, ways = [codes], [now.way(words)]
+        judged = [take_judge(codes.numpy(), text)]
+        if settings.needs_others(judged[0]):
+            row = torch.tensor([list(words)], device=mouth.pace.device)
+            for way in settings.ways():
+                said = mouth.say(row, **way)[0].cpu()
+                candidates.append(said)
+                ways.append(way)
+                judged.append(take_judge(said.numpy(), text))
+        best = min(range(len(judged)), key=lambda i: judged[i].rank())
+        answers.append(list(words))
+        chosen.append(candidates[best])
+        chosen_ways.append(ways[best])
+        report.append({"text": text, "chosen": best, "ways": [way_name(w) for w in ways],
+                       "takes": [asdict(t) for t in judged]})
+    save_said_codes(SaidCodes(answers, chosen, chosen_ways), folder)
+    tried = [r for r in report if len(r["takes"]) > 1]
+    summary = {**(summarize(tried) if tried else {}),  # its "answers": the ones tried
+               "answers": len(report), "answers_said_other_ways": len(tried),
+               "right_now": sum(r["takes"][0]["correct"] for r in report),
+               "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in report),
+               "chosen_ways": dict(Counter(r["ways"][r["chosen"]] for r in tried)
+                                   .most_common())}
+    return {"folder": str(folder), "settings": asdict(settings), "summary": summary,
+            "answers": report}
+
+
+def write_report(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -1,0 +1,91 @@
+"""The mouth's remembered answers said other ways where the judge mishears them, and the
+clearest kept in the student's table with the way to say it again."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.distill.student.fixtures import tiny_student_with_mouth
+from voxloop.cli import main
+from voxloop.distill.evals.renditions import Take
+from voxloop.distill.evals.sayings import SayingSettings, choose_sayings, way_name
+from voxloop.distill.student.model import load_student
+from voxloop.errors import VoxloopError
+
+
+def _said_now(mouth, words: list[int]) -> torch.Tensor:
+    table, mouth.said_codes = mouth.said_codes, None
+    try:
+        return mouth.say(torch.tensor([words]), **table.way(words))[0]
+    finally:
+        mouth.said_codes = table
+
+
+def test_ways_are_tried_in_order_and_named():
+    settings = SayingSettings(paces=(1.0, 1.2), predicted_paces=(1.0,), samples=2,
+                              temperature=0.7, seed=3)
+    ways = settings.ways()
+    assert ways == [{"pace": 1.2}, {"pace": 1.0, "remembered": False},
+                    {"temperature": 0.7, "seed": 3000}, {"temperature": 0.7, "seed": 3001}]
+    assert [way_name(w) for w in [{}] + ways] == [
+        "greedy", "pace 1.2", "predicted lengths", "sampled at 0.7, seed 3000",
+        "sampled at 0.7, seed 3001"]
+    right, wrong, mangled = (Take("a", 0.0, True), Take("b", 0.5, False),
+                             Take("c", 0.25, True))
+    assert [settings.needs_others(t) for t in (right, wrong, mangled)] == [False, True, False]
+    unclear = SayingSettings(misheard_above_wer_pct=10)
+    assert [unclear.needs_others(t) for t in (right, wrong, mangled)] == [False, True, True]
+
+
+def test_sampled_sayings_differ_by_seed_and_repeat_by_seed(tmp_path):
+    model, _, _ = tiny_student_with_mouth(tmp_path / "student")
+    mouth, words = model.mouth, torch.tensor([[3, 4, 5]])
+    mouth.said_codes = None
+    greedy = mouth.say(words)[0]
+    a, b = (mouth.say(words, temperature=1.0, seed=s)[0] for s in (0, 1))
+    assert a.shape == greedy.shape == (mouth.config.k_out, 9)  # the remembered lengths
+    assert torch.equal(a, mouth.say(words, temperature=1.0, seed=0)[0])
+    assert not torch.equal(a, b)
+    assert mouth.say(words, pace=2.0)[0].shape[1] == 18
+    predicted = mouth.say(words, remembered=False)[0]
+    assert predicted.shape[1] == int(mouth.word_frames(
+        words, mouth.encode(words).log_frames).sum())
+
+
+def test_the_clearest_saying_is_kept_with_its_way(tmp_path):
+    """Real codec (its assistant decoder) and Whisper judge what the tiny mouth says: its
+    untrained codes are heard as nothing like its answers, so every way is tried, and the
+    table keeps, per answer, the codes of the way judged clearest."""
+    _, _, folder = tiny_student_with_mouth(tmp_path / "student")
+    settings = SayingSettings(paces=(1.2,), predicted_paces=(1.0,), samples=2, threads=1)
+    report = choose_sayings(folder, settings, progress=False)
+    assert report["summary"]["answers"] == 2
+    model, _ = load_student(folder)
+    table = model.mouth.said_codes
+    for answer, words in zip(report["answers"], ([3, 4, 5], [6, 7]), strict=True):
+        assert answer["ways"] == ["greedy", "pace 1.2", "predicted lengths",
+                                  "sampled at 0.5, seed 0", "sampled at 0.5, seed 1"]
+        takes = [Take(**t) for t in answer["takes"]]
+        assert not takes[0].correct  # random weights do not say the answer
+        assert answer["chosen"] == min(range(len(takes)), key=lambda i: takes[i].rank())
+        way = table.way(words)
+        assert way_name(way) == answer["ways"][answer["chosen"]]
+        assert torch.equal(table.get(torch.tensor(words)), _said_now(model.mouth, words))
+
+    # again: the kept saying is judged first, as it was judged when chosen
+    again = choose_sayings(folder, settings, progress=False)
+    for before, after in zip(report["answers"], again["answers"], strict=True):
+        assert after["takes"][0] == before["takes"][before["chosen"]]
+        assert after["ways"][0] == before["ways"][before["chosen"]]
+
+
+def test_the_command_writes_the_table_and_sampling_needs_a_temperature(tmp_path, capsys):
+    _, _, folder = tiny_student_with_mouth(tmp_path / "student")
+    with pytest.raises(VoxloopError, match="--temperature must be above 0"):
+        choose_sayings(folder, SayingSettings(temperature=0.0), progress=False)
+    assert main(["distill", "sayings", str(folder), "--samples", "0", "--paces", "1.0",
+                 "--predicted-paces", "1.0", "--threads", "1",
+                 "--report", str(tmp_path / "sayings.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 remembered answers judged" in out and (tmp_path / "sayings.json").is_file()
