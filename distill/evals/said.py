@@ -18,6 +18,27 @@ from pathlib import Path
 import numpy as np
 
 
+def said_with_lengths(mouth, words) -> tuple[list, list]:
+    """What ``mouth`` says for each row of ``words [B, W]`` (codes ``[K, F_b]``) and the
+    frames per word ``[W]`` it says them at: the way its table says a remembered answer
+    (``voxloop distill sayings`` may have chosen another pace or the predicted lengths),
+    else greedy at the remembered lengths."""
+    import torch
+
+    table, pad = mouth.said_codes, mouth.config.pad_word
+    codes, lengths = [], []
+    for row in words:
+        ids = row[row != pad]
+        way = table.way(ids.tolist()) if table is not None and table.get(ids) is not None \
+            else {}
+        said = mouth.say(ids[None], **way)[0]
+        length = mouth.lengths(ids[None], way.get("pace", 1.0),
+                               remembered=way.get("remembered", True))[0]
+        codes.append(said)
+        lengths.append(torch.cat([length, length.new_zeros(len(row) - len(length))]))
+    return codes, lengths
+
+
 def said_pack(student_name: str | Path, pack_path: str | Path, out_path: str | Path,
               batch_size: int = 32, progress: bool = True) -> tuple[Path, int]:
     """Write ``out_path``: the aligned pack ``pack_path`` with every distinct answer as the
@@ -39,7 +60,7 @@ def said_pack(student_name: str | Path, pack_path: str | Path, out_path: str | P
                    disable=not progress):
         rows = first[at:at + batch_size]
         words, _, _ = answer_batch(data, rows, mouth.config)  # padded with pad_word
-        for row, said, length in zip(rows, mouth.say(words), mouth.lengths(words), strict=True):
+        for row, said, length in zip(rows, *said_with_lengths(mouth, words), strict=True):
             text, length = str(data.answer_text[row]), length[:len(data.text(row))]
             codes[text] = said.numpy().astype(np.int16)
             starts[text] = (length.cumsum(0) - length).numpy().astype(np.int16)

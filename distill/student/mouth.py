@@ -252,9 +252,7 @@ class Mouth(nn.Module):
             if all(codes is not None for codes in said):
                 return [codes.to(words.device, copy=True) for codes in said]
         encoded = self.encode(words)
-        frames = self.word_frames(words, encoded.log_frames, pace)
-        if remembered:
-            frames = self.remembered(words, frames, pace)
+        frames = self.lengths(words, pace, encoded, remembered)
         h, _ = self.frame_states(encoded, frames)
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)
@@ -271,10 +269,12 @@ class Mouth(nn.Module):
 
     @torch.inference_mode()
     def lengths(self, words: torch.Tensor, pace: float = 1.0,
-                encoded: Encoded | None = None) -> torch.Tensor:
-        """Frames per word ``[B, W]`` that ``say`` gives ``words [B, W]`` (0 for padding)."""
+                encoded: Encoded | None = None, remembered: bool = True) -> torch.Tensor:
+        """Frames per word ``[B, W]`` that ``say`` gives ``words [B, W]`` (0 for padding)
+        at this ``pace`` (and, with ``remembered=False``, at the predicted lengths)."""
         encoded = self.encode(words) if encoded is None else encoded
-        return self.remembered(words, self.word_frames(words, encoded.log_frames, pace), pace)
+        frames = self.word_frames(words, encoded.log_frames, pace)
+        return self.remembered(words, frames, pace) if remembered else frames
 
     def word_frames(self, words: torch.Tensor, log_frames: torch.Tensor,
                     pace: float = 1.0) -> torch.Tensor:

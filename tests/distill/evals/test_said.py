@@ -63,3 +63,27 @@ def test_the_cli_writes_it_and_an_unaligned_pack_is_a_clear_error(tmp_path, caps
     bundled_pack(aligned=False).save(tmp_path / "plain.npz")
     with pytest.raises(VoxloopError, match="voxloop distill align"):
         said_pack(DEFAULT_STUDENT, tmp_path / "plain.npz", tmp_path / "x.npz", progress=False)
+
+
+def test_an_answer_said_another_way_is_copied_at_that_ways_lengths(tmp_path):
+    """The bundled table says some answers at another pace (``distill sayings``): the said
+    pack holds those codes, with the word lengths of that pace."""
+    model, vocab = load_student(DEFAULT_STUDENT)
+    table, tokenizer = model.mouth.said_codes, Tokenizer(vocab)
+    words, way = next((w, table.way(w)) for w, _ in table.items()
+                      if table.way(w).get("pace", 1.0) != 1.0
+                      and table.way(w).get("remembered", True))
+    text = tokenizer.decode_answer(words)
+    examples = [dataclasses.replace(e, answer_text=t, split="train")
+                for e, t in zip(tiny_examples(2), [text, ANSWERS[0]], strict=True)]
+    data = with_word_frames(PackedData(pack_examples(examples, tokenizer,
+                                                     np.full(1, 3, np.int16)), vocab))
+    assert data.text(0).tolist() == list(words)
+    data.save(tmp_path / "pack.npz")
+    said = PackedData.load(said_pack(DEFAULT_STUDENT, tmp_path / "pack.npz",
+                                     tmp_path / "said.npz", progress=False)[0])
+    np.testing.assert_array_equal(said.answer(0), table.get(torch.tensor(words)).numpy())
+    lengths = word_lengths(torch.from_numpy(said.words(0)), said.answer(0).shape[1])
+    paced = model.mouth.lengths(torch.tensor([words]), way["pace"])[0]
+    torch.testing.assert_close(lengths, paced)
+    assert not torch.equal(paced, model.mouth.lengths(torch.tensor([words]))[0])
