@@ -20,22 +20,18 @@ import numpy as np
 
 def said_with_lengths(mouth, words) -> tuple[list, list]:
     """What ``mouth`` says for each row of ``words [B, W]`` (codes ``[K, F_b]``) and the
-    frames per word ``[W]`` it says them at: the way its table says a remembered answer
-    (``voxloop distill sayings`` may have chosen another pace or the predicted lengths),
-    else greedy at the remembered lengths."""
-    import torch
-
+    frames per word ``[W_b]`` (padding dropped) it says them at: a remembered answer as its
+    table holds it, at the lengths of the way it was said (``voxloop distill sayings`` may
+    have chosen another pace or the predicted lengths), any other answer greedy."""
     table, pad = mouth.said_codes, mouth.config.pad_word
     codes, lengths = [], []
     for row in words:
         ids = row[row != pad]
-        way = table.way(ids.tolist()) if table is not None and table.get(ids) is not None \
-            else {}
-        said = mouth.say(ids[None], **way)[0]
-        length = mouth.lengths(ids[None], way.get("pace", 1.0),
-                               remembered=way.get("remembered", True))[0]
-        codes.append(said)
-        lengths.append(torch.cat([length, length.new_zeros(len(row) - len(length))]))
+        said = table.get(ids) if table is not None else None
+        way = {} if said is None else table.way(ids)
+        codes.append(mouth.say(ids[None])[0] if said is None else said)
+        lengths.append(mouth.lengths(ids[None], way.get("pace", 1.0),
+                                     remembered=way.get("remembered", True))[0])
     return codes, lengths
 
 

@@ -256,7 +256,8 @@ class Mouth(nn.Module):
         h, _ = self.frame_states(encoded, frames)
         codes = torch.zeros(len(words), self.config.k_out, h.shape[1], dtype=torch.long,
                             device=h.device)
-        generator = torch.Generator(device=h.device).manual_seed(seed)
+        generator = torch.Generator(device=h.device).manual_seed(seed) if temperature > 0.0 \
+            else None
         for k in range(self.config.k_out):
             logits = self.code_logits(h, k, codes)
             if temperature > 0.0:

@@ -103,10 +103,9 @@ def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:
         raise VoxloopError(f"{folder} has no {WEIGHTS_FILE} to say the answers of")
     answers = [list(words) for words, _ in table.items()]
     codes = [c for _, c in table.items()]
-    ways = [table.way(words) for words in answers]
-    kinds = sorted({json.dumps(w, sort_keys=True) for w in ways})
-    way_index = torch.tensor([kinds.index(json.dumps(w, sort_keys=True)) for w in ways],
-                             dtype=torch.int32)
+    ways = [json.dumps(table.way(words), sort_keys=True) for words in answers]
+    kinds = sorted(set(ways))  # each distinct way once, in the metadata; an index per answer
+    way_index = torch.tensor([kinds.index(w) for w in ways], dtype=torch.int32)
     width = max((len(w) for w in answers), default=0)
     words = torch.full((len(answers), width), -1, dtype=torch.int32)
     for i, w in enumerate(answers):
