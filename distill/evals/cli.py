@@ -1,6 +1,6 @@
-"""``voxloop eval codec | decoders | mouth | student | votes | end-of-turn | compare``: measure the
-codec, the student and the end-of-turn model on held-out speech, and two students against
-each other; ``voxloop distill
+"""``voxloop eval codec | decoders | mouth | student | votes | routing | end-of-turn | compare``:
+measure the codec, the student and the end-of-turn model on held-out speech, when the hybrid
+hands a turn to the cascade, and two students against each other; ``voxloop distill
 renditions | said | choose-mouth | sayings``: the judge picks the clearest answer takes
 (where the mouth says an answer badly), the mouth understood most and the clearest way the
 mouth says each answer it remembers."""
@@ -54,6 +54,17 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("--model", default=DEFAULT_STUDENT, help="student folder or bundled name")
     add_settings(p, VoteEvalSettings)
     p.set_defaults(run=run_votes_eval)
+
+    from voxloop.distill.evals.routing import RoutingSettings
+
+    p = add_command(group, "routing", "When the hybrid engine hands a spoken turn to the "
+                    "cascade: the student's words, their log-probability and the cascade's "
+                    "answer on every turn; the threshold chosen on one split (valid) and the "
+                    "hybrid measured on each.",
+                    "voxloop eval routing --data data/distill-v2 --export")
+    p.add_argument("--model", default=DEFAULT_STUDENT, help="student folder or bundled name")
+    add_settings(p, RoutingSettings)
+    p.set_defaults(run=run_routing_eval)
 
     from voxloop.distill.data.cli import distill_group
     from voxloop.distill.evals.renditions import RenditionSettings
@@ -198,6 +209,17 @@ def run_votes_eval(args: argparse.Namespace) -> int:
     result = evaluate_votes(args.model, replace(settings, data=str(in_repo(settings.data))))
     print(format_votes(result))
     print(f"wrote {settings.out}/votes.json, votes.md and turns.jsonl")
+    return 0
+
+
+def run_routing_eval(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.routing import RoutingSettings, evaluate_routing, format_routing
+
+    settings = settings_from_args(RoutingSettings, args)
+    result = evaluate_routing(args.model, replace(settings, data=str(in_repo(settings.data))))
+    print(format_routing(result))
+    print(f"wrote {settings.out}/routing.json, routing.md, turns.jsonl and routing.png"
+          + ("; the threshold beside the student's weights" if settings.export else ""))
     return 0
 
 

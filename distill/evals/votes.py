@@ -84,7 +84,8 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
                                 SamplingOptions(), settings.chunk_frames)
                 heard = transcribe_codes(codec, asr, said.codes)
                 row["alignments"].append({
-                    "text": said.text, "spoke": bool(said.codes.shape[1]), "transcript": heard,
+                    "text": said.text, "logprob": said.text_logprob,
+                    "spoke": bool(said.codes.shape[1]), "transcript": heard,
                     "words_right": answer_words(said.text) == answer_words(intended),
                     "correct": judge(intended, heard)})
             rows.append(row)

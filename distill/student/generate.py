@@ -208,7 +208,10 @@ class StudentStepper:
 
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
         token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
-        if token == EOT or len(turn.text) >= self.options.max_text_tokens:
+        capped = token != EOT and len(turn.text) >= self.options.max_text_tokens
+        if not capped:  # a word written, or the end chosen (not one forced by the cap)
+            turn.text_logprob += float(torch.log_softmax(logits.float(), -1)[token])
+        if token == EOT or capped:
             if self.model.mouth is not None:
                 if turn.hold and turn.text:
                     turn.phase = Phase.HELD

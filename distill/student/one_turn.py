@@ -19,11 +19,13 @@ from voxloop.distill.student.vocab import Tokenizer
 
 @dataclass
 class Generation:
-    """One answer: ``codes [K_out, F]``, its words, and timings (seconds, steps)."""
+    """One answer: ``codes [K_out, F]``, its words (and their log-probability: how sure
+    the student is of them), and timings (seconds, steps)."""
 
     codes: np.ndarray
     text_ids: list[int]
     text: str
+    text_logprob: float
     n_steps: int
     prefill_s: float
     generate_s: float
@@ -51,5 +53,5 @@ def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
     t2 = time.perf_counter()
     row = state.rows[0].turn
     codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
-    return Generation(codes, row.text, tokenizer.decode_answer(row.text), n_steps,
+    return Generation(codes, row.text, tokenizer.decode_answer(row.text), row.text_logprob, n_steps,
                       t1 - t0, t2 - t1, first)

@@ -78,6 +78,9 @@ class Answer:
         self.heard: list[int] = []  # CTC ids of the user frames the answer started from
         self.started_s = time.perf_counter()
         self.flush_ms: float | None = None  # the ear's end-of-turn flush, where it had one
+        # log-probability of the answer's words and end under the student's text head, set
+        # before its first frame: how sure it is of them (the hybrid hands unsure turns over)
+        self.words_logprob: float | None = None
 
     def get(self, timeout_s: float) -> AnswerItem | None:
         try:
@@ -107,6 +110,10 @@ class VotedAnswer:
     @property
     def heard(self) -> list[int]:
         return self.answers[self.winner or 0].heard
+
+    @property
+    def words_logprob(self) -> float | None:
+        return None if self.winner is None else self.answers[self.winner].words_logprob
 
     @property
     def flush_ms(self) -> float | None:

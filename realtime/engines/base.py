@@ -46,6 +46,8 @@ class EngineOutput:
     transcript_delta: str = ""  # text of the answer audio, in order
     user_transcript: str | None = None  # what the engine heard, once, before the answer
     timings_ms: dict = field(default_factory=dict)  # stage name -> milliseconds
+    # with the first audio of a student's answer: its words' log-probability (see Answer)
+    words_logprob: float | None = None
 
 
 class EngineSession(Protocol):

@@ -52,6 +52,7 @@ from voxloop.realtime.engines.commands import (
 from voxloop.realtime.engines.tails import TailThreads
 
 log = logging.getLogger("voxloop.realtime")
+WORDS_UNWRITTEN = (Phase.LISTEN, Phase.TEXT)  # a row's words are complete after these
 
 
 @dataclass
@@ -240,6 +241,8 @@ class ContinuousBatcher:
                 row.answer.heard = list(row.stream.heard)
             for word in out.text[b]:
                 row.answer.items.put(Word(word))
+            if row.answer.words_logprob is None and row.stream.phase not in WORDS_UNWRITTEN:
+                row.answer.words_logprob = row.stream.turn.text_logprob
             if out.frames[b] is not None:
                 row.answer.items.put(Frame(out.frames[b]))
             self._hand_out_said(row)

@@ -11,10 +11,9 @@ while they speak through its ear (:mod:`realtime.engines.ears`: the streaming co
 encoder, or for a semantic student the streaming semantic tokenizer, block by block) and
 hands the frames to the model thread (:mod:`realtime.engines.batcher`), which prefills
 them into the session's KV cache row, so at the end of the turn only the answer is left to
-compute. With ``speculative`` the answer starts at the first silent VAD window (a
-tentative end of turn; a semantic ear's partial block is flushed on a copy, so the answer
-hears every token): if the user goes on speaking it is rolled back, if the silence is
-confirmed the audio already made is sent at once.
+compute. With ``speculative`` the answer starts at the first silent VAD window (a tentative
+end of turn; a semantic ear's partial block is flushed on a copy, so the answer hears every
+token): rolled back if the user goes on, its audio sent at once if the silence holds.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into audio
 deltas through the codec's streaming decoder (its ``assistant`` one by default).
@@ -226,7 +225,8 @@ class NativeEngine:
                 if "first_audio" not in timings:
                     timings["first_audio"] = 1000 * (time.perf_counter() - t0)
                     timings["answer_ahead"] = 1000 * max(0.0, t0 - answer.started_s)
-                yield EngineOutput(audio_24k=audio.astype(np.float32), timings_ms=dict(timings))
+                yield EngineOutput(audio_24k=audio.astype(np.float32), timings_ms=dict(timings),
+                                   words_logprob=answer.words_logprob)
                 if ended(more):  # words never follow frames: anything else is the end
                     return
         finally:

@@ -49,6 +49,7 @@ class Piece:
     tone_hz: float = 440.0
     tone_ms: int = 100  # answer audio of this piece (0: words only)
     delay_s: float = 0.0  # how long making it takes (waited on the cancel flag)
+    words_logprob: float | None = None  # a student's, with its first audio
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class FakeSession:
                 raise RuntimeError("scripted failure")
             self.pieces_made += 1
             audio = tone_24k(piece.tone_hz, piece.tone_ms) if piece.tone_ms else None
-            yield EngineOutput(audio_24k=audio, transcript_delta=piece.words)
+            yield EngineOutput(audio_24k=audio, transcript_delta=piece.words,
+                               words_logprob=piece.words_logprob)
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
         self._call("transcribe")

@@ -42,8 +42,9 @@ def codes_of(seed: int, frames: int) -> np.ndarray:
 
 
 def answer_counting_calls(stepper: StudentStepper, codes: np.ndarray
-                          ) -> tuple[list[int], np.ndarray, int]:
-    """(word ids, frames [K_out, F], model calls while writing words) of one row."""
+                          ) -> tuple[list[int], np.ndarray, int, float]:
+    """(word ids, frames [K_out, F], model calls while writing words, the words'
+    log-probability) of one row."""
     state = stepper.start(1)
     stepper.prefill(state, [codes])
     stepper.end_turn(state)
@@ -53,7 +54,8 @@ def answer_counting_calls(stepper: StudentStepper, codes: np.ndarray
         out = stepper.step(state)
         if out.frames[0] is not None:
             frames.append(out.frames[0])
-    return state.rows[0].turn.text, np.stack(frames, 1), word_calls
+    turn = state.rows[0].turn
+    return turn.text, np.stack(frames, 1), word_calls, turn.text_logprob
 
 
 @pytest.mark.parametrize("seed", [2, 5, 7])
@@ -68,8 +70,9 @@ def test_drafted_or_not_the_answer_is_the_same(model, seed):
     for name, known in cases.items():
         stepper = StudentStepper(model, Tokenizer(VOCAB), OPTIONS)
         stepper.drafts = AnswerDrafts(known)
-        text, frames, calls = answer_counting_calls(stepper, codes)
+        text, frames, calls, logprob = answer_counting_calls(stepper, codes)
         assert text == words, name
+        assert logprob == pytest.approx(plain.text_logprob, abs=1e-5), name
         np.testing.assert_array_equal(frames, plain.codes, err_msg=name)
         if name == "the answer itself":  # every word checked in one call, <eot> included
             assert calls == 1

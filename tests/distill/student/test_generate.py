@@ -8,10 +8,11 @@ import torch
 
 from tests.distill.student.fixtures import tiny_config
 from voxloop.distill.student.generate import GenerationState, SamplingOptions, StudentStepper
+from voxloop.distill.student.layout import text_token_ids, user_frame_ids
 from voxloop.distill.student.model import Student
 from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.rows import Phase
-from voxloop.distill.student.vocab import Tokenizer
+from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
 
 OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
 
@@ -45,6 +46,24 @@ def assert_as_generate(stepper, state, codes: np.ndarray) -> None:
     text, frames = answer(stepper, state)
     assert text == alone.text_ids
     np.testing.assert_array_equal(frames, alone.codes)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 8])
+def test_the_words_log_probability_is_the_text_heads_own(stepper, seed):
+    """What the stepper adds up as it writes equals one causal pass over the question, <sep>
+    and the words, read at each chosen word and the end (when it chose to end)."""
+    model, config, codes = stepper.model, stepper.model.config, user_codes(seed, 7)
+    alone = generate(model, stepper.tokenizer, codes, OPTIONS)
+    ended = len(alone.text_ids) < OPTIONS.max_text_tokens
+    chosen = [*alone.text_ids, *([EOT] if ended else [])]
+    ids = np.concatenate([user_frame_ids(config, codes),
+                          text_token_ids(config, np.array([SEP, *alone.text_ids]))])
+    with torch.no_grad():
+        logits = model(torch.from_numpy(ids)[None], heads=("text",)).text[0].float()
+    logprobs = torch.log_softmax(logits, -1)[codes.shape[1]:]  # from <sep> on
+    expected = sum(float(logprobs[j, w]) for j, w in enumerate(chosen))
+    assert alone.text_logprob == pytest.approx(expected, abs=1e-4)
+    assert alone.text_logprob < 0
 
 
 def test_rollback_returns_to_the_mark_as_if_the_answer_never_started(stepper):

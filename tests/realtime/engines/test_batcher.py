@@ -15,7 +15,7 @@ from voxloop.distill.student.model import Student
 from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
-from voxloop.realtime.engines.answers import Reason
+from voxloop.realtime.engines.answers import Frame, Reason, Word
 from voxloop.realtime.engines.batcher import ContinuousBatcher
 
 OPTIONS = SamplingOptions(max_text_tokens=5, max_audio_frames=10)
@@ -67,6 +67,20 @@ def test_sessions_batched_together_answer_as_if_alone(model, batcher):
         assert_same(model, batcher, c, got)
     stats = batcher.stats()
     assert stats.rows_per_call > 1.5, stats  # the sessions really shared model calls
+
+
+def test_an_answer_says_how_sure_its_words_are_before_its_first_frame(model, batcher):
+    codes = user_codes(4, 8)
+    slot = batcher.open()
+    slot.listen(codes)
+    answer = slot.answer()
+    first = answer.get(10.0)
+    while not isinstance(first, Frame):  # the words come first
+        assert answer.words_logprob is None or isinstance(first, Word)
+        first = answer.get(10.0)
+    alone = generate(model, batcher.stepper.tokenizer, codes, OPTIONS)
+    assert answer.words_logprob == pytest.approx(alone.text_logprob, abs=1e-5)
+    assert alone.text_logprob < 0
 
 
 def test_rollback_is_as_if_the_answer_never_started(model, batcher):

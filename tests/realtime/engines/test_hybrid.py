@@ -107,3 +107,41 @@ def test_the_domain_refusal_compares_without_punctuation():
     refusal = load_domain()["fallback"]
     assert plain_words(refusal) == plain_words(refusal.lower().replace(",", "").rstrip("."))
     assert plain_words("The capital of France is Paris.") == "the capital of france is paris"
+
+
+def unsure(logprob: float) -> Script:
+    """The student's right words, of which it is as sure as ``logprob`` says."""
+    return Script(user_transcript="what is two plus two",
+                  pieces=(Piece("two plus two is four", tone_ms=0),
+                          Piece("", 300.0, 200, words_logprob=logprob)))
+
+
+@pytest.mark.parametrize(("logprob", "threshold", "by_cascade"), [
+    (-2.0, -0.5, True), (-0.1, -0.5, False), (-2.0, None, False), (-0.5, -0.5, False)])
+def test_an_unsure_student_hands_its_turn_to_the_cascade(logprob, threshold, by_cascade):
+    engine = HybridEngine(FakeEngine(unsure(logprob), accepts_text=False),
+                          FakeEngine(TEACHERS), refusal=REFUSAL, min_words_logprob=threshold)
+    transcript, outputs, student, cascade = answer(engine, Turn(audio_24k=QUESTION_24K))
+    assert transcript == ("Two plus two is four." if by_cascade else "two plus two is four")
+    assert ("respond" in cascade.calls) == by_cascade
+    audio = np.concatenate([o.audio_24k for o in outputs if o.audio_24k is not None])
+    script = TEACHERS if by_cascade else unsure(logprob)
+    assert len(audio) == len(script.audio_24k())  # none of the other's audio
+
+
+def test_the_threshold_setting(tmp_path):
+    from voxloop.distill.student.confidence import ROUTING_FILE, write_threshold
+    from voxloop.realtime.engines.hybrid import HybridSettings
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert HybridSettings().threshold(str(tmp_path)) is None  # none measured: refusals only
+    write_threshold(tmp_path, -0.75, {"chosen_on": "valid"})
+    assert HybridSettings().threshold(str(tmp_path)) == -0.75
+    assert HybridSettings("none").threshold(str(tmp_path)) is None
+    assert HybridSettings(" -1.5 ").threshold(str(tmp_path)) == -1.5
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")  # saved again since
+    assert HybridSettings("AUTO").threshold(str(tmp_path)) is None
+    assert (tmp_path / ROUTING_FILE).is_file()
+    for bad in ("sure", "0.5", "nan", "-inf", ""):
+        with pytest.raises(VoxloopError, match="--hybrid-min-words-logprob"):
+            HybridSettings(bad).threshold(str(tmp_path))

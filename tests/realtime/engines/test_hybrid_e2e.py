@@ -104,3 +104,27 @@ def test_the_student_writes_the_refusal_the_hybrid_listens_for(native_engine, ca
     refusal = engine.refusal
     ids = tokenizer.encode_answer(refusal)
     assert plain_words(" ".join(tokenizer.vocab["text"][i] for i in ids)) == refusal
+
+
+def test_an_unsure_student_is_answered_by_the_cascade(native_engine, cascade_engine, question):
+    """How sure the student is of its words reaches the hybrid with its first audio: with the
+    threshold just above that the turn is the cascade's, just below it the student's."""
+    from voxloop.realtime.engines.hybrid import HybridEngine
+
+    session = native_engine.open()
+    try:
+        outputs = list(session.respond(Turn(audio_24k=question), threading.Event()))
+    finally:
+        session.close()
+    sure = [o.words_logprob for o in outputs if o.audio_24k is not None][0]
+    assert sure is not None and sure < 0
+    for threshold, teachers in ((sure + 1e-3, True), (sure - 1e-3, False)):
+        server = ServerThread(HybridEngine(native_engine, cascade_engine,
+                                           min_words_logprob=threshold))
+        try:
+            result = asyncio.run(manual_answer(server.url, None, question))
+        finally:
+            server.stop()
+        print(f"\nthreshold {threshold:.4f}: {result['transcript']!r}")
+        assert result["status"] == "completed" and result["audio_s"] > 0.5
+        assert (result["transcript"] == TEACHERS_ANSWER) == teachers
