@@ -60,10 +60,10 @@ def load_engine(name: str, args: argparse.Namespace):
         from voxloop.realtime.engines.hybrid import HybridEngine
 
         native = settings_from_args(NativeSettings, args)
-        threshold = settings_from_args(HybridSettings, args).threshold(
+        unsure, refusal = settings_from_args(HybridSettings, args).thresholds(
             student_folder(native.student))
         return HybridEngine(load_engine("native", args), load_engine("cascade", args),
-                            min_words_logprob=threshold)
+                            min_words_logprob=unsure, refusal_heard_logprob=refusal)
     if name == "native":
         from voxloop.realtime.engines.native import NativeEngine
 

@@ -1,20 +1,30 @@
-"""``voxloop eval routing``: when the hybrid engine should hand a spoken turn to the cascade.
+"""``voxloop eval routing``: when the hybrid engine asks the cascade about a spoken turn,
+and when it takes the cascade's refusal (:mod:`realtime.engines.hybrid`).
 
 The student answers spoken questions of its domain better than the cascade on the whole,
 but where it is unsure of its words (their log-probability under its own text head is
 low) it is wrong far more often, and there the cascade (its Whisper hears the question
-anew) may be right. For every turn of the splits this reads the user audio of a dataset,
-lets the student answer it (heard as the engine's stream hears it), and takes the
-cascade's answer (the synth job's, where it ran the ASR teacher; else the ASR teacher and
-the LLM run now). The threshold is chosen on one split (``choose_on``: by default valid,
-never a held-out split) as the one whose hybrid (the student, or the cascade below the
-threshold) has the most intended answers, and is then measured on every split.
+anew) may be right. The cascade's scripted LLM refuses what it cannot match: a question
+Whisper misheard (then the student should answer after all) or one outside the domain
+(where the student, which never learned to refuse, makes an answer up). Whisper's mean
+token log-probability tells the two apart: it is low where it misheard.
 
-Writes ``routing.json`` (the threshold, per split: student, cascade and hybrid % of
-intended words, the share handed over), ``routing.md``, ``turns.jsonl`` and
-``routing.png`` (hybrid words right against the share handed over, per split); with
-``export``, the threshold beside the student's weights (:mod:`distill.student.confidence`),
-where the hybrid engine reads it.
+For every turn of the splits this reads the user audio of a dataset, lets the student
+answer it (heard as the engine's stream hears it) and the cascade (the ASR teacher, scored,
+and the LLM). Both thresholds are chosen on one split (``choose_on``: by default valid,
+never a held-out split): a refusal is taken where Whisper is surer than on
+``refusal_quantile`` of the in-domain turns it refused there (all of them mishearings);
+then the student's threshold is the one whose hybrid has the most intended answers while
+it asks the cascade about at most ``max_asked_pct`` of that split's turns (a turn asked
+about waits for the cascade's Whisper; one it answers takes the cascade's latency). Both
+are then measured on every split, and on questions outside the domain
+(:data:`OUT_OF_DOMAIN`, spoken by the held-out voices, augmented as the datasets are),
+whose right answer is the refusal.
+
+Writes ``routing.json``, ``routing.md``, ``turns.jsonl`` and ``routing.png`` (hybrid
+answers right against the share of turns the cascade is asked about, per split); with
+``export``, the thresholds beside the student's weights (:mod:`distill.student.confidence`),
+where the hybrid engine reads them.
 """
 
 from __future__ import annotations
@@ -25,6 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
+OUT_OF_DOMAIN_SPLIT = "out_of_domain"
+OUT_OF_DOMAIN = (  # questions a user may ask that the domain does not answer
+    "who won the football match last night", "can you book me a table for two",
+    "what is the meaning of life", "play some music", "how do I fix my bicycle",
+    "tell me about the roman empire", "what is the stock price of apple",
+    "translate hello into french", "who is the president of brazil",
+    "how tall is the eiffel tower", "set an alarm for seven", "what should I cook for dinner",
+    "how do airplanes fly", "send a message to my mother", "what is quantum physics",
+    "recommend a good book", "how far is the nearest hospital",
+    "what movies are playing tonight", "remind me to buy milk", "turn off the lights",
+    "what is the best programming language", "how old is the universe",
+    "can you order a pizza", "who painted the mona lisa", "what are the lottery numbers",
+    "how do I lose weight", "call a taxi for me", "what is my bank balance",
+    "write a poem about the sea", "why do cats purr")
+
 
 @dataclass(frozen=True)
 class RoutingSettings:
@@ -33,54 +58,90 @@ class RoutingSettings:
     splits: tuple[str, ...] = field(default=("valid", "heldout_voice", "heldout_phrasing"),
                                     metadata={"help": "splits to measure", "metavar": "SPLIT"})
     choose_on: str = field(default="valid", metadata={
-        "help": "the split the threshold is chosen on (keep the held-out ones out)"})
+        "help": "the split the thresholds are chosen on (keep the held-out ones out)"})
+    max_asked_pct: float = field(default=10.0, metadata={
+        "help": "the most turns of the choose-on split the cascade may be asked about (each "
+                "waits for its Whisper and LLM, and those it answers take its latency)"})
+    refusal_quantile: float = field(default=0.9, metadata={
+        "help": "a refusal is taken where Whisper is surer than on this share of the "
+                "choose-on split's turns the cascade refused (mishearings)"})
+    out_of_domain: bool = field(default=True, metadata={
+        "help": "also measure questions outside the domain (the held-out voices speak them)"})
     limit: int = field(default=0, metadata={"help": "turns per split (0: all)"})
     chunk_frames: int = field(default=5, metadata={"help": "prefill chunk (tokens)"})
     threads: int = field(default=1, metadata={"help": "torch threads"})
     out: str = field(default="out/routing-eval", metadata={
         "help": "folder for routing.json, routing.md, turns.jsonl and routing.png"})
     export: bool = field(default=False, metadata={
-        "help": "keep the chosen threshold beside the student's weights (routing.json), "
-                "where the hybrid engine reads it"})
+        "help": "keep the chosen thresholds beside the student's weights (routing.json), "
+                "where the hybrid engine reads them"})
 
 
-def hybrid_right(rows: list[dict], threshold: float) -> tuple[float, float]:
-    """(% of turns the hybrid answers with the intended words, % handed to the cascade)
-    when turns whose student words score below ``threshold`` go to the cascade."""
-    routed = np.array([r["logprob"] < threshold for r in rows], bool)
-    right = np.where(routed, [r["cascade_right"] for r in rows],
+def answered_by_cascade(row: dict, unsure_below: float, refusal_above: float | None) -> bool:
+    """The hybrid engine's rule for one turn: the cascade answers where the student refuses,
+    or where the student is unsure (its words score below ``unsure_below``) and the cascade
+    does not refuse, or refuses having heard surely (Whisper's score at least
+    ``refusal_above``; None: never)."""
+    if row["student_refuses"]:
+        return True
+    if row["logprob"] >= unsure_below:
+        return False
+    heard = row["cascade_heard_logprob"]
+    return not row["cascade_refuses"] or (refusal_above is not None and heard is not None
+                                          and heard >= refusal_above)
+
+
+def hybrid(rows: list[dict], unsure_below: float, refusal_above: float | None) -> dict:
+    """% of turns the hybrid answers right, % it asks the cascade about (the student refuses
+    or is unsure: those wait for its Whisper and LLM) and % the cascade answers."""
+    asked = np.array([r["student_refuses"] or r["logprob"] < unsure_below for r in rows], bool)
+    cascade = np.array([answered_by_cascade(r, unsure_below, refusal_above) for r in rows],
+                       bool)
+    right = np.where(cascade, [r["cascade_right"] for r in rows],
                      [r["student_right"] for r in rows])
-    return 100 * float(right.mean()), 100 * float(routed.mean())
+    return {"right_pct": 100 * float(right.mean()), "asked_pct": 100 * float(asked.mean()),
+            "cascade_pct": 100 * float(cascade.mean())}
 
 
-def choose_threshold(rows: list[dict]) -> float:
-    """The threshold with the most hybrid answers right on ``rows``; of equals, the one
-    that hands over fewest. Each lies halfway between two turns' log-probabilities (or is
-    ``-inf``: never hand over; or 0: always)."""
+def refusal_threshold(rows: list[dict], quantile: float) -> float | None:
+    """Whisper's score above ``quantile`` of the in-domain ``rows`` the cascade refused (all
+    mishearings: the domain answers every question of a dataset); None where it refused
+    none."""
+    heard = [r["cascade_heard_logprob"] for r in rows
+             if r["cascade_refuses"] and r["cascade_heard_logprob"] is not None]
+    return float(np.quantile(heard, quantile)) if heard else None
+
+
+def choose_threshold(rows: list[dict], max_asked_pct: float = 100.0,
+                     refusal_above: float | None = None) -> float:
+    """Of the student's thresholds that ask the cascade about at most ``max_asked_pct`` of
+    ``rows``, the one with the most hybrid answers right; of equals, the one that asks
+    least. Each lies halfway between two turns' log-probabilities (or is ``-inf``: never
+    ask; or 0: always)."""
     values = np.unique([r["logprob"] for r in rows])
     candidates = [-np.inf, *(values[:-1] + values[1:]) / 2, 0.0]
-
-    def merit(threshold: float) -> tuple[float, float]:
-        right, handed_over = hybrid_right(rows, threshold)
-        return right, -handed_over
-
-    return float(max(candidates, key=merit))
+    results = {t: hybrid(rows, t, refusal_above) for t in candidates}
+    allowed = [t for t in candidates if results[t]["asked_pct"] <= max_asked_pct] or [-np.inf]
+    return float(max(allowed, key=lambda t: (results[t]["right_pct"], -results[t]["asked_pct"])))
 
 
-def score(rows: list[dict], threshold: float) -> dict:
-    """Per split and overall at ``threshold``."""
+def score(rows: list[dict], unsure_below: float, refusal_above: float | None) -> dict:
+    """Per split and overall, at the two thresholds; "before" is the hybrid that asked the
+    cascade only where the student refused."""
     out = {}
     for split in [*dict.fromkeys(r["split"] for r in rows), "all"]:
         mine = [r for r in rows if split in ("all", r["split"])]
-        routed = [r for r in mine if r["logprob"] < threshold]
-        hybrid, share = hybrid_right(mine, threshold)
+        switched = [r for r in mine if answered_by_cascade(r, unsure_below, refusal_above)]
+        at = hybrid(mine, unsure_below, refusal_above)
         out[split] = {
             "turns": len(mine),
             "student_pct": 100 * float(np.mean([r["student_right"] for r in mine])),
             "cascade_pct": 100 * float(np.mean([r["cascade_right"] for r in mine])),
-            "hybrid_pct": hybrid, "routed_pct": share, "routed": len(routed),
-            "routed_student_right": sum(r["student_right"] for r in routed),
-            "routed_cascade_right": sum(r["cascade_right"] for r in routed)}
+            "hybrid_before_pct": hybrid(mine, -np.inf, None)["right_pct"],
+            "hybrid_pct": at["right_pct"], "asked_pct": at["asked_pct"],
+            "answered_by_cascade_pct": at["cascade_pct"],
+            "switched_student_right": sum(r["student_right"] for r in switched),
+            "switched_cascade_right": sum(r["cascade_right"] for r in switched)}
     return out
 
 
@@ -89,12 +150,11 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
     from tqdm import tqdm
 
     from voxloop.distill.data.dataset import iter_examples, load_manifest
-    from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student
-    from voxloop.distill.student.one_turn import generate
-    from voxloop.distill.student.user_tokens import encode_clips, load_student_semantic
+    from voxloop.distill.student.user_tokens import load_student_semantic
     from voxloop.distill.student.vocab import Tokenizer, answer_words
     from voxloop.distill.teachers.asr import load_asr
+    from voxloop.distill.teachers.domain.data import load_domain
     from voxloop.distill.teachers.llm import load_llm
     from voxloop.errors import VoxloopError
 
@@ -106,70 +166,131 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
     if model.config.user_input != "semantic":
         raise VoxloopError(f"{model_dir} hears codec codes: routing is measured for a "
                            "semantic student")
-    tokenizer, semantic = Tokenizer(vocab), load_student_semantic(None, vocab)
-    asr, llm = load_asr(), load_llm()
+    both = _Both(model, Tokenizer(vocab), load_student_semantic(None, vocab), load_asr(),
+                 load_llm(), answer_words(load_domain()["fallback"]), settings.chunk_frames)
     manifest = load_manifest(settings.data)
     rows = []
     for split in settings.splits:
         total = manifest["splits"].get(split, {}).get("examples_done", 0)
         if not total:
             raise VoxloopError(f"{settings.data} has no {split} turns built yet")
+        total = min(total, settings.limit or total)
         turns = iter_examples(settings.data, split)
         for k, example in enumerate(tqdm(turns, desc=f"routing {split}", unit="turn",
-                                         total=min(total, settings.limit or total),
-                                         disable=not progress)):
-            if settings.limit and k == settings.limit:
+                                         total=total, disable=not progress)):
+            if k == total:
                 break
             if example.user_audio is None or "prompt_answer" not in example.meta:
                 raise VoxloopError(f"{settings.data} keeps no user audio or intended answer "
                                    f"for {example.id}: build it with voxloop distill synth")
-            audio = example.user_audio.astype(np.float32) / 32768.0
-            intended = answer_words(example.meta["prompt_answer"])
-            tokens = encode_clips(semantic, [audio])[0]
-            said = generate(model, tokenizer, tokens[None].astype(np.int64),
-                            SamplingOptions(), settings.chunk_frames)
-            ran = bool(example.meta.get("asr"))
-            heard = example.asr_text if ran else asr.transcribe(audio, 16_000)
-            cascade = example.answer_text if ran else llm.reply([], heard)
-            rows.append({"split": split, "id": example.id, "intended": example.meta[
-                "prompt_answer"], "student": said.text, "logprob": said.text_logprob,
-                "student_right": answer_words(said.text) == intended, "cascade_heard": heard,
-                "cascade": cascade, "cascade_right": answer_words(cascade) == intended,
-                "cascade_ran_in_synth": ran})
+            rows.append(both.answer(split, example.id, example.user_audio.astype(np.float32)
+                                    / 32768.0, example.meta["prompt_answer"]))
+    if settings.out_of_domain:
+        rows += [both.answer(OUT_OF_DOMAIN_SPLIT, name, audio, load_domain()["fallback"])
+                 for name, audio in tqdm(out_of_domain_turns(settings.limit),
+                                         desc="routing out of domain", unit="turn",
+                                         disable=not progress)]
     chooser = [r for r in rows if r["split"] == settings.choose_on]
-    threshold = choose_threshold(chooser)
+    refusal_above = refusal_threshold(chooser, settings.refusal_quantile)
+    unsure_below = choose_threshold(chooser, settings.max_asked_pct, refusal_above)
     result = {"model": str(model_dir), "settings": asdict(settings),
-              "min_words_logprob": threshold, "scores": score(rows, threshold)}
+              "min_words_logprob": unsure_below, "refusal_heard_logprob": refusal_above,
+              "scores": score(rows, unsure_below, refusal_above)}
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "routing.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "routing.md").write_text(format_routing(result) + "\n")
     with open(out / "turns.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    _plot(rows, threshold, out / "routing.png")
+    _plot(rows, refusal_above, unsure_below, out / "routing.png")
     if settings.export:
-        from voxloop.distill.student.confidence import write_threshold
+        from voxloop.distill.student.confidence import Routing, write_routing
         from voxloop.distill.student.model import student_folder
 
-        write_threshold(student_folder(model_dir), threshold, {
-            "chosen_on": settings.choose_on, "data": settings.data,
-            "command": "voxloop eval routing", "scores": result["scores"]})
+        write_routing(student_folder(model_dir), Routing(unsure_below, refusal_above), {
+            "chosen_on": settings.choose_on, "max_asked_pct": settings.max_asked_pct,
+            "refusal_quantile": settings.refusal_quantile,
+            "command": f"voxloop eval routing --data {settings.data} --choose-on "
+                       f"{settings.choose_on} --max-asked-pct {settings.max_asked_pct:g} "
+                       f"--refusal-quantile {settings.refusal_quantile:g} --export",
+            "scores": result["scores"]})
     return result
 
 
+@dataclass
+class _Both:
+    """The student and the cascade on one turn's audio, as the hybrid hears it."""
+
+    model: object
+    tokenizer: object
+    semantic: object
+    asr: object
+    llm: object
+    refusal: list[str]
+    chunk_frames: int
+
+    def answer(self, split: str, name: str, audio_16k: np.ndarray, intended: str) -> dict:
+        from voxloop.distill.student.generate import SamplingOptions
+        from voxloop.distill.student.one_turn import generate
+        from voxloop.distill.student.user_tokens import encode_clips
+        from voxloop.distill.student.vocab import answer_words
+
+        tokens = encode_clips(self.semantic, [audio_16k])[0]
+        said = generate(self.model, self.tokenizer, tokens[None].astype(np.int64),
+                        SamplingOptions(), self.chunk_frames)
+        heard, heard_logprob = self.asr.transcribe_scored(audio_16k, 16_000)
+        cascade = self.llm.reply([], heard)
+        words = answer_words(intended)
+        return {"split": split, "id": name, "intended": intended, "student": said.text,
+                "logprob": said.text_logprob, "student_right": answer_words(said.text) == words,
+                "student_refuses": answer_words(said.text) == self.refusal,
+                "cascade_heard": heard, "cascade_heard_logprob": heard_logprob,
+                "cascade": cascade, "cascade_right": answer_words(cascade) == words,
+                "cascade_refuses": answer_words(cascade) == self.refusal}
+
+
+def out_of_domain_turns(limit: int = 0):
+    """``(name, float32 16 kHz audio)`` of each :data:`OUT_OF_DOMAIN` question in each
+    held-out voice, 70 % of them augmented as the datasets are (seeded: the same every run)."""
+    from voxloop.audio import MODEL_RATE_HZ, resample
+    from voxloop.distill.data.augment import augment, draw_augmentation
+    from voxloop.distill.teachers.heldout import HELDOUT_VOICES
+    from voxloop.distill.teachers.tts import synthesize
+
+    rng = np.random.default_rng(0)
+    questions = OUT_OF_DOMAIN[:limit] if limit else OUT_OF_DOMAIN
+    for voice in HELDOUT_VOICES:
+        for k, question in enumerate(questions):
+            samples, rate_hz = synthesize(question, voice)
+            audio = resample(samples, rate_hz, MODEL_RATE_HZ).astype(np.float32)
+            aug, seed = draw_augmentation(rng), int(rng.integers(2**31))
+            if rng.random() < 0.7:
+                audio = augment(audio, MODEL_RATE_HZ, aug, seed)
+            yield f"ood-{k}-{voice}", audio
+
+
 def format_routing(result: dict) -> str:
-    lines = [f"threshold (log-probability of the student's words, chosen on "
-             f"{result['settings']['choose_on']}): {result['min_words_logprob']:.3f}", "",
-             "| split | turns | student % | cascade % | hybrid % | handed over % | "
-             "of those, student right / cascade right |", "|---|---|---|---|---|---|---|"]
-    for split, s in result["scores"].items():
-        lines.append(f"| {split} | {s['turns']} | {s['student_pct']:.1f} | "
-                     f"{s['cascade_pct']:.1f} | {s['hybrid_pct']:.1f} | {s['routed_pct']:.1f} | "
-                     f"{s['routed_student_right']} / {s['routed_cascade_right']} |")
+    s = result["settings"]
+    refusal = result["refusal_heard_logprob"]
+    lines = [f"chosen on {s['choose_on']}: ask the cascade where the student's words score "
+             f"below {result['min_words_logprob']:.3f} (at most {s['max_asked_pct']:g} % of its "
+             f"turns); take its refusal where Whisper scores at least "
+             + (f"{refusal:.3f}" if refusal is not None else "(never)")
+             + f" (above {s['refusal_quantile']:g} of its refused turns there)", "",
+             "| split | turns | student % | cascade % | hybrid before % | hybrid % | cascade "
+             "asked % | cascade answered % | of those, student right / cascade right |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for split, v in result["scores"].items():
+        lines.append(
+            f"| {split} | {v['turns']} | {v['student_pct']:.1f} | {v['cascade_pct']:.1f} | "
+            f"{v['hybrid_before_pct']:.1f} | {v['hybrid_pct']:.1f} | {v['asked_pct']:.1f} | "
+            f"{v['answered_by_cascade_pct']:.1f} | {v['switched_student_right']} / "
+            f"{v['switched_cascade_right']} |")
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict], threshold: float, path: Path) -> None:
+def _plot(rows: list[dict], refusal_above: float | None, unsure_below: float,
+          path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,14 +299,16 @@ def _plot(rows: list[dict], threshold: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for split in dict.fromkeys(r["split"] for r in rows):
         mine = [r for r in rows if r["split"] == split]
-        grid = [-np.inf, *sorted({r["logprob"] for r in mine}), np.inf]
-        points = np.array([hybrid_right(mine, t)[::-1] for t in grid])
+        grid = [-np.inf, *sorted({r["logprob"] for r in mine}), 0.0]
+        points = np.array([[(h := hybrid(mine, t, refusal_above))["asked_pct"], h["right_pct"]]
+                           for t in grid])
         line, = ax.plot(points[:, 0], points[:, 1], label=split)
-        share, right = hybrid_right(mine, threshold)[::-1]
-        ax.plot([share], [right], "o", color=line.get_color())
-    ax.set_xlabel("turns handed to the cascade (%)")
-    ax.set_ylabel("intended answer words (%)")
-    ax.set_title(f"hybrid routing by the student's word log-probability (dot: {threshold:.2f})")
+        at = hybrid(mine, unsure_below, refusal_above)
+        ax.plot([at["asked_pct"]], [at["right_pct"]], "o", color=line.get_color())
+    ax.set_xlabel("turns the cascade is asked about (%)")
+    ax.set_ylabel("answered right (%)")
+    ax.set_title("hybrid: the cascade asked where the student is unsure "
+                 f"(dot: below {unsure_below:.2f})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

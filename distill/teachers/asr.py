@@ -43,6 +43,10 @@ class ASR(Protocol):
     def transcribe(self, samples: np.ndarray, rate_hz: int) -> str:
         """Float32 ``[T]`` at ``rate_hz`` -> the spoken text."""
 
+    def transcribe_scored(self, samples: np.ndarray, rate_hz: int) -> tuple[str, float | None]:
+        """The spoken text and how sure the recognizer is of it: the mean log-probability
+        of its tokens (None where it does not say, or heard nothing)."""
+
 
 class WhisperASR:
     """faster-whisper; greedy by default, English, no timestamps."""
@@ -68,6 +72,9 @@ class WhisperASR:
         self._lock = threading.Lock()
 
     def transcribe(self, samples: np.ndarray, rate_hz: int) -> str:
+        return self.transcribe_scored(samples, rate_hz)[0]
+
+    def transcribe_scored(self, samples: np.ndarray, rate_hz: int) -> tuple[str, float | None]:
         audio = resample(samples.astype(np.float32), rate_hz, ASR_RATE_HZ)
         with self._lock:
             segments, _ = self._model.transcribe(
@@ -75,7 +82,12 @@ class WhisperASR:
                 condition_on_previous_text=False, without_timestamps=True,
                 temperature=0.0,  # no sampled retries: the same audio, the same words
             )
-            return " ".join(s.text.strip() for s in segments).strip()
+            segments = list(segments)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        tokens = sum(len(s.tokens) for s in segments)
+        if not tokens:
+            return text, None
+        return text, sum(s.avg_logprob * len(s.tokens) for s in segments) / tokens
 
 
 class PocketsphinxASR:
@@ -98,6 +110,9 @@ class PocketsphinxASR:
             self._decoder.end_utt()
             hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
+
+    def transcribe_scored(self, samples: np.ndarray, rate_hz: int) -> tuple[str, float | None]:
+        return self.transcribe(samples, rate_hz), None  # (its scores are not probabilities)
 
 
 def load_asr(settings: ASRSettings = ASRSettings()) -> ASR:

@@ -45,6 +45,8 @@ class EngineOutput:
     audio_24k: np.ndarray | None = None  # float32 [T] answer audio at 24 kHz
     transcript_delta: str = ""  # text of the answer audio, in order
     user_transcript: str | None = None  # what the engine heard, once, before the answer
+    # how sure its recognizer is of user_transcript (mean token log-probability), if it says
+    user_transcript_logprob: float | None = None
     timings_ms: dict = field(default_factory=dict)  # stage name -> milliseconds
     # with the first audio of a student's answer: its words' log-probability (see Answer)
     words_logprob: float | None = None

@@ -92,8 +92,9 @@ class CascadeEngine:
         t0 = time.perf_counter()
         text = turn.text
         if text is None:
-            text = self.transcribe(turn.audio_24k)
-            yield EngineOutput(user_transcript=text,
+            text, sure = self._asr.transcribe_scored(
+                resample(turn.audio_24k, WIRE_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
+            yield EngineOutput(user_transcript=text, user_transcript_logprob=sure,
                                timings_ms={"asr": 1000 * (time.perf_counter() - t0)})
         if cancel.is_set():
             return
@@ -104,14 +105,16 @@ class CascadeEngine:
 
     def _speak(self, answer: Iterator[str], llm_start_s: float,
                cancel: threading.Event) -> Iterator[EngineOutput]:
-        """TTS sentence by sentence, in ``chunk_ms`` pieces; timings: ``llm`` until the
-        first sentence was in, ``tts`` summed over sentences."""
+        """TTS sentence by sentence, in ``chunk_ms`` pieces, each sentence's words before
+        its audio (the hybrid reads them to see whether it refuses, before any TTS);
+        timings: ``llm`` until the first sentence was in, ``tts`` summed over sentences."""
         timings: dict[str, float] = {}
         chunk = WIRE_RATE_HZ * self.settings.chunk_ms // 1000
         for n, sentence in enumerate(answer):
             timings.setdefault("llm", 1000 * (time.perf_counter() - llm_start_s))
             if cancel.is_set():
                 return
+            yield EngineOutput(transcript_delta=(" " if n else "") + sentence)
             t2 = time.perf_counter()
             samples, rate_hz = synthesize(sentence, self.settings.voice)
             audio = resample(samples, rate_hz, WIRE_RATE_HZ)
@@ -119,10 +122,8 @@ class CascadeEngine:
             for i in range(0, len(audio), chunk):
                 if cancel.is_set():
                     return
-                first = i == 0
                 yield EngineOutput(audio_24k=audio[i:i + chunk],
-                                   transcript_delta=(" " if n else "") + sentence if first else "",
-                                   timings_ms=dict(timings) if first else {})
+                                   timings_ms=dict(timings) if i == 0 else {})
 
 
 class CascadeSession:

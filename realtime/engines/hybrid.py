@@ -9,11 +9,18 @@ is answered best:
 - a turn with instructions, when the cascade's LLM follows them (``--llm openai``) -> the
   cascade (the student would ignore them);
 - speech -> the student, unless its words are the domain's polite refusal ("Sorry, I can
-  only help with ...") or it is unsure of them (their log-probability under its own text
-  head is below ``min_words_logprob``: ``voxloop eval routing`` measures where, and keeps
-  the threshold beside the student's weights): then that answer is dropped before any of
-  its audio is sent and the cascade answers the same audio (Whisper may hear a question
-  the student did not, and an OpenAI-compatible LLM answers what is outside the domain).
+  only help with ..."): then that answer is dropped before any of its audio is sent and
+  the cascade answers the same audio (Whisper may hear a question the student did not,
+  and an OpenAI-compatible LLM answers what is outside the domain);
+- and where the student is unsure of its words (their log-probability under its own text
+  head is below ``min_words_logprob``), the cascade is asked too, before any of the
+  student's audio is sent: it answers unless its words are the refusal; its refusal is
+  taken only where its Whisper was sure of what it heard (``refusal_heard_logprob``: a
+  clear question outside the domain, where the student would make an answer up), else the
+  student answers after all (a question Whisper misheard). An unsure turn waits for the
+  cascade's Whisper and LLM (not its TTS, which starts only once its answer is taken).
+  ``voxloop eval routing`` measures both thresholds and keeps them beside the student's
+  weights (:mod:`distill.student.confidence`).
 
 Live audio goes to the student's session only (it prefills while the user speaks; the
 cascade hears each turn whole), and input transcription is the cascade's Whisper, which
@@ -22,6 +29,7 @@ hears better than the student's CTC head.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -43,29 +51,46 @@ def plain_words(text: str) -> str:
 @dataclass(frozen=True)
 class HybridSettings:
     min_words_logprob: str = field(default="auto", metadata={
-        "help": "hand a spoken turn to the cascade when the student's words score below "
-                "this log-probability under its own text head: auto = the threshold measured "
-                "for the student's weights (voxloop eval routing --export; none measured: "
-                "only its refusals), none = only its refusals, or a number such as -0.5",
+        "help": "ask the cascade about a spoken turn when the student's words score below "
+                "this log-probability under its own text head: auto = as measured for the "
+                "student's weights (voxloop eval routing --export; none measured: never), "
+                "none = never (only its refusals go to the cascade), or a number such as -0.5",
         "flag": "--hybrid-min-words-logprob"})
+    refusal_heard_logprob: str = field(default="auto", metadata={
+        "help": "when asked, the cascade's refusal answers the turn only where its Whisper "
+                "is at least this sure of what it heard (mean token log-probability: a clear "
+                "question outside the domain, not a mishearing), else the student answers: "
+                "auto = as measured for the student's weights (none measured: never), none = "
+                "never, or a number such as -0.35", "flag": "--hybrid-refusal-heard-logprob"})
 
-    def threshold(self, student_folder: str) -> float | None:
-        """The threshold this setting means for the student in ``student_folder``."""
-        value = self.min_words_logprob.strip().lower()
-        if value == "auto":
-            from voxloop.distill.student.confidence import read_threshold
+    def thresholds(self, student_folder: str) -> tuple[float | None, float | None]:
+        """``(min_words_logprob, refusal_heard_logprob)`` for the student in
+        ``student_folder`` (None: never ask / never take a refusal)."""
+        from voxloop.distill.student.confidence import read_routing
 
-            return read_threshold(student_folder)
-        if value == "none":
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or number > 0:
-            raise VoxloopError(f"--hybrid-min-words-logprob {self.min_words_logprob!r}: auto, "
-                               "none, or a log-probability (a number at most 0, e.g. -0.5)")
-        return number
+        measured = None
+        if "auto" in (self.min_words_logprob.strip().lower(),
+                      self.refusal_heard_logprob.strip().lower()):
+            measured = read_routing(student_folder)
+        return (_threshold("--hybrid-min-words-logprob", self.min_words_logprob,
+                           measured and measured.min_words_logprob),
+                _threshold("--hybrid-refusal-heard-logprob", self.refusal_heard_logprob,
+                           measured and measured.refusal_heard_logprob))
+
+
+def _threshold(flag: str, value: str, measured: float | None) -> float | None:
+    """A threshold setting's value: ``auto`` (``measured``), ``none`` or a log-probability."""
+    text = value.strip().lower()
+    if text in ("auto", "none"):
+        return measured if text == "auto" else None
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number > 0:
+        raise VoxloopError(f"{flag} {value!r}: auto, none, or a log-probability (a number at "
+                           "most 0, e.g. -0.5)")
+    return number
 
 
 class HybridEngine:
@@ -73,10 +98,13 @@ class HybridEngine:
     accepts_text = True
 
     def __init__(self, native: Engine, cascade: Engine, refusal: str | None = None,
-                 min_words_logprob: float | None = None) -> None:
+                 min_words_logprob: float | None = None,
+                 refusal_heard_logprob: float | None = None) -> None:
         """``native`` answers speech, ``cascade`` text, instructions and what ``native``
-        refuses or is unsure of; ``refusal``: the student's out-of-domain answer (default:
-        the domain's); ``min_words_logprob``: below it the student is unsure (None: never)."""
+        refuses or is unsure of; ``refusal``: the domain's out-of-domain answer (default:
+        the domain's); ``min_words_logprob``: below it the student is unsure (None: never);
+        ``refusal_heard_logprob``: the cascade's refusal of a turn the student is unsure of
+        is taken where its recognizer is at least this sure (None: never)."""
         if native.voice != cascade.voice:
             raise VoxloopError(f"the hybrid engine speaks with one voice: the student speaks "
                                f"{native.voice!r}, the cascade {cascade.voice!r} (set "
@@ -87,6 +115,7 @@ class HybridEngine:
             refusal = load_domain()["fallback"]
         self.native, self.cascade, self.refusal = native, cascade, plain_words(refusal)
         self.min_words_logprob = min_words_logprob
+        self.refusal_heard_logprob = refusal_heard_logprob
         self.voice = native.voice
         self.follows_instructions = cascade.follows_instructions
         self.models = {**cascade.models, **native.models}
@@ -103,12 +132,21 @@ class HybridEngine:
         return turn.audio_24k is None or (bool(turn.instructions)
                                           and self.cascade.follows_instructions)
 
-    def hands_over(self, words: str, logprob: float | None) -> bool:
-        """Whether the student's answer ``words`` (log-probability ``logprob``, None where
-        not known) goes to the cascade instead: its refusal, or words it is unsure of."""
-        return plain_words(words) == self.refusal or (
-            self.min_words_logprob is not None and logprob is not None
-            and logprob < self.min_words_logprob)
+    def refuses(self, words: str) -> bool:
+        """Whether ``words`` (either engine's) are the domain's refusal."""
+        return plain_words(words) == self.refusal
+
+    def unsure(self, logprob: float | None) -> bool:
+        """Whether the student's words, of log-probability ``logprob`` (None: not known),
+        are ones it is unsure of."""
+        return (self.min_words_logprob is not None and logprob is not None
+                and logprob < self.min_words_logprob)
+
+    def takes_refusal(self, heard_logprob: float | None) -> bool:
+        """Whether the cascade's refusal answers a turn the student is unsure of, its
+        recognizer this sure (None: not known) of what it heard."""
+        return (self.refusal_heard_logprob is not None and heard_logprob is not None
+                and heard_logprob >= self.refusal_heard_logprob)
 
 
 class HybridSession:
@@ -142,32 +180,63 @@ class HybridSession:
         if self.engine.for_cascade(turn):
             yield from self.cascade.respond(turn, cancel)
             return
-        # the student writes its words before its first audio: hold them until then, and
-        # hand the turn to the cascade if they are its refusal or it is unsure of them
+        # the student writes its words before its first audio: hold them until then; the
+        # cascade answers instead if they are its refusal, or if it is unsure of them and
+        # the cascade, asked, does not refuse (then the student goes on where it waited)
         held: list[EngineOutput] | None = []
-        words, refused = "", False
+        words, cascade = "", None
         answer = self.native.respond(turn, cancel)
         try:
             for out in answer:
-                if held is not None:
-                    if out.audio_24k is None:
-                        held.append(out)
-                        words += out.transcript_delta
-                        continue
-                    if refused := self.engine.hands_over(words, out.words_logprob):
-                        break
-                    yield from held
-                    held = None
-                yield out
+                if held is None:
+                    yield out
+                    continue
+                held.append(out)
+                if out.audio_24k is None:
+                    words += out.transcript_delta
+                    continue
+                if self.engine.refuses(words):
+                    cascade = self.cascade.respond(turn, cancel)
+                elif self.engine.unsure(out.words_logprob):
+                    cascade = self._unless_it_refuses(self.cascade.respond(turn, cancel))
+                if cascade is not None:
+                    break
+                yield from held
+                held = None
             else:
                 if held is not None:  # it ended before any audio
-                    refused = self.engine.hands_over(words, None)
-                    if not refused:
+                    if self.engine.refuses(words):
+                        cascade = self.cascade.respond(turn, cancel)
+                    else:
                         yield from held
         finally:
             answer.close()  # stops the student's answer where it was
-        if refused and not cancel.is_set():
-            yield from self.cascade.respond(turn, cancel)
+        if cascade is not None and not cancel.is_set():
+            yield from cascade
+
+    def _unless_it_refuses(self, answer: Iterator[EngineOutput]
+                           ) -> Iterator[EngineOutput] | None:
+        """The cascade's ``answer`` read up to its first words: the whole of it again, or
+        None (closed before any TTS ran) where those words are the refusal and its
+        recognizer was not sure enough of what it heard for the refusal to be taken."""
+        held, heard_logprob = [], None
+        for out in answer:
+            held.append(out)
+            if out.user_transcript is not None:
+                heard_logprob = out.user_transcript_logprob
+            if out.transcript_delta or out.audio_24k is not None:
+                break
+        if self.engine.refuses("".join(o.transcript_delta for o in held)) \
+                and not self.engine.takes_refusal(heard_logprob):
+            answer.close()
+            return None
+
+        def replay() -> Iterator[EngineOutput]:
+            with contextlib.closing(answer):
+                yield from held
+                yield from answer
+
+        return replay()
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
         return self.cascade.transcribe(audio_24k)

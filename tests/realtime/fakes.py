@@ -58,6 +58,7 @@ class Script:
     pieces: tuple[Piece, ...] = (Piece("It is", 440.0, 200), Piece(" noon.", 660.0, 200))
     fail_after: int | None = None  # raise after this many pieces (an engine failure)
     resumes_turns: bool = True  # resume_turn keeps the last turn (False: as the cascade)
+    heard_logprob: float | None = None  # how sure its recognizer is of user_transcript
 
     def audio_24k(self) -> np.ndarray:
         return np.concatenate([tone_24k(p.tone_hz, p.tone_ms) for p in self.pieces])
@@ -140,7 +141,8 @@ class FakeSession:
         self._call("respond")
         self.turns.append(turn)
         if turn.audio_24k is not None:
-            yield EngineOutput(user_transcript=self.script.user_transcript)
+            yield EngineOutput(user_transcript=self.script.user_transcript,
+                               user_transcript_logprob=self.script.heard_logprob)
         for n, piece in enumerate(self.script.pieces):
             if cancel.wait(piece.delay_s):
                 return

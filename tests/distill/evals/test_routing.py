@@ -15,50 +15,89 @@ from voxloop.distill.evals.routing import (
     RoutingSettings,
     choose_threshold,
     format_routing,
-    hybrid_right,
+    hybrid,
+    refusal_threshold,
     score,
 )
 
 
-def _turn(split: str, logprob: float, student: bool, cascade: bool) -> dict:
+def _turn(split: str, logprob: float, student: bool, cascade: bool | None,
+          heard: float = -0.8) -> dict:
+    """A turn; ``cascade`` None: the cascade refuses it (having heard it ``heard`` surely)."""
     return {"split": split, "logprob": logprob, "student_right": student,
-            "cascade_right": cascade}
+            "student_refuses": False, "cascade_right": bool(cascade),
+            "cascade_refuses": cascade is None, "cascade_heard_logprob": heard}
 
 
 ROWS = [_turn("valid", -0.05, True, True), _turn("valid", -0.2, True, False),
-        _turn("valid", -0.9, False, True), _turn("valid", -1.5, False, True),
-        _turn("valid", -2.0, True, False)]
+        _turn("valid", -0.9, False, True), _turn("valid", -1.2, True, None),
+        _turn("valid", -1.5, False, True), _turn("valid", -2.0, True, False)]
 
 
-def test_turns_below_the_threshold_are_the_cascades():
-    assert hybrid_right(ROWS, -math.inf) == (60.0, 0.0)  # the student alone
-    assert hybrid_right(ROWS, -1.2) == (60.0, 40.0)  # one gained, one lost
-    assert hybrid_right(ROWS, -0.55) == (80.0, 60.0)
-    assert hybrid_right(ROWS, 0.0) == (60.0, 100.0)  # the cascade alone
+def right_and_asked(rows, unsure_below, refusal_above=None):
+    result = hybrid(rows, unsure_below, refusal_above)
+    return result["right_pct"], result["asked_pct"], result["cascade_pct"]
 
 
-def test_the_threshold_with_most_right_and_fewest_handed_over():
+def test_the_cascade_answers_the_unsure_turns_it_does_not_refuse():
+    assert right_and_asked(ROWS, -math.inf) == (pytest.approx(200 / 3), 0.0, 0.0)
+    # -1.5 and -2.0 asked: one gained, one lost
+    assert right_and_asked(ROWS, -1.35) == (pytest.approx(200 / 3), pytest.approx(100 / 3),
+                                            pytest.approx(100 / 3))
+    # -1.2 asked too, but the cascade refuses it: the student's right answer stays...
+    assert right_and_asked(ROWS, -1.05) == (pytest.approx(200 / 3), 50.0,
+                                            pytest.approx(100 / 3))
+    # ...unless Whisper heard it surely enough for its refusal to be taken
+    assert right_and_asked(ROWS, -1.05, -0.7)[0] == pytest.approx(200 / 3)  # heard at -0.8
+    assert right_and_asked(ROWS, -1.05, -0.8)[0] == pytest.approx(100 / 2)
+    assert right_and_asked(ROWS, -0.55)[0] == pytest.approx(250 / 3)  # -0.9 gained
+    assert right_and_asked(ROWS, 0.0) == (pytest.approx(200 / 3), 100.0, pytest.approx(500 / 6))
+    refused = {**ROWS[0], "student_refuses": True, "student_right": False}
+    assert right_and_asked([refused], -math.inf) == (100.0, 100.0, 100.0)  # asked anyway
+
+
+def test_a_refusal_is_taken_where_whisper_is_surer_than_on_most_mishearings():
+    rows = [_turn("valid", -1.0, True, None, heard) for heard in (-1.0, -0.8, -0.6, -0.4)]
+    rows.append(_turn("valid", -1.0, True, True, heard=-0.01))  # not a refusal: not counted
+    assert refusal_threshold(rows, 0.5) == pytest.approx(-0.7)
+    assert refusal_threshold(rows, 1.0) == pytest.approx(-0.4)
+    assert refusal_threshold(rows[4:], 0.9) is None  # it refused nothing
+
+
+def test_the_threshold_with_most_right_and_fewest_asked_within_the_cap():
     assert choose_threshold(ROWS) == pytest.approx(-0.55)  # halfway between -0.9 and -0.2
-    # -0.55 and 0 both get all three right: the one that hands over fewer turns
+    # -0.55 and 0 both get all three right: the one that asks about fewer turns
     rows = [_turn("valid", -0.1, True, True), _turn("valid", -1.0, False, True),
             _turn("valid", -2.0, True, True)]
     assert choose_threshold(rows) == pytest.approx(-0.55)
+    assert choose_threshold(rows, max_asked_pct=70) == pytest.approx(-0.55)
+    # asking about -2.0 alone gains nothing: within a cap of one turn in two, never ask
+    assert choose_threshold(rows, max_asked_pct=50) == -math.inf
     # a student the cascade never beats keeps every turn
     assert choose_threshold([_turn("valid", -1.0, True, False)]) == -math.inf
 
 
-def test_scores_per_split_at_one_threshold():
+def test_scores_per_split_at_the_thresholds():
     rows = [*ROWS, _turn("heldout_voice", -3.0, False, True),
-            _turn("heldout_voice", -0.1, True, False)]
-    scores = score(rows, -0.55)
+            _turn("heldout_voice", -0.1, True, False),
+            _turn("out_of_domain", -2.0, False, None, heard=-0.1)]  # a refusal is right
+    rows[-1]["cascade_right"] = True
+    scores = score(rows, -0.55, -0.3)
     assert scores["heldout_voice"] == {
-        "turns": 2, "student_pct": 50.0, "cascade_pct": 50.0, "hybrid_pct": 100.0,
-        "routed_pct": 50.0, "routed": 1, "routed_student_right": 0, "routed_cascade_right": 1}
-    assert scores["all"]["turns"] == 7 and scores["valid"]["hybrid_pct"] == 80.0
-    table = format_routing({"settings": {"choose_on": "valid"}, "min_words_logprob": -0.55,
+        "turns": 2, "student_pct": 50.0, "cascade_pct": 50.0, "hybrid_before_pct": 50.0,
+        "hybrid_pct": 100.0, "asked_pct": 50.0, "answered_by_cascade_pct": 50.0,
+        "switched_student_right": 0, "switched_cascade_right": 1}
+    assert scores["out_of_domain"]["hybrid_pct"] == 100.0  # the refusal, heard surely
+    assert score(rows, -0.55, -0.05)["out_of_domain"]["hybrid_pct"] == 0.0
+    assert scores["all"]["turns"] == 9
+    assert scores["valid"]["hybrid_pct"] == pytest.approx(250 / 3)
+    table = format_routing({"settings": {"choose_on": "valid", "max_asked_pct": 10.0,
+                                         "refusal_quantile": 0.9},
+                            "min_words_logprob": -0.55, "refusal_heard_logprob": -0.3,
                             "scores": scores})
-    assert "chosen on valid): -0.550" in table
-    assert "| heldout_voice | 2 | 50.0 | 50.0 | 100.0 | 50.0 | 0 / 1 |" in table
+    assert "below -0.550 (at most 10 % of its turns)" in table
+    assert "Whisper scores at least -0.300 (above 0.9 of" in table
+    assert "| heldout_voice | 2 | 50.0 | 50.0 | 50.0 | 100.0 | 50.0 | 50.0 | 0 / 1 |" in table
 
 
 @pytest.mark.slow
@@ -67,31 +106,42 @@ def test_a_real_run_keeps_the_threshold_for_the_engine(tmp_path):
     from voxloop.distill.data.dataset import iter_examples
     from voxloop.distill.data.synth import run_synth
     from voxloop.distill.evals.routing import evaluate_routing
-    from voxloop.distill.student.confidence import read_threshold
+    from voxloop.distill.student.confidence import Routing, read_routing
     from voxloop.distill.student.model import student_folder
+    from voxloop.distill.student.vocab import answer_words
+    from voxloop.distill.teachers.domain.data import load_domain
     from voxloop.errors import VoxloopError
 
+    refusal = answer_words(load_domain()["fallback"])
     data = run_synth(replace(TINY, out=str(tmp_path / "ds")))
     student = tmp_path / "student"
     shutil.copytree(student_folder("voxloop-student"), student)
-    settings = RoutingSettings(data=str(data), out=str(tmp_path / "out"), export=True)
+    settings = RoutingSettings(data=str(data), out=str(tmp_path / "out"), export=True,
+                               limit=4)
     result = evaluate_routing(student, settings, progress=False)
     turns = [json.loads(line) for line in (tmp_path / "out" / "turns.jsonl").open()]
     for split in settings.splits:
-        examples = list(iter_examples(data, split))
+        examples = list(iter_examples(data, split))[:4]
         mine = [t for t in turns if t["split"] == split]
         assert [t["id"] for t in mine] == [e.id for e in examples]
         assert result["scores"][split]["turns"] == len(examples)
         for turn, example in zip(mine, examples, strict=True):
             assert turn["logprob"] <= 0 and turn["student"]
-            # the synth job's cascade where it ran the ASR teacher, else one run now
-            assert turn["cascade_ran_in_synth"] == bool(example.meta["asr"])
-            if example.meta["asr"]:
-                assert turn["cascade"] == example.answer_text
+            if example.meta["asr"]:  # the same Whisper as the synth job, the same words
+                assert turn["cascade_heard"] == example.asr_text
+    outside = [t for t in turns if t["split"] == "out_of_domain"]
+    assert len(outside) == 4 * 3  # four questions, three held-out voices
+    assert all(t["intended"] == load_domain()["fallback"] for t in outside)
+    assert all(t["cascade_refuses"] == t["cascade_right"] for t in outside)
+    for turn in turns:  # the rule's inputs, as the engine sees them
+        assert turn["cascade_refuses"] == (answer_words(turn["cascade"]) == refusal)
+        assert turn["student_refuses"] == (answer_words(turn["student"]) == refusal)
     valid = [t for t in turns if t["split"] == "valid"]
-    assert not any(t["cascade_ran_in_synth"] for t in valid)
-    assert result["min_words_logprob"] == choose_threshold(valid)
-    assert read_threshold(student) == result["min_words_logprob"]
+    refusal_above = refusal_threshold(valid, settings.refusal_quantile)
+    assert result["refusal_heard_logprob"] == refusal_above
+    assert result["min_words_logprob"] == choose_threshold(valid, settings.max_asked_pct,
+                                                           refusal_above)
+    assert read_routing(student) == Routing(result["min_words_logprob"], refusal_above)
     for name in ("routing.json", "routing.md", "routing.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     with pytest.raises(VoxloopError, match="--choose-on"):

@@ -71,3 +71,20 @@ def test_whisper_is_deterministic_on_hard_audio(whisper):
     hard = augment(samples, rate_hz, recipe, seed=43329950)
     heard = {whisper.transcribe(hard, rate_hz) for _ in range(6)}
     assert len(heard) == 1, heard
+
+
+@pytest.mark.slow
+def test_whisper_says_how_sure_it_is(whisper):
+    """The mean token log-probability: high for a clear question, lower for the same words
+    under heavy noise; the text is transcribe's. Pocketsphinx does not say."""
+    import numpy as np
+
+    from voxloop.distill.data.augment import add_noise
+
+    samples, rate_hz = synthesize(TEXT, "festival:slt-hts")
+    text, sure = whisper.transcribe_scored(samples, rate_hz)
+    assert text == whisper.transcribe(samples, rate_hz) and -0.5 < sure <= 0
+    noisy = add_noise(samples, -5.0, np.random.default_rng(0), "white")
+    assert whisper.transcribe_scored(noisy, rate_hz)[1] < sure - 0.2
+    pocketsphinx = load_asr(ASRSettings(backend="pocketsphinx"))
+    assert pocketsphinx.transcribe_scored(samples, rate_hz)[1] is None

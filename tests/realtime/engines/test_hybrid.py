@@ -129,19 +129,47 @@ def test_an_unsure_student_hands_its_turn_to_the_cascade(logprob, threshold, by_
     assert len(audio) == len(script.audio_24k())  # none of the other's audio
 
 
-def test_the_threshold_setting(tmp_path):
-    from voxloop.distill.student.confidence import ROUTING_FILE, write_threshold
+@pytest.mark.parametrize(("heard_logprob", "takes_refusal_above", "refusal_taken"), [
+    (-1.2, -0.35, False), (None, -0.35, False), (-0.1, None, False), (-0.1, -0.35, True)])
+def test_an_unsure_students_turn_refused_by_the_cascade(heard_logprob, takes_refusal_above,
+                                                         refusal_taken):
+    """Its refusal is taken where its recognizer was sure of what it heard (a question
+    outside the domain), else the student answers after all (Whisper misheard)."""
+    refusing = Script(user_transcript="what is to plus to", heard_logprob=heard_logprob,
+                      pieces=(Piece("Sorry, I can only help with simple math.", tone_ms=0),
+                              Piece("", 500.0, 300)))
+    engine = HybridEngine(FakeEngine(unsure(-2.0), accepts_text=False), FakeEngine(refusing),
+                          refusal=REFUSAL, min_words_logprob=-0.5,
+                          refusal_heard_logprob=takes_refusal_above)
+    transcript, outputs, student, cascade = answer(engine, Turn(audio_24k=QUESTION_24K))
+    assert "respond" in cascade.calls
+    audio = np.concatenate([o.audio_24k for o in outputs if o.audio_24k is not None])
+    heard = [o.user_transcript for o in outputs if o.user_transcript]
+    if refusal_taken:
+        assert transcript == "Sorry, I can only help with simple math."
+        assert len(audio) == len(refusing.audio_24k()) and heard == ["what is to plus to"]
+    else:
+        assert transcript == "two plus two is four"
+        assert cascade.pieces_made == 1  # its words only: no TTS for a refusal not taken
+        assert len(audio) == len(unsure(-2.0).audio_24k())  # all the student's, none of its
+        assert heard == ["what is two plus two"]  # the student's hearing, not the cascade's
+
+
+def test_the_threshold_settings(tmp_path):
+    from voxloop.distill.student.confidence import Routing, write_routing
     from voxloop.realtime.engines.hybrid import HybridSettings
 
     (tmp_path / "model.safetensors").write_bytes(b"weights")
-    assert HybridSettings().threshold(str(tmp_path)) is None  # none measured: refusals only
-    write_threshold(tmp_path, -0.75, {"chosen_on": "valid"})
-    assert HybridSettings().threshold(str(tmp_path)) == -0.75
-    assert HybridSettings("none").threshold(str(tmp_path)) is None
-    assert HybridSettings(" -1.5 ").threshold(str(tmp_path)) == -1.5
+    folder = str(tmp_path)
+    assert HybridSettings().thresholds(folder) == (None, None)  # none measured
+    write_routing(tmp_path, Routing(-0.75, -0.35), {"chosen_on": "valid"})
+    assert HybridSettings().thresholds(folder) == (-0.75, -0.35)
+    assert HybridSettings("none", "auto").thresholds(folder) == (None, -0.35)
+    assert HybridSettings(" -1.5 ", "-0.2").thresholds(folder) == (-1.5, -0.2)
     (tmp_path / "model.safetensors").write_bytes(b"other weights")  # saved again since
-    assert HybridSettings("AUTO").threshold(str(tmp_path)) is None
-    assert (tmp_path / ROUTING_FILE).is_file()
+    assert HybridSettings("AUTO", "auto").thresholds(folder) == (None, None)
     for bad in ("sure", "0.5", "nan", "-inf", ""):
         with pytest.raises(VoxloopError, match="--hybrid-min-words-logprob"):
-            HybridSettings(bad).threshold(str(tmp_path))
+            HybridSettings(bad).thresholds(folder)
+        with pytest.raises(VoxloopError, match="--hybrid-refusal-heard-logprob"):
+            HybridSettings("none", bad).thresholds(folder)

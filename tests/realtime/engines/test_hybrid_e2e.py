@@ -2,7 +2,8 @@
 server: a spoken question is answered by the student (its words: lowercase, no
 punctuation, from its vocabulary), typed text by the cascade, and a student answer that is
 the refusal is replaced by the cascade's answer to the same audio, none of the student's
-audio sent."""
+audio sent; a turn the student is unsure of is the cascade's unless it refuses, and its
+refusal is taken only where its Whisper heard surely."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 
 from tests.helpers.server import ServerThread, append_event, connect, speech_24k
 from tests.realtime.engines.helpers import spoken_turn
+from voxloop.distill.teachers.domain.data import load_domain
 from voxloop.realtime.engines.base import Turn
+from voxloop.realtime.engines.hybrid import plain_words
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +100,7 @@ def test_a_refused_question_is_answered_by_the_cascade(native_engine, cascade_en
 def test_the_student_writes_the_refusal_the_hybrid_listens_for(native_engine, cascade_engine):
     """The student's vocabulary spells the domain's refusal word for word, so its refusal
     compares equal to the one the hybrid listens for (else no turn would be handed on)."""
-    from voxloop.realtime.engines.hybrid import HybridEngine, plain_words
+    from voxloop.realtime.engines.hybrid import HybridEngine
 
     engine = HybridEngine(native_engine, cascade_engine)
     tokenizer = native_engine.tokenizer
@@ -128,3 +131,33 @@ def test_an_unsure_student_is_answered_by_the_cascade(native_engine, cascade_eng
         print(f"\nthreshold {threshold:.4f}: {result['transcript']!r}")
         assert result["status"] == "completed" and result["audio_s"] > 0.5
         assert (result["transcript"] == TEACHERS_ANSWER) == teachers
+
+
+def test_the_cascades_refusal_is_taken_only_where_whisper_heard_surely(native_engine,
+                                                                       cascade_engine):
+    """A question outside the domain: the student, unsure, makes an answer up and the
+    cascade refuses; its refusal is the answer where the hybrid takes refusals heard this
+    surely, else the student's words are (as where Whisper misheard a question)."""
+    from voxloop.realtime.engines.hybrid import HybridEngine
+
+    question = speech_24k("purple monkey dishwasher", VOICE)
+    session = native_engine.open()
+    try:
+        outputs = list(session.respond(Turn(audio_24k=question), threading.Event()))
+    finally:
+        session.close()
+    student = "".join(o.transcript_delta for o in outputs)
+    sure = [o.words_logprob for o in outputs if o.audio_24k is not None][0]
+    refusal = load_domain()["fallback"]
+    assert plain_words(student) != plain_words(refusal)
+    for refusal_heard_logprob, expected in ((None, student), (-5.0, refusal)):
+        server = ServerThread(HybridEngine(native_engine, cascade_engine,
+                                           min_words_logprob=sure + 1e-3,
+                                           refusal_heard_logprob=refusal_heard_logprob))
+        try:
+            result = asyncio.run(manual_answer(server.url, None, question))
+        finally:
+            server.stop()
+        print(f"\nrefusals taken above {refusal_heard_logprob}: {result['transcript']!r}")
+        assert result["status"] == "completed" and result["audio_s"] > 0.5
+        assert result["transcript"] == expected
