@@ -50,6 +50,8 @@ ENGINE_ARGS = {
     "native-votes-quick": ["--engine", "native", "--native-votes-quick-turns"],
     "cascade": ["--engine", "cascade"],
     "hybrid": ["--engine", "hybrid"],  # the default: the student for speech
+    # the cascade asked only where the student refuses, not where it is unsure
+    "hybrid-refusals-only": ["--engine", "hybrid", "--hybrid-min-words-logprob", "none"],
 }
 # the barge-in turn: a question with a long answer, then talking over it
 LONG_ANSWER = ("what can you do", "flite:rms")

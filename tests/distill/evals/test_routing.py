@@ -100,6 +100,15 @@ def test_scores_per_split_at_the_thresholds():
     assert "| heldout_voice | 2 | 50.0 | 50.0 | 50.0 | 100.0 | 50.0 | 50.0 | 0 / 1 |" in table
 
 
+def test_the_bundled_student_ships_thresholds_for_its_weights():
+    from voxloop.distill.student.confidence import read_routing
+    from voxloop.distill.student.model import student_folder
+
+    routing = read_routing(student_folder("voxloop-student"))
+    assert routing is not None  # measured for these very weights (a stale one reads None)
+    assert -5 < routing.min_words_logprob < 0 and -5 < routing.refusal_heard_logprob < 0
+
+
 @pytest.mark.slow
 def test_a_real_run_keeps_the_threshold_for_the_engine(tmp_path):
     from tests.distill.data.helpers import TINY
