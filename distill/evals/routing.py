@@ -19,7 +19,9 @@ it asks the cascade about at most ``max_asked_pct`` of that split's turns (a tur
 about waits for the cascade's Whisper; one it answers takes the cascade's latency). Both
 are then measured on every split, and on questions outside the domain
 (:data:`OUT_OF_DOMAIN`, spoken by the held-out voices, augmented as the datasets are),
-whose right answer is the refusal.
+whose right answer is the refusal: the words, and (``out_loud``, off the choose-on split)
+each answer heard by Whisper as it is said, the student's through the codec's answers
+decoder and the cascade's by its TTS, judged as ``eval student`` judges.
 
 Writes ``routing.json``, ``routing.md``, ``turns.jsonl`` and ``routing.png`` (hybrid
 answers right against the share of turns the cascade is asked about, per split); with
@@ -67,6 +69,10 @@ class RoutingSettings:
                 "choose-on split's turns the cascade refused (mishearings)"})
     out_of_domain: bool = field(default=True, metadata={
         "help": "also measure questions outside the domain (the held-out voices speak them)"})
+    out_loud: bool = field(default=True, metadata={
+        "help": "also judge every answer out loud on the splits the thresholds are not "
+                "chosen on: the student's through the codec's answers decoder, the "
+                "cascade's as its TTS says it, each heard by Whisper (as eval student)"})
     limit: int = field(default=0, metadata={"help": "turns per split (0: all)"})
     chunk_frames: int = field(default=5, metadata={"help": "prefill chunk (tokens)"})
     threads: int = field(default=1, metadata={"help": "torch threads"})
@@ -99,8 +105,13 @@ def hybrid(rows: list[dict], unsure_below: float, refusal_above: float | None) -
                        bool)
     right = np.where(cascade, [r["cascade_right"] for r in rows],
                      [r["student_right"] for r in rows])
-    return {"right_pct": 100 * float(right.mean()), "asked_pct": 100 * float(asked.mean()),
-            "cascade_pct": 100 * float(cascade.mean())}
+    result = {"right_pct": 100 * float(right.mean()), "asked_pct": 100 * float(asked.mean()),
+              "cascade_pct": 100 * float(cascade.mean())}
+    if rows and all("student_out_loud" in r for r in rows):
+        heard = np.where(cascade, [r["cascade_out_loud"] for r in rows],
+                         [r["student_out_loud"] for r in rows])
+        result["out_loud_pct"] = 100 * float(heard.mean())
+    return result
 
 
 def refusal_threshold(rows: list[dict], quantile: float) -> float | None:
@@ -142,6 +153,12 @@ def score(rows: list[dict], unsure_below: float, refusal_above: float | None) ->
             "answered_by_cascade_pct": at["cascade_pct"],
             "switched_student_right": sum(r["student_right"] for r in switched),
             "switched_cascade_right": sum(r["cascade_right"] for r in switched)}
+        if "out_loud_pct" in at:
+            out[split].update({
+                "student_out_loud_pct":
+                    100 * float(np.mean([r["student_out_loud"] for r in mine])),
+                "hybrid_before_out_loud_pct": hybrid(mine, -np.inf, None)["out_loud_pct"],
+                "hybrid_out_loud_pct": at["out_loud_pct"]})
     return out
 
 
@@ -150,6 +167,7 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
     from tqdm import tqdm
 
     from voxloop.distill.data.dataset import iter_examples, load_manifest
+    from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.user_tokens import load_student_semantic
     from voxloop.distill.student.vocab import Tokenizer, answer_words
@@ -166,8 +184,10 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
     if model.config.user_input != "semantic":
         raise VoxloopError(f"{model_dir} hears codec codes: routing is measured for a "
                            "semantic student")
+    codec = load_student_codec(None, vocab) if settings.out_loud else None
     both = _Both(model, Tokenizer(vocab), load_student_semantic(None, vocab), load_asr(),
-                 load_llm(), answer_words(load_domain()["fallback"]), settings.chunk_frames)
+                 load_llm(), answer_words(load_domain()["fallback"]), settings.chunk_frames,
+                 codec)
     manifest = load_manifest(settings.data)
     rows = []
     for split in settings.splits:
@@ -184,9 +204,11 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
                 raise VoxloopError(f"{settings.data} keeps no user audio or intended answer "
                                    f"for {example.id}: build it with voxloop distill synth")
             rows.append(both.answer(split, example.id, example.user_audio.astype(np.float32)
-                                    / 32768.0, example.meta["prompt_answer"]))
+                                    / 32768.0, example.meta["prompt_answer"],
+                                    out_loud=split != settings.choose_on))
     if settings.out_of_domain:
-        rows += [both.answer(OUT_OF_DOMAIN_SPLIT, name, audio, load_domain()["fallback"])
+        rows += [both.answer(OUT_OF_DOMAIN_SPLIT, name, audio, load_domain()["fallback"],
+                             out_loud=True)
                  for name, audio in tqdm(out_of_domain_turns(settings.limit),
                                          desc="routing out of domain", unit="turn",
                                          disable=not progress)]
@@ -228,12 +250,16 @@ class _Both:
     llm: object
     refusal: list[str]
     chunk_frames: int
+    codec: object | None  # the student's codec (with its answers decoder): out loud
 
-    def answer(self, split: str, name: str, audio_16k: np.ndarray, intended: str) -> dict:
+    def answer(self, split: str, name: str, audio_16k: np.ndarray, intended: str,
+               out_loud: bool) -> dict:
+        from voxloop.distill.evals.student import judge, transcribe_codes
         from voxloop.distill.student.generate import SamplingOptions
         from voxloop.distill.student.one_turn import generate
         from voxloop.distill.student.user_tokens import encode_clips
         from voxloop.distill.student.vocab import answer_words
+        from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 
         tokens = encode_clips(self.semantic, [audio_16k])[0]
         said = generate(self.model, self.tokenizer, tokens[None].astype(np.int64),
@@ -241,12 +267,19 @@ class _Both:
         heard, heard_logprob = self.asr.transcribe_scored(audio_16k, 16_000)
         cascade = self.llm.reply([], heard)
         words = answer_words(intended)
-        return {"split": split, "id": name, "intended": intended, "student": said.text,
-                "logprob": said.text_logprob, "student_right": answer_words(said.text) == words,
-                "student_refuses": answer_words(said.text) == self.refusal,
-                "cascade_heard": heard, "cascade_heard_logprob": heard_logprob,
-                "cascade": cascade, "cascade_right": answer_words(cascade) == words,
-                "cascade_refuses": answer_words(cascade) == self.refusal}
+        row = {"split": split, "id": name, "intended": intended, "student": said.text,
+               "logprob": said.text_logprob, "student_right": answer_words(said.text) == words,
+               "student_refuses": answer_words(said.text) == self.refusal,
+               "cascade_heard": heard, "cascade_heard_logprob": heard_logprob,
+               "cascade": cascade, "cascade_right": answer_words(cascade) == words,
+               "cascade_refuses": answer_words(cascade) == self.refusal}
+        if out_loud and self.codec is not None:
+            spoken, rate_hz = synthesize(cascade, ASSISTANT_VOICE)
+            row["student_heard"] = transcribe_codes(self.codec, self.asr, said.codes)
+            row["cascade_heard_back"] = self.asr.transcribe(spoken, rate_hz)
+            row["student_out_loud"] = judge(intended, row["student_heard"])
+            row["cascade_out_loud"] = judge(intended, row["cascade_heard_back"])
+        return row
 
 
 def out_of_domain_turns(limit: int = 0):
@@ -286,6 +319,14 @@ def format_routing(result: dict) -> str:
             f"{v['hybrid_before_pct']:.1f} | {v['hybrid_pct']:.1f} | {v['asked_pct']:.1f} | "
             f"{v['answered_by_cascade_pct']:.1f} | {v['switched_student_right']} / "
             f"{v['switched_cascade_right']} |")
+    loud = {k: v for k, v in result["scores"].items() if "hybrid_out_loud_pct" in v}
+    if loud:
+        lines += ["", "Out loud (judged by Whisper: the student's answer through the codec, "
+                  "the cascade's as its TTS says it):", "",
+                  "| split | the student % | hybrid before % | hybrid % |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['student_out_loud_pct']:.1f} | "
+                  f"{v['hybrid_before_out_loud_pct']:.1f} | {v['hybrid_out_loud_pct']:.1f} |"
+                  for k, v in loud.items()]
     return "\n".join(lines)
 
 

@@ -88,6 +88,11 @@ def test_scores_per_split_at_the_thresholds():
         "hybrid_pct": 100.0, "asked_pct": 50.0, "answered_by_cascade_pct": 50.0,
         "switched_student_right": 0, "switched_cascade_right": 1}
     assert scores["out_of_domain"]["hybrid_pct"] == 100.0  # the refusal, heard surely
+    assert "hybrid_out_loud_pct" not in scores["heldout_voice"]  # nothing was heard out loud
+    loud = [{**r, "student_out_loud": r["student_right"], "cascade_out_loud": False}
+            for r in rows if r["split"] == "heldout_voice"]
+    assert hybrid(loud, -0.55, -0.3)["out_loud_pct"] == 50.0  # the cascade's, misheard
+    assert score(loud, -0.55, -0.3)["heldout_voice"]["hybrid_before_out_loud_pct"] == 50.0
     assert score(rows, -0.55, -0.05)["out_of_domain"]["hybrid_pct"] == 0.0
     assert scores["all"]["turns"] == 9
     assert scores["valid"]["hybrid_pct"] == pytest.approx(250 / 3)
@@ -138,6 +143,10 @@ def test_a_real_run_keeps_the_threshold_for_the_engine(tmp_path):
             assert turn["logprob"] <= 0 and turn["student"]
             if example.meta["asr"]:  # the same Whisper as the synth job, the same words
                 assert turn["cascade_heard"] == example.asr_text
+    for turn in turns:  # out loud off the split the thresholds are chosen on
+        assert ("student_out_loud" in turn) == (turn["split"] != "valid")
+    assert "hybrid_out_loud_pct" in result["scores"]["heldout_voice"]
+    assert "Out loud" in (tmp_path / "out" / "routing.md").read_text()
     outside = [t for t in turns if t["split"] == "out_of_domain"]
     assert len(outside) == 4 * 3  # four questions, three held-out voices
     assert all(t["intended"] == load_domain()["fallback"] for t in outside)
