@@ -184,7 +184,7 @@ class HybridSession:
         # cascade answers instead if they are its refusal, or if it is unsure of them and
         # the cascade, asked, does not refuse (then the student goes on where it waited)
         held: list[EngineOutput] | None = []
-        words, cascade = "", None
+        words, cascade, begun = "", None, []  # the cascade's answer, and what it said already
         answer = self.native.respond(turn, cancel)
         try:
             for out in answer:
@@ -198,7 +198,9 @@ class HybridSession:
                 if self.engine.refuses(words):
                     cascade = self.cascade.respond(turn, cancel)
                 elif self.engine.unsure(out.words_logprob):
-                    cascade = self._unless_it_refuses(self.cascade.respond(turn, cancel))
+                    asked = self.cascade.respond(turn, cancel)
+                    if (begun := self._unless_it_refuses(asked)) is not None:
+                        cascade = asked
                 if cascade is not None:
                     break
                 yield from held
@@ -211,32 +213,28 @@ class HybridSession:
                         yield from held
         finally:
             answer.close()  # stops the student's answer where it was
-        if cascade is not None and not cancel.is_set():
-            yield from cascade
+        if cascade is not None:
+            with contextlib.closing(cascade):
+                if not cancel.is_set():
+                    yield from begun
+                    yield from cascade
 
-    def _unless_it_refuses(self, answer: Iterator[EngineOutput]
-                           ) -> Iterator[EngineOutput] | None:
-        """The cascade's ``answer`` read up to its first words: the whole of it again, or
-        None (closed before any TTS ran) where those words are the refusal and its
+    def _unless_it_refuses(self, answer: Iterator[EngineOutput]) -> list[EngineOutput] | None:
+        """The cascade's ``answer`` read up to its first words: what it gave so far, or None
+        (``answer`` closed before any TTS ran) where those words are the refusal and its
         recognizer was not sure enough of what it heard for the refusal to be taken."""
-        held, heard_logprob = [], None
+        begun, heard_logprob = [], None
         for out in answer:
-            held.append(out)
+            begun.append(out)
             if out.user_transcript is not None:
                 heard_logprob = out.user_transcript_logprob
             if out.transcript_delta or out.audio_24k is not None:
                 break
-        if self.engine.refuses("".join(o.transcript_delta for o in held)) \
+        if self.engine.refuses("".join(o.transcript_delta for o in begun)) \
                 and not self.engine.takes_refusal(heard_logprob):
             answer.close()
             return None
-
-        def replay() -> Iterator[EngineOutput]:
-            with contextlib.closing(answer):
-                yield from held
-                yield from answer
-
-        return replay()
+        return begun
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
         return self.cascade.transcribe(audio_24k)

@@ -173,3 +173,35 @@ def test_the_threshold_settings(tmp_path):
             HybridSettings(bad).thresholds(folder)
         with pytest.raises(VoxloopError, match="--hybrid-refusal-heard-logprob"):
             HybridSettings("none", bad).thresholds(folder)
+
+
+def test_a_barge_in_while_the_cascade_is_asked_closes_both_answers():
+    """The user talks over the turn as the cascade's first words come, before the hybrid
+    took its answer: neither engine's answer goes on, and the cascade's is closed."""
+    cancel, closed = threading.Event(), []
+    teachers = FakeEngine(Script(pieces=(Piece("Two plus two is four.", tone_ms=0),
+                                         Piece("", 500.0, 300))))
+    opened = teachers.open
+
+    def open_interrupted():
+        session = opened()
+        respond = session.respond
+
+        def interrupted(turn, flag):
+            try:
+                for out in respond(turn, flag):
+                    if out.transcript_delta:
+                        cancel.set()  # the barge-in, as its first words come
+                    yield out
+            finally:
+                closed.append(True)
+
+        session.respond = interrupted
+        return session
+
+    teachers.open = open_interrupted
+    engine = HybridEngine(FakeEngine(unsure(-2.0), accepts_text=False), teachers,
+                          refusal=REFUSAL, min_words_logprob=-0.5)
+    outputs = list(engine.open().respond(Turn(audio_24k=QUESTION_24K), cancel))
+    assert not any(o.audio_24k is not None or o.transcript_delta for o in outputs)
+    assert closed == [True]
