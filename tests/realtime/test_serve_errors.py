@@ -52,3 +52,9 @@ def test_verbose_works_after_the_subcommand():
     """`voxloop serve -v` used to be "unrecognized arguments: -v" (exit 2)."""
     line = one_line_error(serve("-v", "--port", "99999", *NO_MODEL))
     assert "a port is 0 to 65535" in line
+
+
+@pytest.mark.parametrize("flag", ["--hybrid-min-words-logprob", "--hybrid-refusal-heard-logprob"])
+def test_a_bad_hybrid_threshold_is_one_line_before_the_models_load(flag):
+    line = one_line_error(serve("--engine", "hybrid", flag, "sure", "--port", "0"))
+    assert f"{flag} 'sure': auto, none, or a log-probability" in line
