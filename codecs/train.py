@@ -39,6 +39,7 @@ from voxloop.training import (
     cosine_lr,
     resume_checkpoint,
     setup_distributed,
+    teardown_distributed,
     torch_save_atomic,
 )
 
@@ -238,8 +239,7 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None,
             return out
     if rank == 0:
         save_codec(codec.eval(), out / "final")
-    if world > 1:
-        dist.destroy_process_group()
+    teardown_distributed()
     return out
 
 

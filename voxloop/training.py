@@ -36,6 +36,17 @@ def setup_distributed(device: str = "auto") -> tuple[int, int, object]:
     return (dist.get_rank() if world > 1 else 0), world, chosen
 
 
+def teardown_distributed() -> None:
+    """End a torchrun job's process group once every rank got here: a rank that tears its
+    group down and exits while another still writes its last files can abort that one's
+    gloo threads at exit ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write a file all or nothing: ``write(tmp)`` fills a temporary name beside ``path``
     (per process, so concurrent writers never share one), then it is renamed over ``path``.

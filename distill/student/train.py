@@ -30,7 +30,7 @@ from voxloop.distill.student.layout import IGNORE, audio_id_offsets
 from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Batch, PackedData, make_batch
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, setup_distributed, torch_save_atomic
+from voxloop.training import cosine_lr, setup_distributed, teardown_distributed, torch_save_atomic
 
 # A twentieth of the peak: fine-tuning with --init-from continues from a learning rate
 # that still moves the weights.
@@ -382,8 +382,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         averaged.apply(student)
         torch_save_atomic(best_path, {"model": student.state_dict(), "config": asdict(config),
                                       "vocab": data.vocab, "step": step, "valid": {}})
-    if world > 1:
-        dist.destroy_process_group()
+    teardown_distributed()
     return out
 
 
