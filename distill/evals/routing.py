@@ -143,12 +143,12 @@ def score(rows: list[dict], unsure_below: float, refusal_above: float | None) ->
     for split in [*dict.fromkeys(r["split"] for r in rows), "all"]:
         mine = [r for r in rows if split in ("all", r["split"])]
         switched = [r for r in mine if answered_by_cascade(r, unsure_below, refusal_above)]
-        at = hybrid(mine, unsure_below, refusal_above)
+        at, before = hybrid(mine, unsure_below, refusal_above), hybrid(mine, -np.inf, None)
         out[split] = {
             "turns": len(mine),
             "student_pct": 100 * float(np.mean([r["student_right"] for r in mine])),
             "cascade_pct": 100 * float(np.mean([r["cascade_right"] for r in mine])),
-            "hybrid_before_pct": hybrid(mine, -np.inf, None)["right_pct"],
+            "hybrid_before_pct": before["right_pct"],
             "hybrid_pct": at["right_pct"], "asked_pct": at["asked_pct"],
             "answered_by_cascade_pct": at["cascade_pct"],
             "switched_student_right": sum(r["student_right"] for r in switched),
@@ -157,7 +157,7 @@ def score(rows: list[dict], unsure_below: float, refusal_above: float | None) ->
             out[split].update({
                 "student_out_loud_pct":
                     100 * float(np.mean([r["student_out_loud"] for r in mine])),
-                "hybrid_before_out_loud_pct": hybrid(mine, -np.inf, None)["out_loud_pct"],
+                "hybrid_before_out_loud_pct": before["out_loud_pct"],
                 "hybrid_out_loud_pct": at["out_loud_pct"]})
     return out
 
@@ -207,8 +207,8 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
                                     / 32768.0, example.meta["prompt_answer"],
                                     out_loud=split != settings.choose_on))
     if settings.out_of_domain:
-        rows += [both.answer(OUT_OF_DOMAIN_SPLIT, name, audio, load_domain()["fallback"],
-                             out_loud=True)
+        refusal = load_domain()["fallback"]
+        rows += [both.answer(OUT_OF_DOMAIN_SPLIT, name, audio, refusal, out_loud=True)
                  for name, audio in tqdm(out_of_domain_turns(settings.limit),
                                          desc="routing out of domain", unit="turn",
                                          disable=not progress)]

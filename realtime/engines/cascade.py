@@ -86,14 +86,18 @@ class CascadeEngine:
         return CascadeSession(self)
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
-        return self._asr.transcribe(resample(audio_24k, WIRE_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
+        return self._transcribe_scored(audio_24k)[0]
+
+    def _transcribe_scored(self, audio_24k: np.ndarray) -> tuple[str, float | None]:
+        """What its ASR hears in ``audio_24k`` and how sure it is (``ASR.transcribe_scored``)."""
+        return self._asr.transcribe_scored(resample(audio_24k, WIRE_RATE_HZ, ASR_RATE_HZ),
+                                           ASR_RATE_HZ)
 
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         t0 = time.perf_counter()
         text = turn.text
         if text is None:
-            text, sure = self._asr.transcribe_scored(
-                resample(turn.audio_24k, WIRE_RATE_HZ, ASR_RATE_HZ), ASR_RATE_HZ)
+            text, sure = self._transcribe_scored(turn.audio_24k)
             yield EngineOutput(user_transcript=text, user_transcript_logprob=sure,
                                timings_ms={"asr": 1000 * (time.perf_counter() - t0)})
         if cancel.is_set():

@@ -31,10 +31,29 @@ def question():
     return speech_24k(QUESTION, VOICE)
 
 
-def serve(native_engine, cascade_engine, refusal: str | None = None) -> ServerThread:
+def serve(native_engine, cascade_engine, **options) -> ServerThread:
+    """A real server on the hybrid of the two (``options``: HybridEngine's)."""
     from voxloop.realtime.engines.hybrid import HybridEngine
 
-    return ServerThread(HybridEngine(native_engine, cascade_engine, refusal=refusal))
+    return ServerThread(HybridEngine(native_engine, cascade_engine, **options))
+
+
+def students_answer(native_engine, question: np.ndarray) -> list:
+    """The student's own answer to ``question`` (its EngineOutputs), outside any server."""
+    session = native_engine.open()
+    try:
+        return list(session.respond(Turn(audio_24k=question), threading.Event()))
+    finally:
+        session.close()
+
+
+def hybrid_answer(native_engine, cascade_engine, question: np.ndarray, **options) -> dict:
+    """``question`` committed by hand to a real server on the hybrid (``options``)."""
+    server = serve(native_engine, cascade_engine, **options)
+    try:
+        return asyncio.run(manual_answer(server.url, None, question))
+    finally:
+        server.stop()
 
 
 async def manual_answer(url: str, item: dict | None, audio: np.ndarray | None = None) -> dict:
@@ -81,17 +100,8 @@ def test_speech_is_answered_by_the_student_and_text_by_the_cascade(native_engine
 def test_a_refused_question_is_answered_by_the_cascade(native_engine, cascade_engine, question):
     """What the student answers to this audio is made its refusal here, so the hybrid must
     hand the same audio to the cascade and send nothing the student said."""
-    session = native_engine.open()
-    try:
-        student = "".join(o.transcript_delta for o in session.respond(
-            Turn(audio_24k=question), threading.Event()))
-    finally:
-        session.close()
-    server = serve(native_engine, cascade_engine, refusal=student)
-    try:
-        result = asyncio.run(manual_answer(server.url, None, question))
-    finally:
-        server.stop()
+    student = "".join(o.transcript_delta for o in students_answer(native_engine, question))
+    result = hybrid_answer(native_engine, cascade_engine, question, refusal=student)
     print(f"\nthe student: {student!r}; the hybrid: {result['transcript']!r}")
     assert result["status"] == "completed" and result["audio_s"] > 0.5
     assert result["transcript"] == TEACHERS_ANSWER
@@ -112,22 +122,12 @@ def test_the_student_writes_the_refusal_the_hybrid_listens_for(native_engine, ca
 def test_an_unsure_student_is_answered_by_the_cascade(native_engine, cascade_engine, question):
     """How sure the student is of its words reaches the hybrid with its first audio: with the
     threshold just above that the turn is the cascade's, just below it the student's."""
-    from voxloop.realtime.engines.hybrid import HybridEngine
-
-    session = native_engine.open()
-    try:
-        outputs = list(session.respond(Turn(audio_24k=question), threading.Event()))
-    finally:
-        session.close()
+    outputs = students_answer(native_engine, question)
     sure = [o.words_logprob for o in outputs if o.audio_24k is not None][0]
     assert sure is not None and sure < 0
     for threshold, teachers in ((sure + 1e-3, True), (sure - 1e-3, False)):
-        server = ServerThread(HybridEngine(native_engine, cascade_engine,
-                                           min_words_logprob=threshold))
-        try:
-            result = asyncio.run(manual_answer(server.url, None, question))
-        finally:
-            server.stop()
+        result = hybrid_answer(native_engine, cascade_engine, question,
+                               min_words_logprob=threshold)
         print(f"\nthreshold {threshold:.4f}: {result['transcript']!r}")
         assert result["status"] == "completed" and result["audio_s"] > 0.5
         assert (result["transcript"] == TEACHERS_ANSWER) == teachers
@@ -138,26 +138,16 @@ def test_the_cascades_refusal_is_taken_only_where_whisper_heard_surely(native_en
     """A question outside the domain: the student, unsure, makes an answer up and the
     cascade refuses; its refusal is the answer where the hybrid takes refusals heard this
     surely, else the student's words are (as where Whisper misheard a question)."""
-    from voxloop.realtime.engines.hybrid import HybridEngine
-
     question = speech_24k("purple monkey dishwasher", VOICE)
-    session = native_engine.open()
-    try:
-        outputs = list(session.respond(Turn(audio_24k=question), threading.Event()))
-    finally:
-        session.close()
+    outputs = students_answer(native_engine, question)
     student = "".join(o.transcript_delta for o in outputs)
     sure = [o.words_logprob for o in outputs if o.audio_24k is not None][0]
     refusal = load_domain()["fallback"]
     assert plain_words(student) != plain_words(refusal)
     for refusal_heard_logprob, expected in ((None, student), (-5.0, refusal)):
-        server = ServerThread(HybridEngine(native_engine, cascade_engine,
-                                           min_words_logprob=sure + 1e-3,
-                                           refusal_heard_logprob=refusal_heard_logprob))
-        try:
-            result = asyncio.run(manual_answer(server.url, None, question))
-        finally:
-            server.stop()
+        result = hybrid_answer(native_engine, cascade_engine, question,
+                               min_words_logprob=sure + 1e-3,
+                               refusal_heard_logprob=refusal_heard_logprob)
         print(f"\nrefusals taken above {refusal_heard_logprob}: {result['transcript']!r}")
         assert result["status"] == "completed" and result["audio_s"] > 0.5
         assert result["transcript"] == expected
