@@ -13,13 +13,18 @@ through a small head that only training uses.
 ``step(state, wav [B, T]) -> tokens [B, f]`` and ``flush(state)`` for a stream, whose
 tokens concatenate to ``encode``'s and never change once out (``output``: the tokens, the
 pooled vectors the VQ quantizes into them, or the encoder frames each token pools);
-``codebook_vectors()`` ``[N, D]`` for the student's input embedding. Saved as a folder
+``codebook_vectors()`` ``[N, D]`` for the student's input embedding.
+``with_residual_levels(books)``: the same tokenizer hearing each frame as ``L = 1 +
+len(books)`` tokens ``[B, L, F]``: its token, then residual vector quantization of what the
+token leaves out, one book after another (fitted after training:
+``distill.student.residual_levels``). Saved as a folder
 (``config.json`` and a float16 ``model.safetensors`` of the trained parts only: never
 Whisper's weights).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,13 +159,40 @@ class SemanticStreamState:
 
 
 class SemanticTokenizer:
-    """Frozen Whisper encoder (block-causal) + the trained bottleneck; see the module doc."""
+    """Frozen Whisper encoder (block-causal) + the trained bottleneck; see the module doc.
+
+    With residual levels (``with_residual_levels``) every frame is ``L`` tokens: its token,
+    then the nearest code of each residual book to what is left (the pooled vector minus the
+    vectors of the tokens before), so tokens come as ``[B, L, F]`` instead of ``[B, F]``."""
 
     def __init__(self, encoder: WhisperEncoder, bottleneck: SemanticBottleneck,
                  name: str = "semantic") -> None:
         self.config, self.name = bottleneck.config, name
         self.bottleneck = bottleneck.eval()
         self.blocks = BlockEncoder(encoder, self.config.block_frames)
+        self.residual_books: tuple[Tensor, ...] = ()  # [N_l, D] each: codes of what is left
+        self._first_book: Tensor | None = None  # [N, D]: the codebook, kept for the rests
+
+    @property
+    def levels(self) -> int:
+        """Tokens per frame: 1, and one more per residual level."""
+        return 1 + len(self.residual_books)
+
+    def with_residual_levels(self, books) -> SemanticTokenizer:
+        """This tokenizer (encoder and bottleneck shared, not copied) hearing residual
+        levels: what a frame's tokens so far leave out (pooled vector - their codebook
+        vectors) quantized by each of ``books`` (``[N_l, D]`` each, Euclidean) in turn."""
+        if isinstance(self.bottleneck.vq, CosineCodebook):
+            raise VoxloopError("residual levels quantize the rest of a Euclidean codebook's "
+                               "token; this tokenizer's codes are cosine lookups")
+        for book in books:
+            if book.dim() != 2 or book.shape[1] != self.config.code_dim:
+                raise VoxloopError(f"a residual level's book must be [N, "
+                                   f"{self.config.code_dim}], got {tuple(book.shape)}")
+        twin = copy.copy(self)
+        twin.residual_books = tuple(book.detach().float().cpu() for book in books)
+        twin._first_book = self.bottleneck.codebook_vectors().float()
+        return twin
 
     @property
     def frame_rate_hz(self) -> float:
@@ -199,7 +231,8 @@ class SemanticTokenizer:
             raise ValueError(f"output must be one of {STREAM_OUTPUTS}, got {output!r}")
         batch, width, per_token = state.pending.shape[0], state.pending.shape[2], \
             self.config.pool_frames
-        out = [{"tokens": torch.zeros(batch, 0, dtype=torch.long),
+        no_tokens = (batch, 0) if self.levels == 1 else (batch, self.levels, 0)
+        out = [{"tokens": torch.zeros(no_tokens, dtype=torch.long),
                 "pooled": torch.zeros(batch, 0, self.config.code_dim),
                 "frames": torch.zeros(batch, 0, per_token, width)}[output]]
         for i, block in enumerate(blocks):
@@ -215,7 +248,7 @@ class SemanticTokenizer:
                     continue
                 vectors = self.bottleneck.pool_groups(groups)
                 out.append(vectors if output == "pooled" else self.quantize(vectors))
-        return torch.cat(out, dim=1)
+        return _cat_frames(out, output)
 
     @torch.no_grad()
     def pool_groups(self, groups: Tensor) -> Tensor:
@@ -224,20 +257,38 @@ class SemanticTokenizer:
         return self.bottleneck.pool_groups(groups)
 
     def quantize(self, pooled: Tensor) -> Tensor:
-        """Pooled vectors ``[B, F, D]`` -> their tokens ``[B, F]``."""
-        return self.bottleneck.quantize(pooled)
+        """Pooled vectors ``[B, F, D]`` -> their tokens ``[B, F]`` (``[B, L, F]`` with
+        residual levels)."""
+        tokens = self.bottleneck.quantize(pooled)
+        if not self.residual_books:
+            return tokens
+        levels = [tokens]
+        rest = (pooled - self._first_book[tokens]).reshape(-1, pooled.shape[-1])
+        for book in self.residual_books:  # argmin |r - e|^2 as in the bottleneck's quantize
+            score = torch.addmm(-0.5 * book.square().sum(1)[None], rest, book.t())
+            nearest = score.argmax(dim=-1)
+            rest = rest - book[nearest]
+            levels.append(nearest.view(tokens.shape))
+        return torch.stack(levels, dim=1)
 
     def encode(self, wav: Tensor, output: str = "tokens") -> Tensor:
-        """``wav [B, T]`` (16 kHz) -> tokens ``[B, F]``, F = ceil(ceil((T // 160) / 2) / p)
-        (or the pooled vectors or grouped frames of them, by ``output`` as in ``step``)."""
+        """``wav [B, T]`` (16 kHz) -> tokens ``[B, F]`` (``[B, L, F]`` with residual levels),
+        F = ceil(ceil((T // 160) / 2) / p) (or the pooled vectors or grouped frames of them,
+        by ``output`` as in ``step``)."""
         state = self.init_state(wav.shape[0])
-        return torch.cat([self.step(state, wav, output), self.flush(state, output)], dim=1)
+        return _cat_frames([self.step(state, wav, output), self.flush(state, output)], output)
 
     def features(self, wav: Tensor) -> Tensor:
         """``wav [B, T]`` -> block-causal encoder features ``[B, E, 384]`` (what training
         caches: the bottleneck turns them into the same tokens as ``encode``)."""
         state = self.blocks.init_state(wav.shape[0])
         return torch.cat([self.blocks.step(state, wav), self.blocks.flush(state)], dim=1)
+
+
+def _cat_frames(parts: list[Tensor], output: str) -> Tensor:
+    """Stream outputs joined along their frame axis: the last of tokens (``[B, F]`` or
+    ``[B, L, F]``), the second of the others."""
+    return torch.cat(parts, dim=-1 if output == "tokens" else 1)
 
 
 def check_whisper(config: SemanticConfig) -> None:

@@ -1,5 +1,7 @@
-"""What hearing a user costs one native session: the acoustic codec's streaming encoder (the
-bundled student's ear) against the semantic tokenizer's stream (a semantic student's).
+"""What hearing a user costs one native session: the acoustic codec's streaming encoder (a
+codec-hearing student's ear) against the semantic tokenizer's stream (a semantic student's),
+and with ``--residual-student`` the same stream hearing that student's residual levels too
+(``distill.student.residual_levels``: more tokens per frame).
 
 Both ears (``realtime.engines.ears``, exactly what a session runs) hear the same turns,
 side by side, pushed in chunks as the server pushes them (``--chunk-ms``, 40 ms by
@@ -15,7 +17,8 @@ It also checks train == serve: the offline batched tokens a pack stores against 
 stream's, on the same turns (share of equal tokens).
 
 Usage: python scripts/bench_hearing.py [--turns 24] [--data data/distill-v1]
-       [--student voxloop-student] [--semantic voxloop-semantic] [--out out/bench-hearing.json]
+       [--student voxloop-student] [--semantic voxloop-semantic]
+       [--residual-student FOLDER] [--out out/bench-hearing.json]
 (without a trained --semantic folder an untrained tokenizer on the real Whisper tiny.en
 encoder stands in: the cost does not depend on the codebook's values.)
 """
@@ -116,6 +119,8 @@ def main() -> int:
     parser.add_argument("--student", default="voxloop-student",
                         help="the codec-hearing student whose codec ear is measured")
     parser.add_argument("--semantic", default="voxloop-semantic")
+    parser.add_argument("--residual-student", help="a student hearing residual levels of "
+                        "--semantic: its ear is measured too")
     parser.add_argument("--chunk-ms", type=int, default=40)
     parser.add_argument("--out", default="out/bench-hearing.json")
     args = parser.parse_args()
@@ -134,14 +139,21 @@ def main() -> int:
     warm = np.zeros(MODEL_RATE_HZ, np.float32)
     hear(CodecEar(codec, student.config.k_in), warm, chunk)  # first calls pay for setup
     hear(SemanticEar(tokenizer), warm, chunk)
-    rows: dict[str, list[dict]] = {"codec": [], "semantic": []}
+    ears = {"semantic": tokenizer}
+    if args.residual_student:
+        from voxloop.distill.student.residual_levels import student_tokenizer
+
+        ears["residual"] = student_tokenizer(tokenizer, load_student(args.residual_student)[0])
+        hear(SemanticEar(ears["residual"]), warm, chunk)
+    rows: dict[str, list[dict]] = {"codec": [], **{kind: [] for kind in ears}}
     streamed = []
     for wav in clips:  # side by side: each turn through both ears
         rows["codec"].append(hear(CodecEar(codec, student.config.k_in), wav, chunk))
         ear = SemanticEar(tokenizer)
         pieces = [ear.push(wav[i:i + chunk]) for i in range(0, len(wav), chunk)]
         streamed.append(np.concatenate([*pieces, ear.flush()], axis=1)[0])
-        rows["semantic"].append(hear(SemanticEar(tokenizer), wav, chunk))
+        for kind, heard in ears.items():
+            rows[kind].append(hear(SemanticEar(heard), wav, chunk))
     offline = encode_clips(tokenizer, clips)
     same = sum(int((a == b).sum()) for a, b in zip(offline, streamed, strict=True))
     total = sum(len(s) for s in streamed)
@@ -153,15 +165,18 @@ def main() -> int:
         "semantic": {"name": semantic_name, "frame_rate_hz": tokenizer.frame_rate_hz,
                      "block_ms": tokenizer.config.block_ms,
                      **summarize(rows["semantic"], audio_s)},
+        **({"residual": {"levels": ears["residual"].levels,
+                         **summarize(rows["residual"], audio_s)}} if "residual" in ears else {}),
         "offline_equals_stream": {"tokens": total, "equal": same,
                                   "share": same / max(1, total)},
         "machine": {"cpus": os.cpu_count(), "loadavg_1min": os.getloadavg()[0]},
     }
-    for kind in ("codec", "semantic"):
+    for kind in ("codec", *ears):
         r = report[kind]
         tail = f", speculative tail {r['tail_ms']['mean']:.1f} ms (CPU " \
             f"{r['tail_cpu_ms']['mean']:.1f})" if r["tail_ms"] else ""
-        print(f"{kind:>8} ({r['name']}): {r['cpu_ms_per_audio_s']:.1f} ms CPU per s of user "
+        name = r.get("name", f"{r.get('levels')} levels")
+        print(f"{kind:>8} ({name}): {r['cpu_ms_per_audio_s']:.1f} ms CPU per s of user "
               f"audio (RTF {r['rtf']:.3f}), end-of-turn flush {r['flush_ms']['mean']:.1f} ms "
               f"(CPU {r['flush_cpu_ms']['mean']:.1f}, max {r['flush_ms']['max']:.1f}){tail}")
     agree, load = report["offline_equals_stream"], report["machine"]["loadavg_1min"]

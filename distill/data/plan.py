@@ -76,6 +76,11 @@ class SynthSettings:
                 "at most what every intent has): other ways to ask, the slot elsewhere "
                 "('{country}, what is its capital'), trained on only; for a second plan "
                 "packed with --extra-train"})
+    outside_questions: int = field(default=0, metadata={
+        "help": "also the first N of the domain's questions outside it (outside_questions; "
+                "intent 'fallback', the refusal their answer): a student learns to say "
+                "it cannot help rather than make an answer up; for a plan packed with "
+                "--extra-train"})
     user_voices: tuple[str, ...] = field(default=(), metadata={
         "help": "only these user voices (default: every installed one)", "metavar": "VOICE"})
     examples_per_shard: int = field(default=32, metadata={
@@ -95,8 +100,9 @@ class SynthSettings:
     def plan_key(self) -> dict:
         """The settings that decide the plan (a folder holds one plan)."""
         skip = {"out", "shard", "keep_audio", "codec", "recode", "threads"}
-        if not self.more_phrasings:  # the plans made before it existed keep their key
-            skip.add("more_phrasings")
+        for key in ("more_phrasings", "outside_questions"):  # older plans keep their key
+            if not getattr(self, key):
+                skip.add(key)
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -156,15 +162,25 @@ def voice_weights(voices: list[str]) -> np.ndarray:
 
 
 def _check(settings: SynthSettings) -> None:
-    from voxloop.distill.teachers.domain.data import intent_ids, more_phrasings_written
+    from voxloop.distill.teachers.domain.data import (
+        FALLBACK_INTENT,
+        intent_ids,
+        more_phrasings_written,
+        outside_questions_written,
+    )
 
-    unknown = sorted(set(settings.intents) - set(intent_ids()))
+    known = intent_ids() + ([FALLBACK_INTENT] if settings.outside_questions else [])
+    unknown = sorted(set(settings.intents) - set(known))
     if unknown:
         raise VoxloopError(f"unknown intents {unknown}; see distill/teachers/domain/domain.json")
     written = more_phrasings_written()
     if not 0 <= settings.more_phrasings <= written:
         raise VoxloopError(f"--more-phrasings {settings.more_phrasings}: choose 0 to {written} "
                            f"(every intent has {written} more written in domain.json)")
+    outside = outside_questions_written()
+    if not 0 <= settings.outside_questions <= outside:
+        raise VoxloopError(f"--outside-questions {settings.outside_questions}: choose 0 to "
+                           f"{outside} (domain.json lists {outside} outside the domain)")
     bad = sorted(set(settings.asr_splits) - set(SPLITS) - {"all", "none"})
     if bad:
         raise VoxloopError(f"--asr-splits: unknown {bad}; choose from {SPLITS}, all or none")
@@ -177,7 +193,8 @@ def _pool(settings: SynthSettings) -> list[tuple]:
 
     fills = Counter()
     numbered = []
-    for ex in examples(settings.fills_per_template, settings.seed, settings.more_phrasings):
+    for ex in examples(settings.fills_per_template, settings.seed, settings.more_phrasings,
+                       settings.outside_questions):
         if settings.intents and ex.intent not in settings.intents:
             continue
         numbered.append((ex, fills[(ex.intent, ex.template)]))

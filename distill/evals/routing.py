@@ -185,7 +185,7 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
         raise VoxloopError(f"{model_dir} hears codec codes: routing is measured for a "
                            "semantic student")
     codec = load_student_codec(None, vocab) if settings.out_loud else None
-    both = _Both(model, Tokenizer(vocab), load_student_semantic(None, vocab), load_asr(),
+    both = _Both(model, Tokenizer(vocab), load_student_semantic(None, vocab, model), load_asr(),
                  load_llm(), answer_words(load_domain()["fallback"]), settings.chunk_frames,
                  codec)
     manifest = load_manifest(settings.data)
@@ -257,12 +257,12 @@ class _Both:
         from voxloop.distill.evals.student import judge, transcribe_codes
         from voxloop.distill.student.generate import SamplingOptions
         from voxloop.distill.student.one_turn import generate
-        from voxloop.distill.student.user_tokens import encode_clips
+        from voxloop.distill.student.user_tokens import as_frames, encode_clips
         from voxloop.distill.student.vocab import answer_words
         from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 
         tokens = encode_clips(self.semantic, [audio_16k])[0]
-        said = generate(self.model, self.tokenizer, tokens[None].astype(np.int64),
+        said = generate(self.model, self.tokenizer, as_frames(tokens).astype(np.int64),
                         SamplingOptions(), self.chunk_frames)
         heard, heard_logprob = self.asr.transcribe_scored(audio_16k, 16_000)
         cascade = self.llm.reply([], heard)

@@ -96,14 +96,17 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.one_turn import generate
-    from voxloop.distill.student.train import evaluate, load_data
+    from voxloop.distill.student.residual_levels import residual_books
+    from voxloop.distill.student.train import evaluate
+    from voxloop.distill.student.train_data import load_data
     from voxloop.distill.student.vocab import Tokenizer, answer_words
 
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     model, vocab = load_student(model_dir)
     tokenizer = Tokenizer(vocab)
-    data = load_data(settings.data, out, vocab, splits=tuple(settings.splits))
+    data = load_data(settings.data, out, vocab, splits=tuple(settings.splits),
+                     residual_books=residual_books(model))
     codec = codec or load_student_codec(settings.codec, vocab, settings.decoder)
     if asr is None:
         from voxloop.distill.teachers.asr import load_asr

@@ -48,7 +48,11 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
     from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.one_turn import generate
-    from voxloop.distill.student.user_tokens import encode_clips, load_student_semantic
+    from voxloop.distill.student.user_tokens import (
+        as_frames,
+        encode_clips,
+        load_student_semantic,
+    )
     from voxloop.distill.student.vocab import Tokenizer, answer_words
     from voxloop.distill.teachers.asr import load_asr
     from voxloop.errors import VoxloopError
@@ -57,7 +61,7 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
     model, vocab = load_student(model_dir)
     if model.config.user_input != "semantic":
         raise VoxloopError(f"{model_dir} hears codec codes: votes are for a semantic student")
-    tokenizer, semantic = Tokenizer(vocab), load_student_semantic(None, vocab)
+    tokenizer, semantic = Tokenizer(vocab), load_student_semantic(None, vocab, model)
     codec, asr = load_student_codec(None, vocab, settings.decoder), load_asr()
     frame = round(MODEL_RATE_HZ / semantic.frame_rate_hz)
     plan = {n: skips(frame, n) for n in settings.votes}
@@ -80,7 +84,7 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
             intended = example.meta["prompt_answer"]
             row = {"split": split, "id": example.id, "intended": intended, "alignments": []}
             for tokens in encode_clips(semantic, [audio[s:] for s in alignments]):
-                said = generate(model, tokenizer, tokens[None].astype(np.int64),
+                said = generate(model, tokenizer, as_frames(tokens).astype(np.int64),
                                 SamplingOptions(), settings.chunk_frames)
                 heard = transcribe_codes(codec, asr, said.codes)
                 row["alignments"].append({

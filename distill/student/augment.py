@@ -83,9 +83,10 @@ def augment_user(codes: np.ndarray, silence: np.ndarray, aug: Augment,
     if aug.code_noise:
         noisy = rng.random(codes.shape) < aug.code_noise
         codes = np.where(noisy, rng.integers(0, vocab, codes.shape), codes)
-    if aug.neighbour_noise and aug.neighbours is not None:
-        near = aug.neighbours[codes, rng.integers(0, aug.neighbours.shape[1], codes.shape)]
-        codes = np.where(rng.random(codes.shape) < aug.neighbour_noise, near, codes)
+    if aug.neighbour_noise and aug.neighbours is not None:  # the tokens, not residual levels
+        first = codes[:1]
+        near = aug.neighbours[first, rng.integers(0, aug.neighbours.shape[1], first.shape)]
+        codes[:1] = np.where(rng.random(first.shape) < aug.neighbour_noise, near, first)
     if rng.random() < aug.codebook_dropout and codes.shape[0] >= 2:
         codes[int(rng.integers(2, codes.shape[0] + 1)):] = null
     if aug.frame_dropout:

@@ -1,5 +1,5 @@
-"""``voxloop distill pack | align | train | mouth | remember-lengths | said-codes | export``: the
-audio-native student."""
+"""``voxloop distill pack | align | train | mouth | remember-lengths | said-codes |
+residual-levels | export``: the audio-native student."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def register(subparsers, groups: dict) -> None:
                    "and the held-out splits stay DATASET's")
     words = p.add_mutually_exclusive_group()
     words.add_argument("--vocab-from", metavar="MODEL_DIR", help="tokenize with this "
-                       "student's vocabularies instead of building new ones (to evaluate it)")
+                       "student's vocabularies instead of building new ones, and hear its "
+                       "residual levels if it has any (to evaluate it)")
     words.add_argument("--keep-words-of", metavar="MODEL_DIR", help="build vocabularies that "
                        "hold this student's words too, so that --init-from fine-tunes it on "
                        "the pack (the pack's new words start untrained)")
@@ -112,7 +113,27 @@ def register(subparsers, groups: dict) -> None:
                     "does this already; this is for a folder from before, or one whose weights "
                     "were replaced.", "voxloop distill said-codes models/voxloop-student")
     p.add_argument("folder", help="a student model folder")
+    p.add_argument("--from", dest="source", metavar="FOLDER", help="keep this student's "
+                   "table instead (its sayings, chosen by ear), if FOLDER's mouth is the "
+                   "same, tensor for tensor: after a words-only fine-tune")
     p.set_defaults(run=run_said_codes)
+
+    p = add_command(group, "residual-levels", "Let a semantic student hear what its "
+                    "tokenizer's tokens leave out: fit residual levels (k-means books of the "
+                    "rests of a dataset's train turns) and write the same student hearing "
+                    "them (no weight trained: its words and mouth as they were, its mouth's "
+                    "sayings kept).", "voxloop distill residual-levels models/voxloop-student "
+                    "runs/student-rvq --data data/distill-v2")
+    p.add_argument("student", help="a semantic student hearing one token per frame")
+    p.add_argument("folder", help="model folder to write")
+    p.add_argument("--data", required=True, help="dataset folder whose train turns (their "
+                   "user audio) the books are fitted on")
+    p.add_argument("--levels", type=int, default=3, help="residual levels (1 to 3)")
+    p.add_argument("--weight", type=float, default=0.5, help="how much of the residual "
+                   "codes' vectors the student hears beside its token's (chosen on valid)")
+    p.add_argument("--turns", type=int, default=1536, help="train turns to fit on")
+    p.add_argument("--seed", type=int, default=0, help="which shards, and k-means' start")
+    p.set_defaults(run=run_residual_levels)
 
     p = add_command(group, "export", "Bundle a training checkpoint as a float16 model folder "
                     "(with a mouth: its known answers said into said_codes.safetensors too, "
@@ -126,8 +147,12 @@ def register(subparsers, groups: dict) -> None:
 def run_pack(args: argparse.Namespace) -> int:
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.pack import PackedData, dataset_progress, pack_dataset
+    from voxloop.distill.student.residual_levels import residual_books
 
-    vocab = load_student(args.vocab_from)[1] if args.vocab_from else None
+    vocab, books = None, []
+    if args.vocab_from:  # its words, and the residual levels it hears (if any)
+        model, vocab = load_student(args.vocab_from)
+        books = residual_books(model)
     keep = load_student(args.keep_words_of)[1] if args.keep_words_of else None
     for folder in (args.dataset, *args.extra_train):
         print(f"{folder}: {dataset_progress(folder)}")
@@ -137,7 +162,7 @@ def run_pack(args: argparse.Namespace) -> int:
                         progress=True, keep_vocab=keep, extra_train=tuple(args.extra_train),
                         train_skips_samples=tuple(round(ms * MODEL_RATE_HZ / 1000)
                                                   for ms in args.train_skips_ms),
-                        splits=tuple(args.splits))
+                        splits=tuple(args.splits), residual_books=books)
     if args.align:
         run_align(argparse.Namespace(npz=path, dataset=args.dataset, threads=args.jobs))
     data = PackedData.load(path)
@@ -193,13 +218,49 @@ def run_remember_lengths(args: argparse.Namespace) -> int:
 
 def run_said_codes(args: argparse.Namespace) -> int:
     from voxloop.distill.student.model import student_folder
-    from voxloop.distill.student.said_codes import SAID_CODES_FILE, write_said_codes
+    from voxloop.distill.student.said_codes import (
+        SAID_CODES_FILE,
+        carry_said_codes,
+        write_said_codes,
+    )
 
     folder = student_folder(args.folder)
+    if args.source:
+        kept = carry_said_codes(student_folder(args.source), folder)
+        print(f"wrote {folder / SAID_CODES_FILE}: {kept} answers, said as {args.source} says "
+              "them")
+        return 0
     said = write_said_codes(folder, progress=True)
     print(f"wrote {folder / SAID_CODES_FILE}: {said} answers" if said else
           f"{folder}: its student remembers no answers (no mouth, or none remembered); "
           "nothing to say")
+    return 0
+
+
+def run_residual_levels(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.model import load_student, save_student, student_folder
+    from voxloop.distill.student.residual_levels import (
+        add_residual_levels,
+        check_widening,
+        fit_residual_levels,
+        train_clips,
+    )
+    from voxloop.distill.student.said_codes import SAID_CODES_FILE, carry_said_codes
+    from voxloop.distill.student.user_tokens import load_student_semantic
+
+    source = student_folder(args.student)
+    model, vocab = load_student(source)
+    check_widening(model.config, args.levels, args.weight)  # before minutes of fitting
+    tokenizer = load_student_semantic(None, vocab, model)
+    clips = train_clips(args.data, args.turns, args.seed)
+    books = fit_residual_levels(tokenizer, clips, args.levels, seed=args.seed, progress=True)
+    wide, wide_vocab = add_residual_levels(model, vocab, tokenizer, books, args.weight)
+    keep = (source / SAID_CODES_FILE).is_file()  # its mouth is the same: its sayings too
+    folder = save_student(wide, wide_vocab, args.folder, say=not keep)
+    kept = carry_said_codes(source, folder) if keep else 0
+    print(f"wrote {folder}: {args.levels} residual levels of {books[0].shape[0]} codes "
+          f"(fitted on {len(clips)} turns of {args.data}), heard at {args.weight:g}; "
+          f"{kept} sayings kept from {source}")
     return 0
 
 

@@ -46,6 +46,9 @@ class StudentConfig:
                 "next frame starts the next word; needs "
                 "word times in the data (voxloop distill align). Turned on over --init-from"})
     mouth_d_model: int = field(default=0, metadata={"cli": False})  # set by `distill mouth`
+    # > 0: a semantic student also hears each frame's residual levels (k_in - 1 of them;
+    # distill.student.residual_levels), their codebook vectors at this weight
+    residual_weight: float = field(default=0.0, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         if self.user_input not in USER_INPUTS:
@@ -54,8 +57,12 @@ class StudentConfig:
             object.__setattr__(self, "user_input", "latent")  # user_input existed
         if self.user_input == "latent" and not self.user_latent_dim:
             raise ValueError("user_input 'latent' needs user_latent_dim (the codec's)")
-        if self.user_input == "semantic":
+        if self.user_input == "semantic" and not self.residual_weight:
             object.__setattr__(self, "k_in", 1)  # one token per user frame
+        if self.residual_weight and not (self.user_input == "semantic"
+                                         and 2 <= self.k_in <= self.k_out):
+            raise ValueError("residual levels are heard by a semantic student, 1 to k_out - 1 "
+                             f"of them (k_in {self.k_in}, k_out {self.k_out})")
 
     @property
     def head_dim(self) -> int:
@@ -120,6 +127,10 @@ class StudentTrainSettings:
         "help": "draw training turns with weight (turns with the same answer)^-B: 0 "
                 "draws turns uniformly, 1 answers uniformly (the domain's fixed answers, "
                 "learned early, then stop crowding out the composed ones)"})
+    refusal_share: float = field(default=0.0, metadata={
+        "help": "draw the turns whose answer is the domain's refusal (questions outside it: "
+                "synth --outside-questions) as this share of all draws, each as often as the "
+                "others (0: as --answer-balance draws them)"})
     self_feed: float = field(default=0.0, metadata={
         "help": "share of the answer codes fed back that are the model's own greedy "
                 "prediction (scheduled sampling; one extra forward pass without gradient "

@@ -12,7 +12,9 @@ tokens and delayed audio frames all enter through one gather and a sum. With
 codec's codebook vectors (a frozen buffer, ``set_user_codebooks``), summed over
 the ``K_in`` codebooks and projected to the model width. A semantic student
 (``user_input="semantic"``) hears one semantic token per user frame the same way:
-``K_in = 1``, the buffer holds the tokenizer's codebook ``[N, D]`` (saved with the
+``K_in = 1``, the buffer holds the tokenizer's codebook ``[N, D]`` (with residual levels,
+``distill.student.residual_levels``: ``K_in = 1 + levels``, their books after it, heard at
+``residual_weight``) (saved with the
 model, so it answers exactly what it was trained on whatever the tokenizer file
 becomes; the tokenizer's fingerprint in ``vocab.json`` says which one makes its
 tokens).
@@ -305,7 +307,10 @@ class Student(nn.Module):
             return x.sum(dim=2)
         user = ids < self.config.text_offset  # [B, T, C]
         latent = self.user_codebooks[ids.clamp(max=self.config.text_offset - 1)]
-        latent = (latent * user[..., None]).sum(dim=2)  # [B, T, D]
+        heard = user.to(latent.dtype)
+        if self.config.residual_weight:  # a semantic student's residual levels, weighted
+            heard[..., 1:self.config.k_in] *= self.config.residual_weight
+        latent = (latent * heard[..., None]).sum(dim=2)  # [B, T, D]
         return x.masked_fill(user[..., None], 0.0).sum(dim=2) + self.user_proj(latent)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | KVCacheRows | None = None,
@@ -351,19 +356,23 @@ class Student(nn.Module):
 
 
 def save_student(model: Student, vocab: dict, folder: str | Path, card: str | None = None,
-                 dtype: torch.dtype = torch.float16) -> Path:
+                 dtype: torch.dtype = torch.float16, say: bool = True) -> Path:
     """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md],
     and with a mouth that remembers answers ``said_codes.safetensors`` (their codes, said
-    from the saved weights: ``said_codes.py``). A semantic student's tokenizer is named by
-    its bundled name when one has its weights."""
-    from voxloop.distill.student.said_codes import write_said_codes
+    from the saved weights: ``said_codes.py``; ``say`` False: none, for a caller that keeps
+    another table, ``carry_said_codes``). A semantic student's tokenizer is named by its
+    bundled name when one has its weights."""
+    from voxloop.distill.student.said_codes import SAID_CODES_FILE, write_said_codes
     from voxloop.distill.student.user_tokens import bundled_name
 
     vocab = bundled_name(vocab)
     config = {"kind": "voxloop-student", **asdict(model.config)}
     folder = save_model_folder(folder, model.state_dict(), config, card, dtype,
                                files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})
-    write_said_codes(folder)  # its mouth's remembered answers, said as they will load
+    if say:
+        write_said_codes(folder)  # its mouth's remembered answers, said as they will load
+    else:
+        (folder / SAID_CODES_FILE).unlink(missing_ok=True)  # a table of other weights
     return folder
 
 

@@ -210,7 +210,7 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  jobs: int = 1, progress: bool = False, keep_vocab: dict | None = None,
                  extra_train: tuple[str | Path, ...] = (),
                  train_skips_samples: tuple[int, ...] = (0,),
-                 splits: tuple[str, ...] = ()) -> Path:
+                 splits: tuple[str, ...] = (), residual_books=()) -> Path:
     """A dataset folder (``voxloop distill synth``) -> one codes-only ``.npz`` for training.
 
     The vocabularies are ``vocab`` (a trained model's) or built from the training
@@ -233,7 +233,9 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
     ``{id}@{skip}``. Validation and the held-out splits are heard from the start.
     ``splits``: only these splits of ``folder`` are read and tokenized (an evaluation of
     the held-out turns need not tokenize 34,000 train turns); empty: all. Without the
-    train split the vocabularies must be given (``vocab``).
+    train split the vocabularies must be given (``vocab``). ``residual_books`` (semantic):
+    residual levels' codebooks ``[N, D]`` each (``distill.student.residual_levels``): 1 +
+    levels tokens per frame, for a student that hears them.
     """
     from voxloop.distill.data.dataset import load_manifest
     from voxloop.distill.student.vocab import Tokenizer, build_vocab
@@ -268,9 +270,12 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
         from voxloop.distill.student.user_tokens import load_tokenizer, semantic_info
 
         tokenizer, tokenizer_folder = load_tokenizer(semantic)
+        if residual_books:
+            tokenizer = tokenizer.with_residual_levels(residual_books)
+        books = [tokenizer.codebook_vectors().float().cpu(), *tokenizer.residual_books]
         info = semantic_info(tokenizer, tokenizer_folder)
         tokens = (tokenizer, tokenizer_folder, info)
-        extra["user_codebooks"] = tokenizer.codebook_vectors().float().cpu().numpy()
+        extra["user_codebooks"] = torch.cat(books).numpy()
         frame = round(MODEL_RATE_HZ / tokenizer.frame_rate_hz)
         if not all(0 <= s < frame for s in train_skips_samples):
             raise VoxloopError(f"train skips must be 0 to {frame - 1} samples (under one "
@@ -311,7 +316,8 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                             keep=keep_vocab)
     vocab = {"text": vocab["text"], "ctc": vocab["ctc"]}
     if user_input == "semantic":
-        silence = np.array([info["silence"]], dtype=np.int16)
+        silence = np.array([info["silence"], *info.get("residual_levels", {}).get("silence", [])],
+                           np.int16)
         vocab_info = {**vocab, "codec": manifest["codec"], "user_input": "semantic",
                       "semantic": info}
     else:

@@ -17,6 +17,7 @@ ones the same weights say another way, and the way says how to say them again.
 
     table = say_known(mouth)                  # every remembered answer, one at a time
     save_said_codes(table, folder)            # beside folder/model.safetensors
+    carry_said_codes(old_folder, folder)      # its table, where the mouth is the same
     mouth.said_codes = load_said_codes(folder)   # None without a table
     table.get(torch.tensor([17, 44, 9]))      # [K, F] int64, or None: not remembered
 """
@@ -143,3 +144,30 @@ def load_said_codes(folder: str | Path) -> SaidCodes | None:
     kinds = [json.loads(w) for w in json.loads(metadata.get("ways", '["{}"]'))]
     ways = [kinds[i] for i in tensors["ways"].tolist()] if "ways" in tensors else None
     return SaidCodes(answers, [codes[:, a:b] for a, b in zip(starts, ends, strict=True)], ways)
+
+
+def _mouth_and_words(folder: Path) -> tuple[dict, list]:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    vocab = json.loads((folder / "vocab.json").read_text())
+    return {k: v for k, v in weights.items() if k.startswith("mouth.")}, vocab["text"]
+
+
+def carry_said_codes(source: str | Path, folder: str | Path) -> int:
+    """Keep ``source``'s table (its sayings, some chosen by ear: ``voxloop distill sayings``)
+    for ``folder``'s weights, where ``folder``'s mouth and words are ``source``'s tensor for
+    tensor (a words-only fine-tune leaves the mouth as it was), so every answer is said as
+    it was; refused where they differ. Returns the answers kept."""
+    source, folder = Path(source), Path(folder)
+    table = load_said_codes(source)
+    if table is None:
+        raise VoxloopError(f"{source} has no {SAID_CODES_FILE} to keep")
+    (mouth, words), (theirs, their_words) = _mouth_and_words(source), _mouth_and_words(folder)
+    if words != their_words or mouth.keys() != theirs.keys() or not all(
+            torch.equal(mouth[k], theirs[k]) for k in mouth):
+        raise VoxloopError(f"{folder}'s mouth or words are not {source}'s: its answers would "
+                           f"come out another way; say them with `voxloop distill said-codes "
+                           f"{folder}` (and `voxloop distill sayings`)")
+    save_said_codes(table, folder)
+    return len(table)

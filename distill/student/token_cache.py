@@ -26,8 +26,10 @@ CACHE_DIR = "semantic-tokens"
 _worker: dict = {}  # the tokenizer of a fill_cache worker process (spawned, one thread)
 
 
-def cache_folder(dataset: str | Path, tokenizer_sha256: str, skip_samples: int = 0) -> Path:
-    name = tokenizer_sha256[:12] + (f"-skip{skip_samples}" if skip_samples else "")
+def cache_folder(dataset: str | Path, tokenizer_sha256: str, skip_samples: int = 0,
+                 residual_sha256: str | None = None) -> Path:
+    name = (tokenizer_sha256[:12] + (f"-rvq{residual_sha256[:12]}" if residual_sha256 else "")
+            + (f"-skip{skip_samples}" if skip_samples else ""))
     return Path(dataset) / CACHE_DIR / name
 
 
@@ -61,9 +63,10 @@ def encode_shard(dataset: str | Path, shard: str, tokenizer, out: Path,
 
     examples, _ = read_shard(shard_path(dataset, shard))
     tokened = list(with_semantic_tokens(skipped(examples, skip_samples), tokenizer, batch_size))
-    parts = [e.user_codes[0] for e in tokened]
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-    tokens = np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+    parts = [e.user_codes for e in tokened]  # [levels, F] each
+    offsets = np.concatenate([[0], np.cumsum([p.shape[1] for p in parts])]).astype(np.int64)
+    tokens = np.concatenate(parts, axis=1).astype(np.int16) if parts else \
+        np.zeros((tokenizer.levels, 0), np.int16)
     ids = json.dumps([e.id for e in tokened])
 
     def write(tmp: Path) -> None:
@@ -75,20 +78,25 @@ def encode_shard(dataset: str | Path, shard: str, tokenizer, out: Path,
 
 
 def read_cache(path: Path) -> dict[str, np.ndarray]:
-    """One cache file -> ``{turn id: tokens int16 [F]}``."""
+    """One cache file -> ``{turn id: tokens int16 [levels, F]}`` (files of one level made
+    before levels existed hold ``[F]``)."""
     with np.load(path) as data:
         ids = json.loads(str(data["ids"]))
         tokens, offsets = data["tokens"], data["offsets"]
-    return {tid: tokens[offsets[i]:offsets[i + 1]] for i, tid in enumerate(ids)}
+    tokens = tokens if tokens.ndim == 2 else tokens[None]
+    return {tid: tokens[:, offsets[i]:offsets[i + 1]] for i, tid in enumerate(ids)}
 
 
-def _init_worker(tokenizer_folder: str) -> None:
+def _init_worker(tokenizer_folder: str, residual_books: list[np.ndarray]) -> None:
     import torch
 
     from voxloop.codecs.semantic import load_semantic
 
     torch.set_num_threads(1)  # one process per core beats threads on these small batches
-    _worker["tokenizer"] = load_semantic(tokenizer_folder)
+    tokenizer = load_semantic(tokenizer_folder)
+    if residual_books:
+        tokenizer = tokenizer.with_residual_levels([torch.from_numpy(b) for b in residual_books])
+    _worker["tokenizer"] = tokenizer
 
 
 def _encode_in_worker(task: tuple[str, str, str, int, int]) -> int:
@@ -107,7 +115,11 @@ def fill_cache(dataset: str | Path, tokenizer, tokenizer_folder: Path, tokenizer
 
     from tqdm import tqdm
 
-    folder = cache_folder(dataset, tokenizer_sha256, skip_samples)
+    from voxloop.distill.student.residual_levels import books_sha256
+
+    books = tokenizer.residual_books
+    folder = cache_folder(dataset, tokenizer_sha256, skip_samples,
+                          books_sha256(books) if books else None)
     shards = finished_shards(dataset) if shards is None else shards
     todo = [s for s in shards if not (folder / s).is_file()]
     skip = f", {skip_samples} samples in" if skip_samples else ""
@@ -120,7 +132,8 @@ def fill_cache(dataset: str | Path, tokenizer, tokenizer_folder: Path, tokenizer
     elif todo:
         tasks = [(str(dataset), s, str(folder / s), batch_size, skip_samples) for s in todo]
         context = multiprocessing.get_context("spawn")  # no torch state forked
-        pool = context.Pool(jobs, _init_worker, (str(tokenizer_folder),))
+        pool = context.Pool(jobs, _init_worker, (str(tokenizer_folder),
+                                                 [b.numpy() for b in books]))
         try:
             for _ in pool.imap_unordered(_encode_in_worker, tasks):
                 bar.update()
@@ -136,7 +149,7 @@ def fill_cache(dataset: str | Path, tokenizer, tokenizer_folder: Path, tokenizer
 
 def with_cached_tokens(examples, folder: Path) -> Iterator:
     """``DialogueExample``s -> the same with ``user_codes`` their cached tokens
-    ``int16 [1, F]`` and no audio kept; a turn with no cached tokens is an error."""
+    ``int16 [levels, F]`` and no audio kept; a turn with no cached tokens is an error."""
     import dataclasses
 
     from voxloop.errors import VoxloopError
@@ -149,5 +162,5 @@ def with_cached_tokens(examples, folder: Path) -> Iterator:
         if (ex.split, ex.id) not in tokens:
             raise VoxloopError(f"turn {ex.id} ({ex.split}) has no cached semantic tokens in "
                                f"{folder}: delete the folder and pack again")
-        yield dataclasses.replace(ex, user_codes=tokens[ex.split, ex.id][None],
+        yield dataclasses.replace(ex, user_codes=tokens[ex.split, ex.id],
                                   user_audio=None, answer_audio=None)

@@ -29,6 +29,7 @@ from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student.layout import IGNORE, audio_id_offsets
 from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Batch, PackedData, make_batch
+from voxloop.distill.student.train_data import answer_weights, hearing_config, load_data
 from voxloop.errors import VoxloopError
 from voxloop.training import cosine_lr, setup_distributed, teardown_distributed, torch_save_atomic
 
@@ -125,74 +126,6 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
     return result
 
 
-def answer_weights(data: PackedData, rows: np.ndarray, balance: float) -> np.ndarray | None:
-    """Probabilities ``[len(rows)]`` of drawing each turn: (turns with its answer)^-balance,
-    normalized; None for uniform (``balance`` 0)."""
-    if not balance:
-        return None
-    texts = data.answer_text[rows]
-    _, inverse, counts = np.unique(texts, return_inverse=True, return_counts=True)
-    weights = counts[inverse].astype(np.float64) ** -balance
-    return weights / weights.sum()
-
-
-def load_data(data: str | Path, out: Path, vocab: dict | None = None,
-              user_input: str | None = None, splits: tuple[str, ...] = ()) -> PackedData:
-    """A packed ``.npz``, or a dataset folder packed into ``out/data.npz`` (once). With
-    ``vocab`` (a trained model's), the data must be tokenized with it and hear what the
-    model hears; ``user_input`` (``codes`` or ``semantic``, default: the model's, else
-    codes) is what a dataset folder is packed as (semantic: with the model's tokenizer,
-    else the bundled one); ``splits``: a folder's splits to pack (empty: all; an
-    evaluation's, with a model's ``vocab``)."""
-    from voxloop.distill.student.pack import pack_dataset
-
-    vocab = vocab or {}
-    user_input = user_input or vocab.get("user_input", "codes")
-    semantic = vocab.get("semantic", {}).get("name")
-    path, packed = Path(data), out / "data.npz"
-
-    def fits(d: PackedData) -> bool:
-        return (not vocab or _same_vocab(d, vocab)) and d.user_input == user_input \
-            and all(len(d.indices(split)) for split in splits)
-
-    if path.suffix == ".npz":
-        packed = path
-    elif not packed.is_file() or not fits(PackedData.load(packed)):
-        pack_dataset(path, packed, vocab=vocab or None, user_input=user_input,
-                     semantic=semantic, progress=True, splits=splits if vocab else ())
-    result = PackedData.load(packed)
-    if vocab and not _same_vocab(result, vocab):
-        raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "
-                           "pass the dataset folder instead")
-    if vocab and result.user_input != user_input:
-        raise VoxloopError(f"{packed} holds user {result.user_input}, the model hears "
-                           f"{user_input}: pass the dataset folder instead")
-    return result
-
-
-def _same_vocab(data: PackedData, vocab: dict) -> bool:
-    return data.vocab["text"] == vocab["text"] and data.vocab["ctc"] == vocab["ctc"]
-
-
-def hearing_config(config: StudentConfig, data: PackedData) -> StudentConfig:
-    """``config`` made to hear what ``data`` holds: semantic data gives a semantic student
-    (one token per frame, the tokenizer's codebook as its frozen input vectors)."""
-    if data.user_input != "semantic":
-        if config.user_input == "semantic":
-            raise VoxloopError("a semantic student needs semantic data: pack it with "
-                               "`voxloop distill pack DATASET OUT.npz --user-input semantic`")
-        return config
-    if config.user_input == "latent":
-        raise VoxloopError("the data holds semantic tokens, not codec codes: drop "
-                           "--student-user-latent-dim (the tokenizer's codebook is the latent)")
-    info, books = data.vocab["semantic"], data.user_codebooks
-    if books is None or books.shape[0] != info["cardinality"]:
-        raise VoxloopError("this semantic pack has no codebook of its tokenizer: pack it again")
-    return replace(config, user_input="semantic", user_vocab=int(books.shape[0]),
-                   user_latent_dim=int(books.shape[1]),
-                   user_frame_rate_hz=float(info["frame_rate_hz"]))
-
-
 def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
           data: PackedData | None = None, stop_at: int | None = None) -> Path:
     """Run or resume training; returns the run folder (``best.pt``, ``checkpoint.pt``, ``tb/``).
@@ -286,7 +219,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         averaged.shadow = state["ema"]
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     train_rows, valid_rows = data.indices("train"), data.indices("valid")
-    draw = answer_weights(data, train_rows, settings.answer_balance)
+    draw = answer_weights(data, train_rows, settings.answer_balance,
+                          settings.refusal_share)
     if not len(train_rows):
         raise VoxloopError(f"{settings.data} has no train turns (a dataset still being built "
                            "writes its held-out and valid shards first): pack it again later")
@@ -300,7 +234,7 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             if data.user_codebooks is None:
                 raise VoxloopError(f"{settings.data} holds no tokenizer codebook "
                                    "(user_codebooks): pack it again for --neighbour-noise")
-            near = nearest_codes(data.user_codebooks, NEIGHBOURS)
+            near = nearest_codes(data.user_codebooks[:config.user_vocab], NEIGHBOURS)  # tokens
         aug = Augment(span_mask=settings.span_mask, neighbour_noise=settings.neighbour_noise,
                       neighbours=near)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

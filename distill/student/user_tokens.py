@@ -49,23 +49,31 @@ def load_tokenizer(semantic: str | Path | SemanticTokenizer | None
     return load_semantic(folder), folder
 
 
-def silence_token(tokenizer: SemanticTokenizer) -> int:
-    """The token the tokenizer gives to a steady stretch of digital silence."""
-    tokens = tokenizer.encode(torch.zeros(1, int(SILENCE_S * MODEL_RATE_HZ)))[0]
-    return int(tokens[len(tokens) // 2])
+def silence_token(tokenizer: SemanticTokenizer) -> int | list[int]:
+    """The token the tokenizer gives to a steady stretch of digital silence (its tokens at
+    every level, with residual levels)."""
+    tokens = as_frames(tokenizer.encode(torch.zeros(1, int(SILENCE_S * MODEL_RATE_HZ))).numpy())
+    middle = tokens[:, tokens.shape[1] // 2].tolist()
+    return middle[0] if len(middle) == 1 else middle
 
 
 def semantic_info(tokenizer: SemanticTokenizer, folder: Path | None) -> dict:
     """The fingerprint a student keeps of the tokenizer it hears with (``vocab["semantic"]``)."""
+    from voxloop.distill.student.residual_levels import residual_info
+
     name = tokenizer.name
     if folder is not None:
         bundled = folder.resolve().parent == models_dir().resolve()
         name = folder.name if bundled else str(folder.resolve())
-    return {"name": name, "sha256": weights_sha256(folder) if folder else None,
+    silence = silence_token(tokenizer)
+    info = {"name": name, "sha256": weights_sha256(folder) if folder else None,
             "whisper_sha256": tokenizer.config.whisper_sha256,
             "frame_rate_hz": tokenizer.frame_rate_hz, "cardinality": tokenizer.cardinality,
             "code_dim": int(tokenizer.codebook_vectors().shape[1]),
-            "silence": silence_token(tokenizer)}
+            "silence": silence if isinstance(silence, int) else silence[0]}
+    if tokenizer.residual_books:
+        info["residual_levels"] = residual_info(tokenizer)
+    return info
 
 
 def bundled_name(vocab: dict) -> dict:
@@ -83,13 +91,22 @@ def bundled_name(vocab: dict) -> dict:
     return {**vocab, "semantic": {**info, "name": names[0]}}
 
 
-def load_student_semantic(name: str | None, vocab: dict) -> SemanticTokenizer:
-    """The tokenizer named (default: the one the student's tokens came from); warns when
-    its weights are not the ones those tokens were made with, refuses another rate or size."""
+def load_student_semantic(name: str | None, vocab: dict, model=None) -> SemanticTokenizer:
+    """The tokenizer named (default: the one the student's tokens came from), hearing as
+    ``model`` hears (its residual levels, which a student naming them needs); warns when
+    its weights are not the ones those tokens were made with, refuses another rate or
+    size."""
+    from voxloop.distill.student.residual_levels import student_tokenizer
+
     info = vocab.get("semantic")
     if not info:
         raise VoxloopError("this student hears codec codes, not semantic tokens")
+    if info.get("residual_levels") and model is None:
+        raise VoxloopError("this student hears residual levels, kept in its weights: load "
+                           "its tokenizer with the model")
     tokenizer, folder = load_tokenizer(name or info["name"])
+    if model is not None:
+        tokenizer = student_tokenizer(tokenizer, model)
     sha = weights_sha256(folder) if folder else None
     if info.get("sha256") and sha and sha != info["sha256"]:
         warnings.warn(f"semantic tokenizer {folder} has other weights ({sha[:12]}) than the "
@@ -103,30 +120,45 @@ def load_student_semantic(name: str | None, vocab: dict) -> SemanticTokenizer:
     return tokenizer
 
 
+def as_frames(tokens: np.ndarray) -> np.ndarray:
+    """One clip's tokens ``[F]``, ``[1, F]``, ``[L, F]`` or ``[1, L, F]`` -> the student's user
+    frames ``[levels, F]``."""
+    return tokens.reshape(tokens.shape[-2] if tokens.ndim > 1 else 1, tokens.shape[-1])
+
+
 # --- offline, many clips at once ----------------------------------------------------------
 
 @torch.no_grad()
 def encode_clips(tokenizer: SemanticTokenizer, clips: list[np.ndarray]) -> list[np.ndarray]:
-    """float32 16 kHz clips ``[T_i]`` -> tokens ``[F_i]`` each (int64), as the stream gives
-    them; one padded pass for clips of up to 30 s, the stream itself for the rest."""
+    """float32 16 kHz clips ``[T_i]`` -> tokens ``[F_i]`` each (int64; ``[L, F_i]`` from a
+    tokenizer with residual levels), as the stream gives them (``pooled_clips``)."""
+    return [tokenizer.quantize(pooled[None])[0].numpy()
+            for pooled in pooled_clips(tokenizer, clips)]
+
+
+@torch.no_grad()
+def pooled_clips(tokenizer: SemanticTokenizer, clips: list[np.ndarray]) -> list[torch.Tensor]:
+    """float32 16 kHz clips ``[T_i]`` -> the pooled vectors ``[F_i, D]`` their tokens
+    quantize, as the stream gives them; one padded pass for clips of up to 30 s, the stream
+    itself for the rest."""
     encoder = tokenizer.blocks.encoder
-    out: list[np.ndarray | None] = [None] * len(clips)
+    out: list[torch.Tensor | None] = [None] * len(clips)
     batch = []
     for i, clip in enumerate(clips):
         frames = (len(clip) // 160 + 1) // 2
         if len(clip) <= HALF_WINDOW or frames > encoder.max_frames:  # too short to reflect,
-            out[i] = tokenizer.encode(torch.from_numpy(clip)[None])[0].numpy()  # or > 30 s
+            out[i] = tokenizer.encode(torch.from_numpy(clip)[None], "pooled")[0]  # or > 30 s
         else:
             batch.append(i)
     if batch:
-        for i, tokens in zip(batch, _encode_padded(tokenizer, [clips[i] for i in batch]),
+        for i, pooled in zip(batch, _pool_padded(tokenizer, [clips[i] for i in batch]),
                              strict=True):
-            out[i] = tokens
+            out[i] = pooled
     return out
 
 
-def _encode_padded(tokenizer: SemanticTokenizer, clips: list[np.ndarray]) -> list[np.ndarray]:
-    """Clips of 201 samples to 30 s -> tokens, in one batch (see ``encode_clips``)."""
+def _pool_padded(tokenizer: SemanticTokenizer, clips: list[np.ndarray]) -> list[torch.Tensor]:
+    """Clips of 201 samples to 30 s -> pooled vectors, in one batch (see ``pooled_clips``)."""
     encoder, bottleneck = tokenizer.blocks.encoder, tokenizer.bottleneck
     device = encoder.positions.device
     mels = [causal_log_mel(torch.from_numpy(c).to(device)[None])[0] for c in clips]  # [80, M]
@@ -150,15 +182,15 @@ def _encode_padded(tokenizer: SemanticTokenizer, clips: list[np.ndarray]) -> lis
     index = torch.arange(width + -width % pool, device=device)[None]
     index = torch.minimum(index, num_frames[:, None] - 1)  # the last frame repeated to a
     x = torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[2]))  # whole pool
-    tokens = bottleneck.quantize(bottleneck.pooled(x)).cpu().numpy()  # [B, F]
-    return [tokens[b, :n] for b, n in enumerate(num_tokens.tolist())]
+    pooled = bottleneck.pooled(x).cpu()  # [B, F, D]
+    return [pooled[b, :n] for b, n in enumerate(num_tokens.tolist())]
 
 
 def with_semantic_tokens(examples: Iterable, tokenizer: SemanticTokenizer,
                          batch_size: int = 32, window: int = 1024,
                          progress: bool = False, total: int | None = None) -> Iterator:
     """``DialogueExample``s (with user audio) -> the same with ``user_codes`` the tokens
-    ``int16 [1, F]`` and no audio kept. Clips of like length are batched together,
+    ``int16 [levels, F]`` and no audio kept. Clips of like length are batched together,
     ``window`` examples at a time; the order is kept."""
     from tqdm import tqdm
 
@@ -175,7 +207,7 @@ def with_semantic_tokens(examples: Iterable, tokenizer: SemanticTokenizer,
                 tokens[i] = t
             bar.update(len(rows))
         for ex, t in zip(group, tokens, strict=True):
-            yield dataclasses.replace(ex, user_codes=t[None].astype(np.int16),
+            yield dataclasses.replace(ex, user_codes=as_frames(t).astype(np.int16),
                                       user_audio=None, answer_audio=None)
         group.clear()
 

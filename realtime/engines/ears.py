@@ -5,7 +5,7 @@ An ear is one session's streaming state over weights every session shares:
 - :class:`CodecEar`: the acoustic codec's streaming encoder, codes ``[K_in, T]`` frame by
   frame (a student that hears codec codes, as the bundled one does);
 - :class:`SemanticEar`: the semantic tokenizer's stream, tokens ``[1, T]`` a block (1 s)
-  at a time while the user speaks (a semantic student).
+  at a time while the user speaks (a semantic student; ``[L, T]`` with residual levels).
 
     frames = ear.push(audio_16k)   # [K, T] the audio completes (T may be 0)
     tail = ear.tentative()         # None, or a callable: the frames a flush would add now,
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
+from voxloop.distill.student.user_tokens import as_frames
 
 
 class CodecEar:
@@ -82,10 +83,10 @@ class SemanticEar:
 
     def push(self, audio_16k: np.ndarray) -> np.ndarray:
         if self.finished or not len(audio_16k):  # audio after the end of the turn: unheard
-            return np.zeros((1, 0), np.int64)
+            return self._empty()
         self.heard_samples += len(audio_16k)
         wav = torch.from_numpy(np.asarray(audio_16k, np.float32))[None]
-        return self.tokenizer.step(self.state, wav).numpy()
+        return as_frames(self.tokenizer.step(self.state, wav).numpy())
 
     def tentative(self) -> Callable[[], np.ndarray] | None:
         """The tokens of the partial block as a flush would give them now, on a copy of the
@@ -95,13 +96,16 @@ class SemanticEar:
             return None
         snapshot = copy.copy(self.state)
         snapshot.encoder = copy.copy(self.state.encoder)
-        return lambda: self.tokenizer.flush(snapshot).numpy()
+        return lambda: as_frames(self.tokenizer.flush(snapshot).numpy())
 
     def flush(self) -> np.ndarray:
         if self.finished:
-            return np.zeros((1, 0), np.int64)
+            return self._empty()
         self.finished = True
-        return self.tokenizer.flush(self.state).numpy()
+        return as_frames(self.tokenizer.flush(self.state).numpy())
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((self.tokenizer.levels, 0), np.int64)
 
 
 class ShiftedEar:

@@ -140,7 +140,7 @@ class NativeEngine:
         if model.config.user_input == "semantic":
             from voxloop.distill.student.user_tokens import load_student_semantic
 
-            self.semantic = load_student_semantic(settings.semantic, vocab)
+            self.semantic = load_student_semantic(settings.semantic, vocab, model)
             self.models["semantic"] = self.semantic.name
         self.k_in, self.k_out = model.config.k_in, model.config.k_out
         rate_hz = self.semantic.frame_rate_hz if self.semantic is not None \

@@ -76,16 +76,21 @@ def all_slot_values(kind: str) -> list[dict[str, str]]:
     raise ValueError(f"unknown compositional kind {kind!r}")
 
 
-def examples(fills_per_template: int = 1, seed: int = 0, more: int = 0) -> list[Example]:
+def examples(fills_per_template: int = 1, seed: int = 0, more: int = 0,
+             outside: int = 0) -> list[Example]:
     """Every fixed phrasing once, and each compositional template filled
     ``fills_per_template`` times with seeded random slots, or with every slot
     value of its kind when ``fills_per_template`` is ``ALL_FILLS``. ``more``: also the first
     ``more`` of each intent's ``more_phrasings`` or ``more_templates`` (numbered after the
     others, so never the held-out one): other ways to ask, with the slot elsewhere, for
-    training plans only; a plan made with fewer keeps its questions as more are written."""
+    training plans only; a plan made with fewer keeps its questions as more are written.
+    ``outside``: also the first ``outside`` of the domain's ``outside_questions`` (first in
+    the list), as the fallback intent's phrasings: their answer is the refusal."""
     domain = load_domain()
     rng = np.random.default_rng(seed)
-    out = [
+    out = [Example(FALLBACK_INTENT, text, i)
+           for i, text in enumerate(domain["outside_questions"][:outside])]
+    out += [
         Example(intent["id"], text, i)
         for intent in domain["intents"]
         for i, text in enumerate(intent["phrasings"] + intent.get("more_phrasings", [])[:more])
@@ -106,6 +111,11 @@ def more_phrasings_written() -> int:
     domain = load_domain()
     return min([len(i.get("more_phrasings", [])) for i in domain["intents"]]
                + [len(i.get("more_templates", [])) for i in domain["compositional"]])
+
+
+def outside_questions_written() -> int:
+    """How many questions outside the domain it lists (``examples(outside=...)``)."""
+    return len(load_domain()["outside_questions"])
 
 
 def intent_ids() -> list[str]:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,6 +121,29 @@ def test_more_phrasings_add_training_templates_only(count):
 def test_more_phrasings_beyond_what_is_written_is_refused(count):
     with pytest.raises(VoxloopError, match="choose 0 to 12"):
         plan(SynthSettings(intents=("thanks",), more_phrasings=count))
+
+
+def test_questions_outside_the_domain_are_the_fallbacks_phrasings():
+    settings = SynthSettings(intents=("fallback",), voices_per_prompt=2, heldout_voice_prompts=1,
+                             min_turns_per_intent=0, outside_questions=40)
+    items = plan(settings)
+    assert {it.intent for it in items} == {"fallback"}
+    assert {it.template for it in items} == set(range(40))
+    held = [it for it in items if it.split == "heldout_phrasing"]
+    assert held and {it.template for it in held} == {HELDOUT_TEMPLATE}
+    assert Counter(it.template for it in items if it.split in ("train", "valid"))[0] == 2
+    assert settings.plan_key()["outside_questions"] == 40
+    assert "outside_questions" not in SynthSettings().plan_key()  # older plans keep their key
+    with pytest.raises(VoxloopError, match="unknown intents"):  # only with the questions
+        plan(replace(settings, outside_questions=0))
+
+
+def test_outside_questions_beyond_what_is_written_are_refused():
+    from voxloop.distill.teachers.domain.data import outside_questions_written
+
+    written = outside_questions_written()
+    with pytest.raises(VoxloopError, match=f"choose 0 to {written}"):
+        plan(SynthSettings(intents=("thanks",), outside_questions=written + 1))
 
 
 def test_a_plan_keeps_its_questions_when_more_phrasings_are_written(monkeypatch):

@@ -87,3 +87,33 @@ def test_a_student_without_a_mouth_gets_no_table(tmp_path, capsys):
     assert not (folder / SAID_CODES_FILE).exists()
     assert main(["distill", "said-codes", str(folder)]) == 0
     assert "nothing to say" in capsys.readouterr().out
+
+
+def test_a_words_fine_tune_keeps_the_sayings_of_the_same_mouth(tmp_path, capsys):
+    """``said-codes NEW --from OLD``: a student whose words changed and mouth did not keeps
+    OLD's table, sayings chosen by ear included; a changed mouth is refused."""
+    from voxloop.distill.student.said_codes import SaidCodes, load_said_codes, save_said_codes
+
+    model, vocab, old = tiny_student_with_mouth(tmp_path / "old")
+    table = load_said_codes(old)
+    chosen = {(3, 4, 5): table.get(torch.tensor([3, 4, 5])).flip(1)}  # "said another way"
+    save_said_codes(SaidCodes([list(w) for w, _ in table.items()],
+                              [chosen.get(tuple(w), c) for w, c in table.items()],
+                              [{"pace": 1.1} if tuple(w) in chosen else {}
+                               for w, _ in table.items()]), old)
+    state = model.state_dict()
+    words_changed = {k: v + 0.5 if k == "embed.weight" else v for k, v in state.items()}
+    new = save_model_folder(tmp_path / "new", words_changed,
+                            {"kind": "voxloop-student", **asdict(model.config)})
+    (new / "vocab.json").write_text((old / "vocab.json").read_text())
+    assert main(["distill", "said-codes", str(new), "--from", str(old)]) == 0
+    kept = load_student(new)[0].mouth.said_codes
+    assert torch.equal(kept.get(torch.tensor([3, 4, 5])), chosen[(3, 4, 5)])
+    assert kept.way([3, 4, 5]) == {"pace": 1.1} and kept.way([6, 7]) == {}
+    mouth_changed = {k: v + 1.0 if k == "mouth.heads.0.bias" else v for k, v in state.items()}
+    other = save_model_folder(tmp_path / "other", mouth_changed,
+                              {"kind": "voxloop-student", **asdict(model.config)})
+    (other / "vocab.json").write_text((old / "vocab.json").read_text())
+    assert main(["distill", "said-codes", str(other), "--from", str(old)]) != 0
+    assert "mouth or words are not" in capsys.readouterr().err
+    assert not (other / SAID_CODES_FILE).exists()

@@ -188,7 +188,7 @@ def test_training_with_the_codec_latent_reads_the_data_codec(tmp_path):
 
 
 def test_answer_balance_draws_rare_answers_more_often():
-    from voxloop.distill.student.train import answer_weights
+    from voxloop.distill.student.train_data import answer_weights
 
     data = tiny_packed(tiny_examples(8) + tiny_examples(1, seed=3))  # answer 0 three times
     rows = data.indices("train")
@@ -196,6 +196,25 @@ def test_answer_balance_draws_rare_answers_more_often():
     p = answer_weights(data, rows, 1.0)  # every answer alike: its turns share its weight
     by_answer = {a: p[data.answer_text[rows] == a].sum() for a in set(data.answer_text[rows])}
     np.testing.assert_allclose(sorted(by_answer.values()), [0.25] * 4)
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_refusal_share_draws_the_refused_turns_that_often():
+    from voxloop.distill.student.train_data import answer_weights
+    from voxloop.distill.teachers.domain.data import load_domain
+
+    data = tiny_packed(tiny_examples(8) + tiny_examples(1, seed=3))
+    rows = data.indices("train")
+    with pytest.raises(VoxloopError, match="--outside-questions"):  # no refusal to draw
+        answer_weights(data, rows, 0.5, refusal_share=0.1)
+    refused = np.isin(np.arange(len(data.answer_text)), rows[:2])
+    data.answer_text = np.where(refused, load_domain()["fallback"], data.answer_text)
+    before = answer_weights(data, rows, 0.5)
+    p = answer_weights(data, rows, 0.5, refusal_share=0.1)
+    is_refusal = data.answer_text[rows] == load_domain()["fallback"]
+    np.testing.assert_allclose(p[is_refusal], [0.05, 0.05])
+    np.testing.assert_allclose(p[~is_refusal] / p[~is_refusal].sum(),  # the rest as before
+                               before[~is_refusal] / before[~is_refusal].sum())
     assert p.sum() == pytest.approx(1.0)
 
 

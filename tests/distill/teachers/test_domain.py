@@ -151,6 +151,20 @@ def test_out_of_domain_gets_the_polite_fallback(assistant, question):
     assert match.answer == load_domain()["fallback"]
 
 
+def test_every_question_outside_the_domain_gets_the_refusal(assistant):
+    """``outside_questions`` teach a student to refuse (``--outside-questions``): each must be
+    the scripted teacher's refusal, and none may be one of the questions ``eval routing``
+    measures the refusal on, nor close to one (their words mostly shared)."""
+    from voxloop.distill.evals.routing import OUT_OF_DOMAIN
+
+    outside = load_domain()["outside_questions"]
+    assert len(outside) >= 200 and len(set(outside)) == len(outside)
+    refused = [q for q in outside if assistant.reply([], q) != load_domain()["fallback"]]
+    assert not refused
+    close = [(q, m) for q in outside for m in OUT_OF_DOMAIN if _word_jaccard(q, m) >= 0.5]
+    assert not close
+
+
 @pytest.mark.parametrize(("question", "place"), [
     ("what is the capital of mongolia", "Mongolia"),  # was "The capital of Italy is Rome."
     ("what is the capital of texas", "Texas"),

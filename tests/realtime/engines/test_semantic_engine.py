@@ -18,12 +18,13 @@ from tests.distill.student.semantic_fixtures import (
     semantic_packed,
     semantic_student,
     tiny_tokenizer,
+    write_dataset,
 )
 from tests.realtime.engines.helpers import collect as collect_answer
 from voxloop.codecs.semantic import save_semantic
 from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.one_turn import generate
-from voxloop.distill.student.user_tokens import encode_clips
+from voxloop.distill.student.user_tokens import as_frames, encode_clips
 from voxloop.distill.student.vocab import Tokenizer
 from voxloop.realtime.engines.answers import Reason
 from voxloop.realtime.engines.base import Turn
@@ -138,9 +139,30 @@ def semantic_engine(tmp_path_factory):
     engine.batcher.shutdown()
 
 
+@pytest.fixture(scope="module")
+def residual_engine(tmp_path_factory):
+    """The same kind of student widened by `voxloop distill residual-levels` (books fitted
+    on a small dataset's train turns): it hears four tokens per frame."""
+    from voxloop.cli import main
+    from voxloop.realtime.engines.native import NativeEngine, NativeSettings
+
+    folder = tmp_path_factory.mktemp("residual")
+    tokenizer = real_tokenizer()
+    save_semantic(tokenizer.bottleneck, folder / "tokenizer")
+    save_semantic_student(tokenizer, folder / "tokenizer", folder / "student")
+    (folder / "data" / "shards").mkdir(parents=True)
+    write_dataset(folder / "data", {"train": examples_with_audio(24, seed=3)}, {"train": 12})
+    assert main(["distill", "residual-levels", str(folder / "student"), str(folder / "wide"),
+                 "--data", str(folder / "data"), "--turns", "24"]) == 0
+    engine = NativeEngine(NativeSettings(student=str(folder / "wide"), slots=6, votes=1))
+    engine.stepper.options = OPTIONS
+    yield engine
+    engine.batcher.shutdown()
+
+
 def offline_answer(engine, wav: np.ndarray) -> str:
     """generate()'s words on the offline tokens of the whole ``wav``."""
-    tokens = encode_clips(engine.semantic, [wav])[0][None]
+    tokens = as_frames(encode_clips(engine.semantic, [wav])[0])
     result = generate(engine.stepper.model, engine.tokenizer, tokens, OPTIONS)
     return " ".join(engine.tokenizer.vocab["text"][i] for i in result.text_ids)
 
@@ -155,11 +177,14 @@ def answer_of(session, heard_live: bool = True, audio_24k=None) -> tuple[str, di
 
 
 @pytest.mark.slow
-def test_session_hears_with_the_semantic_tokenizer(semantic_engine):
+@pytest.mark.parametrize(("engine_fixture", "levels"), [("semantic_engine", 1),
+                                                        ("residual_engine", 4)])
+def test_session_hears_with_the_semantic_tokenizer(request, engine_fixture, levels):
     """Heard live in chunks, with a pause the user speaks through and a pause that ends
-    the turn: the answer is generate()'s on the offline tokens of the whole audio."""
-    engine = semantic_engine
-    assert engine.semantic is not None and engine.k_in == 1
+    the turn: the answer is generate()'s on the offline tokens of the whole audio (one
+    token per frame, or four: a student that hears residual levels)."""
+    engine = request.getfixturevalue(engine_fixture)
+    assert engine.semantic is not None and engine.k_in == engine.semantic.levels == levels
     wav = noise_speech(40000, 7)
     want = offline_answer(engine, wav)
     session = engine.open()
