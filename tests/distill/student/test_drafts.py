@@ -104,14 +104,14 @@ def test_batched_rows_with_drafts_answer_as_alone(model):
 def test_the_bundled_student_writes_a_known_answer_in_fewer_calls():
     from voxloop.audio import MODEL_RATE_HZ, resample
     from voxloop.distill.student.model import load_student
-    from voxloop.distill.student.user_tokens import load_student_semantic
+    from voxloop.distill.student.user_tokens import as_frames, load_student_semantic
     from voxloop.distill.teachers.tts import synthesize
 
     model, vocab = load_student("voxloop-student")
     assert len(AnswerDrafts.from_mouth(model.mouth)) > 1000  # the answers its mouth learned
     samples, rate_hz = synthesize("What is the capital of France?", "festival:slt-hts")
     wav = torch.from_numpy(resample(samples, rate_hz, MODEL_RATE_HZ).astype(np.float32))[None]
-    codes = load_student_semantic(None, vocab).encode(wav).numpy()
+    codes = as_frames(load_student_semantic(None, vocab, model).encode(wav).numpy())
     drafted = answer_counting_calls(StudentStepper(model, Tokenizer(vocab)), codes)
     plain = answer_counting_calls(
         StudentStepper(model, Tokenizer(vocab), SamplingOptions(draft_words=0)), codes)

@@ -143,10 +143,11 @@ def test_the_cascades_refusal_is_taken_only_where_whisper_heard_surely(native_en
     student = "".join(o.transcript_delta for o in outputs)
     sure = [o.words_logprob for o in outputs if o.audio_24k is not None][0]
     refusal = load_domain()["fallback"]
-    assert plain_words(student) != plain_words(refusal)
+    assert plain_words(student) != plain_words(refusal) and sure < -0.01
     for refusal_heard_logprob, expected in ((None, student), (-5.0, refusal)):
-        result = hybrid_answer(native_engine, cascade_engine, question,
-                               min_words_logprob=sure + 1e-3,
+        # any answer below 0 is unsure: through the server the turn is heard as a stream,
+        # whose tokens may differ from the whole clip's by a near tie, and so its score
+        result = hybrid_answer(native_engine, cascade_engine, question, min_words_logprob=0.0,
                                refusal_heard_logprob=refusal_heard_logprob)
         print(f"\nrefusals taken above {refusal_heard_logprob}: {result['transcript']!r}")
         assert result["status"] == "completed" and result["audio_s"] > 0.5
