@@ -14,7 +14,7 @@ default), on one torch thread (the engine's default). Measured per ear:
 - ``rtf``: wall time / audio time.
 
 It also checks train == serve: the offline batched tokens a pack stores against the
-stream's, on the same turns (share of equal tokens).
+stream's, on the same turns (share of equal tokens, level by level).
 
 Usage: python scripts/bench_hearing.py [--turns 24] [--data data/distill-v1]
        [--student voxloop-student] [--semantic voxloop-semantic]
@@ -95,6 +95,14 @@ def hear(ear, wav: np.ndarray, chunk: int) -> dict:
             "flush_cpu_ms": 1000 * (time.thread_time() - cpu0), "frames": frames}
 
 
+def agree(offline: list[np.ndarray], streamed: list[np.ndarray]) -> dict:
+    """How many of the streamed tokens ``[L, F]`` each equal the offline ones, per level."""
+    equal = np.sum([(a == b).sum(axis=1) for a, b in zip(offline, streamed, strict=True)], 0)
+    tokens = sum(s.shape[1] for s in streamed)
+    return {"tokens": tokens, "equal": equal.tolist(),
+            "share": (equal / max(1, tokens)).tolist()}
+
+
 def summarize(rows: list[dict], audio_s: float) -> dict:
     def stats(values):
         values = [v for v in values if v is not None]
@@ -127,7 +135,7 @@ def main() -> int:
 
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student
-    from voxloop.distill.student.user_tokens import encode_clips
+    from voxloop.distill.student.user_tokens import as_frames, encode_clips
     from voxloop.realtime.engines.ears import CodecEar, SemanticEar
 
     torch.set_num_threads(1)
@@ -146,17 +154,16 @@ def main() -> int:
         ears["residual"] = student_tokenizer(tokenizer, load_student(args.residual_student)[0])
         hear(SemanticEar(ears["residual"]), warm, chunk)
     rows: dict[str, list[dict]] = {"codec": [], **{kind: [] for kind in ears}}
-    streamed = []
-    for wav in clips:  # side by side: each turn through both ears
+    streamed: dict[str, list[np.ndarray]] = {kind: [] for kind in ears}
+    for wav in clips:  # side by side: each turn through every ear
         rows["codec"].append(hear(CodecEar(codec, student.config.k_in), wav, chunk))
-        ear = SemanticEar(tokenizer)
-        pieces = [ear.push(wav[i:i + chunk]) for i in range(0, len(wav), chunk)]
-        streamed.append(np.concatenate([*pieces, ear.flush()], axis=1)[0])
         for kind, heard in ears.items():
+            ear = SemanticEar(heard)
+            pieces = [ear.push(wav[i:i + chunk]) for i in range(0, len(wav), chunk)]
+            streamed[kind].append(np.concatenate([*pieces, ear.flush()], axis=1))  # [L, F]
             rows[kind].append(hear(SemanticEar(heard), wav, chunk))
-    offline = encode_clips(tokenizer, clips)
-    same = sum(int((a == b).sum()) for a, b in zip(offline, streamed, strict=True))
-    total = sum(len(s) for s in streamed)
+    agreement = {kind: agree([as_frames(t) for t in encode_clips(heard, clips)], streamed[kind])
+                 for kind, heard in ears.items()}
     audio_s = sum(len(c) for c in clips) / MODEL_RATE_HZ
     report = {
         "turns": source, "audio_s": audio_s, "chunk_ms": args.chunk_ms, "torch_threads": 1,
@@ -167,8 +174,7 @@ def main() -> int:
                      **summarize(rows["semantic"], audio_s)},
         **({"residual": {"levels": ears["residual"].levels,
                          **summarize(rows["residual"], audio_s)}} if "residual" in ears else {}),
-        "offline_equals_stream": {"tokens": total, "equal": same,
-                                  "share": same / max(1, total)},
+        "offline_equals_stream": agreement,
         "machine": {"cpus": os.cpu_count(), "loadavg_1min": os.getloadavg()[0]},
     }
     for kind in ("codec", *ears):
@@ -179,9 +185,11 @@ def main() -> int:
         print(f"{kind:>8} ({name}): {r['cpu_ms_per_audio_s']:.1f} ms CPU per s of user "
               f"audio (RTF {r['rtf']:.3f}), end-of-turn flush {r['flush_ms']['mean']:.1f} ms "
               f"(CPU {r['flush_cpu_ms']['mean']:.1f}, max {r['flush_ms']['max']:.1f}){tail}")
-    agree, load = report["offline_equals_stream"], report["machine"]["loadavg_1min"]
-    print(f"packed (offline, batched) tokens == streamed: {agree['equal']}/{agree['tokens']}; "
-          f"{source}, {audio_s:.1f} s of audio, load average {load:.1f}")
+    for kind, same in agreement.items():
+        print(f"packed (offline, batched) tokens == streamed, {kind}, level by level: "
+              + ", ".join(f"{e}/{same['tokens']}" for e in same["equal"]))
+    print(f"{source}, {audio_s:.1f} s of audio, load average "
+          f"{report['machine']['loadavg_1min']:.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
