@@ -30,10 +30,10 @@ from voxloop.errors import VoxloopError
 RESIDUAL_LEVELS = 3  # what they leave: 48, 27 and 17 % of the rests' energy (the card)
 
 
-def rests(tokenizer, pooled: torch.Tensor) -> torch.Tensor:
-    """Pooled vectors ``[F, D]`` -> what their tokens leave out ``[F, D]`` (level one)."""
-    first = tokenizer.bottleneck.codebook_vectors().float()
-    return pooled - first[tokenizer.bottleneck.quantize(pooled[None])[0]]
+def rests(tokenizer, pooled: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Pooled vectors ``[F, D]`` -> what their tokens leave out ``[F, D]`` (level one);
+    ``codebook``: the tokenizer's ``codebook_vectors()`` (a copy: take it once)."""
+    return pooled - codebook[tokenizer.bottleneck.quantize(pooled[None])[0]]
 
 
 @torch.no_grad()
@@ -49,10 +49,10 @@ def fit_residual_levels(tokenizer, clips: Sequence[np.ndarray], levels: int = RE
     from voxloop.distill.student.user_tokens import pooled_clips
 
     clips = sorted(clips, key=len)  # like lengths batched: less padding
-    left = []
+    codebook, left = tokenizer.codebook_vectors().float(), []
     for start in tqdm(range(0, len(clips), batch_size), desc="rests of the tokens",
                       unit="batch", disable=not progress):
-        left += [rests(tokenizer, pooled)
+        left += [rests(tokenizer, pooled, codebook)
                  for pooled in pooled_clips(tokenizer, clips[start:start + batch_size])]
     frames = torch.cat(left) if left else torch.zeros(0, tokenizer.config.code_dim)
     codes = tokenizer.cardinality
@@ -99,17 +99,13 @@ def books_sha256(books: Sequence[torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def residual_info(tokenizer) -> dict | None:
-    """What a vocabulary keeps of a tokenizer's residual levels (None: it has none): how
-    many, their codes, fingerprint, and the tokens of silence at each."""
-    if not tokenizer.residual_books:
-        return None
-    from voxloop.distill.student.user_tokens import silence_token
-
+def residual_info(tokenizer, silence: list[int]) -> dict:
+    """What a vocabulary keeps of a tokenizer's residual levels: how many, their codes,
+    fingerprint, and the tokens of silence at each (``silence``: the tokenizer's
+    ``silence_tokens``, every level's)."""
     return {"levels": len(tokenizer.residual_books),
             "codes": int(tokenizer.residual_books[0].shape[0]),
-            "sha256": books_sha256(tokenizer.residual_books),
-            "silence": silence_token(tokenizer)[1:]}
+            "sha256": books_sha256(tokenizer.residual_books), "silence": silence[1:]}
 
 
 def check_widening(config, levels: int, weight: float) -> None:
@@ -134,6 +130,7 @@ def add_residual_levels(model, vocab: dict, tokenizer, books: Sequence[torch.Ten
     audio move up, the new user rows stay unused (user frames enter through
     ``user_codebooks``), so at ``weight`` 0 it would answer exactly as before."""
     from voxloop.distill.student.model import Student
+    from voxloop.distill.student.user_tokens import silence_tokens
 
     check_widening(model.config, len(books), weight)
     config, n = model.config, model.config.user_vocab
@@ -150,7 +147,8 @@ def add_residual_levels(model, vocab: dict, tokenizer, books: Sequence[torch.Ten
     state["user_codebooks"] = torch.cat([state["user_codebooks"], *(b.to(embed)
                                                                      for b in books)])
     wide.load_state_dict(state)
-    info = residual_info(tokenizer.with_residual_levels(books))
+    heard = tokenizer.with_residual_levels(books)
+    info = residual_info(heard, silence_tokens(heard))
     return wide.eval(), {**vocab, "semantic": {**vocab["semantic"], "residual_levels": info}}
 
 

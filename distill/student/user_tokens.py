@@ -49,12 +49,11 @@ def load_tokenizer(semantic: str | Path | SemanticTokenizer | None
     return load_semantic(folder), folder
 
 
-def silence_token(tokenizer: SemanticTokenizer) -> int | list[int]:
-    """The token the tokenizer gives to a steady stretch of digital silence (its tokens at
-    every level, with residual levels)."""
+def silence_tokens(tokenizer: SemanticTokenizer) -> list[int]:
+    """The tokens the tokenizer gives to a steady stretch of digital silence, one per level
+    (its token, then each residual level's)."""
     tokens = as_frames(tokenizer.encode(torch.zeros(1, int(SILENCE_S * MODEL_RATE_HZ))).numpy())
-    middle = tokens[:, tokens.shape[1] // 2].tolist()
-    return middle[0] if len(middle) == 1 else middle
+    return tokens[:, tokens.shape[1] // 2].tolist()
 
 
 def semantic_info(tokenizer: SemanticTokenizer, folder: Path | None) -> dict:
@@ -65,14 +64,13 @@ def semantic_info(tokenizer: SemanticTokenizer, folder: Path | None) -> dict:
     if folder is not None:
         bundled = folder.resolve().parent == models_dir().resolve()
         name = folder.name if bundled else str(folder.resolve())
-    silence = silence_token(tokenizer)
+    silence = silence_tokens(tokenizer)
     info = {"name": name, "sha256": weights_sha256(folder) if folder else None,
             "whisper_sha256": tokenizer.config.whisper_sha256,
             "frame_rate_hz": tokenizer.frame_rate_hz, "cardinality": tokenizer.cardinality,
-            "code_dim": int(tokenizer.codebook_vectors().shape[1]),
-            "silence": silence if isinstance(silence, int) else silence[0]}
+            "code_dim": int(tokenizer.codebook_vectors().shape[1]), "silence": silence[0]}
     if tokenizer.residual_books:
-        info["residual_levels"] = residual_info(tokenizer)
+        info["residual_levels"] = residual_info(tokenizer, silence)
     return info
 
 

@@ -62,7 +62,7 @@ def test_each_level_quantizes_what_the_ones_before_leave(tokenizer, books):
         left = left - book[tokens[:, level]]
         errors.append(left.square().sum())
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.7 * errors[0]
-    assert torch.allclose(rests(tokenizer, pooled[0]), pooled[0] - first[tokens[0, 0]])
+    assert torch.allclose(rests(tokenizer, pooled[0], first), pooled[0] - first[tokens[0, 0]])
 
 
 @pytest.mark.parametrize("chunk", [160, 3200, 16000])
