@@ -229,9 +229,11 @@ def answer_kinds(rows: list[dict]) -> dict[str, dict]:
 
 
 def format_report(metrics: dict) -> str:
+    threads = metrics.get("settings", {}).get("threads", 1)
     cols = [("correct_pct", "correct %"), ("wer_pct", "WER %"),
             ("text_exact_pct", "text exact %"), ("text_token_acc_pct", "text token acc %"),
-            ("speed_x_rt", "× RT (1 thread)"), ("first_frame_ms_p50", "first frame p50 ms"),
+            ("speed_x_rt", f"× RT ({threads} thread{'s' if threads != 1 else ''})"),
+            ("first_frame_ms_p50", "first frame p50 ms"),
             ("ceiling_correct_pct", "codec ceiling correct %"),
             ("ceiling_wer_pct", "codec ceiling WER %"),
             ("correct_intended_pct", "correct vs intended %"),

@@ -11,7 +11,7 @@ import torch
 from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.registry import random_codec
-from voxloop.distill.evals.student import evaluate_student, judge
+from voxloop.distill.evals.student import evaluate_student, format_report, judge
 from voxloop.distill.student.config import StudentEvalSettings
 from voxloop.distill.student.model import Student, save_student
 
@@ -90,6 +90,9 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     assert "heldout_voice" in (tmp_path / "eval" / "report.md").read_text()
     assert metrics["speaks_with"] == "audio steps"
     assert "speaks with its audio steps" in (tmp_path / "eval" / "report.md").read_text()
+    assert "| × RT (1 thread) |" in (tmp_path / "eval" / "report.md").read_text()
+    two = {**metrics, "settings": {**metrics["settings"], "threads": 2}}
+    assert "| × RT (2 threads) |" in format_report(two)
 
 
 def test_a_word_pointer_student_is_judged_on_a_pack_without_word_times(tmp_path):
