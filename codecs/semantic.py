@@ -39,7 +39,7 @@ from voxloop.codecs.semantic_config import (  # noqa: F401  (the config lives wi
     SemanticConfig,
 )
 from voxloop.codecs.semantic_stream import BlockEncoder, EncoderStreamState
-from voxloop.codecs.semantic_vq import CosineCodebook, kmeans
+from voxloop.codecs.semantic_vq import CosineCodebook, kmeans, nearest
 from voxloop.codecs.whisper_encoder import WhisperEncoder, load_whisper_encoder
 from voxloop.errors import VoxloopError
 from voxloop.models import (
@@ -264,11 +264,10 @@ class SemanticTokenizer:
             return tokens
         levels = [tokens]
         rest = (pooled - self._first_book[tokens]).reshape(-1, pooled.shape[-1])
-        for book in self.residual_books:  # argmin |r - e|^2 as in the bottleneck's quantize
-            score = torch.addmm(-0.5 * book.square().sum(1)[None], rest, book.t())
-            nearest = score.argmax(dim=-1)
-            rest = rest - book[nearest]
-            levels.append(nearest.view(tokens.shape))
+        for book in self.residual_books:
+            codes = nearest(rest, book, cosine=False)
+            rest = rest - book[codes]
+            levels.append(codes.view(tokens.shape))
         return torch.stack(levels, dim=1)
 
     def encode(self, wav: Tensor, output: str = "tokens") -> Tensor:

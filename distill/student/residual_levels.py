@@ -45,7 +45,7 @@ def fit_residual_levels(tokenizer, clips: Sequence[np.ndarray], levels: int = RE
     rests, then of what each book leaves, in turn."""
     from tqdm import tqdm
 
-    from voxloop.codecs.semantic_vq import kmeans
+    from voxloop.codecs.semantic_vq import kmeans, nearest
     from voxloop.distill.student.user_tokens import pooled_clips
 
     clips = sorted(clips, key=len)  # like lengths batched: less padding
@@ -63,7 +63,7 @@ def fit_residual_levels(tokenizer, clips: Sequence[np.ndarray], levels: int = RE
     for level in range(levels):
         book, _ = kmeans(frames, codes, iters, cosine=False,
                          generator=torch.Generator().manual_seed(seed + level))
-        frames = frames - book[torch.cdist(frames, book).argmin(1)]
+        frames = frames - book[nearest(frames, book, cosine=False)]
         books.append(book)
     return books
 
