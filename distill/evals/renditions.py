@@ -15,12 +15,18 @@ chosen take replaces the answer in the dataset's answer cache, its codes go to
 ``renditions.npz`` (``distill.data.targets``: every later pack of the dataset uses them) and
 into the pack, with its word times aligned anew where the pack has them (``replace_answers``).
 
+Some words no take carries: piper's voice says "A dozen is twelve." so that Whisper hears "It
+doesn't miss 12." in every take, through the codec or not. ``say_as`` respells such a word
+for the voice only (``dozen=dozzen``: "A dozen is 12." in half the takes through the
+codec); the words the student is taught and the judge listens for stay as written.
+
     voxloop distill renditions data/distill-v2 runs/student/aligned.npz --takes 8
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +54,17 @@ class RenditionSettings:
         "help": "with --misheard-only: a take the judge hears right also counts as misheard "
                 "when its word error rate is above this (percent; 100: only wrong ones). "
                 "Right is the key content; a mangled first word is not wrong, but unclear"})
+    say_as: tuple[str, ...] = field(default=(), metadata={
+        "help": "WORD=SPELLING pairs: new takes are synthesized with WORD written "
+                "SPELLING, a spelling the voice and the codec carry more clearly (--say-as "
+                "dozen=dozzen voxloop=Voxeloop); the answer's words, and what the judge "
+                "listens for, stay as written"})
+
+    def spoken(self, text: str) -> str:
+        """``text`` as the voice is given it: every ``--say-as`` word respelled."""
+        for word, spelling in parse_say_as(self.say_as).items():
+            text = re.sub(rf"\b{re.escape(word)}\b", spelling, text, flags=re.IGNORECASE)
+        return text
 
     def needs_takes(self, own: Take) -> bool:
         """Whether an answer whose pack take was judged ``own`` gets new takes."""
@@ -64,6 +81,17 @@ class Take:
     def rank(self) -> tuple[bool, float]:
         """Smaller is clearer: judged right first, then fewer word errors."""
         return not self.correct, self.wer
+
+
+def parse_say_as(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("dozen=dozzen",)`` -> ``{"dozen": "dozzen"}``."""
+    out = {}
+    for pair in pairs:
+        word, _, spelling = pair.partition("=")
+        if not word.strip() or not spelling.strip():
+            raise VoxloopError(f"--say-as {pair!r}: write it WORD=SPELLING, e.g. dozen=dozzen")
+        out[word.strip()] = spelling.strip()
+    return out
 
 
 def answers_to_retake(data, min_turns: int) -> list[tuple[str, int, int]]:
@@ -106,13 +134,14 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     from voxloop.errors import VoxloopError
     from voxloop.training import atomic_write
 
+    if settings.takes < 1:
+        raise VoxloopError("--takes must be at least 1")
+    parse_say_as(settings.say_as)  # a malformed pair fails before anything is loaded
     dataset, pack = Path(dataset), Path(pack)
     cache = AnswerCache(dataset / "answers")
     if not cache.folder.is_dir():
         raise VoxloopError(f"{dataset} has no answer cache (answers/): pass the dataset folder "
                            f"{pack} was packed from")
-    if settings.takes < 1:
-        raise VoxloopError("--takes must be at least 1")
     torch.set_num_threads(settings.threads)
     data = PackedData.load(pack)
     todo = answers_to_retake(data, settings.min_turns)
@@ -130,7 +159,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
         judged = [take_judge(candidates[0][1], text)]
         if settings.needs_takes(judged[0]):
             for _ in range(settings.takes):
-                pcm = cache.take(text)
+                pcm = cache.take(settings.spoken(text))
                 candidates.append((pcm, runner.encode(pcm)))
                 judged.append(take_judge(candidates[-1][1], text))
         best = min(range(len(judged)), key=lambda i: judged[i].rank())

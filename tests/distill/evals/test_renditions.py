@@ -109,3 +109,14 @@ def test_no_answer_said_often_enough_is_a_clear_error(tmp_path):
     (tmp_path / "answers").mkdir()
     with pytest.raises(VoxloopError, match="--min-turns"):
         choose_renditions(tmp_path, tmp_path / "pack.npz", RenditionSettings(min_turns=3))
+
+
+def test_say_as_respells_whole_words_only_and_a_malformed_pair_fails_first(tmp_path):
+    settings = RenditionSettings(say_as=("dozen=dozzen", "voxloop = Voxeloop"))
+    assert settings.spoken("A Dozen is twelve, dozens more.") == "A dozzen is twelve, dozens more."
+    assert settings.spoken("I was built by the voxloop team.") == (
+        "I was built by the Voxeloop team.")
+    assert RenditionSettings().spoken("A dozen is twelve.") == "A dozen is twelve."
+    with pytest.raises(VoxloopError, match="WORD=SPELLING"):
+        choose_renditions(tmp_path, tmp_path / "missing.npz", RenditionSettings(
+            say_as=("dozen",)))
