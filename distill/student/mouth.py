@@ -132,6 +132,13 @@ class Mouth(nn.Module):
         self.known_words, self.known_frames = known_words.to(device), known_frames.to(device)
         self._known = None
 
+    def remembered_lengths(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """What ``remember`` was given: each remembered answer's word ids ``[W_i]`` and
+        frames per word ``[W_i]``, padding dropped."""
+        rows = self.known_words != self.config.pad_word
+        return ([w[r] for w, r in zip(self.known_words, rows, strict=True)],
+                [f[r] for f, r in zip(self.known_frames, rows, strict=True)])
+
     def known_answers(self) -> list[list[int]]:
         """The answers it remembers, as word ids (padding dropped), in ``known_words`` order."""
         pad = self.config.pad_word

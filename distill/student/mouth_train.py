@@ -67,6 +67,20 @@ def answer_lengths(data: PackedData, rows: np.ndarray
     return words, frames
 
 
+def also_remembered(lengths: tuple[list, list], mouth) -> tuple[list, list]:
+    """``(words, frames)`` of a pack's answers (``answer_lengths``) and, after them, those
+    ``mouth`` remembers that the pack lacks. A mouth fine-tuned on a pack of fewer answers
+    than it first learned from (a dataset since lost, or one not packed this time) goes on
+    saying the others at the lengths it learned them at, not at predicted ones."""
+    words, frames = list(lengths[0]), list(lengths[1])
+    have = {tuple(int(i) for i in w) for w in words}
+    for w, f in zip(*mouth.remembered_lengths(), strict=True):
+        if tuple(int(i) for i in w) not in have:
+            words.append(w.long())
+            frames.append(f.long())
+    return words, frames
+
+
 def pad_codes(codes: list[torch.Tensor]) -> torch.Tensor:
     """Answers' codes, each ``[K, F_b]`` -> ``[B, K, max F_b]``, ``IGNORE`` past each end."""
     c = torch.full((len(codes), codes[0].shape[0], max(x.shape[1] for x in codes)), IGNORE,
@@ -210,8 +224,10 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     torch.manual_seed(s.seed)
     mouth = Mouth(config).train()
     mouth.set_spelling(vocab["text"])
+    remembered = answer_lengths(data, train_rows)
     if not s.fresh and student.mouth is not None and student.mouth.config == config:
         mouth.load_state_dict(student.mouth.state_dict())  # go on from the student's own
+        remembered = also_remembered(remembered, student.mouth)
         print(f"mouth: starts from {s.student}'s own")
     optimizer = torch.optim.AdamW(mouth.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     step, best = 0, float("inf")
@@ -220,7 +236,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
         mouth.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
-    mouth.remember(*answer_lengths(data, train_rows))
+    mouth.remember(*remembered)
     averaged = AveragedWeights(mouth, s.ema)
     if state is not None and state.get("ema"):
         averaged.shadow = state["ema"]
@@ -340,8 +356,8 @@ def student_and_pack(student_name: str | Path, data_path: str | Path):
 def remember_lengths(student_name: str | Path, data_path: str | Path, folder: str | Path
                      ) -> tuple[Path, int]:
     """Write ``folder``: the student ``student_name`` whose mouth remembers the word lengths
-    of the train answers of the pack ``data_path`` (as ``train_mouth`` gives the mouths it
-    trains), its card kept; returns the folder and how many answers it remembers."""
+    of the train answers of the pack ``data_path``, and only those (as ``train_mouth`` gives a
+    fresh mouth), its card kept; returns the folder and how many answers it remembers."""
     from voxloop.distill.student.model import save_student, student_folder
     from voxloop.models import read_card
 
