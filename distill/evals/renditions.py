@@ -17,7 +17,7 @@ into the pack, with its word times aligned anew where the pack has them (``repla
 
 Some words no take carries: piper's voice says "A dozen is twelve." so that Whisper hears "It
 doesn't miss 12." in every take, through the codec or not. ``say_as`` respells such a word
-for the voice only (``dozen=dozzen``: "A dozen is 12." in half the takes through the
+for the voice only (``dozen=dozzen``: "A dozen is 12." in 9 of 32 takes through the
 codec); the words the student is taught and the judge listens for stay as written.
 
     voxloop distill renditions data/distill-v2 runs/student/aligned.npz --takes 8
