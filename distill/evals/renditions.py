@@ -131,7 +131,6 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     from voxloop.distill.student.pack import PackedData
     from voxloop.distill.student.vocab import answer_words
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
-    from voxloop.errors import VoxloopError
     from voxloop.training import atomic_write
 
     if settings.takes < 1:

@@ -132,17 +132,19 @@ class Mouth(nn.Module):
         self.known_words, self.known_frames = known_words.to(device), known_frames.to(device)
         self._known = None
 
-    def remembered_lengths(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def remembered_lengths(self) -> tuple[list[list[int]], list[list[int]]]:
         """What ``remember`` was given: each remembered answer's word ids ``[W_i]`` and
-        frames per word ``[W_i]``, padding dropped."""
-        rows = self.known_words != self.config.pad_word
-        return ([w[r] for w, r in zip(self.known_words, rows, strict=True)],
-                [f[r] for f, r in zip(self.known_frames, rows, strict=True)])
+        frames per word ``[W_i]``, in ``known_words`` order (padding, at each row's end,
+        dropped)."""
+        pad = self.config.pad_word
+        words = [[w for w in row if w != pad] for row in self.known_words.tolist()]
+        frames = [row[:len(w)] for row, w in zip(self.known_frames.tolist(), words,
+                                                 strict=True)]
+        return words, frames
 
     def known_answers(self) -> list[list[int]]:
         """The answers it remembers, as word ids (padding dropped), in ``known_words`` order."""
-        pad = self.config.pad_word
-        return [[int(w) for w in row if w != pad] for row in self.known_words.tolist()]
+        return self.remembered_lengths()[0]
 
     def remembered(self, words: torch.Tensor, frames: torch.Tensor,
                    pace: float = 1.0) -> torch.Tensor:

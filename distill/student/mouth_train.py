@@ -75,9 +75,9 @@ def also_remembered(lengths: tuple[list, list], mouth) -> tuple[list, list]:
     words, frames = list(lengths[0]), list(lengths[1])
     have = {tuple(int(i) for i in w) for w in words}
     for w, f in zip(*mouth.remembered_lengths(), strict=True):
-        if tuple(int(i) for i in w) not in have:
-            words.append(w.long())
-            frames.append(f.long())
+        if tuple(w) not in have:
+            words.append(w)
+            frames.append(f)
     return words, frames
 
 
