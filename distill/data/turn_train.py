@@ -39,7 +39,7 @@ from voxloop.distill.data.turn_data import (
 
 PAUSE_PROBE_MS = 1000
 FAST_MS = 100
-DEFAULT_EXPORT = "models/voxloop-end-of-turn"
+DEFAULT_EXPORT = "runs/end-of-turn"  # never the bundled model: bundling is a choice
 CARD_TITLE = "# voxloop-end-of-turn: P(the user has finished) from the semantic tokenizer's hearing"
 CARD_WAIT_RULE = ("`semantic_vad` asks it at every pause; the wait before the turn ends is cap x "
                   "(1 - P)^2 (caps 8 / 4 / 2 s for low / medium / high eagerness).")
@@ -71,7 +71,8 @@ class TurnTrainSettings:
         "help": "export the average of every head trained (else the best on valid)"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     export: str = field(default=DEFAULT_EXPORT, metadata={
-        "help": "where the chosen model is written"})
+        "help": "where the chosen model is written (models/voxloop-end-of-turn replaces "
+                "the bundled one)"})
 
 
 def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray,

@@ -37,7 +37,13 @@ from voxloop.distill.data.turn_data import (
     turn_label,
     write_shard,
 )
-from voxloop.distill.data.turn_train import TurnTrainSettings, measure, predict, train_head
+from voxloop.distill.data.turn_train import (
+    TurnTrainSettings,
+    measure,
+    predict,
+    train_command,
+    train_head,
+)
 from voxloop.distill.data.word_cut import head_end_sample
 from voxloop.errors import VoxloopError
 
@@ -309,6 +315,17 @@ def test_ranking_measures_count_pairs_and_the_unfinished_quantile():
                                      "paused, one breath": 1.0}
     m = measure(np.array([0.2, 0.9]), np.array([1, 1]), np.array([0, 0]))
     assert m["auc"] is None and m["fast_at_5pct_cutoff"] is None  # no unfinished to rank
+
+
+def test_a_training_run_leaves_the_bundled_model_alone_unless_told():
+    """A run with the default settings once replaced models/voxloop-end-of-turn; the bundle
+    changes only where --export names it, and the card's command says so."""
+    default = TurnTrainSettings()
+    assert not default.export.startswith("models")
+    data = asdict(TurnDataSettings())
+    assert "--export" not in train_command(data, asdict(default))
+    bundled = asdict(replace(default, export="models/voxloop-end-of-turn"))
+    assert train_command(data, bundled).endswith("--export models/voxloop-end-of-turn")
 
 
 def test_export_is_float16_and_loads_back(tmp_path):
