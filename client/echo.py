@@ -127,19 +127,26 @@ class EchoLeakDetector:
     with the path 80 ms later, AEC3 let 120 ms of echo through at -34 dBFS meanwhile and
     the server's VAD heard speech. So a mic that matches the playback better elsewhere
     (above ``moved``) than at the delay counts as leaking at once.
+
+    The echo can also come *before* its reference, up to ``max_ahead_ms``: an xrun
+    measured wrong, or clocks calibrated later than the reference's lead covers. AEC3
+    has nothing to cancel it with yet and lets it all through (in simulation 30-70 ms
+    ahead: 1-2 s of echo sent). The mic is matched there too, on the part of its window
+    whose playback has come, and echo found ahead of the playback counts as leaking.
     """
 
     def __init__(self, latency_samples: int = 0, threshold: float = 0.4,
-                 window_ms: int = 200, max_delay_ms: int = 600, echo_only: float = 0.9,
-                 moved: float = 0.6, near_ms: float = 2.5, quiet_dbfs: float = -55.0
-                 ) -> None:
+                 window_ms: int = 200, max_delay_ms: int = 600, max_ahead_ms: int = 100,
+                 echo_only: float = 0.9, moved: float = 0.6, near_ms: float = 2.5,
+                 quiet_dbfs: float = -55.0) -> None:
         self.threshold, self.echo_only, self.quiet_dbfs = threshold, echo_only, quiet_dbfs
         self.moved = moved
         self.latency = latency_samples  # of the canceller: its output lags the mic
         self._out = np.zeros(window_ms * WIRE_RATE_HZ // 1000)
         self._mic = np.zeros(len(self._out))
         self._far = np.zeros(len(self._out) + max_delay_ms * WIRE_RATE_HZ // 1000)
-        self._fft = 1 << (len(self._far) + len(self._out)).bit_length()
+        self._ahead = min(max_ahead_ms * WIRE_RATE_HZ // 1000, len(self._out) // 2)
+        self._fft = 1 << (len(self._far) + self._ahead + len(self._out)).bit_length()
         self._near = round(near_ms * WIRE_RATE_HZ / 1000)
         self.delay: int | None = None  # samples from the playback to its echo in the mic
 
@@ -150,8 +157,10 @@ class EchoLeakDetector:
         if dbfs(self._far) <= SILENT_DBFS + 10:
             return False  # nothing played: no echo
         if dbfs(mic) > self.quiet_dbfs + 10:
-            ncc = self._correlation(self._mic)
+            ahead, ncc = np.split(self._correlation(self._mic), [self._ahead])
             best = int(ncc.argmax())
+            if ahead.max() > max(self.moved, ncc[best]) and dbfs(out) >= self.quiet_dbfs:
+                return True  # the echo comes before its reference: AEC3 cannot cancel it
             if ncc[best] > self.echo_only:  # nothing but echo: its delay
                 self.delay = best
             elif self.delay is not None and ncc[best] > self.moved and \
@@ -159,7 +168,8 @@ class EchoLeakDetector:
                 return True  # the path moved: what AEC3 lets through now is echo
         if self.delay is None or dbfs(out) < self.quiet_dbfs:
             return False  # no echo heard yet, or nothing the server could hear
-        return self._at(self._correlation(self._out), self.delay + self.latency) > self.threshold
+        at_delays = self._correlation(self._out)[self._ahead:]
+        return self._at(at_delays, self.delay + self.latency) > self.threshold
 
     def _at(self, ncc: np.ndarray, delay: int) -> float:
         """The best correlation within ``near_ms`` of ``delay`` (0 past the longest delay
@@ -168,13 +178,19 @@ class EchoLeakDetector:
         return float(window.max()) if len(window) else 0.0
 
     def _correlation(self, x: np.ndarray) -> np.ndarray:
-        """Normalized correlation of ``x`` with the playback, by delay in samples."""
-        f, n = self._far, self._fft
+        """Normalized correlation of ``x`` with the playback by delay in samples, from
+        ``-max_ahead`` (the echo before its reference, matched on the part of ``x`` whose
+        playback has come: at least half of it) to ``max_delay``: ``[ahead + delays]``."""
+        f = np.concatenate([self._far, np.zeros(self._ahead)])
+        n, w = self._fft, len(x)
         corr = np.fft.irfft(np.conj(np.fft.rfft(x, n)) * np.fft.rfft(f, n), n)
-        starts = len(f) - len(x) + 1  # corr[j]: x against f[j:j + len(x)]
+        starts = len(f) - w + 1  # corr[j]: x against f[j:j + w]
         energy = np.concatenate([[0.0], np.cumsum(f * f)])
-        f_energy = energy[len(x):len(x) + starts] - energy[:starts]
-        return (np.abs(corr[:starts]) / np.sqrt(np.dot(x, x) * f_energy + 1e-20))[::-1]
+        f_energy = energy[w:w + starts] - energy[:starts]
+        # past the playback's end only the first len(far) - j samples of x meet it
+        overlap = np.minimum(w, len(self._far) - np.arange(starts))
+        x_energy = np.concatenate([[0.0], np.cumsum(x * x)])[overlap]
+        return (np.abs(corr[:starts]) / np.sqrt(x_energy * f_energy + 1e-20))[::-1]
 
     def reset(self) -> None:
         self._out[:] = 0
