@@ -213,12 +213,14 @@ def run_votes_eval(args: argparse.Namespace) -> int:
 
 
 def run_routing_eval(args: argparse.Namespace) -> int:
-    from voxloop.distill.evals.routing import RoutingSettings, evaluate_routing, format_routing
+    from voxloop.distill.evals.routing import RoutingSettings, evaluate_routing
+    from voxloop.distill.evals.routing_report import format_routing
 
     settings = settings_from_args(RoutingSettings, args)
     result = evaluate_routing(args.model, replace(settings, data=str(in_repo(settings.data))))
     print(format_routing(result))
-    print(f"wrote {settings.out}/routing.json, routing.md, turns.jsonl and routing.png"
+    print(f"wrote {settings.out}/routing.json, routing.md"
+          + ("" if settings.rescore else ", turns.jsonl") + " and routing.png"
           + ("; the threshold beside the student's weights" if settings.export else ""))
     return 0
 

@@ -26,7 +26,9 @@ decoder and the cascade's by its TTS, judged as ``eval student`` judges.
 Writes ``routing.json``, ``routing.md``, ``turns.jsonl`` and ``routing.png`` (hybrid
 answers right against the share of turns the cascade is asked about, per split); with
 ``export``, the thresholds beside the student's weights (:mod:`distill.student.confidence`),
-where the hybrid engine reads them.
+where the hybrid engine reads them. ``rescore`` reads an earlier run's ``turns.jsonl`` back
+instead of answering the turns again (another cap or quantile in seconds, not 30 minutes);
+``routing.md`` also shows the refusal rule's trade (never / always / as chosen).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class RoutingSettings:
     export: bool = field(default=False, metadata={
         "help": "keep the chosen thresholds beside the student's weights (routing.json), "
                 "where the hybrid engine reads them"})
+    rescore: bool = field(default=False, metadata={
+        "help": "choose and measure again on the turns an earlier run saved in --out "
+                "(turns.jsonl: no model runs; e.g. another --max-asked-pct)"})
 
 
 def answered_by_cascade(row: dict, unsure_below: float, refusal_above: float | None) -> bool:
@@ -162,7 +167,42 @@ def score(rows: list[dict], unsure_below: float, refusal_above: float | None) ->
     return out
 
 
+REFUSAL_TRADE = (("no refusal taken", None), ("every refusal taken", -np.inf))
+
+
+def refusal_trade(rows: list[dict], unsure_below: float, refusal_above: float | None
+                  ) -> dict:
+    """Hybrid % right per split where the cascade's refusals are never taken, always, and
+    at the chosen Whisper score: fewer taken answers more of the domain (a misheard
+    question gets the student's answer) and refuses fewer questions outside it."""
+    splits = [*dict.fromkeys(r["split"] for r in rows)]
+    return {label: {split: hybrid([r for r in rows if r["split"] == split], unsure_below,
+                                  above)["right_pct"] for split in splits}
+            for label, above in (*REFUSAL_TRADE, ("chosen", refusal_above))}
+
+
 def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=True) -> dict:
+    """Answer every turn with both engines (or read them back: ``rescore``), choose the
+    thresholds, measure them and write the reports (and, with ``export``, the thresholds)."""
+    out = Path(settings.out)
+    if settings.rescore:
+        rows = read_turns(out / "turns.jsonl")
+    else:
+        rows = _answer_turns(model_dir, settings, progress)
+    return route(rows, model_dir, settings)
+
+
+def read_turns(path: Path) -> list[dict]:
+    from voxloop.errors import VoxloopError
+
+    if not path.is_file():
+        raise VoxloopError(f"--rescore reads the turns of an earlier run, and {path} is "
+                           "missing: run voxloop eval routing with this --out first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bool
+                  ) -> list[dict]:
     import torch
     from tqdm import tqdm
 
@@ -212,19 +252,33 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
                  for name, audio in tqdm(out_of_domain_turns(settings.limit),
                                          desc="routing out of domain", unit="turn",
                                          disable=not progress)]
+    return rows
+
+
+def route(rows: list[dict], model_dir: str | Path, settings: RoutingSettings) -> dict:
+    """Thresholds chosen on ``settings.choose_on``'s turns, measured on all of them; writes
+    the reports into ``settings.out`` (and the thresholds beside the weights: ``export``)."""
+    from voxloop.errors import VoxloopError
+
     chooser = [r for r in rows if r["split"] == settings.choose_on]
+    if not chooser:
+        raise VoxloopError(f"no {settings.choose_on} turns to choose the thresholds on")
     refusal_above = refusal_threshold(chooser, settings.refusal_quantile)
     unsure_below = choose_threshold(chooser, settings.max_asked_pct, refusal_above)
     result = {"model": str(model_dir), "settings": asdict(settings),
               "min_words_logprob": unsure_below, "refusal_heard_logprob": refusal_above,
-              "scores": score(rows, unsure_below, refusal_above)}
+              "scores": score(rows, unsure_below, refusal_above),
+              "refusal_trade": refusal_trade(rows, unsure_below, refusal_above)}
+    from voxloop.distill.evals.routing_report import format_routing, plot_routing
+
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "routing.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "routing.md").write_text(format_routing(result) + "\n")
-    with open(out / "turns.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    _plot(rows, refusal_above, unsure_below, out / "routing.png")
+    if not settings.rescore:
+        with open(out / "turns.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    plot_routing(rows, refusal_above, unsure_below, out / "routing.png")
     if settings.export:
         from voxloop.distill.student.confidence import Routing, write_routing
         from voxloop.distill.student.model import student_folder
@@ -234,7 +288,8 @@ def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=
             "refusal_quantile": settings.refusal_quantile,
             "command": f"voxloop eval routing --data {settings.data} --choose-on "
                        f"{settings.choose_on} --max-asked-pct {settings.max_asked_pct:g} "
-                       f"--refusal-quantile {settings.refusal_quantile:g} --export",
+                       f"--refusal-quantile {settings.refusal_quantile:g} --export"
+                       + (" --rescore" if settings.rescore else ""),
             "scores": result["scores"]})
     return result
 
@@ -300,58 +355,3 @@ def out_of_domain_turns(limit: int = 0):
             if rng.random() < 0.7:
                 audio = augment(audio, MODEL_RATE_HZ, aug, seed)
             yield f"ood-{k}-{voice}", audio
-
-
-def format_routing(result: dict) -> str:
-    s = result["settings"]
-    refusal = result["refusal_heard_logprob"]
-    lines = [f"chosen on {s['choose_on']}: ask the cascade where the student's words score "
-             f"below {result['min_words_logprob']:.3f} (at most {s['max_asked_pct']:g} % of its "
-             f"turns); take its refusal where Whisper scores at least "
-             + (f"{refusal:.3f}" if refusal is not None else "(never)")
-             + f" (above {s['refusal_quantile']:g} of its refused turns there)", "",
-             "| split | turns | student % | cascade % | hybrid before % | hybrid % | cascade "
-             "asked % | cascade answered % | of those, student right / cascade right |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for split, v in result["scores"].items():
-        lines.append(
-            f"| {split} | {v['turns']} | {v['student_pct']:.1f} | {v['cascade_pct']:.1f} | "
-            f"{v['hybrid_before_pct']:.1f} | {v['hybrid_pct']:.1f} | {v['asked_pct']:.1f} | "
-            f"{v['answered_by_cascade_pct']:.1f} | {v['switched_student_right']} / "
-            f"{v['switched_cascade_right']} |")
-    loud = {k: v for k, v in result["scores"].items() if "hybrid_out_loud_pct" in v}
-    if loud:
-        lines += ["", "Out loud (judged by Whisper: the student's answer through the codec, "
-                  "the cascade's as its TTS says it):", "",
-                  "| split | the student % | hybrid before % | hybrid % |", "|---|---|---|---|"]
-        lines += [f"| {k} | {v['student_out_loud_pct']:.1f} | "
-                  f"{v['hybrid_before_out_loud_pct']:.1f} | {v['hybrid_out_loud_pct']:.1f} |"
-                  for k, v in loud.items()]
-    return "\n".join(lines)
-
-
-def _plot(rows: list[dict], refusal_above: float | None, unsure_below: float,
-          path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for split in dict.fromkeys(r["split"] for r in rows):
-        mine = [r for r in rows if r["split"] == split]
-        grid = [-np.inf, *sorted({r["logprob"] for r in mine}), 0.0]
-        points = np.array([[(h := hybrid(mine, t, refusal_above))["asked_pct"], h["right_pct"]]
-                           for t in grid])
-        line, = ax.plot(points[:, 0], points[:, 1], label=split)
-        at = hybrid(mine, unsure_below, refusal_above)
-        ax.plot([at["asked_pct"]], [at["right_pct"]], "o", color=line.get_color())
-    ax.set_xlabel("turns the cascade is asked about (%)")
-    ax.set_ylabel("answered right (%)")
-    ax.set_title("hybrid: the cascade asked where the student is unsure "
-                 f"(dot: below {unsure_below:.2f})", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -14,11 +14,12 @@ import pytest
 from voxloop.distill.evals.routing import (
     RoutingSettings,
     choose_threshold,
-    format_routing,
     hybrid,
     refusal_threshold,
+    refusal_trade,
     score,
 )
+from voxloop.distill.evals.routing_report import format_routing
 
 
 def _turn(split: str, logprob: float, student: bool, cascade: bool | None,
@@ -105,6 +106,25 @@ def test_scores_per_split_at_the_thresholds():
     assert "| heldout_voice | 2 | 50.0 | 50.0 | 50.0 | 100.0 | 50.0 | 50.0 | 0 / 1 |" in table
 
 
+def test_the_refusal_trade_against_never_and_always_taking_one():
+    rows = [*ROWS, _turn("out_of_domain", -2.0, False, None, heard=-0.1),
+            _turn("out_of_domain", -2.0, False, None, heard=-0.9)]
+    for row in rows[-2:]:
+        row["cascade_right"] = True  # a refusal is right there
+    trade = refusal_trade(rows, -1.05, -0.5)
+    assert list(trade) == ["no refusal taken", "every refusal taken", "chosen"]
+    # valid's -1.2 (the student right, the cascade refusing, heard at -0.8): kept unless
+    # every refusal is taken; outside the domain only the sure refusal is taken when chosen
+    assert trade["no refusal taken"] == {"valid": pytest.approx(200 / 3), "out_of_domain": 0.0}
+    assert trade["every refusal taken"] == {"valid": 50.0, "out_of_domain": 100.0}
+    assert trade["chosen"] == {"valid": pytest.approx(200 / 3), "out_of_domain": 50.0}
+    table = format_routing({"settings": {"choose_on": "valid", "max_asked_pct": 10.0,
+                                         "refusal_quantile": 0.9},
+                            "min_words_logprob": -1.05, "refusal_heard_logprob": -0.5,
+                            "scores": score(rows, -1.05, -0.5), "refusal_trade": trade})
+    assert "| every refusal taken | 50.0 | 100.0 |" in table
+
+
 def test_the_bundled_student_ships_thresholds_for_its_weights():
     from voxloop.distill.student.confidence import read_routing
     from voxloop.distill.student.model import student_folder
@@ -162,6 +182,15 @@ def test_a_real_run_keeps_the_threshold_for_the_engine(tmp_path):
     assert read_routing(student) == Routing(result["min_words_logprob"], refusal_above)
     for name in ("routing.json", "routing.md", "routing.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    again = evaluate_routing(student, replace(settings, rescore=True, max_asked_pct=100.0,
+                                              export=False), progress=False)
+    assert again["scores"]["all"]["turns"] == result["scores"]["all"]["turns"]  # read back
+    assert again["min_words_logprob"] == choose_threshold(valid, 100.0, refusal_above)
+    assert set(again["refusal_trade"]["chosen"]) == {*settings.splits, "out_of_domain"}
+    assert read_routing(student) == Routing(result["min_words_logprob"], refusal_above)
+    with pytest.raises(VoxloopError, match="--rescore reads the turns"):
+        evaluate_routing(student, replace(settings, rescore=True, out=str(tmp_path / "no")),
+                         progress=False)
     with pytest.raises(VoxloopError, match="--choose-on"):
         evaluate_routing(student, replace(settings, choose_on="heldout_voice",
                                           splits=("valid",)), progress=False)
