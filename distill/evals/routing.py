@@ -172,7 +172,7 @@ REFUSAL_TRADE = (("no refusal taken", None), ("every refusal taken", -np.inf))
 
 def refusal_trade(rows: list[dict], unsure_below: float, refusal_above: float | None
                   ) -> dict:
-    """Hybrid % right per split where the cascade's refusals are never taken, always, and
+    """Hybrid % right (its words) per split where the cascade's refusals are never taken, always, and
     at the chosen Whisper score: fewer taken answers more of the domain (a misheard
     question gets the student's answer) and refuses fewer questions outside it."""
     splits = [*dict.fromkeys(r["split"] for r in rows)]
@@ -258,6 +258,7 @@ def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bo
 def route(rows: list[dict], model_dir: str | Path, settings: RoutingSettings) -> dict:
     """Thresholds chosen on ``settings.choose_on``'s turns, measured on all of them; writes
     the reports into ``settings.out`` (and the thresholds beside the weights: ``export``)."""
+    from voxloop.distill.evals.routing_report import format_routing, plot_routing
     from voxloop.errors import VoxloopError
 
     chooser = [r for r in rows if r["split"] == settings.choose_on]
@@ -269,8 +270,6 @@ def route(rows: list[dict], model_dir: str | Path, settings: RoutingSettings) ->
               "min_words_logprob": unsure_below, "refusal_heard_logprob": refusal_above,
               "scores": score(rows, unsure_below, refusal_above),
               "refusal_trade": refusal_trade(rows, unsure_below, refusal_above)}
-    from voxloop.distill.evals.routing_report import format_routing, plot_routing
-
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "routing.json").write_text(json.dumps(result, indent=1) + "\n")
