@@ -172,9 +172,9 @@ REFUSAL_TRADE = (("no refusal taken", None), ("every refusal taken", -np.inf))
 
 def refusal_trade(rows: list[dict], unsure_below: float, refusal_above: float | None
                   ) -> dict:
-    """Hybrid % right (its words) per split where the cascade's refusals are never taken, always, and
-    at the chosen Whisper score: fewer taken answers more of the domain (a misheard
-    question gets the student's answer) and refuses fewer questions outside it."""
+    """Hybrid % right (its words) per split where the cascade's refusals are never taken,
+    always, and at the chosen Whisper score: fewer taken answers more of the domain (a
+    misheard question gets the student's answer) and refuses fewer questions outside it."""
     splits = [*dict.fromkeys(r["split"] for r in rows)]
     return {label: {split: hybrid([r for r in rows if r["split"] == split], unsure_below,
                                   above)["right_pct"] for split in splits}

@@ -37,8 +37,8 @@ def format_routing(result: dict) -> str:
     trade = result.get("refusal_trade")
     if trade:
         splits = list(next(iter(trade.values())))
-        lines += ["", "The refusal rule's trade (hybrid % right in words, the same student threshold):",
-                  "", "| cascade's refusals | " + " | ".join(splits) + " |",
+        lines += ["", "The refusal rule's trade (hybrid % right in words, the same student "
+                  "threshold):", "", "| cascade's refusals | " + " | ".join(splits) + " |",
                   "|---" * (len(splits) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(f"{v[k]:.1f}" for k in splits) + " |"
                   for label, v in trade.items()]
