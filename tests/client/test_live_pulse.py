@@ -89,7 +89,10 @@ def test_echo_of_the_answer_does_not_interrupt_it(echo, pa, server, question, tm
     print(f"\necho {echo}: mic {stats.get('mic_during_playback_dbfs')} dBFS during playback, "
           f"sent {stats.get('sent_during_playback_dbfs')} dBFS "
           f"(-{stats.get('echo_reduction_db')} dB), false barge-ins {stats['barge_ins']}, "
-          f"answer {turn['status']}, turns {len(stats['turns'])}")
+          f"answer {turn['status']}, turns {len(stats['turns'])}; blocks leaked "
+          f"{stats.get('echo_leaking_blocks')}, guarded {stats.get('echo_guarded_blocks')}, "
+          f"reference unaligned {stats.get('reference_unaligned_blocks')}, resyncs "
+          f"{stats.get('reference_resyncs')}, device status {stats.get('device_status')}")
     dump = np.load(tmp_path / "audio.npz")  # enough to replay it through the canceller
     assert dump["block_samples"].sum() == len(dump["mic"]) == len(dump["far"])
     assert len(dump["aligned"]) == len(dump["ahead_dbfs"]) == len(dump["block_samples"])
