@@ -138,6 +138,8 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                    "student_text": result.text, "frames": int(result.codes.shape[1]),
                    "generate_s": result.generate_s, "first_frame_s": result.first_frame_s}
             row["text_exact"] = answer_words(result.text) == answer_words(row["answer_text"])
+            row["heard"] = result.heard
+            row["heard_exact"] = answer_words(result.heard) == answer_words(row["prompt_text"])
             row["transcript"] = transcribe_codes(codec, asr, result.codes)
             row["correct"] = judge(row["answer_text"], row["transcript"])
             intended = str(data.intended_text[i])
@@ -195,11 +197,25 @@ def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,
     if rows and all("correct_intended" in r for r in rows):
         for key in ("correct_intended", "teacher_intended"):
             result[f"{key}_pct"] = 100 * float(np.mean([r[key] for r in rows]))
+    if rows and all("heard_exact" in r for r in rows):
+        result.update(_by_hearing(rows))
     if ceiling:
         teacher = _summary(rows, "teacher_")
         result["ceiling_correct_pct"], result["ceiling_wer_pct"] = (
             teacher["correct_pct"], teacher["wer_pct"])
     return result
+
+
+def _by_hearing(rows: list[dict]) -> dict:
+    """How often the student heard the user's words exactly (its CTC head), and how often
+    it answered right out loud (against the intended answer where there is one) when it
+    did and when it did not: where the words were heard, the answer is rarely wrong."""
+    key = "correct_intended" if all("correct_intended" in r for r in rows) else "correct"
+    heard = [r[key] for r in rows if r["heard_exact"]]
+    misheard = [r[key] for r in rows if not r["heard_exact"]]
+    return {"heard_exact_pct": 100 * len(heard) / len(rows),
+            "correct_when_heard_pct": 100 * float(np.mean(heard)) if heard else None,
+            "correct_when_misheard_pct": 100 * float(np.mean(misheard)) if misheard else None}
 
 
 def composed_intents() -> set[str]:
@@ -237,7 +253,10 @@ def format_report(metrics: dict) -> str:
             ("ceiling_correct_pct", "codec ceiling correct %"),
             ("ceiling_wer_pct", "codec ceiling WER %"),
             ("correct_intended_pct", "correct vs intended %"),
-            ("teacher_intended_pct", "teacher = intended %")]
+            ("teacher_intended_pct", "teacher = intended %"),
+            ("heard_exact_pct", "user's words heard exactly %"),
+            ("correct_when_heard_pct", "correct where heard %"),
+            ("correct_when_misheard_pct", "correct where misheard %")]
     speaks = metrics.get("speaks_with", "audio steps")
     lines = [f"Student {metrics['model']} ({metrics['parameters_m']:.1f} M parameters, "
              f"speaks with its {speaks})", "",

@@ -3,6 +3,7 @@ tests, the command line).
 
     gen = generate(model, tokenizer, user_codes)   # [K, F_user] -> Generation
     gen.text, gen.codes                            # its words, its frames [K_out, F]
+    gen.heard                                      # the user's words, as its CTC head heard them
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from voxloop.distill.student.vocab import Tokenizer
 @dataclass
 class Generation:
     """One answer: ``codes [K_out, F]``, its words (and their log-probability: how sure
-    the student is of them), and timings (seconds, steps)."""
+    the student is of them), what it heard the user say (its CTC head, greedy: what the
+    native engine reports as the user's transcript), and timings (seconds, steps)."""
 
     codes: np.ndarray
     text_ids: list[int]
@@ -30,6 +32,7 @@ class Generation:
     prefill_s: float
     generate_s: float
     first_frame_s: float | None
+    heard: str = ""
 
 
 def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
@@ -39,8 +42,8 @@ def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
     state = stepper.start(1)
     t0 = time.perf_counter()
     step = chunk_frames or max(1, user_codes.shape[1])
-    for start in range(0, user_codes.shape[1], step):
-        stepper.prefill(state, [user_codes[:, start:start + step]])
+    for start in range(0, user_codes.shape[1], step):  # a prefill that reads the CTC head
+        stepper.advance(state, [user_codes[:, start:start + step]])
     stepper.end_turn(state)
     t1 = time.perf_counter()
     frames, n_steps, first = [], 0, None
@@ -54,4 +57,4 @@ def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
     row = state.rows[0].turn
     codes = np.stack(frames, 1) if frames else np.zeros((model.config.k_out, 0), np.int64)
     return Generation(codes, row.text, tokenizer.decode_answer(row.text), row.text_logprob, n_steps,
-                      t1 - t0, t2 - t1, first)
+                      t1 - t0, t2 - t1, first, tokenizer.decode_ctc(row.heard))

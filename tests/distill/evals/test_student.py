@@ -85,6 +85,9 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     assert "| composed | 1 |" in (tmp_path / "eval" / "report.md").read_text()
     rows = [json.loads(x) for x in (tmp_path / "eval" / "turns.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {"transcript", "student_text", "correct"} <= set(rows[0])
+    assert all(isinstance(r["heard"], str) and isinstance(r["heard_exact"], bool) for r in rows)
+    heard = [r["heard_exact"] for r in rows if r["split"] == "heldout_voice"]
+    assert voice["heard_exact_pct"] == 100 * sum(heard) / len(heard)
     for name in ("metrics.json", "report.md", "student-eval.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     assert "heldout_voice" in (tmp_path / "eval" / "report.md").read_text()
@@ -93,6 +96,19 @@ def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     assert "| × RT (1 thread) |" in (tmp_path / "eval" / "report.md").read_text()
     two = {**metrics, "settings": {**metrics["settings"], "threads": 2}}
     assert "| × RT (2 threads) |" in format_report(two)
+
+
+def test_right_answers_are_counted_apart_where_the_words_were_heard_and_misheard():
+    from voxloop.distill.evals.student import _by_hearing
+
+    rows = [{"heard_exact": h, "correct": c, "correct_intended": i}
+            for h, c, i in [(True, True, True), (True, False, True), (False, True, False),
+                            (False, False, False), (False, True, True)]]
+    assert _by_hearing(rows) == {"heard_exact_pct": 40.0, "correct_when_heard_pct": 100.0,
+                                 "correct_when_misheard_pct": pytest.approx(100 / 3)}
+    plain = [{k: v for k, v in r.items() if k != "correct_intended"} for r in rows[:2]]
+    assert _by_hearing(plain) == {"heard_exact_pct": 100.0, "correct_when_heard_pct": 50.0,
+                                  "correct_when_misheard_pct": None}
 
 
 def test_a_word_pointer_student_is_judged_on_a_pack_without_word_times(tmp_path):

@@ -66,6 +66,25 @@ def test_the_words_log_probability_is_the_text_heads_own(stepper, seed):
     assert alone.text_logprob < 0
 
 
+@pytest.mark.parametrize("chunk_frames", [0, 3])
+def test_what_it_heard_is_the_ctc_heads_greedy_read_of_the_question(stepper, chunk_frames):
+    """``generate`` reads the CTC head as it prefills (what the engine reports as the
+    user's words): one causal pass over the question, greedy, in chunks or at once."""
+    model, config, codes = stepper.model, stepper.model.config, user_codes(4, 9)
+    alone = generate(model, stepper.tokenizer, codes, OPTIONS, chunk_frames)
+    with torch.no_grad():
+        ctc = model(torch.from_numpy(user_frame_ids(config, codes))[None], heads=("ctc",)).ctc
+    assert alone.heard == stepper.tokenizer.decode_ctc(ctc[0].argmax(-1).tolist())
+    assert alone.heard  # a random model hears something
+    assert_as_generate(stepper, _prefilled(stepper, codes), codes)  # the answer is the same
+
+
+def _prefilled(stepper: StudentStepper, codes: np.ndarray) -> GenerationState:
+    state = stepper.start(1)
+    stepper.prefill(state, [codes])
+    return state
+
+
 def test_rollback_returns_to_the_mark_as_if_the_answer_never_started(stepper):
     first, rest = user_codes(1, 7), user_codes(2, 5)
     state = stepper.start(1)
