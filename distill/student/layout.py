@@ -138,16 +138,8 @@ def build_sequence(config: StudentConfig, user_codes: np.ndarray, text: np.ndarr
                    word_frames: np.ndarray | None = None, words_only: bool = False) -> Sequence:
     """One turn's sequence; ``word_frames [len(text)]`` (start frame of each answer word)
     is needed by a word-pointer student, unless ``words_only``: the turn cut after its
-    answer's words (``Sequence.words_only``), which has no audio step to point from. A
-    turn with no answer words is heard only: the user's frames and their CTC target (words
-    in orders no question uses, for the ears)."""
+    answer's words (``Sequence.words_only``), which has no audio step to point from."""
     n_user, n_text = user_codes.shape[1], len(text)
-    if n_text == 0:
-        ids = user_frame_ids(config, user_codes)
-        return Sequence(ids, np.full(n_user, IGNORE, dtype=np.int64),
-                        np.full((n_user, config.k_out), IGNORE, dtype=np.int64),
-                        np.full(n_user, IGNORE, dtype=np.int64),
-                        np.asarray(ctc, dtype=np.int64), n_user)
     steps, valid = delay(answer_codes[:config.k_out], config.k_out)
     ids = np.concatenate([
         user_frame_ids(config, user_codes),

@@ -23,7 +23,7 @@ from voxloop.codecs.semantic import SemanticTokenizer
 from voxloop.distill.student.augment import Augment, augment_user, nearest_codes
 from voxloop.distill.student.config import StudentConfig
 from voxloop.distill.student.generate import SamplingOptions
-from voxloop.distill.student.layout import IGNORE, build_sequence
+from voxloop.distill.student.layout import build_sequence
 from voxloop.distill.student.model import load_student
 from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.pack import PackedData, dataset_progress, make_batch, pack_dataset
@@ -75,21 +75,6 @@ def test_layout_puts_one_token_per_user_frame_and_answers_on_k_out_channels():
     assert seq.ids[4, 0] == config.text_offset + 1  # <sep>
     assert seq.ids[7, 0] == config.text_offset + 2  # <eot>
     assert (seq.ids[8:, :4] >= config.audio_offset).all()
-
-
-def test_a_turn_with_no_answer_teaches_the_ears_only():
-    """Words in orders no question uses, spoken: the user's frames and their CTC target,
-    no <sep>, no answer to learn (else the student would learn to answer nothing)."""
-    config = StudentConfig(user_input="semantic", user_vocab=64, user_latent_dim=8,
-                           text_vocab=10, ctc_vocab=5)
-    seq = build_sequence(config, np.array([[3, 63, 0, 7]]), np.zeros(0, np.int64),
-                         np.zeros((8, 0), np.int64), np.array([2, 3]))
-    assert seq.ids.shape == (4, 4) and seq.n_user == 4 and seq.ctc_target.tolist() == [2, 3]
-    assert (seq.text_target == IGNORE).all() and (seq.audio_target == IGNORE).all()
-    assert (seq.boundary_target == IGNORE).all()
-    heard = build_sequence(config, np.array([[3, 63, 0, 7]]), np.zeros(0, np.int64),
-                           np.zeros((8, 0), np.int64), np.array([2, 3]), words_only=True)
-    assert heard.ids.shape == (4, 4) and (heard.text_target == IGNORE).all()
 
 
 def test_augment_one_codebook_pads_with_the_silence_token_at_the_user_rate():
