@@ -13,6 +13,10 @@ by the codec and transcribed by Whisper. Measured per split:
 - ``wer_pct``: word error rate of the transcripts against text2.
 - ``text_exact_pct``: the student's own answer words equal text2's, and
   ``text_token_acc_pct``: teacher-forced accuracy of the text head.
+- ``heard_exact_pct``: the user's words as the student's own CTC head heard them (what the
+  native engine reports as the user's transcript) equal the prompt's; and
+  ``correct_when_heard_pct`` / ``correct_when_misheard_pct``: answers right where they did
+  and where they did not (whether a miss is the ears' or the words').
 - ``speed_x_rt``: seconds of answer audio per second of generation (every
   step: text and audio), one thread; ``first_frame_ms``: end of turn -> first
   complete audio frame.
