@@ -302,6 +302,19 @@ def test_echo_the_canceller_misses_is_ducked_and_a_user_over_it_is_not():
     assert np.mean(heard) > 0.5  # the user talking over it is not taken for echo
 
 
+def _answer(rng, seconds: int = 4) -> np.ndarray:
+    """A quarter second of silence, then ``seconds`` of voiced playback."""
+    return np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(seconds * RATE_HZ, rng)])
+
+
+def _through_canceller(aec: WebRtcAec, echo: np.ndarray, far: np.ndarray):
+    """Each block of ``echo`` with ``far`` through ``aec``: (start sample, the echo's level,
+    the level of what was sent), in dBFS."""
+    for i in range(0, len(far), BLOCK):
+        sent = aec.process(echo[i:i + BLOCK], far[i:i + BLOCK])
+        yield i, dbfs(echo[i:i + BLOCK]), dbfs(sent)
+
+
 @pytest.mark.skipif(not aec_available(), reason="needs the pywebrtc-audio wheel")
 @pytest.mark.parametrize("gap_ms", [160, 480])
 def test_echo_after_an_underrun_the_timeline_never_saw_is_ducked(gap_ms):
@@ -313,15 +326,12 @@ def test_echo_after_an_underrun_the_timeline_never_saw_is_ducked(gap_ms):
     a second and more of echo at 320-480 ms; in replays of live dumps the server's VAD
     heard speech in it.)"""
     for seed in range(2):
-        rng = np.random.default_rng(seed)
-        far = np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(4 * RATE_HZ, rng)])
+        far = _answer(np.random.default_rng(seed))
         at, gap = 3 * RATE_HZ // 2, gap_ms * RATE_HZ // 1000
         played = np.concatenate([far[:at], np.zeros(gap, np.float32), far[at:len(far) - gap]])
         echo = 0.5 * np.roll(played, ECHO_DELAY)
-        aec, leaked = WebRtcAec(EchoSettings()), 0
-        for i in range(0, len(far), BLOCK):
-            sent = aec.process(echo[i:i + BLOCK], far[i:i + BLOCK])
-            leaked += i > at and dbfs(echo[i:i + BLOCK]) > -45 and dbfs(sent) > -45
+        leaked = sum(i > at and echo_db > -45 and sent_db > -45 for i, echo_db, sent_db
+                     in _through_canceller(WebRtcAec(EchoSettings()), echo, far))
         assert leaked <= 1, (seed, leaked)  # the block the echo comes back in, at most
 
 
@@ -334,15 +344,12 @@ def test_echo_that_comes_before_its_reference_is_ducked(ahead_ms, from_s):
     delay search behind the playback never finds it (56-112 blocks of it were sent, from
     the first 0.2 s on). Searched up to 100 ms ahead too, it is held back."""
     for seed in range(2):
-        rng = np.random.default_rng(seed)
-        far = np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(4 * RATE_HZ, rng)])
+        far = _answer(np.random.default_rng(seed))
         at = int(from_s * RATE_HZ)
         echo = 0.5 * np.roll(far, ECHO_DELAY)
         echo[at:] = 0.5 * np.roll(far, -ahead_ms * RATE_HZ // 1000)[at:]
-        aec, leaked = WebRtcAec(EchoSettings()), 0
-        for i in range(0, len(far), BLOCK):
-            sent = aec.process(echo[i:i + BLOCK], far[i:i + BLOCK])
-            leaked += dbfs(echo[i:i + BLOCK]) > -45 and dbfs(sent) > -45
+        leaked = sum(echo_db > -45 and sent_db > -45 for _, echo_db, sent_db
+                     in _through_canceller(WebRtcAec(EchoSettings()), echo, far))
         assert leaked <= 3, (seed, leaked)
 
 
@@ -354,16 +361,14 @@ def test_once_echo_leaked_a_later_break_in_the_path_is_ducked_too():
     the second break through)."""
     for seed in range(2):
         rng = np.random.default_rng(seed)
-        far = np.concatenate([np.zeros(RATE_HZ // 4, np.float32), _voiced(4 * RATE_HZ, rng)])
+        far = _answer(rng)
         echo = 0.5 * np.roll(far, ECHO_DELAY)
         echo[3 * RATE_HZ // 2:] = 0.5 * np.roll(far, 2400)[3 * RATE_HZ // 2:]
         late = 0.5 * np.roll(far, 9600) + 0.05 * rng.standard_normal(len(far))
         echo[5 * RATE_HZ // 2:] = late[5 * RATE_HZ // 2:]
-        echo = echo.astype(np.float32)
-        aec, leaked = WebRtcAec(EchoSettings()), 0
-        for i in range(0, len(far), BLOCK):
-            sent = aec.process(echo[i:i + BLOCK], far[i:i + BLOCK])
-            leaked += i >= 5 * RATE_HZ // 2 and dbfs(sent) > -45
+        aec = WebRtcAec(EchoSettings())
+        leaked = sum(i >= 5 * RATE_HZ // 2 and sent_db > -45 for i, _, sent_db
+                     in _through_canceller(aec, echo.astype(np.float32), far))
         assert aec.leaking_blocks > 5 and leaked <= 2, (seed, leaked)
 
 
