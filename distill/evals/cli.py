@@ -1,4 +1,5 @@
-"""``voxloop eval codec | decoders | mouth | student | votes | routing | end-of-turn | compare``:
+"""``voxloop eval codec | decoders | mouth | student | votes | routing | heard-intents |
+end-of-turn | compare``:
 measure the codec, the student and the end-of-turn model on held-out speech, when the hybrid
 hands a turn to the cascade, and two students against each other; ``voxloop distill
 renditions | said | choose-mouth | sayings``: the judge picks the clearest answer takes
@@ -144,6 +145,17 @@ def register(subparsers, groups: dict) -> None:
     add_settings(p, StudentEvalSettings)
     p.set_defaults(run=run_student_eval)
 
+    from voxloop.distill.evals.heard_intents import HeardIntentsEvalSettings
+
+    p = add_command(group, "heard-intents", "How often a student's heard-intents head would "
+                    "fix its words and how often break them, on a pack's valid turns, for each "
+                    "pair of thresholds (the head fitted without the phrasings it reads; "
+                    "JSON and a table). About a minute.",
+                    "voxloop eval heard-intents --data runs/student/aligned.npz")
+    p.add_argument("--model", default=DEFAULT_STUDENT, help="student model folder")
+    add_settings(p, HeardIntentsEvalSettings)
+    p.set_defaults(run=run_heard_intents_eval)
+
     p = add_command(group, "end-of-turn", "Measure an end-of-turn model on the evaluation "
                     "splits of end-of-turn data built with its tokenizer: accuracy, false "
                     "cut-offs, fast answers, the median wait (a table, and JSON).",
@@ -199,6 +211,20 @@ def run_student_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
     print(f"wrote {settings.out}/metrics.json, report.md, turns.jsonl and student-eval.png")
+    return 0
+
+
+def run_heard_intents_eval(args: argparse.Namespace) -> int:
+    from voxloop.distill.evals.heard_intents import (
+        HeardIntentsEvalSettings,
+        format_report,
+        measure_heard_intents,
+    )
+
+    settings = settings_from_args(HeardIntentsEvalSettings, args)
+    settings = replace(settings, data=str(in_repo(settings.data)))  # from any folder
+    print(format_report(measure_heard_intents(args.model, settings)))
+    print(f"wrote {settings.out}/heard-intents.json and heard-intents.md")
     return 0
 
 

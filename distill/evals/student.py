@@ -116,7 +116,8 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
         from voxloop.distill.teachers.asr import load_asr
 
         asr = load_asr()
-    options = SamplingOptions(temperature=settings.temperature, top_k=settings.top_k)
+    options = SamplingOptions(temperature=settings.temperature, top_k=settings.top_k,
+                              heard_intents=settings.heard_intents)
     threads = torch.get_num_threads()
     metrics: dict = {"model": str(model_dir), "settings": asdict(settings),
                      "parameters_m": model.num_parameters() / 1e6,

@@ -1,14 +1,16 @@
 """``voxloop distill pack | align | train | mouth | remember-lengths | said-codes |
-residual-levels | export``: the audio-native student."""
+heard-intents | residual-levels | export``: the audio-native student."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from voxloop.audio import MODEL_RATE_HZ
 from voxloop.distill.student.config import (
     TARGETS,
+    HeardIntentsConfig,
     MouthTrainSettings,
     StudentConfig,
     StudentTrainSettings,
@@ -117,6 +119,17 @@ def register(subparsers, groups: dict) -> None:
                    "table instead (its sayings, chosen by ear), if FOLDER's mouth is the "
                    "same, tensor for tensor: after a words-only fine-tune")
     p.set_defaults(run=run_said_codes)
+
+    p = add_command(group, "heard-intents", "Fit the head that reads which fixed answer the "
+                    "user asked for from the words a student heard (a bag of words over its "
+                    "CTC transcript, fitted on the domain's training phrasings and misheard "
+                    "copies of them, ~15 s) and write it beside the student's weights "
+                    "(heard_intents.safetensors): where the student is unsure of its words and "
+                    "the head is sure of a fixed answer it did not write, it says that one.",
+                    "voxloop distill heard-intents models/voxloop-student")
+    p.add_argument("folder", help="a student model folder (with a mouth)")
+    add_settings(p, HeardIntentsConfig)
+    p.set_defaults(run=run_heard_intents)
 
     p = add_command(group, "residual-levels", "Let a semantic student hear what its "
                     "tokenizer's tokens leave out: fit residual levels (k-means books of the "
@@ -234,6 +247,25 @@ def run_said_codes(args: argparse.Namespace) -> int:
     print(f"wrote {folder / SAID_CODES_FILE}: {said} answers" if said else
           f"{folder}: its student remembers no answers (no mouth, or none remembered); "
           "nothing to say")
+    return 0
+
+
+def run_heard_intents(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.heard_intents import fit_heard_intents, save_heard_intents
+    from voxloop.distill.student.model import load_student, student_folder
+
+    folder = student_folder(args.folder)
+    model, vocab = load_student(folder)
+    if model.mouth is None:
+        print(f"error: {folder}: this student has no mouth, so it can only say the words it "
+              "writes; a heard-intents head would never be used", file=sys.stderr)
+        return 2
+    config = settings_from_args(HeardIntentsConfig, args)
+    head = fit_heard_intents(vocab["ctc"], config)
+    path = save_heard_intents(head, folder)
+    print(f"wrote {path}: {len(head.names)} word features x {len(head.labels)} intents "
+          f"({len(head.answers)} with a fixed answer); it overrides words at most "
+          f"{config.max_logprob:g} in log-probability where it is {config.min_prob:g} sure")
     return 0
 
 

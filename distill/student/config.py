@@ -265,3 +265,30 @@ class StudentEvalSettings:
     ceiling: bool = field(default=True, metadata={
         "help": "also judge the teacher's own codes decoded (the codec ceiling)"})
     threads: int = field(default=1, metadata={"help": "torch threads while generating"})
+    heard_intents: bool = field(default=True, metadata={
+        "help": "where the student has a heard-intents head, let it override unsure words "
+                "(--no-heard-intents: the student's own words)"})
+
+
+@dataclass(frozen=True)
+class HeardIntentsConfig:
+    """How the head is fitted and when it overrides the student's words (the defaults:
+    chosen on valid turns, ``voxloop eval heard-intents``)."""
+
+    min_prob: float = field(default=0.6, metadata={
+        "help": "override only where the head's probability of its intent is at least this"})
+    max_logprob: float = field(default=-0.5, metadata={
+        "help": "... and the student's words' log-probability at most this"})
+    fills_per_template: int = field(default=10, metadata={
+        "help": "slot fillings of each compositional template"})
+    noisy_copies: int = field(default=8, metadata={
+        "help": "misheard copies of every training question"})
+    drop: float = field(default=0.15, metadata={"help": "chance per word to be left out"})
+    replace: float = field(default=0.15, metadata={
+        "help": "chance per word to be replaced by a random word of the ears' vocabulary"})
+    insert: float = field(default=0.05, metadata={
+        "help": "chance per word to be followed by a random one"})
+    epochs: int = field(default=150, metadata={"help": "full-batch Adam steps"})
+    lr: float = field(default=0.05, metadata={"help": "Adam's learning rate"})
+    l2: float = field(default=1e-4, metadata={"help": "weight decay (sum of squares)"})
+    seed: int = field(default=0, metadata={"help": "slot fillings and mishearings"})

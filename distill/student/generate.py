@@ -51,6 +51,7 @@ class SamplingOptions:
     max_audio_frames: int = 375  # 15 s at 25 Hz
     seed: int = 0
     draft_words: int = MAX_DRAFT_WORDS  # words checked ahead per call (greedy text; drafts)
+    heard_intents: bool = True  # a student with a HeardIntents head may say its fixed answer
 
 
 @dataclass
@@ -90,6 +91,9 @@ class StudentStepper:
         self.device = next(model.parameters()).device
         greedy = options.text_temperature <= 0 and options.draft_words > 0
         self.drafts = AnswerDrafts.from_mouth(model.mouth) if greedy else AnswerDrafts([])
+        # only a mouth can say other words than the ones the model wrote
+        self.intents = getattr(model, "heard_intents", None) \
+            if options.heard_intents and model.mouth is not None else None
 
     def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
         """``batch`` empty listening rows over one cache of ``capacity`` positions each."""
@@ -156,6 +160,8 @@ class StudentStepper:
                 if heard:
                     turn.heard.extend(out.ctc[b, :heard].argmax(-1).tolist())
                 turn.heard_last = None
+                if turn.hint is None:
+                    turn.hint = self._hint(turn)
                 result.text[b] = self._text_steps(row, out.text[b, heard:len(x)], state.rng)
             else:
                 ends = 0.0 if out.boundary is None else float(torch.sigmoid(out.boundary[b, 0]))
@@ -204,7 +210,26 @@ class StudentStepper:
             if turn.phase is not Phase.TEXT or i == len(draft) or turn.text[-1] != draft[i]:
                 break
         row._set_length(row.length - (len(logits) - 1 - i))
+        if turn.hint:  # held back until the words are settled, then all at once
+            return [] if turn.phase is Phase.TEXT else \
+                [self.tokenizer.vocab["text"][t] for t in turn.text]
         return words
+
+    def _hint(self, turn: TurnProgress) -> list[int]:
+        """The word ids of the fixed answer the heard words point to (``HeardIntents``), or
+        none: read once, when the turn's first words are written."""
+        if self.intents is None:
+            return []
+        answer = self.intents.fixed_answer(self.tokenizer.decode_ctc(turn.heard))
+        return [] if answer is None else self.tokenizer.encode_answer(answer)
+
+    def _settle_hint(self, turn: TurnProgress) -> None:
+        """The words are written: where the student is unsure of them and the heard words
+        point to another fixed answer, it says that one (its log-probability stays the
+        student's own: how sure the student was)."""
+        if turn.hint and turn.text != turn.hint \
+                and turn.text_logprob <= self.intents.config.max_logprob:
+            turn.text = list(turn.hint)
 
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
         token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
@@ -213,6 +238,7 @@ class StudentStepper:
             turn.text_logprob += float(torch.log_softmax(logits.float(), -1)[token])
         if token == EOT or capped:
             if self.model.mouth is not None:
+                self._settle_hint(turn)
                 if turn.hold and turn.text:
                     turn.phase = Phase.HELD
                 else:

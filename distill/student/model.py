@@ -50,6 +50,7 @@ from voxloop.distill.student.config import (
     MouthConfig,
     StudentConfig,
 )
+from voxloop.distill.student.heard_intents import load_heard_intents
 from voxloop.models import find_model, load_model_folder, save_model_folder
 
 AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebook 0: EOS
@@ -394,5 +395,6 @@ def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student,
         from voxloop.distill.student.said_codes import load_said_codes
 
         model.mouth.said_codes = load_said_codes(folder)
+    model.heard_intents = load_heard_intents(folder)
     vocab = json.loads((folder / "vocab.json").read_text())
     return model.to(device).eval(), vocab

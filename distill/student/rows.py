@@ -48,6 +48,9 @@ class TurnProgress:
     # log-probability of the words written and, once written, of the answer's end (the
     # model's own distribution, whatever chose them): how sure the student is of its words
     text_logprob: float = 0.0
+    # the fixed answer's word ids the heard words point to (``HeardIntents``; empty: none),
+    # read when the first words are written (None: not yet); the words wait for it
+    hint: list[int] | None = None
 
 
 class RowStream:

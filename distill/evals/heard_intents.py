@@ -1,0 +1,135 @@
+"""How often the heard-intents head would fix a student's words and how often break them,
+on a pack's valid turns, for each pair of thresholds (``voxloop eval heard-intents``).
+
+The student trained on every valid phrasing, so it is rarely unsure there; the head is
+what must meet phrasings it never read. So the head is fitted ``folds`` times, each time
+without one share of the phrasings (template index modulo ``folds``), and reads only the
+valid turns of the phrasings it left out: how sure it is where it is wrong is measured as
+on held-out phrasings. The student's words are its own (greedy, head off).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voxloop.distill.student.heard_intents import HeardIntentsConfig, fit_heard_intents
+from voxloop.distill.student.vocab import answer_words
+from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
+
+
+@dataclass(frozen=True)
+class HeardIntentsEvalSettings:
+    data: str = field(default="data/distill-v2", metadata={
+        "help": "dataset folder or packed .npz whose valid turns are read"})
+    out: str = field(default="out/heard-intents", metadata={
+        "help": "where heard-intents.json and heard-intents.md go"})
+    folds: int = field(default=4, metadata={"help": "phrasings left out per fit: 1 in this"})
+    min_probs: tuple[float, ...] = field(default=(0.4, 0.5, 0.6, 0.7), metadata={
+        "help": "the head's thresholds to measure"})
+    max_logprobs: tuple[float, ...] = field(default=(-0.1, -0.2, -0.3, -0.5, -1.0), metadata={
+        "help": "the student's thresholds to measure"})
+    limit: int = field(default=0, metadata={"help": "valid turns at most (0: all)"})
+
+
+def template_of(turn_id: str) -> int:
+    """The phrasing's index in a turn id (``water_formula-t11-festival:kal-0`` -> 11)."""
+    found = re.search(r"-t(\d+)-", turn_id)
+    if found is None:
+        raise ValueError(f"turn id {turn_id!r} names no phrasing (-tN-): pack a dataset "
+                         "that `voxloop distill synth` built")
+    return int(found.group(1))
+
+
+def student_turns(model_dir: str | Path,
+                  settings: HeardIntentsEvalSettings) -> tuple[list[dict], list[str]]:
+    """The student's own words (head off), their log-probability and what it heard, for
+    each valid turn; and its ears' vocabulary."""
+    import torch
+    from tqdm import tqdm
+
+    from voxloop.distill.student.generate import SamplingOptions
+    from voxloop.distill.student.model import load_student
+    from voxloop.distill.student.one_turn import generate
+    from voxloop.distill.student.residual_levels import residual_books
+    from voxloop.distill.student.train_data import load_data
+    from voxloop.distill.student.vocab import Tokenizer
+
+    model, vocab = load_student(model_dir)
+    tokenizer, options = Tokenizer(vocab), SamplingOptions(heard_intents=False)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(settings.data, out, vocab, splits=("valid",),
+                     residual_books=residual_books(model))
+    turns, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in tqdm(data.indices("valid")[:settings.limit or None], desc="valid turns",
+                      unit="turn"):
+            made = generate(model, tokenizer, data.user(i), options, chunk_frames=5)
+            turns.append({"id": str(data.id[i]), "intent": str(data.intent[i]),
+                          "intended": str(data.intended_text[i] or data.answer_text[i]),
+                          "student": made.text, "logprob": made.text_logprob,
+                          "heard": made.heard})
+    finally:
+        torch.set_num_threads(threads)
+    return turns, vocab["ctc"]
+
+
+def read_by_folds(turns: list[dict], ctc_words: list[str], folds: int) -> None:
+    """Each turn's ``head_answer`` and ``head_prob``: the head fitted without its phrasing's
+    fold, its most likely intent's fixed answer (None for a composed one) and probability."""
+    for fold in range(folds):
+        left_out = frozenset(t for t in range(100) if t % folds == fold)
+        head = fit_heard_intents(ctc_words, HeardIntentsConfig(), left_out)
+        for turn in turns:
+            if template_of(turn["id"]) % folds != fold or turn["intent"] == FALLBACK_INTENT:
+                continue
+            probs = head.probabilities(turn["heard"])
+            best = None if probs is None else int(probs.argmax())
+            turn["head_answer"] = None if best is None else head.answers.get(head.labels[best])
+            turn["head_prob"] = 0.0 if probs is None else float(probs.max())
+
+
+def trade(turns: list[dict], min_prob: float, max_logprob: float) -> dict:
+    """Turns the override fixes, breaks, and changes from wrong to another wrong."""
+    counts = {"fixed": 0, "broken": 0, "still_wrong": 0}
+    for turn in turns:
+        answer = turn.get("head_answer")
+        if answer is None or turn["head_prob"] < min_prob or turn["logprob"] > max_logprob:
+            continue
+        wanted, own = answer_words(turn["intended"]), answer_words(turn["student"])
+        if own == answer_words(answer):
+            continue
+        right_now = answer_words(answer) == wanted
+        key = "broken" if own == wanted else "fixed" if right_now else "still_wrong"
+        counts[key] += 1
+    return counts
+
+
+def measure_heard_intents(model_dir: str | Path, settings: HeardIntentsEvalSettings) -> dict:
+    """Run the measurement; writes ``heard-intents.json`` and ``heard-intents.md``."""
+    turns, ctc_words = student_turns(model_dir, settings)
+    read_by_folds(turns, ctc_words, settings.folds)
+    right = sum(answer_words(t["student"]) == answer_words(t["intended"]) for t in turns)
+    grid = [{"min_prob": p, "max_logprob": lp, **trade(turns, p, lp)}
+            for p in settings.min_probs for lp in settings.max_logprobs]
+    result = {"model": str(model_dir), "turns": len(turns), "student_right": right,
+              "settings": {**settings.__dict__}, "grid": grid,
+              "fixed_answers": len(load_domain()["intents"])}
+    out = Path(settings.out)
+    (out / "heard-intents.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "heard-intents.md").write_text(format_report(result))
+    return result
+
+
+def format_report(result: dict) -> str:
+    lines = [f"# Heard intents on {result['turns']} valid turns ({result['model']})", "",
+             f"The student's words right on {result['student_right']}; the head fitted "
+             f"{result['settings']['folds']} times, each without the phrasings it reads.", "",
+             "| min_prob | max_logprob | fixed | broken | still wrong |", "|---|---|---|---|---|"]
+    lines += [f"| {g['min_prob']} | {g['max_logprob']} | {g['fixed']} | {g['broken']} | "
+              f"{g['still_wrong']} |" for g in result["grid"]]
+    return "\n".join(lines) + "\n"

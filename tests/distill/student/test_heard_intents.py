@@ -1,0 +1,170 @@
+"""The heard-intents head: what it reads from misheard words, how it is kept, and when the
+stepper lets it override the student's words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.distill.student.fixtures import ANSWERS, tiny_student_with_mouth
+from voxloop.cli import main
+from voxloop.distill.evals.heard_intents import template_of, trade
+from voxloop.distill.student.config import HeardIntentsConfig
+from voxloop.distill.student.generate import SamplingOptions, StudentStepper
+from voxloop.distill.student.heard_intents import (
+    FILENAME,
+    fit_heard_intents,
+    load_heard_intents,
+    save_heard_intents,
+)
+from voxloop.distill.student.model import load_student, student_folder
+from voxloop.distill.student.one_turn import generate
+from voxloop.distill.student.vocab import Tokenizer, answer_words, user_words
+from voxloop.distill.teachers.domain.data import load_domain
+from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
+
+QUICK = HeardIntentsConfig(fills_per_template=2, noisy_copies=3, epochs=60)
+
+
+@pytest.fixture(scope="module")
+def head():
+    _, vocab = load_student("voxloop-student")
+    return fit_heard_intents(vocab["ctc"], QUICK)
+
+
+def test_it_names_the_intent_of_a_trained_phrasing_with_a_word_misheard(head):
+    """Every fixed intent's trained phrasings of three words or more, one word each
+    replaced by a word of another intent's: the head's most likely intent is still the
+    phrasing's for at least 90 % (a head that read word order, or needed every word, would
+    not be), and where it is sure enough to name an answer that answer is right for at
+    least 97 %; unchanged, it names every one."""
+    rng = np.random.default_rng(0)
+    intents = load_domain()["intents"]
+    clean = likely = sure = sure_right = total = 0
+    for intent in intents:
+        for i, phrasing in enumerate(intent["phrasings"]):
+            words = user_words(phrasing)
+            if i == HELDOUT_TEMPLATE or len(words) < 3:
+                continue
+            clean += head.fixed_answer(phrasing) == intent["answer"]
+            other = intents[(intents.index(intent) + 1) % len(intents)]["phrasings"][0]
+            words[int(rng.integers(len(words)))] = user_words(other)[0]
+            misheard = " ".join(words)
+            likely += head.labels[int(head.probabilities(misheard).argmax())] == intent["id"]
+            answer = head.fixed_answer(misheard)
+            sure += answer is not None
+            sure_right += answer == intent["answer"]
+            total += 1
+    assert total > 300 and clean == total
+    assert likely / total >= 0.9, (likely, total)
+    assert sure / total >= 0.7 and sure_right / sure >= 0.97, (sure_right, sure, total)
+
+
+def test_a_composed_question_gets_no_fixed_answer(head):
+    for question in ("what is 7 plus 5", "what is the capital of france",
+                     "how do you spell purple", "how many inches is 3 centimeters"):
+        assert head.fixed_answer(question) is None, question
+
+
+def test_it_is_kept_in_float16_beside_the_weights_and_read_back_the_same(head, tmp_path):
+    path = save_heard_intents(head, tmp_path)
+    assert path.name == FILENAME and path.stat().st_size < 2 * 2 * head.weight.numel() + 10**6
+    back = load_heard_intents(tmp_path)
+    assert back.labels == head.labels and back.config == head.config
+    for heard in ("tell me a joke please", "how many legs does a spider", "uh hello there"):
+        np.testing.assert_allclose(back.probabilities(heard), head.probabilities(heard),
+                                   atol=2e-3)
+    assert load_heard_intents(tmp_path / "none") is None
+
+
+class Always:
+    """A head sure of one fixed answer, whatever was heard (the stepper's side alone)."""
+
+    def __init__(self, answer: str, max_logprob: float) -> None:
+        self.answer, self.config = answer, HeardIntentsConfig(max_logprob=max_logprob)
+
+    def fixed_answer(self, heard: str) -> str:
+        return self.answer
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    model, vocab, _ = tiny_student_with_mouth(tmp_path_factory.mktemp("student"))
+    return model, Tokenizer(vocab)
+
+
+def _answer(model, tokenizer, codes, options: SamplingOptions | None = None):
+    """(the words each step handed out, where it handed any; the turn's word ids; its
+    frames)."""
+    stepper = StudentStepper(model, tokenizer, options or SamplingOptions())
+    state = stepper.start(1)
+    stepper.advance(state, [codes])
+    stepper.end_turn(state)
+    words, frames = [], []
+    while not state.done:
+        out = stepper.step(state)
+        words += [out.text[0]] if out.text[0] else []
+        frames += [] if out.frames[0] is None else [out.frames[0]]
+    return words, state.rows[0].turn.text, np.stack(frames, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_unsure_student_says_the_answer_the_head_names(tiny, seed):
+    model, tokenizer = tiny
+    codes = np.random.default_rng(seed).integers(0, 1024, (8, 9))
+    own = generate(model, tokenizer, codes)
+    hinted = ANSWERS[2] if answer_words(own.text) != answer_words(ANSWERS[2]) else ANSWERS[0]
+    model.heard_intents = Always(hinted, max_logprob=0.0)  # any student is unsure enough
+    try:
+        words, ids, frames = _answer(model, tokenizer, codes)
+        assert ids == tokenizer.encode_answer(hinted)
+        assert words == [answer_words(hinted)]  # held back, then all at once
+        np.testing.assert_array_equal(frames, model.mouth.say(torch.tensor([ids]))[0].numpy())
+        off = _answer(model, tokenizer, codes, SamplingOptions(heard_intents=False))
+        assert off[1] == own.text_ids
+        model.heard_intents = Always(hinted, max_logprob=own.text_logprob - 1e-3)  # too sure
+        sure = _answer(model, tokenizer, codes)
+        assert sure[1] == own.text_ids and sum(sure[0], []) == answer_words(own.text)
+        np.testing.assert_array_equal(sure[2], own.codes)
+    finally:
+        model.heard_intents = None
+
+
+def test_the_cli_writes_the_head_and_the_student_loads_it(tmp_path, capsys):
+    _, _, folder = tiny_student_with_mouth(tmp_path / "student")
+    assert load_student(folder)[0].heard_intents is None
+    assert main(["distill", "heard-intents", str(folder), "--epochs", "5",
+                 "--noisy-copies", "1", "--fills-per-template", "1", "--min-prob", "0.7"]) == 0
+    assert "0.7 sure" in capsys.readouterr().out
+    loaded = load_student(folder)[0].heard_intents
+    assert loaded is not None and loaded.config.min_prob == 0.7
+
+
+def test_the_trade_counts_only_unsure_turns_the_head_is_sure_of():
+    turn = {"intended": "Hello! How can I help you today?", "head_prob": 0.8, "logprob": -1.0}
+    turns = [
+        {**turn, "student": "You're welcome!", "head_answer": turn["intended"]},  # fixed
+        {**turn, "student": turn["intended"], "head_answer": "You're welcome!"},  # broken
+        {**turn, "student": "Goodbye!", "head_answer": "You're welcome!"},  # still wrong
+        {**turn, "student": "Goodbye!", "head_answer": None},  # a composed intent
+        {**turn, "student": "Goodbye!", "head_answer": turn["intended"], "logprob": -0.1},
+        {**turn, "student": "Goodbye!", "head_answer": turn["intended"], "head_prob": 0.3},
+    ]
+    assert trade(turns, 0.5, -0.5) == {"fixed": 1, "broken": 1, "still_wrong": 1}
+    assert trade(turns, 0.2, 0.0) == {"fixed": 3, "broken": 1, "still_wrong": 1}
+
+
+def test_a_turn_id_without_its_phrasing_is_a_clear_error():
+    assert template_of("water_formula-t11-festival:kal-0") == 11
+    with pytest.raises(ValueError, match="names no phrasing"):
+        template_of("ex0")
+
+
+def test_the_bundled_student_carries_its_head_as_fitted_by_default():
+    """The card's command (the defaults) made the bundled head; the folder stays small."""
+    model, _ = load_student("voxloop-student")
+    assert model.heard_intents is not None and model.heard_intents.config == HeardIntentsConfig()
+    assert len(model.heard_intents.answers) == len(load_domain()["intents"])
+    folder = student_folder("voxloop-student")
+    assert sum(p.stat().st_size for p in folder.glob("*.safetensors")) < 40e6
