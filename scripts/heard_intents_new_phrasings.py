@@ -1,0 +1,117 @@
+"""The heard-intents head on phrasings no model ever read (``scripts/new_phrasings.json``:
+158 questions written for this check, none a trained or held-out phrasing of the domain
+nor sharing more than half its words with the held-out one), each spoken by training
+voices (70 % augmented, as the datasets are) and tokenized as the student hears: the
+student's own words (head off), then how many the head fixes and breaks for each pair
+of thresholds. The valid split holds only phrasings the student trained on; these are
+new to it, as held-out phrasings are, without touching the held-out split.
+
+A composed question's intended answer is the scripted teacher's answer to the intent's
+first template with the same slots.
+
+Usage: python scripts/heard_intents_new_phrasings.py [--student voxloop-student]
+           [--voices-per-phrasing 3] [--seed 11] [--out out/heard-intents-new.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxloop.audio import MODEL_RATE_HZ, resample
+from voxloop.distill.data.augment import augment, draw_augmentation
+from voxloop.distill.data.plan import SynthSettings, user_voices, voice_weights
+from voxloop.distill.evals.heard_intents import trade
+from voxloop.distill.student.generate import SamplingOptions
+from voxloop.distill.student.model import load_student
+from voxloop.distill.student.one_turn import generate
+from voxloop.distill.student.user_tokens import encode_clips, load_student_semantic
+from voxloop.distill.student.vocab import Tokenizer, answer_words
+from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
+from voxloop.distill.teachers.domain.data import all_slot_values, load_domain
+from voxloop.distill.teachers.heldout import HELDOUT_VOICES
+from voxloop.distill.teachers.tts import synthesize
+
+PHRASINGS = Path(__file__).with_name("new_phrasings.json")
+GRID = [(p, lp) for p in (0.4, 0.5, 0.6, 0.7, 0.8) for lp in (0.0, -0.1, -0.2, -0.3, -0.5, -1.0)]
+
+
+def questions(voices_per: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """``(intent, question, intended answer)``, each phrasing ``voices_per`` times."""
+    domain, teacher = load_domain(), ScriptedAssistant()
+    fixed = {i["id"]: i["answer"] for i in domain["intents"]}
+    composed = {i["id"]: i for i in domain["compositional"]}
+    out = []
+    for intent, phrasings in json.loads(PHRASINGS.read_text()).items():
+        for text in phrasings:
+            for _ in range(voices_per):
+                if intent in fixed:
+                    out.append((intent, text, fixed[intent]))
+                    continue
+                fills = all_slot_values(composed[intent]["kind"])
+                slots = fills[int(rng.integers(len(fills)))]
+                reference = composed[intent]["templates"][0].format(**slots)
+                out.append((intent, text.format(**slots), teacher.reply([], reference)))
+    return out
+
+
+def spoken(text: str, voice: str, rng: np.random.Generator) -> np.ndarray:
+    """The question in ``voice`` at 16 kHz, augmented 70 % of the time."""
+    samples, rate = synthesize(text, voice)
+    samples = samples.astype(np.float32)
+    samples = samples / 32768 if np.abs(samples).max() > 2 else samples
+    samples = resample(samples, rate, MODEL_RATE_HZ).astype(np.float32)
+    if rng.random() < 0.7:
+        samples = augment(samples, MODEL_RATE_HZ, draw_augmentation(rng),
+                          int(rng.integers(1 << 30))).astype(np.float32)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--student", default="voxloop-student")
+    parser.add_argument("--voices-per-phrasing", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--out", default="out/heard-intents-new.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    model, vocab = load_student(args.student)
+    if model.heard_intents is None:
+        raise SystemExit(f"error: {args.student} has no heard-intents head: fit one with "
+                         f"`voxloop distill heard-intents {args.student}`")
+    ears, tokenizer = load_student_semantic(None, vocab, model), Tokenizer(vocab)
+    voices = [v for v in user_voices(SynthSettings()) if v not in HELDOUT_VOICES]
+    weights, turns, t0 = voice_weights(voices), [], time.perf_counter()
+    asked = questions(args.voices_per_phrasing, rng)
+    for intent, text, intended in asked:
+        voice = str(rng.choice(voices, p=weights))
+        codes = encode_clips(ears, [spoken(text, voice, rng)])[0]
+        made = generate(model, tokenizer, codes.reshape(-1, codes.shape[-1]),
+                        SamplingOptions(heard_intents=False), chunk_frames=5)
+        probs = model.heard_intents.probabilities(made.heard)
+        best = None if probs is None else model.heard_intents.labels[int(probs.argmax())]
+        turns.append({"intent": intent, "question": text, "voice": voice,
+                      "intended": intended, "student": made.text, "logprob": made.text_logprob,
+                      "heard": made.heard, "head_answer": model.heard_intents.answers.get(best),
+                      "head_prob": 0.0 if probs is None else float(probs.max())})
+    right = sum(answer_words(t["student"]) == answer_words(t["intended"]) for t in turns)
+    grid = [{"min_prob": p, "max_logprob": lp, **trade(turns, p, lp)} for p, lp in GRID]
+    print(f"{len(turns)} turns in {time.perf_counter() - t0:.0f} s; the student's words "
+          f"right on {right} ({100 * right / len(turns):.1f} %)")
+    print("min_prob max_logprob fixed broken still_wrong")
+    for row in grid:
+        print(row["min_prob"], row["max_logprob"], row["fixed"], row["broken"], row["still_wrong"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"student": args.student, "turns": turns,
+                                          "student_right": right, "grid": grid}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
