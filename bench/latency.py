@@ -41,6 +41,8 @@ ENGINE_ARGS = {
     "native-seanet": ["--engine", "native", "--native-decoder", "seanet"],
     # answer words one per model call, no drafts of the answers the student knows
     "native-nodrafts": ["--engine", "native", "--native-draft-words", "0"],
+    # the student's own words only: no heard-intents head (its overrides, its first drafts)
+    "native-nohead": ["--engine", "native", "--no-native-heard-intents"],
     # the default hears the first session's turns on 4 alignments of the ear's tokens (the
     # majority's words said) while at most two sessions are open, all others on one;
     # these two hear every turn on one, and on four

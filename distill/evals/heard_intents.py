@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxloop.distill.student.heard_intents import HeardIntentsConfig, fit_heard_intents
+from voxloop.distill.student.config import HeardIntentsConfig
 from voxloop.distill.student.vocab import answer_words
 from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
 
@@ -81,6 +81,8 @@ def student_turns(model_dir: str | Path,
 def read_by_folds(turns: list[dict], ctc_words: list[str], folds: int) -> None:
     """Each turn's ``head_answer`` and ``head_prob``: the head fitted without its phrasing's
     fold, its most likely intent's fixed answer (None for a composed one) and probability."""
+    from voxloop.distill.student.heard_intents import fit_heard_intents
+
     for fold in range(folds):
         left_out = frozenset(t for t in range(100) if t % folds == fold)
         head = fit_heard_intents(ctc_words, HeardIntentsConfig(), left_out)

@@ -177,7 +177,8 @@ class StudentStepper:
                 [user_frame_ids(self.config, turn.heard_last)]
             room = min(self.options.draft_words, self.options.max_text_tokens - len(turn.text),
                        row.cache.capacity - row.length - 1 - sum(map(len, last)))
-            turn.draft = self.drafts.draft(turn.text, room) if room > 0 else []
+            turn.draft = [] if room <= 0 else self.drafts.draft(turn.text, room) \
+                if turn.text else self._first_draft(turn, room)
             draft = [text_token_ids(self.config, np.array(turn.draft))] if turn.draft else []
             return np.concatenate([*last, turn.pending[None], *draft])
         if row.writing:
@@ -185,6 +186,16 @@ class StudentStepper:
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
             return user_frame_ids(self.config, chunk)
         return None
+
+    def _first_draft(self, turn: TurnProgress, room: int) -> list[int]:
+        """The first call's draft: the fixed answer the words heard so far most likely ask
+        for (``HeardIntents``, however unsure: a draft is only checked), so a fixed answer
+        is often written whole in one call; else the likeliest known answer's start."""
+        guess = None
+        if self.intents is not None and len(self.drafts):
+            guess = self.intents.fixed_answer(self.tokenizer.decode_ctc(turn.heard), 0.0)
+        return self.tokenizer.encode_answer(guess)[:room] if guess else \
+            self.drafts.draft([], room)
 
     def _forward(self, state: GenerationState, ids: list[np.ndarray | None],
                  heads: tuple[str, ...]):

@@ -63,10 +63,12 @@ class HeardIntents:
             return None
         return torch.softmax(self.weight[ids].sum(0) + self.bias, -1).numpy()
 
-    def fixed_answer(self, heard: str) -> str | None:
-        """The fixed answer the heard words point to, when the head is sure enough."""
+    def fixed_answer(self, heard: str, min_prob: float | None = None) -> str | None:
+        """The fixed answer the heard words point to, where the head gives it at least
+        ``min_prob`` (None: the config's ``min_prob``; 0: its likeliest intent's answer)."""
         probs = self.probabilities(heard)
-        if probs is None or probs.max() < self.config.min_prob:
+        needed = self.config.min_prob if min_prob is None else min_prob
+        if probs is None or probs.max() < needed:
             return None
         return self.answers.get(self.labels[int(probs.argmax())])
 

@@ -1,19 +1,15 @@
 """The native engine: the distilled student answers user speech with speech, codec to codec.
 
 A websocket session's :class:`NativeSession` holds one model slot (with ``votes`` N: N
-slots, each fed by an ear started i/N of a frame later, and the wording most of their
-answers wrote is said: ``answers.VotedAnswer``; only ``voting_sessions`` sessions at a
-time have the slots for it, the first to open, and they hear a turn so only while at most
-``votes_up_to_sessions`` sessions are open: a lone user gets the votes for free, a busy
-server keeps its CPU for one ear each; semantic_vad's turns end too soon to hide a vote, so
-they are heard with one unless ``votes_quick_turns``). It hears the user's 16 kHz audio
-while they speak through its ear (:mod:`realtime.engines.ears`: the streaming codec
-encoder, or for a semantic student the streaming semantic tokenizer, block by block) and
-hands the frames to the model thread (:mod:`realtime.engines.batcher`), which prefills
-them into the session's KV cache row, so at the end of the turn only the answer is left to
-compute. With ``speculative`` the answer starts at the first silent VAD window (a tentative
-end of turn; a semantic ear's partial block is flushed on a copy, so the answer hears every
-token): rolled back if the user goes on, its audio sent at once if the silence holds.
+slots, each fed by an ear started i/N of a frame later, and the wording most of them wrote
+is said, ``answers.VotedAnswer``; only for the first ``voting_sessions`` sessions, while at
+most ``votes_up_to_sessions`` are open, and for semantic_vad's turns only with
+``votes_quick_turns``). It hears the user's 16 kHz audio while they speak through its ear
+(:mod:`realtime.engines.ears`: the streaming codec encoder or semantic tokenizer, block by
+block) and the model thread (:mod:`realtime.engines.batcher`) prefills the frames into the
+session's KV cache row, so at the end of the turn only the answer is left to compute. With
+``speculative`` the answer starts at the first silent VAD window (a semantic ear's partial
+block flushed on a copy): rolled back if the user goes on, sent at once if the silence holds.
 
 ``respond`` turns the answer's words into transcript deltas and its frames into audio
 deltas through the codec's streaming decoder (its ``assistant`` one by default).
@@ -76,6 +72,10 @@ class NativeSettings:
     draft_words: int = field(default=MAX_DRAFT_WORDS, metadata={
         "help": "answer words checked ahead per call, along the answers the student knows "
                 "(the same words, fewer calls; 0: one per call)", "flag": "--native-draft-words"})
+    heard_intents: bool = field(default=True, metadata={
+        "help": "let the student's heard-intents head (where its folder has one) say the "
+                "fixed answer it reads where the student is unsure of its words",
+        "flag": "--native-heard-intents"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch's intra-op threads (the engine's ops are small and sessions run in "
                 "parallel threads, so 1 avoids oversubscribing the cores; 0: torch's default)",
@@ -147,8 +147,8 @@ class NativeEngine:
             else self.codec.frame_rate
         # samples of each turn the ears skip, one ear per vote
         self.ear_skips = skips(round(MODEL_RATE_HZ / rate_hz), settings.votes)
-        self.stepper = StudentStepper(model, self.tokenizer,
-                                      SamplingOptions(draft_words=settings.draft_words))
+        self.stepper = StudentStepper(model, self.tokenizer, SamplingOptions(
+            draft_words=settings.draft_words, heard_intents=settings.heard_intents))
         self.batcher = ContinuousBatcher(self.stepper, settings.slots,
                                          settings.max_prefill_frames)
         self.seats = VotingSeats(settings.votes, settings.voting_sessions,

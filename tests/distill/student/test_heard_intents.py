@@ -20,11 +20,13 @@ from voxloop.distill.student.heard_intents import (
 )
 from voxloop.distill.student.model import load_student, student_folder
 from voxloop.distill.student.one_turn import generate
+from voxloop.distill.student.rows import Phase
 from voxloop.distill.student.vocab import Tokenizer, answer_words, user_words
 from voxloop.distill.teachers.domain.data import load_domain
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
 
 QUICK = HeardIntentsConfig(fills_per_template=2, noisy_copies=3, epochs=60)
+SHORT = SamplingOptions(max_text_tokens=5)  # a whole answer fits one draft
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ class Always:
     def __init__(self, answer: str, max_logprob: float) -> None:
         self.answer, self.config = answer, HeardIntentsConfig(max_logprob=max_logprob)
 
-    def fixed_answer(self, heard: str) -> str:
+    def fixed_answer(self, heard: str, min_prob: float | None = None) -> str:
         return self.answer
 
 
@@ -127,6 +129,37 @@ def test_an_unsure_student_says_the_answer_the_head_names(tiny, seed):
         sure = _answer(model, tokenizer, codes)
         assert sure[1] == own.text_ids and sum(sure[0], []) == answer_words(own.text)
         np.testing.assert_array_equal(sure[2], own.codes)
+    finally:
+        model.heard_intents = None
+
+
+def _text_calls(model, tokenizer, codes) -> tuple[int, list[int]]:
+    """Model calls until the words are settled, and the words."""
+    stepper = StudentStepper(model, tokenizer, SHORT)
+    state = stepper.start(1)
+    stepper.advance(state, [codes])
+    stepper.end_turn(state)
+    calls = 0
+    while state.rows[0].phase is Phase.TEXT:
+        stepper.step(state)
+        calls += 1
+    return calls, state.rows[0].turn.text
+
+
+def test_the_first_call_drafts_the_heads_answer_and_changes_only_how_many_calls(tiny):
+    """A draft of the answer the student writes anyway settles it in one call; a wrong
+    draft costs calls, never words (the head never overrides here: max_logprob -inf)."""
+    model, tokenizer = tiny
+    codes = np.random.default_rng(4).integers(0, 1024, (8, 9))
+    own = generate(model, tokenizer, codes, SHORT)
+    assert len(own.text_ids) >= 2
+    try:
+        model.heard_intents = Always(own.text, max_logprob=float("-inf"))
+        assert _text_calls(model, tokenizer, codes) == (1, own.text_ids)
+        other = next(a for a in ANSWERS if answer_words(a)[0] != answer_words(own.text)[0])
+        model.heard_intents = Always(other, max_logprob=float("-inf"))
+        calls, words = _text_calls(model, tokenizer, codes)
+        assert calls > 1 and words == own.text_ids
     finally:
         model.heard_intents = None
 
