@@ -37,7 +37,7 @@ from voxloop.distill.student.layout import (
 )
 from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
 from voxloop.distill.student.rows import HEADS, Phase, RowStream, TurnProgress
-from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
+from voxloop.distill.student.vocab import EOT, SEP, UNK, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,8 @@ class StudentStepper:
         if self.intents is None:
             return []
         answer = self.intents.fixed_answer(self.tokenizer.decode_ctc(turn.heard))
-        return [] if answer is None else self.tokenizer.encode_answer(answer)
+        words = [] if answer is None else self.tokenizer.encode_answer(answer)
+        return [] if UNK in words else words  # an answer it cannot write, it cannot say
 
     def _settle_hint(self, turn: TurnProgress) -> None:
         """The words are written: where the student is unsure of them and the heard words

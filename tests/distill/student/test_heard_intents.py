@@ -129,6 +129,8 @@ def test_an_unsure_student_says_the_answer_the_head_names(tiny, seed):
         sure = _answer(model, tokenizer, codes)
         assert sure[1] == own.text_ids and sum(sure[0], []) == answer_words(own.text)
         np.testing.assert_array_equal(sure[2], own.codes)
+        model.heard_intents = Always("Zebras gallop sideways.", max_logprob=0.0)  # no such words
+        assert _answer(model, tokenizer, codes)[1] == own.text_ids
     finally:
         model.heard_intents = None
 
