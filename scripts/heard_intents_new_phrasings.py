@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxloop.audio import MODEL_RATE_HZ, resample
-from voxloop.distill.data.augment import augment, draw_augmentation
+from voxloop.distill.data.augment import spoken
 from voxloop.distill.data.plan import SynthSettings, user_voices, voice_weights
 from voxloop.distill.evals.heard_intents import trade
 from voxloop.distill.student.generate import SamplingOptions
@@ -35,7 +34,6 @@ from voxloop.distill.student.vocab import Tokenizer, answer_words
 from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 from voxloop.distill.teachers.domain.data import all_slot_values, load_domain
 from voxloop.distill.teachers.heldout import HELDOUT_VOICES
-from voxloop.distill.teachers.tts import synthesize
 
 PHRASINGS = Path(__file__).with_name("new_phrasings.json")
 GRID = [(p, lp) for p in (0.4, 0.5, 0.6, 0.7, 0.8) for lp in (0.0, -0.1, -0.2, -0.3, -0.5, -1.0)]
@@ -58,18 +56,6 @@ def questions(voices_per: int, rng: np.random.Generator) -> list[tuple[str, str,
                 reference = composed[intent]["templates"][0].format(**slots)
                 out.append((intent, text.format(**slots), teacher.reply([], reference)))
     return out
-
-
-def spoken(text: str, voice: str, rng: np.random.Generator) -> np.ndarray:
-    """The question in ``voice`` at 16 kHz, augmented 70 % of the time."""
-    samples, rate = synthesize(text, voice)
-    samples = samples.astype(np.float32)
-    samples = samples / 32768 if np.abs(samples).max() > 2 else samples
-    samples = resample(samples, rate, MODEL_RATE_HZ).astype(np.float32)
-    if rng.random() < 0.7:
-        samples = augment(samples, MODEL_RATE_HZ, draw_augmentation(rng),
-                          int(rng.integers(1 << 30))).astype(np.float32)
-    return samples
 
 
 def main() -> None:

@@ -154,3 +154,17 @@ def augment(samples: np.ndarray, rate_hz: int, aug: Augmentation, seed: int) -> 
     if peak > 0.99:
         out = out * (0.99 / peak)
     return out.astype(np.float32)
+
+
+def spoken(text: str, voice: str, rng: np.random.Generator, fraction: float = 0.7) -> np.ndarray:
+    """``text`` said by ``voice`` as float32 16 kHz audio ``[T]``, augmented with chance
+    ``fraction`` (as the datasets are) by a recipe and seed drawn from ``rng``, always in the
+    same order, so a seeded ``rng`` makes the same clips every run."""
+    from voxloop.audio import MODEL_RATE_HZ
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize(text, voice)
+    audio = resample(samples, rate_hz, MODEL_RATE_HZ).astype(np.float32)
+    recipe, seed = draw_augmentation(rng), int(rng.integers(2**31))
+    return augment(audio, MODEL_RATE_HZ, recipe, seed) if rng.random() < fraction else audio
+

@@ -339,18 +339,11 @@ class _Both:
 def out_of_domain_turns(limit: int = 0):
     """``(name, float32 16 kHz audio)`` of each :data:`OUT_OF_DOMAIN` question in each
     held-out voice, 70 % of them augmented as the datasets are (seeded: the same every run)."""
-    from voxloop.audio import MODEL_RATE_HZ, resample
-    from voxloop.distill.data.augment import augment, draw_augmentation
+    from voxloop.distill.data.augment import spoken
     from voxloop.distill.teachers.heldout import HELDOUT_VOICES
-    from voxloop.distill.teachers.tts import synthesize
 
     rng = np.random.default_rng(0)
     questions = OUT_OF_DOMAIN[:limit] if limit else OUT_OF_DOMAIN
     for voice in HELDOUT_VOICES:
         for k, question in enumerate(questions):
-            samples, rate_hz = synthesize(question, voice)
-            audio = resample(samples, rate_hz, MODEL_RATE_HZ).astype(np.float32)
-            aug, seed = draw_augmentation(rng), int(rng.integers(2**31))
-            if rng.random() < 0.7:
-                audio = augment(audio, MODEL_RATE_HZ, aug, seed)
-            yield f"ood-{k}-{voice}", audio
+            yield f"ood-{k}-{voice}", spoken(question, voice, rng)
