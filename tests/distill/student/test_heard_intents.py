@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.distill.student.fixtures import ANSWERS, tiny_student_with_mouth
+from tests.distill.student.fixtures import (
+    ANSWERS,
+    tiny_config,
+    tiny_examples,
+    tiny_packed,
+    tiny_student_with_mouth,
+)
 from voxloop.cli import main
 from voxloop.distill.evals.heard_intents import template_of, trade
 from voxloop.distill.student.config import HeardIntentsConfig
@@ -18,7 +24,7 @@ from voxloop.distill.student.heard_intents import (
     load_heard_intents,
     save_heard_intents,
 )
-from voxloop.distill.student.model import load_student, student_folder
+from voxloop.distill.student.model import Student, load_student, save_student, student_folder
 from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.rows import Phase
 from voxloop.distill.student.vocab import Tokenizer, answer_words, user_words
@@ -174,6 +180,16 @@ def test_the_cli_writes_the_head_and_the_student_loads_it(tmp_path, capsys):
     assert "0.7 sure" in capsys.readouterr().out
     loaded = load_student(folder)[0].heard_intents
     assert loaded is not None and loaded.config.min_prob == 0.7
+
+
+def test_a_student_without_a_mouth_gets_no_head_and_is_told_why(tmp_path, capsys):
+    data = tiny_packed(tiny_examples(4))
+    model = Student(tiny_config(text_vocab=len(data.vocab["text"]),
+                                ctc_vocab=len(data.vocab["ctc"]))).eval()
+    folder = save_student(model, data.vocab, tmp_path / "student")
+    assert main(["distill", "heard-intents", str(folder)]) == 2
+    assert "has no mouth" in capsys.readouterr().err
+    assert not (folder / FILENAME).exists()
 
 
 def test_the_trade_counts_only_unsure_turns_the_head_is_sure_of():
