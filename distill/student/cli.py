@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from voxloop.audio import MODEL_RATE_HZ
 from voxloop.distill.student.config import (
@@ -15,6 +14,7 @@ from voxloop.distill.student.config import (
     StudentConfig,
     StudentTrainSettings,
 )
+from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_SEMANTIC
 from voxloop.settings import add_command, add_settings, settings_from_args
 
@@ -257,9 +257,8 @@ def run_heard_intents(args: argparse.Namespace) -> int:
     folder = student_folder(args.folder)
     model, vocab = load_student(folder)
     if model.mouth is None:
-        print(f"error: {folder}: this student has no mouth, so it can only say the words it "
-              "writes; a heard-intents head would never be used", file=sys.stderr)
-        return 2
+        raise VoxloopError(f"{folder}: this student has no mouth, so it can only say the "
+                           "words it writes; a heard-intents head would never be used")
     config = settings_from_args(HeardIntentsConfig, args)
     head = fit_heard_intents(vocab["ctc"], config)
     path = save_heard_intents(head, folder)
