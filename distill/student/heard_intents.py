@@ -38,10 +38,14 @@ FILENAME = "heard_intents.safetensors"
 DEFAULTS = HeardIntentsConfig()
 
 
+def unigrams(words: list[str]) -> list[str]:
+    """The words, numbers as ``<n>``: they name slots, not questions."""
+    return ["<n>" if w.isdigit() else w for w in words]
+
+
 def features(words: list[str]) -> list[str]:
-    """Words (numbers as ``<n>``: they name slots, not questions) and neighbouring pairs,
-    with the start ``^`` and end ``$`` as words."""
-    words = ["<n>" if w.isdigit() else w for w in words]
+    """Unigrams and neighbouring pairs, with the start ``^`` and end ``$`` as words."""
+    words = unigrams(words)
     return words + [f"{a} {b}" for a, b in zip(["^", *words], [*words, "$"], strict=True)]
 
 
@@ -94,8 +98,7 @@ def fit_heard_intents(ctc_words: list[str], config: HeardIntentsConfig = DEFAULT
     rows = [(user_words(q), intent) for q, intent in asked]
     # the words and pairs of the questions themselves, and any word the ears know (a pair
     # a mishearing made up is noise: leaving it out keeps the head small)
-    names = sorted({f for words, _ in rows for f in features(words)} | set(features(vocab)[
-        :len(vocab)]))
+    names = sorted({f for words, _ in rows for f in features(words)} | set(unigrams(vocab)))
     rows += [(_mishear(words, vocab, rng, config), intent)
              for words, intent in rows for _ in range(config.noisy_copies)]
     index = {name: i for i, name in enumerate(names)}
