@@ -80,12 +80,10 @@ def main() -> None:
         codes = encode_clips(ears, [spoken(text, voice, rng)])[0]
         made = generate(model, tokenizer, codes.reshape(-1, codes.shape[-1]),
                         SamplingOptions(heard_intents=False), chunk_frames=5)
-        probs = model.heard_intents.probabilities(made.heard)
-        best = None if probs is None else model.heard_intents.labels[int(probs.argmax())]
+        head_answer, head_prob = model.heard_intents.read(made.heard)
         turns.append({"intent": intent, "question": text, "voice": voice,
                       "intended": intended, "student": made.text, "logprob": made.text_logprob,
-                      "heard": made.heard, "head_answer": model.heard_intents.answers.get(best),
-                      "head_prob": 0.0 if probs is None else float(probs.max())})
+                      "heard": made.heard, "head_answer": head_answer, "head_prob": head_prob})
     right = sum(answer_words(t["student"]) == answer_words(t["intended"]) for t in turns)
     grid = [{"min_prob": p, "max_logprob": lp, **trade(turns, p, lp)} for p, lp in GRID]
     print(f"{len(turns)} turns in {time.perf_counter() - t0:.0f} s; the student's words "

@@ -89,10 +89,7 @@ def read_by_folds(turns: list[dict], ctc_words: list[str], folds: int) -> None:
         for turn in turns:
             if template_of(turn["id"]) % folds != fold or turn["intent"] == FALLBACK_INTENT:
                 continue
-            probs = head.probabilities(turn["heard"])
-            best = None if probs is None else int(probs.argmax())
-            turn["head_answer"] = None if best is None else head.answers.get(head.labels[best])
-            turn["head_prob"] = 0.0 if probs is None else float(probs.max())
+            turn["head_answer"], turn["head_prob"] = head.read(turn["heard"])
 
 
 def trade(turns: list[dict], min_prob: float, max_logprob: float) -> dict:

@@ -67,14 +67,20 @@ class HeardIntents:
             return None
         return torch.softmax(self.weight[ids].sum(0) + self.bias, -1).numpy()
 
+    def read(self, heard: str) -> tuple[str | None, float]:
+        """The likeliest intent's fixed answer (None for a composed one, or where the head
+        knows no feature) and the head's probability of that intent (0 where it knows none)."""
+        probs = self.probabilities(heard)
+        if probs is None:
+            return None, 0.0
+        return self.answers.get(self.labels[int(probs.argmax())]), float(probs.max())
+
     def fixed_answer(self, heard: str, min_prob: float | None = None) -> str | None:
         """The fixed answer the heard words point to, where the head gives it at least
         ``min_prob`` (None: the config's ``min_prob``; 0: its likeliest intent's answer)."""
-        probs = self.probabilities(heard)
-        needed = self.config.min_prob if min_prob is None else min_prob
-        if probs is None or probs.max() < needed:
-            return None
-        return self.answers.get(self.labels[int(probs.argmax())])
+        answer, prob = self.read(heard)
+        return answer if prob >= (self.config.min_prob if min_prob is None else min_prob) \
+            else None
 
 
 def training_questions(config: HeardIntentsConfig = DEFAULTS,
