@@ -2,8 +2,9 @@
 158 questions written for this check, none a trained or held-out phrasing of the domain
 nor sharing more than half its words with the held-out one), each spoken by training
 voices (70 % augmented, as the datasets are) and tokenized as the student hears: the
-student's own words (head off), then how many the head fixes and breaks for each pair
-of thresholds. The valid split holds only phrasings the student trained on; these are
+student's own words (head off) and its words with the head on as bundled (the override
+and the slot lean), then how many the override alone would fix and break for each set of
+thresholds. The valid split holds only phrasings the student trained on; these are
 new to it, as held-out phrasings are, without touching the held-out split.
 
 A composed question's intended answer is the scripted teacher's answer to the intent's
@@ -36,7 +37,8 @@ from voxloop.distill.teachers.domain.data import all_slot_values, load_domain
 from voxloop.distill.teachers.heldout import HELDOUT_VOICES
 
 PHRASINGS = Path(__file__).with_name("new_phrasings.json")
-GRID = [(p, lp) for p in (0.4, 0.5, 0.6, 0.7, 0.8) for lp in (0.0, -0.1, -0.2, -0.3, -0.5, -1.0)]
+GRID = [(p, lp, own) for p in (0.4, 0.5, 0.6, 0.7) for lp in (0.0, -0.1, -0.2, -0.5)
+        for own in (0.02, 0.05, 1.0)]
 
 
 def questions(voices_per: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -78,22 +80,36 @@ def main() -> None:
     for intent, text, intended in asked:
         voice = str(rng.choice(voices, p=weights))
         codes = encode_clips(ears, [spoken(text, voice, rng)])[0]
-        made = generate(model, tokenizer, codes.reshape(-1, codes.shape[-1]),
-                        SamplingOptions(heard_intents=False), chunk_frames=5)
+        user = codes.reshape(-1, codes.shape[-1])
+        made = generate(model, tokenizer, user, SamplingOptions(heard_intents=False),
+                        chunk_frames=5)
+        with_head = generate(model, tokenizer, user, SamplingOptions(), chunk_frames=5)
         head_answer, head_prob = model.heard_intents.read(made.heard)
         turns.append({"intent": intent, "question": text, "voice": voice,
                       "intended": intended, "student": made.text, "logprob": made.text_logprob,
-                      "heard": made.heard, "head_answer": head_answer, "head_prob": head_prob})
-    right = sum(answer_words(t["student"]) == answer_words(t["intended"]) for t in turns)
-    grid = [{"min_prob": p, "max_logprob": lp, **trade(turns, p, lp)} for p, lp in GRID]
+                      "heard": made.heard, "head_answer": head_answer, "head_prob": head_prob,
+                      "own_prob": model.heard_intents.answer_prob(made.heard, made.text),
+                      "with_head": with_head.text})
+    right = {key: [answer_words(t[key]) == answer_words(t["intended"]) for t in turns]
+             for key in ("student", "with_head")}
+    fixed = sum(on and not off for off, on in zip(*right.values(), strict=True))
+    broken = sum(off and not on for off, on in zip(*right.values(), strict=True))
+    grid = [{"min_prob": p, "max_logprob": lp, "max_own_prob": own,
+             **trade(turns, p, lp, own)} for p, lp, own in GRID]
     print(f"{len(turns)} turns in {time.perf_counter() - t0:.0f} s; the student's words "
-          f"right on {right} ({100 * right / len(turns):.1f} %)")
-    print("min_prob max_logprob fixed broken still_wrong")
+          f"right on {sum(right['student'])} ({100 * sum(right['student']) / len(turns):.1f} %) "
+          f"with its head off, {sum(right['with_head'])} "
+          f"({100 * sum(right['with_head']) / len(turns):.1f} %) with it on as bundled "
+          f"({fixed} fixed, {broken} broken: the override and the slot lean)")
+    print("min_prob max_logprob max_own_prob fixed broken still_wrong (the override alone)")
     for row in grid:
-        print(row["min_prob"], row["max_logprob"], row["fixed"], row["broken"], row["still_wrong"])
+        print(row["min_prob"], row["max_logprob"], row["max_own_prob"], row["fixed"],
+              row["broken"], row["still_wrong"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"student": args.student, "turns": turns,
-                                          "student_right": right, "grid": grid}, indent=1))
+    Path(args.out).write_text(json.dumps({
+        "student": args.student, "turns": turns, "student_right": sum(right["student"]),
+        "with_head_right": sum(right["with_head"]), "fixed": fixed, "broken": broken,
+        "grid": grid}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -31,6 +31,12 @@ class HeardIntentsEvalSettings:
         "help": "the head's thresholds to measure"})
     max_logprobs: tuple[float, ...] = field(default=(-0.1, -0.2, -0.3, -0.5, -1.0), metadata={
         "help": "the student's thresholds to measure"})
+    max_own_probs: tuple[float, ...] = field(default=(0.02, 0.05, 1.0), metadata={
+        "help": "thresholds on the head's probability of the student's own answer"})
+    slot_bonuses: tuple[float, ...] = field(default=(), metadata={
+        "help": "also the slot lean at each of these bonuses: the student (its head on, as "
+                "bundled) again on every valid turn the head reads as a composed question "
+                "(~1 min per bonus)"})
     limit: int = field(default=0, metadata={"help": "valid turns at most (0: all)"})
 
 
@@ -43,39 +49,92 @@ def template_of(turn_id: str) -> int:
     return int(found.group(1))
 
 
-def student_turns(model_dir: str | Path,
-                  settings: HeardIntentsEvalSettings) -> tuple[list[dict], list[str]]:
-    """The student's own words (head off), their log-probability and what it heard, for
-    each valid turn; and its ears' vocabulary."""
+def _valid_turns(model_dir: str | Path, settings: HeardIntentsEvalSettings, desc: str,
+                 read) -> tuple[list[dict], list[str]]:
+    """``read(model, tokenizer, user codes)`` (a dict, or None to leave the turn out) for
+    each valid turn, on one thread, with the turn's id, intent and intended answer; and the
+    ears' vocabulary."""
     import torch
     from tqdm import tqdm
 
-    from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student
-    from voxloop.distill.student.one_turn import generate
     from voxloop.distill.student.residual_levels import residual_books
     from voxloop.distill.student.train_data import load_data
     from voxloop.distill.student.vocab import Tokenizer
 
     model, vocab = load_student(model_dir)
-    tokenizer, options = Tokenizer(vocab), SamplingOptions(heard_intents=False)
-    out = Path(settings.out)
+    tokenizer, out = Tokenizer(vocab), Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(settings.data, out, vocab, splits=("valid",),
                      residual_books=residual_books(model))
     turns, threads = [], torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for i in tqdm(data.indices("valid")[:settings.limit or None], desc="valid turns",
-                      unit="turn"):
-            made = generate(model, tokenizer, data.user(i), options, chunk_frames=5)
-            turns.append({"id": str(data.id[i]), "intent": str(data.intent[i]),
-                          "intended": str(data.intended_text[i] or data.answer_text[i]),
-                          "student": made.text, "logprob": made.text_logprob,
-                          "heard": made.heard})
+        for i in tqdm(data.indices("valid")[:settings.limit or None], desc=desc, unit="turn"):
+            found = read(model, tokenizer, data.user(i))
+            if found is not None:
+                turns.append({"id": str(data.id[i]), "intent": str(data.intent[i]),
+                              "intended": str(data.intended_text[i] or data.answer_text[i]),
+                              **found})
     finally:
         torch.set_num_threads(threads)
     return turns, vocab["ctc"]
+
+
+def student_turns(model_dir: str | Path,
+                  settings: HeardIntentsEvalSettings) -> tuple[list[dict], list[str]]:
+    """The student's own words (head off), their log-probability and what it heard, for
+    each valid turn; and its ears' vocabulary."""
+    from voxloop.distill.student.generate import SamplingOptions
+    from voxloop.distill.student.one_turn import generate
+
+    def read(model, tokenizer, user) -> dict:
+        made = generate(model, tokenizer, user, SamplingOptions(heard_intents=False),
+                        chunk_frames=5)
+        return {"student": made.text, "logprob": made.text_logprob, "heard": made.heard}
+
+    return _valid_turns(model_dir, settings, "valid turns", read)
+
+
+def slot_lean(model_dir: str | Path, settings: HeardIntentsEvalSettings) -> list[dict]:
+    """The student's words (its head on, as bundled) with no slot lean and with each of
+    ``settings.slot_bonuses``, on the valid turns where the head reads a composed question
+    and heard a slot value: ``{"0.0": words, "4.0": words, ...}`` per turn."""
+    from dataclasses import replace
+
+    from voxloop.distill.student.generate import SamplingOptions
+    from voxloop.distill.student.one_turn import generate
+
+    def read(model, tokenizer, user) -> dict | None:
+        head = model.heard_intents
+        if head is None:
+            raise ValueError(f"{model_dir} has no heard-intents head to lean with: fit one "
+                             f"with `voxloop distill heard-intents {model_dir}`")
+        config, words = head.config, {}
+        try:
+            for bonus in (0.0, *settings.slot_bonuses):
+                head.config = replace(config, slot_bonus=bonus)
+                made = generate(model, tokenizer, user, SamplingOptions(), chunk_frames=5)
+                if not head.slots(made.heard):
+                    return None
+                words[str(float(bonus))] = made.text
+        finally:
+            head.config = config
+        return {"heard": made.heard, "words": words}
+
+    return _valid_turns(model_dir, settings, "slot lean", read)[0]
+
+
+def lean_trade(turns: list[dict], bonus: float) -> dict:
+    """Turns the slot lean at ``bonus`` fixes and breaks, against none."""
+    counts = {"fixed": 0, "broken": 0}
+    for turn in turns:
+        wanted = answer_words(turn["intended"])
+        before = answer_words(turn["words"]["0.0"]) == wanted
+        after = answer_words(turn["words"][str(float(bonus))]) == wanted
+        if before != after:
+            counts["broken" if before else "fixed"] += 1
+    return counts
 
 
 def read_by_folds(turns: list[dict], ctc_words: list[str], folds: int) -> None:
@@ -90,14 +149,17 @@ def read_by_folds(turns: list[dict], ctc_words: list[str], folds: int) -> None:
             if template_of(turn["id"]) % folds != fold or turn["intent"] == FALLBACK_INTENT:
                 continue
             turn["head_answer"], turn["head_prob"] = head.read(turn["heard"])
+            turn["own_prob"] = head.answer_prob(turn["heard"], turn["student"])
 
 
-def trade(turns: list[dict], min_prob: float, max_logprob: float) -> dict:
+def trade(turns: list[dict], min_prob: float, max_logprob: float,
+          max_own_prob: float = 1.0) -> dict:
     """Turns the override fixes, breaks, and changes from wrong to another wrong."""
     counts = {"fixed": 0, "broken": 0, "still_wrong": 0}
     for turn in turns:
         answer = turn.get("head_answer")
-        if answer is None or turn["head_prob"] < min_prob or turn["logprob"] > max_logprob:
+        if answer is None or turn["head_prob"] < min_prob or turn["logprob"] > max_logprob \
+                or turn["own_prob"] > max_own_prob:
             continue
         wanted, own = answer_words(turn["intended"]), answer_words(turn["student"])
         if own == answer_words(answer):
@@ -113,11 +175,15 @@ def measure_heard_intents(model_dir: str | Path, settings: HeardIntentsEvalSetti
     turns, ctc_words = student_turns(model_dir, settings)
     read_by_folds(turns, ctc_words, settings.folds)
     right = sum(answer_words(t["student"]) == answer_words(t["intended"]) for t in turns)
-    grid = [{"min_prob": p, "max_logprob": lp, **trade(turns, p, lp)}
-            for p in settings.min_probs for lp in settings.max_logprobs]
+    grid = [{"min_prob": p, "max_logprob": lp, "max_own_prob": own, **trade(turns, p, lp, own)}
+            for p in settings.min_probs for lp in settings.max_logprobs
+            for own in settings.max_own_probs]
+    leaned = slot_lean(model_dir, settings) if settings.slot_bonuses else []
     result = {"model": str(model_dir), "turns": len(turns), "student_right": right,
               "settings": {**settings.__dict__}, "grid": grid,
-              "fixed_answers": len(load_domain()["intents"])}
+              "fixed_answers": len(load_domain()["intents"]),
+              "slot_turns": len(leaned),
+              "slot_lean": [{"bonus": b, **lean_trade(leaned, b)} for b in settings.slot_bonuses]}
     out = Path(settings.out)
     (out / "heard-intents.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "heard-intents.md").write_text(format_report(result))
@@ -128,7 +194,13 @@ def format_report(result: dict) -> str:
     lines = [f"# Heard intents on {result['turns']} valid turns ({result['model']})", "",
              f"The student's words right on {result['student_right']}; the head fitted "
              f"{result['settings']['folds']} times, each without the phrasings it reads.", "",
-             "| min_prob | max_logprob | fixed | broken | still wrong |", "|---|---|---|---|---|"]
-    lines += [f"| {g['min_prob']} | {g['max_logprob']} | {g['fixed']} | {g['broken']} | "
-              f"{g['still_wrong']} |" for g in result["grid"]]
+             "| min_prob | max_logprob | max_own_prob | fixed | broken | still wrong |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {g['min_prob']} | {g['max_logprob']} | {g['max_own_prob']} | {g['fixed']} | "
+              f"{g['broken']} | {g['still_wrong']} |" for g in result["grid"]]
+    if result.get("slot_lean"):
+        lines += ["", f"Slot lean on the {result['slot_turns']} valid turns the head reads as a "
+                  "composed question with a slot value heard (against no lean):", "",
+                  "| slot_bonus | fixed | broken |", "|---|---|---|"]
+        lines += [f"| {g['bonus']} | {g['fixed']} | {g['broken']} |" for g in result["slot_lean"]]
     return "\n".join(lines) + "\n"

@@ -264,7 +264,9 @@ def run_heard_intents(args: argparse.Namespace) -> int:
     path = save_heard_intents(head, folder)
     print(f"wrote {path}: {len(head.names)} word features x {len(head.labels)} intents "
           f"({len(head.answers)} with a fixed answer); it overrides words at most "
-          f"{config.max_logprob:g} in log-probability where it is {config.min_prob:g} sure")
+          f"{config.max_logprob:g} in log-probability where it is {config.min_prob:g} sure "
+          f"and gives them at most {config.max_own_prob:g}; slot values heard lean "
+          f"{config.slot_bonus:g} in logit")
     return 0
 
 

@@ -277,8 +277,13 @@ class HeardIntentsConfig:
 
     min_prob: float = field(default=0.6, metadata={
         "help": "override only where the head's probability of its intent is at least this"})
-    max_logprob: float = field(default=-0.5, metadata={
-        "help": "... and the student's words' log-probability at most this"})
+    max_logprob: float = field(default=-0.2, metadata={
+        "help": "... the student's words' log-probability at most this"})
+    max_own_prob: float = field(default=0.02, metadata={
+        "help": "... and the head's probability of the student's own answer at most this"})
+    slot_bonus: float = field(default=4.0, metadata={
+        "help": "where the head reads a composed question, added to the logit of every slot "
+                "value's answer word heard and not yet written (0: off)"})
     fills_per_template: int = field(default=10, metadata={
         "help": "slot fillings of each compositional template"})
     noisy_copies: int = field(default=8, metadata={

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from voxloop.distill.student.drafts import MAX_DRAFT_WORDS, AnswerDrafts
+from voxloop.distill.student.heard_intents import slot_words
 from voxloop.distill.student.layout import (
     audio_step_ids,
     text_token_ids,
@@ -94,6 +95,8 @@ class StudentStepper:
         # only a mouth can say other words than the ones the model wrote
         self.intents = getattr(model, "heard_intents", None) \
             if options.heard_intents and model.mouth is not None else None
+        self.slot_ids = {tokenizer.text_ids[w] for said in slot_words().values() for w in said
+                         if w in tokenizer.text_ids}
 
     def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
         """``batch`` empty listening rows over one cache of ``capacity`` positions each."""
@@ -231,20 +234,30 @@ class StudentStepper:
         none: read once, when the turn's first words are written."""
         if self.intents is None:
             return []
-        answer = self.intents.fixed_answer(self.tokenizer.decode_ctc(turn.heard))
+        heard = self.tokenizer.decode_ctc(turn.heard)
+        if self.intents.config.slot_bonus:
+            turn.slots = {self.tokenizer.text_ids[w]: n
+                          for w, n in self.intents.slots(heard).items()
+                          if w in self.tokenizer.text_ids}
+        answer = self.intents.fixed_answer(heard)
         words = [] if answer is None else self.tokenizer.encode_answer(answer)
         return [] if UNK in words else words  # an answer it cannot write, it cannot say
 
     def _settle_hint(self, turn: TurnProgress) -> None:
         """The words are written: where the student is unsure of them and the heard words
-        point to another fixed answer, it says that one (its log-probability stays the
-        student's own: how sure the student was)."""
-        if turn.hint and turn.text != turn.hint \
-                and turn.text_logprob <= self.intents.config.max_logprob:
+        point to another fixed answer and away from the student's, it says that one (its
+        log-probability stays the student's own: how sure the student was)."""
+        if not turn.hint or turn.text == turn.hint:
+            return
+        config = self.intents.config
+        heard, own = self.tokenizer.decode_ctc(turn.heard), self.tokenizer.decode_answer(turn.text)
+        if turn.text_logprob <= config.max_logprob \
+                and self.intents.answer_prob(heard, own) <= config.max_own_prob:
             turn.text = list(turn.hint)
 
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
-        token = sample(logits, self.options.text_temperature, self.options.top_k, rng)
+        token = sample(self._lean(turn, logits), self.options.text_temperature,
+                       self.options.top_k, rng)
         capped = token != EOT and len(turn.text) >= self.options.max_text_tokens
         if not capped:  # a word written, or the end chosen (not one forced by the cap)
             turn.text_logprob += float(torch.log_softmax(logits.float(), -1)[token])
@@ -262,6 +275,18 @@ class StudentStepper:
         turn.text.append(token)
         turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
+
+    def _lean(self, turn: TurnProgress, logits: torch.Tensor) -> torch.Tensor:
+        """``logits [V]``, where the student would write a slot value (a number, a name:
+        ``slot_words``), with those heard and not yet written as often (the turn's
+        ``slots``) raised by the head's ``slot_bonus``: the words say what was heard, where
+        the student's own words go on a slot value and not elsewhere."""
+        owed = [i for i, n in turn.slots.items() if turn.text.count(i) < n]
+        if not owed or int(logits.argmax()) not in self.slot_ids:
+            return logits
+        leaned = logits.clone()
+        leaned[owed] += self.intents.config.slot_bonus
+        return leaned
 
     @torch.inference_mode()
     def say(self, row: RowStream) -> None:

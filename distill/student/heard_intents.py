@@ -10,10 +10,12 @@ phrasings (every intent's, the held-out phrasing left out; compositional templat
 their slots filled; the questions outside the domain as the refusal), each also copied
 with words dropped, replaced and inserted at random, as the ears mishear them.
 
-Where the student is unsure of its words (their log-probability at most ``max_logprob``)
-and the head is sure (``min_prob``) of a fixed answer the student did not write, the
-student says that answer instead (:mod:`generate`); the head never writes a composed
-answer (numbers, countries: the words carry those).
+Where the student is unsure of its words (their log-probability at most ``max_logprob``),
+the head is sure (``min_prob``) of a fixed answer the student did not write and all but
+rules out the student's own (``max_own_prob``), the student says the head's answer
+instead (:mod:`generate`). The head never writes a composed answer (numbers, countries:
+the words carry those); where it reads a composed question, the student's words lean to
+the slot values it heard (``slots``, ``slot_bonus``).
 
     head = fit_heard_intents(vocab["ctc"])        # ~10 s
     head.fixed_answer("tell me the freezing planet of water")  # -> "Water freezes at ..."
@@ -23,15 +25,25 @@ answer (numbers, countries: the words carry those).
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from voxloop.distill.student.config import HeardIntentsConfig
-from voxloop.distill.student.vocab import user_words
-from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, examples, load_domain
+from voxloop.distill.student.vocab import answer_words, user_words
+from voxloop.distill.teachers.domain.data import (
+    FALLBACK_INTENT,
+    MAX_CONVERT,
+    MAX_OPERAND,
+    examples,
+    load_domain,
+)
+from voxloop.distill.teachers.domain.numbers import int_to_words
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
 
 FILENAME = "heard_intents.safetensors"
@@ -59,6 +71,10 @@ class HeardIntents:
         self.names, self.labels, self.answers, self.config = names, labels, answers, config
         self.weight, self.bias = weight.float(), bias.float()
         self._index = {name: i for i, name in enumerate(names)}
+        self._said = {tuple(answer_words(text)): label for label, text in answers.items()}
+        self._said[tuple(answer_words(load_domain()["fallback"]))] = FALLBACK_INTENT
+        self._composed = [i for i, label in enumerate(labels)
+                          if label not in answers and label != FALLBACK_INTENT]
 
     def probabilities(self, heard: str) -> np.ndarray | None:
         """``[L]``: the head's probability of each label; None if it knows no feature."""
@@ -75,12 +91,56 @@ class HeardIntents:
             return None, 0.0
         return self.answers.get(self.labels[int(probs.argmax())]), float(probs.max())
 
+    def answer_prob(self, heard: str, answer: str) -> float:
+        """The head's probability that the heard words ask for ``answer``: for a fixed
+        answer (or the refusal) its intent's, for any other words the composed intents'
+        together (1 where it knows no feature: nothing rules the answer out)."""
+        probs = self.probabilities(heard)
+        if probs is None:
+            return 1.0
+        label = self._said.get(tuple(answer_words(answer)))
+        return float(probs[self.labels.index(label)]) if label in self.labels \
+            else float(probs[self._composed].sum())
+
+    def slots(self, heard: str) -> Counter[str]:
+        """The answer words of the slot values heard (``slot_words``), each as often as
+        heard, where the head's likeliest intent is a composed one (arithmetic, a capital,
+        a spelling, a conversion, a day); else none."""
+        probs = self.probabilities(heard)
+        if probs is None:
+            return Counter()
+        label = self.labels[int(probs.argmax())]
+        if label in self.answers or label == FALLBACK_INTENT:
+            return Counter()
+        said = slot_words()
+        return Counter(w for heard_word in user_words(heard) for w in said.get(heard_word, ()))
+
     def fixed_answer(self, heard: str, min_prob: float | None = None) -> str | None:
         """The fixed answer the heard words point to, where the head gives it at least
         ``min_prob`` (None: the config's ``min_prob``; 0: its likeliest intent's answer)."""
         answer, prob = self.read(heard)
         return answer if prob >= (self.config.min_prob if min_prob is None else min_prob) \
             else None
+
+
+@lru_cache(maxsize=1)
+def slot_words() -> dict[str, tuple[str, ...]]:
+    """A heard word that names a slot value of the domain (a number the composed kinds take,
+    a country, a word to spell, a unit, a day) -> how the answer writes it ("17" ->
+    ("seventeen",)); a name of several words is its words. Never a word the composed
+    questions themselves use ("and" of "antigua and barbuda", "day" of the units: they are
+    heard where they name no slot) nor a letter (spelled answers are letters)."""
+    domain = load_domain()
+    numbers = {str(n): tuple(int_to_words(n).split())
+               for n in range(max(MAX_OPERAND, MAX_CONVERT) + 1)}
+    names = [answer_words(name) for name in [
+        *domain["capitals"], *domain["other_countries"], *domain["spell_words"],
+        *domain["days"], *(a for u in domain["units"].values() for a in u["aliases"])]]
+    asked = {w for i in domain["compositional"]
+             for t in i["templates"] + i.get("more_templates", [])
+             for w in user_words(re.sub(r"\{[a-z]+\}", " ", t))}
+    return {w: (w,) for name in names for w in name if len(w) > 1 and w not in asked} \
+        | numbers
 
 
 def training_questions(config: HeardIntentsConfig = DEFAULTS,

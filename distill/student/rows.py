@@ -51,6 +51,9 @@ class TurnProgress:
     # the fixed answer's word ids the heard words point to (``HeardIntents``; empty: none),
     # read when the first words are written (None: not yet); the words wait for it
     hint: list[int] | None = None
+    # the answer word ids of the slot values heard, as often as heard (``HeardIntents.slots``;
+    # read with the hint): the words lean to them until written
+    slots: dict[int, int] = field(default_factory=dict)
 
 
 class RowStream:

@@ -3,6 +3,8 @@ stepper lets it override the student's words."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from tests.distill.student.fixtures import (
     tiny_student_with_mouth,
 )
 from voxloop.cli import main
-from voxloop.distill.evals.heard_intents import template_of, trade
+from voxloop.distill.evals.heard_intents import lean_trade, template_of, trade
 from voxloop.distill.student.config import HeardIntentsConfig
 from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.heard_intents import (
@@ -23,10 +25,11 @@ from voxloop.distill.student.heard_intents import (
     fit_heard_intents,
     load_heard_intents,
     save_heard_intents,
+    slot_words,
 )
 from voxloop.distill.student.model import Student, load_student, save_student, student_folder
 from voxloop.distill.student.one_turn import generate
-from voxloop.distill.student.rows import Phase
+from voxloop.distill.student.rows import Phase, TurnProgress
 from voxloop.distill.student.vocab import Tokenizer, answer_words, user_words
 from voxloop.distill.teachers.domain.data import load_domain
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
@@ -75,6 +78,61 @@ def test_a_composed_question_gets_no_fixed_answer(head):
         assert head.fixed_answer(question) is None, question
 
 
+def test_slot_words_are_values_the_answers_write_never_question_words_or_letters():
+    words = slot_words()
+    assert words["17"] == ("seventeen",) and words["0"] == ("zero",) and words["20"] == ("twenty",)
+    assert words["france"] == ("france",) and words["thursday"] == ("thursday",)
+    assert words["centimeters"] == ("centimeters",) and words["coffee"] == ("coffee",)
+    assert words["kingdom"] == ("kingdom",)  # of "united kingdom"
+    assert "and" not in words and "the" not in words  # "antigua and barbuda", "the uk"
+    assert not [w for w in words if len(w) == 1 and not w.isdigit()]
+
+
+def test_it_reads_slot_values_only_where_it_reads_a_composed_question(head):
+    assert head.slots("can you add 19 to 19") == Counter({"nineteen": 2})
+    assert head.slots("what is 17 plus 5") == Counter({"seventeen": 1, "five": 1})
+    assert head.slots("what is the capital of france") == Counter({"france": 1})
+    assert head.slots("what day comes after thursday") == Counter({"thursday": 1})
+    assert head.slots("how many legs does a spider have") == Counter()  # a fixed answer
+    assert head.slots("tell me a joke") == Counter()
+
+
+def test_it_tells_how_likely_the_students_own_answer_is(head):
+    joke = next(i["answer"] for i in load_domain()["intents"] if i["id"] == "joke")
+    assert head.answer_prob("tell me a joke please", joke) > 0.5
+    assert head.answer_prob("tell me a joke please", ANSWERS[0]) < 0.05  # composed words
+    assert head.answer_prob("what is 7 plus 5", ANSWERS[0]) > 0.5
+    assert head.answer_prob("what is 7 plus 5", joke) < 0.05
+    refusal = load_domain()["fallback"]
+    assert head.answer_prob("set a timer for ten minutes", refusal) > 0.3
+    assert head.answer_prob("zzz qqq", joke) == 1.0  # no word it knows: nothing ruled out
+
+
+def test_where_the_student_writes_a_slot_value_it_leans_to_one_it_heard(tiny):
+    """Only at a slot value the student would write anyway, only by the bonus, and only
+    until the heard value is written as often as it was heard."""
+    model, tokenizer = tiny
+    ids = tokenizer.text_ids
+    model.heard_intents = Always(ANSWERS[0], max_logprob=0.0)
+    try:
+        stepper = StudentStepper(model, tokenizer)
+        turn = TurnProgress(slots={ids["seven"]: 1})
+        logits = torch.zeros(len(tokenizer.vocab["text"]))
+        logits[ids["five"]] = 3.0  # another number, less than the bonus ahead
+        assert int(stepper._lean(turn, logits).argmax()) == ids["seven"]
+        assert int(logits.argmax()) == ids["five"]  # the student's own logits stay
+        logits[ids["five"]] = 5.0  # surer than the bonus
+        assert int(stepper._lean(turn, logits).argmax()) == ids["five"]
+        logits[ids["paris"]] = 6.0  # not a slot value: no lean
+        assert torch.equal(stepper._lean(turn, logits), logits)
+        logits[ids["paris"]] = 0.0
+        logits[ids["five"]] = 3.0
+        turn.text = [ids["seven"]]  # written as often as heard
+        assert torch.equal(stepper._lean(turn, logits), logits)
+    finally:
+        model.heard_intents = None
+
+
 def test_it_is_kept_in_float16_beside_the_weights_and_read_back_the_same(head, tmp_path):
     path = save_heard_intents(head, tmp_path)
     assert path.name == FILENAME and path.stat().st_size < 2 * 2 * head.weight.numel() + 10**6
@@ -89,11 +147,18 @@ def test_it_is_kept_in_float16_beside_the_weights_and_read_back_the_same(head, t
 class Always:
     """A head sure of one fixed answer, whatever was heard (the stepper's side alone)."""
 
-    def __init__(self, answer: str, max_logprob: float) -> None:
+    def __init__(self, answer: str, max_logprob: float, own_prob: float = 0.0) -> None:
         self.answer, self.config = answer, HeardIntentsConfig(max_logprob=max_logprob)
+        self.own_prob = own_prob
 
     def fixed_answer(self, heard: str, min_prob: float | None = None) -> str:
         return self.answer
+
+    def answer_prob(self, heard: str, answer: str) -> float:
+        return self.own_prob
+
+    def slots(self, heard: str) -> Counter:
+        return Counter()
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +201,8 @@ def test_an_unsure_student_says_the_answer_the_head_names(tiny, seed):
         assert sure[1] == own.text_ids and sum(sure[0], []) == answer_words(own.text)
         np.testing.assert_array_equal(sure[2], own.codes)
         model.heard_intents = Always("Zebras gallop sideways.", max_logprob=0.0)  # no such words
+        assert _answer(model, tokenizer, codes)[1] == own.text_ids
+        model.heard_intents = Always(hinted, max_logprob=0.0, own_prob=0.5)  # own not ruled out
         assert _answer(model, tokenizer, codes)[1] == own.text_ids
     finally:
         model.heard_intents = None
@@ -202,8 +269,20 @@ def test_the_trade_counts_only_unsure_turns_the_head_is_sure_of():
         {**turn, "student": "Goodbye!", "head_answer": turn["intended"], "logprob": -0.1},
         {**turn, "student": "Goodbye!", "head_answer": turn["intended"], "head_prob": 0.3},
     ]
+    turns = [{**t, "own_prob": 0.01} for t in turns]
+    turns[1]["own_prob"] = 0.9  # the head does not rule the student's (right) answer out
     assert trade(turns, 0.5, -0.5) == {"fixed": 1, "broken": 1, "still_wrong": 1}
     assert trade(turns, 0.2, 0.0) == {"fixed": 3, "broken": 1, "still_wrong": 1}
+    assert trade(turns, 0.2, 0.0, 0.05) == {"fixed": 3, "broken": 0, "still_wrong": 1}
+
+
+def test_the_lean_trade_counts_turns_made_right_and_made_wrong_against_no_lean():
+    turns = [{"intended": ANSWERS[0], "words": {"0.0": "Seven plus six is thirteen.",
+                                                "4.0": ANSWERS[0]}},  # fixed
+             {"intended": ANSWERS[0], "words": {"0.0": ANSWERS[0],
+                                                "4.0": "Five plus five is ten."}},  # broken
+             {"intended": ANSWERS[0], "words": {"0.0": ANSWERS[0], "4.0": ANSWERS[0]}}]
+    assert lean_trade(turns, 4) == {"fixed": 1, "broken": 1}
 
 
 def test_a_turn_id_without_its_phrasing_is_a_clear_error():
