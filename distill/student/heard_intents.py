@@ -25,7 +25,6 @@ the slot values it heard (``slots``, ``slot_bonus``).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import asdict
 from functools import lru_cache
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from voxloop.distill.student.config import HeardIntentsConfig
-from voxloop.distill.student.vocab import answer_words, user_words
+from voxloop.distill.student.vocab import answer_words, frame_words, user_words
 from voxloop.distill.teachers.domain.data import (
     FALLBACK_INTENT,
     MAX_CONVERT,
@@ -137,8 +136,7 @@ def slot_words() -> dict[str, tuple[str, ...]]:
         *domain["capitals"], *domain["other_countries"], *domain["spell_words"],
         *domain["days"], *(a for u in domain["units"].values() for a in u["aliases"])]]
     asked = {w for i in domain["compositional"]
-             for t in i["templates"] + i.get("more_templates", [])
-             for w in user_words(re.sub(r"\{[a-z]+\}", " ", t))}
+             for t in i["templates"] + i.get("more_templates", []) for w in frame_words(t)}
     return {w: (w,) for name in names for w in name if len(w) > 1 and w not in asked} \
         | numbers
 

@@ -35,6 +35,12 @@ def user_words(text: str) -> list[str]:
     return normalize(text).split()
 
 
+def frame_words(template: str) -> list[str]:
+    """A template's own words as the CTC head reads them, its slots left out
+    ("what is {a} plus {b}" -> ["what", "is", "plus"])."""
+    return user_words(re.sub(r"\{[a-z]+\}", " ", template))
+
+
 def domain_words() -> tuple[set[str], set[str]]:
     """Words of the domain's fixed answers (text side) and of its phrasings and templates
     (user side), slots left out."""
@@ -43,10 +49,9 @@ def domain_words() -> tuple[set[str], set[str]]:
     domain = load_domain()
     answers = [i["answer"] for i in domain["intents"]] + [domain["fallback"]]
     phrasings = [p for i in domain["intents"] for p in i["phrasings"]]
-    templates = [re.sub(r"\{[a-z]+\}", " ", t) for i in domain["compositional"]
-                 for t in i["templates"]]
     text = {w for a in answers for w in answer_words(a)}
-    ctc = {w for p in phrasings + templates for w in user_words(p)}
+    ctc = {w for p in phrasings for w in user_words(p)} \
+        | {w for i in domain["compositional"] for t in i["templates"] for w in frame_words(t)}
     return text, ctc
 
 
