@@ -110,14 +110,17 @@ def slot_lean(model_dir: str | Path, settings: HeardIntentsEvalSettings) -> list
         if head is None:
             raise ValueError(f"{model_dir} has no heard-intents head to lean with: fit one "
                              f"with `voxloop distill heard-intents {model_dir}`")
-        config, words = head.config, {}
+        config = head.config
         try:
-            for bonus in (0.0, *settings.slot_bonuses):
+            head.config = replace(config, slot_bonus=0.0)
+            made = generate(model, tokenizer, user, SamplingOptions(), chunk_frames=5)
+            if not head.slots(made.heard):  # no lean to measure: the same words at any bonus
+                return None
+            words = {"0.0": made.text}
+            for bonus in settings.slot_bonuses:
                 head.config = replace(config, slot_bonus=bonus)
-                made = generate(model, tokenizer, user, SamplingOptions(), chunk_frames=5)
-                if not head.slots(made.heard):
-                    return None
-                words[str(float(bonus))] = made.text
+                words[str(float(bonus))] = generate(model, tokenizer, user, SamplingOptions(),
+                                                    chunk_frames=5).text
         finally:
             head.config = config
         return {"heard": made.heard, "words": words}

@@ -106,10 +106,7 @@ class HeardIntents:
         heard, where the head's likeliest intent is a composed one (arithmetic, a capital,
         a spelling, a conversion, a day); else none."""
         probs = self.probabilities(heard)
-        if probs is None:
-            return Counter()
-        label = self.labels[int(probs.argmax())]
-        if label in self.answers or label == FALLBACK_INTENT:
+        if probs is None or int(probs.argmax()) not in self._composed:
             return Counter()
         said = slot_words()
         return Counter(w for heard_word in user_words(heard) for w in said.get(heard_word, ()))
