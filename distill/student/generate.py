@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from voxloop.distill.student.drafts import MAX_DRAFT_WORDS, AnswerDrafts
-from voxloop.distill.student.heard_intents import slot_words
+from voxloop.distill.student.heard_intents import number_unit, slot_words, unit_words
 from voxloop.distill.student.layout import (
     audio_step_ids,
     text_token_ids,
@@ -97,6 +97,7 @@ class StudentStepper:
             if options.heard_intents and model.mouth is not None else None
         self.slot_ids = {tokenizer.text_ids[w] for said in slot_words().values() for w in said
                          if w in tokenizer.text_ids}
+        self.unit_ids = {tokenizer.text_ids[w] for w in unit_words() if w in tokenizer.text_ids}
 
     def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
         """``batch`` empty listening rows over one cache of ``capacity`` positions each."""
@@ -239,6 +240,7 @@ class StudentStepper:
             turn.slots = {self.tokenizer.text_ids[w]: n
                           for w, n in self.intents.slots(heard).items()
                           if w in self.tokenizer.text_ids}
+            turn.first_unit = self.tokenizer.text_ids.get(number_unit(heard))
         answer = self.intents.fixed_answer(heard)
         words = [] if answer is None else self.tokenizer.encode_answer(answer)
         return [] if UNK in words else words  # an answer it cannot write, it cannot say
@@ -280,8 +282,11 @@ class StudentStepper:
         """``logits [V]``, where the student would write a slot value (a number, a name:
         ``slot_words``), with those heard and not yet written as often (the turn's
         ``slots``) raised by the head's ``slot_bonus``: the words say what was heard, where
-        the student's own words go on a slot value and not elsewhere."""
+        the student's own words go on a slot value and not elsewhere. Of the units, the one
+        heard with the number (``number_unit``) is owed first."""
         owed = [i for i, n in turn.slots.items() if turn.text.count(i) < n]
+        if turn.first_unit in owed:  # the number's own unit before the one asked for
+            owed = [i for i in owed if i == turn.first_unit or i not in self.unit_ids]
         if not owed or int(logits.argmax()) not in self.slot_ids:
             return logits
         leaned = logits.clone()

@@ -138,6 +138,31 @@ def slot_words() -> dict[str, tuple[str, ...]]:
         | numbers
 
 
+@lru_cache(maxsize=1)
+def unit_words() -> frozenset[str]:
+    """The slot words that name one unit ("inches"); a word of several units' names
+    ("degrees") names none of them."""
+    units: dict[str, set[str]] = {}
+    for unit, entry in load_domain()["units"].items():
+        for word in {w for alias in entry["aliases"] for w in answer_words(alias)}:
+            units.setdefault(word, set()).add(unit)
+    return frozenset(w for w, named in units.items() if len(named) == 1 and w in slot_words())
+
+
+def number_unit(heard: str) -> str | None:
+    """The answer word of the unit heard with the question's first number ("how much is 2
+    centimeters in inches" -> "centimeters"; "20 degrees celsius" -> "celsius": a word of
+    several units passed over), which a conversion's answer says first, with its number;
+    None where the number comes without one."""
+    words = user_words(heard)
+    first = next((i for i, w in enumerate(words) if w.isdigit()), None)
+    if first is None:
+        return None
+    units, said = unit_words(), slot_words()
+    after = [w for w in words[first + 1:first + 3] if w in units or w not in said]
+    return said[after[0]][0] if after and after[0] in units else None
+
+
 def training_questions(config: HeardIntentsConfig = DEFAULTS,
                        exclude_templates: frozenset[int] = frozenset()) -> list[tuple[str, str]]:
     """``(question, intent)`` of every trained phrasing (not the held-out one, nor those in

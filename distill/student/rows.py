@@ -54,6 +54,9 @@ class TurnProgress:
     # the answer word ids of the slot values heard, as often as heard (``HeardIntents.slots``;
     # read with the hint): the words lean to them until written
     slots: dict[int, int] = field(default_factory=dict)
+    # the answer word id of the unit heard with the question's number (``number_unit``):
+    # of the units, the words lean to it first
+    first_unit: int | None = None
 
 
 class RowStream:

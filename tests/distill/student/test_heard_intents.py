@@ -24,8 +24,10 @@ from voxloop.distill.student.heard_intents import (
     FILENAME,
     fit_heard_intents,
     load_heard_intents,
+    number_unit,
     save_heard_intents,
     slot_words,
+    unit_words,
 )
 from voxloop.distill.student.model import Student, load_student, save_student, student_folder
 from voxloop.distill.student.one_turn import generate
@@ -86,6 +88,32 @@ def test_slot_words_are_values_the_answers_write_never_question_words_or_letters
     assert words["kingdom"] == ("kingdom",)  # of "united kingdom"
     assert "and" not in words and "the" not in words  # "antigua and barbuda", "the uk"
     assert not [w for w in words if len(w) == 1 and not w.isdigit()]
+
+
+def test_the_unit_heard_with_the_number_is_the_one_the_answer_says_first():
+    assert number_unit("how much is 2 centimeters in inches") == "centimeters"
+    assert number_unit("how many centimeters are in 5 inches") == "inches"
+    assert number_unit("convert 20 degrees celsius to fahrenheit") == "celsius"
+    assert number_unit("how much is 2 in 19") is None  # the ears dropped it
+    assert number_unit("what is 7 plus 5") is None and number_unit("how many inches") is None
+    assert "degrees" not in unit_words() and "days" in unit_words()  # "degrees" names two
+
+
+def test_of_the_units_heard_the_words_lean_to_the_numbers_own_first():
+    model, vocab = load_student("voxloop-student")
+    stepper = StudentStepper(model, Tokenizer(vocab))
+    ids = stepper.tokenizer.text_ids
+    inches, centimeters = ids["inches"], ids["centimeters"]
+    turn = TurnProgress(slots={ids["two"]: 1, inches: 1, centimeters: 1},
+                        first_unit=centimeters, text=[ids["two"]])
+    logits = torch.zeros(len(vocab["text"]))
+    logits[inches] = 3.0  # the unit asked for, where the answer says the number's own
+    assert int(stepper._lean(turn, logits).argmax()) == centimeters
+    turn.first_unit = None  # without the order both are owed: the student's choice stands
+    assert int(stepper._lean(turn, logits).argmax()) == inches
+    turn.first_unit, turn.text = centimeters, [ids["two"], centimeters]
+    logits[centimeters] = 3.0  # once said, the other unit is owed again
+    assert int(stepper._lean(turn, logits).argmax()) == inches
 
 
 def test_it_reads_slot_values_only_where_it_reads_a_composed_question(head):
