@@ -139,14 +139,21 @@ def slot_words() -> dict[str, tuple[str, ...]]:
 
 
 @lru_cache(maxsize=1)
-def unit_words() -> frozenset[str]:
-    """The slot words that name one unit ("inches"); a word of several units' names
-    ("degrees") names none of them."""
-    units: dict[str, set[str]] = {}
+def unit_names() -> dict[str, frozenset[str]]:
+    """Each word of the units' names -> the units it names ("inches" -> {"inch"},
+    "degrees" -> {"celsius", "fahrenheit"})."""
+    names: dict[str, set[str]] = {}
     for unit, entry in load_domain()["units"].items():
         for word in {w for alias in entry["aliases"] for w in answer_words(alias)}:
-            units.setdefault(word, set()).add(unit)
-    return frozenset(w for w, named in units.items() if len(named) == 1 and w in slot_words())
+            names.setdefault(word, set()).add(unit)
+    return {w: frozenset(units) for w, units in names.items()}
+
+
+@lru_cache(maxsize=1)
+def unit_words() -> frozenset[str]:
+    """The slot words that name one unit ("inches"; not "degrees", which names two)."""
+    return frozenset(w for w, units in unit_names().items() if len(units) == 1
+                     and w in slot_words())
 
 
 def number_unit(heard: str) -> str | None:
@@ -158,9 +165,8 @@ def number_unit(heard: str) -> str | None:
     first = next((i for i, w in enumerate(words) if w.isdigit()), None)
     if first is None:
         return None
-    units, said = unit_words(), slot_words()
-    after = [w for w in words[first + 1:first + 3] if w in units or w not in said]
-    return said[after[0]][0] if after and after[0] in units else None
+    after = [w for w in words[first + 1:first + 3] if len(unit_names().get(w, ())) < 2]
+    return slot_words()[after[0]][0] if after and after[0] in unit_words() else None
 
 
 def training_questions(config: HeardIntentsConfig = DEFAULTS,
