@@ -29,8 +29,9 @@ class HeardIntentsEvalSettings:
     folds: int = field(default=4, metadata={"help": "phrasings left out per fit: 1 in this"})
     min_probs: tuple[float, ...] = field(default=(0.4, 0.5, 0.6, 0.7), metadata={
         "help": "the head's thresholds to measure"})
-    max_logprobs: tuple[float, ...] = field(default=(-0.1, -0.2, -0.3, -0.5, -1.0), metadata={
-        "help": "the student's thresholds to measure"})
+    max_logprobs: tuple[float, ...] = field(
+        default=(0.0, -0.05, -0.1, -0.2, -0.5, -1.0),
+        metadata={"help": "the student's thresholds to measure (0: however sure it is)"})
     max_own_probs: tuple[float, ...] = field(default=(0.02, 0.05, 1.0), metadata={
         "help": "thresholds on the head's probability of the student's own answer"})
     slot_bonuses: tuple[float, ...] = field(default=(), metadata={

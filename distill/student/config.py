@@ -277,8 +277,9 @@ class HeardIntentsConfig:
 
     min_prob: float = field(default=0.6, metadata={
         "help": "override only where the head's probability of its intent is at least this"})
-    max_logprob: float = field(default=-0.2, metadata={
-        "help": "... the student's words' log-probability at most this"})
+    max_logprob: float = field(default=0.0, metadata={
+        "help": "... the student's words' log-probability at most this (0: however sure "
+                "the student is)"})
     max_own_prob: float = field(default=0.02, metadata={
         "help": "... and the head's probability of the student's own answer at most this"})
     slot_bonus: float = field(default=4.0, metadata={
