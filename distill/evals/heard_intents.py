@@ -108,9 +108,6 @@ def slot_lean(model_dir: str | Path, settings: HeardIntentsEvalSettings) -> list
 
     def read(model, tokenizer, user) -> dict | None:
         head = model.heard_intents
-        if head is None:
-            raise ValueError(f"{model_dir} has no heard-intents head to lean with: fit one "
-                             f"with `voxloop distill heard-intents {model_dir}`")
         config = head.config
         try:
             head.config = replace(config, slot_bonus=0.0)
@@ -176,6 +173,14 @@ def trade(turns: list[dict], min_prob: float, max_logprob: float,
 
 def measure_heard_intents(model_dir: str | Path, settings: HeardIntentsEvalSettings) -> dict:
     """Run the measurement; writes ``heard-intents.json`` and ``heard-intents.md``."""
+    from voxloop.distill.student.heard_intents import FILENAME
+    from voxloop.distill.student.model import student_folder
+    from voxloop.errors import VoxloopError
+
+    if settings.slot_bonuses and not (student_folder(model_dir) / FILENAME).is_file():
+        raise VoxloopError(f"{model_dir} has no heard-intents head to lean with "
+                           f"(--slot-bonuses): fit one with `voxloop distill heard-intents "
+                           f"{model_dir}`")
     turns, ctc_words = student_turns(model_dir, settings)
     read_by_folds(turns, ctc_words, settings.folds)
     right = sum(answer_words(t["student"]) == answer_words(t["intended"]) for t in turns)

@@ -266,8 +266,8 @@ class StudentEvalSettings:
         "help": "also judge the teacher's own codes decoded (the codec ceiling)"})
     threads: int = field(default=1, metadata={"help": "torch threads while generating"})
     heard_intents: bool = field(default=True, metadata={
-        "help": "where the student has a heard-intents head, let it override unsure words "
-                "(--no-heard-intents: the student's own words)"})
+        "help": "where the student has a heard-intents head, let it override words it rules "
+                "out (--no-heard-intents: the student's own words)"})
 
 
 @dataclass(frozen=True)

@@ -246,9 +246,10 @@ class StudentStepper:
         return [] if UNK in words else words  # an answer it cannot write, it cannot say
 
     def _settle_hint(self, turn: TurnProgress) -> None:
-        """The words are written: where the student is unsure of them and the heard words
-        point to another fixed answer and away from the student's, it says that one (its
-        log-probability stays the student's own: how sure the student was)."""
+        """The words are written: where the heard words point to another fixed answer and
+        away from the student's, and the student is no surer than the head's
+        ``max_logprob``, it says that one (its log-probability stays the student's own: how
+        sure the student was)."""
         if not turn.hint or turn.text == turn.hint:
             return
         config = self.intents.config

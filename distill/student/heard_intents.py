@@ -10,9 +10,9 @@ phrasings (every intent's, the held-out phrasing left out; compositional templat
 their slots filled; the questions outside the domain as the refusal), each also copied
 with words dropped, replaced and inserted at random, as the ears mishear them.
 
-Where the student is unsure of its words (their log-probability at most ``max_logprob``),
-the head is sure (``min_prob``) of a fixed answer the student did not write and all but
-rules out the student's own (``max_own_prob``), the student says the head's answer
+Where the head is sure (``min_prob``) of a fixed answer the student did not write and
+all but rules out the student's own (``max_own_prob``), and the student's words score at
+most ``max_logprob`` (0 by default: however sure it is), the student says the head's answer
 instead (:mod:`generate`). The head never writes a composed answer (numbers, countries:
 the words carry those); where it reads a composed question, the student's words lean to
 the slot values it heard (``slots``, ``slot_bonus``).

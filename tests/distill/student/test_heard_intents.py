@@ -287,6 +287,15 @@ def test_a_student_without_a_mouth_gets_no_head_and_is_told_why(tmp_path, capsys
     assert not (folder / FILENAME).exists()
 
 
+def test_the_slot_lean_eval_of_a_student_without_a_head_says_so_before_any_work(tmp_path,
+                                                                               capsys):
+    _, _, folder = tiny_student_with_mouth(tmp_path / "student")
+    assert main(["eval", "heard-intents", "--model", str(folder), "--slot-bonuses", "4",
+                 "--data", str(tmp_path / "no-such-pack.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "has no heard-intents head" in err and "voxloop distill heard-intents" in err
+
+
 def test_the_trade_counts_only_unsure_turns_the_head_is_sure_of():
     turn = {"intended": "Hello! How can I help you today?", "head_prob": 0.8, "logprob": -1.0}
     turns = [
