@@ -159,6 +159,10 @@ def run_end_of_turn(args: argparse.Namespace) -> int:
         print(f"{folder}: share {index}/{count} built; when every share is, run the same "
               "command without --shard to train")
         return 0
+    if data.train_items == 0:
+        print(f"{folder}: evaluation splits built (--train-items 0: nothing to train); "
+              f"measure a model on them with voxloop eval end-of-turn --data {folder}")
+        return 0
     summary = train_end_of_turn(data, train)
     for arch, result in summary["results"].items():
         held = result["splits"]["heldout_phrasing"]

@@ -64,7 +64,8 @@ class TurnDataSettings:
     data_out: str = field(default="data/end-of-turn", metadata={
         "help": "folder of the end-of-turn examples (resumable shards)"})
     train_items: int = field(default=1000, metadata={
-        "help": "training plan items (each gives 3 examples)"})
+        "help": "training plan items (each gives 3 examples); 0: build the evaluation "
+                "splits only, to measure models on"})
     eval_items: int = field(default=120, metadata={
         "help": "items of each evaluation split (valid, heldout_voice, heldout_phrasing)"})
     items_per_shard: int = field(default=40, metadata={"help": "items per shard"})

@@ -232,11 +232,18 @@ def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
     from voxloop.codecs.semantic_tokens import load_semantic_model
     from voxloop.models import find_model, weights_sha256
 
+    splits = {s: load_split(data.data_out, s) for s in ("train", *EVAL_SPLITS)}
+    for split, built_by in (("train", "--train-items"), ("valid", "--eval-items")):
+        if not len(splits[split]["labels"]):
+            from voxloop.errors import VoxloopError
+
+            raise VoxloopError(f"{data.data_out} holds no {split} examples, and the heads "
+                               f"need them (valid chooses each head's epoch): build them "
+                               f"with {built_by} N")
     torch.set_num_threads(settings.threads)
     semantic = find_model(data.semantic, "semantic tokenizer", marker="model.safetensors")
     tokenizer = load_semantic_model(semantic)
     table = tokenizer.codebook_vectors()
-    splits = {s: load_split(data.data_out, s) for s in ("train", *EVAL_SPLITS)}
     base = EndOfTurnConfig(hidden_dim=settings.hidden_dim, code_dim=table.shape[1],
                            codebook_size=table.shape[0], semantic=semantic.name,
                            semantic_sha256=weights_sha256(semantic))

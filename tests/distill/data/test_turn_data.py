@@ -536,6 +536,36 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     assert "run the same command without --shard" in capsys.readouterr().out
 
 
+def test_no_training_items_builds_the_evaluation_splits_only(tmp_path, monkeypatch, capsys):
+    """`--train-items 0` builds the splits models are measured on and trains nothing; a
+    folder without training or validation examples is a clear error, not a traceback."""
+    import voxloop.codecs.semantic_tokens as semantic_tokens
+    import voxloop.distill.data.turn_data as turn_data
+    import voxloop.distill.data.turn_train as turn_train
+    from voxloop.cli import main
+    from voxloop.distill.data.turn_train import TurnTrainSettings, train_end_of_turn
+    from voxloop.errors import VoxloopError
+
+    monkeypatch.setattr(semantic_tokens, "load_semantic_model", lambda folder: FakeTokenizer())
+    monkeypatch.setattr(turn_data, "build_shard", lambda items, tokenizer, seed, augment_share:
+                        build_shard(items[:1], FakeTokenizer(), seed, synthesize=fake_synthesize))
+    train = turn_train.train_end_of_turn
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("nothing to train")
+
+    monkeypatch.setattr(turn_train, "train_end_of_turn", no_training)
+    assert main(["distill", "end-of-turn", "--data-out", str(tmp_path), "--train-items", "0",
+                 "--eval-items", "2", "--items-per-shard", "2"]) == 0
+    assert "evaluation splits built" in capsys.readouterr().out
+    assert sorted(p.name.split("-0")[0] for p in tmp_path.glob("*.npz")) == \
+        ["heldout_phrasing", "heldout_voice", "valid"]
+    assert train is train_end_of_turn
+    settings = TurnDataSettings(data_out=str(tmp_path), train_items=0, eval_items=2)
+    with pytest.raises(VoxloopError, match="no train examples.*--train-items N"):
+        train_end_of_turn(settings, TurnTrainSettings(epochs=1, seeds=1))
+
+
 def write_eval_data(folder, eot, with_encoder: bool = True) -> None:
     """Random valid and held-out-voice shards of 40 examples each that ``eot``'s heads can
     hear, and a manifest naming its tokenizer."""
