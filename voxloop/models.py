@@ -66,8 +66,9 @@ def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
             return path
     known = sorted(p.name for p in models_dir().glob("*") if fits(p))
     made = f" ({made_by} makes one)" if made_by else ""
-    raise VoxloopError(f"no {kind} at {str(name_or_dir)!r}: give a {kind} folder{made} or one "
-                       f"of the bundled {kind}s {known}")
+    article = "an" if kind[:1] in "aeiou" else "a"
+    raise VoxloopError(f"no {kind} at {str(name_or_dir)!r}: give {article} {kind} folder{made} "
+                       f"or one of the bundled {kind}s {known}")
 
 
 def _config_kind(folder: Path) -> str | None:
