@@ -162,6 +162,7 @@ def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSetti
     for epoch in range(settings.epochs):
         head.train()
         order = rng.permutation(len(rows))
+        loss_sum = 0.0  # the epoch's mean training loss, for the progress line
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             vectors, lengths = head_inputs([rows[i] for i in batch], table)
@@ -172,12 +173,13 @@ def train_head(config, table, train: dict, valid: dict, settings: TurnTrainSetti
             opt.zero_grad()
             loss.backward()
             opt.step()
+            loss_sum += loss.item() * len(batch)
         val = validation_loss(head, table, valid)
         if val < best:
             best, best_state = val, copy.deepcopy(head.state_dict())
         if epoch % 5 == 4 or epoch == settings.epochs - 1:
             progress(f"{config.arch} on {config.inputs} epoch {epoch + 1}: train loss "
-                     f"{loss.item():.3f}, "
+                     f"{loss_sum / len(order):.3f}, "
                      f"valid loss {val:.3f}")
     head.load_state_dict(best_state)
     return head.eval(), best

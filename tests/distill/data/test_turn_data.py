@@ -279,6 +279,22 @@ def test_a_head_learns_a_toy_rule(arch, inputs):
     assert set(result["accuracy_by_kind"]) == {"complete", "prefix"}
 
 
+def test_the_progress_line_reports_the_epochs_mean_training_loss():
+    """With nothing learned (lr 0, no noise) the epoch's training loss is the loss of the
+    same examples measured as validation: the mean over every batch, not the last one's."""
+    torch.manual_seed(0)
+    table = torch.randn(16, 8)
+    config = EndOfTurnConfig(arch="gru", inputs="codes", hidden_dim=16, code_dim=8,
+                             codebook_size=16)
+    examples = toy_split(70, 0, table)  # batches of 32, 32 and 6
+    lines: list[str] = []
+    train_head(config, table, examples, examples,
+               TurnTrainSettings(epochs=1, batch_size=32, lr=0.0, token_noise=0.0),
+               progress=lines.append)
+    train_loss, valid_loss = (float(part.split()[-1]) for part in lines[-1].split(", "))
+    assert train_loss == pytest.approx(valid_loss, abs=2e-3)
+
+
 def test_noise_replaces_frames_with_codebook_rows_or_real_frames_of_the_batch():
     from voxloop.distill.data.turn_train import add_noise
 
