@@ -80,5 +80,8 @@ def test_token_files_round_trip_and_mismatch(tmp_path):
     with pytest.raises(VoxloopError, match="decode it with the same --codec"):
         decode_file(tmp_path / "x.npz", tmp_path / "bad.wav", str(tmp_path / "other"))
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(VoxloopError, match="not a voxloop codes file"):
+    with pytest.raises(VoxloopError, match="not a voxloop codes file .not an .npz.*codec encode"):
         decode_file(tmp_path / "junk.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
+    np.savez(tmp_path / "other.npz", tokens=np.zeros(3))  # an .npz, but not of codes
+    with pytest.raises(VoxloopError, match="not a voxloop codes file: .*codes"):
+        decode_file(tmp_path / "other.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
