@@ -27,10 +27,11 @@ def register(subparsers, groups: dict) -> None:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    from voxloop.bench.latency import records_json, run_latency_bench
+    from voxloop.bench.latency import check_counts, records_json, run_latency_bench
     from voxloop.bench.report import table, write_report
 
     settings = settings_from_args(LatencyBenchSettings, args)
+    check_counts(settings)  # before any server starts
     # SIGTERM unwinds like Ctrl-C, so the servers it started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if settings.turn_detections:

@@ -71,6 +71,23 @@ def session_turn_detection(settings) -> dict:
     return turn_detection_event(settings.turn_detection)
 
 
+def check_counts(settings) -> None:
+    """Counts a bench cannot run with (``LatencyBenchSettings``): a clear error before any
+    server starts. The engine grid needs questions; the turn detection comparison needs
+    complete or paused ones."""
+    if settings.chunk_ms < 1 or settings.turns < 0 or settings.paused < 0:
+        raise VoxloopError(f"--chunk-ms must be at least 1 and --turns and --paused at least "
+                           f"0, not {settings.chunk_ms}, {settings.turns} and {settings.paused}")
+    if settings.turn_detections and settings.turns + settings.paused == 0:
+        raise VoxloopError("--turns 0 --paused 0 leaves the turn detection comparison no "
+                           "questions: give complete (--turns) or paused (--paused) ones")
+    if not settings.turn_detections and settings.turns < 1:
+        raise VoxloopError(f"--turns {settings.turns}: each session needs at least 1 question")
+    if not settings.sessions or min(settings.sessions) < 1:
+        raise VoxloopError(f"--sessions {' '.join(map(str, settings.sessions))}: give session "
+                           "counts of at least 1")
+
+
 @dataclass(frozen=True)
 class LatencyBenchSettings:
     engines: tuple[str, ...] = field(default=("native", "native-nospec", "cascade"), metadata={

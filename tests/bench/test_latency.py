@@ -57,6 +57,27 @@ def test_a_bad_turn_detection_fails_before_any_server_starts(tmp_path):
     assert not (tmp_path / "bench").exists()
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--turns", "0"], "each session needs at least 1 question"),
+    (["--sessions", "2", "0"], "session counts of at least 1"),
+    (["--chunk-ms", "0"], "--chunk-ms must be at least 1"),
+    (["--turn-detections", "semantic_vad:high", "--turns", "0", "--paused", "0"],
+     "no questions"),
+])
+def test_counts_it_cannot_run_with_fail_before_any_server_starts(tmp_path, flags, says):
+    proc = subprocess.run([sys.executable, "-m", "voxloop", "bench", "latency", *flags,
+                           "--out", str(tmp_path / "bench")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and says in proc.stderr
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_turn_detection_comparison_may_time_paused_questions_only():
+    from voxloop.bench.latency import LatencyBenchSettings, check_counts
+
+    check_counts(LatencyBenchSettings(turn_detections=("semantic_vad:high",), turns=0))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("turn_detection", ["server_vad", "semantic_vad:medium"])
 def test_bench_latency_command(tmp_path, turn_detection):
