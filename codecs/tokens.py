@@ -16,9 +16,9 @@ import torch
 from voxloop.audio import read_wav, resample, write_wav
 from voxloop.codecs.registry import load_codec
 from voxloop.errors import VoxloopError
+from voxloop.training import is_npz_archive
 
 _AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM")  # wav, flac, ogg, mp3, aiff
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def written_npz(path: str | Path) -> Path:
@@ -79,6 +79,6 @@ def _check_codes_file(path: Path) -> None:
         raise VoxloopError(f"{path} is audio, not codes: decode reads the .npz that "
                            f"`voxloop codec encode` writes (voxloop codec encode {path} "
                            f"{path.with_suffix('.npz')})")
-    if magic != _ZIP_MAGIC:  # every .npz is a zip archive
+    if not is_npz_archive(path):
         raise VoxloopError(f"{path} is not a voxloop codes file (not an .npz archive): "
                            f"{encode}")

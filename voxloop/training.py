@@ -1,6 +1,6 @@
-"""What every training loop and data job here shares: the torchrun setup, atomic writes,
-resuming from a checkpoint and the learning-rate schedule. torch is imported inside the
-functions that need it."""
+"""What every training loop and data job here shares: the torchrun setup, atomic writes
+(and telling an ``.npz`` from another file), resuming from a checkpoint and the
+learning-rate schedule. torch is imported inside the functions that need it."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ def teardown_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def is_npz_archive(path: str | Path) -> bool:
+    """Whether ``path`` starts as every ``.npz`` does (a zip archive): numpy reads any other
+    file as a pickle and answers with advice to unpickle it, no use to a user."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -32,7 +32,7 @@ from voxloop.distill.student.layout import (
 )
 from voxloop.distill.student.model import StudentConfig
 from voxloop.errors import VoxloopError
-from voxloop.training import atomic_write
+from voxloop.training import atomic_write, is_npz_archive
 
 
 class PackedData:
@@ -99,10 +99,18 @@ class PackedData:
 
     @classmethod
     def load(cls, path: str | Path) -> PackedData:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in cls.ARRAYS + cls.OPTIONAL if k in z.files}
-            vocab = json.loads(str(z["vocab"]))
-        return cls(arrays, vocab)
+        make = "make one with voxloop distill pack DATASET_FOLDER OUT.npz"
+        if not Path(path).is_file():
+            raise VoxloopError(f"packed dataset not found: {path} ({make})")
+        if not is_npz_archive(path):
+            raise VoxloopError(f"{path} is not a packed dataset (not an .npz archive): {make}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in cls.ARRAYS + cls.OPTIONAL if k in z.files}
+                vocab = json.loads(str(z["vocab"]))
+            return cls(arrays, vocab)
+        except (OSError, ValueError, KeyError) as exc:  # not an npz, or not a pack's arrays
+            raise VoxloopError(f"{path} is not a packed dataset ({exc}): {make}") from exc
 
 
 def pack_examples(examples, tokenizer, silence_codes: np.ndarray,

@@ -291,3 +291,15 @@ def test_words_only_training_ends_turns_after_the_words_and_leaves_the_audio_hea
     assert not torch.equal(weights["text_head.weight"], start.text_head.weight)
     with pytest.raises(VoxloopError, match="--words-only"):
         train(_settings(tmp_path / "c", words_only=True, self_feed=0.5), data=data)
+
+
+def test_a_file_that_is_not_a_pack_is_a_clear_error(tmp_path):
+    from voxloop.distill.student.pack import PackedData
+
+    with pytest.raises(VoxloopError, match="packed dataset not found.*voxloop distill pack"):
+        PackedData.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_text("not an archive")
+    np.savez(tmp_path / "other.npz", tokens=np.zeros(3))  # an npz of something else
+    for name in ("junk.npz", "other.npz"):
+        with pytest.raises(VoxloopError, match="is not a packed dataset.*voxloop distill pack"):
+            PackedData.load(tmp_path / name)
