@@ -220,11 +220,17 @@ def cut_in_one_breath(head: str, tail: str, say, rate_hz: int) -> list[np.ndarra
 def pick_items(split: str, count: int, seed: int) -> list:
     """``count`` plan items of ``split`` (the synth job's plan: its voices and phrasings),
     drawn without replacement by a seeded hash, so the draw never depends on order."""
-    from voxloop.distill.data.plan import SynthSettings, plan
-
-    items = [i for i in plan(SynthSettings()) if i.split == split]
+    items = [i for i in _plan_items() if i.split == split]
     items.sort(key=lambda i: zlib.crc32(f"{seed}:{i.id}".encode()))
     return items[:count]
+
+
+@lru_cache(maxsize=1)
+def _plan_items() -> tuple:
+    """The synth job's plan (~4 s to make: once per process, not once per split)."""
+    from voxloop.distill.data.plan import SynthSettings, plan
+
+    return tuple(plan(SynthSettings()))
 
 
 def build_shard(items: list, tokenizer, seed: int, synthesize=None,
