@@ -16,7 +16,7 @@ import torch
 from voxloop.audio import read_wav, resample, write_wav
 from voxloop.codecs.registry import load_codec
 from voxloop.errors import VoxloopError
-from voxloop.training import is_npz_archive
+from voxloop.training import NPZ_MAGIC
 
 _AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM")  # wav, flac, ogg, mp3, aiff
 
@@ -79,6 +79,6 @@ def _check_codes_file(path: Path) -> None:
         raise VoxloopError(f"{path} is audio, not codes: decode reads the .npz that "
                            f"`voxloop codec encode` writes (voxloop codec encode {path} "
                            f"{path.with_suffix('.npz')})")
-    if not is_npz_archive(path):
+    if magic != NPZ_MAGIC:
         raise VoxloopError(f"{path} is not a voxloop codes file (not an .npz archive): "
                            f"{encode}")

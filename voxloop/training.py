@@ -47,11 +47,14 @@ def teardown_distributed() -> None:
         dist.destroy_process_group()
 
 
+NPZ_MAGIC = b"PK\x03\x04"  # every .npz is a zip archive
+
+
 def is_npz_archive(path: str | Path) -> bool:
-    """Whether ``path`` starts as every ``.npz`` does (a zip archive): numpy reads any other
-    file as a pickle and answers with advice to unpickle it, no use to a user."""
+    """Whether ``path`` starts as every ``.npz`` does: numpy reads any other file as a
+    pickle and answers with advice to unpickle it, no use to a user."""
     with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
+        return f.read(len(NPZ_MAGIC)) == NPZ_MAGIC
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
