@@ -8,6 +8,7 @@ trims the padding of the last frame).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
         data = np.load(npz_path)
         codes, num_samples = data["codes"].astype(np.int64), int(data["num_samples"])
         rate_hz, cardinality = int(data["sample_rate_hz"]), int(data["cardinality"])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise VoxloopError(f"{npz_path} is not a voxloop codes file: {exc}") from exc
     if rate_hz != codec.sample_rate or cardinality != codec.cardinality or \
             codes.shape[0] > codec.num_codebooks or codes.max(initial=0) >= codec.cardinality:

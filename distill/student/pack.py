@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,8 @@ class PackedData:
                 arrays = {k: z[k] for k in cls.ARRAYS + cls.OPTIONAL if k in z.files}
                 vocab = json.loads(str(z["vocab"]))
             return cls(arrays, vocab)
-        except (OSError, ValueError, KeyError) as exc:  # not an npz, or not a pack's arrays
+        # a damaged archive, or the arrays of something else
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise VoxloopError(f"{path} is not a packed dataset ({exc}): {make}") from exc
 
 

@@ -82,6 +82,9 @@ def test_token_files_round_trip_and_mismatch(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(VoxloopError, match="not a voxloop codes file .not an .npz.*codec encode"):
         decode_file(tmp_path / "junk.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
+    (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 and no archive after it")
+    with pytest.raises(VoxloopError, match="not a voxloop codes file: "):
+        decode_file(tmp_path / "damaged.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
     np.savez(tmp_path / "other.npz", tokens=np.zeros(3))  # an .npz, but not of codes
     with pytest.raises(VoxloopError, match="not a voxloop codes file: .*codes"):
         decode_file(tmp_path / "other.npz", tmp_path / "bad.wav", str(tmp_path / "small"))

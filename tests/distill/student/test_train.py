@@ -300,6 +300,7 @@ def test_a_file_that_is_not_a_pack_is_a_clear_error(tmp_path):
         PackedData.load(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_text("not an archive")
     np.savez(tmp_path / "other.npz", tokens=np.zeros(3))  # an npz of something else
-    for name in ("junk.npz", "other.npz"):
+    (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 and no archive after it")
+    for name in ("junk.npz", "other.npz", "damaged.npz"):
         with pytest.raises(VoxloopError, match="is not a packed dataset.*voxloop distill pack"):
             PackedData.load(tmp_path / name)
