@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxloop.bench.turns import turn_detection_event
+from voxloop.bench.turns import bench_session, turn_detection_event
 from voxloop.client.files import append_event, paced_chunks, speech_end_sample
 from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import BYTES_PER_MS, WIRE_RATE_HZ, ga_type
@@ -208,22 +208,14 @@ class _Session:
                   index: int) -> list[TurnRecord]:
         """Each question, then ``barge_in`` = (text, voice, question, interruption): the
         question's answer is interrupted half a second after it starts arriving."""
-        import websockets
-
         records = []
-        async with websockets.connect(self.url, max_size=2**24) as ws:
-            self.ws = ws
-            reader = asyncio.create_task(self._read())
-            await ws.send(json.dumps({"type": "session.update", "session": {
-                "type": "realtime", "audio": {"input": {
-                    "turn_detection": session_turn_detection(self.settings)}}}}))
+        async with bench_session(self, session_turn_detection(self.settings)):
             for text, voice, audio in questions:
                 records.append(TurnRecord(engine, sessions, index, text, voice))
                 await self._turn(audio, records[-1], None)
             text, voice, audio, interruption = barge_in
             records.append(TurnRecord(engine, sessions, index, text, voice, "barge_in"))
             await self._turn(audio, records[-1], interruption)
-            reader.cancel()
         return records
 
     async def _turn(self, audio: np.ndarray, record: TurnRecord,

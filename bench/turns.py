@@ -28,6 +28,7 @@ import base64
 import json
 import time
 import zlib
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache, partial
 
@@ -69,6 +70,23 @@ def turn_detection_event(setting: str) -> dict:
         return {"type": "server_vad", "silence_duration_ms": int(value)}
     raise VoxloopError(f"turn detection setting {setting!r}: use semantic_vad:EAGERNESS "
                        f"({'|'.join(SEMANTIC_EAGERNESS)}) or server_vad:SILENCE_MS")
+
+
+@asynccontextmanager
+async def bench_session(session, turn_detection: dict):
+    """``session.ws``: a websocket to ``session.url`` whose session has set
+    ``turn_detection``, with ``session._read()`` reading its events until the block ends."""
+    import websockets
+
+    async with websockets.connect(session.url, max_size=2**24) as ws:
+        session.ws = ws
+        reader = asyncio.create_task(session._read())
+        try:
+            await ws.send(json.dumps({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}}))
+            yield ws
+        finally:
+            reader.cancel()
 
 
 def check_styles(styles: tuple[str, ...]) -> None:
@@ -122,22 +140,14 @@ class _Detector:
         self.events: asyncio.Queue = asyncio.Queue()
 
     async def run(self, complete, paused) -> list[DetectionRecord]:
-        import websockets
-
         records = []
-        async with websockets.connect(self.url, max_size=2**24) as ws:
-            self.ws = ws
-            reader = asyncio.create_task(self._read())
-            await ws.send(json.dumps({"type": "session.update", "session": {
-                "type": "realtime", "audio": {"input": {
-                    "turn_detection": turn_detection_event(self.setting)}}}}))
+        async with bench_session(self, turn_detection_event(self.setting)):
             for text, voice, audio in complete:
                 await self._between_questions()
                 records.append(await self._complete(text, voice, audio))
             for text, voice, pause_ms, style, audio, onset in paused:
                 await self._between_questions()
                 records.append(await self._paused(text, voice, pause_ms, style, audio, onset))
-            reader.cancel()
         return records
 
     async def _complete(self, text, voice, audio) -> DetectionRecord:
