@@ -1,6 +1,7 @@
-"""The heard-intents head on phrasings no model ever read (``scripts/new_phrasings.json``:
-158 questions written for this check, none a trained or held-out phrasing of the domain
-nor sharing more than half its words with the held-out one), each spoken by training
+"""The heard-intents head on phrasings no model ever read (the domain's dev phrasings,
+``distill/teachers/domain/dev_phrasings.json``: 158 questions written for this check, none
+a trained or held-out phrasing of the domain nor sharing more than half its words with the
+held-out one), each spoken by training
 voices (70 % augmented, as the datasets are) and tokenized as the student hears: the
 student's own words (head off) and its words with the head on as bundled (the override
 and the slot lean), then how many the override alone would fix and break for each set of
@@ -33,10 +34,9 @@ from voxloop.distill.student.one_turn import generate
 from voxloop.distill.student.user_tokens import encode_clips, load_student_semantic
 from voxloop.distill.student.vocab import Tokenizer, answer_words
 from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
-from voxloop.distill.teachers.domain.data import all_slot_values, load_domain
+from voxloop.distill.teachers.domain.data import dev_examples, load_domain
 from voxloop.distill.teachers.heldout import HELDOUT_VOICES
 
-PHRASINGS = Path(__file__).with_name("new_phrasings.json")
 GRID = [(p, lp, own) for p in (0.4, 0.5, 0.6, 0.7) for lp in (0.0, -0.1, -0.2, -0.5)
         for own in (0.02, 0.05, 1.0)]
 
@@ -47,16 +47,12 @@ def questions(voices_per: int, rng: np.random.Generator) -> list[tuple[str, str,
     fixed = {i["id"]: i["answer"] for i in domain["intents"]}
     composed = {i["id"]: i for i in domain["compositional"]}
     out = []
-    for intent, phrasings in json.loads(PHRASINGS.read_text()).items():
-        for text in phrasings:
-            for _ in range(voices_per):
-                if intent in fixed:
-                    out.append((intent, text, fixed[intent]))
-                    continue
-                fills = all_slot_values(composed[intent]["kind"])
-                slots = fills[int(rng.integers(len(fills)))]
-                reference = composed[intent]["templates"][0].format(**slots)
-                out.append((intent, text.format(**slots), teacher.reply([], reference)))
+    for e in dev_examples(voices_per, rng):
+        if e.intent in fixed:
+            out.append((e.intent, e.text, fixed[e.intent]))
+            continue
+        reference = composed[e.intent]["templates"][0].format(**dict(e.slots))
+        out.append((e.intent, e.text, teacher.reply([], reference)))
     return out
 
 

@@ -155,9 +155,14 @@ def run_end_of_turn(args: argparse.Namespace) -> int:
     torch.set_num_threads(train.threads)
     folder = build_turn_data(data)
     index, count = parse_share(data.shard)
-    if count > 1:  # the other shares may still be building: train once they are all done
+    if count > 1 and data.train_items:  # the other shares may still be building
         print(f"{folder}: share {index}/{count} built; when every share is, run the same "
               "command without --shard to train")
+        return 0
+    if count > 1:
+        print(f"{folder}: share {index}/{count} of the evaluation splits built (--train-items "
+              f"0: nothing to train); once every share is, measure a model on them with "
+              f"voxloop eval end-of-turn --data {folder}")
         return 0
     if data.train_items == 0:
         print(f"{folder}: evaluation splits built (--train-items 0: nothing to train); "

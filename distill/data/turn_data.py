@@ -4,7 +4,9 @@ A turn detector asks "has the user finished?" at the first silent window after s
 What it has heard then is the turn's audio so far plus a little silence. Each example is
 exactly that, spoken by the synthetic pipeline's user voices (the dataset plan's items:
 its splits, voices and phrasings, so the held-out voices and phrasings stay out of
-training) and turned into semantic tokens:
+training; and ``dev_phrasing``, the domain's dev phrasings said by training voices, which no
+model trains on, to choose models by: valid holds trained phrasings only) and turned into
+semantic tokens:
 
 - ``complete`` (finished): the whole question;
 - ``prefix`` (not finished): the question cut at a word boundary (what a mid-sentence
@@ -54,7 +56,9 @@ TRAIL_MS = (30, 160)  # silence after it: the VAD says "paused" within this
 PAUSE_MS = (300, 1500)  # a pause inside a question
 ONE_BREATH_SHARE = 0.75  # cuts made inside the whole question's audio (the rest: TTS alone)
 MIN_REST_MS = 150  # a cut this close to the whole's end did not find the words: speak apart
-EVAL_SPLITS = ("valid", "heldout_voice", "heldout_phrasing")
+EVAL_SPLITS = ("valid", "dev_phrasing", "heldout_voice", "heldout_phrasing")
+DEV_SPLIT = "dev_phrasing"
+DEV_VOICES_PER_PHRASING = 4  # the dev items drawn from: 158 phrasings x 4 training voices
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ class TurnDataSettings:
         "help": "training plan items (each gives 3 examples); 0: build the evaluation "
                 "splits only, to measure models on"})
     eval_items: int = field(default=120, metadata={
-        "help": "items of each evaluation split (valid, heldout_voice, heldout_phrasing)"})
+        "help": "items of each evaluation split (valid, dev_phrasing, heldout_voice, "
+                "heldout_phrasing)"})
     items_per_shard: int = field(default=40, metadata={"help": "items per shard"})
     semantic: str = field(default=DEFAULT_SEMANTIC, metadata={
         "help": "semantic tokenizer whose tokens the model hears"})
@@ -220,7 +225,8 @@ def cut_in_one_breath(head: str, tail: str, say, rate_hz: int) -> list[np.ndarra
 def pick_items(split: str, count: int, seed: int) -> list:
     """``count`` plan items of ``split`` (the synth job's plan: its voices and phrasings),
     drawn without replacement by a seeded hash, so the draw never depends on order."""
-    items = [i for i in _plan_items() if i.split == split]
+    items = list(_dev_items()) if split == DEV_SPLIT else \
+        [i for i in _plan_items() if i.split == split]
     items.sort(key=lambda i: zlib.crc32(f"{seed}:{i.id}".encode()))
     return items[:count]
 
@@ -231,6 +237,25 @@ def _plan_items() -> tuple:
     from voxloop.distill.data.plan import SynthSettings, plan
 
     return tuple(plan(SynthSettings()))
+
+
+@lru_cache(maxsize=1)
+def _dev_items() -> tuple:
+    """The dev phrasings (``dev_examples``), each said by ``DEV_VOICES_PER_PHRASING``
+    training voices drawn as the synth plan draws them (never a held-out voice)."""
+    from voxloop.distill.data.plan import SynthItem, SynthSettings, user_voices, voice_weights
+    from voxloop.distill.teachers.domain.data import dev_examples
+    from voxloop.distill.teachers.heldout import HELDOUT_VOICES
+
+    rng = np.random.default_rng(0)
+    voices = [v for v in user_voices(SynthSettings()) if v not in HELDOUT_VOICES]
+    weights = voice_weights(voices)
+    items = []
+    for k, e in enumerate(dev_examples(DEV_VOICES_PER_PHRASING, rng)):
+        voice = str(rng.choice(voices, p=weights))
+        items.append(SynthItem(f"{e.intent}-d{e.template}-{voice}-{k}", DEV_SPLIT, e.intent,
+                               e.template, 0, e.text, voice, e.slots, None, 0, False))
+    return tuple(items)
 
 
 def build_shard(items: list, tokenizer, seed: int, synthesize=None,

@@ -117,6 +117,11 @@ def average_card(summary: dict) -> str:
     for name, result in summary["results"].items():
         for split, m in result["splits"].items():
             lines.append(f"| {name} | {result['heads']} | {split} | {measure_cells(m)} |")
+    lines += ["", "Log loss (dev_phrasing: phrasings no model trained on, the split to choose "
+              "by; valid holds trained phrasings only): " + "; ".join(
+                  f"{name}: " + ", ".join(f"{split} {m['log_loss']:.4f}"
+                                          for split, m in result["splits"].items())
+                  for name, result in summary["results"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 

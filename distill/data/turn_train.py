@@ -92,6 +92,7 @@ def measure(probs: np.ndarray, labels: np.ndarray, kinds: np.ndarray,
     both = done.any() and cut.any()
     return {"examples": len(labels),
             "accuracy": float(np.mean((probs >= 0.5) == (labels == 1))),
+            "log_loss": log_loss(probs, labels),
             "auc": auc(probs, labels) if both else None,
             "fast_at_5pct_cutoff": float(np.mean(probs[done] > np.quantile(probs[cut], 0.95)))
             if both else None,

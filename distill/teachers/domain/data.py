@@ -4,6 +4,8 @@
 intent they belong to: every fixed phrasing, and templates of the
 compositional intents filled with slot values drawn from a seeded generator,
 or with every slot value the domain has (``fills_per_template=ALL_FILLS``).
+``dev_examples()`` lists the dev phrasings (dev_phrasings.json): other ways to ask, written
+to choose models by and never trained on.
 """
 
 from __future__ import annotations
@@ -103,6 +105,28 @@ def examples(fills_per_template: int = 1, seed: int = 0, more: int = 0,
             for slots in fills:
                 out.append(Example(intent["id"], template.format(**slots), i,
                                    tuple(sorted(slots.items()))))
+    return out
+
+
+def dev_examples(per_phrasing: int, rng: np.random.Generator) -> list[Example]:
+    """Each dev phrasing ``per_phrasing`` times, a composed one filled with a slot value
+    drawn from every filling of its kind. The dev phrasings (``dev_phrasings.json``,
+    ``{intent: [question, ...]}``) were written to choose models by: none is a phrasing or
+    template of the domain (trained or held out) nor shares more than half its words with
+    the held-out one, and no plan trains on them. ``template`` is the phrasing's index."""
+    phrasings = json.loads(files("voxloop.distill.teachers.domain")
+                           .joinpath("dev_phrasings.json").read_text())
+    kinds = {i["id"]: i["kind"] for i in load_domain()["compositional"]}
+    out = []
+    for intent, texts in phrasings.items():
+        for i, text in enumerate(texts):
+            for _ in range(per_phrasing):
+                if intent not in kinds:
+                    out.append(Example(intent, text, i))
+                    continue
+                fills = all_slot_values(kinds[intent])
+                slots = fills[int(rng.integers(len(fills)))]
+                out.append(Example(intent, text.format(**slots), i, tuple(sorted(slots.items()))))
     return out
 
 

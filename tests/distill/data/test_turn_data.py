@@ -538,10 +538,10 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     first = {p.name for p in tmp_path.glob("*.npz")}
     build_turn_data(replace(settings, shard="1/2"))
     every = {p.name for p in tmp_path.glob("*.npz")}
-    assert len(first) == 3 and len(every) == 6 == len(built)  # 3 train + 3 eval shards
-    assert len(set(built)) == 6  # no shard built twice
-    assert shares == {"train": settings.augment_share, "valid": 0.0, "heldout_voice": 0.0,
-                      "heldout_phrasing": 0.0}  # the evaluation splits are never augmented
+    assert len(first) == 4 and len(every) == 7 == len(built)  # 3 train + 4 eval shards
+    assert len(set(built)) == 7  # no shard built twice
+    assert shares == {"train": settings.augment_share, "valid": 0.0, "dev_phrasing": 0.0,
+                      "heldout_voice": 0.0, "heldout_phrasing": 0.0}  # never augmented
 
     def no_training(*args, **kwargs):
         raise AssertionError("a share must not train")
@@ -574,12 +574,33 @@ def test_no_training_items_builds_the_evaluation_splits_only(tmp_path, monkeypat
     assert main(["distill", "end-of-turn", "--data-out", str(tmp_path), "--train-items", "0",
                  "--eval-items", "2", "--items-per-shard", "2"]) == 0
     assert "evaluation splits built" in capsys.readouterr().out
+    assert main(["distill", "end-of-turn", "--data-out", str(tmp_path), "--train-items", "0",
+                 "--eval-items", "2", "--items-per-shard", "2", "--shard", "0/2"]) == 0
+    said = capsys.readouterr().out  # a share of an evaluation-only build: nothing to train
+    assert "share 0/2 of the evaluation splits built" in said and "--shard to train" not in said
     assert sorted(p.name.split("-0")[0] for p in tmp_path.glob("*.npz")) == \
-        ["heldout_phrasing", "heldout_voice", "valid"]
+        ["dev_phrasing", "heldout_phrasing", "heldout_voice", "valid"]
     assert train is train_end_of_turn
     settings = TurnDataSettings(data_out=str(tmp_path), train_items=0, eval_items=2)
     with pytest.raises(VoxloopError, match="no train examples.*--train-items N"):
         train_end_of_turn(settings, TurnTrainSettings(epochs=1, seeds=1))
+
+
+def test_the_dev_split_says_phrasings_no_plan_has_by_training_voices():
+    """``dev_phrasing`` items: the dev phrasings (slots filled), never a phrasing or template
+    of the domain, trained or held out, nor said by a held-out voice; a seeded draw."""
+    from voxloop.distill.data.turn_data import DEV_SPLIT, pick_items
+    from voxloop.distill.teachers.domain.data import ALL_FILLS, examples
+    from voxloop.distill.teachers.heldout import HELDOUT_VOICES
+
+    items = pick_items(DEV_SPLIT, 10_000, seed=0)
+    domain = {e.text for e in examples(ALL_FILLS, more=1_000, outside=1_000)}
+    assert len(items) == len({i.id for i in items}) > 600  # 158 phrasings x 4 voices
+    assert not {i.user_voice for i in items} & set(HELDOUT_VOICES)
+    assert not {i.prompt_text for i in items} & domain
+    assert any(i.slots for i in items) and not any("{" in i.prompt_text for i in items)
+    assert [i.id for i in pick_items(DEV_SPLIT, 5, seed=0)] == [i.id for i in items[:5]]
+    assert [i.id for i in pick_items(DEV_SPLIT, 5, seed=1)] != [i.id for i in items[:5]]
 
 
 def write_eval_data(folder, eot, with_encoder: bool = True) -> None:
