@@ -23,7 +23,8 @@ their average ranks held-out examples better than any one of them.
 while the user speaks (the stream keeps the encoder frames of each token, from which every
 input is made at a pause; ``gru`` heads also carry their state along as blocks come),
 ``probability(state)`` at a pause (the partial block as a flush would give it now, on a
-snapshot: the stream goes on; ``gru`` heads run over that tail only). Saved as a folder:
+snapshot: the stream goes on; ``gru`` heads run over that tail only, those on one input as
+one ``GruGroup``: one batched product per frame for all of them). Saved as a folder:
 ``config.json`` (with the tokenizer's weights sha256, checked at load) and a float16
 ``model.safetensors``.
 """
@@ -112,12 +113,47 @@ class EndOfTurnHead(nn.Module):
         mean_tail = (vectors * tail[..., None]).sum(1) / tail.sum(1, keepdim=True).clamp(min=1)
         return self.mlp(torch.cat([mean_all, mean_tail, vectors[batch, last]], dim=-1))[:, 0]
 
-    def gru_step(self, vectors: Tensor, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
-        """A ``gru`` head over more of one turn ``[1, f, D]`` (f >= 1) from its state after
-        the turn before them (None: the start) -> (the logit after them ``[1]``, the
-        state ``[1, 1, H]``): ``forward`` on the whole turn, a piece at a time."""
-        states, hidden = self.gru(torch.tanh(self.proj(self.norm(vectors))), hidden)
-        return self.out(states[:, -1])[:, 0], hidden
+
+class GruGroup:
+    """``gru`` heads that hear one input, run as one for streaming: their weights stacked,
+    so a piece of a turn costs one batched product per frame, not one recurrence per head.
+    Each head's arithmetic is its ``forward`` (torch's GRU cell), a piece at a time."""
+
+    def __init__(self, heads: list[EndOfTurnHead]) -> None:
+        def stack(get, transpose: bool = False) -> Tensor:
+            return torch.stack([get(h).detach().T if transpose else get(h).detach()
+                                for h in heads])
+
+        self.heads, self.inputs, self.eps = heads, heads[0].config.inputs, heads[0].norm.eps
+        self.gamma, self.beta = stack(lambda h: h.norm.weight)[:, None], \
+            stack(lambda h: h.norm.bias)[:, None]  # [G, 1, D]
+        self.w_proj, self.b_proj = stack(lambda h: h.proj.weight, True), \
+            stack(lambda h: h.proj.bias)[:, None]  # [G, D, H], [G, 1, H]
+        self.w_ih, self.b_ih = stack(lambda h: h.gru.weight_ih_l0, True), \
+            stack(lambda h: h.gru.bias_ih_l0)[:, None]  # [G, H, 3H], [G, 1, 3H]
+        self.w_hh, self.b_hh = stack(lambda h: h.gru.weight_hh_l0, True), \
+            stack(lambda h: h.gru.bias_hh_l0)[:, None]
+        self.w_out, self.b_out = stack(lambda h: h.out.weight, True), \
+            stack(lambda h: h.out.bias)[:, None]  # [G, H, 1], [G, 1, 1]
+
+    def steps(self, vectors: Tensor, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+        """More of one turn ``[f, D]`` (f >= 1) from the heads' states after the turn before
+        (``[G, 1, H]``; None: the start) -> (each head's logit after them ``[G]``, their
+        states ``[G, 1, H]``)."""
+        x = nn.functional.layer_norm(vectors, vectors.shape[-1:], eps=self.eps)
+        x = torch.tanh(torch.baddbmm(self.b_proj, x * self.gamma + self.beta, self.w_proj))
+        gates_in = torch.baddbmm(self.b_ih, x, self.w_ih)  # [G, f, 3H]
+        h = x.new_zeros(len(self.heads), 1, x.shape[-1]) if hidden is None else hidden
+        for t in range(x.shape[1]):
+            in_r, in_z, in_n = gates_in[:, t:t + 1].chunk(3, dim=-1)
+            h_r, h_z, h_n = torch.baddbmm(self.b_hh, h, self.w_hh).chunk(3, dim=-1)
+            r, z = torch.sigmoid(in_r + h_r), torch.sigmoid(in_z + h_z)
+            h = (1 - z) * torch.tanh(in_n + r * h_n) + z * h
+        return self.logits(h), h
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The heads' logits ``[G]`` at their states ``[G, 1, H]``."""
+        return torch.baddbmm(self.b_out, hidden, self.w_out)[:, 0, 0]
 
 
 def pad_rows(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -142,8 +178,8 @@ def head_inputs(rows: list[Tensor], table: Tensor) -> tuple[Tensor, Tensor]:
 class EndOfTurnState:
     semantic: object  # the tokenizer's SemanticStreamState
     rows: list[Tensor]  # [1, f, pool_frames, 384] encoder frames of the tokens so far
-    # gru heads: each one's state after those tokens (None before any), updated as blocks
-    # come, so a pause runs the heads over the flushed tail only
+    # gru heads: each group's states after those tokens ([G, 1, H]; None before any),
+    # updated as blocks come, so a pause runs the heads over the flushed tail only
     hidden: list[Tensor] | None = None
 
 
@@ -157,6 +193,8 @@ class EndOfTurn:
         self.table = tokenizer.codebook_vectors()  # [N, D]
         self.inputs = sorted({h.config.inputs for h in self.heads})
         self.streams_heads = all(h.config.arch == "gru" for h in self.heads)
+        self.groups = [GruGroup([h for h in self.heads if h.config.inputs == inputs])
+                       for inputs in self.inputs] if self.streams_heads else []
 
     @torch.no_grad()
     def probabilities(self, views: dict[str, list[Tensor]]) -> Tensor:
@@ -188,7 +226,7 @@ class EndOfTurn:
         row = self.tokenizer.step(state.semantic, wav_16k[None], "frames")
         state.rows.append(row)
         if self.streams_heads and row.shape[1]:
-            state.hidden = [hidden for _, hidden in self._gru_steps(row[0], state.hidden)]
+            state.hidden = self._gru_steps(row[0], state.hidden)[1]
 
     @torch.no_grad()
     def probability(self, state: EndOfTurnState) -> float:
@@ -201,22 +239,24 @@ class EndOfTurn:
         tail = self.tokenizer.flush(snapshot, "frames")
         if self.streams_heads and (tail.shape[1] or state.hidden is not None):
             if tail.shape[1]:
-                logits = [logit for logit, _ in self._gru_steps(tail[0], state.hidden)]
+                logits = self._gru_steps(tail[0], state.hidden)[0]
             else:  # nothing since the last block: each head's output there
-                logits = [h.out(hidden[0])[:, 0] for h, hidden in zip(self.heads, state.hidden,
-                                                                      strict=True)]
-            return float(torch.sigmoid(torch.stack(logits).mean(0))[0])
+                logits = torch.cat([g.logits(h) for g, h in zip(self.groups, state.hidden,
+                                                                 strict=True)])
+            return float(torch.sigmoid(logits.mean()))
         frames = torch.cat([*state.rows, tail], dim=1)[0]
         return float(self.probabilities(self.views(frames))[0])
 
     def _gru_steps(self, frames: Tensor, hidden: list[Tensor] | None
-                   ) -> list[tuple[Tensor, Tensor]]:
+                   ) -> tuple[Tensor, list[Tensor]]:
         """Every gru head over more frames ``[f, pool_frames, 384]`` of one turn, from
-        ``hidden`` (one per head; None: the turn's start) -> (logit, state) per head."""
+        ``hidden`` (one per group; None: the turn's start) -> (every head's logit ``[N]``,
+        each group's states)."""
         views = self.views(frames)
-        hidden = hidden or [None] * len(self.heads)
-        return [h.gru_step(head_inputs(views[h.config.inputs], self.table)[0], state)
-                for h, state in zip(self.heads, hidden, strict=True)]
+        hidden = hidden or [None] * len(self.groups)
+        out = [g.steps(head_inputs(views[g.inputs], self.table)[0][0], h)
+               for g, h in zip(self.groups, hidden, strict=True)]
+        return torch.cat([logits for logits, _ in out]), [h for _, h in out]
 
 
 def save_end_of_turn(heads: EndOfTurnHead | list[EndOfTurnHead], folder: str | Path,

@@ -450,11 +450,14 @@ def test_the_stream_asks_with_every_row_so_far(inputs):
     assert state.semantic.samples == 300 and len(state.rows) == 1
 
 
-@pytest.mark.parametrize("archs", [("gru", "gru", "gru"), ("gru", "pool")])
-def test_the_heads_hear_a_stream_in_pieces_as_the_whole_turn(archs):
+@pytest.mark.parametrize("archs, inputs", [
+    (("gru", "gru", "gru"), ("encoder", "codes", "pooled")),
+    (("gru", "gru", "gru", "gru"), ("encoder", "codes", "encoder", "encoder")),
+    (("gru", "pool"), ("encoder", "codes"))])
+def test_the_heads_hear_a_stream_in_pieces_as_the_whole_turn(archs, inputs):
     """Blocks of any size (none too), a pause after each: P from the gru heads' states
-    carried along (a pool head among them: the whole turn again) equals P of the whole
-    turn so far, the flushed tail included or empty."""
+    carried along (heads on one input run as one group; a pool head among them: the whole
+    turn again) equals P of the whole turn so far, the flushed tail included or empty."""
     torch.manual_seed(0)
     sizes = iter([3, 0, 1, 5, 2, 0, 4])
     tails = iter([1, 0, 2, 0, 3, 1, 0])
@@ -471,10 +474,10 @@ def test_the_heads_hear_a_stream_in_pieces_as_the_whole_turn(archs):
 
     heads = [EndOfTurnHead(EndOfTurnConfig(arch=arch, inputs=inputs, code_dim=4,
                                            codebook_size=4, hidden_dim=6))
-             for arch, inputs in zip(archs, ("encoder", "codes", "pooled")[:len(archs)],
-                                     strict=True)]
+             for arch, inputs in zip(archs, inputs, strict=True)]
     model = EndOfTurn(Tokenizer(), heads)
-    assert model.streams_heads == (archs == ("gru", "gru", "gru"))
+    assert model.streams_heads == ("pool" not in archs)
+    assert len(model.groups) == (len(set(inputs)) if model.streams_heads else 0)
     state = model.init_state()
     flushed = []
     model.tokenizer.flush = lambda st, output="tokens", flush=model.tokenizer.flush: \
