@@ -26,7 +26,12 @@ import numpy as np
 import torch
 
 from voxloop.distill.data.augment import spoken
-from voxloop.distill.data.plan import SynthSettings, user_voices, voice_weights
+from voxloop.distill.data.plan import (
+    SynthSettings,
+    training_voices,
+    user_voices,
+    voice_weights,
+)
 from voxloop.distill.evals.heard_intents import trade
 from voxloop.distill.student.generate import SamplingOptions
 from voxloop.distill.student.model import load_student
@@ -35,7 +40,6 @@ from voxloop.distill.student.user_tokens import encode_clips, load_student_seman
 from voxloop.distill.student.vocab import Tokenizer, answer_words
 from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 from voxloop.distill.teachers.domain.data import dev_examples, load_domain
-from voxloop.distill.teachers.heldout import HELDOUT_VOICES
 
 GRID = [(p, lp, own) for p in (0.4, 0.5, 0.6, 0.7) for lp in (0.0, -0.1, -0.2, -0.5)
         for own in (0.02, 0.05, 1.0)]
@@ -70,7 +74,7 @@ def main() -> None:
         raise SystemExit(f"error: {args.student} has no heard-intents head: fit one with "
                          f"`voxloop distill heard-intents {args.student}`")
     ears, tokenizer = load_student_semantic(None, vocab, model), Tokenizer(vocab)
-    voices = [v for v in user_voices(SynthSettings()) if v not in HELDOUT_VOICES]
+    voices = training_voices(user_voices(SynthSettings()))
     weights, turns, t0 = voice_weights(voices), [], time.perf_counter()
     asked = questions(args.voices_per_phrasing, rng)
     for intent, text, intended in asked:

@@ -159,14 +159,11 @@ def run_end_of_turn(args: argparse.Namespace) -> int:
         print(f"{folder}: share {index}/{count} built; when every share is, run the same "
               "command without --shard to train")
         return 0
-    if count > 1:
-        print(f"{folder}: share {index}/{count} of the evaluation splits built (--train-items "
-              f"0: nothing to train); once every share is, measure a model on them with "
-              f"voxloop eval end-of-turn --data {folder}")
-        return 0
     if data.train_items == 0:
-        print(f"{folder}: evaluation splits built (--train-items 0: nothing to train); "
-              f"measure a model on them with voxloop eval end-of-turn --data {folder}")
+        built, when = (f"share {index}/{count} of the evaluation splits",
+                       "once every share is, ") if count > 1 else ("evaluation splits", "")
+        print(f"{folder}: {built} built (--train-items 0: nothing to train); {when}measure a "
+              f"model on them with voxloop eval end-of-turn --data {folder}")
         return 0
     summary = train_end_of_turn(data, train)
     for arch, result in summary["results"].items():

@@ -154,6 +154,12 @@ def user_voices(settings: SynthSettings) -> list[str]:
     return [v for v in installed if v in settings.user_voices]
 
 
+def training_voices(voices: list[str]) -> list[str]:
+    """The voices of ``voices`` that may speak training (and dev) items: all but the
+    held-out ones."""
+    return [v for v in voices if v not in HELDOUT_VOICES]
+
+
 def voice_weights(voices: list[str]) -> np.ndarray:
     """Chance of each voice to be drawn: 1/sqrt(voices of its backend), normalized."""
     backends = Counter(v.split(":", 1)[0] for v in voices)
@@ -214,7 +220,7 @@ def plan(settings: SynthSettings, voices: list[str] | None = None) -> list[Synth
     _check(settings)
     voices = user_voices(settings) if voices is None else voices
     pool = _pool(settings)
-    train_voices = [v for v in voices if v not in HELDOUT_VOICES]
+    train_voices = training_voices(voices)
     held_voices = [v for v in voices if v in HELDOUT_VOICES]
     weights = voice_weights(train_voices) if train_voices else None
     prompts = Counter(ex.intent for ex, _ in pool if ex.template != HELDOUT_TEMPLATE)

@@ -243,18 +243,18 @@ def _plan_items() -> tuple:
 def _dev_items() -> tuple:
     """The dev phrasings (``dev_examples``), each said by ``DEV_VOICES_PER_PHRASING``
     training voices drawn as the synth plan draws them (never a held-out voice)."""
-    from voxloop.distill.data.plan import SynthItem, SynthSettings, user_voices, voice_weights
+    from voxloop.distill.data import plan as synth_plan
     from voxloop.distill.teachers.domain.data import dev_examples
-    from voxloop.distill.teachers.heldout import HELDOUT_VOICES
 
     rng = np.random.default_rng(0)
-    voices = [v for v in user_voices(SynthSettings()) if v not in HELDOUT_VOICES]
-    weights = voice_weights(voices)
+    voices = synth_plan.training_voices(synth_plan.user_voices(synth_plan.SynthSettings()))
+    weights = synth_plan.voice_weights(voices)
     items = []
     for k, e in enumerate(dev_examples(DEV_VOICES_PER_PHRASING, rng)):
         voice = str(rng.choice(voices, p=weights))
-        items.append(SynthItem(f"{e.intent}-d{e.template}-{voice}-{k}", DEV_SPLIT, e.intent,
-                               e.template, 0, e.text, voice, e.slots, None, 0, False))
+        items.append(synth_plan.SynthItem(f"{e.intent}-d{e.template}-{voice}-{k}", DEV_SPLIT,
+                                          e.intent, e.template, 0, e.text, voice, e.slots,
+                                          None, 0, False))
     return tuple(items)
 
 
