@@ -306,15 +306,26 @@ def measure_cells(m: dict) -> str:
 
 
 def train_command(data: dict, train: dict) -> str:
-    """The ``voxloop distill end-of-turn`` command line of a summary's settings."""
+    """The ``voxloop distill end-of-turn`` command line of a summary's settings (the
+    seeds, batch, rate and shard size only where they are not the defaults)."""
     return (f"voxloop distill end-of-turn --data-out {data['data_out']} --train-items "
-            f"{data['train_items']} --eval-items {data['eval_items']} --augment-share "
-            f"{data.get('augment_share', 0.0)} --archs {' '.join(train['archs'])} --inputs "
+            f"{data['train_items']} --eval-items {data['eval_items']} "
+            + _changed_flags(data, TurnDataSettings(), ("items_per_shard", "semantic", "data_seed"))
+            + f"--augment-share {data.get('augment_share', 0.0)} --archs "
+            f"{' '.join(train['archs'])} --inputs "
             f"{' '.join(train['inputs'])} --hidden-dim {train['hidden_dim']} --epochs "
-            f"{train['epochs']} --token-noise {train['token_noise']} --seeds {train['seeds']} "
+            f"{train['epochs']} "
+            + _changed_flags(train, TurnTrainSettings(), ("batch_size", "lr", "train_seed"))
+            + f"--token-noise {train['token_noise']} --seeds {train['seeds']} "
             + ("" if train["ensemble"] else "--no-ensemble ") + f"--threads {train['threads']}"
             + ("" if train.get("export", DEFAULT_EXPORT) == DEFAULT_EXPORT else
                f" --export {train['export']}"))
+
+
+def _changed_flags(values: dict, defaults, names: tuple[str, ...]) -> str:
+    """``--name value `` for each of ``names`` whose value is not ``defaults``'s."""
+    return "".join(f"--{name.replace('_', '-')} {values[name]} " for name in names
+                   if name in values and values[name] != getattr(defaults, name))
 
 
 def card(summary: dict) -> str:

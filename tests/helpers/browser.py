@@ -134,8 +134,12 @@ class Chromium:
 
 
 class Page:
+    """``describe``: a JavaScript expression whose value a timeout's message shows (what
+    the page held when the wait gave up), or None."""
+
     def __init__(self, browser: Chromium, session: str) -> None:
         self.browser, self.session = browser, session
+        self.describe: str | None = None
 
     async def call(self, method: str, params: dict | None = None) -> dict:
         return await self.browser.call(method, params, self.session)
@@ -160,9 +164,18 @@ class Page:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"waited {timeout_s:g} s for {what or expression}; browser "
-                                   "console:\n" + "\n".join(self.browser.console[-30:]))
+                raise TimeoutError(f"waited {timeout_s:g} s for {what or expression}; "
+                                   + await self._described() + "browser console:\n"
+                                   + "\n".join(self.browser.console[-30:]))
             await asyncio.sleep(every_s)
+
+    async def _described(self) -> str:
+        if self.describe is None:
+            return ""
+        try:
+            return f"the page held {json.dumps(await self.evaluate(self.describe))}; "
+        except RuntimeError as error:
+            return f"the page could not be described ({error}); "
 
     async def screenshot(self, path: Path, down_to: str | None = "body > *") -> Path:
         """A PNG of the page, cut below the last element ``down_to`` selects (+ 16 px)."""

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.browser import INSTALL_HINT, Chromium, Page, chromium_path
+from voxloop.realtime.semantic_turns import RESUMES_WITHIN_MS
 from voxloop.realtime.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -28,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "out" / "browser"
 QUESTION, VOICE = "What can you do?", "festival:slt-hts"
 CASCADE_HEARD, CASCADE_ANSWER = "what can you do", "simple math"
+LEAD_S = 0.5  # silence before the question in the microphone's file
 WAIT_S = 180.0  # for anything the server does: a loaded 2-core machine is slow
 SNAPSHOT = "window.voxloop && window.voxloop.snapshot()"
+# what a timeout shows: the snapshot with the last 20 lines of the page's log
+DESCRIBE = (f"(() => {{ const s = {SNAPSHOT}; if (!s) return null;"
+            " const log = s.log.slice(-20); delete s.log; return {...s, log}; })()")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,7 @@ def question_wav(tmp_path_factory) -> Path:
     from voxloop.distill.teachers.tts import synthesize
 
     samples, rate_hz = synthesize(QUESTION, VOICE)
-    lead, tail = np.zeros(rate_hz // 2, np.float32), np.zeros(rate_hz, np.float32)
+    lead, tail = np.zeros(int(LEAD_S * rate_hz), np.float32), np.zeros(rate_hz, np.float32)
     return write_wav(tmp_path_factory.mktemp("browser") / "question.wav",
                      np.concatenate([lead, samples, tail]), rate_hz)
 
@@ -52,18 +57,24 @@ def served(request):
         yield request.param, server
 
 
-def run_page(folder: Path, wav: Path, url: str, scenario) -> dict:
-    """Open ``url`` in a fresh Chromium hearing ``wav``; ``await scenario(page)``."""
+def run_page(folder: Path, wav: Path, server: ServerProcess, scenario) -> dict:
+    """Open the server's page (autostarted) in a fresh Chromium hearing ``wav``;
+    ``await scenario(page)``. On a failure the server's last lines are printed."""
     async def main():
         browser = Chromium(folder, capture_wav=wav)
         try:
             await browser.connect()
-            page = await browser.open(url)
+            page = await browser.open(server.http + "/?autostart=1")
+            page.describe = DESCRIBE
             return await scenario(page)
         finally:
             await browser.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except BaseException:
+        print("the server's last lines:\n" + "".join(server.lines[-40:]))
+        raise
 
 
 async def screenshot(page: Page, name: str, state: str) -> None:
@@ -130,8 +141,7 @@ def test_page_answers_a_spoken_question(served, question_wav, tmp_path):
         await screenshot(page, f"{engine}-answer.png", "listening")
         return snap["turns"][index], snap, text, info
 
-    turn, snap, text, info = run_page(tmp_path, question_wav, server.http + "/?autostart=1",
-                                      scenario)
+    turn, snap, text, info = run_page(tmp_path, question_wav, server, scenario)
     item = played(snap, turn["answerItemId"])
     print(f"\nbrowser {engine}: heard {turn['user']!r}, answered {turn['assistant']!r}, "
           f"latency {turn['latencyMs']} ms, played {item['played'] / 24000:.2f} s, "
@@ -151,7 +161,12 @@ def test_talking_over_the_answer_cuts_it(served, question_wav, tmp_path):
     (the student's can be short) is not cut: the next answer is talked over instead."""
     engine, server = served
 
-    async def reask(page: Page) -> None:
+    async def reask(page: Page, turn: dict) -> None:
+        # speech that starts within RESUMES_WITHIN_MS of the question's end goes on with
+        # that question (one turn: the cut answer's turn leaves the page); this test wants
+        # a new turn, so the question starts again (after LEAD_S) past that window
+        since_end_s = (turn["latencyMs"] or 0) / 1000  # the answer has just begun to play
+        await asyncio.sleep(max(0.0, RESUMES_WITHIN_MS / 1000 + 0.25 - LEAD_S - since_end_s))
         await page.evaluate("document.getElementById('mute').click()")
         await page.wait_for(f"{SNAPSHOT}.muted", 30, "muted")
         await page.evaluate("document.getElementById('mute').click()")
@@ -159,8 +174,9 @@ def test_talking_over_the_answer_cuts_it(served, question_wav, tmp_path):
     async def scenario(page: Page):
         cut_index, last = None, -1
         for _ in range(4):
-            index, _ = await latest_turn(page, last, PLAYING, "an answer playing", every_s=0.05)
-            await reask(page)
+            index, snap = await latest_turn(page, last, PLAYING, "an answer playing",
+                                            every_s=0.05)
+            await reask(page, snap["turns"][index])
             outcome = await wait_turn(
                 page, index, "t.cutMs !== null || (s.stats.items[t.answerItemId].complete && "
                 "s.stats.items[t.answerItemId].played >= s.stats.items[t.answerItemId]"
@@ -177,8 +193,8 @@ def test_talking_over_the_answer_cuts_it(served, question_wav, tmp_path):
         await screenshot(page, f"{engine}-barge-in.png", "listening")
         return cut_index, again_index, snap, text
 
-    cut_index, again_index, snap, text = run_page(tmp_path, question_wav,
-                                                  server.http + "/?autostart=1", scenario)
+    cut_index, again_index, snap, text = run_page(tmp_path, question_wav, server,
+                                                  scenario)
     turn, again = snap["turns"][cut_index], snap["turns"][again_index]
     item = played(snap, turn["answerItemId"])
     print(f"\nbrowser {engine} barge-in: answer {cut_index} cut at {turn['cutMs']} ms of "

@@ -344,6 +344,17 @@ def test_a_training_run_leaves_the_bundled_model_alone_unless_told():
     assert train_command(data, bundled).endswith("--export models/voxloop-end-of-turn")
 
 
+def test_the_card_command_names_the_seeds_it_was_made_with():
+    """Heads trained with --train-seed 3 on --data-seed 1 items are other heads: a card
+    whose command left the seeds out made the same command for two different models."""
+    data, train = asdict(TurnDataSettings()), asdict(TurnTrainSettings())
+    assert "seed " not in train_command(data, train)  # defaults stay unsaid (--seeds N only)
+    command = train_command(asdict(replace(TurnDataSettings(), data_seed=1)),
+                            asdict(replace(TurnTrainSettings(), train_seed=3, lr=1e-3)))
+    assert "--data-seed 1 " in command and "--train-seed 3 " in command
+    assert "--lr 0.001 " in command
+
+
 def test_export_is_float16_and_loads_back(tmp_path):
     from safetensors.torch import load_file
 
