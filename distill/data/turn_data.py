@@ -77,6 +77,8 @@ class TurnDataSettings:
     semantic: str = field(default=DEFAULT_SEMANTIC, metadata={
         "help": "semantic tokenizer whose tokens the model hears"})
     data_seed: int = field(default=0, metadata={"help": "which items, cuts and pauses"})
+    more_phrasings: int = field(default=0, metadata={"help": "training and valid items also ask "
+        "the first N of each intent's more phrasings / templates (held-out ones stay out)"})
     augment_share: float = field(default=0.5, metadata={
         "help": "share of training examples given a drawn augmentation (speed, pitch, room, "
                 "noise, level); evaluation splits never are"})
@@ -222,21 +224,22 @@ def cut_in_one_breath(head: str, tail: str, say, rate_hz: int) -> list[np.ndarra
     return None
 
 
-def pick_items(split: str, count: int, seed: int) -> list:
-    """``count`` plan items of ``split`` (the synth job's plan: its voices and phrasings),
-    drawn without replacement by a seeded hash, so the draw never depends on order."""
+def pick_items(split: str, count: int, seed: int, more_phrasings: int = 0) -> list:
+    """``count`` plan items of ``split`` (the synth job's plan with ``more_phrasings``: its
+    voices and phrasings), drawn without replacement by a seeded hash, so the draw never
+    depends on order."""
     items = list(_dev_items()) if split == DEV_SPLIT else \
-        [i for i in _plan_items() if i.split == split]
+        [i for i in _plan_items(more_phrasings) if i.split == split]
     items.sort(key=lambda i: zlib.crc32(f"{seed}:{i.id}".encode()))
     return items[:count]
 
 
-@lru_cache(maxsize=1)
-def _plan_items() -> tuple:
+@lru_cache(maxsize=2)
+def _plan_items(more_phrasings: int = 0) -> tuple:
     """The synth job's plan (~4 s to make: once per process, not once per split)."""
     from voxloop.distill.data.plan import SynthSettings, plan
 
-    return tuple(plan(SynthSettings()))
+    return tuple(plan(SynthSettings(more_phrasings=more_phrasings)))
 
 
 @lru_cache(maxsize=1)
@@ -338,7 +341,7 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
     plan = {}  # shard file -> its items: every split's shards in order
     for split in ("train", *EVAL_SPLITS):
         count = settings.train_items if split == "train" else settings.eval_items
-        items = pick_items(split, count, settings.data_seed)
+        items = pick_items(split, count, settings.data_seed, settings.more_phrasings)
         for index, start in enumerate(range(0, len(items), settings.items_per_shard)):
             plan[f"{split}-{index:04d}.npz"] = items[start:start + settings.items_per_shard]
     tokenizer = None

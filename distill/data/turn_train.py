@@ -310,7 +310,8 @@ def train_command(data: dict, train: dict) -> str:
     seeds, batch, rate and shard size only where they are not the defaults)."""
     return (f"voxloop distill end-of-turn --data-out {data['data_out']} --train-items "
             f"{data['train_items']} --eval-items {data['eval_items']} "
-            + _changed_flags(data, TurnDataSettings(), ("items_per_shard", "semantic", "data_seed"))
+            + _changed_flags(data, TurnDataSettings(), ("items_per_shard", "semantic", "data_seed",
+                                                     "more_phrasings"))
             + f"--augment-share {data.get('augment_share', 0.0)} --archs "
             f"{' '.join(train['archs'])} --inputs "
             f"{' '.join(train['inputs'])} --hidden-dim {train['hidden_dim']} --epochs "

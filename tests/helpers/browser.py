@@ -21,6 +21,11 @@ from pathlib import Path
 
 import websockets
 
+# the voxloop page's state (``window.voxloop.snapshot()``), and what a timeout prints of
+# it: everything but its log, then the log's last 20 lines
+SNAPSHOT = "window.voxloop && window.voxloop.snapshot()"
+DESCRIBE = (f"(() => {{ const s = {SNAPSHOT}; if (!s) return null;"
+            " const log = s.log.slice(-20); delete s.log; return {...s, log}; })()")
 INSTALL_HINT = ("no Chromium: scripts/bootstrap.sh installs Debian's 'chromium' package "
                 "(apt-get install chromium)")
 

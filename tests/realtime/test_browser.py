@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.browser import INSTALL_HINT, Chromium, Page, chromium_path
+from tests.helpers.browser import DESCRIBE, INSTALL_HINT, SNAPSHOT, Chromium, Page, chromium_path
 from voxloop.realtime.semantic_turns import RESUMES_WITHIN_MS
 from voxloop.realtime.server_process import ServerProcess
 
@@ -31,10 +31,7 @@ QUESTION, VOICE = "What can you do?", "festival:slt-hts"
 CASCADE_HEARD, CASCADE_ANSWER = "what can you do", "simple math"
 LEAD_S = 0.5  # silence before the question in the microphone's file
 WAIT_S = 180.0  # for anything the server does: a loaded 2-core machine is slow
-SNAPSHOT = "window.voxloop && window.voxloop.snapshot()"
 # what a timeout shows: the snapshot with the last 20 lines of the page's log
-DESCRIBE = (f"(() => {{ const s = {SNAPSHOT}; if (!s) return null;"
-            " const log = s.log.slice(-20); delete s.log; return {...s, log}; })()")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.browser import INSTALL_HINT, Chromium, Page, chromium_path
+from tests.helpers.browser import DESCRIBE, INSTALL_HINT, SNAPSHOT, Chromium, Page, chromium_path
 from tests.helpers.server import ServerThread
 from tests.realtime.fakes import FakeEngine
 
@@ -18,7 +18,6 @@ pytestmark = [pytest.mark.slow,
 
 KEY = "s3cret-key"
 WAIT_S = 90.0
-SNAPSHOT = "window.voxloop && window.voxloop.snapshot()"
 
 
 def run_page(folder: Path, url: str, scenario, mic: str = "fake"):
@@ -32,7 +31,9 @@ def run_page(folder: Path, url: str, scenario, mic: str = "fake"):
                 await browser.call("Browser.setPermission", {
                     "permission": {"name": "microphone"}, "setting": "denied",
                     "origin": url.split("/?")[0].rstrip("/")})
-            return await scenario(await browser.open(url))
+            page = await browser.open(url)
+            page.describe = DESCRIBE
+            return await scenario(page)
         finally:
             await browser.close()
 

@@ -617,6 +617,23 @@ def test_the_dev_split_says_phrasings_no_plan_has_by_training_voices():
     assert [i.id for i in pick_items(DEV_SPLIT, 5, seed=1)] != [i.id for i in items[:5]]
 
 
+def test_more_phrasings_widen_the_training_draw_and_keep_held_out_speech_out():
+    """``more_phrasings``: training items also ask the domain's more phrasings (templates
+    numbered after the others), never the held-out phrasing nor a held-out voice."""
+    from voxloop.distill.data.turn_data import pick_items
+    from voxloop.distill.teachers.domain.data import load_domain
+    from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
+
+    plain = pick_items("train", 100_000, seed=0)
+    more = pick_items("train", 100_000, seed=0, more_phrasings=12)
+    first_more = min(len(i["phrasings"]) for i in load_domain()["intents"])
+    assert max(i.template for i in plain) < first_more <= max(i.template for i in more)
+    assert len(more) > len(plain)
+    for items in (plain, more):
+        assert HELDOUT_TEMPLATE not in {i.template for i in items}
+        assert not {i.user_voice for i in items} & set(HELDOUT_VOICES)
+
+
 def write_eval_data(folder, eot, with_encoder: bool = True) -> None:
     """Random valid and held-out-voice shards of 40 examples each that ``eot``'s heads can
     hear, and a manifest naming its tokenizer."""
