@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ from voxloop.realtime.wire.session_config import (
 
 log = logging.getLogger("voxloop.realtime")
 REALTIME_PATH = "/v1/realtime"
+# a process id: the server drains and stops once that process is no longer its parent
+# (``ServerProcess`` sets it, so a bench or test killed by a signal leaves no server behind)
+STOP_WITH_PARENT_ENV = "VOXLOOP_STOP_WITH_PARENT"
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
 
@@ -140,8 +144,13 @@ class RealtimeServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        parent = os.environ.get(STOP_WITH_PARENT_ENV, "")
+        watcher = asyncio.create_task(_stop_when_orphaned(int(parent), stop)) \
+            if parent.isdigit() else None
         await self.start()
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
         await self.shutdown()
 
     async def shutdown(self) -> None:
@@ -301,3 +310,13 @@ def _response(connection: ServerConnection, status: HTTPStatus, body: str,
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = content_type
     return response
+
+
+async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event, every_s: float = 0.5
+                              ) -> None:
+    """Set ``stop`` once this process's parent is no longer ``parent_pid`` (it exited, and
+    the server was handed to init), as SIGTERM would."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(every_s)
+    log.info("event=parent_exited pid=%d", parent_pid)
+    stop.set()

@@ -1,4 +1,5 @@
-"""``voxloop serve`` as a child process: started on a free port, stopped with SIGTERM.
+"""``voxloop serve`` as a child process: started on a free port, stopped with SIGTERM, and
+stopped too when the process that started it exits without stopping it (killed).
 
 For benchmarks and tests that want the server as a user runs it, in its own
 process (its own GIL, threads, memory and exit code), not in the caller's event loop.
@@ -15,6 +16,7 @@ import threading
 import time
 
 from voxloop.errors import VoxloopError
+from voxloop.realtime.server import STOP_WITH_PARENT_ENV
 
 _LISTENING = re.compile(r"event=listening url=(\S+)")
 
@@ -35,7 +37,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxloop", "serve", "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", STOP_WITH_PARENT_ENV: str(os.getpid())})
         deadline = time.monotonic() + self.start_timeout_s
         while self.url is None and time.monotonic() < deadline:
             line = self.proc.stdout.readline()
