@@ -46,6 +46,7 @@ BATCHES = MIN_EVENTS // EVENTS_PER_BATCH + 5
 PAUSE_BETWEEN_TURNS_S = 8.0  # of the session alongside
 MAX_MESSAGE_KB = 256  # small, so over-limit messages are cheap to make
 FRAME_LIMIT_BYTES = 4 * MAX_MESSAGE_KB * 1024 + 4096  # the server's websocket max_size
+DEEP_MARK = "voxloop-fuzz-deep"  # where a deep list goes into an event's text
 
 # The API as documented (independent of the server's own tables): type -> {field: kind}
 # for the fields the server must check; "!" marks a required field.
@@ -199,15 +200,17 @@ def mutated_event(draw, known: dict) -> Fuzzed:
     elif how == "bad_audio" and event["type"] == "input_audio_buffer.append":
         event["audio"] = draw(st.sampled_from(["@@@", "AAA", "AAAA", "A", "====", "é",
                                                "QUJD"]))  # QUJD: 3 bytes, odd
-    elif how == "deep":
+    elif how == "deep":  # built as text: nested lists this deep in the test's own objects
+        # recurse near Python's limit, where an error a finalizer raises cannot be reported
         depth = draw(st.sampled_from([50, 500, 5000, 50_000]))
         target = event.get("session") or event.get("item") or event
-        target["deep"] = json.loads("[" * min(depth, 500) + "]" * min(depth, 500))
-        if depth > 500:  # deeper than json.loads can go: built as text
-            text = json.dumps(event)
+        target["deep"] = DEEP_MARK
+        text = json.dumps(event).replace(f'"{DEEP_MARK}"', "[" * min(depth, 500)
+                                         + "]" * min(depth, 500))
+        if depth > 500:  # deeper than json.loads can go
             return Fuzzed(text[:-1] + ', "deeper": ' + "[" * depth + "]" * depth + "}", True,
                           "deep_text")
-        bad = False
+        return Fuzzed(text, False, how)
     elif how == "nested_junk":  # junk at any depth of the session or item object
         path = draw(st.sampled_from(NESTED_PATHS))
         junk = draw(ANY_JSON)
