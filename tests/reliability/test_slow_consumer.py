@@ -112,7 +112,10 @@ def test_listener_that_stops_reading(make_server, engine, question_24k):
 # bad events only: no engine is ever asked anything, so one engine is enough
 @pytest.mark.parametrize("engine_name", ["cascade"])
 def test_flooding_client_that_never_reads_is_closed_with_a_reason(make_server):
-    server = make_server(max_queued_events=QUEUED_EVENTS, close_timeout_s=30)
+    # no keepalive pings in the test's time: a flooding client does not answer them either,
+    # and on a loaded machine the ping timeout (40 s by default) came before the backlog cap
+    server = make_server(max_queued_events=QUEUED_EVENTS, close_timeout_s=30,
+                         ping_interval_s=600.0)
 
     async def run():
         flood = await websockets.connect(server.url, sock=tiny_socket(server.url), max_queue=1)
