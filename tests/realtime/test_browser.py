@@ -31,7 +31,6 @@ QUESTION, VOICE = "What can you do?", "festival:slt-hts"
 CASCADE_HEARD, CASCADE_ANSWER = "what can you do", "simple math"
 LEAD_S = 0.5  # silence before the question in the microphone's file
 WAIT_S = 180.0  # for anything the server does: a loaded 2-core machine is slow
-# what a timeout shows: the snapshot with the last 20 lines of the page's log
 
 
 @pytest.fixture(scope="module")
