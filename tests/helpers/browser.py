@@ -14,8 +14,10 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +28,13 @@ import websockets
 SNAPSHOT = "window.voxloop && window.voxloop.snapshot()"
 DESCRIBE = (f"(() => {{ const s = {SNAPSHOT}; if (!s) return null;"
             " const log = s.log.slice(-20); delete s.log; return {...s, log}; })()")
+# Chromium is started through this, so it gets SIGTERM when the process that started it
+# exits, killed or not (prctl PR_SET_PDEATHSIG survives exec): a killed pytest leaves no
+# browser behind. A parent already gone before the prctl is caught by the ppid check.
+DIE_WITH_PARENT = ("import ctypes, os, signal, sys; "
+                   "ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # 1: PR_SET_PDEATHSIG
+                   "os.getppid() == int(sys.argv[1]) or sys.exit('parent gone'); "
+                   "os.execv(sys.argv[2], sys.argv[2:])")
 INSTALL_HINT = ("no Chromium: scripts/bootstrap.sh installs Debian's 'chromium' package "
                 "(apt-get install chromium)")
 
@@ -55,8 +64,9 @@ class Chromium:
         (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's
         self.log_path = self.folder / "chromium.log"
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([*args, "about:blank"], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *args, "about:blank"],
+            stdout=self._log, stderr=subprocess.STDOUT)
         self.ws_url = self._devtools_url(profile / "DevToolsActivePort", 60.0)
         self.ws: websockets.ClientConnection | None = None
         self._ids = itertools.count(1)

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import websockets
 
+from tests.helpers.processes import gone_within, start_and_kill
 from tests.helpers.server import connect
 from voxloop.realtime.server_process import ServerProcess
 
@@ -53,28 +50,11 @@ def test_sigterm_during_a_response_closes_cleanly():
 def test_a_server_whose_starter_is_killed_stops_by_itself():
     """A bench or test killed by a signal cannot stop the server it started: the server
     sees it gone and stops as on SIGTERM."""
-    starter = subprocess.Popen([sys.executable, "-c", (
+    pid = start_and_kill(
         "import time; from voxloop.realtime.server_process import ServerProcess; "
         "server = ServerProcess(['--engine', 'cascade'], 120).start(); "
-        "print(server.pid, flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
-    try:
-        pid = int(starter.stdout.readline())
-    finally:
-        starter.kill()
-        starter.wait(30)
-    deadline = time.monotonic() + 60
-    while _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _running(pid), f"voxloop serve (pid {pid}) outlived the process that started it"
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited (a zombie nobody reaped has)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        "print(server.pid, flush=True); time.sleep(600)")
+    assert gone_within(pid, 60), f"voxloop serve (pid {pid}) outlived the process that started it"
 
 
 def test_the_default_engine_is_the_hybrid_and_says_what_it_runs():

@@ -1,0 +1,37 @@
+"""Whether a process is still there, for tests that kill what started it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie nobody reaped has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def gone_within(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for process ``pid`` to exit; whether it did."""
+    deadline = time.monotonic() + timeout_s
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not running(pid)
+
+
+def start_and_kill(code: str, *args: str) -> int:
+    """Run ``python -c code args``, which starts a child and prints its pid; kill the
+    starter with SIGKILL (no clean-up runs) once it has; the child's pid."""
+    starter = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        return int(starter.stdout.readline())
+    finally:
+        starter.kill()
+        starter.wait(30)
