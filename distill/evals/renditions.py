@@ -128,6 +128,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     from voxloop.distill.data.targets import RENDITIONS_FILE, load_renditions
     from voxloop.distill.student.align import WordAligner, word_frames
     from voxloop.distill.student.codec import load_student_codec
+    from voxloop.distill.student.mouth_train import RENDITIONS_REPORT
     from voxloop.distill.student.pack import PackedData
     from voxloop.distill.student.vocab import answer_words
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
@@ -188,7 +189,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     summary = summarize(report)
     summary["turns_changed"] = changed
     out = {"settings": asdict(settings), "summary": summary, "answers": report}
-    (pack.parent / "renditions.json").write_text(json.dumps(out, indent=2) + "\n")
+    (pack.parent / RENDITIONS_REPORT).write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 

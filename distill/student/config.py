@@ -225,6 +225,10 @@ class MouthTrainSettings:
         "help": "draw each distinct answer with weight (its train turns)^(1 - B): 1 draws "
                 "answers uniformly (the domain's few fixed answers, most of what is said, "
                 "then come up rarely), 0 as often as the turns say them"})
+    retaken_weight: float = field(default=1.0, metadata={
+        "help": "draw the answers `voxloop distill renditions` gave a new take (its report "
+                "beside the pack) this many times as often: an answer of few turns comes up "
+                "a few times in a short run, too few to learn its new take"})
     duration_weight: float = field(default=1.0, metadata={
         "help": "weight of the words' log-length loss"})
     own_lengths: float = field(default=0.0, metadata={

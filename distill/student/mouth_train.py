@@ -3,10 +3,11 @@
 The mouth learns from the distinct answers of the ``train`` split (a turn's user side does
 not matter to it), each drawn with weight (its turns)^(1 - ``answer_balance``): the domain's
 59 fixed answers are most of what is said, its 1,700 composed ones most of what there is to
-learn. Losses: codebook CE (codebook 0 weighted) plus the MSE of
-each word's log length. ``valid`` is the distinct answers of the ``valid`` split; the best
-mouth by its loss is kept in ``OUT/best.pt``. The loss does not rank mouths by how well they
-are understood, so ``snapshot_every`` also keeps mouths along the way for
+learn (``retaken_weight``: the answers ``renditions`` gave a new take more often).
+Losses: codebook CE (codebook 0 weighted) plus the MSE of each word's log length.
+``valid`` is the distinct answers of the ``valid`` split; the best mouth by its loss is
+kept in ``OUT/best.pt``. The loss does not rank mouths by how well they are understood,
+so ``snapshot_every`` also keeps mouths along the way for
 ``voxloop distill choose-mouth`` to judge by ear, and ``ema`` judges and keeps a moving
 average of the weights (one step's weights carry that step's noise). Each step's batch and
 dropout are a function of (seed, step), so a run resumed from ``OUT/checkpoint.pt``
@@ -33,6 +34,7 @@ from voxloop.errors import VoxloopError
 from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.05
+RENDITIONS_REPORT = "renditions.json"  # written beside the pack by `distill renditions`
 
 
 def distinct_answers(data: PackedData, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +44,30 @@ def distinct_answers(data: PackedData, split: str) -> tuple[np.ndarray, np.ndarr
     _, first, counts = np.unique(data.answer_text[rows], return_index=True, return_counts=True)
     order = np.argsort(first)
     return rows[first[order]], counts[order]
+
+
+def answer_draws(data: PackedData, rows: np.ndarray, turns: np.ndarray,
+                 s: MouthTrainSettings) -> np.ndarray:
+    """The probability of drawing each of the distinct answers ``rows`` (their train
+    ``turns``) for a batch, as ``answer_balance`` and ``retaken_weight`` say."""
+    draw = turns ** (1.0 - s.answer_balance)
+    if s.retaken_weight != 1.0:
+        retaken = np.isin(data.answer_text[rows], sorted(retaken_answers(s.data)))
+        draw = np.where(retaken, s.retaken_weight * draw, draw)
+        print(f"mouth: {retaken.sum()} re-taken answers drawn {s.retaken_weight:g}x as often")
+    return draw / draw.sum()
+
+
+def retaken_answers(pack: str | Path) -> set[str]:
+    """The answer texts `voxloop distill renditions` replaced with a new take in ``pack``,
+    from its report beside the pack."""
+    import json
+
+    report = Path(pack).parent / RENDITIONS_REPORT
+    if not report.is_file():
+        raise VoxloopError(f"--retaken-weight: no {report} (run `voxloop distill renditions` "
+                           f"on {pack} first, or leave --retaken-weight at 1)")
+    return {a["text"] for a in json.loads(report.read_text())["answers"] if a["chosen"]}
 
 
 def answer_batch(data: PackedData, rows: np.ndarray, config: MouthConfig
@@ -217,8 +243,7 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
                          d_model=s.d_model)
     (train_rows, turns), (valid_rows, _) = (distinct_answers(data, split)
                                             for split in ("train", "valid"))
-    draw = turns ** (1.0 - s.answer_balance)
-    draw = draw / draw.sum()
+    draw = answer_draws(data, train_rows, turns, s)
     if not len(train_rows):
         raise VoxloopError(f"{s.data} has no train turns")
     torch.manual_seed(s.seed)

@@ -4,6 +4,7 @@ to a student, and what the student's generation does with it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ from voxloop.distill.student.generate import StudentStepper
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
+    RENDITIONS_REPORT,
     answer_batch,
+    answer_draws,
     at_own_lengths,
     distinct_answers,
     fit_pace,
@@ -41,6 +44,21 @@ def test_answers_are_drawn_once_each_with_their_turn_counts():
     rows, turns = distinct_answers(data, "train")
     assert rows.tolist() == [0, 1, 2, 3] and turns.tolist() == [2, 2, 2, 1]  # ANSWERS[i % 4]
     assert distinct_answers(data, "valid")[0].tolist() == [7, 8, 9]
+
+
+def test_answers_renditions_gave_a_new_take_are_drawn_more_often(tmp_path):
+    data = tiny_packed(tiny_examples(8))
+    rows, turns = distinct_answers(data, "train")
+    texts = [str(data.answer_text[r]) for r in rows]
+    settings = MouthTrainSettings(data=str(tmp_path / "pack.npz"), answer_balance=1.0)
+    assert np.allclose(answer_draws(data, rows, turns, settings), 0.25)
+    weighted = dataclasses.replace(settings, retaken_weight=5.0)
+    with pytest.raises(VoxloopError, match="run `voxloop distill renditions`"):
+        answer_draws(data, rows, turns, weighted)
+    report = {"answers": [{"text": texts[1], "chosen": 3}, {"text": texts[2], "chosen": 0}]}
+    (tmp_path / RENDITIONS_REPORT).write_text(json.dumps(report))
+    draws = answer_draws(data, rows, turns, weighted)
+    assert np.allclose(draws, np.array([1, 5, 1, 1]) / 8)  # only the re-taken one
 
 
 def _mouth(**changes) -> Mouth:
