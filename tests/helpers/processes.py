@@ -17,12 +17,35 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def naming(text: str) -> list[int]:
+    """Live processes whose command line holds ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_text() \
+                    and running(int(proc.name)):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
 def gone_within(pid: int, timeout_s: float) -> bool:
     """Wait up to ``timeout_s`` for process ``pid`` to exit; whether it did."""
+    return _within(timeout_s, lambda: not running(pid))
+
+
+def none_named_within(text: str, timeout_s: float) -> list[int]:
+    """Wait up to ``timeout_s`` for every process naming ``text`` to exit; those left."""
+    _within(timeout_s, lambda: not naming(text))
+    return naming(text)
+
+
+def _within(timeout_s: float, done) -> bool:
     deadline = time.monotonic() + timeout_s
-    while running(pid) and time.monotonic() < deadline:
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.2)
-    return not running(pid)
+    return done()
 
 
 def start_and_kill(code: str, *args: str) -> int:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.browser import DESCRIBE, INSTALL_HINT, SNAPSHOT, Chromium, Page, chromium_path
-from tests.helpers.processes import gone_within, running, start_and_kill
+from tests.helpers.processes import gone_within, none_named_within, start_and_kill
 from tests.helpers.server import ServerThread
 from tests.realtime.fakes import FakeEngine
 
@@ -128,21 +127,5 @@ def test_a_browser_whose_test_is_killed_closes(tmp_path):
         "browser = Chromium(Path(sys.argv[1])); print(browser.proc.pid, flush=True); "
         "time.sleep(600)", str(tmp_path))
     assert gone_within(pid, 60), f"chromium (pid {pid}) outlived the process that started it"
-    profile = str(tmp_path / "profile")
-    deadline = time.monotonic() + 30
-    while (left := _using(profile)) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    left = none_named_within(str(tmp_path / "profile"), 30)
     assert not left, f"chromium's processes outlived it: {left}"
-
-
-def _using(folder: str) -> list[int]:
-    """Live processes whose command line names ``folder``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and folder in (proc / "cmdline").read_text() \
-                    and running(int(proc.name)):
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile
-            continue
-    return found
