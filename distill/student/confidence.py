@@ -8,8 +8,9 @@ the domain, or one its Whisper misheard; Whisper's own mean token log-probabilit
 the two apart (it is low where it misheard), so a refusal is taken only where Whisper was
 sure of what it heard. Both thresholds are measured (``voxloop eval routing``, on a split
 the held-out ones are not) and kept beside the weights they were measured with
-(``routing.json``, keyed by their sha256 like the said-codes table): a student saved
-again has none until it is measured again.
+(``routing.json``, keyed by the sha256 of the weights that write the words: every tensor
+but the mouth's, which only says the words and is re-taught on its own): a student whose
+words change has none until it is measured again; one given a new mouth keeps them.
 
     write_routing(folder, Routing(-0.5, -0.35), {"chosen_on": "valid", ...})
     read_routing(folder)        # Routing(...), or None: none measured for these weights
@@ -17,15 +18,17 @@ again has none until it is measured again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from voxloop.models import weights_sha256
+from voxloop.models import WEIGHTS_FILE
 from voxloop.training import atomic_write
 
 ROUTING_FILE = "routing.json"
+MOUTH_PREFIX = "mouth."  # the tensors that say the words, not the ones that write them
 
 log = logging.getLogger("voxloop.distill")
 
@@ -39,7 +42,7 @@ class Routing:
 def write_routing(folder: str | Path, routing: Routing, info: dict) -> Path:
     """Keep ``routing`` (and what it was measured on, ``info``) beside the weights."""
     path = Path(folder) / ROUTING_FILE
-    text = json.dumps({**asdict(routing), "weights_sha256": weights_sha256(folder), **info},
+    text = json.dumps({**asdict(routing), "words_sha256": words_sha256(folder), **info},
                       indent=1) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
@@ -51,9 +54,30 @@ def read_routing(folder: str | Path) -> Routing | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    if data.get("weights_sha256") != weights_sha256(folder):
+    if data.get("words_sha256") != words_sha256(folder):
         log.warning("%s was measured for other weights than %s's: the hybrid asks the "
                     "cascade only about refusals (run voxloop eval routing --export)",
                     path, folder)
         return None
     return Routing(float(data["min_words_logprob"]), data.get("refusal_heard_logprob"))
+
+
+def words_sha256(folder: str | Path) -> str | None:
+    """sha256 of the tensors of ``FOLDER/model.safetensors`` that write the student's words
+    (names, dtypes, shapes and bytes, in name order; the mouth's left out); None without
+    weights."""
+    import torch
+    from safetensors import safe_open
+
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with safe_open(str(path), "pt") as f:
+        for name in sorted(f.keys()):
+            if name.startswith(MOUTH_PREFIX):
+                continue
+            tensor = f.get_tensor(name).contiguous()
+            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -343,13 +343,13 @@ def read_mouth(checkpoint: str | Path, student_config, student_name: str | Path
 
 def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) -> Path:
     """Write ``folder``: the student ``student_name`` with the mouth of ``checkpoint`` (a
-    ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept."""
-    from voxloop.distill.student.model import (
-        Student,
-        load_student,
-        save_student,
-        student_folder,
-    )
+    ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept, and what was
+    measured on its words (the routing thresholds, the heard-intents head) carried over."""
+    import shutil
+
+    from voxloop.distill.student.confidence import ROUTING_FILE
+    from voxloop.distill.student.heard_intents import FILENAME as HEARD_INTENTS_FILE
+    from voxloop.distill.student.model import Student, load_student, save_student, student_folder
     from voxloop.models import read_card
 
     source = student_folder(student_name)
@@ -363,7 +363,11 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     weights = {k: v for k, v in student.state_dict().items() if not k.startswith("mouth.")}
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
-    return save_student(with_mouth.eval(), vocab, folder, read_card(source))
+    folder = save_student(with_mouth.eval(), vocab, folder, read_card(source))
+    for name in (ROUTING_FILE, HEARD_INTENTS_FILE):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+    return folder
 
 
 def student_and_pack(student_name: str | Path, data_path: str | Path):

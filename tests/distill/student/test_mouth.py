@@ -12,6 +12,7 @@ import torch
 
 from tests.distill.student.fixtures import pointer_packed, tiny_config, tiny_examples, tiny_packed
 from voxloop.cli import main
+from voxloop.distill.student.confidence import Routing, read_routing, write_routing
 from voxloop.distill.student.config import MouthConfig, MouthTrainSettings
 from voxloop.distill.student.generate import StudentStepper
 from voxloop.distill.student.model import Student, load_student, save_student
@@ -317,8 +318,10 @@ def test_a_student_with_a_mouth_says_its_words_without_model_calls(tmp_path, ali
     with pytest.raises(VoxloopError, match="codebooks"):
         give_mouth(str(_student_folder(tmp_path / "k8", data, k_out=8)), tmp_path / "mouth.pt",
                    tmp_path / "nope")
-    model, vocab = load_student(give_mouth(str(student), tmp_path / "mouth.pt",
-                                           tmp_path / "with-mouth"))
+    write_routing(student, Routing(-0.5, -0.3), {"chosen_on": "valid"})
+    given = give_mouth(str(student), tmp_path / "mouth.pt", tmp_path / "with-mouth")
+    assert read_routing(given) == Routing(-0.5, -0.3)  # measured on the same words
+    model, vocab = load_student(given)
     plain, _ = load_student(student)
     assert model.config.mouth_d_model == 32
     for name, value in plain.state_dict().items():  # the student itself is kept

@@ -156,17 +156,26 @@ def test_an_unsure_students_turn_refused_by_the_cascade(heard_logprob, takes_ref
 
 
 def test_the_threshold_settings(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     from voxloop.distill.student.confidence import Routing, write_routing
     from voxloop.realtime.engines.hybrid import HybridSettings
 
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    def save(words: float, mouth: float) -> None:
+        save_file({"text_head.weight": torch.full((2, 3), words),
+                   "mouth.out.weight": torch.full((3,), mouth)}, tmp_path / "model.safetensors")
+
+    save(1.0, 1.0)
     folder = str(tmp_path)
     assert HybridSettings().thresholds(folder) == (None, None)  # none measured
     write_routing(tmp_path, Routing(-0.75, -0.35), {"chosen_on": "valid"})
     assert HybridSettings().thresholds(folder) == (-0.75, -0.35)
     assert HybridSettings("none", "auto").thresholds(folder) == (None, -0.35)
     assert HybridSettings(" -1.5 ", "-0.2").thresholds(folder) == (-1.5, -0.2)
-    (tmp_path / "model.safetensors").write_bytes(b"other weights")  # saved again since
+    save(1.0, 2.0)  # a new mouth says the same words: what was measured on them holds
+    assert HybridSettings().thresholds(folder) == (-0.75, -0.35)
+    save(1.5, 2.0)  # new words
     assert HybridSettings("AUTO", "auto").thresholds(folder) == (None, None)
     for bad in ("sure", "0.5", "nan", "-inf", ""):
         with pytest.raises(VoxloopError, match="--hybrid-min-words-logprob"):
