@@ -276,6 +276,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_renditions(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.renditions import RenditionSettings, choose_renditions
+    from voxloop.distill.student.retaken import report_path
 
     report = choose_renditions(args.dataset, args.npz,
                                settings_from_args(RenditionSettings, args))
@@ -284,8 +285,7 @@ def run_renditions(args: argparse.Namespace) -> int:
           f"({s['turns_changed']} turns): judged right {s['correct_before']} -> "
           f"{s['correct_after']} (some take right: {s['any_take_correct']}), mean WER "
           f"{s['wer_before_pct']:.1f} -> {s['wer_after_pct']:.1f} %")
-    print(f"wrote {args.npz}, {args.dataset}/renditions.npz and "
-          f"{Path(args.npz).parent / 'renditions.json'}")
+    print(f"wrote {args.npz}, {args.dataset}/renditions.npz and {report_path(args.npz)}")
     return 0
 
 

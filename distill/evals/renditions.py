@@ -25,7 +25,6 @@ codec); the words the student is taught and the judge listens for stay as writte
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ class RenditionSettings:
     def spoken(self, text: str) -> str:
         """``text`` as the voice is given it: every ``--say-as`` word respelled."""
         for word, spelling in parse_say_as(self.say_as).items():
-            text = re.sub(rf"\b{re.escape(word)}\b", spelling, text, flags=re.IGNORECASE)
+            text = whole_word(word).sub(spelling, text)
         return text
 
     def needs_takes(self, own: Take) -> bool:
@@ -81,6 +80,11 @@ class Take:
     def rank(self) -> tuple[bool, float]:
         """Smaller is clearer: judged right first, then fewer word errors."""
         return not self.correct, self.wer
+
+
+def whole_word(word: str) -> re.Pattern:
+    """``word`` anywhere it is a whole word, in any case."""
+    return re.compile(rf"\b{re.escape(word)}\b", flags=re.IGNORECASE)
 
 
 def parse_say_as(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -120,7 +124,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
                       progress: bool = True) -> dict:
     """Re-take the answers of ``pack`` (made from ``dataset``) said most; updates the
     dataset's answer cache and ``renditions.npz``, and the pack. Returns the report
-    (also written as ``renditions.json`` beside the pack)."""
+    (also written beside the pack: ``retaken.report_path``)."""
     import torch
     from tqdm import tqdm
 
@@ -128,8 +132,8 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     from voxloop.distill.data.targets import RENDITIONS_FILE, load_renditions
     from voxloop.distill.student.align import WordAligner, word_frames
     from voxloop.distill.student.codec import load_student_codec
-    from voxloop.distill.student.mouth_train import RENDITIONS_REPORT
     from voxloop.distill.student.pack import PackedData
+    from voxloop.distill.student.retaken import write_retaken
     from voxloop.distill.student.vocab import answer_words
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
     from voxloop.training import atomic_write
@@ -148,6 +152,11 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     if not todo:
         raise VoxloopError(f"no answer of {pack} has {settings.min_turns} train turns: lower "
                            "--min-turns")
+    unused = [word for word in parse_say_as(settings.say_as)
+              if not any(whole_word(word).search(text) for text, _, _ in todo)]
+    if unused:
+        raise VoxloopError(f"--say-as {', '.join(unused)}: no answer re-taken has that word "
+                           "(write a whole word of an answer, without punctuation)")
     runner = CodecRunner(data.vocab["codec"]["name"])
     take_judge = TakeJudge(load_student_codec(None, data.vocab, settings.decoder),
                            load_asr(ASRSettings(threads=settings.threads)), settings.codebooks)
@@ -189,7 +198,7 @@ def choose_renditions(dataset: str | Path, pack: str | Path, settings: Rendition
     summary = summarize(report)
     summary["turns_changed"] = changed
     out = {"settings": asdict(settings), "summary": summary, "answers": report}
-    (pack.parent / RENDITIONS_REPORT).write_text(json.dumps(out, indent=2) + "\n")
+    write_retaken(pack, out)
     return out
 
 

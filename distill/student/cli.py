@@ -124,8 +124,9 @@ def register(subparsers, groups: dict) -> None:
                     "user asked for from the words a student heard (a bag of words over its "
                     "CTC transcript, fitted on the domain's training phrasings and misheard "
                     "copies of them, ~15 s) and write it beside the student's weights "
-                    "(heard_intents.safetensors): where the student is unsure of its words and "
-                    "the head is sure of a fixed answer it did not write, it says that one.",
+                    "(heard_intents.safetensors): where the head is sure of a fixed answer the "
+                    "student did not write and all but rules out the student's own, it says "
+                    "that one.",
                     "voxloop distill heard-intents models/voxloop-student")
     p.add_argument("folder", help="a student model folder (with a mouth)")
     add_settings(p, HeardIntentsConfig)

@@ -24,11 +24,10 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from voxloop.models import WEIGHTS_FILE
+from voxloop.models import WEIGHTS_FILE, weights_sha256
 from voxloop.training import atomic_write
 
 ROUTING_FILE = "routing.json"
-MOUTH_PREFIX = "mouth."  # the tensors that say the words, not the ones that write them
 
 log = logging.getLogger("voxloop.distill")
 
@@ -54,8 +53,10 @@ def read_routing(folder: str | Path) -> Routing | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    if data.get("words_sha256") != words_sha256(folder):
-        log.warning("%s was measured for other weights than %s's: the hybrid asks the "
+    if data.get("words_sha256", "") != words_sha256(folder) and (
+            # written before the key left the mouth out: then every tensor was hashed
+            "words_sha256" in data or data.get("weights_sha256") != weights_sha256(folder)):
+        log.warning("%s was measured for other words than %s writes: the hybrid asks the "
                     "cascade only about refusals (run voxloop eval routing --export)",
                     path, folder)
         return None
@@ -63,16 +64,21 @@ def read_routing(folder: str | Path) -> Routing | None:
 
 
 def words_sha256(folder: str | Path) -> str | None:
-    """sha256 of the tensors of ``FOLDER/model.safetensors`` that write the student's words
-    (names, dtypes, shapes and bytes, in name order; the mouth's left out); None without
-    weights."""
+    """sha256 of what writes the student's words: its word vocabularies (``vocab.json``'s
+    ``text`` and ``ctc``) and the tensors of ``model.safetensors`` (names, dtypes, shapes
+    and bytes, in name order; the mouth's left out); None without weights."""
     import torch
     from safetensors import safe_open
 
-    path = Path(folder) / WEIGHTS_FILE
+    from voxloop.distill.student.mouth import MOUTH_PREFIX
+
+    path, vocab_path = Path(folder) / WEIGHTS_FILE, Path(folder) / "vocab.json"
     if not path.is_file():
         return None
     digest = hashlib.sha256()
+    if vocab_path.is_file():
+        vocab = json.loads(vocab_path.read_text())
+        digest.update(json.dumps([vocab.get("text"), vocab.get("ctc")]).encode())
     with safe_open(str(path), "pt") as f:
         for name in sorted(f.keys()):
             if name.startswith(MOUTH_PREFIX):

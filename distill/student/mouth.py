@@ -31,6 +31,8 @@ from torch import nn
 
 from voxloop.distill.student.config import CODEBOOK_SIZE, WORD_FRAMES_MAX, MouthConfig
 
+MOUTH_PREFIX = "mouth."  # a student keeps its mouth as ``.mouth``: these tensors say its words
+
 
 class ConvBlock(nn.Module):
     """ConvNeXt block over frames ``[B, F, D]`` (not causal: the sentence is known)."""

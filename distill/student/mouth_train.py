@@ -28,13 +28,12 @@ from tqdm import tqdm
 from voxloop.distill.student.averaged import AveragedWeights
 from voxloop.distill.student.config import CODEBOOK_SIZE, MouthConfig, MouthTrainSettings
 from voxloop.distill.student.layout import IGNORE
-from voxloop.distill.student.mouth import Mouth, word_lengths
+from voxloop.distill.student.mouth import MOUTH_PREFIX, Mouth, word_lengths
 from voxloop.distill.student.pack import PackedData
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
+from voxloop.training import atomic_write, cosine_lr, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.05
-RENDITIONS_REPORT = "renditions.json"  # written beside the pack by `distill renditions`
 
 
 def distinct_answers(data: PackedData, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -50,24 +49,20 @@ def answer_draws(data: PackedData, rows: np.ndarray, turns: np.ndarray,
                  s: MouthTrainSettings) -> np.ndarray:
     """The probability of drawing each of the distinct answers ``rows`` (their train
     ``turns``) for a batch, as ``answer_balance`` and ``retaken_weight`` say."""
+    from voxloop.distill.student.retaken import retaken_answers
+
+    if not s.retaken_weight > 0:
+        raise VoxloopError(f"--retaken-weight {s.retaken_weight}: must be above 0 (1: as often "
+                           "as the others)")
     draw = turns ** (1.0 - s.answer_balance)
     if s.retaken_weight != 1.0:
         retaken = np.isin(data.answer_text[rows], sorted(retaken_answers(s.data)))
+        if not retaken.any():
+            raise VoxloopError(f"--retaken-weight: none of the answers re-taken is in {s.data}'s "
+                               "train split (was the report written for another pack?)")
         draw = np.where(retaken, s.retaken_weight * draw, draw)
         print(f"mouth: {retaken.sum()} re-taken answers drawn {s.retaken_weight:g}x as often")
     return draw / draw.sum()
-
-
-def retaken_answers(pack: str | Path) -> set[str]:
-    """The answer texts `voxloop distill renditions` replaced with a new take in ``pack``,
-    from its report beside the pack."""
-    import json
-
-    report = Path(pack).parent / RENDITIONS_REPORT
-    if not report.is_file():
-        raise VoxloopError(f"--retaken-weight: no {report} (run `voxloop distill renditions` "
-                           f"on {pack} first, or leave --retaken-weight at 1)")
-    return {a["text"] for a in json.loads(report.read_text())["answers"] if a["chosen"]}
 
 
 def answer_batch(data: PackedData, rows: np.ndarray, config: MouthConfig
@@ -243,9 +238,9 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
                          d_model=s.d_model)
     (train_rows, turns), (valid_rows, _) = (distinct_answers(data, split)
                                             for split in ("train", "valid"))
-    draw = answer_draws(data, train_rows, turns, s)
     if not len(train_rows):
         raise VoxloopError(f"{s.data} has no train turns")
+    draw = answer_draws(data, train_rows, turns, s)
     torch.manual_seed(s.seed)
     mouth = Mouth(config).train()
     mouth.set_spelling(vocab["text"])
@@ -345,8 +340,6 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     """Write ``folder``: the student ``student_name`` with the mouth of ``checkpoint`` (a
     ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept, and what was
     measured on its words (the routing thresholds, the heard-intents head) carried over."""
-    import shutil
-
     from voxloop.distill.student.confidence import ROUTING_FILE
     from voxloop.distill.student.heard_intents import FILENAME as HEARD_INTENTS_FILE
     from voxloop.distill.student.model import Student, load_student, save_student, student_folder
@@ -360,13 +353,17 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
         raise VoxloopError(f"{checkpoint} is a mouth of another shape ({config}) than a "
                            f"student builds ({with_mouth.mouth.config}): train it with "
                            "`voxloop distill mouth`")
-    weights = {k: v for k, v in student.state_dict().items() if not k.startswith("mouth.")}
+    weights = {k: v for k, v in student.state_dict().items() if not k.startswith(MOUTH_PREFIX)}
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
+    measured = {name: (source / name).read_bytes() for name in (ROUTING_FILE, HEARD_INTENTS_FILE)
+                if (source / name).is_file()}  # read first: folder may be source itself
     folder = save_student(with_mouth.eval(), vocab, folder, read_card(source))
     for name in (ROUTING_FILE, HEARD_INTENTS_FILE):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, folder / name)
+        if name in measured:
+            atomic_write(folder / name, lambda tmp, data=measured[name]: tmp.write_bytes(data))
+        else:  # one measured on other words
+            (folder / name).unlink(missing_ok=True)
     return folder
 
 

@@ -149,9 +149,11 @@ def load_said_codes(folder: str | Path) -> SaidCodes | None:
 def _mouth_and_words(folder: Path) -> tuple[dict, list]:
     from safetensors.torch import load_file
 
+    from voxloop.distill.student.mouth import MOUTH_PREFIX
+
     weights = load_file(str(folder / WEIGHTS_FILE))
     vocab = json.loads((folder / "vocab.json").read_text())
-    return {k: v for k, v in weights.items() if k.startswith("mouth.")}, vocab["text"]
+    return {k: v for k, v in weights.items() if k.startswith(MOUTH_PREFIX)}, vocab["text"]
 
 
 def carry_said_codes(source: str | Path, folder: str | Path) -> int:

@@ -74,7 +74,7 @@ class NativeSettings:
                 "(the same words, fewer calls; 0: one per call)", "flag": "--native-draft-words"})
     heard_intents: bool = field(default=True, metadata={
         "help": "let the student's heard-intents head (where its folder has one) say the "
-                "fixed answer it reads where the student is unsure of its words",
+                "fixed answer it reads where it all but rules out the student's own",
         "flag": "--native-heard-intents"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch's intra-op threads (the engine's ops are small and sessions run in "

@@ -30,7 +30,8 @@ DESCRIBE = (f"(() => {{ const s = {SNAPSHOT}; if (!s) return null;"
             " const log = s.log.slice(-20); delete s.log; return {...s, log}; })()")
 # Chromium is started through this, so it gets SIGTERM when the process that started it
 # exits, killed or not (prctl PR_SET_PDEATHSIG survives exec): a killed pytest leaves no
-# browser behind. A parent already gone before the prctl is caught by the ppid check.
+# browser behind. A parent already gone before the prctl is caught by the ppid check. (The
+# signal follows the starting *thread*: start it from the main thread, not a worker.)
 DIE_WITH_PARENT = ("import ctypes, os, signal, sys; "
                    "ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # 1: PR_SET_PDEATHSIG
                    "os.getppid() == int(sys.argv[1]) or sys.exit('parent gone'); "
@@ -67,7 +68,11 @@ class Chromium:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *args, "about:blank"],
             stdout=self._log, stderr=subprocess.STDOUT)
-        self.ws_url = self._devtools_url(profile / "DevToolsActivePort", 60.0)
+        try:
+            self.ws_url = self._devtools_url(profile / "DevToolsActivePort", 60.0)
+        except BaseException:  # no object comes back to close it
+            self.kill()
+            raise
         self.ws: websockets.ClientConnection | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
@@ -187,10 +192,11 @@ class Page:
     async def _described(self) -> str:
         if self.describe is None:
             return ""
-        try:
-            return f"the page held {json.dumps(await self.evaluate(self.describe))}; "
-        except RuntimeError as error:
-            return f"the page could not be described ({error}); "
+        try:  # a hung page must not hide the timeout it explains
+            held = await asyncio.wait_for(self.evaluate(self.describe), 5.0)
+            return f"the page held {json.dumps(held)}; "
+        except Exception as error:  # whatever failed: say so, and keep the timeout's message
+            return f"the page could not be described ({error!r}); "
 
     async def screenshot(self, path: Path, down_to: str | None = "body > *") -> Path:
         """A PNG of the page, cut below the last element ``down_to`` selects (+ 16 px)."""

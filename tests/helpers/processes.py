@@ -54,7 +54,10 @@ def start_and_kill(code: str, *args: str) -> int:
     starter = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
                                text=True)
     try:
-        return int(starter.stdout.readline())
+        line = starter.stdout.readline()
+        if not line.strip():
+            raise RuntimeError(f"the starter printed no pid (exit code {starter.wait(30)})")
+        return int(line)
     finally:
         starter.kill()
         starter.wait(30)

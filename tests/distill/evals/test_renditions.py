@@ -20,6 +20,7 @@ from voxloop.distill.evals.renditions import (
     replace_answers,
 )
 from voxloop.distill.student.pack import PackedData
+from voxloop.distill.student.retaken import retaken_answers
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_CODEC
 
@@ -78,7 +79,7 @@ def test_a_clear_take_replaces_a_garbled_one_in_cache_dataset_and_pack(tmp_path)
     # a later pack of the dataset takes the chosen codes over its turns' own
     np.testing.assert_array_equal(AnswerCodes(dataset, DEFAULT_CODEC, examples)(ANSWERS[0]),
                                   kept)
-    assert (tmp_path / "renditions.json").is_file()
+    assert retaken_answers(pack) == {ANSWERS[0]}
 
     # again, misheard answers only: the chosen take is now the pack's own, judged as before,
     # and new takes are drawn only if the judge still hears it wrong
@@ -87,6 +88,7 @@ def test_a_clear_take_replaces_a_garbled_one_in_cache_dataset_and_pack(tmp_path)
     (answer,) = again["answers"]
     assert answer["takes"][0] == chosen
     assert len(answer["takes"]) == (1 if chosen["correct"] else 3)
+    assert retaken_answers(pack) == {ANSWERS[0]}  # re-taken by the run before
 
 
 def test_misheard_only_spends_takes_on_wrong_and_on_unclear_answers():
@@ -109,6 +111,9 @@ def test_no_answer_said_often_enough_is_a_clear_error(tmp_path):
     (tmp_path / "answers").mkdir()
     with pytest.raises(VoxloopError, match="--min-turns"):
         choose_renditions(tmp_path, tmp_path / "pack.npz", RenditionSettings(min_turns=3))
+    with pytest.raises(VoxloopError, match="--say-as zebra: no answer re-taken has that word"):
+        choose_renditions(tmp_path, tmp_path / "pack.npz", RenditionSettings(
+            min_turns=1, say_as=("zebra=zeebra",)))
 
 
 def test_say_as_respells_whole_words_only_and_a_malformed_pair_fails_first(tmp_path):

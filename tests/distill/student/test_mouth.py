@@ -4,7 +4,6 @@ to a student, and what the student's generation does with it."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from voxloop.distill.student.generate import StudentStepper
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.mouth_train import (
-    RENDITIONS_REPORT,
     answer_batch,
     answer_draws,
     at_own_lengths,
@@ -29,6 +27,7 @@ from voxloop.distill.student.mouth_train import (
     resample_words,
     train_mouth,
 )
+from voxloop.distill.student.retaken import write_retaken
 from voxloop.distill.student.rows import Phase, TurnProgress
 from voxloop.distill.student.train import StudentTrainSettings, train
 from voxloop.distill.student.vocab import EOT, Tokenizer
@@ -57,9 +56,19 @@ def test_answers_renditions_gave_a_new_take_are_drawn_more_often(tmp_path):
     with pytest.raises(VoxloopError, match="run `voxloop distill renditions`"):
         answer_draws(data, rows, turns, weighted)
     report = {"answers": [{"text": texts[1], "chosen": 3}, {"text": texts[2], "chosen": 0}]}
-    (tmp_path / RENDITIONS_REPORT).write_text(json.dumps(report))
+    write_retaken(settings.data, report)
     draws = answer_draws(data, rows, turns, weighted)
     assert np.allclose(draws, np.array([1, 5, 1, 1]) / 8)  # only the re-taken one
+    write_retaken(settings.data, {"answers": [{"text": texts[3], "chosen": 1}]})
+    draws = answer_draws(data, rows, turns, weighted)  # a second run keeps the first's
+    assert np.allclose(draws, np.array([1, 5, 1, 5]) / 12)
+    for bad in (0.0, -1.0):
+        with pytest.raises(VoxloopError, match="must be above 0"):
+            answer_draws(data, rows, turns, dataclasses.replace(settings, retaken_weight=bad))
+    write_retaken(tmp_path / "other.npz", {"answers": [{"text": "Not said here.", "chosen": 1}]})
+    with pytest.raises(VoxloopError, match="another pack"):
+        answer_draws(data, rows, turns, dataclasses.replace(
+            weighted, data=str(tmp_path / "other.npz")))
 
 
 def _mouth(**changes) -> Mouth:
@@ -321,6 +330,11 @@ def test_a_student_with_a_mouth_says_its_words_without_model_calls(tmp_path, ali
     write_routing(student, Routing(-0.5, -0.3), {"chosen_on": "valid"})
     given = give_mouth(str(student), tmp_path / "mouth.pt", tmp_path / "with-mouth")
     assert read_routing(given) == Routing(-0.5, -0.3)  # measured on the same words
+    assert read_routing(give_mouth(str(given), tmp_path / "mouth.pt", given)) == Routing(
+        -0.5, -0.3)  # into its own folder
+    (student / "routing.json").unlink()
+    give_mouth(str(student), tmp_path / "mouth.pt", given)
+    assert not (given / "routing.json").exists()  # measured on another student's words
     model, vocab = load_student(given)
     plain, _ = load_student(student)
     assert model.config.mouth_d_model == 32

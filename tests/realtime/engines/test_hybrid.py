@@ -4,6 +4,7 @@ before any of its audio leaves. The real engines behind a real server: test_hybr
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -160,6 +161,7 @@ def test_the_threshold_settings(tmp_path):
     from safetensors.torch import save_file
 
     from voxloop.distill.student.confidence import Routing, write_routing
+    from voxloop.models import weights_sha256
     from voxloop.realtime.engines.hybrid import HybridSettings
 
     def save(words: float, mouth: float) -> None:
@@ -177,6 +179,10 @@ def test_the_threshold_settings(tmp_path):
     assert HybridSettings().thresholds(folder) == (-0.75, -0.35)
     save(1.5, 2.0)  # new words
     assert HybridSettings("AUTO", "auto").thresholds(folder) == (None, None)
+    older = {"min_words_logprob": -0.5, "refusal_heard_logprob": None,
+             "weights_sha256": weights_sha256(folder)}  # keyed by the whole file, as before
+    (tmp_path / "routing.json").write_text(json.dumps(older))
+    assert HybridSettings().thresholds(folder) == (-0.5, None)
     for bad in ("sure", "0.5", "nan", "-inf", ""):
         with pytest.raises(VoxloopError, match="--hybrid-min-words-logprob"):
             HybridSettings(bad).thresholds(folder)
