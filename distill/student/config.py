@@ -286,6 +286,15 @@ class HeardIntentsConfig:
                 "the student is)"})
     max_own_prob: float = field(default=0.02, metadata={
         "help": "... and the head's probability of the student's own answer at most this"})
+    rescore_top: int = field(default=3, metadata={
+        "help": "where the head did not override: score the fixed answers of its likeliest "
+                "this many intents with the student's own text head, and say the best by "
+                "the student's log-probability + --rescore-weight x the head's log-probability "
+                "where it beats the student's own answer by --rescore-margin (0: off)"})
+    rescore_weight: float = field(default=1.5, metadata={
+        "help": "the head's log-probability's weight in that score"})
+    rescore_margin: float = field(default=1.0, metadata={
+        "help": "how much more (nats) another answer must score than the student's own"})
     slot_bonus: float = field(default=4.0, metadata={
         "help": "where the head reads a composed question, added to the logit of every slot "
                 "value's answer word heard and not yet written (0: off)"})

@@ -37,6 +37,7 @@ from voxloop.distill.student.layout import (
     with_word,
 )
 from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
+from voxloop.distill.student.rescore import rescored_answer
 from voxloop.distill.student.rows import HEADS, Phase, RowStream, TurnProgress
 from voxloop.distill.student.vocab import EOT, SEP, UNK, Tokenizer
 
@@ -179,6 +180,8 @@ class StudentStepper:
         if turn.phase is Phase.TEXT:
             last = [] if turn.heard_last is None else \
                 [user_frame_ids(self.config, turn.heard_last)]
+            if turn.sep_at is None:
+                turn.sep_at = row.length + sum(map(len, last))
             room = min(self.options.draft_words, self.options.max_text_tokens - len(turn.text),
                        row.cache.capacity - row.length - 1 - sum(map(len, last)))
             turn.draft = [] if room <= 0 else self.drafts.draft(turn.text, room) \
@@ -220,12 +223,13 @@ class StudentStepper:
         turn, words = row.turn, []
         draft, turn.draft = turn.draft, []
         for i in range(len(logits)):
-            word = self._text_step(turn, logits[i], rng)
+            word = self._text_step(turn, logits[i], rng, row)
             words += [word] if word is not None else []
             if turn.phase is not Phase.TEXT or i == len(draft) or turn.text[-1] != draft[i]:
                 break
         row._set_length(row.length - (len(logits) - 1 - i))
-        if turn.hint:  # held back until the words are settled, then all at once
+        if turn.hint or self.intents is not None and self.intents.config.rescore_top:
+            # held back until the words are settled, then all at once
             return [] if turn.phase is Phase.TEXT else \
                 [self.tokenizer.vocab["text"][t] for t in turn.text]
         return words
@@ -245,20 +249,23 @@ class StudentStepper:
         words = [] if answer is None else self.tokenizer.encode_answer(answer)
         return [] if UNK in words else words  # an answer it cannot write, it cannot say
 
-    def _settle_hint(self, turn: TurnProgress) -> None:
+    def _settle_hint(self, turn: TurnProgress, row: RowStream | None) -> None:
         """The words are written: where the heard words point to another fixed answer and
         away from the student's, and the student is no surer than the head's
         ``max_logprob``, it says that one (its log-probability stays the student's own: how
-        sure the student was)."""
-        if not turn.hint or turn.text == turn.hint:
+        sure the student was); else the head's likeliest may be scored (:mod:`rescore`)."""
+        if self.intents is None:
             return
         config = self.intents.config
         heard, own = self.tokenizer.decode_ctc(turn.heard), self.tokenizer.decode_answer(turn.text)
-        if turn.text_logprob <= config.max_logprob \
+        if turn.hint and turn.text != turn.hint and turn.text_logprob <= config.max_logprob \
                 and self.intents.answer_prob(heard, own) <= config.max_own_prob:
             turn.text = list(turn.hint)
+        elif row is not None:
+            turn.text = rescored_answer(self.model, self.tokenizer, self.intents, row) or turn.text
 
-    def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng) -> str | None:
+    def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng,
+                   row: RowStream | None = None) -> str | None:
         token = sample(self._lean(turn, logits), self.options.text_temperature,
                        self.options.top_k, rng)
         capped = token != EOT and len(turn.text) >= self.options.max_text_tokens
@@ -266,7 +273,7 @@ class StudentStepper:
             turn.text_logprob += float(torch.log_softmax(logits.float(), -1)[token])
         if token == EOT or capped:
             if self.model.mouth is not None:
-                self._settle_hint(turn)
+                self._settle_hint(turn, row)
                 if turn.hold and turn.text:
                     turn.phase = Phase.HELD
                 else:

@@ -90,6 +90,15 @@ class HeardIntents:
             return None, 0.0
         return self.answers.get(self.labels[int(probs.argmax())]), float(probs.max())
 
+    def likeliest_answers(self, heard: str, top: int) -> list[tuple[str, float]]:
+        """The fixed answers of the ``top`` likeliest intents (composed ones skipped), each
+        with the head's probability of its intent; none where it knows no feature."""
+        probs = self.probabilities(heard)
+        if probs is None:
+            return []
+        return [(self.answers[self.labels[i]], float(probs[i])) for i in np.argsort(-probs)[:top]
+                if self.labels[i] in self.answers]
+
     def answer_prob(self, heard: str, answer: str) -> float:
         """The head's probability that the heard words ask for ``answer``: for a fixed
         answer (or the refusal) its intent's, for any other words the composed intents'

@@ -45,6 +45,7 @@ class TurnProgress:
     hold: bool = False  # a student with a mouth stops at HELD after its words
     draft: list[int] = field(default_factory=list)  # words fed after ``pending`` this call
     heard_last: np.ndarray | None = None  # user codes [K, T] fed before ``<sep>`` (end_turn)
+    sep_at: int | None = None  # the cache position of ``<sep>``: the user's turn is before it
     # log-probability of the words written and, once written, of the answer's end (the
     # model's own distribution, whatever chose them): how sure the student is of its words
     text_logprob: float = 0.0

@@ -78,3 +78,21 @@ def tiny_student_with_mouth(folder):
     model.mouth.set_spelling(data.vocab["text"])
     model.mouth.remember([[3, 4, 5], [6, 7]], [[2, 3, 4], [5, 1]])
     return model, data.vocab, save_student(model, data.vocab, folder)
+
+
+def answer_turn(model, tokenizer, chunks: list[np.ndarray], options=None):
+    """One turn heard in ``chunks`` (user codes ``[K, T]`` each) and answered to the end:
+    (the words each step handed out, where it handed any; the row; the frames ``[K, F]``)."""
+    from voxloop.distill.student.generate import SamplingOptions, StudentStepper
+
+    stepper = StudentStepper(model, tokenizer, options or SamplingOptions())
+    state = stepper.start(1)
+    for chunk in chunks:
+        stepper.advance(state, [chunk])
+    stepper.end_turn(state)
+    words, frames = [], []
+    while not state.done:
+        out = stepper.step(state)
+        words += [out.text[0]] if out.text[0] else []
+        frames += [] if out.frames[0] is None else [out.frames[0]]
+    return words, state.rows[0], np.stack(frames, 1)

@@ -11,6 +11,7 @@ import torch
 
 from tests.distill.student.fixtures import (
     ANSWERS,
+    answer_turn,
     tiny_config,
     tiny_examples,
     tiny_packed,
@@ -188,6 +189,9 @@ class Always:
     def slots(self, heard: str) -> Counter:
         return Counter()
 
+    def likeliest_answers(self, heard: str, top: int) -> list[tuple[str, float]]:
+        return []  # nothing to score: its override alone (rescoring: test_rescore.py)
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -198,16 +202,8 @@ def tiny(tmp_path_factory):
 def _answer(model, tokenizer, codes, options: SamplingOptions | None = None):
     """(the words each step handed out, where it handed any; the turn's word ids; its
     frames)."""
-    stepper = StudentStepper(model, tokenizer, options or SamplingOptions())
-    state = stepper.start(1)
-    stepper.advance(state, [codes])
-    stepper.end_turn(state)
-    words, frames = [], []
-    while not state.done:
-        out = stepper.step(state)
-        words += [out.text[0]] if out.text[0] else []
-        frames += [] if out.frames[0] is None else [out.frames[0]]
-    return words, state.rows[0].turn.text, np.stack(frames, 1)
+    words, row, frames = answer_turn(model, tokenizer, [codes], options)
+    return words, row.turn.text, frames
 
 
 @pytest.mark.parametrize("seed", [0, 1])
