@@ -68,7 +68,8 @@ def rescored_answer(model: Student, tokenizer: Tokenizer, head, row: RowStream
     for answer, prob in head.likeliest_answers(heard, config.rescore_top):
         words = tokenizer.encode_answer(answer)
         term = weight * math.log(max(prob, PROB_FLOOR))
-        if term > bar and words != turn.text and UNK not in words:  # a log-probability <= 0
+        fits = turn.sep_at + len(words) + 1 <= row.cache.capacity  # as the row's own would
+        if term > bar and words != turn.text and UNK not in words and fits:  # logprob <= 0
             candidates.append((words, term))
     if not candidates:
         return None

@@ -123,3 +123,5 @@ def test_answers_the_head_term_alone_cannot_lift_are_never_scored(tiny, monkeypa
     sure = Leaning([(other, 0.9)], 1e-6)
     assert rescored_answer(model, tokenizer, sure, row) == tokenizer.encode_answer(other)
     assert len(calls) == 1 and len(calls[0][-1]) == 1  # one call, one row
+    row.turn.sep_at = row.cache.capacity - 2  # no room left for its words after the turn
+    assert rescored_answer(model, tokenizer, sure, row) is None and len(calls) == 1
