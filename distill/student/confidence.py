@@ -53,9 +53,11 @@ def read_routing(folder: str | Path) -> Routing | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    if data.get("words_sha256", "") != words_sha256(folder) and (
-            # written before the key left the mouth out: then every tensor was hashed
-            "words_sha256" in data or data.get("weights_sha256") != weights_sha256(folder)):
+    if "words_sha256" in data:
+        measured_here = data["words_sha256"] == words_sha256(folder)
+    else:  # written before the key left the mouth out: then the whole file was hashed
+        measured_here = data.get("weights_sha256") == weights_sha256(folder)
+    if not measured_here:
         log.warning("%s was measured for other words than %s writes: the hybrid asks the "
                     "cascade only about refusals (run voxloop eval routing --export)",
                     path, folder)

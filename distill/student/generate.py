@@ -229,9 +229,8 @@ class StudentStepper:
                 break
         row._set_length(row.length - (len(logits) - 1 - i))
         if turn.hint or self.intents is not None and self.intents.config.rescore_top:
-            # held back until the words are settled, then all at once
-            return [] if turn.phase is Phase.TEXT else \
-                [self.tokenizer.vocab["text"][t] for t in turn.text]
+            settling = turn.phase is Phase.TEXT  # held back until settled, then all at once
+            return [] if settling else [self.tokenizer.vocab["text"][t] for t in turn.text]
         return words
 
     def _hint(self, turn: TurnProgress) -> list[int]:
@@ -257,11 +256,13 @@ class StudentStepper:
         if self.intents is None:
             return
         config = self.intents.config
-        heard, own = self.tokenizer.decode_ctc(turn.heard), self.tokenizer.decode_answer(turn.text)
-        if turn.hint and turn.text != turn.hint and turn.text_logprob <= config.max_logprob \
-                and self.intents.answer_prob(heard, own) <= config.max_own_prob:
-            turn.text = list(turn.hint)
-        elif row is not None:
+        if turn.hint and turn.text != turn.hint and turn.text_logprob <= config.max_logprob:
+            heard = self.tokenizer.decode_ctc(turn.heard)
+            own = self.tokenizer.decode_answer(turn.text)
+            if self.intents.answer_prob(heard, own) <= config.max_own_prob:
+                turn.text = list(turn.hint)
+                return
+        if row is not None:
             turn.text = rescored_answer(self.model, self.tokenizer, self.intents, row) or turn.text
 
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng,

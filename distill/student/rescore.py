@@ -33,16 +33,16 @@ PROB_FLOOR = 1e-9  # the head's probabilities are softmaxes: never 0, but may ro
 
 
 @torch.inference_mode()
-def answer_logprobs(model: Student, cache: KVCache, row: int, sep_at: int,
+def answer_logprobs(model: Student, cache: KVCache, index: int, sep_at: int,
                     answers: list[list[int]]) -> list[float]:
     """The log-probability of each answer (word ids: its words, then its end) after the
-    ``sep_at`` positions row ``row`` of ``cache`` holds (the user's turn), in one call of
+    ``sep_at`` positions row ``index`` of ``cache`` holds (the user's turn), in one call of
     ``len(answers)`` rows over a copy of those positions."""
     width = 1 + max(len(words) for words in answers)  # <sep>, then the words
     copy = KVCache.empty(model.config, len(answers), sep_at + width,
                          device=cache.lengths.device, dtype=cache.keys[0].dtype)
     for mine, theirs in zip(copy.keys + copy.values, cache.keys + cache.values, strict=True):
-        mine[:, :sep_at] = theirs[row, :sep_at]
+        mine[:, :sep_at] = theirs[index, :sep_at]
     copy.lengths[:] = sep_at
     ids = np.full((len(answers), width, model.config.channels), model.config.null_id, np.int64)
     for b, words in enumerate(answers):
