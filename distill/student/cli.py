@@ -1,5 +1,5 @@
 """``voxloop distill pack | align | train | mouth | remember-lengths | said-codes |
-heard-intents | residual-levels | export``: the audio-native student."""
+heard-intents | audio-intents | residual-levels | export``: the audio-native student."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from voxloop.audio import MODEL_RATE_HZ
 from voxloop.distill.student.config import (
     TARGETS,
+    AudioIntentsTrainSettings,
     HeardIntentsConfig,
     MouthTrainSettings,
     StudentConfig,
@@ -131,6 +132,17 @@ def register(subparsers, groups: dict) -> None:
     p.add_argument("folder", help="a student model folder (with a mouth)")
     add_settings(p, HeardIntentsConfig)
     p.set_defaults(run=run_heard_intents)
+
+    p = add_command(group, "audio-intents", "Train the head that reads which intent the user "
+                    "asked for from the sound of the whole question (a keyword spotter over "
+                    "the tokens the student hears; its pack's train turns plus questions "
+                    "outside the domain spoken by training voices, ~10 min) and write it "
+                    "beside the student's weights (audio_intents.safetensors): the "
+                    "heard-intents head then reads its probabilities with the words'.",
+                    "voxloop distill audio-intents models/voxloop-student --data PACK.npz")
+    p.add_argument("folder", help="a student model folder (with a heard-intents head)")
+    add_settings(p, AudioIntentsTrainSettings)
+    p.set_defaults(run=run_audio_intents)
 
     p = add_command(group, "residual-levels", "Let a semantic student hear what its "
                     "tokenizer's tokens leave out: fit residual levels (k-means books of the "
@@ -268,6 +280,29 @@ def run_heard_intents(args: argparse.Namespace) -> int:
           f"{config.max_logprob:g} in log-probability where it is {config.min_prob:g} sure "
           f"and gives them at most {config.max_own_prob:g}; slot values heard lean "
           f"{config.slot_bonus:g} in logit")
+    return 0
+
+
+def run_audio_intents(args: argparse.Namespace) -> int:
+    from voxloop.distill.student.audio_intents import save_audio_intents
+    from voxloop.distill.student.audio_intents_train import train_audio_intents
+    from voxloop.distill.student.model import load_student, student_folder
+
+    folder = student_folder(args.folder)
+    settings = settings_from_args(AudioIntentsTrainSettings, args)
+    if not settings.data:
+        raise VoxloopError("--data: give the student's aligned pack (its train turns)")
+    model, vocab = load_student(folder)
+    if model.heard_intents is None:
+        raise VoxloopError(f"{folder} has no heard-intents head to read this one with: fit "
+                           f"it first (`voxloop distill heard-intents {args.folder}`)")
+    head, report = train_audio_intents(model, vocab, settings)
+    path = save_audio_intents(head, folder)
+    refused = report["outside_refused"]
+    print(f"wrote {path}: {report['labels']} intents from {report['train_turns']} turns; "
+          f"valid accuracy {100 * report['valid_accuracy']:.1f} %; kept-out questions "
+          "outside the domain " + ("not asked" if refused != refused else
+                                   f"refused {100 * refused:.1f} %"))
     return 0
 
 

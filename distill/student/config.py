@@ -295,6 +295,13 @@ class HeardIntentsConfig:
         "help": "the head's log-probability's weight in that score"})
     rescore_margin: float = field(default=1.0, metadata={
         "help": "how much more (nats) another answer must score than the student's own"})
+    audio_weight: float = field(default=2.0, metadata={
+        "help": "where the student has an audio intents head (audio_intents.safetensors), "
+                "the power its probabilities are raised to before they multiply the words' "
+                "(0: the words alone)"})
+    refuse: bool = field(default=True, metadata={
+        "help": "where the head is as sure the question is outside the domain, the student "
+                "says its refusal (--no-refuse: only the domain's fixed answers)"})
     slot_bonus: float = field(default=4.0, metadata={
         "help": "where the head reads a composed question, added to the logit of every slot "
                 "value's answer word heard and not yet written (0: off)"})
@@ -311,3 +318,27 @@ class HeardIntentsConfig:
     lr: float = field(default=0.05, metadata={"help": "Adam's learning rate"})
     l2: float = field(default=1e-4, metadata={"help": "weight decay (sum of squares)"})
     seed: int = field(default=0, metadata={"help": "slot fillings and mishearings"})
+
+
+@dataclass(frozen=True)
+class AudioIntentsTrainSettings:
+    """How ``voxloop distill audio-intents`` trains a student's audio intents head."""
+
+    data: str = field(default="", metadata={
+        "help": "the student's aligned pack (its train split's user codes and intents)"})
+    steps: int = field(default=2000, metadata={"help": "batches"})
+    batch_size: int = field(default=64, metadata={
+        "help": "turns a batch, every intent drawn as often"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (one cycle)"})
+    token_noise: float = field(default=0.1, metadata={
+        "help": "chance per frame that its codes are replaced by random ones"})
+    mask: float = field(default=0.15, metadata={
+        "help": "half the turns get one span of random codes up to this share of the turn"})
+    outside_per_question: int = field(default=3, metadata={
+        "help": "voices that say each question outside the domain (the refusal's turns); "
+                "every 4th question is kept out to measure the refusal"})
+    width: int = field(default=192, metadata={"help": "channels of the convolutions"})
+    layers: int = field(default=3, metadata={"help": "convolution blocks"})
+    kernel: int = field(default=5, metadata={"help": "frames each depthwise convolution sees"})
+    threads: int = field(default=2, metadata={"help": "torch threads"})
+    seed: int = field(default=0, metadata={"help": "sampling, noise and the voices drawn"})

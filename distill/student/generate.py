@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from voxloop.distill.student.drafts import MAX_DRAFT_WORDS, AnswerDrafts
-from voxloop.distill.student.heard_intents import number_unit, slot_words, unit_words
+from voxloop.distill.student.intent_reading import IntentReading
 from voxloop.distill.student.layout import (
     audio_step_ids,
     text_token_ids,
@@ -37,9 +37,8 @@ from voxloop.distill.student.layout import (
     with_word,
 )
 from voxloop.distill.student.model import AUDIO_SPECIAL, KVCache, KVCacheRows, Student
-from voxloop.distill.student.rescore import rescored_answer
 from voxloop.distill.student.rows import HEADS, Phase, RowStream, TurnProgress
-from voxloop.distill.student.vocab import EOT, SEP, UNK, Tokenizer
+from voxloop.distill.student.vocab import EOT, SEP, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,7 @@ class StudentStepper:
         self.device = next(model.parameters()).device
         greedy = options.text_temperature <= 0 and options.draft_words > 0
         self.drafts = AnswerDrafts.from_mouth(model.mouth) if greedy else AnswerDrafts([])
-        # only a mouth can say other words than the ones the model wrote
-        self.intents = getattr(model, "heard_intents", None) \
-            if options.heard_intents and model.mouth is not None else None
-        self.slot_ids = {tokenizer.text_ids[w] for said in slot_words().values() for w in said
-                         if w in tokenizer.text_ids}
-        self.unit_ids = {tokenizer.text_ids[w] for w in unit_words() if w in tokenizer.text_ids}
+        self.reading = IntentReading(model, tokenizer, options.heard_intents)
 
     def start(self, batch: int = 1, capacity: int | None = None) -> GenerationState:
         """``batch`` empty listening rows over one cache of ``capacity`` positions each."""
@@ -112,6 +106,8 @@ class StudentStepper:
         row (None or T_b = 0: nothing for that row)."""
         ids = [user_frame_ids(self.config, c) if c is not None and c.shape[1] else None
                for c in chunks]
+        for row, chunk in zip(state.rows, chunks, strict=True):
+            _keep_codes(row.turn, chunk)
         self._forward(state, ids, heads=())
 
     def end_turn(self, state: GenerationState, rows: list[int] | None = None,
@@ -125,6 +121,7 @@ class StudentStepper:
             turn = state.rows[i].turn
             turn.phase, turn.pending = Phase.TEXT, text_token_ids(self.config, np.array([SEP]))[0]
             turn.heard_last = last if last is not None and last.shape[1] else None
+            _keep_codes(turn, turn.heard_last)
 
     @torch.inference_mode()
     def step(self, state: GenerationState) -> StepOutput:
@@ -166,7 +163,7 @@ class StudentStepper:
                     turn.heard.extend(out.ctc[b, :heard].argmax(-1).tolist())
                 turn.heard_last = None
                 if turn.hint is None:
-                    turn.hint = self._hint(turn)
+                    turn.hint = self.reading.hint(turn)
                 result.text[b] = self._text_steps(row, out.text[b, heard:len(x)], state.rng)
             else:
                 ends = 0.0 if out.boundary is None else float(torch.sigmoid(out.boundary[b, 0]))
@@ -191,6 +188,7 @@ class StudentStepper:
         if row.writing:
             return turn.pending[None]
         if row.phase is Phase.LISTEN and chunk is not None and chunk.shape[1]:
+            _keep_codes(turn, chunk)
             return user_frame_ids(self.config, chunk)
         return None
 
@@ -198,9 +196,7 @@ class StudentStepper:
         """The first call's draft: the fixed answer the words heard so far most likely ask
         for (``HeardIntents``, however unsure: a draft is only checked), so a fixed answer
         is often written whole in one call; else the likeliest known answer's start."""
-        guess = None
-        if self.intents is not None and len(self.drafts):
-            guess = self.intents.fixed_answer(self.tokenizer.decode_ctc(turn.heard), 0.0)
+        guess = self.reading.guess(turn) if len(self.drafts) else None
         return self.tokenizer.encode_answer(guess)[:room] if guess else \
             self.drafts.draft([], room)
 
@@ -228,53 +224,21 @@ class StudentStepper:
             if turn.phase is not Phase.TEXT or i == len(draft) or turn.text[-1] != draft[i]:
                 break
         row._set_length(row.length - (len(logits) - 1 - i))
-        if turn.hint or self.intents is not None and self.intents.config.rescore_top:
+        if self.reading.holds_words(turn):
             settling = turn.phase is Phase.TEXT  # held back until settled, then all at once
             return [] if settling else [self.tokenizer.vocab["text"][t] for t in turn.text]
         return words
 
-    def _hint(self, turn: TurnProgress) -> list[int]:
-        """The word ids of the fixed answer the heard words point to (``HeardIntents``), or
-        none: read once, when the turn's first words are written."""
-        if self.intents is None:
-            return []
-        heard = self.tokenizer.decode_ctc(turn.heard)
-        if self.intents.config.slot_bonus:
-            turn.slots = {self.tokenizer.text_ids[w]: n
-                          for w, n in self.intents.slots(heard).items()
-                          if w in self.tokenizer.text_ids}
-            turn.first_unit = self.tokenizer.text_ids.get(number_unit(heard))
-        answer = self.intents.fixed_answer(heard)
-        words = [] if answer is None else self.tokenizer.encode_answer(answer)
-        return [] if UNK in words else words  # an answer it cannot write, it cannot say
-
-    def _settle_hint(self, turn: TurnProgress, row: RowStream | None) -> None:
-        """The words are written: where the heard words point to another fixed answer and
-        away from the student's, and the student is no surer than the head's
-        ``max_logprob``, it says that one (its log-probability stays the student's own: how
-        sure the student was); else the head's likeliest may be scored (:mod:`rescore`)."""
-        if self.intents is None:
-            return
-        config = self.intents.config
-        if turn.hint and turn.text != turn.hint and turn.text_logprob <= config.max_logprob:
-            heard = self.tokenizer.decode_ctc(turn.heard)
-            own = self.tokenizer.decode_answer(turn.text)
-            if self.intents.answer_prob(heard, own) <= config.max_own_prob:
-                turn.text = list(turn.hint)
-                return
-        if row is not None:
-            turn.text = rescored_answer(self.model, self.tokenizer, self.intents, row) or turn.text
-
     def _text_step(self, turn: TurnProgress, logits: torch.Tensor, rng,
                    row: RowStream | None = None) -> str | None:
-        token = sample(self._lean(turn, logits), self.options.text_temperature,
+        token = sample(self.reading.lean(turn, logits), self.options.text_temperature,
                        self.options.top_k, rng)
         capped = token != EOT and len(turn.text) >= self.options.max_text_tokens
         if not capped:  # a word written, or the end chosen (not one forced by the cap)
             turn.text_logprob += float(torch.log_softmax(logits.float(), -1)[token])
         if token == EOT or capped:
             if self.model.mouth is not None:
-                self._settle_hint(turn, row)
+                self.reading.settle(turn, row)
                 if turn.hold and turn.text:
                     turn.phase = Phase.HELD
                 else:
@@ -286,21 +250,6 @@ class StudentStepper:
         turn.text.append(token)
         turn.pending = text_token_ids(self.config, np.array([token]))[0]
         return self.tokenizer.vocab["text"][token]
-
-    def _lean(self, turn: TurnProgress, logits: torch.Tensor) -> torch.Tensor:
-        """``logits [V]``, where the student would write a slot value (a number, a name:
-        ``slot_words``), with those heard and not yet written as often (the turn's
-        ``slots``) raised by the head's ``slot_bonus``: the words say what was heard, where
-        the student's own words go on a slot value and not elsewhere. Of the units, the one
-        heard with the number (``number_unit``) is owed first."""
-        owed = [i for i, n in turn.slots.items() if turn.text.count(i) < n]
-        if turn.first_unit in owed:  # the number's own unit before the one asked for
-            owed = [i for i in owed if i == turn.first_unit or i not in self.unit_ids]
-        if not owed or int(logits.argmax()) not in self.slot_ids:
-            return logits
-        leaned = logits.clone()
-        leaned[owed] += self.intents.config.slot_bonus
-        return leaned
 
     @torch.inference_mode()
     def say(self, row: RowStream) -> None:
@@ -398,3 +347,10 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int,
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1).cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _keep_codes(turn: TurnProgress, chunk: np.ndarray | None) -> None:
+    """Add a chunk of user codes ``[K, T]`` to the turn's (the audio intents head reads
+    them all at its end)."""
+    if chunk is not None and chunk.shape[1]:
+        turn.codes = chunk if turn.codes is None else np.concatenate([turn.codes, chunk], 1)

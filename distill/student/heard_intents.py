@@ -70,60 +70,81 @@ class HeardIntents:
         self.names, self.labels, self.answers, self.config = names, labels, answers, config
         self.weight, self.bias = weight.float(), bias.float()
         self._index = {name: i for i, name in enumerate(names)}
+        self.refusal = load_domain()["fallback"]
         self._said = {tuple(answer_words(text)): label for label, text in answers.items()}
-        self._said[tuple(answer_words(load_domain()["fallback"]))] = FALLBACK_INTENT
+        self._said[tuple(answer_words(self.refusal))] = FALLBACK_INTENT
         self._composed = [i for i, label in enumerate(labels)
                           if label not in answers and label != FALLBACK_INTENT]
 
-    def probabilities(self, heard: str) -> np.ndarray | None:
-        """``[L]``: the head's probability of each label; None if it knows no feature."""
+    def probabilities(self, heard: str, audio: np.ndarray | None = None) -> np.ndarray | None:
+        """``[L]``: the head's probability of each label; None if it knows no feature and
+        has no ``audio``: the log-probabilities ``[L]`` the audio intents head read from the
+        turn's sound (``audio_logprobs``), which multiply the words' raised to the config's
+        ``audio_weight``."""
         ids = [self._index[f] for f in features(user_words(heard)) if f in self._index]
-        if not ids:
+        if not ids and audio is None:
             return None
-        return torch.softmax(self.weight[ids].sum(0) + self.bias, -1).numpy()
+        logits = torch.log_softmax(self.weight[ids].sum(0) + self.bias, -1) if ids \
+            else torch.zeros(len(self.labels))
+        if audio is not None:
+            logits = logits + self.config.audio_weight * torch.from_numpy(audio).float()
+        return torch.softmax(logits, -1).numpy()
 
-    def read(self, heard: str) -> tuple[str | None, float]:
-        """The likeliest intent's fixed answer (None for a composed one, or where the head
+    def audio_logprobs(self, labels: tuple[str, ...], logprobs: np.ndarray) -> np.ndarray:
+        """An audio head's log-probabilities over its ``labels`` as ``[L]`` over this head's
+        (a label it lacks gets the uniform one's: it neither favours nor rules it out)."""
+        index = {label: i for i, label in enumerate(labels)}
+        neutral = -float(np.log(len(labels)))
+        return np.array([logprobs[index[label]] if label in index else neutral
+                         for label in self.labels], np.float32)
+
+    def read(self, heard: str, audio: np.ndarray | None = None) -> tuple[str | None, float]:
+        """The likeliest intent's fixed answer (the refusal for a question outside the
+        domain, where the config's ``refuse``; None for a composed one, or where the head
         knows no feature) and the head's probability of that intent (0 where it knows none)."""
-        probs = self.probabilities(heard)
+        probs = self.probabilities(heard, audio)
         if probs is None:
             return None, 0.0
-        return self.answers.get(self.labels[int(probs.argmax())]), float(probs.max())
+        label = self.labels[int(probs.argmax())]
+        refused = label == FALLBACK_INTENT and self.config.refuse
+        return self.answers.get(label, self.refusal if refused else None), float(probs.max())
 
-    def likeliest_answers(self, heard: str, top: int) -> list[tuple[str, float]]:
+    def likeliest_answers(self, heard: str, top: int, audio: np.ndarray | None = None
+                          ) -> list[tuple[str, float]]:
         """The fixed answers of the ``top`` likeliest intents (composed ones skipped), each
         with the head's probability of its intent; none where it knows no feature."""
-        probs = self.probabilities(heard)
+        probs = self.probabilities(heard, audio)
         if probs is None:
             return []
         return [(self.answers[self.labels[i]], float(probs[i])) for i in np.argsort(-probs)[:top]
                 if self.labels[i] in self.answers]
 
-    def answer_prob(self, heard: str, answer: str) -> float:
+    def answer_prob(self, heard: str, answer: str, audio: np.ndarray | None = None) -> float:
         """The head's probability that the heard words ask for ``answer``: for a fixed
         answer (or the refusal) its intent's, for any other words the composed intents'
         together (1 where it knows no feature: nothing rules the answer out)."""
-        probs = self.probabilities(heard)
+        probs = self.probabilities(heard, audio)
         if probs is None:
             return 1.0
         label = self._said.get(tuple(answer_words(answer)))
         return float(probs[self.labels.index(label)]) if label in self.labels \
             else float(probs[self._composed].sum())
 
-    def slots(self, heard: str) -> Counter[str]:
+    def slots(self, heard: str, audio: np.ndarray | None = None) -> Counter[str]:
         """The answer words of the slot values heard (``slot_words``), each as often as
         heard, where the head's likeliest intent is a composed one (arithmetic, a capital,
         a spelling, a conversion, a day); else none."""
-        probs = self.probabilities(heard)
+        probs = self.probabilities(heard, audio)
         if probs is None or int(probs.argmax()) not in self._composed:
             return Counter()
         said = slot_words()
         return Counter(w for heard_word in user_words(heard) for w in said.get(heard_word, ()))
 
-    def fixed_answer(self, heard: str, min_prob: float | None = None) -> str | None:
+    def fixed_answer(self, heard: str, min_prob: float | None = None,
+                     audio: np.ndarray | None = None) -> str | None:
         """The fixed answer the heard words point to, where the head gives it at least
         ``min_prob`` (None: the config's ``min_prob``; 0: its likeliest intent's answer)."""
-        answer, prob = self.read(heard)
+        answer, prob = self.read(heard, audio)
         return answer if prob >= (self.config.min_prob if min_prob is None else min_prob) \
             else None
 

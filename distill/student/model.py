@@ -14,10 +14,8 @@ the ``K_in`` codebooks and projected to the model width. A semantic student
 (``user_input="semantic"``) hears one semantic token per user frame the same way:
 ``K_in = 1``, the buffer holds the tokenizer's codebook ``[N, D]`` (with residual levels,
 ``distill.student.residual_levels``: ``K_in = 1 + levels``, their books after it, heard at
-``residual_weight``) (saved with the
-model, so it answers exactly what it was trained on whatever the tokenizer file
-becomes; the tokenizer's fingerprint in ``vocab.json`` says which one makes its
-tokens).
+``residual_weight``) (saved with the model, so it answers exactly what it was trained on
+whatever the tokenizer file becomes; ``vocab.json``'s tokenizer fingerprint says which).
 Heads: ``text`` (next answer word), ``audio`` (K_out parallel codebook heads,
 code 1024 is EOS on codebook 0) and ``ctc`` (the user's words, text1, over the
 user-frame positions; an auxiliary loss that teaches recognition). A word-pointer
@@ -44,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxloop.distill.student.audio_intents import load_audio_intents
 from voxloop.distill.student.config import (
     CODEBOOK_SIZE,
     WORD_FRAMES_MAX,
@@ -395,6 +394,7 @@ def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student,
         from voxloop.distill.student.said_codes import load_said_codes
 
         model.mouth.said_codes = load_said_codes(folder)
-    model.heard_intents = load_heard_intents(folder)
+    model.heard_intents, model.audio_intents = \
+        load_heard_intents(folder), load_audio_intents(folder, model)
     vocab = json.loads((folder / "vocab.json").read_text())
     return model.to(device).eval(), vocab

@@ -339,7 +339,9 @@ def read_mouth(checkpoint: str | Path, student_config, student_name: str | Path
 def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) -> Path:
     """Write ``folder``: the student ``student_name`` with the mouth of ``checkpoint`` (a
     ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept, and what was
-    measured on its words (the routing thresholds, the heard-intents head) carried over."""
+    measured on its words (the routing thresholds, the heard-intents head) and the audio
+    intents head (it reads the user's codes, which a mouth does not change) carried over."""
+    from voxloop.distill.student.audio_intents import FILENAME as AUDIO_INTENTS_FILE
     from voxloop.distill.student.confidence import ROUTING_FILE
     from voxloop.distill.student.heard_intents import FILENAME as HEARD_INTENTS_FILE
     from voxloop.distill.student.model import Student, load_student, save_student, student_folder
@@ -356,10 +358,11 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     weights = {k: v for k, v in student.state_dict().items() if not k.startswith(MOUTH_PREFIX)}
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
-    measured = {name: (source / name).read_bytes() for name in (ROUTING_FILE, HEARD_INTENTS_FILE)
+    carried = (ROUTING_FILE, HEARD_INTENTS_FILE, AUDIO_INTENTS_FILE)
+    measured = {name: (source / name).read_bytes() for name in carried
                 if (source / name).is_file()}  # read first: folder may be source itself
     folder = save_student(with_mouth.eval(), vocab, folder, read_card(source))
-    for name in (ROUTING_FILE, HEARD_INTENTS_FILE):
+    for name in carried:
         if name in measured:
             atomic_write(folder / name, lambda tmp, data=measured[name]: tmp.write_bytes(data))
         else:  # one measured on other words

@@ -63,9 +63,9 @@ def rescored_answer(model: Student, tokenizer: Tokenizer, head, row: RowStream
     heard = tokenizer.decode_ctc(turn.heard)
     own = tokenizer.decode_answer(turn.text)
     weight, bar = config.rescore_weight, turn.text_logprob + config.rescore_margin
-    bar += weight * math.log(max(head.answer_prob(heard, own), PROB_FLOOR))
+    bar += weight * math.log(max(head.answer_prob(heard, own, turn.audio), PROB_FLOOR))
     candidates = []
-    for answer, prob in head.likeliest_answers(heard, config.rescore_top):
+    for answer, prob in head.likeliest_answers(heard, config.rescore_top, turn.audio):
         words = tokenizer.encode_answer(answer)
         term = weight * math.log(max(prob, PROB_FLOOR))
         fits = turn.sep_at + len(words) + 1 <= row.cache.capacity  # as the row's own would

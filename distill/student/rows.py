@@ -45,6 +45,10 @@ class TurnProgress:
     hold: bool = False  # a student with a mouth stops at HELD after its words
     draft: list[int] = field(default_factory=list)  # words fed after ``pending`` this call
     heard_last: np.ndarray | None = None  # user codes [K, T] fed before ``<sep>`` (end_turn)
+    codes: np.ndarray | None = None  # every user code of the turn so far [K, T]
+    # the audio intents head's log-probabilities over the heard-intents head's labels (read
+    # once, from ``codes``, when the first words are written; None: not yet, or no head)
+    audio: np.ndarray | None = None
     sep_at: int | None = None  # the cache position of ``<sep>``: the user's turn is before it
     # log-probability of the words written and, once written, of the answer's end (the
     # model's own distribution, whatever chose them): how sure the student is of its words
@@ -70,7 +74,7 @@ class RowStream:
     def __init__(self, cache: KVCache, index: int) -> None:
         self.cache, self.index = cache, index  # the whole batch's cache, never a view
         self.turn = TurnProgress()
-        self._mark = (0, 0)  # (cache length, frames heard) to go back to
+        self._mark = (0, 0, 0)  # (cache length, frames heard, codes) to go back to
 
     @property
     def length(self) -> int:
@@ -99,17 +103,20 @@ class RowStream:
         """Forget the turn: an empty row that listens."""
         self.turn = TurnProgress()
         self._set_length(0)
-        self._mark = (0, 0)
+        self._mark = (0, 0, 0)
 
     def mark(self) -> None:
         """Remember this point (what was heard so far) for ``rollback``."""
-        self._mark = (self.length, len(self.turn.heard))
+        codes = self.turn.codes
+        self._mark = (self.length, len(self.turn.heard), 0 if codes is None else codes.shape[1])
 
     def rollback(self) -> None:
         """Back to the mark, listening, as if nothing after it had happened: the
         positions after it are overwritten by the next ones."""
-        length, heard = self._mark
-        self.turn = TurnProgress(heard=self.turn.heard[:heard])
+        length, heard, frames = self._mark
+        codes = self.turn.codes
+        self.turn = TurnProgress(heard=self.turn.heard[:heard],
+                                 codes=None if codes is None or not frames else codes[:, :frames])
         self._set_length(length)
 
     def stop(self) -> None:

@@ -81,6 +81,19 @@ def test_a_composed_question_gets_no_fixed_answer(head):
         assert head.fixed_answer(question) is None, question
 
 
+def test_a_question_outside_the_domain_gets_the_refusal_unless_told_not_to(head):
+    import dataclasses
+
+    from voxloop.distill.student.heard_intents import HeardIntents
+
+    asked = "can you set a timer for ten minutes"
+    assert head.read(asked)[0] == head.refusal == load_domain()["fallback"]
+    quiet = HeardIntents(head.names, head.labels, head.weight, head.bias, head.answers,
+                         dataclasses.replace(head.config, refuse=False))
+    assert quiet.read(asked) == (None, head.read(asked)[1])
+    assert all(answer != head.refusal for answer, _ in head.likeliest_answers(asked, 99))
+
+
 def test_slot_words_are_values_the_answers_write_never_question_words_or_letters():
     words = slot_words()
     assert words["17"] == ("seventeen",) and words["0"] == ("zero",) and words["20"] == ("twenty",)
@@ -109,12 +122,12 @@ def test_of_the_units_heard_the_words_lean_to_the_numbers_own_first():
                         first_unit=centimeters, text=[ids["two"]])
     logits = torch.zeros(len(vocab["text"]))
     logits[inches] = 3.0  # the unit asked for, where the answer says the number's own
-    assert int(stepper._lean(turn, logits).argmax()) == centimeters
+    assert int(stepper.reading.lean(turn, logits).argmax()) == centimeters
     turn.first_unit = None  # without the order both are owed: the student's choice stands
-    assert int(stepper._lean(turn, logits).argmax()) == inches
+    assert int(stepper.reading.lean(turn, logits).argmax()) == inches
     turn.first_unit, turn.text = centimeters, [ids["two"], centimeters]
     logits[centimeters] = 3.0  # once said, the other unit is owed again
-    assert int(stepper._lean(turn, logits).argmax()) == inches
+    assert int(stepper.reading.lean(turn, logits).argmax()) == inches
 
 
 def test_it_reads_slot_values_only_where_it_reads_a_composed_question(head):
@@ -148,16 +161,16 @@ def test_where_the_student_writes_a_slot_value_it_leans_to_one_it_heard(tiny):
         turn = TurnProgress(slots={ids["seven"]: 1})
         logits = torch.zeros(len(tokenizer.vocab["text"]))
         logits[ids["five"]] = 3.0  # another number, less than the bonus ahead
-        assert int(stepper._lean(turn, logits).argmax()) == ids["seven"]
+        assert int(stepper.reading.lean(turn, logits).argmax()) == ids["seven"]
         assert int(logits.argmax()) == ids["five"]  # the student's own logits stay
         logits[ids["five"]] = 5.0  # surer than the bonus
-        assert int(stepper._lean(turn, logits).argmax()) == ids["five"]
+        assert int(stepper.reading.lean(turn, logits).argmax()) == ids["five"]
         logits[ids["paris"]] = 6.0  # not a slot value: no lean
-        assert torch.equal(stepper._lean(turn, logits), logits)
+        assert torch.equal(stepper.reading.lean(turn, logits), logits)
         logits[ids["paris"]] = 0.0
         logits[ids["five"]] = 3.0
         turn.text = [ids["seven"]]  # written as often as heard
-        assert torch.equal(stepper._lean(turn, logits), logits)
+        assert torch.equal(stepper.reading.lean(turn, logits), logits)
     finally:
         model.heard_intents = None
 
@@ -180,16 +193,18 @@ class Always:
         self.answer, self.config = answer, HeardIntentsConfig(max_logprob=max_logprob)
         self.own_prob = own_prob
 
-    def fixed_answer(self, heard: str, min_prob: float | None = None) -> str:
+    def fixed_answer(self, heard: str, min_prob: float | None = None,
+                     audio=None) -> str:
         return self.answer
 
-    def answer_prob(self, heard: str, answer: str) -> float:
+    def answer_prob(self, heard: str, answer: str, audio=None) -> float:
         return self.own_prob
 
-    def slots(self, heard: str) -> Counter:
+    def slots(self, heard: str, audio=None) -> Counter:
         return Counter()
 
-    def likeliest_answers(self, heard: str, top: int) -> list[tuple[str, float]]:
+    def likeliest_answers(self, heard: str, top: int, audio=None
+                          ) -> list[tuple[str, float]]:
         return []  # nothing to score: its override alone (rescoring: test_rescore.py)
 
 

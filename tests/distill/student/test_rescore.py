@@ -34,16 +34,18 @@ class Leaning:
         self.ranked, self.own_prob = ranked, own_prob
         self.config = HeardIntentsConfig(**config)
 
-    def fixed_answer(self, heard: str, min_prob: float | None = None) -> None:
+    def fixed_answer(self, heard: str, min_prob: float | None = None,
+                     audio=None) -> None:
         return None
 
-    def answer_prob(self, heard: str, answer: str) -> float:
+    def answer_prob(self, heard: str, answer: str, audio=None) -> float:
         return self.own_prob
 
-    def slots(self, heard: str) -> Counter:
+    def slots(self, heard: str, audio=None) -> Counter:
         return Counter()
 
-    def likeliest_answers(self, heard: str, top: int) -> list[tuple[str, float]]:
+    def likeliest_answers(self, heard: str, top: int, audio=None
+                          ) -> list[tuple[str, float]]:
         return self.ranked[:top]
 
 
