@@ -85,9 +85,11 @@ class AudioIntents(nn.Module):
 
     @torch.inference_mode()
     def log_probs(self, codes: np.ndarray) -> np.ndarray:
-        """One turn's user codes ``[K, T]`` -> log-probability of each label ``[L]``."""
-        if codes.shape[0] != self.config.k_in or codes.shape[1] == 0:
-            raise ValueError(f"user codes {codes.shape}: expected [{self.config.k_in}, T > 0]")
+        """One turn's user codes ``[K, T]`` -> log-probability of each label ``[L]`` (levels
+        beyond the student's ``k_in`` are not heard, as the student does not hear them)."""
+        if codes.shape[0] < self.config.k_in or codes.shape[1] == 0:
+            raise ValueError(f"user codes {codes.shape}: expected [>= {self.config.k_in}, T > 0]")
+        codes = codes[:self.config.k_in]
         ids = torch.from_numpy(codes.astype(np.int64))[None].to(self.books.device)
         mask = torch.ones(1, codes.shape[1], dtype=torch.bool, device=self.books.device)
         return torch.log_softmax(self(ids, mask).float(), -1)[0].cpu().numpy()
@@ -115,8 +117,9 @@ def save_audio_intents(head: AudioIntents, folder: str | Path) -> Path:
 
 
 def load_audio_intents(folder: str | Path, student) -> AudioIntents | None:
-    """The head saved in a student's folder (float32, eval mode, reading ``student``'s
-    codebooks), or None if it has none."""
+    """The head saved in a student's folder (float32, eval mode, on the CPU, reading
+    ``student``'s codebooks), or None if it has none. Keep it beside the student, not as one
+    of its modules: its weights are not the student's."""
     from safetensors import safe_open
 
     path = Path(folder) / FILENAME
@@ -126,6 +129,6 @@ def load_audio_intents(folder: str | Path, student) -> AudioIntents | None:
         raw = json.loads(f.metadata()["audio_intents"])
         state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
     config = AudioIntentsConfig(**{**raw, "labels": tuple(raw["labels"])})
-    head = AudioIntents(config, student.user_codebooks)
+    head = AudioIntents(config, student.user_codebooks.cpu())
     head.load_state_dict(state)
     return head.eval()

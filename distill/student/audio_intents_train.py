@@ -4,11 +4,13 @@ The turns are the pack's train split (the user's codes as the student heard them
 the intent each asked), plus the domain's questions outside it spoken by training voices
 and tokenized by the student's ears, as the refusal. Every intent is drawn as often (the
 arithmetic kinds have 20 times the turns of a fixed answer). Frames are corrupted as the
-ears err: random codes for a share of frames and for one span. Measured while it trains
-on the pack's valid split (trained phrasings, other takes) and on the outside questions
-kept out (every 4th): how often the refusal is named.
+ears err: random codes for a share of frames and for one span. Measured once trained, on
+the pack's valid split (trained phrasings, other takes) and on the outside questions kept
+out (every 4th): how often this head alone names the refusal (a pack built with
+``--outside-questions`` trained on those too, so there the share reads high).
 
-    head, report = train_audio_intents("models/voxloop-student", settings)   # ~10 min
+    student, vocab = load_student("models/voxloop-student")
+    head, report = train_audio_intents(student, vocab, settings)   # ~12 min on one thread
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from voxloop.distill.student.audio_intents import AudioIntents, head_config
 from voxloop.distill.student.config import AudioIntentsTrainSettings
 from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
 from voxloop.errors import VoxloopError
+from voxloop.training import is_npz_archive
 
 PACK_KEYS = ("user_codes", "user_offsets", "split", "intent")
 KEPT_OUT = 4  # every 4th outside question measures the refusal
@@ -45,9 +48,12 @@ class Turns:
         return np.flatnonzero(self.splits == split)
 
 
-def pack_turns(path: str, k_in: int) -> Turns:
-    """The pack's turns; refuses a pack without user codes and intents, or with fewer
-    levels than the student hears."""
+def pack_turns(path: str, k_in: int, user_vocab: int) -> Turns:
+    """The pack's turns; refuses a file that is no pack, a pack without user codes and
+    intents, or one with fewer levels or other codes than the student hears."""
+    if not is_npz_archive(path):
+        raise VoxloopError(f"--data {path}: not a packed .npz (make one with `voxloop distill "
+                           "pack ... --align`)")
     with np.load(path) as pack:
         missing = [k for k in PACK_KEYS if k not in pack.files]
         if missing:
@@ -58,8 +64,11 @@ def pack_turns(path: str, k_in: int) -> Turns:
             raise VoxloopError(f"{path} holds {codes.shape[0]} levels of user codes; the "
                                f"student hears {k_in}: pack it with the student's residual "
                                "levels")
-        return Turns(codes[:k_in].astype(np.int64), pack["user_offsets"], pack["intent"],
-                     pack["split"])
+        codes = codes[:k_in].astype(np.int64)
+        if codes.size and (codes.min() < 0 or codes.max() >= user_vocab):
+            raise VoxloopError(f"{path} holds user codes outside 0..{user_vocab - 1}: it was "
+                               "packed through other ears than the student's")
+        return Turns(codes, pack["user_offsets"], pack["intent"], pack["split"])
 
 
 def outside_turns(student, vocab: dict, per_question: int, seed: int) -> Turns:
@@ -133,16 +142,35 @@ def accuracy(head: AudioIntents, turns: Turns, rows: np.ndarray, settings) -> fl
     return right / len(rows)
 
 
+def check_settings(student, settings: AudioIntentsTrainSettings) -> None:
+    """Refuse, before any work, settings or a student the head cannot be trained with."""
+    if student.config.user_input != "semantic":
+        raise VoxloopError("an audio intents head reads a semantic student's tokens; this "
+                           f"student hears {student.config.user_input!r}")
+    whole = {"--steps": settings.steps, "--batch-size": settings.batch_size,
+             "--threads": settings.threads, "--width": settings.width,
+             "--layers": settings.layers}
+    for flag, value in whole.items():
+        if value < 1:
+            raise VoxloopError(f"{flag} {value}: must be at least 1")
+    if settings.kernel < 1 or settings.kernel % 2 == 0:
+        raise VoxloopError(f"--kernel {settings.kernel}: must be odd (centred on its frame)")
+    for flag, value in (("--token-noise", settings.token_noise), ("--mask", settings.mask)):
+        if not 0.0 <= value <= 1.0:
+            raise VoxloopError(f"{flag} {value}: a share, from 0 to 1")
+    if settings.outside_per_question < 0:
+        raise VoxloopError(f"--outside-per-question {settings.outside_per_question}: 0 or more")
+
+
 def train_audio_intents(student, vocab: dict, settings: AudioIntentsTrainSettings
                         ) -> tuple[AudioIntents, dict]:
     """A head trained for ``student`` and what was measured (valid accuracy, the share of
     kept-out outside questions refused)."""
-    if settings.steps < 1 or settings.batch_size < 1:
-        raise VoxloopError("--steps and --batch-size must be at least 1")
+    check_settings(student, settings)
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    turns = pack_turns(settings.data, student.config.k_in)
+    turns = pack_turns(settings.data, student.config.k_in, student.config.user_vocab)
     if settings.outside_per_question:
         turns = joined(turns, outside_turns(student, vocab, settings.outside_per_question,
                                             settings.seed))
@@ -172,6 +200,7 @@ def train_audio_intents(student, vocab: dict, settings: AudioIntentsTrainSetting
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     head.eval()
+    # the refused share is this head's likeliest label alone, before the words are read
     report = {"labels": len(labels), "train_turns": len(train),
               "valid_accuracy": accuracy(head, turns, turns.where("valid"), settings),
               "outside_refused": accuracy(head, turns, turns.where("outside"), settings)}

@@ -302,7 +302,7 @@ def run_audio_intents(args: argparse.Namespace) -> int:
     print(f"wrote {path}: {report['labels']} intents from {report['train_turns']} turns; "
           f"valid accuracy {100 * report['valid_accuracy']:.1f} %; kept-out questions "
           "outside the domain " + ("not asked" if refused != refused else
-                                   f"refused {100 * refused:.1f} %"))
+                                   f"taken for the refusal {100 * refused:.1f} %"))
     return 0
 
 

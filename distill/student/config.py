@@ -300,8 +300,9 @@ class HeardIntentsConfig:
                 "the power its probabilities are raised to before they multiply the words' "
                 "(0: the words alone)"})
     refuse: bool = field(default=True, metadata={
-        "help": "where the head is as sure the question is outside the domain, the student "
-                "says its refusal (--no-refuse: only the domain's fixed answers)"})
+        "help": "where the head, reading the sound too (an audio intents head), is as sure "
+                "the question is outside the domain, the student says its refusal "
+                "(--no-refuse: only the domain's fixed answers)"})
     slot_bonus: float = field(default=4.0, metadata={
         "help": "where the head reads a composed question, added to the logit of every slot "
                 "value's answer word heard and not yet written (0: off)"})

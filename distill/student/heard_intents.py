@@ -80,7 +80,7 @@ class HeardIntents:
         """``[L]``: the head's probability of each label; None if it knows no feature and
         has no ``audio``: the log-probabilities ``[L]`` the audio intents head read from the
         turn's sound (``audio_logprobs``), which multiply the words' raised to the config's
-        ``audio_weight``."""
+        ``audio_weight``. Where it knows no word, the sound alone (not the words' prior)."""
         ids = [self._index[f] for f in features(user_words(heard)) if f in self._index]
         if not ids and audio is None:
             return None
@@ -100,19 +100,21 @@ class HeardIntents:
 
     def read(self, heard: str, audio: np.ndarray | None = None) -> tuple[str | None, float]:
         """The likeliest intent's fixed answer (the refusal for a question outside the
-        domain, where the config's ``refuse``; None for a composed one, or where the head
-        knows no feature) and the head's probability of that intent (0 where it knows none)."""
+        domain, where the config's ``refuse`` and the sound was read too: the words alone
+        were never measured naming it; None for a composed one, or where the head knows no
+        word and has no sound) and the head's probability of that intent (0 then)."""
         probs = self.probabilities(heard, audio)
         if probs is None:
             return None, 0.0
         label = self.labels[int(probs.argmax())]
-        refused = label == FALLBACK_INTENT and self.config.refuse
+        refused = label == FALLBACK_INTENT and self.config.refuse and audio is not None
         return self.answers.get(label, self.refusal if refused else None), float(probs.max())
 
     def likeliest_answers(self, heard: str, top: int, audio: np.ndarray | None = None
                           ) -> list[tuple[str, float]]:
         """The fixed answers of the ``top`` likeliest intents (composed ones skipped), each
-        with the head's probability of its intent; none where it knows no feature."""
+        with the head's probability of its intent; none where it knows no word and has no
+        sound."""
         probs = self.probabilities(heard, audio)
         if probs is None:
             return []
@@ -122,7 +124,7 @@ class HeardIntents:
     def answer_prob(self, heard: str, answer: str, audio: np.ndarray | None = None) -> float:
         """The head's probability that the heard words ask for ``answer``: for a fixed
         answer (or the refusal) its intent's, for any other words the composed intents'
-        together (1 where it knows no feature: nothing rules the answer out)."""
+        together (1 where it knows no word and has no sound: nothing rules it out)."""
         probs = self.probabilities(heard, audio)
         if probs is None:
             return 1.0

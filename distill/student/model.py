@@ -394,7 +394,7 @@ def load_student(name_or_dir: str | Path, device: str = "cpu") -> tuple[Student,
         from voxloop.distill.student.said_codes import load_said_codes
 
         model.mouth.said_codes = load_said_codes(folder)
-    model.heard_intents, model.audio_intents = \
-        load_heard_intents(folder), load_audio_intents(folder, model)
+    model.heard_intents = load_heard_intents(folder)  # beside the weights, not among them:
+    object.__setattr__(model, "audio_intents", load_audio_intents(folder, model))  # no child
     vocab = json.loads((folder / "vocab.json").read_text())
     return model.to(device).eval(), vocab

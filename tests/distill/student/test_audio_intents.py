@@ -18,8 +18,8 @@ from voxloop.distill.student.audio_intents import (
     load_audio_intents,
     save_audio_intents,
 )
-from voxloop.distill.student.audio_intents_train import pack_turns
-from voxloop.distill.student.config import HeardIntentsConfig
+from voxloop.distill.student.audio_intents_train import check_settings, pack_turns
+from voxloop.distill.student.config import AudioIntentsTrainSettings, HeardIntentsConfig
 from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.heard_intents import HeardIntents
 from voxloop.distill.student.model import load_student
@@ -52,8 +52,10 @@ def test_a_turn_reads_the_same_alone_and_padded_in_a_batch():
     alone = head.log_probs(short)
     np.testing.assert_allclose(torch.log_softmax(batched[0], -1).numpy(), alone, atol=1e-5)
     assert np.isclose(np.exp(alone).sum(), 1.0, atol=1e-5)
+    extra = np.concatenate([short, rng.integers(0, 16, (1, 7))])  # a level it does not hear
+    np.testing.assert_array_equal(head.log_probs(extra), alone)
     with pytest.raises(ValueError, match="expected"):
-        head.log_probs(rng.integers(0, 16, (3, 5)))  # another number of levels
+        head.log_probs(short[:1])  # fewer levels than it hears
     with pytest.raises(ValueError, match="codebooks"):
         AudioIntents(CONFIG, torch.randn(16, 8))  # books of another shape
 
@@ -184,7 +186,6 @@ def test_it_trains_on_a_pack_and_refuses_one_without_intents(tmp_path):
     line: the file is written beside the weights and loads with the student."""
     import shutil
 
-    student, _ = load_student("voxloop-student")
     folder = tmp_path / "student"
     shutil.copytree(student_folder_of("voxloop-student"), folder)
     rng = np.random.default_rng(0)
@@ -202,9 +203,32 @@ def test_it_trains_on_a_pack_and_refuses_one_without_intents(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, user_codes=np.zeros((4, 3), np.int16))
     with pytest.raises(VoxloopError, match="aligned pack"):
-        pack_turns(str(bad), 4)
+        pack_turns(str(bad), 4, 1024)
     with pytest.raises(VoxloopError, match="levels"):
-        pack_turns(str(pack), 5)
+        pack_turns(str(pack), 5, 1024)
+    with pytest.raises(VoxloopError, match="other ears"):
+        pack_turns(str(pack), 4, 512)
+    (tmp_path / "words.txt").write_text("not a pack")
+    with pytest.raises(VoxloopError, match="not a packed"):
+        pack_turns(str(tmp_path / "words.txt"), 4, 1024)
+    settings = AudioIntentsTrainSettings(data=str(pack))
+    student, _ = load_student(folder)
+    for wrong in ({"kernel": 4}, {"mask": 1.5}, {"threads": 0}, {"outside_per_question": -1}):
+        with pytest.raises(VoxloopError, match=next(iter(wrong)).replace("_", "-")):
+            check_settings(student, dataclasses.replace(settings, **wrong))
+
+
+def test_a_student_saved_with_its_head_loaded_keeps_the_head_out_of_its_weights(tmp_path):
+    """The head sits beside the student, never among its modules: saving a loaded student
+    and loading it again works, and its weights are the student's alone."""
+    from voxloop.distill.student.model import save_student
+
+    model, vocab = load_student("voxloop-student")
+    assert model.audio_intents is not None
+    assert not any(k.startswith("audio_intents") for k in model.state_dict())
+    assert "audio_intents" not in dict(model.named_children())
+    again, _ = load_student(save_student(model, vocab, tmp_path / "copy"))
+    assert again.config == model.config
 
 
 def student_folder_of(name: str):

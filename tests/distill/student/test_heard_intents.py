@@ -81,17 +81,18 @@ def test_a_composed_question_gets_no_fixed_answer(head):
         assert head.fixed_answer(question) is None, question
 
 
-def test_a_question_outside_the_domain_gets_the_refusal_unless_told_not_to(head):
+def test_a_question_outside_the_domain_gets_the_refusal_where_the_sound_was_read(head):
     import dataclasses
 
     from voxloop.distill.student.heard_intents import HeardIntents
 
-    asked = "can you set a timer for ten minutes"
-    assert head.read(asked)[0] == head.refusal == load_domain()["fallback"]
+    asked, sound = "can you set a timer for ten minutes", np.zeros(len(head.labels))
+    assert head.read(asked, sound)[0] == head.refusal == load_domain()["fallback"]
+    assert head.read(asked)[0] is None  # the words alone never name it
     quiet = HeardIntents(head.names, head.labels, head.weight, head.bias, head.answers,
                          dataclasses.replace(head.config, refuse=False))
-    assert quiet.read(asked) == (None, head.read(asked)[1])
-    assert all(answer != head.refusal for answer, _ in head.likeliest_answers(asked, 99))
+    assert quiet.read(asked, sound) == (None, head.read(asked, sound)[1])
+    assert all(answer != head.refusal for answer, _ in head.likeliest_answers(asked, 99, sound))
 
 
 def test_slot_words_are_values_the_answers_write_never_question_words_or_letters():
