@@ -16,6 +16,7 @@ out (every 4th): how often this head alone names the refusal (a pack built with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +52,8 @@ class Turns:
 def pack_turns(path: str, k_in: int, user_vocab: int) -> Turns:
     """The pack's turns; refuses a file that is no pack, a pack without user codes and
     intents, or one with fewer levels or other codes than the student hears."""
+    if not Path(path).is_file():
+        raise VoxloopError(f"--data {path}: no such file (the student's aligned pack)")
     if not is_npz_archive(path):
         raise VoxloopError(f"--data {path}: not a packed .npz (make one with `voxloop distill "
                            "pack ... --align`)")

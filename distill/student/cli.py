@@ -136,8 +136,8 @@ def register(subparsers, groups: dict) -> None:
     p = add_command(group, "audio-intents", "Train the head that reads which intent the user "
                     "asked for from the sound of the whole question (a keyword spotter over "
                     "the tokens the student hears; its pack's train turns plus questions "
-                    "outside the domain spoken by training voices, ~10 min) and write it "
-                    "beside the student's weights (audio_intents.safetensors): the "
+                    "outside the domain spoken by training voices, ~12 min on one thread) and "
+                    "write it beside the student's weights (audio_intents.safetensors): the "
                     "heard-intents head then reads its probabilities with the words'.",
                     "voxloop distill audio-intents models/voxloop-student --data PACK.npz")
     p.add_argument("folder", help="a student model folder (with a heard-intents head)")

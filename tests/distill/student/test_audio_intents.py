@@ -208,6 +208,8 @@ def test_it_trains_on_a_pack_and_refuses_one_without_intents(tmp_path):
         pack_turns(str(pack), 5, 1024)
     with pytest.raises(VoxloopError, match="other ears"):
         pack_turns(str(pack), 4, 512)
+    with pytest.raises(VoxloopError, match="no such file"):
+        pack_turns(str(tmp_path / "none.npz"), 4, 1024)
     (tmp_path / "words.txt").write_text("not a pack")
     with pytest.raises(VoxloopError, match="not a packed"):
         pack_turns(str(tmp_path / "words.txt"), 4, 1024)
