@@ -16,7 +16,6 @@ out (every 4th): how often this head alone names the refusal (a pack built with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,9 +25,7 @@ from voxloop.distill.student.audio_intents import AudioIntents, head_config
 from voxloop.distill.student.config import AudioIntentsTrainSettings
 from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
 from voxloop.errors import VoxloopError
-from voxloop.training import is_npz_archive
 
-PACK_KEYS = ("user_codes", "user_offsets", "split", "intent")
 KEPT_OUT = 4  # every 4th outside question measures the refusal
 
 
@@ -50,28 +47,21 @@ class Turns:
 
 
 def pack_turns(path: str, k_in: int, user_vocab: int) -> Turns:
-    """The pack's turns; refuses a file that is no pack, a pack without user codes and
-    intents, or one with fewer levels or other codes than the student hears."""
-    if not Path(path).is_file():
-        raise VoxloopError(f"--data {path}: no such file (the student's aligned pack)")
-    if not is_npz_archive(path):
-        raise VoxloopError(f"--data {path}: not a packed .npz (make one with `voxloop distill "
-                           "pack ... --align`)")
-    with np.load(path) as pack:
-        missing = [k for k in PACK_KEYS if k not in pack.files]
-        if missing:
-            raise VoxloopError(f"{path} has no {', '.join(missing)}: give the student's "
-                               "aligned pack (`voxloop distill pack ... --align`)")
-        codes = pack["user_codes"]
-        if codes.shape[0] < k_in:
-            raise VoxloopError(f"{path} holds {codes.shape[0]} levels of user codes; the "
-                               f"student hears {k_in}: pack it with the student's residual "
-                               "levels")
-        codes = codes[:k_in].astype(np.int64)
-        if codes.size and (codes.min() < 0 or codes.max() >= user_vocab):
-            raise VoxloopError(f"{path} holds user codes outside 0..{user_vocab - 1}: it was "
-                               "packed through other ears than the student's")
-        return Turns(codes, pack["user_offsets"], pack["intent"], pack["split"])
+    """The pack's turns (read as every pack is read: ``PackedData.load`` refuses a missing
+    file or one that is no pack); refuses one with fewer levels or other codes than the
+    student hears."""
+    from voxloop.distill.student.pack import PackedData
+
+    pack = PackedData.load(path)
+    if pack.user_codes.shape[0] < k_in:
+        raise VoxloopError(f"{path} holds {pack.user_codes.shape[0]} levels of user codes; "
+                           f"the student hears {k_in}: pack it with the student's residual "
+                           "levels")
+    codes = pack.user_codes[:k_in].astype(np.int64)
+    if codes.size and (codes.min() < 0 or codes.max() >= user_vocab):
+        raise VoxloopError(f"{path} holds user codes outside 0..{user_vocab - 1}: it was "
+                           "packed through other ears than the student's")
+    return Turns(codes, pack.user_offsets, pack.intent, pack.split)
 
 
 def outside_turns(student, vocab: dict, per_question: int, seed: int) -> Turns:

@@ -182,36 +182,36 @@ def test_a_rollback_forgets_the_codes_after_the_mark(tiny):
 
 
 def test_it_trains_on_a_pack_and_refuses_one_without_intents(tmp_path):
-    """A few steps on a small pack of the bundled student's shape, through the command
-    line: the file is written beside the weights and loads with the student."""
+    """A few steps on a small pack, through the command line: the file is written beside
+    the bundled student's weights and loads with the student; packs it cannot hear are
+    refused with a clear error."""
     import shutil
+
+    from tests.distill.student.fixtures import tiny_examples, tiny_packed
 
     folder = tmp_path / "student"
     shutil.copytree(student_folder_of("voxloop-student"), folder)
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(20, 40, 24)
-    pack = tmp_path / "pack.npz"
-    np.savez(pack, user_codes=rng.integers(0, 1024, (4, int(lengths.sum()))).astype(np.int16),
-             user_offsets=np.concatenate([[0], np.cumsum(lengths)]),
-             split=np.array(["train"] * 20 + ["valid"] * 4),
-             intent=np.array(["joke", "add", "greeting"] * 8))
+    pack = tmp_path / "pack.npz"  # codes of 8 levels, of which the student hears 4
+    tiny_packed(tiny_examples(12) + tiny_examples(4, seed=1, split="valid")).save(pack)
     assert main(["distill", "audio-intents", str(folder), "--data", str(pack), "--steps", "3",
                  "--batch-size", "4", "--outside-per-question", "0", "--threads", "1"]) == 0
     model, _ = load_student(folder)
-    assert model.audio_intents.config.labels == ("add", "greeting", "joke")
-    assert model.audio_intents.log_probs(rng.integers(0, 1024, (4, 30))).shape == (3,)
+    labels = ("intent0", "intent1", "intent2", "intent3")
+    assert model.audio_intents.config.labels == labels
+    rng = np.random.default_rng(0)
+    assert model.audio_intents.log_probs(rng.integers(0, 1024, (4, 30))).shape == (4,)
     bad = tmp_path / "bad.npz"
     np.savez(bad, user_codes=np.zeros((4, 3), np.int16))
-    with pytest.raises(VoxloopError, match="aligned pack"):
+    with pytest.raises(VoxloopError, match="not a packed dataset"):
         pack_turns(str(bad), 4, 1024)
     with pytest.raises(VoxloopError, match="levels"):
-        pack_turns(str(pack), 5, 1024)
+        pack_turns(str(pack), 9, 1024)
     with pytest.raises(VoxloopError, match="other ears"):
         pack_turns(str(pack), 4, 512)
-    with pytest.raises(VoxloopError, match="no such file"):
+    with pytest.raises(VoxloopError, match="not found"):
         pack_turns(str(tmp_path / "none.npz"), 4, 1024)
     (tmp_path / "words.txt").write_text("not a pack")
-    with pytest.raises(VoxloopError, match="not a packed"):
+    with pytest.raises(VoxloopError, match="not a packed dataset"):
         pack_turns(str(tmp_path / "words.txt"), 4, 1024)
     settings = AudioIntentsTrainSettings(data=str(pack))
     student, _ = load_student(folder)
