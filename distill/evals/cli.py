@@ -99,7 +99,9 @@ def register(subparsers, groups: dict) -> None:
                     "Judge how a student's mouth says every answer it remembers (through the "
                     "codec, by Whisper), say the misheard ones other ways (paces, predicted "
                     "word lengths, sampled codes) and keep the clearest as the folder's "
-                    "said_codes.safetensors, which the engine and the evals read.",
+                    "said_codes.safetensors, which the engine and the evals read; answers it "
+                    "may say but never learned (the refusal) are recorded there in the "
+                    "assistant's voice.",
                     "voxloop distill sayings models/voxloop-student --report out/sayings.json")
     p.add_argument("student", help="a student folder with a mouth (rewritten in place)")
     p.add_argument("--report", help="also write every answer's sayings and verdicts here (JSON)")
@@ -308,6 +310,9 @@ def run_sayings(args: argparse.Namespace) -> int:
         print(f"  of those: right {s['correct_before']} -> {s['correct_after']} (some way "
               f"right: {s['any_take_correct']}), mean WER {s['wer_before_pct']:.1f} -> "
               f"{s['wer_after_pct']:.1f} %; chosen: {s['chosen_ways']}")
+    if s["answers_recorded"]:
+        print(f"{s['answers_recorded']} answers the mouth never learned recorded in the "
+              f"assistant's voice: {s['recorded_right']} heard right")
     print(f"wrote {Path(report['folder']) / 'said_codes.safetensors'}")
     if args.report:
         print(f"wrote {write_report(report, args.report)}")

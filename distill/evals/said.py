@@ -22,7 +22,10 @@ def said_with_lengths(mouth, words) -> tuple[list, list]:
     """What ``mouth`` says for each row of ``words [B, W]`` (codes ``[K, F_b]``) and the
     frames per word ``[W_b]`` (padding dropped) it says them at: a remembered answer as its
     table holds it, at the lengths of the way it was said (``voxloop distill sayings`` may
-    have chosen another pace or the predicted lengths), any other answer greedy."""
+    have chosen another pace or the predicted lengths; a recorded take: the predicted
+    lengths stretched to it), any other answer greedy."""
+    from voxloop.distill.student.said_codes import RECORDED
+
     table, pad = mouth.said_codes, mouth.config.pad_word
     codes, lengths = [], []
     for row in words:
@@ -30,9 +33,23 @@ def said_with_lengths(mouth, words) -> tuple[list, list]:
         said = table.get(ids) if table is not None else None
         way = {} if said is None else table.way(ids)
         codes.append(mouth.say(ids[None])[0] if said is None else said)
+        if RECORDED in way:  # a take: the lengths the mouth predicts, stretched to its frames
+            lengths.append(stretched(mouth.lengths(ids[None], remembered=False)[0],
+                                     said.shape[1]))
+            continue
         lengths.append(mouth.lengths(ids[None], way.get("pace", 1.0),
                                      remembered=way.get("remembered", True))[0])
     return codes, lengths
+
+
+def stretched(lengths, total: int):
+    """Frames per word ``[W]`` scaled to sum to ``total`` (each word at least one frame)."""
+    import torch
+
+    ends = torch.round(torch.cumsum(lengths.double(), 0) * total / max(1, int(lengths.sum())))
+    out = torch.diff(ends.long(), prepend=torch.zeros(1, dtype=torch.long)).clamp(min=1)
+    out[-1] += total - int(out.sum())
+    return out
 
 
 def said_pack(student_name: str | Path, pack_path: str | Path, out_path: str | Path,

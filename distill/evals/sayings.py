@@ -17,6 +17,12 @@ The judge is the ASR teacher's Whisper tiny.en, the same model ``voxloop eval st
 judges with, so an eval after the choice reads the chosen answers as heard by the one
 recognizer they were chosen for: quote it with that said.
 
+An answer the student may write that its mouth never learned (the domain's refusal, which
+the heard-intents head names for a question outside the domain: its words are not the
+domain's answers', and the mouth says it as noise) is recorded instead: ``recorded_takes``
+takes of the assistant's own voice (the TTS the mouth learned from, through the same codec),
+the clearest kept, its way ``{"recorded": voice}``.
+
     voxloop distill sayings models/voxloop-student --report out/sayings.json
 """
 
@@ -27,6 +33,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from voxloop.distill.student.said_codes import RECORDED
+from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
 
 
@@ -43,6 +51,12 @@ class SayingSettings:
     misheard_above_wer_pct: float = field(default=100.0, metadata={
         "help": "an answer heard right is said other ways too when its word error rate is "
                 "above this (percent; 100: only answers heard wrong)"})
+    recorded_only: bool = field(default=False, metadata={
+        "help": "keep the table's sayings as they are (none judged) and only record the "
+                "answers the mouth never learned"})
+    recorded_takes: int = field(default=4, metadata={
+        "help": "takes of the assistant's voice recorded for each answer the student may say "
+                "that its mouth never learned (the refusal); the clearest kept (0: none)"})
     decoder: str = field(default="answers", metadata={
         "help": "the codec decoder that judges (answers: the one the student speaks with)"})
     threads: int = field(default=2, metadata={"help": "CPU threads (mouth, codec, Whisper)"})
@@ -62,6 +76,8 @@ class SayingSettings:
 
 def way_name(way: dict) -> str:
     """``{"pace": 1.1}`` -> ``"pace 1.1"``; ``{}`` -> ``"greedy"``."""
+    if RECORDED in way:
+        return f"recorded ({way[RECORDED]})"
     parts = [f"pace {way['pace']:g}"] if way.get("pace", 1.0) != 1.0 else []
     if way.get("remembered", True) is False:
         parts.append("predicted lengths")
@@ -78,15 +94,23 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     import torch
     from tqdm import tqdm
 
+    from voxloop.distill.data.synth import CodecRunner
     from voxloop.distill.evals.renditions import TakeJudge, summarize
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student, student_folder
-    from voxloop.distill.student.said_codes import SaidCodes, save_said_codes, say_known
+    from voxloop.distill.student.said_codes import (
+        SaidCodes,
+        save_said_codes,
+        say_known,
+        unlearned_answers,
+    )
     from voxloop.distill.student.vocab import Tokenizer
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
 
     if settings.samples and settings.temperature <= 0:
         raise VoxloopError("--temperature must be above 0 for sampled sayings (or --samples 0)")
+    if settings.recorded_takes < 0:
+        raise VoxloopError(f"--recorded-takes {settings.recorded_takes}: 0 or more")
     torch.set_num_threads(settings.threads)
     folder = student_folder(folder)
     model, vocab = load_student(folder)
@@ -100,10 +124,15 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     answers, chosen, chosen_ways, report = [], [], [], []
     for words, codes in tqdm(list(now.items()), desc="sayings", unit="answer",
                              disable=not progress):
+        if settings.recorded_only:
+            answers.append(list(words))
+            chosen.append(codes)
+            chosen_ways.append(now.way(words))
+            continue
         text = tokenizer.decode_answer(words)
         candidates, ways = [codes], [now.way(words)]
         judged = [take_judge(codes.numpy(), text)]
-        if settings.needs_others(judged[0]):
+        if settings.needs_others(judged[0]) and RECORDED not in ways[0]:
             row = torch.tensor([list(words)], device=mouth.pace.device)
             for way in settings.ways():
                 said = mouth.say(row, **way)[0].cpu()
@@ -116,16 +145,49 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
         chosen_ways.append(ways[best])
         report.append({"text": text, "chosen": best, "ways": [way_name(w) for w in ways],
                        "takes": [asdict(t) for t in judged]})
+    unlearned = [words for words in unlearned_answers(model, tokenizer)
+                 if now.get(torch.tensor(words)) is None] if settings.recorded_takes else []
+    runner = CodecRunner(vocab["codec"]["name"]) if unlearned else None
+    for words in tqdm(unlearned, desc="recorded", unit="answer", disable=not progress):
+        text = tokenizer.decode_answer(words)
+        takes = [recorded_take(text, runner, model.config.k_out)
+                 for _ in range(settings.recorded_takes)]
+        judged = [take_judge(codes.numpy(), text) for codes in takes]
+        best = min(range(len(judged)), key=lambda i: judged[i].rank())
+        answers.append(list(words))
+        chosen.append(takes[best])
+        chosen_ways.append({RECORDED: ASSISTANT_VOICE})
+        report.append({"text": text, "chosen": best, "recorded": True,
+                       "ways": [way_name(chosen_ways[-1])] * len(takes),
+                       "takes": [asdict(t) for t in judged]})
     save_said_codes(SaidCodes(answers, chosen, chosen_ways), folder)
-    tried = [r for r in report if len(r["takes"]) > 1]
+    judged = [r for r in report if not r.get("recorded")]
+    recorded = [r for r in report if r.get("recorded")]
+    tried = [r for r in judged if len(r["takes"]) > 1]
     summary = {**(summarize(tried) if tried else {}),  # its "answers": the ones tried
-               "answers": len(report), "answers_said_other_ways": len(tried),
-               "right_now": sum(r["takes"][0]["correct"] for r in report),
-               "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in report),
+               "answers": len(judged), "answers_said_other_ways": len(tried),
+               "answers_recorded": len(recorded),
+               "recorded_right": sum(r["takes"][r["chosen"]]["correct"] for r in recorded),
+               "right_now": sum(r["takes"][0]["correct"] for r in judged),
+               "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in judged),
                "chosen_ways": dict(Counter(r["ways"][r["chosen"]] for r in tried)
                                    .most_common())}
     return {"folder": str(folder), "settings": asdict(settings), "summary": summary,
             "answers": report}
+
+
+def recorded_take(text: str, runner, codebooks: int):
+    """One take of ``text`` in the assistant's voice through ``runner``'s codec (a
+    ``CodecRunner``): codes ``[codebooks, F]`` (int64), as the mouth learned its answers
+    (piper draws its noise anew every call, so takes differ)."""
+    import torch
+
+    from voxloop.audio import MODEL_RATE_HZ, resample, to_pcm16
+    from voxloop.distill.teachers.tts import synthesize
+
+    samples, rate_hz = synthesize(text, ASSISTANT_VOICE)
+    codes = runner.encode(to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ)))
+    return torch.from_numpy(codes[:codebooks].astype("int64"))
 
 
 def write_report(report: dict, path: str | Path) -> Path:

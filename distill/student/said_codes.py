@@ -13,7 +13,9 @@ the ``model.safetensors`` it was said with: ``save_student`` writes it from the 
 clear error rather than another voice. Each answer keeps the way it was said (the
 ``Mouth.say`` keyword arguments: none for the usual greedy saying): ``voxloop distill
 sayings`` (``distill.evals.sayings``) replaces the sayings a judge mishears with clearer
-ones the same weights say another way, and the way says how to say them again.
+ones the same weights say another way, and the way says how to say them again; an answer
+the student may write that the mouth never learned (the refusal) is recorded there instead,
+in the assistant's own voice (way ``{"recorded": voice}``: not a way the mouth says it).
 
     table = say_known(mouth)                  # every remembered answer, one at a time
     save_said_codes(table, folder)            # beside folder/model.safetensors
@@ -34,6 +36,7 @@ from voxloop.models import WEIGHTS_FILE, weights_sha256
 from voxloop.training import atomic_write
 
 SAID_CODES_FILE = "said_codes.safetensors"
+RECORDED = "recorded"  # a way that is no saying of the mouth: a take of the assistant's voice
 
 
 class SaidCodes:
@@ -76,6 +79,21 @@ def say_known(mouth, progress: bool = False) -> SaidCodes:
     finally:
         mouth.said_codes = kept
     return SaidCodes(answers, codes)
+
+
+def unlearned_answers(model, tokenizer) -> list[list[int]]:
+    """The answers ``model`` may say without having written them (its heard-intents head's
+    fixed answers and the domain's refusal) that its mouth never learned, as word ids:
+    the mouth says those as noise. None it cannot write (a word outside its vocabulary)."""
+    from voxloop.distill.student.vocab import UNK
+
+    head = getattr(model, "heard_intents", None)
+    if model.mouth is None or head is None:
+        return []
+    known = {tuple(words) for words in model.mouth.known_answers()}
+    said = [tokenizer.encode_answer(text) for text in sorted({*head.answers.values(),
+                                                               head.refusal})]
+    return [words for words in said if UNK not in words and tuple(words) not in known]
 
 
 def write_said_codes(folder: str | Path, progress: bool = False) -> int:

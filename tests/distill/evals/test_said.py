@@ -87,3 +87,30 @@ def test_an_answer_said_another_way_is_copied_at_that_ways_lengths(tmp_path):
     paced = model.mouth.lengths(torch.tensor([words]), way["pace"])[0]
     torch.testing.assert_close(lengths, paced)
     assert not torch.equal(paced, model.mouth.lengths(torch.tensor([words]))[0])
+
+
+def test_a_recorded_answer_is_copied_at_the_predicted_lengths_stretched_to_its_take(tmp_path):
+    """The bundled table holds the refusal as a take of the assistant's voice, not a saying
+    of the mouth: the said pack copies the take, each word at the length the mouth
+    predicts for it scaled to the take's frames."""
+    from voxloop.distill.evals.said import stretched
+
+    np.testing.assert_array_equal(stretched(torch.tensor([2, 2, 4]), 16), [4, 4, 8])
+    odd = stretched(torch.tensor([1, 1, 30]), 10)
+    assert int(odd.sum()) == 10 and int(odd.min()) >= 1
+    model, vocab = load_student(DEFAULT_STUDENT)
+    tokenizer = Tokenizer(vocab)
+    refusal = model.heard_intents.refusal
+    examples = [dataclasses.replace(e, answer_text=t, split="train")
+                for e, t in zip(tiny_examples(2), [refusal, ANSWERS[0]], strict=True)]
+    data = with_word_frames(PackedData(pack_examples(examples, tokenizer,
+                                                     np.full(1, 3, np.int16)), vocab))
+    data.save(tmp_path / "pack.npz")
+    said = PackedData.load(said_pack(DEFAULT_STUDENT, tmp_path / "pack.npz",
+                                     tmp_path / "said.npz", progress=False)[0])
+    words = tokenizer.encode_answer(refusal)
+    take = model.mouth.said_codes.get(torch.tensor(words))
+    np.testing.assert_array_equal(said.answer(0), take.numpy())
+    lengths = word_lengths(torch.from_numpy(said.words(0)), take.shape[1])
+    predicted = model.mouth.lengths(torch.tensor([words]), remembered=False)[0]
+    torch.testing.assert_close(lengths, stretched(predicted, take.shape[1]))

@@ -89,3 +89,41 @@ def test_the_command_writes_the_table_and_sampling_needs_a_temperature(tmp_path,
                  "--report", str(tmp_path / "sayings.json")]) == 0
     out = capsys.readouterr().out
     assert "2 remembered answers judged" in out and (tmp_path / "sayings.json").is_file()
+
+
+def test_an_answer_the_mouth_never_learned_is_recorded_in_the_assistants_voice(tmp_path, capsys):
+    """A copy of the bundled student whose table lacks the refusal: ``--recorded-only``
+    keeps every saying as it was (none judged) and records the refusal (real piper, the
+    student's codec, Whisper judging: a take of the assistant's voice is heard right)."""
+    import shutil
+
+    from voxloop.distill.student.model import student_folder
+    from voxloop.distill.student.said_codes import (
+        RECORDED,
+        SaidCodes,
+        load_said_codes,
+        save_said_codes,
+    )
+    from voxloop.distill.student.vocab import Tokenizer
+
+    folder = tmp_path / "student"
+    shutil.copytree(student_folder("voxloop-student"), folder)
+    table = load_said_codes(folder)
+    remembered = [(list(w), c) for w, c in table.items() if RECORDED not in table.way(w)]
+    save_said_codes(SaidCodes([w for w, _ in remembered], [c for _, c in remembered],
+                              [table.way(w) for w, _ in remembered]), folder)
+    with pytest.raises(VoxloopError, match="--recorded-takes -1"):
+        choose_sayings(folder, SayingSettings(recorded_takes=-1), progress=False)
+    assert main(["distill", "sayings", str(folder), "--recorded-only", "--recorded-takes", "3",
+                 "--threads", "1"]) == 0
+    assert "1 answers the mouth never learned recorded in the assistant's voice: 1 heard " \
+        "right" in capsys.readouterr().out
+    model, vocab = load_student(folder)
+    after = model.mouth.said_codes
+    refusal = Tokenizer(vocab).encode_answer(model.heard_intents.refusal)
+    assert after.way(refusal) == {RECORDED: "piper:joe"}
+    assert len(after) == len(remembered) + 1
+    for words, codes in remembered[::300]:
+        assert torch.equal(after.get(torch.tensor(words)), codes)
+        assert after.way(words) == table.way(words)
+    assert way_name(after.way(refusal)) == "recorded (piper:joe)"

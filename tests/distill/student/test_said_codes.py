@@ -16,7 +16,8 @@ from tests.distill.student.fixtures import (
 )
 from voxloop.cli import main
 from voxloop.distill.student.model import Student, load_student, save_student
-from voxloop.distill.student.said_codes import SAID_CODES_FILE
+from voxloop.distill.student.said_codes import RECORDED, SAID_CODES_FILE, unlearned_answers
+from voxloop.distill.student.vocab import Tokenizer
 from voxloop.errors import VoxloopError
 from voxloop.models import save_model_folder
 
@@ -30,10 +31,12 @@ def _said_without_table(mouth, words: torch.Tensor, **way) -> list[torch.Tensor]
 
 
 def test_the_bundled_students_table_holds_what_its_mouth_says():
-    model, _ = load_student("voxloop-student")
+    model, vocab = load_student("voxloop-student")
     mouth = model.mouth
     pad = mouth.config.pad_word
-    assert mouth.said_codes is not None and len(mouth.said_codes) == len(mouth.known_words)
+    unlearned = unlearned_answers(model, Tokenizer(vocab))
+    assert mouth.said_codes is not None
+    assert len(mouth.said_codes) == len(mouth.known_words) + len(unlearned)
     rows = mouth.known_words.long()[::151]  # 14 answers from across the table
     assert all(mouth.said_codes.get(row, pad) is not None for row in rows)
     looked_up = mouth.say(rows)
@@ -43,7 +46,8 @@ def test_the_bundled_students_table_holds_what_its_mouth_says():
         assert torch.equal(codes, said)
     # one answer said each way `distill sayings` chose (greedy, paced, predicted lengths,
     # sampled): the way says it again, code for code
-    first_of_each = {str(mouth.said_codes.way(w)): w for w, _ in mouth.said_codes.items()}
+    first_of_each = {str(mouth.said_codes.way(w)): w for w, _ in mouth.said_codes.items()
+                     if RECORDED not in mouth.said_codes.way(w)}  # a take: no saying of it
     assert len(first_of_each) > 1
     for words in first_of_each.values():
         way = mouth.said_codes.way(words)
@@ -57,6 +61,22 @@ def test_the_bundled_students_table_holds_what_its_mouth_says():
         assert torch.equal(codes, said)
     looked_up[0].numpy().fill(0)  # a caller's copy: the table keeps its codes
     assert not torch.equal(mouth.say(rows[:1])[0], looked_up[0])
+
+
+def test_the_refusal_its_mouth_never_learned_is_a_recorded_take_the_engine_says():
+    """The bundled student may say the domain's refusal, whose words its mouth never
+    learned (it says them as noise): its table holds a take of the assistant's voice."""
+    model, vocab = load_student("voxloop-student")
+    tokenizer = Tokenizer(vocab)
+    refusal = tokenizer.encode_answer(model.heard_intents.refusal)
+    assert unlearned_answers(model, tokenizer) == [refusal]
+    table = model.mouth.said_codes
+    assert table.way(refusal) == {RECORDED: "piper:joe"}
+    recorded = table.get(torch.tensor(refusal))
+    assert recorded.shape[0] == model.config.k_out and recorded.shape[1] > 50
+    assert torch.equal(model.mouth.say(torch.tensor([refusal]))[0], recorded)
+    model.heard_intents = None  # nothing it says unwritten: nothing to record
+    assert unlearned_answers(model, tokenizer) == []
 
 
 def test_a_saved_student_says_its_answers_and_refuses_a_table_of_other_weights(tmp_path):
