@@ -33,8 +33,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from voxloop.distill.student.said_codes import RECORDED
-from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
 
 
@@ -76,6 +74,8 @@ class SayingSettings:
 
 def way_name(way: dict) -> str:
     """``{"pace": 1.1}`` -> ``"pace 1.1"``; ``{}`` -> ``"greedy"``."""
+    from voxloop.distill.student.said_codes import RECORDED
+
     if RECORDED in way:
         return f"recorded ({way[RECORDED]})"
     parts = [f"pace {way['pace']:g}"] if way.get("pace", 1.0) != 1.0 else []
@@ -99,6 +99,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student, student_folder
     from voxloop.distill.student.said_codes import (
+        RECORDED,
         SaidCodes,
         save_said_codes,
         say_known,
@@ -106,6 +107,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     )
     from voxloop.distill.student.vocab import Tokenizer
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
+    from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 
     if settings.samples and settings.temperature <= 0:
         raise VoxloopError("--temperature must be above 0 for sampled sayings (or --samples 0)")
@@ -183,7 +185,7 @@ def recorded_take(text: str, runner, codebooks: int):
     import torch
 
     from voxloop.audio import MODEL_RATE_HZ, resample, to_pcm16
-    from voxloop.distill.teachers.tts import synthesize
+    from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 
     samples, rate_hz = synthesize(text, ASSISTANT_VOICE)
     codes = runner.encode(to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ)))
