@@ -1,16 +1,19 @@
 """Train a student's audio intents head (:mod:`audio_intents`) on its own pack.
 
 The turns are the pack's train split (the user's codes as the student heard them, and
-the intent each asked), plus the domain's questions outside it spoken by training voices
-and tokenized by the student's ears, as the refusal. Every intent is drawn as often (the
+the intent each asked), plus, spoken by training voices and tokenized by the student's
+ears, the domain's more phrasings and templates (which no pack asks: the words head reads
+them, so the sound's head hears them too) and its questions outside it, as the refusal.
+Every intent is drawn as often (the
 arithmetic kinds have 20 times the turns of a fixed answer). Frames are corrupted as the
 ears err: random codes for a share of frames and for one span. Measured once trained, on
-the pack's valid split (trained phrasings, other takes) and on the outside questions kept
-out (every 4th): how often this head alone names the refusal (a pack built with
+the pack's valid split (trained phrasings, other takes), on the more phrasings kept out
+(every 4th of an intent: phrasings it never heard) and on the outside questions kept out
+(every 4th): how often this head alone names the refusal (a pack built with
 ``--outside-questions`` trained on those too, so there the share reads high).
 
     student, vocab = load_student("models/voxloop-student")
-    head, report = train_audio_intents(student, vocab, settings)   # ~12 min on one thread
+    head, report = train_audio_intents(student, vocab, settings)   # ~20 min on one thread
 """
 
 from __future__ import annotations
@@ -68,6 +71,38 @@ def outside_turns(student, vocab: dict, per_question: int, seed: int) -> Turns:
     """The domain's outside questions, each said by ``per_question`` training voices and
     tokenized as the student hears; every ``KEPT_OUT``-th question's split is ``outside``
     (measured, not trained)."""
+    asked = [(question, FALLBACK_INTENT, "outside" if i % KEPT_OUT == KEPT_OUT - 1 else "train")
+             for i, question in enumerate(load_domain()["outside_questions"])]
+    return spoken_turns(student, vocab, asked, per_question, seed, "outside questions")
+
+
+def more_turns(student, vocab: dict, per_question: int, seed: int) -> Turns:
+    """The domain's more phrasings and templates (``more_questions``) each said by
+    ``per_question`` training voices."""
+    return spoken_turns(student, vocab, more_questions(seed), per_question, seed + 1,
+                        "more phrasings")
+
+
+def more_questions(seed: int) -> list[tuple[str, str, str]]:
+    """``(question, intent, split)`` of the domain's more phrasings and templates (two slot
+    fillings each), which no pack asks; every ``KEPT_OUT``-th of an intent is
+    ``more_valid`` (phrasings the head never trains on: measured), the rest ``train``."""
+    from voxloop.distill.teachers.domain.data import examples
+
+    domain = load_domain()
+    main = {i["id"]: len(i["phrasings"]) for i in domain["intents"]}
+    main |= {i["id"]: len(i["templates"]) for i in domain["compositional"]}
+    return [(e.text, e.intent,
+             "more_valid" if (e.template - main[e.intent]) % KEPT_OUT == KEPT_OUT - 1
+             else "train")
+            for e in examples(2, seed, more=1_000) if e.template >= main[e.intent]]
+
+
+def spoken_turns(student, vocab: dict, asked: list[tuple[str, str, str]], per_question: int,
+                 seed: int, desc: str) -> Turns:
+    """``asked`` (question, intent, split) each said by ``per_question`` training voices
+    (drawn as the datasets draw them, augmented as they are) and tokenized as the student
+    hears."""
     from voxloop.distill.data.augment import spoken
     from voxloop.distill.data.plan import (
         SynthSettings,
@@ -81,17 +116,16 @@ def outside_turns(student, vocab: dict, per_question: int, seed: int) -> Turns:
     ears = load_student_semantic(None, vocab, student)
     voices = training_voices(user_voices(SynthSettings()))
     weights = voice_weights(voices)
-    codes, splits = [], []
-    questions = load_domain()["outside_questions"]
-    for i, question in enumerate(tqdm(questions, desc="outside questions", unit="question")):
+    codes, intents, splits = [], [], []
+    for question, intent, split in tqdm(asked, desc=desc, unit="question"):
         for _ in range(per_question):
             clip = spoken(question, str(rng.choice(voices, p=weights)), rng)
             tokens = encode_clips(ears, [clip])[0]
             codes.append(tokens.reshape(-1, tokens.shape[-1]))
-            splits.append("outside" if i % KEPT_OUT == KEPT_OUT - 1 else "train")
+            intents.append(intent)
+            splits.append(split)
     offsets = np.cumsum([0] + [c.shape[1] for c in codes])
-    return Turns(np.concatenate(codes, 1), offsets, np.array([FALLBACK_INTENT] * len(codes)),
-                 np.array(splits))
+    return Turns(np.concatenate(codes, 1), offsets, np.array(intents), np.array(splits))
 
 
 def joined(a: Turns, b: Turns) -> Turns:
@@ -151,8 +185,10 @@ def check_settings(student, settings: AudioIntentsTrainSettings) -> None:
     for flag, value in (("--token-noise", settings.token_noise), ("--mask", settings.mask)):
         if not 0.0 <= value <= 1.0:
             raise VoxloopError(f"{flag} {value}: a share, from 0 to 1")
-    if settings.outside_per_question < 0:
-        raise VoxloopError(f"--outside-per-question {settings.outside_per_question}: 0 or more")
+    for flag, value in (("--outside-per-question", settings.outside_per_question),
+                        ("--more-per-phrasing", settings.more_per_phrasing)):
+        if value < 0:
+            raise VoxloopError(f"{flag} {value}: 0 or more")
 
 
 def train_audio_intents(student, vocab: dict, settings: AudioIntentsTrainSettings
@@ -167,6 +203,9 @@ def train_audio_intents(student, vocab: dict, settings: AudioIntentsTrainSetting
     if settings.outside_per_question:
         turns = joined(turns, outside_turns(student, vocab, settings.outside_per_question,
                                             settings.seed))
+    if settings.more_per_phrasing:
+        turns = joined(turns, more_turns(student, vocab, settings.more_per_phrasing,
+                                         settings.seed))
     train = turns.where("train")
     if not len(train):
         raise VoxloopError(f"{settings.data} has no train split to learn from")
@@ -196,5 +235,7 @@ def train_audio_intents(student, vocab: dict, settings: AudioIntentsTrainSetting
     # the refused share is this head's likeliest label alone, before the words are read
     report = {"labels": len(labels), "train_turns": len(train),
               "valid_accuracy": accuracy(head, turns, turns.where("valid"), settings),
+              "more_valid_accuracy": accuracy(head, turns, turns.where("more_valid"),
+                                              settings),
               "outside_refused": accuracy(head, turns, turns.where("outside"), settings)}
     return head, report

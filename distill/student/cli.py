@@ -135,8 +135,9 @@ def register(subparsers, groups: dict) -> None:
 
     p = add_command(group, "audio-intents", "Train the head that reads which intent the user "
                     "asked for from the sound of the whole question (a keyword spotter over "
-                    "the tokens the student hears; its pack's train turns plus questions "
-                    "outside the domain spoken by training voices, ~12 min on one thread) and "
+                    "the tokens the student hears; its pack's train turns plus the domain's "
+                    "more phrasings and questions outside it spoken by training voices, ~20 "
+                    "min on one thread) and "
                     "write it beside the student's weights (audio_intents.safetensors): the "
                     "heard-intents head then reads its probabilities with the words'.",
                     "voxloop distill audio-intents models/voxloop-student --data PACK.npz")
@@ -299,8 +300,11 @@ def run_audio_intents(args: argparse.Namespace) -> int:
     head, report = train_audio_intents(model, vocab, settings)
     path = save_audio_intents(head, folder)
     refused = report["outside_refused"]
+    more = report["more_valid_accuracy"]
     print(f"wrote {path}: {report['labels']} intents from {report['train_turns']} turns; "
-          f"valid accuracy {100 * report['valid_accuracy']:.1f} %; kept-out questions "
+          f"valid accuracy {100 * report['valid_accuracy']:.1f} %"
+          + ("" if more != more else f", on kept-out phrasings {100 * more:.1f} %")
+          + "; kept-out questions "
           "outside the domain " + ("not asked" if refused != refused else
                                    f"taken for the refusal {100 * refused:.1f} %"))
     return 0

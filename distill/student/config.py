@@ -295,7 +295,7 @@ class HeardIntentsConfig:
         "help": "the head's log-probability's weight in that score"})
     rescore_margin: float = field(default=1.0, metadata={
         "help": "how much more (nats) another answer must score than the student's own"})
-    audio_weight: float = field(default=2.0, metadata={
+    audio_weight: float = field(default=3.0, metadata={
         "help": "where the student has an audio intents head (audio_intents.safetensors), "
                 "the power its probabilities are raised to before they multiply the words' "
                 "(0: the words alone)"})
@@ -338,6 +338,9 @@ class AudioIntentsTrainSettings:
     outside_per_question: int = field(default=3, metadata={
         "help": "voices that say each question outside the domain (the refusal's turns); "
                 "every 4th question is kept out to measure the refusal"})
+    more_per_phrasing: int = field(default=3, metadata={
+        "help": "voices that say each of the domain's more phrasings and templates (which no "
+                "pack asks; every 4th of an intent kept out to measure new phrasings; 0: none)"})
     width: int = field(default=192, metadata={"help": "channels of the convolutions"})
     layers: int = field(default=3, metadata={"help": "convolution blocks"})
     kernel: int = field(default=5, metadata={"help": "frames each depthwise convolution sees"})

@@ -18,7 +18,12 @@ from voxloop.distill.student.audio_intents import (
     load_audio_intents,
     save_audio_intents,
 )
-from voxloop.distill.student.audio_intents_train import check_settings, pack_turns
+from voxloop.distill.student.audio_intents_train import (
+    check_settings,
+    more_questions,
+    pack_turns,
+    spoken_turns,
+)
 from voxloop.distill.student.config import AudioIntentsTrainSettings, HeardIntentsConfig
 from voxloop.distill.student.generate import SamplingOptions, StudentStepper
 from voxloop.distill.student.heard_intents import HeardIntents
@@ -194,7 +199,8 @@ def test_it_trains_on_a_pack_and_refuses_one_without_intents(tmp_path):
     pack = tmp_path / "pack.npz"  # codes of 8 levels, of which the student hears 4
     tiny_packed(tiny_examples(12) + tiny_examples(4, seed=1, split="valid")).save(pack)
     assert main(["distill", "audio-intents", str(folder), "--data", str(pack), "--steps", "3",
-                 "--batch-size", "4", "--outside-per-question", "0", "--threads", "1"]) == 0
+                 "--batch-size", "4", "--outside-per-question", "0", "--more-per-phrasing", "0",
+                 "--threads", "1"]) == 0
     model, _ = load_student(folder)
     labels = ("intent0", "intent1", "intent2", "intent3")
     assert model.audio_intents.config.labels == labels
@@ -215,7 +221,8 @@ def test_it_trains_on_a_pack_and_refuses_one_without_intents(tmp_path):
         pack_turns(str(tmp_path / "words.txt"), 4, 1024)
     settings = AudioIntentsTrainSettings(data=str(pack))
     student, _ = load_student(folder)
-    for wrong in ({"kernel": 4}, {"mask": 1.5}, {"threads": 0}, {"outside_per_question": -1}):
+    for wrong in ({"kernel": 4}, {"mask": 1.5}, {"threads": 0}, {"outside_per_question": -1},
+                  {"more_per_phrasing": -1}):
         with pytest.raises(VoxloopError, match=next(iter(wrong)).replace("_", "-")):
             check_settings(student, dataclasses.replace(settings, **wrong))
 
@@ -237,3 +244,35 @@ def student_folder_of(name: str):
     from voxloop.distill.student.model import student_folder
 
     return student_folder(name)
+
+
+def test_the_more_phrasings_it_hears_are_none_a_pack_asks_and_some_are_kept_out():
+    """The domain's more phrasings and templates (never the held-out phrasing), every
+    intent's, a quarter of each kept out to measure."""
+    from voxloop.distill.teachers.domain.data import ALL_FILLS, examples, load_domain
+    from voxloop.distill.teachers.domain.text import normalize
+    from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
+
+    asked = more_questions(0)
+    heldout = {normalize(e.text) for e in examples(ALL_FILLS) if e.template == HELDOUT_TEMPLATE}
+    assert not {normalize(text) for text, _, _ in asked} & heldout
+    assert {split for _, _, split in asked} == {"train", "more_valid"}
+    intents = {intent for _, intent, _ in asked}
+    domain = load_domain()
+    assert intents == {i["id"] for i in domain["intents"] + domain["compositional"]}
+    for intent in intents:
+        splits = [split for _, i, split in asked if i == intent]
+        assert 0.15 < splits.count("more_valid") / len(splits) < 0.35
+    assert any(intent == "add" and any(ch.isdigit() for ch in text)
+               for text, intent, _ in asked)  # templates are filled
+
+
+def test_questions_are_spoken_by_training_voices_and_heard_through_the_students_ears():
+    model, vocab = load_student("voxloop-student")
+    turns = spoken_turns(model, vocab, [("what is the capital of peru", "capital", "train"),
+                                        ("hello there", "greeting", "more_valid")], 2, 0, "t")
+    assert turns.intents.tolist() == ["capital"] * 2 + ["greeting"] * 2
+    assert turns.splits.tolist() == ["train"] * 2 + ["more_valid"] * 2
+    assert turns.codes.shape[0] == model.config.k_in
+    assert len(turns.offsets) == 5 and all(np.diff(turns.offsets) > 10)  # 0.4 s or more
+    assert turns.codes.min() >= 0 and turns.codes.max() < model.config.user_vocab
