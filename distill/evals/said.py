@@ -43,13 +43,18 @@ def said_with_lengths(mouth, words) -> tuple[list, list]:
 
 
 def stretched(lengths, total: int):
-    """Frames per word ``[W]`` scaled to sum to ``total`` (each word at least one frame)."""
+    """Frames per word ``[W]`` scaled to sum to ``total``, each word at least one frame (a
+    take shorter than one frame a word is refused)."""
     import torch
 
-    ends = torch.round(torch.cumsum(lengths.double(), 0) * total / max(1, int(lengths.sum())))
-    out = torch.diff(ends.long(), prepend=torch.zeros(1, dtype=torch.long)).clamp(min=1)
-    out[-1] += total - int(out.sum())
-    return out
+    from voxloop.errors import VoxloopError
+
+    words = len(lengths)
+    if total < words:
+        raise VoxloopError(f"a take of {total} frames cannot hold {words} words")
+    spare = total - words  # shared out as the lengths share their sum
+    ends = torch.round(torch.cumsum(lengths.double(), 0) * spare / max(1, int(lengths.sum())))
+    return torch.diff(ends.long(), prepend=torch.zeros(1, dtype=torch.long)) + 1
 
 
 def said_pack(student_name: str | Path, pack_path: str | Path, out_path: str | Path,

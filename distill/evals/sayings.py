@@ -124,8 +124,10 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     take_judge = TakeJudge(load_student_codec(None, vocab, settings.decoder),
                            load_asr(ASRSettings(threads=settings.threads)), model.config.k_out)
     answers, chosen, chosen_ways, report = [], [], [], []
-    for words, codes in tqdm(list(now.items()), desc="sayings", unit="answer",
-                             disable=not progress):
+    recorded_now = {tuple(words): codes for words, codes in now.items()
+                    if RECORDED in now.way(words)}  # judged again below, with new takes
+    for words, codes in tqdm([item for item in now.items() if item[0] not in recorded_now],
+                             desc="sayings", unit="answer", disable=not progress):
         if settings.recorded_only:
             answers.append(list(words))
             chosen.append(codes)
@@ -134,7 +136,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
         text = tokenizer.decode_answer(words)
         candidates, ways = [codes], [now.way(words)]
         judged = [take_judge(codes.numpy(), text)]
-        if settings.needs_others(judged[0]) and RECORDED not in ways[0]:
+        if settings.needs_others(judged[0]):
             row = torch.tensor([list(words)], device=mouth.pace.device)
             for way in settings.ways():
                 said = mouth.say(row, **way)[0].cpu()
@@ -147,14 +149,21 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
         chosen_ways.append(ways[best])
         report.append({"text": text, "chosen": best, "ways": [way_name(w) for w in ways],
                        "takes": [asdict(t) for t in judged]})
+    # each answer the mouth never learned: its take now (if any) judged first, and where
+    # there is none or it is misheard, new takes
     unlearned = [words for words in unlearned_answers(model, tokenizer)
-                 if now.get(torch.tensor(words)) is None] if settings.recorded_takes else []
+                 if tuple(words) in recorded_now or settings.recorded_takes]
     runner = CodecRunner(vocab["codec"]["name"]) if unlearned else None
     for words in tqdm(unlearned, desc="recorded", unit="answer", disable=not progress):
         text = tokenizer.decode_answer(words)
-        takes = [recorded_take(text, runner, model.config.k_out)
-                 for _ in range(settings.recorded_takes)]
+        takes = [recorded_now[tuple(words)]] if tuple(words) in recorded_now else []
         judged = [take_judge(codes.numpy(), text) for codes in takes]
+        if not judged or settings.needs_others(judged[0]):
+            takes += [recorded_take(text, runner, model.config.k_out)
+                      for _ in range(settings.recorded_takes)]
+            judged += [take_judge(codes.numpy(), text) for codes in takes[len(judged):]]
+        if not takes:
+            continue
         best = min(range(len(judged)), key=lambda i: judged[i].rank())
         answers.append(list(words))
         chosen.append(takes[best])

@@ -8,7 +8,8 @@ Every intent is drawn as often (the
 arithmetic kinds have 20 times the turns of a fixed answer). Frames are corrupted as the
 ears err: random codes for a share of frames and for one span. Measured once trained, on
 the pack's valid split (trained phrasings, other takes), on the more phrasings kept out
-(every 4th of an intent: phrasings it never heard) and on the outside questions kept out
+(every 4th of an intent: phrasings it never heard, unless the pack was built with
+``--more-phrasings``) and on the outside questions kept out
 (every 4th): how often this head alone names the refusal (a pack built with
 ``--outside-questions`` trained on those too, so there the share reads high).
 

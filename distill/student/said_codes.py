@@ -27,6 +27,7 @@ in the assistant's own voice (way ``{"recorded": voice}``: not a way the mouth s
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -102,7 +103,12 @@ def write_said_codes(folder: str | Path, progress: bool = False) -> int:
     from voxloop.distill.student.model import load_student
 
     folder = Path(folder)
+    recorded = _recorded_answers(folder / SAID_CODES_FILE)
     (folder / SAID_CODES_FILE).unlink(missing_ok=True)
+    if recorded:  # keyed by word ids, which new weights' vocabulary may number otherwise
+        warnings.warn(f"{folder / SAID_CODES_FILE} held {recorded} recorded answers (the "
+                      "refusal), which the mouth does not say: record them again with "
+                      f"`voxloop distill sayings {folder} --recorded-only`", stacklevel=2)
     model, _ = load_student(folder)
     if model.mouth is None or not len(model.mouth.known_words):
         return 0
@@ -110,6 +116,18 @@ def write_said_codes(folder: str | Path, progress: bool = False) -> int:
     if len(table):
         save_said_codes(table, folder)
     return len(table)
+
+
+def _recorded_answers(path: Path) -> int:
+    """How many recorded answers the table at ``path`` holds (0: none, or no table)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return 0
+    with safe_open(str(path), "pt") as f:
+        kinds = [json.loads(w) for w in json.loads(f.metadata().get("ways", '["{}"]'))]
+        ways = f.get_tensor("ways").tolist() if "ways" in f.keys() else []  # noqa: SIM118
+    return sum(RECORDED in kinds[i] for i in ways)
 
 
 def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:

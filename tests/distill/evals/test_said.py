@@ -95,9 +95,13 @@ def test_a_recorded_answer_is_copied_at_the_predicted_lengths_stretched_to_its_t
     predicts for it scaled to the take's frames."""
     from voxloop.distill.evals.said import stretched
 
-    np.testing.assert_array_equal(stretched(torch.tensor([2, 2, 4]), 16), [4, 4, 8])
-    odd = stretched(torch.tensor([1, 1, 30]), 10)
-    assert int(odd.sum()) == 10 and int(odd.min()) >= 1
+    np.testing.assert_array_equal(stretched(torch.tensor([2, 2, 4]), 11), [3, 3, 5])
+    for lengths, total in (([1, 1, 30], 10), ([30, 1, 1], 10), ([1, 1, 1, 1], 4),
+                           ([10, 2, 1, 1], 7), ([3, 5], 40)):
+        out = stretched(torch.tensor(lengths), total)
+        assert int(out.sum()) == total and int(out.min()) >= 1, (lengths, total, out)
+    with pytest.raises(VoxloopError, match="3 frames cannot hold 4 words"):
+        stretched(torch.tensor([1, 1, 1, 1]), 3)
     model, vocab = load_student(DEFAULT_STUDENT)
     tokenizer = Tokenizer(vocab)
     refusal = model.heard_intents.refusal

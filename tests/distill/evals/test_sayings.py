@@ -127,3 +127,12 @@ def test_an_answer_the_mouth_never_learned_is_recorded_in_the_assistants_voice(t
         assert torch.equal(after.get(torch.tensor(words)), codes)
         assert after.way(words) == table.way(words)
     assert way_name(after.way(refusal)) == "recorded (piper:joe)"
+    # again: the recorded take is judged again (heard right: kept, no new take), not counted
+    # among the remembered answers
+    again = choose_sayings(folder, SayingSettings(recorded_only=True, recorded_takes=3,
+                                                  threads=1), progress=False)
+    assert again["summary"]["answers"] == 0 and again["summary"]["answers_recorded"] == 1
+    assert len(again["answers"][0]["takes"]) == 1
+    model, _ = load_student(folder)
+    assert torch.equal(model.mouth.said_codes.get(torch.tensor(refusal)),
+                       after.get(torch.tensor(refusal)))

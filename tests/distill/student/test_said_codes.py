@@ -79,6 +79,23 @@ def test_the_refusal_its_mouth_never_learned_is_a_recorded_take_the_engine_says(
     assert unlearned_answers(model, tokenizer) == []
 
 
+def test_saying_a_table_again_says_that_its_recorded_answers_must_be_recorded_again(tmp_path):
+    """A table written anew holds what the mouth says; its recorded takes (keyed by word ids
+    a new vocabulary may number otherwise) are dropped with a warning that says how to
+    record them again."""
+    import shutil
+
+    from voxloop.distill.student.model import student_folder
+    from voxloop.distill.student.said_codes import write_said_codes
+
+    folder = tmp_path / "student"
+    shutil.copytree(student_folder("voxloop-student"), folder)
+    with pytest.warns(UserWarning, match="held 1 recorded answers .* --recorded-only"):
+        said = write_said_codes(folder)
+    model, vocab = load_student(folder)
+    assert said == len(model.mouth.said_codes) == len(model.mouth.known_words)
+
+
 def test_a_saved_student_says_its_answers_and_refuses_a_table_of_other_weights(tmp_path):
     model, vocab, folder = tiny_student_with_mouth(tmp_path / "student")
     assert (folder / SAID_CODES_FILE).is_file()
