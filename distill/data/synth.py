@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 PEAK = 0.95  # user speech is attenuated to this peak, as in the codec corpus
 
 
+def voice_take(text: str, voice: str) -> np.ndarray:
+    """A new rendition of ``text`` by ``voice`` (piper draws its noise anew every call):
+    int16 ``[T]`` at MODEL_RATE_HZ."""
+    samples, rate_hz = synthesize(text, voice)
+    return to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
+
+
 class CodecRunner:
     """The codec by name or folder, with the fingerprint stored next to its codes."""
 
@@ -104,10 +111,8 @@ class AnswerCache:
         return pcm, False
 
     def take(self, text: str) -> np.ndarray:
-        """A new rendition of ``text`` (piper draws its noise anew every call), not cached:
-        int16 ``[T]`` at MODEL_RATE_HZ."""
-        samples, rate_hz = synthesize(text, self.voice)
-        return to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
+        """A new rendition of ``text`` (``voice_take``), not cached."""
+        return voice_take(text, self.voice)
 
     def replace(self, text: str, pcm: np.ndarray) -> None:
         """Make ``pcm`` the cached speech of ``text`` (``voxloop distill renditions``)."""

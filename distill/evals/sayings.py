@@ -124,6 +124,17 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     take_judge = TakeJudge(load_student_codec(None, vocab, settings.decoder),
                            load_asr(ASRSettings(threads=settings.threads)), model.config.k_out)
     answers, chosen, chosen_ways, report = [], [], [], []
+
+    def keep(words, text: str, candidates: list, ways: list[dict], judged: list) -> None:
+        """Keep the candidate judged clearest, and report every one tried."""
+        best = min(range(len(judged)), key=lambda i: judged[i].rank())
+        answers.append(list(words))
+        chosen.append(candidates[best])
+        chosen_ways.append(ways[best])
+        report.append({"text": text, "chosen": best, "recorded": RECORDED in ways[best],
+                       "ways": [way_name(w) for w in ways],
+                       "takes": [asdict(t) for t in judged]})
+
     recorded_now = {tuple(words): codes for words, codes in now.items()
                     if RECORDED in now.way(words)}  # judged again below, with new takes
     for words, codes in tqdm([item for item in now.items() if item[0] not in recorded_now],
@@ -143,12 +154,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
                 candidates.append(said)
                 ways.append(way)
                 judged.append(take_judge(said.numpy(), text))
-        best = min(range(len(judged)), key=lambda i: judged[i].rank())
-        answers.append(list(words))
-        chosen.append(candidates[best])
-        chosen_ways.append(ways[best])
-        report.append({"text": text, "chosen": best, "ways": [way_name(w) for w in ways],
-                       "takes": [asdict(t) for t in judged]})
+        keep(words, text, candidates, ways, judged)
     # each answer the mouth never learned: its take now (if any) judged first, and where
     # there is none or it is misheard, new takes
     unlearned = [words for words in unlearned_answers(model, tokenizer)
@@ -162,25 +168,18 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
             takes += [recorded_take(text, runner, model.config.k_out)
                       for _ in range(settings.recorded_takes)]
             judged += [take_judge(codes.numpy(), text) for codes in takes[len(judged):]]
-        if not takes:
-            continue
-        best = min(range(len(judged)), key=lambda i: judged[i].rank())
-        answers.append(list(words))
-        chosen.append(takes[best])
-        chosen_ways.append({RECORDED: ASSISTANT_VOICE})
-        report.append({"text": text, "chosen": best, "recorded": True,
-                       "ways": [way_name(chosen_ways[-1])] * len(takes),
-                       "takes": [asdict(t) for t in judged]})
+        if takes:
+            keep(words, text, takes, [{RECORDED: ASSISTANT_VOICE}] * len(takes), judged)
     save_said_codes(SaidCodes(answers, chosen, chosen_ways), folder)
-    judged = [r for r in report if not r.get("recorded")]
-    recorded = [r for r in report if r.get("recorded")]
-    tried = [r for r in judged if len(r["takes"]) > 1]
+    remembered = [r for r in report if not r["recorded"]]
+    recorded = [r for r in report if r["recorded"]]
+    tried = [r for r in remembered if len(r["takes"]) > 1]
     summary = {**(summarize(tried) if tried else {}),  # its "answers": the ones tried
-               "answers": len(judged), "answers_said_other_ways": len(tried),
+               "answers": len(remembered), "answers_said_other_ways": len(tried),
                "answers_recorded": len(recorded),
                "recorded_right": sum(r["takes"][r["chosen"]]["correct"] for r in recorded),
-               "right_now": sum(r["takes"][0]["correct"] for r in judged),
-               "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in judged),
+               "right_now": sum(r["takes"][0]["correct"] for r in remembered),
+               "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in remembered),
                "chosen_ways": dict(Counter(r["ways"][r["chosen"]] for r in tried)
                                    .most_common())}
     return {"folder": str(folder), "settings": asdict(settings), "summary": summary,
@@ -193,11 +192,10 @@ def recorded_take(text: str, runner, codebooks: int):
     (piper draws its noise anew every call, so takes differ)."""
     import torch
 
-    from voxloop.audio import MODEL_RATE_HZ, resample, to_pcm16
-    from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
+    from voxloop.distill.data.synth import voice_take
+    from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 
-    samples, rate_hz = synthesize(text, ASSISTANT_VOICE)
-    codes = runner.encode(to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ)))
+    codes = runner.encode(voice_take(text, ASSISTANT_VOICE))
     return torch.from_numpy(codes[:codebooks].astype("int64"))
 
 

@@ -30,7 +30,7 @@ from voxloop.distill.student.config import AudioIntentsTrainSettings
 from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
 from voxloop.errors import VoxloopError
 
-KEPT_OUT = 4  # every 4th outside question measures the refusal
+KEPT_OUT = 4  # every 4th outside question and more phrasing of an intent: measured
 
 
 @dataclass

@@ -103,7 +103,8 @@ def write_said_codes(folder: str | Path, progress: bool = False) -> int:
     from voxloop.distill.student.model import load_student
 
     folder = Path(folder)
-    recorded = _recorded_answers(folder / SAID_CODES_FILE)
+    before = load_said_codes(folder, any_weights=True)
+    recorded = sum(RECORDED in before.way(w) for w, _ in before.items()) if before else 0
     (folder / SAID_CODES_FILE).unlink(missing_ok=True)
     if recorded:  # keyed by word ids, which new weights' vocabulary may number otherwise
         warnings.warn(f"{folder / SAID_CODES_FILE} held {recorded} recorded answers (the "
@@ -116,18 +117,6 @@ def write_said_codes(folder: str | Path, progress: bool = False) -> int:
     if len(table):
         save_said_codes(table, folder)
     return len(table)
-
-
-def _recorded_answers(path: Path) -> int:
-    """How many recorded answers the table at ``path`` holds (0: none, or no table)."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return 0
-    with safe_open(str(path), "pt") as f:
-        kinds = [json.loads(w) for w in json.loads(f.metadata().get("ways", '["{}"]'))]
-        ways = f.get_tensor("ways").tolist() if "ways" in f.keys() else []  # noqa: SIM118
-    return sum(RECORDED in kinds[i] for i in ways)
 
 
 def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:
@@ -156,9 +145,10 @@ def save_said_codes(table: SaidCodes, folder: str | Path) -> Path:
     return path
 
 
-def load_said_codes(folder: str | Path) -> SaidCodes | None:
+def load_said_codes(folder: str | Path, any_weights: bool = False) -> SaidCodes | None:
     """The table beside ``folder``'s weights; None when there is none. A table said with
-    other weights is refused (its answers would come out in another voice)."""
+    other weights is refused (its answers would come out in another voice), unless
+    ``any_weights`` (to read what it held before it is said again)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -168,7 +158,7 @@ def load_said_codes(folder: str | Path) -> SaidCodes | None:
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata()
     made_with = metadata.get("weights_sha256")
-    if made_with != weights_sha256(folder):
+    if not any_weights and made_with != weights_sha256(folder):
         raise VoxloopError(f"{path} was said by other weights than "
                            f"{Path(folder) / WEIGHTS_FILE}: delete it, or write it again with "
                            f"`voxloop distill said-codes {folder}`")
