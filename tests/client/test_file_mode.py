@@ -16,7 +16,7 @@ from voxloop.errors import VoxloopError
 pytestmark = pytest.mark.slow
 
 
-def test_file_turn_answers_and_measures_latency(server, whisper, tmp_path):
+def test_file_turn_answers_and_measures_latency(server, judge, tmp_path):
     from voxloop.distill.teachers.tts import synthesize
 
     samples, rate_hz = synthesize("How many legs does a spider have?", "flite:slt")
@@ -25,7 +25,7 @@ def test_file_turn_answers_and_measures_latency(server, whisper, tmp_path):
     assert result.status == "completed" and not result.errors
     assert "spider" in result.user_transcript.lower()
     assert "eight" in result.answer_transcript.lower()
-    heard = normalize(whisper.transcribe(result.answer, 24000)).split()
+    heard = normalize(judge.transcribe(result.answer, 24000)).split()
     assert "8" in heard  # Whisper writes "eight" or "8"
     # from the end of speech: at least the VAD's silence (300 ms), well under 30 s
     assert 250 < result.latency_ms < 30_000

@@ -47,7 +47,7 @@ def _ask(pa, wav) -> float:
     return time.perf_counter()
 
 
-def test_spoken_question_is_answered_through_the_speaker(pa, server, whisper, question,
+def test_spoken_question_is_answered_through_the_speaker(pa, server, judge, question,
                                                           tmp_path):
     recording = pa.record("speaker.monitor", tmp_path / "speaker.wav")
     with LiveRun(server.url, pa.client_env(), tmp_path) as run:
@@ -57,7 +57,7 @@ def test_spoken_question_is_answered_through_the_speaker(pa, server, whisper, qu
         run.wait_for(r"state listening", 20, after=i)
         stats = run.stop()
     heard = pulse.stop_recording(recording, tmp_path / "speaker.wav")
-    text = whisper.transcribe(heard, pulse.RATE_HZ)
+    text = judge.transcribe(heard, pulse.RATE_HZ)
     turn = stats["turns"][-1]
     print(f"\nlive turn: startup {1000 * (ready_s - run.started_s):.0f} ms to listening, "
           f"latency {turn['latency_ms']} ms (end of speech -> answer played), underruns "
@@ -103,7 +103,7 @@ def test_echo_of_the_answer_does_not_interrupt_it(echo, pa, server, question, tm
         assert len(stats["turns"]) == 1  # the echo did not make a turn of its own
 
 
-def test_user_interruption_cuts_the_answer(pa, server, whisper, question, tmp_path):
+def test_user_interruption_cuts_the_answer(pa, server, judge, question, tmp_path):
     """With the echo loop on, a real interruption still stops the answer where the
     client says it did; the next question is answered."""
     # made before the answer starts: festival takes a second or more on a loaded machine,
@@ -147,7 +147,7 @@ def test_user_interruption_cuts_the_answer(pa, server, whisper, question, tmp_pa
     assert 0 < first["barge_in_ms"] < 1000
     # the second answer alone: Whisper given the whole recording (the cut answer, seconds
     # of silence, then this one) may transcribe the first sentence only
-    assert "paris" in whisper.transcribe(heard[end:], pulse.RATE_HZ).lower()
+    assert "paris" in judge.transcribe(heard[end:], pulse.RATE_HZ).lower()
 
 
 def _first_answer(samples: np.ndarray, frame_ms: int = 20, gap_ms: int = 2000

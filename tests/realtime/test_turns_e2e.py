@@ -22,13 +22,13 @@ pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
 
 
-def heard(whisper, samples_24k: np.ndarray) -> str:
+def heard(judge, samples_24k: np.ndarray) -> str:
     from voxloop.distill.teachers.domain.text import normalize
 
-    return normalize(whisper.transcribe(samples_24k, RATE_HZ))  # "seven" and "7" both -> "7"
+    return normalize(judge.transcribe(samples_24k, RATE_HZ))  # "seven" and "7" both -> "7"
 
 
-def test_spoken_turn_server_vad(server, whisper):
+def test_spoken_turn_server_vad(server, judge):
     """Question at real-time pace, then silence: VAD ends the turn and the answer is spoken."""
     question = speech_24k(QUESTION)
 
@@ -67,7 +67,7 @@ def test_spoken_turn_server_vad(server, whisper):
     transcript = next(r.event["transcript"] for r in client.events
                       if r.event["type"] == "response.output_audio_transcript.done")
     assert "paris" in transcript.lower()
-    assert "paris" in heard(whisper, client.answer_audio())
+    assert "paris" in heard(judge, client.answer_audio())
 
 
 def test_text_turn_in_beta_protocol(server):
@@ -96,7 +96,7 @@ def test_text_turn_in_beta_protocol(server):
     assert "eight" in transcript.lower()
 
 
-def test_official_openai_client(server, whisper):
+def test_official_openai_client(server, judge):
     """The official `openai` package's realtime client, unmodified, completes a spoken turn."""
     from openai import OpenAI
 
@@ -124,7 +124,7 @@ def test_official_openai_client(server, whisper):
     from voxloop.audio import pcm16_to_float
 
     assert "seven" in transcript.lower()
-    assert "7" in heard(whisper, pcm16_to_float(bytes(audio))).split()
+    assert "7" in heard(judge, pcm16_to_float(bytes(audio))).split()
 
 
 def test_barge_in_cancels_and_truncate_cuts(server):
