@@ -305,7 +305,8 @@ def run_sayings(args: argparse.Namespace) -> int:
     report = choose_sayings(args.student, settings_from_args(SayingSettings, args))
     s = report["summary"]
     print(f"{s['answers']} remembered answers judged: right {s['right_now']} -> "
-          f"{s['right_chosen']}; {s['answers_said_other_ways']} said other ways")
+          f"{s['right_chosen']}, and under every noisy listen {s['steady_now']} -> "
+          f"{s['steady_chosen']}; {s['answers_said_other_ways']} said other ways")
     if s["answers_said_other_ways"]:
         print(f"  of those: right {s['correct_before']} -> {s['correct_after']} (some way "
               f"right: {s['any_take_correct']}), mean WER {s['wer_before_pct']:.1f} -> "

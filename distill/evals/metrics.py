@@ -14,6 +14,7 @@ from voxloop.distill.teachers.domain.text import normalize
 
 # Unit abbreviations Whisper writes, as the answers say them.
 _UNITS = {"km": "kilometers", "cm": "centimeters", "mm": "millimeters", "kg": "kilograms",
+          "kms": "kilometers", "cms": "centimeters", "mms": "millimeters", "kgs": "kilograms",
           "lb": "pounds", "lbs": "pounds", "ft": "feet", "mph": "miles per hour",
           "kph": "kilometers per hour", "hrs": "hours", "mins": "minutes"}
 _DEGREE_SCALES = {"c": "celsius", "f": "fahrenheit"}

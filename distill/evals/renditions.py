@@ -26,13 +26,13 @@ codec); the words the student is taught and the judge listens for stay as writte
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from voxloop.distill.evals.metrics import word_error_rate
-from voxloop.distill.evals.student import judge, transcribe_codes
+from voxloop.distill.evals.student import decode_codes, judge
 from voxloop.errors import VoxloopError
 
 
@@ -76,10 +76,18 @@ class Take:
     transcript: str
     wer: float
     correct: bool
+    noisy_right: int = 0  # of the noisy listens (made only of a take heard right), right
+    noisy: int = 0
 
-    def rank(self) -> tuple[bool, float]:
-        """Smaller is clearer: judged right first, then fewer word errors."""
-        return not self.correct, self.wer
+    @property
+    def steady(self) -> bool:
+        """Heard right, and under every noisy listen too."""
+        return self.correct and self.noisy_right == self.noisy
+
+    def rank(self) -> tuple[bool, int, float]:
+        """Smaller is clearer: judged right first, then right under more noisy listens,
+        then fewer word errors."""
+        return not self.correct, -self.noisy_right, self.wer
 
 
 def whole_word(word: str) -> re.Pattern:
@@ -110,14 +118,36 @@ def answers_to_retake(data, min_turns: int) -> list[tuple[str, int, int]]:
 
 
 class TakeJudge:
-    """Decode a take's first K codebooks and judge what Whisper hears against its text."""
+    """Decode a take's first K codebooks and judge what Whisper hears against its text.
 
-    def __init__(self, codec, asr, codebooks: int) -> None:
+    With ``listens``, a take heard right is heard again that many times with white noise
+    added at ``snr_db`` (seeds 0, 1, ...): greedy Whisper turns on a knife's edge for
+    some takes, so one heard right here may be heard wrong by the same model on another
+    CPU (its float rounding differs), let alone by another recognizer or a person; a take
+    right under the noise too is right with some margin."""
+
+    def __init__(self, codec, asr, codebooks: int, listens: int = 0,
+                 snr_db: float = 35.0) -> None:
         self.codec, self.asr, self.codebooks = codec, asr, codebooks
+        self.listens, self.snr_db = listens, snr_db
 
     def __call__(self, codes: np.ndarray, text: str) -> Take:
-        heard = transcribe_codes(self.codec, self.asr, codes[:self.codebooks])
-        return Take(heard, word_error_rate([text], [heard]), judge(text, heard))
+        wav = decode_codes(self.codec, codes[:self.codebooks])
+        heard = self.asr.transcribe(wav, self.codec.sample_rate) if len(wav) else ""
+        take = Take(heard, word_error_rate([text], [heard]), judge(text, heard))
+        if not take.correct or not self.listens:
+            return take
+        right = sum(judge(text, self.asr.transcribe(with_noise(wav, self.snr_db, seed),
+                                                    self.codec.sample_rate))
+                    for seed in range(self.listens))
+        return replace(take, noisy_right=right, noisy=self.listens)
+
+
+def with_noise(wav: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """``wav`` float32 ``[T]`` plus white noise ``snr_db`` below its RMS (seeded)."""
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    noise = np.random.default_rng(seed).standard_normal(len(wav)).astype(np.float32)
+    return wav + noise * np.float32(rms * 10 ** (-snr_db / 20))
 
 
 def choose_renditions(dataset: str | Path, pack: str | Path, settings: RenditionSettings,

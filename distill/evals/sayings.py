@@ -7,10 +7,13 @@ where its letters fall in its frames varies most). The same weights say the same
 other ways: slower or faster, at the lengths the mouth predicts instead of the take's, or
 with each code sampled instead of the likeliest; one of those is often heard right where
 the greedy one is not. ``choose_sayings`` judges the saying the student uses now (its
-``said_codes`` table, else greedy) through the codec's decoder with Whisper, and where the
-judge hears it wrong (or, with ``misheard_above_wer_pct``, with more word errors than
-that) says the answer every other way and keeps the clearest (judged right first, then
-fewest word errors; the saying now wins ties). The chosen codes become the folder's
+``said_codes`` table, else greedy) through the codec's decoder with Whisper, a saying heard
+right again with noise added (``listens``: heard right only on a knife's edge, it is heard
+wrong by the same Whisper on another CPU), and where the judge hears it wrong, or not
+under every noisy listen (or, with ``misheard_above_wer_pct``, with more word errors than
+that), says the answer the other ways in turn until one is right under every listen, and
+keeps the clearest (judged right first, then right under more listens, then fewest word
+errors; the saying now wins ties). The chosen codes become the folder's
 ``said_codes.safetensors``, which the engine and the evals read for a remembered answer.
 
 The judge is the ASR teacher's Whisper tiny.en, the same model ``voxloop eval student``
@@ -46,6 +49,11 @@ class SayingSettings:
         "help": "sampled sayings tried (each code drawn at --temperature)"})
     temperature: float = field(default=0.5, metadata={"help": "of the sampled sayings"})
     seed: int = field(default=0, metadata={"help": "of the sampled sayings' draws"})
+    listens: int = field(default=2, metadata={
+        "help": "noisy listens a saying heard right must pass too (white noise at "
+                "--listen-snr-db, seeds 0, 1, ...; 0: heard once, clean)"})
+    listen_snr_db: float = field(default=35.0, metadata={
+        "help": "the noisy listens' signal-to-noise ratio (dB)"})
     misheard_above_wer_pct: float = field(default=100.0, metadata={
         "help": "an answer heard right is said other ways too when its word error rate is "
                 "above this (percent; 100: only answers heard wrong)"})
@@ -69,7 +77,7 @@ class SayingSettings:
 
     def needs_others(self, take) -> bool:
         """Whether an answer whose saying now was judged ``take`` is said other ways."""
-        return not take.correct or 100 * take.wer > self.misheard_above_wer_pct
+        return not take.steady or 100 * take.wer > self.misheard_above_wer_pct
 
 
 def way_name(way: dict) -> str:
@@ -113,6 +121,8 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
         raise VoxloopError("--temperature must be above 0 for sampled sayings (or --samples 0)")
     if settings.recorded_takes < 0:
         raise VoxloopError(f"--recorded-takes {settings.recorded_takes}: 0 or more")
+    if settings.listens < 0:
+        raise VoxloopError(f"--listens {settings.listens}: 0 or more")
     torch.set_num_threads(settings.threads)
     folder = student_folder(folder)
     model, vocab = load_student(folder)
@@ -122,7 +132,8 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     now = mouth.said_codes or say_known(mouth, progress)
     tokenizer = Tokenizer(vocab)
     take_judge = TakeJudge(load_student_codec(None, vocab, settings.decoder),
-                           load_asr(ASRSettings(threads=settings.threads)), model.config.k_out)
+                           load_asr(ASRSettings(threads=settings.threads)), model.config.k_out,
+                           settings.listens, settings.listen_snr_db)
     answers, chosen, chosen_ways, report = [], [], [], []
 
     def keep(words, text: str, candidates: list, ways: list[dict], judged: list) -> None:
@@ -154,6 +165,8 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
                 candidates.append(said)
                 ways.append(way)
                 judged.append(take_judge(said.numpy(), text))
+                if not settings.needs_others(judged[-1]):
+                    break
         keep(words, text, candidates, ways, judged)
     # each answer the mouth never learned: its take now (if any) judged first, and where
     # there is none or it is misheard, new takes
@@ -180,10 +193,17 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
                "recorded_right": sum(r["takes"][r["chosen"]]["correct"] for r in recorded),
                "right_now": sum(r["takes"][0]["correct"] for r in remembered),
                "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in remembered),
+               "steady_now": sum(_steady(r["takes"][0]) for r in remembered),
+               "steady_chosen": sum(_steady(r["takes"][r["chosen"]]) for r in remembered),
                "chosen_ways": dict(Counter(r["ways"][r["chosen"]] for r in tried)
                                    .most_common())}
     return {"folder": str(folder), "settings": asdict(settings), "summary": summary,
             "answers": report}
+
+
+def _steady(take: dict) -> bool:
+    """A reported take (``asdict(Take)``) heard right under every listen."""
+    return take["correct"] and take["noisy_right"] == take["noisy"]
 
 
 def recorded_take(text: str, runner, codebooks: int):

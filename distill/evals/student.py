@@ -175,15 +175,21 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
     return metrics
 
 
-def transcribe_codes(codec, asr, codes: np.ndarray) -> str:
-    """What ``asr`` hears in ``codes [K, F]`` decoded by ``codec`` ("" for no frames)."""
+def decode_codes(codec, codes: np.ndarray) -> np.ndarray:
+    """``codes [K, F]`` decoded by ``codec``: float32 ``[T]`` at its sample rate (empty for
+    no frames)."""
     import torch
 
     if codes.shape[1] == 0:
-        return ""
+        return np.zeros(0, np.float32)
     with torch.no_grad():
-        wav = codec.decode(torch.from_numpy(codes.astype(np.int64))[None])[0, 0].numpy()
-    return asr.transcribe(wav, codec.sample_rate)
+        return codec.decode(torch.from_numpy(codes.astype(np.int64))[None])[0, 0].numpy()
+
+
+def transcribe_codes(codec, asr, codes: np.ndarray) -> str:
+    """What ``asr`` hears in ``codes [K, F]`` decoded by ``codec`` ("" for no frames)."""
+    wav = decode_codes(codec, codes)
+    return asr.transcribe(wav, codec.sample_rate) if len(wav) else ""
 
 
 def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,

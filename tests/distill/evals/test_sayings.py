@@ -3,13 +3,17 @@ clearest kept in the student's table with the way to say it again."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from tests.distill.student.fixtures import tiny_student_with_mouth
 from voxloop.cli import main
+from voxloop.codecs.config import CodecConfig
+from voxloop.codecs.registry import random_codec
 from voxloop.distill.evals.renditions import Take
 from voxloop.distill.evals.sayings import SayingSettings, choose_sayings, way_name
+from voxloop.distill.evals.student import decode_codes
 from voxloop.distill.student.model import load_student
 from voxloop.errors import VoxloopError
 
@@ -36,6 +40,39 @@ def test_ways_are_tried_in_order_and_named():
     assert [settings.needs_others(t) for t in (right, wrong, mangled)] == [False, True, False]
     unclear = SayingSettings(misheard_above_wer_pct=10)
     assert [unclear.needs_others(t) for t in (right, wrong, mangled)] == [False, True, True]
+    # right once, but not under every noisy listen: said other ways too, and ranked
+    # after a take right under more of them
+    edge, steady = Take("a", 0.0, True, 1, 2), Take("a", 0.1, True, 2, 2)
+    assert settings.needs_others(edge) and not settings.needs_others(steady)
+    assert sorted([wrong, edge, steady], key=Take.rank) == [steady, edge, wrong]
+
+
+class EdgeASR:
+    """Hears the answer in the clean audio only: any noise turns it to another word."""
+
+    def __init__(self, clean) -> None:
+        self.clean, self.heard = clean, []
+
+    def transcribe(self, samples, rate_hz: int) -> str:
+        self.heard.append(samples)
+        return "Paris." if np.array_equal(samples, self.clean) else "Perris."
+
+
+def test_a_take_right_only_on_a_knifes_edge_is_not_steady():
+    from voxloop.distill.evals.renditions import TakeJudge, with_noise
+
+    codec = random_codec(CodecConfig())
+    codes = np.random.default_rng(0).integers(0, CodecConfig().cardinality, (2, 6))
+    clean = decode_codes(codec, codes)
+    asr = EdgeASR(clean)
+    take = TakeJudge(codec, asr, codebooks=2, listens=3, snr_db=35.0)(codes, "Paris.")
+    assert take.correct and (take.noisy_right, take.noisy) == (0, 3) and not take.steady
+    assert len(asr.heard) == 4 and not np.array_equal(asr.heard[1], asr.heard[2])
+    assert TakeJudge(codec, asr, codebooks=2)(codes, "Paris.") == Take("Paris.", 0.0, True)
+    noisy = with_noise(clean, 35.0, seed=1)
+    snr_db = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2)
+                           / np.mean((noisy - clean).astype(np.float64) ** 2))
+    assert abs(snr_db - 35.0) < 0.5 and np.array_equal(noisy, with_noise(clean, 35.0, 1))
 
 
 def test_sampled_sayings_differ_by_seed_and_repeat_by_seed(tmp_path):

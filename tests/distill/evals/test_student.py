@@ -50,6 +50,9 @@ def test_judge_hears_numbers_as_whisper_writes_them():
                  "The moon is about 384,000 km from earth.")
     assert judge("The chemical formula of water is H two O.",
                  "the chemical formula of water is H2O.")
+    # units abbreviated, plural too
+    assert judge("Two kilograms is about four point four pounds.", "2 kgs about 4.4 lbs")
+    assert not judge("Two kilograms is about four point four pounds.", "2 gs about 4.4 lbs")
 
 
 def test_eval_end_to_end_on_a_tiny_set(tmp_path):
