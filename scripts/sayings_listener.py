@@ -36,8 +36,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, vocab = load_student(args.new)
     tokenizer = Tokenizer(vocab)
-    tables = {name: dict(load_said_codes(folder, any_weights=True).items())
-              for name, folder in (("old", args.old), ("new", args.new))}
+    tables = {}
+    for name, folder in (("old", args.old), ("new", args.new)):
+        table = load_said_codes(folder, any_weights=True)
+        if table is None:
+            raise SystemExit(f"error: {folder} has no said_codes.safetensors: write one with "
+                             f"`voxloop distill sayings {folder}`")
+        tables[name] = dict(table.items())
     codec = load_student_codec(None, vocab, "answers")
     asr = load_asr(ASRSettings(beam_size=5, threads=args.threads))
     changed = [w for w, codes in tables["new"].items()

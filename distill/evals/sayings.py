@@ -51,7 +51,8 @@ class SayingSettings:
     seed: int = field(default=0, metadata={"help": "of the sampled sayings' draws"})
     listens: int = field(default=2, metadata={
         "help": "noisy listens a saying heard right must pass too (white noise at "
-                "--listen-snr-db, seeds 0, 1, ...; 0: heard once, clean)"})
+                "--listen-snr-db, seeds 0, 1, ...; 0: heard once, clean); the other ways "
+                "stop at the first right under every listen"})
     listen_snr_db: float = field(default=35.0, metadata={
         "help": "the noisy listens' signal-to-noise ratio (dB)"})
     misheard_above_wer_pct: float = field(default=100.0, metadata={

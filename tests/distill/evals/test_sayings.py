@@ -117,10 +117,37 @@ def test_the_clearest_saying_is_kept_with_its_way(tmp_path):
         assert after["ways"][0] == before["ways"][before["chosen"]]
 
 
+def test_other_ways_stop_at_the_first_right_under_every_listen(tmp_path, monkeypatch):
+    """Each answer: the saying now misheard, the next way right but not under every noisy
+    listen, the one after right under all: the ways after it are not tried."""
+    from voxloop.distill.evals import renditions
+
+    class ScriptedJudge:
+        def __init__(self, *args) -> None:
+            self.calls = {}
+
+        def __call__(self, codes, text: str) -> Take:
+            n = self.calls[text] = self.calls.get(text, 0) + 1
+            return [Take("no", 1.0, False), Take(text, 0.0, True, 1, 2),
+                    Take(text, 0.0, True, 2, 2)][min(n, 3) - 1]
+
+    monkeypatch.setattr(renditions, "TakeJudge", ScriptedJudge)
+    _, _, folder = tiny_student_with_mouth(tmp_path / "student")
+    report = choose_sayings(folder, SayingSettings(paces=(1.2, 1.3), samples=2, threads=1),
+                            progress=False)
+    for answer in report["answers"]:
+        assert answer["ways"] == ["greedy", "pace 1.2", "pace 1.3"] and answer["chosen"] == 2
+    summary = report["summary"]
+    assert (summary["right_now"], summary["right_chosen"]) == (0, 2)
+    assert (summary["steady_now"], summary["steady_chosen"]) == (0, 2)
+
+
 def test_the_command_writes_the_table_and_sampling_needs_a_temperature(tmp_path, capsys):
     _, _, folder = tiny_student_with_mouth(tmp_path / "student")
     with pytest.raises(VoxloopError, match="--temperature must be above 0"):
         choose_sayings(folder, SayingSettings(temperature=0.0), progress=False)
+    with pytest.raises(VoxloopError, match="--listens -1"):
+        choose_sayings(folder, SayingSettings(listens=-1), progress=False)
     assert main(["distill", "sayings", str(folder), "--samples", "0", "--paces", "1.0",
                  "--predicted-paces", "1.0", "--threads", "1",
                  "--report", str(tmp_path / "sayings.json")]) == 0
@@ -167,7 +194,7 @@ def test_an_answer_the_mouth_never_learned_is_recorded_in_the_assistants_voice(t
     # again: the recorded take is judged again (heard right: kept, no new take), not counted
     # among the remembered answers
     again = choose_sayings(folder, SayingSettings(recorded_only=True, recorded_takes=3,
-                                                  threads=1), progress=False)
+                                                  listens=0, threads=1), progress=False)
     assert again["summary"]["answers"] == 0 and again["summary"]["answers_recorded"] == 1
     assert len(again["answers"][0]["takes"]) == 1
     model, _ = load_student(folder)
