@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from voxloop.distill.evals.renditions import with_noise
+from voxloop.distill.evals.renditions import noisy_right
 from voxloop.distill.evals.student import decode_codes, judge
 from voxloop.distill.student.codec import load_student_codec
 from voxloop.distill.student.model import load_student
@@ -53,9 +53,7 @@ def main() -> None:
         for name, table in tables.items():
             wav = decode_codes(codec, table[words][:model.config.k_out].numpy())
             clean = judge(text, asr.transcribe(wav, codec.sample_rate))
-            noisy = sum(judge(text, asr.transcribe(with_noise(wav, args.snr_db, seed),
-                                                   codec.sample_rate))
-                        for seed in range(args.noisy))
+            noisy = noisy_right(asr, wav, codec.sample_rate, text, args.noisy, args.snr_db)
             right[name]["clean"] += clean
             right[name]["noisy"] += noisy
             line[name] = f"clean {'right' if clean else 'wrong'}, noisy {noisy}/{args.noisy}"

@@ -137,10 +137,17 @@ class TakeJudge:
         take = Take(heard, word_error_rate([text], [heard]), judge(text, heard))
         if not take.correct or not self.listens:
             return take
-        right = sum(judge(text, self.asr.transcribe(with_noise(wav, self.snr_db, seed),
-                                                    self.codec.sample_rate))
-                    for seed in range(self.listens))
+        right = noisy_right(self.asr, wav, self.codec.sample_rate, text, self.listens,
+                            self.snr_db)
         return replace(take, noisy_right=right, noisy=self.listens)
+
+
+def noisy_right(asr, wav: np.ndarray, rate_hz: int, text: str, listens: int,
+                snr_db: float) -> int:
+    """Of ``listens`` hearings of ``wav`` with noise at ``snr_db`` (seeds 0, 1, ...), how
+    many ``asr`` hears as saying ``text``."""
+    return sum(judge(text, asr.transcribe(with_noise(wav, snr_db, seed), rate_hz))
+               for seed in range(listens))
 
 
 def with_noise(wav: np.ndarray, snr_db: float, seed: int) -> np.ndarray:

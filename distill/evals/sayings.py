@@ -104,7 +104,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     from tqdm import tqdm
 
     from voxloop.distill.data.synth import CodecRunner
-    from voxloop.distill.evals.renditions import TakeJudge, summarize
+    from voxloop.distill.evals.renditions import Take, TakeJudge, summarize
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student, student_folder
     from voxloop.distill.student.said_codes import (
@@ -194,17 +194,13 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
                "recorded_right": sum(r["takes"][r["chosen"]]["correct"] for r in recorded),
                "right_now": sum(r["takes"][0]["correct"] for r in remembered),
                "right_chosen": sum(r["takes"][r["chosen"]]["correct"] for r in remembered),
-               "steady_now": sum(_steady(r["takes"][0]) for r in remembered),
-               "steady_chosen": sum(_steady(r["takes"][r["chosen"]]) for r in remembered),
+               "steady_now": sum(Take(**r["takes"][0]).steady for r in remembered),
+               "steady_chosen": sum(Take(**r["takes"][r["chosen"]]).steady
+                                    for r in remembered),
                "chosen_ways": dict(Counter(r["ways"][r["chosen"]] for r in tried)
                                    .most_common())}
     return {"folder": str(folder), "settings": asdict(settings), "summary": summary,
             "answers": report}
-
-
-def _steady(take: dict) -> bool:
-    """A reported take (``asdict(Take)``) heard right under every listen."""
-    return take["correct"] and take["noisy_right"] == take["noisy"]
 
 
 def recorded_take(text: str, runner, codebooks: int):
