@@ -166,6 +166,9 @@ class _Detector:
                 record.cut_in = True  # the turn ended inside the question: not its answer
                 await self._cancel((await self._until("response.created"))["response"]["id"])
             first = await self._until("response.output_audio.delta")
+            while "speech_end_s" not in marks and not streamer.done():
+                await asyncio.sleep(0.005)  # a turn ended just before the speech's end (within
+                # CUT_INSIDE_MS) can answer before the streamer sends it: latency below 0
             record.latency_ms = 1000 * (first["_t"] - marks["speech_end_s"])
             record.status = await self._cancel(first["response_id"])
         except TimeoutError:
