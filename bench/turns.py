@@ -169,6 +169,8 @@ class _Detector:
             while "speech_end_s" not in marks and not streamer.done():
                 await asyncio.sleep(0.005)  # a turn ended just before the speech's end (within
                 # CUT_INSIDE_MS) can answer before the streamer sends it: latency below 0
+            if "speech_end_s" not in marks:
+                streamer.result()  # the streamer failed: its own error, not a KeyError
             record.latency_ms = 1000 * (first["_t"] - marks["speech_end_s"])
             record.status = await self._cancel(first["response_id"])
         except TimeoutError:
