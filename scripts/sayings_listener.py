@@ -17,7 +17,7 @@ import json
 import torch
 
 from voxloop.distill.evals.renditions import noisy_right
-from voxloop.distill.evals.student import decode_codes, judge
+from voxloop.distill.evals.student import decode_codes, heard_in, judge
 from voxloop.distill.student.codec import load_student_codec
 from voxloop.distill.student.model import load_student
 from voxloop.distill.student.said_codes import load_said_codes
@@ -52,7 +52,7 @@ def main() -> None:
         text, line = tokenizer.decode_answer(words), {}
         for name, table in tables.items():
             wav = decode_codes(codec, table[words][:model.config.k_out].numpy())
-            clean = judge(text, asr.transcribe(wav, codec.sample_rate))
+            clean = judge(text, heard_in(asr, wav, codec.sample_rate))
             noisy = noisy_right(asr, wav, codec.sample_rate, text, args.noisy, args.snr_db)
             right[name]["clean"] += clean
             right[name]["noisy"] += noisy

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.distill.evals.metrics import word_error_rate
-from voxloop.distill.evals.student import decode_codes, judge
+from voxloop.distill.evals.student import decode_codes, heard_in, judge
 from voxloop.errors import VoxloopError
 
 
@@ -133,7 +133,7 @@ class TakeJudge:
 
     def __call__(self, codes: np.ndarray, text: str) -> Take:
         wav = decode_codes(self.codec, codes[:self.codebooks])
-        heard = self.asr.transcribe(wav, self.codec.sample_rate) if len(wav) else ""
+        heard = heard_in(self.asr, wav, self.codec.sample_rate)
         take = Take(heard, word_error_rate([text], [heard]), judge(text, heard))
         if not take.correct or not self.listens:
             return take

@@ -186,10 +186,14 @@ def decode_codes(codec, codes: np.ndarray) -> np.ndarray:
         return codec.decode(torch.from_numpy(codes.astype(np.int64))[None])[0, 0].numpy()
 
 
+def heard_in(asr, wav: np.ndarray, rate_hz: int) -> str:
+    """What ``asr`` hears in ``wav`` float32 ``[T]`` ("" for no samples)."""
+    return asr.transcribe(wav, rate_hz) if len(wav) else ""
+
+
 def transcribe_codes(codec, asr, codes: np.ndarray) -> str:
     """What ``asr`` hears in ``codes [K, F]`` decoded by ``codec`` ("" for no frames)."""
-    wav = decode_codes(codec, codes)
-    return asr.transcribe(wav, codec.sample_rate) if len(wav) else ""
+    return heard_in(asr, decode_codes(codec, codes), codec.sample_rate)
 
 
 def _split_metrics(rows: list[dict], teacher_forced: dict, frame_rate_hz: float,
