@@ -19,6 +19,9 @@ voices and phrasings), at real-time pace in ``chunk_ms`` appends, each after
   ends as a finished sentence would; only the words say it is not). A false cut-in: the
   server ended the turn inside the pause (``speech_stopped.audio_end_ms`` before the
   second part's onset), so it would have answered the first half.
+
+Events are matched to a question by the audio clock: a turn end stamped before the
+question's first sample is the question before's, late (skipped, its response cancelled).
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ class _Detector:
         streamer = asyncio.create_task(self._speak(audio, start + end, marks))
         try:
             while True:
-                stopped = await self._until("input_audio_buffer.speech_stopped")
+                stopped = await self._next_stop(start)
                 record.decided_ms = stopped["audio_end_ms"] - end_ms
                 if record.decided_ms > -CUT_INSIDE_MS:
                     break
@@ -188,7 +191,7 @@ class _Detector:
         record.cut_in = False
         try:
             while True:  # every turn end until the one after the whole question
-                stopped = await self._until("input_audio_buffer.speech_stopped")
+                stopped = await self._next_stop(start)
                 created = await self._until("response.created")
                 status = await self._cancel(created["response"]["id"])
                 if stopped["audio_end_ms"] < onset_ms:
@@ -201,6 +204,18 @@ class _Detector:
         finally:
             streamer.cancel()
         return record
+
+    async def _next_stop(self, start_sample: int) -> dict:
+        """The next ``speech_stopped`` of the question whose audio starts at ``start_sample``
+        (the session's input clock). One of the question before (its turn ended at a dip in
+        its last word, went on as the speech came back, and ended again once this question
+        was under way) has its response cancelled and is skipped, not taken for a cut-in."""
+        start_ms = start_sample * 1000 / WIRE_RATE_HZ
+        while True:
+            stopped = await self._until("input_audio_buffer.speech_stopped")
+            if stopped["audio_end_ms"] >= start_ms:
+                return stopped
+            await self._cancel((await self._until("response.created"))["response"]["id"])
 
     async def _cancel(self, response_id: str) -> str:
         await self.ws.send(json.dumps({"type": "response.cancel", "response_id": response_id}))

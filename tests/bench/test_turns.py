@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,52 @@ def test_every_question_is_a_turn_of_its_own():
     from voxloop.realtime.semantic_turns import RESUMES_WITHIN_MS
 
     assert BETWEEN_QUESTIONS_MS > RESUMES_WITHIN_MS
+
+
+@pytest.mark.parametrize("kind", ["complete", "paused"])
+def test_a_late_turn_end_of_the_question_before_is_not_this_ones(kind):
+    """The question before's turn can end again after this one started (it ended at a dip
+    in its last word and went on as the speech came back): that turn end is stamped before
+    this question's first sample, so it is cancelled and skipped, not counted as a cut-in."""
+    import asyncio
+
+    from voxloop.bench.turns import _Detector
+
+    class Socket:
+        def __init__(self, events: asyncio.Queue):
+            self.events, self.sent = events, []
+
+        async def send(self, message: str) -> None:
+            event = json.loads(message)
+            self.sent.append(event["type"])
+            if event["type"] == "response.cancel":
+                self.events.put_nowait({"type": "response.done", "response": {
+                    "id": event["response_id"], "status": "cancelled"}})
+                if event["response_id"] == "late":  # then this question's turn ends
+                    for later in this_question:
+                        self.events.put_nowait(later)
+
+    this_question = ({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 11300},
+                     {"type": "response.created", "response": {"id": "mine"}},
+                     {"type": "response.output_audio.delta", "response_id": "mine", "_t": 1e9})
+
+    async def run():
+        detector = _Detector("ws://unused", "semantic_vad:medium", chunk_ms=20, timeout_s=5)
+        detector.ws = Socket(detector.events)
+        detector.sent_samples = 10 * 24000  # this question starts at 10,000 ms
+        audio = np.concatenate([np.full(12000, 0.3, np.float32), np.zeros(6000, np.float32),
+                                np.full(12000, 0.3, np.float32)])
+        for event in ({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 9800},
+                      {"type": "response.created", "response": {"id": "late"}}):
+            detector.events.put_nowait(event)
+        if kind == "complete":
+            record = await detector._complete("q", "v", audio)
+        else:
+            record = await detector._paused("q ... q", "v", 250, "apart", audio, 18000)
+        return record, detector.ws.sent
+
+    record, sent = asyncio.run(run())
+    assert record.cut_in in (None, False)
+    assert sent.count("response.cancel") == 2  # the late one's and this question's answer
+    if kind == "complete":
+        assert record.decided_ms == pytest.approx(11300 - (10_000 + 1250), abs=1)
