@@ -18,10 +18,9 @@ voices and phrasings), at real-time pace in ``chunk_ms`` appends, each after
   leaves: a sentence still going), and ``apart``, each part synthesized alone (the first
   ends as a finished sentence would; only the words say it is not). A false cut-in: the
   server ended the turn inside the pause (``speech_stopped.audio_end_ms`` before the
-  second part's onset), so it would have answered the first half.
-
-Events are matched to a question by the audio clock: a turn end stamped before the
-question's first sample is the question before's, late (skipped, its response cancelled).
+  second part's onset), so it would have answered the first half. A turn end stamped
+  before a question's first sample is the question before's, late (ended at a dip in its
+  last word, gone on, ended again): skipped, its response cancelled.
 """
 
 from __future__ import annotations
@@ -207,9 +206,8 @@ class _Detector:
 
     async def _next_stop(self, start_sample: int) -> dict:
         """The next ``speech_stopped`` of the question whose audio starts at ``start_sample``
-        (the session's input clock). One of the question before (its turn ended at a dip in
-        its last word, went on as the speech came back, and ended again once this question
-        was under way) has its response cancelled and is skipped, not taken for a cut-in."""
+        (input clock); one of the question before's (module docstring) has its response
+        cancelled and is skipped."""
         start_ms = start_sample * 1000 / WIRE_RATE_HZ
         while True:
             stopped = await self._until("input_audio_buffer.speech_stopped")
