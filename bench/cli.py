@@ -36,7 +36,7 @@ def run_latency(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if settings.turn_detections:
         from voxloop.bench.turns import run_turn_detection_bench
-        from voxloop.bench.turns import table as turn_table
+        from voxloop.bench.turns_report import table as turn_table
 
         styles = ", ".join(settings.paused_styles)
         print(f"turn detection on the {settings.engines[0]} engine: {settings.turns} complete "

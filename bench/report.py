@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pct(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
@@ -26,9 +26,9 @@ def summarize(records: list[dict]) -> dict:
             barge = [r["barge_in_ms"] for r in every if r["barge_in_ms"] is not None]
             levels[engine][n] = {
                 "turns": len(rows), "answered": len(lat),
-                "latency_p50_ms": _pct(lat, 50), "latency_p95_ms": _pct(lat, 95),
-                "engine_p50_ms": _pct(eng, 50), "engine_p95_ms": _pct(eng, 95),
-                "barge_in_p50_ms": _pct(barge, 50), "barge_in_p95_ms": _pct(barge, 95),
+                "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
+                "engine_p50_ms": percentile(eng, 50), "engine_p95_ms": percentile(eng, 95),
+                "barge_in_p50_ms": percentile(barge, 50), "barge_in_p95_ms": percentile(barge, 95),
                 "barge_ins": len(barge), "underruns": sum(r["underruns"] for r in every),
                 "failed": sum(r["status"] not in ("completed", "cancelled") for r in every)}
     ratios = {}

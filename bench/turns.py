@@ -36,6 +36,7 @@ from functools import lru_cache, partial
 
 import numpy as np
 
+from voxloop.bench.turns_report import format_ms, plot, summarize
 from voxloop.client.files import append_event, paced_chunks, speech_end_sample
 from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
@@ -61,6 +62,7 @@ class DetectionRecord:
     decided_ms: float | None = None
     cut_in: bool | None = None
     status: str = ""
+    late_turn_ends: int = 0  # the question before's, skipped (module docstring)
 
 
 def turn_detection_event(setting: str) -> dict:
@@ -161,18 +163,16 @@ class _Detector:
         streamer = asyncio.create_task(self._speak(audio, start + end, marks))
         try:
             while True:
-                stopped = await self._next_stop(start)
+                stopped = await self._next_stop(record, start)
                 record.decided_ms = stopped["audio_end_ms"] - end_ms
                 if record.decided_ms > -CUT_INSIDE_MS:
                     break
                 record.cut_in = True  # the turn ended inside the question: not its answer
                 await self._cancel((await self._until("response.created"))["response"]["id"])
             first = await self._until("response.output_audio.delta")
-            while "speech_end_s" not in marks and not streamer.done():
-                await asyncio.sleep(0.005)  # a turn ended just before the speech's end (within
-                # CUT_INSIDE_MS) can answer before the streamer sends it: latency below 0
-            if "speech_end_s" not in marks:
-                streamer.result()  # the streamer failed: its own error, not a KeyError
+            # a turn ended just before the speech's end (within CUT_INSIDE_MS) can answer
+            # before the streamer sends it: latency below 0
+            await self._spoken(streamer, marks)
             record.latency_ms = 1000 * (first["_t"] - marks["speech_end_s"])
             record.status = await self._cancel(first["response_id"])
         except TimeoutError:
@@ -186,11 +186,12 @@ class _Detector:
         start = self.sent_samples
         onset_ms = (start + onset) * 1000 / WIRE_RATE_HZ
         end = speech_end_sample(audio)
-        streamer = asyncio.create_task(self._speak(audio, start + end, {}))
+        marks: dict = {}
+        streamer = asyncio.create_task(self._speak(audio, start + end, marks))
         record.cut_in = False
         try:
             while True:  # every turn end until the one after the whole question
-                stopped = await self._next_stop(start)
+                stopped = await self._next_stop(record, start)
                 created = await self._until("response.created")
                 status = await self._cancel(created["response"]["id"])
                 if stopped["audio_end_ms"] < onset_ms:
@@ -198,22 +199,32 @@ class _Detector:
                     continue
                 record.status = status
                 break
+            await self._spoken(streamer, marks)  # the whole question, as a user would
         except TimeoutError:
             record.status = "timeout"
         finally:
             streamer.cancel()
         return record
 
-    async def _next_stop(self, start_sample: int) -> dict:
+    async def _next_stop(self, record: DetectionRecord, start_sample: int) -> dict:
         """The next ``speech_stopped`` of the question whose audio starts at ``start_sample``
         (input clock); one of the question before's (module docstring) has its response
-        cancelled and is skipped."""
+        cancelled and is skipped, and counted in ``record.late_turn_ends``."""
         start_ms = start_sample * 1000 / WIRE_RATE_HZ
         while True:
             stopped = await self._until("input_audio_buffer.speech_stopped")
             if stopped["audio_end_ms"] >= start_ms:
                 return stopped
+            record.late_turn_ends += 1
             await self._cancel((await self._until("response.created"))["response"]["id"])
+
+    @staticmethod
+    async def _spoken(streamer: asyncio.Task, marks: dict) -> None:
+        """Until the streamer has sent the speech's end (``marks["speech_end_s"]``)."""
+        while "speech_end_s" not in marks and not streamer.done():
+            await asyncio.sleep(0.005)
+        if "speech_end_s" not in marks:
+            streamer.result()  # the streamer failed: its own error, not a KeyError
 
     async def _cancel(self, response_id: str) -> str:
         await self.ws.send(json.dumps({"type": "response.cancel", "response_id": response_id}))
@@ -270,104 +281,9 @@ def run_turn_bench(url: str, settings: tuple[str, ...], complete, paused, chunk_
         row = summarize([asdict(r) for r in mine])[setting]
         cuts = ", ".join(f"{style} {c['cut_ins']}/{c['paused']}"
                          for style, c in row["by_style"].items())
-        progress(f"{setting:>20}: latency p50 {_ms(row['latency_p50_ms'])} ms, false cut-ins "
+        progress(f"{setting:>20}: latency p50 {format_ms(row['latency_p50_ms'])} ms, false cut-ins "
                  f"{cuts} ({time.perf_counter() - t0:.0f} s)")
     return records
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
-def _cut_ins(paused: list[dict]) -> dict:
-    cuts = sum(r["cut_in"] for r in paused)
-    return {"paused": len(paused), "cut_ins": cuts,
-            "cut_in_rate": cuts / len(paused) if paused else None}
-
-
-def summarize(records: list[dict]) -> dict:
-    """Per setting: latency and decided p50 / p95 on complete questions, how many of them
-    the server ended inside first (``complete_cut_ins``), false cut-in rate
-    on every paused question and (``by_style``) on each style's."""
-    out = {}
-    for setting in dict.fromkeys(r["setting"] for r in records):
-        mine = [r for r in records if r["setting"] == setting]
-        lat = [r["latency_ms"] for r in mine if r["kind"] == "complete" and r["latency_ms"]
-               is not None]
-        dec = [r["decided_ms"] for r in mine if r["kind"] == "complete" and r["decided_ms"]
-               is not None]
-        paused = [r for r in mine if r["kind"] == "paused" and r["cut_in"] is not None]
-        complete_cuts = sum(bool(r["cut_in"]) for r in mine if r["kind"] == "complete")
-        styles = dict.fromkeys(r.get("style") or "apart" for r in paused)
-        out[setting] = {
-            "complete": sum(r["kind"] == "complete" for r in mine), "answered": len(lat),
-            "complete_cut_ins": complete_cuts,
-            "latency_p50_ms": _pct(lat, 50), "latency_p95_ms": _pct(lat, 95),
-            "decided_p50_ms": _pct(dec, 50), "decided_p95_ms": _pct(dec, 95),
-            **_cut_ins(paused),
-            "by_style": {style: _cut_ins([r for r in paused if (r.get("style") or "apart")
-                                          == style]) for style in styles}}
-    return out
-
-
-def table(summary: dict) -> str:
-    styles = list(dict.fromkeys(style for s in summary.values() for style in s["by_style"]))
-    lines = ["| turn detection | complete answered | complete, ended inside first | "
-             "voice-to-voice p50 / p95 ms | turn end after speech p50 / p95 ms (audio time) |"
-             + "".join(f" false cut-ins, paused {style.replace('_', ' ')} |"
-                       for style in styles),
-             "|---|---|---|---|---|" + "---|" * len(styles)]
-    for setting, s in summary.items():
-        cuts = []
-        for style in styles:
-            c = s["by_style"].get(style, _cut_ins([]))
-            rate = "-" if c["cut_in_rate"] is None else f"{100 * c['cut_in_rate']:.0f} %"
-            cuts.append(f"{c['cut_ins']}/{c['paused']} ({rate})")
-        lines.append(f"| {setting} | {s['answered']}/{s['complete']} | "
-                     f"{s['complete_cut_ins']}/{s['complete']} | "
-                     f"{_ms(s['latency_p50_ms'])} / {_ms(s['latency_p95_ms'])} | "
-                     f"{_ms(s['decided_p50_ms'])} / {_ms(s['decided_p95_ms'])} |"
-                     + "".join(f" {cut} |" for cut in cuts))
-    return "\n".join(lines)
-
-
-def plot(summary: dict, path) -> None:
-    """Latency p50 (o) and p95 (x) against the false cut-in rate, one point per setting;
-    one panel per paused style."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    styles = list(dict.fromkeys(style for s in summary.values() for style in s["by_style"]))
-    fig, axes = plt.subplots(1, max(1, len(styles)), figsize=(7 * max(1, len(styles)), 5),
-                             sharey=True, squeeze=False)
-    for ax, style in zip(axes[0], styles or ["apart"], strict=False):
-        for i, (setting, s) in enumerate(summary.items()):
-            rate = s["by_style"].get(style, {}).get("cut_in_rate")
-            if s["latency_p50_ms"] is None or rate is None:
-                continue
-            color = f"C{i}"
-            x, p50 = 100 * rate, s["latency_p50_ms"]
-            p95 = s["latency_p95_ms"] or p50
-            ax.plot([x, x], [p50, p95], "-", color=color, alpha=0.4)
-            ax.plot([x], [p50], "o", color=color,
-                    label=f"{setting}: p50 {p50:.0f}, p95 {p95:.0f} ms")
-            ax.plot([x], [p95], "x", color=color)
-        ax.set(xlabel=f"false cut-ins on paused questions, {style.replace('_', ' ')} (%)",
-               yscale="log", title=f"Paused {style.replace('_', ' ')}")
-        ax.set_xlim(-5, 105)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="upper center")
-    axes[0][0].set_ylabel("voice-to-voice latency on complete questions (ms): o p50, x p95")
-    fig.suptitle("Turn detection: latency against cutting people off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_turn_detection_bench(settings, progress=print) -> dict:

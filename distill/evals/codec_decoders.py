@@ -42,7 +42,8 @@ def decode_speed(codec, codes: np.ndarray, chunk_frames: int) -> tuple[float, fl
         torch.set_num_threads(threads)
 
 
-def _stoi(reference: np.ndarray, decoded: np.ndarray, rate_hz: int) -> float:
+def stoi_score(reference: np.ndarray, decoded: np.ndarray, rate_hz: int) -> float:
+    """Classic STOI of ``decoded`` against ``reference`` (both ``[T]`` at ``rate_hz``)."""
     from pystoi import stoi
 
     return float(stoi(reference, decoded, rate_hz, extended=False))
@@ -84,7 +85,7 @@ def held_out_metrics(codecs: dict, data: str | Path, asr, codebooks: tuple[int, 
                                        desc=f"{name} K={k}", unit="clip"):
                 codes = torch.from_numpy(clip.codes[:k].astype(np.int64))[None]
                 decoded = codec.decode(codes)[0, 0, :len(original)].numpy()
-                stoi.append(_stoi(original, decoded, rate_hz))
+                stoi.append(stoi_score(original, decoded, rate_hz))
                 heard_k.append(asr.transcribe(decoded, rate_hz))
             wer = word_error_rate(texts, heard_k)
             result["by_codebooks"][str(k)] = {
