@@ -168,7 +168,7 @@ class _Detector:
                 if record.decided_ms > -CUT_INSIDE_MS:
                     break
                 record.cut_in = True  # the turn ended inside the question: not its answer
-                await self._cancel((await self._until("response.created"))["response"]["id"])
+                await self._cancel_its_response()
             first = await self._until("response.output_audio.delta")
             # a turn ended just before the speech's end (within CUT_INSIDE_MS) can answer
             # before the streamer sends it: latency below 0
@@ -192,8 +192,7 @@ class _Detector:
         try:
             while True:  # every turn end until the one after the whole question
                 stopped = await self._next_stop(record, start)
-                created = await self._until("response.created")
-                status = await self._cancel(created["response"]["id"])
+                status = await self._cancel_its_response()
                 if stopped["audio_end_ms"] < onset_ms:
                     record.cut_in = True
                     continue
@@ -216,7 +215,7 @@ class _Detector:
             if stopped["audio_end_ms"] >= start_ms:
                 return stopped
             record.late_turn_ends += 1
-            await self._cancel((await self._until("response.created"))["response"]["id"])
+            await self._cancel_its_response()
 
     @staticmethod
     async def _spoken(streamer: asyncio.Task, marks: dict) -> None:
@@ -225,6 +224,10 @@ class _Detector:
             await asyncio.sleep(0.005)
         if "speech_end_s" not in marks:
             streamer.result()  # the streamer failed: its own error, not a KeyError
+
+    async def _cancel_its_response(self) -> str:
+        """Cancel the response a turn end just created; its final status."""
+        return await self._cancel((await self._until("response.created"))["response"]["id"])
 
     async def _cancel(self, response_id: str) -> str:
         await self.ws.send(json.dumps({"type": "response.cancel", "response_id": response_id}))
