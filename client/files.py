@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from voxloop.audio import float_to_pcm16, pcm16_to_float, read_wav, resample, write_wav
 from voxloop.client.connect import connect_error, realtime_url
 from voxloop.errors import VoxloopError
+from voxloop.paths import output_file
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
 
 
@@ -136,17 +136,7 @@ def _silent_server(wav_path: str, samples: int, sent: dict, settings: FileTurnSe
 
 def check_output_path(path: str) -> Path:
     """The answer's wav path, checked before connecting (so a bad one never costs a turn)."""
-    out = Path(path)
-    if out.is_dir():
-        raise VoxloopError(f"--output {path} is a folder: name a file in it, "
-                           f"e.g. {out / 'answer.wav'}")
-    if out.suffix.lower() != ".wav":
-        raise VoxloopError(f"--output {path}: the answer is saved as a wav file; give a path "
-                           f"ending in .wav, e.g. {out.with_suffix('.wav')}")
-    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path())
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise VoxloopError(f"--output {path}: cannot write into {folder}")
-    return out
+    return output_file(path, ".wav", "the answer", "--output")
 
 
 def append_event(samples: np.ndarray) -> dict:

@@ -8,6 +8,7 @@ import os
 from voxloop.codecs.config import CodecConfig, CodecTrainSettings
 from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
 from voxloop.models import DEFAULT_CODEC, DEFAULT_SEMANTIC
+from voxloop.paths import output_file
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
 
 CODEC_HELP = "Neural audio codec: encode, decode, train."
@@ -71,6 +72,7 @@ def register(subparsers, groups: dict) -> None:
 def run_encode(args: argparse.Namespace) -> int:
     from voxloop.codecs.tokens import encode_file, written_npz
 
+    output_file(written_npz(args.npz), ".npz", "the codes")
     info = encode_file(args.wav, args.npz, args.codec, args.codebooks)
     print(f"wrote {written_npz(args.npz)}: {info}")
     return 0
@@ -79,6 +81,7 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_decode(args: argparse.Namespace) -> int:
     from voxloop.codecs.tokens import decode_file
 
+    output_file(args.wav, ".wav", "the audio")
     seconds = decode_file(args.npz, args.wav, args.codec, args.decoder)
     print(f"wrote {args.wav}: {seconds:.2f} s")
     return 0
@@ -88,6 +91,7 @@ def run_semantic(args: argparse.Namespace) -> int:
     from voxloop.codecs.semantic_tokens import semantic_file
     from voxloop.codecs.tokens import written_npz
 
+    output_file(written_npz(args.npz), ".npz", "the tokens")
     info = semantic_file(args.wav, args.npz, args.model)
     print(f"wrote {written_npz(args.npz)}: {info}")
     return 0

@@ -37,7 +37,7 @@ from voxloop.codecs.decoder_io import load_frame_decoder, save_frame_decoder
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.codecs.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, WhisperFeatureLoss
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
+from voxloop.training import cosine_lr, load_checkpoint, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.1
 EVAL_BATCHES = 2
@@ -278,7 +278,7 @@ def evaluate_decoder_loss(decoder: FrameDecoder, codebooks: Tensor, clips: list[
 
 def export_decoder(checkpoint: str | Path, folder: str | Path, card: str | None = None) -> Path:
     """A training checkpoint as a float16 decoder folder (config.json, safetensors)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint, "decoder checkpoint")
     decoder = FrameDecoder(FrameDecoderConfig.from_json(state["config"]))
     decoder.load_state_dict(state["model"])
     return save_frame_decoder(decoder.eval(), folder, card)

@@ -37,6 +37,7 @@ from voxloop.codecs.model import NeuralCodec
 from voxloop.errors import VoxloopError
 from voxloop.training import (
     cosine_lr,
+    load_checkpoint,
     resume_checkpoint,
     setup_distributed,
     teardown_distributed,
@@ -287,7 +288,7 @@ def evaluate_loss(codec: NeuralCodec, mel_loss: MultiScaleMelLoss, clips: list[t
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path) -> Path:
     """Write a training checkpoint as a float16 codec folder (config.json, safetensors)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint, "codec checkpoint")
     codec = new_codec(CodecConfig.from_json(state["config"]), name=Path(folder).name)
     codec.load_state_dict(state["model"])
     return save_codec(codec.eval(), folder)

@@ -34,9 +34,27 @@ class Conversation:
                                 "item_id")
         return self.items[item_id]
 
-    def add(self, item: Item) -> Item:
-        """Keep ``item`` (last); the oldest are forgotten past ``max_items``."""
+    def last_user(self, event_id) -> Item:
+        """The user message a response answers: the last in the conversation's order."""
+        user = next((i for i in reversed(self.items.values()) if i.role == "user"), None)
+        if user is None:
+            raise ProtocolError("invalid_value", "there is no user message to answer: append and "
+                                "commit audio, or create a user item first", event_id)
+        return user
+
+    def add(self, item: Item, after: str | None = None, first: bool = False) -> Item:
+        """Keep ``item`` last, or right after the item ``after``, or ``first``; the oldest
+        are forgotten past ``max_items``."""
+        ids = list(self.items)
+        if first:
+            later = ids
+        elif after is not None:
+            later = ids[ids.index(after) + 1:]
+        else:
+            later = []
         self.items[item.id] = item
+        for item_id in later:  # in place: the session reads this same dict
+            self.items.move_to_end(item_id)
         while len(self.items) > self.max_items:
             self.items.popitem(last=False)
         return item
@@ -53,11 +71,15 @@ class Conversation:
         if item.id in self.items:
             raise ProtocolError("invalid_value", f"an item with id {item.id!r} already exists",
                                 event_id, "item.id")
-        previous = event.get("previous_item_id") or self.last_id
+        previous = event.get("previous_item_id")
+        if previous == "root":  # the API's name for "before every item"
+            self.announce(self.add(item, first=True), None)
+            return item
         if previous is not None and previous not in self.items:
             raise ProtocolError("item_not_found", f"previous_item_id {previous!r} does not exist",
                                 event_id, "previous_item_id")
-        self.announce(self.add(item), previous)
+        previous = previous or self.last_id
+        self.announce(self.add(item, after=previous), previous)
         return item
 
     def truncate(self, event: dict, event_id) -> Item:
@@ -72,7 +94,7 @@ class Conversation:
 
     def retrieve(self, item_id: str, event_id) -> None:
         self.outbox.put(events.conversation_item_retrieved(self.get(item_id, event_id).wire(
-            self.beta)))
+            self.beta, with_audio=True)))
 
     def delete(self, item: Item, active: Item | None, event_id=None) -> None:
         """Forget ``item``; ``active``: the item of the response being written (not deleted)."""

@@ -33,7 +33,8 @@ class ResponseRun:
     def __init__(self, engine: EngineSession, turn: Turn, outbox: Outbox, beta: bool,
                  conversation_id: str, voice: str, on_user_transcript: Callable[[str], None],
                  on_item: Callable[[Item], None], lead_ms: int,
-                 on_done: Callable[[], None] = lambda: None) -> None:
+                 on_done: Callable[[], None] = lambda: None, metadata: dict | None = None
+                 ) -> None:
         self.id = new_id("resp")
         self.engine, self.turn, self.outbox, self.beta = engine, turn, outbox, beta
         self.conversation_id, self.voice = conversation_id, voice
@@ -49,12 +50,13 @@ class ResponseRun:
         self._on_done = on_done  # the response is over for the client: before response.done
         self.timings_ms: dict = {}
         self.lead_ms = lead_ms  # audio sent at most this far ahead of real time
+        self.metadata = metadata  # response.create's, echoed so a client can match its events
 
     def resource(self, status: str | None = None, details: dict | None = None) -> dict:
         output = [self.item.wire(self.beta)] if self.item else []
         body = {"id": self.id, "object": "realtime.response", "status": status or self.status,
                 "status_details": details, "output": output,
-                "conversation_id": self.conversation_id}
+                "conversation_id": self.conversation_id, "metadata": self.metadata}
         if self.beta:
             body.update(modalities=["text", "audio"], voice=self.voice,
                         output_audio_format="pcm16")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 import numpy as np
 
@@ -73,6 +74,14 @@ class SemanticTurnDetector(TurnDetector):
                                create_response=semantic.create_response,
                                interrupt_response=semantic.interrupt_response)
         super().__init__(silero, vad, start_ms)
+
+    def retune(self, settings) -> bool:
+        if not isinstance(settings, SemanticVad):
+            return False
+        self.semantic = settings
+        self.settings = replace(self.settings, create_response=settings.create_response,
+                                interrupt_response=settings.interrupt_response)
+        return True
 
     def reset(self, start_ms: int = 0) -> None:
         super().reset(start_ms)

@@ -38,6 +38,7 @@ from voxloop.realtime.wire.protocol import (
     BETA_HEADER,
     BETA_VALUE,
     ProtocolError,
+    event_id_in,
     parse_client_event,
     wire_event,
 )
@@ -248,19 +249,21 @@ class RealtimeServer:
                 return
             except ConnectionClosed:
                 return
+            event: dict = {}
             try:
                 if len(message) > limit:
                     raise ProtocolError("message_too_large", f"event of {len(message)} bytes is "
                                         f"over the {limit}-byte limit (--max-message-kb); split "
-                                        "audio into smaller appends")
-                await session.handle(parse_client_event(message))
+                                        "audio into smaller appends", event_id_in(message))
+                event = parse_client_event(message)
+                await session.handle(event)
             except ProtocolError as exc:
                 self._error(session.outbox, exc.event())
             except Exception:  # noqa: BLE001 - one bad event must not end the session
                 log.exception("event=internal_error session=%s", session.id)
                 self._error(session.outbox, events.error(
                     "internal_error", "the server failed on this event; the session goes on",
-                    error_type="server_error"))
+                    event.get("event_id"), error_type="server_error"))
 
     def _error(self, outbox: Outbox, event: dict) -> None:
         self.metrics.errors.labels(event["error"]["code"]).inc()

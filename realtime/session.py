@@ -27,7 +27,12 @@ from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
 from voxloop.realtime.wire.items import Item
 from voxloop.realtime.wire.protocol import ProtocolError, decode_audio
-from voxloop.realtime.wire.session_config import SessionConfig, check_voice, response_options
+from voxloop.realtime.wire.session_config import (
+    ResponseOptions,
+    SessionConfig,
+    check_voice,
+    response_options,
+)
 
 log = logging.getLogger("voxloop.realtime")
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
@@ -95,8 +100,9 @@ class Session:
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:
         config = self.config.updated(event["session"], event_id)
-        check_voice(config.voice, self.engine.voice, event_id, "session.audio.output.voice")
-        if config.turn_detection != self.config.turn_detection:
+        check_voice(config.voice, self.engine.voice, event_id, "session", self.beta)
+        if config.turn_detection != self.config.turn_detection and not (
+                self._detector and self._detector.retune(config.turn_detection)):
             self._use_turn_detection(config)
             self._speech_item_id = None
             self.audio.stop_listening()
@@ -315,15 +321,12 @@ class Session:
     # -- responses ----------------------------------------------------------------------
     async def _on_response_create(self, event: dict, event_id) -> None:
         options = response_options(event.get("response"), event_id)
-        check_voice(options.voice, self.engine.voice, event_id, "response.voice")
+        check_voice(options.voice, self.engine.voice, event_id, "response", self.beta)
         if self.response is not None:
             raise ProtocolError("conversation_already_has_active_response", "a response is "
                                 f"already in progress ({self.response.id}); cancel it first",
                                 event_id)
-        user = next((i for i in reversed(self.items.values()) if i.role == "user"), None)
-        if user is None:
-            raise ProtocolError("invalid_value", "there is no user message to answer: append and "
-                                "commit audio, or create a user item first", event_id)
+        user = self.conversation.last_user(event_id)
         if user.audio is None and not self.engine.accepts_text:
             raise ProtocolError("unsupported_value", f"the {self.engine.name} engine answers "
                                 "speech only; send the question as audio", event_id)
@@ -331,7 +334,7 @@ class Session:
             self._turn_end_s = time.perf_counter()
         if options.instructions is not None:
             self._note_instructions(options.instructions)
-        self._start_response(user, options.instructions)
+        self._start_response(user, options)
 
     async def _on_response_cancel(self, event: dict, event_id) -> None:
         wanted = event.get("response_id")
@@ -348,20 +351,21 @@ class Session:
         self.response.cancel("client_cancelled")
         self.outbox.put(events.output_audio_buffer_cleared(self.response.id))
 
-    def _start_response(self, user: Item, instructions: str | None = None) -> None:
-        """Answer ``user``; ``instructions``: this response's own (None: the session's)."""
+    def _start_response(self, user: Item, options: ResponseOptions | None = None) -> None:
+        """Answer ``user``; ``options``: this response's own (None fields: the session's)."""
+        options = options or ResponseOptions()
         history = tuple(m for i in self.items.values() if i is not user
                         for m in [i.history_message()] if m)
         audio = item_audio_24k(user)
         turn = Turn(audio_24k=audio, text=None if audio is not None else user.text,
                     history=history, heard_live=user.id == self._heard_item_id,
-                    instructions=self.config.instructions if instructions is None
-                    else instructions)
+                    instructions=self.config.instructions if options.instructions is None
+                    else options.instructions)
         run = ResponseRun(
             self.engine_session, turn, self.outbox, self.beta, self.conversation_id,
             self.config.voice, on_user_transcript=lambda text: self._user_transcript(user, text),
             on_item=self.conversation.add, lead_ms=self.limits.output_lead_ms,
-            on_done=lambda: self._forget_response(run))
+            on_done=lambda: self._forget_response(run), metadata=options.metadata)
         self.response = self._last_run = run
         self._spawn(self._run_response(run, self._turn_end_s or time.perf_counter()))
 

@@ -54,6 +54,14 @@ class TurnDetector:
         self._ended_speech_ms: int | None = None  # where the last ended turn's speech ended
         self.last_probability = 0.0
 
+    def retune(self, settings) -> bool:
+        """Take ``settings`` of this detector's own type in place (False: another type,
+        which needs a new detector): a turn being spoken goes on under them."""
+        if type(settings) is not type(self.settings):
+            return False
+        self.settings = settings
+        return True
+
     def reset_speech(self) -> None:
         """Forget a turn in progress (the buffer was committed or cleared by the client);
         speech that comes next starts a turn of its own."""

@@ -84,6 +84,36 @@ def test_bad_input_exits_nonzero_with_a_message(args, message):
     assert "Traceback" not in out.stderr
 
 
+def test_a_bad_output_path_is_refused_before_any_work(tmp_path):
+    """Each command checks where it will write first: a traceback after minutes of work
+    (or none at all) is what this prevents."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.zeros(1600, np.float32), 16000)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "turns.jsonl").write_text("{not json\n")
+    cases = [
+        (("tts", "--text", "hi", "--out", str(tmp_path / "speech")), "ending in .wav"),
+        (("tts", "--text", "hi", "--out", str(blocker / "x.wav")), "cannot write into"),
+        (("demo", "--out", str(tmp_path)), "is a folder"),
+        (("codec", "encode", str(wav), str(blocker / "codes.npz")), "cannot write into"),
+        (("codec", "semantic", str(wav), str(blocker / "tokens")), "cannot write into"),
+        (("eval", "student", "--out", str(blocker)), "is a file"),
+        (("eval", "compare", str(tmp_path), str(tmp_path), "--out", str(blocker / "c.json")),
+         "cannot write into"),
+        (("eval", "compare", str(tmp_path / "run"), str(tmp_path / "run")),
+         "is not the JSON lines"),
+        (("distill", "export", str(tmp_path / "none.pt"), str(tmp_path / "m")), "not found"),
+        (("distill", "export", str(blocker), str(tmp_path / "m")), "is not a student checkpoint"),
+    ]
+    for args, message in cases:
+        out = voxloop(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert message in out.stderr, (args, out.stderr)
+    assert not (tmp_path / "speech").exists() and not (tmp_path / "m").exists()
+
+
 def test_codec_decode_given_audio_says_so(tmp_path):
     write_wav(tmp_path / "q.wav", np.zeros(1600, np.float32), 16000)
     out = voxloop("codec", "decode", str(tmp_path / "q.wav"), str(tmp_path / "out.wav"))

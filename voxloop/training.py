@@ -81,6 +81,28 @@ def torch_save_atomic(path: str | Path, payload: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def load_checkpoint(path: str | Path, what: str = "training checkpoint") -> dict:
+    """A checkpoint this project's training wrote (on the CPU), or a clear error for a
+    missing or unreadable file. It is unpickled whole: load only files you trust."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise VoxloopError(f"{path} not found: give the {what} (a .pt file in a training "
+                           "run's --out folder, e.g. best.pt or checkpoint.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile,
+            ValueError) as exc:
+        raise VoxloopError(f"{path} is not a {what} torch can read: {exc}") from exc
+    if not isinstance(state, dict) or "config" not in state:
+        raise VoxloopError(f"{path} is not a {what} of this project (no config in it)")
+    return state
+
+
 def resume_checkpoint(path: str | Path, config: dict, what: str,
                       weights_only: bool = False) -> dict | None:
     """The checkpoint at ``path`` to resume from (on the CPU), None when there is none yet.

@@ -15,6 +15,7 @@ from pathlib import Path
 from voxloop.distill.evals.codec import CodecEvalSettings
 from voxloop.distill.student.config import StudentEvalSettings
 from voxloop.models import DEFAULT_CODEC, DEFAULT_STUDENT, in_repo
+from voxloop.paths import output_file, output_folder
 from voxloop.settings import add_command, add_settings, command_group, settings_from_args
 
 EVAL_HELP = "Evaluations on held-out voices and phrasings, judged by an independent Whisper."
@@ -184,6 +185,7 @@ def run_codec_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.codec import evaluate_codec, format_report
 
     settings = settings_from_args(CodecEvalSettings, args)
+    output_folder(settings.out)
     settings = replace(settings, corpus=str(in_repo(settings.corpus)))  # from any folder
     metrics = evaluate_codec(load_codec(args.codec, decoder=args.decoder), settings)
     print(format_report(metrics))
@@ -198,6 +200,7 @@ def run_decoders_eval(args: argparse.Namespace) -> int:
         write_decoder_report,
     )
 
+    output_folder(args.out)
     metrics = compare_decoders(args.codec, tuple(args.decoders), args.data,
                                tuple(args.codebooks), args.limit)
     print(format_decoder_table(metrics))
@@ -209,6 +212,7 @@ def run_student_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.student import evaluate_student, format_report
 
     settings = settings_from_args(StudentEvalSettings, args)
+    output_folder(settings.out)
     settings = replace(settings, data=str(in_repo(settings.data)))  # from any folder
     metrics = evaluate_student(args.model, settings)
     print(format_report(metrics))
@@ -224,6 +228,7 @@ def run_heard_intents_eval(args: argparse.Namespace) -> int:
     )
 
     settings = settings_from_args(HeardIntentsEvalSettings, args)
+    output_folder(settings.out)
     settings = replace(settings, data=str(in_repo(settings.data)))  # from any folder
     print(format_report(measure_heard_intents(args.model, settings)))
     print(f"wrote {settings.out}/heard-intents.json and heard-intents.md")
@@ -234,6 +239,7 @@ def run_votes_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.votes import VoteEvalSettings, evaluate_votes, format_votes
 
     settings = settings_from_args(VoteEvalSettings, args)
+    output_folder(settings.out)
     result = evaluate_votes(args.model, replace(settings, data=str(in_repo(settings.data))))
     print(format_votes(result))
     print(f"wrote {settings.out}/votes.json, votes.md and turns.jsonl")
@@ -245,6 +251,7 @@ def run_routing_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.routing_report import format_routing
 
     settings = settings_from_args(RoutingSettings, args)
+    output_folder(settings.out)
     result = evaluate_routing(args.model, replace(settings, data=str(in_repo(settings.data))))
     print(format_routing(result))
     print(f"wrote {settings.out}/routing.json, routing.md"
@@ -258,6 +265,7 @@ def run_end_of_turn_eval(args: argparse.Namespace) -> int:
 
     from voxloop.distill.data.turn_eval import evaluate_end_of_turn, format_evaluation
 
+    output_file(args.out, ".json", "the table", "--out")
     result = evaluate_end_of_turn(args.model, args.data)
     print(format_evaluation(result))
     out = Path(args.out)
@@ -270,6 +278,7 @@ def run_end_of_turn_eval(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.compare import compare, format_table, load_turns, write_comparison
 
+    output_file(args.out, ".json", "the table", "--out")
     rows = compare(load_turns(args.before), load_turns(args.after))
     print(format_table(rows, args.before, args.after))
     print(f"wrote {write_comparison(rows, args.before, args.after, args.out)}")
@@ -337,6 +346,7 @@ def run_choose_mouth(args: argparse.Namespace) -> int:
 def run_mouth_eval(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.mouth import evaluate_mouth, format_mouth
 
+    output_folder(args.out)
     metrics = evaluate_mouth(args.model, in_repo(args.data), args.out, tuple(args.splits),
                              args.decoder, args.threads)
     print(format_mouth(metrics))

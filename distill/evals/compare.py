@@ -48,7 +48,11 @@ def load_turns(folder: str | Path) -> dict[str, dict]:
     if not path.is_file():
         raise VoxloopError(f"{path} not found: compare folders written by "
                            f"`voxloop eval student --out FOLDER`")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VoxloopError(f"{path} is not the JSON lines `voxloop eval student` writes: "
+                           f"{exc}") from exc
     missing = {c for c in MEASURES.values() if rows and c not in rows[0]}
     if missing:
         raise VoxloopError(f"{path} has no {sorted(missing)}: re-run `voxloop eval student`")

@@ -110,7 +110,7 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class StudentTrainSettings:
-    data: str = field(default="data/distill-v1", metadata={
+    data: str = field(default="data/distill-v2", metadata={
         "help": "dataset folder, or a packed .npz (voxloop distill pack)"})
     out: str = field(default="runs/student", metadata={"help": "run folder"})
     steps: int = field(default=1500, metadata={"help": "optimizer steps"})
@@ -252,7 +252,7 @@ class MouthTrainSettings:
 
 @dataclass(frozen=True)
 class StudentEvalSettings:
-    data: str = field(default="data/distill-v1", metadata={
+    data: str = field(default="data/distill-v2", metadata={
         "help": "dataset folder or packed .npz"})
     out: str = field(default="out/student-eval", metadata={"help": "where to write the report"})
     splits: tuple[str, ...] = field(default=("heldout_voice", "heldout_phrasing"), metadata={

@@ -327,7 +327,8 @@ def read_mouth(checkpoint: str | Path, student_config, student_name: str | Path
                ) -> tuple[dict, MouthConfig]:
     """A mouth file of ``train_mouth`` and its config, refused unless it says the words and
     codebooks of the student (``student_config``, a ``StudentConfig``)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    from voxloop.training import load_checkpoint
+    state = load_checkpoint(checkpoint, "mouth checkpoint")
     config = MouthConfig(**state["config"])
     if (config.text_vocab, config.k_out) != (student_config.text_vocab, student_config.k_out):
         raise VoxloopError(f"{checkpoint} says {config.text_vocab} words in {config.k_out} "

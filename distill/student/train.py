@@ -31,7 +31,13 @@ from voxloop.distill.student.model import CODEBOOK_SIZE, Student
 from voxloop.distill.student.pack import Batch, PackedData, make_batch
 from voxloop.distill.student.train_data import answer_weights, hearing_config, load_data
 from voxloop.errors import VoxloopError
-from voxloop.training import cosine_lr, setup_distributed, teardown_distributed, torch_save_atomic
+from voxloop.training import (
+    cosine_lr,
+    load_checkpoint,
+    setup_distributed,
+    teardown_distributed,
+    torch_save_atomic,
+)
 
 # A twentieth of the peak: fine-tuning with --init-from continues from a learning rate
 # that still moves the weights.
@@ -324,7 +330,7 @@ def export_student(checkpoint: str | Path, folder: str | Path, card: str | None 
     """A ``best.pt``/``checkpoint.pt`` -> a float16 model folder (``load_student`` reads it)."""
     from voxloop.distill.student.model import save_student
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint, "student checkpoint")
     model = Student(StudentConfig(**state["config"]))
     model.load_state_dict(state["model"])
     return save_student(model.eval(), state["vocab"], folder, card)

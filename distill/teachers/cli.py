@@ -9,6 +9,7 @@ import time
 from voxloop.distill.teachers.asr import ASRSettings
 from voxloop.distill.teachers.llm import LLMSettings
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE
+from voxloop.paths import output_file
 from voxloop.settings import add_command, add_settings, settings_from_args
 
 DEMO_QUESTION = "What is the capital of France?"
@@ -63,6 +64,7 @@ def run_tts(args: argparse.Namespace) -> int:
         print("voxloop tts: error: --text and --out are required (or use --list-voices)",
               file=sys.stderr)
         return 2
+    output_file(args.out, ".wav", "the speech", "--out")
     samples, rate_hz = synthesize(args.text, args.voice)
     write_wav(args.out, samples, rate_hz)
     print(f"wrote {args.out}: {len(samples) / rate_hz:.2f} s at {rate_hz} Hz, voice {args.voice}")
@@ -96,6 +98,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from voxloop.distill.teachers.llm import load_llm
     from voxloop.distill.teachers.tts import synthesize
 
+    output_file(args.out, ".wav", "the answer", "--out")
     t0 = time.perf_counter()
     cascade = Cascade(load_asr(settings_from_args(ASRSettings, args)),
                       load_llm(settings_from_args(LLMSettings, args)))

@@ -7,6 +7,7 @@ can cut the transcript where the listener stopped hearing it.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
 from voxloop.realtime.wire.protocol import BYTES_PER_MS, ProtocolError, audio_ms, decode_audio
@@ -39,26 +40,27 @@ class Item:
             raise ProtocolError("invalid_value", f"audio_end_ms {audio_end_ms} is past the end of "
                                 f"the item's audio ({self.audio_ms} ms)", event_id, "audio_end_ms")
         cut = audio_end_ms * BYTES_PER_MS
-        text = ""
+        kept_pieces = []
         for i, (start, piece) in enumerate(self.pieces):
             if start >= cut:
                 break
             end = self.pieces[i + 1][0] if i + 1 < len(self.pieces) else len(self.audio)
-            if end <= cut:
-                text += piece
-            else:  # partly heard: keep the share of words that was played
+            if end > cut:  # partly heard: keep the share of words that was played (as the
+                # piece's text too, so a later, earlier cut measures against what is left)
                 words = piece.split()
                 kept = int(len(words) * (cut - start) / max(1, end - start))
-                text += (" " if piece.startswith(" ") else "") + " ".join(words[:kept])
+                piece = (" " if piece.startswith(" ") else "") + " ".join(words[:kept])
+            kept_pieces.append((start, piece))
         del self.audio[cut:]
-        self.text = text.rstrip()
-        self.pieces = [(s, p) for s, p in self.pieces if s < cut]
+        self.pieces = kept_pieces
+        self.text = "".join(piece for _, piece in kept_pieces).rstrip()
 
     def history_message(self) -> dict | None:
         return {"role": self.role, "content": self.text} if self.text else None
 
-    def wire(self, beta: bool) -> dict:
-        """The item as the API shows it (audio bytes are not echoed back)."""
+    def wire(self, beta: bool, with_audio: bool = False) -> dict:
+        """The item as the API shows it; its audio (base64 pcm16) only ``with_audio``
+        (``conversation.item.retrieve``): the other events would echo it for nothing."""
         if self.role == "assistant":
             kind = "audio" if beta else "output_audio"
             content = [{"type": kind, "transcript": self.text}] if self.audio is not None else \
@@ -67,6 +69,8 @@ class Item:
             content = [{"type": "input_audio", "transcript": self.text or None}]
         else:
             content = [{"type": "input_text", "text": self.text}]
+        if with_audio and self.audio is not None:
+            content[0]["audio"] = base64.b64encode(bytes(self.audio)).decode("ascii")
         return {"id": self.id, "object": "realtime.item", "type": "message", "role": self.role,
                 "status": self.status, "content": content}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 
 from voxloop.realtime.wire import events
 
@@ -99,6 +100,19 @@ NESTED_FIELDS: dict[str, dict[tuple[str, ...], tuple[type, ...]]] = {
                        ("session", "input_audio_transcription", "model"): _STR},
 }
 _MAX_INT = 2**31 - 1
+
+
+_EVENT_ID = re.compile(r'"event_id"\s*:\s*"([^"\\]{1,128})"')
+EVENT_ID_SCAN_CHARS = 4096  # clients put event_id before the audio: look no further
+
+
+def event_id_in(text: str | bytes) -> str | None:
+    """The ``event_id`` of an event too large to parse, found by a scan of its head."""
+    head = text[:EVENT_ID_SCAN_CHARS]
+    if isinstance(head, bytes):
+        head = head.decode("utf-8", "replace")
+    match = _EVENT_ID.search(head)
+    return match.group(1) if match else None
 
 
 def parse_client_event(text: str | bytes) -> dict:

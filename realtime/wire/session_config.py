@@ -1,11 +1,14 @@
 """A session's configuration: parsed from ``session.update`` (GA or beta shape),
 rendered back in the shape the client speaks.
 
-Standard library only. Unknown fields are ignored, as OpenAI does; values that
-this server cannot honour (another audio format, tools, a voice it does not have)
-or spells wrong (an eagerness but low / medium / high / auto) are a clear error, and the
-update is not applied. Turn detection is ``server_vad`` (Silero and a fixed silence),
-``semantic_vad`` (Silero and a wait set by the end-of-turn model) or null.
+Standard library only. Fields the API does not define are ignored, as OpenAI does, and
+so are its hints the engines have no use for (temperature, max_output_tokens, the
+transcription's language and prompt); values that this server cannot honour (another
+audio format, tools, a voice it does not have, a speech speed, noise reduction, a
+transcription session) or spells wrong (an eagerness but low / medium / high / auto) are
+a clear error, and the update is not applied. Turn detection is ``server_vad`` (Silero
+and a fixed silence), ``semantic_vad`` (Silero and a wait set by the end-of-turn model)
+or null.
 
 Voices: each engine speaks one voice (``Engine.voice``: ``joe``, the assistant voice the
 teachers speak and the student was distilled from, or the cascade's ``--cascade-voice``
@@ -43,6 +46,7 @@ class TurnDetection:
 EAGERNESS = ("low", "medium", "high", "auto")  # as the OpenAI types spell them
 TURN_DETECTION_TYPES = ("server_vad", "semantic_vad")
 SERVER_VAD_ONLY = ("threshold", "prefix_padding_ms", "silence_duration_ms")
+SEMANTIC_VAD_ONLY = ("eagerness",)
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,25 @@ class SessionConfig:
 
     def updated(self, session: dict, event_id: str | None = None) -> SessionConfig:
         """Apply a ``session.update`` payload (GA or beta shape) and return the result."""
-        ga_audio = session.get("audio") or {}
-        _check_dict(ga_audio, "session.audio", event_id)
-        audio_in = ga_audio.get("input") or {}
-        audio_out = ga_audio.get("output") or {}
-        _check_dict(audio_in, "session.audio.input", event_id)
-        _check_dict(audio_out, "session.audio.output", event_id)
+        kind = session.get("type", "realtime")
+        if kind != "realtime":
+            raise ProtocolError("unsupported_value", f"session.type {kind!r} is not supported: "
+                                "this server runs 'realtime' sessions only (a 'transcription' "
+                                "session never answers; turn off create_response for that)",
+                                event_id, "session.type")
+        ga_audio = _object(session, "audio", "session.audio", event_id)
+        audio_in = _object(ga_audio, "input", "session.audio.input", event_id)
+        audio_out = _object(ga_audio, "output", "session.audio.output", event_id)
+        speed = audio_out.get("speed", session.get("speed"))
+        if speed is not None and speed != 1:
+            raise ProtocolError("unsupported_value", f"speech speed {speed!r} is not supported: "
+                                "answers are spoken at the voice's own pace (1.0)", event_id,
+                                "session.audio.output.speed")
+        reduction = audio_in.get("noise_reduction", session.get("input_audio_noise_reduction"))
+        if reduction is not None:
+            raise ProtocolError("unsupported_value", "input noise reduction is not available "
+                                "here: leave noise_reduction out or send null", event_id,
+                                "session.audio.input.noise_reduction")
         changes: dict = {}
         if "instructions" in session:
             changes["instructions"] = _string(session["instructions"], "instructions", event_id)
@@ -112,11 +129,7 @@ class SessionConfig:
                           (session.get("output_audio_format"), "output_audio_format")):
             _check_format(fmt, name, event_id)
         _check_no_tools(session, "session", event_id)
-        modalities = session.get("output_modalities", session.get("modalities"))
-        if modalities is not None and "audio" not in (modalities or []):
-            raise ProtocolError("unsupported_value", "this server always answers in audio (with "
-                                "a transcript): output_modalities must include 'audio'",
-                                event_id, "output_modalities")
+        _check_audio_answers(session, "session", event_id)
         for key, source in (("turn_detection", audio_in), ("turn_detection", session)):
             if key in source:
                 changes["turn_detection"] = _turn_detection(source[key], self, event_id)
@@ -138,12 +151,29 @@ class ResponseOptions:
 
     instructions: str | None = None
     voice: str | None = None
+    metadata: dict | None = None  # echoed in the response's events
 
 
 def response_options(response: dict | None, event_id: str | None = None) -> ResponseOptions:
-    """The ``response`` object of ``response.create`` (GA or beta shape)."""
+    """The ``response`` object of ``response.create`` (GA or beta shape). A response here
+    always answers the conversation's last user message, into the conversation, in audio:
+    ``conversation: "none"``, ``input`` and text-only modalities are refused."""
     response = response or {}
     _check_no_tools(response, "response", event_id)
+    _check_audio_answers(response, "response", event_id)
+    if response.get("conversation", "auto") not in ("auto", None):
+        raise ProtocolError("unsupported_value", "out-of-band responses are not supported: "
+                            "every response joins the conversation (send conversation 'auto' "
+                            "or leave it out)", event_id, "response.conversation")
+    if response.get("input") is not None:
+        raise ProtocolError("unsupported_value", "response.input is not supported: a response "
+                            "answers the conversation's last user message (add the question "
+                            "with conversation.item.create first)", event_id, "response.input")
+    metadata = response.get("metadata")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise ProtocolError("invalid_type", "response.metadata must be an object of strings",
+                            event_id, "response.metadata")
     instructions = response.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise ProtocolError("invalid_type", "response.instructions must be a string", event_id,
@@ -155,11 +185,15 @@ def response_options(response: dict | None, event_id: str | None = None) -> Resp
     if voice is not None and not isinstance(voice, str):
         raise ProtocolError("invalid_type", "response.voice must be a string", event_id,
                             "response.voice")
-    return ResponseOptions(instructions, voice)
+    return ResponseOptions(instructions, voice, metadata)
 
 
-def check_voice(voice: str | None, available: str, event_id: str | None, param: str) -> None:
-    """Refuse any voice but the engine's own (see the module docstring: no mapping)."""
+def check_voice(voice: str | None, available: str, event_id: str | None, where: str,
+                beta: bool) -> None:
+    """Refuse any voice but the engine's own (see the module docstring: no mapping);
+    ``where``: "session" or "response", whose voice field the error names as the client
+    spells it."""
+    param = f"{where}.voice" if beta else f"{where}.audio.output.voice"
     if voice is not None and voice != available:
         raise ProtocolError("unsupported_value", f"voice {voice[:40]!r} is not available: this "
                             f"server speaks with {available!r} only (OpenAI's voices, such as "
@@ -175,6 +209,17 @@ def _check_no_tools(source: dict, where: str, event_id) -> None:
                             "tools: [] or leave them out", event_id, f"{where}.tools")
 
 
+def _check_audio_answers(source: dict, where: str, event_id) -> None:
+    modalities = source.get("output_modalities", source.get("modalities"))
+    if modalities is not None and not isinstance(modalities, list):
+        raise ProtocolError("invalid_type", "output_modalities must be a list such as "
+                            "['audio']", event_id, f"{where}.output_modalities")
+    if modalities is not None and "audio" not in modalities:
+        raise ProtocolError("unsupported_value", "this server always answers in audio (with "
+                            "a transcript): output_modalities must include 'audio'",
+                            event_id, f"{where}.output_modalities")
+
+
 def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | SemanticVad | None:
     if value is None:
         return None
@@ -185,13 +230,17 @@ def _turn_detection(value, current: SessionConfig, event_id) -> TurnDetection | 
         raise ProtocolError("unsupported_value", f"turn_detection type {kind!r} is not "
                             "supported; use 'server_vad', 'semantic_vad' or null", event_id,
                             "turn_detection.type")
+    if value.get("idle_timeout_ms") is not None:
+        raise ProtocolError("unsupported_value", "turn_detection.idle_timeout_ms is not "
+                            "supported: no engine here can prompt a silent user. Leave it out "
+                            "or send null", event_id, "turn_detection.idle_timeout_ms")
+    other = "server_vad" if kind == "semantic_vad" else "semantic_vad"
+    for name in SERVER_VAD_ONLY if kind == "semantic_vad" else SEMANTIC_VAD_ONLY:
+        if name in value:  # not silently dropped: the client meant the other type's
+            raise ProtocolError(
+                "invalid_value", f"turn_detection.{name} is a {other} parameter, not "
+                f"{kind}'s (send type {other!r} to set it)", event_id, f"turn_detection.{name}")
     if kind == "semantic_vad":
-        for name in SERVER_VAD_ONLY:
-            if name in value:  # not silently dropped: the client meant server_vad's
-                raise ProtocolError(
-                    "invalid_value", f"turn_detection.{name} is a server_vad parameter; "
-                    "semantic_vad has eagerness, create_response and interrupt_response "
-                    "(send type 'server_vad' to set it)", event_id, f"turn_detection.{name}")
         eagerness = value.get("eagerness")
         if eagerness is not None and eagerness not in EAGERNESS:
             raise ProtocolError("invalid_value", "turn_detection.eagerness must be one of "
@@ -231,6 +280,15 @@ def _check_format(fmt, name: str, event_id) -> None:
     raise ProtocolError("unsupported_value", f"{name} {fmt!r} is not supported: use pcm16 "
                         f"at {WIRE_RATE_HZ} Hz ({{'type': 'audio/pcm', 'rate': 24000}})",
                         event_id, name)
+
+
+def _object(source: dict, key: str, name: str, event_id) -> dict:
+    """``source[key]``, an object (``{}`` when absent or null)."""
+    value = source.get(key)
+    if value is None:
+        return {}
+    _check_dict(value, name, event_id)
+    return value
 
 
 def _check_dict(value, name: str, event_id) -> None:

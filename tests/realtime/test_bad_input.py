@@ -50,6 +50,23 @@ BAD_EVENTS = [  # (raw text, expected error code)
     (json.dumps({"type": "conversation.item.create", "item": {"role": "user", "content": []},
                  "event_id": "e17"}), "invalid_value"),
     ("[" * 100_000 + "]" * 100_000, "invalid_json"),
+    # API fields this server cannot honour: refused, never silently dropped
+    (json.dumps({"type": "session.update", "session": {"type": "transcription"},
+                 "event_id": "e18"}), "unsupported_value"),
+    (json.dumps({"type": "session.update", "session": {"audio": False}, "event_id": "e19"}),
+     "invalid_type"),
+    (json.dumps({"type": "session.update", "session": {"audio": {"output": {"speed": 1.5}}},
+                 "event_id": "e20"}), "unsupported_value"),
+    (json.dumps({"type": "session.update", "session": {"audio": {"input": {
+        "turn_detection": {"type": "server_vad", "eagerness": "high"}}}}, "event_id": "e21"}),
+     "invalid_value"),
+    (json.dumps({"type": "session.update", "session": {"audio": {"input": {
+        "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}},
+        "event_id": "e22"}), "unsupported_value"),
+    (json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]},
+                 "event_id": "e23"}), "unsupported_value"),
+    (json.dumps({"type": "response.create", "response": {"conversation": "none"},
+                 "event_id": "e24"}), "unsupported_value"),
 ]
 
 
@@ -95,6 +112,7 @@ def test_oversized_message_and_buffer_cap(make_server):
 
     too_big, full = asyncio.run(run())
     assert too_big["error"]["code"] == "message_too_large"
+    assert too_big["error"]["event_id"] == "big"  # found without parsing the whole event
     assert full["error"]["code"] == "input_audio_buffer_full" and "1 s" in full["error"]["message"]
 
 

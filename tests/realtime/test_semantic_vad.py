@@ -328,3 +328,14 @@ def test_turns_resume_within_the_longest_pause_the_end_of_turn_data_has():
 
     assert PAUSE_MS[1] == semantic_turns.RESUMES_WITHIN_MS
     assert TurnDetector.RESUMES_WITHIN_MS == 0  # server_vad: every turn is one, as OpenAI's
+
+
+def test_a_semantic_detector_retunes_in_place_and_refuses_another_type():
+    from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
+
+    detector = semantic_turns.SemanticTurnDetector(SemanticVad(), model=FakeEndOfTurn(0.5))
+    padding = detector.settings.prefix_padding_ms
+    assert detector.retune(SemanticVad(eagerness="high", create_response=False))
+    assert detector.semantic.eagerness == "high" and not detector.settings.create_response
+    assert detector.settings.prefix_padding_ms == padding  # its own Silero settings stay
+    assert not detector.retune(TurnDetection()) and not detector.retune(None)

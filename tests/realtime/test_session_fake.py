@@ -214,6 +214,10 @@ def test_truncate_retrieve_delete():
         await h.send({"type": "conversation.item.retrieve", "item_id": answer_id})
         item = (await h.until("conversation.item.retrieved"))["item"]
         assert item["content"][0]["transcript"] == "One two three four. Five"
+        assert len(base64.b64decode(item["content"][0]["audio"])) == 1500 * 48  # as cut
+        await h.send({"type": "conversation.item.retrieve", "item_id": committed["item_id"]})
+        asked = (await h.until("conversation.item.retrieved"))["item"]["content"][0]
+        assert asked["type"] == "input_audio" and len(base64.b64decode(asked["audio"])) > 0
         for bad, code in ((dict(content_index=1, audio_end_ms=10), "invalid_value"),
                           (dict(content_index=0, audio_end_ms=1600), "invalid_value")):
             await h.send({"type": "conversation.item.truncate", "item_id": answer_id, **bad})

@@ -37,7 +37,7 @@ def test_only_the_engines_voice_is_accepted():
         await manual_turn(h)
         await h.send({"type": "response.create", "response": {"audio": {"output": {
             "voice": "shimmer"}}}})
-        assert (await h.next())["error"]["param"] == "response.voice"
+        assert (await h.next())["error"]["param"] == "response.audio.output.voice"
         assert h.session.response is None  # refused before anything started
 
     h = run_session(test)
@@ -48,7 +48,8 @@ def test_only_the_engines_voice_is_accepted():
 def test_beta_clients_get_the_same_answer():
     async def test(h: Harness):
         await h.send({"type": "session.update", "session": {"voice": "alloy"}})
-        assert (await h.next())["error"]["code"] == "unsupported_value"
+        error = (await h.next())["error"]
+        assert error["code"] == "unsupported_value" and error["param"] == "session.voice"
         await h.send({"type": "session.update", "session": {"voice": "joe"}})
         assert (await h.until("session.updated"))["session"]["voice"] == "joe"
 
@@ -113,3 +114,47 @@ def test_an_engine_that_cannot_follow_instructions_says_so_once():
 
     h = run_session(test, engine)
     assert [e["type"] for e in h.events].count("error") == 1
+
+
+def _text_item(text: str, role: str = "user", **event) -> dict:
+    part = "output_text" if role == "assistant" else "input_text"
+    return {"type": "conversation.item.create", **event,
+            "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]}}
+
+
+def test_previous_item_id_places_the_item_and_the_last_user_message_is_answered():
+    engine = FakeEngine(follows_instructions=True)
+
+    async def test(h: Harness):
+        await h.send(_text_item("first"))
+        first = (await h.until("conversation.item.added"))["item"]["id"]
+        await h.send(_text_item("last"))
+        await h.until("conversation.item.added")
+        await h.send(_text_item("inserted", previous_item_id=first))
+        added = await h.until("conversation.item.added")
+        assert added["previous_item_id"] == first
+        await h.send(_text_item("opening", role="system", previous_item_id="root"))
+        assert (await h.until("conversation.item.added"))["previous_item_id"] is None
+        await h.send({"type": "response.create"})
+        await h.until("response.done")
+
+    h = run_session(test, engine)
+    texts = [i.text for i in h.session.items.values()]
+    assert texts[:4] == ["opening", "first", "inserted", "last"]  # then the answer
+    turn = h.engine_session.turns[0]
+    assert turn.text == "last"  # the latest user message in the conversation's order
+    assert [m["content"] for m in turn.history] == ["opening", "first", "inserted"]
+
+
+def test_response_metadata_comes_back_with_the_response():
+    async def test(h: Harness):
+        await manual_turn(h)
+        await h.send({"type": "response.create", "response": {"metadata": {"topic": "t1"}}})
+        created = await h.until("response.created")
+        done = await h.until("response.done")
+        assert created["response"]["metadata"] == done["response"]["metadata"] == {"topic": "t1"}
+        await h.send({"type": "response.create", "response": {"conversation": "none"}})
+        error = (await h.until("error"))["error"]
+        assert error["param"] == "response.conversation" and "out-of-band" in error["message"]
+
+    run_session(test)

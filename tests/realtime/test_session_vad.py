@@ -143,3 +143,23 @@ def test_a_turn_longer_than_the_buffer_is_cut_and_the_session_listens_on():
     assert len(fake.turns) == 2
     tail_ms = len(fake.turns[0].audio_24k) // 24  # what was left of the long turn
     assert 1000 < tail_ms < 5400 - 3000 + 300 + 300 + 1, tail_ms
+
+
+def test_retuning_turn_detection_mid_turn_keeps_the_turn():
+    """A session.update that keeps the type (here: a longer silence, no auto answer) while
+    the user speaks takes effect in place: the turn begun goes on and is committed."""
+    async def test(h: Harness):
+        speech = question_24k()
+        await h.append(np.concatenate([silence(0.3), speech[:len(speech) // 2]]))
+        started = await h.until("input_audio_buffer.speech_started")
+        await h.send({"type": "session.update", "session": {"audio": {"input": {
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 400,
+                               "create_response": False}}}}})
+        await h.until("session.updated")
+        await h.append(np.concatenate([speech[len(speech) // 2:], silence(0.8)]))
+        stopped = await h.until("input_audio_buffer.speech_stopped")
+        committed = await h.until("input_audio_buffer.committed")
+        assert stopped["item_id"] == committed["item_id"] == started["item_id"]
+        assert not [e for e in await h.drain(0.3) if e["type"] == "response.created"]
+
+    run_session(test, manual=False)

@@ -137,6 +137,16 @@ def test_item_truncate_keeps_heard_words():
         item.truncate(2000, None)
 
 
+def test_item_truncated_again_keeps_no_word_the_first_cut_dropped():
+    item = Item("i", "assistant", audio=bytearray())
+    item.add_piece("one two three four")
+    item.audio.extend(bytes(48 * 1000))
+    item.truncate(500, None)
+    assert item.text == "one two"
+    item.truncate(400, None)  # the client cuts again, earlier: never more words than before
+    assert item.audio_ms == 400 and item.text == "one"
+
+
 def test_outbox_urgent_first_and_cancel_drops_audio():
     async def run():
         box = Outbox(max_stream_events=3, max_events=100)
