@@ -55,6 +55,7 @@ class Turn:
     answer_transcript: str = ""
     speech_end_s: float | None = None  # when the user stopped speaking (perf_counter)
     item_id: str | None = None  # the assistant's answer item
+    user_item_id: str | None = None  # the user's audio item
     status: str = ""  # the response's final status
     latency_ms: float | None = None  # end of speech -> first answer sample played
     truncated_ms: int | None = None  # where a barge-in cut the answer
@@ -155,7 +156,8 @@ class Conversation:
     def _on_input_audio_buffer_speech_stopped(self, event: dict) -> None:
         self.user_speaking = False
         end_ms = int(event.get("audio_end_ms", 0)) - self.silence_ms
-        self.turns.append(Turn(speech_end_s=self.clock.time_at(max(0, end_ms))))
+        self.turns.append(Turn(speech_end_s=self.clock.time_at(max(0, end_ms)),
+                               user_item_id=event.get("item_id")))
 
     def _on_conversation_item_input_audio_transcription_completed(self, event: dict) -> None:
         turn = self._turn()
@@ -185,6 +187,8 @@ class Conversation:
 
     def _on_response_output_audio_transcript_done(self, event: dict) -> None:
         turn = self._turn()
+        if event.get("item_id") in self._dropped_items:
+            return  # cut by a barge-in: the row keeps the words that were heard
         if event.get("item_id") == turn.item_id or turn.item_id is None:
             turn.answer_transcript = event.get("transcript", turn.answer_transcript)
 
@@ -200,6 +204,18 @@ class Conversation:
 
     def _on_conversation_item_truncated(self, event: dict) -> None:
         self.note(f"server cut the answer at {event.get('audio_end_ms')} ms")
+
+    def _on_conversation_item_deleted(self, event: dict) -> None:
+        """The server withdrew a turn: the user went on speaking after a pause it had taken
+        for the end (semantic_vad), so that part and its answer are one turn with the rest,
+        not a turn and an interruption."""
+        item_id = event.get("item_id")
+        merged = [t for t in self.turns[:-1] if item_id in (t.user_item_id, t.item_id)]
+        for turn in merged:
+            self.turns.remove(turn)
+            if turn.truncated_ms is not None:
+                self.barge_ins -= 1
+            self.note("your turn went on after a pause: its first part's answer is withdrawn")
 
     def _on_error(self, event: dict) -> None:
         self.errors += 1

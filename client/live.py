@@ -119,7 +119,9 @@ class LiveClient:
                                               close_timeout=1) as ws:
                     wait_s, attempt = self.settings.reconnect_first_s, 0
                     await self._converse(ws)
-                reason = "the server closed the connection"
+                reason = "the server closed the connection" + (
+                    f" ({ws.close_code}: {ws.close_reason})" if ws.close_reason else
+                    f" ({ws.close_code})" if ws.close_code else "")
             except websockets.InvalidStatus as exc:
                 status = exc.response.status_code
                 if 400 <= status < 500 and status not in (408, 429):  # retrying cannot help
@@ -127,7 +129,8 @@ class LiveClient:
                 reason = str(connect_error(self.url, exc))  # 503 "server full": try again
             except websockets.InvalidURI as exc:
                 raise VoxloopError(f"bad --url {self.url}: {exc}") from exc
-            except (OSError, asyncio.TimeoutError, websockets.ConnectionClosed) as exc:
+            except (OSError, asyncio.TimeoutError, websockets.ConnectionClosed,
+                    websockets.InvalidHandshake) as exc:  # cut off mid-handshake: retry
                 reason = str(exc) or type(exc).__name__
             self.conversation.reset_connection()
             self.reconnects += 1

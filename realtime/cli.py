@@ -16,7 +16,7 @@ from voxloop.distill.teachers.llm import LLMSettings
 from voxloop.errors import VoxloopError
 from voxloop.realtime.engines.cascade import CascadeSettings
 from voxloop.realtime.engines.hybrid import HybridSettings
-from voxloop.realtime.engines.native import NativeSettings
+from voxloop.realtime.engines.native_settings import NativeSettings
 from voxloop.realtime.server import ServerSettings
 from voxloop.settings import add_command, add_settings, settings_from_args
 

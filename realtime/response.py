@@ -108,6 +108,8 @@ class ResponseRun:
         """Runs in a worker thread: iterate the engine until done or stopped."""
         put = self._queue.put_nowait
         try:
+            if self._stop.is_set():  # cancelled before it began: the engine is not asked
+                return
             for piece in self.engine.respond(self.turn, self._stop):
                 if self._stop.is_set():
                     break

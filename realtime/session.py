@@ -214,7 +214,8 @@ class Session:
         if self.response is None or self.response.cancel_reason:
             live = resumed is not None and resumed[0].id == self._heard_item_id and \
                 await self._engine_done_answering() and self.engine_session.resume_turn()
-            if not live:
+            if not live:  # once a cancelled answer's worker has let go of the engine
+                await self._engine_done_answering()
                 self.engine_session.new_turn()
             self._resuming = resumed
             self.audio.listen_from(audio_start_ms)

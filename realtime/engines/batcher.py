@@ -64,6 +64,7 @@ class _Row:
     history: list[np.ndarray] = field(default_factory=list)  # this turn's user codes
     answer: Answer | None = None
     tail: Future | None = None  # the answer's tail, still flushing: the row waits for it
+    lost: bool = False  # a failed model call reset it mid-turn: this turn cannot be answered
 
     @property
     def ready(self) -> bool:
@@ -192,13 +193,16 @@ class ContinuousBatcher:
 
     def _fail_all(self, exc: Exception) -> None:
         """Every open answer ends with the error; rows start over (their caches may be
-        half written)."""
+        half written), and a turn being heard is lost: its answer will fail too, rather
+        than answer the rest of it as if it were the whole."""
         self._votes.clear()
         for row in self._rows:
             if row is not None:
                 if row.answer is not None:
                     row.answer.items.put(Failed(f"{type(exc).__name__}: {exc}"))
                     row.answer = None
+                else:
+                    row.lost = row.lost or bool(row.history or row.queued)
                 row.tail = None
                 row.queued.clear()
                 row.history.clear()
@@ -306,6 +310,11 @@ class ContinuousBatcher:
         starts = [(self._rows[i], answer, tail) for i, answer, tail
                   in zip(command.slots, command.answers, command.tails, strict=True)
                   if self._rows[i] is not None]  # (a late command for a closed slot: none)
+        for row, answer, _ in starts:
+            if row.lost:
+                answer.items.put(Failed("the model failed while this turn was heard: "
+                                        "say it again"))
+        starts = [start for start in starts if not start[0].lost]
         rows = [row for row, _, _ in starts]
         for row in rows:
             self._finish(row, Reason.STOPPED)
@@ -336,7 +345,14 @@ class ContinuousBatcher:
         """A flushed tail's frames go in with the row's first text call (after the room
         for them is made: a turn longer than the cache starts over, and listens again to
         its last half, before writing)."""
-        codes, row.tail = row.tail.result(), None  # (a failed flush raises: _fail_all)
+        try:
+            codes, row.tail = row.tail.result(), None
+        except Exception as exc:  # noqa: BLE001 - this row's flush alone failed
+            log.exception("event=tail_flush_error")
+            row.answer.items.put(Failed(f"{type(exc).__name__}: {exc}"))
+            row.answer = row.tail = None
+            row.stream.stop()
+            return
         if codes is None or not codes.shape[1]:
             if row.stream.length == 0:  # nothing heard after all
                 row.stream.stop()

@@ -30,6 +30,7 @@ hears better than the student's CTC head.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import threading
@@ -40,6 +41,8 @@ import numpy as np
 
 from voxloop.errors import VoxloopError
 from voxloop.realtime.engines.base import Engine, EngineOutput, EngineSession, Turn
+
+log = logging.getLogger("voxloop.realtime")
 
 
 def plain_words(text: str) -> str:
@@ -181,8 +184,9 @@ class HybridSession:
             yield from self.cascade.respond(turn, cancel)
             return
         # the student writes its words before its first audio: hold them until then; the
-        # cascade answers instead if they are its refusal, or if it is unsure of them and
-        # the cascade, asked, does not refuse (then the student goes on where it waited)
+        # cascade answers instead if they are its refusal or none, or if it is unsure of
+        # them and the cascade, asked, gives words and does not refuse (else, or where the
+        # cascade fails, the student goes on where it waited)
         held: list[EngineOutput] | None = []
         words, cascade, begun = "", None, []  # the cascade's answer, and what it said already
         answer = self.native.respond(turn, cancel)
@@ -195,11 +199,10 @@ class HybridSession:
                 if out.audio_24k is None:
                     words += out.transcript_delta
                     continue
-                if self.engine.refuses(words):
-                    cascade = self.cascade.respond(turn, cancel)
-                elif self.engine.unsure(out.words_logprob):
+                refused = self.engine.refuses(words)
+                if refused or self.engine.unsure(out.words_logprob):
                     asked = self.cascade.respond(turn, cancel)
-                    if (begun := self._unless_it_refuses(asked)) is not None:
+                    if (begun := self._first_words(asked, refused)) is not None:
                         cascade = asked
                 if cascade is not None:
                     break
@@ -207,9 +210,11 @@ class HybridSession:
                 held = None
             else:
                 if held is not None:  # it ended before any audio
-                    if self.engine.refuses(words):
-                        cascade = self.cascade.respond(turn, cancel)
-                    else:
+                    if not cancel.is_set() and (self.engine.refuses(words) or not words.strip()):
+                        asked = self.cascade.respond(turn, cancel)
+                        if (begun := self._first_words(asked, True)) is not None:
+                            cascade = asked
+                    if cascade is None:
                         yield from held
         finally:
             answer.close()  # stops the student's answer where it was
@@ -219,18 +224,29 @@ class HybridSession:
                     yield from begun
                     yield from cascade
 
-    def _unless_it_refuses(self, answer: Iterator[EngineOutput]) -> list[EngineOutput] | None:
+    def _first_words(self, answer: Iterator[EngineOutput], take_refusal: bool
+                     ) -> list[EngineOutput] | None:
         """The cascade's ``answer`` read up to its first words: what it gave so far, or None
-        (``answer`` closed before any TTS ran) where those words are the refusal and its
-        recognizer was not sure enough of what it heard for the refusal to be taken."""
+        (``answer`` closed, so the student's answer stands) where it failed (its LLM
+        endpoint down), gave no words, or gave the refusal while its recognizer was not
+        sure enough of what it heard for the refusal to be taken (unless ``take_refusal``:
+        the student refused first)."""
         begun, heard_logprob = [], None
-        for out in answer:
-            begun.append(out)
-            if out.user_transcript is not None:
-                heard_logprob = out.user_transcript_logprob
-            if out.transcript_delta or out.audio_24k is not None:
-                break
-        if self.engine.refuses("".join(o.transcript_delta for o in begun)) \
+        try:
+            for out in answer:
+                begun.append(out)
+                if out.user_transcript is not None:
+                    heard_logprob = out.user_transcript_logprob
+                if out.transcript_delta or out.audio_24k is not None:
+                    break
+            else:
+                return None
+        except Exception:  # noqa: BLE001 - the student's answer is the better reply
+            log.exception("event=cascade_failed fallback=student")
+            answer.close()
+            return None
+        if not take_refusal and self.engine.refuses("".join(o.transcript_delta
+                                                            for o in begun)) \
                 and not self.engine.takes_refusal(heard_logprob):
             answer.close()
             return None

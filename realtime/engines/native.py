@@ -20,18 +20,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
-from voxloop.distill.student.drafts import MAX_DRAFT_WORDS
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
-from voxloop.models import DEFAULT_STUDENT, find_model
+from voxloop.models import find_model
 from voxloop.realtime.engines.answers import Answer, Frame, VotedAnswer, Word, ended
 from voxloop.realtime.engines.base import EngineOutput, Turn, voice_name
+from voxloop.realtime.engines.native_settings import NativeSettings
 from voxloop.realtime.engines.seats import VotingSeats
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ
 
@@ -44,63 +43,6 @@ if TYPE_CHECKING:
 POLL_S = 0.01  # how often a waiting response checks its cancel flag
 MAX_DECODE_FRAMES = 5  # frames decoded per call at most (the first: alone)
 DECODE_LEAD_S = 1.0  # answer audio decoded at most this far ahead of real time
-ANSWER_DECODER = "answers"  # the codec's decoder for its assistant voice, if it ships one
-
-
-@dataclass(frozen=True)
-class NativeSettings:
-    student: str = field(default=DEFAULT_STUDENT, metadata={
-        "help": "the student model: a bundled model name or a folder", "flag": "--native-student"})
-    codec: str | None = field(default=None, metadata={
-        "help": "codec for the user's and the answer's audio (default: the one the student "
-                "was trained with)", "flag": "--native-codec"})
-    decoder: str = field(default=ANSWER_DECODER, metadata={
-        "help": "the codec's decoder for the answers: answers (the one trained on the "
-                "assistant's voice where the codec ships it, else auto), assistant, general, "
-                "seanet (the codec's own), a decoder folder, or auto",
-        "flag": "--native-decoder"})
-    semantic: str | None = field(default=None, metadata={
-        "help": "a semantic student's tokenizer for the user's audio (default: the one it "
-                "was trained with)", "flag": "--native-semantic"})
-    speculative: bool = field(default=True, metadata={
-        "help": "start answering at the first silent VAD window and send the audio once the "
-                "silence is confirmed (rolled back if the user goes on)",
-        "flag": "--native-speculative"})
-    slots: int = field(default=20, metadata={
-        "help": "sessions the model thread can hold at once (at least --max-sessions + 4)",
-        "flag": "--native-slots"})
-    draft_words: int = field(default=MAX_DRAFT_WORDS, metadata={
-        "help": "answer words checked ahead per call, along the answers the student knows "
-                "(the same words, fewer calls; 0: one per call)", "flag": "--native-draft-words"})
-    heard_intents: bool = field(default=True, metadata={
-        "help": "let the student's heard-intents head (where its folder has one) say the "
-                "fixed answer it reads where it all but rules out the student's own",
-        "flag": "--native-heard-intents"})
-    torch_threads: int = field(default=1, metadata={
-        "help": "torch's intra-op threads (the engine's ops are small and sessions run in "
-                "parallel threads, so 1 avoids oversubscribing the cores; 0: torch's default)",
-        "flag": "--native-torch-threads"})
-    max_prefill_frames: int = field(default=25, metadata={
-        "help": "user frames a session prefills per model call at most (bounds the delay "
-                "it adds to other sessions' steps)", "flag": "--native-max-prefill-frames"})
-    votes: int = field(default=4, metadata={
-        "help": "hear each turn on this many alignments of the ear's frames (1/N of a frame "
-                "apart; N slots and ears per session) and say the wording most wrote: more "
-                "right answers for N times the listening CPU (1: off; semantic_vad: one)",
-        "flag": "--native-votes"})
-    voting_sessions: int = field(default=1, metadata={
-        "help": "sessions that hear with --native-votes ears at once (the first to open; "
-                "the others hear with one until one of those closes); 0: every session",
-        "flag": "--native-voting-sessions"})
-    votes_up_to_sessions: int = field(default=2, metadata={
-        "help": "a voting session hears a turn with its ears only while at most this many "
-                "sessions are open, else with one (near the cores' capacity the extra ears "
-                "cost every session latency); 0: however many are open",
-        "flag": "--native-votes-up-to-sessions"})
-    votes_quick_turns: bool = field(default=False, metadata={
-        "help": "hear semantic_vad's turns with the votes too (their answer is due about "
-                "100 ms after the speech, so the extra ears' answers add to its latency)",
-        "flag": "--native-votes-quick-turns"})
 
 
 class NativeEngine:
@@ -250,6 +192,7 @@ class NativeSession:
             raise
         self._speculative: Answer | VotedAnswer | None = None
         self._quick_turns = False  # one ear: the answer is due too soon after the speech
+        self._hears_live = False  # the session feeds it live audio (turn detection is on)
         self.new_turn()
 
     @property
@@ -267,6 +210,7 @@ class NativeSession:
         self._speculative = None
         self._ended: Answer | VotedAnswer | None = None  # the answer of a turn resume_turn
         #                                                  can go on with
+        self._given: Answer | VotedAnswer | None = None  # the last answer to this turn
 
     def resume_turn(self) -> bool:
         """Speech went on with the turn just ended: its answer (begun at the pause, so the
@@ -277,11 +221,15 @@ class NativeSession:
         if answer is None:
             return False
         self._rollback(answer)
-        self._ended = self._speculative = None
+        self._ended = self._speculative = self._given = None
         return True
 
     def hear(self, audio_16k: np.ndarray) -> None:
         """User audio as it arrives (runs the ears' encoders: call off the event loop)."""
+        self._hears_live = True
+        self._hear(audio_16k)
+
+    def _hear(self, audio_16k: np.ndarray) -> None:
         if self._ears is None:
             seat = 1 if self._quick_turns else len(self.slots)
             self._ears = self.engine.new_ears(self.engine.seats.ears_now(seat))
@@ -309,9 +257,14 @@ class NativeSession:
             self._speculative = None
 
     def end_of_turn(self) -> Answer | VotedAnswer:
-        """The turn is over: the tentative answer if there is one, else a new one."""
+        """The turn is over: the tentative answer if there is one, else a new one. Asked
+        again for the same turn (a response cancelled and created again), the answer
+        given before is rolled back first, so the new one starts from the question."""
+        if self._given is not None:
+            self._rollback(self._given)
+            self._given = self._ended = None
         if self._speculative is not None:
-            answer = self._ended = self._speculative
+            answer = self._ended = self._given = self._speculative
             self._speculative = None
             return answer
         self._ended = None
@@ -321,7 +274,7 @@ class NativeSession:
             for i, ear in enumerate(self._ears):
                 self._send(i, ear.flush())
             flush_ms = 1000 * (time.perf_counter() - t0)
-        answer = self._answer([None] * (len(self._ears) if self._ears else 1))
+        answer = self._given = self._answer([None] * (len(self._ears) if self._ears else 1))
         answer.flush_ms = flush_ms
         return answer
 
@@ -333,19 +286,23 @@ class NativeSession:
     def respond(self, turn: Turn, cancel: threading.Event) -> Iterator[EngineOutput]:
         t0 = time.perf_counter()
         live = turn.heard_live and self.heard_anything
-        # a turn this session did not hear (a manual commit, an item sent whole) is
-        # answered in slots of their own, so the live one is left as it is
-        ear = self if live else NativeSession(self.engine)
+        # a turn this session did not hear (a manual commit, an item sent whole) is heard
+        # whole: in the session's own slots where it hears nothing live (turn detection
+        # off: push to talk), else in slots of their own, so the live turn is left as it is
+        own = not live and not self._hears_live
+        ear = self if live or own else NativeSession(self.engine)
         try:
             if not live:
-                self._ended = None  # what its slots hold is not this turn
                 if turn.audio_24k is None:
                     raise VoxloopError("the native engine answers speech only")
-                ear.hear(_model_rate(turn.audio_24k))
+                self._ended = None  # what its slots hold is not this turn
+                if own:
+                    self.new_turn()
+                ear._hear(_model_rate(turn.audio_24k))
             answer = ear.end_of_turn()
             yield from self.engine._relay(answer, ear, cancel, t0)
         finally:
-            if not live:
+            if not (live or own):
                 ear.close()
 
     def transcribe(self, audio_24k: np.ndarray) -> str:
@@ -353,7 +310,7 @@ class NativeSession:
         slots of their own."""
         ear = NativeSession(self.engine)
         try:
-            ear.hear(_model_rate(audio_24k))
+            ear._hear(_model_rate(audio_24k))
             answer = ear.end_of_turn()
             ear.stop(answer)
             while (item := answer.get(10.0)) is not None and not ended(item):

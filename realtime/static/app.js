@@ -144,6 +144,7 @@ async function openMicOnce(audio) {
   try {
     await audio.openMic();
   } catch (err) {
+    if (app.audio !== audio) return;  // a session stopped since: not the current one's error
     stop();
     showMessage(err.message);
   } finally {

@@ -94,6 +94,10 @@ export class AudioIO {
     } catch (err) {
       throw new AudioError(micErrorMessage(err));
     }
+    if (!this.ctx) {  // stopped while the browser asked: release the microphone at once
+      for (const track of stream.getTracks()) track.stop();
+      return;
+    }
     this.stream = stream;
     this.source = this.ctx.createMediaStreamSource(stream);
     this.source.connect(this.capture);
@@ -119,6 +123,18 @@ export class AudioIO {
 
   get muted() {
     return this.stream === null;
+  }
+
+  // Seconds between a sample leaving the playback worklet and the speaker, and between the
+  // microphone and the capture worklet: the worklets' clocks see neither.
+  get outputLatencyS() {
+    return this.ctx ? (this.ctx.outputLatency || this.ctx.baseLatency || 0) : 0;
+  }
+
+  get inputLatencyS() {
+    const track = this.stream && this.stream.getAudioTracks()[0];
+    const settings = track && track.getSettings ? track.getSettings() : {};
+    return typeof settings.latency === "number" ? settings.latency : 0;
   }
 
   play(item, samples) {

@@ -84,8 +84,10 @@ export class Conversation {
       if (s.firstPlayTime !== null && !this.firstPlay.has(item)) {
         this.firstPlay.set(item, s.firstPlayTime);
         const turn = this.turns.find((t) => t.answerItemId === item);
-        if (turn && turn.speechEndTime !== null) {
-          turn.latencyMs = Math.round(1000 * (s.firstPlayTime - turn.speechEndTime));
+        if (turn && turn.speechEndTime !== null) {  // heard, from when it was said
+          const heard = s.firstPlayTime + this.player.outputLatencyS;
+          const said = turn.speechEndTime - this.player.inputLatencyS;
+          turn.latencyMs = Math.round(1000 * (heard - said));
         }
       }
       const turn = this.turns.find((t) => t.answerItemId === item);

@@ -31,6 +31,24 @@ def test_file_turn_answers_and_measures_latency(server, judge, tmp_path):
     assert 250 < result.latency_ms < 30_000
 
 
+def test_a_question_with_a_pause_waits_for_the_answer_to_what_came_after(make_server,
+                                                                        tmp_path):
+    """server_vad ends the turn in the pause and starts an answer; the speech after it
+    cancels that answer (turn_detected): the client waits for the next one."""
+    import numpy as np
+
+    from voxloop.distill.teachers.tts import synthesize
+
+    server = make_server(turn_detection="server_vad")
+    hello, rate_hz = synthesize("Hello.", "flite:slt")
+    spider, _ = synthesize("How many legs does a spider have?", "flite:slt")
+    pause = np.zeros(rate_hz // 2, np.float32)  # 500 ms: past server_vad's 300
+    write_wav(tmp_path / "q.wav", np.concatenate([hello, pause, spider]), rate_hz)
+    result = asyncio.run(speak_file(server.url, str(tmp_path / "q.wav")))
+    assert result.status == "completed"
+    assert "eight" in result.answer_transcript.lower()
+
+
 def test_unreachable_server_is_a_clear_error(tmp_path):
     import numpy as np
 

@@ -77,6 +77,28 @@ def test_barge_in_flushes_and_truncates_at_the_played_ms():
     assert not c.jitter.audible
 
 
+def test_a_turn_the_server_merges_is_one_turn_not_an_interruption():
+    """semantic_vad: the user went on after a pause the server took for the end; it
+    withdraws the first part and its begun answer (conversation.item.deleted)."""
+    c = Conversation(JitterBuffer(JitterSettings(prebuffer_ms=20)))
+    c.on_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0,
+                "item_id": "user1"})
+    c.on_event(_delta("answer1", tone(1000)))
+    c.on_event({"type": "response.output_audio_transcript.delta", "item_id": "answer1",
+                "delta": "A spi"})
+    c.jitter.pull(BLOCK, 0.0)
+    c.on_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
+    c.on_event({"type": "response.output_audio_transcript.done", "item_id": "answer1",
+                "transcript": "A spider has eight legs."})
+    assert c.turns[-1].answer_transcript == "A spi"  # what was heard before the cut
+    c.on_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900,
+                "item_id": "user2"})
+    for item_id in ("user1", "answer1"):
+        c.on_event({"type": "conversation.item.deleted", "item_id": item_id})
+    assert [t.user_item_id for t in c.turns] == ["user2"] and c.barge_ins == 0
+    assert "its first part's answer is withdrawn" in c.log[-1]
+
+
 def _heard_at_12_s(turn_detection: dict) -> Conversation:
     """A turn whose speech_stopped says 1500 ms, its first answer sample played at 12 s."""
     c = Conversation(JitterBuffer(JitterSettings(prebuffer_ms=20)))

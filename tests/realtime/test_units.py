@@ -162,3 +162,29 @@ def test_outbox_urgent_first_and_cancel_drops_audio():
     first, dropped, rest, backlog = asyncio.run(run())
     assert first["type"] == "input_audio_buffer.speech_started"
     assert dropped == 3 and backlog == 1 and rest[0]["type"] == "response.done"
+
+
+def test_a_response_cancelled_before_it_began_never_asks_the_engine():
+    """Turn N's end and turn N+1's start in one chunk: N's answer is cancelled before its
+    worker runs, and must not touch the engine session (now hearing N+1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.realtime.fakes import FakeEngine
+    from voxloop.realtime.engines.base import Turn
+    from voxloop.realtime.response import ResponseRun
+
+    session = FakeEngine().open()
+
+    async def run() -> str:
+        outbox = Outbox(max_stream_events=100, max_events=100)
+        response = ResponseRun(session, Turn(audio_24k=np.zeros(2400, np.float32)), outbox,
+                               False, "conv", "joe", on_user_transcript=lambda text: None,
+                               on_item=lambda item: None, lead_ms=500)
+        response.cancel("turn_detected")
+        with ThreadPoolExecutor(1) as executor:
+            status = await response.run(executor)
+            assert await response.engine_done(5.0)
+        return status
+
+    assert asyncio.run(run()) == "cancelled"
+    assert "respond" not in session.calls

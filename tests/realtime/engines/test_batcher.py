@@ -298,3 +298,53 @@ def test_other_sessions_are_answered_while_a_tail_still_flushes(model, batcher):
         gate.set()
     assert_same(model, batcher, np.concatenate([user_codes(13, 5), user_codes(15, 2)], 1),
                 collect(waiting))
+
+
+def failure_of(answer) -> str:
+    """The error an answer ended with (it must end failed)."""
+    from voxloop.realtime.engines.answers import Failed
+
+    while True:
+        item = answer.get(10.0)
+        assert item is not None, "the model thread stopped answering"
+        if isinstance(item, Failed):
+            return item.error
+        assert not isinstance(item, Frame) or item.codes is not None
+
+
+def test_a_failed_tail_fails_its_own_answer_only(model, batcher):
+    def broken_tail():
+        raise RuntimeError("no partial block")
+
+    first, second = batcher.open(), batcher.open()
+    first.listen(user_codes(16, 5))
+    second.listen(user_codes(17, 5))
+    failed, fine = first.answer(broken_tail), second.answer()
+    assert "no partial block" in failure_of(failed)
+    assert_same(model, batcher, user_codes(17, 5), collect(fine))  # untouched by it
+
+
+def test_a_turn_heard_across_a_failed_model_call_is_not_answered_as_a_fragment(model, batcher):
+    """A failed call resets every row: a session in the middle of its turn loses what it
+    heard, so its answer fails (say it again) rather than answering the rest alone; its
+    next turn is answered as usual."""
+    advance, broke = batcher.stepper.advance, threading.Event()
+
+    def fails_once(state, chunks=None):
+        if not broke.is_set():
+            broke.set()
+            raise RuntimeError("out of memory")
+        return advance(state, chunks)
+
+    listening, other = batcher.open(), batcher.open()
+    listening.listen(user_codes(18, 2))
+    collect(other.answer())  # (an empty turn) the first row's frames are in now
+    batcher.stepper.advance = fails_once
+    other.new_turn()
+    other.listen(user_codes(19, 3))  # its prefill call fails: every row starts over
+    assert broke.wait(10.0)
+    listening.listen(user_codes(20, 3))
+    assert "say it again" in failure_of(listening.answer())
+    listening.new_turn()
+    listening.listen(user_codes(21, 4))
+    assert_same(model, batcher, user_codes(21, 4), collect(listening.answer()))

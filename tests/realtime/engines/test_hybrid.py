@@ -220,3 +220,19 @@ def test_a_barge_in_while_the_cascade_is_asked_closes_both_answers():
     outputs = list(engine.open().respond(Turn(audio_24k=QUESTION_24K), cancel))
     assert not any(o.audio_24k is not None or o.transcript_delta for o in outputs)
     assert closed == [True]
+
+
+@pytest.mark.parametrize(("student", "cascade", "said"), [
+    (unsure(-2.0), Script(fail_after=0), "two plus two is four"),  # its LLM endpoint down
+    (REFUSING, Script(fail_after=0), "sorry i can only help with simple math"),
+    (unsure(-2.0), Script(pieces=()), "two plus two is four"),  # it gave no words
+    (Script(pieces=()), TEACHERS, "Two plus two is four."),  # the student said nothing
+])
+def test_one_of_the_two_always_answers(student, cascade, said):
+    """Where the cascade, asked, fails or says nothing, the student's answer stands; where
+    the student writes nothing, the cascade answers."""
+    engine = HybridEngine(FakeEngine(student, accepts_text=False), FakeEngine(cascade),
+                          refusal=REFUSAL, min_words_logprob=-0.5)
+    transcript, outputs, _, asked = answer(engine, Turn(audio_24k=QUESTION_24K))
+    assert transcript == said and "respond" in asked.calls
+    assert any(o.audio_24k is not None for o in outputs)

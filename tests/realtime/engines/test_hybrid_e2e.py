@@ -138,7 +138,10 @@ def test_the_cascades_refusal_is_taken_only_where_whisper_heard_surely(native_en
     """A question outside the domain: the student, unsure, makes an answer up and the
     cascade refuses; its refusal is the answer where the hybrid takes refusals heard this
     surely, else the student's words are (as where Whisper misheard a question)."""
-    question = speech_24k("purple monkey dishwasher", VOICE)
+    from voxloop.audio import float_to_pcm16, pcm16_to_float
+
+    # as the server hears it (pcm16): the student's votes must hear the same samples
+    question = pcm16_to_float(float_to_pcm16(speech_24k("the quick brown fox jumps", VOICE)))
     outputs = students_answer(native_engine, question)
     student = "".join(o.transcript_delta for o in outputs)
     sure = [o.words_logprob for o in outputs if o.audio_24k is not None][0]

@@ -265,3 +265,53 @@ def test_native_engine_answers_a_spoken_turn_with_a_semantic_student(semantic_en
         server.stop()
     assert done["response"]["status"] == "completed", done
     print(f"\nspoken turn: {done['response']['output']}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paused", [True, False])
+def test_a_live_turn_answered_again_is_answered_from_its_start(semantic_engine, paused):
+    """response.cancel then response.create, or a second response.create, on the turn
+    just heard: the answer given before is rolled back, and the new one is the whole
+    answer again (not the rest of the old one, nor nothing after its end)."""
+    engine = semantic_engine
+    wav = noise_speech(40000, 7)
+    want = offline_answer(engine, wav)
+    session = engine.open()
+    try:
+        session.new_turn()
+        session.hear(wav)
+        if paused:
+            session.pause()  # the first answer is the tentative one
+        cancel = threading.Event()
+        pieces = session.respond(Turn(heard_live=True), cancel)
+        next(pieces)
+        cancel.set()  # response.cancel after its first piece
+        pieces.close()
+        assert answer_of(session)[0] == want
+        assert answer_of(session)[0] == want  # asked once more after a whole answer
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_push_to_talk_turns_are_answered_in_the_sessions_own_slots(semantic_engine):
+    """Turn detection off: nothing is heard live, every turn arrives whole. Each is heard
+    in the session's own slots (borrowing none: a few spares are all there is for every
+    session), and answered as generate() answers its offline tokens."""
+    from voxloop.audio import resample
+    from voxloop.realtime.engines.native import _model_rate
+
+    engine = semantic_engine
+    audio_24k = resample(noise_speech(40000, 7), 16000, 24000)
+    want = offline_answer(engine, _model_rate(audio_24k))
+    session = engine.open()
+    try:
+        free = len(engine.batcher._free)
+        pieces = session.respond(Turn(audio_24k=audio_24k, heard_live=False), threading.Event())
+        words = [next(pieces).transcript_delta]
+        assert len(engine.batcher._free) == free  # no slot borrowed
+        words += [out.transcript_delta for out in pieces]
+        assert "".join(words).strip() == want
+        assert answer_of(session, heard_live=False, audio_24k=audio_24k)[0] == want  # again
+    finally:
+        session.close()
