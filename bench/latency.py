@@ -138,6 +138,8 @@ class TurnRecord:
     answer_s: float = 0.0
     status: str = ""
     transcript: str = ""
+    ended_inside: int = 0  # turn ends inside the question: their answers, cancelled as it
+    #                        went on, are not its answer (the one to the whole question is)
 
 
 @dataclass
@@ -154,6 +156,21 @@ class _Turn:
     status: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
     first_audio: asyncio.Event = field(default_factory=asyncio.Event)
+    whole: bool = False  # a question: followed past answers the user's going on cancelled
+    ended_inside: int = 0
+
+    def went_on(self, response: dict) -> bool:
+        """``response`` was cancelled because the question went on after a gap inside it
+        (then the answer to the whole question comes next, and is this turn's)."""
+        if not (self.whole and response["status"] == "cancelled" and
+                (response.get("status_details") or {}).get("reason") == "turn_detected"):
+            return False
+        self.ended_inside += 1
+        self.stopped_s = self.first_audio_s = self.last_audio_s = self.response_id = None
+        self.arrivals.clear()
+        self.transcript = ""
+        self.first_audio.clear()
+        return True
 
 
 def held_out_questions(count: int) -> list[tuple[str, str, np.ndarray]]:
@@ -220,7 +237,7 @@ class _Session:
 
     async def _turn(self, audio: np.ndarray, record: TurnRecord,
                     interruption: np.ndarray | None) -> None:
-        turn = self.turn = _Turn()
+        turn = self.turn = _Turn(whole=interruption is None)
         end = speech_end_sample(audio)
         tail = np.zeros(int(self.settings.turn_timeout_s * WIRE_RATE_HZ), np.float32)
         streamer = asyncio.create_task(self._speak(np.concatenate([audio, tail]), end, turn))
@@ -249,6 +266,7 @@ class _Session:
             if turn.status == "completed" else 0
         record.answer_s = sum(s for _, s in turn.arrivals)
         record.status, record.transcript = turn.status, turn.transcript
+        record.ended_inside = turn.ended_inside
         if interruption is not None:  # the interruption is a turn too: let it be answered
             await self._settle()
 
@@ -297,7 +315,8 @@ class _Session:
             elif kind == "response.output_audio_transcript.done" and \
                     event["response_id"] == turn.response_id:
                 turn.transcript = event["transcript"]
-            elif kind == "response.done" and event["response"]["id"] == turn.response_id:
+            elif kind == "response.done" and event["response"]["id"] == turn.response_id \
+                    and not turn.went_on(event["response"]):
                 turn.status = event["response"]["status"]
                 turn.done.set()
 
@@ -330,7 +349,8 @@ def run_latency_bench(settings: LatencyBenchSettings, progress=print) -> list[Tu
                 level = asyncio.run(_level(server.url, engine, n, questions, barge_in,
                                            settings))
                 records += level
-                lat = [r.latency_ms for r in level if r.latency_ms is not None]
+                lat = [r.latency_ms for r in level  # as the report: the questions only
+                       if r.kind == "question" and r.latency_ms is not None]
                 progress(f"{engine:>14} x{n}: {len(level)} turns, latency p50 "
                          f"{np.median(lat) if lat else float('nan'):.0f} ms "
                          f"({time.perf_counter() - t0:.0f} s)")

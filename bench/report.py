@@ -14,7 +14,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def summarize(records: list[dict]) -> dict:
     """Per engine and session count: p50/p95 latency, engine part, barge-in stop time,
-    underruns; and the native/cascade p50 ratio per session count."""
+    underruns, the questions whose turn the server ended inside first (``ended_inside``:
+    timed from the answer to the whole question) and the turns that failed (a question
+    not answered whole: cancelled counts); and the native/cascade p50 ratio."""
     levels: dict = {}
     for engine in dict.fromkeys(r["engine"] for r in records):
         levels[engine] = {}
@@ -30,7 +32,11 @@ def summarize(records: list[dict]) -> dict:
                 "engine_p50_ms": percentile(eng, 50), "engine_p95_ms": percentile(eng, 95),
                 "barge_in_p50_ms": percentile(barge, 50), "barge_in_p95_ms": percentile(barge, 95),
                 "barge_ins": len(barge), "underruns": sum(r["underruns"] for r in every),
-                "failed": sum(r["status"] not in ("completed", "cancelled") for r in every)}
+                "ended_inside": sum(r.get("ended_inside", 0) for r in rows),
+                # a question is answered whole; only the barge-in turn's answer is cut
+                "failed": sum(r["status"] not in (("completed",) if r["kind"] == "question"
+                                                  else ("completed", "cancelled"))
+                              for r in every)}
     ratios = {}
     if "native" in levels and "cascade" in levels:
         for n, native in levels["native"].items():

@@ -201,6 +201,8 @@ class _Detector:
             await self._spoken(streamer, marks)  # the whole question, as a user would
         except TimeoutError:
             record.status = "timeout"
+            if not record.cut_in:  # no turn end at all: not a question kept whole
+                record.cut_in = None
         finally:
             streamer.cancel()
         return record

@@ -35,6 +35,8 @@ def summarize(records: list[dict]) -> dict:
             "complete": sum(r["kind"] == "complete" for r in mine), "answered": len(lat),
             "complete_cut_ins": complete_cuts,
             "late_turn_ends": sum(r.get("late_turn_ends", 0) for r in mine),
+            "paused_timeouts": sum(r["kind"] == "paused" and r["cut_in"] is None
+                                   for r in mine),  # never ended: not in the cut-in rate
             "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
             "decided_p50_ms": percentile(dec, 50), "decided_p95_ms": percentile(dec, 95),
             **_cut_ins(paused),

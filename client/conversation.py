@@ -59,12 +59,14 @@ class Turn:
     status: str = ""  # the response's final status
     latency_ms: float | None = None  # end of speech -> first answer sample played
     truncated_ms: int | None = None  # where a barge-in cut the answer
+    cut_span_ms: int | None = None  # the speaker's time from its first sample to the cut
     barge_in_ms: float | None = None  # the user's speech onset -> the answer flushed
 
     def summary(self) -> dict:
         return {"user": self.user_transcript, "assistant": self.answer_transcript,
                 "status": self.status, "latency_ms": None if self.latency_ms is None
                 else round(self.latency_ms), "truncated_ms": self.truncated_ms,
+                "cut_span_ms": self.cut_span_ms,
                 "barge_in_ms": None if self.barge_in_ms is None else round(self.barge_in_ms)}
 
 
@@ -148,6 +150,7 @@ class Conversation:
         for turn in self.turns:
             if turn.item_id == item_id:
                 turn.truncated_ms, turn.barge_in_ms = played_ms, reaction_ms
+                turn.cut_span_ms = _span_ms(self.jitter.items.get(item_id))
         after = "" if reaction_ms is None else f", {reaction_ms:.0f} ms after you began"
         self.note(f"you interrupted: answer cut at {played_ms} ms{after}")
         return [{"type": "conversation.item.truncate", "item_id": item_id,
@@ -226,3 +229,11 @@ class Conversation:
         if not self.turns:
             self.turns.append(Turn())
         return self.turns[-1]
+
+
+def _span_ms(item) -> int | None:
+    """How long the speaker took over an item's samples so far (its ``ItemPlayback``):
+    what it played, plus any stalls (underruns) between."""
+    if item is None or item.first_play_s is None or item.last_play_s is None:
+        return None
+    return round(1000 * (item.last_play_s - item.first_play_s))

@@ -35,6 +35,8 @@ class ItemPlayback:
     received_samples: int = 0
     played_samples: int = 0
     first_play_s: float | None = None  # perf_counter when its first sample reached the speaker
+    last_play_s: float | None = None  # ... and when its last one so far ends there (the span
+    #                                   between is longer than what played by any stalls)
     complete: bool = False  # all its audio has been received
 
 
@@ -85,6 +87,7 @@ class JitterBuffer:
                     item.first_play_s = play_time_s + filled / self.rate_hz
                 item.played_samples += take
                 filled += take
+                item.last_play_s = play_time_s + filled / self.rate_hz
                 self._queued_samples -= take
                 if take == len(samples):
                     self._queue.popleft()

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 from voxloop.errors import VoxloopError
 from voxloop.realtime.server import STOP_WITH_PARENT_ENV
@@ -32,26 +31,26 @@ class ServerProcess:
         self.http: str | None = None  # http://host:port (for /healthz and /metrics)
         self.proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
+        self._ended_or_listening = threading.Event()
+        self._eof = False  # its output ended (it exited)
 
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxloop", "serve", "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", STOP_WITH_PARENT_ENV: str(os.getpid())})
-        deadline = time.monotonic() + self.start_timeout_s
-        while self.url is None and time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if m := _LISTENING.search(line):
-                self.url = m.group(1)
+        # one reader from the start keeps the pipe flowing and the log whole; the wait for
+        # its "listening" line has a deadline of its own (a server that hangs silently)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._ended_or_listening.wait(self.start_timeout_s)
         if self.url is None:
+            why = "it exited" if self._eof else \
+                f"no listening line in {self.start_timeout_s:g} s"
             self.kill()
-            raise VoxloopError("voxloop serve did not start:\n" + "".join(self.lines[-20:]))
+            raise VoxloopError(f"voxloop serve did not start ({why}):\n"
+                               + "".join(self.lines[-20:]))
         self.http = self.url.replace("ws://", "http://").rsplit("/v1", 1)[0]
-        self._reader = threading.Thread(target=self._read, daemon=True)  # keep the pipe
-        self._reader.start()  # flowing, and the log whole
         return self
 
     def __enter__(self) -> ServerProcess:
@@ -91,3 +90,8 @@ class ServerProcess:
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line)
+            if self.url is None and (m := _LISTENING.search(line)):
+                self.url = m.group(1)
+                self._ended_or_listening.set()
+        self._eof = True
+        self._ended_or_listening.set()

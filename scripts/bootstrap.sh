@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: the browser client's tests drive it headless (tests/realtime/test_browser.py)
+# chromium: the browser client's tests drive it headless (tests/realtime/test_browser.py);
+# python3-venv: Debian's python3 makes no venv without it; build-essential, python3-dev:
+# pesq (the codec eval's PESQ) is published as source only and is compiled on install
 APT_PACKAGES=(espeak-ng sox flite festival festvox-us-slt-hts festvox-kallpc16k
               libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libsndfile1
-              chromium)
+              chromium python3-venv python3-dev build-essential)
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.voxloop-installed
@@ -28,9 +30,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
+if [ ! -x "$VENV/bin/pip" ]; then  # (a venv that failed half way has python, no pip)
   echo "bootstrap: creating $VENV with $($PYTHON --version)"
-  "$PYTHON" -m venv "$VENV"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV" || { rm -rf "$VENV"; echo "bootstrap: $PYTHON -m venv failed;" \
+    "on Debian install python3-venv (apt-get install python3-venv) and run again" >&2; exit 1; }
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   # torch 2.14.1 for x86_64 is a CUDA build: the finished .venv takes about 6.5 GB.

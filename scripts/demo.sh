@@ -26,7 +26,8 @@ for _ in $(seq 1 240); do  # models load in a few seconds; allow for a slow firs
     fi
     sleep 0.5
 done
-[ -n "$URL" ] || { echo "demo: the server did not start in 120 s" >&2; exit 1; }
+[ -n "$URL" ] || { echo "demo: the server did not start in 120 s; the end of its log" \
+    "($OUT/demo-server.log):" >&2; tail -n 20 "$OUT/demo-server.log" >&2; exit 1; }
 echo "server        $URL, engine $ENGINE (log: $OUT/demo-server.log)"
 
 "$BIN/voxloop" client --url "$URL" --input "$OUT/demo-question.wav" --output "$OUT/demo-answer.wav"

@@ -37,7 +37,8 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Pat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(samples, -1.0, 1.0), sample_rate_hz, subtype="PCM_16")
+    sf.write(str(path), np.clip(samples, -1.0, 1.0), sample_rate_hz, subtype="PCM_16",
+             format="WAV")  # whatever the name ends in (atomic_write's temporary names)
     return path
 
 

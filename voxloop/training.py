@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 from voxloop.errors import VoxloopError
+
+_TEMP_NAME = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
 
 
 def setup_distributed(device: str = "auto") -> tuple[int, int, object]:
@@ -57,13 +61,30 @@ def is_npz_archive(path: str | Path) -> bool:
         return f.read(len(NPZ_MAGIC)) == NPZ_MAGIC
 
 
+def temp_path(path: str | Path) -> Path:
+    """A temporary name beside ``path`` for this process: ``.NAME.HOST.PID.tmp`` (the host
+    too: ranks on other machines may share the folder, and only this host's dead writers'
+    files may be reaped, ``distill.data.dataset.remove_stale_tmp``)."""
+    path = Path(path)
+    host = socket.gethostname().replace(".", "_") or "host"
+    return path.with_name(f".{path.name}.{host}.{os.getpid()}.tmp")
+
+
+def temp_writer(name: str) -> tuple[str | None, int | None]:
+    """(host, pid) of a ``temp_path`` file name; (None, None) for any other name."""
+    match = _TEMP_NAME.search(name)
+    if match is None:
+        return None, None
+    return match["host"], int(match["pid"])
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write a file all or nothing: ``write(tmp)`` fills a temporary name beside ``path``
     (per process, so concurrent writers never share one), then it is renamed over ``path``.
     A killed job leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:  # on disk before the rename, so a crash cannot undo it

@@ -147,7 +147,7 @@ def run_end_of_turn(args: argparse.Namespace) -> int:
     import torch
 
     from voxloop.distill.data.plan import parse_share
-    from voxloop.distill.data.turn_data import build_turn_data
+    from voxloop.distill.data.turn_build import build_turn_data
     from voxloop.distill.data.turn_train import train_end_of_turn
 
     data = settings_from_args(TurnDataSettings, args)

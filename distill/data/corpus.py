@@ -92,7 +92,8 @@ def _render(job: tuple[Utterance, str, int, int]) -> str:
     peak = float(np.max(np.abs(samples)))
     if peak > 0:
         samples = samples * min(1.0, 0.95 / peak)
-    write_wav(Path(folder) / utt.split / f"{utt.uid}.wav", samples, rate_hz)
+    atomic_write(Path(folder) / utt.split / f"{utt.uid}.wav",  # a kill leaves no half wav
+                 lambda tmp: write_wav(tmp, samples, rate_hz))
     return utt.uid
 
 
@@ -106,11 +107,12 @@ def build_corpus(settings: CorpusSettings) -> Path:
         raise VoxloopError(f"{out} holds another corpus plan (the domain's phrasings, the "
                            "voices or the settings changed): its wavs would not match; "
                            "use another --out")
-    todo = [u for u in utterances if not (out / u.split / f"{u.uid}.wav").is_file()]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(manifest, lambda tmp: tmp.write_text(
         "".join(json.dumps(u.__dict__) + "\n" for u in utterances)))
-    jobs = [(u, str(out), settings.sample_rate_hz, settings.seed + i) for i, u in enumerate(todo)]
+    # each utterance's seed is its place in the plan: a resumed build renders as a whole one
+    jobs = [(u, str(out), settings.sample_rate_hz, settings.seed + i)
+            for i, u in enumerate(utterances) if not (out / u.split / f"{u.uid}.wav").is_file()]
     with ProcessPoolExecutor(max_workers=settings.workers) as pool:
         for _ in tqdm(pool.map(_render, jobs, chunksize=4), total=len(jobs),
                       desc="codec corpus", unit="utt"):

@@ -49,6 +49,7 @@ from voxloop.distill.teachers.asr import ASRSettings, load_asr
 from voxloop.distill.teachers.llm import LLMSettings, load_llm
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 from voxloop.errors import VoxloopError
+from voxloop.training import temp_path
 
 log = logging.getLogger(__name__)
 PEAK = 0.95  # user speech is attenuated to this peak, as in the codec corpus
@@ -123,7 +124,7 @@ class AnswerCache:
     def _write_tmp(path: Path, pcm: np.ndarray) -> Path:
         buffer = io.BytesIO()
         np.save(buffer, pcm)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temp_path(path)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(buffer.getvalue())
         return tmp

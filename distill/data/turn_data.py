@@ -37,9 +37,8 @@ where it stopped, and ``--shard I/N`` splits the shards between processes.
 from __future__ import annotations
 
 import json
-import time
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -316,54 +315,6 @@ def turn_label(turn: TurnText) -> str:
 def said_in_one_breath(label: str) -> bool:
     """Whether a :func:`turn_label` is of an example cut out of one utterance."""
     return " / " in label or (label.endswith("]") and " [" in label)
-
-
-def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
-    """Every split's shards of this process's share (those already written are kept);
-    returns the folder."""
-    from voxloop.codecs.semantic_tokens import load_semantic_model
-    from voxloop.distill.data.plan import my_shards, parse_share
-    from voxloop.models import find_model, weights_sha256
-
-    out = Path(settings.data_out)
-    out.mkdir(parents=True, exist_ok=True)
-    folder = find_model(settings.semantic, "semantic tokenizer", marker="model.safetensors")
-    info = {"settings": {k: v for k, v in asdict(settings).items() if k != "shard"},
-            "semantic_sha256": weights_sha256(folder)}
-    manifest = out / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text())["semantic_sha256"] != \
-            info["semantic_sha256"]:
-        from voxloop.errors import VoxloopError
-
-        raise VoxloopError(f"{out} holds tokens of another semantic tokenizer: use a new "
-                           "--data-out")
-    manifest.write_text(json.dumps(info, indent=1) + "\n")
-    plan = {}  # shard file -> its items: every split's shards in order
-    for split in ("train", *EVAL_SPLITS):
-        count = settings.train_items if split == "train" else settings.eval_items
-        items = pick_items(split, count, settings.data_seed, settings.more_phrasings)
-        for index, start in enumerate(range(0, len(items), settings.items_per_shard)):
-            plan[f"{split}-{index:04d}.npz"] = items[start:start + settings.items_per_shard]
-    tokenizer = None
-    for name in my_shards(list(plan), parse_share(settings.shard)):
-        path = out / name
-        if path.is_file():
-            continue
-        tokenizer = tokenizer or load_semantic_model(folder)
-        t0 = time.perf_counter()
-        shard = build_shard(plan[name], tokenizer, settings.data_seed,
-                            augment_share=settings.augment_share if name.startswith("train")
-                            else 0.0)
-        write_shard(path, shard)
-        progress(f"{name}: {len(shard['labels'])} examples ({time.perf_counter() - t0:.0f} s)")
-    return out
-
-
-def write_shard(path: Path, shard: dict) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: v for k, v in shard.items() if isinstance(v, np.ndarray)},
-             meta=json.dumps({k: shard.get(k) for k in ("texts", "voices", "augmentations")}))
-    tmp.rename(path)
 
 
 def load_split(folder: str | Path, split: str) -> dict:

@@ -331,7 +331,7 @@ def run_sayings(args: argparse.Namespace) -> int:
 
 def run_choose_mouth(args: argparse.Namespace) -> int:
     from voxloop.distill.evals.mouth import choose_mouth, format_choice
-    from voxloop.distill.student.mouth_train import give_mouth
+    from voxloop.distill.student.mouth_files import give_mouth
 
     report = choose_mouth(args.folder, args.student, in_repo(args.data), tuple(args.splits),
                           args.composed, args.decoder, args.threads)

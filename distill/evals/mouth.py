@@ -145,7 +145,7 @@ def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
 
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.mouth import Mouth
-    from voxloop.distill.student.mouth_train import read_mouth
+    from voxloop.distill.student.mouth_files import read_mouth
     from voxloop.errors import VoxloopError
 
     run = Path(run)

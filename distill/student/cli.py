@@ -224,7 +224,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_mouth(args: argparse.Namespace) -> int:
-    from voxloop.distill.student.mouth_train import give_mouth, train_mouth
+    from voxloop.distill.student.mouth_files import give_mouth
+    from voxloop.distill.student.mouth_train import train_mouth
 
     settings = settings_from_args(MouthTrainSettings, args)
     out = train_mouth(settings)

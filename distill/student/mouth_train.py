@@ -17,7 +17,7 @@ continues exactly.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,10 @@ from tqdm import tqdm
 from voxloop.distill.student.averaged import AveragedWeights
 from voxloop.distill.student.config import CODEBOOK_SIZE, MouthConfig, MouthTrainSettings
 from voxloop.distill.student.layout import IGNORE
-from voxloop.distill.student.mouth import MOUTH_PREFIX, Mouth, word_lengths
+from voxloop.distill.student.mouth import Mouth, word_lengths
 from voxloop.distill.student.pack import PackedData
 from voxloop.errors import VoxloopError
-from voxloop.training import atomic_write, cosine_lr, resume_checkpoint, torch_save_atomic
+from voxloop.training import cosine_lr, resume_checkpoint, torch_save_atomic
 
 LR_FLOOR = 0.05
 
@@ -300,9 +300,11 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
                     best = valid["total"]
                     save_mouth(out / "best.pt", mouth, config, step, valid=valid)
             if s.snapshot_every and (step % s.snapshot_every == 0 or last):
-                pace = fit_pace(mouth, data, train_rows)
+                trained_at = mouth.pace.clone()  # the snapshot's own pace: training goes on
+                pace = fit_pace(mouth, data, train_rows)  # at the one it had (a buffer,
                 save_mouth(out / "snapshots" / f"step-{step:06d}.pt", mouth, config, step,
-                           pace=pace, valid=valid)
+                           pace=pace, valid=valid)  # which `applied` does not restore)
+                mouth.pace.copy_(trained_at)
         if step % s.ckpt_every == 0 or last:
             torch_save_atomic(out / "checkpoint.pt", {
                 "model": mouth.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -321,54 +323,6 @@ def train_mouth(s: MouthTrainSettings, stop_at: int | None = None) -> Path:
     print(f"best mouth: step {best_state['step']}, pace {best_state['pace']:.3f} (true over "
           "predicted frames of the train answers)")
     return out
-
-
-def read_mouth(checkpoint: str | Path, student_config, student_name: str | Path
-               ) -> tuple[dict, MouthConfig]:
-    """A mouth file of ``train_mouth`` and its config, refused unless it says the words and
-    codebooks of the student (``student_config``, a ``StudentConfig``)."""
-    from voxloop.training import load_checkpoint
-    state = load_checkpoint(checkpoint, "mouth checkpoint")
-    config = MouthConfig(**state["config"])
-    if (config.text_vocab, config.k_out) != (student_config.text_vocab, student_config.k_out):
-        raise VoxloopError(f"{checkpoint} says {config.text_vocab} words in {config.k_out} "
-                           f"codebooks; {student_name} writes {student_config.text_vocab} "
-                           f"words in {student_config.k_out}")
-    return state, config
-
-
-def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) -> Path:
-    """Write ``folder``: the student ``student_name`` with the mouth of ``checkpoint`` (a
-    ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept, and what was
-    measured on its words (the routing thresholds, the heard-intents head) and the audio
-    intents head (it reads the user's codes, which a mouth does not change) carried over."""
-    from voxloop.distill.student.audio_intents import FILENAME as AUDIO_INTENTS_FILE
-    from voxloop.distill.student.confidence import ROUTING_FILE
-    from voxloop.distill.student.heard_intents import FILENAME as HEARD_INTENTS_FILE
-    from voxloop.distill.student.model import Student, load_student, save_student, student_folder
-    from voxloop.models import read_card
-
-    source = student_folder(student_name)
-    student, vocab = load_student(source)
-    state, config = read_mouth(checkpoint, student.config, student_name)
-    with_mouth = Student(replace(student.config, mouth_d_model=config.d_model))
-    if with_mouth.mouth.config != config:
-        raise VoxloopError(f"{checkpoint} is a mouth of another shape ({config}) than a "
-                           f"student builds ({with_mouth.mouth.config}): train it with "
-                           "`voxloop distill mouth`")
-    weights = {k: v for k, v in student.state_dict().items() if not k.startswith(MOUTH_PREFIX)}
-    with_mouth.load_state_dict(weights, strict=False)
-    with_mouth.mouth.load_state_dict(state["model"])
-    carried = (ROUTING_FILE, HEARD_INTENTS_FILE, AUDIO_INTENTS_FILE)
-    measured = {name: (source / name).read_bytes() for name in carried
-                if (source / name).is_file()}  # read first: folder may be source itself
-    folder = save_student(with_mouth.eval(), vocab, folder, read_card(source))
-    for name in carried:
-        if name in measured:
-            atomic_write(folder / name, lambda tmp, data=measured[name]: tmp.write_bytes(data))
-        else:  # one measured on other words
-            (folder / name).unlink(missing_ok=True)
-    return folder
 
 
 def student_and_pack(student_name: str | Path, data_path: str | Path):

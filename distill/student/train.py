@@ -34,6 +34,7 @@ from voxloop.errors import VoxloopError
 from voxloop.training import (
     cosine_lr,
     load_checkpoint,
+    resume_checkpoint,
     setup_distributed,
     teardown_distributed,
     torch_save_atomic,
@@ -147,6 +148,10 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     hears = "semantic" if config is not None and config.user_input == "semantic" else None
+    if data is None and world > 1:  # one rank packs (out/data.npz); the others load it
+        if rank == 0:
+            load_data(settings.data, out, user_input=hears)
+        dist.barrier()
     data = data or load_data(settings.data, out, user_input=hears)
     init = None
     if settings.init_from:
@@ -215,14 +220,14 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         [{"params": decay, "weight_decay": settings.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
     step, best, since_best = 0, float("inf"), 0
-    if resuming:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if resuming:  # (one saved with another config is a clear error, not a size mismatch)
+        state = resume_checkpoint(ckpt_path, asdict(config), "student")
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, since_best = state["step"], state["best"], state["since_best"]
     averaged = AveragedWeights(student, settings.ema)
-    if resuming and state.get("ema"):
-        averaged.shadow = state["ema"]
+    if resuming and state.get("ema"):  # on the device its weights are on (a GPU run)
+        averaged.shadow = {k: v.to(device) for k, v in state["ema"].items()}
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     train_rows, valid_rows = data.indices("train"), data.indices("valid")
     draw = answer_weights(data, train_rows, settings.answer_balance,
@@ -258,7 +263,9 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
               f"{len(train_rows)} train / {len(valid_rows)} valid turns, {device}")
     t_start = time.time()
     bar = tqdm(total=settings.steps, initial=step, desc="student train", disable=rank != 0)
-    while step < settings.steps:
+    stopped_early = bool(settings.patience) and since_best >= settings.patience
+    while step < settings.steps and not stopped_early:  # (a rerun of a run that stopped
+        # early does not train on: the same command gives the same model)
         rng = np.random.default_rng([settings.seed, step, rank])
         torch.manual_seed(int(rng.integers(2**62)))  # dropout: a function of the step too
         rows = train_rows[rng.choice(len(train_rows), settings.batch_size, p=draw)
@@ -318,7 +325,8 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
             stop, out_of_time = bool(flags[0]), bool(flags[1])
         if stop or out_of_time or (stop_at is not None and step >= stop_at):
             break
-    if rank == 0 and not best_path.is_file():  # no valid split: the last weights are the best
+    if rank == 0 and (not len(valid_rows) or not best_path.is_file()):  # no valid split (or
+        # no eval yet): the last weights are the best, this run's, even if one before wrote it
         averaged.apply(student)
         torch_save_atomic(best_path, {"model": student.state_dict(), "config": asdict(config),
                                       "vocab": data.vocab, "step": step, "valid": {}})

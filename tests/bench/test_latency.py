@@ -36,6 +36,28 @@ def test_summary_ratio_and_barge_in_only_from_their_turns():
     assert summary["cascade_over_native_p50"][1] == pytest.approx(1400 / 400)
 
 
+def test_a_question_ended_inside_is_timed_from_the_answer_to_all_of_it():
+    """The server ended the turn at a gap inside the question and cancelled that answer as
+    the question went on (turn_detected): the turn follows the next response; a question
+    whose answer was cancelled otherwise failed, a barge-in turn's did not."""
+    from voxloop.bench.latency import _Turn
+
+    turn = _Turn(whole=True, stopped_s=1.0, first_audio_s=1.2, response_id="r1")
+    turn.arrivals.append((1.2, 0.04))
+    cut = {"id": "r1", "status": "cancelled",
+           "status_details": {"type": "cancelled", "reason": "turn_detected"}}
+    assert turn.went_on(cut) and turn.ended_inside == 1
+    assert turn.response_id is None and turn.first_audio_s is None and not turn.arrivals
+    assert not _Turn(whole=False, response_id="r1").went_on(cut)  # the barge-in turn's
+    assert not turn.went_on({"id": "r2", "status": "cancelled",
+                             "status_details": {"reason": "client_cancelled"}})
+    rows = [{"engine": "native", "sessions": 1, "kind": kind, "latency_ms": None,
+             "engine_ms": None, "barge_in_ms": None, "underruns": 0, "status": status}
+            for kind, status in (("question", "cancelled"), ("question", "completed"),
+                                 ("barge_in", "cancelled"))]
+    assert summarize(rows)["levels"]["native"][1]["failed"] == 1
+
+
 def test_the_sessions_turn_detection_is_the_openai_object():
     from voxloop.bench.latency import LatencyBenchSettings, session_turn_detection
     from voxloop.errors import VoxloopError

@@ -169,3 +169,28 @@ def test_a_late_turn_end_of_the_question_before_is_not_this_ones(kind):
     assert sent.count("response.cancel") == 2  # the late one's and this question's answer
     if kind == "complete":
         assert record.decided_ms == pytest.approx(11300 - (10_000 + 1250), abs=1)
+
+
+def test_a_paused_question_never_ended_is_no_cut_in_and_no_success():
+    """A server that never ends the turn leaves the paused question out of the cut-in
+    rate (counted in ``paused_timeouts``), not in it as a question kept whole."""
+    import asyncio
+
+    from voxloop.bench.turns import _Detector
+
+    class Silent:
+        async def send(self, message: str) -> None:
+            pass
+
+    async def run():
+        detector = _Detector("ws://unused", "semantic_vad:medium", chunk_ms=20, timeout_s=0.5)
+        detector.ws = Silent()
+        audio = np.concatenate([np.full(2400, 0.3, np.float32), np.zeros(2400, np.float32),
+                                np.full(2400, 0.3, np.float32)])
+        return await detector._paused("q ... q", "v", 100, "apart", audio, 4800)
+
+    record = asyncio.run(run())
+    assert record.status == "timeout" and record.cut_in is None
+    summary = summarize([vars(record) | {"latency_ms": None, "decided_ms": None}])
+    assert summary["semantic_vad:medium"]["paused_timeouts"] == 1
+    assert summary["semantic_vad:medium"]["paused"] == 0

@@ -142,8 +142,9 @@ def test_user_interruption_cuts_the_answer(pa, server, judge, question, tmp_path
           f"barge-ins {stats['barge_ins']}")
     assert first["status"] == "cancelled" and stats["barge_ins"] == 1
     assert 1000 < first["truncated_ms"] < 4000  # the full answer is about 6 s
-    # nothing was heard past the cut (the cut may fall in a pause between words)
-    assert first["truncated_ms"] - 700 < played_ms < first["truncated_ms"] + 200
+    # nothing was heard past the cut (the cut may fall in a pause between words; a loaded
+    # machine's playback may stall, so the bound is the client's own span to the cut)
+    assert first["truncated_ms"] - 700 < played_ms < first["cut_span_ms"] + 200
     assert 0 < first["barge_in_ms"] < 1000
     # the second answer alone: Whisper given the whole recording (the cut answer, seconds
     # of silence, then this one) may transcribe the first sentence only

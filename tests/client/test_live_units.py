@@ -73,6 +73,7 @@ def test_barge_in_flushes_and_truncates_at_the_played_ms():
                         "content_index": 0, "audio_end_ms": 500}]
     assert c.state == "user speaking" and c.barge_ins == 1
     assert c.turns[-1].truncated_ms == 500
+    assert c.turns[-1].cut_span_ms == 500  # no stall: the speaker took as long as it played
     c.on_event(_delta("item1", tone(100)))  # in flight when the user spoke: dropped
     assert not c.jitter.audible
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import urllib.request
 
 import pytest
@@ -89,3 +90,14 @@ def test_the_native_engine_names_its_student_and_codec():
 def _health(server: ServerProcess) -> dict:
     with urllib.request.urlopen(server.http + "/healthz", timeout=30) as response:
         return json.loads(response.read())
+
+
+def test_a_server_that_exits_or_hangs_at_start_is_a_clear_error_not_a_hang():
+    from voxloop.errors import VoxloopError
+
+    with pytest.raises(VoxloopError, match=r"did not start \(it exited\)"):
+        ServerProcess(["--engine", "no-such-engine"]).start()
+    t0 = time.monotonic()
+    with pytest.raises(VoxloopError, match=r"no listening line in 0.2 s"):
+        ServerProcess(["--engine", "cascade"], start_timeout_s=0.2).start()  # still loading
+    assert time.monotonic() - t0 < 30  # its deadline held without a line to read

@@ -21,6 +21,7 @@ from voxloop.codecs.end_of_turn import (
     load_heads,
     save_end_of_turn,
 )
+from voxloop.distill.data.turn_build import write_shard
 from voxloop.distill.data.turn_data import (
     FILLERS,
     KINDS,
@@ -35,7 +36,6 @@ from voxloop.distill.data.turn_data import (
     texts_for,
     trim_speech,
     turn_label,
-    write_shard,
 )
 from voxloop.distill.data.turn_train import (
     TurnTrainSettings,
@@ -531,10 +531,10 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     """`--shard I/N` processes split the shards between them (together: all of them, each
     once), and a process with a share only builds: the others may still be writing."""
     import voxloop.codecs.semantic_tokens as semantic_tokens
-    import voxloop.distill.data.turn_data as turn_data
+    import voxloop.distill.data.turn_build as turn_build
     import voxloop.distill.data.turn_train as turn_train
     from voxloop.cli import main
-    from voxloop.distill.data.turn_data import build_turn_data
+    from voxloop.distill.data.turn_build import build_turn_data
 
     built: list[tuple[str, str]] = []
     shares: dict[str, float] = {}
@@ -545,7 +545,7 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
         return build_shard(items[:1], FakeTokenizer(), seed, synthesize=fake_synthesize)
 
     monkeypatch.setattr(semantic_tokens, "load_semantic_model", lambda folder: FakeTokenizer())
-    monkeypatch.setattr(turn_data, "build_shard", fake_build_shard)
+    monkeypatch.setattr(turn_build, "build_shard", fake_build_shard)
     settings = TurnDataSettings(data_out=str(tmp_path), train_items=6, eval_items=2,
                                 items_per_shard=2)
     build_turn_data(replace(settings, shard="0/2"))
@@ -556,6 +556,8 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
     assert len(set(built)) == 7  # no shard built twice
     assert shares == {"train": settings.augment_share, "valid": 0.0, "dev_phrasing": 0.0,
                       "heldout_voice": 0.0, "heldout_phrasing": 0.0}  # never augmented
+    with pytest.raises(VoxloopError, match="built with --data-seed 0: its shards would mix"):
+        build_turn_data(replace(settings, data_seed=1))  # not resumed with other cuts
 
     def no_training(*args, **kwargs):
         raise AssertionError("a share must not train")

@@ -16,13 +16,13 @@ from voxloop.distill.student.config import MouthConfig, MouthTrainSettings
 from voxloop.distill.student.generate import StudentStepper
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
+from voxloop.distill.student.mouth_files import give_mouth
 from voxloop.distill.student.mouth_train import (
     answer_batch,
     answer_draws,
     at_own_lengths,
     distinct_answers,
     fit_pace,
-    give_mouth,
     remember_lengths,
     resample_words,
     train_mouth,

@@ -63,6 +63,27 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.equal(best["model"][k], v) for k, v in c["ema"].items())
 
 
+def test_rerunning_a_finished_run_changes_nothing_and_no_valid_split_keeps_the_last(tmp_path):
+    """The same command again: a run that stopped early (patience) trains no more; without
+    a valid split, best.pt is the weights of the run that went furthest, not the first
+    stop's."""
+    config = tiny_config()
+    with_valid = tiny_packed(tiny_examples(6) + tiny_examples(2, seed=1, split="valid"))
+    early = _settings(tmp_path / "early", steps=30, eval_every=1, ckpt_every=1, patience=1,
+                      lr=1e-9, warmup_steps=0)  # no progress: the second eval stops it
+    stopped = torch.load(train(early, config, data=with_valid) / "checkpoint.pt",
+                         weights_only=False)
+    again = torch.load(train(early, config, data=with_valid) / "checkpoint.pt",
+                       weights_only=False)
+    assert stopped["step"] < 30 and again["step"] == stopped["step"]
+    no_valid = tiny_packed(tiny_examples(6))
+    run = _settings(tmp_path / "novalid")
+    train(run, config, data=no_valid, stop_at=3)  # a first stop writes best.pt at step 3
+    assert torch.load(tmp_path / "novalid" / "run" / "best.pt", weights_only=False)["step"] == 3
+    train(run, config, data=no_valid)
+    assert torch.load(tmp_path / "novalid" / "run" / "best.pt", weights_only=False)["step"] == 6
+
+
 DDP_SCRIPT = """
 import sys
 from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
