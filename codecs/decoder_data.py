@@ -68,3 +68,18 @@ def read_clips(folder: str | Path, split: str) -> tuple[list[Clip], dict]:
     clips = [Clip(m["text"], m["voice"], m["id"], arrays["audio"][a_off[i]:a_off[i + 1]],
                   arrays["codes"][:, c_off[i]:c_off[i + 1]]) for i, m in enumerate(meta)]
     return clips, json.loads(str(arrays["codec"]))
+
+
+def check_codes_of(codec_name: str, data_codec: dict) -> Path:
+    """The folder of ``codec_name``, refused unless it made the data's cached codes
+    (``data_codec``: ``read_clips``' {name, sha256}): another codec's decoder would decode
+    them without a word, into noise."""
+    from voxloop.codecs.registry import codec_folder
+    from voxloop.models import weights_sha256
+
+    folder = codec_folder(codec_name)
+    sha = weights_sha256(folder)
+    if data_codec.get("sha256") and sha != data_codec["sha256"]:
+        raise VoxloopError(f"the data's codes were made by {data_codec['name']} "
+                           f"({data_codec['sha256'][:12]}), not by {folder} ({sha[:12]})")
+    return folder

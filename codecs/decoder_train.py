@@ -32,7 +32,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
-from voxloop.codecs.decoder_data import Clip, read_clips
+from voxloop.codecs.decoder_data import Clip, check_codes_of, read_clips
 from voxloop.codecs.decoder_io import load_frame_decoder, save_frame_decoder
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.codecs.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, WhisperFeatureLoss
@@ -46,15 +46,8 @@ EVAL_BATCHES = 2
 def frozen_codebooks(codec_name: str, data_codec: dict) -> Tensor:
     """``[K, N, D]`` codebooks of the codec that made the data's codes (sha256 checked)."""
     from voxloop.codecs.io import load_codec_folder
-    from voxloop.codecs.registry import codec_folder
-    from voxloop.models import weights_sha256
 
-    folder = codec_folder(codec_name)
-    sha = weights_sha256(folder)
-    if data_codec.get("sha256") and sha != data_codec["sha256"]:
-        raise VoxloopError(f"the data's codes were made by {data_codec['name']} "
-                           f"({data_codec['sha256'][:12]}), not by {folder} ({sha[:12]})")
-    codec = load_codec_folder(folder)
+    codec = load_codec_folder(check_codes_of(codec_name, data_codec))
     return torch.stack([e.detach().clone() for e in codec.codebook_vectors()])
 
 

@@ -83,11 +83,17 @@ def load_codec(name_or_dir: str = DEFAULT_CODEC, decoder: str = "auto",
     if name == SEANET:
         return codec
     frame_decoder = load_frame_decoder(decoder_folder(folder, name))
-    if frame_decoder.hop_samples != codec.hop or \
-            frame_decoder.config.latent_dim != codec.config.dimension:
+    fits = (frame_decoder.hop_samples, frame_decoder.config.latent_dim,
+            frame_decoder.config.sample_rate_hz) == (codec.hop, codec.config.dimension,
+                                                     codec.sample_rate) \
+        and frame_decoder.config.num_codebooks >= codec.num_codebooks
+    if not fits:
         raise VoxloopError(f"decoder {name} does not fit codec {codec.name}: hop "
                            f"{frame_decoder.hop_samples} vs {codec.hop}, latent "
-                           f"{frame_decoder.config.latent_dim} vs {codec.config.dimension}")
+                           f"{frame_decoder.config.latent_dim} vs {codec.config.dimension}, "
+                           f"{frame_decoder.config.sample_rate_hz} vs {codec.sample_rate} Hz, "
+                           f"{frame_decoder.config.num_codebooks} codebooks for "
+                           f"{codec.num_codebooks}")
     if float16_linears:  # its float16 weights read as such: a streamed frame 1.2-1.3x faster
         pack_float16_linears(frame_decoder)
     return codec.use_decoder(name, frame_decoder)

@@ -14,6 +14,7 @@ import torch
 
 from voxloop.audio import MODEL_RATE_HZ, read_wav, resample
 from voxloop.codecs.semantic import SemanticTokenizer, load_semantic
+from voxloop.codecs.tokens import check_heard
 from voxloop.models import find_model
 
 
@@ -25,6 +26,7 @@ def load_semantic_model(name_or_dir: str | Path) -> SemanticTokenizer:
 
 def semantic_file(wav_path: str | Path, npz_path: str | Path, model: str | Path) -> str:
     samples, rate_hz = read_wav(wav_path)  # a clear error when the file is missing
+    check_heard(samples, wav_path)
     tokenizer = load_semantic_model(model)
     samples = resample(samples, rate_hz, MODEL_RATE_HZ)
     tokens = tokenizer.encode(torch.from_numpy(samples)[None])[0]

@@ -210,7 +210,7 @@ class StreamingResidual:
         a, b = self.block.flush(state.block), self.shortcut.flush(state.shortcut)
         if a is None and b is None:
             return None
-        empty = state.pending_block[..., :0]
+        empty = (a if a is not None else b)[..., :0]  # (pending_*: None before any step)
         return self._combine(state, empty if a is None else a, empty if b is None else b)
 
     @staticmethod

@@ -36,10 +36,12 @@ def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str,
         raise VoxloopError(f"--codebooks {codebooks}: codec {codec.name} has 1 to "
                            f"{codec.num_codebooks}")
     samples, rate_hz = read_wav(wav_path)
+    check_heard(samples, wav_path)
     samples = resample(samples, rate_hz, codec.sample_rate)
     codes = codec.encode(torch.from_numpy(samples).view(1, 1, -1))[0, :codebooks or None]
     Path(npz_path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(npz_path, codes=codes.numpy().astype(np.int16), codec=codec.config.kind,
+    dtype = np.int16 if codec.cardinality <= 1 << 15 else np.int32
+    np.savez(npz_path, codes=codes.numpy().astype(dtype), codec=codec.config.kind,
              codec_name=codec.name, sample_rate_hz=codec.sample_rate,
              frame_rate_hz=codec.frame_rate, cardinality=codec.cardinality,
              num_samples=len(samples))
@@ -59,14 +61,24 @@ def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
         rate_hz, cardinality = int(data["sample_rate_hz"]), int(data["cardinality"])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise VoxloopError(f"{npz_path} is not a voxloop codes file: {exc}") from exc
+    frame_rate_hz = float(data["frame_rate_hz"]) if "frame_rate_hz" in data else \
+        codec.frame_rate
     if rate_hz != codec.sample_rate or cardinality != codec.cardinality or \
-            codes.shape[0] > codec.num_codebooks or codes.max(initial=0) >= codec.cardinality:
+            codes.shape[0] > codec.num_codebooks or codes.max(initial=0) >= codec.cardinality \
+            or abs(frame_rate_hz - codec.frame_rate) > 1e-6:
         raise VoxloopError(f"{npz_path} was made by codec {data['codec_name']} "
-                           f"({rate_hz} Hz, {codes.shape[0]} x {cardinality} codes); decode it "
+                           f"({rate_hz} Hz, {frame_rate_hz:g} frames/s, {codes.shape[0]} x "
+                           f"{cardinality} codes); decode it "
                            f"with the same --codec (this one is {codec.name})")
     wav = codec.decode(torch.from_numpy(codes).unsqueeze(0))[0, 0, :num_samples]
     write_wav(wav_path, wav.numpy(), codec.sample_rate)
     return num_samples / codec.sample_rate
+
+
+def check_heard(samples: np.ndarray, wav_path: str | Path) -> None:
+    """A clear error for a wav with no samples: there is nothing to encode."""
+    if not len(samples):
+        raise VoxloopError(f"{wav_path} holds no audio (0 samples): nothing to encode")
 
 
 def _check_codes_file(path: Path) -> None:

@@ -64,6 +64,9 @@ class StreamingResampler:
 
         g = gcd(from_hz, to_hz)
         self.up, self.down = to_hz // g, from_hz // g
+        if self.up == self.down:  # the same rate: samples pass through (no filter to make)
+            self._fir = None
+            return
         n_taps = taps_per_phase * self.up
         self._fir = (firwin(n_taps, 1.0 / max(self.up, self.down)) * self.up).astype(np.float32)
         self._history = np.zeros(n_taps - 1, np.float32)  # upsampled input, newest last
@@ -71,6 +74,8 @@ class StreamingResampler:
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """``[T]`` input samples -> the output samples they complete."""
+        if self._fir is None:
+            return np.asarray(samples, np.float32)
         upsampled = np.zeros(len(samples) * self.up, np.float32)
         upsampled[::self.up] = samples
         buffer = np.concatenate([self._history, upsampled])

@@ -52,9 +52,11 @@ def stoi_score(reference: np.ndarray, decoded: np.ndarray, rate_hz: int) -> floa
 def compare_decoders(codec_name: str, decoders: tuple[str, ...], data: str | Path,
                      codebooks: tuple[int, ...] = (4, 8), limit: int = 0) -> dict:
     """Metrics per decoder and K on the held-out clips of ``data`` (plus the originals' WER)."""
+    from voxloop.codecs.decoder_data import check_codes_of, read_clips
     from voxloop.codecs.registry import load_codec
     from voxloop.distill.teachers.asr import load_asr
 
+    check_codes_of(codec_name, read_clips(data, "heldout")[1])
     codecs = {name: load_codec(codec_name, decoder=name) for name in decoders}
     return held_out_metrics(codecs, data, load_asr(), codebooks, limit)
 

@@ -58,24 +58,69 @@ FUNCTION_WORDS = frozenset({
 })
 
 
+NEGATIONS = frozenset({"not", "no", "never", "cannot", "nothing"})
+SLOT_WORD_SIMILARITY = 0.9  # the last content word: "Tuesday" is not "Thursday" (0.8)
+
+
+def judged_words(text: str) -> list[str]:
+    """``normalize_for_wer``'s words ("=" read as "is"), with a minus that is a sign (not
+    after a number: "is minus 6", "about minus 17.2") joined to its number ("-6")."""
+    words, out = normalize_for_wer(text.replace("=", " is ")).split(), []
+    for word in words:
+        if out and out[-1] == "minus" and _is_number(word) and \
+                (len(out) == 1 or not _is_number(out[-2])):
+            out[-1] = f"-{word}"
+        else:
+            out.append(word)
+    return out
+
+
+def _is_number(word: str) -> bool:
+    return word.lstrip("-").replace(".", "", 1).isdigit()
+
+
 def key_content(answer: str) -> tuple[list[str], list[str]]:
-    """(numbers, content words) of a teacher answer, normalized."""
-    words = normalize_for_wer(answer).split()
-    numbers = [w for w in words if w.replace(".", "", 1).isdigit()]
-    content = [w for w in words if w not in FUNCTION_WORDS and w not in numbers]
+    """(numbers in order, signed; content words) of a teacher answer, normalized."""
+    words = judged_words(answer)
+    numbers = [w for w in words if _is_number(w)]
+    content = [w for w in words if w not in FUNCTION_WORDS and not _is_number(w)]
     return numbers, content
 
 
+def spelled_letters(words: list[str]) -> list[str]:
+    """The single letters said after "spelled" ("house is spelled h o u s e")."""
+    if "spelled" not in words:
+        return []
+    rest = words[words.index("spelled") + 1:]
+    letters = []
+    for word in rest:
+        if len(word) != 1 or not word.isalpha():
+            break
+        letters.append(word)
+    return letters
+
+
 def judge(answer: str, transcript: str) -> bool:
-    """Is the key content of ``answer`` (the teacher's text2) in ``transcript``?"""
+    """Is the key content of ``answer`` (the teacher's text2) in ``transcript``? Its
+    numbers in order and with their signs, its spelled letters exactly, its negations,
+    and its last content word (where an answer puts what was asked: the day, the city)
+    must be heard; of the rest of its content words, ``KEY_WORD_RECALL``."""
     from voxloop.distill.teachers.domain.text import word_similarity
 
-    heard = normalize_for_wer(transcript).split()
+    heard = judged_words(transcript)
     numbers, content = key_content(answer)
-    if any(n not in heard for n in numbers):
+    said = iter(w for w in heard if _is_number(w))
+    if not all(n in said for n in numbers):  # an ordered subsequence, repeats counted
+        return False
+    letters = spelled_letters(judged_words(answer))
+    if letters and spelled_letters(heard) != letters:
+        return False
+    if any(w in NEGATIONS and w not in heard for w in content):
         return False
     if not content:
         return bool(numbers) or bool(heard)
+    if not any(word_similarity(content[-1], h) >= SLOT_WORD_SIMILARITY for h in heard):
+        return False
     found = sum(any(word_similarity(w, h) >= 0.8 for h in heard) for w in content)
     return found / len(content) >= KEY_WORD_RECALL
 
@@ -166,13 +211,41 @@ def evaluate_student(model_dir: str | Path, settings: StudentEvalSettings, asr=N
                       forced, torch.device("cpu"))
     metrics["all"] = _split_metrics(all_rows, tf_all, codec.frame_rate, settings.ceiling)
     metrics["kinds"] = answer_kinds(all_rows)
+    write_judged(metrics, all_rows, out)
+    return metrics
+
+
+def judged_again(metrics: dict, rows: list[dict]) -> tuple[dict, list[dict]]:
+    """A run's ``metrics`` and turn ``rows`` with every out-loud verdict judged again by
+    ``judge`` from the saved transcripts (the judge changed, no model or audio did)."""
+    rows = [{**r, "correct": judge(r["answer_text"], r["transcript"])}
+            | ({"correct_intended": judge(r["intended_text"], r["transcript"])}
+               if "correct_intended" in r else {})
+            | ({"teacher_correct": judge(r["answer_text"], r["teacher_transcript"])}
+               if "teacher_transcript" in r else {}) for r in rows]
+    metrics = json.loads(json.dumps(metrics))
+    for name, part in [*metrics["splits"].items(), ("all", metrics["all"])]:
+        mine = [r for r in rows if name in ("all", r["split"])]
+        part["correct_pct"] = 100 * float(np.mean([r["correct"] for r in mine]))
+        if "correct_intended_pct" in part:
+            part["correct_intended_pct"] = 100 * float(np.mean([r["correct_intended"]
+                                                                for r in mine]))
+        if "ceiling_correct_pct" in part:
+            part["ceiling_correct_pct"] = _summary(mine, "teacher_")["correct_pct"]
+        if "heard_exact_pct" in part:
+            part.update(_by_hearing(mine))
+    metrics["kinds"] = answer_kinds(rows)
+    return metrics, rows
+
+
+def write_judged(metrics: dict, rows: list[dict], out: Path) -> None:
+    """``metrics.json``, ``turns.jsonl``, ``report.md`` and ``student-eval.png`` in ``out``."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "turns.jsonl", "w") as f:
-        for row in all_rows:
+        for row in rows:
             f.write(json.dumps(row) + "\n")
     (out / "report.md").write_text(format_report(metrics))
-    _plot(metrics, all_rows, out / "student-eval.png")
-    return metrics
+    _plot(metrics, rows, out / "student-eval.png")
 
 
 def decode_codes(codec, codes: np.ndarray) -> np.ndarray:

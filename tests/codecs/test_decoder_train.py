@@ -84,6 +84,8 @@ def test_loss_falls_and_the_export_decodes(data, tmp_path):
     out = train_decoder(settings, TINY)
     held, codec_info = read_clips(data / "data", "heldout")
     books = frozen_codebooks(settings.codec, codec_info)
+    with pytest.raises(VoxloopError, match="the data's codes were made by .*not by"):
+        frozen_codebooks(settings.codec, {**codec_info, "sha256": "0" * 64})  # another's
     losses = DecoderLosses(settings, 16000)
     silence = silence_codes(settings.codec)
     torch.manual_seed(0)

@@ -130,6 +130,22 @@ def test_decoders_ship_in_the_codec_folder(tmp_path):
         load_codec(str(folder), decoder="general")
 
 
+def test_a_decoder_for_fewer_codebooks_or_another_rate_is_refused_at_load(tmp_path):
+    from dataclasses import replace
+
+    from voxloop.codecs.decoder_io import save_frame_decoder
+    from voxloop.codecs.io import save_codec
+    from voxloop.codecs.registry import load_codec
+
+    folder = save_codec(random_codec(SMALL), tmp_path / "codec")
+    for changes, says in (({"num_codebooks": 2}, "2 codebooks for 4"),
+                          ({"sample_rate_hz": 24000}, "24000 vs 16000 Hz")):
+        decoder = FrameDecoder(replace(TINY_DECODER, **changes)).eval()
+        save_frame_decoder(decoder, tmp_path / "dec")
+        with pytest.raises(VoxloopError, match=f"does not fit codec.*{says}"):
+            load_codec(str(folder), decoder=str(tmp_path / "dec"))
+
+
 @needs_fbgemm
 def test_float16_packed_decoder_streams_as_offline_and_as_before():
     reference = tiny_decoder(3).half().float()  # what a shipped decoder loads

@@ -85,6 +85,15 @@ def test_token_files_round_trip_and_mismatch(tmp_path):
     (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 and no archive after it")
     with pytest.raises(VoxloopError, match="not a voxloop codes file: "):
         decode_file(tmp_path / "damaged.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
+    with np.load(tmp_path / "x.npz") as x:  # the same codes, said to be at another rate
+        np.savez(tmp_path / "rate.npz", **{**dict(x), "frame_rate_hz": 50.0})
+    with pytest.raises(VoxloopError, match="50 frames/s.*decode it with the same --codec"):
+        decode_file(tmp_path / "rate.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
+    write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000)
+    with pytest.raises(VoxloopError, match="holds no audio"):
+        encode_file(tmp_path / "empty.wav", tmp_path / "e.npz", str(tmp_path / "small"))
+    codec = load_codec(str(tmp_path / "small"), decoder="seanet")  # no frames: no samples
+    assert codec.decode(torch.zeros(1, 4, 0, dtype=torch.long)).shape == (1, 1, 0)
     np.savez(tmp_path / "other.npz", tokens=np.zeros(3))  # an .npz, but not of codes
     with pytest.raises(VoxloopError, match="not a voxloop codes file: .*codes"):
         decode_file(tmp_path / "other.npz", tmp_path / "bad.wav", str(tmp_path / "small"))

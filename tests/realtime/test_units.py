@@ -75,6 +75,7 @@ def test_streaming_resampler_equals_one_pass():
     parts.append(r.push(x[i:]))
     streamed = np.concatenate(parts)
     assert len(whole) == 16000 and np.array_equal(whole, streamed)
+    assert np.array_equal(StreamingResampler(24000, 24000).push(x[:100]), x[:100])  # one rate
 
 
 def test_turn_detector_on_speech_and_silence():

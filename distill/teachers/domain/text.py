@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from rapidfuzz import fuzz
@@ -28,7 +29,8 @@ def normalize(text: str) -> str:
 
     "What's 7 + five?" -> "what is 7 plus 5".
     """
-    text = text.lower().replace("’", "'")
+    text = unicodedata.normalize("NFKD", text.lower().replace("’", "'"))
+    text = "".join(c for c in text if not unicodedata.combining(c))  # "brasília" -> "brasilia"
     for short, full in _CONTRACTIONS.items():
         text = text.replace(short, full)
     text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)  # twenty-one

@@ -55,6 +55,29 @@ def test_judge_hears_numbers_as_whisper_writes_them():
     assert not judge("Two kilograms is about four point four pounds.", "2 gs about 4.4 lbs")
 
 
+@pytest.mark.parametrize(("answer", "heard", "right"), [
+    # numbers in order, with their signs and repeats: the result must be said
+    ("Three minus nine is minus six.", "3 minus 9 is 6.", False),
+    ("Three minus nine is minus six.", "3 - 9 = -6", True),
+    ("Four minus two is two.", "4 minus 2.", False),
+    ("Nine divided by three is three.", "9 divided by 3 is 9.", False),
+    ("Five plus three is eight.", "5 plus 8 is 3.", False),
+    ("One degree Fahrenheit is about minus seventeen point two degrees Celsius.",
+     "1°F is about 17.2°C.", False),
+    # the word the answer carries is said, not one like it
+    ("After Monday comes Tuesday.", "After Monday comes Thursday.", False),
+    ("The capital of Germany is Berlin.", "The capital of Germany is Bern.", False),
+    ("The capital of Brazil is Brasilia.", "The capital of Brazil is Brasília.", True),
+    ("I don't know the capital of Mongolia.", "I know the capital of Mongolia.", False),
+    # spelled letters exactly, in order
+    ("Happy is spelled H, A, P, P, Y.", "Happy is spelled H-A-P-P-Y.", True),
+    ("Happy is spelled H, A, P, P, Y.", "Happy is spelled H-P-Y.", False),
+    ("House is spelled H, O, U, S, E.", "House is spelled E-S-U-O-H.", False),
+])
+def test_judge_wants_what_the_answer_says_not_most_of_its_words(answer, heard, right):
+    assert judge(answer, heard) is right
+
+
 def test_eval_end_to_end_on_a_tiny_set(tmp_path):
     examples = tiny_examples(4, split="heldout_voice") + tiny_examples(2, 1, "heldout_phrasing")
     for ex in examples:  # every prompt intends ANSWERS[0]; the teacher said it once per split
@@ -130,3 +153,33 @@ def test_a_word_pointer_student_is_judged_on_a_pack_without_word_times(tmp_path)
     voice = metrics["splits"]["heldout_voice"]
     assert voice["n"] == 3 and 0 <= voice["text_token_acc_pct"] <= 100
     assert voice["audio0_acc_pct"] == 0  # the words' losses alone: no audio step was forced
+
+
+def test_a_saved_run_is_judged_again_from_its_transcripts(tmp_path):
+    """The judge changed: the run's verdicts, percentages and answer kinds follow from the
+    transcripts it saved (`scripts/rejudge_eval.py`)."""
+    from voxloop.distill.evals.student import judged_again, write_judged
+
+    def row(split, intended, transcript, was):
+        return {"split": split, "intent": "subtract", "answer_text": intended,
+                "intended_text": intended, "transcript": transcript, "correct": was,
+                "correct_intended": was, "teacher_intended": True, "text_exact": True,
+                "heard_exact": True, "frames": 10, "generate_s": 0.01, "first_frame_s": 0.01}
+
+    rows = [row("heldout_voice", "Three minus nine is minus six.", "3 minus 9 is 6.", True),
+            row("heldout_phrasing", "Nine minus three is six.", "9 minus 3 is 6.", True)]
+    part = {"n": 1, "correct_pct": 100.0, "correct_intended_pct": 100.0, "wer_pct": 0.0,
+            "heard_exact_pct": 100.0, "correct_when_heard_pct": 100.0,
+            "correct_when_misheard_pct": None}
+    metrics = {"model": "m", "parameters_m": 1.0, "kinds": {}, "all": {**part, "n": 2},
+               "splits": {"heldout_voice": dict(part), "heldout_phrasing": dict(part)}}
+    again, rows_again = judged_again(metrics, rows)
+    assert [r["correct_intended"] for r in rows_again] == [False, True]
+    assert again["splits"]["heldout_voice"]["correct_intended_pct"] == 0.0
+    assert again["splits"]["heldout_phrasing"]["correct_intended_pct"] == 100.0
+    assert again["all"]["correct_pct"] == 50.0 and again["all"]["correct_when_heard_pct"] == 50
+    assert again["kinds"]["composed"]["correct_pct"] == 50.0
+    assert metrics["all"]["correct_pct"] == 100.0  # the run given is left as it was
+    write_judged(again, rows_again, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics.json", "turns.jsonl", "report.md",
+                                                    "student-eval.png"}
