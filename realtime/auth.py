@@ -15,12 +15,18 @@ from websockets.http11 import Request
 from voxloop.realtime.wire.protocol import API_KEY_SUBPROTOCOL
 
 
+def header_values(request: Request, name: str) -> str:
+    """Every ``name`` header joined by commas (a client may send one on several lines, as
+    RFC 6455 allows for subprotocols); '' if none."""
+    return ", ".join(request.headers.get_all(name))
+
+
 def offered_key(request: Request) -> str:
     """The key in the Authorization header, else in the key subprotocol; '' if none."""
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer ") and header[7:].strip():
-        return header[7:].strip()
-    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+    for header in request.headers.get_all("Authorization"):
+        if header.lower().startswith("bearer ") and header[7:].strip():
+            return header[7:].strip()
+    for proto in header_values(request, "Sec-WebSocket-Protocol").split(","):
         if proto.strip().startswith(API_KEY_SUBPROTOCOL):
             return proto.strip()[len(API_KEY_SUBPROTOCOL):]
     return ""

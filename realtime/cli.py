@@ -87,6 +87,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(ServerSettings, args)
     if settings.api_key is None and os.environ.get("VOXLOOP_API_KEY"):
         settings = replace(settings, api_key=os.environ["VOXLOOP_API_KEY"])
+    settings.check()
     check_address(settings.host, settings.port)  # before the models: seconds, not minutes
     t0 = time.perf_counter()
     engine = load_engine(args.engine, args)

@@ -1,14 +1,15 @@
-"""Events waiting for the send task. Urgent events overtake queued audio.
+"""Events waiting for the send task, in order. Urgent events overtake queued audio.
 
-Two lanes, as in pipecat: ``urgent`` (speech_started, errors) is always sent
-first; ``stream`` keeps everything else in order. When a response is cancelled
-its queued audio deltas are dropped, so the client hears nothing more from it.
+An urgent event (speech_started, errors) goes ahead of the answer audio queued since the
+last other event, as in pipecat, so a barge-in is heard at once; it never overtakes
+another event (the last turn's speech_stopped, committed, its item), so the client sees
+the turns in order. When a response is cancelled its queued audio deltas are dropped, so
+the client hears nothing more from it.
 
-Both lanes are bounded, so a client that stops reading cannot grow the server's
-memory: past ``max_stream_events`` queued in the stream lane, audio deltas are
-dropped (counted in ``dropped``; the server tells the client); past
-``max_events`` in all, ``overflowed`` is set, later events are discarded and the
-server closes the connection with a reason.
+The queue is bounded, so a client that stops reading cannot grow the server's memory:
+past ``max_stream_events`` queued, audio deltas are dropped (counted in ``dropped``; the
+server tells the client); past ``max_events``, ``overflowed`` is set, later events are
+discarded and the server closes the connection with a reason.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ AUDIO_DELTA_TYPES = frozenset({OUTPUT_AUDIO_DELTA})  # the events a backlog or a
 class Outbox:
     def __init__(self, max_stream_events: int, max_events: int,
                  on_drop: Callable[[], None] | None = None) -> None:
-        self._urgent: deque[dict] = deque()
-        self._stream: deque[dict] = deque()
+        self._queue: deque[dict] = deque()
         self._ready = asyncio.Event()
         self.max_stream_events, self.max_events = max_stream_events, max_events
         self.dropped = 0  # audio deltas discarded because the client was not reading
@@ -35,36 +35,40 @@ class Outbox:
         self.closed = False
 
     def __len__(self) -> int:
-        return len(self._urgent) + len(self._stream)
+        return len(self._queue)
 
     def put(self, event: dict) -> bool:
-        """Queue ``event`` in order; False if it was dropped for backlog."""
-        if len(self._stream) >= self.max_stream_events and event["type"] in AUDIO_DELTA_TYPES:
+        """Queue ``event`` last; False if it was dropped for backlog."""
+        if len(self._queue) >= self.max_stream_events and event["type"] in AUDIO_DELTA_TYPES:
             self.dropped += 1
             if self._on_drop:
                 self._on_drop()
             return False
-        return self._append(self._stream, event)
+        return self._insert(len(self._queue), event)
 
     def put_urgent(self, event: dict) -> bool:
-        return self._append(self._urgent, event)
+        """Queue ``event`` ahead of the audio deltas queued since the last other event."""
+        at = len(self._queue)
+        while at and self._queue[at - 1]["type"] in AUDIO_DELTA_TYPES:
+            at -= 1
+        return self._insert(at, event)
 
-    def _append(self, lane: deque, event: dict) -> bool:
+    def _insert(self, at: int, event: dict) -> bool:
         if self.overflowed.is_set():
             return False
         if len(self) >= self.max_events:
             self.overflowed.set()  # the server closes the connection
             return False
-        lane.append(event)
+        self._queue.insert(at, event)
         self._ready.set()
         return True
 
     def drop_audio(self, response_id: str) -> int:
         """Remove the queued audio deltas of ``response_id``; return how many."""
-        kept = deque(e for e in self._stream if not (
+        kept = deque(e for e in self._queue if not (
             e["type"] in AUDIO_DELTA_TYPES and e.get("response_id") == response_id))
-        dropped = len(self._stream) - len(kept)
-        self._stream = kept
+        dropped = len(self._queue) - len(kept)
+        self._queue = kept
         return dropped
 
     def close(self) -> None:
@@ -75,10 +79,8 @@ class Outbox:
     async def get(self) -> dict | None:
         """The next event to send; None once closed and empty."""
         while True:
-            if self._urgent:
-                return self._urgent.popleft()
-            if self._stream:
-                return self._stream.popleft()
+            if self._queue:
+                return self._queue.popleft()
             if self.closed:
                 return None
             self._ready.clear()

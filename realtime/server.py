@@ -23,8 +23,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from voxloop.errors import VoxloopError
 from voxloop.realtime import web
-from voxloop.realtime.auth import authorized
+from voxloop.realtime.auth import authorized, header_values
 from voxloop.realtime.engines.base import Engine
 from voxloop.realtime.input_audio import InputAudio
 from voxloop.realtime.metrics import ServerMetrics
@@ -104,6 +105,23 @@ class ServerSettings:
         "help": "close a connection whose pong is this late"})
     close_timeout_s: float = field(default=5.0, metadata={
         "help": "a closing handshake the client does not finish in this time is cut"})
+
+    def check(self) -> None:
+        """Limits that would break every session, and an empty key, refused at start (a
+        clear error, before any model loads)."""
+        positive = ("max_sessions", "max_message_kb", "max_buffer_s", "max_items",
+                    "idle_timeout_s", "workers", "max_queued_audio", "max_queued_events")
+        wrong = [f"--{name.replace('_', '-')} {getattr(self, name)}" for name in positive
+                 if getattr(self, name) <= 0]
+        if wrong:
+            raise VoxloopError(f"{', '.join(wrong)}: must be above 0")
+        if self.max_queued_audio >= self.max_queued_events:
+            raise VoxloopError(f"--max-queued-audio {self.max_queued_audio} must be below "
+                               f"--max-queued-events {self.max_queued_events} (past it audio "
+                               "is dropped; past events the client is cut off)")
+        if self.api_key is not None and not self.api_key.strip():
+            raise VoxloopError("--api-key (or VOXLOOP_API_KEY) is empty: give a key, or leave "
+                               "it out for a server without one")
 
     def session_limits(self) -> SessionLimits:
         return SessionLimits(max_buffer_s=self.max_buffer_s, max_items=self.max_items,
@@ -207,8 +225,8 @@ class RealtimeServer:
     # -- one connection ------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         request = ws.request
-        beta = request.headers.get(BETA_HEADER, "").strip() == BETA_VALUE or \
-            BETA_SUBPROTOCOL in request.headers.get("Sec-WebSocket-Protocol", "")
+        beta = BETA_VALUE in {v.strip() for v in request.headers.get_all(BETA_HEADER)} or \
+            BETA_SUBPROTOCOL in header_values(request, "Sec-WebSocket-Protocol")
         model = parse_qs(urlsplit(request.path).query).get("model", ["voxloop"])[0]
         s = self.settings
         outbox = Outbox(s.max_queued_audio, s.max_queued_events,
@@ -266,20 +284,24 @@ class RealtimeServer:
                     event.get("event_id"), error_type="server_error"))
 
     def _error(self, outbox: Outbox, event: dict) -> None:
-        self.metrics.errors.labels(event["error"]["code"]).inc()
-        outbox.put_urgent(event)
+        outbox.put_urgent(event)  # (counted as it is sent: every error event is)
 
     async def _send(self, ws: ServerConnection, outbox: Outbox, beta: bool) -> None:
         told = 0  # audio deltas dropped that the client was told about
         try:
             while (event := await outbox.get()) is not None:
                 if outbox.dropped > told:
-                    await ws.send(json.dumps(_dropped_audio_event(outbox.dropped - told)))
+                    await self._send_event(ws, _dropped_audio_event(outbox.dropped - told))
                     told = outbox.dropped
                 if (event := wire_event(event, beta)) is not None:
-                    await ws.send(json.dumps(event))
+                    await self._send_event(ws, event)
         except ConnectionClosed:
             return
+
+    async def _send_event(self, ws: ServerConnection, event: dict) -> None:
+        if event["type"] == "error":  # every error event sent, by code (the engine's too)
+            self.metrics.errors.labels(event["error"]["code"]).inc()
+        await ws.send(json.dumps(event))
 
     async def _close_on_overflow(self, ws: ServerConnection, outbox: Outbox) -> None:
         """A client that lets more than ``max_queued_events`` pile up is not reading: cut it."""

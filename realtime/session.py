@@ -167,8 +167,6 @@ class Session:
         self.audio.clear()
         detector.reset_speech()
         self._speech_item_id = self._resumable = self._resuming = None
-        if self.metrics:
-            self.metrics.errors.labels("input_audio_buffer_full").inc()
         self.outbox.put_urgent(events.error(
             "input_audio_buffer_full", f"this turn went on for {held_ms / 1000:.1f} s, longer "
             f"than the input audio buffer holds ({self.audio.max_buffer_s:g} s, the server's "

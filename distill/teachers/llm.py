@@ -92,16 +92,26 @@ class OpenAICompatibleLLM:
             if "json" in response.headers.get("Content-Type", ""):
                 yield _message(url, _json(url, response.read()))
                 return
+            said = False
             for raw in response:
                 line = raw.decode("utf-8", "replace").strip()
+                if line.startswith("error:"):  # (llama.cpp: a failure after the headers)
+                    raise VoxloopError(f"LLM endpoint {url} failed in its reply: "
+                                       f"{line[len('error:'):].strip()[:300]}")
                 if not line.startswith("data:"):
                     continue  # blank lines between events, ": comments", other fields
                 data = line[len("data:"):].strip()
                 if data == "[DONE]":
+                    if not said:
+                        raise VoxloopError(f"LLM endpoint {url} replied with no text (a "
+                                           "model that spent --llm-max-tokens thinking?)")
                     return
                 piece = _delta(url, _json(url, data))
                 if piece:
+                    said = True
                     yield piece
+            raise VoxloopError(f"LLM endpoint {url} ended its reply without [DONE]: what it "
+                               "wrote may be cut off")
 
     @contextlib.contextmanager
     def _post(self, history: list[dict], text: str, instructions: str | None, stream: bool):
@@ -123,13 +133,13 @@ class OpenAICompatibleLLM:
             hint = f" (is ${self.settings.api_key_env} set?)" if exc.code in (401, 403) else ""
             raise VoxloopError(f"LLM endpoint {url} answered HTTP {exc.code}{hint}: {detail}"
                                ) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             raise VoxloopError(f"cannot reach LLM endpoint {url}: {exc}. Is the server "
                                "running? Set --llm-url to its /v1 base URL.") from exc
         with response:
             try:
                 yield url, response
-            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
                 raise VoxloopError(f"LLM endpoint {url} stopped in the middle of its reply: "
                                    f"{exc!r} (--llm-timeout-s is "
                                    f"{self.settings.timeout_s:g} s)") from exc

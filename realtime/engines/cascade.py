@@ -100,7 +100,7 @@ class CascadeEngine:
             text, sure = self._transcribe_scored(turn.audio_24k)
             yield EngineOutput(user_transcript=text, user_transcript_logprob=sure,
                                timings_ms={"asr": 1000 * (time.perf_counter() - t0)})
-        if cancel.is_set():
+        if cancel.is_set() or not text.strip():  # nothing heard (a cough): nothing to answer
             return
         t1 = time.perf_counter()
         pieces = reply_pieces(self._llm, list(turn.history), text, turn.instructions or None)
@@ -119,6 +119,8 @@ class CascadeEngine:
             if cancel.is_set():
                 return
             yield EngineOutput(transcript_delta=(" " if n else "") + sentence)
+            if not any(c.isalnum() for c in sentence):  # "...", "?!": words, nothing to say
+                continue
             t2 = time.perf_counter()
             samples, rate_hz = synthesize(sentence, self.settings.voice)
             audio = resample(samples, rate_hz, WIRE_RATE_HZ)

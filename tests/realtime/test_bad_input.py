@@ -163,3 +163,25 @@ def test_health_metrics_and_unknown_path(server):
         urllib.request.urlopen(server.http + "/v2/elsewhere")
     assert missing.value.code == 404
     missing.value.close()
+
+
+def test_every_error_event_sent_is_counted(server):
+    """`voxloop_errors_total` counts the error events the clients get, by code, whichever
+    part of the server sent them."""
+    def count(code: str) -> float:
+        with urllib.request.urlopen(server.http + "/metrics") as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(f'voxloop_errors_total{{code="{code}"}}'):
+                    return float(line.split()[-1])
+        return 0.0
+
+    async def run():
+        client = await connect(server.url)
+        await client.recv()
+        await client.ws.send("{not json")
+        await client.until("error", timeout_s=10)
+        await client.ws.close()
+
+    before = count("invalid_json")
+    asyncio.run(run())
+    assert count("invalid_json") == before + 1

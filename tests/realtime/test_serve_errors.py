@@ -58,3 +58,28 @@ def test_verbose_works_after_the_subcommand():
 def test_a_bad_hybrid_threshold_is_one_line_before_the_models_load(flag):
     line = one_line_error(serve("--engine", "hybrid", flag, "sure", "--port", "0"))
     assert f"{flag} 'sure': auto, none, or a log-probability" in line
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--workers", "0"), "--workers 0: must be above 0"),
+    (("--idle-timeout-s", "0", "--max-message-kb", "-1"),
+     "--max-message-kb -1, --idle-timeout-s 0.0: must be above 0"),
+    (("--max-queued-audio", "3000"), "--max-queued-audio 3000 must be below"),
+    (("--api-key", " "), "--api-key (or VOXLOOP_API_KEY) is empty"),
+])
+def test_limits_that_break_every_session_are_one_line_before_the_models_load(args, message):
+    assert message in one_line_error(serve(*args, *NO_MODEL))
+
+
+def test_a_key_subprotocol_on_its_own_header_line_is_read():
+    """RFC 6455 lets a client send its subprotocols on several header lines."""
+    from websockets.datastructures import Headers
+    from websockets.http11 import Request
+
+    from voxloop.realtime.auth import authorized
+
+    headers = Headers()
+    headers["Sec-WebSocket-Protocol"] = "realtime"
+    headers["Sec-WebSocket-Protocol"] = "openai-insecure-api-key.s3cret"  # a second line
+    assert authorized(Request("/v1/realtime", headers), "s3cret")
+    assert not authorized(Request("/v1/realtime", headers), "other")

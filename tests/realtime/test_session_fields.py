@@ -37,7 +37,7 @@ def test_only_the_engines_voice_is_accepted():
         await manual_turn(h)
         await h.send({"type": "response.create", "response": {"audio": {"output": {
             "voice": "shimmer"}}}})
-        assert (await h.next())["error"]["param"] == "response.audio.output.voice"
+        assert (await h.until("error"))["error"]["param"] == "response.audio.output.voice"
         assert h.session.response is None  # refused before anything started
 
     h = run_session(test)
@@ -68,7 +68,7 @@ def test_tools_are_refused_with_a_clear_error():
         await h.until("session.updated")
         await manual_turn(h)
         await h.send({"type": "response.create", "response": {"tools": [WEATHER_TOOL]}})
-        error = (await h.next())["error"]
+        error = (await h.until("error"))["error"]  # (after the turn's events, in order)
         assert error["param"] == "response.tools" and h.session.response is None
 
     run_session(test)

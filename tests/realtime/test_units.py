@@ -148,21 +148,28 @@ def test_item_truncated_again_keeps_no_word_the_first_cut_dropped():
     assert item.audio_ms == 400 and item.text == "one"
 
 
-def test_outbox_urgent_first_and_cancel_drops_audio():
-    async def run():
-        box = Outbox(max_stream_events=3, max_events=100)
-        for n in range(4):
-            box.put({"type": "response.output_audio.delta", "response_id": "r", "n": n})
-        box.put({"type": "response.done", "response_id": "r"})
-        box.put_urgent({"type": "input_audio_buffer.speech_started"})
-        first = await box.get()
-        dropped = box.drop_audio("r")
-        rest = [await box.get()]
-        return first, dropped, rest, box.dropped
+def test_outbox_urgent_overtakes_audio_only_and_cancel_drops_audio():
+    def audio(n: int) -> dict:
+        return {"type": "response.output_audio.delta", "response_id": "r", "n": n}
 
-    first, dropped, rest, backlog = asyncio.run(run())
-    assert first["type"] == "input_audio_buffer.speech_started"
-    assert dropped == 3 and backlog == 1 and rest[0]["type"] == "response.done"
+    async def run():
+        box = Outbox(max_stream_events=4, max_events=100)
+        box.put({"type": "input_audio_buffer.speech_stopped", "item_id": "a"})
+        for n in range(4):
+            box.put(audio(n))  # the 4th is one past the backlog: dropped
+        box.put_urgent({"type": "input_audio_buffer.speech_started", "item_id": "b"})
+        sent = [await box.get(), await box.get()]
+        dropped = box.drop_audio("r")
+        box.put({"type": "response.done", "response_id": "r"})
+        box.put_urgent({"type": "error"})  # after an event that is not audio: in order
+        sent += [await box.get(), await box.get()]
+        return sent, dropped, box.dropped
+
+    sent, dropped, backlog = asyncio.run(run())
+    assert [e["type"] for e in sent] == [  # the last turn's end before the next one's start
+        "input_audio_buffer.speech_stopped", "input_audio_buffer.speech_started",
+        "response.done", "error"]
+    assert dropped == 3 and backlog == 1
 
 
 def test_a_response_cancelled_before_it_began_never_asks_the_engine():

@@ -14,7 +14,8 @@ WORD_VALUES |= {"nought": 0, "fourty": 40}
 
 
 def int_to_words(n: int) -> str:
-    """0 <= n < 1,000,000 -> English words without "and" ("three hundred five")."""
+    """A whole number -> English words without "and" ("three hundred five", "two
+million")."""
     if n < 0:
         return "minus " + int_to_words(-n)
     if n < 20:
@@ -25,10 +26,11 @@ def int_to_words(n: int) -> str:
     if n < 1000:
         hundreds, rest = divmod(n, 100)
         return UNITS[hundreds] + " hundred" + (" " + int_to_words(rest) if rest else "")
-    if n < 1_000_000:
-        thousands, rest = divmod(n, 1000)
-        return int_to_words(thousands) + " thousand" + (" " + int_to_words(rest) if rest else "")
-    raise ValueError(f"{n} is too large to say")
+    for name, size in sorted(SCALES.items(), key=lambda scale: -scale[1]):
+        if n >= size:
+            big, rest = divmod(n, size)
+            return int_to_words(big) + f" {name}" + (" " + int_to_words(rest) if rest else "")
+    raise AssertionError("unreachable")  # (n < 1000 returned above)
 
 
 def number_to_words(x: float, decimals: int = 1) -> str:
@@ -42,6 +44,7 @@ def number_to_words(x: float, decimals: int = 1) -> str:
     return sign + int_to_words(int(whole)) + " point " + " ".join(UNITS[int(d)] for d in frac)
 
 
+SCALES = {"thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 _TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
 
 
@@ -76,8 +79,8 @@ def words_to_digits(text: str) -> str:
                 current = v
         elif word == "hundred" and current is not None:
             current *= 100
-        elif word == "thousand" and current is not None:
-            total, current = total + current * 1000, 0
+        elif word in SCALES and current is not None:
+            total, current = total + current * SCALES[word], 0
         else:
             flush()
             out.append(word)

@@ -225,3 +225,11 @@ def test_normalize_handles_symbols_contractions_and_number_words():
     assert normalize("What's 7 + five?") == "what is 7 plus 5"
     assert normalize("twenty-one × 3") == "21 times 3"
     assert normalize("It's 1,000 km.") == "it is 1000 km"
+
+
+def test_numbers_of_a_million_and_more_are_said_and_read_back():
+    """The scripted assistant's arithmetic can leave the domain's sizes ("1000 times
+    1000"): it says the result rather than failing the answer."""
+    for n in (1000, 1_000_000, 1_002_003, 2_500_000_000):
+        assert words_to_digits(int_to_words(n)) == str(n)
+    assert int_to_words(1_000_000) == "one million"

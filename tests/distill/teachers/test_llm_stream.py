@@ -62,8 +62,23 @@ def test_an_endpoint_that_does_not_stream_gives_one_piece():
         assert list(_llm(server).stream_reply([], "hi")) == ["".join(PIECES)]
         assert server.requests[0]["stream"] is True
     with fake_chat_server(PIECES) as server:
-        server.stream_body = b": keep-alive\n\nretry: 100\n\ndata: [DONE]\n\n"
-        assert list(_llm(server).stream_reply([], "hi")) == []  # comments and fields skipped
+        server.stream_body = (b": keep-alive\n\nretry: 100\n\n"
+                              b'data: {"choices": [{"delta": {"content": "Hi."}}]}\n\n'
+                              b"data: [DONE]\n\n")
+        assert list(_llm(server).stream_reply([], "hi")) == ["Hi."]  # comments, fields skipped
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b"data: [DONE]\n\n", "replied with no text"),  # (e.g. all its tokens spent thinking)
+    (b'error: {"message": "the request exceeds the available context size"}\n\n'
+     b"data: [DONE]\n\n", "failed in its reply: .*context size"),  # llama.cpp's form
+    (b'data: {"choices": [{"delta": {"content": "Hello the"}}]}\n\n', "without \\[DONE\\]"),
+])
+def test_a_stream_that_says_nothing_or_stops_short_is_an_error_not_silence(body, says):
+    with fake_chat_server(PIECES) as server:
+        server.stream_body = body
+        with pytest.raises(VoxloopError, match=says):
+            list(_llm(server).stream_reply([], "hi"))
 
 
 def test_only_the_openai_backend_follows_instructions(assistant):
