@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.bench.turns import bench_session, turn_detection_event
-from voxloop.client.files import append_event, paced_chunks, speech_end_sample
+from voxloop.client.files import append_event, paced_chunks, speech_end_sample, talked_over
 from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import BYTES_PER_MS, WIRE_RATE_HZ, ga_type
 
@@ -162,8 +162,7 @@ class _Turn:
     def went_on(self, response: dict) -> bool:
         """``response`` was cancelled because the question went on after a gap inside it
         (then the answer to the whole question comes next, and is this turn's)."""
-        if not (self.whole and response["status"] == "cancelled" and
-                (response.get("status_details") or {}).get("reason") == "turn_detected"):
+        if not (self.whole and talked_over(response)):
             return False
         self.ended_inside += 1
         self.stopped_s = self.first_audio_s = self.last_audio_s = self.response_id = None

@@ -32,7 +32,7 @@ def summarize(records: list[dict]) -> dict:
                 "engine_p50_ms": percentile(eng, 50), "engine_p95_ms": percentile(eng, 95),
                 "barge_in_p50_ms": percentile(barge, 50), "barge_in_p95_ms": percentile(barge, 95),
                 "barge_ins": len(barge), "underruns": sum(r["underruns"] for r in every),
-                "ended_inside": sum(r.get("ended_inside", 0) for r in rows),
+                "ended_inside": sum(bool(r.get("ended_inside")) for r in rows),
                 # a question is answered whole; only the barge-in turn's answer is cut
                 "failed": sum(r["status"] not in (("completed",) if r["kind"] == "question"
                                                   else ("completed", "cancelled"))

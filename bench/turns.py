@@ -188,12 +188,13 @@ class _Detector:
         end = speech_end_sample(audio)
         marks: dict = {}
         streamer = asyncio.create_task(self._speak(audio, start + end, marks))
-        record.cut_in = False
+        record.cut_in, ended = False, False
         try:
             while True:  # every turn end until the one after the whole question
                 stopped = await self._next_stop(record, start)
+                ended = stopped["audio_end_ms"] >= onset_ms
                 status = await self._cancel_its_response()
-                if stopped["audio_end_ms"] < onset_ms:
+                if not ended:
                     record.cut_in = True
                     continue
                 record.status = status
@@ -201,7 +202,7 @@ class _Detector:
             await self._spoken(streamer, marks)  # the whole question, as a user would
         except TimeoutError:
             record.status = "timeout"
-            if not record.cut_in:  # no turn end at all: not a question kept whole
+            if not (record.cut_in or ended):  # no turn end at all: not one kept whole
                 record.cut_in = None
         finally:
             streamer.cancel()

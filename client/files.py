@@ -80,7 +80,7 @@ async def speak_file(url: str, wav_path: str, api_key: str | None = None,
                     result.errors.append(f"{event['error'].get('code')}: "
                                          f"{event['error'].get('message')}")
                 elif kind == "response.done":
-                    if _talked_over(event["response"]):  # the question went on after a
+                    if talked_over(event["response"]):  # the question went on after a
                         pcm.clear()  # pause: the answer to all of it comes next
                         result.answer_transcript, result.latency_ms = "", None
                         continue
@@ -99,7 +99,7 @@ async def speak_file(url: str, wav_path: str, api_key: str | None = None,
     return result
 
 
-def _talked_over(response: dict) -> bool:
+def talked_over(response: dict) -> bool:
     """A response the server cancelled because the user spoke again (a pause inside the
     question ended a turn too early), not a turn's final answer."""
     details = response.get("status_details") or {}

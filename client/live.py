@@ -130,7 +130,7 @@ class LiveClient:
             except websockets.InvalidURI as exc:
                 raise VoxloopError(f"bad --url {self.url}: {exc}") from exc
             except (OSError, asyncio.TimeoutError, websockets.ConnectionClosed,
-                    websockets.InvalidHandshake) as exc:  # cut off mid-handshake: retry
+                    websockets.InvalidMessage) as exc:  # (cut off mid-handshake: retry)
                 reason = str(exc) or type(exc).__name__
             self.conversation.reset_connection()
             self.reconnects += 1

@@ -55,8 +55,8 @@ class Conversation:
         self.items[item.id] = item
         for item_id in later:  # in place: the session reads this same dict
             self.items.move_to_end(item_id)
-        while len(self.items) > self.max_items:
-            self.items.popitem(last=False)
+        while len(self.items) > self.max_items:  # the oldest but the one just placed
+            del self.items[next(k for k in self.items if k != item.id)]
         return item
 
     def announce(self, item: Item, previous: str | None) -> None:

@@ -210,10 +210,10 @@ class Session:
                 self.metrics.barge_ins.inc()
         self._resuming = None
         if self.response is None or self.response.cancel_reason:
-            live = resumed is not None and resumed[0].id == self._heard_item_id and \
-                await self._engine_done_answering() and self.engine_session.resume_turn()
-            if not live:  # once a cancelled answer's worker has let go of the engine
-                await self._engine_done_answering()
+            done = await self._engine_done_answering()  # a cancelled answer's worker has
+            live = resumed is not None and resumed[0].id == self._heard_item_id and done \
+                and self.engine_session.resume_turn()  # let go of the engine (or timed out)
+            if not live:
                 self.engine_session.new_turn()
             self._resuming = resumed
             self.audio.listen_from(audio_start_ms)

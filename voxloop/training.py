@@ -61,13 +61,17 @@ def is_npz_archive(path: str | Path) -> bool:
         return f.read(len(NPZ_MAGIC)) == NPZ_MAGIC
 
 
+def temp_host() -> str:
+    """This machine's name as temporary names carry it (no dots)."""
+    return socket.gethostname().replace(".", "_") or "host"
+
+
 def temp_path(path: str | Path) -> Path:
     """A temporary name beside ``path`` for this process: ``.NAME.HOST.PID.tmp`` (the host
     too: ranks on other machines may share the folder, and only this host's dead writers'
     files may be reaped, ``distill.data.dataset.remove_stale_tmp``)."""
     path = Path(path)
-    host = socket.gethostname().replace(".", "_") or "host"
-    return path.with_name(f".{path.name}.{host}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{temp_host()}.{os.getpid()}.tmp")
 
 
 def temp_writer(name: str) -> tuple[str | None, int | None]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloop.errors import VoxloopError
-from voxloop.training import atomic_write, temp_path, temp_writer
+from voxloop.training import atomic_write, temp_host, temp_writer
 
 SPLITS = ("train", "valid", "heldout_voice", "heldout_phrasing")
 MANIFEST = "manifest.json"
@@ -70,7 +70,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def remove_stale_tmp(folder: str | Path) -> list[Path]:
     """Delete temporary files left by killed writers of this host (their pid is gone;
     another host's, on a shared folder, are not this one's to judge); returns them."""
-    removed, here = [], temp_path("x").name.split(".")[2]
+    removed, here = [], temp_host()
     for tmp in Path(folder).rglob(".*.tmp"):
         host, pid = temp_writer(tmp.name)
         if pid is None or host != here:

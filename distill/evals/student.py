@@ -5,11 +5,13 @@ in chunks, as the server will), writes its answer, and its codes are decoded
 by the codec and transcribed by Whisper. Measured per split:
 
 - ``correct_pct``: answers judged correct. An answer is correct when the
-  transcript holds the key content of the teacher's answer (text2): every
-  number in it (after ``normalize_for_wer``: "one hundred eighty seven" -> 187,
-  "one point eight" and Whisper's "1.8" alike) and at least ``KEY_WORD_RECALL``
-  of its content words (words that are not function words; fuzzy match, so
-  "cheetahs" finds "cheetah").
+  transcript holds the key content of the teacher's answer (text2): its numbers in
+  order, with their signs (after ``normalize_for_wer``: "one hundred eighty seven" ->
+  187, "one point eight" and Whisper's "1.8" alike, "minus six" and "-6"), its spelled
+  letters exactly, its negations, its last content word (where an answer puts what was
+  asked; at ``SLOT_WORD_SIMILARITY``, so "Thursday" is not "Tuesday"), and at least
+  ``KEY_WORD_RECALL`` of its content words (words that are not function words; fuzzy
+  match, so "cheetahs" finds "cheetah").
 - ``wer_pct``: word error rate of the transcripts against text2.
 - ``text_exact_pct``: the student's own answer words equal text2's, and
   ``text_token_acc_pct``: teacher-forced accuracy of the text head.

@@ -198,11 +198,10 @@ class ContinuousBatcher:
         self._votes.clear()
         for row in self._rows:
             if row is not None:
-                if row.answer is not None:
+                row.lost = row.lost or bool(row.history or row.queued)  # (a tentative
+                if row.answer is not None:  # answer's turn too: the user may go on)
                     row.answer.items.put(Failed(f"{type(exc).__name__}: {exc}"))
                     row.answer = None
-                else:
-                    row.lost = row.lost or bool(row.history or row.queued)
                 row.tail = None
                 row.queued.clear()
                 row.history.clear()

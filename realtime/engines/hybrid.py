@@ -20,7 +20,10 @@ is answered best:
   student answers after all (a question Whisper misheard). An unsure turn waits for the
   cascade's Whisper and LLM (not its TTS, which starts only once its answer is taken).
   ``voxloop eval routing`` measures both thresholds and keeps them beside the student's
-  weights (:mod:`distill.student.confidence`).
+  weights (:mod:`distill.student.confidence`);
+- one of the two always answers: where the cascade, asked, fails (its LLM endpoint down)
+  or gives no words, the student's answer stands; where the student writes nothing, the
+  cascade answers.
 
 Live audio goes to the student's session only (it prefills while the user speaks; the
 cascade hears each turn whole), and input transcription is the cascade's Whisper, which

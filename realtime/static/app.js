@@ -144,7 +144,7 @@ async function openMicOnce(audio) {
   try {
     await audio.openMic();
   } catch (err) {
-    if (app.audio !== audio) return;  // a session stopped since: not the current one's error
+    if (app.audio !== audio || !app.running) return;  // stopped since: not the current one's
     stop();
     showMessage(err.message);
   } finally {

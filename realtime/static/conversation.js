@@ -85,8 +85,8 @@ export class Conversation {
         this.firstPlay.set(item, s.firstPlayTime);
         const turn = this.turns.find((t) => t.answerItemId === item);
         if (turn && turn.speechEndTime !== null) {  // heard, from when it was said
-          const heard = s.firstPlayTime + this.player.outputLatencyS;
-          const said = turn.speechEndTime - this.player.inputLatencyS;
+          const heard = s.firstPlayTime + (this.player.outputLatencyS || 0);
+          const said = turn.speechEndTime - (this.player.inputLatencyS || 0);
           turn.latencyMs = Math.round(1000 * (heard - said));
         }
       }

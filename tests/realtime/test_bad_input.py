@@ -180,8 +180,12 @@ def test_every_error_event_sent_is_counted(server):
         await client.recv()
         await client.ws.send("{not json")
         await client.until("error", timeout_s=10)
+        # a note the session sends itself (the scripted cascade follows no instructions)
+        await client.send({"type": "session.update", "session": {"instructions": "Be brief."}})
+        await client.until("error", timeout_s=10)
         await client.ws.close()
 
-    before = count("invalid_json")
+    before = count("invalid_json"), count("instructions_not_followed")
     asyncio.run(run())
-    assert count("invalid_json") == before + 1
+    assert (count("invalid_json"), count("instructions_not_followed")) == \
+        (before[0] + 1, before[1] + 1)

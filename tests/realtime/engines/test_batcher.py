@@ -348,3 +348,25 @@ def test_a_turn_heard_across_a_failed_model_call_is_not_answered_as_a_fragment(m
     listening.new_turn()
     listening.listen(user_codes(21, 4))
     assert_same(model, batcher, user_codes(21, 4), collect(listening.answer()))
+
+
+def test_a_tentative_answer_failed_mid_turn_leaves_the_turn_lost_too(model, batcher):
+    """The call that fails is a tentative answer's (begun at a pause); the user goes on:
+    the turn's start is gone with the reset rows, so its answer fails too."""
+    advance, broke = batcher.stepper.advance, threading.Event()
+
+    def fails_once(state, chunks=None):
+        if not broke.is_set():
+            broke.set()
+            raise RuntimeError("out of memory")
+        return advance(state, chunks)
+
+    slot, other = batcher.open(), batcher.open()
+    slot.listen(user_codes(22, 3))
+    collect(other.answer())  # (an empty turn) the frames above are in now
+    batcher.stepper.advance = fails_once
+    tentative = slot.answer()
+    assert "out of memory" in failure_of(tentative)
+    slot.rollback(tentative)  # the user went on after the pause
+    slot.listen(user_codes(23, 2))
+    assert "say it again" in failure_of(slot.answer())
