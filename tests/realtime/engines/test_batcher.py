@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -312,6 +313,20 @@ def failure_of(answer) -> str:
         assert not isinstance(item, Frame) or item.codes is not None
 
 
+def fail_next_call(batcher) -> threading.Event:
+    """The batcher's next model call raises (once); the event is set when it has."""
+    advance, broke = batcher.stepper.advance, threading.Event()
+
+    def fails_once(state, chunks=None):
+        if not broke.is_set():
+            broke.set()
+            raise RuntimeError("out of memory")
+        return advance(state, chunks)
+
+    batcher.stepper.advance = fails_once
+    return broke
+
+
 def test_a_failed_tail_fails_its_own_answer_only(model, batcher):
     def broken_tail():
         raise RuntimeError("no partial block")
@@ -328,18 +343,10 @@ def test_a_turn_heard_across_a_failed_model_call_is_not_answered_as_a_fragment(m
     """A failed call resets every row: a session in the middle of its turn loses what it
     heard, so its answer fails (say it again) rather than answering the rest alone; its
     next turn is answered as usual."""
-    advance, broke = batcher.stepper.advance, threading.Event()
-
-    def fails_once(state, chunks=None):
-        if not broke.is_set():
-            broke.set()
-            raise RuntimeError("out of memory")
-        return advance(state, chunks)
-
     listening, other = batcher.open(), batcher.open()
     listening.listen(user_codes(18, 2))
     collect(other.answer())  # (an empty turn) the first row's frames are in now
-    batcher.stepper.advance = fails_once
+    broke = fail_next_call(batcher)
     other.new_turn()
     other.listen(user_codes(19, 3))  # its prefill call fails: every row starts over
     assert broke.wait(10.0)
@@ -353,18 +360,13 @@ def test_a_turn_heard_across_a_failed_model_call_is_not_answered_as_a_fragment(m
 def test_a_tentative_answer_failed_mid_turn_leaves_the_turn_lost_too(model, batcher):
     """The call that fails is a tentative answer's (begun at a pause); the user goes on:
     the turn's start is gone with the reset rows, so its answer fails too."""
-    advance, broke = batcher.stepper.advance, threading.Event()
-
-    def fails_once(state, chunks=None):
-        if not broke.is_set():
-            broke.set()
-            raise RuntimeError("out of memory")
-        return advance(state, chunks)
-
-    slot, other = batcher.open(), batcher.open()
+    slot = batcher.open()
     slot.listen(user_codes(22, 3))
-    collect(other.answer())  # (an empty turn) the frames above are in now
-    batcher.stepper.advance = fails_once
+    deadline = time.monotonic() + 10
+    while (row := batcher._rows[slot.index]) is None or row.queued or not row.stream.length:
+        assert time.monotonic() < deadline, "the frames were never prefilled"
+        time.sleep(0.005)  # until the model thread prefilled them: the next call answers
+    fail_next_call(batcher)
     tentative = slot.answer()
     assert "out of memory" in failure_of(tentative)
     slot.rollback(tentative)  # the user went on after the pause
