@@ -81,9 +81,10 @@ def _is_number(word: str) -> bool:
     return word.lstrip("-").replace(".", "", 1).isdigit()
 
 
-def key_content(answer: str) -> tuple[list[str], list[str]]:
-    """(numbers in order, signed; content words) of a teacher answer, normalized."""
-    words = judged_words(answer)
+def key_content(answer: str | list[str]) -> tuple[list[str], list[str]]:
+    """(numbers in order, signed; content words) of a teacher answer, normalized (or of
+    its ``judged_words``)."""
+    words = judged_words(answer) if isinstance(answer, str) else answer
     numbers = [w for w in words if _is_number(w)]
     content = [w for w in words if w not in FUNCTION_WORDS and not _is_number(w)]
     return numbers, content
@@ -109,12 +110,12 @@ def judge(answer: str, transcript: str) -> bool:
     must be heard; of the rest of its content words, ``KEY_WORD_RECALL``."""
     from voxloop.distill.teachers.domain.text import word_similarity
 
-    heard = judged_words(transcript)
-    numbers, content = key_content(answer)
+    heard, said_words = judged_words(transcript), judged_words(answer)
+    numbers, content = key_content(said_words)
     said = iter(w for w in heard if _is_number(w))
     if not all(n in said for n in numbers):  # an ordered subsequence, repeats counted
         return False
-    letters = spelled_letters(judged_words(answer))
+    letters = spelled_letters(said_words)
     if letters and spelled_letters(heard) != letters:
         return False
     if any(w in NEGATIONS and w not in heard for w in content):
