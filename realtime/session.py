@@ -95,7 +95,8 @@ class Session:
         # may go on with it (TurnEvent.resumes); while it does, _resuming
         self._resumable: tuple[Item, int] | None = None
         self._resuming: tuple[Item, int] | None = None
-        self.engine_session.set_quick_turns(isinstance(self._detector, SemanticTurnDetector))
+        self.engine_session.set_turn_detection(
+            self._detector is not None, isinstance(self._detector, SemanticTurnDetector))
 
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:

@@ -42,7 +42,7 @@ def pause_path(engine: NativeEngine, audio_16k: np.ndarray) -> tuple[float, floa
     pause did not end the turn."""
     detector = SemanticTurnDetector(SemanticVad(eagerness="medium"))
     session = NativeSession(engine)
-    session.set_quick_turns(True)  # semantic_vad's turns are heard with one ear
+    session.set_turn_detection(True, quick=True)  # semantic_vad's turns are heard with one ear
     try:
         hearing = False
         for i in range(0, len(audio_16k), PUSH_SAMPLES):

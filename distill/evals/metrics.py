@@ -24,7 +24,9 @@ def normalize_for_wer(text: str) -> str:
     """Lowercase, no punctuation, numbers as digits: "Seven." and "7" count as equal,
     and so do "one point eight" and "1.8", "minus 4" and "-4", "H two O" and "H2O",
     "km" and "kilometers"."""
-    text = re.sub(r"(?<![\w.])-(?=\d)", " minus ", text)  # a sign, not a range
+    # a sign, not a range: "-6", and glued to a word as Whisper writes "is minus 7" ("is-7");
+    # a lone letter before it is spelling ("H-2-O")
+    text = re.sub(r"(?<![\w.])-(?=\d)|(?<=[a-zA-Z]{2})-(?=\d)", " minus ", text)
     # "h2o" -> "h 2 o"; a decimal like "1.8" stays one token
     text = " ".join(re.findall(r"\d+(?:\.\d+)?|[a-z]+", normalize(text)))
     # spoken decimals come digit by digit: "0 point 2 8" -> "0.28"

@@ -26,7 +26,13 @@ domain's answers', and the mouth says it as noise) is recorded instead: ``record
 takes of the assistant's own voice (the TTS the mouth learned from, through the same codec),
 the clearest kept, its way ``{"recorded": voice}``.
 
+A pass over every answer takes an hour on two threads; ``again_from`` makes the next one
+(more samples, another seed, or the same after the judge changed) judge only the answers
+an earlier pass's report left misheard.
+
     voxloop distill sayings models/voxloop-student --report out/sayings.json
+    voxloop distill sayings models/voxloop-student --again-from out/sayings.json \
+        --samples 24 --seed 1 --report out/sayings-2.json
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ class SayingSettings:
     recorded_takes: int = field(default=4, metadata={
         "help": "takes of the assistant's voice recorded for each answer the student may say "
                 "that its mouth never learned (the refusal); the clearest kept (0: none)"})
+    again_from: str = field(default="", metadata={
+        "help": "a report of an earlier pass (--report): only the answers whose chosen "
+                "saying there this judge hears wrong (its clean transcript judged again) or "
+                "not under every noisy listen are judged and said other ways; the rest keep "
+                "their sayings unjudged (a pass of minutes, not an hour)"})
     decoder: str = field(default="answers", metadata={
         "help": "the codec decoder that judges (answers: the one the student speaks with)"})
     threads: int = field(default=2, metadata={"help": "CPU threads (mouth, codec, Whisper)"})
@@ -79,6 +90,23 @@ class SayingSettings:
     def needs_others(self, take) -> bool:
         """Whether an answer whose saying now was judged ``take`` is said other ways."""
         return not take.steady or 100 * take.wer > self.misheard_above_wer_pct
+
+
+def misheard_in(report_path: str | Path) -> set[str]:
+    """The answer texts whose chosen saying in an earlier ``--report`` the judge hears
+    wrong now (its clean transcript judged again: the judge may have changed since), or
+    heard right but not under every noisy listen."""
+    from voxloop.distill.evals.renditions import Take
+    from voxloop.distill.evals.student import judge
+
+    try:
+        answers = json.loads(Path(report_path).read_text())["answers"]
+        chosen = [(a["text"], Take(**a["takes"][a["chosen"]])) for a in answers]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise VoxloopError(f"--again-from {report_path}: not a report of "
+                           f"`voxloop distill sayings --report` ({e})") from e
+    return {text for text, take in chosen
+            if not judge(text, take.transcript) or take.noisy_right < take.noisy}
 
 
 def way_name(way: dict) -> str:
@@ -124,6 +152,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
         raise VoxloopError(f"--recorded-takes {settings.recorded_takes}: 0 or more")
     if settings.listens < 0:
         raise VoxloopError(f"--listens {settings.listens}: 0 or more")
+    again = misheard_in(settings.again_from) if settings.again_from else None
     torch.set_num_threads(settings.threads)
     folder = student_folder(folder)
     model, vocab = load_student(folder)
@@ -151,12 +180,12 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
                     if RECORDED in now.way(words)}  # judged again below, with new takes
     for words, codes in tqdm([item for item in now.items() if item[0] not in recorded_now],
                              desc="sayings", unit="answer", disable=not progress):
-        if settings.recorded_only:
+        text = tokenizer.decode_answer(words)
+        if settings.recorded_only or (again is not None and text not in again):
             answers.append(list(words))
             chosen.append(codes)
             chosen_ways.append(now.way(words))
             continue
-        text = tokenizer.decode_answer(words)
         candidates, ways = [codes], [now.way(words)]
         judged = [take_judge(codes.numpy(), text)]
         if settings.needs_others(judged[0]):
@@ -190,6 +219,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     tried = [r for r in remembered if len(r["takes"]) > 1]
     summary = {**(summarize(tried) if tried else {}),  # its "answers": the ones tried
                "answers": len(remembered), "answers_said_other_ways": len(tried),
+               "answers_kept_unjudged": len(now) - len(recorded_now) - len(remembered),
                "answers_recorded": len(recorded),
                "recorded_right": sum(r["takes"][r["chosen"]]["correct"] for r in recorded),
                "right_now": sum(r["takes"][0]["correct"] for r in remembered),

@@ -65,10 +65,12 @@ class EngineSession(Protocol):
     def pause(self) -> None:
         """A tentative end of the turn: the engine may start answering."""
 
-    def set_quick_turns(self, quick: bool) -> None:
-        """Whether the session's turns may end as soon as a pause starts (semantic_vad
-        answers a clearly finished question ~100 ms after the speech), so an answer begun
-        at the pause has almost no silence to get ready in; from the next turn on."""
+    def set_turn_detection(self, live: bool, quick: bool = False) -> None:
+        """Whether turn detection is on (``live``: the session's audio is heard as it comes,
+        else each turn comes whole with ``respond``: push to talk), and whether its turns
+        may end as soon as a pause starts (``quick``: semantic_vad answers a clearly
+        finished question ~100 ms after the speech, so an answer begun at the pause has
+        almost no silence to get ready in); told at the start and on every change."""
 
     def resume(self) -> None:
         """Speech went on after a pause: an answer begun at the pause is void."""

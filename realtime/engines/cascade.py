@@ -148,8 +148,8 @@ class CascadeSession:
     def pause(self) -> None:
         pass
 
-    def set_quick_turns(self, quick: bool) -> None:
-        pass  # nothing is begun before the turn ends
+    def set_turn_detection(self, live: bool, quick: bool = False) -> None:
+        pass  # every turn comes whole; nothing is begun before it ends
 
     def resume(self) -> None:
         pass

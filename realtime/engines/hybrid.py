@@ -173,8 +173,8 @@ class HybridSession:
     def pause(self) -> None:
         self.native.pause()
 
-    def set_quick_turns(self, quick: bool) -> None:
-        self.native.set_quick_turns(quick)
+    def set_turn_detection(self, live: bool, quick: bool = False) -> None:
+        self.native.set_turn_detection(live, quick)
 
     def resume(self) -> None:
         self.native.resume()

@@ -192,7 +192,9 @@ class NativeSession:
             raise
         self._speculative: Answer | VotedAnswer | None = None
         self._quick_turns = False  # one ear: the answer is due too soon after the speech
-        self._hears_live = False  # the session feeds it live audio (turn detection is on)
+        # the session feeds it live audio (turn detection is on): a turn sent whole is
+        # heard in slots of its own, not the session's
+        self._hears_live = False
         self.new_turn()
 
     @property
@@ -236,7 +238,8 @@ class NativeSession:
         for i, ear in enumerate(self._ears):
             self._send(i, ear.push(audio_16k))
 
-    def set_quick_turns(self, quick: bool) -> None:
+    def set_turn_detection(self, live: bool, quick: bool = False) -> None:
+        self._hears_live = live
         self._quick_turns = quick and not self.engine.settings.votes_quick_turns
 
     def pause(self) -> None:

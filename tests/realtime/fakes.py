@@ -102,7 +102,8 @@ class FakeSession:
     turns: list[Turn] = field(default_factory=list)  # what respond was asked to answer
     pieces_made: int = 0
     closed: bool = False
-    quick_turns: bool | None = None  # as the session last set it
+    live: bool | None = None  # turn detection on, as the session last set it
+    quick_turns: bool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def heard_16k(self, turn: int = -1) -> np.ndarray:
@@ -127,8 +128,8 @@ class FakeSession:
     def pause(self) -> None:
         self._call("pause")
 
-    def set_quick_turns(self, quick: bool) -> None:
-        self.quick_turns = quick
+    def set_turn_detection(self, live: bool, quick: bool = False) -> None:
+        self.live, self.quick_turns = live, quick
 
     def resume(self) -> None:
         self._call("resume")

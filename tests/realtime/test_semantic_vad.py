@@ -43,6 +43,7 @@ def semantic(eagerness: str | None = None, **fields) -> dict:
 def test_semantic_vad_is_accepted_and_echoed():
     async def test(h: Harness):
         assert h.engine_session.quick_turns is False  # server_vad: the engine may vote
+        assert h.engine_session.live is True
         await h.send(semantic("high"))
         td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
         assert td == {"type": "semantic_vad", "eagerness": "high", "create_response": True,
@@ -56,6 +57,10 @@ def test_semantic_vad_is_accepted_and_echoed():
         td = (await h.until("session.updated"))["session"]["audio"]["input"]["turn_detection"]
         assert td["type"] == "server_vad" and td["silence_duration_ms"] == 200
         assert h.engine_session.quick_turns is False
+        await h.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": None}}}})
+        await h.until("session.updated")
+        assert (h.engine_session.live, h.engine_session.quick_turns) == (False, False)
 
     run_session(test, manual=False)
 

@@ -3,6 +3,8 @@ clearest kept in the student's table with the way to say it again."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,53 @@ def test_other_ways_stop_at_the_first_right_under_every_listen(tmp_path, monkeyp
     summary = report["summary"]
     assert (summary["right_now"], summary["right_chosen"]) == (0, 2)
     assert (summary["steady_now"], summary["steady_chosen"]) == (0, 2)
+
+
+def test_again_from_judges_only_the_answers_an_earlier_report_left_misheard(tmp_path,
+                                                                           monkeypatch):
+    """An earlier report: one answer heard right and steady, one whose transcript the
+    judge now rejects (a dropped sign), one right but not under every listen. Only the
+    last two are judged again; the first keeps its saying unjudged."""
+    import json
+
+    from voxloop.distill.evals import renditions, sayings
+    from voxloop.distill.student.vocab import Tokenizer
+
+    judged = []
+
+    class RightJudge:
+        def __init__(self, *args) -> None:
+            pass
+
+        def __call__(self, codes, text: str) -> Take:
+            judged.append(text)
+            return Take(text, 0.0, True, 2, 2)
+
+    monkeypatch.setattr(renditions, "TakeJudge", RightJudge)
+    _, _, folder = tiny_student_with_mouth(tmp_path / "student")
+    _, vocab = load_student(folder)
+    texts = [Tokenizer(vocab).decode_answer(w) for w in ([3, 4, 5], [6, 7])]
+    report = {"answers": [
+        {"text": texts[0], "chosen": 0, "takes": [asdict(Take(texts[0], 0.0, True, 2, 2))]},
+        {"text": texts[1], "chosen": 1, "takes": [asdict(Take("no", 1.0, False)),
+                                                   asdict(Take(texts[1], 0.0, True, 1, 2))]},
+        {"text": "Three minus nine is minus six.", "chosen": 0,
+         "takes": [asdict(Take("3 minus 9 is 6.", 0.2, True, 2, 2))]}]}
+    path = tmp_path / "before.json"
+    path.write_text(json.dumps(report))
+    assert sayings.misheard_in(path) == {texts[1], "Three minus nine is minus six."}
+    choose_sayings(folder, SayingSettings(samples=0, threads=1), progress=False)
+    table_before, judged[:] = load_student(folder)[0].mouth.said_codes, []
+    again = choose_sayings(folder, SayingSettings(again_from=str(path), samples=0,
+                                                  threads=1), progress=False)
+    assert judged == [texts[1]]
+    assert (again["summary"]["answers"], again["summary"]["answers_kept_unjudged"]) == (1, 1)
+    kept = load_student(folder)[0].mouth.said_codes
+    assert torch.equal(kept.get(torch.tensor([3, 4, 5])),
+                       table_before.get(torch.tensor([3, 4, 5])))
+    path.write_text("{}")
+    with pytest.raises(VoxloopError, match="not a report of"):
+        choose_sayings(folder, SayingSettings(again_from=str(path)), progress=False)
 
 
 def test_the_command_writes_the_table_and_sampling_needs_a_temperature(tmp_path, capsys):

@@ -60,6 +60,9 @@ def test_judge_hears_numbers_as_whisper_writes_them():
     ("Three minus nine is minus six.", "3 minus 9 is 6.", False),
     ("Three minus nine is minus six.", "3 - 9 = -6", True),
     ("Four minus two is two.", "4 minus 2.", False),
+    # Whisper glues the sign of "is minus seven" to the word before it
+    ("Zero minus seven is minus seven.", "0-7 is-7.", True),
+    ("Seven minus zero is seven.", "7-0 is-7.", False),
     ("Nine divided by three is three.", "9 divided by 3 is 9.", False),
     ("Five plus three is eight.", "5 plus 8 is 3.", False),
     ("One degree Fahrenheit is about minus seventeen point two degrees Celsius.",

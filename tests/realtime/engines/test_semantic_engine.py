@@ -297,7 +297,8 @@ def test_a_live_turn_answered_again_is_answered_from_its_start(semantic_engine, 
 def test_push_to_talk_turns_are_answered_in_the_sessions_own_slots(semantic_engine):
     """Turn detection off: nothing is heard live, every turn arrives whole. Each is heard
     in the session's own slots (borrowing none: a few spares are all there is for every
-    session), and answered as generate() answers its offline tokens."""
+    session), and answered as generate() answers its offline tokens; so too after turn
+    detection was on for a while and is off again."""
     from voxloop.audio import resample
     from voxloop.realtime.engines.native import _model_rate
 
@@ -313,5 +314,15 @@ def test_push_to_talk_turns_are_answered_in_the_sessions_own_slots(semantic_engi
         words += [out.transcript_delta for out in pieces]
         assert "".join(words).strip() == want
         assert answer_of(session, heard_live=False, audio_24k=audio_24k)[0] == want  # again
+        # turn detection on for a turn heard live, then off again: push to talk once more
+        session.set_turn_detection(True)
+        session.new_turn()
+        session.hear(_model_rate(audio_24k)[:8000])
+        session.set_turn_detection(False)
+        pieces = session.respond(Turn(audio_24k=audio_24k, heard_live=False), threading.Event())
+        words = [next(pieces).transcript_delta]
+        assert len(engine.batcher._free) == free  # its own slots again, none borrowed
+        words += [out.transcript_delta for out in pieces]
+        assert "".join(words).strip() == want
     finally:
         session.close()

@@ -183,11 +183,11 @@ def test_a_second_session_hears_with_one_ear_and_a_third_silences_the_votes():
         first.new_turn()
         first.hear(audio)
         assert len(first._ears) == 3 and len(first.end_of_turn().answers) == 3
-        first.set_quick_turns(True)  # semantic_vad: no silence to hide the vote in
+        first.set_turn_detection(True, quick=True)  # semantic_vad: no silence to hide the vote in
         first.new_turn()
         first.hear(audio)
         assert len(first._ears) == 1 and len(first.slots) == 3  # the seat is kept
-        first.set_quick_turns(False)
+        first.set_turn_detection(True, quick=False)
         first.new_turn()
         first.hear(audio)
         assert len(first._ears) == 3
@@ -206,7 +206,7 @@ def test_quick_turns_vote_too_when_told():
     engine = NativeEngine(NativeSettings(votes=2, slots=4, votes_quick_turns=True))
     try:
         session = NativeSession(engine)
-        session.set_quick_turns(True)
+        session.set_turn_detection(True, quick=True)
         session.hear(np.zeros(3200, np.float32))
         assert len(session._ears) == 2 and len(session.end_of_turn().answers) == 2
         session.close()
