@@ -2,7 +2,7 @@
 
     stepper = StudentStepper(model, tokenizer, SamplingOptions())
     state = stepper.start(batch=1)
-    stepper.prefill(state, [codes_chunk])      # [K, T] per row, any T, while the user speaks
+    stepper.advance(state, [codes_chunk])      # [K, T] per row, any T, while the user speaks
     stepper.end_turn(state)
     while not state.done:                      # after the end of the turn
         out = stepper.step(state)              # one position for every unfinished row
@@ -68,7 +68,10 @@ class GenerationState:
         return all(r.phase is Phase.DONE for r in self.rows)
 
     def select(self, indices: list[int]) -> GenerationState:
-        """Rows ``indices`` as a batch of their own over the same storage (no copy)."""
+        """Rows ``indices`` (at least one) as a batch of their own over the same storage
+        (no copy)."""
+        if not indices:
+            raise ValueError("no rows selected: a batch has at least one row")
         rows = [self.rows[i] for i in indices]
         return GenerationState(rows[0].cache.rows([r.index for r in rows]), rows, self.rng)
 
@@ -101,21 +104,12 @@ class StudentStepper:
         return GenerationState(cache, [RowStream(cache, b) for b in range(batch)], rng)
 
     @torch.inference_mode()
-    def prefill(self, state: GenerationState, chunks: list[np.ndarray | None]) -> None:
-        """Append user codes ``[K, T_b]`` (a semantic student: tokens ``[1, T_b]``) to each
-        row (None or T_b = 0: nothing for that row)."""
-        ids = [user_frame_ids(self.config, c) if c is not None and c.shape[1] else None
-               for c in chunks]
-        for row, chunk in zip(state.rows, chunks, strict=True):
-            _keep_codes(row.turn, chunk)
-        self._forward(state, ids, heads=())
-
     def end_turn(self, state: GenerationState, rows: list[int] | None = None,
                  heard_last: list[np.ndarray | None] | None = None) -> None:
         """The user stopped: next steps write the answer (``<sep>`` is the next input).
         ``heard_last`` (per row of ``rows``: user codes ``[K, T]`` or None): the turn's last
         frames, not yet heard; the first step feeds them just before ``<sep>``, so the first
-        word comes one model call sooner than after a ``prefill`` of them."""
+        word comes one model call sooner than after an ``advance`` with them."""
         rows = list(rows if rows is not None else range(len(state.rows)))
         for i, last in zip(rows, heard_last or [None] * len(rows), strict=True):
             turn = state.rows[i].turn

@@ -1,7 +1,8 @@
 """The student's frame layout: where a turn's user frames, answer words and delayed audio
 steps sit in one token sequence, and the embedding ids of each.
 
-Every position carries ``C = max(K_in, K_out)`` input ids (unused ones ``null_id``).
+Every position carries ``C = config.channels`` input ids (``max(K_in, K_out)``, two more
+with the word pointer; unused ones ``null_id``).
 The user frames are a prefix with a rate of their own (``user_frame_rate_hz``: the
 codec's 25 Hz, or the semantic tokenizer's 25 or 12.5 Hz); the answer's audio steps
 run at the acoustic codec's rate.

@@ -1,11 +1,13 @@
 """The audio-native student: one decoder-only transformer over codec and text tokens.
 
-One sequence per dialogue turn (``student_data.py`` builds it):
+One sequence per dialogue turn (``layout.build_sequence`` builds it, ``pack.make_batch``
+batches it):
 
     user frames (K_in codebooks, summed embeddings) | <sep> | answer words | <eot> |
     assistant frames with a delay pattern over K_out codebooks ... <eos>
 
-Every position carries ``C = max(K_in, K_out)`` input ids into one shared embedding table
+Every position carries ``C = config.channels`` input ids (``max(K_in, K_out)``, two more
+with the word pointer) into one shared embedding table
 (unused channels hold ``null_id``, whose row is zero), so user frames, text
 tokens and delayed audio frames all enter through one gather and a sum. With
 ``user_latent_dim`` set, user codes instead enter as the codec's latent: the
@@ -360,8 +362,10 @@ def save_student(model: Student, vocab: dict, folder: str | Path, card: str | No
     """``folder/config.json``, ``model.safetensors`` (``dtype``), ``vocab.json`` [, README.md],
     and with a mouth that remembers answers ``said_codes.safetensors`` (their codes, said
     from the saved weights: ``said_codes.py``; ``say`` False: none, for a caller that keeps
-    another table, ``carry_said_codes``). A semantic student's tokenizer is named by its
-    bundled name when one has its weights."""
+    another table, ``carry_said_codes``). Intents heads in ``folder`` (of another student)
+    are removed: ``mouth_files.with_measured_heads`` carries a source's over. A semantic
+    student's tokenizer is named by its bundled name when one has its weights."""
+    from voxloop.distill.student.mouth_files import HEAD_FILES
     from voxloop.distill.student.said_codes import SAID_CODES_FILE, write_said_codes
     from voxloop.distill.student.user_tokens import bundled_name
 
@@ -369,6 +373,8 @@ def save_student(model: Student, vocab: dict, folder: str | Path, card: str | No
     config = {"kind": "voxloop-student", **asdict(model.config)}
     folder = save_model_folder(folder, model.state_dict(), config, card, dtype,
                                files={"vocab.json": json.dumps(vocab, indent=1) + "\n"})
+    for name in HEAD_FILES:  # an older student's in the folder: trained on other weights
+        (folder / name).unlink(missing_ok=True)
     if say:
         write_said_codes(folder)  # its mouth's remembered answers, said as they will load
     else:

@@ -7,10 +7,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from voxloop.distill.student.audio_intents import FILENAME as AUDIO_INTENTS_FILE
 from voxloop.distill.student.config import MouthConfig
+from voxloop.distill.student.heard_intents import FILENAME as HEARD_INTENTS_FILE
 from voxloop.distill.student.mouth import MOUTH_PREFIX
 from voxloop.errors import VoxloopError
 from voxloop.training import atomic_write, load_checkpoint
+
+# heads trained on a student's ears and words: a student saved with new weights drops them
+HEAD_FILES = (HEARD_INTENTS_FILE, AUDIO_INTENTS_FILE)
 
 
 def read_mouth(checkpoint: str | Path, student_config, student_name: str | Path
@@ -31,9 +36,6 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     ``best.pt``/``checkpoint.pt`` of ``train_mouth``), float16, its card kept, and what was
     measured on its words (the routing thresholds, the heard-intents head) and the audio
     intents head (it reads the user's codes, which a mouth does not change) carried over."""
-    from voxloop.distill.student.audio_intents import FILENAME as AUDIO_INTENTS_FILE
-    from voxloop.distill.student.confidence import ROUTING_FILE
-    from voxloop.distill.student.heard_intents import FILENAME as HEARD_INTENTS_FILE
     from voxloop.distill.student.model import Student, load_student, save_student, student_folder
     from voxloop.models import read_card
 
@@ -48,11 +50,21 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     weights = {k: v for k, v in student.state_dict().items() if not k.startswith(MOUTH_PREFIX)}
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
-    carried = (ROUTING_FILE, HEARD_INTENTS_FILE, AUDIO_INTENTS_FILE)
-    measured = {name: (source / name).read_bytes() for name in carried
-                if (source / name).is_file()}  # read first: folder may be source itself
-    folder = save_student(with_mouth.eval(), vocab, folder, read_card(source))
-    for name in carried:
+    return with_measured_heads(source, lambda: save_student(with_mouth.eval(), vocab, folder,
+                                                            read_card(source)))
+
+
+def with_measured_heads(source: Path, save) -> Path:
+    """The folder ``save()`` writes (a student whose ears and words are ``source``'s, its
+    mouth new or changed), with what was measured on those words (the routing thresholds,
+    the heard-intents head) and the audio intents head (it reads the user's codes, which a
+    mouth does not change) carried over from ``source``, and none of another student's."""
+    from voxloop.distill.student.confidence import ROUTING_FILE
+
+    measured = {name: (source / name).read_bytes() for name in (ROUTING_FILE, *HEAD_FILES)
+                if (source / name).is_file()}  # read first: the folder may be source itself
+    folder = save()
+    for name in (ROUTING_FILE, *HEAD_FILES):
         if name in measured:
             atomic_write(folder / name, lambda tmp, data=measured[name]: tmp.write_bytes(data))
         else:  # one measured on other words

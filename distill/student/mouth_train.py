@@ -343,6 +343,7 @@ def remember_lengths(student_name: str | Path, data_path: str | Path, folder: st
     of the train answers of the pack ``data_path``, and only those (as ``train_mouth`` gives a
     fresh mouth), its card kept; returns the folder and how many answers it remembers."""
     from voxloop.distill.student.model import save_student, student_folder
+    from voxloop.distill.student.mouth_files import with_measured_heads
     from voxloop.models import read_card
 
     student, vocab, data = student_and_pack(student_name, data_path)
@@ -350,5 +351,6 @@ def remember_lengths(student_name: str | Path, data_path: str | Path, folder: st
     if not len(rows):
         raise VoxloopError(f"{data_path} has no train turns")
     student.mouth.remember(*answer_lengths(data, rows))
-    return save_student(student, vocab, folder, read_card(student_folder(student_name))), \
-        len(rows)
+    source = student_folder(student_name)
+    return with_measured_heads(source, lambda: save_student(student, vocab, folder,
+                                                            read_card(source))), len(rows)

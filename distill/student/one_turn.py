@@ -37,7 +37,11 @@ class Generation:
 
 def generate(model: Student, tokenizer: Tokenizer, user_codes: np.ndarray,
              options: SamplingOptions | None = None, chunk_frames: int = 0) -> Generation:
-    """Answer one user turn ``[K, F_user]``; prefill in chunks of ``chunk_frames`` (0: at once)."""
+    """Answer one user turn ``[K, F_user]``; prefill in chunks of ``chunk_frames`` (0: at once).
+    A turn of no frame is answered with nothing, as the engine ends it (``Reason.EMPTY``)."""
+    if not user_codes.shape[1]:
+        return Generation(np.zeros((model.config.k_out, 0), np.int64), [], "", 0.0, 0,
+                          0.0, 0.0, None)
     stepper = StudentStepper(model, tokenizer, options or SamplingOptions())
     state = stepper.start(1)
     t0 = time.perf_counter()

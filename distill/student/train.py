@@ -230,11 +230,11 @@ def train(settings: StudentTrainSettings, config: StudentConfig | None = None,
         averaged.shadow = {k: v.to(device) for k, v in state["ema"].items()}
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     train_rows, valid_rows = data.indices("train"), data.indices("valid")
-    draw = answer_weights(data, train_rows, settings.answer_balance,
-                          settings.refusal_share)
     if not len(train_rows):
         raise VoxloopError(f"{settings.data} has no train turns (a dataset still being built "
                            "writes its held-out and valid shards first): pack it again later")
+    draw = answer_weights(data, train_rows, settings.answer_balance,
+                          settings.refusal_share)
     aug = None
     if settings.augment:
         near = None

@@ -85,9 +85,13 @@ class Tokenizer:
         return [self.ctc_ids.get(w, CTC_UNK) for w in user_words(text)]
 
     def decode_answer(self, ids: Iterable[int]) -> str:
-        """Ids -> a readable sentence: "Purple is spelled P U R P L E."."""
+        """Ids -> a readable sentence: "Purple is spelled P U R P L E.", "Cat is spelled C A
+        T." (single letters upper case; "a" too where a neighbour is a letter)."""
         words = [self.vocab["text"][i] for i in ids if i >= len(TEXT_SPECIALS)]
-        words = [w.upper() if len(w) == 1 and w != "a" else w for w in words]
+        letter = [len(w) == 1 and w.isalpha() for w in words]
+        words = [w.upper() if letter[i] and (w != "a" or (i and letter[i - 1])
+                                             or (i + 1 < len(words) and letter[i + 1]))
+                 else w for i, w in enumerate(words)]
         if not words:
             return ""
         return (words[0][:1].upper() + words[0][1:] + " " + " ".join(words[1:])).strip() + "."

@@ -228,6 +228,8 @@ class ContinuousBatcher:
             elif row.stream.phase is Phase.LISTEN and row.queued:
                 active.append(index)
                 chunks.append(self._take_codes(row))
+        if not active:  # each row with work was a tail that came to nothing (or failed)
+            return
         # a row the student's mouth speaks for hands out a frame it already has: no model
         modelled = sum(self._rows[i].stream.phase is not Phase.SPEAK for i in active)
         hears_last = [self._rows[i].stream.turn.heard_last is not None for i in active]

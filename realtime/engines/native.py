@@ -27,7 +27,6 @@ import numpy as np
 from voxloop.audio import MODEL_RATE_HZ, StreamingResampler
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE
 from voxloop.errors import VoxloopError
-from voxloop.models import find_model
 from voxloop.realtime.engines.answers import Answer, Frame, VotedAnswer, Word, ended
 from voxloop.realtime.engines.base import EngineOutput, Turn, voice_name
 from voxloop.realtime.engines.native_settings import NativeSettings
@@ -56,14 +55,17 @@ class NativeEngine:
 
         from voxloop.distill.student.codec import load_student_codec
         from voxloop.distill.student.generate import SamplingOptions, StudentStepper
-        from voxloop.distill.student.model import load_student
+        from voxloop.distill.student.model import load_student, student_folder
         from voxloop.distill.student.vocab import Tokenizer
         from voxloop.distill.student.votes import skips
         from voxloop.realtime.engines.batcher import ContinuousBatcher
 
         self.settings = settings
-        if settings.votes < 1:
-            raise VoxloopError(f"--native-votes must be at least 1, not {settings.votes}")
+        for flag, value in (("--native-votes", settings.votes),
+                            ("--native-slots", settings.slots),
+                            ("--native-max-prefill-frames", settings.max_prefill_frames)):
+            if value < 1:
+                raise VoxloopError(f"{flag} must be at least 1, not {value}")
         for flag, value, zero in (
                 ("--native-voting-sessions", settings.voting_sessions, "no limit"),
                 ("--native-votes-up-to-sessions", settings.votes_up_to_sessions, "no limit"),
@@ -76,8 +78,7 @@ class NativeEngine:
         self.tokenizer = Tokenizer(vocab)
         self.codec = load_student_codec(settings.codec, vocab, settings.decoder)
         self.semantic = None  # the semantic tokenizer a semantic student hears with
-        self.models = {"student": str(find_model(settings.student, "student model",
-                                                 marker="vocab.json")),
+        self.models = {"student": str(student_folder(settings.student)),
                        "codec": self.codec.name}
         if model.config.user_input == "semantic":
             from voxloop.distill.student.user_tokens import load_student_semantic
@@ -178,12 +179,15 @@ class NativeEngine:
 class NativeSession:
     """One websocket session's side of the engine: 16 kHz audio in while the user
     speaks, frames to its model slot (one per vote: each hears the turn through its own
-    ear); answers from those slots."""
+    ear); answers from those slots. ``borrowed``: a session's helper for one turn heard
+    whole beside its live one (or a transcription), in one spare slot, neither counted
+    among the open sessions nor taking a voting seat."""
 
-    def __init__(self, engine: NativeEngine) -> None:
+    def __init__(self, engine: NativeEngine, borrowed: bool = False) -> None:
         self.engine = engine
         self.slots: list[Slot] = []
-        self._ear_count = engine.seats.claim()
+        self._borrowed = borrowed
+        self._ear_count = 1 if borrowed else engine.seats.claim()
         try:
             for _ in range(self._ear_count):
                 self.slots.append(engine.batcher.open())
@@ -293,7 +297,7 @@ class NativeSession:
         # whole: in the session's own slots where it hears nothing live (turn detection
         # off: push to talk), else in slots of their own, so the live turn is left as it is
         own = not live and not self._hears_live
-        ear = self if live or own else NativeSession(self.engine)
+        ear = self if live or own else NativeSession(self.engine, borrowed=True)
         try:
             if not live:
                 if turn.audio_24k is None:
@@ -311,7 +315,7 @@ class NativeSession:
     def transcribe(self, audio_24k: np.ndarray) -> str:
         """What the student's CTC head heard (its own recognition, no Whisper), in
         slots of their own."""
-        ear = NativeSession(self.engine)
+        ear = NativeSession(self.engine, borrowed=True)
         try:
             ear._hear(_model_rate(audio_24k))
             answer = ear.end_of_turn()
@@ -326,7 +330,7 @@ class NativeSession:
         for slot in self.slots:
             slot.close()
         self.slots = []
-        if self._ear_count:  # closing twice gives nothing back twice
+        if self._ear_count and not self._borrowed:  # closing twice gives nothing back twice
             self.engine.seats.release(self._ear_count)
         self._ear_count = 0
 

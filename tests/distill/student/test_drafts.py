@@ -46,7 +46,7 @@ def answer_counting_calls(stepper: StudentStepper, codes: np.ndarray
     """(word ids, frames [K_out, F], model calls while writing words, the words'
     log-probability) of one row."""
     state = stepper.start(1)
-    stepper.prefill(state, [codes])
+    stepper.advance(state, [codes])
     stepper.end_turn(state)
     frames, word_calls = [], 0
     while not state.done:

@@ -79,9 +79,15 @@ def test_what_it_heard_is_the_ctc_heads_greedy_read_of_the_question(stepper, chu
     assert_as_generate(stepper, _prefilled(stepper, codes), codes)  # the answer is the same
 
 
+def test_a_turn_of_no_frame_is_answered_with_nothing(stepper):
+    """As the engine ends it (Reason.EMPTY): no words out of nothing."""
+    alone = generate(stepper.model, stepper.tokenizer, user_codes(0, 0), OPTIONS)
+    assert (alone.text_ids, alone.codes.shape, alone.n_steps) == ([], (4, 0), 0)
+
+
 def _prefilled(stepper: StudentStepper, codes: np.ndarray) -> GenerationState:
     state = stepper.start(1)
-    stepper.prefill(state, [codes])
+    stepper.advance(state, [codes])
     return state
 
 

@@ -16,7 +16,7 @@ from voxloop.distill.student.config import MouthConfig, MouthTrainSettings
 from voxloop.distill.student.generate import StudentStepper
 from voxloop.distill.student.model import Student, load_student, save_student
 from voxloop.distill.student.mouth import Mouth, word_lengths
-from voxloop.distill.student.mouth_files import give_mouth
+from voxloop.distill.student.mouth_files import HEAD_FILES, give_mouth, with_measured_heads
 from voxloop.distill.student.mouth_train import (
     answer_batch,
     answer_draws,
@@ -154,11 +154,19 @@ def test_trained_mouths_remember_their_train_answers_and_older_ones_can_learn_th
     forgetful = give_mouth(str(student), tmp_path / "mouth.pt", tmp_path / "forgetful")
     assert main(["distill", "remember-lengths", str(forgetful), str(path),
                  str(tmp_path / "remembers")]) == 0
-    remembers, _ = load_student(tmp_path / "remembers")
+    remembers, vocab = load_student(tmp_path / "remembers")
     assert torch.equal(remembers.mouth.known_frames, model.mouth.known_frames)
     assert torch.equal(remembers.mouth.known_words, model.mouth.known_words)
     assert (tmp_path / "remembers" / "model.safetensors").stat().st_size < \
         (tmp_path / "forgetful" / "model.safetensors").stat().st_size + 4 * frames.numel() + 1024
+    # a head of these ears and words: a mouth's change carries it over (as remember-lengths
+    # and give_mouth do); other weights saved over the folder drop it
+    (tmp_path / "remembers" / HEAD_FILES[0]).write_bytes(b"a head")
+    copy = with_measured_heads(tmp_path / "remembers",
+                               lambda: save_student(remembers, vocab, tmp_path / "copy"))
+    assert (copy / HEAD_FILES[0]).read_bytes() == b"a head"
+    save_student(model, vocab, copy)
+    assert not (copy / HEAD_FILES[0]).exists()
     with pytest.raises(VoxloopError, match="no mouth"):
         remember_lengths(student, path, tmp_path / "nope")
 
@@ -342,7 +350,7 @@ def test_a_student_with_a_mouth_says_its_words_without_model_calls(tmp_path, ali
         torch.testing.assert_close(model.state_dict()[name], value), name
     stepper = StudentStepper(model, Tokenizer(vocab))
     state = stepper.start(2)
-    stepper.prefill(state, [data.user(0), data.user(1)])
+    stepper.advance(state, [data.user(0), data.user(1)])
     stepper.end_turn(state)
     speaking = state.rows[0]
     speaking.turn = TurnProgress(phase=Phase.TEXT, text=[5, 6, 7])

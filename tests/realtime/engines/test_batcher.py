@@ -357,15 +357,44 @@ def test_a_turn_heard_across_a_failed_model_call_is_not_answered_as_a_fragment(m
     assert_same(model, batcher, user_codes(21, 4), collect(listening.answer()))
 
 
+def wait_prefilled(batcher, slot) -> None:
+    """Until the model thread has prefilled every frame ``slot`` was given."""
+    deadline = time.monotonic() + 10
+    while (row := batcher._rows[slot.index]) is None or row.queued or not row.stream.length:
+        assert time.monotonic() < deadline, "the frames were never prefilled"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("tail", ["empty", "broken"])
+def test_a_tail_alone_in_a_call_that_comes_to_nothing_leaves_other_turns_be(model, batcher,
+                                                                             tail):
+    """A tentative answer to a sound shorter than a block: its tail flushes to no frame
+    (or fails), and no other row has work in that call; the other session's turn, heard
+    before, is answered as usual (the call had no rows to run: nothing failed)."""
+    def no_frame():
+        return np.zeros((4, 0), np.int64)
+
+    def broken():
+        raise RuntimeError("no partial block")
+
+    other, short = batcher.open(), batcher.open()
+    other.listen(user_codes(24, 6))
+    wait_prefilled(batcher, other)
+    answer = short.answer(no_frame if tail == "empty" else broken)
+    if tail == "empty":
+        words, codes, reason = collect(answer)
+        assert (words, codes.shape[1], reason) == ([], 0, Reason.EMPTY)
+    else:
+        assert "no partial block" in failure_of(answer)
+    assert_same(model, batcher, user_codes(24, 6), collect(other.answer()))
+
+
 def test_a_tentative_answer_failed_mid_turn_leaves_the_turn_lost_too(model, batcher):
     """The call that fails is a tentative answer's (begun at a pause); the user goes on:
     the turn's start is gone with the reset rows, so its answer fails too."""
     slot = batcher.open()
     slot.listen(user_codes(22, 3))
-    deadline = time.monotonic() + 10
-    while (row := batcher._rows[slot.index]) is None or row.queued or not row.stream.length:
-        assert time.monotonic() < deadline, "the frames were never prefilled"
-        time.sleep(0.005)  # until the model thread prefilled them: the next call answers
+    wait_prefilled(batcher, slot)  # the next call answers
     fail_next_call(batcher)
     tentative = slot.answer()
     assert "out of memory" in failure_of(tentative)

@@ -95,6 +95,11 @@ def test_votes_must_be_positive():
         NativeEngine(NativeSettings(voting_sessions=-1))
     with pytest.raises(VoxloopError, match="--native-votes-up-to-sessions must be 0"):
         NativeEngine(NativeSettings(votes_up_to_sessions=-2))
+    # no slot, or prefill of no frame at a time (the model thread would wait forever)
+    with pytest.raises(VoxloopError, match="--native-slots must be at least 1, not 0"):
+        NativeEngine(NativeSettings(slots=0))
+    with pytest.raises(VoxloopError, match="--native-max-prefill-frames must be at least 1"):
+        NativeEngine(NativeSettings(max_prefill_frames=0))
 
 
 @pytest.mark.slow
@@ -166,6 +171,12 @@ def test_a_second_session_hears_with_one_ear_and_a_third_silences_the_votes():
     engine = NativeEngine(NativeSettings(votes=3, slots=8))
     audio = np.zeros(3200, np.float32)
     try:
+        # a transcription (or a turn sent whole beside a live one) borrows one slot, and
+        # neither counts as a session nor takes the voting seat
+        helper = NativeSession(engine, borrowed=True)
+        assert len(helper.slots) == 1 and (engine.seats.open, engine.seats.taken) == (0, 0)
+        helper.close()
+        assert (engine.seats.open, engine.seats.taken) == (0, 0)
         first, second = NativeSession(engine), NativeSession(engine)
         assert (len(first.slots), len(second.slots)) == (3, 1)
         first.hear(audio)
