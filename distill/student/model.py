@@ -83,12 +83,6 @@ class KVCache:
     def capacity(self) -> int:
         return self.keys[0].shape[1]
 
-    def select(self, rows: torch.Tensor | list[int]) -> KVCache:
-        """The cache of some rows (a copy), e.g. one session out of a batch."""
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
-        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values],
-                       self.lengths[rows].clone())
-
     def rows(self, rows: list[int]) -> KVCacheRows:
         """Some rows as a cache of their own that shares this one's storage (no copy):
         continuous batching runs the sessions that have work on one model call."""
@@ -105,13 +99,6 @@ class KVCache:
     def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of positions ``0..end-1``: ``[B, end, H_kv, D]`` each."""
         return self.keys[layer][:, :end], self.values[layer][:, :end]
-
-    @classmethod
-    def stack(cls, caches: list[KVCache]) -> KVCache:
-        """Rows of several caches (same capacity) as one batch."""
-        return cls([torch.cat(ks) for ks in zip(*(c.keys for c in caches), strict=True)],
-                   [torch.cat(vs) for vs in zip(*(c.values for c in caches), strict=True)],
-                   torch.cat([c.lengths for c in caches]))
 
 
 @dataclass

@@ -108,16 +108,19 @@ def test_batched_rows_of_different_lengths_are_isolated():
     assert lengths[0] != lengths[1]
 
 
-def test_cache_select_and_stack_keep_rows():
+def test_some_rows_of_a_cache_are_written_in_its_own_storage():
+    """``cache.rows``: a call over some sessions (continuous batching) writes their rows of
+    the batch's cache, and only theirs."""
     model, data = _model()
     cache = KVCache.empty(model.config, 2, 50)
     ids = make_batch(model.config, data, np.array([0, 1]), None, np.random.default_rng(0)).ids
     with torch.no_grad():
-        model(ids[:, :6], cache, torch.tensor([6, 4]))
-    one = cache.select([1])
-    both = KVCache.stack([cache.select([0]), one])
-    assert one.lengths.tolist() == [4]
-    assert all(torch.equal(a, b) for a, b in zip(both.keys, cache.keys, strict=True))
+        model(ids[1:, :6], cache.rows([1]), torch.tensor([6]))
+        alone = KVCache.empty(model.config, 1, 50)
+        model(ids[1:, :6], alone, torch.tensor([6]))
+    assert cache.lengths.tolist() == [0, 6]
+    assert not cache.keys[0][0].any()
+    assert all(torch.equal(a[1], b[0]) for a, b in zip(cache.keys, alone.keys, strict=True))
 
 
 def test_save_load_roundtrip(tmp_path):
