@@ -290,6 +290,11 @@ def run_synth(settings: SynthSettings, asr: ASRSettings | None = None,
             raise VoxloopError(
                 f"{folder} holds another plan (settings {old['settings']}); use the same "
                 "plan settings to resume, or another --out")
+        held = old["settings"].get("examples_per_shard")
+        if held != settings.examples_per_shard:  # the same items, cut into other shards
+            raise VoxloopError(
+                f"{folder}'s shards hold {held} examples each: resume with "
+                f"--examples-per-shard {held}, or use another --out")
         if old["codec"]["sha256"] == codec.info["sha256"]:
             manifest = old  # keep the file as it is; nothing changed
     mine = my_shards(names, parse_share(settings.shard))

@@ -49,30 +49,42 @@ def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
     manifest = out / "manifest.json"
     if manifest.is_file():
         _check_same_build(out, json.loads(manifest.read_text()), info)
-    atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=1) + "\n"))
     plan = {}  # shard file -> its items: every split's shards in order
     for split in ("train", *EVAL_SPLITS):
         count = settings.train_items if split == "train" else settings.eval_items
         items = pick_items(split, count, settings.data_seed, settings.more_phrasings)
         for index, start in enumerate(range(0, len(items), settings.items_per_shard)):
             plan[f"{split}-{index:04d}.npz"] = items[start:start + settings.items_per_shard]
+    info["shards"] = list(plan)  # what load_split reads: fewer items leave shards unread
+    atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=1) + "\n"))
     tokenizer = None
     for name in my_shards(list(plan), parse_share(settings.shard)):
         path = out / name
-        if path.is_file():
-            continue
+        if path.is_file() and planned_items(path) in (None, len(plan[name])):
+            continue  # (a last shard of fewer items than are planned now is made again)
         tokenizer = tokenizer or load_semantic_model(folder)
         t0 = time.perf_counter()
         shard = build_shard(plan[name], tokenizer, settings.data_seed,
                             augment_share=settings.augment_share if name.startswith("train")
                             else 0.0)
-        write_shard(path, shard)
+        write_shard(path, shard, len(plan[name]))
         progress(f"{name}: {len(shard['labels'])} examples ({time.perf_counter() - t0:.0f} s)")
     return out
 
 
-def write_shard(path: Path, shard: dict) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: v for k, v in shard.items() if isinstance(v, np.ndarray)},
-             meta=json.dumps({k: shard.get(k) for k in ("texts", "voices", "augmentations")}))
-    tmp.rename(path)
+def write_shard(path: Path, shard: dict, planned: int | None = None) -> None:
+    """The shard of ``planned`` items (each gives two or three examples), all or nothing."""
+    meta = {k: shard.get(k) for k in ("texts", "voices", "augmentations")}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file, so savez adds no ".npz" to the temporary name
+            np.savez(f, **{k: v for k, v in shard.items() if isinstance(v, np.ndarray)},
+                     meta=json.dumps({**meta, "planned": planned}))
+
+    atomic_write(path, write)
+
+
+def planned_items(path: Path) -> int | None:
+    """How many items a shard was planned with (None: a shard written before it said)."""
+    with np.load(path) as shard:
+        return json.loads(str(shard["meta"])).get("planned")

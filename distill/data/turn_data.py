@@ -323,9 +323,11 @@ def load_split(folder: str | Path, split: str) -> dict:
     [N]``, ``kinds [N]``, ``texts``, ``voices``, ``augmented [N]``."""
     sequences, labels, kinds, texts, voices, augmented = [], [], [], [], [], []
     vectors: dict[str, list | None] = {"pooled": [], "encoder": []}
+    manifest = Path(folder) / "manifest.json"
+    planned = json.loads(manifest.read_text()).get("shards") if manifest.is_file() else None
     for path in sorted(Path(folder).glob(f"{split}-*.npz")):
-        if path.name.endswith(".tmp.npz"):
-            continue
+        if path.name.endswith(".tmp.npz") or (planned is not None and path.name not in planned):
+            continue  # a killed writer's, or of a build of more items than planned now
         with np.load(path) as shard:
             offsets = shard["offsets"]
             spans = list(zip(offsets[:-1], offsets[1:], strict=True))

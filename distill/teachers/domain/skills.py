@@ -175,7 +175,8 @@ _SPELL_STOP = {"how", "do", "you", "spell", "spelled", "spelt", "spelling", "the
 def spell(words: list[str]) -> SkillAnswer | None:
     if not _has(words, ("spell", "spelled", "spelling", "spelt")):
         return None
-    candidates = [w for w in words if w not in _SPELL_STOP and w.isalpha()]
+    asked = " ".join(words).replace("letter by letter", " ").split()  # how, not what: "letter"
+    candidates = [w for w in asked if w not in _SPELL_STOP and w.isalpha()]  # is a spell word
     if not candidates:
         return None
     vocabulary = load_domain()["spell_words"]

@@ -245,6 +245,9 @@ def test_other_plan_in_same_folder_is_refused(reference, tmp_path):
     shutil.copytree(reference, folder, ignore=shutil.ignore_patterns("*.npz"))
     with pytest.raises(VoxloopError, match="another plan"):
         synth(replace(TINY, out=str(folder), seed=1))
+    # the same plan cut into other shards: a shard of the old cut would pass as done
+    with pytest.raises(VoxloopError, match="resume with --examples-per-shard"):
+        synth(replace(TINY, out=str(folder), examples_per_shard=TINY.examples_per_shard + 1))
 
 
 @pytest.mark.slow

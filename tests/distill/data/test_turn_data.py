@@ -558,6 +558,15 @@ def test_shares_build_disjoint_shards_and_a_share_never_trains(tmp_path, monkeyp
                       "heldout_voice": 0.0, "heldout_phrasing": 0.0}  # never augmented
     with pytest.raises(VoxloopError, match="built with --data-seed 0: its shards would mix"):
         build_turn_data(replace(settings, data_seed=1))  # not resumed with other cuts
+    # grown: a last shard of fewer items than are planned now is made again, whole
+    built.clear()
+    build_turn_data(replace(settings, train_items=7))  # a fourth train shard, of one item
+    build_turn_data(replace(settings, train_items=8))  # of two
+    assert len(built) == 2 and built[0][0] == built[1][0] and built[1][0] != built[1][1]
+    # shrunk: the shards of the items no longer planned stay on disk, unread
+    build_turn_data(replace(settings, train_items=2))
+    with np.load(tmp_path / "train-0000.npz") as first_shard:
+        assert len(load_split(tmp_path, "train")["labels"]) == len(first_shard["labels"])
 
     def no_training(*args, **kwargs):
         raise AssertionError("a share must not train")

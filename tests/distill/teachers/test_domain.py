@@ -126,6 +126,8 @@ def test_all_fills_cover_the_slot_ranges():
     ("whats the capitol of frants", "The capital of France is Paris."),
     ("capital of england", "The capital of United Kingdom is London."),
     ("how do you spell horse", "Horse is spelled H, O, R, S, E."),
+    ("letter by letter, how do you spell cat", "Cat is spelled C, A, T."),  # how, not what
+    ("how do you spell letter", "Letter is spelled L, E, T, T, E, R."),
     ("convert 5 kilometers to miles", "Five kilometers is about three point one miles."),
     ("what is 20 degrees celsius in fahrenheit", "Twenty degrees Celsius is sixty eight degrees "
                                                   "Fahrenheit."),
