@@ -21,7 +21,7 @@ from voxloop.audio import resample, write_wav
 from voxloop.distill.data.augment import Augmentation, augment, draw_augmentation
 from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
 from voxloop.distill.teachers.domain.data import examples
-from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
+from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES, trainable
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, available_voices, synthesize
 from voxloop.errors import VoxloopError
 from voxloop.training import atomic_write
@@ -72,6 +72,8 @@ def plan(settings: CorpusSettings) -> list[Utterance]:
                       ("heldout", pick(held_answers + held_q, settings.heldout_per_voice), False)]
         elif voice in HELDOUT_VOICES:
             splits = [("heldout", pick(held_q + held_answers, settings.heldout_per_voice), True)]
+        elif not trainable(voice):  # a held-out voice's speaker
+            continue
         else:
             splits = [("train", pick(train_q, settings.user_utterances_per_voice) +
                        pick(answers, 40), True),

@@ -12,7 +12,8 @@ on the same unseen voices and phrasings:
 - ``heldout_phrasing``: the held-out phrasing of every intent (a few slot
   fillings of each compositional one), by training voices;
 - ``valid``: a hashed share of the training plan (same distribution as train);
-- ``train``: the rest. No held-out voice or phrasing is ever in train or valid.
+- ``train``: the rest. No held-out voice or phrasing is ever in train or valid, nor a
+  held-out voice's speaker under another name (``SAME_SPEAKER_AS_HELDOUT``).
 
 Training prompts are every other phrasing with every slot filling (by default),
 each spoken by ``voices_per_prompt`` training voices, or by more where an intent
@@ -38,7 +39,7 @@ import numpy as np
 from voxloop.distill.data.augment import draw_augmentation
 from voxloop.distill.data.dataset import SPLITS, shard_name
 from voxloop.distill.teachers.domain.data import ALL_FILLS
-from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
+from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES, trainable
 from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_CODEC
 
@@ -156,8 +157,8 @@ def user_voices(settings: SynthSettings) -> list[str]:
 
 def training_voices(voices: list[str]) -> list[str]:
     """The voices of ``voices`` that may speak training (and dev) items: all but the
-    held-out ones."""
-    return [v for v in voices if v not in HELDOUT_VOICES]
+    held-out ones and those of a held-out voice's speaker."""
+    return [v for v in voices if trainable(v)]
 
 
 def voice_weights(voices: list[str]) -> np.ndarray:

@@ -11,7 +11,11 @@ import pytest
 
 from voxloop.distill.data.plan import SynthSettings, plan, voice_weights
 from voxloop.distill.teachers.domain.data import intent_ids, load_domain
-from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE, HELDOUT_VOICES
+from voxloop.distill.teachers.heldout import (
+    HELDOUT_TEMPLATE,
+    HELDOUT_VOICES,
+    SAME_SPEAKER_AS_HELDOUT,
+)
 from voxloop.errors import VoxloopError
 
 HELDOUT_SPLITS = ("heldout_voice", "heldout_phrasing")
@@ -36,6 +40,8 @@ def test_default_plan_has_30k_training_turns(items):
 def test_no_heldout_voice_or_phrasing_in_train_or_valid(items):
     trained = [it for it in items if it.split in ("train", "valid")]
     assert not {it.user_voice for it in trained} & set(HELDOUT_VOICES)
+    # nor a held-out voice's speaker under another backend's name (when installed)
+    assert not {it.user_voice for it in items} & set(SAME_SPEAKER_AS_HELDOUT)
     assert HELDOUT_TEMPLATE not in {it.template for it in trained}
     assert {it.template for it in trained} == set(range(12)) - {HELDOUT_TEMPLATE}
     held_phrasing = [it for it in items if it.split == "heldout_phrasing"]
