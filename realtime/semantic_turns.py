@@ -24,12 +24,14 @@ there); every session streams through the same weights with its own state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import replace
 
 import numpy as np
 
+from voxloop.errors import VoxloopError
 from voxloop.realtime.turns import WINDOW_MS, TurnDetector
 from voxloop.realtime.vad import SileroVAD
 from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
@@ -52,6 +54,22 @@ def end_of_turn_model(name: str | None = None):
         return _models[name]
 
 
+async def prepare_turn_detection(settings, executor, event_id: str | None = None) -> None:
+    """Load what a detector for ``settings`` needs (semantic_vad's model, once per server)
+    off the event loop, before a session switches to it: a model that cannot load is an
+    ``error`` event then, and the session's turn detection stays as it was."""
+    from voxloop.realtime.wire.protocol import ProtocolError
+
+    if not isinstance(settings, SemanticVad):
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, end_of_turn_model)
+    except VoxloopError as e:
+        raise ProtocolError("semantic_vad_unavailable", f"semantic_vad's end-of-turn model did "
+                            f"not load ({e}); turn detection is as it was", event_id,
+                            "session.turn_detection", "server_error") from e
+
+
 def new_turn_detector(settings: TurnDetection | SemanticVad | None, start_ms: int = 0
                       ) -> TurnDetector | None:
     """The detector a session's turn detection asks for (None: turn detection off)."""
@@ -64,12 +82,14 @@ def new_turn_detector(settings: TurnDetection | SemanticVad | None, start_ms: in
 
 class SemanticTurnDetector(TurnDetector):
     DECIDES_LATER = True  # asking the model costs 20-30 ms: a tentative answer starts first
+    QUICK_TURNS = True  # a clearly finished question ends ~100 ms after the speech
     RESUMES_WITHIN_MS = RESUMES_WITHIN_MS
 
     def __init__(self, semantic: SemanticVad, vad: SileroVAD | None = None,
                  start_ms: int = 0, model=None) -> None:
         self.semantic = semantic
-        self._model = model  # None: the bundled model, loaded on the first window
+        self._model = model  # None: the bundled model, loaded on the first window (the
+        #                      session loads it first, off the event loop)
         silero = TurnDetection(prefix_padding_ms=PREFIX_PADDING_MS,
                                create_response=semantic.create_response,
                                interrupt_response=semantic.interrupt_response)
@@ -104,6 +124,8 @@ class SemanticTurnDetector(TurnDetector):
         was_speaking = self.speaking
         if was_speaking and self._stream is not None:
             self._feed([window])
+        elif not was_speaking:
+            _ = self.model  # loaded before an onset changes any state: a failure leaves none
         event = super()._step(window)
         if not was_speaking:
             self._recent = (self._recent + [window])[-(PREFIX_PADDING_MS // WINDOW_MS + 1):]

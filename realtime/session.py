@@ -21,7 +21,7 @@ from voxloop.realtime.engines.base import Engine, Turn
 from voxloop.realtime.input_audio import InputAudio, joined_pcm16
 from voxloop.realtime.outbox import Outbox
 from voxloop.realtime.response import ResponseRun
-from voxloop.realtime.semantic_turns import SemanticTurnDetector, new_turn_detector
+from voxloop.realtime.semantic_turns import new_turn_detector, prepare_turn_detection
 from voxloop.realtime.turns import TurnDetector, TurnEvent
 from voxloop.realtime.wire import events
 from voxloop.realtime.wire.ids import new_id
@@ -96,7 +96,7 @@ class Session:
         self._resumable: tuple[Item, int] | None = None
         self._resuming: tuple[Item, int] | None = None
         self.engine_session.set_turn_detection(
-            self._detector is not None, isinstance(self._detector, SemanticTurnDetector))
+            self._detector is not None, self._detector is not None and self._detector.QUICK_TURNS)
 
     # -- session and input audio -------------------------------------------------------
     async def _on_session_update(self, event: dict, event_id) -> None:
@@ -104,6 +104,7 @@ class Session:
         check_voice(config.voice, self.engine.voice, event_id, "session", self.beta)
         if config.turn_detection != self.config.turn_detection and not (
                 self._detector and self._detector.retune(config.turn_detection)):
+            await prepare_turn_detection(config.turn_detection, self.executor, event_id)
             self._use_turn_detection(config)
             self._speech_item_id = None
             self.audio.stop_listening()

@@ -32,6 +32,7 @@ class TurnEvent:
 
 class TurnDetector:
     DECIDES_LATER = False  # server_vad's wait is a setting: chosen as the pause starts
+    QUICK_TURNS = False  # its turns end after a fixed silence, never as soon as a pause starts
     # speech starting this soon after the last turn's speech ended goes on with that turn
     # (``TurnEvent.resumes``) if it interrupts the answer; 0: never, as OpenAI's server_vad
     RESUMES_WITHIN_MS = 0

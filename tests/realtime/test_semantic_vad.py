@@ -335,6 +335,33 @@ def test_turns_resume_within_the_longest_pause_the_end_of_turn_data_has():
     assert TurnDetector.RESUMES_WITHIN_MS == 0  # server_vad: every turn is one, as OpenAI's
 
 
+def test_an_end_of_turn_model_that_cannot_load_is_an_error_and_changes_nothing(monkeypatch):
+    """semantic_vad asked for where its model does not load: an ``error`` event, and the
+    session listens as before (server_vad); a detector made anyway fails before any state
+    of its own changes."""
+    from voxloop.errors import VoxloopError
+    from voxloop.realtime.wire.session_config import SemanticVad
+
+    def cannot_load(name=None):
+        raise VoxloopError("no end-of-turn model at 'voxloop-end-of-turn'")
+
+    monkeypatch.setattr(semantic_turns, "end_of_turn_model", cannot_load)
+
+    async def test(h: Harness):
+        await h.send(semantic("high"))
+        error = await h.until("error")
+        assert error["error"]["code"] == "semantic_vad_unavailable"
+        assert "no end-of-turn model" in error["error"]["message"]
+        assert h.engine_session.quick_turns is False and h.engine_session.live is True
+        assert type(h.session._detector).__name__ == "TurnDetector"
+
+    run_session(test, manual=False)
+    detector = semantic_turns.SemanticTurnDetector(SemanticVad())
+    with pytest.raises(VoxloopError, match="no end-of-turn model"):
+        detector.push(resample(speech_24k(), WIRE_RATE_HZ, 16000))
+    assert not detector.speaking and detector._stream is None
+
+
 def test_a_semantic_detector_retunes_in_place_and_refuses_another_type():
     from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
 
