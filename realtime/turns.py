@@ -53,6 +53,7 @@ class TurnDetector:
         self._silence_from_ms: int | None = None
         self._wait_ms = self.settings.silence_duration_ms  # the silence that ends this pause
         self._ended_speech_ms: int | None = None  # where the last ended turn's speech ended
+        self._stopped_ms = 0  # where the last turn's audio ended: the next one starts after
         self.last_probability = 0.0
 
     def retune(self, settings) -> bool:
@@ -81,7 +82,7 @@ class TurnDetector:
         (it keeps its audio from its own start)."""
         if self.speaking:
             return None
-        return max(0, self.judged_ms - self.settings.prefix_padding_ms)
+        return max(self._stopped_ms, self.judged_ms - self.settings.prefix_padding_ms)
 
     def push(self, samples_16k: np.ndarray) -> list[TurnEvent]:
         """Feed float32 audio at 16 kHz ``[T]``; return the events it completes, in order.
@@ -126,7 +127,8 @@ class TurnDetector:
                     self._ended_speech_ms is not None and \
                     start_ms - self._ended_speech_ms <= self.RESUMES_WITHIN_MS
                 self._ended_speech_ms = None
-                return TurnEvent("speech_started", max(0, start_ms - s.prefix_padding_ms),
+                return TurnEvent("speech_started", max(self._stopped_ms,
+                                                       start_ms - s.prefix_padding_ms),
                                  start_ms, resumes)
             return None
         event = None
@@ -148,7 +150,8 @@ class TurnDetector:
         end_ms = self._ended_speech_ms = self._silence_from_ms
         self._silence_from_ms = None
         self._turn_ended()
-        return TurnEvent("speech_stopped", end_ms + self._wait_ms, end_ms)
+        self._stopped_ms = end_ms + self._wait_ms
+        return TurnEvent("speech_stopped", self._stopped_ms, end_ms)
 
     def _turn_ended(self) -> None:
         """Called once as ``speech_stopped`` is decided: a detector with per-turn state

@@ -102,6 +102,22 @@ def test_turn_detector_on_speech_and_silence():
     assert quiet.push(noise) == []
 
 
+def test_a_turn_starting_soon_after_the_last_one_starts_where_that_one_ended():
+    """Speech again 250 ms after a turn (server_vad at 200 ms of silence, 300 ms of prefix
+    padding): the new turn's audio starts where the last one's ended, not inside it."""
+    speech = speech_24k("what is the capital of france")
+    signal = np.concatenate([silence(0.5), speech, silence(0.25), speech, silence(1.0)])
+    detector = TurnDetector(TurnDetection(silence_duration_ms=200, prefix_padding_ms=300))
+    resampler, events = StreamingResampler(RATE_HZ, MODEL_RATE_HZ), []
+    for i in range(0, len(signal), 480):
+        events += detector.push(resampler.push(signal[i:i + 480]))
+    edges = [e for e in events if e.kind in ("speech_started", "speech_stopped")]
+    assert [e.kind for e in edges] == ["speech_started", "speech_stopped"] * 2
+    first_end, second = edges[1], edges[2]
+    assert second.speech_ms - 300 < first_end.audio_ms  # the padding would reach back
+    assert second.audio_ms == first_end.audio_ms
+
+
 def test_audio_a_turn_can_still_use():
     """``keep_from_ms`` (what the session trims to under server VAD) never passes the start
     of a turn still to come, prefix padding included; it is None while a turn is spoken and
