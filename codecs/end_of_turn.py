@@ -295,13 +295,13 @@ def load_heads(folder: str | Path) -> list[EndOfTurnHead]:
 def load_end_of_turn(name_or_dir: str | Path) -> EndOfTurn:
     """An end-of-turn model (bundled name or folder) with the tokenizer it was trained on;
     a tokenizer whose weights changed since is a clear error."""
-    from voxloop.codecs.semantic_tokens import load_semantic_model
+    from voxloop.codecs.semantic_tokens import find_semantic, load_semantic_model
 
     folder = find_model(name_or_dir, "end-of-turn model", marker="model.safetensors",
                         config_kinds=(END_OF_TURN_KIND,))
     heads = load_heads(folder)
     config = heads[0].config
-    semantic = find_model(config.semantic, "semantic tokenizer", marker="model.safetensors")
+    semantic = find_semantic(config.semantic)
     sha = weights_sha256(semantic)
     if any(h.config.semantic_sha256 not in ("", sha) for h in heads):
         raise VoxloopError(f"{folder} was trained on the tokens of a semantic tokenizer with "

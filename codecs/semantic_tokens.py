@@ -14,14 +14,21 @@ import torch
 
 from voxloop.audio import MODEL_RATE_HZ, read_wav, resample
 from voxloop.codecs.semantic import SemanticTokenizer, load_semantic
+from voxloop.codecs.semantic_config import SEMANTIC_KIND
 from voxloop.codecs.tokens import check_heard
-from voxloop.models import find_model
+from voxloop.models import DEFAULT_SEMANTIC, find_model
+
+
+def find_semantic(name_or_dir: str | Path | None = None) -> Path:
+    """The folder of a semantic tokenizer given as a path or a bundled name (None: the
+    bundled default)."""
+    return find_model(name_or_dir or DEFAULT_SEMANTIC, "semantic tokenizer",
+                      marker="model.safetensors", config_kinds=(SEMANTIC_KIND,))
 
 
 def load_semantic_model(name_or_dir: str | Path) -> SemanticTokenizer:
     """A bundled semantic tokenizer by name (under ``models/``) or a folder."""
-    return load_semantic(find_model(name_or_dir, "semantic tokenizer",
-                                    marker="model.safetensors"))
+    return load_semantic(find_semantic(name_or_dir))
 
 
 def semantic_file(wav_path: str | Path, npz_path: str | Path, model: str | Path) -> str:

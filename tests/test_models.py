@@ -40,3 +40,21 @@ def test_not_a_model_folder_says_what_trains_one(tmp_path):
     with pytest.raises(VoxloopError, match=r"holds a 'other', not a toy \(toy\)"):
         load_model_folder(tmp_path / "m", "a toy", "voxloop toy train", kind="toy")
     assert load_model_folder(tmp_path / "m", "a toy", "voxloop toy train")[0]["kind"] == "other"
+
+
+def test_a_model_is_named_so_it_is_found_from_anywhere(tmp_path, monkeypatch):
+    """A bundled model by its name; any other folder by its absolute path (a name alone
+    would not be found, or would find a bundled model of that name); and a semantic
+    tokenizer is looked for among semantic tokenizers only."""
+    from voxloop.codecs.semantic_tokens import find_semantic
+    from voxloop.models import DEFAULT_SEMANTIC, find_model, model_name, models_dir
+
+    assert model_name(models_dir() / DEFAULT_SEMANTIC) == DEFAULT_SEMANTIC
+    save_model_folder(tmp_path / "runs" / DEFAULT_SEMANTIC, STATE, {"kind": "other"})
+    monkeypatch.chdir(tmp_path / "runs")
+    named = model_name(DEFAULT_SEMANTIC)  # the one here, under runs/: not the bundled one
+    assert named == str(tmp_path / "runs" / DEFAULT_SEMANTIC)
+    assert find_model(named, "toy", marker="model.safetensors") == tmp_path / "runs" / \
+        DEFAULT_SEMANTIC
+    with pytest.raises(VoxloopError, match=r"bundled semantic tokenizers \['voxloop-semantic'\]"):
+        find_semantic("nope")

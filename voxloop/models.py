@@ -71,6 +71,13 @@ def find_model(name_or_dir: str | Path, kind: str, marker: str = "config.json",
                        f"or one of the bundled {kind}s {known}")
 
 
+def model_name(folder: str | Path) -> str:
+    """How to name a model ``folder`` so ``find_model`` finds it from anywhere: its bundled
+    name when it is under ``models/``, else its absolute path."""
+    folder = Path(folder).resolve()
+    return folder.name if folder.parent == models_dir().resolve() else str(folder)
+
+
 def _config_kind(folder: Path) -> str | None:
     try:
         return json.loads((folder / "config.json").read_text()).get("kind")

@@ -37,13 +37,13 @@ def _check_same_build(out: Path, stored: dict, info: dict) -> None:
 def build_turn_data(settings: TurnDataSettings, progress=print) -> Path:
     """Every split's shards of this process's share (those already written are kept);
     returns the folder."""
-    from voxloop.codecs.semantic_tokens import load_semantic_model
+    from voxloop.codecs.semantic_tokens import find_semantic, load_semantic_model
     from voxloop.distill.data.plan import my_shards, parse_share
-    from voxloop.models import find_model, weights_sha256
+    from voxloop.models import weights_sha256
 
     out = Path(settings.data_out)
     out.mkdir(parents=True, exist_ok=True)
-    folder = find_model(settings.semantic, "semantic tokenizer", marker="model.safetensors")
+    folder = find_semantic(settings.semantic)
     info = {"settings": {k: v for k, v in asdict(settings).items() if k != "shard"},
             "semantic_sha256": weights_sha256(folder)}
     manifest = out / "manifest.json"

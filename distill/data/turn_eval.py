@@ -62,14 +62,14 @@ def average_end_of_turn(models: list[str], data_out: str, export: str) -> dict:
     ``data_out``'s evaluation splits; exported with a card that names the commands that
     trained each. Returns the summary (also ``metrics.json`` beside the weights)."""
     from voxloop.codecs.end_of_turn import EndOfTurn, load_end_of_turn, save_end_of_turn
+    from voxloop.codecs.semantic_tokens import find_semantic
     from voxloop.errors import VoxloopError
     from voxloop.models import find_model, weights_sha256
 
     if len(models) < 2:
         raise VoxloopError("give at least two end-of-turn models to average")
     loaded = [load_end_of_turn(m) for m in models]
-    tokenizers = {weights_sha256(find_model(eot.heads[0].config.semantic, "semantic tokenizer",
-                                            marker="model.safetensors")) for eot in loaded}
+    tokenizers = {weights_sha256(find_semantic(eot.heads[0].config.semantic)) for eot in loaded}
     if len(tokenizers) > 1:
         raise VoxloopError(f"{' and '.join(models)} hear different semantic tokenizers "
                            f"({', '.join(sorted(t[:12] for t in tokenizers))}): only models "

@@ -232,8 +232,8 @@ def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
     import torch
 
     from voxloop.codecs.end_of_turn import EndOfTurn, EndOfTurnConfig, save_end_of_turn
-    from voxloop.codecs.semantic_tokens import load_semantic_model
-    from voxloop.models import find_model, weights_sha256
+    from voxloop.codecs.semantic_tokens import find_semantic, load_semantic_model
+    from voxloop.models import model_name, weights_sha256
 
     splits = {s: load_split(data.data_out, s) for s in ("train", *EVAL_SPLITS)}
     for split, built_by in (("train", "--train-items"), ("valid", "--eval-items")):
@@ -244,11 +244,11 @@ def train_end_of_turn(data: TurnDataSettings, settings: TurnTrainSettings,
                                f"need them (valid chooses each head's epoch): build them "
                                f"with {built_by} N")
     torch.set_num_threads(settings.threads)
-    semantic = find_model(data.semantic, "semantic tokenizer", marker="model.safetensors")
+    semantic = find_semantic(data.semantic)
     tokenizer = load_semantic_model(semantic)
     table = tokenizer.codebook_vectors()
     base = EndOfTurnConfig(hidden_dim=settings.hidden_dim, code_dim=table.shape[1],
-                           codebook_size=table.shape[0], semantic=semantic.name,
+                           codebook_size=table.shape[0], semantic=model_name(semantic),
                            semantic_sha256=weights_sha256(semantic))
     results, heads = {}, {}
     for inputs in settings.inputs:

@@ -26,17 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from voxloop.audio import MODEL_RATE_HZ, from_pcm16
-from voxloop.codecs.semantic import SEMANTIC_KIND, SemanticTokenizer, load_semantic
+from voxloop.codecs.semantic import SemanticTokenizer, load_semantic
 from voxloop.codecs.semantic_stream import HALF_WINDOW, block_causal_mask, causal_log_mel
+from voxloop.codecs.semantic_tokens import find_semantic
 from voxloop.errors import VoxloopError
-from voxloop.models import DEFAULT_SEMANTIC, find_model, models_dir, weights_sha256
+from voxloop.models import models_dir, weights_sha256
 
 SILENCE_S = 2.0  # zeros encoded to find the token of silence
-
-
-def find_semantic(name_or_dir: str | Path | None) -> Path:
-    return find_model(name_or_dir or DEFAULT_SEMANTIC, "semantic tokenizer",
-                      marker="model.safetensors", config_kinds=(SEMANTIC_KIND,))
 
 
 def load_tokenizer(semantic: str | Path | SemanticTokenizer | None
