@@ -47,7 +47,7 @@ class SemanticConfig:
     def __post_init__(self) -> None:
         if ENCODER_RATE_HZ / self.frame_rate_hz not in (2.0, 4.0):
             raise ValueError("frame_rate_hz must be 25 or 12.5 (50 Hz pooled by 2 or 4)")
-        if self.block_ms % 20 or 1500 % (self.block_ms // 20):
+        if self.block_ms <= 0 or self.block_ms % 20 or 1500 % (self.block_ms // 20):
             raise ValueError("block_ms must be a multiple of 20 ms dividing 30 s (500, 1000)")
         if (self.ctc_rate_hz / self.frame_rate_hz) % 1:
             raise ValueError("ctc_rate_hz must be a multiple of frame_rate_hz")

@@ -16,6 +16,7 @@ from voxloop.audio import MODEL_RATE_HZ, read_wav, resample
 from voxloop.codecs.semantic import SemanticTokenizer, load_semantic
 from voxloop.codecs.semantic_config import SEMANTIC_KIND
 from voxloop.codecs.tokens import check_heard
+from voxloop.errors import VoxloopError
 from voxloop.models import DEFAULT_SEMANTIC, find_model
 
 
@@ -37,6 +38,10 @@ def semantic_file(wav_path: str | Path, npz_path: str | Path, model: str | Path)
     tokenizer = load_semantic_model(model)
     samples = resample(samples, rate_hz, MODEL_RATE_HZ)
     tokens = tokenizer.encode(torch.from_numpy(samples)[None])[0]
+    if not len(tokens):
+        raise VoxloopError(f"{wav_path} holds {1000 * len(samples) / MODEL_RATE_HZ:.0f} ms of "
+                           f"audio, less than one {1000 / tokenizer.frame_rate_hz:g} ms token: "
+                           "nothing to write")
     Path(npz_path).parent.mkdir(parents=True, exist_ok=True)
     dtype = np.int16 if tokenizer.cardinality <= 1 << 15 else np.int32
     np.savez(npz_path, tokens=tokens.numpy().astype(dtype),

@@ -262,8 +262,9 @@ def test_wrong_folders_are_clear_errors(tmp_path):
 def test_config_refuses_rates_and_blocks_it_cannot_pool():
     with pytest.raises(ValueError, match="25 or 12.5"):
         SemanticConfig(frame_rate_hz=20.0)
-    with pytest.raises(ValueError, match="block_ms"):
-        SemanticConfig(block_ms=700)
+    for block_ms in (700, 0, -20):
+        with pytest.raises(ValueError, match="block_ms"):
+            SemanticConfig(block_ms=block_ms)
 
 
 def test_cli_writes_tokens_and_refuses_wrong_inputs(tmp_path, speech, whisper, capsys):
@@ -285,7 +286,11 @@ def test_cli_writes_tokens_and_refuses_wrong_inputs(tmp_path, speech, whisper, c
     if (models_dir() / DEFAULT_CODEC).is_dir():  # a codec folder is not a tokenizer
         assert main(["codec", "semantic", str(wav), str(tmp_path / "x.npz"),
                      "--model", DEFAULT_CODEC]) == 1
-        assert "not a semantic tokenizer" in capsys.readouterr().err
+        assert f"no semantic tokenizer at '{DEFAULT_CODEC}'" in capsys.readouterr().err
+    write_wav(tmp_path / "click.wav", speech[0][:100], MODEL_RATE_HZ)  # 6 ms: under a token
+    assert main(["codec", "semantic", str(tmp_path / "click.wav"), str(tmp_path / "y.npz"),
+                 "--model", str(folder)]) == 1
+    assert "less than one" in capsys.readouterr().err and not (tmp_path / "y.npz").exists()
     assert main(["codec", "semantic", str(wav), str(tmp_path / "x.npz"),
                  "--model", str(tmp_path / "nowhere")]) == 1
     assert "no semantic tokenizer at" in capsys.readouterr().err
