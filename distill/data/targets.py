@@ -92,7 +92,8 @@ def corpus_turns(corpus: str | Path, answers: AnswerCodes) -> list[DialogueExamp
     from tqdm import tqdm
 
     from voxloop.audio import MODEL_RATE_HZ, read_wav, resample, to_pcm16
-    from voxloop.distill.teachers.domain.assistant import FALLBACK_INTENT, ScriptedAssistant
+    from voxloop.distill.teachers.domain.assistant import ScriptedAssistant
+    from voxloop.distill.teachers.domain.data import ALL_FILLS, examples
 
     corpus = Path(corpus)
     manifest = corpus / "manifest.jsonl"
@@ -100,13 +101,14 @@ def corpus_turns(corpus: str | Path, answers: AnswerCodes) -> list[DialogueExamp
         raise VoxloopError(f"{corpus} is not a codec corpus (no manifest.jsonl): "
                            "build one with `voxloop distill corpus`")
     assistant = ScriptedAssistant()
+    # the corpus's voices read its questions and its answers: only a question is a turn
+    # (an answer read aloud, "After Sunday comes Monday.", is matched as some question)
+    questions = {e.text for e in examples(ALL_FILLS)}
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     turns = []
-    for row in tqdm([r for r in rows if r["split"] == "train"], desc="corpus turns",
-                    unit="utt"):
+    for row in tqdm([r for r in rows if r["split"] == "train" and r["text"] in questions],
+                    desc="corpus turns", unit="utt"):
         match = assistant.match(row["text"])
-        if match.intent == FALLBACK_INTENT or match.answer == row["text"]:
-            continue  # an answer of the corpus, not a question
         samples, rate_hz = read_wav(corpus / "train" / f"{row['uid']}.wav")
         pcm = to_pcm16(resample(samples, rate_hz, MODEL_RATE_HZ))
         turns.append(DialogueExample(

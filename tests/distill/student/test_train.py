@@ -176,6 +176,7 @@ def test_corpus_questions_become_training_turns(tmp_path):
     paris = replace(tiny_examples(2)[1], meta={"prompt_answer": ANSWERS[1]})
     rows = [("train-a-0000", "what is the capital of france", "train"),
             ("train-a-0001", ANSWERS[1], "train"),
+            ("train-a-0002", "After Sunday comes Monday.", "train"),  # an answer read aloud,
             ("heldout-a-0000", "what's the capital of france", "heldout")]
     rng = np.random.default_rng(0)
     for uid, _, split in rows:
