@@ -46,6 +46,7 @@ from voxloop.distill.data.plan import (
     shards,
 )
 from voxloop.distill.teachers.asr import ASRSettings, load_asr
+from voxloop.distill.teachers.domain.data import canonical_question
 from voxloop.distill.teachers.llm import LLMSettings, load_llm
 from voxloop.distill.teachers.tts import ASSISTANT_VOICE, synthesize
 from voxloop.errors import VoxloopError
@@ -183,9 +184,9 @@ class Teachers:
                                "answer": len(speech2) / MODEL_RATE_HZ},
                 "codec": {"name": self.codec.info["name"], "sha256": self.codec.info["sha256"]}}
         if hasattr(self.llm, "match"):  # the scripted teacher: which intent it answered,
-            meta["answer_intent"] = self.llm.match(text1).intent  # and its answer to the
-            meta["prompt_answer"] = self.llm.reply([], item.prompt_text) if item.asr \
-                else text2  # clean prompt
+            meta["answer_intent"] = self.llm.match(text1).intent  # and the intended answer
+            meta["prompt_answer"] = self.llm.reply([], canonical_question(
+                item.intent, item.slots, item.prompt_text))
         return DialogueExample(
             item.id, item.split, item.intent, item.user_voice, item.prompt_text, text1, text2,
             codes1, codes2, meta, speech1 if keep_audio else None,

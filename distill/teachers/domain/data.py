@@ -108,6 +108,22 @@ def examples(fills_per_template: int = 1, seed: int = 0, more: int = 0,
     return out
 
 
+def canonical_question(intent: str, slots: tuple[tuple[str, str], ...], text: str) -> str:
+    """The question ``text`` (of ``intent``, filled with ``slots``) asks, said as its intent's
+    first phrasing says it: what the intended answer is taken from, so a phrasing the
+    scripted teacher's matcher does not know (a ``more_phrasings`` one: "if I take 3 from
+    7 what is left") is still answered as its intent. A question of no known intent (the
+    refusal's) is its own."""
+    domain = load_domain()
+    for intent_ in domain["intents"]:
+        if intent_["id"] == intent:
+            return intent_["phrasings"][0]
+    for intent_ in domain["compositional"]:
+        if intent_["id"] == intent and slots:
+            return intent_["templates"][0].format(**dict(slots))
+    return text
+
+
 def dev_examples(per_phrasing: int, rng: np.random.Generator) -> list[Example]:
     """Each dev phrasing ``per_phrasing`` times, a composed one filled with a slot value
     drawn from every filling of its kind. The dev phrasings (``dev_phrasings.json``,

@@ -96,6 +96,25 @@ def test_every_phrasing_with_every_fill_gets_its_answer(assistant, every_questio
     assert not misses, misses[:20]
 
 
+def test_more_phrasings_are_answered_as_their_intent(assistant):
+    """The intended answer of a phrasing the matcher may not know (``more_phrasings``,
+    "if I take 3 from 7 what is left": it answers the refusal) is its intent's, from the
+    canonical question; for a phrasing it knows, that is the answer it gives anyway."""
+    from voxloop.distill.teachers.domain.data import canonical_question, more_phrasings_written
+
+    more = [e for e in examples(1, seed=3, more=more_phrasings_written()) if e.template >= 12]
+    for e in more:
+        canonical = canonical_question(e.intent, e.slots, e.text)
+        assert assistant.match(canonical).intent == e.intent, (e.text, canonical)
+    take = next(e for e in more if e.text.startswith("if I take"))
+    assert assistant.reply([], take.text) == load_domain()["fallback"]  # the matcher
+    a, b = dict(take.slots)["a"], dict(take.slots)["b"]
+    assert canonical_question(take.intent, take.slots, take.text) == f"what is {a} minus {b}"
+    known = examples(1, seed=3)
+    assert all(assistant.reply([], canonical_question(e.intent, e.slots, e.text)) ==
+               assistant.reply([], e.text) for e in known)
+
+
 @pytest.mark.slow
 def test_in_domain_answers_are_unchanged(every_question_matched):
     rows = [[e.text, got.intent, got.answer] for e, got in every_question_matched]
