@@ -133,7 +133,10 @@ def _make_item(ex, fill: int, voice: str, split: str, settings: SynthSettings) -
     if settings.seed:  # another seed is another dataset: its ids never collide with seed 0's
         item_id += f"-s{settings.seed}"
     seed = _item_seed(settings.seed, item_id)
-    if split == "train" and zlib.crc32(f"valid:{item_id}".encode()) % 10_000 < (
+    # valid by what is said and who says it, not by the id: the same question in the same
+    # voice is valid in every plan (seed) or in none, so an --extra-train of another seed
+    # never trains on a valid turn
+    if split == "train" and zlib.crc32(f"valid:{ex.text}|{voice}".encode()) % 10_000 < (
             settings.valid_fraction * 10_000):
         split = "valid"
     rng = np.random.default_rng(seed)

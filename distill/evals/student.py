@@ -90,11 +90,16 @@ def key_content(answer: str | list[str]) -> tuple[list[str], list[str]]:
     return numbers, content
 
 
+SPELLED = ("spelled", "spell", "spelt", "spells")  # as Whisper writes "is spelled"
+
+
 def spelled_letters(words: list[str]) -> list[str]:
-    """The single letters said after "spelled" ("house is spelled h o u s e")."""
-    if "spelled" not in words:
+    """The single letters said after "spelled" ("house is spelled h o u s e"; heard, also
+    after "spell": "train this spell t r a i n")."""
+    at = next((i for i, w in enumerate(words) if w in SPELLED), None)
+    if at is None:
         return []
-    rest = words[words.index("spelled") + 1:]
+    rest = words[at + 1:]
     letters = []
     for word in rest:
         if len(word) != 1 or not word.isalpha():

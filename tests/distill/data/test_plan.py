@@ -103,6 +103,18 @@ def test_plan_is_deterministic(items):
     assert plan(SynthSettings()) == items
 
 
+def test_a_question_in_a_voice_is_valid_in_every_plan_or_in_none(items):
+    """A plan of another seed (``--extra-train``) says some of the same questions in the
+    same voices: each such turn is in the same split in both, so none trains on valid."""
+    other = plan(SynthSettings(seed=1))
+    split_of = {(it.prompt_text, it.user_voice): it.split for it in items
+                if it.split in ("train", "valid")}
+    shared = [(it, split_of[(it.prompt_text, it.user_voice)]) for it in other
+              if it.split in ("train", "valid") and (it.prompt_text, it.user_voice) in split_of]
+    assert len(shared) > 100 and sum(split == "valid" for _, split in shared) > 0
+    assert all(it.split == split for it, split in shared)
+
+
 def test_corpus_refuses_to_resume_another_plan(tmp_path):
     from voxloop.distill.data.corpus import CorpusSettings, build_corpus
 

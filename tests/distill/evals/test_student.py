@@ -75,6 +75,8 @@ def test_judge_hears_numbers_as_whisper_writes_them():
     # spelled letters exactly, in order
     ("Happy is spelled H, A, P, P, Y.", "Happy is spelled H-A-P-P-Y.", True),
     ("Happy is spelled H, A, P, P, Y.", "Happy is spelled H-P-Y.", False),
+    ("Train is spelled T, R, A, I, N.", "Train this spell T, R, A, I, N.", True),
+    ("Train is spelled T, R, A, I, N.", "Train this spell T, R, A, N.", False),
     ("House is spelled H, O, U, S, E.", "House is spelled E-S-U-O-H.", False),
 ])
 def test_judge_wants_what_the_answer_says_not_most_of_its_words(answer, heard, right):
