@@ -64,9 +64,11 @@ def _shards(folder: str) -> tuple[list[tuple[str, Path]], dict]:
 def _shard_clips(path: Path, split: str, side: str, wanted) -> list[Clip]:
     """The clips of one shard that ``wanted(record, split)`` accepts (audio read only then)."""
     with np.load(path, allow_pickle=False) as data:
+        if f"{side}_audio" not in data.files:  # (before wanted: it marks answers as taken)
+            return []
         records = json.loads(str(data["records"]))
         picks = [i for i, r in enumerate(records) if wanted(r, split)]
-        if not picks or f"{side}_audio" not in data.files:
+        if not picks:
             return []
         codes, offsets = data[f"{side}_codes"], data[f"{side}_offsets"]
         audio, audio_offsets = data[f"{side}_audio"], data[f"{side}_audio_offsets"]

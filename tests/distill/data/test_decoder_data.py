@@ -73,3 +73,23 @@ def test_datasets_of_different_codecs_are_refused(tmp_path):
     b = _dataset(tmp_path / "b", ["y."], codec={"name": "other", "sha256": "cd" * 32})
     with pytest.raises(VoxloopError, match="another codec"):
         build_decoder_data(DecoderDataSettings(data=(str(a), str(b)), out=str(tmp_path / "o")))
+
+
+def test_a_dataset_without_audio_takes_no_answer_from_one_with_it(tmp_path):
+    """Shards built with --no-keep-audio give no clip, so they leave every answer text to
+    the datasets after them."""
+    from dataclasses import replace
+
+    texts = [f"The answer is {n}." for n in range(12)]
+    silent = tmp_path / "silent"
+    examples = [replace(_example(i, "train", t), user_audio=None, answer_audio=None)
+                for i, t in enumerate(texts)]
+    write_shard(silent / "shards" / shard_name("train", 0), examples, CODEC)
+    write_manifest(silent, {"codec": CODEC, "splits": {"train": {
+        "examples": len(texts), "shards": {shard_name("train", 0): len(texts)}}}})
+    voiced = _dataset(tmp_path / "voiced", texts)
+    build_decoder_data(DecoderDataSettings(data=(str(silent), str(voiced)),
+                                           out=str(tmp_path / "out"), heldout_percent=10.0))
+    train, _ = read_clips(tmp_path / "out", "train")
+    heldout, _ = read_clips(tmp_path / "out", "heldout")
+    assert {c.text for c in train + heldout} == set(texts)
