@@ -38,16 +38,16 @@ import numpy as np
 
 from voxloop.bench.turns_report import format_ms, plot, summarize
 from voxloop.client.files import append_event, paced_chunks, speech_end_sample
+from voxloop.distill.data.turn_data import PAUSE_MS  # the pauses the end-of-turn model learned
 from voxloop.errors import VoxloopError
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
+from voxloop.realtime.wire.session_config import EAGERNESS as SEMANTIC_EAGERNESS
 
-PAUSE_MS = (300, 1500)
 PAUSED_STYLES = ("one_breath", "apart")
 CUT_INSIDE_MS = 200  # a turn end this far before the speech's end cut the question short
 # silence before every question, sent at once: longer than semantic_vad's resume window, so
 # no question goes on with the one before (a user hears an answer before asking again)
 BETWEEN_QUESTIONS_MS = 2500
-SEMANTIC_EAGERNESS = ("low", "medium", "high", "auto")
 
 
 @dataclass

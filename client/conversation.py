@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from voxloop.audio import pcm16_to_float
 from voxloop.client.jitter import JitterBuffer
 from voxloop.realtime.wire.protocol import WIRE_RATE_HZ, ga_type
+from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
 
 DEFAULT_SILENCE_MS = 500  # OpenAI's; replaced by what the server's session says
-DEFAULT_PREFIX_MS = 300
+DEFAULT_PREFIX_MS = TurnDetection.prefix_padding_ms
 
 
 class InputClock:
@@ -132,7 +133,8 @@ class Conversation:
             self.semantic = td.get("type") == "semantic_vad"
             self.silence_ms = 0 if self.semantic else int(td.get("silence_duration_ms",
                                                                   self.silence_ms))
-            self.prefix_ms = int(td.get("prefix_padding_ms", self.prefix_ms))
+            self.prefix_ms = SemanticVad.PREFIX_PADDING_MS if self.semantic else int(
+                td.get("prefix_padding_ms", self.prefix_ms))
 
     _on_session_updated = _on_session_created
 

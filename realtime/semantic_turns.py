@@ -37,7 +37,7 @@ from voxloop.realtime.vad import SileroVAD
 from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
 
 log = logging.getLogger("voxloop.realtime")
-PREFIX_PADDING_MS = 300  # audio before the onset the model hears (as server_vad's default)
+PREFIX_PADDING_MS = SemanticVad.PREFIX_PADDING_MS  # audio before the onset the model hears
 RESUMES_WITHIN_MS = 1500  # the longest pause the end-of-turn data put inside a question
 _models: dict = {}
 _models_lock = threading.Lock()

@@ -16,8 +16,9 @@ import json
 
 import torch
 
+from voxloop.distill.evals.judge import judge
 from voxloop.distill.evals.renditions import noisy_right
-from voxloop.distill.evals.student import decode_codes, heard_in, judge
+from voxloop.distill.evals.student import decode_codes, heard_in
 from voxloop.distill.student.codec import load_student_codec
 from voxloop.distill.student.model import load_student
 from voxloop.distill.student.said_codes import load_said_codes

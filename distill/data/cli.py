@@ -72,7 +72,8 @@ def register(subparsers, groups: dict) -> None:
         distill_group(subparsers, groups), "end-of-turn",
         "Train semantic_vad's end-of-turn model: speak the plan's questions whole, cut at a "
         "word, with pauses and fillers (resumable shards of semantic tokens), train small "
-        "heads over the tokenizer's codebook vectors and export the best with its card.",
+        "heads over the tokenizer's codes, pooled vectors or encoder states (--inputs) and "
+        "export their average (or the best on valid) with its card.",
         "voxloop distill end-of-turn --threads 1 --export models/voxloop-end-of-turn")
     add_settings(p, TurnDataSettings)
     add_settings(p, TurnTrainSettings)

@@ -67,8 +67,8 @@ class TurnDataSettings:
     data_out: str = field(default="data/end-of-turn", metadata={
         "help": "folder of the end-of-turn examples (resumable shards)"})
     train_items: int = field(default=1000, metadata={
-        "help": "training plan items (each gives 3 examples); 0: build the evaluation "
-                "splits only, to measure models on"})
+        "help": "training plan items (each gives 3 examples, a one-word question 2); 0: "
+                "build the evaluation splits only, to measure models on"})
     eval_items: int = field(default=120, metadata={
         "help": "items of each evaluation split (valid, dev_phrasing, heldout_voice, "
                 "heldout_phrasing)"})

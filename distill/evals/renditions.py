@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from voxloop.distill.evals.judge import judge
 from voxloop.distill.evals.metrics import word_error_rate
-from voxloop.distill.evals.student import decode_codes, heard_in, judge
+from voxloop.distill.evals.student import decode_codes, heard_in
 from voxloop.errors import VoxloopError
 
 

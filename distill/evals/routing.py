@@ -308,7 +308,8 @@ class _Both:
 
     def answer(self, split: str, name: str, audio_16k: np.ndarray, intended: str,
                out_loud: bool) -> dict:
-        from voxloop.distill.evals.student import judge, transcribe_codes
+        from voxloop.distill.evals.judge import judge
+        from voxloop.distill.evals.student import transcribe_codes
         from voxloop.distill.student.generate import SamplingOptions
         from voxloop.distill.student.one_turn import generate
         from voxloop.distill.student.user_tokens import as_frames, encode_clips

@@ -96,8 +96,8 @@ def misheard_in(report_path: str | Path) -> set[str]:
     """The answer texts whose chosen saying in an earlier ``--report`` the judge hears
     wrong now (its clean transcript judged again: the judge may have changed since), or
     heard right but not under every noisy listen."""
+    from voxloop.distill.evals.judge import judge
     from voxloop.distill.evals.renditions import Take
-    from voxloop.distill.evals.student import judge
 
     try:
         answers = json.loads(Path(report_path).read_text())["answers"]

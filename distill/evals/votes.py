@@ -43,7 +43,8 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
     from tqdm import tqdm
 
     from voxloop.distill.data.dataset import iter_examples, load_manifest
-    from voxloop.distill.evals.student import judge, transcribe_codes
+    from voxloop.distill.evals.judge import judge
+    from voxloop.distill.evals.student import transcribe_codes
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.generate import SamplingOptions
     from voxloop.distill.student.model import load_student

@@ -27,7 +27,7 @@ from voxloop.distill.student.augment import Augment, nearest_codes
 from voxloop.distill.student.averaged import AveragedWeights
 from voxloop.distill.student.config import StudentConfig, StudentTrainSettings
 from voxloop.distill.student.layout import IGNORE, audio_id_offsets
-from voxloop.distill.student.model import CODEBOOK_SIZE, Student
+from voxloop.distill.student.model import CODEBOOK_SIZE, Student, StudentOutput
 from voxloop.distill.student.pack import Batch, PackedData, make_batch
 from voxloop.distill.student.train_data import answer_weights, hearing_config, load_data
 from voxloop.errors import VoxloopError
@@ -68,9 +68,11 @@ def self_fed(model, batch: Batch, share: float, generator: torch.Generator) -> B
     return replace(batch, ids=ids)
 
 
-def compute_losses(model, batch: Batch, s: StudentTrainSettings) -> dict[str, torch.Tensor]:
-    """Mean losses of one batch; ``total`` is what training minimizes."""
-    out = model(batch.ids)
+def compute_losses(model, batch: Batch, s: StudentTrainSettings,
+                   out: StudentOutput | None = None) -> dict[str, torch.Tensor]:
+    """Mean losses of one batch (``out``: the model's output on it, if already run);
+    ``total`` is what training minimizes."""
+    out = model(batch.ids) if out is None else out
     per_code = F.cross_entropy(out.audio.flatten(0, 2).float(), batch.audio_target.flatten(),
                                ignore_index=IGNORE, reduction="none").view(batch.audio_target.shape)
     valid = batch.audio_target != IGNORE  # [B, T, K_out]
@@ -106,9 +108,9 @@ def evaluate(model: Student, data: PackedData, rows: np.ndarray, s: StudentTrain
         chunk = rows[start:start + batch_size]
         batch = make_batch(model.config, data, chunk, None, np.random.default_rng(0),
                            s.words_only).to(device)
-        for key, value in compute_losses(model, batch, s).items():
-            sums[key] = sums.get(key, 0.0) + value.item() * len(chunk)
         out = model(batch.ids)
+        for key, value in compute_losses(model, batch, s, out).items():
+            sums[key] = sums.get(key, 0.0) + value.item() * len(chunk)
         mask = batch.text_target != IGNORE
         hit = (out.text.argmax(-1) == batch.text_target) & mask
         sums["text_acc"] = sums.get("text_acc", 0.0) + hit.sum().item()

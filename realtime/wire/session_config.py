@@ -58,6 +58,8 @@ class SemanticVad:
     eagerness: str = "auto"
     create_response: bool = True
     interrupt_response: bool = True
+    # audio kept before the onset (the OpenAI type has no field for it: server_vad's default)
+    PREFIX_PADDING_MS = TurnDetection.prefix_padding_ms
 
     def wire(self) -> dict:
         return {"type": "semantic_vad", **asdict(self)}

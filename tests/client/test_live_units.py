@@ -11,6 +11,7 @@ from voxloop.client.audio_io import PlayedTimeline
 from voxloop.client.conversation import Conversation, InputClock
 from voxloop.client.echo import Ducker, EchoMeter, EchoSettings, dbfs, make_echo_control
 from voxloop.client.jitter import JitterBuffer, JitterSettings
+from voxloop.realtime.wire.session_config import SemanticVad
 
 RATE_HZ = 24000
 BLOCK = 480  # 20 ms
@@ -215,3 +216,15 @@ def test_views_render_a_conversation():
     PlainView(out).update(state)
     assert "you: what can you do" in out.getvalue()
     assert "state assistant speaking" in out.getvalue()
+
+
+def test_the_prefix_padding_follows_the_turn_detection():
+    """server_vad says its padding; semantic_vad has none to say and the server keeps its
+    own: a padding set under server_vad does not outlive a switch."""
+    c = Conversation(JitterBuffer(JitterSettings()))
+    c.on_event({"type": "session.updated", "session": {"audio": {"input": {
+        "turn_detection": {"type": "server_vad", "prefix_padding_ms": 500}}}}})
+    assert c.prefix_ms == 500
+    c.on_event({"type": "session.updated", "session": {"audio": {"input": {
+        "turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}}})
+    assert c.prefix_ms == SemanticVad.PREFIX_PADDING_MS == 300

@@ -11,7 +11,8 @@ import torch
 from tests.distill.student.fixtures import ANSWERS, tiny_config, tiny_examples, tiny_packed
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.registry import random_codec
-from voxloop.distill.evals.student import evaluate_student, format_report, judge
+from voxloop.distill.evals.judge import judge
+from voxloop.distill.evals.student import evaluate_student, format_report
 from voxloop.distill.student.config import StudentEvalSettings
 from voxloop.distill.student.model import Student, save_student
 
