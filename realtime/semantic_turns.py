@@ -128,17 +128,23 @@ class SemanticTurnDetector(TurnDetector):
             _ = self.model  # loaded before an onset changes any state: a failure leaves none
         event = super()._step(window)
         if not was_speaking:
-            self._recent = (self._recent + [window])[-(PREFIX_PADDING_MS // WINDOW_MS + 1):]
+            # the prefix padding, or, while the last turn may still go on, the whole pause
+            # (a turn resumed is heard with the silence in it, as the paused examples are)
+            keep = (RESUMES_WITHIN_MS if self._ended_stream is not None else 0) \
+                + PREFIX_PADDING_MS
+            self._recent = (self._recent + [window])[-(keep // WINDOW_MS + 1):]
             if event is not None and event.kind == "speech_started":
                 resumed = self._ended_stream if event.resumes else None
                 self._stream = resumed if resumed is not None else self.model.init_state()
                 self._ended_stream = None
-                self._feed(self._recent)
+                prefix = PREFIX_PADDING_MS // WINDOW_MS + 1
+                self._feed(self._recent if resumed is not None else self._recent[-prefix:])
                 self._recent = []
         return event
 
     def _turn_ended(self) -> None:
         self._stream, self._ended_stream = None, self._stream
+        self._recent = []  # from here: the pause after it
 
     def _feed(self, windows: list[np.ndarray]) -> None:
         import torch

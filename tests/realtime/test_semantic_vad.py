@@ -362,6 +362,24 @@ def test_an_end_of_turn_model_that_cannot_load_is_an_error_and_changes_nothing(m
     assert not detector.speaking and detector._stream is None
 
 
+def test_a_resumed_turn_is_heard_with_the_whole_pause_in_it():
+    """Sure it is finished, the model ends the turn at once; the user goes on 0.9 s later
+    (within the resume window): the stream it goes on with hears the pause whole, as the
+    end-of-turn data's paused questions have it, not only the onset's prefix padding."""
+    from voxloop.realtime.wire.session_config import SemanticVad
+
+    part = resample(speech_24k("what is seven"), WIRE_RATE_HZ, 16000)
+    gap = np.zeros(int(0.9 * 16000), np.float32)
+    detector = semantic_turns.SemanticTurnDetector(SemanticVad(eagerness="high"),
+                                                   model=FakeEndOfTurn(1.0))
+    events = detector.push(np.concatenate([np.zeros(4800, np.float32), part, gap, part]))
+    starts = [e for e in events if e.kind == "speech_started"]
+    assert len(starts) >= 2 and all(s.resumes for s in starts[1:])  # (words apart too)
+    stream = detector._stream if detector._stream is not None else detector._ended_stream
+    heard_ms = 1000 * sum(stream) / 16000  # from the first onset's padding on
+    assert heard_ms >= detector.judged_ms - starts[0].audio_ms - 2 * 32
+
+
 def test_a_semantic_detector_retunes_in_place_and_refuses_another_type():
     from voxloop.realtime.wire.session_config import SemanticVad, TurnDetection
 
