@@ -7,7 +7,7 @@ from pathlib import Path
 
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.model import NeuralCodec, build_parts
-from voxloop.models import load_model_folder, save_model_folder
+from voxloop.models import load_model_folder, model_name, save_model_folder
 
 
 def new_codec(config: CodecConfig, name: str = "codec") -> NeuralCodec:
@@ -24,6 +24,6 @@ def save_codec(codec: NeuralCodec, folder: str | Path, card: str | None = None) 
 def load_codec_folder(folder: str | Path) -> NeuralCodec:
     """Load a folder written by ``save_codec``; weights come back as float32."""
     data, weights = load_model_folder(folder, "a codec", "voxloop codec train")
-    codec = new_codec(CodecConfig.from_json(data), name=Path(folder).name)
+    codec = new_codec(CodecConfig.from_json(data), name=model_name(folder))  # found anywhere
     codec.load_state_dict(weights)
     return codec.eval()

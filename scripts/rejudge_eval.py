@@ -1,6 +1,6 @@
 """An ``eval student`` run judged again by today's judge, from the transcripts it saved.
 
-The judge (``distill.evals.student.judge``) decides whether what Whisper heard in an answer
+The judge (``distill.evals.judge``) decides whether what Whisper heard in an answer
 is the answer; when it changes (stricter about numbers, signs, spelled letters, negations
 and the word that carries the answer), a run's out-loud verdicts move with it, though no
 model or audio did. This reads ``BEFORE``'s ``metrics.json`` and ``turns.jsonl``, judges

@@ -42,7 +42,7 @@ from voxloop.distill.student.train import export_student
 from voxloop.distill.student.model import load_student
 from voxloop.distill.student.pack import PackedData
 from voxloop.distill.student.vocab import Tokenizer
-from voxloop.distill.student.generate import generate
+from voxloop.distill.student.one_turn import generate
 best = {}
 for name in "abc":
     st = torch.load(f"/tmp/runs/{name}/best.pt", map_location="cpu", weights_only=False)

@@ -149,8 +149,12 @@ def evaluate_codec(codec: NeuralCodec, settings: CodecEvalSettings) -> dict:
         "by_codebooks": {},
     }
     if settings.joe:
+        from voxloop.codecs.decoder_data import check_codes_of, read_clips
         from voxloop.distill.evals.codec_decoders import held_out_metrics
 
+        made_by = read_clips(settings.joe, "heldout")[1]
+        if made_by.get("name") != codec.name:  # another name: the same weights, or noise
+            check_codes_of(codec.name, made_by)
         metrics["assistant_voice"] = held_out_metrics({metrics["decoder"]: codec}, settings.joe,
                                                       asr, settings.codebooks)
     for k, m in per_k.items():

@@ -2,7 +2,7 @@
 
 For every distinct intended answer of the held-out splits the mouth says the answer's own
 words (as if the student had written them right); the codes are decoded by the decoder the
-student speaks with and judged by the Whisper judge (``evals.student.judge``). The pack's
+student speaks with and judged by the Whisper judge (``evals.judge``). The pack's
 own take of the answer is judged beside it: what the codec lets through (the ceiling).
 ``fixed`` and ``composed`` answers are counted apart, per answer and weighted by the
 held-out turns that ask for it (which is what the student's correct % gains where its words

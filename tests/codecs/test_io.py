@@ -79,6 +79,11 @@ def test_token_files_round_trip_and_mismatch(tmp_path):
     assert decode_file(tmp_path / "x.npz", tmp_path / "out.wav", str(tmp_path / "small")) == 1.0
     with pytest.raises(VoxloopError, match="decode it with the same --codec"):
         decode_file(tmp_path / "x.npz", tmp_path / "bad.wav", str(tmp_path / "other"))
+    save_codec(random_codec(SMALL), tmp_path / "twin")  # the same shapes, other weights
+    with pytest.raises(VoxloopError, match=r"was made by codec .*small \(weights"):
+        decode_file(tmp_path / "x.npz", tmp_path / "bad.wav", str(tmp_path / "twin"))
+    assert load_codec(str(tmp_path / "small"), decoder="seanet").name == \
+        str((tmp_path / "small").resolve())  # a folder outside models/ is named by its path
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(VoxloopError, match="not a voxloop codes file .not an .npz.*codec encode"):
         decode_file(tmp_path / "junk.npz", tmp_path / "bad.wav", str(tmp_path / "small"))
