@@ -317,8 +317,8 @@ def run_sayings(args: argparse.Namespace) -> int:
           f"{s['right_chosen']}, and under every noisy listen {s['steady_now']} -> "
           f"{s['steady_chosen']}; {s['answers_said_other_ways']} said other ways")
     if s["answers_kept_unjudged"]:
-        print(f"{s['answers_kept_unjudged']} more kept as they were (right in "
-              f"{args.again_from})")
+        why = f"right in {args.again_from}" if args.again_from else "--recorded-only"
+        print(f"{s['answers_kept_unjudged']} more kept as they were ({why})")
     if s["answers_said_other_ways"]:
         print(f"  of those: right {s['correct_before']} -> {s['correct_after']} (some way "
               f"right: {s['any_take_correct']}), mean WER {s['wer_before_pct']:.1f} -> "

@@ -92,19 +92,24 @@ class SayingSettings:
         return not take.steady or 100 * take.wer > self.misheard_above_wer_pct
 
 
-def misheard_in(report_path: str | Path) -> set[str]:
+def misheard_in(report_path: str | Path, model_sha256: str = "") -> set[str]:
     """The answer texts whose chosen saying in an earlier ``--report`` the judge hears
     wrong now (its clean transcript judged again: the judge may have changed since), or
-    heard right but not under every noisy listen."""
+    heard right but not under every noisy listen; the answers it did not judge (kept from
+    the pass before it) are not among them. A report of other weights is refused."""
     from voxloop.distill.evals.judge import judge
     from voxloop.distill.evals.renditions import Take
 
     try:
-        answers = json.loads(Path(report_path).read_text())["answers"]
-        chosen = [(a["text"], Take(**a["takes"][a["chosen"]])) for a in answers]
+        report = json.loads(Path(report_path).read_text())
+        chosen = [(a["text"], Take(**a["takes"][a["chosen"]])) for a in report["answers"]]
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise VoxloopError(f"--again-from {report_path}: not a report of "
                            f"`voxloop distill sayings --report` ({e})") from e
+    said_by = report.get("model_sha256")
+    if said_by and model_sha256 and said_by != model_sha256:
+        raise VoxloopError(f"--again-from {report_path} judged another student's sayings "
+                           f"(weights {said_by[:12]}, these {model_sha256[:12]})")
     return {text for text, take in chosen
             if not judge(text, take.transcript) or take.noisy_right < take.noisy}
 
@@ -145,6 +150,7 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
     from voxloop.distill.student.vocab import Tokenizer
     from voxloop.distill.teachers.asr import ASRSettings, load_asr
     from voxloop.distill.teachers.tts import ASSISTANT_VOICE
+    from voxloop.models import weights_sha256
 
     if settings.samples and settings.temperature <= 0:
         raise VoxloopError("--temperature must be above 0 for sampled sayings (or --samples 0)")
@@ -152,9 +158,10 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
         raise VoxloopError(f"--recorded-takes {settings.recorded_takes}: 0 or more")
     if settings.listens < 0:
         raise VoxloopError(f"--listens {settings.listens}: 0 or more")
-    again = misheard_in(settings.again_from) if settings.again_from else None
     torch.set_num_threads(settings.threads)
     folder = student_folder(folder)
+    weights = weights_sha256(folder)
+    again = misheard_in(settings.again_from, weights) if settings.again_from else None
     model, vocab = load_student(folder)
     mouth = model.mouth
     if mouth is None or not len(mouth.known_words):
@@ -229,8 +236,8 @@ def choose_sayings(folder: str | Path, settings: SayingSettings = SayingSettings
                                     for r in remembered),
                "chosen_ways": dict(Counter(r["ways"][r["chosen"]] for r in tried)
                                    .most_common())}
-    return {"folder": str(folder), "settings": asdict(settings), "summary": summary,
-            "answers": report}
+    return {"folder": str(folder), "model_sha256": weights, "settings": asdict(settings),
+            "summary": summary, "answers": report}
 
 
 def recorded_take(text: str, runner, codebooks: int):

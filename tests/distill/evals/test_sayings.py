@@ -186,6 +186,10 @@ def test_again_from_judges_only_the_answers_an_earlier_report_left_misheard(tmp_
     kept = load_student(folder)[0].mouth.said_codes
     assert torch.equal(kept.get(torch.tensor([3, 4, 5])),
                        table_before.get(torch.tensor([3, 4, 5])))
+    assert again["model_sha256"] and again["answers"][0]["text"] == texts[1]
+    path.write_text(json.dumps({**report, "model_sha256": "0" * 64}))
+    with pytest.raises(VoxloopError, match="judged another student's sayings"):
+        choose_sayings(folder, SayingSettings(again_from=str(path)), progress=False)
     path.write_text("{}")
     with pytest.raises(VoxloopError, match="not a report of"):
         choose_sayings(folder, SayingSettings(again_from=str(path)), progress=False)
