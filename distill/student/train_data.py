@@ -4,6 +4,7 @@ turn is drawn."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from voxloop.distill.student.config import StudentConfig
 from voxloop.distill.student.pack import PackedData
 from voxloop.distill.teachers.domain.data import load_domain
 from voxloop.errors import VoxloopError
+from voxloop.training import atomic_write
 
 
 def answer_weights(data: PackedData, rows: np.ndarray, balance: float,
@@ -62,10 +64,13 @@ def load_data(data: str | Path, out: Path, vocab: dict | None = None,
 
     if path.suffix == ".npz":
         packed = path
-    elif not packed.is_file() or not fits(PackedData.load(packed)):
+    elif not packed.is_file() or not fits(PackedData.load(packed)) or \
+            _packed_from(packed) != _dataset_state(path):
         pack_dataset(path, packed, vocab=vocab or None, user_input=user_input,
                      semantic=semantic, progress=True, splits=splits if vocab else (),
                      residual_books=residual_books)
+        atomic_write(_source_file(packed), lambda tmp: tmp.write_text(
+            json.dumps(_dataset_state(path))))
     result = PackedData.load(packed)
     if vocab and not _same_vocab(result, vocab):
         raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "
@@ -78,6 +83,28 @@ def load_data(data: str | Path, out: Path, vocab: dict | None = None,
                            "(or with none where it hears them): pass the dataset folder, or "
                            "pack it with --vocab-from the model")
     return result
+
+
+def _dataset_state(folder: Path) -> dict:
+    """Which dataset a pack was made from, and how far it was built: its path and the
+    size of every shard then (a dataset still being built packs what exists)."""
+    from voxloop.distill.data.dataset import SHARD_DIR
+
+    shards = sorted((folder / SHARD_DIR).glob("*.npz"))
+    return {"dataset": str(folder.resolve()),
+            "shards": {p.name: p.stat().st_size for p in shards}}
+
+
+def _source_file(packed: Path) -> Path:
+    return packed.with_name(packed.stem + ".source.json")
+
+
+def _packed_from(packed: Path) -> dict | None:
+    """The ``_dataset_state`` a cached pack was made from (None: unknown, pack again)."""
+    try:
+        return json.loads(_source_file(packed).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _same_levels(data_vocab: dict, vocab: dict) -> bool:
