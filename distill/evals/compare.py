@@ -53,9 +53,13 @@ def load_turns(folder: str | Path) -> dict[str, dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise VoxloopError(f"{path} is not the JSON lines `voxloop eval student` writes: "
                            f"{exc}") from exc
-    missing = {c for c in MEASURES.values() if rows and c not in rows[0]}
-    if missing:
-        raise VoxloopError(f"{path} has no {sorted(missing)}: re-run `voxloop eval student`")
+    if not rows:
+        raise VoxloopError(f"{path} holds no turns: re-run `voxloop eval student`")
+    missing = {c for c in MEASURES.values() for row in rows if c not in row}
+    if missing:  # (a turn with no intended answer has no correct_intended)
+        raise VoxloopError(f"{path} has turns without {sorted(missing)}: compare runs on "
+                           "data that knows every turn's intended answer, or re-run "
+                           "`voxloop eval student`")
     return {row["id"]: row for row in rows}
 
 
@@ -66,6 +70,12 @@ def compare(before: dict[str, dict], after: dict[str, dict]) -> list[Comparison]
         raise VoxloopError(f"the evaluations hold different turns ({only[0]} only in the "
                            f"first, {only[1]} only in the second): evaluate both students "
                            f"with the same --data")
+    moved = [i for i in before if (before[i].get("prompt_text"), before[i].get("voice")) !=
+             (after[i].get("prompt_text"), after[i].get("voice"))]
+    if moved:
+        raise VoxloopError(f"turn {moved[0]} is another question or voice in each evaluation "
+                           f"({len(moved)} such): evaluate both students on the same build "
+                           "of the data")
     splits = sorted({row["split"] for row in before.values()}) + [ALL]
     out = []
     for split in splits:

@@ -18,6 +18,7 @@ from pathlib import Path
 from voxloop.distill.student.config import HeardIntentsConfig
 from voxloop.distill.student.vocab import answer_words
 from voxloop.distill.teachers.domain.data import FALLBACK_INTENT, load_domain
+from voxloop.errors import VoxloopError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def template_of(turn_id: str) -> int:
     """The phrasing's index in a turn id (``water_formula-t11-festival:kal-0`` -> 11)."""
     found = re.search(r"-t(\d+)-", turn_id)
     if found is None:
-        raise ValueError(f"turn id {turn_id!r} names no phrasing (-tN-): pack a dataset "
+        raise VoxloopError(f"turn id {turn_id!r} names no phrasing (-tN-): pack a dataset "
                          "that `voxloop distill synth` built")
     return int(found.group(1))
 
@@ -175,7 +176,6 @@ def measure_heard_intents(model_dir: str | Path, settings: HeardIntentsEvalSetti
     """Run the measurement; writes ``heard-intents.json`` and ``heard-intents.md``."""
     from voxloop.distill.student.heard_intents import FILENAME
     from voxloop.distill.student.model import student_folder
-    from voxloop.errors import VoxloopError
 
     if settings.slot_bonuses and not (student_folder(model_dir) / FILENAME).is_file():
         raise VoxloopError(f"{model_dir} has no heard-intents head to lean with "

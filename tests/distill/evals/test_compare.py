@@ -64,6 +64,26 @@ def test_different_turns_or_no_folder_exit_with_a_message(tmp_path, capsys):
     assert not (tmp_path / "c.json").exists()
 
 
+def test_runs_on_other_builds_or_without_intended_answers_are_refused(tmp_path):
+    """The same ids, other questions (a rebuilt dataset); a turn with no intended answer;
+    no turns at all: each a one-line error, not a traceback."""
+    rows = {"v1": ("heldout_voice", True, True)}
+    before, after = _write(tmp_path / "a", rows), _write(tmp_path / "b", rows)
+    for folder, question in ((before, "what is 2 plus 2"), (after, "what is 3 plus 3")):
+        row = {**json.loads((tmp_path / folder / "turns.jsonl").read_text()),
+               "prompt_text": question, "voice": "flite:slt"}
+        (tmp_path / folder / "turns.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(VoxloopError, match="another question or voice"):
+        compare(load_turns(before), load_turns(after))
+    (tmp_path / "b" / "turns.jsonl").write_text(
+        json.dumps({"id": "v1", "split": "heldout_voice", "text_exact": True}) + "\n")
+    with pytest.raises(VoxloopError, match=r"turns without \['correct_intended'\]"):
+        load_turns(after)
+    (tmp_path / "b" / "turns.jsonl").write_text("")
+    with pytest.raises(VoxloopError, match="holds no turns"):
+        load_turns(after)
+
+
 def test_the_command_prints_and_saves_the_table(tmp_path, capsys):
     folder = _write(tmp_path / "a", {"v1": ("heldout_voice", True, False)})
     out = tmp_path / "compare.json"

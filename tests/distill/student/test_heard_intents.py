@@ -36,6 +36,7 @@ from voxloop.distill.student.rows import Phase, TurnProgress
 from voxloop.distill.student.vocab import Tokenizer, answer_words, user_words
 from voxloop.distill.teachers.domain.data import load_domain
 from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
+from voxloop.errors import VoxloopError
 
 QUICK = HeardIntentsConfig(fills_per_template=2, noisy_copies=3, epochs=60)
 SHORT = SamplingOptions(max_text_tokens=5)  # a whole answer fits one draft
@@ -336,7 +337,7 @@ def test_the_lean_trade_counts_turns_made_right_and_made_wrong_against_no_lean()
 
 def test_a_turn_id_without_its_phrasing_is_a_clear_error():
     assert template_of("water_formula-t11-festival:kal-0") == 11
-    with pytest.raises(ValueError, match="names no phrasing"):
+    with pytest.raises(VoxloopError, match="names no phrasing"):
         template_of("ex0")
 
 
