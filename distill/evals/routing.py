@@ -321,10 +321,11 @@ class _Both:
                         SamplingOptions(), self.chunk_frames)
         heard, heard_logprob = self.asr.transcribe_scored(audio_16k, 16_000)
         cascade = self.llm.reply([], heard)
-        words = answer_words(intended)
+        words, own = answer_words(intended), answer_words(said.text)
         row = {"split": split, "id": name, "intended": intended, "student": said.text,
-               "logprob": said.text_logprob, "student_right": answer_words(said.text) == words,
-               "student_refuses": answer_words(said.text) == self.refusal,
+               "logprob": said.text_logprob, "student_right": own == words,
+               # no words at all: the engine asks the cascade as for a refusal
+               "student_refuses": own == self.refusal or not own,
                "cascade_heard": heard, "cascade_heard_logprob": heard_logprob,
                "cascade": cascade, "cascade_right": answer_words(cascade) == words,
                "cascade_refuses": answer_words(cascade) == self.refusal}
