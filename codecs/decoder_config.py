@@ -61,8 +61,8 @@ class DecoderTrainSettings:
     threads: int = field(default=1, metadata={"help": "torch CPU threads (0: all cores)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     max_minutes: float = field(default=0.0, metadata={
-        "help": "if > 0: stop (checkpoint written) after this many wall-clock minutes of this "
-                "process; run again to resume"})
+        "help": "if > 0: stop (checkpoint written) after this many wall-clock minutes of "
+                "training in all, over resumed runs too; raise it to train on"})
     init_from: str = field(default="", metadata={
         "help": "a decoder folder (e.g. models/voxloop-codec-16k/decoders/assistant) whose "
                 "weights start a new run (same architecture); ignored when resuming"})

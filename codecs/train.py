@@ -49,12 +49,20 @@ PROBE_SKIP = 5
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
-def load_split(corpus: Path, split: str) -> list[torch.Tensor]:
+def load_split(corpus: Path, split: str, rate_hz: int) -> list[torch.Tensor]:
+    """Every wav of a corpus split, refused unless at the codec's ``rate_hz``."""
     files = sorted((corpus / split).glob("*.wav"))
     if not files:
         raise VoxloopError(f"no {split} wavs under {corpus}: build the corpus first with "
                            "`voxloop distill corpus`")
-    return [torch.from_numpy(read_wav(f)[0]) for f in files]
+    clips = []
+    for f in files:
+        samples, found_hz = read_wav(f)
+        if found_hz != rate_hz:
+            raise VoxloopError(f"{f} is at {found_hz} Hz and this codec at {rate_hz}: build "
+                               f"the corpus with --sample-rate-hz {rate_hz}")
+        clips.append(torch.from_numpy(samples))
+    return clips
 
 
 def sample_batch(clips: list[torch.Tensor], batch: int, segment: int,
@@ -107,8 +115,12 @@ def _initial_weights(path: Path, config: CodecConfig) -> dict[str, torch.Tensor]
         found = codec.config
         weights = codec.state_dict()
     elif path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        found, weights = CodecConfig.from_json(state["config"]), state["model"]
+        state = load_checkpoint(path, "codec checkpoint")
+        try:
+            found, weights = CodecConfig.from_json(state["config"]), state["model"]
+        except (KeyError, TypeError) as e:
+            raise VoxloopError(f"--init-from {path} is not a codec checkpoint of `voxloop "
+                               f"codec train` ({e!r})") from e
     else:
         raise VoxloopError(f"--init-from {path}: no such codec folder or checkpoint")
     if found != config:
@@ -188,7 +200,8 @@ def train(settings: CodecTrainSettings, config: CodecConfig | None = None,
     mel_loss = MultiScaleMelLoss(config.sample_rate_hz).to(device)
     autocast = autocast_for(device, settings.precision)
     corpus = Path(settings.corpus)
-    train_clips, held_clips = load_split(corpus, "train"), load_split(corpus, "heldout")
+    train_clips, held_clips = (load_split(corpus, split, config.sample_rate_hz)
+                               for split in ("train", "heldout"))
     segment = int(settings.segment_s * config.sample_rate_hz) // codec.hop * codec.hop
     writer = None
     if rank == 0:

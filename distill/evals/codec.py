@@ -9,8 +9,9 @@ into the output folder and returns the metrics.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from voxloop.errors import VoxloopError
 if TYPE_CHECKING:
     from voxloop.codecs.model import NeuralCodec
 
+log = logging.getLogger("voxloop.distill")
 METRIC_RATE_HZ = 16000  # STOI and wide-band PESQ are computed at 16 kHz
 
 
@@ -111,6 +113,14 @@ def evaluate_codec(codec: NeuralCodec, settings: CodecEvalSettings) -> dict:
     from voxloop.distill.teachers.asr import load_asr
 
     corpus, out = Path(settings.corpus), Path(settings.out)
+    kept = tuple(k for k in settings.codebooks if 1 <= k <= codec.num_codebooks)
+    if not kept:  # (more would be measured with all it has and reported as more)
+        raise VoxloopError(f"--codebooks {' '.join(map(str, settings.codebooks))}: "
+                           f"{codec.name} has 1 to {codec.num_codebooks} codebooks")
+    if kept != tuple(settings.codebooks):
+        log.warning("measuring K = %s only: %s has %d codebooks",
+                    ", ".join(map(str, kept)), codec.name, codec.num_codebooks)
+        settings = replace(settings, codebooks=kept)
     rows = heldout_utterances(corpus, settings.max_utterances)
     if not rows:
         raise VoxloopError(f"no held-out utterances under {corpus}")

@@ -37,7 +37,9 @@ def test_loss_falls_and_export_loads(corpus, tmp_path):
     from voxloop.codecs.train import evaluate_loss, load_split
 
     out = train(_settings(corpus, tmp_path / "run", 40), TINY)
-    held = load_split(corpus, "heldout")
+    held = load_split(corpus, "heldout", 16000)
+    with pytest.raises(VoxloopError, match="at 16000 Hz and this codec at 24000"):
+        load_split(corpus, "heldout", 24000)
     fresh = load_codec_folder(out / "final")
     export_checkpoint(out / "checkpoint.pt", tmp_path / "bundle")
     bundled = load_codec_folder(tmp_path / "bundle")
@@ -119,6 +121,10 @@ def test_init_from_a_bundle_fine_tunes_it(corpus, tmp_path):
         train(replace(settings, out=str(tmp_path / "other")),
               CodecConfig(ratios=(4, 4, 2), n_filters=8, dimension=16, num_codebooks=2,
                           cardinality=16))
+    torch.save({"step": 3}, tmp_path / "not-a-codec.pt")  # a checkpoint of something else
+    with pytest.raises(VoxloopError, match="not a codec checkpoint"):
+        train(replace(settings, out=str(tmp_path / "third"),
+                      init_from=str(tmp_path / "not-a-codec.pt")), TINY)
 
 
 def new_codec_with_codebooks():

@@ -83,6 +83,11 @@ def test_eval_cli_missing_corpus_is_a_clear_error(tmp_path):
                            str(tmp_path / "c"), "--corpus", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "voxloop distill corpus" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "voxloop", "eval", "codec", "--codec",
+                           str(tmp_path / "c"), "--codebooks", "8", "16"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "--codebooks 8 16:" in done.stderr and \
+        "has 1 to 4 codebooks" in done.stderr
 
 
 bundled = pytest.mark.skipif(not (models_dir() / DEFAULT_CODEC).is_dir(),
