@@ -43,11 +43,19 @@ LR_FLOOR = 0.1
 EVAL_BATCHES = 2
 
 
-def frozen_codebooks(codec_name: str, data_codec: dict) -> Tensor:
-    """``[K, N, D]`` codebooks of the codec that made the data's codes (sha256 checked)."""
+def frozen_codebooks(codec_name: str, data_codec: dict,
+                     config: FrameDecoderConfig | None = None) -> Tensor:
+    """``[K, N, D]`` codebooks of the codec that made the data's codes (sha256 checked),
+    refused where a decoder of ``config`` would not make the codec's frames: another hop
+    or rate crops its targets out of step with the codes, and nothing else would say so."""
     from voxloop.codecs.io import load_codec_folder
 
     codec = load_codec_folder(check_codes_of(codec_name, data_codec))
+    if config is not None and (config.hop_samples, config.sample_rate_hz) != \
+            (codec.hop, codec.sample_rate):
+        raise VoxloopError(f"the decoder makes {config.hop_samples} samples a frame at "
+                           f"{config.sample_rate_hz} Hz, codec {codec_name} {codec.hop} at "
+                           f"{codec.sample_rate} Hz: give the decoder the codec's hop")
     return torch.stack([e.detach().clone() for e in codec.codebook_vectors()])
 
 
@@ -157,7 +165,7 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
     out.mkdir(parents=True, exist_ok=True)
     train_clips, data_codec = read_clips(settings.data, "train")
     held_clips, _ = read_clips(settings.data, "heldout")
-    codebooks = frozen_codebooks(settings.codec, data_codec)
+    codebooks = frozen_codebooks(settings.codec, data_codec, config)
     if codebooks.shape[0] < config.num_codebooks or codebooks.shape[2] != config.latent_dim:
         raise VoxloopError(f"codec {settings.codec} has {tuple(codebooks.shape)} codebooks; "
                            f"the decoder expects {config.num_codebooks} x D={config.latent_dim}")
@@ -181,12 +189,14 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
     (out / "settings.json").write_text(json.dumps(
         {"train": asdict(settings), "decoder": config.to_json()}, indent=2) + "\n")
     hop, frames = config.hop_samples, settings.segment_frames + 1
+    # a K above the codebooks the data holds would train its conditioning on fewer stages
+    held_k = min(config.num_codebooks, train_clips[0].codes.shape[0])
     bar = tqdm(total=settings.steps, initial=progress.step, desc="decoder train")
     saved_s = time.perf_counter()
     while not progress.done:
         rng = np.random.default_rng([settings.seed, progress.step])
         codes, wav = sample_batch(train_clips, settings.batch_size, frames, hop, silence, rng)
-        k = draw_k(settings, config.num_codebooks, settings.batch_size, rng)
+        k = draw_k(settings, held_k, settings.batch_size, rng)
         for group in optimizer.param_groups:
             group["lr"] = progress.learning_rate()
         recon = decoder(masked_latent(codebooks, codes[:, :config.num_codebooks], k), k)

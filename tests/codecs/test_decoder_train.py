@@ -3,6 +3,8 @@ resumes exactly, the export loads as a shipped decoder."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,8 @@ def test_loss_falls_and_the_export_decodes(data, tmp_path):
     books = frozen_codebooks(settings.codec, codec_info)
     with pytest.raises(VoxloopError, match="the data's codes were made by .*not by"):
         frozen_codebooks(settings.codec, {**codec_info, "sha256": "0" * 64})  # another's
+    with pytest.raises(VoxloopError, match="give the decoder the codec's hop"):
+        frozen_codebooks(settings.codec, codec_info, replace(TINY, upsample=2 * TINY.upsample))
     losses = DecoderLosses(settings, 16000)
     silence = silence_codes(settings.codec)
     torch.manual_seed(0)
