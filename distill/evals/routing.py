@@ -34,6 +34,7 @@ instead of answering the turns again (another cap or quantile in seconds, not 30
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -184,11 +185,33 @@ def refusal_trade(rows: list[dict], unsure_below: float, refusal_above: float | 
 def evaluate_routing(model_dir: str | Path, settings: RoutingSettings, progress=True) -> dict:
     """Answer every turn with both engines (or read them back: ``rescore``), choose the
     thresholds, measure them and write the reports (and, with ``export``, the thresholds)."""
-    out = Path(settings.out)
-    if settings.rescore:
-        rows = read_turns(out / "turns.jsonl")
-    else:
-        rows = _answer_turns(model_dir, settings, progress)
+    from voxloop.distill.data.semantic_job import HELDOUT_SPLITS
+    from voxloop.distill.student.confidence import words_sha256
+    from voxloop.distill.student.model import student_folder
+    from voxloop.errors import VoxloopError
+
+    if settings.choose_on in HELDOUT_SPLITS:
+        raise VoxloopError(f"--choose-on {settings.choose_on}: a held-out split is measured "
+                           "on, never chosen on (choose on valid)")
+    if settings.choose_on not in settings.splits:
+        raise VoxloopError(f"--choose-on {settings.choose_on} is not one of --splits "
+                           f"{' '.join(settings.splits)}")
+    words = words_sha256(student_folder(model_dir))
+    if not settings.rescore:
+        return route(_answer_turns(model_dir, settings, progress, words), model_dir, settings)
+    rows, taken = [], Counter()
+    for row in read_turns(Path(settings.out) / "turns.jsonl"):
+        if row.get("words_sha256", words) != words:
+            raise VoxloopError(f"{settings.out}'s turns were answered by other weights than "
+                               f"{model_dir}'s: answer them again (no --rescore)")
+        split = row["split"]
+        if split == OUT_OF_DOMAIN_SPLIT:  # --limit: questions, each in every held-out voice
+            if settings.out_of_domain and (not settings.limit or
+                                           int(row["id"].split("-")[1]) < settings.limit):
+                rows.append(row)
+        elif split in settings.splits and (not settings.limit or taken[split] < settings.limit):
+            taken[split] += 1
+            rows.append(row)
     return route(rows, model_dir, settings)
 
 
@@ -201,8 +224,8 @@ def read_turns(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bool
-                  ) -> list[dict]:
+def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bool,
+                  words: str | None) -> list[dict]:
     import torch
     from tqdm import tqdm
 
@@ -216,9 +239,6 @@ def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bo
     from voxloop.distill.teachers.llm import load_llm
     from voxloop.errors import VoxloopError
 
-    if settings.choose_on not in settings.splits:
-        raise VoxloopError(f"--choose-on {settings.choose_on} is not one of --splits "
-                           f"{' '.join(settings.splits)}")
     torch.set_num_threads(settings.threads)
     model, vocab = load_student(model_dir)
     if model.config.user_input != "semantic":
@@ -252,7 +272,7 @@ def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bo
                  for name, audio in tqdm(out_of_domain_turns(settings.limit),
                                          desc="routing out of domain", unit="turn",
                                          disable=not progress)]
-    return rows
+    return [{**row, "words_sha256": words} for row in rows]  # what --rescore checks
 
 
 def route(rows: list[dict], model_dir: str | Path, settings: RoutingSettings) -> dict:

@@ -173,7 +173,8 @@ def test_a_real_run_keeps_the_threshold_for_the_engine(tmp_path):
     assert all(t["cascade_refuses"] == t["cascade_right"] for t in outside)
     for turn in turns:  # the rule's inputs, as the engine sees them
         assert turn["cascade_refuses"] == (answer_words(turn["cascade"]) == refusal)
-        assert turn["student_refuses"] == (answer_words(turn["student"]) == refusal)
+        own = answer_words(turn["student"])
+        assert turn["student_refuses"] == (own == refusal or not own)
     valid = [t for t in turns if t["split"] == "valid"]
     refusal_above = refusal_threshold(valid, settings.refusal_quantile)
     assert result["refusal_heard_logprob"] == refusal_above
@@ -194,3 +195,15 @@ def test_a_real_run_keeps_the_threshold_for_the_engine(tmp_path):
     with pytest.raises(VoxloopError, match="--choose-on"):
         evaluate_routing(student, replace(settings, choose_on="heldout_voice",
                                           splits=("valid",)), progress=False)
+    with pytest.raises(VoxloopError, match="never chosen on"):  # rescoring too
+        evaluate_routing(student, replace(settings, rescore=True, choose_on="heldout_voice"),
+                         progress=False)
+    # rescored with fewer turns: only those are scored (and the out-of-domain ones asked for)
+    fewer = evaluate_routing(student, replace(settings, rescore=True, limit=1, export=False,
+                                              out_of_domain=False), progress=False)
+    assert {split: fewer["scores"][split]["turns"] for split in settings.splits} == \
+        dict.fromkeys(settings.splits, 1) and "out_of_domain" not in fewer["scores"]
+    stale = [{**t, "words_sha256": "0" * 64} for t in turns]  # answered by other weights
+    (tmp_path / "out" / "turns.jsonl").write_text("".join(json.dumps(t) + "\n" for t in stale))
+    with pytest.raises(VoxloopError, match="answered by other weights"):
+        evaluate_routing(student, replace(settings, rescore=True), progress=False)
