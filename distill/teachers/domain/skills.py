@@ -38,8 +38,17 @@ def _has(words: list[str], keys: tuple[str, ...], min_score: float = 0.85) -> bo
     return any(word_similarity(w, k) >= min_score for w in words + joined for k in keys)
 
 
+def _decimals(x: float) -> int:
+    return 2 if abs(x) < 1 else 1
+
+
 def _say(x: float) -> str:
-    return number_to_words(x, decimals=2 if abs(x) < 1 else 1)
+    return number_to_words(x, decimals=_decimals(x))
+
+
+def _about(x: float) -> str:
+    """"about " where saying ``x`` rounds it ("zero point two five" is 1/4 exactly)."""
+    return "" if round(x, _decimals(x)) == round(x, 6) else "about "
 
 
 _OPERATORS = (
@@ -90,7 +99,7 @@ def arithmetic(words: list[str]) -> SkillAnswer | None:
     result = {"add": a + b, "subtract": a - b, "multiply": a * b,
               "divide": a / b if b else 0.0}[op]
     verb = {"add": "plus", "subtract": "minus", "multiply": "times", "divide": "divided by"}[op]
-    approx = "about " if op == "divide" and round(result, 1) != result else ""
+    approx = _about(result) if op == "divide" else ""
     text = f"{_say(a)} {verb} {_say(b)} is {approx}{_say(result)}."
     return SkillAnswer(op, text[0].upper() + text[1:])
 
@@ -227,7 +236,7 @@ def convert(words: list[str]) -> SkillAnswer | None:
         return SkillAnswer("convert", f"Sorry, I can't convert {units[source]['plural']} "
                                       f"to {units[target]['plural']}.")
     result = value * rule["scale"] + rule["offset"]
-    approx = "" if round(result, 1) == round(result, 6) else "about "
+    approx = _about(result)
     src_name = units[source]["singular" if value == 1 else "plural"]
     dst_name = units[target]["singular" if round(result, 1) == 1 else "plural"]
     text = f"{_say(value)} {src_name} is {approx}{_say(result)} {dst_name}."

@@ -20,7 +20,7 @@ from voxloop.distill.teachers.heldout import HELDOUT_TEMPLATE
 FIRST_SIX_SHA256 = "d5cd4712e6f620199011fe0bbb68f6a1aac7c374d5dd9023f6fa3fa042e99675"
 # sha256 of [text, intent, answer] of every in-domain question (examples(ALL_FILLS)): the
 # training targets. Honest answers to unknown questions must not change a known one.
-IN_DOMAIN_ANSWERS_SHA256 = "f5b6e2750b99eaff2d5188911e1cf04cb814269786cc6b226ebb50387e1172e4"
+IN_DOMAIN_ANSWERS_SHA256 = "7355beed214f15d6103e52228505eebe4e61dbec4742d75e5e066c4cce08b9da"
 
 
 def test_domain_size_meets_the_spec():
@@ -139,6 +139,8 @@ def test_all_fills_cover_the_slot_ranges():
     ("what is 9 divided by 2", "Nine divided by two is four point five."),
     ("divide 10 by 3", "Ten divided by three is about three point three."),
     ("divide five by zero", "You can't divide by zero."),
+    ("what is 1 divided by 4", "One divided by four is zero point two five."),  # exact: said
+    ("what is 2 divided by 3", "Two divided by three is about zero point six seven."),
     ("what is seven multi plied by three", "Seven times three is twenty one."),  # ASR split
     ("what is six sub tract two", "Six minus two is four."),  # the operator in two
     ("what is the capital of japan", "The capital of Japan is Tokyo."),
@@ -151,7 +153,7 @@ def test_all_fills_cover_the_slot_ranges():
     ("what is 20 degrees celsius in fahrenheit", "Twenty degrees Celsius is sixty eight degrees "
                                                   "Fahrenheit."),
     ("how many minutes is 1 hour", "One hour is sixty minutes."),
-    ("convert 50 degrees f to degrees c", "Fifty degrees Fahrenheit is about ten degrees Celsius."),
+    ("convert 50 degrees f to degrees c", "Fifty degrees Fahrenheit is ten degrees Celsius."),
     ("what day comes after sunday", "After Sunday comes Monday."),
     ("if today is friday what day is tomorrow", "After Friday comes Saturday."),
     ("tuesday is followed by which day", "After Tuesday comes Wednesday."),
