@@ -142,12 +142,18 @@ def choose_threshold(rows: list[dict], max_asked_pct: float = 100.0,
     return float(max(allowed, key=lambda t: (results[t]["right_pct"], -results[t]["asked_pct"])))
 
 
-def score(rows: list[dict], unsure_below: float, refusal_above: float | None) -> dict:
-    """Per split and overall, at the two thresholds; "before" is the hybrid that asked the
-    cascade only where the student refused."""
+def score(rows: list[dict], unsure_below: float, refusal_above: float | None,
+          chosen_on: str = "") -> dict:
+    """Per split and "all" (the in-domain splits the thresholds were not chosen on), at
+    the two thresholds; "before" is the hybrid that asked the cascade only where the
+    student refused."""
     out = {}
+    measured = {r["split"] for r in rows} - {chosen_on, OUT_OF_DOMAIN_SPLIT}
     for split in [*dict.fromkeys(r["split"] for r in rows), "all"]:
-        mine = [r for r in rows if split in ("all", r["split"])]
+        mine = [r for r in rows if r["split"] == split or (split == "all" and
+                                                           r["split"] in measured)]
+        if not mine:
+            continue
         switched = [r for r in mine if answered_by_cascade(r, unsure_below, refusal_above)]
         at, before = hybrid(mine, unsure_below, refusal_above), hybrid(mine, -np.inf, None)
         out[split] = {
@@ -288,7 +294,7 @@ def route(rows: list[dict], model_dir: str | Path, settings: RoutingSettings) ->
     unsure_below = choose_threshold(chooser, settings.max_asked_pct, refusal_above)
     result = {"model": str(model_dir), "settings": asdict(settings),
               "min_words_logprob": unsure_below, "refusal_heard_logprob": refusal_above,
-              "scores": score(rows, unsure_below, refusal_above),
+              "scores": score(rows, unsure_below, refusal_above, settings.choose_on),
               "refusal_trade": refusal_trade(rows, unsure_below, refusal_above)}
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def test_scores_per_split_at_the_thresholds():
             _turn("heldout_voice", -0.1, True, False),
             _turn("out_of_domain", -2.0, False, None, heard=-0.1)]  # a refusal is right
     rows[-1]["cascade_right"] = True
-    scores = score(rows, -0.55, -0.3)
+    scores = score(rows, -0.55, -0.3, chosen_on="valid")
     assert scores["heldout_voice"] == {
         "turns": 2, "student_pct": 50.0, "cascade_pct": 50.0, "hybrid_before_pct": 50.0,
         "hybrid_pct": 100.0, "asked_pct": 50.0, "answered_by_cascade_pct": 50.0,
@@ -95,7 +95,9 @@ def test_scores_per_split_at_the_thresholds():
     assert hybrid(loud, -0.55, -0.3)["out_loud_pct"] == 50.0  # the cascade's, misheard
     assert score(loud, -0.55, -0.3)["heldout_voice"]["hybrid_before_out_loud_pct"] == 50.0
     assert score(rows, -0.55, -0.05)["out_of_domain"]["hybrid_pct"] == 0.0
-    assert scores["all"]["turns"] == 9
+    # "all": the in-domain splits measured on, not the one chosen on nor out of domain
+    assert scores["all"] == scores["heldout_voice"]
+    assert score(rows, -0.55, -0.3)["all"]["turns"] == 8
     assert scores["valid"]["hybrid_pct"] == pytest.approx(250 / 3)
     table = format_routing({"settings": {"choose_on": "valid", "max_asked_pct": 10.0,
                                          "refusal_quantile": 0.9},
