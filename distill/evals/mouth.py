@@ -189,8 +189,8 @@ def choose_mouth(run: str | Path, student: str | Path, data_path: str | Path,
 
 def format_choice(report: dict) -> str:
     """``choose_mouth``'s report as a Markdown table, one row per judged mouth."""
-    lines = ["| mouth | step | valid loss | understood % of turns | fixed % | composed % | "
-             "WER % |", "|---|---|---|---|---|---|---|"]
+    lines = ["| mouth | step | valid loss | understood % of turns | fixed % of answers | "
+             "composed % of answers | WER % |", "|---|---|---|---|---|---|---|"]
     for m in report["mouths"]:
         kinds, loss = m["kinds"], m["valid_loss"]
         mark = " (chosen)" if m["checkpoint"] == report["chosen"] else ""
