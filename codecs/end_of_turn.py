@@ -303,8 +303,9 @@ def load_end_of_turn(name_or_dir: str | Path) -> EndOfTurn:
     config = heads[0].config
     semantic = find_semantic(config.semantic)
     sha = weights_sha256(semantic)
-    if any(h.config.semantic_sha256 not in ("", sha) for h in heads):
+    other = next((h for h in heads if h.config.semantic_sha256 not in ("", sha)), None)
+    if other is not None:
         raise VoxloopError(f"{folder} was trained on the tokens of a semantic tokenizer with "
-                           f"sha256 {config.semantic_sha256[:12]}, but {semantic} has "
+                           f"sha256 {other.config.semantic_sha256[:12]}, but {semantic} has "
                            f"{sha[:12]}: retrain it (voxloop distill end-of-turn)")
     return EndOfTurn(load_semantic_model(semantic), heads)
