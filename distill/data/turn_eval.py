@@ -47,8 +47,8 @@ def _evaluation_splits(data_out: str, config, model: str) -> dict:
         raise VoxloopError(f"no end-of-turn data in {data_out} (manifest.json): build it with "
                            "voxloop distill end-of-turn --data-out ... --semantic ...")
     built_with = json.loads(manifest.read_text())["semantic_sha256"]
-    if config.semantic_sha256 and built_with != config.semantic_sha256:  # ("": a head from
-        #                                        before heads said it, as loading accepts)
+    # (a head that names no hash is from before heads did: loading accepts it, so here too)
+    if config.semantic_sha256 and built_with != config.semantic_sha256:
         raise VoxloopError(
             f"{data_out} holds the tokens of semantic tokenizer {built_with[:12]}, but "
             f"{model} hears {config.semantic} ({config.semantic_sha256[:12]}): "
