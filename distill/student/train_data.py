@@ -64,13 +64,15 @@ def load_data(data: str | Path, out: Path, vocab: dict | None = None,
 
     if path.suffix == ".npz":
         packed = path
-    elif not packed.is_file() or not fits(PackedData.load(packed)) or \
-            _packed_from(packed) != _dataset_state(path):
-        pack_dataset(path, packed, vocab=vocab or None, user_input=user_input,
-                     semantic=semantic, progress=True, splits=splits if vocab else (),
-                     residual_books=residual_books)
-        atomic_write(_source_file(packed), lambda tmp: tmp.write_text(
-            json.dumps(_dataset_state(path))))
+    else:
+        state = _dataset_state(path)
+        if not packed.is_file() or not fits(PackedData.load(packed)) or \
+                _packed_from(packed) != state:
+            pack_dataset(path, packed, vocab=vocab or None, user_input=user_input,
+                         semantic=semantic, progress=True, splits=splits if vocab else (),
+                         residual_books=residual_books)
+            atomic_write(_source_file(packed),
+                         lambda tmp: tmp.write_text(json.dumps(state)))
     result = PackedData.load(packed)
     if vocab and not _same_vocab(result, vocab):
         raise VoxloopError(f"{packed} was tokenized with another vocabulary than the model's: "
