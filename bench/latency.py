@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxloop.bench.questions import held_out_questions, spoken
 from voxloop.bench.turns import bench_session, turn_detection_event
 from voxloop.client.files import append_event, paced_chunks, speech_end_sample, talked_over
 from voxloop.errors import VoxloopError
@@ -170,34 +171,6 @@ class _Turn:
         self.transcript = ""
         self.first_audio.clear()
         return True
-
-
-def held_out_questions(count: int) -> list[tuple[str, str, np.ndarray]]:
-    """``(text, voice, audio [T] at 24 kHz)`` of held-out questions: the dataset plan's
-    held-out voices and phrasings, alternating, synthesized now (offline TTS)."""
-    from voxloop.distill.data.plan import SynthSettings, plan
-
-    items = plan(SynthSettings())
-    by_split = [[i for i in items if i.split == s] for s in ("heldout_voice", "heldout_phrasing")]
-    pool, seen = [], set()
-    for pair in zip(*by_split, strict=False):
-        for item in pair:
-            if item.intent not in seen:
-                seen.add(item.intent)
-                pool.append(item)
-    picked = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, min(count, len(pool)))]
-    return [(i.prompt_text, i.user_voice, spoken(i.prompt_text, i.user_voice)) for i in picked]
-
-
-def spoken(text: str, voice: str) -> np.ndarray:
-    """``text`` by the TTS ``voice`` at 24 kHz, from its first loud sample on."""
-    from voxloop.audio import resample
-    from voxloop.distill.teachers.tts import synthesize
-
-    samples, rate_hz = synthesize(text, voice)
-    audio = resample(samples, rate_hz, WIRE_RATE_HZ)
-    start = len(audio) - speech_end_sample(audio[::-1])
-    return audio[start:]
 
 
 def underruns(arrivals: list[tuple[float, float]], jitter_ms: int) -> int:

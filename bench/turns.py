@@ -106,7 +106,8 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
     of ``count`` held-out questions of at least three words, each cut at a seeded word
     boundary, in every style of ``styles`` (a ``one_breath`` cut that finds no boundary
     falls back to ``apart`` and says so)."""
-    from voxloop.bench.latency import held_out_questions, spoken
+    from voxloop.bench.questions import held_out_items, spoken
+    from voxloop.distill.data.plan import SynthSettings, plan
     from voxloop.distill.data.turn_data import TurnText, spoken_segments
 
     @lru_cache(maxsize=8)  # a question's parts are said in both styles: synthesize once
@@ -116,7 +117,9 @@ def paused_questions(count: int, seed: int = 0, styles: tuple[str, ...] = PAUSED
 
     check_styles(styles)
     out = []
-    questions = [(t, v) for t, v, _ in held_out_questions(4 * count) if len(t.split()) >= 3]
+    questions = [(i.prompt_text, i.user_voice) for i in held_out_items(plan(SynthSettings()),
+                                                                       4 * count)
+                 if len(i.prompt_text.split()) >= 3]
     for text, voice in questions[:count]:
         words = text.split()
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{text}:{voice}".encode()))
@@ -297,7 +300,8 @@ def run_turn_detection_bench(settings, progress=print) -> dict:
     setting in one run; writes turn-detection.json / .png in ``settings.out``."""
     from pathlib import Path
 
-    from voxloop.bench.latency import ENGINE_ARGS, held_out_questions
+    from voxloop.bench.latency import ENGINE_ARGS
+    from voxloop.bench.questions import held_out_questions
     from voxloop.realtime.server_process import ServerProcess
 
     engine = settings.engines[0]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from voxloop.bench.latency import underruns
+from voxloop.bench.questions import held_out_items
 from voxloop.bench.report import summarize
 
 
@@ -20,6 +23,37 @@ def test_underruns_count_each_time_the_player_runs_dry():
     burst = [(0.0, 2.0), (2.5, 1.0)]  # 2 s at once, the rest 0.5 s after it ran out
     assert underruns(burst, jitter_ms=60) == 1
     assert underruns([], jitter_ms=60) == 0
+
+
+def plan_items(voices: int = 3, intents: int = 10) -> list:
+    """A plan's held-out items as the plan lists them: each voice's questions together."""
+    def item(split, voice, k):
+        return SimpleNamespace(split=split, user_voice=voice, intent=f"i{k % intents}",
+                               prompt_text=f"{split} {voice} {k}")
+    return ([item("heldout_voice", f"v{v}", k) for v in range(voices) for k in range(intents + 4)]
+            + [item("heldout_phrasing", "train", k) for k in range(2 * intents)])
+
+
+def test_held_out_questions_are_both_splits_and_every_held_out_voice_alike():
+    for count in (1, 2, 7, 20, 23):
+        picked = held_out_items(plan_items(), count)
+        assert len(picked) == count
+        splits = Counter(i.split for i in picked)
+        assert splits["heldout_voice"] - splits["heldout_phrasing"] in (0, 1)
+        voices = Counter(i.user_voice for i in picked if i.split == "heldout_voice")
+        assert max(voices.values()) - min(voices.values(), default=0) <= 1, voices
+        assert len(voices) == min(3, splits["heldout_voice"])
+        for split in splits:  # no intent twice within a split while another is unused
+            intents = Counter(i.intent for i in picked if i.split == split)
+            assert max(intents.values()) - min(intents.values()) <= 1 or len(intents) == 10
+        assert picked[0].split == "heldout_voice" and picked[1:2] == [
+            i for i in picked if i.split == "heldout_phrasing"][:1]
+
+
+def test_held_out_questions_run_out_with_the_plan():
+    everything = held_out_items(plan_items(), 1000)
+    assert len(everything) == len(plan_items())
+    assert {i.prompt_text for i in everything} == {i.prompt_text for i in plan_items()}
 
 
 def test_summary_ratio_and_barge_in_only_from_their_turns():
