@@ -59,6 +59,17 @@ def codec_folder(name_or_dir: str) -> Path:
                       config_kinds=CODEC_KINDS)
 
 
+def codec_sha256(name_or_dir: str) -> str | None:
+    """sha256 of a codec folder's weights (None: a pretrained codec with no folder here,
+    ``encodec_24khz``), what codes record to say which weights made them."""
+    from voxloop.models import weights_sha256
+
+    try:
+        return weights_sha256(codec_folder(name_or_dir))
+    except VoxloopError:
+        return None
+
+
 def load_codec(name_or_dir: str = DEFAULT_CODEC, decoder: str = "auto",
                float16_linears: bool = True) -> NeuralCodec:
     """``encodec_24khz``, a bundled model name under ``models/``, or a codec folder; for

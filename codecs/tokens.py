@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from voxloop.audio import read_wav, resample, write_wav
-from voxloop.codecs.registry import load_codec
+from voxloop.codecs.registry import codec_sha256, load_codec
 from voxloop.errors import VoxloopError
 from voxloop.training import NPZ_MAGIC
 
@@ -42,7 +42,7 @@ def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str,
     Path(npz_path).parent.mkdir(parents=True, exist_ok=True)
     dtype = np.int16 if codec.cardinality <= 1 << 15 else np.int32
     np.savez(npz_path, codes=codes.numpy().astype(dtype), codec=codec.config.kind,
-             codec_name=codec.name, codec_sha256=_weights_of(codec.name) or "",
+             codec_name=codec.name, codec_sha256=codec_sha256(codec.name) or "",
              sample_rate_hz=codec.sample_rate,
              frame_rate_hz=codec.frame_rate, cardinality=codec.cardinality,
              num_samples=len(samples))
@@ -72,7 +72,7 @@ def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
                            f"{cardinality} codes); decode it "
                            f"with the same --codec (this one is {codec.name})")
     made_by = str(data["codec_sha256"]) if "codec_sha256" in data else ""
-    weights = _weights_of(codec.name)
+    weights = codec_sha256(codec.name)
     if made_by and weights and made_by != weights:  # same shapes, other weights: noise
         raise VoxloopError(f"{npz_path} was made by codec {data['codec_name']} (weights "
                            f"{made_by[:12]}), not by {codec.name} ({weights[:12]}): decode "
@@ -80,17 +80,6 @@ def decode_file(npz_path: str | Path, wav_path: str | Path, codec_name: str,
     wav = codec.decode(torch.from_numpy(codes).unsqueeze(0))[0, 0, :num_samples]
     write_wav(wav_path, wav.numpy(), codec.sample_rate)
     return num_samples / codec.sample_rate
-
-
-def _weights_of(codec_name: str) -> str | None:
-    """sha256 of a codec folder's weights (None: a pretrained codec with no folder)."""
-    from voxloop.codecs.registry import codec_folder
-    from voxloop.models import weights_sha256
-
-    try:
-        return weights_sha256(codec_folder(codec_name))
-    except VoxloopError:
-        return None
 
 
 def check_heard(samples: np.ndarray, wav_path: str | Path) -> None:

@@ -67,12 +67,10 @@ class CodecRunner:
     """The codec by name or folder, with the fingerprint stored next to its codes."""
 
     def __init__(self, name_or_dir: str) -> None:
-        from voxloop.codecs.registry import ENCODEC_24KHZ, codec_folder, load_codec
-        from voxloop.models import weights_sha256
+        from voxloop.codecs.registry import codec_sha256, load_codec
 
         self.codec = load_codec(name_or_dir)
-        sha = name_or_dir if name_or_dir == ENCODEC_24KHZ else \
-            weights_sha256(codec_folder(name_or_dir))
+        sha = codec_sha256(name_or_dir) or name_or_dir  # encodec_24khz: its name
         self.info = {"name": self.codec.name, "sha256": sha,
                      "frame_rate_hz": float(self.codec.frame_rate),
                      "num_codebooks": int(self.codec.num_codebooks),

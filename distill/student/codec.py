@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from voxloop.errors import VoxloopError
-
 
 def load_student_codec(name: str | None, vocab: dict, decoder: str = "answers"):
     """The codec named, else the one the model's training codes came from, decoding with
@@ -12,15 +10,12 @@ def load_student_codec(name: str | None, vocab: dict, decoder: str = "answers"):
     were made with."""
     import warnings
 
-    from voxloop.codecs.registry import codec_folder, load_codec
-    from voxloop.models import DEFAULT_CODEC, weights_sha256
+    from voxloop.codecs.registry import codec_sha256, load_codec
+    from voxloop.models import DEFAULT_CODEC
 
     trained_with = vocab.get("codec", {})
     codec = load_codec(name or trained_with.get("name") or DEFAULT_CODEC, decoder=decoder)
-    try:
-        sha = weights_sha256(codec_folder(codec.name))
-    except VoxloopError:
-        sha = None  # a codec that is not a folder (encodec_24khz) has no weights file here
+    sha = codec_sha256(codec.name)
     if trained_with.get("sha256") and sha and sha != trained_with["sha256"]:
         warnings.warn(f"codec {codec.name} has other weights ({sha[:12]}) than the "
                       f"codes the student learned ({trained_with['sha256'][:12]}): its speech "
