@@ -198,3 +198,27 @@ def iter_examples(folder: str | Path, split: str | None = None,
                     f"{path} holds codes of codec {codec['name']} ({codec['sha256'][:12]}) but "
                     f"the manifest says {sha[:12]}: finish `voxloop distill synth --recode`")
             yield from examples
+
+
+def spoken_turns(folder: str | Path, split: str, limit: int = 0, progress: bool = False,
+                 desc: str = "") -> Iterator[tuple[str, np.ndarray, str]]:
+    """``(id, user audio float32 [T] at the dataset's rate, intended answer)`` of the
+    first ``limit`` (0: all) built turns of ``split``, with a progress bar; a clear error
+    where none is built yet or a turn kept no audio (evaluations replay these turns)."""
+    from tqdm import tqdm
+
+    total = load_manifest(folder)["splits"].get(split, {}).get("examples_done", 0)
+    if not total:
+        raise VoxloopError(f"{folder} has no {split} turns built yet: build them with "
+                           "voxloop distill synth")
+    total = min(total, limit or total)
+    turns = tqdm(iter_examples(folder, split), desc=desc or split, unit="turn", total=total,
+                 disable=not progress)
+    for k, example in enumerate(turns):
+        if k == total:
+            break
+        if example.user_audio is None or "prompt_answer" not in example.meta:
+            raise VoxloopError(f"{folder} keeps no user audio or intended answer for "
+                               f"{example.id}: build it with voxloop distill synth")
+        yield (example.id, example.user_audio.astype(np.float32) / 32768.0,
+               example.meta["prompt_answer"])

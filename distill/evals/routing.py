@@ -235,7 +235,7 @@ def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bo
     import torch
     from tqdm import tqdm
 
-    from voxloop.distill.data.dataset import iter_examples, load_manifest
+    from voxloop.distill.data.dataset import spoken_turns
     from voxloop.distill.student.codec import load_student_codec
     from voxloop.distill.student.model import load_student
     from voxloop.distill.student.user_tokens import load_student_semantic
@@ -254,24 +254,10 @@ def _answer_turns(model_dir: str | Path, settings: RoutingSettings, progress: bo
     both = _Both(model, Tokenizer(vocab), load_student_semantic(None, vocab, model), load_asr(),
                  load_llm(), answer_words(load_domain()["fallback"]), settings.chunk_frames,
                  codec)
-    manifest = load_manifest(settings.data)
-    rows = []
-    for split in settings.splits:
-        total = manifest["splits"].get(split, {}).get("examples_done", 0)
-        if not total:
-            raise VoxloopError(f"{settings.data} has no {split} turns built yet")
-        total = min(total, settings.limit or total)
-        turns = iter_examples(settings.data, split)
-        for k, example in enumerate(tqdm(turns, desc=f"routing {split}", unit="turn",
-                                         total=total, disable=not progress)):
-            if k == total:
-                break
-            if example.user_audio is None or "prompt_answer" not in example.meta:
-                raise VoxloopError(f"{settings.data} keeps no user audio or intended answer "
-                                   f"for {example.id}: build it with voxloop distill synth")
-            rows.append(both.answer(split, example.id, example.user_audio.astype(np.float32)
-                                    / 32768.0, example.meta["prompt_answer"],
-                                    out_loud=split != settings.choose_on))
+    rows = [both.answer(split, turn_id, audio, intended, out_loud=split != settings.choose_on)
+            for split in settings.splits
+            for turn_id, audio, intended in spoken_turns(settings.data, split, settings.limit,
+                                                         progress, f"routing {split}")]
     if settings.out_of_domain:
         refusal = load_domain()["fallback"]
         rows += [both.answer(OUT_OF_DOMAIN_SPLIT, name, audio, refusal, out_loud=True)

@@ -40,9 +40,8 @@ class VoteEvalSettings:
 
 def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=True) -> dict:
     import torch
-    from tqdm import tqdm
 
-    from voxloop.distill.data.dataset import iter_examples, load_manifest
+    from voxloop.distill.data.dataset import spoken_turns
     from voxloop.distill.evals.judge import judge
     from voxloop.distill.evals.student import transcribe_codes
     from voxloop.distill.student.codec import load_student_codec
@@ -67,23 +66,13 @@ def evaluate_votes(model_dir: str | Path, settings: VoteEvalSettings, progress=T
     frame = round(MODEL_RATE_HZ / semantic.frame_rate_hz)
     plan = {n: skips(frame, n) for n in settings.votes}
     alignments = sorted({s for ss in plan.values() for s in ss})
-    manifest = load_manifest(settings.data)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for split in SPLITS:
-        total = manifest["splits"].get(split, {}).get("examples_done", 0)
-        turns = iter_examples(settings.data, split)
-        for k, example in enumerate(tqdm(turns, desc=f"votes {split}", unit="turn",
-                                         total=settings.limit or total, disable=not progress)):
-            if settings.limit and k == settings.limit:
-                break
-            if example.user_audio is None or "prompt_answer" not in example.meta:
-                raise VoxloopError(f"{settings.data} keeps no user audio or intended answer "
-                                   f"for {example.id}: build it with voxloop distill synth")
-            audio = example.user_audio.astype(np.float32) / 32768.0
-            intended = example.meta["prompt_answer"]
-            row = {"split": split, "id": example.id, "intended": intended, "alignments": []}
+        for turn_id, audio, intended in spoken_turns(settings.data, split, settings.limit,
+                                                     progress, f"votes {split}"):
+            row = {"split": split, "id": turn_id, "intended": intended, "alignments": []}
             for tokens in encode_clips(semantic, [audio[s:] for s in alignments]):
                 said = generate(model, tokenizer, as_frames(tokens).astype(np.int64),
                                 SamplingOptions(), settings.chunk_frames)
