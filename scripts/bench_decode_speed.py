@@ -1,6 +1,6 @@
 """What streaming an answer's audio costs: the codec's decoders, decode only, one thread.
 
-Every decoder streams the same codes in chunks of 1 frame (40 ms: an answer's first
+Every decoder streams the same codes in chunks of 1 frame (40 ms at 25 Hz: an answer's first
 frame, the issue's one-frame RTF) and of 5 frames (200 ms: what the engine decodes per
 call once an answer is under way), as ``voxloop eval decoders`` measures it
 (``decode_speed``: the thread's CPU time per second of audio). A frame decoder runs
@@ -27,7 +27,7 @@ import torch
 
 from voxloop.codecs.decoder_config import SEANET
 from voxloop.codecs.registry import load_codec
-from voxloop.distill.evals.codec_decoders import decode_speed
+from voxloop.distill.evals.codec_decoders import chunks_ms, decode_speed
 
 CHUNKS_FRAMES = (1, 5)
 
@@ -67,8 +67,9 @@ def with_ratios(results: dict) -> dict:
     return results
 
 
-def table(results: dict) -> str:
-    lines = ["| decoder | RTF, 40 ms chunks | RTF, 200 ms chunks |", "|---|---|---|"]
+def table(results: dict, frame_rate_hz: float) -> str:
+    head = " | ".join(f"RTF, {chunks_ms([c], frame_rate_hz)} chunks" for c in CHUNKS_FRAMES)
+    lines = [f"| decoder | {head} |", "|---|" + "---|" * len(CHUNKS_FRAMES)]
     for label, row in results.items():
         cells = []
         for chunk in CHUNKS_FRAMES:
@@ -97,9 +98,10 @@ def main() -> None:
     results = with_ratios(measure(codecs, codes, args.rounds))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"codec": args.codec, "frames": frames,
+                                    "frame_rate_hz": float(first.frame_rate),
                                     "rounds": args.rounds, "cpu": platform.processor(),
                                     "torch": torch.__version__, "results": results}, indent=2))
-    print(table(results))
+    print(table(results, first.frame_rate))
     print(f"(median of {args.rounds} rounds, {frames} frames each, one thread; {args.out})")
 
 

@@ -74,7 +74,8 @@ def held_out_metrics(codecs: dict, data: str | Path, asr, codebooks: tuple[int, 
     first = next(iter(codecs.values()))
     rate_hz = first.sample_rate
     heard = [asr.transcribe(a, rate_hz) for a in tqdm(originals, desc="originals", unit="clip")]
-    metrics = {"codec": first.name, "data": str(data), "clips": len(clips),
+    metrics = {"codec": first.name, "frame_rate_hz": float(first.frame_rate),
+               "data": str(data), "clips": len(clips),
                "voices": sorted({c.voice for c in clips}),
                "seconds": sum(len(a) for a in originals) / rate_hz,
                "whisper_wer_original": word_error_rate(texts, heard), "decoders": {},
@@ -104,12 +105,18 @@ def held_out_metrics(codecs: dict, data: str | Path, asr, codebooks: tuple[int, 
     return metrics
 
 
+def chunks_ms(chunks_frames, frame_rate_hz: float) -> str:
+    """``(1, 5)`` frames at 25 Hz -> "40 ms / 200 ms"."""
+    return " / ".join(f"{1000 * c / frame_rate_hz:g} ms" for c in chunks_frames)
+
+
 def format_decoder_table(metrics: dict) -> str:
     """A markdown table: decoder, K, STOI, WER, +points over the originals, decode RTF."""
     lines = [f"{metrics['clips']} held-out clips ({metrics['seconds']:.0f} s, "
              f"{', '.join(metrics['voices'][:4])}{' ...' if len(metrics['voices']) > 4 else ''})"
              f"; Whisper WER of the originals {100 * metrics['whisper_wer_original']:.1f} %", "",
-             "| decoder | K | STOI | WER | + points | decode RTF 1 thread, 40 ms / 200 ms chunks "
+             "| decoder | K | STOI | WER | + points | decode RTF 1 thread, "
+             f"{chunks_ms(SPEED_CHUNK_FRAMES, metrics.get('frame_rate_hz', 25.0))} chunks "
              "(CPU) |", "|---|---|---|---|---|---|"]
     for name, result in metrics["decoders"].items():
         speed = " / ".join(f"{result[f'decode_rtf_{c}_frames']['cpu_median']:.3f}"

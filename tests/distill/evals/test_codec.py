@@ -150,3 +150,17 @@ def test_bundled_assistant_decoder_beats_seanet_on_the_assistant_voice(tmp_path)
     print(f"\nSTOI on piper:joe at K = 4: {stoi}")
     assert np.load(tmp_path / "a.npz")["codes"].shape[0] == 4
     assert stoi["assistant"] >= 0.87 and stoi["assistant"] > stoi["seanet"]  # 0.897 vs 0.868
+
+
+def test_the_decoder_table_names_its_chunks_in_the_codecs_own_milliseconds():
+    from voxloop.distill.evals.codec_decoders import format_decoder_table
+
+    cell = {"cpu_median": 0.01, "wall_median": 0.01}
+    metrics = {"clips": 1, "seconds": 2.0, "voices": ["flite:slt"], "whisper_wer_original": 0.1,
+               "frame_rate_hz": 12.5, "decoders": {"general": {
+                   "decode_rtf_1_frames": cell, "decode_rtf_5_frames": cell,
+                   "by_codebooks": {"8": {"stoi_mean": 0.9, "whisper_wer": 0.12,
+                                          "wer_increase_points": 2.0}}}}}
+    table = format_decoder_table(metrics)
+    assert "80 ms / 400 ms chunks" in table and "40 ms" not in table
+    assert "| general | 8 | 0.900 | 12.0 % | +2.0 | 0.010 / 0.010 |" in table
