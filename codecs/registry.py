@@ -20,6 +20,7 @@ ENCODEC_24KHZ_CONFIG = CodecConfig(
     num_codebooks=8, cardinality=1024, pad_mode="reflect", true_skip=False, kind=ENCODEC_24KHZ,
 )  # 75 Hz x 8 codebooks x 10 bits = 6 kbps
 CODEC_KINDS = (CodecConfig.__dataclass_fields__["kind"].default, ENCODEC_24KHZ)  # config kinds
+ENCODEC_24KHZ_FILE = "encodec_24khz-d7cc33bc.th"  # the encodec package's checkpoint name
 
 
 def wrap_encodec(model) -> NeuralCodec:
@@ -32,8 +33,9 @@ def load_encodec_24khz(repository: str | Path | None = None,
                        pretrained: bool = True) -> NeuralCodec:
     """EnCodec's pretrained causal 24 kHz model through the encodec package's own loader.
 
-    It downloads the weights unless ``repository`` is a folder holding
-    ``encodec_24khz-d7cc33bc.th``. ``pretrained=False`` gives the same
+    It downloads the weights (into torch's hub cache, where a copy put there is used
+    offline) unless ``repository`` is a folder holding ``ENCODEC_24KHZ_FILE`` (which
+    ``load_codec`` takes for a codec folder). ``pretrained=False`` gives the same
     architecture with random weights (for tests).
     """
     from encodec import EncodecModel
@@ -47,10 +49,23 @@ def load_encodec_24khz(repository: str | Path | None = None,
         where = f"from {repository}" if repository else "(needs the internet)"
         raise VoxloopError(
             f"cannot load EnCodec's pretrained 24 kHz weights {where}: {exc}. Offline, use the "
-            f"bundled compact codec (--codec {DEFAULT_CODEC}), or put "
-            "encodec_24khz-d7cc33bc.th in a folder and pass it as the repository."
+            f"bundled compact codec (--codec {DEFAULT_CODEC}), or put {ENCODEC_24KHZ_FILE} "
+            "in a folder and pass that folder as the codec (--codec FOLDER), or in "
+            f"{Path(torch_hub_dir()) / 'checkpoints'}, where {ENCODEC_24KHZ} finds it."
         ) from exc
     return wrap_encodec(model)
+
+
+def torch_hub_dir() -> str:
+    import torch
+
+    return torch.hub.get_dir()
+
+
+def encodec_repository(name_or_dir: str) -> Path | None:
+    """``name_or_dir`` as a folder holding EnCodec's 24 kHz checkpoint, else None."""
+    folder = Path(name_or_dir)
+    return folder if (folder / ENCODEC_24KHZ_FILE).is_file() else None
 
 
 def codec_folder(name_or_dir: str) -> Path:
@@ -81,10 +96,11 @@ def load_codec(name_or_dir: str = DEFAULT_CODEC, decoder: str = "auto",
     shipped one for any voice / for the assistant's voice: ``decoder_io``).
     ``float16_linears=False`` keeps a frame decoder's linear layers in float32 (the same
     audio within ~1e-6, slower: for measuring what the packing saves)."""
-    if name_or_dir == ENCODEC_24KHZ:
+    repository = encodec_repository(name_or_dir)
+    if name_or_dir == ENCODEC_24KHZ or repository is not None:
         if decoder not in ("auto", "answers", SEANET):
             raise VoxloopError(f"{ENCODEC_24KHZ} has only its own decoder, not {decoder!r}")
-        return load_encodec_24khz().fold_weight_norm()
+        return load_encodec_24khz(repository).fold_weight_norm()
     try:
         folder = codec_folder(name_or_dir)
     except VoxloopError as exc:

@@ -70,7 +70,7 @@ class CodecRunner:
         from voxloop.codecs.registry import codec_sha256, load_codec
 
         self.codec = load_codec(name_or_dir)
-        sha = codec_sha256(name_or_dir) or name_or_dir  # encodec_24khz: its name
+        sha = codec_sha256(name_or_dir) or self.codec.name  # encodec_24khz: its name
         self.info = {"name": self.codec.name, "sha256": sha,
                      "frame_rate_hz": float(self.codec.frame_rate),
                      "num_codebooks": int(self.codec.num_codebooks),

@@ -49,19 +49,26 @@ def test_a_student_folder_is_not_a_codec():
         load_codec("voxloop-student")
 
 
-def test_encodec_offline_names_the_alternative(monkeypatch):
+def test_encodec_offline_names_the_alternatives(monkeypatch, tmp_path):
     def no_internet(*args, **kwargs):
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_internet)
-    with pytest.raises(VoxloopError, match="needs the internet.*voxloop-codec-16k"):
-        load_encodec_24khz()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(VoxloopError, match="needs the internet.*voxloop-codec-16k") as caught:
+        load_codec("encodec_24khz")
+    # ways the command line takes: a folder as --codec, or torch's hub cache
+    assert "--codec FOLDER" in str(caught.value)
+    assert str(tmp_path / "hub" / "checkpoints") in str(caught.value)
 
 
 def test_encodec_local_repository_is_checked(tmp_path):
     torch.save({"not": "weights"}, tmp_path / "encodec_24khz-d7cc33bc.th")
     with pytest.raises(VoxloopError, match=f"from {tmp_path}"):
         load_encodec_24khz(repository=tmp_path)
+    # a folder holding the checkpoint is a codec name too: offline, as the advice says
+    with pytest.raises(VoxloopError, match=f"from {tmp_path}"):
+        load_codec(str(tmp_path))
 
 
 def test_token_files_round_trip_and_mismatch(tmp_path):
