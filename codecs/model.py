@@ -55,7 +55,11 @@ class NeuralCodec(nn.Module):
 
     @property
     def bitrate_bps(self) -> float:
-        return self.frame_rate * self.num_codebooks * math.log2(self.cardinality)
+        return self.bitrate_bps_of(self.num_codebooks)
+
+    def bitrate_bps_of(self, codebooks: int) -> float:
+        """Bits per second of the first ``codebooks`` codebooks' codes."""
+        return self.frame_rate * codebooks * math.log2(self.cardinality)
 
     def pad_to_frames(self, wav: Tensor) -> Tensor:
         """Zero-pad ``[B, 1, T]`` on the right to a multiple of the hop."""

@@ -46,7 +46,7 @@ def encode_file(wav_path: str | Path, npz_path: str | Path, codec_name: str,
              sample_rate_hz=codec.sample_rate,
              frame_rate_hz=codec.frame_rate, cardinality=codec.cardinality,
              num_samples=len(samples))
-    kbps = codec.bitrate_bps * codes.shape[0] / codec.num_codebooks / 1000
+    kbps = codec.bitrate_bps_of(codes.shape[0]) / 1000
     return (f"{codes.shape[1]} frames x {codes.shape[0]} codebooks at {codec.frame_rate:g} Hz "
             f"({kbps:.1f} kbps, codec {codec.name})")
 

@@ -171,7 +171,7 @@ def evaluate_codec(codec: NeuralCodec, settings: CodecEvalSettings) -> dict:
         by_voice = {v: float(np.mean([s for s, vv in zip(m["stoi"], voices, strict=True)
                                       if vv == v])) for v in sorted(set(voices))}
         metrics["by_codebooks"][str(k)] = {
-            "bitrate_kbps": codec.frame_rate * k * np.log2(codec.cardinality) / 1000,
+            "bitrate_kbps": codec.bitrate_bps_of(k) / 1000,
             "stoi_mean": float(np.mean(m["stoi"])), "pesq_wb_mean": float(np.mean(m["pesq"])),
             "whisper_wer_reconstruction": word_error_rate(texts, m["heard"]),
             "wer_increase_points": 100 * (word_error_rate(texts, m["heard"]) - wer_original),

@@ -118,7 +118,7 @@ def test_contract_attributes(compact, encodec_arch):
     codes = compact.encode(torch.zeros(1, 1, 16000))
     assert codes.dtype == torch.int64 and codes.shape == (1, 4, 25)
     assert encodec_arch.frame_rate == 75.0 and encodec_arch.config == ENCODEC_24KHZ_CONFIG
-    assert encodec_arch.bitrate_bps == 6000.0
+    assert encodec_arch.bitrate_bps == 6000.0 and encodec_arch.bitrate_bps_of(2) == 1500.0
 
 
 def test_fewer_codebooks_decode(compact):
