@@ -58,3 +58,15 @@ def test_a_model_is_named_so_it_is_found_from_anywhere(tmp_path, monkeypatch):
         DEFAULT_SEMANTIC
     with pytest.raises(VoxloopError, match=r"bundled semantic tokenizers \['voxloop-semantic'\]"):
         find_semantic("nope")
+
+
+def test_weights_written_over_a_card_keep_it_under_a_note_that_it_is_the_old_ones(tmp_path):
+    folder = save_model_folder(tmp_path / "m", STATE, {"kind": "toy"}, "# toy\n\n91 % right\n")
+    save_model_folder(folder, STATE, {"kind": "toy"})  # new weights, no card of their own
+    card = (folder / "README.md").read_text()
+    assert card.startswith("> New weights were written here") and card.endswith("91 % right\n")
+    save_model_folder(folder, STATE, {"kind": "toy"})
+    assert (folder / "README.md").read_text() == card  # one note, however often
+    save_model_folder(folder, STATE, {"kind": "toy"}, "# toy\n\n93 % right\n")
+    assert (folder / "README.md").read_text() == "# toy\n\n93 % right\n"
+    assert not (save_model_folder(tmp_path / "n", STATE, {"kind": "toy"}) / "README.md").exists()

@@ -154,11 +154,28 @@ def save_model_folder(folder: str | Path, state: Mapping, config: dict, card: st
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(
         weights, str(tmp), metadata={"format": "pt", "kind": config["kind"]}))
     texts = {CONFIG_FILE: json.dumps(config, indent=2) + "\n", **(files or {})}
+    card = card if card is not None else carried_card(folder)
     if card is not None:
         texts[CARD_FILE] = card
     for name, text in texts.items():
         atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text))
     return folder
+
+
+CARRIED = "> New weights were written here; the card below was written for the ones before"
+
+
+def carried_card(source: str | Path) -> str | None:
+    """``source``'s card (None: it has none) for weights made from or over ``source``'s:
+    the same text under a note that its numbers are the weights before's, so a folder never
+    shows a card that reads as measured on weights it was not (one note, however often)."""
+    card = read_card(source)
+    if card is None:
+        return None
+    if card.startswith(CARRIED):
+        card = card.split("\n\n", 1)[1] if "\n\n" in card else ""
+    return (f"{CARRIED} (`{source}`): its numbers and commands are theirs. Measure these "
+            "and rewrite it.\n\n" + card)
 
 
 def read_card(folder: str | Path) -> str | None:

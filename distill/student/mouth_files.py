@@ -37,7 +37,7 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     measured on its words (the routing thresholds, the heard-intents head) and the audio
     intents head (it reads the user's codes, which a mouth does not change) carried over."""
     from voxloop.distill.student.model import Student, load_student, save_student, student_folder
-    from voxloop.models import read_card
+    from voxloop.models import carried_card
 
     source = student_folder(student_name)
     student, vocab = load_student(source)
@@ -51,7 +51,7 @@ def give_mouth(student_name: str, checkpoint: str | Path, folder: str | Path) ->
     with_mouth.load_state_dict(weights, strict=False)
     with_mouth.mouth.load_state_dict(state["model"])
     return with_measured_heads(source, lambda: save_student(with_mouth.eval(), vocab, folder,
-                                                            read_card(source)))
+                                                            carried_card(source)))
 
 
 def with_measured_heads(source: Path, save) -> Path:

@@ -344,7 +344,7 @@ def remember_lengths(student_name: str | Path, data_path: str | Path, folder: st
     fresh mouth), its card kept; returns the folder and how many answers it remembers."""
     from voxloop.distill.student.model import save_student, student_folder
     from voxloop.distill.student.mouth_files import with_measured_heads
-    from voxloop.models import read_card
+    from voxloop.models import carried_card
 
     student, vocab, data = student_and_pack(student_name, data_path)
     rows, _ = distinct_answers(data, "train")
@@ -353,4 +353,4 @@ def remember_lengths(student_name: str | Path, data_path: str | Path, folder: st
     student.mouth.remember(*answer_lengths(data, rows))
     source = student_folder(student_name)
     return with_measured_heads(source, lambda: save_student(student, vocab, folder,
-                                                            read_card(source))), len(rows)
+                                                            carried_card(source))), len(rows)
