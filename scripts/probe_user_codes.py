@@ -179,8 +179,9 @@ def semantic_frames(folder: str, features: list) -> tuple[list[np.ndarray], torc
     return tokens, tokenizer.codebook_vectors(), tokenizer.config.to_json()
 
 
-def train_probe(name, inp, data, frames, words, steps, threads_note) -> dict:
-    torch.manual_seed(0)
+def train_probe(name, make, data, frames, words, steps, threads_note) -> dict:
+    torch.manual_seed(0)  # before its input layer is made: the same start whatever came before
+    inp = make()
     pick_rng, drop_rng = np.random.default_rng(0), np.random.default_rng(1)
     model = Probe(inp, len(words))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
@@ -245,11 +246,12 @@ def main() -> None:
             inputs["whisper"] = (lambda: nn.Linear(384, 192), whisper_frames(features), {})
         for folder in args.semantic if "semantic" in args.kinds else []:
             tokens, table_, config = semantic_frames(folder, features)
-            inputs[f"semantic-{Path(folder).parent.name or Path(folder).name}"] = (
-                lambda table_=table_: Tokens(table_, 192), tokens, {"tokenizer": folder,
-                                                                     "config": config})
+            name = f"semantic-{Path(folder).parent.name or Path(folder).name}"
+            name = name if name not in inputs else f"semantic-{folder}"  # same last parts
+            inputs[name] = (lambda table_=table_: Tokens(table_, 192), tokens,
+                            {"tokenizer": folder, "config": config})
     for name, (make, frames, info) in inputs.items():
-        results[name] = {**info, **train_probe(name, make(), data, frames, words, args.steps,
+        results[name] = {**info, **train_probe(name, make, data, frames, words, args.steps,
                                                args.threads)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
