@@ -210,11 +210,7 @@ class WebRtcAec:
     again. Such blocks (not aligned, or what came out looks like the playback:
     :class:`EchoLeakDetector`) are never sent raw while the assistant is audible:
     they are ducked as ``Ducker`` does, so a user louder than the playback still
-    gets through. A leak, and a stretch not aligned, are guarded for ``tail_ms`` after
-    them: in the first answer of a loaded session the reference slipped, came back, and
-    AEC3, never converged, let 80 ms of echo through the blocks right after, before the
-    leak detector had a delay to see it by (a clean clone's dump: the answer barged in on
-    itself 560 ms in). Once ``STICKY_LEAK_BLOCKS``
+    gets through. A leak is guarded for ``tail_ms`` after it; once ``STICKY_LEAK_BLOCKS``
     have leaked in one playback, the rest of it (until it goes quiet) is: on a loaded
     machine the path broke again and again within one answer, later too weakly
     correlated to be caught, and the last break barged in (a failed clean-clone run,
@@ -249,8 +245,6 @@ class WebRtcAec:
         if self._leaks.leaking(mic, out, far):
             self.leaking_blocks += 1
             self._leaked_now += 1
-            self._distrust_samples = self._hold_samples
-        elif not aligned:  # the reference moved: AEC3 re-learns the path for a while after
             self._distrust_samples = self._hold_samples
         else:
             self._distrust_samples = max(0, self._distrust_samples - len(out))
