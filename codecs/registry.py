@@ -46,20 +46,16 @@ def load_encodec_24khz(repository: str | Path | None = None,
             model = EncodecModel.encodec_model_24khz(
                 pretrained=pretrained, repository=Path(repository) if repository else None)
     except (OSError, ValueError, RuntimeError) as exc:  # URLError is an OSError
+        import torch
+
         where = f"from {repository}" if repository else "(needs the internet)"
         raise VoxloopError(
             f"cannot load EnCodec's pretrained 24 kHz weights {where}: {exc}. Offline, use the "
             f"bundled compact codec (--codec {DEFAULT_CODEC}), or put {ENCODEC_24KHZ_FILE} "
             "in a folder and pass that folder as the codec (--codec FOLDER), or in "
-            f"{Path(torch_hub_dir()) / 'checkpoints'}, where {ENCODEC_24KHZ} finds it."
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'}, where {ENCODEC_24KHZ} finds it."
         ) from exc
     return wrap_encodec(model)
-
-
-def torch_hub_dir() -> str:
-    import torch
-
-    return torch.hub.get_dir()
 
 
 def encodec_repository(name_or_dir: str) -> Path | None:
