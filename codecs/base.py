@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -38,3 +40,12 @@ class Codec(Protocol):
     def stream_encoder(self, batch_size: int = 1) -> StreamEncoder: ...
 
     def stream_decoder(self, batch_size: int = 1) -> StreamDecoder: ...
+
+
+def silence_codes(codec: Codec) -> np.ndarray:
+    """``[K]`` the codes ``codec`` gives silence, half a second in: crop padding, a silent
+    user turn. Past the first codebook they still wander a little frame to frame (the
+    encoder's state settles slowly), so one fixed point is the definition."""
+    with torch.no_grad():
+        codes = codec.encode(torch.zeros(1, 1, codec.sample_rate))[0]  # [K, F]
+    return codes[:, codes.shape[1] // 2].numpy()

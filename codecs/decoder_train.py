@@ -31,11 +31,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from voxloop.codecs.base import silence_codes
 from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
 from voxloop.codecs.decoder_data import Clip, check_codes_of, read_clips
 from voxloop.codecs.decoder_io import load_frame_decoder, save_frame_decoder
 from voxloop.codecs.frame_decoder import FrameDecoder
 from voxloop.codecs.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, WhisperFeatureLoss
+from voxloop.codecs.registry import load_codec
 from voxloop.errors import VoxloopError
 from voxloop.training import cosine_lr, load_checkpoint, resume_checkpoint, torch_save_atomic
 
@@ -119,15 +121,6 @@ class DecoderLosses(torch.nn.Module):
         return losses
 
 
-def silence_codes(codec_name: str) -> np.ndarray:
-    """``[K]`` the codes the codec gives a stretch of silence (crop padding)."""
-    from voxloop.codecs.registry import load_codec
-
-    codec = load_codec(codec_name, decoder="seanet")
-    codes = codec.encode(torch.zeros(1, 1, 16 * codec.hop))  # past the encoder's warm-up
-    return codes[0, :, -1].numpy()
-
-
 class Progress:
     """Steps and minutes trained; the schedule's progress is the larger share."""
 
@@ -169,7 +162,7 @@ def train_decoder(settings: DecoderTrainSettings, config: FrameDecoderConfig | N
     if codebooks.shape[0] < config.num_codebooks or codebooks.shape[2] != config.latent_dim:
         raise VoxloopError(f"codec {settings.codec} has {tuple(codebooks.shape)} codebooks; "
                            f"the decoder expects {config.num_codebooks} x D={config.latent_dim}")
-    silence = silence_codes(settings.codec)
+    silence = silence_codes(load_codec(settings.codec, decoder="seanet"))
     torch.manual_seed(settings.seed)
     decoder = FrameDecoder(config).train()
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=settings.lr, betas=(0.8, 0.99),

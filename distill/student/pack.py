@@ -205,14 +205,6 @@ def make_batch(config: StudentConfig, data: PackedData, rows: np.ndarray,
     return collate(config, seqs)
 
 
-def silence_codes(codec) -> np.ndarray:
-    """The codes ``[K]`` the codec gives to a steady stretch of silence."""
-    wav = torch.zeros(1, 1, codec.sample_rate)
-    with torch.no_grad():
-        codes = codec.encode(wav)[0]  # [K, F]
-    return codes[:, codes.shape[1] // 2].numpy().astype(np.int16)
-
-
 def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
                  vocab: dict | None = None, valid_every: int = 0,
                  targets: str = "teacher", corpus: str | Path | None = None,
@@ -331,9 +323,10 @@ def pack_dataset(folder: str | Path, out: str | Path, answer_codebooks: int = 8,
         vocab_info = {**vocab, "codec": manifest["codec"], "user_input": "semantic",
                       "semantic": info}
     else:
+        from voxloop.codecs.base import silence_codes
         from voxloop.codecs.registry import load_codec
 
-        silence = silence_codes(load_codec(manifest["codec"]["name"]))
+        silence = silence_codes(load_codec(manifest["codec"]["name"])).astype(np.int16)
         vocab_info = {**vocab, "codec": manifest["codec"]}
     arrays = pack_examples(examples, Tokenizer(vocab), silence, answer_codebooks)
     PackedData({**arrays, **extra}, vocab_info).save(out)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.codecs.helpers import assert_resume_is_exact
+from voxloop.codecs.base import silence_codes
 from voxloop.codecs.config import CodecConfig
 from voxloop.codecs.decoder_config import DecoderTrainSettings, FrameDecoderConfig
 from voxloop.codecs.decoder_data import Clip, read_clips, write_clips
@@ -76,7 +77,6 @@ def test_loss_falls_and_the_export_decodes(data, tmp_path):
         evaluate_decoder_loss,
         export_decoder,
         frozen_codebooks,
-        silence_codes,
         train_decoder,
     )
     from voxloop.codecs.frame_decoder import FrameDecoder
@@ -91,7 +91,7 @@ def test_loss_falls_and_the_export_decodes(data, tmp_path):
     with pytest.raises(VoxloopError, match="give the decoder the codec's hop"):
         frozen_codebooks(settings.codec, codec_info, replace(TINY, upsample=2 * TINY.upsample))
     losses = DecoderLosses(settings, 16000)
-    silence = silence_codes(settings.codec)
+    silence = silence_codes(load_codec(settings.codec, decoder="seanet"))
     torch.manual_seed(0)
     before = evaluate_decoder_loss(FrameDecoder(TINY), books, held, losses, 7, 640, silence)
     after = evaluate_decoder_loss(load_frame_decoder(out / "final"), books, held, losses, 7, 640,
@@ -157,7 +157,8 @@ def test_clips_of_fewer_codebooks_than_the_codec_train_at_that_k(data, tmp_path)
     """Clips keeping only the first K = 2 of the codec's 4 codebooks (what a student speaks)
     train with ``--k-main 2 --k-main-fraction 1``, short crops padded with the silence codes
     of those codebooks."""
-    from voxloop.codecs.decoder_train import sample_batch, silence_codes, train_decoder
+    from voxloop.codecs.decoder_train import sample_batch, train_decoder
+    from voxloop.codecs.registry import load_codec
 
     for split in ("train", "heldout"):
         clips, codec_info = read_clips(data / "data", split)
@@ -166,7 +167,7 @@ def test_clips_of_fewer_codebooks_than_the_codec_train_at_that_k(data, tmp_path)
     settings = _settings(data, tmp_path / "run", 2, data=str(tmp_path / "k2"), k_main=(2,),
                          k_main_fraction=1.0)
     clips, _ = read_clips(tmp_path / "k2", "train")
-    silence = silence_codes(settings.codec)
+    silence = silence_codes(load_codec(settings.codec, decoder="seanet"))
     codes, wav = sample_batch(clips, 3, 20, 640, silence, np.random.default_rng(0))
     assert codes.shape == (3, 2, 20) and wav.shape == (3, 1, 20 * 640)
     assert (codes[:, :, 15:] == torch.from_numpy(silence[:2, None].astype(np.int64))).all()
