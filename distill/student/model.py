@@ -61,9 +61,10 @@ AUDIO_SPECIAL = CODEBOOK_SIZE  # input: "no code at this step"; output on codebo
 class KVCache:
     """Keys and values of every layer, one length per row.
 
-    ``keys[i]``, ``values[i]``: ``[B, capacity, H_kv, D]``; ``lengths``: ``[B]``
+    ``keys[i]``, ``values[i]``: ``[B, capacity + 1, H_kv, D]``; ``lengths``: ``[B]``
     int64, how many positions of each row are filled (also the rotary position
-    of the row's next token).
+    of the row's next token). The last slot is scratch: a batched call's padding past a
+    row's end is written there, never over a position the row holds.
     """
 
     keys: list[torch.Tensor]
@@ -74,14 +75,14 @@ class KVCache:
     def empty(cls, config: StudentConfig, batch: int, capacity: int | None = None,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
         cap = capacity or config.max_len
-        shape = (batch, cap, config.n_kv_heads, config.head_dim)
+        shape = (batch, cap + 1, config.n_kv_heads, config.head_dim)
         return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
                    [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
                    torch.zeros(batch, dtype=torch.long, device=device))
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[1]
+        return self.keys[0].shape[1] - 1  # the scratch slot holds no position
 
     def rows(self, rows: list[int]) -> KVCacheRows:
         """Some rows as a cache of their own that shares this one's storage (no copy):
@@ -319,9 +320,13 @@ class Student(nn.Module):
             batch, dtype=torch.long, device=ids.device)
         positions = start[:, None] + torch.arange(steps, device=ids.device)[None]
         limit = cache.capacity if cache is not None else self.config.max_len
-        if int(positions.max()) >= limit:
+        real = positions < start[:, None] + (n_new[:, None] if n_new is not None else steps)
+        if bool((positions >= limit)[real].any()):
             raise ValueError(f"sequence longer than {limit} positions")
-        cos, sin = self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None]
+        # padding past the end: its outputs mean nothing, its keys go to the scratch slot
+        positions = positions.clamp(max=limit)
+        rotary = positions.clamp(max=self.config.max_len - 1)
+        cos, sin = self.rope_cos[rotary][:, :, None], self.rope_sin[rotary][:, :, None]
         mask = None
         if cache is not None:
             key_pos = torch.arange(int(positions.max()) + 1, device=ids.device)

@@ -108,6 +108,31 @@ def test_batched_rows_of_different_lengths_are_isolated():
     assert lengths[0] != lengths[1]
 
 
+def test_a_row_filled_to_its_capacity_batches_with_a_longer_one():
+    """Row 0 fills its cache's last positions in a call whose width row 1 sets: the
+    padding past row 0's end neither refuses the call nor overwrites what it holds."""
+    model, data = _model()
+    ids = make_batch(model.config, data, np.array([0, 1]), None, np.random.default_rng(0)).ids
+    capacity = 12
+    with torch.no_grad():
+        alone = KVCache.empty(model.config, 1, capacity)
+        want = model(ids[:1, :capacity], alone).audio[0, -2:]
+        cache = KVCache.empty(model.config, 2, capacity)
+        model(ids[:, :capacity - 2], cache)
+        width = 8  # row 1's new positions; row 0 has room for 2
+        step = torch.full((2, width, ids.shape[2]), model.config.null_id)
+        step[0, :2] = ids[0, capacity - 2:capacity]
+        step[1] = ids[1, 0:width]  # any ids: row 1 is not checked
+        cache.lengths[1] = 0
+        got = model(step, cache, torch.tensor([2, width])).audio[0, :2]
+        with pytest.raises(ValueError, match="longer than 12 positions"):
+            model(step, cache, torch.tensor([1, width]))  # row 0 is full: no more room
+    assert torch.allclose(got, want, atol=1e-4)
+    assert cache.lengths.tolist() == [capacity, width]
+    assert all(torch.allclose(a[0, :capacity], b[0, :capacity], atol=1e-5)
+               for a, b in zip(cache.keys, alone.keys, strict=True))
+
+
 def test_some_rows_of_a_cache_are_written_in_its_own_storage():
     """``cache.rows``: a call over some sessions (continuous batching) writes their rows of
     the batch's cache, and only theirs."""
